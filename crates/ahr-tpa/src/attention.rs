@@ -1,0 +1,319 @@
+//! Attention for every family on one skeleton: TPA (contextual factors, nested ranks, optional
+//! dense path), MHA and GQA.
+//!
+//! Two forms that must agree (DESIGN.md §3):
+//! - [`Attention::forward`]: a parallel forward over a whole sequence with a storage choice per
+//!   (sequence, token); it materialises each token's *stored* K/V and its *exact* K/V, lets query
+//!   `s` see token `t < s` through the stored version and itself through the exact one.
+//! - [`Attention::decode`]: one new token per stream against a [`LayerCache`] that physically keeps
+//!   each earlier token at its chosen option, computing scores straight from the factors in
+//!   FlashTPA's order (`B_K·B_Qᵀ`, then `A_Q`, then `A_K`) without materialising K/V.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::cache::{Group, LayerCache};
+use crate::choices::LayerChoiceTensors;
+use crate::config::{AttentionKind, ModelConfig, StoreOption};
+use crate::rope::RopeTables;
+
+/// Additive score bias for a hidden key (large enough that `exp` underflows to 0).
+const MASKED: f32 = -1.0e9;
+
+/// Sizes an attention layer needs at run time.
+#[derive(Clone, Debug)]
+pub struct AttnDims {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    q_rank: usize,
+    kv_rank: usize,
+    exact: StoreOption,
+}
+
+impl AttnDims {
+    fn new(cfg: &ModelConfig) -> Self {
+        Self {
+            heads: cfg.n_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_dim,
+            q_rank: cfg.q_rank,
+            kv_rank: cfg.kv_rank_max,
+            exact: cfg.exact_option(),
+        }
+    }
+}
+
+/// One attention layer. TPA fills the factor projections (`a_*`, `b_*`), plus `k`/`v` when the
+/// menu has `full`; MHA/GQA fill `q`, `k`, `v`. Weights are `[d_in, d_out]` (burn's layout);
+/// factor outputs are head-major as in T6: `A` is viewed as `[h, R]`, `B` as `[R, d_h]`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query head factors `A_Q` (TPA).
+    pub a_q: Option<Linear>,
+    /// Query feature factors `B_Q` (TPA).
+    pub b_q: Option<Linear>,
+    /// Key head factors `A_K` (TPA).
+    pub a_k: Option<Linear>,
+    /// Key feature factors `B_K` (TPA).
+    pub b_k: Option<Linear>,
+    /// Value head factors `A_V` (TPA).
+    pub a_v: Option<Linear>,
+    /// Value feature factors `B_V` (TPA).
+    pub b_v: Option<Linear>,
+    /// Dense query projection (MHA/GQA).
+    pub q: Option<Linear>,
+    /// Dense key projection (MHA/GQA, and TPA's `full` option).
+    pub k: Option<Linear>,
+    /// Dense value projection (MHA/GQA, and TPA's `full` option).
+    pub v: Option<Linear>,
+    /// Output projection `[h·d_h, d]`.
+    pub o: Linear,
+    #[module(skip)]
+    dims: AttnDims,
+}
+
+/// A block of tokens projected by one layer: everything the cache may keep and the query.
+///
+/// Shapes use `[B, T, …]`; in decode `T = 1`.
+#[derive(Clone, Debug)]
+pub struct Projected {
+    /// TPA query factors: `A_Q [B, T, h, R_Q]`, rotated `B_Q [B, T, R_Q, d_h]`.
+    pub q_factors: Option<(Tensor<4>, Tensor<4>)>,
+    /// Dense rotated query `[B, T, h, d_h]` (MHA/GQA).
+    pub q_dense: Option<Tensor<4>>,
+    /// TPA K/V factors: `A_K [B,T,h,R]`, rotated `B_K [B,T,R,d_h]`, `A_V [B,T,h,R]`, `B_V [B,T,R,d_h]`.
+    pub kv_factors: Option<[Tensor<4>; 4]>,
+    /// Dense rotated K and V `[B, T, h_kv, d_h]`.
+    pub kv_dense: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+fn linear(cfg_in: usize, out: usize, device: &Device) -> Linear {
+    LinearConfig::new(cfg_in, out).with_bias(false).init(device)
+}
+
+fn zeroed(l: Linear) -> Linear {
+    let w = l.weight.val();
+    Linear { weight: burn::module::Param::from_tensor(w.zeros_like()), bias: None }
+}
+
+impl Attention {
+    /// A freshly initialised layer (the output projection starts at zero, as in T6).
+    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
+        let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.head_dim);
+        let tpa = cfg.attention == AttentionKind::Tpa;
+        let (rq, r) = (cfg.q_rank, cfg.kv_rank_max);
+        let tpa_lin = |out: usize| tpa.then(|| linear(d, out, device));
+        let kvh = cfg.kv_heads();
+        Self {
+            a_q: tpa_lin(h * rq),
+            b_q: tpa_lin(rq * dh),
+            a_k: tpa_lin(h * r),
+            b_k: tpa_lin(r * dh),
+            a_v: tpa_lin(h * r),
+            b_v: tpa_lin(r * dh),
+            q: (!tpa).then(|| linear(d, h * dh, device)),
+            k: cfg.has_dense_kv().then(|| linear(d, kvh * dh, device)),
+            v: cfg.has_dense_kv().then(|| linear(d, kvh * dh, device)),
+            o: zeroed(linear(h * dh, d, device)),
+            dims: AttnDims::new(cfg),
+        }
+    }
+
+    /// Project normalised inputs.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]`; `rope` covers the same T positions.
+    pub fn project(&self, x: Tensor<3>, rope: &RopeTables) -> Projected {
+        let [b, t, _] = x.dims();
+        let AttnDims { heads: h, kv_heads: kvh, head_dim: dh, q_rank: rq, kv_rank: r, .. } = self.dims;
+        let lin = |l: &Option<Linear>, shape: [usize; 4]| {
+            l.as_ref().map(|l| l.forward(x.clone()).reshape(shape))
+        };
+        let q_factors = lin(&self.a_q, [b, t, h, rq])
+            .zip(lin(&self.b_q, [b, t, rq, dh]))
+            .map(|(a, bq)| (a, rope.apply(bq)));
+        let q_dense = lin(&self.q, [b, t, h, dh]).map(|q| rope.apply(q));
+        let kv_factors = match (
+            lin(&self.a_k, [b, t, h, r]),
+            lin(&self.b_k, [b, t, r, dh]),
+            lin(&self.a_v, [b, t, h, r]),
+            lin(&self.b_v, [b, t, r, dh]),
+        ) {
+            (Some(ak), Some(bk), Some(av), Some(bv)) => Some([ak, rope.apply(bk), av, bv]),
+            _ => None,
+        };
+        let kv_dense = lin(&self.k, [b, t, kvh, dh])
+            .zip(lin(&self.v, [b, t, kvh, dh]))
+            .map(|(k, v)| (rope.apply(k), v));
+        Projected { q_factors, q_dense, kv_factors, kv_dense }
+    }
+
+    /// Repeat K/V heads to the query heads (`repeat_interleave`, as T6's GQA).
+    fn expand_heads(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, t, kvh, dh] = x.dims();
+        let h = self.dims.heads;
+        if kvh == h {
+            return x;
+        }
+        x.unsqueeze_dim::<5>(3).expand([b, t, kvh, h / kvh, dh]).reshape([b, t, h, dh])
+    }
+
+    /// Materialised query `[B, T, h, d_h]`.
+    fn query(&self, p: &Projected) -> Tensor<4> {
+        match (&p.q_factors, &p.q_dense) {
+            (Some((a, bq)), _) => a.clone().matmul(bq.clone()) / self.dims.q_rank as f32,
+            (None, Some(q)) => q.clone(),
+            (None, None) => unreachable!("every family projects a query"),
+        }
+    }
+
+    /// Materialised K/V `[B, T, h, d_h]` of every token kept at the exact option.
+    fn exact_kv(&self, p: &Projected) -> (Tensor<4>, Tensor<4>) {
+        match self.dims.exact {
+            StoreOption::Rank(rho) => {
+                let [ak, bk, av, bv] = p.kv_factors.clone().expect("rank options need TPA factors");
+                let k = ak.narrow(3, 0, rho).matmul(bk.narrow(2, 0, rho)) / rho as f32;
+                let v = av.narrow(3, 0, rho).matmul(bv.narrow(2, 0, rho)) / rho as f32;
+                (k, v)
+            }
+            _ => {
+                let (k, v) = p.kv_dense.clone().expect("the full option needs dense K/V");
+                (self.expand_heads(k), self.expand_heads(v))
+            }
+        }
+    }
+
+    /// Parallel forward with per-token storage choices.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]` (normalised block input); returns `[B, T, d]`.
+    pub fn forward(&self, x: Tensor<3>, rope: &RopeTables, choices: &LayerChoiceTensors) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let (h, dh) = (self.dims.heads, self.dims.head_dim);
+        let p = self.project(x, rope);
+        let q = self.query(&p);
+        let (k_exact, v_exact) = self.exact_kv(&p);
+
+        // Stored versions: nested low-rank sum weighted per token (1/ρ on the first ρ
+        // components, zero for drop/full), plus the dense K/V for tokens kept `full`.
+        let mut stored: Option<(Tensor<4>, Tensor<4>)> = None;
+        if let Some([ak, bk, av, bv]) = &p.kv_factors {
+            let k = (ak.clone() * choices.rank_w.clone()).matmul(bk.clone());
+            let v = (av.clone() * choices.rank_w.clone()).matmul(bv.clone());
+            stored = Some((k, v));
+        }
+        if let Some((kd, vd)) = &p.kv_dense {
+            let k = self.expand_heads(kd.clone()) * choices.full_w.clone();
+            let v = self.expand_heads(vd.clone()) * choices.full_w.clone();
+            stored = Some(match stored {
+                Some((ks, vs)) => (ks + k, vs + v),
+                None => (k, v),
+            });
+        }
+        let (k_stored, v_stored) = stored.expect("every family stores something");
+
+        let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
+        let (q, k_stored, v_stored, k_exact, v_exact) =
+            (swap(q), swap(k_stored), swap(v_stored), swap(k_exact), swap(v_exact));
+        let scale = 1.0 / (dh as f32).sqrt();
+
+        let mut eye = vec![0f32; t * t];
+        let mut lower = vec![0f32; t * t];
+        for s in 0..t {
+            eye[s * t + s] = 1.0;
+            for u in 0..s {
+                lower[s * t + u] = 1.0;
+            }
+        }
+        let eye = Tensor::<4>::from_data(TensorData::new(eye, [1, 1, t, t]), &device);
+        let lower = Tensor::<4>::from_data(TensorData::new(lower, [1, 1, t, t]), &device);
+        let off_diag = eye.clone().neg() + 1.0;
+
+        let scores = q.clone().matmul(k_stored.swap_dims(2, 3)) * scale;
+        let own = (q * k_exact).sum_dim(3) * scale; // [B, h, T, 1]
+        let scores = scores * off_diag.clone() + own * eye.clone();
+        let allowed = lower * choices.keep.clone() + eye.clone(); // [B, 1, T, T]
+        let scores = scores + (allowed.neg() + 1.0) * MASKED;
+        let probs = softmax(scores, 3);
+        let out = (probs.clone() * off_diag).matmul(v_stored) + (probs * eye).sum_dim(3) * v_exact;
+        let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
+        self.o.forward(out)
+    }
+
+    /// One decode step for every stream, reading `caches[b]` for stream `b`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 1, d]` (normalised); returns the attention output `[B, 1, d]` and the new
+    ///   token's projections (to be pushed into the cache once its choice is made).
+    pub fn decode(&self, x: Tensor<3>, rope: &RopeTables, caches: &[&LayerCache]) -> (Tensor<3>, Projected) {
+        let [b, t, _] = x.dims();
+        assert_eq!(t, 1, "decode takes one token per stream");
+        assert_eq!(caches.len(), b, "one layer cache per stream");
+        let (h, dh) = (self.dims.heads, self.dims.head_dim);
+        let p = self.project(x, rope);
+        let q_dense = self.query(&p); // [B, 1, h, d_h]
+        let (k_exact, v_exact) = self.exact_kv(&p);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut outs = Vec::with_capacity(b);
+        for (s, cache) in caches.iter().enumerate() {
+            let pick = |x: &Tensor<4>| {
+                let [_, _, a, c] = x.dims();
+                x.clone().narrow(0, s, 1).reshape([a, c])
+            };
+            let q_s = pick(&q_dense); // [h, d_h]
+            // Scores per cached group, each [N_g, h], then the token itself.
+            let mut scores: Vec<Tensor<2>> = Vec::new();
+            for group in cache.groups() {
+                scores.push(match group {
+                    Group::Factors { rank, a_k, b_k, .. } => {
+                        let (aq, bq) = p.q_factors.as_ref().expect("factor groups need a TPA query");
+                        let (aq, bq) = (pick(aq), pick(bq)); // [h, R_Q], [R_Q, d_h]
+                        let [n, rho, _] = a_k.dims();
+                        let p1 = b_k.clone().reshape([n * rho, dh]).matmul(bq.transpose());
+                        let p2 = p1.matmul(aq.transpose()); // [N·ρ, h]
+                        let s = (p2 * a_k.clone().reshape([n * rho, h])).reshape([n, rho, h]).sum_dim(1);
+                        s.reshape([n, h]) * (scale / (self.dims.q_rank * rank) as f32)
+                    }
+                    Group::Dense { k, .. } => {
+                        let [n, kvh, _] = k.dims();
+                        let k = self.expand_heads(k.clone().reshape([1, n, kvh, dh])).reshape([n, h, dh]);
+                        let s = k.swap_dims(0, 1).matmul(q_s.clone().reshape([h, dh, 1])); // [h, N, 1]
+                        s.reshape([h, n]).transpose() * scale
+                    }
+                });
+            }
+            let k_self = pick(&k_exact);
+            scores.push((q_s * k_self).sum_dim(1).reshape([1, h]) * scale);
+            let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[0]).collect();
+            let probs = softmax(Tensor::cat(scores, 0), 0); // [N + 1, h]
+
+            let mut offset = 0;
+            let mut out = Tensor::<2>::zeros([h, dh], &q_dense.device());
+            for (group, &n) in cache.groups().zip(&sizes) {
+                let p_g = probs.clone().narrow(0, offset, n);
+                offset += n;
+                out = out
+                    + match group {
+                        Group::Factors { rank, a_v, b_v, .. } => {
+                            let rho = *rank;
+                            let w = (p_g.unsqueeze_dim::<3>(1) * a_v.clone()).reshape([n * rho, h]) / rho as f32;
+                            w.transpose().matmul(b_v.clone().reshape([n * rho, dh]))
+                        }
+                        Group::Dense { v, .. } => {
+                            let [_, kvh, _] = v.dims();
+                            let v = self.expand_heads(v.clone().reshape([1, n, kvh, dh])).reshape([n, h, dh]);
+                            p_g.transpose().reshape([h, 1, n]).matmul(v.swap_dims(0, 1)).reshape([h, dh])
+                        }
+                    };
+            }
+            let p_self = probs.narrow(0, offset, 1).transpose(); // [h, 1]
+            out = out + p_self * pick(&v_exact);
+            outs.push(out.reshape([1, 1, h * dh]));
+        }
+        (self.o.forward(Tensor::cat(outs, 0)), p)
+    }
+}

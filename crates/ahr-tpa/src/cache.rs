@@ -1,0 +1,202 @@
+//! The factor KV cache: per stream, per layer, per menu option, each token kept exactly as chosen.
+//!
+//! A rank-ρ token stores `A_K, A_V: [ρ, h]` and `B_K (pre-rotated), B_V: [ρ, d_h]`; a `full`
+//! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
+//! maximum rank, so [`KvCache::bytes`] (read off the tensors actually held) equals the cost model.
+
+use burn::tensor::Tensor;
+
+use crate::attention::Projected;
+use crate::config::{ModelConfig, StoreOption};
+use crate::cost::CACHE_ELEMENT_BYTES;
+use crate::error::{Error, Result};
+
+/// The tokens of one layer of one stream that share one menu option.
+#[derive(Clone, Debug)]
+pub enum Group {
+    /// Rank-ρ factor tokens.
+    Factors {
+        /// ρ.
+        rank: usize,
+        /// `[N, ρ, h]`.
+        a_k: Tensor<3>,
+        /// `[N, ρ, d_h]`, RoPE already applied.
+        b_k: Tensor<3>,
+        /// `[N, ρ, h]`.
+        a_v: Tensor<3>,
+        /// `[N, ρ, d_h]`.
+        b_v: Tensor<3>,
+    },
+    /// Dense tokens.
+    Dense {
+        /// `[N, h_kv, d_h]`, RoPE already applied.
+        k: Tensor<3>,
+        /// `[N, h_kv, d_h]`.
+        v: Tensor<3>,
+    },
+}
+
+impl Group {
+    fn tensors(&self) -> Vec<&Tensor<3>> {
+        match self {
+            Group::Factors { a_k, b_k, a_v, b_v, .. } => vec![a_k, b_k, a_v, b_v],
+            Group::Dense { k, v } => vec![k, v],
+        }
+    }
+
+    /// Number of tokens held.
+    pub fn len(&self) -> usize {
+        self.tensors()[0].dims()[0]
+    }
+
+    /// Whether the group holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held, read off the tensors' shapes.
+    pub fn bytes(&self) -> usize {
+        self.tensors().iter().map(|t| t.dims().iter().product::<usize>()).sum::<usize>() * CACHE_ELEMENT_BYTES
+    }
+
+    fn append(self, new: Group) -> Group {
+        let cat = |a: Tensor<3>, b: Tensor<3>| Tensor::cat(vec![a, b], 0);
+        match (self, new) {
+            (
+                Group::Factors { rank, a_k, b_k, a_v, b_v },
+                Group::Factors { a_k: ak, b_k: bk, a_v: av, b_v: bv, .. },
+            ) => Group::Factors { rank, a_k: cat(a_k, ak), b_k: cat(b_k, bk), a_v: cat(a_v, av), b_v: cat(b_v, bv) },
+            (Group::Dense { k, v }, Group::Dense { k: k2, v: v2 }) => Group::Dense { k: cat(k, k2), v: cat(v, v2) },
+            _ => unreachable!("a menu slot always holds the same kind of group"),
+        }
+    }
+}
+
+/// One layer of one stream: a group per menu option (none for `drop` or before the first token).
+#[derive(Clone, Debug, Default)]
+pub struct LayerCache {
+    slots: Vec<Option<Group>>,
+}
+
+impl LayerCache {
+    /// The non-empty groups, in menu order.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.slots.iter().flatten()
+    }
+
+    /// Tokens held per menu option (drop counts the tokens that were dropped: zero bytes).
+    pub fn bytes(&self) -> usize {
+        self.groups().map(Group::bytes).sum()
+    }
+}
+
+/// The cache of a batch of streams that advance together, one token per step.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    menu: Vec<StoreOption>,
+    streams: Vec<Vec<LayerCache>>,
+    /// Tokens per stream and menu option, `[stream][layer][option]` (dropped tokens included).
+    counts: Vec<Vec<Vec<usize>>>,
+    position: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` streams of a model with config `cfg`.
+    pub fn new(cfg: &ModelConfig, batch: usize) -> Self {
+        let layer = LayerCache { slots: vec![None; cfg.menu.len()] };
+        Self {
+            menu: cfg.menu.clone(),
+            streams: vec![vec![layer; cfg.n_layers]; batch],
+            counts: vec![vec![vec![0; cfg.menu.len()]; cfg.n_layers]; batch],
+            position: 0,
+        }
+    }
+
+    /// Number of streams.
+    pub fn batch(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Tokens pushed so far per stream (the position of the next token).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The layer caches of every stream for `layer`.
+    pub fn layer(&self, layer: usize) -> Vec<&LayerCache> {
+        self.streams.iter().map(|s| &s[layer]).collect()
+    }
+
+    /// Bytes held by every stream and layer together.
+    pub fn bytes(&self) -> usize {
+        self.streams.iter().flatten().map(LayerCache::bytes).sum()
+    }
+
+    /// Bytes held by one stream.
+    pub fn stream_bytes(&self, stream: usize) -> usize {
+        self.streams[stream].iter().map(LayerCache::bytes).sum()
+    }
+
+    /// Tokens per menu option for (stream, layer), dropped ones included.
+    pub fn counts(&self, stream: usize, layer: usize) -> &[usize] {
+        &self.counts[stream][layer]
+    }
+
+    /// Keep the token just decoded: `choices[b * n_layers + l]` is stream b's menu index for layer l.
+    pub fn push(&mut self, pending: PendingToken, choices: &[usize]) -> Result<()> {
+        let n_layers = pending.layers.len();
+        if choices.len() != self.batch() * n_layers {
+            return Err(Error::Input(format!(
+                "push needs {} choices (streams × layers), found {}",
+                self.batch() * n_layers,
+                choices.len()
+            )));
+        }
+        if let Some(bad) = choices.iter().find(|&&c| c >= self.menu.len()) {
+            return Err(Error::Input(format!("choice {bad} is outside the menu of {}", self.menu.len())));
+        }
+        for (l, proj) in pending.layers.into_iter().enumerate() {
+            for s in 0..self.batch() {
+                let c = choices[s * n_layers + l];
+                self.counts[s][l][c] += 1;
+                let new = match self.menu[c] {
+                    StoreOption::Drop => continue,
+                    StoreOption::Rank(rho) => {
+                        let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
+                        let head_major = |x: &Tensor<4>| {
+                            let [_, _, h, r] = x.dims();
+                            x.clone().narrow(0, s, 1).reshape([h, r]).narrow(1, 0, rho).transpose().reshape([1, rho, h])
+                        };
+                        let rank_major = |x: &Tensor<4>| {
+                            let [_, _, r, dh] = x.dims();
+                            x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
+                        };
+                        Group::Factors { rank: rho, a_k: head_major(ak), b_k: rank_major(bk), a_v: head_major(av), b_v: rank_major(bv) }
+                    }
+                    StoreOption::Full => {
+                        let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
+                        let one = |x: &Tensor<4>| {
+                            let [_, _, kvh, dh] = x.dims();
+                            x.clone().narrow(0, s, 1).reshape([1, kvh, dh])
+                        };
+                        Group::Dense { k: one(k), v: one(v) }
+                    }
+                };
+                let slot = &mut self.streams[s][l].slots[c];
+                *slot = Some(match slot.take() {
+                    Some(g) => g.append(new),
+                    None => new,
+                });
+            }
+        }
+        self.position += 1;
+        Ok(())
+    }
+}
+
+/// The projections of the token a decode step just processed, one per layer, waiting for the
+/// storage choice (DESIGN.md §3: the decision for t is made after t's forward step).
+#[derive(Clone, Debug)]
+pub struct PendingToken {
+    pub(crate) layers: Vec<Projected>,
+}

@@ -1,0 +1,221 @@
+//! Per-(sequence, token, layer) storage choices, as menu indices.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, RngExt};
+
+use crate::config::{ModelConfig, StoreOption};
+
+/// A choice of menu option for every (sequence, token, layer); index order `[b][t][l]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choices {
+    batch: usize,
+    seq_len: usize,
+    n_layers: usize,
+    data: Vec<u8>,
+}
+
+impl Choices {
+    /// Every entry set to menu index `option`.
+    pub fn filled(batch: usize, seq_len: usize, n_layers: usize, option: usize) -> Self {
+        let option = u8::try_from(option).expect("menu index should fit in u8");
+        Self { batch, seq_len, n_layers, data: vec![option; batch * seq_len * n_layers] }
+    }
+
+    /// The exact (richest) option everywhere.
+    pub fn exact(cfg: &ModelConfig, batch: usize, seq_len: usize) -> Self {
+        Self::filled(batch, seq_len, cfg.n_layers, cfg.exact_index())
+    }
+
+    /// Build from a function of (b, t, l) returning a menu index.
+    pub fn from_fn(
+        batch: usize,
+        seq_len: usize,
+        n_layers: usize,
+        mut f: impl FnMut(usize, usize, usize) -> usize,
+    ) -> Self {
+        let mut data = Vec::with_capacity(batch * seq_len * n_layers);
+        for b in 0..batch {
+            for t in 0..seq_len {
+                for l in 0..n_layers {
+                    data.push(u8::try_from(f(b, t, l)).expect("menu index should fit in u8"));
+                }
+            }
+        }
+        Self { batch, seq_len, n_layers, data }
+    }
+
+    /// Independent draws from `weights` (one weight per menu option) for every entry.
+    pub fn sample(
+        batch: usize,
+        seq_len: usize,
+        n_layers: usize,
+        weights: &[f64],
+        rng: &mut impl Rng,
+    ) -> Self {
+        let total: f64 = weights.iter().sum();
+        Self::from_fn(batch, seq_len, n_layers, |_, _, _| {
+            let mut u = rng.random::<f64>() * total;
+            for (i, w) in weights.iter().enumerate() {
+                if u < *w {
+                    return i;
+                }
+                u -= w;
+            }
+            weights.len() - 1
+        })
+    }
+
+    /// Menu index at (b, t, l).
+    pub fn get(&self, b: usize, t: usize, l: usize) -> usize {
+        self.data[(b * self.seq_len + t) * self.n_layers + l] as usize
+    }
+
+    /// Set the menu index at (b, t, l).
+    pub fn set(&mut self, b: usize, t: usize, l: usize, option: usize) {
+        self.data[(b * self.seq_len + t) * self.n_layers + l] =
+            u8::try_from(option).expect("menu index should fit in u8");
+    }
+
+    /// `[batch, seq_len, n_layers]`.
+    pub fn dims(&self) -> [usize; 3] {
+        [self.batch, self.seq_len, self.n_layers]
+    }
+
+    /// Check the dimensions and that every index lies in the menu.
+    pub fn check(&self, cfg: &ModelConfig, batch: usize, seq_len: usize) -> Result<(), String> {
+        if self.dims() != [batch, seq_len, cfg.n_layers] {
+            return Err(format!(
+                "choices have shape {:?}, expected [batch, seq_len, n_layers] = {:?}",
+                self.dims(),
+                [batch, seq_len, cfg.n_layers]
+            ));
+        }
+        if let Some(bad) = self.data.iter().find(|&&c| c as usize >= cfg.menu.len()) {
+            return Err(format!("choice index {bad} is outside the menu of {} options", cfg.menu.len()));
+        }
+        Ok(())
+    }
+
+    /// The tensors one layer's parallel forward needs. See [`LayerChoiceTensors`].
+    pub fn layer_tensors(&self, cfg: &ModelConfig, layer: usize, device: &Device) -> LayerChoiceTensors {
+        let (b_n, t_n) = (self.batch, self.seq_len);
+        let r_max = cfg.kv_rank_max.max(1);
+        let mut rank_w = vec![0f32; b_n * t_n * r_max];
+        let mut full_w = vec![0f32; b_n * t_n];
+        let mut keep = vec![0f32; b_n * t_n];
+        for b in 0..b_n {
+            for t in 0..t_n {
+                let i = b * t_n + t;
+                match cfg.menu[self.get(b, t, layer)] {
+                    StoreOption::Drop => {}
+                    StoreOption::Rank(r) => {
+                        keep[i] = 1.0;
+                        for c in 0..r {
+                            rank_w[i * r_max + c] = 1.0 / r as f32;
+                        }
+                    }
+                    StoreOption::Full => {
+                        keep[i] = 1.0;
+                        full_w[i] = 1.0;
+                    }
+                }
+            }
+        }
+        LayerChoiceTensors {
+            rank_w: Tensor::from_data(TensorData::new(rank_w, [b_n, t_n, 1, r_max]), device),
+            full_w: Tensor::from_data(TensorData::new(full_w, [b_n, t_n, 1, 1]), device),
+            keep: Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
+        }
+    }
+}
+
+/// One layer's choices as tensors for the parallel forward.
+#[derive(Clone, Debug)]
+pub struct LayerChoiceTensors {
+    /// `[B, T, 1, R_max]`: `1/ρ` on components `< ρ` for rank-ρ tokens, else 0.
+    pub rank_w: Tensor<4>,
+    /// `[B, T, 1, 1]`: 1 for tokens kept dense.
+    pub full_w: Tensor<4>,
+    /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped).
+    pub keep: Tensor<4>,
+}
+
+/// A named way to choose: `exact` or one option for every token and layer (`uniform:rank:2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoiceSpec {
+    /// The richest option everywhere.
+    Exact,
+    /// One option everywhere.
+    Uniform(StoreOption),
+}
+
+impl ChoiceSpec {
+    /// Expand into per-entry choices for a batch; fails if the option is not in the menu.
+    pub fn choices(&self, cfg: &ModelConfig, batch: usize, seq_len: usize) -> Result<Choices, String> {
+        let index = match self {
+            ChoiceSpec::Exact => cfg.exact_index(),
+            ChoiceSpec::Uniform(o) => cfg.option_index(*o)?,
+        };
+        Ok(Choices::filled(batch, seq_len, cfg.n_layers, index))
+    }
+
+    /// `exact` followed by `uniform:<o>` for every menu option.
+    pub fn rank_curve(cfg: &ModelConfig) -> Vec<ChoiceSpec> {
+        std::iter::once(ChoiceSpec::Exact)
+            .chain(cfg.menu.iter().map(|o| ChoiceSpec::Uniform(*o)))
+            .collect()
+    }
+
+    /// The option every layer keeps under this spec.
+    pub fn option(&self, cfg: &ModelConfig) -> StoreOption {
+        match self {
+            ChoiceSpec::Exact => cfg.exact_option(),
+            ChoiceSpec::Uniform(o) => *o,
+        }
+    }
+}
+
+impl fmt::Display for ChoiceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChoiceSpec::Exact => write!(f, "exact"),
+            ChoiceSpec::Uniform(o) => write!(f, "uniform:{o}"),
+        }
+    }
+}
+
+impl FromStr for ChoiceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "exact" => Ok(ChoiceSpec::Exact),
+            other => match other.strip_prefix("uniform:") {
+                Some(o) => Ok(ChoiceSpec::Uniform(o.parse()?)),
+                None => Err(format!(
+                    "unknown choices `{other}`: expected `exact` or `uniform:<option>` (e.g. uniform:rank:2)"
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_expand() {
+        let cfg = ModelConfig::tiny();
+        assert_eq!("exact".parse::<ChoiceSpec>().unwrap(), ChoiceSpec::Exact);
+        let u: ChoiceSpec = "uniform:rank:2".parse().unwrap();
+        assert_eq!(u.to_string(), "uniform:rank:2");
+        let c = u.choices(&cfg, 2, 3).unwrap();
+        assert_eq!(c.get(1, 2, 1), 2);
+        assert!("uniform:rank:9".parse::<ChoiceSpec>().unwrap().choices(&cfg, 1, 1).is_err());
+        assert!("best".parse::<ChoiceSpec>().is_err());
+        assert_eq!(ChoiceSpec::rank_curve(&cfg).len(), cfg.menu.len() + 1);
+    }
+}

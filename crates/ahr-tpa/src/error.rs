@@ -1,0 +1,61 @@
+//! Errors of the model crate: every message names the file (or the tensor) and what was expected.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What can go wrong loading, saving or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file's content could not be parsed.
+    #[error("{path}: cannot parse: {msg}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        msg: String,
+    },
+    /// A config is inconsistent.
+    #[error("{path}: invalid config: {msg}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The field and the problem.
+        msg: String,
+    },
+    /// Weights do not match the config (names, shapes, dtypes).
+    #[error("{path}: {msg}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// The tensor and the problem.
+        msg: String,
+    },
+    /// Input to a forward pass has the wrong shape or content.
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+    pub(crate) fn parse(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Parse { path: path.to_path_buf(), msg: msg.into() }
+    }
+    pub(crate) fn config(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Config { path: path.to_path_buf(), msg: msg.into() }
+    }
+    pub(crate) fn weights(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Weights { path: path.to_path_buf(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,24 @@
+//! `ahr-tpa`: the frozen environment model of ahr — a Tensor Product Attention transformer with
+//! nested, hybrid ranks (DESIGN.md §3), MHA/GQA baselines on the same skeleton, the factor KV
+//! cache that physically keeps each token at its chosen option, the pure cost model, checkpoints
+//! and the import of official T6 weights.
+//!
+//! It is not a trainer (see `ahr pretrain`) and knows nothing of tasks or RL. Tensors live on a
+//! runtime [`burn::tensor::Device`]; nothing here picks a backend.
+
+pub mod attention;
+pub mod cache;
+pub mod checkpoint;
+pub mod choices;
+pub mod config;
+pub mod cost;
+pub mod error;
+pub mod model;
+pub mod rope;
+pub mod t6;
+
+pub use cache::{KvCache, PendingToken};
+pub use choices::{ChoiceSpec, Choices};
+pub use config::{AttentionKind, ModelConfig, StoreOption};
+pub use error::{Error, Result};
+pub use model::Model;

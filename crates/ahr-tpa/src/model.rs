@@ -1,0 +1,186 @@
+//! The transformer: token embedding, pre-norm blocks (attention, optional SwiGLU MLP), final
+//! RMSNorm (no weight, as T6) and LM head (optionally tied).
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::activation::silu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::attention::Attention;
+use crate::cache::{KvCache, PendingToken};
+use crate::choices::Choices;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::rope::RopeTables;
+
+/// SwiGLU feed-forward: `proj(silu(fc1 x) ⊙ fc2 x)`.
+#[derive(Module, Debug)]
+pub struct SwiGlu {
+    /// Gate projection `[d, hidden]`.
+    pub fc1: Linear,
+    /// Up projection `[d, hidden]`.
+    pub fc2: Linear,
+    /// Down projection `[hidden, d]` (zero-initialised, as T6).
+    pub proj: Linear,
+}
+
+impl SwiGlu {
+    fn new(cfg: &ModelConfig, device: &Device) -> Self {
+        let (d, hidden) = (cfg.d_model, cfg.mlp_hidden());
+        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let proj: Linear = lin(hidden, d);
+        Self {
+            fc1: lin(d, hidden),
+            fc2: lin(d, hidden),
+            proj: Linear { weight: Param::from_tensor(proj.weight.val().zeros_like()), bias: None },
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.proj.forward(silu(self.fc1.forward(x.clone())) * self.fc2.forward(x))
+    }
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// Attention.
+    pub attn: Attention,
+    /// Optional MLP.
+    pub mlp: Option<SwiGlu>,
+}
+
+/// The model. Immutable during RL: the cache lives outside (see [`KvCache`]).
+#[derive(Module, Debug)]
+pub struct Model {
+    /// Token embedding `[V, d]`.
+    pub embed: Embedding,
+    /// Blocks.
+    pub blocks: Vec<Block>,
+    /// LM head `[d, V]`; `None` when tied to the embedding.
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    config: ModelConfig,
+}
+
+/// RMSNorm without a learned weight.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let ms = x.clone().square().mean_dim(D - 1);
+    x / (ms + eps).sqrt()
+}
+
+impl Model {
+    /// A freshly initialised model (the config must be valid).
+    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+        let d = config.d_model;
+        let std = if config.tied_embeddings { (1.0 / d as f64).sqrt() } else { 1.0 };
+        let embed = EmbeddingConfig::new(config.vocab_size, d)
+            .with_initializer(Initializer::Normal { mean: 0.0, std })
+            .init(device);
+        let blocks = (0..config.n_layers)
+            .map(|_| Block {
+                attn: Attention::new(config, device),
+                mlp: config.mlp.then(|| SwiGlu::new(config, device)),
+            })
+            .collect();
+        let lm_head = (!config.tied_embeddings)
+            .then(|| LinearConfig::new(d, config.vocab_size).with_bias(false).init(device));
+        Self { embed, blocks, lm_head, config: config.clone() }
+    }
+
+    /// The config this model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Token ids as a tensor, checking the shape and the vocabulary range.
+    pub fn tokens(&self, ids: &[u32], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor<2, Int>> {
+        if ids.len() != batch * seq_len || seq_len == 0 {
+            return Err(Error::Input(format!(
+                "tokens: expected {batch}×{seq_len} ids, found {}",
+                ids.len()
+            )));
+        }
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        Ok(Tensor::from_data(TensorData::new(data, [batch, seq_len]), device))
+    }
+
+    /// Final hidden states (after the last RMSNorm) of a parallel forward with storage choices.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` (use [`Model::tokens`] to build it); `choices`: `[B, T, n_layers]`.
+    /// - returns `[B, T, d]`.
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Tensor<3>> {
+        let [b, t] = tokens.dims();
+        choices.check(&self.config, b, t).map_err(Error::Input)?;
+        let device = tokens.device();
+        let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
+        let eps = self.config.norm_eps;
+        let mut x = self.embed.forward(tokens);
+        for (l, block) in self.blocks.iter().enumerate() {
+            let lct = choices.layer_tensors(&self.config, l, &device);
+            x = x.clone() + block.attn.forward(rms_norm(x, eps), &rope, &lct);
+            if let Some(mlp) = &block.mlp {
+                x = x.clone() + mlp.forward(rms_norm(x, eps));
+            }
+        }
+        Ok(rms_norm(x, eps))
+    }
+
+    /// LM head over final hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[N, d]`; returns `[N, V]`.
+    pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed.weight.val().transpose()),
+        }
+    }
+
+    /// Logits of a parallel forward.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]`; returns `[B, T, V]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Tensor<3>> {
+        let hidden = self.forward_hidden(tokens, choices)?;
+        let [b, t, d] = hidden.dims();
+        Ok(self.head(hidden.reshape([b * t, d])).reshape([b, t, self.config.vocab_size]))
+    }
+
+    /// Decode one token per stream against `cache`. The returned [`PendingToken`] must be pushed
+    /// into the cache (with its storage choices) before the next step.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, 1]` with B = `cache.batch()`; returns logits `[B, V]`.
+    pub fn step(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<(Tensor<2>, PendingToken)> {
+        let [b, t] = tokens.dims();
+        if t != 1 || b != cache.batch() {
+            return Err(Error::Input(format!(
+                "step: tokens have shape [{b}, {t}], expected [{}, 1]",
+                cache.batch()
+            )));
+        }
+        let device = tokens.device();
+        let rope = RopeTables::new(cache.position(), 1, self.config.head_dim, self.config.rope_base, &device);
+        let eps = self.config.norm_eps;
+        let mut x = self.embed.forward(tokens);
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        for (l, block) in self.blocks.iter().enumerate() {
+            let (out, proj) = block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l));
+            layers.push(proj);
+            x = x + out;
+            if let Some(mlp) = &block.mlp {
+                x = x.clone() + mlp.forward(rms_norm(x, eps));
+            }
+        }
+        let hidden = rms_norm(x, eps).reshape([b, self.config.d_model]);
+        Ok((self.head(hidden), PendingToken { layers }))
+    }
+}

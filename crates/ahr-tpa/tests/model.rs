@@ -1,0 +1,174 @@
+//! Numeric contracts of the model: parallel forward = token-by-token decode from the physical
+//! cache (every option, random choices, every family); all-exact = T6's formulas; cache bytes =
+//! cost model; checkpoints round-trip; bad files fail with clear errors.
+
+mod common;
+
+use ahr_tpa::checkpoint::{load_model, save_model, CONFIG_FILE, WEIGHTS_FILE};
+use ahr_tpa::{cost, AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, StoreOption};
+use common::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+const B: usize = 2;
+const T: usize = 13;
+
+fn tokens(cfg: &ModelConfig, seed: u64) -> Vec<u32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..B * T).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()
+}
+
+fn parallel(model: &Model, ids: &[u32], choices: &Choices) -> Vec<f32> {
+    let t = model.tokens(ids, B, T, &device()).unwrap();
+    to_vec(model.forward(t, choices).unwrap())
+}
+
+fn check_parallel_equals_decode(cfg: &ModelConfig, choices: &Choices, seed: u64) {
+    let model = randomize(Model::new(cfg, &device()), seed, 0.4);
+    let ids = tokens(cfg, seed + 1);
+    let par = parallel(&model, &ids, choices);
+    let (dec, cache) = decode_all(&model, &ids, B, T, choices);
+    let err = max_rel_err(&dec, &par);
+    assert!(err < 2e-4, "decode vs parallel: max rel err {err}");
+    // The cache holds exactly what the cost model charges for the chosen options.
+    let expected: usize = (0..B)
+        .flat_map(|b| (0..T).flat_map(move |t| (0..cfg.n_layers).map(move |l| (b, t, l))))
+        .map(|(b, t, l)| cost::bytes_per_token(cfg, cfg.menu[choices.get(b, t, l)]))
+        .sum();
+    assert_eq!(cache.bytes(), expected);
+}
+
+#[test]
+fn factor_cache_matches_materialised_kv_for_every_option() {
+    let cfg = ModelConfig::tiny();
+    for spec in ChoiceSpec::rank_curve(&cfg) {
+        let choices = spec.choices(&cfg, B, T).unwrap();
+        check_parallel_equals_decode(&cfg, &choices, 7);
+    }
+}
+
+#[test]
+fn parallel_forward_equals_decode_under_random_choices() {
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(3);
+    let choices = Choices::from_fn(B, T, cfg.n_layers, |_, _, _| rng.random_range(0..cfg.menu.len()));
+    check_parallel_equals_decode(&cfg, &choices, 11);
+}
+
+#[test]
+fn mha_and_gqa_share_the_skeleton() {
+    for (kind, kv) in [(AttentionKind::Mha, None), (AttentionKind::Gqa, Some(1))] {
+        let mut cfg = ModelConfig::tiny();
+        cfg.attention = kind;
+        cfg.kv_heads = kv;
+        cfg.menu = vec![StoreOption::Drop, StoreOption::Full];
+        cfg.validate().unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let choices = Choices::from_fn(B, T, cfg.n_layers, |_, _, _| rng.random_range(0..2));
+        check_parallel_equals_decode(&cfg, &choices, 13);
+    }
+}
+
+#[test]
+fn dropped_tokens_are_invisible_and_choices_matter() {
+    let cfg = ModelConfig::tiny();
+    let model = randomize(Model::new(&cfg, &device()), 1, 0.4);
+    let ids = tokens(&cfg, 2);
+    let logits = |spec: ChoiceSpec| parallel(&model, &ids, &spec.choices(&cfg, B, T).unwrap());
+    let exact = logits(ChoiceSpec::Exact);
+    let rank1 = logits(ChoiceSpec::Uniform(StoreOption::Rank(1)));
+    assert!(max_rel_err(&rank1, &exact) > 1e-3, "rank-1 storage should change later logits");
+    // With every token dropped each position sees only itself: the same as running a
+    // one-token sequence at that position's token, position 0's logits agree with exact.
+    let drop = logits(ChoiceSpec::Uniform(StoreOption::Drop));
+    let v = cfg.vocab_size;
+    assert!(max_rel_err(&drop[..v], &exact[..v]) < 1e-5);
+}
+
+#[test]
+fn all_exact_tpa_equals_the_t6_formulas() {
+    let dims = T6Dims { vocab: 29, layers: 2, heads: 3, head_dim: 12, d: 20, rank: 3, q_rank: 2 };
+    for untied in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (wpath, cpath) = (dir.path().join("w.safetensors"), dir.path().join("c.json"));
+        let weights = dims.random_weights(17, untied);
+        write_safetensors(&weights, &wpath);
+        std::fs::write(&cpath, dims.config_json()).unwrap();
+        let model = ahr_tpa::t6::import(&wpath, &cpath, &device()).unwrap();
+        assert_eq!(model.config().tied_embeddings, !untied);
+        assert_eq!(model.config().menu, vec![StoreOption::Rank(1), StoreOption::Rank(2), StoreOption::Rank(3)]);
+        let ids: Vec<u32> = (0..T as u32).map(|i| (i * 7 + 3) % 29).collect();
+        let got = to_vec(model.forward(model.tokens(&ids, 1, T, &device()).unwrap(), &Choices::exact(model.config(), 1, T)).unwrap());
+        let want: Vec<f32> = naive_t6_logits(&weights, &dims, &ids).concat();
+        let err = max_rel_err(&got, &want);
+        assert!(err < 1e-4, "T6 import (untied = {untied}): max rel err {err}");
+    }
+}
+
+#[test]
+fn t6_import_rejects_bad_files_with_names() {
+    let dims = T6Dims { vocab: 29, layers: 1, heads: 3, head_dim: 12, d: 20, rank: 2, q_rank: 2 };
+    let dir = tempfile::tempdir().unwrap();
+    let (wpath, cpath) = (dir.path().join("w.safetensors"), dir.path().join("c.json"));
+    std::fs::write(&cpath, dims.config_json()).unwrap();
+    let import = || ahr_tpa::t6::import(&wpath, &cpath, &device()).map(|_| ()).unwrap_err().to_string();
+
+    let mut weights = dims.random_weights(1, false);
+    weights.get_mut("transformer.h.0.attn.c_qkv.W_A_k.weight").unwrap().0 = vec![5, 20];
+    weights.get_mut("transformer.h.0.attn.c_qkv.W_A_k.weight").unwrap().1.truncate(100);
+    write_safetensors(&weights, &wpath);
+    let err = import();
+    assert!(err.contains("W_A_k") && err.contains("[5, 20]") && err.contains("w.safetensors"), "{err}");
+
+    let mut weights = dims.random_weights(1, false);
+    weights.remove("transformer.h.0.mlp.c_fc2.weight");
+    write_safetensors(&weights, &wpath);
+    assert!(import().contains("missing tensor `transformer.h.0.mlp.c_fc2.weight`"));
+
+    std::fs::write(&wpath, b"not safetensors").unwrap();
+    assert!(import().contains("not a safetensors file"));
+    std::fs::write(&cpath, r#"{"vocab_size": 29, "n_layers": 1}"#).unwrap();
+    assert!(import().contains("c.json"));
+}
+
+#[test]
+fn checkpoint_round_trip_and_bad_files() {
+    let cfg = ModelConfig::tiny();
+    let model = randomize(Model::new(&cfg, &device()), 9, 0.4);
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = dir.path().join("m");
+    save_model(&model, &mdir).unwrap();
+    let loaded = load_model(&mdir, &device()).unwrap();
+    let ids = tokens(&cfg, 4);
+    let choices = Choices::exact(&cfg, B, T);
+    assert_eq!(parallel(&model, &ids, &choices), parallel(&loaded, &ids, &choices));
+    assert!(std::fs::read_dir(&mdir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+
+    // Missing directory, truncated weights, a config that disagrees with the weights, corrupt JSON.
+    let err = load_model(&dir.path().join("nope"), &device()).unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+    let weights = std::fs::read(mdir.join(WEIGHTS_FILE)).unwrap();
+    std::fs::write(mdir.join(WEIGHTS_FILE), &weights[..weights.len() / 2]).unwrap();
+    let err = load_model(&mdir, &device()).unwrap_err().to_string();
+    assert!(err.contains(WEIGHTS_FILE), "{err}");
+    std::fs::write(mdir.join(WEIGHTS_FILE), &weights).unwrap();
+    let mut other = cfg.clone();
+    other.d_model = 30;
+    std::fs::write(mdir.join(CONFIG_FILE), serde_json::to_string(&other).unwrap()).unwrap();
+    let err = load_model(&mdir, &device()).unwrap_err().to_string();
+    assert!(err.contains("do not match") && err.contains(WEIGHTS_FILE), "{err}");
+    std::fs::write(mdir.join(CONFIG_FILE), "{\"vocab_size\": ").unwrap();
+    let err = load_model(&mdir, &device()).unwrap_err().to_string();
+    assert!(err.contains(CONFIG_FILE) && err.contains("parse"), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let cfg = ModelConfig::tiny();
+    let model = Model::new(&cfg, &device());
+    assert!(model.tokens(&[1, 2, 99], 1, 3, &device()).unwrap_err().to_string().contains("99"));
+    assert!(model.tokens(&[1, 2], 1, 3, &device()).is_err());
+    let t = model.tokens(&[1, 2, 3], 1, 3, &device()).unwrap();
+    let err = model.forward(t, &Choices::exact(&cfg, 1, 4)).unwrap_err().to_string();
+    assert!(err.contains("choices have shape"), "{err}");
+}
