@@ -1,0 +1,97 @@
+//! Batches, splits, seeds and the running metrics every evaluation reports.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+/// Label of a position that carries no loss (PyTorch's and Zoology's convention).
+pub const IGNORE: i64 = -100;
+
+/// Which part of the data a batch comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Training data.
+    Train,
+    /// Held-out data.
+    Valid,
+}
+
+/// A batch of equal-length sequences, row-major `[batch_size, seq_len]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Token ids.
+    pub inputs: Vec<u32>,
+    /// Target per position, [`IGNORE`] where there is none.
+    pub labels: Vec<i64>,
+    /// Sequences.
+    pub batch_size: usize,
+    /// Positions per sequence.
+    pub seq_len: usize,
+    /// Per-sequence difficulty where the task has one (MQAR: number of key-value pairs).
+    pub difficulty: Vec<Option<usize>>,
+}
+
+impl Batch {
+    /// Number of labelled positions.
+    pub fn labelled(&self) -> usize {
+        self.labels.iter().filter(|&&l| l != IGNORE).count()
+    }
+}
+
+/// An RNG for (seed, split, index): independent streams without shared state.
+pub fn rng_for(seed: u64, split: Split, index: u64) -> StdRng {
+    let tag = match split {
+        Split::Train => 0x7472_6169_6e00_0000u64,
+        Split::Valid => 0x7661_6c69_6400_0000u64,
+    };
+    // SplitMix64 finaliser over the three inputs.
+    let mut z = seed ^ tag ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Running sums for loss and accuracy over labelled positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Sum of per-position cross-entropy (nats).
+    pub loss_sum: f64,
+    /// Positions whose argmax equals the label.
+    pub correct: u64,
+    /// Labelled positions seen.
+    pub count: u64,
+}
+
+impl Metrics {
+    /// Add a batch's sums.
+    pub fn add(&mut self, loss_sum: f64, correct: u64, count: u64) {
+        self.loss_sum += loss_sum;
+        self.correct += correct;
+        self.count += count;
+    }
+
+    /// Mean loss per labelled position (nats).
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1) as f64
+    }
+
+    /// Fraction of labelled positions predicted exactly.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.count.max(1) as f64
+    }
+
+    /// Bits per token (bits per byte for byte-level text).
+    pub fn bits_per_token(&self) -> f64 {
+        self.loss() / std::f64::consts::LN_2
+    }
+}
+
+impl Batch {
+    /// Keep the first `rows` sequences.
+    pub fn truncate(&mut self, rows: usize) {
+        let rows = rows.min(self.batch_size);
+        self.inputs.truncate(rows * self.seq_len);
+        self.labels.truncate(rows * self.seq_len);
+        self.difficulty.truncate(rows);
+        self.batch_size = rows;
+    }
+}

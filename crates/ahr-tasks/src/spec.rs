@@ -1,0 +1,114 @@
+//! The `[task]` table of an env file and the loaded task behind it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, Split};
+use crate::error::Result;
+use crate::jsonl::{JsonlConfig, JsonlDataset};
+use crate::mqar::MqarConfig;
+use crate::text::{TextConfig, TextCorpus};
+
+/// Which task, with its parameters (`kind = "mqar" | "text" | "jsonl"`).
+///
+/// Mixed-difficulty MQAR is `kind = "mqar"` with several values in `num_kv_pairs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TaskConfig {
+    /// Zoology MQAR (mixed when `num_kv_pairs` lists several D).
+    Mqar(MqarConfig),
+    /// Byte-level text.
+    Text(TextConfig),
+    /// A JSONL token dataset.
+    Jsonl(JsonlConfig),
+}
+
+/// A task ready to produce batches.
+#[derive(Clone, Debug)]
+pub enum Task {
+    /// MQAR, generated on the fly.
+    Mqar(MqarConfig),
+    /// A text corpus in memory.
+    Text(TextCorpus),
+    /// A JSONL dataset in memory.
+    Jsonl(JsonlDataset),
+}
+
+impl Task {
+    /// Validate the config and load any files it names.
+    pub fn load(config: &TaskConfig) -> Result<Self> {
+        Ok(match config {
+            TaskConfig::Mqar(c) => {
+                c.validate()?;
+                Task::Mqar(c.clone())
+            }
+            TaskConfig::Text(c) => Task::Text(TextCorpus::load(c)?),
+            TaskConfig::Jsonl(c) => Task::Jsonl(JsonlDataset::load(c)?),
+        })
+    }
+
+    /// Smallest model vocabulary that covers the task's tokens.
+    pub fn vocab_needed(&self) -> usize {
+        match self {
+            Task::Mqar(c) => c.vocab_size,
+            Task::Text(_) => 256,
+            Task::Jsonl(d) => d.vocab_needed(),
+        }
+    }
+
+    /// The headline metric: `accuracy` (MQAR, JSONL) or `bits_per_byte` (text).
+    pub fn metric_name(&self) -> &'static str {
+        match self {
+            Task::Text(_) => "bits_per_byte",
+            _ => "accuracy",
+        }
+    }
+
+    /// Training batch `index` (deterministic for the seed).
+    pub fn train_batch(&self, seed: u64, index: u64, batch_size: usize) -> Batch {
+        self.batch(seed, Split::Train, index, batch_size)
+    }
+
+    fn batch(&self, seed: u64, split: Split, index: u64, batch_size: usize) -> Batch {
+        match self {
+            Task::Mqar(c) => c.batch(seed, split, index, batch_size),
+            Task::Text(c) => c.batch(seed, split, index, batch_size),
+            Task::Jsonl(d) => d.batch(seed, split, index, batch_size),
+        }
+    }
+
+    /// Held-out sequences an evaluation covers.
+    pub fn valid_examples(&self) -> usize {
+        match self {
+            Task::Mqar(c) => c.valid_examples,
+            Task::Text(c) => c.valid_windows(),
+            Task::Jsonl(d) => d.sizes().1,
+        }
+    }
+
+    /// Held-out batches of at most `batch_size` sequences covering `valid_examples()` once.
+    pub fn valid_batches(&self, seed: u64, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
+        let n = self.valid_examples();
+        (0..n.div_ceil(batch_size)).map(move |i| {
+            let mut b = self.batch(seed, Split::Valid, i as u64, batch_size);
+            b.truncate((n - i * batch_size).min(batch_size));
+            b
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_tables_parse_and_reject_unknown_keys() {
+        let t: TaskConfig = toml::from_str("kind = \"mqar\"\nnum_kv_pairs = [4, 16]\nseq_len = 64").unwrap();
+        let task = Task::load(&t).unwrap();
+        assert_eq!(task.vocab_needed(), 8192);
+        let err = toml::from_str::<TaskConfig>("kind = \"mqar\"\nnum_kv_pair = 8").unwrap_err().to_string();
+        assert!(err.contains("num_kv_pair"), "{err}");
+        assert!(toml::from_str::<TaskConfig>("kind = \"mqarr\"").is_err());
+        let batches: Vec<Batch> = task.valid_batches(1, 300).collect();
+        assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![300, 300, 300, 100]);
+    }
+}

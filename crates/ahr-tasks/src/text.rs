@@ -1,0 +1,202 @@
+//! Byte-level text: every byte is a token (vocabulary 256), the target is the next byte.
+//!
+//! The corpus is a file or a folder (read recursively, files in sorted path order, optionally
+//! filtered by extension), concatenated. The last `valid_fraction` of the bytes is held out.
+//! Training batches are random windows; validation walks the held-out bytes in order.
+
+use std::path::{Path, PathBuf};
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, Split, rng_for};
+use crate::error::{Error, Result};
+
+/// Text corpus parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// A file or a folder of text files.
+    pub path: PathBuf,
+    /// Bytes per sequence.
+    #[serde(default = "default_len")]
+    pub seq_len: usize,
+    /// Fraction of the corpus (its end) held out for evaluation.
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Only files with these extensions (all files when empty).
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// Cap on validation windows (0 = all).
+    #[serde(default = "default_valid_windows")]
+    pub max_valid_windows: usize,
+}
+
+fn default_len() -> usize {
+    256
+}
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+fn default_valid_windows() -> usize {
+    256
+}
+
+/// A loaded corpus.
+#[derive(Clone, Debug)]
+pub struct TextCorpus {
+    config: TextConfig,
+    train: Vec<u8>,
+    valid: Vec<u8>,
+}
+
+fn collect_files(path: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_files(&p, exts, out)?;
+        } else if exts.is_empty()
+            || p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x == e))
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl TextCorpus {
+    /// Read the corpus; fails if it is missing, empty, or too small for one window per split.
+    pub fn load(config: &TextConfig) -> Result<Self> {
+        if !(0.0 < config.valid_fraction && config.valid_fraction < 1.0) {
+            return Err(Error::Config(format!(
+                "text: valid_fraction must lie in (0, 1), found {}",
+                config.valid_fraction
+            )));
+        }
+        if config.seq_len == 0 {
+            return Err(Error::Config("text: seq_len must be at least 1".into()));
+        }
+        let mut files = Vec::new();
+        collect_files(&config.path, &config.extensions, &mut files)?;
+        let mut bytes = Vec::new();
+        for f in &files {
+            bytes.extend(std::fs::read(f).map_err(|e| Error::io(f, e))?);
+        }
+        if bytes.is_empty() {
+            return Err(Error::data(&config.path, "the text corpus is empty (no files, or only empty files)"));
+        }
+        let cut = ((bytes.len() as f64) * (1.0 - config.valid_fraction)) as usize;
+        let valid = bytes.split_off(cut);
+        let need = config.seq_len + 1;
+        if bytes.len() < need || valid.len() < need {
+            return Err(Error::data(
+                &config.path,
+                format!(
+                    "corpus too small: {} training and {} held-out bytes, each split needs at least seq_len + 1 = {need}",
+                    bytes.len(),
+                    valid.len()
+                ),
+            ));
+        }
+        Ok(Self { config: config.clone(), train: bytes, valid })
+    }
+
+    /// Bytes in each split.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.train.len(), self.valid.len())
+    }
+
+    /// Validation windows available (non-overlapping, capped by `max_valid_windows`).
+    pub fn valid_windows(&self) -> usize {
+        let n = (self.valid.len() - 1) / self.config.seq_len;
+        match self.config.max_valid_windows {
+            0 => n,
+            cap => n.min(cap),
+        }
+    }
+
+    /// Batch `index` of `split`.
+    pub fn batch(&self, seed: u64, split: Split, index: u64, batch_size: usize) -> Batch {
+        let l = self.config.seq_len;
+        let mut batch = Batch {
+            inputs: Vec::with_capacity(batch_size * l),
+            labels: Vec::with_capacity(batch_size * l),
+            batch_size,
+            seq_len: l,
+            difficulty: vec![None; batch_size],
+        };
+        let mut rng = rng_for(seed, split, index);
+        for i in 0..batch_size {
+            let (data, start) = match split {
+                Split::Train => (&self.train, rng.random_range(0..self.train.len() - l)),
+                Split::Valid => {
+                    let w = (index as usize * batch_size + i) % self.valid_windows();
+                    (&self.valid, w * l)
+                }
+            };
+            let window = &data[start..start + l + 1];
+            batch.inputs.extend(window[..l].iter().map(|&b| b as u32));
+            batch.labels.extend(window[1..].iter().map(|&b| b as i64));
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_read_in_order_and_split() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a.txt"), "abcdefghij".repeat(10)).unwrap();
+        std::fs::write(dir.path().join("sub/b.txt"), "0123456789".repeat(10)).unwrap();
+        std::fs::write(dir.path().join("skip.bin"), [0u8; 50]).unwrap();
+        let cfg = TextConfig {
+            path: dir.path().into(),
+            seq_len: 8,
+            valid_fraction: 0.1,
+            extensions: vec!["txt".into()],
+            max_valid_windows: 0,
+        };
+        let c = TextCorpus::load(&cfg).unwrap();
+        assert_eq!(c.sizes(), (180, 20));
+        let b = c.batch(1, Split::Valid, 0, 2);
+        assert_eq!(b.inputs[..8], "01234567".bytes().map(u32::from).collect::<Vec<_>>()[..]);
+        assert_eq!(b.labels[0], b'1' as i64);
+        let t = c.batch(1, Split::Train, 7, 3);
+        assert_eq!(t, c.batch(1, Split::Train, 7, 3));
+        for s in 0..3 {
+            assert_eq!(t.labels[s * 8], t.inputs[s * 8 + 1] as i64);
+        }
+    }
+
+    #[test]
+    fn empty_or_missing_corpora_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |p: PathBuf| TextConfig {
+            path: p,
+            seq_len: 8,
+            valid_fraction: 0.1,
+            extensions: vec![],
+            max_valid_windows: 0,
+        };
+        let err = TextCorpus::load(&cfg(dir.path().into())).unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+        std::fs::write(dir.path().join("a.txt"), "tiny").unwrap();
+        let err = TextCorpus::load(&cfg(dir.path().into())).unwrap_err().to_string();
+        assert!(err.contains("too small"), "{err}");
+        let err = TextCorpus::load(&cfg(dir.path().join("missing"))).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+}
