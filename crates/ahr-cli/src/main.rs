@@ -1,1 +1,34 @@
-fn main() {}
+//! The `ahr` binary: parse arguments, dispatch, and turn errors into a message and exit code 1.
+
+use ahr_cli::args::{BenchCommand, Cli, Command};
+use ahr_cli::commands;
+use ahr_cli::pretrain::PretrainArgs;
+use clap::Parser;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pretrain { model_config, env, out, steps, seed, resume, stop_after, common } => {
+            commands::pretrain::pretrain(
+                PretrainArgs { model_config, env, out, steps, seed, resume, stop_after, progress: false },
+                &common,
+            )
+        }
+        Command::EvalModel { model, env, data, choices, out, common } => {
+            commands::eval_model::eval_model(&model, env.as_deref(), data.as_deref(), &choices, &out, &common)
+        }
+        Command::ImportT6 { weights, config, out, common } => {
+            commands::import_t6::import_t6(&weights, &config, &out, &common)
+        }
+        Command::Logits { model, tokens, choices, out, common } => {
+            commands::logits::logits(&model, &tokens, &choices, &out, &common)
+        }
+        Command::Bench(BenchCommand::Train { model_configs, env, steps, out, common }) => {
+            commands::bench::bench_train(&model_configs, &env, steps, out.as_deref(), &common)
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -54,7 +54,8 @@ pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
             continue;
         }
         let bad = |msg: String| Error::Line { path: path.to_path_buf(), line: i + 1, msg };
-        let line: Line = serde_json::from_str(raw).map_err(|e| bad(format!("expected {{\"inputs\": [...], \"labels\": [...]}}: {e}")))?;
+        let line: Line = serde_json::from_str(raw)
+            .map_err(|e| bad(format!("expected {{\"inputs\": [...], \"labels\": [...]}}: {e}")))?;
         if line.inputs.is_empty() || line.inputs.len() != line.labels.len() {
             return Err(bad(format!(
                 "inputs ({}) and labels ({}) must be non-empty and of equal length",
@@ -94,7 +95,11 @@ impl JsonlDataset {
                 if n_valid == 0 || n_valid >= train.len() {
                     return Err(Error::data(
                         &config.path,
-                        format!("{} examples cannot be split with valid_fraction {}", train.len(), config.valid_fraction),
+                        format!(
+                            "{} examples cannot be split with valid_fraction {}",
+                            train.len(),
+                            config.valid_fraction
+                        ),
                     ));
                 }
                 train.split_off(train.len() - n_valid)

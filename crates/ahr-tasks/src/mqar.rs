@@ -124,9 +124,9 @@ impl MqarConfig {
         (inputs, labels)
     }
 
-    /// Batch `index` of `split`: examples are drawn from an RNG seeded by (seed, split, index).
+    /// Batch `index` of `split`: example `index·batch_size + i` is drawn from an RNG seeded by
+    /// (seed, split, example number), so a held-out set does not depend on the batch size.
     pub fn batch(&self, seed: u64, split: Split, index: u64, batch_size: usize) -> Batch {
-        let mut rng = rng_for(seed, split, index);
         let mut batch = Batch {
             inputs: Vec::with_capacity(batch_size * self.seq_len),
             labels: Vec::with_capacity(batch_size * self.seq_len),
@@ -134,7 +134,8 @@ impl MqarConfig {
             seq_len: self.seq_len,
             difficulty: Vec::with_capacity(batch_size),
         };
-        for _ in 0..batch_size {
+        for i in 0..batch_size {
+            let mut rng = rng_for(seed, split, index * batch_size as u64 + i as u64);
             let d = self.num_kv_pairs[rng.random_range(0..self.num_kv_pairs.len())];
             let (x, y) = self.example(d, &mut rng);
             batch.inputs.extend(x);
@@ -210,6 +211,9 @@ mod tests {
         assert_eq!(a, c.batch(5, Split::Train, 3, 4));
         assert_ne!(a, c.batch(5, Split::Train, 4, 4));
         assert_ne!(a.inputs, c.batch(5, Split::Valid, 3, 4).inputs);
+        let whole = c.batch(5, Split::Valid, 0, 8);
+        let halves = [c.batch(5, Split::Valid, 0, 4), c.batch(5, Split::Valid, 1, 4)];
+        assert_eq!(whole.inputs, [halves[0].inputs.clone(), halves[1].inputs.clone()].concat());
         assert_eq!(a.labelled(), 32);
         assert!(a.inputs.iter().all(|&t| t < 8192));
     }

@@ -8,6 +8,9 @@ use crate::jsonl::{JsonlConfig, JsonlDataset};
 use crate::mqar::MqarConfig;
 use crate::text::{TextConfig, TextCorpus};
 
+/// Seed of every held-out set.
+pub const HELD_OUT_SEED: u64 = 0x00a4_e1d0;
+
 /// Which task, with its parameters (`kind = "mqar" | "text" | "jsonl"`).
 ///
 /// Mixed-difficulty MQAR is `kind = "mqar"` with several values in `num_kv_pairs`.
@@ -86,10 +89,13 @@ impl Task {
     }
 
     /// Held-out batches of at most `batch_size` sequences covering `valid_examples()` once.
-    pub fn valid_batches(&self, seed: u64, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
+    ///
+    /// The held-out set is the same for every run (its seed is fixed), so evaluations of models
+    /// trained with different seeds compare on the same data.
+    pub fn valid_batches(&self, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
         let n = self.valid_examples();
         (0..n.div_ceil(batch_size)).map(move |i| {
-            let mut b = self.batch(seed, Split::Valid, i as u64, batch_size);
+            let mut b = self.batch(HELD_OUT_SEED, Split::Valid, i as u64, batch_size);
             b.truncate((n - i * batch_size).min(batch_size));
             b
         })
@@ -108,7 +114,7 @@ mod tests {
         let err = toml::from_str::<TaskConfig>("kind = \"mqar\"\nnum_kv_pair = 8").unwrap_err().to_string();
         assert!(err.contains("num_kv_pair"), "{err}");
         assert!(toml::from_str::<TaskConfig>("kind = \"mqarr\"").is_err());
-        let batches: Vec<Batch> = task.valid_batches(1, 300).collect();
+        let batches: Vec<Batch> = task.valid_batches(300).collect();
         assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![300, 300, 300, 100]);
     }
 }

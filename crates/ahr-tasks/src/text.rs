@@ -56,16 +56,13 @@ fn collect_files(path: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| Error::io(path, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(path).map_err(|e| Error::io(path, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
             collect_files(&p, exts, out)?;
-        } else if exts.is_empty()
-            || p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x == e))
+        } else if exts.is_empty() || p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x == e))
         {
             out.push(p);
         }

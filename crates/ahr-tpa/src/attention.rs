@@ -129,12 +129,9 @@ impl Attention {
     pub fn project(&self, x: Tensor<3>, rope: &RopeTables) -> Projected {
         let [b, t, _] = x.dims();
         let AttnDims { heads: h, kv_heads: kvh, head_dim: dh, q_rank: rq, kv_rank: r, .. } = self.dims;
-        let lin = |l: &Option<Linear>, shape: [usize; 4]| {
-            l.as_ref().map(|l| l.forward(x.clone()).reshape(shape))
-        };
-        let q_factors = lin(&self.a_q, [b, t, h, rq])
-            .zip(lin(&self.b_q, [b, t, rq, dh]))
-            .map(|(a, bq)| (a, rope.apply(bq)));
+        let lin = |l: &Option<Linear>, shape: [usize; 4]| l.as_ref().map(|l| l.forward(x.clone()).reshape(shape));
+        let q_factors =
+            lin(&self.a_q, [b, t, h, rq]).zip(lin(&self.b_q, [b, t, rq, dh])).map(|(a, bq)| (a, rope.apply(bq)));
         let q_dense = lin(&self.q, [b, t, h, dh]).map(|q| rope.apply(q));
         let kv_factors = match (
             lin(&self.a_k, [b, t, h, r]),
@@ -145,9 +142,8 @@ impl Attention {
             (Some(ak), Some(bk), Some(av), Some(bv)) => Some([ak, rope.apply(bk), av, bv]),
             _ => None,
         };
-        let kv_dense = lin(&self.k, [b, t, kvh, dh])
-            .zip(lin(&self.v, [b, t, kvh, dh]))
-            .map(|(k, v)| (rope.apply(k), v));
+        let kv_dense =
+            lin(&self.k, [b, t, kvh, dh]).zip(lin(&self.v, [b, t, kvh, dh])).map(|(k, v)| (rope.apply(k), v));
         Projected { q_factors, q_dense, kv_factors, kv_dense }
     }
 

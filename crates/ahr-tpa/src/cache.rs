@@ -171,7 +171,13 @@ impl KvCache {
                             let [_, _, r, dh] = x.dims();
                             x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
                         };
-                        Group::Factors { rank: rho, a_k: head_major(ak), b_k: rank_major(bk), a_v: head_major(av), b_v: rank_major(bv) }
+                        Group::Factors {
+                            rank: rho,
+                            a_k: head_major(ak),
+                            b_k: rank_major(bk),
+                            a_v: head_major(av),
+                            b_v: rank_major(bv),
+                        }
                     }
                     StoreOption::Full => {
                         let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");

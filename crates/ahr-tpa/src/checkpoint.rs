@@ -46,9 +46,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Save a module's parameters atomically as a burn record.
 pub fn save_record<M: Module>(module: M, path: &Path) -> Result<()> {
-    write_atomic_with(path, |tmp| {
-        module.into_record().save(tmp).map_err(|e| Error::weights(tmp, e.to_string()))
-    })
+    write_atomic_with(path, |tmp| module.into_record().save(tmp).map_err(|e| Error::weights(tmp, e.to_string())))
 }
 
 /// Load a burn record into `module`, validating names and shapes.
@@ -57,9 +55,7 @@ pub fn load_record<M: Module>(module: M, path: &Path) -> Result<M> {
         return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
     }
     let record = ModuleRecord::load(path).map_err(|e| Error::weights(path, format!("cannot read weights: {e}")))?;
-    module
-        .try_load_record(record)
-        .map_err(|e| Error::weights(path, format!("weights do not match the config: {e}")))
+    module.try_load_record(record).map_err(|e| Error::weights(path, format!("weights do not match the config: {e}")))
 }
 
 /// Save a model directory (config + weights), each file atomically.

@@ -48,13 +48,7 @@ impl Choices {
     }
 
     /// Independent draws from `weights` (one weight per menu option) for every entry.
-    pub fn sample(
-        batch: usize,
-        seq_len: usize,
-        n_layers: usize,
-        weights: &[f64],
-        rng: &mut impl Rng,
-    ) -> Self {
+    pub fn sample(batch: usize, seq_len: usize, n_layers: usize, weights: &[f64], rng: &mut impl Rng) -> Self {
         let total: f64 = weights.iter().sum();
         Self::from_fn(batch, seq_len, n_layers, |_, _, _| {
             let mut u = rng.random::<f64>() * total;
@@ -164,9 +158,7 @@ impl ChoiceSpec {
 
     /// `exact` followed by `uniform:<o>` for every menu option.
     pub fn rank_curve(cfg: &ModelConfig) -> Vec<ChoiceSpec> {
-        std::iter::once(ChoiceSpec::Exact)
-            .chain(cfg.menu.iter().map(|o| ChoiceSpec::Uniform(*o)))
-            .collect()
+        std::iter::once(ChoiceSpec::Exact).chain(cfg.menu.iter().map(|o| ChoiceSpec::Uniform(*o))).collect()
     }
 
     /// The option every layer keeps under this spec.

@@ -45,9 +45,9 @@ impl FromStr for StoreOption {
             "full" => Ok(StoreOption::Full),
             other => match other.strip_prefix("rank:").map(str::parse::<usize>) {
                 Some(Ok(r)) if r > 0 => Ok(StoreOption::Rank(r)),
-                _ => Err(format!(
-                    "unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, or `full`"
-                )),
+                _ => {
+                    Err(format!("unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, or `full`"))
+                }
             },
         }
     }
@@ -245,10 +245,7 @@ impl ModelConfig {
                     if let StoreOption::Rank(r) = o
                         && *r > self.kv_rank_max
                     {
-                        return Err(format!(
-                            "`menu` option rank:{r} exceeds `kv_rank_max` = {}",
-                            self.kv_rank_max
-                        ));
+                        return Err(format!("`menu` option rank:{r} exceeds `kv_rank_max` = {}", self.kv_rank_max));
                     }
                 }
             }
@@ -260,10 +257,7 @@ impl ModelConfig {
                 }
                 let kv = self.kv_heads();
                 if kv == 0 || self.n_heads % kv != 0 {
-                    return Err(format!(
-                        "`kv_heads` = {kv} must divide `n_heads` = {}",
-                        self.n_heads
-                    ));
+                    return Err(format!("`kv_heads` = {kv} must divide `n_heads` = {}", self.n_heads));
                 }
             }
         }

@@ -57,8 +57,7 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
     let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.head_dim);
     let outputs = match cfg.attention {
         AttentionKind::Tpa => {
-            let factors =
-                cfg.q_rank * (h + dh) + 2 * cfg.kv_rank_max * (h + dh);
+            let factors = cfg.q_rank * (h + dh) + 2 * cfg.kv_rank_max * (h + dh);
             let dense = if cfg.has_dense_kv() { 2 * h * dh } else { 0 };
             factors + dense
         }
@@ -70,12 +69,8 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
 /// Attention FLOPs of one decode step in one layer: the query reads every cached entry
 /// (counts per menu option, in menu order) plus its own exact entry.
 pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize]) -> usize {
-    let cached: usize = cfg
-        .menu
-        .iter()
-        .zip(entries_per_option)
-        .map(|(o, n)| n * attention_flops_per_entry(cfg, *o))
-        .sum();
+    let cached: usize =
+        cfg.menu.iter().zip(entries_per_option).map(|(o, n)| n * attention_flops_per_entry(cfg, *o)).sum();
     cached + attention_flops_per_entry(cfg, cfg.exact_option())
 }
 

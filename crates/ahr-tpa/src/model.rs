@@ -83,8 +83,8 @@ impl Model {
                 mlp: config.mlp.then(|| SwiGlu::new(config, device)),
             })
             .collect();
-        let lm_head = (!config.tied_embeddings)
-            .then(|| LinearConfig::new(d, config.vocab_size).with_bias(false).init(device));
+        let lm_head =
+            (!config.tied_embeddings).then(|| LinearConfig::new(d, config.vocab_size).with_bias(false).init(device));
         Self { embed, blocks, lm_head, config: config.clone() }
     }
 
@@ -96,10 +96,7 @@ impl Model {
     /// Token ids as a tensor, checking the shape and the vocabulary range.
     pub fn tokens(&self, ids: &[u32], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor<2, Int>> {
         if ids.len() != batch * seq_len || seq_len == 0 {
-            return Err(Error::Input(format!(
-                "tokens: expected {batch}×{seq_len} ids, found {}",
-                ids.len()
-            )));
+            return Err(Error::Input(format!("tokens: expected {batch}×{seq_len} ids, found {}", ids.len())));
         }
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(Error::Input(format!(
@@ -162,10 +159,7 @@ impl Model {
     pub fn step(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<(Tensor<2>, PendingToken)> {
         let [b, t] = tokens.dims();
         if t != 1 || b != cache.batch() {
-            return Err(Error::Input(format!(
-                "step: tokens have shape [{b}, {t}], expected [{}, 1]",
-                cache.batch()
-            )));
+            return Err(Error::Input(format!("step: tokens have shape [{b}, {t}], expected [{}, 1]", cache.batch())));
         }
         let device = tokens.device();
         let rope = RopeTables::new(cache.position(), 1, self.config.head_dim, self.config.rope_base, &device);

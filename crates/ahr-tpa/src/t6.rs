@@ -90,10 +90,8 @@ impl Weights<'_> {
 
     /// Tensor `name` as f32 with the expected shape.
     fn get(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
-        let view = self
-            .tensors
-            .tensor(name)
-            .map_err(|_| Error::weights(self.path, format!("missing tensor `{name}`")))?;
+        let view =
+            self.tensors.tensor(name).map_err(|_| Error::weights(self.path, format!("missing tensor `{name}`")))?;
         if view.shape() != shape {
             return Err(Error::weights(
                 self.path,
@@ -103,14 +101,8 @@ impl Weights<'_> {
         let bytes = view.data();
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
                 return Err(Error::weights(
                     self.path,

@@ -4,8 +4,8 @@
 
 mod common;
 
-use ahr_tpa::checkpoint::{load_model, save_model, CONFIG_FILE, WEIGHTS_FILE};
-use ahr_tpa::{cost, AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, StoreOption};
+use ahr_tpa::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_model, save_model};
+use ahr_tpa::{AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, StoreOption, cost};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -98,7 +98,9 @@ fn all_exact_tpa_equals_the_t6_formulas() {
         assert_eq!(model.config().tied_embeddings, !untied);
         assert_eq!(model.config().menu, vec![StoreOption::Rank(1), StoreOption::Rank(2), StoreOption::Rank(3)]);
         let ids: Vec<u32> = (0..T as u32).map(|i| (i * 7 + 3) % 29).collect();
-        let got = to_vec(model.forward(model.tokens(&ids, 1, T, &device()).unwrap(), &Choices::exact(model.config(), 1, T)).unwrap());
+        let got = to_vec(
+            model.forward(model.tokens(&ids, 1, T, &device()).unwrap(), &Choices::exact(model.config(), 1, T)).unwrap(),
+        );
         let want: Vec<f32> = naive_t6_logits(&weights, &dims, &ids).concat();
         let err = max_rel_err(&got, &want);
         assert!(err < 1e-4, "T6 import (untied = {untied}): max rel err {err}");

@@ -48,7 +48,13 @@ pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// Decode `tokens` ([B][T], row-major) one token at a time, pushing `choices`; returns
 /// logits [B][T][V] flattened in the same order as a parallel forward.
-pub fn decode_all(model: &Model, tokens: &[u32], batch: usize, seq_len: usize, choices: &Choices) -> (Vec<f32>, KvCache) {
+pub fn decode_all(
+    model: &Model,
+    tokens: &[u32],
+    batch: usize,
+    seq_len: usize,
+    choices: &Choices,
+) -> (Vec<f32>, KvCache) {
     let dev = device();
     let cfg = model.config().clone();
     let mut cache = KvCache::new(&cfg, batch);
@@ -111,7 +117,14 @@ impl T6Dims {
         }
         for i in 0..self.layers {
             let p = format!("transformer.h.{i}");
-            for (m, out) in [("W_A_q", h * rq), ("W_A_k", h * r), ("W_A_v", h * r), ("W_B_q", rq * dh), ("W_B_k", r * dh), ("W_B_v", r * dh)] {
+            for (m, out) in [
+                ("W_A_q", h * rq),
+                ("W_A_k", h * r),
+                ("W_A_v", h * r),
+                ("W_B_q", rq * dh),
+                ("W_B_k", r * dh),
+                ("W_B_v", r * dh),
+            ] {
                 add(format!("{p}.attn.c_qkv.{m}.weight"), vec![out, d], 0.5);
             }
             add(format!("{p}.attn.c_proj.weight"), vec![d, h * dh], 0.3);
@@ -130,7 +143,9 @@ pub fn write_safetensors(weights: &T6Weights, path: &Path) {
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
@@ -168,7 +183,9 @@ fn tpa_product(a: &[f32], b: &[f32], h: usize, rank: usize, dh: usize, rope_pos:
         }
     }
     (0..h)
-        .map(|hh| (0..dh).map(|e| (0..rank).map(|r| a[hh * rank + r] * b[r * dh + e]).sum::<f32>() / rank as f32).collect())
+        .map(|hh| {
+            (0..dh).map(|e| (0..rank).map(|r| a[hh * rank + r] * b[r * dh + e]).sum::<f32>() / rank as f32).collect()
+        })
         .collect()
 }
 

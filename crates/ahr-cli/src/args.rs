@@ -1,0 +1,134 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ahr: train rank policies for Adaptive Hybrid-Rank Tensor Product Attention.
+#[derive(Debug, Parser)]
+#[command(name = "ahr", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command shares.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// Device: `cpu` (burn's pure-Rust flex backend).
+    #[arg(long, default_value = "cpu", global = true)]
+    pub device: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pretrain a model with nested-rank training; writes a model directory and its rank curve.
+    Pretrain {
+        /// Model preset (`configs/model/<m>.toml`).
+        #[arg(long)]
+        model_config: PathBuf,
+        /// Env spec (`envs/<e>.toml`).
+        #[arg(long)]
+        env: PathBuf,
+        /// Run directory (becomes the model directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the preset's step count.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Seed of initialisation, data and sampled choices.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Continue the run in `--out` from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many steps in this invocation (resume later with --resume).
+        #[arg(long)]
+        stop_after: Option<u64>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Evaluate a model under one storage choice on held-out data.
+    EvalModel {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Env spec whose held-out data to use.
+        #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+        env: Option<PathBuf>,
+        /// A JSONL file of `{"inputs": […], "labels": […]}` lines.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// `exact` or `uniform:<option>` (e.g. `uniform:rank:2`).
+        #[arg(long, default_value = "exact")]
+        choices: String,
+        /// Output JSON file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Import a model trained with the official TPA code (tensorgi/T6).
+    ImportT6 {
+        /// T6 weights (`.safetensors`).
+        #[arg(long)]
+        weights: PathBuf,
+        /// T6 `GPTConfig` as JSON.
+        #[arg(long)]
+        config: PathBuf,
+        /// Model directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the logits of a token sequence as JSON, for comparison with other implementations.
+    Logits {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long)]
+        tokens: String,
+        /// `exact` or `uniform:<option>`.
+        #[arg(long, default_value = "exact")]
+        choices: String,
+        /// Output JSON file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Benchmark subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Pretraining throughput (tokens/s) of several model presets, measured side by side.
+    Train {
+        /// Model presets to compare (repeat the flag); the first is the baseline of the ratios.
+        #[arg(long = "model-config", required = true)]
+        model_configs: Vec<PathBuf>,
+        /// Env spec providing the data.
+        #[arg(long)]
+        env: PathBuf,
+        /// Timed steps per preset (after one warm-up step).
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        /// Output JSON file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+}

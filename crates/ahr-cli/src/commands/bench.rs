@@ -1,0 +1,96 @@
+//! `ahr bench …`: throughput figures measured side by side in one process.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ahr_tasks::Task;
+use ahr_tpa::{Model, cost};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::args::Common;
+use crate::device::device;
+use crate::files::{EnvFile, ModelFile};
+use crate::pretrain::{optimizer, sample_choices, train_step};
+
+#[derive(Debug, Serialize)]
+struct TrainRun {
+    model_config: PathBuf,
+    attention: String,
+    params: usize,
+    kv_bytes_per_token_exact: usize,
+    steps: u64,
+    tokens_per_sec: f64,
+    ratio_to_first: f64,
+}
+
+/// Pretraining tokens/s of each preset on the same data, with ratios against the first.
+pub fn bench_train(
+    model_configs: &[PathBuf],
+    env: &std::path::Path,
+    steps: u64,
+    out: Option<&std::path::Path>,
+    common: &Common,
+) -> Result<()> {
+    let dev = device(&common.device)?;
+    let train_dev = dev.clone().autodiff();
+    let task =
+        Task::load(&EnvFile::load(env)?.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let mut runs: Vec<TrainRun> = Vec::new();
+    for path in model_configs {
+        let file = ModelFile::load(path)?;
+        let (cfg, pc) = (&file.model, &file.pretrain);
+        if task.vocab_needed() > cfg.vocab_size {
+            bail!(
+                "{}: vocab_size {} is smaller than the task needs ({})",
+                path.display(),
+                cfg.vocab_size,
+                task.vocab_needed()
+            );
+        }
+        let mut model = Model::new(cfg, &train_dev);
+        let params = burn::module::Module::num_params(&model);
+        let mut optim = optimizer(pc);
+        let mut tokens = 0u64;
+        let mut start = Instant::now();
+        for step in 0..=steps {
+            if step == 1 {
+                // Step 0 warms up allocations and caches; the clock starts after it.
+                start = Instant::now();
+                tokens = 0;
+            }
+            let batch = task.train_batch(0, step, pc.batch_size);
+            let choices = sample_choices(cfg, &pc.nested, 0, step, batch.batch_size, batch.seq_len);
+            let (next, _, _) =
+                train_step(model, &mut optim, &batch, &choices, pc.lr_at(step), pc.max_grad_norm, &train_dev)?;
+            model = next;
+            tokens += (batch.batch_size * batch.seq_len) as u64;
+        }
+        let tps = tokens as f64 / start.elapsed().as_secs_f64();
+        let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
+        println!(
+            "{:<32} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
+            path.display(),
+            format!("{:?}", cfg.attention).to_lowercase(),
+            params,
+            tps,
+            tps / first
+        );
+        runs.push(TrainRun {
+            model_config: path.clone(),
+            attention: format!("{:?}", cfg.attention).to_lowercase(),
+            params,
+            kv_bytes_per_token_exact: cost::exact_bytes_per_token(cfg),
+            steps,
+            tokens_per_sec: tps,
+            ratio_to_first: tps / first,
+        });
+    }
+    if let Some(out) = out {
+        super::write_json(out, &runs)?;
+    }
+    Ok(())
+}

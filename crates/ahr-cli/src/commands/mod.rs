@@ -1,0 +1,18 @@
+//! One function per subcommand.
+
+pub mod bench;
+pub mod eval_model;
+pub mod import_t6;
+pub mod logits;
+pub mod pretrain;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Write pretty JSON atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("output should serialise");
+    ahr_tpa::checkpoint::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}

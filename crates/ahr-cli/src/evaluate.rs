@@ -1,0 +1,92 @@
+//! Loss and accuracy over labelled positions, under a storage choice, on held-out data.
+
+use ahr_tasks::{Batch, IGNORE, Metrics, Task};
+use ahr_tpa::{ChoiceSpec, Choices, Model, cost};
+use anyhow::{Result, bail};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+/// What `eval-model` and the rank curve report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EvalReport {
+    /// Mean cross-entropy over labelled positions (nats).
+    pub loss: f64,
+    /// Fraction of labelled positions predicted exactly.
+    pub accuracy: f64,
+    /// Bits per token over labelled positions (bits per byte for byte-level text).
+    pub bits_per_token: f64,
+    /// KV-cache bytes per token over all layers (cost model).
+    pub kv_bytes_per_token: usize,
+    /// Tokens fed through the model.
+    pub tokens: u64,
+    /// Labelled positions scored.
+    pub labelled: u64,
+}
+
+/// Indices of labelled positions (flattened `[B·T]`) and their labels.
+pub fn labelled_positions(batch: &Batch, device: &Device) -> Option<(Tensor<1, Int>, Tensor<1, Int>, usize)> {
+    let (idx, lab): (Vec<i64>, Vec<i64>) =
+        batch.labels.iter().enumerate().filter(|(_, l)| **l != IGNORE).map(|(i, l)| (i as i64, *l)).unzip();
+    let n = idx.len();
+    (n > 0).then(|| {
+        (Tensor::from_data(TensorData::new(idx, [n]), device), Tensor::from_data(TensorData::new(lab, [n]), device), n)
+    })
+}
+
+/// Per-position log-probabilities of the labels `[N]` and the logits `[N, V]` at labelled positions.
+pub fn label_logprobs(
+    model: &Model,
+    batch: &Batch,
+    choices: &Choices,
+    device: &Device,
+) -> Result<Option<(Tensor<1>, Tensor<2>, Tensor<1, Int>)>> {
+    let Some((idx, labels, n)) = labelled_positions(batch, device) else {
+        return Ok(None);
+    };
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = batch.labels.iter().find(|&&l| l != IGNORE && l as usize >= vocab) {
+        bail!("label {bad} is outside the model's vocabulary of {vocab}");
+    }
+    let tokens = model.tokens(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
+    let hidden = model.forward_hidden(tokens, choices)?;
+    let [b, t, d] = hidden.dims();
+    let logits = model.head(hidden.reshape([b * t, d]).select(0, idx));
+    let logp = log_softmax(logits.clone(), 1).gather(1, labels.clone().reshape([n, 1])).reshape([n]);
+    Ok(Some((logp, logits, labels)))
+}
+
+/// Evaluate `model` on the task's held-out data under `spec`.
+pub fn evaluate(
+    model: &Model,
+    task: &Task,
+    spec: ChoiceSpec,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    let cfg = model.config();
+    let mut metrics = Metrics::default();
+    let mut tokens = 0u64;
+    for batch in task.valid_batches(batch_size) {
+        tokens += (batch.batch_size * batch.seq_len) as u64;
+        let choices = spec.choices(cfg, batch.batch_size, batch.seq_len).map_err(anyhow::Error::msg)?;
+        let Some((logp, logits, labels)) = label_logprobs(model, &batch, &choices, device)? else {
+            continue;
+        };
+        let n = labels.dims()[0];
+        let loss_sum = -logp.sum().into_scalar::<f32>() as f64;
+        let correct = logits.argmax(1).reshape([n]).equal(labels).int().sum().into_scalar::<i64>() as u64;
+        metrics.add(loss_sum, correct, n as u64);
+    }
+    if metrics.count == 0 {
+        bail!("the held-out data has no labelled positions");
+    }
+    Ok(EvalReport {
+        loss: metrics.loss(),
+        accuracy: metrics.accuracy(),
+        bits_per_token: metrics.bits_per_token(),
+        kv_bytes_per_token: cfg.n_layers * cost::bytes_per_token(cfg, spec.option(cfg)),
+        tokens,
+        labelled: metrics.count,
+    })
+}

@@ -1,0 +1,53 @@
+//! The TOML files users edit: model presets (`configs/model/*.toml`) and env specs (`envs/*.toml`).
+
+use std::path::Path;
+
+use ahr_tasks::TaskConfig;
+use ahr_tpa::ModelConfig;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::pretrain::PretrainConfig;
+
+/// A model preset: the model's shape and how to pretrain it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// The model.
+    pub model: ModelConfig,
+    /// Pretraining recipe (defaults apply to missing keys).
+    #[serde(default)]
+    pub pretrain: PretrainConfig,
+}
+
+/// An environment spec. Only `[task]` exists so far; the RL tables arrive with the environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFile {
+    /// The task.
+    pub task: TaskConfig,
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}: invalid file", path.display()))
+}
+
+impl ModelFile {
+    /// Read and validate a model preset.
+    pub fn load(path: &Path) -> Result<Self> {
+        let file: Self = read_toml(path)?;
+        file.model.validate().map_err(|msg| anyhow::anyhow!("{}: invalid [model]: {msg}", path.display()))?;
+        file.pretrain
+            .validate(&file.model)
+            .map_err(|msg| anyhow::anyhow!("{}: invalid [pretrain]: {msg}", path.display()))?;
+        Ok(file)
+    }
+}
+
+impl EnvFile {
+    /// Read an env spec.
+    pub fn load(path: &Path) -> Result<Self> {
+        read_toml(path)
+    }
+}

@@ -1,0 +1,476 @@
+//! Nested-rank pretraining (DESIGN.md §3): AdamW, warmup + cosine, global grad-norm clipping, a
+//! storage choice sampled per (token, layer) every step, periodic validation, atomic checkpoints
+//! and exact resume. Batches and choices at step `s` depend only on (seed, s), so a resumed run
+//! follows the same trajectory as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ahr_tasks::Task;
+use ahr_tasks::batch::{Split, rng_for};
+use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_atomic};
+use ahr_tpa::{ChoiceSpec, Choices, Model, ModelConfig};
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::evaluate::{EvalReport, evaluate, label_logprobs};
+use crate::files::{EnvFile, ModelFile};
+
+/// How storage choices are sampled during pretraining.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NestedConfig {
+    /// Fraction of sequences trained with the exact choice everywhere.
+    pub exact_fraction: f64,
+    /// Sampling weight per menu option for the other sequences (empty = uniform).
+    pub option_weights: Vec<f64>,
+}
+
+impl Default for NestedConfig {
+    fn default() -> Self {
+        Self { exact_fraction: 0.5, option_weights: Vec::new() }
+    }
+}
+
+/// The pretraining recipe (`[pretrain]` in a model preset).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Final learning rate as a fraction of the peak (cosine floor).
+    pub min_lr_ratio: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW β1.
+    pub beta1: f64,
+    /// AdamW β2.
+    pub beta2: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f64,
+    /// Validate (exact choice) every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Checkpoint every this many steps.
+    pub checkpoint_every: u64,
+    /// Sequences per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Storage-choice sampling.
+    pub nested: NestedConfig,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            min_lr_ratio: 0.1,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            max_grad_norm: 1.0,
+            eval_every: 250,
+            checkpoint_every: 250,
+            eval_batch_size: 64,
+            nested: NestedConfig::default(),
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// Check ranges against the model's menu.
+    pub fn validate(&self, model: &ModelConfig) -> std::result::Result<(), String> {
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err("`batch_size` and `eval_batch_size` must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err("`learning_rate` must be > 0 and `min_lr_ratio` in [0, 1]".into());
+        }
+        if !(0.0..=1.0).contains(&self.nested.exact_fraction) {
+            return Err("`nested.exact_fraction` must lie in [0, 1]".into());
+        }
+        let w = &self.nested.option_weights;
+        if !w.is_empty()
+            && (w.len() != model.menu.len() || w.iter().any(|x| !(*x >= 0.0)) || w.iter().sum::<f64>() <= 0.0)
+        {
+            return Err(format!(
+                "`nested.option_weights` needs one non-negative weight per menu option ({}), not all zero",
+                model.menu.len()
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err("`checkpoint_every` must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step`: linear warmup, then cosine down to `min_lr_ratio · lr`.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let peak = self.learning_rate;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = peak * self.min_lr_ratio;
+        floor + 0.5 * (peak - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// Options of one `ahr pretrain` invocation.
+#[derive(Clone, Debug)]
+pub struct PretrainArgs {
+    /// Model preset file.
+    pub model_config: PathBuf,
+    /// Env spec file.
+    pub env: PathBuf,
+    /// Run directory.
+    pub out: PathBuf,
+    /// Override of `[pretrain] steps`.
+    pub steps: Option<u64>,
+    /// Seed of data, choices and initialisation.
+    pub seed: u64,
+    /// Continue from `out/checkpoint`.
+    pub resume: bool,
+    /// Stop after this many steps in this invocation, leaving a checkpoint to `--resume` from.
+    pub stop_after: Option<u64>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Everything that defines a run; written to `pretrain.json` and compared on `--resume`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedRun {
+    /// Model preset (with overrides applied).
+    pub model_file: ModelFile,
+    /// Env spec.
+    pub env: EnvFile,
+    /// Seed.
+    pub seed: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    tokens: u64,
+}
+
+const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Sum of squared gradients over every float parameter.
+struct GradSquares<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for GradSquares<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let s = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+/// Multiply every gradient by one factor.
+struct ScaleGrads<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f32,
+}
+
+impl ModuleVisitor for ScaleGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads.register(param.id, g * self.factor);
+        }
+    }
+}
+
+/// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before.
+pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut sq = GradSquares { grads, total: None };
+    model.visit(&mut sq);
+    let norm = sq.total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
+    if max_norm > 0.0 && norm > max_norm {
+        model.visit(&mut ScaleGrads { grads, factor: (max_norm / (norm + 1e-6)) as f32 });
+    }
+    norm
+}
+
+/// Storage choices for a training batch: whole sequences at the exact option with probability
+/// `exact_fraction`, otherwise an independent draw per (token, layer).
+pub fn sample_choices(
+    cfg: &ModelConfig,
+    nested: &NestedConfig,
+    seed: u64,
+    step: u64,
+    batch: usize,
+    seq_len: usize,
+) -> Choices {
+    let mut rng = rng_for(seed ^ 0x6368_6f69_6365_7300, Split::Train, step);
+    let weights =
+        if nested.option_weights.is_empty() { vec![1.0; cfg.menu.len()] } else { nested.option_weights.clone() };
+    let exact_rows: Vec<bool> = (0..batch).map(|_| rng.random::<f64>() < nested.exact_fraction).collect();
+    let mut choices = Choices::sample(batch, seq_len, cfg.n_layers, &weights, &mut rng);
+    for (b, _) in exact_rows.iter().enumerate().filter(|(_, e)| **e) {
+        for t in 0..seq_len {
+            for l in 0..cfg.n_layers {
+                choices.set(b, t, l, cfg.exact_index());
+            }
+        }
+    }
+    choices
+}
+
+/// One optimizer step on `batch`: loss over labelled positions under `choices`, backward, global
+/// grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before clipping.
+pub fn train_step(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    batch: &ahr_tasks::Batch,
+    choices: &Choices,
+    lr: f64,
+    max_grad_norm: f64,
+    device: &Device,
+) -> Result<(Model, f64, f64)> {
+    let Some((logp, _, _)) = label_logprobs(&model, batch, choices, device)? else {
+        bail!("the training batch has no labelled positions");
+    };
+    let loss = logp.mean().neg();
+    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    if !loss_value.is_finite() {
+        bail!("loss became {loss_value} (lr {lr:.2e}); lower learning_rate");
+    }
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm);
+    Ok((optim.step(lr, model, grads), loss_value, grad_norm))
+}
+
+/// AdamW as configured by the recipe.
+pub fn optimizer(pc: &PretrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(pc.beta1 as f32)
+        .with_beta_2(pc.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(pc.weight_decay as f32)
+        .init()
+}
+
+/// Result of a pretraining run.
+#[derive(Debug)]
+pub struct PretrainOutcome {
+    /// Steps done in this invocation.
+    pub steps_run: u64,
+    /// Final validation under the exact choice (`None` when stopped early by `stop_after`).
+    pub final_eval: Option<EvalReport>,
+    /// Training tokens per second in this invocation.
+    pub tokens_per_sec: f64,
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("report should serialise");
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+fn save_checkpoint(dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+    let tmp = dir.join(format!("{CHECKPOINT_DIR}.tmp"));
+    let old = dir.join(format!("{CHECKPOINT_DIR}.old"));
+    let live = dir.join(CHECKPOINT_DIR);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    save_record(model.clone(), &tmp.join("model.bpk"))?;
+    optim.save(tmp.join("optim.bpk")).map_err(|e| anyhow::anyhow!("saving optimizer state: {e}"))?;
+    write_json(&tmp.join("state.json"), state)?;
+    // Swap directories so that a crash leaves either the old or the new checkpoint whole.
+    let _ = std::fs::remove_dir_all(&old);
+    if live.exists() {
+        std::fs::rename(&live, &old)?;
+    }
+    std::fs::rename(&tmp, &live)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn checkpoint_dir(out: &Path) -> Option<PathBuf> {
+    [CHECKPOINT_DIR, "checkpoint.old"].iter().map(|n| out.join(n)).find(|p| p.join("state.json").is_file())
+}
+
+/// Build the resolved run from the files and flags.
+pub fn resolve(args: &PretrainArgs) -> Result<(ResolvedRun, Task)> {
+    let mut model_file = ModelFile::load(&args.model_config)?;
+    if let Some(steps) = args.steps {
+        model_file.pretrain.steps = steps;
+    }
+    let env = EnvFile::load(&args.env)?;
+    let task = Task::load(&env.task).with_context(|| format!("{}: cannot load the task", args.env.display()))?;
+    if task.vocab_needed() > model_file.model.vocab_size {
+        bail!(
+            "{} needs a vocabulary of at least {} but {} has vocab_size = {}",
+            args.env.display(),
+            task.vocab_needed(),
+            args.model_config.display(),
+            model_file.model.vocab_size
+        );
+    }
+    Ok((ResolvedRun { model_file, env, seed: args.seed }, task))
+}
+
+/// Run (or resume) pretraining; writes the model directory, metrics and the rank curve to `out`.
+pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
+    let (run, task) = resolve(args)?;
+    let out = &args.out;
+    let cfg = run.model_file.model.clone();
+    let pc = run.model_file.pretrain.clone();
+    let train_device = device.clone().autodiff();
+    device.seed(run.seed);
+
+    let mut model = Model::new(&cfg, &train_device);
+    let mut optim = optimizer(&pc);
+    let mut state = TrainState { step: 0, tokens: 0 };
+    let run_file = out.join("pretrain.json");
+    if args.resume {
+        let saved: ResolvedRun = serde_json::from_str(
+            &std::fs::read_to_string(&run_file)
+                .with_context(|| format!("--resume: cannot read {}", run_file.display()))?,
+        )
+        .with_context(|| format!("--resume: {} is corrupt", run_file.display()))?;
+        if saved != run {
+            bail!(
+                "--resume: the model preset, env or seed differ from the run in {} (see {}); start a new --out instead",
+                out.display(),
+                run_file.display()
+            );
+        }
+        let ckpt = checkpoint_dir(out).with_context(|| format!("--resume: no checkpoint in {}", out.display()))?;
+        model = load_record(model, &ckpt.join("model.bpk"))?;
+        optim = optim
+            .load(ckpt.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("optim.bpk").display()))?;
+        state = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?)
+            .with_context(|| format!("{}: corrupt", ckpt.join("state.json").display()))?;
+    } else {
+        if out.join(CHECKPOINT_DIR).exists() {
+            bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        write_json(&run_file, &run)?;
+    }
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics_log = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+
+    let pb = if args.progress { ProgressBar::new(pc.steps) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("template should parse"),
+    );
+    pb.set_position(state.step);
+    let start = Instant::now();
+    let rate = |tokens: u64| tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let (start_step, start_tokens) = (state.step, state.tokens);
+    let eval_model = |m: &Model| evaluate(&m.valid(), &task, ChoiceSpec::Exact, pc.eval_batch_size, device);
+
+    let stop_at = args.stop_after.map_or(pc.steps, |n| (start_step + n).min(pc.steps));
+    while state.step < stop_at {
+        let step = state.step;
+        let batch = task.train_batch(run.seed, step, pc.batch_size);
+        let choices = sample_choices(&cfg, &pc.nested, run.seed, step, batch.batch_size, batch.seq_len);
+        let lr = pc.lr_at(step);
+        let (next, loss_value, grad_norm) =
+            train_step(model, &mut optim, &batch, &choices, lr, pc.max_grad_norm, &train_device)
+                .with_context(|| format!("step {step}; resume from {}", out.join(CHECKPOINT_DIR).display()))?;
+        model = next;
+        state.step += 1;
+        state.tokens += (batch.batch_size * batch.seq_len) as u64;
+        let tps = rate(state.tokens - start_tokens);
+        pb.set_position(state.step);
+        pb.set_message(format!("loss {loss_value:.4} | {tps:.0} tok/s"));
+        let mut line = serde_json::json!({"step": state.step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps});
+
+        let last = state.step == pc.steps;
+        if pc.eval_every > 0 && (state.step % pc.eval_every == 0) && !last {
+            let r = eval_model(&model)?;
+            pb.println(format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", state.step, r.loss, r.accuracy));
+            line["valid_loss"] = r.loss.into();
+            line["valid_accuracy"] = r.accuracy.into();
+        }
+        use std::io::Write;
+        writeln!(metrics_log, "{line}")?;
+        if state.step % pc.checkpoint_every == 0 || last || state.step == stop_at {
+            save_checkpoint(out, &model, &optim, &state)?;
+        }
+    }
+    pb.finish_and_clear();
+    if state.step < pc.steps {
+        return Ok(PretrainOutcome {
+            steps_run: state.step - start_step,
+            final_eval: None,
+            tokens_per_sec: rate(state.tokens - start_tokens),
+        });
+    }
+    let tokens_per_sec = rate(state.tokens - start_tokens);
+
+    let model = model.valid();
+    save_model(&model, out)?;
+    let mut curve = serde_json::Map::new();
+    let mut final_eval = None;
+    for spec in ChoiceSpec::rank_curve(&cfg) {
+        let r = evaluate(&model, &task, spec, pc.eval_batch_size, device)?;
+        curve.insert(spec.to_string(), serde_json::to_value(&r).expect("report should serialise"));
+        if spec == ChoiceSpec::Exact {
+            final_eval = Some(r);
+        }
+    }
+    write_json(&out.join("rank_curve.json"), &curve)?;
+    Ok(PretrainOutcome { steps_run: state.step - start_step, final_eval, tokens_per_sec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let pc = PretrainConfig {
+            steps: 110,
+            warmup_steps: 10,
+            learning_rate: 1.0,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        assert!((pc.lr_at(0) - 0.1).abs() < 1e-12);
+        assert!((pc.lr_at(9) - 1.0).abs() < 1e-12);
+        assert!((pc.lr_at(10) - 1.0).abs() < 1e-12);
+        assert!((pc.lr_at(60) - 0.55).abs() < 1e-12);
+        assert!((pc.lr_at(110) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn choices_mix_exact_rows_and_sampled_rows() {
+        let cfg = ModelConfig::tiny();
+        let nested = NestedConfig { exact_fraction: 0.5, option_weights: vec![] };
+        let c = sample_choices(&cfg, &nested, 1, 0, 40, 9);
+        assert_eq!(c, sample_choices(&cfg, &nested, 1, 0, 40, 9));
+        let exact_rows =
+            (0..40).filter(|&b| (0..9).all(|t| (0..2).all(|l| c.get(b, t, l) == cfg.exact_index()))).count();
+        assert!((10..=30).contains(&exact_rows), "{exact_rows} exact rows of 40");
+        let only_drop = NestedConfig { exact_fraction: 0.0, option_weights: vec![1.0, 0.0, 0.0, 0.0, 0.0] };
+        let c = sample_choices(&cfg, &only_drop, 1, 0, 4, 9);
+        assert!((0..4).all(|b| (0..9).all(|t| c.get(b, t, 0) == 0)));
+    }
+}

@@ -1,0 +1,218 @@
+//! End-to-end behaviour of `ahr`: a smoke pretrain on the tiny preset, exact resume, evaluation
+//! and logits outputs, and clear errors (exit code 1, no panic) on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ahr_cli::pretrain::{PretrainArgs, run};
+use ahr_tpa::checkpoint::load_model;
+use ahr_tpa::{ChoiceSpec, Choices};
+use burn::tensor::Device;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn args(out: &Path, steps: u64, stop_after: Option<u64>, resume: bool) -> PretrainArgs {
+    PretrainArgs {
+        model_config: root().join("configs/model/tiny.toml"),
+        env: root().join("envs/mqar-tiny.toml"),
+        out: out.to_path_buf(),
+        steps: Some(steps),
+        seed: 3,
+        resume,
+        stop_after,
+        progress: false,
+    }
+}
+
+fn logits(dir: &Path) -> Vec<f32> {
+    let dev = Device::flex();
+    let model = load_model(dir, &dev).unwrap();
+    let ids: Vec<u32> = (0..19).map(|i| (i * 5 + 1) % 64).collect();
+    let t = model.tokens(&ids, 1, 19, &dev).unwrap();
+    model.forward(t, &Choices::exact(model.config(), 1, 19)).unwrap().into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn ahr(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ahr")).args(args).current_dir(root()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    let outcome = run(&args(&straight, 8, None, false), &Device::flex()).unwrap();
+    assert_eq!(outcome.steps_run, 8);
+    let curve: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("rank_curve.json")).unwrap()).unwrap();
+    let names: Vec<&str> = curve.as_object().unwrap().keys().map(String::as_str).collect();
+    for name in ["exact", "uniform:drop", "uniform:rank:1", "uniform:rank:2", "uniform:rank:3", "uniform:full"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(curve["uniform:drop"]["kv_bytes_per_token"], 0);
+    assert_eq!(curve["exact"], curve["uniform:full"], "exact is the richest menu option");
+    assert!(
+        curve["uniform:rank:1"]["kv_bytes_per_token"].as_u64() < curve["uniform:rank:2"]["kv_bytes_per_token"].as_u64()
+    );
+    let lines = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 8);
+
+    // Interrupt after 3 steps, then resume: the same weights as the uninterrupted run.
+    let resumed = tmp.path().join("resumed");
+    let first = run(&args(&resumed, 8, Some(3), false), &Device::flex()).unwrap();
+    assert!(first.final_eval.is_none());
+    let err = run(&args(&resumed, 8, None, false), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    run(&args(&resumed, 8, None, true), &Device::flex()).unwrap();
+    let (a, b) = (logits(&straight), logits(&resumed));
+    let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(err < 1e-5, "resumed run diverged from the uninterrupted one: {err}");
+
+    // A resume with a different recipe is refused.
+    let err = run(&args(&resumed, 9, None, true), &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("differ"), "{err}");
+
+    // eval-model and logits through the binary.
+    let model = straight.to_str().unwrap();
+    let eval_out = tmp.path().join("eval.json");
+    let (code, _, stderr) = ahr(&[
+        "eval-model",
+        "--model",
+        model,
+        "--env",
+        "envs/mqar-tiny.toml",
+        "--choices",
+        "uniform:rank:2",
+        "--out",
+        eval_out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_out).unwrap()).unwrap();
+    assert_eq!(report, curve["uniform:rank:2"]);
+    let data = tmp.path().join("d.jsonl");
+    std::fs::write(&data, "{\"inputs\":[1,2,3],\"labels\":[-100,-100,5]}\n").unwrap();
+    let (code, _, stderr) =
+        ahr(&["eval-model", "--model", model, "--data", data.to_str().unwrap(), "--out", eval_out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval_out).unwrap()).unwrap();
+    assert_eq!((report["labelled"].as_u64(), report["tokens"].as_u64()), (Some(1), Some(3)));
+    let logits_out = tmp.path().join("logits.json");
+    let (code, _, stderr) =
+        ahr(&["logits", "--model", model, "--tokens", "3,1,4,1,5", "--out", logits_out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let l: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&logits_out).unwrap()).unwrap();
+    assert_eq!(l["logits"].as_array().unwrap().len(), 5);
+    assert_eq!(l["logits"][0].as_array().unwrap().len(), 64);
+    let _ = ChoiceSpec::Exact;
+}
+
+#[test]
+fn bad_input_gives_a_message_and_exit_code_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(
+        t("typo.toml"),
+        std::fs::read_to_string(root().join("configs/model/tiny.toml")).unwrap().replace("n_layers", "n_layer"),
+    )
+    .unwrap();
+    std::fs::write(t("empty.toml"), format!("[task]\nkind = \"text\"\npath = \"{}\"\n", t("emptydir"))).unwrap();
+    std::fs::create_dir(t("emptydir")).unwrap();
+    std::fs::create_dir(t("badmodel")).unwrap();
+    std::fs::write(t("badmodel/config.json"), "{").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "pretrain",
+                "--model-config",
+                "configs/model/nope.toml",
+                "--env",
+                "envs/mqar-tiny.toml",
+                "--out",
+                &t("o1"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "nope.toml",
+        ),
+        (
+            vec!["pretrain", "--model-config", &t("typo.toml"), "--env", "envs/mqar-tiny.toml", "--out", &t("o2")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "n_layer",
+        ),
+        (
+            vec!["pretrain", "--model-config", "configs/model/tiny.toml", "--env", &t("empty.toml"), "--out", &t("o3")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "empty",
+        ),
+        (
+            vec!["pretrain", "--model-config", "configs/model/tiny.toml", "--env", "envs/mqar.toml", "--out", &t("o4")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "vocab",
+        ),
+        (
+            vec!["eval-model", "--model", &t("badmodel"), "--env", "envs/mqar-tiny.toml", "--out", &t("e.json")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "config.json",
+        ),
+        (
+            vec!["eval-model", "--model", &t("missing"), "--env", "envs/mqar-tiny.toml", "--out", &t("e.json")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "missing",
+        ),
+        (
+            vec!["logits", "--model", &t("badmodel"), "--tokens", "1,x", "--out", &t("l.json")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "`x`",
+        ),
+        (
+            vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            "none.json",
+        ),
+        (
+            vec![
+                "pretrain",
+                "--model-config",
+                "configs/model/tiny.toml",
+                "--env",
+                "envs/mqar-tiny.toml",
+                "--out",
+                &t("o5"),
+                "--device",
+                "tpu",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "unknown device",
+        ),
+    ];
+    for (argv, needle) in cases {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let (code, _, stderr) = ahr(&argv);
+        assert_eq!(code, 1, "{argv:?}: {stderr}");
+        assert!(stderr.contains("error:") && stderr.contains(needle), "{argv:?}: expected `{needle}` in: {stderr}");
+        assert!(!stderr.contains("panicked"), "{argv:?} panicked: {stderr}");
+    }
+}
