@@ -105,6 +105,57 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Train a rank policy with PPO on a frozen model and export it to `--out`.
+    TrainPolicy {
+        /// Model directory (from `ahr pretrain` or `ahr import-t6`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Env spec (`envs/<e>.toml`).
+        #[arg(long)]
+        env: PathBuf,
+        /// PPO config (`configs/ppo/<c>.toml`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Policy directory to export to (`policies/<name>`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Run directory for TensorBoard logs, metrics and checkpoints (default `runs/<name>`).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Rollout worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Continue the run in the run directory from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override the config's `total_timesteps`.
+        #[arg(long)]
+        total_timesteps: Option<u64>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Train the same PPO code on CartPole-v1 (gmgn) and report the final returns.
+    Cartpole {
+        /// PPO config.
+        #[arg(long, default_value = "configs/ppo/cartpole.toml")]
+        config: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rollout worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Output JSON (`{"episodic_return_last20", "env_steps", "sps"}`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),

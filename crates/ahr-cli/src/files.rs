@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use ahr_tasks::TaskConfig;
 use ahr_tpa::ModelConfig;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -20,13 +19,8 @@ pub struct ModelFile {
     pub pretrain: PretrainConfig,
 }
 
-/// An environment spec. Only `[task]` exists so far; the RL tables arrive with the environment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvFile {
-    /// The task.
-    pub task: TaskConfig,
-}
+/// An env spec (`[task]`, `[env]`, `[reward]`).
+pub use ahr_env::EnvSpec as EnvFile;
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -42,12 +36,5 @@ impl ModelFile {
             .validate(&file.model)
             .map_err(|msg| anyhow::anyhow!("{}: invalid [pretrain]: {msg}", path.display()))?;
         Ok(file)
-    }
-}
-
-impl EnvFile {
-    /// Read an env spec.
-    pub fn load(path: &Path) -> Result<Self> {
-        read_toml(path)
     }
 }

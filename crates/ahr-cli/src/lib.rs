@@ -4,6 +4,7 @@
 //! It is the only crate that picks a device; everything below it takes a `Device`.
 
 pub mod args;
+pub mod cartpole;
 pub mod commands;
 pub mod device;
 pub mod evaluate;

@@ -2,6 +2,7 @@
 
 use ahr_cli::args::{BenchCommand, Cli, Command};
 use ahr_cli::commands;
+use ahr_cli::commands::train_policy::TrainPolicyArgs;
 use ahr_cli::pretrain::PretrainArgs;
 use clap::Parser;
 
@@ -22,6 +23,15 @@ fn main() {
         }
         Command::Logits { model, tokens, choices, out, common } => {
             commands::logits::logits(&model, &tokens, &choices, &out, &common)
+        }
+        Command::TrainPolicy { model, env, config, out, run_dir, workers, seed, resume, total_timesteps, common } => {
+            commands::train_policy::train_policy(
+                &TrainPolicyArgs { model, env, config, out, run_dir, workers, seed, resume, total_timesteps },
+                &common,
+            )
+        }
+        Command::Cartpole { config, seed, workers, out, common } => {
+            commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())
         }
         Command::Bench(BenchCommand::Train { model_configs, env, steps, out, common }) => {
             commands::bench::bench_train(&model_configs, &env, steps, out.as_deref(), &common)

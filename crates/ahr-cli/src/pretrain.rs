@@ -6,14 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ahr_ppo::trainer::clip_global_norm;
 use ahr_tasks::Task;
 use ahr_tasks::batch::{Split, rng_for};
 use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_atomic};
 use ahr_tpa::{ChoiceSpec, Choices, Model, ModelConfig};
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -169,49 +170,6 @@ struct TrainState {
 
 const CHECKPOINT_DIR: &str = "checkpoint";
 
-/// Sum of squared gradients over every float parameter.
-struct GradSquares<'a> {
-    grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
-}
-
-impl ModuleVisitor for GradSquares<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.get::<D>(param.id) {
-            let s = g.square().sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + s,
-                None => s,
-            });
-        }
-    }
-}
-
-/// Multiply every gradient by one factor.
-struct ScaleGrads<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f32,
-}
-
-impl ModuleVisitor for ScaleGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, g * self.factor);
-        }
-    }
-}
-
-/// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before.
-pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let mut sq = GradSquares { grads, total: None };
-    model.visit(&mut sq);
-    let norm = sq.total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
-    if max_norm > 0.0 && norm > max_norm {
-        model.visit(&mut ScaleGrads { grads, factor: (max_norm / (norm + 1e-6)) as f32 });
-    }
-    norm
-}
-
 /// Storage choices for a training batch: whole sequences at the exact option with probability
 /// `exact_fraction`, otherwise an independent draw per (token, layer).
 pub fn sample_choices(
@@ -237,8 +195,20 @@ pub fn sample_choices(
     choices
 }
 
+/// Wall-clock seconds spent in each phase of training steps (for `ahr bench train`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepTimings {
+    /// Forward pass and loss, read back to the host.
+    pub forward: f64,
+    /// Backward pass.
+    pub backward: f64,
+    /// Global grad-norm clipping and the AdamW update.
+    pub update: f64,
+}
+
 /// One optimizer step on `batch`: loss over labelled positions under `choices`, backward, global
-/// grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before clipping.
+/// grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before
+/// clipping; adds each phase's time to `timings`.
 pub fn train_step(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -247,7 +217,9 @@ pub fn train_step(
     lr: f64,
     max_grad_norm: f64,
     device: &Device,
+    timings: &mut StepTimings,
 ) -> Result<(Model, f64, f64)> {
+    let t0 = Instant::now();
     let Some((logp, _, _)) = label_logprobs(&model, batch, choices, device)? else {
         bail!("the training batch has no labelled positions");
     };
@@ -256,9 +228,17 @@ pub fn train_step(
     if !loss_value.is_finite() {
         bail!("loss became {loss_value} (lr {lr:.2e}); lower learning_rate");
     }
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let t1 = Instant::now();
+    let grads = loss.backward();
+    let t2 = Instant::now();
+    let mut grads = GradientsParams::from_grads(grads, &model);
     let grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm);
-    Ok((optim.step(lr, model, grads), loss_value, grad_norm))
+    let model = optim.step(lr, model, grads);
+    let t3 = Instant::now();
+    timings.forward += (t1 - t0).as_secs_f64();
+    timings.backward += (t2 - t1).as_secs_f64();
+    timings.update += (t3 - t2).as_secs_f64();
+    Ok((model, loss_value, grad_norm))
 }
 
 /// AdamW as configured by the recipe.
@@ -391,9 +371,17 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
         let batch = task.train_batch(run.seed, step, pc.batch_size);
         let choices = sample_choices(&cfg, &pc.nested, run.seed, step, batch.batch_size, batch.seq_len);
         let lr = pc.lr_at(step);
-        let (next, loss_value, grad_norm) =
-            train_step(model, &mut optim, &batch, &choices, lr, pc.max_grad_norm, &train_device)
-                .with_context(|| format!("step {step}; resume from {}", out.join(CHECKPOINT_DIR).display()))?;
+        let (next, loss_value, grad_norm) = train_step(
+            model,
+            &mut optim,
+            &batch,
+            &choices,
+            lr,
+            pc.max_grad_norm,
+            &train_device,
+            &mut StepTimings::default(),
+        )
+        .with_context(|| format!("step {step}; resume from {}", out.join(CHECKPOINT_DIR).display()))?;
         model = next;
         state.step += 1;
         state.tokens += (batch.batch_size * batch.seq_len) as u64;

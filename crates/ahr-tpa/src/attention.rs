@@ -105,7 +105,9 @@ impl Attention {
         let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.head_dim);
         let tpa = cfg.attention == AttentionKind::Tpa;
         let (rq, r) = (cfg.q_rank, cfg.kv_rank_max);
-        let tpa_lin = |out: usize| tpa.then(|| linear(d, out, device));
+        // Factor biases let a head factor be constant across tokens (a plain linear map of an
+        // RMS-normalised embedding cannot be), which MQAR's copy-by-content needs early on.
+        let tpa_lin = |out: usize| tpa.then(|| LinearConfig::new(d, out).with_bias(cfg.factor_bias).init(device));
         let kvh = cfg.kv_heads();
         Self {
             a_q: tpa_lin(h * rq),
@@ -243,9 +245,11 @@ impl Attention {
     /// One decode step for every stream, reading `caches[b]` for stream `b`.
     ///
     /// # Shapes
-    /// - `x`: `[B, 1, d]` (normalised); returns the attention output `[B, 1, d]` and the new
-    ///   token's projections (to be pushed into the cache once its choice is made).
-    pub fn decode(&self, x: Tensor<3>, rope: &RopeTables, caches: &[&LayerCache]) -> (Tensor<3>, Projected) {
+    /// - `x`: `[B, 1, d]` (normalised); returns the attention output `[B, 1, d]`, the new
+    ///   token's projections (to be pushed into the cache once its choice is made) and per-stream
+    ///   statistics `[B, 3]`: attention entropy (nats) and maximum weight, both averaged over
+    ///   heads, and the L2 norm of the token's exact key.
+    pub fn decode(&self, x: Tensor<3>, rope: &RopeTables, caches: &[&LayerCache]) -> (Tensor<3>, Projected, Tensor<2>) {
         let [b, t, _] = x.dims();
         assert_eq!(t, 1, "decode takes one token per stream");
         assert_eq!(caches.len(), b, "one layer cache per stream");
@@ -255,6 +259,7 @@ impl Attention {
         let (k_exact, v_exact) = self.exact_kv(&p);
         let scale = 1.0 / (dh as f32).sqrt();
         let mut outs = Vec::with_capacity(b);
+        let mut stats = Vec::with_capacity(b);
         for (s, cache) in caches.iter().enumerate() {
             let pick = |x: &Tensor<4>| {
                 let [_, _, a, c] = x.dims();
@@ -286,6 +291,10 @@ impl Attention {
             scores.push((q_s * k_self).sum_dim(1).reshape([1, h]) * scale);
             let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[0]).collect();
             let probs = softmax(Tensor::cat(scores, 0), 0); // [N + 1, h]
+            let entropy = (probs.clone() * probs.clone().clamp_min(1e-30).log()).sum_dim(0).neg().mean();
+            let max_weight = probs.clone().max_dim(0).mean();
+            let key_norm = pick(&k_exact).square().sum().sqrt();
+            stats.push(Tensor::cat(vec![entropy, max_weight, key_norm], 0).reshape([1, 3]));
 
             let mut offset = 0;
             let mut out = Tensor::<2>::zeros([h, dh], &q_dense.device());
@@ -310,6 +319,6 @@ impl Attention {
             out = out + p_self * pick(&v_exact);
             outs.push(out.reshape([1, 1, h * dh]));
         }
-        (self.o.forward(Tensor::cat(outs, 0)), p)
+        (self.o.forward(Tensor::cat(outs, 0)), p, Tensor::cat(stats, 0))
     }
 }

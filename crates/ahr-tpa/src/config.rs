@@ -106,6 +106,9 @@ pub struct ModelConfig {
     pub kv_rank_max: usize,
     /// Storage options, cheapest first. The last one is the exact option.
     pub menu: Vec<StoreOption>,
+    /// Biases on the six TPA factor projections (T6 has none; off by default).
+    #[serde(default)]
+    pub factor_bias: bool,
     /// SwiGLU MLP in each block (MQAR presets use none, as Zoology does).
     #[serde(default = "default_true")]
     pub mlp: bool,
@@ -152,6 +155,7 @@ impl ModelConfig {
             kv_heads: None,
             q_rank: 3,
             kv_rank_max: 3,
+            factor_bias: true,
             menu: vec![
                 StoreOption::Drop,
                 StoreOption::Rank(1),
@@ -178,6 +182,7 @@ impl ModelConfig {
             kv_heads: None,
             q_rank: 4,
             kv_rank_max: 4,
+            factor_bias: true,
             menu: vec![
                 StoreOption::Drop,
                 StoreOption::Rank(1),

@@ -21,4 +21,4 @@ pub use cache::{KvCache, PendingToken};
 pub use choices::{ChoiceSpec, Choices};
 pub use config::{AttentionKind, ModelConfig, StoreOption};
 pub use error::{Error, Result};
-pub use model::Model;
+pub use model::{Model, StepOutput};

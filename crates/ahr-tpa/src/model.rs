@@ -50,6 +50,18 @@ pub struct Block {
     pub mlp: Option<SwiGlu>,
 }
 
+/// What one decode step produces.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// Next-token logits `[B, V]`.
+    pub logits: Tensor<2>,
+    /// The token's projections, waiting for its storage choice.
+    pub pending: PendingToken,
+    /// Per stream and layer `[B, n_layers, 3]`: attention entropy (nats, mean over heads),
+    /// maximum attention weight (mean over heads), L2 norm of the token's exact key.
+    pub layer_stats: Tensor<3>,
+}
+
 /// The model. Immutable during RL: the cache lives outside (see [`KvCache`]).
 #[derive(Module, Debug)]
 pub struct Model {
@@ -157,6 +169,11 @@ impl Model {
     /// # Shapes
     /// - `tokens`: `[B, 1]` with B = `cache.batch()`; returns logits `[B, V]`.
     pub fn step(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<(Tensor<2>, PendingToken)> {
+        self.step_with_stats(tokens, cache).map(|s| (s.logits, s.pending))
+    }
+
+    /// [`Model::step`] plus the per-layer statistics a rank policy observes.
+    pub fn step_with_stats(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<StepOutput> {
         let [b, t] = tokens.dims();
         if t != 1 || b != cache.batch() {
             return Err(Error::Input(format!("step: tokens have shape [{b}, {t}], expected [{}, 1]", cache.batch())));
@@ -166,15 +183,21 @@ impl Model {
         let eps = self.config.norm_eps;
         let mut x = self.embed.forward(tokens);
         let mut layers = Vec::with_capacity(self.blocks.len());
+        let mut stats = Vec::with_capacity(self.blocks.len());
         for (l, block) in self.blocks.iter().enumerate() {
-            let (out, proj) = block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l));
+            let (out, proj, layer_stats) = block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l));
             layers.push(proj);
+            stats.push(layer_stats.unsqueeze_dim::<3>(1));
             x = x + out;
             if let Some(mlp) = &block.mlp {
                 x = x.clone() + mlp.forward(rms_norm(x, eps));
             }
         }
         let hidden = rms_norm(x, eps).reshape([b, self.config.d_model]);
-        Ok((self.head(hidden), PendingToken { layers }))
+        Ok(StepOutput {
+            logits: self.head(hidden),
+            pending: PendingToken { layers },
+            layer_stats: Tensor::cat(stats, 1),
+        })
     }
 }

@@ -67,6 +67,7 @@ impl T6Config {
             kv_heads: None,
             q_rank: self.q_rank,
             kv_rank_max: self.rank,
+            factor_bias: false,
             menu: (1..=self.rank).map(StoreOption::Rank).collect(),
             mlp: true,
             tied_embeddings: tied,

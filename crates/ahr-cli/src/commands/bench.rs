@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::args::Common;
 use crate::device::device;
 use crate::files::{EnvFile, ModelFile};
-use crate::pretrain::{optimizer, sample_choices, train_step};
+use crate::pretrain::{StepTimings, optimizer, sample_choices, train_step};
 
 #[derive(Debug, Serialize)]
 struct TrainRun {
@@ -22,6 +22,8 @@ struct TrainRun {
     steps: u64,
     tokens_per_sec: f64,
     ratio_to_first: f64,
+    /// Seconds per step in forward, backward and update.
+    seconds_per_step: StepTimings,
 }
 
 /// Pretraining tokens/s of each preset on the same data, with ratios against the first.
@@ -56,20 +58,36 @@ pub fn bench_train(
         let mut optim = optimizer(pc);
         let mut tokens = 0u64;
         let mut start = Instant::now();
+        let mut timings = StepTimings::default();
         for step in 0..=steps {
             if step == 1 {
                 // Step 0 warms up allocations and caches; the clock starts after it.
                 start = Instant::now();
                 tokens = 0;
+                timings = StepTimings::default();
             }
             let batch = task.train_batch(0, step, pc.batch_size);
             let choices = sample_choices(cfg, &pc.nested, 0, step, batch.batch_size, batch.seq_len);
-            let (next, _, _) =
-                train_step(model, &mut optim, &batch, &choices, pc.lr_at(step), pc.max_grad_norm, &train_dev)?;
+            let (next, _, _) = train_step(
+                model,
+                &mut optim,
+                &batch,
+                &choices,
+                pc.lr_at(step),
+                pc.max_grad_norm,
+                &train_dev,
+                &mut timings,
+            )?;
             model = next;
             tokens += (batch.batch_size * batch.seq_len) as u64;
         }
         let tps = tokens as f64 / start.elapsed().as_secs_f64();
+        let per_step = |x: f64| x / steps as f64;
+        let timings = StepTimings {
+            forward: per_step(timings.forward),
+            backward: per_step(timings.backward),
+            update: per_step(timings.update),
+        };
         let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
         println!(
             "{:<32} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
@@ -87,6 +105,7 @@ pub fn bench_train(
             steps,
             tokens_per_sec: tps,
             ratio_to_first: tps / first,
+            seconds_per_step: timings,
         });
     }
     if let Some(out) = out {

@@ -5,6 +5,7 @@ pub mod eval_model;
 pub mod import_t6;
 pub mod logits;
 pub mod pretrain;
+pub mod train_policy;
 
 use std::path::Path;
 

@@ -1,0 +1,244 @@
+//! `ahr train-policy` and `ahr cartpole`: PPO runs.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use ahr_env::{EnvSpec, RankEnv, VecEnv};
+use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
+use ahr_policy::{Granularity, PolicyKind};
+use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
+use ahr_ppo::trainer::{Budget, IterationReport, TrainError};
+use ahr_ppo::{PpoConfig, Trainer};
+use ahr_tasks::Task;
+use ahr_tpa::checkpoint::{fingerprint, load_model};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::args::Common;
+use crate::cartpole::CartPoleVec;
+use crate::device::device;
+
+/// Read a PPO config file.
+pub fn load_ppo_config(path: &Path) -> Result<PpoConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let cfg: PpoConfig = toml::from_str(&text).with_context(|| format!("{}: invalid PPO config", path.display()))?;
+    cfg.validate().map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    Ok(cfg)
+}
+
+fn progress_bar(iterations: u64) -> ProgressBar {
+    let pb = if std::io::stderr().is_terminal() { ProgressBar::new(iterations) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("template should parse"),
+    );
+    pb
+}
+
+fn sinks(run_dir: &Path) -> Result<Fanout> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    Ok(Fanout(vec![
+        Box::new(TensorBoardSink::new(&run_dir.join("tb"))) as Box<dyn MetricsSink>,
+        Box::new(JsonlSink::new(&run_dir.join("metrics.jsonl"))?),
+    ]))
+}
+
+fn describe(r: &IterationReport) -> String {
+    format!(
+        "return {:.3} | mem {:.3} | acc {:.3} | λ {:.3} | {:.0} SPS",
+        r.episodic_return, r.mem_frac, r.accuracy, r.lambda_mem, r.sps
+    )
+}
+
+/// Everything a `train-policy` run is defined by; compared on `--resume`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedPolicyRun {
+    /// PPO config.
+    pub ppo: PpoConfig,
+    /// Env file.
+    pub env: EnvSpec,
+    /// Seed.
+    pub seed: u64,
+    /// Model fingerprint.
+    pub model_fingerprint: String,
+}
+
+/// Options of `ahr train-policy`.
+#[derive(Clone, Debug)]
+pub struct TrainPolicyArgs {
+    /// Model directory.
+    pub model: PathBuf,
+    /// Env file.
+    pub env: PathBuf,
+    /// PPO config file.
+    pub config: PathBuf,
+    /// Policy directory to export to.
+    pub out: PathBuf,
+    /// Run directory (logs, checkpoints); default `runs/<policy name>`.
+    pub run_dir: Option<PathBuf>,
+    /// Rollout threads.
+    pub workers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Continue from the run directory's checkpoint.
+    pub resume: bool,
+    /// Override of `total_timesteps`.
+    pub total_timesteps: Option<u64>,
+}
+
+/// Train a rank policy with PPO and export it.
+pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
+    let dev = device(&common.device)?;
+    let model = load_model(&a.model, &dev)?;
+    let fp = fingerprint(&a.model)?;
+    let mut spec = EnvSpec::load(&a.env)?;
+    let mut ppo = load_ppo_config(&a.config)?;
+    if ppo.budget.is_some() {
+        spec.reward.budget = ppo.budget;
+    }
+    if let Some(t) = a.total_timesteps {
+        ppo.total_timesteps = t;
+    }
+    if spec.env.granularity != Granularity::PerToken {
+        bail!("{}: granularity `per-layer` is not implemented yet; use `per-token`", a.env.display());
+    }
+    let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
+    let cfg = model.config().clone();
+    if task.vocab_needed() > cfg.vocab_size {
+        bail!("{} needs a vocabulary of {} but the model has {}", a.env.display(), task.vocab_needed(), cfg.vocab_size);
+    }
+    let seq_len = task.train_batch(0, 0, 1).seq_len;
+    if ppo.num_steps % seq_len != 0 {
+        bail!(
+            "{}: num_steps ({}) must be a multiple of the episode length ({seq_len} tokens)",
+            a.config.display(),
+            ppo.num_steps
+        );
+    }
+    // Rank episodes restart at every rollout, so a checkpoint at an iteration boundary resumes exactly.
+    ppo.reset_each_iteration = true;
+    let name = a.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "policy".into());
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let resolved =
+        ResolvedPolicyRun { ppo: ppo.clone(), env: spec.clone(), seed: a.seed, model_fingerprint: fp.clone() };
+    let run_file = run_dir.join("train-policy.json");
+    let ckpt = run_dir.join("checkpoint");
+    if a.resume {
+        let text = std::fs::read_to_string(&run_file)
+            .with_context(|| format!("--resume: cannot read {}", run_file.display()))?;
+        let saved: ResolvedPolicyRun =
+            serde_json::from_str(&text).with_context(|| format!("{} is corrupt", run_file.display()))?;
+        if saved != resolved {
+            bail!("--resume: config, env, seed or model differ from the run in {}", run_dir.display());
+        }
+    } else if ckpt.exists() {
+        bail!("{} already holds a run; pass --resume or choose another --run-dir", run_dir.display());
+    }
+    eprintln!(
+        "run directory: {} (TensorBoard: tensorboard --logdir {})",
+        run_dir.display(),
+        run_dir.join("tb").display()
+    );
+    let mut sink = sinks(&run_dir)?;
+    if !a.resume {
+        crate::commands::write_json(&run_file, &resolved)?;
+    }
+
+    let envs: Vec<Box<dyn VecEnv>> = (0..ppo.num_envs)
+        .map(|_| {
+            Box::new(RankEnv::new(model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone()))
+                as Box<dyn VecEnv>
+        })
+        .collect();
+    let budget = spec.reward.budget.map(|target| Budget { target, lr: spec.reward.lambda_lr });
+    let lambda = if budget.is_some() { spec.reward.lambda_init } else { spec.reward.lambda_mem };
+    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
+    if a.resume {
+        trainer.load_checkpoint(&ckpt)?;
+    }
+    let pb = progress_bar(trainer.num_iterations());
+    pb.set_position(trainer.state().iteration);
+    let every = ppo.checkpoint_every;
+    let outcome = trainer.train(&mut sink, |t, r| {
+        pb.set_position(r.iteration);
+        pb.set_message(describe(r));
+        if r.iteration % every == 0 || r.iteration == t.num_iterations() {
+            t.save_checkpoint(&ckpt)?;
+        }
+        Ok::<(), TrainError>(())
+    })?;
+    pb.finish_and_clear();
+
+    let (obs, dims) = trainer.spec();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        obs: obs.clone(),
+        norm: trainer.state().norm.clone(),
+        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        granularity: spec.env.granularity,
+        n_layers: cfg.n_layers,
+        policy: ppo.policy.clone(),
+        dims,
+        model_fingerprint: fp,
+    };
+    debug_assert_eq!(ppo.policy.kind, PolicyKind::Mlp);
+    save_policy(&a.out, &manifest, &trainer.policy())?;
+    if let Some(last) = outcome.reports.last() {
+        println!("iteration {}: {}", last.iteration, describe(last));
+    }
+    println!("policy: {}  run: {}", a.out.display(), run_dir.display());
+    Ok(())
+}
+
+/// What `ahr cartpole` writes.
+#[derive(Debug, Serialize)]
+pub struct CartPoleReport {
+    /// Mean return of the last 20 finished episodes.
+    pub episodic_return_last20: f64,
+    /// Environment steps.
+    pub env_steps: u64,
+    /// Rollout steps per second.
+    pub sps: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Train PPO on CartPole-v1.
+pub fn cartpole(
+    config: &Path,
+    seed: u64,
+    workers: usize,
+    out: Option<&Path>,
+    common: &Common,
+) -> Result<CartPoleReport> {
+    let dev = device(&common.device)?;
+    let ppo = load_ppo_config(config)?;
+    let envs: Vec<Box<dyn VecEnv>> =
+        (0..ppo.num_envs).map(|_| Box::new(CartPoleVec::new(1)) as Box<dyn VecEnv>).collect();
+    let mut trainer = Trainer::new(ppo, envs, workers, seed, 0.0, None, dev)?;
+    let pb = progress_bar(trainer.num_iterations());
+    let mut sink = ahr_ppo::metrics::NullSink;
+    let outcome = trainer.train(&mut sink, |_, r| {
+        pb.set_position(r.iteration);
+        pb.set_message(format!("return {:.1} | {:.0} SPS", r.episodic_return, r.sps));
+        Ok::<(), TrainError>(())
+    })?;
+    pb.finish_and_clear();
+    let eps = &outcome.last_episodes;
+    let last: Vec<f64> = eps.iter().rev().take(20).map(|e| e.ret).collect();
+    let report = CartPoleReport {
+        episodic_return_last20: last.iter().sum::<f64>() / last.len().max(1) as f64,
+        env_steps: trainer.state().global_step,
+        sps: outcome.rollout_sps,
+        seed,
+    };
+    println!(
+        "CartPole-v1 seed {seed}: mean return of the last 20 episodes {:.1} after {} steps ({:.0} SPS)",
+        report.episodic_return_last20, report.env_steps, report.sps
+    );
+    if let Some(out) = out {
+        crate::commands::write_json(out, &report)?;
+    }
+    Ok(report)
+}

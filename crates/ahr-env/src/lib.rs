@@ -1,0 +1,13 @@
+//! `ahr-env`: the RL environment of ahr (DESIGN.md §5) — a frozen model, a task and a reward
+//! that balances task loss against KV memory and attention FLOPs, stepped for many streams
+//! through one batched decode. It knows nothing of PPO: trainers see the [`VecEnv`] trait.
+//!
+//! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
+
+pub mod rank;
+pub mod spec;
+pub mod vec_env;
+
+pub use rank::RankEnv;
+pub use spec::{EnvSettings, EnvSpec, RewardConfig};
+pub use vec_env::{EpisodeStats, VecEnv, VecStep};

@@ -1,0 +1,274 @@
+//! The rank environment, per-token mode (DESIGN.md §5).
+//!
+//! An episode is one batch of `streams` sequences fed token by token through the frozen model
+//! with a physical factor cache. After token t's forward step the agent observes features and
+//! picks one menu option per layer for storing t. The reward of that action is
+//! `−w_task·loss_{t+1} − λ_mem·mem_t − λ_flops·flops_{t+1}`: the loss of the next labelled
+//! position (the first one the choice can affect), the bytes token t adds, and the attention
+//! FLOPs of the next step, with `mem` and `flops` normalised so that the exact choice sums to 1
+//! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
+//! the return is exactly `−w_task·Σ loss − …`.
+
+use ahr_policy::obs::GLOBAL_FEATURES;
+use ahr_policy::{ObsBatch, ObsSpec};
+use ahr_tasks::{Batch, IGNORE, Task};
+use ahr_tpa::{KvCache, Model, PendingToken, cost};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::spec::RewardConfig;
+use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
+
+/// Per-stream sums over the running episode.
+#[derive(Clone, Debug, Default)]
+struct Running {
+    ret: f64,
+    loss: f64,
+    labelled: u64,
+    correct: u64,
+    mem: f64,
+    flops: f64,
+    counts: Vec<Vec<u64>>,
+}
+
+/// What one forward step left for the agent to see and for the reward to use.
+struct Forward {
+    pending: PendingToken,
+    /// `[B]` loss at the position just processed (0 where unlabelled).
+    loss: Vec<f32>,
+    /// `[B]` whether that position was labelled and predicted correctly.
+    labelled: Vec<bool>,
+    correct: Vec<bool>,
+    obs: ObsBatch,
+}
+
+/// The per-token rank environment over `streams` sequences.
+pub struct RankEnv {
+    model: Model,
+    task: Task,
+    reward: RewardConfig,
+    device: Device,
+    streams: usize,
+    seed: u64,
+    episode: u64,
+    lambda_mem: f64,
+    batch: Batch,
+    cache: KvCache,
+    t: usize,
+    pending: Option<PendingToken>,
+    running: Vec<Running>,
+    /// Reward owed to the next step (position 0's loss).
+    carry: Vec<f32>,
+    /// Normalisers: exact bytes per token and exact attention FLOPs of a whole episode.
+    exact_bytes: f64,
+    exact_flops_episode: f64,
+}
+
+impl RankEnv {
+    /// An environment over `model` (inference device, no autodiff) and `task`.
+    pub fn new(model: Model, task: Task, reward: RewardConfig, streams: usize, device: Device) -> Self {
+        let cfg = model.config().clone();
+        let lambda_mem = if reward.budget.is_some() { reward.lambda_init } else { reward.lambda_mem };
+        Self {
+            cache: KvCache::new(&cfg, streams),
+            model,
+            task,
+            reward,
+            device,
+            streams,
+            seed: 0,
+            episode: 0,
+            lambda_mem,
+            batch: Batch { inputs: vec![], labels: vec![], batch_size: 0, seq_len: 0, difficulty: vec![] },
+            t: 0,
+            pending: None,
+            running: Vec::new(),
+            carry: Vec::new(),
+            exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
+            exact_flops_episode: 1.0,
+        }
+    }
+
+    /// The current episode's batch (for analysis).
+    pub fn batch(&self) -> &Batch {
+        &self.batch
+    }
+
+    fn seq_len(&self) -> usize {
+        self.batch.seq_len
+    }
+
+    fn start_episode(&mut self) -> ObsBatch {
+        let cfg = self.model.config().clone();
+        self.batch = self.task.train_batch(self.seed, self.episode, self.streams);
+        self.cache = KvCache::new(&cfg, self.streams);
+        self.t = 0;
+        let exact_counts = |n: usize| {
+            let mut c = vec![0; cfg.menu.len()];
+            c[cfg.exact_index()] = n;
+            c
+        };
+        self.exact_flops_episode = (1..self.seq_len())
+            .map(|t| cfg.n_layers as f64 * cost::step_attention_flops(&cfg, &exact_counts(t)) as f64)
+            .sum::<f64>()
+            .max(1.0);
+        self.running =
+            vec![Running { counts: vec![vec![0; cfg.menu.len()]; cfg.n_layers], ..Default::default() }; self.streams];
+        let fwd = self.forward();
+        // Position 0's loss cannot be changed by any choice; it joins the first reward.
+        self.carry = fwd.loss.iter().map(|l| -(self.reward.w_task * *l as f64) as f32).collect();
+        self.account(&fwd);
+        self.pending = Some(fwd.pending);
+        fwd.obs
+    }
+
+    fn account(&mut self, fwd: &Forward) {
+        for (b, r) in self.running.iter_mut().enumerate() {
+            if fwd.labelled[b] {
+                r.loss += fwd.loss[b] as f64;
+                r.labelled += 1;
+                r.correct += fwd.correct[b] as u64;
+            }
+        }
+    }
+
+    /// Forward the token at position `self.t` for every stream.
+    fn forward(&mut self) -> Forward {
+        let cfg = self.model.config();
+        let (b_n, l_n, t) = (self.streams, cfg.n_layers, self.t);
+        let len = self.seq_len();
+        let ids: Vec<u32> = (0..b_n).map(|b| self.batch.inputs[b * len + t]).collect();
+        let tokens = self.model.tokens(&ids, b_n, 1, &self.device).expect("task tokens should fit the model");
+        let out = self.model.step_with_stats(tokens, &self.cache).expect("cache and tokens should agree");
+        let logp = log_softmax(out.logits, 1); // [B, V]
+        let entropy = (logp.clone().exp() * logp.clone()).sum_dim(1).neg().reshape([b_n]);
+        let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
+        let safe: Vec<i64> = labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
+        let label_t = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n, 1]), &self.device);
+        let nll = logp.clone().gather(1, label_t).neg().reshape([b_n]);
+        let argmax = logp.argmax(1).reshape([b_n]);
+        let host = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().expect("f32");
+        let (entropy, nll) = (host(entropy), host(nll));
+        let argmax: Vec<i64> = argmax.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+        let stats = out.layer_stats.into_data().try_to_vec::<f32>().expect("f32"); // [B, L, 3]
+        let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
+        let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
+        let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
+
+        let ln_v = (cfg.vocab_size as f32).ln();
+        let mut obs = ObsBatch { len: b_n, ..Default::default() };
+        for b in 0..b_n {
+            let used = self.cache.stream_bytes(b) as f64;
+            let fill = if t == 0 { 1.0 } else { used / (t as f64 * self.exact_bytes) };
+            let budget_left = self.reward.budget.map_or(0.0, |target| target - fill);
+            obs.features.extend([
+                t as f32 / len as f32,
+                (1.0 + t as f32).ln() / (1.0 + len as f32).ln(),
+                entropy[b] / ln_v,
+                fill as f32,
+                budget_left as f32,
+                (len - t) as f32 / len as f32,
+            ]);
+            obs.features.extend_from_slice(&stats[b * l_n * 3..(b + 1) * l_n * 3]);
+            obs.tokens.push(ids[b]);
+        }
+        obs.masks = vec![true; b_n * l_n * cfg.menu.len()];
+        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + 3 * l_n));
+        Forward { pending: out.pending, loss, labelled, correct, obs }
+    }
+}
+
+impl VecEnv for RankEnv {
+    fn num_envs(&self) -> usize {
+        self.streams
+    }
+
+    fn obs_spec(&self) -> ObsSpec {
+        let cfg = self.model.config();
+        ObsSpec::rank(cfg.n_layers, cfg.vocab_size)
+    }
+
+    fn heads(&self) -> usize {
+        self.model.config().n_layers
+    }
+
+    fn options(&self) -> usize {
+        self.model.config().menu.len()
+    }
+
+    fn reset(&mut self, seed: u64) -> ObsBatch {
+        self.seed = seed;
+        self.episode = 0;
+        self.start_episode()
+    }
+
+    fn set_lambda_mem(&mut self, lambda: f64) {
+        self.lambda_mem = lambda;
+    }
+
+    fn step(&mut self, actions: &[usize]) -> VecStep {
+        let cfg = self.model.config().clone();
+        let (b_n, l_n) = (self.streams, cfg.n_layers);
+        let pending = self.pending.take().expect("reset() should come before step()");
+        self.cache.push(pending, actions).expect("actions should be one menu index per stream and layer");
+        let len = self.seq_len();
+        let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
+        reward.resize(b_n, 0.0);
+        for b in 0..b_n {
+            let bytes: usize = (0..l_n).map(|l| cost::bytes_per_token(&cfg, cfg.menu[actions[b * l_n + l]])).sum();
+            let mem = bytes as f64 / (len as f64 * self.exact_bytes);
+            let r = &mut self.running[b];
+            for l in 0..l_n {
+                r.counts[l][actions[b * l_n + l]] += 1;
+            }
+            r.mem += mem;
+            reward[b] -= (self.lambda_mem * mem) as f32;
+        }
+        self.t += 1;
+        if self.t < len {
+            let fwd = self.forward();
+            for b in 0..b_n {
+                let flops: usize = (0..l_n).map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l))).sum();
+                let flops = flops as f64 / self.exact_flops_episode;
+                self.running[b].flops += flops;
+                reward[b] -= (self.reward.w_task * fwd.loss[b] as f64 + self.reward.lambda_flops * flops) as f32;
+                self.running[b].ret += reward[b] as f64;
+            }
+            self.account(&fwd);
+            self.pending = Some(fwd.pending);
+            return VecStep {
+                obs: fwd.obs,
+                reward,
+                done: vec![false; b_n],
+                truncated: vec![false; b_n],
+                final_obs: ObsBatch::default(),
+                episodes: Vec::new(),
+            };
+        }
+        let episodes = (0..b_n)
+            .map(|b| {
+                let r = &mut self.running[b];
+                r.ret += reward[b] as f64;
+                EpisodeStats {
+                    ret: r.ret,
+                    len: len as u64,
+                    task_loss: r.loss / r.labelled.max(1) as f64,
+                    accuracy: r.correct as f64 / r.labelled.max(1) as f64,
+                    mem_frac: r.mem,
+                    flops_frac: r.flops,
+                    option_counts: r.counts.clone(),
+                }
+            })
+            .collect();
+        self.episode += 1;
+        let obs = self.start_episode();
+        VecStep {
+            obs,
+            reward,
+            done: vec![true; b_n],
+            truncated: vec![false; b_n],
+            final_obs: ObsBatch::default(),
+            episodes,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Env files (`envs/*.toml`): `[task]` (see `ahr-tasks`), `[env]` and `[reward]`.
+
+use std::path::Path;
+
+use ahr_policy::Granularity;
+use ahr_tasks::TaskConfig;
+use serde::{Deserialize, Serialize};
+
+/// How episodes are stepped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvSettings {
+    /// `per-token` (default) or `per-layer`.
+    pub granularity: Granularity,
+    /// Sequences one environment steps together through one batched decode.
+    pub streams: usize,
+}
+
+impl Default for EnvSettings {
+    fn default() -> Self {
+        Self { granularity: Granularity::PerToken, streams: 8 }
+    }
+}
+
+/// Reward weights: `r_t = −w_task·loss_t − lambda_mem·mem_t − lambda_flops·flops_t`, with `mem` and
+/// `flops` normalised so that the exact choice sums to 1 per episode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Weight of the task loss (nats per labelled position).
+    pub w_task: f64,
+    /// Weight of KV memory (ignored in budget mode, where λ is learned).
+    pub lambda_mem: f64,
+    /// Weight of attention FLOPs.
+    pub lambda_flops: f64,
+    /// Budget mode: the target memory fraction (of the exact choice's bytes).
+    pub budget: Option<f64>,
+    /// Budget mode: dual-ascent step of λ per iteration.
+    pub lambda_lr: f64,
+    /// Budget mode: starting λ.
+    pub lambda_init: f64,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, budget: None, lambda_lr: 0.5, lambda_init: 1.0 }
+    }
+}
+
+/// A whole env file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSpec {
+    /// The task.
+    pub task: TaskConfig,
+    /// Stepping.
+    #[serde(default)]
+    pub env: EnvSettings,
+    /// Reward.
+    #[serde(default)]
+    pub reward: RewardConfig,
+}
+
+/// Errors reading an env file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// Unreadable file.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Bad TOML or unknown keys.
+    #[error("{path}: invalid env file: {msg}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Parser message.
+        msg: String,
+    },
+}
+
+impl EnvSpec {
+    /// Read and check an env file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: p.clone(), source })?;
+        let spec: Self = toml::from_str(&text).map_err(|e| SpecError::Parse { path: p.clone(), msg: e.to_string() })?;
+        spec.validate().map_err(|msg| SpecError::Parse { path: p, msg })?;
+        Ok(spec)
+    }
+
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.env.streams == 0 {
+            return Err("[env] streams must be at least 1".into());
+        }
+        if let Some(b) = self.reward.budget
+            && !(0.0..=1.0).contains(&b)
+        {
+            return Err(format!("[reward] budget must lie in [0, 1], found {b}"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! The vectorised-environment interface trainers use (burn-rl's vocabulary, batched).
+
+use ahr_policy::ObsBatch;
+use ahr_policy::ObsSpec;
+
+/// Summary of a finished episode of one stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpisodeStats {
+    /// Undiscounted return.
+    pub ret: f64,
+    /// Steps.
+    pub len: u64,
+    /// Mean task loss over labelled positions (rank envs).
+    pub task_loss: f64,
+    /// Accuracy over labelled positions (rank envs).
+    pub accuracy: f64,
+    /// KV bytes kept relative to the exact choice (rank envs).
+    pub mem_frac: f64,
+    /// Attention FLOPs relative to the exact choice (rank envs).
+    pub flops_frac: f64,
+    /// Chosen option counts `[layer][option]` (rank envs).
+    pub option_counts: Vec<Vec<u64>>,
+}
+
+/// The result of stepping every environment once.
+#[derive(Clone, Debug)]
+pub struct VecStep {
+    /// Next observations; for an environment that just finished, the first observation of
+    /// its next episode (auto-reset).
+    pub obs: ObsBatch,
+    /// Rewards `[N]`.
+    pub reward: Vec<f32>,
+    /// Episode ended by the environment (no bootstrap) `[N]`.
+    pub done: Vec<bool>,
+    /// Episode cut by a time limit (bootstrap from the value of `final_obs`) `[N]`.
+    pub truncated: Vec<bool>,
+    /// Last observations of truncated episodes (rows in `truncated` order; empty if none).
+    pub final_obs: ObsBatch,
+    /// Episodes that finished at this step.
+    pub episodes: Vec<EpisodeStats>,
+}
+
+/// A batch of environments that step together. Seeds go to `reset`; everything after is
+/// deterministic.
+pub trait VecEnv: Send {
+    /// Environments (streams) stepped together.
+    fn num_envs(&self) -> usize;
+    /// What each observation holds.
+    fn obs_spec(&self) -> ObsSpec;
+    /// Categorical heads per action (layers).
+    fn heads(&self) -> usize;
+    /// Options per head.
+    fn options(&self) -> usize;
+    /// Start from `seed`; returns the first observations.
+    fn reset(&mut self, seed: u64) -> ObsBatch;
+    /// Apply `actions` `[N, heads]` (row-major) and advance one step.
+    fn step(&mut self, actions: &[usize]) -> VecStep;
+    /// Set the memory weight (budget mode's Lagrange multiplier); environments without one ignore it.
+    fn set_lambda_mem(&mut self, _lambda: f64) {}
+}

@@ -1,0 +1,96 @@
+//! The rank environment's accounting: rewards are the task loss and the cost model's bytes and
+//! FLOPs, normalised so the exact choice sums to 1 per episode; episodes are seeded.
+
+use ahr_env::{RankEnv, RewardConfig, VecEnv};
+use ahr_tasks::mqar::MqarConfig;
+use ahr_tasks::{Task, TaskConfig};
+use ahr_tpa::{Model, ModelConfig, StoreOption, cost};
+use burn::tensor::Device;
+
+fn setup(reward: RewardConfig) -> (RankEnv, ModelConfig) {
+    let dev = Device::flex();
+    let mut cfg = ModelConfig::tiny();
+    cfg.vocab_size = 64;
+    let model = Model::new(&cfg, &dev);
+    let task = Task::load(&TaskConfig::Mqar(MqarConfig {
+        vocab_size: 64,
+        seq_len: 16,
+        num_kv_pairs: vec![2],
+        ..MqarConfig::default()
+    }))
+    .unwrap();
+    (RankEnv::new(model, task, reward, 3, dev), cfg)
+}
+
+/// Run one episode with a fixed option per (step, layer); returns (rewards per step, episode stats).
+fn episode(
+    env: &mut RankEnv,
+    cfg: &ModelConfig,
+    pick: impl Fn(usize, usize) -> usize,
+    seed: u64,
+) -> (Vec<Vec<f32>>, ahr_env::EpisodeStats) {
+    let obs = env.reset(seed);
+    assert_eq!(obs.len, 3);
+    let mut rewards = Vec::new();
+    for t in 0..16 {
+        let actions: Vec<usize> =
+            (0..3).flat_map(|_| (0..cfg.n_layers).map(|l| pick(t, l)).collect::<Vec<_>>()).collect();
+        let step = env.step(&actions);
+        rewards.push(step.reward.clone());
+        if t == 15 {
+            assert!(step.done.iter().all(|&d| d));
+            return (rewards, step.episodes[0].clone());
+        }
+        assert!(step.done.iter().all(|&d| !d));
+    }
+    unreachable!()
+}
+
+#[test]
+fn exact_choice_costs_one_and_drop_costs_nothing() {
+    let (mut env, cfg) = setup(RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() });
+    let exact = cfg.exact_index();
+    let (rewards, stats) = episode(&mut env, &cfg, |_, _| exact, 1);
+    assert!((stats.mem_frac - 1.0).abs() < 1e-9, "{}", stats.mem_frac);
+    assert!((stats.flops_frac - 1.0).abs() < 1e-9, "{}", stats.flops_frac);
+    let total: f64 = rewards.iter().map(|r| r[0] as f64).sum();
+    assert!((total + 2.0).abs() < 1e-5, "return {total}");
+    // Dropping everything keeps no bytes; each step still attends to its own token:
+    // FLOPs = Σ_{t=1}^{15} 1 / Σ_{t=1}^{15} (t + 1) = 15 / 135.
+    let (_, stats) = episode(&mut env, &cfg, |_, _| 0, 1);
+    assert_eq!(stats.mem_frac, 0.0);
+    assert!((stats.flops_frac - 15.0 / 135.0).abs() < 1e-12, "{}", stats.flops_frac);
+}
+
+#[test]
+fn memory_reward_equals_the_cost_model_and_loss_reward_is_the_task_loss() {
+    let (mut env, cfg) = setup(RewardConfig { w_task: 0.0, lambda_mem: 2.0, lambda_flops: 0.0, ..Default::default() });
+    let rank2 = cfg.option_index(StoreOption::Rank(2)).unwrap();
+    let (rewards, stats) = episode(&mut env, &cfg, |t, l| if l == 0 && t % 2 == 0 { rank2 } else { 0 }, 5);
+    let per_token =
+        cost::bytes_per_token(&cfg, StoreOption::Rank(2)) as f64 / (16.0 * cost::exact_bytes_per_token(&cfg) as f64);
+    assert!((rewards[0][0] as f64 + 2.0 * per_token).abs() < 1e-6);
+    assert_eq!(rewards[1][0], 0.0);
+    assert!((stats.mem_frac - 8.0 * per_token).abs() < 1e-9);
+    assert_eq!(stats.option_counts[0][rank2], 8);
+    assert_eq!(stats.option_counts[1][0], 16);
+
+    // With only the task term, the return is minus the summed loss over labelled positions.
+    let (mut env, cfg) = setup(RewardConfig { w_task: 1.0, lambda_mem: 0.0, lambda_flops: 0.0, ..Default::default() });
+    let exact = cfg.exact_index();
+    let (rewards, stats) = episode(&mut env, &cfg, |_, _| exact, 5);
+    let ret: f64 = rewards.iter().map(|r| r[0] as f64).sum();
+    let labelled = env.batch().labels[..16].iter().filter(|&&l| l != -100).count() as f64;
+    assert!((ret + stats.task_loss * labelled).abs() < 1e-3, "{ret} vs {}", stats.task_loss * labelled);
+    assert!((stats.ret - ret).abs() < 1e-3);
+}
+
+#[test]
+fn episodes_are_deterministic_for_a_seed() {
+    let (mut env, cfg) = setup(RewardConfig::default());
+    let a = episode(&mut env, &cfg, |t, l| (t + l) % 5, 9).0;
+    let b = episode(&mut env, &cfg, |t, l| (t + l) % 5, 9).0;
+    let c = episode(&mut env, &cfg, |t, l| (t + l) % 5, 10).0;
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}

@@ -1,0 +1,137 @@
+//! Exported policies: `policies/<name>/manifest.json` + `policy.bpk` (burn record).
+//!
+//! The manifest says what the policy observes and decides and which model it was trained on;
+//! loading checks it against the model and refuses any mismatch with a message naming the field.
+
+use std::path::Path;
+
+use ahr_tpa::ModelConfig;
+use ahr_tpa::checkpoint::{load_record, save_record, write_atomic};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::net::{ActorCritic, PolicyConfig, PolicyDims};
+use crate::obs::{Granularity, ObsSpec, RunningNorm};
+
+/// Version of the export format.
+pub const FORMAT_VERSION: u32 = 1;
+/// Manifest file name.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Weights file name.
+pub const WEIGHTS_FILE: &str = "policy.bpk";
+
+/// Everything needed to rebuild and check a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Export format version.
+    pub format_version: u32,
+    /// Observation spec (feature names and version).
+    pub obs: ObsSpec,
+    /// Feature normalisation frozen at export.
+    pub norm: RunningNorm,
+    /// Menu the actions index into (as strings, cheapest first).
+    pub menu: Vec<String>,
+    /// Decision granularity.
+    pub granularity: Granularity,
+    /// Layers (heads).
+    pub n_layers: usize,
+    /// Network config.
+    pub policy: PolicyConfig,
+    /// Network sizes.
+    pub dims: PolicyDims,
+    /// Fingerprint of the model directory the policy was trained on.
+    pub model_fingerprint: String,
+}
+
+/// Errors of export and import.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Underlying file or record error.
+    #[error(transparent)]
+    Model(#[from] ahr_tpa::Error),
+    /// The manifest is unreadable.
+    #[error("{path}: cannot parse the manifest: {msg}")]
+    Manifest {
+        /// The file.
+        path: String,
+        /// Parser message.
+        msg: String,
+    },
+    /// The policy does not fit the model.
+    #[error("policy {path} does not match the model: {msg}")]
+    Mismatch {
+        /// The policy directory.
+        path: String,
+        /// What differs.
+        msg: String,
+    },
+}
+
+impl Manifest {
+    /// Check this manifest against a model config and fingerprint.
+    pub fn check(&self, model: &ModelConfig, fingerprint: &str) -> Result<(), String> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(format!("format_version is {}, this build reads {FORMAT_VERSION}", self.format_version));
+        }
+        if self.n_layers != model.n_layers {
+            return Err(format!("the policy has {} layers, the model {}", self.n_layers, model.n_layers));
+        }
+        let menu: Vec<String> = model.menu.iter().map(|o| o.to_string()).collect();
+        if self.menu != menu {
+            return Err(format!("the policy's menu is [{}], the model's [{}]", self.menu.join(", "), menu.join(", ")));
+        }
+        let expected = ObsSpec::rank(model.n_layers, model.vocab_size);
+        if self.obs.version != expected.version || self.obs.features != expected.features {
+            return Err(format!(
+                "observation spec version {} with {} features; this build produces version {} with {}",
+                self.obs.version,
+                self.obs.features.len(),
+                expected.version,
+                expected.features.len()
+            ));
+        }
+        if self.model_fingerprint != fingerprint {
+            return Err(format!(
+                "model fingerprint {} differs from the policy's {}",
+                short(fingerprint),
+                short(&self.model_fingerprint)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+/// Write a policy directory atomically file by file.
+pub fn save_policy(dir: &Path, manifest: &Manifest, net: &ActorCritic) -> Result<(), ExportError> {
+    std::fs::create_dir_all(dir).map_err(|e| ahr_tpa::Error::Io { path: dir.to_path_buf(), source: e })?;
+    let json = serde_json::to_string_pretty(manifest).expect("manifest should serialise");
+    write_atomic(&dir.join(MANIFEST_FILE), json.as_bytes())?;
+    save_record(net.clone(), &dir.join(WEIGHTS_FILE))?;
+    Ok(())
+}
+
+/// Read a manifest.
+pub fn load_manifest(dir: &Path) -> Result<Manifest, ExportError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| ahr_tpa::Error::Io { path: path.clone(), source: e })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ExportError::Manifest { path: path.display().to_string(), msg: e.to_string() })
+}
+
+/// Load a policy and check it against the model it will drive.
+pub fn load_policy(
+    dir: &Path,
+    model: &ModelConfig,
+    fingerprint: &str,
+    device: &Device,
+) -> Result<(Manifest, ActorCritic), ExportError> {
+    let manifest = load_manifest(dir)?;
+    manifest.check(model, fingerprint).map_err(|msg| ExportError::Mismatch { path: dir.display().to_string(), msg })?;
+    let net = load_record(ActorCritic::new(&manifest.policy, manifest.dims, device), &dir.join(WEIGHTS_FILE))?;
+    Ok((manifest, net))
+}

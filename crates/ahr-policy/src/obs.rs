@@ -1,0 +1,185 @@
+//! Observations: a versioned list of meta-features (DESIGN.md §5), running normalisation that
+//! travels with the policy, and the batch type the network consumes.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the feature layout below; bump it whenever a feature is added, removed or moved.
+pub const OBS_VERSION: u32 = 1;
+
+/// Global (per token) features, in order.
+pub const GLOBAL_FEATURES: [&str; 6] = [
+    "position_frac",    // t / episode length
+    "log_position",     // ln(1 + t) / ln(1 + episode length)
+    "pred_entropy",     // model's next-token entropy at t / ln V
+    "cache_fill",       // bytes held / bytes if every earlier token were exact
+    "budget_left",      // budget mode: target fraction − fraction used so far (0 otherwise)
+    "episode_progress", // steps left / episode length
+];
+
+/// Per-layer features, in order (one block per layer).
+pub const LAYER_FEATURES: [&str; 3] = [
+    "attn_entropy", // attention entropy of token t's query, nats (mean over heads)
+    "attn_max",     // maximum attention weight (mean over heads)
+    "key_norm",     // L2 norm of token t's exact key
+];
+
+/// Decision granularity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One option per layer for every token, decided after the token's forward step.
+    PerToken,
+    /// One option per layer per sequence (a contextual bandit).
+    PerLayer,
+}
+
+/// What a policy observes: enough to rebuild the feature vector and check compatibility.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObsSpec {
+    /// Feature layout version ([`OBS_VERSION`] for rank environments).
+    pub version: u32,
+    /// Names of the features, in order.
+    pub features: Vec<String>,
+    /// Token vocabulary for the token-id embedding (0 = no token input).
+    pub vocab_size: usize,
+}
+
+impl ObsSpec {
+    /// The rank-environment spec for a model with `n_layers` layers.
+    pub fn rank(n_layers: usize, vocab_size: usize) -> Self {
+        let mut features: Vec<String> = GLOBAL_FEATURES.iter().map(|s| s.to_string()).collect();
+        for l in 0..n_layers {
+            features.extend(LAYER_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
+        }
+        Self { version: OBS_VERSION, features, vocab_size }
+    }
+
+    /// A plain spec (e.g. CartPole): `dim` unnamed features, no tokens.
+    pub fn plain(dim: usize) -> Self {
+        Self { version: 0, features: (0..dim).map(|i| format!("x{i}")).collect(), vocab_size: 0 }
+    }
+
+    /// Feature count.
+    pub fn dim(&self) -> usize {
+        self.features.len()
+    }
+}
+
+/// A batch of observations, row-major.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObsBatch {
+    /// `[N, dim]` raw (unnormalised) features.
+    pub features: Vec<f32>,
+    /// `[N]` current token ids (empty when the spec has no tokens).
+    pub tokens: Vec<u32>,
+    /// `[N, heads, options]` validity masks (true = allowed).
+    pub masks: Vec<bool>,
+    /// Rows.
+    pub len: usize,
+}
+
+impl ObsBatch {
+    /// Append the rows of `other`.
+    pub fn extend(&mut self, other: &ObsBatch) {
+        self.features.extend_from_slice(&other.features);
+        self.tokens.extend_from_slice(&other.tokens);
+        self.masks.extend_from_slice(&other.masks);
+        self.len += other.len;
+    }
+
+    /// Rows `idx` as a new batch.
+    pub fn select(&self, idx: &[usize]) -> ObsBatch {
+        let f = self.features.len() / self.len.max(1);
+        let m = self.masks.len() / self.len.max(1);
+        let mut out = ObsBatch { len: idx.len(), ..Default::default() };
+        for &i in idx {
+            out.features.extend_from_slice(&self.features[i * f..(i + 1) * f]);
+            if !self.tokens.is_empty() {
+                out.tokens.push(self.tokens[i]);
+            }
+            out.masks.extend_from_slice(&self.masks[i * m..(i + 1) * m]);
+        }
+        out
+    }
+}
+
+/// Running mean and variance of each feature (parallel Welford), frozen into exported policies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningNorm {
+    /// Per-feature mean.
+    pub mean: Vec<f64>,
+    /// Per-feature variance.
+    pub var: Vec<f64>,
+    /// Observations folded in (starts at a tiny pseudo-count, as gym's `RunningMeanStd`).
+    pub count: f64,
+}
+
+impl RunningNorm {
+    /// Identity statistics for `dim` features.
+    pub fn new(dim: usize) -> Self {
+        Self { mean: vec![0.0; dim], var: vec![1.0; dim], count: 1e-4 }
+    }
+
+    /// Fold in `rows` rows of `dim` features.
+    pub fn update(&mut self, features: &[f32], rows: usize) {
+        let dim = self.mean.len();
+        if rows == 0 {
+            return;
+        }
+        let n = rows as f64;
+        for j in 0..dim {
+            let col = (0..rows).map(|i| features[i * dim + j] as f64);
+            let mean_b = col.clone().sum::<f64>() / n;
+            let var_b = col.map(|x| (x - mean_b).powi(2)).sum::<f64>() / n;
+            let delta = mean_b - self.mean[j];
+            let total = self.count + n;
+            let m2 = self.var[j] * self.count + var_b * n + delta * delta * self.count * n / total;
+            self.mean[j] += delta * n / total;
+            self.var[j] = m2 / total;
+        }
+        self.count += n;
+    }
+
+    /// `(x − mean) / sqrt(var + 1e-8)`, clipped to ±10 (gym's `NormalizeObservation`).
+    pub fn normalize(&self, features: &[f32]) -> Vec<f32> {
+        let dim = self.mean.len();
+        features
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let j = i % dim;
+                (((x as f64 - self.mean[j]) / (self.var[j] + 1e-8).sqrt()).clamp(-10.0, 10.0)) as f32
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_norm_matches_the_batch_statistics() {
+        let data: Vec<f32> = (0..200).map(|i| ((i * 37) % 17) as f32 * 0.5 + (i % 2) as f32 * 10.0).collect();
+        let mut norm = RunningNorm::new(2);
+        for chunk in data.chunks(40) {
+            norm.update(chunk, 20);
+        }
+        for j in 0..2 {
+            let col: Vec<f64> = data.iter().skip(j).step_by(2).map(|&x| x as f64).collect();
+            let mean = col.iter().sum::<f64>() / col.len() as f64;
+            let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / col.len() as f64;
+            assert!((norm.mean[j] - mean).abs() < 1e-3, "{} vs {mean}", norm.mean[j]);
+            assert!((norm.var[j] - var).abs() / var < 1e-3, "{} vs {var}", norm.var[j]);
+        }
+        let z = norm.normalize(&data[..2]);
+        assert!(z.iter().all(|v| v.abs() < 10.0));
+    }
+
+    #[test]
+    fn rank_spec_names_every_layer_feature() {
+        let spec = ObsSpec::rank(3, 100);
+        assert_eq!(spec.dim(), GLOBAL_FEATURES.len() + 3 * LAYER_FEATURES.len());
+        assert_eq!(spec.features[GLOBAL_FEATURES.len()], "layer0.attn_entropy");
+    }
+}

@@ -1,0 +1,107 @@
+//! PPO hyper-parameters with CleanRL's names and defaults (`ppo.py`).
+
+use ahr_policy::PolicyConfig;
+use serde::{Deserialize, Serialize};
+
+/// A PPO run config (`configs/ppo/*.toml`); missing keys take CleanRL's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Environment steps over all environments.
+    pub total_timesteps: u64,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Environment instances (each may hold several streams).
+    pub num_envs: usize,
+    /// Steps per environment per rollout.
+    pub num_steps: usize,
+    /// Anneal the learning rate linearly to 0.
+    pub anneal_lr: bool,
+    /// Discount γ.
+    pub gamma: f64,
+    /// GAE λ.
+    pub gae_lambda: f64,
+    /// Minibatches per epoch.
+    pub num_minibatches: usize,
+    /// Epochs per update.
+    pub update_epochs: usize,
+    /// Normalise advantages per minibatch.
+    pub norm_adv: bool,
+    /// Surrogate clipping coefficient.
+    pub clip_coef: f64,
+    /// Clip the value loss.
+    pub clip_vloss: bool,
+    /// Entropy bonus coefficient.
+    pub ent_coef: f64,
+    /// Value loss coefficient.
+    pub vf_coef: f64,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Stop an update early when the approximate KL exceeds this.
+    pub target_kl: Option<f64>,
+    /// Normalise observations with running statistics (saved with the policy).
+    pub norm_obs: bool,
+    /// Reset every environment at the start of each rollout (exact resume; rank envs).
+    pub reset_each_iteration: bool,
+    /// Save a checkpoint every this many iterations.
+    pub checkpoint_every: u64,
+    /// Budget mode's target memory fraction; overrides the env file's `[reward] budget`.
+    pub budget: Option<f64>,
+    /// The actor-critic network.
+    pub policy: PolicyConfig,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            total_timesteps: 500_000,
+            learning_rate: 2.5e-4,
+            num_envs: 4,
+            num_steps: 128,
+            anneal_lr: true,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            num_minibatches: 4,
+            update_epochs: 4,
+            norm_adv: true,
+            clip_coef: 0.2,
+            clip_vloss: true,
+            ent_coef: 0.01,
+            vf_coef: 0.5,
+            max_grad_norm: 0.5,
+            target_kl: None,
+            norm_obs: true,
+            reset_each_iteration: false,
+            checkpoint_every: 10,
+            budget: None,
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+impl PpoConfig {
+    /// Rows per rollout: `num_steps × rows_per_step`.
+    pub fn batch_size(&self, rows_per_step: usize) -> usize {
+        self.num_steps * rows_per_step
+    }
+
+    /// Iterations to cover `total_timesteps`.
+    pub fn num_iterations(&self, rows_per_step: usize) -> u64 {
+        (self.total_timesteps / self.batch_size(rows_per_step).max(1) as u64).max(1)
+    }
+
+    /// Range checks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_envs == 0 || self.num_steps == 0 || self.num_minibatches == 0 || self.update_epochs == 0 {
+            return Err("num_envs, num_steps, num_minibatches and update_epochs must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0) || !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda)
+        {
+            return Err("learning_rate must be > 0; gamma and gae_lambda must lie in [0, 1]".into());
+        }
+        if self.checkpoint_every == 0 {
+            return Err("checkpoint_every must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! `ahr-ppo`: PPO as CleanRL's `ppo.py` (GAE, advantage normalisation, clipped surrogate and value
+//! losses, entropy bonus, global grad-norm clipping, LR annealing, minibatch epochs, target-KL
+//! stop), with its hyper-parameter names and defaults, rollout workers on crossbeam channels,
+//! metrics sinks (TensorBoard, JSONL) and checkpoints.
+//!
+//! It trains any [`ahr_env::VecEnv`] with the RAM actor-critic of `ahr-policy`; it does not know
+//! what a rank is.
+
+pub mod config;
+pub mod gae;
+pub mod loss;
+pub mod metrics;
+pub mod trainer;
+pub mod workers;
+
+pub use config::PpoConfig;
+pub use trainer::{TrainOutcome, Trainer};

@@ -1,0 +1,147 @@
+//! Rollout workers: one worker and several give the same numbers; a panicking worker ends the
+//! run with an error instead of hanging; PPO learns a trivial task.
+
+use ahr_env::{EpisodeStats, VecEnv, VecStep};
+use ahr_policy::{ObsBatch, ObsSpec, RunningNorm};
+use ahr_ppo::metrics::NullSink;
+use ahr_ppo::trainer::TrainError;
+use ahr_ppo::{PpoConfig, Trainer};
+use burn::tensor::Device;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// Reward 1 when the action equals the target shown in the observation; 8-step episodes.
+struct Target {
+    rng: StdRng,
+    target: usize,
+    t: usize,
+    ret: f64,
+    panic_at: Option<usize>,
+    steps: usize,
+}
+
+impl Target {
+    fn new(panic_at: Option<usize>) -> Self {
+        Self { rng: StdRng::seed_from_u64(0), target: 0, t: 0, ret: 0.0, panic_at, steps: 0 }
+    }
+    fn obs(&mut self) -> ObsBatch {
+        self.target = self.rng.random_range(0..3);
+        let mut f = vec![0f32; 4];
+        f[self.target] = 1.0;
+        f[3] = self.rng.random::<f32>();
+        ObsBatch { features: f, tokens: vec![], masks: vec![true; 3], len: 1 }
+    }
+}
+
+impl VecEnv for Target {
+    fn num_envs(&self) -> usize {
+        1
+    }
+    fn obs_spec(&self) -> ObsSpec {
+        ObsSpec::plain(4)
+    }
+    fn heads(&self) -> usize {
+        1
+    }
+    fn options(&self) -> usize {
+        3
+    }
+    fn reset(&mut self, seed: u64) -> ObsBatch {
+        self.rng = StdRng::seed_from_u64(seed);
+        self.t = 0;
+        self.ret = 0.0;
+        self.obs()
+    }
+    fn step(&mut self, actions: &[usize]) -> VecStep {
+        self.steps += 1;
+        if self.panic_at == Some(self.steps) {
+            panic!("environment exploded at step {}", self.steps);
+        }
+        let r = (actions[0] == self.target) as u8 as f32;
+        self.ret += r as f64;
+        self.t += 1;
+        let done = self.t == 8;
+        let mut episodes = vec![];
+        if done {
+            episodes.push(EpisodeStats { ret: self.ret, len: 8, ..Default::default() });
+            self.t = 0;
+            self.ret = 0.0;
+        }
+        VecStep {
+            obs: self.obs(),
+            reward: vec![r],
+            done: vec![done],
+            truncated: vec![false],
+            final_obs: ObsBatch::default(),
+            episodes,
+        }
+    }
+}
+
+/// burn's RNG (weight init) is global to the device: tests that build trainers run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn config(total: u64) -> PpoConfig {
+    PpoConfig {
+        total_timesteps: total,
+        num_envs: 4,
+        num_steps: 16,
+        learning_rate: 2.5e-3,
+        norm_obs: true,
+        ..PpoConfig::default()
+    }
+}
+
+fn envs(n: usize, panic_at: Option<usize>) -> Vec<Box<dyn VecEnv>> {
+    (0..n).map(|i| Box::new(Target::new(if i == 1 { panic_at } else { None })) as Box<dyn VecEnv>).collect()
+}
+
+fn probe(trainer: &Trainer) -> Vec<f32> {
+    let net = trainer.policy();
+    let obs = ObsBatch {
+        features: vec![1.0, 0.0, 0.0, 0.3, 0.0, 0.0, 1.0, 0.9],
+        tokens: vec![],
+        masks: vec![true; 6],
+        len: 2,
+    };
+    let t = net.obs_tensors(&obs, &trainer.state().norm, &Device::flex());
+    net.logits(&t).into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn one_worker_equals_two_workers() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |workers: usize| {
+        let mut t = Trainer::new(config(64 * 3), envs(4, None), workers, 7, 0.0, None, Device::flex()).unwrap();
+        let out = t.train(&mut NullSink, |_, _| Ok(())).unwrap();
+        (probe(&t), t.state().norm.clone(), out.reports.iter().map(|r| r.episodic_return).collect::<Vec<_>>())
+    };
+    let (a, na, ra) = run(1);
+    let (b, nb, rb) = run(2);
+    assert_eq!(a, b, "policy after training");
+    assert_eq!(na, nb);
+    assert_eq!(ra, rb);
+    assert_ne!(na, RunningNorm::new(4));
+}
+
+#[test]
+fn a_panicking_worker_is_an_error_not_a_hang() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Trainer::new(config(64 * 4), envs(4, Some(20)), 2, 7, 0.0, None, Device::flex()).unwrap();
+    let err = t.train(&mut NullSink, |_, _| Ok(())).unwrap_err();
+    match err {
+        TrainError::Worker(msg) => assert!(msg.contains("panicked") && msg.contains("exploded"), "{msg}"),
+        other => panic!("expected a worker error, got {other}"),
+    }
+}
+
+#[test]
+fn ppo_learns_to_match_the_target() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Trainer::new(config(64 * 60), envs(4, None), 1, 3, 0.0, None, Device::flex()).unwrap();
+    let out = t.train(&mut NullSink, |_, _| Ok(())).unwrap();
+    let first = out.reports[0].episodic_return;
+    let last = out.last_episodes.iter().map(|e| e.ret).sum::<f64>() / out.last_episodes.len() as f64;
+    assert!(first < 4.5, "random play scores about 8/3, got {first}");
+    assert!(last > 7.0, "after training the return should approach 8, got {last}");
+}
