@@ -134,6 +134,9 @@ pub enum Command {
         /// Override the config's `total_timesteps`.
         #[arg(long)]
         total_timesteps: Option<u64>,
+        /// Held-out sequences for the final deterministic evaluation (default: all).
+        #[arg(long)]
+        eval_examples: Option<usize>,
         /// Shared options.
         #[command(flatten)]
         common: Common,

@@ -24,12 +24,33 @@ fn main() {
         Command::Logits { model, tokens, choices, out, common } => {
             commands::logits::logits(&model, &tokens, &choices, &out, &common)
         }
-        Command::TrainPolicy { model, env, config, out, run_dir, workers, seed, resume, total_timesteps, common } => {
-            commands::train_policy::train_policy(
-                &TrainPolicyArgs { model, env, config, out, run_dir, workers, seed, resume, total_timesteps },
-                &common,
-            )
-        }
+        Command::TrainPolicy {
+            model,
+            env,
+            config,
+            out,
+            run_dir,
+            workers,
+            seed,
+            resume,
+            total_timesteps,
+            eval_examples,
+            common,
+        } => commands::train_policy::train_policy(
+            &TrainPolicyArgs {
+                model,
+                env,
+                config,
+                out,
+                run_dir,
+                workers,
+                seed,
+                resume,
+                total_timesteps,
+                eval_examples,
+            },
+            &common,
+        ),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())
         }

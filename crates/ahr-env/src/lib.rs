@@ -4,10 +4,12 @@
 //!
 //! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
 
+pub mod layer;
 pub mod rank;
 pub mod spec;
 pub mod vec_env;
 
+pub use layer::LayerEnv;
 pub use rank::RankEnv;
 pub use spec::{EnvSettings, EnvSpec, RewardConfig};
 pub use vec_env::{EpisodeStats, VecEnv, VecStep};

@@ -59,6 +59,8 @@ pub struct RankEnv {
     running: Vec<Running>,
     /// Reward owed to the next step (position 0's loss).
     carry: Vec<f32>,
+    /// Episodes come from the held-out set (evaluation) instead of training data.
+    held_out: bool,
     /// Normalisers: exact bytes per token and exact attention FLOPs of a whole episode.
     exact_bytes: f64,
     exact_flops_episode: f64,
@@ -84,9 +86,16 @@ impl RankEnv {
             pending: None,
             running: Vec::new(),
             carry: Vec::new(),
+            held_out: false,
             exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
             exact_flops_episode: 1.0,
         }
+    }
+
+    /// Draw episodes from the task's fixed held-out set (episode i = held-out batch i).
+    pub fn held_out(mut self) -> Self {
+        self.held_out = true;
+        self
     }
 
     /// The current episode's batch (for analysis).
@@ -98,9 +107,19 @@ impl RankEnv {
         self.batch.seq_len
     }
 
+    /// Move on to the next episode's batch and return its first observation.
+    pub(crate) fn next_episode(&mut self) -> ObsBatch {
+        self.episode += 1;
+        self.start_episode()
+    }
+
     fn start_episode(&mut self) -> ObsBatch {
         let cfg = self.model.config().clone();
-        self.batch = self.task.train_batch(self.seed, self.episode, self.streams);
+        self.batch = if self.held_out {
+            self.task.valid_batch(self.episode, self.streams)
+        } else {
+            self.task.train_batch(self.seed, self.episode, self.streams)
+        };
         self.cache = KvCache::new(&cfg, self.streams);
         self.t = 0;
         let exact_counts = |n: usize| {

@@ -94,3 +94,35 @@ fn episodes_are_deterministic_for_a_seed() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+#[test]
+fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
+    use ahr_env::LayerEnv;
+    let dev = Device::flex();
+    let mut cfg = ModelConfig::tiny();
+    cfg.vocab_size = 64;
+    let task = Task::load(&TaskConfig::Mqar(MqarConfig {
+        vocab_size: 64,
+        seq_len: 16,
+        num_kv_pairs: vec![2],
+        ..MqarConfig::default()
+    }))
+    .unwrap();
+    let reward = RewardConfig { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, ..Default::default() };
+    let model = Model::new(&cfg, &dev);
+    let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
+    let mut token_env = RankEnv::new(model, task, reward, 3, dev);
+    let obs = layer_env.reset(4);
+    assert_eq!(obs, token_env.reset(4), "the context is the per-token agent's first observation");
+    let exact = cfg.exact_index();
+    let step = layer_env.step(&vec![exact; 3 * cfg.n_layers]);
+    assert!(step.done.iter().all(|&d| d));
+    let e = &step.episodes[0];
+    assert!((e.mem_frac - 1.0).abs() < 1e-12 && (e.flops_frac - 1.0).abs() < 1e-12);
+    // Same sequence, same exact choices: the per-token episode's loss agrees (parallel = decode).
+    let (_, token_stats) = episode(&mut token_env, &cfg, |_, _| exact, 4);
+    assert!((token_stats.task_loss - e.task_loss).abs() < 1e-4, "{} vs {}", token_stats.task_loss, e.task_loss);
+    let mixed: Vec<usize> = (0..3).flat_map(|_| vec![0, exact]).collect();
+    let step = layer_env.step(&mixed);
+    assert!((step.episodes[0].mem_frac - 0.5).abs() < 1e-12, "layer 0 dropped, layer 1 exact");
+}

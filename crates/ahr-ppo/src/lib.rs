@@ -7,6 +7,7 @@
 //! what a rank is.
 
 pub mod config;
+pub mod evaluate;
 pub mod gae;
 pub mod loss;
 pub mod metrics;

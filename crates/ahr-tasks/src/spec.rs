@@ -71,6 +71,11 @@ impl Task {
         self.batch(seed, Split::Train, index, batch_size)
     }
 
+    /// Held-out batch `index` of `batch_size` sequences (the fixed held-out set, wrapping around).
+    pub fn valid_batch(&self, index: u64, batch_size: usize) -> Batch {
+        self.batch(HELD_OUT_SEED, Split::Valid, index, batch_size)
+    }
+
     fn batch(&self, seed: u64, split: Split, index: u64, batch_size: usize) -> Batch {
         match self {
             Task::Mqar(c) => c.batch(seed, split, index, batch_size),
@@ -95,7 +100,7 @@ impl Task {
     pub fn valid_batches(&self, batch_size: usize) -> impl Iterator<Item = Batch> + '_ {
         let n = self.valid_examples();
         (0..n.div_ceil(batch_size)).map(move |i| {
-            let mut b = self.batch(HELD_OUT_SEED, Split::Valid, i as u64, batch_size);
+            let mut b = self.valid_batch(i as u64, batch_size);
             b.truncate((n - i * batch_size).min(batch_size));
             b
         })

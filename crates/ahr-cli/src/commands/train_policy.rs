@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use ahr_env::{EnvSpec, RankEnv, VecEnv};
+use ahr_env::{EnvSpec, LayerEnv, RankEnv, VecEnv};
 use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
 use ahr_policy::{Granularity, PolicyKind};
 use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
@@ -51,6 +51,23 @@ fn describe(r: &IterationReport) -> String {
     )
 }
 
+/// A rank environment of the env file's granularity (`held_out`: episodes from the held-out set).
+pub fn make_env(
+    model: &ahr_tpa::Model,
+    task: &Task,
+    spec: &EnvSpec,
+    held_out: bool,
+    dev: &burn::tensor::Device,
+) -> Box<dyn VecEnv> {
+    let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
+    match (spec.env.granularity, held_out) {
+        (Granularity::PerToken, false) => Box::new(RankEnv::new(m, t, r, s, d)),
+        (Granularity::PerToken, true) => Box::new(RankEnv::new(m, t, r, s, d).held_out()),
+        (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d)),
+        (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).held_out()),
+    }
+}
+
 /// Everything a `train-policy` run is defined by; compared on `--resume`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedPolicyRun {
@@ -85,6 +102,8 @@ pub struct TrainPolicyArgs {
     pub resume: bool,
     /// Override of `total_timesteps`.
     pub total_timesteps: Option<u64>,
+    /// Held-out sequences for the final evaluation (default: the task's whole held-out set).
+    pub eval_examples: Option<usize>,
 }
 
 /// Train a rank policy with PPO and export it.
@@ -100,16 +119,13 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
     if let Some(t) = a.total_timesteps {
         ppo.total_timesteps = t;
     }
-    if spec.env.granularity != Granularity::PerToken {
-        bail!("{}: granularity `per-layer` is not implemented yet; use `per-token`", a.env.display());
-    }
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
     let cfg = model.config().clone();
     if task.vocab_needed() > cfg.vocab_size {
         bail!("{} needs a vocabulary of {} but the model has {}", a.env.display(), task.vocab_needed(), cfg.vocab_size);
     }
     let seq_len = task.train_batch(0, 0, 1).seq_len;
-    if ppo.num_steps % seq_len != 0 {
+    if spec.env.granularity == Granularity::PerToken && ppo.num_steps % seq_len != 0 {
         bail!(
             "{}: num_steps ({}) must be a multiple of the episode length ({seq_len} tokens)",
             a.config.display(),
@@ -183,12 +199,79 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
         model_fingerprint: fp,
     };
     debug_assert_eq!(ppo.policy.kind, PolicyKind::Mlp);
-    save_policy(&a.out, &manifest, &trainer.policy())?;
+    let net = trainer.policy();
+    save_policy(&a.out, &manifest, &net)?;
     if let Some(last) = outcome.reports.last() {
         println!("iteration {}: {}", last.iteration, describe(last));
     }
+    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, a.eval_examples, &dev);
+    crate::commands::write_json(&run_dir.join("eval.json"), &eval)?;
+    println!(
+        "held-out ({} sequences, deterministic): accuracy {:.4}, loss {:.4}, {:.1} KV bytes/token = {:.3} of exact",
+        eval.sequences, eval.accuracy, eval.task_loss, eval.kv_bytes_per_token, eval.mem_frac
+    );
     println!("policy: {}  run: {}", a.out.display(), run_dir.display());
     Ok(())
+}
+
+/// Deterministic held-out evaluation of a rank policy (`eval.json` in the run directory).
+#[derive(Debug, Serialize)]
+pub struct PolicyEval {
+    /// Held-out sequences evaluated.
+    pub sequences: usize,
+    /// Accuracy over labelled positions.
+    pub accuracy: f64,
+    /// Mean task loss over labelled positions.
+    pub task_loss: f64,
+    /// KV bytes kept relative to the exact choice.
+    pub mem_frac: f64,
+    /// KV bytes per token over all layers.
+    pub kv_bytes_per_token: f64,
+    /// Attention FLOPs relative to the exact choice.
+    pub flops_frac: f64,
+    /// Chosen options per layer, `[layer][option]`, with the menu.
+    pub option_counts: Vec<Vec<u64>>,
+    /// The menu.
+    pub menu: Vec<String>,
+}
+
+/// Run the policy deterministically over held-out sequences (the model's fixed held-out set).
+pub fn evaluate_policy(
+    model: &ahr_tpa::Model,
+    task: &Task,
+    spec: &EnvSpec,
+    net: &ahr_policy::ActorCritic,
+    norm: &ahr_policy::RunningNorm,
+    max_sequences: Option<usize>,
+    dev: &burn::tensor::Device,
+) -> PolicyEval {
+    let streams = spec.env.streams;
+    let sequences = max_sequences.unwrap_or(task.valid_examples()).min(task.valid_examples()).max(1);
+    let episodes = sequences.div_ceil(streams) * streams;
+    let mut env = make_env(model, task, spec, true, dev);
+    let stats = ahr_ppo::evaluate::evaluate_deterministic(env.as_mut(), net, norm, episodes, 0, dev);
+    let n = stats.len() as f64;
+    let mean = |f: &dyn Fn(&ahr_env::EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
+    let cfg = model.config();
+    let mem_frac = mean(&|e| e.mem_frac);
+    let mut option_counts = vec![vec![0u64; cfg.menu.len()]; cfg.n_layers];
+    for e in &stats {
+        for (l, row) in e.option_counts.iter().enumerate() {
+            for (o, c) in row.iter().enumerate() {
+                option_counts[l][o] += c;
+            }
+        }
+    }
+    PolicyEval {
+        sequences: stats.len(),
+        accuracy: mean(&|e| e.accuracy),
+        task_loss: mean(&|e| e.task_loss),
+        mem_frac,
+        kv_bytes_per_token: mem_frac * ahr_tpa::cost::exact_bytes_per_token(cfg) as f64,
+        flops_frac: mean(&|e| e.flops_frac),
+        option_counts,
+        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+    }
 }
 
 /// What `ahr cartpole` writes.

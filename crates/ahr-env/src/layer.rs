@@ -1,0 +1,131 @@
+//! The rank environment, per-layer mode: one option per layer for a whole sequence, a contextual
+//! bandit (DESIGN.md §5). The context is what the per-token agent sees at the first token; the
+//! sequence then runs through one parallel forward with those choices, and the reward is
+//! `−w_task·Σ loss − λ_mem·mem − λ_flops·flops` over the sequence (the per-token return's terms).
+
+use ahr_policy::{ObsBatch, ObsSpec};
+use ahr_tasks::IGNORE;
+use ahr_tpa::{Choices, Model, StoreOption, cost};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::rank::RankEnv;
+use crate::spec::RewardConfig;
+use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
+
+/// Per-layer rank environment over `streams` sequences per step.
+pub struct LayerEnv {
+    inner: RankEnv,
+    model: Model,
+    reward: RewardConfig,
+    device: Device,
+    lambda_mem: f64,
+}
+
+impl LayerEnv {
+    /// An environment over `model` and `task` (see [`RankEnv::new`]).
+    pub fn new(model: Model, task: ahr_tasks::Task, reward: RewardConfig, streams: usize, device: Device) -> Self {
+        let lambda_mem = if reward.budget.is_some() { reward.lambda_init } else { reward.lambda_mem };
+        let inner = RankEnv::new(model.clone(), task, reward.clone(), streams, device.clone());
+        Self { inner, model, reward, device, lambda_mem }
+    }
+
+    /// Draw sequences from the held-out set.
+    pub fn held_out(mut self) -> Self {
+        self.inner = self.inner.held_out();
+        self
+    }
+
+    /// FLOPs of a whole sequence kept at `option` in one layer, relative to the exact option.
+    fn flops_frac(&self, option: StoreOption, len: usize) -> f64 {
+        let cfg = self.model.config();
+        let exact = cost::attention_flops_per_entry(cfg, cfg.exact_option()) as f64;
+        let per = cost::attention_flops_per_entry(cfg, option) as f64;
+        let pairs = (len * (len - 1) / 2) as f64;
+        (pairs * per + (len - 1) as f64 * exact) / ((pairs + (len - 1) as f64) * exact)
+    }
+}
+
+impl VecEnv for LayerEnv {
+    fn num_envs(&self) -> usize {
+        self.inner.num_envs()
+    }
+
+    fn obs_spec(&self) -> ObsSpec {
+        self.inner.obs_spec()
+    }
+
+    fn heads(&self) -> usize {
+        self.inner.heads()
+    }
+
+    fn options(&self) -> usize {
+        self.inner.options()
+    }
+
+    fn reset(&mut self, seed: u64) -> ObsBatch {
+        self.inner.reset(seed)
+    }
+
+    fn set_lambda_mem(&mut self, lambda: f64) {
+        self.lambda_mem = lambda;
+    }
+
+    fn step(&mut self, actions: &[usize]) -> VecStep {
+        let cfg = self.model.config().clone();
+        let batch = self.inner.batch().clone();
+        let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
+        let choices = Choices::from_fn(b_n, t_n, l_n, |b, _, l| actions[b * l_n + l]);
+        let tokens =
+            self.model.tokens(&batch.inputs, b_n, t_n, &self.device).expect("task tokens should fit the model");
+        let hidden = self.model.forward_hidden(tokens, &choices).expect("choices should fit the model");
+        let [_, _, d] = hidden.dims();
+        let logits = self.model.head(hidden.reshape([b_n * t_n, d]));
+        let logp = log_softmax(logits, 1);
+        let safe: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
+        let lab = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n * t_n, 1]), &self.device);
+        let nll = logp.clone().gather(1, lab).neg().into_data().try_to_vec::<f32>().expect("f32");
+        let argmax = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+        let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+        let mut reward = vec![0f32; b_n];
+        let mut episodes = Vec::with_capacity(b_n);
+        for b in 0..b_n {
+            let (mut loss, mut labelled, mut correct) = (0f64, 0u64, 0u64);
+            for t in 0..t_n {
+                let i = b * t_n + t;
+                if batch.labels[i] != IGNORE {
+                    loss += nll[i] as f64;
+                    labelled += 1;
+                    correct += (argmax[i] == safe[i]) as u64;
+                }
+            }
+            let opts: Vec<StoreOption> = (0..l_n).map(|l| cfg.menu[actions[b * l_n + l]]).collect();
+            let mem = opts.iter().map(|o| cost::bytes_per_token(&cfg, *o)).sum::<usize>() as f64 / exact_bytes;
+            let flops = opts.iter().map(|o| self.flops_frac(*o, t_n)).sum::<f64>() / l_n as f64;
+            let r = -self.reward.w_task * loss - self.lambda_mem * mem - self.reward.lambda_flops * flops;
+            reward[b] = r as f32;
+            let mut counts = vec![vec![0u64; cfg.menu.len()]; l_n];
+            for l in 0..l_n {
+                counts[l][actions[b * l_n + l]] = t_n as u64;
+            }
+            episodes.push(EpisodeStats {
+                ret: r,
+                len: 1,
+                task_loss: loss / labelled.max(1) as f64,
+                accuracy: correct as f64 / labelled.max(1) as f64,
+                mem_frac: mem,
+                flops_frac: flops,
+                option_counts: counts,
+            });
+        }
+        let obs = self.inner.next_episode();
+        VecStep {
+            obs,
+            reward,
+            done: vec![true; b_n],
+            truncated: vec![false; b_n],
+            final_obs: ObsBatch::default(),
+            episodes,
+        }
+    }
+}
