@@ -167,6 +167,30 @@ pub enum Command {
 /// Benchmark subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Rollout steps per second of the rank environment with different worker counts, in one run.
+    Rollout {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Env spec.
+        #[arg(long)]
+        env: PathBuf,
+        /// Worker counts to compare, comma-separated; the first is the baseline of the ratios.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// Environment instances (each with the env file's streams).
+        #[arg(long, default_value_t = 4)]
+        num_envs: usize,
+        /// Rollouts (one episode per environment each) per worker count.
+        #[arg(long, default_value_t = 3)]
+        iterations: u64,
+        /// Output JSON file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Pretraining throughput (tokens/s) of several model presets, measured side by side.
     Train {
         /// Model presets to compare (repeat the flag); the first is the baseline of the ratios.

@@ -54,6 +54,9 @@ fn main() {
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())
         }
+        Command::Bench(BenchCommand::Rollout { model, env, workers, num_envs, iterations, out, common }) => {
+            commands::bench::bench_rollout(&model, &env, &workers, num_envs, iterations, out.as_deref(), &common)
+        }
         Command::Bench(BenchCommand::Train { model_configs, env, steps, out, common }) => {
             commands::bench::bench_train(&model_configs, &env, steps, out.as_deref(), &common)
         }

@@ -4,11 +4,13 @@
 //!
 //! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
 
+pub mod history;
 pub mod layer;
 pub mod rank;
 pub mod spec;
 pub mod vec_env;
 
+pub use history::History;
 pub use layer::LayerEnv;
 pub use rank::RankEnv;
 pub use spec::{EnvSettings, EnvSpec, RewardConfig};

@@ -126,3 +126,25 @@ fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
     let step = layer_env.step(&mixed);
     assert!((step.episodes[0].mem_frac - 0.5).abs() < 1e-12, "layer 0 dropped, layer 1 exact");
 }
+
+#[test]
+fn history_stacks_the_last_observations_and_restarts_each_episode() {
+    use ahr_env::History;
+    let (env, cfg) = setup(RewardConfig::default());
+    let dim = env.obs_spec().dim();
+    let mut h = History::new(Box::new(env), 3);
+    assert_eq!(h.obs_spec().dim(), 3 * dim);
+    assert!(h.obs_spec().features[0].starts_with("t-2."));
+    let o0 = h.reset(2);
+    let row0 = |o: &ahr_policy::ObsBatch| o.features[..3 * dim].to_vec();
+    assert!(row0(&o0)[..2 * dim].iter().all(|&x| x == 0.0));
+    let actions = vec![cfg.exact_index(); 3 * cfg.n_layers];
+    let o1 = h.step(&actions).obs;
+    assert_eq!(row0(&o1)[dim..2 * dim], row0(&o0)[2 * dim..]);
+    assert!(row0(&o1)[..dim].iter().all(|&x| x == 0.0));
+    let mut last = o1;
+    for _ in 1..16 {
+        last = h.step(&actions).obs;
+    }
+    assert!(row0(&last)[..2 * dim].iter().all(|&x| x == 0.0), "a new episode starts with an empty history");
+}

@@ -81,7 +81,7 @@ impl Manifest {
         if self.menu != menu {
             return Err(format!("the policy's menu is [{}], the model's [{}]", self.menu.join(", "), menu.join(", ")));
         }
-        let expected = ObsSpec::rank(model.n_layers, model.vocab_size);
+        let expected = ObsSpec::rank(model.n_layers, model.vocab_size).windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {
             return Err(format!(
                 "observation spec version {} with {} features; this build produces version {} with {}",

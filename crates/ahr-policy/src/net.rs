@@ -3,6 +3,10 @@
 //!
 //! - `mlp`: features (normalised) ⊕ a learned token-id embedding → two tanh layers → one head of
 //!   menu logits per layer (fused into one linear map `hidden → layers × options`).
+//! - `attention` ("attention over meta-features"): the observation holds the last `window`
+//!   feature vectors (oldest first, see `ahr_env::History`); each is embedded, the newest one
+//!   queries all of them (one head, scaled dot product), and the pooled context ⊕ the newest
+//!   embedding ⊕ the token embedding feed the same two-layer head.
 //! - The critic is a separate network of the same shape with a scalar output, as in CleanRL.
 
 use burn::module::{Module, Param};
@@ -19,6 +23,8 @@ use crate::obs::{ObsBatch, RunningNorm};
 pub enum PolicyKind {
     /// Two-layer tanh MLP.
     Mlp,
+    /// Attention over the last `window` feature vectors, then the MLP head.
+    Attention,
 }
 
 /// Shape of the actor-critic.
@@ -31,11 +37,13 @@ pub struct PolicyConfig {
     pub hidden: usize,
     /// Token-id embedding width (used when the observation carries tokens).
     pub token_embed_dim: usize,
+    /// Feature vectors per observation (the current one and `window − 1` before it).
+    pub window: usize,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { kind: PolicyKind::Mlp, hidden: 64, token_embed_dim: 16 }
+        Self { kind: PolicyKind::Mlp, hidden: 64, token_embed_dim: 16, window: 1 }
     }
 }
 
@@ -80,10 +88,50 @@ impl Mlp {
     }
 }
 
+/// One-head attention of the newest feature vector over the window.
+#[derive(Module, Debug)]
+pub struct AttnPool {
+    embed: Linear,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    #[module(skip)]
+    window: usize,
+}
+
+impl AttnPool {
+    fn new(features: usize, hidden: usize, window: usize, device: &Device) -> Self {
+        let g = 2f64.sqrt();
+        Self {
+            embed: layer(features, hidden, g, device),
+            query: layer(hidden, hidden, 1.0, device),
+            key: layer(hidden, hidden, 1.0, device),
+            value: layer(hidden, hidden, 1.0, device),
+            window,
+        }
+    }
+
+    /// `[N, window·F]` → `[N, 2·hidden]` (pooled context ⊕ newest embedding).
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let [n, wf] = x.dims();
+        let k = self.window;
+        let e = tanh(self.embed.forward(x.reshape([n, k, wf / k]))); // [N, K, H]
+        let [_, _, h] = e.dims();
+        let newest = e.clone().narrow(1, k - 1, 1); // [N, 1, H]
+        let scores =
+            self.query.forward(newest.clone()).matmul(self.key.forward(e.clone()).swap_dims(1, 2)) / (h as f64).sqrt();
+        let attn = burn::tensor::activation::softmax(scores, 2); // [N, 1, K]
+        let ctx = attn.matmul(self.value.forward(e)); // [N, 1, H]
+        Tensor::cat(vec![ctx, newest], 2).reshape([n, 2 * h])
+    }
+}
+
 /// Actor (menu logits per layer) and critic (state value).
 #[derive(Module, Debug)]
 pub struct ActorCritic {
     token_embed: Option<Embedding>,
+    actor_pool: Option<AttnPool>,
+    critic_pool: Option<AttnPool>,
     actor: Mlp,
     critic: Mlp,
     #[module(skip)]
@@ -105,8 +153,13 @@ impl ActorCritic {
     /// A freshly initialised network.
     pub fn new(config: &PolicyConfig, dims: PolicyDims, device: &Device) -> Self {
         let embed_dim = if dims.vocab_size > 0 { config.token_embed_dim } else { 0 };
-        let d_in = dims.obs_dim + embed_dim;
+        let attention = config.kind == PolicyKind::Attention;
+        let window = config.window.max(1);
+        let pool = || attention.then(|| AttnPool::new(dims.obs_dim / window, config.hidden, window, device));
+        let d_in = if attention { 2 * config.hidden } else { dims.obs_dim } + embed_dim;
         Self {
+            actor_pool: pool(),
+            critic_pool: pool(),
             token_embed: (embed_dim > 0).then(|| {
                 EmbeddingConfig::new(dims.vocab_size, embed_dim)
                     .with_initializer(Initializer::Normal { mean: 0.0, std: 0.1 })
@@ -136,15 +189,19 @@ impl ActorCritic {
         ObsTensors { features, tokens, masks }
     }
 
-    fn input(&self, obs: &ObsTensors) -> Tensor<2> {
+    fn input(&self, pool: &Option<AttnPool>, obs: &ObsTensors) -> Tensor<2> {
+        let features = match pool {
+            Some(p) => p.forward(obs.features.clone()),
+            None => obs.features.clone(),
+        };
         match (&self.token_embed, &obs.tokens) {
             (Some(embed), Some(tokens)) => {
                 let n = tokens.dims()[0];
                 let e = embed.forward(tokens.clone().reshape([n, 1]));
                 let [_, _, d] = e.dims();
-                Tensor::cat(vec![obs.features.clone(), e.reshape([n, d])], 1)
+                Tensor::cat(vec![features, e.reshape([n, d])], 1)
             }
-            _ => obs.features.clone(),
+            _ => features,
         }
     }
 
@@ -154,12 +211,36 @@ impl ActorCritic {
     /// - returns `[N, heads, options]`.
     pub fn logits(&self, obs: &ObsTensors) -> Tensor<3> {
         let n = obs.features.dims()[0];
-        self.actor.forward(self.input(obs)).reshape([n, self.dims.heads, self.dims.options])
+        self.actor.forward(self.input(&self.actor_pool, obs)).reshape([n, self.dims.heads, self.dims.options])
     }
 
     /// State values `[N]`.
     pub fn value(&self, obs: &ObsTensors) -> Tensor<1> {
         let n = obs.features.dims()[0];
-        self.critic.forward(self.input(obs)).reshape([n])
+        self.critic.forward(self.input(&self.critic_pool, obs)).reshape([n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_kinds_produce_logits_per_layer_and_a_value() {
+        let dev = Device::flex();
+        for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
+            let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 4, window };
+            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 11, heads: 2, options: 3 };
+            let net = ActorCritic::new(&cfg, dims, &dev);
+            let obs = ObsBatch {
+                features: (0..7 * 5 * window).map(|i| (i % 13) as f32 / 13.0).collect(),
+                tokens: (0..7).collect(),
+                masks: vec![true; 7 * 6],
+                len: 7,
+            };
+            let t = net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev);
+            assert_eq!(net.logits(&t).dims(), [7, 2, 3]);
+            assert_eq!(net.value(&t).dims(), [7]);
+        }
     }
 }

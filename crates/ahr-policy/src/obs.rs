@@ -59,6 +59,20 @@ impl ObsSpec {
         Self { version: 0, features: (0..dim).map(|i| format!("x{i}")).collect(), vocab_size: 0 }
     }
 
+    /// The spec of the last `window` observations stacked oldest first (`t-2.name`, `t-1.name`, `name`).
+    pub fn windowed(&self, window: usize) -> Self {
+        if window <= 1 {
+            return self.clone();
+        }
+        let features = (0..window)
+            .rev()
+            .flat_map(|lag| {
+                self.features.iter().map(move |f| if lag == 0 { f.clone() } else { format!("t-{lag}.{f}") })
+            })
+            .collect();
+        Self { version: self.version, features, vocab_size: self.vocab_size }
+    }
+
     /// Feature count.
     pub fn dim(&self) -> usize {
         self.features.len()

@@ -113,3 +113,71 @@ pub fn bench_train(
     }
     Ok(())
 }
+
+#[derive(Debug, Serialize)]
+struct RolloutRun {
+    workers: usize,
+    env_steps: u64,
+    seconds: f64,
+    sps: f64,
+    ratio_to_first: f64,
+}
+
+/// Rollout throughput of the rank environment with different worker counts, side by side.
+pub fn bench_rollout(
+    model_dir: &std::path::Path,
+    env: &std::path::Path,
+    workers: &[usize],
+    num_envs: usize,
+    iterations: u64,
+    out: Option<&std::path::Path>,
+    common: &Common,
+) -> Result<()> {
+    use ahr_policy::net::PolicyDims;
+    use ahr_policy::{ActorCritic, PolicyConfig, RunningNorm};
+    use ahr_ppo::workers::{RolloutSettings, Snapshot, Workers};
+
+    let dev = device(&common.device)?;
+    let model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
+    let spec = EnvFile::load(env)?;
+    let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
+    let seq_len = task.train_batch(0, 0, 1).seq_len;
+    let mut runs: Vec<RolloutRun> = Vec::new();
+    for &w in workers {
+        let envs: Vec<_> =
+            (0..num_envs).map(|_| super::train_policy::make_env(&model, &task, &spec, false, 1, &dev)).collect();
+        let obs = envs[0].obs_spec();
+        let dims = PolicyDims {
+            obs_dim: obs.dim(),
+            vocab_size: obs.vocab_size,
+            heads: envs[0].heads(),
+            options: envs[0].options(),
+        };
+        let rows: usize = envs.iter().map(|e| e.num_envs()).sum();
+        let settings = RolloutSettings {
+            num_steps: seq_len,
+            gamma: 0.99,
+            seed: 0,
+            reset_each_iteration: true,
+            device: dev.clone(),
+        };
+        let pool = Workers::new(envs, w, settings);
+        let net = ActorCritic::new(&PolicyConfig::default(), dims, &dev);
+        let norm = RunningNorm::new(dims.obs_dim);
+        let start = Instant::now();
+        for it in 0..iterations {
+            let snap = Snapshot { net: net.clone(), norm: norm.clone(), lambda_mem: 1.0, iteration: it };
+            pool.collect(&snap).map_err(anyhow::Error::msg)?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let env_steps = iterations * (rows * seq_len) as u64;
+        let sps = env_steps as f64 / seconds;
+        let first = runs.first().map_or(sps, |r| r.sps);
+        println!("{w} worker(s): {env_steps} env steps in {seconds:.2} s = {sps:.0} SPS  ×{:.2}", sps / first);
+        runs.push(RolloutRun { workers: w, env_steps, seconds, sps, ratio_to_first: sps / first });
+    }
+    if let Some(out) = out {
+        super::write_json(out, &runs)?;
+    }
+    Ok(())
+}

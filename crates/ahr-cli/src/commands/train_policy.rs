@@ -3,9 +3,9 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use ahr_env::{EnvSpec, LayerEnv, RankEnv, VecEnv};
+use ahr_env::{EnvSpec, History, LayerEnv, RankEnv, VecEnv};
+use ahr_policy::Granularity;
 use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
-use ahr_policy::{Granularity, PolicyKind};
 use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
 use ahr_ppo::trainer::{Budget, IterationReport, TrainError};
 use ahr_ppo::{PpoConfig, Trainer};
@@ -51,21 +51,24 @@ fn describe(r: &IterationReport) -> String {
     )
 }
 
-/// A rank environment of the env file's granularity (`held_out`: episodes from the held-out set).
+/// A rank environment of the env file's granularity (`held_out`: episodes from the held-out set),
+/// stacking the last `window` observations when the policy attends over them.
 pub fn make_env(
     model: &ahr_tpa::Model,
     task: &Task,
     spec: &EnvSpec,
     held_out: bool,
+    window: usize,
     dev: &burn::tensor::Device,
 ) -> Box<dyn VecEnv> {
     let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
-    match (spec.env.granularity, held_out) {
+    let env: Box<dyn VecEnv> = match (spec.env.granularity, held_out) {
         (Granularity::PerToken, false) => Box::new(RankEnv::new(m, t, r, s, d)),
         (Granularity::PerToken, true) => Box::new(RankEnv::new(m, t, r, s, d).held_out()),
         (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d)),
         (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).held_out()),
-    }
+    };
+    if window > 1 { Box::new(History::new(env, window)) } else { env }
 }
 
 /// Everything a `train-policy` run is defined by; compared on `--resume`.
@@ -198,13 +201,12 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
         dims,
         model_fingerprint: fp,
     };
-    debug_assert_eq!(ppo.policy.kind, PolicyKind::Mlp);
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;
     if let Some(last) = outcome.reports.last() {
         println!("iteration {}: {}", last.iteration, describe(last));
     }
-    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, a.eval_examples, &dev);
+    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, &dev);
     crate::commands::write_json(&run_dir.join("eval.json"), &eval)?;
     println!(
         "held-out ({} sequences, deterministic): accuracy {:.4}, loss {:.4}, {:.1} KV bytes/token = {:.3} of exact",
@@ -242,13 +244,14 @@ pub fn evaluate_policy(
     spec: &EnvSpec,
     net: &ahr_policy::ActorCritic,
     norm: &ahr_policy::RunningNorm,
+    window: usize,
     max_sequences: Option<usize>,
     dev: &burn::tensor::Device,
 ) -> PolicyEval {
     let streams = spec.env.streams;
     let sequences = max_sequences.unwrap_or(task.valid_examples()).min(task.valid_examples()).max(1);
     let episodes = sequences.div_ceil(streams) * streams;
-    let mut env = make_env(model, task, spec, true, dev);
+    let mut env = make_env(model, task, spec, true, window, dev);
     let stats = ahr_ppo::evaluate::evaluate_deterministic(env.as_mut(), net, norm, episodes, 0, dev);
     let n = stats.len() as f64;
     let mean = |f: &dyn Fn(&ahr_env::EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
