@@ -202,6 +202,9 @@ pub enum BenchCommand {
         /// Timed steps per preset (after one warm-up step).
         #[arg(long, default_value_t = 10)]
         steps: u64,
+        /// Where the LM head runs: at labelled positions only (what pretrain does) or everywhere.
+        #[arg(long, value_enum, default_value = "labelled")]
+        head: crate::evaluate::HeadAt,
         /// Output JSON file.
         #[arg(long)]
         out: Option<PathBuf>,

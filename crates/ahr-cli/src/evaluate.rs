@@ -34,12 +34,33 @@ pub fn labelled_positions(batch: &Batch, device: &Device) -> Option<(Tensor<1, I
     })
 }
 
-/// Per-position log-probabilities of the labels `[N]` and the logits `[N, V]` at labelled positions.
+/// Where the LM head runs during training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum HeadAt {
+    /// Only at labelled positions (the default: MQAR labels 8 of 128 positions).
+    #[default]
+    Labelled,
+    /// At every position, then the labelled rows are picked (the naive way, for benchmarks).
+    All,
+}
+
+/// Label log-probabilities `[N]`, logits `[N, V]` and labels `[N]` at the labelled positions.
 pub fn label_logprobs(
     model: &Model,
     batch: &Batch,
     choices: &Choices,
     device: &Device,
+) -> Result<Option<(Tensor<1>, Tensor<2>, Tensor<1, Int>)>> {
+    label_logprobs_with(model, batch, choices, device, HeadAt::Labelled)
+}
+
+/// [`label_logprobs`] with the LM head placement chosen.
+pub fn label_logprobs_with(
+    model: &Model,
+    batch: &Batch,
+    choices: &Choices,
+    device: &Device,
+    head_at: HeadAt,
 ) -> Result<Option<(Tensor<1>, Tensor<2>, Tensor<1, Int>)>> {
     let Some((idx, labels, n)) = labelled_positions(batch, device) else {
         return Ok(None);
@@ -51,7 +72,10 @@ pub fn label_logprobs(
     let tokens = model.tokens(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
     let hidden = model.forward_hidden(tokens, choices)?;
     let [b, t, d] = hidden.dims();
-    let logits = model.head(hidden.reshape([b * t, d]).select(0, idx));
+    let logits = match head_at {
+        HeadAt::Labelled => model.head(hidden.reshape([b * t, d]).select(0, idx)),
+        HeadAt::All => model.head(hidden.reshape([b * t, d])).select(0, idx),
+    };
     let logp = log_softmax(logits.clone(), 1).gather(1, labels.clone().reshape([n, 1])).reshape([n]);
     Ok(Some((logp, logits, labels)))
 }

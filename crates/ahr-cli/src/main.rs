@@ -57,8 +57,8 @@ fn main() {
         Command::Bench(BenchCommand::Rollout { model, env, workers, num_envs, iterations, out, common }) => {
             commands::bench::bench_rollout(&model, &env, &workers, num_envs, iterations, out.as_deref(), &common)
         }
-        Command::Bench(BenchCommand::Train { model_configs, env, steps, out, common }) => {
-            commands::bench::bench_train(&model_configs, &env, steps, out.as_deref(), &common)
+        Command::Bench(BenchCommand::Train { model_configs, env, steps, head, out, common }) => {
+            commands::bench::bench_train(&model_configs, head, &env, steps, out.as_deref(), &common)
         }
     };
     if let Err(e) = result {

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::{EvalReport, evaluate, label_logprobs};
+use crate::evaluate::{EvalReport, HeadAt, evaluate, label_logprobs_with};
 use crate::files::{EnvFile, ModelFile};
 
 /// How storage choices are sampled during pretraining.
@@ -96,7 +96,7 @@ impl PretrainConfig {
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err("`batch_size` and `eval_batch_size` must be at least 1".into());
         }
-        if !(self.learning_rate > 0.0) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 || !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err("`learning_rate` must be > 0 and `min_lr_ratio` in [0, 1]".into());
         }
         if !(0.0..=1.0).contains(&self.nested.exact_fraction) {
@@ -104,7 +104,7 @@ impl PretrainConfig {
         }
         let w = &self.nested.option_weights;
         if !w.is_empty()
-            && (w.len() != model.menu.len() || w.iter().any(|x| !(*x >= 0.0)) || w.iter().sum::<f64>() <= 0.0)
+            && (w.len() != model.menu.len() || w.iter().any(|x| x.is_nan() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0)
         {
             return Err(format!(
                 "`nested.option_weights` needs one non-negative weight per menu option ({}), not all zero",
@@ -217,10 +217,11 @@ pub fn train_step(
     lr: f64,
     max_grad_norm: f64,
     device: &Device,
+    head_at: HeadAt,
     timings: &mut StepTimings,
 ) -> Result<(Model, f64, f64)> {
     let t0 = Instant::now();
-    let Some((logp, _, _)) = label_logprobs(&model, batch, choices, device)? else {
+    let Some((logp, _, _)) = label_logprobs_with(&model, batch, choices, device, head_at)? else {
         bail!("the training batch has no labelled positions");
     };
     let loss = logp.mean().neg();
@@ -379,6 +380,7 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
             lr,
             pc.max_grad_norm,
             &train_device,
+            HeadAt::Labelled,
             &mut StepTimings::default(),
         )
         .with_context(|| format!("step {step}; resume from {}", out.join(CHECKPOINT_DIR).display()))?;
@@ -391,7 +393,7 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
         let mut line = serde_json::json!({"step": state.step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps});
 
         let last = state.step == pc.steps;
-        if pc.eval_every > 0 && (state.step % pc.eval_every == 0) && !last {
+        if pc.eval_every > 0 && state.step.is_multiple_of(pc.eval_every) && !last {
             let r = eval_model(&model)?;
             pb.println(format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", state.step, r.loss, r.accuracy));
             line["valid_loss"] = r.loss.into();
@@ -399,7 +401,7 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
         }
         use std::io::Write;
         writeln!(metrics_log, "{line}")?;
-        if state.step % pc.checkpoint_every == 0 || last || state.step == stop_at {
+        if state.step.is_multiple_of(pc.checkpoint_every) || last || state.step == stop_at {
             save_checkpoint(out, &model, &optim, &state)?;
         }
     }

@@ -95,7 +95,10 @@ impl PpoConfig {
         if self.num_envs == 0 || self.num_steps == 0 || self.num_minibatches == 0 || self.update_epochs == 0 {
             return Err("num_envs, num_steps, num_minibatches and update_epochs must be at least 1".into());
         }
-        if !(self.learning_rate > 0.0) || !(0.0..=1.0).contains(&self.gamma) || !(0.0..=1.0).contains(&self.gae_lambda)
+        if self.learning_rate.is_nan()
+            || self.learning_rate <= 0.0
+            || !(0.0..=1.0).contains(&self.gamma)
+            || !(0.0..=1.0).contains(&self.gae_lambda)
         {
             return Err("learning_rate must be > 0; gamma and gae_lambda must lie in [0, 1]".into());
         }

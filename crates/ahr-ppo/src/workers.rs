@@ -88,6 +88,7 @@ pub fn derive_seed(base: u64, env: usize, iteration: u64) -> u64 {
 
 fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Chunk {
     let env = &mut slot.env;
+    env.set_lambda_mem(snap.lambda_mem);
     let (rows, heads, options) = (env.num_envs(), env.heads(), env.options());
     if s.reset_each_iteration || slot.obs.is_none() {
         slot.obs = Some(env.reset(derive_seed(s.seed, slot.index, snap.iteration)));

@@ -18,11 +18,12 @@ struct Target {
     ret: f64,
     panic_at: Option<usize>,
     steps: usize,
+    lambdas: Option<std::sync::Arc<std::sync::Mutex<Vec<f64>>>>,
 }
 
 impl Target {
     fn new(panic_at: Option<usize>) -> Self {
-        Self { rng: StdRng::seed_from_u64(0), target: 0, t: 0, ret: 0.0, panic_at, steps: 0 }
+        Self { rng: StdRng::seed_from_u64(0), target: 0, t: 0, ret: 0.0, panic_at, steps: 0, lambdas: None }
     }
     fn obs(&mut self) -> ObsBatch {
         self.target = self.rng.random_range(0..3);
@@ -46,6 +47,11 @@ impl VecEnv for Target {
     fn options(&self) -> usize {
         3
     }
+    fn set_lambda_mem(&mut self, lambda: f64) {
+        if let Some(l) = &self.lambdas {
+            l.lock().unwrap().push(lambda);
+        }
+    }
     fn reset(&mut self, seed: u64) -> ObsBatch {
         self.rng = StdRng::seed_from_u64(seed);
         self.t = 0;
@@ -63,7 +69,7 @@ impl VecEnv for Target {
         let done = self.t == 8;
         let mut episodes = vec![];
         if done {
-            episodes.push(EpisodeStats { ret: self.ret, len: 8, ..Default::default() });
+            episodes.push(EpisodeStats { ret: self.ret, len: 8, mem_frac: 1.0, ..Default::default() });
             self.t = 0;
             self.ret = 0.0;
         }
@@ -144,4 +150,19 @@ fn ppo_learns_to_match_the_target() {
     let last = out.last_episodes.iter().map(|e| e.ret).sum::<f64>() / out.last_episodes.len() as f64;
     assert!(first < 4.5, "random play scores about 8/3, got {first}");
     assert!(last > 7.0, "after training the return should approach 8, got {last}");
+}
+
+#[test]
+fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut env = Target::new(None);
+    env.lambdas = Some(seen.clone());
+    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0 };
+    let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
+    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
+    t.train(&mut NullSink, |_, _| Ok(())).unwrap();
+    // Episodes report mem_frac = 1, so λ rises by lr·(1 − 0.5) after every iteration.
+    assert_eq!(*seen.lock().unwrap(), vec![2.0, 2.5, 3.0]);
+    assert_eq!(t.state().lambda_mem, 3.5);
 }

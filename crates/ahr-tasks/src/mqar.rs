@@ -83,7 +83,7 @@ impl MqarConfig {
         if l % 2 != 0 {
             return Err(Error::Config(format!("mqar: seq_len ({l}) must be even")));
         }
-        if !(self.power_a > 0.0) {
+        if self.power_a.is_nan() || self.power_a <= 0.0 {
             return Err(Error::Config(format!("mqar: power_a must be > 0, found {}", self.power_a)));
         }
         for &d in &self.num_kv_pairs {

@@ -112,6 +112,10 @@ pub struct ModelConfig {
     /// SwiGLU MLP in each block (MQAR presets use none, as Zoology does).
     #[serde(default = "default_true")]
     pub mlp: bool,
+    /// Learned absolute position embeddings for positions `0..max_positions` added to the token
+    /// embedding (0 = none, as T6). Zoology's MQAR attention baseline uses them; RoPE stays.
+    #[serde(default)]
+    pub max_positions: usize,
     /// LM head tied to the token embedding.
     #[serde(default = "default_true")]
     pub tied_embeddings: bool,
@@ -164,20 +168,22 @@ impl ModelConfig {
                 StoreOption::Full,
             ],
             mlp: true,
+            max_positions: 0,
             tied_embeddings: false,
             rope_base: 10_000.0,
             norm_eps: 1e-6,
         }
     }
 
-    /// The MQAR preset (Zoology point V = 8192): 2 layers, no MLP, menu `{drop, 1, 2, 4, full}`.
+    /// The MQAR preset (Zoology point V = 8192): 2 layers of 8 heads × 16, no MLP, menu
+    /// `{drop, 1, 2, 4, full}` (`configs/model/mqar.toml`).
     pub fn mqar() -> Self {
         Self {
             vocab_size: 8192,
             d_model: 128,
             n_layers: 2,
-            n_heads: 4,
-            head_dim: 32,
+            n_heads: 8,
+            head_dim: 16,
             attention: AttentionKind::Tpa,
             kv_heads: None,
             q_rank: 4,
@@ -191,6 +197,7 @@ impl ModelConfig {
                 StoreOption::Full,
             ],
             mlp: false,
+            max_positions: 0,
             tied_embeddings: true,
             rope_base: 10_000.0,
             norm_eps: 1e-6,
@@ -226,7 +233,7 @@ impl ModelConfig {
                 return Err(format!("`{name}` must be at least 1, found 0"));
             }
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("`head_dim` must be even for RoPE, found {}", self.head_dim));
         }
         if self.menu.is_empty() {
@@ -261,7 +268,7 @@ impl ModelConfig {
                     ));
                 }
                 let kv = self.kv_heads();
-                if kv == 0 || self.n_heads % kv != 0 {
+                if kv == 0 || !self.n_heads.is_multiple_of(kv) {
                     return Err(format!("`kv_heads` = {kv} must divide `n_heads` = {}", self.n_heads));
                 }
             }

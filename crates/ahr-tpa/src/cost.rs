@@ -80,17 +80,20 @@ mod tests {
 
     #[test]
     fn bytes_follow_the_design_formulas() {
-        let cfg = ModelConfig::mqar(); // h = 4, d_h = 32
+        let cfg = ModelConfig::mqar(); // h = 8, d_h = 16
         assert_eq!(bytes_per_token(&cfg, StoreOption::Drop), 0);
-        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(1)), 2 * 36 * 4);
-        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(4)), 8 * 36 * 4);
+        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(1)), 2 * 24 * 4);
+        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(4)), 8 * 24 * 4);
         assert_eq!(bytes_per_token(&cfg, StoreOption::Full), 2 * 128 * 4);
         assert_eq!(exact_bytes_per_token(&cfg), 2 * 1024);
+        // Every richer option of the preset's menu costs more.
+        let bytes: Vec<usize> = cfg.menu.iter().map(|o| bytes_per_token(&cfg, *o)).collect();
+        assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
         let mut gqa = cfg.clone();
         gqa.attention = AttentionKind::Gqa;
         gqa.kv_heads = Some(2);
         gqa.menu = vec![StoreOption::Drop, StoreOption::Full];
-        assert_eq!(bytes_per_token(&gqa, StoreOption::Full), 2 * 2 * 32 * 4);
+        assert_eq!(bytes_per_token(&gqa, StoreOption::Full), 2 * 2 * 16 * 4);
         assert_eq!(dense_mha_bytes_per_token(&gqa), dense_mha_bytes_per_token(&cfg));
     }
 

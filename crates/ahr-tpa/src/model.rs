@@ -69,6 +69,8 @@ pub struct Model {
     pub embed: Embedding,
     /// Blocks.
     pub blocks: Vec<Block>,
+    /// Learned absolute position embedding `[max_positions, d]` (optional).
+    pub pos_embed: Option<Embedding>,
     /// LM head `[d, V]`; `None` when tied to the embedding.
     pub lm_head: Option<Linear>,
     #[module(skip)]
@@ -97,7 +99,12 @@ impl Model {
             .collect();
         let lm_head =
             (!config.tied_embeddings).then(|| LinearConfig::new(d, config.vocab_size).with_bias(false).init(device));
-        Self { embed, blocks, lm_head, config: config.clone() }
+        let pos_embed = (config.max_positions > 0).then(|| {
+            EmbeddingConfig::new(config.max_positions, d)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device)
+        });
+        Self { embed, blocks, pos_embed, lm_head, config: config.clone() }
     }
 
     /// The config this model was built from.
@@ -131,7 +138,7 @@ impl Model {
         let device = tokens.device();
         let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
         let eps = self.config.norm_eps;
-        let mut x = self.embed.forward(tokens);
+        let mut x = self.embed_at(tokens, 0)?;
         for (l, block) in self.blocks.iter().enumerate() {
             let lct = choices.layer_tensors(&self.config, l, &device);
             x = x.clone() + block.attn.forward(rms_norm(x, eps), &rope, &lct);
@@ -140,6 +147,27 @@ impl Model {
             }
         }
         Ok(rms_norm(x, eps))
+    }
+
+    /// Token embeddings plus, when configured, absolute position embeddings from `start`.
+    fn embed_at(&self, tokens: Tensor<2, Int>, start: usize) -> Result<Tensor<3>> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let x = self.embed.forward(tokens);
+        let Some(pos) = &self.pos_embed else {
+            return Ok(x);
+        };
+        if start + t > self.config.max_positions {
+            return Err(Error::Input(format!(
+                "position {} is beyond max_positions = {} of this model",
+                start + t - 1,
+                self.config.max_positions
+            )));
+        }
+        let ids: Vec<i64> = (start..start + t).map(|p| p as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+        let [_, _, d] = x.dims();
+        Ok(x + pos.forward(ids).expand([b, t, d]))
     }
 
     /// LM head over final hidden states.
@@ -181,7 +209,7 @@ impl Model {
         let device = tokens.device();
         let rope = RopeTables::new(cache.position(), 1, self.config.head_dim, self.config.rope_base, &device);
         let eps = self.config.norm_eps;
-        let mut x = self.embed.forward(tokens);
+        let mut x = self.embed_at(tokens, cache.position())?;
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut stats = Vec::with_capacity(self.blocks.len());
         for (l, block) in self.blocks.iter().enumerate() {

@@ -70,6 +70,7 @@ impl T6Config {
             factor_bias: false,
             menu: (1..=self.rank).map(StoreOption::Rank).collect(),
             mlp: true,
+            max_positions: 0,
             tied_embeddings: tied,
             rope_base: 10_000.0,
             norm_eps: f32::EPSILON as f64,

@@ -174,3 +174,17 @@ fn bad_inputs_are_errors_not_panics() {
     let err = model.forward(t, &Choices::exact(&cfg, 1, 4)).unwrap_err().to_string();
     assert!(err.contains("choices have shape"), "{err}");
 }
+
+#[test]
+fn absolute_positions_keep_decode_equal_to_parallel_and_are_bounded() {
+    let mut cfg = ModelConfig::tiny();
+    cfg.max_positions = T;
+    let mut rng = StdRng::seed_from_u64(8);
+    let choices = Choices::from_fn(B, T, cfg.n_layers, |_, _, _| rng.random_range(0..cfg.menu.len()));
+    check_parallel_equals_decode(&cfg, &choices, 21);
+    let model = Model::new(&cfg, &device());
+    let ids: Vec<u32> = (0..T as u32 + 1).collect();
+    let t = model.tokens(&ids, 1, T + 1, &device()).unwrap();
+    let err = model.forward(t, &Choices::exact(&cfg, 1, T + 1)).unwrap_err().to_string();
+    assert!(err.contains("max_positions"), "{err}");
+}

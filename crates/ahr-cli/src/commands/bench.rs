@@ -29,6 +29,7 @@ struct TrainRun {
 /// Pretraining tokens/s of each preset on the same data, with ratios against the first.
 pub fn bench_train(
     model_configs: &[PathBuf],
+    head_at: crate::evaluate::HeadAt,
     env: &std::path::Path,
     steps: u64,
     out: Option<&std::path::Path>,
@@ -76,6 +77,7 @@ pub fn bench_train(
                 pc.lr_at(step),
                 pc.max_grad_norm,
                 &train_dev,
+                head_at,
                 &mut timings,
             )?;
             model = next;
