@@ -116,6 +116,7 @@ impl VecEnv for LayerEnv {
                 mem_frac: mem,
                 flops_frac: flops,
                 option_counts: counts,
+                position_counts: Vec::new(),
             });
         }
         let obs = self.inner.next_episode();

@@ -29,6 +29,7 @@ struct Running {
     mem: f64,
     flops: f64,
     counts: Vec<Vec<u64>>,
+    by_position: Vec<Vec<u64>>,
 }
 
 /// What one forward step left for the agent to see and for the reward to use.
@@ -237,8 +238,12 @@ impl VecEnv for RankEnv {
             let bytes: usize = (0..l_n).map(|l| cost::bytes_per_token(&cfg, cfg.menu[actions[b * l_n + l]])).sum();
             let mem = bytes as f64 / (len as f64 * self.exact_bytes);
             let r = &mut self.running[b];
+            if r.by_position.len() <= self.t {
+                r.by_position.resize(self.t + 1, vec![0; cfg.menu.len()]);
+            }
             for l in 0..l_n {
                 r.counts[l][actions[b * l_n + l]] += 1;
+                r.by_position[self.t][actions[b * l_n + l]] += 1;
             }
             r.mem += mem;
             reward[b] -= (self.lambda_mem * mem) as f32;
@@ -276,6 +281,7 @@ impl VecEnv for RankEnv {
                     mem_frac: r.mem,
                     flops_frac: r.flops,
                     option_counts: r.counts.clone(),
+                    position_counts: r.by_position.clone(),
                 }
             })
             .collect();

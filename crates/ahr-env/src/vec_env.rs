@@ -20,6 +20,9 @@ pub struct EpisodeStats {
     pub flops_frac: f64,
     /// Chosen option counts `[layer][option]` (rank envs).
     pub option_counts: Vec<Vec<u64>>,
+    /// Chosen option counts by token position, summed over layers, `[position][option]`
+    /// (per-token rank envs).
+    pub position_counts: Vec<Vec<u64>>,
 }
 
 /// The result of stepping every environment once.

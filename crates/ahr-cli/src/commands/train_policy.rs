@@ -233,6 +233,8 @@ pub struct PolicyEval {
     pub flops_frac: f64,
     /// Chosen options per layer, `[layer][option]`, with the menu.
     pub option_counts: Vec<Vec<u64>>,
+    /// Chosen options by token position, summed over layers and sequences, `[position][option]`.
+    pub options_by_position: Vec<Vec<u64>>,
     /// The menu.
     pub menu: Vec<String>,
 }
@@ -258,7 +260,16 @@ pub fn evaluate_policy(
     let cfg = model.config();
     let mem_frac = mean(&|e| e.mem_frac);
     let mut option_counts = vec![vec![0u64; cfg.menu.len()]; cfg.n_layers];
+    let mut options_by_position: Vec<Vec<u64>> = Vec::new();
     for e in &stats {
+        if options_by_position.len() < e.position_counts.len() {
+            options_by_position.resize(e.position_counts.len(), vec![0; cfg.menu.len()]);
+        }
+        for (t, row) in e.position_counts.iter().enumerate() {
+            for (o, c) in row.iter().enumerate() {
+                options_by_position[t][o] += c;
+            }
+        }
         for (l, row) in e.option_counts.iter().enumerate() {
             for (o, c) in row.iter().enumerate() {
                 option_counts[l][o] += c;
@@ -273,6 +284,7 @@ pub fn evaluate_policy(
         kv_bytes_per_token: mem_frac * ahr_tpa::cost::exact_bytes_per_token(cfg) as f64,
         flops_frac: mean(&|e| e.flops_frac),
         option_counts,
+        options_by_position,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
     }
 }
