@@ -119,14 +119,6 @@ impl VecEnv for LayerEnv {
                 position_counts: Vec::new(),
             });
         }
-        let obs = self.inner.next_episode();
-        VecStep {
-            obs,
-            reward,
-            done: vec![true; b_n],
-            truncated: vec![false; b_n],
-            final_obs: ObsBatch::default(),
-            episodes,
-        }
+        VecStep::all_done(self.inner.next_episode(), reward, episodes)
     }
 }

@@ -260,14 +260,7 @@ impl VecEnv for RankEnv {
             }
             self.account(&fwd);
             self.pending = Some(fwd.pending);
-            return VecStep {
-                obs: fwd.obs,
-                reward,
-                done: vec![false; b_n],
-                truncated: vec![false; b_n],
-                final_obs: ObsBatch::default(),
-                episodes: Vec::new(),
-            };
+            return VecStep::running(fwd.obs, reward);
         }
         let episodes = (0..b_n)
             .map(|b| {
@@ -285,15 +278,6 @@ impl VecEnv for RankEnv {
                 }
             })
             .collect();
-        self.episode += 1;
-        let obs = self.start_episode();
-        VecStep {
-            obs,
-            reward,
-            done: vec![true; b_n],
-            truncated: vec![false; b_n],
-            final_obs: ObsBatch::default(),
-            episodes,
-        }
+        VecStep::all_done(self.next_episode(), reward, episodes)
     }
 }

@@ -43,6 +43,28 @@ pub struct VecStep {
     pub episodes: Vec<EpisodeStats>,
 }
 
+impl VecStep {
+    /// Every row's episode ended at this step (rank environments end all streams together);
+    /// `obs` is the first observation of the next episode.
+    pub fn all_done(obs: ObsBatch, reward: Vec<f32>, episodes: Vec<EpisodeStats>) -> Self {
+        let n = reward.len();
+        Self { obs, reward, done: vec![true; n], truncated: vec![false; n], final_obs: ObsBatch::default(), episodes }
+    }
+
+    /// No row's episode ended.
+    pub fn running(obs: ObsBatch, reward: Vec<f32>) -> Self {
+        let n = reward.len();
+        Self {
+            obs,
+            reward,
+            done: vec![false; n],
+            truncated: vec![false; n],
+            final_obs: ObsBatch::default(),
+            episodes: Vec::new(),
+        }
+    }
+}
+
 /// A batch of environments that step together. Seeds go to `reset`; everything after is
 /// deterministic.
 pub trait VecEnv: Send {
