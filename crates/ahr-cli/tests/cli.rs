@@ -275,3 +275,18 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
     assert_eq!(code, 1);
     assert!(stderr.contains("--resume"), "{stderr}");
 }
+
+#[test]
+fn the_mqar_preset_file_is_the_code_preset() {
+    let file = ahr_cli::files::ModelFile::load(&root().join("configs/model/mqar.toml")).unwrap();
+    assert_eq!(file.model, ahr_tpa::ModelConfig::mqar());
+    for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small"] {
+        ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
+    }
+    for env in ["mqar", "mqar-mixed", "mqar-tiny", "text"] {
+        ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
+    }
+    for ppo in ["tiny", "mqar", "mqar-budget", "mqar-tiny", "mqar-tiny-budget", "cartpole"] {
+        ahr_cli::commands::train_policy::load_ppo_config(&root().join(format!("configs/ppo/{ppo}.toml"))).unwrap();
+    }
+}

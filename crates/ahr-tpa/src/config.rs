@@ -200,7 +200,7 @@ impl ModelConfig {
             max_positions: 0,
             tied_embeddings: true,
             rope_base: 10_000.0,
-            norm_eps: 1e-6,
+            norm_eps: default_norm_eps(),
         }
     }
 
