@@ -107,36 +107,9 @@ pub enum Command {
     },
     /// Train a rank policy with PPO on a frozen model and export it to `--out`.
     TrainPolicy {
-        /// Model directory (from `ahr pretrain` or `ahr import-t6`).
-        #[arg(long)]
-        model: PathBuf,
-        /// Env spec (`envs/<e>.toml`).
-        #[arg(long)]
-        env: PathBuf,
-        /// PPO config (`configs/ppo/<c>.toml`).
-        #[arg(long)]
-        config: PathBuf,
-        /// Policy directory to export to (`policies/<name>`).
-        #[arg(long)]
-        out: PathBuf,
-        /// Run directory for TensorBoard logs, metrics and checkpoints (default `runs/<name>`).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Rollout worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Continue the run in the run directory from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-        /// Override the config's `total_timesteps`.
-        #[arg(long)]
-        total_timesteps: Option<u64>,
-        /// Held-out sequences for the final deterministic evaluation (default: all).
-        #[arg(long)]
-        eval_examples: Option<usize>,
+        /// What to train on and where to write.
+        #[command(flatten)]
+        args: TrainPolicyArgs,
         /// Shared options.
         #[command(flatten)]
         common: Common,
@@ -212,4 +185,39 @@ pub enum BenchCommand {
         #[command(flatten)]
         common: Common,
     },
+}
+
+/// Options of `ahr train-policy`.
+#[derive(Debug, Args, Clone)]
+pub struct TrainPolicyArgs {
+    /// Model directory (from `ahr pretrain` or `ahr import-t6`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Env spec (`envs/<e>.toml`).
+    #[arg(long)]
+    pub env: PathBuf,
+    /// PPO config (`configs/ppo/<c>.toml`).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Policy directory to export to (`policies/<name>`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Run directory for TensorBoard logs, metrics and checkpoints (default `runs/<name>`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Rollout worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Continue the run in the run directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override the config's `total_timesteps`.
+    #[arg(long)]
+    pub total_timesteps: Option<u64>,
+    /// Held-out sequences for the final deterministic evaluation (default: all).
+    #[arg(long)]
+    pub eval_examples: Option<usize>,
 }

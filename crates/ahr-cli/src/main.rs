@@ -2,7 +2,6 @@
 
 use ahr_cli::args::{BenchCommand, Cli, Command};
 use ahr_cli::commands;
-use ahr_cli::commands::train_policy::TrainPolicyArgs;
 use ahr_cli::pretrain::PretrainArgs;
 use clap::Parser;
 
@@ -24,33 +23,7 @@ fn main() {
         Command::Logits { model, tokens, choices, out, common } => {
             commands::logits::logits(&model, &tokens, &choices, &out, &common)
         }
-        Command::TrainPolicy {
-            model,
-            env,
-            config,
-            out,
-            run_dir,
-            workers,
-            seed,
-            resume,
-            total_timesteps,
-            eval_examples,
-            common,
-        } => commands::train_policy::train_policy(
-            &TrainPolicyArgs {
-                model,
-                env,
-                config,
-                out,
-                run_dir,
-                workers,
-                seed,
-                resume,
-                total_timesteps,
-                eval_examples,
-            },
-            &common,
-        ),
+        Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())
         }

@@ -7,11 +7,11 @@ use ahr_tasks::{Task, TaskConfig};
 use ahr_tpa::{Model, ModelConfig, StoreOption, cost};
 use burn::tensor::Device;
 
-fn setup(reward: RewardConfig) -> (RankEnv, ModelConfig) {
-    let dev = Device::flex();
+/// A tiny model (vocabulary 64) and a 16-token MQAR task with 2 pairs.
+fn parts() -> (Model, Task, ModelConfig) {
     let mut cfg = ModelConfig::tiny();
     cfg.vocab_size = 64;
-    let model = Model::new(&cfg, &dev);
+    let model = Model::new(&cfg, &Device::flex());
     let task = Task::load(&TaskConfig::Mqar(MqarConfig {
         vocab_size: 64,
         seq_len: 16,
@@ -19,7 +19,12 @@ fn setup(reward: RewardConfig) -> (RankEnv, ModelConfig) {
         ..MqarConfig::default()
     }))
     .unwrap();
-    (RankEnv::new(model, task, reward, 3, dev), cfg)
+    (model, task, cfg)
+}
+
+fn setup(reward: RewardConfig) -> (RankEnv, ModelConfig) {
+    let (model, task, cfg) = parts();
+    (RankEnv::new(model, task, reward, 3, Device::flex()), cfg)
 }
 
 /// Run one episode with a fixed option per (step, layer); returns (rewards per step, episode stats).
@@ -98,18 +103,9 @@ fn episodes_are_deterministic_for_a_seed() {
 #[test]
 fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
     use ahr_env::LayerEnv;
+    let (model, task, cfg) = parts();
     let dev = Device::flex();
-    let mut cfg = ModelConfig::tiny();
-    cfg.vocab_size = 64;
-    let task = Task::load(&TaskConfig::Mqar(MqarConfig {
-        vocab_size: 64,
-        seq_len: 16,
-        num_kv_pairs: vec![2],
-        ..MqarConfig::default()
-    }))
-    .unwrap();
     let reward = RewardConfig { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, ..Default::default() };
-    let model = Model::new(&cfg, &dev);
     let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
     let mut token_env = RankEnv::new(model, task, reward, 3, dev);
     let obs = layer_env.reset(4);

@@ -86,7 +86,7 @@ impl LayerCache {
         self.slots.iter().flatten()
     }
 
-    /// Tokens held per menu option (drop counts the tokens that were dropped: zero bytes).
+    /// Bytes held by every group of this layer.
     pub fn bytes(&self) -> usize {
         self.groups().map(Group::bytes).sum()
     }

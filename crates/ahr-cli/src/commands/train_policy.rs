@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::args::Common;
+use crate::args::{Common, TrainPolicyArgs};
 use crate::cartpole::CartPoleVec;
 use crate::device::device;
 
@@ -82,31 +82,6 @@ pub struct ResolvedPolicyRun {
     pub seed: u64,
     /// Model fingerprint.
     pub model_fingerprint: String,
-}
-
-/// Options of `ahr train-policy`.
-#[derive(Clone, Debug)]
-pub struct TrainPolicyArgs {
-    /// Model directory.
-    pub model: PathBuf,
-    /// Env file.
-    pub env: PathBuf,
-    /// PPO config file.
-    pub config: PathBuf,
-    /// Policy directory to export to.
-    pub out: PathBuf,
-    /// Run directory (logs, checkpoints); default `runs/<policy name>`.
-    pub run_dir: Option<PathBuf>,
-    /// Rollout threads.
-    pub workers: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Continue from the run directory's checkpoint.
-    pub resume: bool,
-    /// Override of `total_timesteps`.
-    pub total_timesteps: Option<u64>,
-    /// Held-out sequences for the final evaluation (default: the task's whole held-out set).
-    pub eval_examples: Option<usize>,
 }
 
 /// Train a rank policy with PPO and export it.
