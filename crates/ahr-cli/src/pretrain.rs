@@ -9,7 +9,7 @@ use std::time::Instant;
 use ahr_ppo::trainer::clip_global_norm;
 use ahr_tasks::Task;
 use ahr_tasks::batch::{Split, rng_for};
-use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_atomic};
+use ahr_tpa::checkpoint::{load_record, save_model, save_record};
 use ahr_tpa::{ChoiceSpec, Choices, Model, ModelConfig};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use crate::commands::write_json;
 use crate::evaluate::{EvalReport, HeadAt, evaluate, label_logprobs_with};
 use crate::files::{EnvFile, ModelFile};
 
@@ -261,12 +262,6 @@ pub struct PretrainOutcome {
     pub final_eval: Option<EvalReport>,
     /// Training tokens per second in this invocation.
     pub tokens_per_sec: f64,
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("report should serialise");
-    write_atomic(path, text.as_bytes())?;
-    Ok(())
 }
 
 fn save_checkpoint(dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
