@@ -2,8 +2,7 @@
 //! `FrameStack`, for policies that attend over recent meta-features. History restarts with
 //! zeros at every episode start.
 
-use std::collections::VecDeque;
-
+use ahr_policy::obs::FeatureWindow;
 use ahr_policy::{ObsBatch, ObsSpec};
 
 use crate::vec_env::{VecEnv, VecStep};
@@ -13,7 +12,7 @@ pub struct History {
     inner: Box<dyn VecEnv>,
     window: usize,
     dim: usize,
-    rows: Vec<VecDeque<Vec<f32>>>,
+    rows: Vec<FeatureWindow>,
 }
 
 impl History {
@@ -23,14 +22,8 @@ impl History {
         Self { inner, window: window.max(1), dim, rows: Vec::new() }
     }
 
-    fn fresh(&self, obs: &[f32]) -> VecDeque<Vec<f32>> {
-        let mut q: VecDeque<Vec<f32>> = (1..self.window).map(|_| vec![0.0; self.dim]).collect();
-        q.push_back(obs.to_vec());
-        q
-    }
-
-    fn stack(&self, base: &ObsBatch, rows: &[VecDeque<Vec<f32>>]) -> ObsBatch {
-        ObsBatch { features: rows.iter().flat_map(|q| q.iter().flatten().copied()).collect(), ..base.clone() }
+    fn stack(&self, base: &ObsBatch, rows: &[FeatureWindow]) -> ObsBatch {
+        ObsBatch { features: rows.iter().flat_map(FeatureWindow::stacked).collect(), ..base.clone() }
     }
 }
 
@@ -53,7 +46,7 @@ impl VecEnv for History {
 
     fn reset(&mut self, seed: u64) -> ObsBatch {
         let obs = self.inner.reset(seed);
-        self.rows = obs.features.chunks(self.dim).map(|o| self.fresh(o)).collect();
+        self.rows = obs.features.chunks(self.dim).map(|o| FeatureWindow::new(self.window, o)).collect();
         self.stack(&obs, &self.rows)
     }
 
@@ -68,19 +61,11 @@ impl VecEnv for History {
         for r in 0..self.rows.len() {
             let ended = step.done[r] || step.truncated[r];
             if step.truncated[r] {
-                let mut q = self.rows[r].clone();
-                q.pop_front();
-                q.push_back(step.final_obs.features[k * self.dim..(k + 1) * self.dim].to_vec());
-                finals.push(q);
+                finals.push(self.rows[r].pushed(&step.final_obs.features[k * self.dim..(k + 1) * self.dim]));
                 k += 1;
             }
             let obs = &step.obs.features[r * self.dim..(r + 1) * self.dim];
-            if ended {
-                self.rows[r] = self.fresh(obs);
-            } else {
-                self.rows[r].pop_front();
-                self.rows[r].push_back(obs.to_vec());
-            }
+            self.rows[r] = if ended { FeatureWindow::new(self.window, obs) } else { self.rows[r].pushed(obs) };
         }
         if !finals.is_empty() {
             step.final_obs = self.stack(&step.final_obs, &finals);

@@ -9,7 +9,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::obs::GLOBAL_FEATURES;
+use ahr_policy::obs::{GLOBAL_FEATURES, TokenFeatures};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{KvCache, Model, PendingToken, cost};
@@ -175,21 +175,19 @@ impl RankEnv {
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
 
-        let ln_v = (cfg.vocab_size as f32).ln();
         let mut obs = ObsBatch { len: b_n, ..Default::default() };
         for b in 0..b_n {
-            let used = self.cache.stream_bytes(b) as f64;
-            let fill = if t == 0 { 1.0 } else { used / (t as f64 * self.exact_bytes) };
-            let budget_left = self.reward.budget.map_or(0.0, |target| target - fill);
-            obs.features.extend([
-                t as f32 / len as f32,
-                (1.0 + t as f32).ln() / (1.0 + len as f32).ln(),
-                entropy[b] / ln_v,
-                fill as f32,
-                budget_left as f32,
-                (len - t) as f32 / len as f32,
-            ]);
-            obs.features.extend_from_slice(&stats[b * l_n * 3..(b + 1) * l_n * 3]);
+            TokenFeatures {
+                t,
+                len,
+                pred_entropy: entropy[b],
+                vocab_size: cfg.vocab_size,
+                held_bytes: self.cache.stream_bytes(b),
+                exact_bytes: self.exact_bytes as usize,
+                budget: self.reward.budget,
+                layer_stats: &stats[b * l_n * 3..(b + 1) * l_n * 3],
+            }
+            .push_to(&mut obs.features);
             obs.tokens.push(ids[b]);
         }
         obs.masks = vec![true; b_n * l_n * cfg.menu.len()];

@@ -1,4 +1,5 @@
-//! Exported policies: `policies/<name>/manifest.json` + `policy.bpk` (burn record).
+//! Exported policies: `policies/<name>/manifest.json` + `policy.bpk` (burn record) +
+//! `policy.safetensors` (the same weights for consumers outside Rust).
 //!
 //! The manifest says what the policy observes and decides and which model it was trained on;
 //! loading checks it against the model and refuses any mismatch with a message naming the field.
@@ -6,19 +7,24 @@
 use std::path::Path;
 
 use ahr_tpa::ModelConfig;
-use ahr_tpa::checkpoint::{load_record, save_record, write_atomic};
+use ahr_tpa::checkpoint::{load_record, save_record, write_atomic, write_atomic_with};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{ActorCritic, PolicyConfig, PolicyDims};
 use crate::obs::{Granularity, ObsSpec, RunningNorm};
 
-/// Version of the export format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the export format written (2 added `budget` and the safetensors copy).
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this build still reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Manifest file name.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Weights file name.
 pub const WEIGHTS_FILE: &str = "policy.bpk";
+/// Safetensors copy of the weights (tensor names are the module paths, e.g. `actor.l1.weight`).
+pub const SAFETENSORS_FILE: &str = "policy.safetensors";
 
 /// Everything needed to rebuild and check a policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +48,10 @@ pub struct Manifest {
     pub dims: PolicyDims,
     /// Fingerprint of the model directory the policy was trained on.
     pub model_fingerprint: String,
+    /// Budget mode's target memory fraction the policy was trained for (it feeds the
+    /// `budget_left` feature); absent without budget mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
 }
 
 /// Errors of export and import.
@@ -71,8 +81,11 @@ pub enum ExportError {
 impl Manifest {
     /// Check this manifest against a model config and fingerprint.
     pub fn check(&self, model: &ModelConfig, fingerprint: &str) -> Result<(), String> {
-        if self.format_version != FORMAT_VERSION {
-            return Err(format!("format_version is {}, this build reads {FORMAT_VERSION}", self.format_version));
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
+            return Err(format!(
+                "format_version is {}, this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
+                self.format_version
+            ));
         }
         if self.n_layers != model.n_layers {
             return Err(format!("the policy has {} layers, the model {}", self.n_layers, model.n_layers));
@@ -112,7 +125,32 @@ pub fn save_policy(dir: &Path, manifest: &Manifest, net: &ActorCritic) -> Result
     let json = serde_json::to_string_pretty(manifest).expect("manifest should serialise");
     write_atomic(&dir.join(MANIFEST_FILE), json.as_bytes())?;
     save_record(net.clone(), &dir.join(WEIGHTS_FILE))?;
+    let path = dir.join(SAFETENSORS_FILE);
+    write_atomic_with(&path, |tmp| {
+        let mut store = SafetensorsStore::from_file(tmp)
+            .overwrite(true)
+            .metadata("format", "ahr-policy")
+            .metadata("format_version", FORMAT_VERSION.to_string());
+        net.save_into(&mut store).map_err(|e| ahr_tpa::Error::weights(tmp, e.to_string()))
+    })?;
     Ok(())
+}
+
+/// Load the safetensors copy of a policy's weights into `net` (as a consumer outside burn would
+/// read them: by tensor name).
+pub fn load_safetensors(dir: &Path, mut net: ActorCritic) -> Result<ActorCritic, ExportError> {
+    let path = dir.join(SAFETENSORS_FILE);
+    if !path.is_file() {
+        return Err(
+            ahr_tpa::Error::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")).into()
+        );
+    }
+    let mut store = SafetensorsStore::from_file(&path);
+    let applied = net.load_from(&mut store).map_err(|e| ahr_tpa::Error::weights(&path, e.to_string()))?;
+    if !applied.errors.is_empty() || !applied.missing.is_empty() {
+        return Err(ahr_tpa::Error::weights(&path, format!("tensors missing or mismatched: {applied}")).into());
+    }
+    Ok(net)
 }
 
 /// Read a manifest.

@@ -214,6 +214,13 @@ impl ActorCritic {
         self.actor.forward(self.input(&self.actor_pool, obs)).reshape([n, self.dims.heads, self.dims.options])
     }
 
+    /// The most probable valid option per head for each row: deployment's decisions.
+    pub fn act_deterministic(&self, obs: &ObsBatch, norm: &RunningNorm, device: &Device) -> Vec<usize> {
+        let t = self.obs_tensors(obs, norm, device);
+        let dist = crate::MaskedMultiCategorical::new(self.logits(&t), t.masks.clone());
+        crate::dist::argmax_host(&dist.probs_host(), self.dims.options)
+    }
+
     /// State values `[N]`.
     pub fn value(&self, obs: &ObsTensors) -> Tensor<1> {
         let n = obs.features.dims()[0];

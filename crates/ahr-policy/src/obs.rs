@@ -23,6 +23,79 @@ pub const LAYER_FEATURES: [&str; 3] = [
     "key_norm",     // L2 norm of token t's exact key
 ];
 
+/// What one token's feature vector is built from; the rank environment and inference build it
+/// the same way through [`TokenFeatures::push_to`].
+#[derive(Clone, Copy, Debug)]
+pub struct TokenFeatures<'a> {
+    /// Position of the token (0-based).
+    pub t: usize,
+    /// Episode (or generation) length in tokens.
+    pub len: usize,
+    /// The model's next-token entropy at t, nats.
+    pub pred_entropy: f32,
+    /// Vocabulary size (the entropy is divided by ln V).
+    pub vocab_size: usize,
+    /// Cache bytes this stream holds before t is stored, all layers.
+    pub held_bytes: usize,
+    /// Bytes per token of the exact choice, all layers.
+    pub exact_bytes: usize,
+    /// Budget mode's target memory fraction.
+    pub budget: Option<f64>,
+    /// `[L, 3]` per-layer statistics of token t ([`LAYER_FEATURES`]).
+    pub layer_stats: &'a [f32],
+}
+
+impl TokenFeatures<'_> {
+    /// Bytes held relative to keeping every earlier token exact (1 at t = 0).
+    pub fn cache_fill(&self) -> f64 {
+        if self.t == 0 { 1.0 } else { self.held_bytes as f64 / (self.t as f64 * self.exact_bytes as f64) }
+    }
+
+    /// Append the feature vector ([`GLOBAL_FEATURES`], then [`LAYER_FEATURES`] per layer).
+    pub fn push_to(&self, out: &mut Vec<f32>) {
+        let (t, len) = (self.t as f32, self.len as f32);
+        let fill = self.cache_fill();
+        out.extend([
+            t / len,
+            (1.0 + t).ln() / (1.0 + len).ln(),
+            self.pred_entropy / (self.vocab_size as f32).ln(),
+            fill as f32,
+            self.budget.map_or(0.0, |target| target - fill) as f32,
+            (len - t) / len,
+        ]);
+        out.extend_from_slice(self.layer_stats);
+    }
+}
+
+/// The last `window` feature vectors of one row, oldest first, zeros before the first
+/// (gym's `FrameStack`); the input of attention policies.
+#[derive(Clone, Debug)]
+pub struct FeatureWindow {
+    rows: std::collections::VecDeque<Vec<f32>>,
+}
+
+impl FeatureWindow {
+    /// A window of `window ≥ 1` vectors whose newest is `obs`.
+    pub fn new(window: usize, obs: &[f32]) -> Self {
+        let mut rows: std::collections::VecDeque<Vec<f32>> = (1..window.max(1)).map(|_| vec![0.0; obs.len()]).collect();
+        rows.push_back(obs.to_vec());
+        Self { rows }
+    }
+
+    /// The window after `obs` arrives (the oldest vector leaves).
+    pub fn pushed(&self, obs: &[f32]) -> Self {
+        let mut rows = self.rows.clone();
+        rows.pop_front();
+        rows.push_back(obs.to_vec());
+        Self { rows }
+    }
+
+    /// The stacked features, oldest first.
+    pub fn stacked(&self) -> impl Iterator<Item = f32> + '_ {
+        self.rows.iter().flatten().copied()
+    }
+}
+
 /// Decision granularity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

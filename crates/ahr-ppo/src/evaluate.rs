@@ -1,8 +1,8 @@
-//! Deterministic evaluation of a trained policy: argmax over valid options, no exploration.
+//! Evaluation without learning: a trained policy's deterministic decisions (argmax over valid
+//! options), or any other rule that maps observations to actions, run to a number of episodes.
 
 use ahr_env::{EpisodeStats, VecEnv};
-use ahr_policy::dist::argmax_host;
-use ahr_policy::{ActorCritic, MaskedMultiCategorical, RunningNorm};
+use ahr_policy::{ActorCritic, ObsBatch, RunningNorm};
 use burn::tensor::Device;
 
 /// Run `env` with the policy's most probable options until `episodes` episodes have finished.
@@ -14,14 +14,21 @@ pub fn evaluate_deterministic(
     seed: u64,
     device: &Device,
 ) -> Vec<EpisodeStats> {
-    let options = env.options();
+    evaluate_with(env, episodes, seed, |obs| net.act_deterministic(obs, norm, device))
+}
+
+/// Run `env` with actions from `act` (one menu index per row and head) until `episodes`
+/// episodes have finished; returns the first `episodes` in finishing order.
+pub fn evaluate_with(
+    env: &mut dyn VecEnv,
+    episodes: usize,
+    seed: u64,
+    mut act: impl FnMut(&ObsBatch) -> Vec<usize>,
+) -> Vec<EpisodeStats> {
     let mut obs = env.reset(seed);
     let mut done = Vec::new();
     while done.len() < episodes {
-        let t = net.obs_tensors(&obs, norm, device);
-        let dist = MaskedMultiCategorical::new(net.logits(&t), t.masks.clone());
-        let actions = argmax_host(&dist.probs_host(), options);
-        let step = env.step(&actions);
+        let step = env.step(&act(&obs));
         done.extend(step.episodes);
         obs = step.obs;
     }

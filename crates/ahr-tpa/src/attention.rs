@@ -108,15 +108,16 @@ impl Attention {
         // Factor biases let a head factor be constant across tokens (a plain linear map of an
         // RMS-normalised embedding cannot be), which MQAR's copy-by-content needs early on.
         let tpa_lin = |out: usize| tpa.then(|| LinearConfig::new(d, out).with_bias(cfg.factor_bias).init(device));
+        let q_lin = |out: usize| if cfg.has_dense_query() { None } else { tpa_lin(out) };
         let kvh = cfg.kv_heads();
         Self {
-            a_q: tpa_lin(h * rq),
-            b_q: tpa_lin(rq * dh),
+            a_q: q_lin(h * rq),
+            b_q: q_lin(rq * dh),
             a_k: tpa_lin(h * r),
             b_k: tpa_lin(r * dh),
             a_v: tpa_lin(h * r),
             b_v: tpa_lin(r * dh),
-            q: (!tpa).then(|| linear(d, h * dh, device)),
+            q: cfg.has_dense_query().then(|| linear(d, h * dh, device)),
             k: cfg.has_dense_kv().then(|| linear(d, kvh * dh, device)),
             v: cfg.has_dense_kv().then(|| linear(d, kvh * dh, device)),
             o: zeroed(linear(h * dh, d, device)),
@@ -271,13 +272,18 @@ impl Attention {
             for group in cache.groups() {
                 scores.push(match group {
                     Group::Factors { rank, a_k, b_k, .. } => {
-                        let (aq, bq) = p.q_factors.as_ref().expect("factor groups need a TPA query");
-                        let (aq, bq) = (pick(aq), pick(bq)); // [h, R_Q], [R_Q, d_h]
                         let [n, rho, _] = a_k.dims();
-                        let p1 = b_k.clone().reshape([n * rho, dh]).matmul(bq.transpose());
-                        let p2 = p1.matmul(aq.transpose()); // [N·ρ, h]
+                        let b_k = b_k.clone().reshape([n * rho, dh]);
+                        // [N·ρ, h]: B_K·B_Qᵀ then A_Qᵀ (FlashTPA order), or B_K·qᵀ for a dense query.
+                        let (p2, q_norm) = match &p.q_factors {
+                            Some((aq, bq)) => {
+                                let (aq, bq) = (pick(aq), pick(bq)); // [h, R_Q], [R_Q, d_h]
+                                (b_k.matmul(bq.transpose()).matmul(aq.transpose()), self.dims.q_rank)
+                            }
+                            None => (b_k.matmul(q_s.clone().transpose()), 1),
+                        };
                         let s = (p2 * a_k.clone().reshape([n * rho, h])).reshape([n, rho, h]).sum_dim(1);
-                        s.reshape([n, h]) * (scale / (self.dims.q_rank * rank) as f32)
+                        s.reshape([n, h]) * (scale / (q_norm * rank) as f32)
                     }
                     Group::Dense { k, .. } => {
                         let [n, kvh, _] = k.dims();

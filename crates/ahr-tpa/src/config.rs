@@ -98,7 +98,8 @@ pub struct ModelConfig {
     /// K/V heads for `gqa` (ignored otherwise).
     #[serde(default)]
     pub kv_heads: Option<usize>,
-    /// Query rank R_Q (TPA only).
+    /// Query rank R_Q (TPA only). `0` gives TPA-KVonly: a standard query projection, with only
+    /// K and V factorised (the paper's variant; the cache is the same).
     #[serde(default = "default_q_rank")]
     pub q_rank: usize,
     /// Number of K/V factor components R_max (TPA only).
@@ -250,8 +251,8 @@ impl ModelConfig {
         }
         match self.attention {
             AttentionKind::Tpa => {
-                if self.q_rank == 0 || self.kv_rank_max == 0 {
-                    return Err("`q_rank` and `kv_rank_max` must be at least 1 for tpa".into());
+                if self.kv_rank_max == 0 {
+                    return Err("`kv_rank_max` must be at least 1 for tpa".into());
                 }
                 for o in &self.menu {
                     if let StoreOption::Rank(r) = o
@@ -292,6 +293,11 @@ impl ModelConfig {
     /// Index of the exact option in the menu.
     pub fn exact_index(&self) -> usize {
         self.menu.len() - 1
+    }
+
+    /// Whether the query is a standard projection (MHA/GQA, or TPA-KVonly with `q_rank = 0`).
+    pub fn has_dense_query(&self) -> bool {
+        self.attention != AttentionKind::Tpa || self.q_rank == 0
     }
 
     /// Whether the model has dense K/V projections (a `full` option, or MHA/GQA).

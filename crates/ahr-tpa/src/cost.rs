@@ -43,9 +43,11 @@ pub fn attention_flops_per_entry(cfg: &ModelConfig, option: StoreOption) -> usiz
     match option {
         StoreOption::Drop => 0,
         StoreOption::Rank(r) => {
-            let rq = cfg.q_rank;
-            // B_K·B_Qᵀ, ·A_Q, ⊙A_K summed over ρ, p⊙A_V, (p⊙A_V)ᵀ·B_V
-            2 * r * rq * dh + 2 * r * rq * h + 2 * r * h + r * h + 2 * r * h * dh
+            // Scores: B_K·B_Qᵀ then ·A_Q (factored query) or B_K·qᵀ (dense query); then ⊙A_K
+            // summed over ρ, p⊙A_V, (p⊙A_V)ᵀ·B_V.
+            let scores =
+                if cfg.has_dense_query() { 2 * r * h * dh } else { 2 * r * cfg.q_rank * dh + 2 * r * cfg.q_rank * h };
+            scores + 2 * r * h + r * h + 2 * r * h * dh
         }
         // q·k and p·v per head
         StoreOption::Full => 4 * h * dh,
@@ -57,9 +59,9 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
     let (d, h, dh) = (cfg.d_model, cfg.n_heads, cfg.head_dim);
     let outputs = match cfg.attention {
         AttentionKind::Tpa => {
-            let factors = cfg.q_rank * (h + dh) + 2 * cfg.kv_rank_max * (h + dh);
+            let query = if cfg.has_dense_query() { h * dh } else { cfg.q_rank * (h + dh) };
             let dense = if cfg.has_dense_kv() { 2 * h * dh } else { 0 };
-            factors + dense
+            query + 2 * cfg.kv_rank_max * (h + dh) + dense
         }
         AttentionKind::Mha | AttentionKind::Gqa => h * dh + 2 * cfg.kv_heads() * dh,
     };

@@ -46,16 +46,20 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), source }
     }
-    pub(crate) fn parse(path: &Path, msg: impl Into<String>) -> Self {
+    /// `path` could not be parsed.
+    pub fn parse(path: &Path, msg: impl Into<String>) -> Self {
         Error::Parse { path: path.to_path_buf(), msg: msg.into() }
     }
-    pub(crate) fn config(path: &Path, msg: impl Into<String>) -> Self {
+    /// `path` holds an inconsistent config.
+    pub fn config(path: &Path, msg: impl Into<String>) -> Self {
         Error::Config { path: path.to_path_buf(), msg: msg.into() }
     }
-    pub(crate) fn weights(path: &Path, msg: impl Into<String>) -> Self {
+    /// `path` holds weights that do not fit.
+    pub fn weights(path: &Path, msg: impl Into<String>) -> Self {
         Error::Weights { path: path.to_path_buf(), msg: msg.into() }
     }
 }

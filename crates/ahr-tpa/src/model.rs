@@ -77,6 +77,31 @@ pub struct Model {
     config: ModelConfig,
 }
 
+/// Replaces every float parameter with uniform noise in `[-scale, scale]` from a seeded RNG.
+struct Randomize {
+    rng: rand::rngs::StdRng,
+    scale: f32,
+}
+
+impl burn::module::ModuleMapper for Randomize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        use rand::RngExt;
+        param.map(|t| {
+            let shape = t.shape();
+            let data: Vec<f32> =
+                (0..shape.num_elements()).map(|_| self.rng.random_range(-self.scale..self.scale)).collect();
+            Tensor::from_data(TensorData::new(data, shape), &t.device())
+        })
+    }
+}
+
+/// `model` with every weight drawn uniformly from `[-scale, scale]` (seeded): for tests and
+/// benchmarks that must not depend on the zero-initialised output projections.
+pub fn randomize(model: Model, seed: u64, scale: f32) -> Model {
+    use rand::SeedableRng;
+    model.map(&mut Randomize { rng: rand::rngs::StdRng::seed_from_u64(seed), scale })
+}
+
 /// RMSNorm without a learned weight.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     let ms = x.clone().square().mean_dim(D - 1);

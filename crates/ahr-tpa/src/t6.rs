@@ -160,6 +160,12 @@ pub fn import(weights_path: &Path, config_path: &Path, device: &Device) -> Resul
             (e, (!same).then_some(h))
         }
     };
+    if t6.q_rank == 0 {
+        return Err(Error::config(
+            config_path,
+            "`q_rank` must be at least 1 (T6_kvonly checkpoints are not supported)",
+        ));
+    }
     let config = t6.to_model_config(head.is_none());
     config.validate().map_err(|msg| Error::config(config_path, msg))?;
     let mut model = Model::new(&config, device);

@@ -56,6 +56,16 @@ fn parallel_forward_equals_decode_under_random_choices() {
 }
 
 #[test]
+fn kv_only_tpa_decodes_from_factors_like_the_parallel_forward() {
+    let mut cfg = ModelConfig::tiny();
+    cfg.q_rank = 0;
+    cfg.validate().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let choices = Choices::from_fn(B, T, cfg.n_layers, |_, _, _| rng.random_range(0..cfg.menu.len()));
+    check_parallel_equals_decode(&cfg, &choices, 13);
+}
+
+#[test]
 fn mha_and_gqa_share_the_skeleton() {
     for (kind, kv) in [(AttentionKind::Mha, None), (AttentionKind::Gqa, Some(1))] {
         let mut cfg = ModelConfig::tiny();

@@ -175,6 +175,7 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
         policy: ppo.policy.clone(),
         dims,
         model_fingerprint: fp,
+        budget: spec.reward.budget,
     };
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;

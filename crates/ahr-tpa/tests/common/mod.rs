@@ -5,32 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ahr_tpa::{Choices, KvCache, Model};
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-/// Replaces every float parameter with uniform noise in [-scale, scale] from a seeded RNG, so
-/// tests do not depend on zero-initialised output projections.
-struct Randomize {
-    rng: StdRng,
-    scale: f32,
-}
-
-impl ModuleMapper for Randomize {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.map(|t| {
-            let shape = t.shape();
-            let n = shape.num_elements();
-            let data: Vec<f32> = (0..n).map(|_| self.rng.random_range(-self.scale..self.scale)).collect();
-            Tensor::from_data(TensorData::new(data, shape), &t.device())
-        })
-    }
-}
-
-pub fn randomize(model: Model, seed: u64, scale: f32) -> Model {
-    model.map(&mut Randomize { rng: StdRng::seed_from_u64(seed), scale })
-}
+pub use ahr_tpa::model::randomize;
 
 pub fn device() -> Device {
     Device::flex()

@@ -1,0 +1,232 @@
+//! The generator: prompt, then greedy decoding, one storage decision per token and layer.
+
+use std::path::Path;
+
+use ahr_policy::export::{ExportError, Manifest, load_policy};
+use ahr_policy::obs::{FeatureWindow, Granularity, TokenFeatures};
+use ahr_policy::{ActorCritic, ObsBatch};
+use ahr_tpa::{KvCache, Model, StepOutput, cost};
+use burn::tensor::Device;
+use burn::tensor::activation::log_softmax;
+use serde::Serialize;
+
+/// What can go wrong at inference.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// Model files or a forward step.
+    #[error(transparent)]
+    Model(#[from] ahr_tpa::Error),
+    /// Policy files or a policy that does not fit the model.
+    #[error(transparent)]
+    Policy(#[from] ExportError),
+    /// Bad prompts or settings.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// An exported policy loaded for a model (checked against it on load).
+pub struct RankPolicy {
+    manifest: Manifest,
+    net: ActorCritic,
+}
+
+impl RankPolicy {
+    /// Load `dir` and check it against `model` (whose directory has `fingerprint`).
+    pub fn load(dir: &Path, model: &Model, fingerprint: &str, device: &Device) -> Result<Self, InferError> {
+        let (manifest, net) = load_policy(dir, model.config(), fingerprint, device)?;
+        Ok(Self { manifest, net })
+    }
+
+    /// Wrap an in-memory policy (already checked by the caller).
+    pub fn new(manifest: Manifest, net: ActorCritic) -> Self {
+        Self { manifest, net }
+    }
+
+    /// The policy's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+/// How every token's storage options are chosen.
+#[derive(Clone, Copy)]
+pub enum Chooser<'a> {
+    /// The exact option (the menu's richest) everywhere.
+    Exact,
+    /// One menu index everywhere.
+    Uniform(usize),
+    /// A rank policy's deterministic decisions.
+    Policy(&'a RankPolicy),
+}
+
+/// Bytes of the cache after a generation, for all streams together.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryReport {
+    /// Tokens stored per stream (every token fed through the model).
+    pub tokens_cached: usize,
+    /// Bytes the cache holds, read off its tensors.
+    pub bytes_held: usize,
+    /// The same from the cost model applied to the choices made.
+    pub cost_model_bytes: usize,
+    /// Bytes had every token been kept at the exact option.
+    pub exact_bytes: usize,
+    /// Bytes of a dense MHA cache with the same query heads and head dim.
+    pub dense_mha_bytes: usize,
+}
+
+/// The result of [`Generator::run`].
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// Per stream: the prompt followed by the generated tokens.
+    pub tokens: Vec<Vec<u32>>,
+    /// Prompt length (equal for every stream).
+    pub prompt_len: usize,
+    /// Per stream: menu index per stored token and layer, `[t * n_layers + l]`.
+    pub choices: Vec<Vec<usize>>,
+    /// Cache bytes at the end.
+    pub memory: MemoryReport,
+}
+
+impl Generation {
+    /// The generated tokens of stream `s`.
+    pub fn new_tokens(&self, s: usize) -> &[u32] {
+        &self.tokens[s][self.prompt_len..]
+    }
+}
+
+/// Prompt + greedy decode over the physical factor cache.
+pub struct Generator<'a> {
+    model: &'a Model,
+    chooser: Chooser<'a>,
+    device: Device,
+}
+
+impl<'a> Generator<'a> {
+    /// A generator over `model` (no autodiff needed) choosing options with `chooser`.
+    pub fn new(model: &'a Model, chooser: Chooser<'a>, device: &Device) -> Self {
+        Self { model, chooser, device: device.clone() }
+    }
+
+    /// Feed every prompt token by token, then decode `max_new_tokens` greedily per stream.
+    /// Prompts must share one length (≥ 1); the last generated token is not fed back.
+    pub fn run(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<Generation, InferError> {
+        let cfg = self.model.config();
+        let (b_n, l_n) = (prompts.len(), cfg.n_layers);
+        let prompt_len = prompts.first().map_or(0, Vec::len);
+        if b_n == 0 || prompt_len == 0 {
+            return Err(InferError::Input("generation needs at least one non-empty prompt".into()));
+        }
+        if prompts.iter().any(|p| p.len() != prompt_len) {
+            return Err(InferError::Input("prompts of one batch must have the same length".into()));
+        }
+        if let Chooser::Uniform(i) = self.chooser
+            && i >= cfg.menu.len()
+        {
+            return Err(InferError::Input(format!("menu index {i} is outside the menu of {}", cfg.menu.len())));
+        }
+        let total = prompt_len + max_new_tokens;
+        let mut tokens: Vec<Vec<u32>> = prompts.to_vec();
+        let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity((total - 1) * l_n); b_n];
+        let mut cache = KvCache::new(cfg, b_n);
+        let mut state = PolicyState::default();
+        for t in 0..total - 1 {
+            let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();
+            let out = self.model.step_with_stats(self.model.tokens(&ids, b_n, 1, &self.device)?, &cache)?;
+            let actions = match self.chooser {
+                Chooser::Exact => vec![cfg.exact_index(); b_n * l_n],
+                Chooser::Uniform(i) => vec![i; b_n * l_n],
+                Chooser::Policy(p) => state.decide(p, self.model, &out, &cache, &ids, t, total, &self.device),
+            };
+            if t + 1 >= prompt_len {
+                let next = out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("ids");
+                for (s, id) in next.into_iter().enumerate() {
+                    tokens[s].push(id as u32);
+                }
+            }
+            for (s, row) in actions.chunks(l_n).enumerate() {
+                choices[s].extend_from_slice(row);
+            }
+            cache.push(out.pending, &actions)?;
+        }
+        let stored = total - 1;
+        let cost_model_bytes = choices.iter().flatten().map(|&c| cost::bytes_per_token(cfg, cfg.menu[c])).sum();
+        let memory = MemoryReport {
+            tokens_cached: stored,
+            bytes_held: cache.bytes(),
+            cost_model_bytes,
+            exact_bytes: b_n * stored * cost::exact_bytes_per_token(cfg),
+            dense_mha_bytes: b_n * stored * cost::dense_mha_bytes_per_token(cfg),
+        };
+        Ok(Generation { tokens, prompt_len, choices, memory })
+    }
+}
+
+/// Per-generation state of a policy: feature windows and per-layer decisions.
+#[derive(Default)]
+struct PolicyState {
+    windows: Vec<FeatureWindow>,
+    per_layer: Option<Vec<usize>>,
+}
+
+impl PolicyState {
+    /// The policy's options for the token just stepped, built from the same features as the
+    /// rank environment's.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        policy: &RankPolicy,
+        model: &Model,
+        out: &StepOutput,
+        cache: &KvCache,
+        ids: &[u32],
+        t: usize,
+        len: usize,
+        device: &Device,
+    ) -> Vec<usize> {
+        if let Some(fixed) = &self.per_layer {
+            return fixed.clone();
+        }
+        let cfg = model.config();
+        let (b_n, l_n) = (ids.len(), cfg.n_layers);
+        let logp = log_softmax(out.logits.clone(), 1);
+        let entropy = (logp.clone().exp() * logp).sum_dim(1).neg().into_data().try_to_vec::<f32>().expect("f32");
+        let stats = out.layer_stats.clone().into_data().try_to_vec::<f32>().expect("f32"); // [B, L, 3]
+        let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
+        let window = policy.manifest.policy.window.max(1);
+        for b in 0..b_n {
+            let mut row = Vec::new();
+            TokenFeatures {
+                t,
+                len,
+                pred_entropy: entropy[b],
+                vocab_size: cfg.vocab_size,
+                held_bytes: cache.stream_bytes(b),
+                exact_bytes: cost::exact_bytes_per_token(cfg),
+                budget: policy.manifest.budget,
+                layer_stats: &stats[b * l_n * 3..(b + 1) * l_n * 3],
+            }
+            .push_to(&mut row);
+            if window > 1 {
+                let w = if t == 0 || self.windows.len() <= b {
+                    FeatureWindow::new(window, &row)
+                } else {
+                    self.windows[b].pushed(&row)
+                };
+                obs.features.extend(w.stacked());
+                if self.windows.len() <= b {
+                    self.windows.push(w);
+                } else {
+                    self.windows[b] = w;
+                }
+            } else {
+                obs.features.extend(row);
+            }
+        }
+        obs.masks = vec![true; b_n * l_n * cfg.menu.len()];
+        let actions = policy.net.act_deterministic(&obs, &policy.manifest.norm, device);
+        if policy.manifest.granularity == Granularity::PerLayer {
+            self.per_layer = Some(actions.clone());
+        }
+        actions
+    }
+}
