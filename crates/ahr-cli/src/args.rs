@@ -105,6 +105,31 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Run a prompt and decode greedily, a policy choosing every token's storage; report the
+    /// cache bytes against the exact choice and a dense MHA cache.
+    Generate {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Policy directory (default: the exact choice for every token).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Prompt text, fed as bytes (byte-level models).
+        #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+        prompt: Option<String>,
+        /// Prompt as comma-separated token ids.
+        #[arg(long)]
+        tokens: Option<String>,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Train a rank policy with PPO on a frozen model and export it to `--out`.
     TrainPolicy {
         /// What to train on and where to write.

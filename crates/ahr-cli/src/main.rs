@@ -23,6 +23,18 @@ fn main() {
         Command::Logits { model, tokens, choices, out, common } => {
             commands::logits::logits(&model, &tokens, &choices, &out, &common)
         }
+        Command::Generate { model, policy, prompt, tokens, max_new_tokens, out, common } => {
+            commands::generate::generate(
+                &model,
+                policy.as_deref(),
+                prompt.as_deref(),
+                tokens.as_deref(),
+                max_new_tokens,
+                out.as_deref(),
+                &common,
+            )
+            .map(|_| ())
+        }
         Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())

@@ -31,11 +31,14 @@ pub struct NestedConfig {
     pub exact_fraction: f64,
     /// Sampling weight per menu option for the other sequences (empty = uniform).
     pub option_weights: Vec<f64>,
+    /// Steps trained with the exact choice only before nested sampling starts: the model
+    /// first learns the task (MQAR's induction circuit), then the low-rank options.
+    pub exact_warmup_steps: u64,
 }
 
 impl Default for NestedConfig {
     fn default() -> Self {
-        Self { exact_fraction: 0.5, option_weights: Vec::new() }
+        Self { exact_fraction: 0.5, option_weights: Vec::new(), exact_warmup_steps: 0 }
     }
 }
 
@@ -184,7 +187,8 @@ pub fn sample_choices(
     let mut rng = rng_for(seed ^ 0x6368_6f69_6365_7300, Split::Train, step);
     let weights =
         if nested.option_weights.is_empty() { vec![1.0; cfg.menu.len()] } else { nested.option_weights.clone() };
-    let exact_rows: Vec<bool> = (0..batch).map(|_| rng.random::<f64>() < nested.exact_fraction).collect();
+    let exact_fraction = if step < nested.exact_warmup_steps { 1.0 } else { nested.exact_fraction };
+    let exact_rows: Vec<bool> = (0..batch).map(|_| rng.random::<f64>() < exact_fraction).collect();
     let mut choices = Choices::sample(batch, seq_len, cfg.n_layers, &weights, &mut rng);
     for (b, _) in exact_rows.iter().enumerate().filter(|(_, e)| **e) {
         for t in 0..seq_len {
@@ -448,14 +452,17 @@ mod tests {
     #[test]
     fn choices_mix_exact_rows_and_sampled_rows() {
         let cfg = ModelConfig::tiny();
-        let nested = NestedConfig { exact_fraction: 0.5, option_weights: vec![] };
+        let nested = NestedConfig { exact_fraction: 0.5, ..Default::default() };
         let c = sample_choices(&cfg, &nested, 1, 0, 40, 9);
         assert_eq!(c, sample_choices(&cfg, &nested, 1, 0, 40, 9));
         let exact_rows =
             (0..40).filter(|&b| (0..9).all(|t| (0..2).all(|l| c.get(b, t, l) == cfg.exact_index()))).count();
         assert!((10..=30).contains(&exact_rows), "{exact_rows} exact rows of 40");
-        let only_drop = NestedConfig { exact_fraction: 0.0, option_weights: vec![1.0, 0.0, 0.0, 0.0, 0.0] };
-        let c = sample_choices(&cfg, &only_drop, 1, 0, 4, 9);
+        let only_drop =
+            NestedConfig { exact_fraction: 0.0, option_weights: vec![1.0, 0.0, 0.0, 0.0, 0.0], exact_warmup_steps: 3 };
+        let c = sample_choices(&cfg, &only_drop, 1, 3, 4, 9);
         assert!((0..4).all(|b| (0..9).all(|t| c.get(b, t, 0) == 0)));
+        let warm = sample_choices(&cfg, &only_drop, 1, 2, 4, 9);
+        assert_eq!(warm, Choices::exact(&cfg, 4, 9), "exact only during the warmup");
     }
 }

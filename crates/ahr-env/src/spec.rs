@@ -65,12 +65,12 @@ pub struct EnvSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// Unreadable file.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         /// The file.
         path: String,
         /// OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Bad TOML or unknown keys.
     #[error("{path}: invalid env file: {msg}")]
@@ -86,7 +86,7 @@ impl EnvSpec {
     /// Read and check an env file.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| SpecError::Io { path: p.clone(), cause })?;
         let spec: Self = toml::from_str(&text).map_err(|e| SpecError::Parse { path: p.clone(), msg: e.to_string() })?;
         spec.validate().map_err(|msg| SpecError::Parse { path: p, msg })?;
         Ok(spec)

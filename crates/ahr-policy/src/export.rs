@@ -121,7 +121,7 @@ fn short(s: &str) -> &str {
 
 /// Write a policy directory atomically file by file.
 pub fn save_policy(dir: &Path, manifest: &Manifest, net: &ActorCritic) -> Result<(), ExportError> {
-    std::fs::create_dir_all(dir).map_err(|e| ahr_tpa::Error::Io { path: dir.to_path_buf(), source: e })?;
+    std::fs::create_dir_all(dir).map_err(|e| ahr_tpa::Error::io(dir, e))?;
     let json = serde_json::to_string_pretty(manifest).expect("manifest should serialise");
     write_atomic(&dir.join(MANIFEST_FILE), json.as_bytes())?;
     save_record(net.clone(), &dir.join(WEIGHTS_FILE))?;
@@ -156,7 +156,7 @@ pub fn load_safetensors(dir: &Path, mut net: ActorCritic) -> Result<ActorCritic,
 /// Read a manifest.
 pub fn load_manifest(dir: &Path) -> Result<Manifest, ExportError> {
     let path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| ahr_tpa::Error::Io { path: path.clone(), source: e })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| ahr_tpa::Error::io(&path, e))?;
     serde_json::from_str(&text)
         .map_err(|e| ExportError::Manifest { path: path.display().to_string(), msg: e.to_string() })
 }

@@ -255,7 +255,7 @@ impl Trainer {
 
     /// Save `policy.bpk`, `optim.bpk` and `state.json` into `dir` (each atomically).
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
-        std::fs::create_dir_all(dir).map_err(|e| ahr_tpa::Error::Io { path: dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| ahr_tpa::Error::io(dir, e))?;
         save_record(self.net.clone(), &dir.join("policy.bpk"))?;
         let optim_path = dir.join("optim.bpk");
         ahr_tpa::checkpoint::write_atomic_with(&optim_path, |tmp| {
@@ -276,8 +276,7 @@ impl Trainer {
             .load(&optim_path)
             .map_err(|e| TrainError::Other(format!("{}: {e}", optim_path.display())))?;
         let state_path = dir.join("state.json");
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|e| ahr_tpa::Error::Io { path: state_path.clone(), source: e })?;
+        let text = std::fs::read_to_string(&state_path).map_err(|e| ahr_tpa::Error::io(&state_path, e))?;
         self.state =
             serde_json::from_str(&text).map_err(|e| TrainError::Other(format!("{}: {e}", state_path.display())))?;
         Ok(())

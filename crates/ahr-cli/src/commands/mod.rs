@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod eval_model;
+pub mod generate;
 pub mod import_t6;
 pub mod logits;
 pub mod pretrain;

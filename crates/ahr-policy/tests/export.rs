@@ -1,0 +1,102 @@
+//! Export round trip: the burn record and the safetensors copy give bit-identical weights and
+//! identical decisions; a manifest that does not fit the model is refused, saying what differs.
+
+use ahr_policy::export::{FORMAT_VERSION, MANIFEST_FILE, Manifest, load_policy, load_safetensors, save_policy};
+use ahr_policy::net::PolicyDims;
+use ahr_policy::{ActorCritic, Granularity, ObsBatch, ObsSpec, PolicyConfig, RunningNorm};
+use ahr_tpa::ModelConfig;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+
+struct Collect(Vec<u32>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let v = param.val().into_data().try_to_vec::<f32>().unwrap();
+        self.0.extend(v.iter().map(|x| x.to_bits()));
+    }
+}
+
+fn bits(net: &ActorCritic) -> Vec<u32> {
+    let mut c = Collect(Vec::new());
+    net.visit(&mut c);
+    c.0
+}
+
+fn setup() -> (ModelConfig, Manifest, ActorCritic) {
+    let cfg = ModelConfig::tiny();
+    let obs = ObsSpec::rank(cfg.n_layers, cfg.vocab_size);
+    let dims =
+        PolicyDims { obs_dim: obs.dim(), vocab_size: cfg.vocab_size, heads: cfg.n_layers, options: cfg.menu.len() };
+    let policy = PolicyConfig::default();
+    let net = ActorCritic::new(&policy, dims, &Device::flex());
+    let mut norm = RunningNorm::new(obs.dim());
+    norm.update(&(0..obs.dim() * 4).map(|i| (i % 7) as f32).collect::<Vec<_>>(), 4);
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        obs,
+        norm,
+        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        granularity: Granularity::PerToken,
+        n_layers: cfg.n_layers,
+        policy,
+        dims,
+        model_fingerprint: "abc123".into(),
+        budget: Some(0.3),
+    };
+    (cfg, manifest, net)
+}
+
+fn obs(manifest: &Manifest) -> ObsBatch {
+    let n = 9;
+    let dim = manifest.dims.obs_dim;
+    ObsBatch {
+        features: (0..n * dim).map(|i| ((i * 31) % 17) as f32 / 4.0 - 2.0).collect(),
+        tokens: (0..n as u32).map(|i| i * 3 % 37).collect(),
+        masks: vec![true; n * manifest.dims.heads * manifest.dims.options],
+        len: n,
+    }
+}
+
+#[test]
+fn export_then_load_is_bit_identical_with_identical_decisions() {
+    let (cfg, manifest, net) = setup();
+    let dev = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    save_policy(dir.path(), &manifest, &net).unwrap();
+    let (loaded_manifest, loaded) = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap();
+    assert_eq!(loaded_manifest, manifest);
+    assert_eq!(bits(&loaded), bits(&net));
+    let fresh = ActorCritic::new(&manifest.policy, manifest.dims, &dev);
+    assert_ne!(bits(&fresh), bits(&net), "a fresh network differs, so the comparison can fail");
+    let from_safetensors = load_safetensors(dir.path(), fresh).unwrap();
+    assert_eq!(bits(&from_safetensors), bits(&net));
+    let o = obs(&manifest);
+    let decide = |n: &ActorCritic| n.act_deterministic(&o, &manifest.norm, &dev);
+    assert_eq!(decide(&loaded), decide(&net));
+    assert_eq!(decide(&from_safetensors), decide(&net));
+}
+
+#[test]
+fn a_manifest_that_does_not_fit_the_model_is_refused() {
+    let (cfg, manifest, net) = setup();
+    let dev = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    save_policy(dir.path(), &manifest, &net).unwrap();
+    let err = |cfg: &ModelConfig, fp: &str| load_policy(dir.path(), cfg, fp, &dev).unwrap_err().to_string();
+
+    let mut layers = cfg.clone();
+    layers.n_layers = 3;
+    assert!(err(&layers, "abc123").contains("layers"), "{}", err(&layers, "abc123"));
+    let mut menu = cfg.clone();
+    menu.menu.remove(1);
+    assert!(err(&menu, "abc123").contains("menu"), "{}", err(&menu, "abc123"));
+    assert!(err(&cfg, "fff").contains("fingerprint"));
+
+    let path = dir.path().join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 99")).unwrap();
+    assert!(err(&cfg, "abc123").contains("observation spec version 99"), "{}", err(&cfg, "abc123"));
+    std::fs::write(&path, "{ not json").unwrap();
+    assert!(err(&cfg, "abc123").contains("cannot parse the manifest"));
+}
