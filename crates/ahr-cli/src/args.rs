@@ -130,6 +130,31 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Compare policies and baseline cache rules on held-out data; write metrics.json,
+    /// pareto.csv, pareto.md and a Pareto plot (pareto.svg, pareto.png).
+    Eval {
+        /// Model directory; repeat to add further models (e.g. MHA, GQA) as points.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// Env spec whose held-out data to use.
+        #[arg(long)]
+        env: PathBuf,
+        /// Policy directory for the first model (repeatable).
+        #[arg(long = "policy")]
+        policies: Vec<PathBuf>,
+        /// Baseline families, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "uniform,window,heavy-hitter,entropy,random")]
+        baselines: Vec<String>,
+        /// Held-out sequences per point (default: all).
+        #[arg(long)]
+        sequences: Option<usize>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Train a rank policy with PPO on a frozen model and export it to `--out`.
     TrainPolicy {
         /// What to train on and where to write.

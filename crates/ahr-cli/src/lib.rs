@@ -4,9 +4,11 @@
 //! It is the only crate that picks a device; everything below it takes a `Device`.
 
 pub mod args;
+pub mod baselines;
 pub mod cartpole;
 pub mod commands;
 pub mod device;
 pub mod evaluate;
 pub mod files;
+pub mod plot;
 pub mod pretrain;

@@ -35,6 +35,14 @@ fn main() {
             )
             .map(|_| ())
         }
+        Command::Eval { models, env, policies, baselines, sequences, out, common } => {
+            let a = commands::eval::EvalArgs { models, env, policies, baselines, sequences, out: out.clone() };
+            commands::eval::eval(&a, &common).map(|o| {
+                print!("{}", std::fs::read_to_string(out.join("pareto.md")).unwrap_or_default());
+                println!("plot: {}", out.join("pareto.png").display());
+                drop(o);
+            })
+        }
         Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())

@@ -190,6 +190,16 @@ impl Attention {
     /// # Shapes
     /// - `x`: `[B, T, d]` (normalised block input); returns `[B, T, d]`.
     pub fn forward(&self, x: Tensor<3>, rope: &RopeTables, choices: &LayerChoiceTensors) -> Tensor<3> {
+        self.forward_with_probs(x, rope, choices).0
+    }
+
+    /// [`Attention::forward`] plus the attention weights `[B, h, T_query, T_key]`.
+    pub fn forward_with_probs(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        choices: &LayerChoiceTensors,
+    ) -> (Tensor<3>, Tensor<4>) {
         let [b, t, _] = x.dims();
         let device = x.device();
         let (h, dh) = (self.dims.heads, self.dims.head_dim);
@@ -238,9 +248,9 @@ impl Attention {
         let allowed = lower * choices.keep.clone() + eye.clone(); // [B, 1, T, T]
         let scores = scores + (allowed.neg() + 1.0) * MASKED;
         let probs = softmax(scores, 3);
-        let out = (probs.clone() * off_diag).matmul(v_stored) + (probs * eye).sum_dim(3) * v_exact;
+        let out = (probs.clone() * off_diag).matmul(v_stored) + (probs.clone() * eye).sum_dim(3) * v_exact;
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
-        self.o.forward(out)
+        (self.o.forward(out), probs)
     }
 
     /// One decode step for every stream, reading `caches[b]` for stream `b`.

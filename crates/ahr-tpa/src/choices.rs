@@ -15,13 +15,17 @@ pub struct Choices {
     seq_len: usize,
     n_layers: usize,
     data: Vec<u8>,
+    /// Eviction (parallel forward only): `[B, T, L]` first query position that no longer sees
+    /// key t in layer l (`u32::MAX` = never). Cache-eviction rules (sink + window, heavy
+    /// hitters) are expressed this way; a storage choice is made once, an eviction later.
+    evicted_at: Option<Vec<u32>>,
 }
 
 impl Choices {
     /// Every entry set to menu index `option`.
     pub fn filled(batch: usize, seq_len: usize, n_layers: usize, option: usize) -> Self {
         let option = u8::try_from(option).expect("menu index should fit in u8");
-        Self { batch, seq_len, n_layers, data: vec![option; batch * seq_len * n_layers] }
+        Self { batch, seq_len, n_layers, data: vec![option; batch * seq_len * n_layers], evicted_at: None }
     }
 
     /// The exact (richest) option everywhere.
@@ -44,7 +48,7 @@ impl Choices {
                 }
             }
         }
-        Self { batch, seq_len, n_layers, data }
+        Self { batch, seq_len, n_layers, data, evicted_at: None }
     }
 
     /// Independent draws from `weights` (one weight per menu option) for every entry.
@@ -71,6 +75,20 @@ impl Choices {
     pub fn set(&mut self, b: usize, t: usize, l: usize, option: usize) {
         self.data[(b * self.seq_len + t) * self.n_layers + l] =
             u8::try_from(option).expect("menu index should fit in u8");
+    }
+
+    /// These choices with evictions `[B, T, L]` (row-major like the choices): key t stops being
+    /// visible to queries from position `evicted_at` on (`u32::MAX` = never). Parallel forward only.
+    pub fn with_evictions(mut self, evicted_at: Vec<u32>) -> Self {
+        assert_eq!(evicted_at.len(), self.data.len(), "one eviction position per (sequence, token, layer)");
+        self.evicted_at = Some(evicted_at);
+        self
+    }
+
+    /// The first query position that no longer sees key `t` of sequence `b` in layer `l`.
+    pub fn evicted_at(&self, b: usize, t: usize, l: usize) -> Option<usize> {
+        let e = self.evicted_at.as_ref()?[(b * self.seq_len + t) * self.n_layers + l];
+        (e != u32::MAX).then_some(e as usize)
     }
 
     /// `[batch, seq_len, n_layers]`.
@@ -118,10 +136,25 @@ impl Choices {
                 }
             }
         }
+        let keep = match &self.evicted_at {
+            None => Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
+            Some(_) => {
+                let mut visible = vec![0f32; b_n * t_n * t_n];
+                for b in 0..b_n {
+                    for k in 0..t_n {
+                        let until = self.evicted_at(b, k, layer).unwrap_or(t_n).min(t_n);
+                        for q in 0..until {
+                            visible[(b * t_n + q) * t_n + k] = keep[b * t_n + k];
+                        }
+                    }
+                }
+                Tensor::from_data(TensorData::new(visible, [b_n, 1, t_n, t_n]), device)
+            }
+        };
         LayerChoiceTensors {
             rank_w: Tensor::from_data(TensorData::new(rank_w, [b_n, t_n, 1, r_max]), device),
             full_w: Tensor::from_data(TensorData::new(full_w, [b_n, t_n, 1, 1]), device),
-            keep: Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
+            keep,
         }
     }
 }
@@ -133,7 +166,8 @@ pub struct LayerChoiceTensors {
     pub rank_w: Tensor<4>,
     /// `[B, T, 1, 1]`: 1 for tokens kept dense.
     pub full_w: Tensor<4>,
-    /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped).
+    /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped); `[B, 1, T, T]`
+    /// (query × key) when evictions are set.
     pub keep: Tensor<4>,
 }
 

@@ -158,20 +158,35 @@ impl Model {
     /// - `tokens`: `[B, T]` (use [`Model::tokens`] to build it); `choices`: `[B, T, n_layers]`.
     /// - returns `[B, T, d]`.
     pub fn forward_hidden(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Tensor<3>> {
+        self.run_blocks(tokens, choices, false).map(|(hidden, _)| hidden)
+    }
+
+    /// Attention weights of every layer under `choices`, each `[B, h, T_query, T_key]` (for
+    /// attention-based cache rules such as heavy hitters).
+    pub fn attention_maps(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Vec<Tensor<4>>> {
+        self.run_blocks(tokens, choices, true).map(|(_, maps)| maps)
+    }
+
+    fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<Tensor<4>>)> {
         let [b, t] = tokens.dims();
         choices.check(&self.config, b, t).map_err(Error::Input)?;
         let device = tokens.device();
         let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
         let eps = self.config.norm_eps;
         let mut x = self.embed_at(tokens, 0)?;
+        let mut probs = Vec::new();
         for (l, block) in self.blocks.iter().enumerate() {
             let lct = choices.layer_tensors(&self.config, l, &device);
-            x = x.clone() + block.attn.forward(rms_norm(x, eps), &rope, &lct);
+            let (out, p) = block.attn.forward_with_probs(rms_norm(x.clone(), eps), &rope, &lct);
+            if maps {
+                probs.push(p);
+            }
+            x = x + out;
             if let Some(mlp) = &block.mlp {
                 x = x.clone() + mlp.forward(rms_norm(x, eps));
             }
         }
-        Ok(rms_norm(x, eps))
+        Ok((rms_norm(x, eps), probs))
     }
 
     /// Token embeddings plus, when configured, absolute position embeddings from `start`.

@@ -198,3 +198,40 @@ fn absolute_positions_keep_decode_equal_to_parallel_and_are_bounded() {
     let err = model.forward(t, &Choices::exact(&cfg, 1, T + 1)).unwrap_err().to_string();
     assert!(err.contains("max_positions"), "{err}");
 }
+
+#[test]
+fn an_evicted_key_is_seen_before_its_eviction_and_never_after() {
+    let cfg = ModelConfig::tiny();
+    let model = randomize(Model::new(&cfg, &device()), 21, 0.4);
+    let ids = tokens(&cfg, 22);
+    let (key, from) = (3, 8);
+    let exact = Choices::exact(&cfg, B, T);
+    let mut evictions = vec![u32::MAX; B * T * cfg.n_layers];
+    let mut dropped = exact.clone();
+    for b in 0..B {
+        for l in 0..cfg.n_layers {
+            evictions[(b * T + key) * cfg.n_layers + l] = from as u32;
+            dropped.set(b, key, l, 0);
+        }
+    }
+    let evicted = parallel(&model, &ids, &exact.clone().with_evictions(evictions));
+    let (full, gone) = (parallel(&model, &ids, &exact), parallel(&model, &ids, &dropped));
+    let v = cfg.vocab_size;
+    for b in 0..B {
+        // Layer 1 mixes positions, so only positions before the eviction are unaffected
+        // everywhere; from `from` on, the key is invisible in both layers as if dropped.
+        let rows =
+            |x: &[f32], range: std::ops::Range<usize>| x[(b * T + range.start) * v..(b * T + range.end) * v].to_vec();
+        assert!(max_rel_err(&rows(&evicted, 0..from), &rows(&full, 0..from)) < 1e-5);
+        assert!(max_rel_err(&rows(&evicted, 0..from), &rows(&gone, 0..from)) > 1e-3, "the key matters before");
+    }
+    // With every layer evicting at the key's own successor, it matches dropping the key outright.
+    let mut at_next = vec![u32::MAX; B * T * cfg.n_layers];
+    for b in 0..B {
+        for l in 0..cfg.n_layers {
+            at_next[(b * T + key) * cfg.n_layers + l] = (key + 1) as u32;
+        }
+    }
+    let next = parallel(&model, &ids, &exact.with_evictions(at_next));
+    assert!(max_rel_err(&next, &gone) < 1e-5);
+}

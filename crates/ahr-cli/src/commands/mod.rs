@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
 pub mod bench;
+pub mod eval;
 pub mod eval_model;
 pub mod generate;
 pub mod import_t6;

@@ -226,11 +226,25 @@ pub fn evaluate_policy(
     max_sequences: Option<usize>,
     dev: &burn::tensor::Device,
 ) -> PolicyEval {
+    evaluate_rule(model, task, spec, window, max_sequences, dev, |obs| net.act_deterministic(obs, norm, dev))
+}
+
+/// Run any rule (observations → one menu index per row and layer) over held-out sequences in
+/// the rank environment of `spec`, with the environment's accounting.
+pub fn evaluate_rule(
+    model: &ahr_tpa::Model,
+    task: &Task,
+    spec: &EnvSpec,
+    window: usize,
+    max_sequences: Option<usize>,
+    dev: &burn::tensor::Device,
+    act: impl FnMut(&ahr_policy::ObsBatch) -> Vec<usize>,
+) -> PolicyEval {
     let streams = spec.env.streams;
     let sequences = max_sequences.unwrap_or(task.valid_examples()).min(task.valid_examples()).max(1);
     let episodes = sequences.div_ceil(streams) * streams;
     let mut env = make_env(model, task, spec, true, window, dev);
-    let stats = ahr_ppo::evaluate::evaluate_deterministic(env.as_mut(), net, norm, episodes, 0, dev);
+    let stats = ahr_ppo::evaluate::evaluate_with(env.as_mut(), episodes, 0, act);
     let n = stats.len() as f64;
     let mean = |f: &dyn Fn(&ahr_env::EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
     let cfg = model.config();

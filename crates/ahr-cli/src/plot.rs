@@ -1,0 +1,84 @@
+//! Pareto plots (plotters): task metric against KV bytes per token, one colour per family,
+//! the front joined by a line.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::commands::eval::{EvalOutput, Point};
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn family(p: &Point) -> &str {
+    if p.name.starts_with("policy:") || p.name.starts_with("model:") { &p.name } else { p.name.as_str() }
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, o: &EvalOutput) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plot: {e}");
+    root.fill(&WHITE).map_err(err)?;
+    let max_x = o.points.iter().map(|p| p.kv_bytes_per_token).fold(1.0, f64::max) * 1.05;
+    let (lo, hi) = o.points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.metric), b.max(p.metric)));
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{} vs KV bytes per token", o.metric), ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x, (lo - pad)..(hi + pad))
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("KV bytes per token (all layers)").y_desc(o.metric.as_str()).draw().map_err(err)?;
+    let mut front: Vec<&Point> = o.points.iter().filter(|p| p.on_front).collect();
+    front.sort_by(|a, b| a.kv_bytes_per_token.total_cmp(&b.kv_bytes_per_token));
+    chart
+        .draw_series(LineSeries::new(front.iter().map(|p| (p.kv_bytes_per_token, p.metric)), BLACK.stroke_width(1)))
+        .map_err(err)?
+        .label("Pareto front")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    let mut families: Vec<&str> = Vec::new();
+    for p in &o.points {
+        if !families.contains(&family(p)) {
+            families.push(family(p));
+        }
+    }
+    for (i, f) in families.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> =
+            o.points.iter().filter(|p| family(p) == *f).map(|p| (p.kv_bytes_per_token, p.metric)).collect();
+        let size = if f.starts_with("policy:") { 7 } else { 4 };
+        chart
+            .draw_series(pts.iter().map(|&(x, y)| Circle::new((x, y), size, color.filled())))
+            .map_err(err)?
+            .label(*f)
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Write the Pareto plot as SVG and PNG.
+pub fn pareto(svg: &Path, png: &Path, o: &EvalOutput) -> Result<()> {
+    draw(SVGBackend::new(svg, (800, 560)).into_drawing_area(), o)?;
+    draw(BitMapBackend::new(png, (800, 560)).into_drawing_area(), o)?;
+    Ok(())
+}
