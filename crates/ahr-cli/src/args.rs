@@ -24,6 +24,22 @@ pub struct Common {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job on the built-in default: pretrain the mqar preset (or reuse it), train a
+    /// rank policy, evaluate it against the baselines and print the Pareto table.
+    Quickstart {
+        /// Output directory (model, policy, evaluation).
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// Held-out sequences per evaluated point (default: 256).
+        #[arg(long, default_value_t = 256)]
+        sequences: usize,
+        /// Rollout worker threads for policy training.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Pretrain a model with nested-rank training; writes a model directory and its rank curve.
     Pretrain {
         /// Model preset (`configs/model/<m>.toml`).
@@ -207,6 +223,34 @@ pub enum BenchCommand {
         /// Rollouts (one episode per environment each) per worker count.
         #[arg(long, default_value_t = 3)]
         iterations: u64,
+        /// Output JSON file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Decode-step latency over a dense MHA cache, every uniform menu choice and a policy's
+    /// ragged cache, side by side, with the memory-bandwidth bound.
+    Decode {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Policy directory: its option mix fills the ragged cache.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Env spec whose held-out sequences measure the policy's option mix (default: synthetic tokens).
+        #[arg(long)]
+        env: Option<PathBuf>,
+        /// Context lengths (cached tokens), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1024,4096,16384")]
+        ctx: Vec<usize>,
+        /// Batch sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        /// Timed steps per measurement (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
         /// Output JSON file.
         #[arg(long)]
         out: Option<PathBuf>,

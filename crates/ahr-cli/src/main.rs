@@ -8,6 +8,9 @@ use clap::Parser;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Quickstart { out, sequences, workers, common } => {
+            commands::quickstart::quickstart(&out, Some(sequences), workers, &common)
+        }
         Command::Pretrain { model_config, env, out, steps, seed, resume, stop_after, common } => {
             commands::pretrain::pretrain(
                 PretrainArgs { model_config, env, out, steps, seed, resume, stop_after, progress: false },
@@ -49,6 +52,19 @@ fn main() {
         }
         Command::Bench(BenchCommand::Rollout { model, env, workers, num_envs, iterations, out, common }) => {
             commands::bench::bench_rollout(&model, &env, &workers, num_envs, iterations, out.as_deref(), &common)
+        }
+        Command::Bench(BenchCommand::Decode { model, policy, env, ctx, batch, reps, out, common }) => {
+            commands::bench::bench_decode(
+                &model,
+                policy.as_deref(),
+                env.as_deref(),
+                &ctx,
+                &batch,
+                reps,
+                out.as_deref(),
+                &common,
+            )
+            .map(|_| ())
         }
         Command::Bench(BenchCommand::Train { model_configs, env, steps, head, out, common }) => {
             commands::bench::bench_train(&model_configs, head, &env, steps, out.as_deref(), &common)

@@ -274,6 +274,90 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
     let (code, _, stderr) = ahr(&argv);
     assert_eq!(code, 1);
     assert!(stderr.contains("--resume"), "{stderr}");
+
+    inference_matches_the_environment(&model, &policy);
+    deployment_commands_run_on_the_exported_policy(tmp.path(), &model, &policy);
+}
+
+/// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
+/// bytes the environment charged.
+fn inference_matches_the_environment(model_dir: &Path, policy_dir: &Path) {
+    let dev = Device::flex();
+    let model = load_model(model_dir, &dev).unwrap();
+    let fp = ahr_tpa::checkpoint::fingerprint(model_dir).unwrap();
+    let (manifest, net) = ahr_policy::export::load_policy(policy_dir, model.config(), &fp, &dev).unwrap();
+    let spec = ahr_env::EnvSpec::load(&root().join("envs/mqar-tiny.toml")).unwrap();
+    let task = ahr_tasks::Task::load(&spec.task).unwrap();
+    let streams = spec.env.streams;
+    let env_eval = ahr_cli::commands::train_policy::evaluate_policy(
+        &model,
+        &task,
+        &spec,
+        &net,
+        &manifest.norm,
+        manifest.policy.window,
+        Some(streams),
+        &dev,
+    );
+    let batch = task.valid_batch(0, streams);
+    let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
+    let policy = ahr_infer::RankPolicy::new(manifest, net);
+    let run = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev).run(&prompts, 0).unwrap();
+    let cfg = model.config();
+    let mut counts = vec![vec![0u64; cfg.menu.len()]; cfg.n_layers];
+    for row in &run.choices {
+        for (i, &c) in row.iter().enumerate() {
+            counts[i % cfg.n_layers][c] += 1;
+        }
+    }
+    assert_eq!(counts, env_eval.option_counts, "same decisions in the environment and at inference");
+    assert_eq!(run.memory.bytes_held, run.memory.cost_model_bytes);
+    let per_token = run.memory.bytes_held as f64 / (streams * batch.seq_len) as f64;
+    assert!((per_token - env_eval.kv_bytes_per_token).abs() < 1e-6, "{per_token} vs {}", env_eval.kv_bytes_per_token);
+}
+
+fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, policy: &Path) {
+    let (m, p) = (model.to_str().unwrap(), policy.to_str().unwrap());
+    let (code, stdout, stderr) =
+        ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3", "--max-new-tokens", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bytes held"), "{stdout}");
+
+    let eval_dir = tmp.join("eval");
+    let argv = ["eval", "--model", m, "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "16"];
+    let (code, stdout, stderr) = ahr(&[&argv[..], &["--out", eval_dir.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("| name |"), "{stdout}");
+    for f in ["metrics.json", "pareto.csv", "pareto.md", "pareto.svg", "pareto.png"] {
+        assert!(eval_dir.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(eval_dir.join("pareto.csv")).unwrap();
+    assert!(csv.starts_with("name,setting,metric,kv_bytes_per_token,flops_per_token\n"));
+    for family in ["policy:policy", "uniform", "window", "heavy-hitter", "entropy", "random", "model:model"] {
+        assert!(csv.contains(&format!("{family},")), "{family} missing from {csv}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
+    assert!(metrics["policies"][0]["on_front"].is_boolean());
+
+    let out = tmp.join("decode.json");
+    let argv = ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1"];
+    let (code, _, stderr) = ahr(&[&argv[..], &["--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(report["bandwidth_gbps"].as_f64().unwrap() > 0.0);
+    let caches: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["cache"].as_str().unwrap()).collect();
+    for c in ["dense-mha", "uniform:drop", "uniform:full", "policy"] {
+        assert!(caches.contains(&c), "{c} missing from {caches:?}");
+    }
+
+    let (code, _, stderr) = ahr(&["generate", "--model", m, "--policy", m, "--tokens", "1"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("manifest.json") && !stderr.contains("panicked"), "{stderr}");
+    let (code, _, stderr) =
+        ahr(&["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--baselines", "oracle", "--out", "/tmp/x"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unknown `oracle`"), "{stderr}");
 }
 
 #[test]

@@ -108,7 +108,10 @@ impl<'a> Generator<'a> {
     }
 
     /// Feed every prompt token by token, then decode `max_new_tokens` greedily per stream.
-    /// Prompts must share one length (≥ 1); the last generated token is not fed back.
+    /// Prompts must share one length (≥ 1); the last generated token is not fed back, so the
+    /// cache ends holding `prompt + max_new_tokens − 1` tokens (the whole prompt when
+    /// `max_new_tokens` is 0). The policy's features see a horizon of `prompt + max_new_tokens`
+    /// tokens (the rank environment's episode length).
     pub fn run(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<Generation, InferError> {
         let cfg = self.model.config();
         let (b_n, l_n) = (prompts.len(), cfg.n_layers);
@@ -125,11 +128,12 @@ impl<'a> Generator<'a> {
             return Err(InferError::Input(format!("menu index {i} is outside the menu of {}", cfg.menu.len())));
         }
         let total = prompt_len + max_new_tokens;
+        let fed = if max_new_tokens == 0 { prompt_len } else { total - 1 };
         let mut tokens: Vec<Vec<u32>> = prompts.to_vec();
-        let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity((total - 1) * l_n); b_n];
+        let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity(fed * l_n); b_n];
         let mut cache = KvCache::new(cfg, b_n);
         let mut state = PolicyState::default();
-        for t in 0..total - 1 {
+        for t in 0..fed {
             let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();
             let out = self.model.step_with_stats(self.model.tokens(&ids, b_n, 1, &self.device)?, &cache)?;
             let actions = match self.chooser {
@@ -137,7 +141,7 @@ impl<'a> Generator<'a> {
                 Chooser::Uniform(i) => vec![i; b_n * l_n],
                 Chooser::Policy(p) => state.decide(p, self.model, &out, &cache, &ids, t, total, &self.device),
             };
-            if t + 1 >= prompt_len {
+            if t + 1 >= prompt_len && t + 1 < total {
                 let next = out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("ids");
                 for (s, id) in next.into_iter().enumerate() {
                     tokens[s].push(id as u32);
@@ -148,7 +152,7 @@ impl<'a> Generator<'a> {
             }
             cache.push(out.pending, &actions)?;
         }
-        let stored = total - 1;
+        let stored = fed;
         let cost_model_bytes = choices.iter().flatten().map(|&c| cost::bytes_per_token(cfg, cfg.menu[c])).sum();
         let memory = MemoryReport {
             tokens_cached: stored,

@@ -4,7 +4,7 @@
 //! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
 //! maximum rank, so [`KvCache::bytes`] (read off the tensors actually held) equals the cost model.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::attention::Projected;
 use crate::config::{ModelConfig, StoreOption};
@@ -112,6 +112,47 @@ impl KvCache {
             counts: vec![vec![vec![0; cfg.menu.len()]; cfg.n_layers]; batch],
             position: 0,
         }
+    }
+
+    /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
+    /// (the same number of tokens per layer), filled with uniform noise: for decode benchmarks,
+    /// whose cost depends on the shapes held, not on the values.
+    pub fn synthetic(cfg: &ModelConfig, batch: usize, counts: &[Vec<usize>], device: &Device) -> Result<Self> {
+        let tokens: Vec<usize> = counts.iter().map(|c| c.iter().sum()).collect();
+        if counts.len() != cfg.n_layers
+            || counts.iter().any(|c| c.len() != cfg.menu.len())
+            || tokens.windows(2).any(|w| w[0] != w[1])
+        {
+            return Err(Error::Input(format!(
+                "synthetic cache: counts must be [{} layers][{} options] with equal totals per layer",
+                cfg.n_layers,
+                cfg.menu.len()
+            )));
+        }
+        let noise = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Uniform(-1.0, 1.0), device);
+        let (h, kvh, dh) = (cfg.n_heads, cfg.kv_heads(), cfg.head_dim);
+        let mut cache = Self::new(cfg, batch);
+        for s in 0..batch {
+            for (l, per_option) in counts.iter().enumerate() {
+                for (o, &n) in per_option.iter().enumerate() {
+                    cache.counts[s][l][o] = n;
+                    cache.streams[s][l].slots[o] = match cfg.menu[o] {
+                        _ if n == 0 => None,
+                        StoreOption::Drop => None,
+                        StoreOption::Rank(rho) => Some(Group::Factors {
+                            rank: rho,
+                            a_k: noise([n, rho, h]),
+                            b_k: noise([n, rho, dh]),
+                            a_v: noise([n, rho, h]),
+                            b_v: noise([n, rho, dh]),
+                        }),
+                        StoreOption::Full => Some(Group::Dense { k: noise([n, kvh, dh]), v: noise([n, kvh, dh]) }),
+                    };
+                }
+            }
+        }
+        cache.position = tokens.first().copied().unwrap_or(0);
+        Ok(cache)
     }
 
     /// Number of streams.

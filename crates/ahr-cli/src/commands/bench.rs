@@ -183,3 +183,189 @@ pub fn bench_rollout(
     }
     Ok(())
 }
+
+/// One decode measurement.
+#[derive(Debug, Serialize)]
+pub struct DecodeRun {
+    /// Tokens in the cache.
+    pub ctx: usize,
+    /// Streams decoded together.
+    pub batch: usize,
+    /// `dense-mha`, `uniform:<option>` or `policy`.
+    pub cache: String,
+    /// Median wall time of one decode step (all streams), milliseconds.
+    pub step_ms: f64,
+    /// Cache bytes held (all streams).
+    pub bytes: usize,
+    /// `(cache bytes + weight bytes) / bandwidth`, milliseconds: the memory-bound floor.
+    pub bound_ms: f64,
+    /// `step_ms / bound_ms`.
+    pub over_bound: f64,
+    /// Dense MHA step time at the same ctx and batch divided by this one (speed-up).
+    pub speedup_vs_dense: f64,
+}
+
+/// What `ahr bench decode` writes.
+#[derive(Debug, Serialize)]
+pub struct DecodeReport {
+    /// Measured read bandwidth of this machine through the same backend, GB/s.
+    pub bandwidth_gbps: f64,
+    /// Bytes of the model's weights (read once per step).
+    pub weight_bytes: usize,
+    /// The policy's option mix per layer `[layer][option]` as fractions (when a policy is given).
+    pub policy_mix: Option<Vec<Vec<f64>>>,
+    /// Every measurement.
+    pub runs: Vec<DecodeRun>,
+}
+
+/// Read bandwidth: the best of a few full reads (sum) of a 256 MiB tensor.
+fn measure_bandwidth(dev: &burn::tensor::Device) -> f64 {
+    let n = 64 << 20;
+    let x = burn::tensor::Tensor::<1>::ones([n], dev);
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let start = Instant::now();
+        let _ = x.clone().sum().into_scalar::<f32>();
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best / 1e9
+}
+
+/// Per-layer option fractions of a policy's decisions over `prompts`.
+fn policy_mix(
+    model: &Model,
+    policy: &ahr_infer::RankPolicy,
+    prompts: &[Vec<u32>],
+    dev: &burn::tensor::Device,
+) -> Result<Vec<Vec<f64>>> {
+    let cfg = model.config();
+    let run = ahr_infer::Generator::new(model, ahr_infer::Chooser::Policy(policy), dev).run(prompts, 1)?;
+    let mut mix = vec![vec![0f64; cfg.menu.len()]; cfg.n_layers];
+    for row in &run.choices {
+        for (i, &c) in row.iter().enumerate() {
+            mix[i % cfg.n_layers][c] += 1.0;
+        }
+    }
+    for row in &mut mix {
+        let total: f64 = row.iter().sum();
+        row.iter_mut().for_each(|x| *x /= total);
+    }
+    Ok(mix)
+}
+
+/// Token counts per layer and option for `ctx` tokens in proportions `mix` (rounded, summing to ctx).
+fn counts_for(mix: &[Vec<f64>], ctx: usize) -> Vec<Vec<usize>> {
+    mix.iter()
+        .map(|row| {
+            let mut c: Vec<usize> = row.iter().map(|f| (f * ctx as f64).floor() as usize).collect();
+            let short = ctx - c.iter().sum::<usize>();
+            let top = (0..c.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            c[top] += short;
+            c
+        })
+        .collect()
+}
+
+/// Median step time (ms) of `model` over `cache`.
+fn time_steps(model: &Model, cache: &ahr_tpa::KvCache, reps: usize, dev: &burn::tensor::Device) -> Result<f64> {
+    let b = cache.batch();
+    let ids: Vec<u32> = (0..b as u32).map(|i| 1 + i % (model.config().vocab_size as u32 - 1)).collect();
+    let mut times = Vec::with_capacity(reps);
+    for i in 0..=reps {
+        let start = Instant::now();
+        let (logits, _) = model.step(model.tokens(&ids, b, 1, dev)?, cache)?;
+        let _ = logits.into_data();
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// `ahr bench decode`: decode-step latency over a dense MHA cache, every uniform menu choice and
+/// the policy's ragged cache, side by side, with the memory-bandwidth bound.
+pub fn bench_decode(
+    model_dir: &std::path::Path,
+    policy_dir: Option<&std::path::Path>,
+    env: Option<&std::path::Path>,
+    ctxs: &[usize],
+    batches: &[usize],
+    reps: usize,
+    out: Option<&std::path::Path>,
+    common: &Common,
+) -> Result<DecodeReport> {
+    let dev = device(&common.device)?;
+    let model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
+    let cfg = model.config().clone();
+    if ctxs.is_empty() || batches.is_empty() || ctxs.contains(&0) || batches.contains(&0) || reps == 0 {
+        bail!("--ctx, --batch and --reps need positive values");
+    }
+    let mix = match policy_dir {
+        Some(dir) => {
+            let policy = ahr_infer::RankPolicy::load(dir, &model, &ahr_tpa::checkpoint::fingerprint(model_dir)?, &dev)?;
+            let prompts: Vec<Vec<u32>> = match env {
+                Some(path) => {
+                    let task = Task::load(&EnvFile::load(path)?.task)
+                        .with_context(|| format!("{}: cannot load the task", path.display()))?;
+                    let b = task.valid_batch(0, 8);
+                    b.inputs.chunks(b.seq_len).map(<[u32]>::to_vec).collect()
+                }
+                None => (0..8u32)
+                    .map(|s| (0..256u32).map(|t| 1 + (s * 7919 + t * 104_729) % (cfg.vocab_size as u32 - 1)).collect())
+                    .collect(),
+            };
+            Some(policy_mix(&model, &policy, &prompts, &dev)?)
+        }
+        None => None,
+    };
+    let mut mha_cfg = cfg.clone();
+    mha_cfg.attention = ahr_tpa::AttentionKind::Mha;
+    mha_cfg.kv_heads = None;
+    mha_cfg.menu = vec![ahr_tpa::StoreOption::Full];
+    mha_cfg.validate().map_err(|e| anyhow::anyhow!("dense MHA twin: {e}"))?;
+    let mha = Model::new(&mha_cfg, &dev);
+    let bandwidth_gbps = measure_bandwidth(&dev);
+    let weight_bytes = burn::module::Module::num_params(&model) * 4;
+    let mut runs = Vec::new();
+    for &ctx in ctxs {
+        for &batch in batches {
+            let mut kinds: Vec<(String, &Model, ahr_tpa::ModelConfig, Vec<Vec<usize>>)> =
+                vec![("dense-mha".into(), &mha, mha_cfg.clone(), vec![vec![ctx]; cfg.n_layers])];
+            for (i, o) in cfg.menu.iter().enumerate() {
+                let mut c = vec![vec![0; cfg.menu.len()]; cfg.n_layers];
+                c.iter_mut().for_each(|row| row[i] = ctx);
+                kinds.push((format!("uniform:{o}"), &model, cfg.clone(), c));
+            }
+            if let Some(mix) = &mix {
+                kinds.push(("policy".into(), &model, cfg.clone(), counts_for(mix, ctx)));
+            }
+            let mut dense_ms = None;
+            for (name, m, c, counts) in kinds {
+                let cache = ahr_tpa::KvCache::synthetic(&c, batch, &counts, &dev)?;
+                let step_ms = time_steps(m, &cache, reps, &dev)?;
+                let dense = *dense_ms.get_or_insert(step_ms);
+                let bytes = cache.bytes();
+                let bound_ms = (bytes + weight_bytes) as f64 / (bandwidth_gbps * 1e9) * 1e3;
+                eprintln!(
+                    "ctx {ctx:>6} batch {batch:>2} {name:<14} {step_ms:>9.2} ms  {bytes:>11} bytes  bound {bound_ms:.3} ms"
+                );
+                runs.push(DecodeRun {
+                    ctx,
+                    batch,
+                    cache: name,
+                    step_ms,
+                    bytes,
+                    bound_ms,
+                    over_bound: step_ms / bound_ms,
+                    speedup_vs_dense: dense / step_ms,
+                });
+            }
+        }
+    }
+    let report = DecodeReport { bandwidth_gbps, weight_bytes, policy_mix: mix, runs };
+    if let Some(path) = out {
+        super::write_json(path, &report)?;
+    }
+    Ok(report)
+}

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod import_t6;
 pub mod logits;
 pub mod pretrain;
+pub mod quickstart;
 pub mod train_policy;
 
 use std::path::Path;

@@ -1,0 +1,86 @@
+//! `ahr quickstart`: the main job on the built-in default, nothing to fetch. Pretrain the `mqar`
+//! preset on Zoology's MQAR point (or reuse a finished run), train a rank policy with PPO,
+//! evaluate it against every baseline, print the Pareto table and the plot's path.
+//!
+//! The preset, env and PPO files are compiled into the binary and written under `--out`, so the
+//! command works from any directory; each finished stage is reused when run again.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::args::{Common, TrainPolicyArgs};
+use crate::commands::eval::{BASELINES, EvalArgs, eval};
+use crate::commands::{pretrain, train_policy};
+use crate::pretrain::PretrainArgs;
+
+const MODEL_PRESET: &str = include_str!("../../../../configs/model/mqar.toml");
+const ENV_SPEC: &str = include_str!("../../../../envs/mqar.toml");
+const PPO_CONFIG: &str = include_str!("../../../../configs/ppo/mqar.toml");
+
+/// Run the quickstart into `out`; `sequences` limits the held-out sequences per evaluated point.
+pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: &Common) -> Result<()> {
+    let started = std::time::Instant::now();
+    let configs = out.join("configs");
+    std::fs::create_dir_all(&configs)?;
+    let (model_cfg, env, ppo) = (configs.join("model.toml"), configs.join("env.toml"), configs.join("ppo.toml"));
+    for (path, text) in [(&model_cfg, MODEL_PRESET), (&env, ENV_SPEC), (&ppo, PPO_CONFIG)] {
+        ahr_tpa::checkpoint::write_atomic(path, text.as_bytes())?;
+    }
+
+    let model = out.join("model");
+    if model.join("rank_curve.json").is_file() {
+        eprintln!("[1/3] reusing the pretrained model in {}", model.display());
+    } else {
+        eprintln!("[1/3] pretraining the mqar preset into {}", model.display());
+        let resume = model.join("checkpoint").is_dir();
+        let args = PretrainArgs {
+            model_config: model_cfg,
+            env: env.clone(),
+            out: model.clone(),
+            steps: None,
+            seed: 0,
+            resume,
+            stop_after: None,
+            progress: false,
+        };
+        pretrain::pretrain(args, common)?;
+    }
+
+    let policy = out.join("policy");
+    if policy.join(ahr_policy::export::MANIFEST_FILE).is_file() {
+        eprintln!("[2/3] reusing the policy in {}", policy.display());
+    } else {
+        eprintln!("[2/3] training a rank policy into {}", policy.display());
+        let run_dir = out.join("policy-run");
+        let args = TrainPolicyArgs {
+            model: model.clone(),
+            env: env.clone(),
+            config: ppo,
+            out: policy.clone(),
+            resume: run_dir.join("checkpoint").is_dir(),
+            run_dir: Some(run_dir),
+            workers,
+            seed: 1,
+            total_timesteps: None,
+            eval_examples: sequences,
+        };
+        train_policy::train_policy(&args, common)?;
+    }
+
+    eprintln!("[3/3] evaluating the policy against the baselines");
+    let eval_dir = out.join("eval");
+    let args = EvalArgs {
+        models: vec![model],
+        env,
+        policies: vec![policy],
+        baselines: BASELINES.iter().map(|s| s.to_string()).collect(),
+        sequences,
+        out: eval_dir.clone(),
+    };
+    eval(&args, common)?;
+    print!("{}", std::fs::read_to_string(eval_dir.join("pareto.md"))?);
+    println!("plot: {}", eval_dir.join("pareto.png").display());
+    println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
