@@ -160,6 +160,16 @@ impl Attention {
         x.unsqueeze_dim::<5>(3).expand([b, t, kvh, h / kvh, dh]).reshape([b, t, h, dh])
     }
 
+    /// Head-major cached K/V `[h_kv, N, d_h]` repeated to the query heads `[h, N, d_h]`.
+    fn expand_head_major(&self, x: Tensor<3>) -> Tensor<3> {
+        let [kvh, n, dh] = x.dims();
+        let h = self.dims.heads;
+        if kvh == h {
+            return x;
+        }
+        x.unsqueeze_dim::<4>(1).expand([kvh, h / kvh, n, dh]).reshape([h, n, dh])
+    }
+
     /// Materialised query `[B, T, h, d_h]`.
     fn query(&self, p: &Projected) -> Tensor<4> {
         match (&p.q_factors, &p.q_dense) {
@@ -259,8 +269,14 @@ impl Attention {
     /// - `x`: `[B, 1, d]` (normalised); returns the attention output `[B, 1, d]`, the new
     ///   token's projections (to be pushed into the cache once its choice is made) and per-stream
     ///   statistics `[B, 3]`: attention entropy (nats) and maximum weight, both averaged over
-    ///   heads, and the L2 norm of the token's exact key.
-    pub fn decode(&self, x: Tensor<3>, rope: &RopeTables, caches: &[&LayerCache]) -> (Tensor<3>, Projected, Tensor<2>) {
+    ///   heads, and the L2 norm of the token's exact key (zeros unless `with_stats`).
+    pub fn decode(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        caches: &[&LayerCache],
+        with_stats: bool,
+    ) -> (Tensor<3>, Projected, Tensor<2>) {
         let [b, t, _] = x.dims();
         assert_eq!(t, 1, "decode takes one token per stream");
         assert_eq!(caches.len(), b, "one layer cache per stream");
@@ -277,7 +293,7 @@ impl Attention {
                 x.clone().narrow(0, s, 1).reshape([a, c])
             };
             let q_s = pick(&q_dense); // [h, d_h]
-            // Scores per cached group, each [N_g, h], then the token itself.
+            // Scores per cached group, each [h, N_g], then the token itself.
             let mut scores: Vec<Tensor<2>> = Vec::new();
             for group in cache.groups() {
                 scores.push(match group {
@@ -293,48 +309,49 @@ impl Attention {
                             None => (b_k.matmul(q_s.clone().transpose()), 1),
                         };
                         let s = (p2 * a_k.clone().reshape([n * rho, h])).reshape([n, rho, h]).sum_dim(1);
-                        s.reshape([n, h]) * (scale / (q_norm * rank) as f32)
+                        s.reshape([n, h]).transpose() * (scale / (q_norm * rank) as f32)
                     }
                     Group::Dense { k, .. } => {
-                        let [n, kvh, _] = k.dims();
-                        let k = self.expand_heads(k.clone().reshape([1, n, kvh, dh])).reshape([n, h, dh]);
-                        let s = k.swap_dims(0, 1).matmul(q_s.clone().reshape([h, dh, 1])); // [h, N, 1]
-                        s.reshape([h, n]).transpose() * scale
+                        let n = k.dims()[1];
+                        let s = self.expand_head_major(k.clone()).matmul(q_s.clone().reshape([h, dh, 1])); // [h, N, 1]
+                        s.reshape([h, n]) * scale
                     }
                 });
             }
             let k_self = pick(&k_exact);
-            scores.push((q_s * k_self).sum_dim(1).reshape([1, h]) * scale);
-            let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[0]).collect();
-            let probs = softmax(Tensor::cat(scores, 0), 0); // [N + 1, h]
-            let entropy = (probs.clone() * probs.clone().clamp_min(1e-30).log()).sum_dim(0).neg().mean();
-            let max_weight = probs.clone().max_dim(0).mean();
-            let key_norm = pick(&k_exact).square().sum().sqrt();
-            stats.push(Tensor::cat(vec![entropy, max_weight, key_norm], 0).reshape([1, 3]));
+            scores.push((q_s * k_self).sum_dim(1) * scale); // [h, 1]
+            let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[1]).collect();
+            let probs = softmax(Tensor::cat(scores, 1), 1); // [h, N + 1]
+            if with_stats {
+                let entropy = (probs.clone() * probs.clone().clamp_min(1e-30).log()).sum_dim(1).neg().mean();
+                let max_weight = probs.clone().max_dim(1).mean();
+                let key_norm = pick(&k_exact).square().sum().sqrt();
+                stats.push(Tensor::cat(vec![entropy, max_weight, key_norm], 0).reshape([1, 3]));
+            }
 
             let mut offset = 0;
             let mut out = Tensor::<2>::zeros([h, dh], &q_dense.device());
             for (group, &n) in cache.groups().zip(&sizes) {
-                let p_g = probs.clone().narrow(0, offset, n);
+                let p_g = probs.clone().narrow(1, offset, n); // [h, N_g]
                 offset += n;
                 out = out
                     + match group {
                         Group::Factors { rank, a_v, b_v, .. } => {
                             let rho = *rank;
+                            let p_g = p_g.transpose(); // [N_g, h]
                             let w = (p_g.unsqueeze_dim::<3>(1) * a_v.clone()).reshape([n * rho, h]) / rho as f32;
                             w.transpose().matmul(b_v.clone().reshape([n * rho, dh]))
                         }
                         Group::Dense { v, .. } => {
-                            let [_, kvh, _] = v.dims();
-                            let v = self.expand_heads(v.clone().reshape([1, n, kvh, dh])).reshape([n, h, dh]);
-                            p_g.transpose().reshape([h, 1, n]).matmul(v.swap_dims(0, 1)).reshape([h, dh])
+                            p_g.reshape([h, 1, n]).matmul(self.expand_head_major(v.clone())).reshape([h, dh])
                         }
                     };
             }
-            let p_self = probs.narrow(0, offset, 1).transpose(); // [h, 1]
+            let p_self = probs.narrow(1, offset, 1); // [h, 1]
             out = out + p_self * pick(&v_exact);
             outs.push(out.reshape([1, 1, h * dh]));
         }
-        (self.o.forward(Tensor::cat(outs, 0)), p, Tensor::cat(stats, 0))
+        let stats = if with_stats { Tensor::cat(stats, 0) } else { Tensor::zeros([b, 3], &q_dense.device()) };
+        (self.o.forward(Tensor::cat(outs, 0)), p, stats)
     }
 }

@@ -1,7 +1,8 @@
 //! The factor KV cache: per stream, per layer, per menu option, each token kept exactly as chosen.
 //!
 //! A rank-ρ token stores `A_K, A_V: [ρ, h]` and `B_K (pre-rotated), B_V: [ρ, d_h]`; a `full`
-//! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
+//! token stores dense `K, V: [h_kv, d_h]` (held head-major, `[h_kv, N, d_h]` per group, so a
+//! decode step reads each head's keys contiguously); a dropped token stores nothing. Nothing is padded to the
 //! maximum rank, so [`KvCache::bytes`] (read off the tensors actually held) equals the cost model.
 
 use burn::tensor::{Device, Distribution, Tensor};
@@ -29,11 +30,11 @@ pub enum Group {
         /// `[N, ρ, d_h]`.
         b_v: Tensor<3>,
     },
-    /// Dense tokens.
+    /// Dense tokens, head-major.
     Dense {
-        /// `[N, h_kv, d_h]`, RoPE already applied.
+        /// `[h_kv, N, d_h]`, RoPE already applied.
         k: Tensor<3>,
-        /// `[N, h_kv, d_h]`.
+        /// `[h_kv, N, d_h]`.
         v: Tensor<3>,
     },
 }
@@ -48,7 +49,10 @@ impl Group {
 
     /// Number of tokens held.
     pub fn len(&self) -> usize {
-        self.tensors()[0].dims()[0]
+        match self {
+            Group::Factors { a_k, .. } => a_k.dims()[0],
+            Group::Dense { k, .. } => k.dims()[1],
+        }
     }
 
     /// Whether the group holds no token.
@@ -68,7 +72,10 @@ impl Group {
                 Group::Factors { rank, a_k, b_k, a_v, b_v },
                 Group::Factors { a_k: ak, b_k: bk, a_v: av, b_v: bv, .. },
             ) => Group::Factors { rank, a_k: cat(a_k, ak), b_k: cat(b_k, bk), a_v: cat(a_v, av), b_v: cat(b_v, bv) },
-            (Group::Dense { k, v }, Group::Dense { k: k2, v: v2 }) => Group::Dense { k: cat(k, k2), v: cat(v, v2) },
+            (Group::Dense { k, v }, Group::Dense { k: k2, v: v2 }) => {
+                let cat1 = |a: Tensor<3>, b: Tensor<3>| Tensor::cat(vec![a, b], 1);
+                Group::Dense { k: cat1(k, k2), v: cat1(v, v2) }
+            }
             _ => unreachable!("a menu slot always holds the same kind of group"),
         }
     }
@@ -146,7 +153,7 @@ impl KvCache {
                             a_v: noise([n, rho, h]),
                             b_v: noise([n, rho, dh]),
                         }),
-                        StoreOption::Full => Some(Group::Dense { k: noise([n, kvh, dh]), v: noise([n, kvh, dh]) }),
+                        StoreOption::Full => Some(Group::Dense { k: noise([kvh, n, dh]), v: noise([kvh, n, dh]) }),
                     };
                 }
             }
@@ -226,7 +233,7 @@ impl KvCache {
                         let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
                         let one = |x: &Tensor<4>| {
                             let [_, _, kvh, dh] = x.dims();
-                            x.clone().narrow(0, s, 1).reshape([1, kvh, dh])
+                            x.clone().narrow(0, s, 1).reshape([kvh, 1, dh])
                         };
                         Group::Dense { k: one(k), v: one(v) }
                     }

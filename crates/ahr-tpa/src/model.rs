@@ -237,11 +237,15 @@ impl Model {
     /// # Shapes
     /// - `tokens`: `[B, 1]` with B = `cache.batch()`; returns logits `[B, V]`.
     pub fn step(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<(Tensor<2>, PendingToken)> {
-        self.step_with_stats(tokens, cache).map(|s| (s.logits, s.pending))
+        self.step_inner(tokens, cache, false).map(|s| (s.logits, s.pending))
     }
 
     /// [`Model::step`] plus the per-layer statistics a rank policy observes.
     pub fn step_with_stats(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<StepOutput> {
+        self.step_inner(tokens, cache, true)
+    }
+
+    fn step_inner(&self, tokens: Tensor<2, Int>, cache: &KvCache, with_stats: bool) -> Result<StepOutput> {
         let [b, t] = tokens.dims();
         if t != 1 || b != cache.batch() {
             return Err(Error::Input(format!("step: tokens have shape [{b}, {t}], expected [{}, 1]", cache.batch())));
@@ -253,7 +257,8 @@ impl Model {
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut stats = Vec::with_capacity(self.blocks.len());
         for (l, block) in self.blocks.iter().enumerate() {
-            let (out, proj, layer_stats) = block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l));
+            let (out, proj, layer_stats) =
+                block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l), with_stats);
             layers.push(proj);
             stats.push(layer_stats.unsqueeze_dim::<3>(1));
             x = x + out;
