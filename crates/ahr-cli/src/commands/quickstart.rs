@@ -16,7 +16,7 @@ use crate::pretrain::PretrainArgs;
 
 const MODEL_PRESET: &str = include_str!("../../../../configs/model/mqar.toml");
 const ENV_SPEC: &str = include_str!("../../../../envs/mqar.toml");
-const PPO_CONFIG: &str = include_str!("../../../../configs/ppo/mqar.toml");
+const PPO_CONFIG: &str = include_str!("../../../../configs/ppo/mqar-budget.toml");
 
 /// Run the quickstart into `out`; `sequences` limits the held-out sequences per evaluated point.
 pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: &Common) -> Result<()> {
