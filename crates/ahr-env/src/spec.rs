@@ -35,15 +35,25 @@ pub struct RewardConfig {
     pub lambda_flops: f64,
     /// Budget mode: the target memory fraction (of the exact choice's bytes).
     pub budget: Option<f64>,
-    /// Budget mode: dual-ascent step of λ per iteration.
+    /// Budget mode: dual-ascent step of λ per iteration (the controller's integral gain).
     pub lambda_lr: f64,
+    /// Budget mode: proportional gain on the memory error (0 = dual ascent alone).
+    pub lambda_kp: f64,
     /// Budget mode: starting λ.
     pub lambda_init: f64,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, budget: None, lambda_lr: 0.5, lambda_init: 1.0 }
+        Self {
+            w_task: 1.0,
+            lambda_mem: 1.0,
+            lambda_flops: 0.0,
+            budget: None,
+            lambda_lr: 0.5,
+            lambda_kp: 0.0,
+            lambda_init: 1.0,
+        }
     }
 }
 

@@ -39,13 +39,19 @@ pub enum TrainError {
     Other(String),
 }
 
-/// Budget mode: λ follows `λ ← max(0, λ + lr·(mem_frac − target))` after each iteration.
+/// Budget mode: a PI-controlled Lagrange multiplier (Stooke et al., 2020, "Responsive Safety in
+/// RL by PID Lagrangian Methods"). After each iteration, with `e = mem_frac − target`, the
+/// integral `λ_I ← max(0, λ_I + lr·e)` (plain dual ascent) and the applied
+/// `λ = max(0, λ_I + kp·e)`; `kp = 0` is dual ascent alone. The proportional term damps the
+/// overshoot that dual ascent's lag causes.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Budget {
     /// Target memory fraction.
     pub target: f64,
-    /// Dual-ascent step.
+    /// Dual-ascent step (integral gain).
     pub lr: f64,
+    /// Proportional gain.
+    pub kp: f64,
 }
 
 /// Training state saved in checkpoints.
@@ -59,6 +65,9 @@ pub struct TrainState {
     pub norm: RunningNorm,
     /// Current memory weight.
     pub lambda_mem: f64,
+    /// Budget mode's integral term (absent in checkpoints from before the PI controller).
+    #[serde(default)]
+    pub lambda_integral: Option<f64>,
 }
 
 /// Summary of one iteration.
@@ -229,7 +238,13 @@ impl Trainer {
             device: device.clone(),
         };
         let workers = Workers::new(envs, num_workers, settings);
-        let state = TrainState { iteration: 0, global_step: 0, norm: RunningNorm::new(dims.obs_dim), lambda_mem };
+        let state = TrainState {
+            iteration: 0,
+            global_step: 0,
+            norm: RunningNorm::new(dims.obs_dim),
+            lambda_mem,
+            lambda_integral: None,
+        };
         Ok(Self { cfg, net, optim, state, budget, workers, obs_spec, dims, rows_per_step, seed, train_device })
     }
 
@@ -330,7 +345,10 @@ impl Trainer {
             if let Some(b) = self.budget
                 && mem_frac.is_finite()
             {
-                self.state.lambda_mem = (self.state.lambda_mem + b.lr * (mem_frac - b.target)).max(0.0);
+                let error = mem_frac - b.target;
+                let integral = (self.state.lambda_integral.unwrap_or(self.state.lambda_mem) + b.lr * error).max(0.0);
+                self.state.lambda_integral = Some(integral);
+                self.state.lambda_mem = (integral + b.kp * error).max(0.0);
             }
             self.state.iteration += 1;
             let report = IterationReport {

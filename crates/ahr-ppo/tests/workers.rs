@@ -158,11 +158,21 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
-    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0 };
+    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 0.0 };
     let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
-    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
+    let mut t = Trainer::new(cfg.clone(), vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
     t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     // Episodes report mem_frac = 1, so λ rises by lr·(1 − 0.5) after every iteration.
     assert_eq!(*seen.lock().unwrap(), vec![2.0, 2.5, 3.0]);
     assert_eq!(t.state().lambda_mem, 3.5);
+
+    // With a proportional gain the applied λ adds kp·error to the same integral.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut env = Target::new(None);
+    env.lambdas = Some(seen.clone());
+    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 4.0 };
+    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
+    t.train(&mut NullSink, |_, _| Ok(())).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![2.0, 4.5, 5.0], "λ_I = 2.5, 3.0, 3.5 plus 4·0.5");
+    assert_eq!(t.state().lambda_mem, 5.5);
 }

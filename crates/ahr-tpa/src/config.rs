@@ -176,27 +176,21 @@ impl ModelConfig {
         }
     }
 
-    /// The MQAR preset (Zoology point V = 8192): 2 layers of 8 heads × 16, no MLP, menu
-    /// `{drop, 1, 2, 4, full}` (`configs/model/mqar.toml`).
+    /// The MQAR preset (Zoology point V = 8192): TPA-KVonly, 2 layers of 3 heads × 16, no MLP,
+    /// menu `{drop, rank:1, rank:2, full}` (`configs/model/mqar.toml`).
     pub fn mqar() -> Self {
         Self {
             vocab_size: 8192,
-            d_model: 128,
+            d_model: 48,
             n_layers: 2,
-            n_heads: 8,
+            n_heads: 3,
             head_dim: 16,
             attention: AttentionKind::Tpa,
             kv_heads: None,
-            q_rank: 4,
-            kv_rank_max: 4,
+            q_rank: 0,
+            kv_rank_max: 2,
             factor_bias: true,
-            menu: vec![
-                StoreOption::Drop,
-                StoreOption::Rank(1),
-                StoreOption::Rank(2),
-                StoreOption::Rank(4),
-                StoreOption::Full,
-            ],
+            menu: vec![StoreOption::Drop, StoreOption::Rank(1), StoreOption::Rank(2), StoreOption::Full],
             mlp: false,
             max_positions: 0,
             tied_embeddings: true,

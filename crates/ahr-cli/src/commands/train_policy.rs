@@ -145,7 +145,8 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
                 as Box<dyn VecEnv>
         })
         .collect();
-    let budget = spec.reward.budget.map(|target| Budget { target, lr: spec.reward.lambda_lr });
+    let budget =
+        spec.reward.budget.map(|target| Budget { target, lr: spec.reward.lambda_lr, kp: spec.reward.lambda_kp });
     let lambda = if budget.is_some() { spec.reward.lambda_init } else { spec.reward.lambda_mem };
     let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
     if a.resume {
