@@ -226,6 +226,8 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
     }
     let Some(main_dir) = a.models.first() else { bail!("give at least one --model") };
     let model = load_model(main_dir, &dev)?;
+    // Load every input before the (long) evaluation starts, so a bad path fails at once.
+    let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, &dev)?))).collect::<Result<Vec<_>>>()?;
     let cfg = model.config().clone();
     let spec = EnvSpec::load(&a.env)?;
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
@@ -252,10 +254,14 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
 
     // Policies first: the random baseline is matched to their memory.
     let fp = fingerprint(main_dir)?;
+    let loaded = a
+        .policies
+        .iter()
+        .map(|dir| Ok((dir, ahr_policy::export::load_policy(dir, &cfg, &fp, &dev)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut policy_names = Vec::new();
     let mut policy_freqs: Vec<(String, Vec<f64>)> = Vec::new();
-    for dir in &a.policies {
-        let (manifest, net) = ahr_policy::export::load_policy(dir, &cfg, &fp, &dev)?;
+    for (dir, (manifest, net)) in loaded {
         let mut pspec = spec.clone();
         pspec.reward.budget = manifest.budget;
         pspec.env.granularity = manifest.granularity;
@@ -371,10 +377,9 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
         }
     }
 
-    for dir in a.models.iter().skip(1) {
-        let other = load_model(dir, &dev)?;
+    for (dir, other) in &others {
         let name = format!("model:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-        let oh = Harness { model: &other, ..h };
+        let oh = Harness { model: other, ..h };
         let ocfg = other.config().clone();
         let i = ocfg.exact_index();
         let p = oh.parallel_point(&name, &format!("{:?} exact", ocfg.attention).to_lowercase(), &|b: &Batch| {
