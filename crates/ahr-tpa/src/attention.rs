@@ -292,8 +292,9 @@ impl Attention {
                 let [_, _, a, c] = x.dims();
                 x.clone().narrow(0, s, 1).reshape([a, c])
             };
-            let q_s = pick(&q_dense); // [h, d_h]
-            // Scores per cached group, each [h, N_g], then the token itself.
+            let q_s = pick(&q_dense) * scale; // [h, d_h], the softmax scale folded in
+            // Scores per cached group, each [h, N_g], then the token itself. Scalar factors
+            // (1/R_Q, 1/ρ) are applied to the small query-side operands, not to the N-sized ones.
             let mut scores: Vec<Tensor<2>> = Vec::new();
             for group in cache.groups() {
                 scores.push(match group {
@@ -301,25 +302,26 @@ impl Attention {
                         let [n, rho, _] = a_k.dims();
                         let b_k = b_k.clone().reshape([n * rho, dh]);
                         // [N·ρ, h]: B_K·B_Qᵀ then A_Qᵀ (FlashTPA order), or B_K·qᵀ for a dense query.
-                        let (p2, q_norm) = match &p.q_factors {
+                        let p2 = match &p.q_factors {
                             Some((aq, bq)) => {
                                 let (aq, bq) = (pick(aq), pick(bq)); // [h, R_Q], [R_Q, d_h]
-                                (b_k.matmul(bq.transpose()).matmul(aq.transpose()), self.dims.q_rank)
+                                let bq = bq * (scale / (self.dims.q_rank * rank) as f32);
+                                b_k.matmul(bq.transpose()).matmul(aq.transpose())
                             }
-                            None => (b_k.matmul(q_s.clone().transpose()), 1),
+                            None => b_k.matmul(q_s.clone().transpose() / *rank as f32),
                         };
                         let s = (p2 * a_k.clone().reshape([n * rho, h])).reshape([n, rho, h]).sum_dim(1);
-                        s.reshape([n, h]).transpose() * (scale / (q_norm * rank) as f32)
+                        s.reshape([n, h]).transpose()
                     }
                     Group::Dense { k, .. } => {
                         let n = k.dims()[1];
                         let s = self.expand_head_major(k.clone()).matmul(q_s.clone().reshape([h, dh, 1])); // [h, N, 1]
-                        s.reshape([h, n]) * scale
+                        s.reshape([h, n])
                     }
                 });
             }
             let k_self = pick(&k_exact);
-            scores.push((q_s * k_self).sum_dim(1) * scale); // [h, 1]
+            scores.push((q_s * k_self).sum_dim(1)); // [h, 1]
             let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[1]).collect();
             let probs = softmax(Tensor::cat(scores, 1), 1); // [h, N + 1]
             if with_stats {
@@ -330,25 +332,30 @@ impl Attention {
             }
 
             let mut offset = 0;
-            let mut out = Tensor::<2>::zeros([h, dh], &q_dense.device());
+            let mut out: Option<Tensor<2>> = None;
             for (group, &n) in cache.groups().zip(&sizes) {
                 let p_g = probs.clone().narrow(1, offset, n); // [h, N_g]
                 offset += n;
-                out = out
-                    + match group {
-                        Group::Factors { rank, a_v, b_v, .. } => {
-                            let rho = *rank;
-                            let p_g = p_g.transpose(); // [N_g, h]
-                            let w = (p_g.unsqueeze_dim::<3>(1) * a_v.clone()).reshape([n * rho, h]) / rho as f32;
-                            w.transpose().matmul(b_v.clone().reshape([n * rho, dh]))
-                        }
-                        Group::Dense { v, .. } => {
-                            p_g.reshape([h, 1, n]).matmul(self.expand_head_major(v.clone())).reshape([h, dh])
-                        }
-                    };
+                let part = match group {
+                    Group::Factors { rank, a_v, b_v, .. } => {
+                        let rho = *rank;
+                        let w = (p_g.transpose().unsqueeze_dim::<3>(1) * a_v.clone()).reshape([n * rho, h]);
+                        w.transpose().matmul(b_v.clone().reshape([n * rho, dh])) / rho as f32
+                    }
+                    Group::Dense { v, .. } => {
+                        p_g.reshape([h, 1, n]).matmul(self.expand_head_major(v.clone())).reshape([h, dh])
+                    }
+                };
+                out = Some(match out {
+                    Some(o) => o + part,
+                    None => part,
+                });
             }
-            let p_self = probs.narrow(1, offset, 1); // [h, 1]
-            out = out + p_self * pick(&v_exact);
+            let own = probs.narrow(1, offset, 1) * pick(&v_exact); // [h, 1] · [h, d_h]
+            let out = match out {
+                Some(o) => o + own,
+                None => own,
+            };
             outs.push(out.reshape([1, 1, h * dh]));
         }
         let stats = if with_stats { Tensor::cat(stats, 0) } else { Tensor::zeros([b, 3], &q_dense.device()) };

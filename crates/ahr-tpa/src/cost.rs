@@ -82,30 +82,40 @@ mod tests {
 
     #[test]
     fn bytes_follow_the_design_formulas() {
-        let cfg = ModelConfig::mqar(); // h = 8, d_h = 16
+        let cfg = ModelConfig::mqar(); // 2 layers, h = 3, d_h = 16, ranks ≤ 2
         assert_eq!(bytes_per_token(&cfg, StoreOption::Drop), 0);
-        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(1)), 2 * 24 * 4);
-        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(4)), 8 * 24 * 4);
-        assert_eq!(bytes_per_token(&cfg, StoreOption::Full), 2 * 128 * 4);
-        assert_eq!(exact_bytes_per_token(&cfg), 2 * 1024);
+        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(1)), 2 * 19 * 4);
+        assert_eq!(bytes_per_token(&cfg, StoreOption::Rank(2)), 4 * 19 * 4);
+        assert_eq!(bytes_per_token(&cfg, StoreOption::Full), 2 * 48 * 4);
+        assert_eq!(exact_bytes_per_token(&cfg), 2 * 384);
         // Every richer option of the preset's menu costs more.
         let bytes: Vec<usize> = cfg.menu.iter().map(|o| bytes_per_token(&cfg, *o)).collect();
         assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
         let mut gqa = cfg.clone();
         gqa.attention = AttentionKind::Gqa;
+        gqa.n_heads = 4;
         gqa.kv_heads = Some(2);
         gqa.menu = vec![StoreOption::Drop, StoreOption::Full];
         assert_eq!(bytes_per_token(&gqa, StoreOption::Full), 2 * 2 * 16 * 4);
-        assert_eq!(dense_mha_bytes_per_token(&gqa), dense_mha_bytes_per_token(&cfg));
+        let mut mha = gqa.clone();
+        mha.attention = AttentionKind::Mha;
+        assert_eq!(dense_mha_bytes_per_token(&gqa), dense_mha_bytes_per_token(&mha));
     }
 
     #[test]
     fn step_flops_count_every_entry_once() {
         let cfg = ModelConfig::mqar();
         let per = |o| attention_flops_per_entry(&cfg, o);
-        let n = [3, 0, 2, 0, 5];
+        let n = [3, 0, 2, 5]; // drop, rank:1, rank:2, full
         let expect = 2 * per(StoreOption::Rank(2)) + 5 * per(StoreOption::Full) + per(StoreOption::Full);
         assert_eq!(step_attention_flops(&cfg, &n), expect);
-        assert!(per(StoreOption::Rank(1)) < per(StoreOption::Rank(4)));
+        assert!(per(StoreOption::Rank(1)) < per(StoreOption::Rank(2)));
+        // TPA-KVonly scores a rank-ρ entry with B_K·qᵀ (2ρ·h·d_h), a factored query with
+        // B_K·B_Qᵀ then A_Q (2ρ·R_Q·(d_h + h)).
+        let mut factored = cfg.clone();
+        factored.q_rank = 2;
+        let rest = 2 * 3 + 3 + 2 * 3 * 16; // ⊙A_K and sum, p⊙A_V, ·B_V for ρ = 1, h = 3, d_h = 16
+        assert_eq!(per(StoreOption::Rank(1)), 2 * 3 * 16 + rest);
+        assert_eq!(attention_flops_per_entry(&factored, StoreOption::Rank(1)), 2 * 2 * (16 + 3) + rest);
     }
 }
