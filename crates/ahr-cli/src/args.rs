@@ -16,8 +16,9 @@ pub struct Cli {
 /// Options every command shares.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// Device: `cpu` (burn's pure-Rust flex backend).
-    #[arg(long, default_value = "cpu", global = true)]
+    /// Device: `cpu` (burn's pure-Rust flex backend); with the `tch` feature also `tch-cpu` and
+    /// `tch-cuda[:N]` (libtorch).
+    #[arg(long, default_value = "cpu", env = "AHR_DEVICE", global = true)]
     pub device: String,
 }
 
@@ -266,6 +267,12 @@ pub enum BenchCommand {
         /// Env spec providing the data.
         #[arg(long)]
         env: PathBuf,
+        /// Devices to compare, comma-separated (default: --device); every preset runs on each.
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
+        /// Also time each preset in plain PyTorch eager with this Python (`bench/pytorch_reference.py`).
+        #[arg(long)]
+        pytorch: Option<PathBuf>,
         /// Timed steps per preset (after one warm-up step).
         #[arg(long, default_value_t = 10)]
         steps: u64,

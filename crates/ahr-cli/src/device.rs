@@ -1,12 +1,9 @@
-//! The one place that turns a device name into a burn device.
+//! `--device`: the names are resolved in `ahr_tpa::device`, shared with the test suites.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 
-/// `cpu` = burn's pure-Rust flex backend (AVX-512 kernels detected at run time).
+/// Resolve `--device`.
 pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        other => bail!("unknown device `{other}`: this build supports `cpu`"),
-    }
+    ahr_tpa::device::parse(name).map_err(|e| anyhow!(e))
 }

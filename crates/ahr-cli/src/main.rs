@@ -66,8 +66,17 @@ fn main() {
             )
             .map(|_| ())
         }
-        Command::Bench(BenchCommand::Train { model_configs, env, steps, head, out, common }) => {
-            commands::bench::bench_train(&model_configs, head, &env, steps, out.as_deref(), &common)
+        Command::Bench(BenchCommand::Train { model_configs, env, devices, pytorch, steps, head, out, common }) => {
+            commands::bench::bench_train(
+                &model_configs,
+                &devices,
+                pytorch.as_deref(),
+                head,
+                &env,
+                steps,
+                out.as_deref(),
+                &common,
+            )
         }
     };
     if let Err(e) = result {

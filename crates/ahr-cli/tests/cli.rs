@@ -7,7 +7,6 @@ use std::process::Command;
 use ahr_cli::pretrain::{PretrainArgs, run};
 use ahr_tpa::checkpoint::load_model;
 use ahr_tpa::{ChoiceSpec, Choices};
-use burn::tensor::Device;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -30,7 +29,7 @@ fn args(out: &Path, steps: u64, stop_after: Option<u64>, resume: bool) -> Pretra
 }
 
 fn logits(dir: &Path) -> Vec<f32> {
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let model = load_model(dir, &dev).unwrap();
     let ids: Vec<u32> = (0..19).map(|i| (i * 5 + 1) % 64).collect();
     let t = model.tokens(&ids, 1, 19, &dev).unwrap();
@@ -51,7 +50,7 @@ fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
-    let outcome = run(&args(&straight, 8, None, false), &Device::flex()).unwrap();
+    let outcome = run(&args(&straight, 8, None, false), &ahr_tpa::device::from_env()).unwrap();
     assert_eq!(outcome.steps_run, 8);
     let curve: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(straight.join("rank_curve.json")).unwrap()).unwrap();
@@ -69,17 +68,17 @@ fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
 
     // Interrupt after 3 steps, then resume: the same weights as the uninterrupted run.
     let resumed = tmp.path().join("resumed");
-    let first = run(&args(&resumed, 8, Some(3), false), &Device::flex()).unwrap();
+    let first = run(&args(&resumed, 8, Some(3), false), &ahr_tpa::device::from_env()).unwrap();
     assert!(first.final_eval.is_none());
-    let err = run(&args(&resumed, 8, None, false), &Device::flex()).unwrap_err().to_string();
+    let err = run(&args(&resumed, 8, None, false), &ahr_tpa::device::from_env()).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
-    run(&args(&resumed, 8, None, true), &Device::flex()).unwrap();
+    run(&args(&resumed, 8, None, true), &ahr_tpa::device::from_env()).unwrap();
     let (a, b) = (logits(&straight), logits(&resumed));
     let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(err < 1e-5, "resumed run diverged from the uninterrupted one: {err}");
 
     // A resume with a different recipe is refused.
-    let err = run(&args(&resumed, 9, None, true), &Device::flex()).unwrap_err().to_string();
+    let err = run(&args(&resumed, 9, None, true), &ahr_tpa::device::from_env()).unwrap_err().to_string();
     assert!(err.contains("differ"), "{err}");
 
     // eval-model and logits through the binary.
@@ -232,7 +231,7 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    run(&args(&model, 4, None, false), &Device::flex()).unwrap();
+    run(&args(&model, 4, None, false), &ahr_tpa::device::from_env()).unwrap();
     let policy = tmp.path().join("policy");
     let run_dir = tmp.path().join("run");
     let argv = [
@@ -262,7 +261,7 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
     }
     assert!(std::fs::read_dir(run_dir.join("tb")).unwrap().count() > 0, "TensorBoard events written");
 
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let cfg = load_model(&model, &dev).unwrap().config().clone();
     let fp = ahr_tpa::checkpoint::fingerprint(&model).unwrap();
     let (manifest, _net) = ahr_policy::export::load_policy(&policy, &cfg, &fp, &dev).unwrap();
@@ -282,7 +281,7 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
 /// bytes the environment charged.
 fn inference_matches_the_environment(model_dir: &Path, policy_dir: &Path) {
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let model = load_model(model_dir, &dev).unwrap();
     let fp = ahr_tpa::checkpoint::fingerprint(model_dir).unwrap();
     let (manifest, net) = ahr_policy::export::load_policy(policy_dir, model.config(), &fp, &dev).unwrap();

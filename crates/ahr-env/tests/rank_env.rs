@@ -5,13 +5,12 @@ use ahr_env::{RankEnv, RewardConfig, VecEnv};
 use ahr_tasks::mqar::MqarConfig;
 use ahr_tasks::{Task, TaskConfig};
 use ahr_tpa::{Model, ModelConfig, StoreOption, cost};
-use burn::tensor::Device;
 
 /// A tiny model (vocabulary 64) and a 16-token MQAR task with 2 pairs.
 fn parts() -> (Model, Task, ModelConfig) {
     let mut cfg = ModelConfig::tiny();
     cfg.vocab_size = 64;
-    let model = Model::new(&cfg, &Device::flex());
+    let model = Model::new(&cfg, &ahr_tpa::device::from_env());
     let task = Task::load(&TaskConfig::Mqar(MqarConfig {
         vocab_size: 64,
         seq_len: 16,
@@ -24,7 +23,7 @@ fn parts() -> (Model, Task, ModelConfig) {
 
 fn setup(reward: RewardConfig) -> (RankEnv, ModelConfig) {
     let (model, task, cfg) = parts();
-    (RankEnv::new(model, task, reward, 3, Device::flex()), cfg)
+    (RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()), cfg)
 }
 
 /// Run one episode with a fixed option per (step, layer); returns (rewards per step, episode stats).
@@ -104,7 +103,7 @@ fn episodes_are_deterministic_for_a_seed() {
 fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
     use ahr_env::LayerEnv;
     let (model, task, cfg) = parts();
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let reward = RewardConfig { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, ..Default::default() };
     let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
     let mut token_env = RankEnv::new(model, task, reward, 3, dev);

@@ -4,15 +4,14 @@
 use ahr_infer::{Chooser, Generator};
 use ahr_tpa::model::randomize;
 use ahr_tpa::{Choices, Model, ModelConfig, cost};
-use burn::tensor::Device;
 
 fn model(seed: u64) -> Model {
-    randomize(Model::new(&ModelConfig::tiny(), &Device::flex()), seed, 0.4)
+    randomize(Model::new(&ModelConfig::tiny(), &ahr_tpa::device::from_env()), seed, 0.4)
 }
 
 /// Greedy continuation by one parallel forward per new token (no cache at all).
 fn greedy_by_parallel_forward(model: &Model, prompt: &[u32], new: usize) -> Vec<u32> {
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let mut seq = prompt.to_vec();
     for _ in 0..new {
         let t = seq.len();
@@ -27,7 +26,7 @@ fn greedy_by_parallel_forward(model: &Model, prompt: &[u32], new: usize) -> Vec<
 fn exact_generation_equals_greedy_parallel_decoding() {
     let model = model(3);
     let prompts = vec![vec![5, 9, 1, 30, 2], vec![7, 7, 30, 11, 3]];
-    let out = Generator::new(&model, Chooser::Exact, &Device::flex()).run(&prompts, 6).unwrap();
+    let out = Generator::new(&model, Chooser::Exact, &ahr_tpa::device::from_env()).run(&prompts, 6).unwrap();
     for (s, prompt) in prompts.iter().enumerate() {
         assert_eq!(out.tokens[s], greedy_by_parallel_forward(&model, prompt, 6), "stream {s}");
         assert_eq!(out.new_tokens(s).len(), 6);
@@ -43,7 +42,8 @@ fn every_uniform_option_holds_exactly_its_cost() {
     let model = model(4);
     let cfg = model.config().clone();
     for (i, option) in cfg.menu.iter().enumerate() {
-        let out = Generator::new(&model, Chooser::Uniform(i), &Device::flex()).run(&[vec![1, 2, 3]], 4).unwrap();
+        let out =
+            Generator::new(&model, Chooser::Uniform(i), &ahr_tpa::device::from_env()).run(&[vec![1, 2, 3]], 4).unwrap();
         let expected = 6 * cfg.n_layers * cost::bytes_per_token(&cfg, *option);
         assert_eq!(out.memory.bytes_held, expected, "{option}");
         assert_eq!(out.memory.cost_model_bytes, expected, "{option}");
@@ -54,10 +54,10 @@ fn every_uniform_option_holds_exactly_its_cost() {
 #[test]
 fn bad_requests_are_errors() {
     let model = model(5);
-    let g = Generator::new(&model, Chooser::Exact, &Device::flex());
+    let g = Generator::new(&model, Chooser::Exact, &ahr_tpa::device::from_env());
     assert!(g.run(&[], 3).is_err());
     assert!(g.run(&[vec![1, 2], vec![3]], 3).is_err());
     assert!(g.run(&[vec![1_000_000]], 3).is_err());
-    let bad = Generator::new(&model, Chooser::Uniform(99), &Device::flex());
+    let bad = Generator::new(&model, Chooser::Uniform(99), &ahr_tpa::device::from_env());
     assert!(bad.run(&[vec![1]], 1).is_err());
 }

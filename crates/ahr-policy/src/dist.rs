@@ -75,11 +75,11 @@ pub fn argmax_host(probs: &[f32], options: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
     use rand::SeedableRng;
 
     fn dist(logits: Vec<f32>, mask: Vec<bool>, n: usize, h: usize, m: usize) -> MaskedMultiCategorical {
-        let dev = Device::flex();
+        let dev = ahr_tpa::device::from_env();
         MaskedMultiCategorical::new(
             Tensor::from_data(TensorData::new(logits, [n, h, m]), &dev),
             Tensor::from_data(TensorData::new(mask, [n, h, m]), &dev),
@@ -91,7 +91,7 @@ mod tests {
         // One row, two heads of three options. Head 0: logits (0, ln 3, −50) with option 2 masked
         // → p = (1/4, 3/4, 0). Head 1: logits (1, 1, 7) with option 2 masked → p = (1/2, 1/2, 0).
         let d = dist(vec![0.0, 3f32.ln(), -50.0, 1.0, 1.0, 7.0], vec![true, true, false, true, true, false], 1, 2, 3);
-        let dev = Device::flex();
+        let dev = ahr_tpa::device::from_env();
         let a = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 0], [1, 2]), &dev);
         let lp = d.log_prob(a).into_scalar::<f32>();
         assert!((lp - (0.75f32.ln() + 0.5f32.ln())).abs() < 1e-5, "{lp}");

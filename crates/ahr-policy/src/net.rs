@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn both_kinds_produce_logits_per_layer_and_a_value() {
-        let dev = Device::flex();
+        let dev = ahr_tpa::device::from_env();
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
             let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 4, window };
             let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 11, heads: 2, options: 3 };

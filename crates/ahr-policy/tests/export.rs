@@ -6,7 +6,7 @@ use ahr_policy::net::PolicyDims;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch, ObsSpec, PolicyConfig, RunningNorm};
 use ahr_tpa::ModelConfig;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 struct Collect(Vec<u32>);
 
@@ -29,7 +29,7 @@ fn setup() -> (ModelConfig, Manifest, ActorCritic) {
     let dims =
         PolicyDims { obs_dim: obs.dim(), vocab_size: cfg.vocab_size, heads: cfg.n_layers, options: cfg.menu.len() };
     let policy = PolicyConfig::default();
-    let net = ActorCritic::new(&policy, dims, &Device::flex());
+    let net = ActorCritic::new(&policy, dims, &ahr_tpa::device::from_env());
     let mut norm = RunningNorm::new(obs.dim());
     norm.update(&(0..obs.dim() * 4).map(|i| (i % 7) as f32).collect::<Vec<_>>(), 4);
     let manifest = Manifest {
@@ -61,7 +61,7 @@ fn obs(manifest: &Manifest) -> ObsBatch {
 #[test]
 fn export_then_load_is_bit_identical_with_identical_decisions() {
     let (cfg, manifest, net) = setup();
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let dir = tempfile::tempdir().unwrap();
     save_policy(dir.path(), &manifest, &net).unwrap();
     let (loaded_manifest, loaded) = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap();
@@ -80,7 +80,7 @@ fn export_then_load_is_bit_identical_with_identical_decisions() {
 #[test]
 fn a_manifest_that_does_not_fit_the_model_is_refused() {
     let (cfg, manifest, net) = setup();
-    let dev = Device::flex();
+    let dev = ahr_tpa::device::from_env();
     let dir = tempfile::tempdir().unwrap();
     save_policy(dir.path(), &manifest, &net).unwrap();
     let err = |cfg: &ModelConfig, fp: &str| load_policy(dir.path(), cfg, fp, &dev).unwrap_err().to_string();

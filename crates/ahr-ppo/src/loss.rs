@@ -82,10 +82,10 @@ pub fn normalize_advantages(adv: Tensor<1>) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
 
     fn t(v: &[f32]) -> Tensor<1> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Device::flex())
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &ahr_tpa::device::from_env())
     }
 
     fn s(x: Tensor<1>) -> f32 {

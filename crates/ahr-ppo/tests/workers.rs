@@ -6,7 +6,6 @@ use ahr_policy::{ObsBatch, ObsSpec, RunningNorm};
 use ahr_ppo::metrics::NullSink;
 use ahr_ppo::trainer::TrainError;
 use ahr_ppo::{PpoConfig, Trainer};
-use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -110,7 +109,7 @@ fn probe(trainer: &Trainer) -> Vec<f32> {
         masks: vec![true; 6],
         len: 2,
     };
-    let t = net.obs_tensors(&obs, &trainer.state().norm, &Device::flex());
+    let t = net.obs_tensors(&obs, &trainer.state().norm, &ahr_tpa::device::from_env());
     net.logits(&t).into_data().try_to_vec::<f32>().unwrap()
 }
 
@@ -118,7 +117,8 @@ fn probe(trainer: &Trainer) -> Vec<f32> {
 fn one_worker_equals_two_workers() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let run = |workers: usize| {
-        let mut t = Trainer::new(config(64 * 3), envs(4, None), workers, 7, 0.0, None, Device::flex()).unwrap();
+        let mut t =
+            Trainer::new(config(64 * 3), envs(4, None), workers, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
         let out = t.train(&mut NullSink, |_, _| Ok(())).unwrap();
         (probe(&t), t.state().norm.clone(), out.reports.iter().map(|r| r.episodic_return).collect::<Vec<_>>())
     };
@@ -133,7 +133,7 @@ fn one_worker_equals_two_workers() {
 #[test]
 fn a_panicking_worker_is_an_error_not_a_hang() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut t = Trainer::new(config(64 * 4), envs(4, Some(20)), 2, 7, 0.0, None, Device::flex()).unwrap();
+    let mut t = Trainer::new(config(64 * 4), envs(4, Some(20)), 2, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
     let err = t.train(&mut NullSink, |_, _| Ok(())).unwrap_err();
     match err {
         TrainError::Worker(msg) => assert!(msg.contains("panicked") && msg.contains("exploded"), "{msg}"),
@@ -144,7 +144,7 @@ fn a_panicking_worker_is_an_error_not_a_hang() {
 #[test]
 fn ppo_learns_to_match_the_target() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut t = Trainer::new(config(64 * 60), envs(4, None), 1, 3, 0.0, None, Device::flex()).unwrap();
+    let mut t = Trainer::new(config(64 * 60), envs(4, None), 1, 3, 0.0, None, ahr_tpa::device::from_env()).unwrap();
     let out = t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     let first = out.reports[0].episodic_return;
     let last = out.last_episodes.iter().map(|e| e.ret).sum::<f64>() / out.last_episodes.len() as f64;
@@ -160,7 +160,8 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     env.lambdas = Some(seen.clone());
     let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 0.0 };
     let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
-    let mut t = Trainer::new(cfg.clone(), vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
+    let mut t =
+        Trainer::new(cfg.clone(), vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
     t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     // Episodes report mem_frac = 1, so λ rises by lr·(1 − 0.5) after every iteration.
     assert_eq!(*seen.lock().unwrap(), vec![2.0, 2.5, 3.0]);
@@ -171,7 +172,7 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
     let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 4.0 };
-    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), Device::flex()).unwrap();
+    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
     t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![2.0, 4.5, 5.0], "λ_I = 2.5, 3.0, 3.5 plus 4·0.5");
     assert_eq!(t.state().lambda_mem, 5.5);

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod choices;
 pub mod config;
 pub mod cost;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod rope;

@@ -16,6 +16,8 @@ use crate::pretrain::{StepTimings, optimizer, sample_choices, train_step};
 #[derive(Debug, Serialize)]
 struct TrainRun {
     model_config: PathBuf,
+    /// `cpu`, `tch-cpu`, … or `pytorch-eager` (the reference script).
+    device: String,
     attention: String,
     params: usize,
     kv_bytes_per_token_exact: usize,
@@ -29,21 +31,24 @@ struct TrainRun {
 /// Pretraining tokens/s of each preset on the same data, with ratios against the first.
 pub fn bench_train(
     model_configs: &[PathBuf],
+    devices: &[String],
+    pytorch: Option<&std::path::Path>,
     head_at: crate::evaluate::HeadAt,
     env: &std::path::Path,
     steps: u64,
     out: Option<&std::path::Path>,
     common: &Common,
 ) -> Result<()> {
-    let dev = device(&common.device)?;
-    let train_dev = dev.clone().autodiff();
     let task =
         Task::load(&EnvFile::load(env)?.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
+    let devices: Vec<String> = if devices.is_empty() { vec![common.device.clone()] } else { devices.to_vec() };
+    let resolved = devices.iter().map(|d| Ok((d.clone(), device(d)?))).collect::<Result<Vec<_>>>()?;
     let mut runs: Vec<TrainRun> = Vec::new();
-    for path in model_configs {
+    for ((name, dev), path) in resolved.iter().flat_map(|d| model_configs.iter().map(move |p| (d, p))) {
+        let train_dev = dev.clone().autodiff();
         let file = ModelFile::load(path)?;
         let (cfg, pc) = (&file.model, &file.pretrain);
         if task.vocab_needed() > cfg.vocab_size {
@@ -92,8 +97,9 @@ pub fn bench_train(
         };
         let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
         println!(
-            "{:<32} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
+            "{:<32} {:<8} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
             path.display(),
+            name,
             format!("{:?}", cfg.attention).to_lowercase(),
             params,
             tps,
@@ -101,6 +107,7 @@ pub fn bench_train(
         );
         runs.push(TrainRun {
             model_config: path.clone(),
+            device: name.clone(),
             attention: format!("{:?}", cfg.attention).to_lowercase(),
             params,
             kv_bytes_per_token_exact: cost::exact_bytes_per_token(cfg),
@@ -110,10 +117,67 @@ pub fn bench_train(
             seconds_per_step: timings,
         });
     }
+    if let Some(python) = pytorch {
+        for path in model_configs {
+            let file = ModelFile::load(path)?;
+            let batch = task.train_batch(0, 0, file.pretrain.batch_size);
+            let tps = pytorch_reference(python, &file, &batch, steps)?;
+            let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
+            println!(
+                "{:<32} {:<8} {:>4} {:>9}         {:>8.0} tokens/s  ×{:.2}",
+                path.display(),
+                "pytorch",
+                "",
+                "",
+                tps,
+                tps / first
+            );
+            runs.push(TrainRun {
+                model_config: path.clone(),
+                device: "pytorch-eager".into(),
+                attention: format!("{:?}", file.model.attention).to_lowercase(),
+                params: 0,
+                kv_bytes_per_token_exact: cost::exact_bytes_per_token(&file.model),
+                steps,
+                tokens_per_sec: tps,
+                ratio_to_first: tps / first,
+                seconds_per_step: StepTimings::default(),
+            });
+        }
+    }
     if let Some(out) = out {
         super::write_json(out, &runs)?;
     }
     Ok(())
+}
+
+/// Tokens/s of the same preset's training step in plain PyTorch eager (`bench/pytorch_reference.py`).
+fn pytorch_reference(python: &std::path::Path, file: &ModelFile, batch: &ahr_tasks::Batch, steps: u64) -> Result<f64> {
+    let script = std::path::Path::new("bench/pytorch_reference.py");
+    if !script.is_file() {
+        bail!("--pytorch: run from the repository root ({} not found)", script.display());
+    }
+    let tmp = std::env::temp_dir().join(format!("ahr-bench-{}.json", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string(&file.model)?)?;
+    let pc = &file.pretrain;
+    let exact = if pc.nested.exact_warmup_steps > steps { 1.0 } else { pc.nested.exact_fraction };
+    let labelled = (batch.labelled() / batch.batch_size.max(1)).max(1);
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .args(["--config", &tmp.display().to_string()])
+        .args(["--batch", &batch.batch_size.to_string(), "--seq-len", &batch.seq_len.to_string()])
+        .args(["--labelled", &labelled.to_string(), "--steps", &steps.to_string()])
+        .args(["--exact-fraction", &exact.to_string(), "--lr", &pc.learning_rate.to_string()])
+        .output()
+        .with_context(|| format!("--pytorch: cannot run {}", python.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    if !output.status.success() {
+        bail!("the PyTorch reference failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("the PyTorch reference printed `{}`", line.trim()))?;
+    v["tokens_per_sec"].as_f64().context("the PyTorch reference printed no tokens_per_sec")
 }
 
 #[derive(Debug, Serialize)]

@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 pub use ahr_tpa::model::randomize;
 
 pub fn device() -> Device {
-    Device::flex()
+    ahr_tpa::device::from_env()
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
