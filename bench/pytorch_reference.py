@@ -111,26 +111,23 @@ def choice_tensors(c, b, t, exact_fraction, gen):
     """Nested choices per (sequence, token, layer): exact rows, else uniform over the menu."""
     menu = c["menu"]
     r = c["kv_rank_max"]
-    out = []
+    # Per-option lookup tables: rank weights (1/ρ on the first ρ components), dense flag, kept flag.
+    rank_tab = torch.zeros(len(menu), r)
+    full_tab = torch.zeros(len(menu))
+    keep_tab = torch.zeros(len(menu))
+    for i, opt in enumerate(menu):
+        if opt == "full":
+            full_tab[i] = keep_tab[i] = 1.0
+        elif opt.startswith("rank:"):
+            rho = int(opt.split(":")[1])
+            rank_tab[i, :rho] = 1.0 / rho
+            keep_tab[i] = 1.0
     exact_rows = torch.rand(b, generator=gen) < exact_fraction
+    out = []
     for _ in range(c["n_layers"]):
         idx = torch.randint(len(menu), (b, t), generator=gen)
         idx[exact_rows] = len(menu) - 1
-        rank_w = torch.zeros(b, t, 1, r)
-        full_w = torch.zeros(b, t, 1, 1)
-        keep = torch.zeros(b, 1, 1, t)
-        for i, opt in enumerate(menu):
-            sel = idx == i
-            if opt == "full":
-                full_w[sel] = 1.0
-                keep[:, 0, 0, :][sel] = 1.0
-            elif opt.startswith("rank:"):
-                rho = int(opt.split(":")[1])
-                w = torch.zeros(r)
-                w[:rho] = 1.0 / rho
-                rank_w[sel] = w.view(1, r)
-                keep[:, 0, 0, :][sel] = 1.0
-        out.append((rank_w, full_w, keep))
+        out.append((rank_tab[idx].view(b, t, 1, r), full_tab[idx].view(b, t, 1, 1), keep_tab[idx].view(b, 1, 1, t)))
     return out
 
 
