@@ -366,7 +366,7 @@ fn the_mqar_preset_file_is_the_code_preset() {
     for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small"] {
         ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
-    for env in ["mqar", "mqar-mixed", "mqar-tiny", "text"] {
+    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text"] {
         ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
     }
     for ppo in ["tiny", "mqar", "mqar-budget", "mqar-tiny", "mqar-tiny-budget", "cartpole"] {

@@ -5,7 +5,9 @@
 //! `0..(L − C)/2` with power-law weights `p(i) ∝ a·i^(a−1)` (i = gap + 1); key `k_j` is asked
 //! again at position `C + 2·gap_j`, whose label is `v_j` (next-token target; −100 elsewhere).
 //! With `random_non_queries`, every other query-region token is uniform in `[0, V)`.
-//! Mixed MQAR draws D per sequence from a list at one L.
+//! Mixed MQAR draws D per sequence from a list at one L. With `kv_placement = "random"` the
+//! key-value block starts at an even offset drawn per sequence (random tokens before it), so the
+//! position alone does not tell which tokens matter; queries still follow the block.
 
 use rand::seq::index::sample;
 use rand::{Rng, RngExt};
@@ -36,6 +38,20 @@ pub struct MqarConfig {
     /// Held-out examples for evaluation.
     #[serde(default = "default_valid")]
     pub valid_examples: usize,
+    /// Where the key-value block sits: at the start (Zoology) or at a random offset.
+    #[serde(default)]
+    pub kv_placement: KvPlacement,
+}
+
+/// Placement of the key-value block in an MQAR sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvPlacement {
+    /// Positions `0..2D` (Zoology's layout).
+    #[default]
+    Start,
+    /// An even offset `o ∈ [0, L − 4D]` drawn per sequence; queries at `o + 2D + 2·gap`.
+    Random,
 }
 
 fn default_vocab() -> usize {
@@ -66,6 +82,7 @@ impl Default for MqarConfig {
             power_a: default_power_a(),
             random_non_queries: true,
             valid_examples: default_valid(),
+            kv_placement: KvPlacement::Start,
         }
     }
 }
@@ -103,16 +120,21 @@ impl MqarConfig {
         let keys: Vec<u32> = sample(rng, half - 1, d).into_iter().map(|k| (k + 1) as u32).collect();
         let values: Vec<u32> = sample(rng, v - half, d).into_iter().map(|x| (x + half) as u32).collect();
         let c = 2 * d;
-        let space = (l - c) / 2;
+        // Zoology's layout draws nothing here, so `start` sequences are unchanged by the option.
+        let o = match self.kv_placement {
+            KvPlacement::Start => 0,
+            KvPlacement::Random => 2 * rng.random_range(0..=(l - 2 * c) / 2),
+        };
+        let space = (l - c - o) / 2;
         let gaps = power_law_gaps(space, d, self.power_a, rng);
 
         let mut seq = vec![0u32; l + 1];
         let mut labels = vec![IGNORE; l + 1];
         for j in 0..d {
-            seq[2 * j] = keys[j];
-            seq[2 * j + 1] = values[j];
-            seq[c + 2 * gaps[j]] = keys[j];
-            labels[c + 2 * gaps[j] + 1] = values[j] as i64;
+            seq[o + 2 * j] = keys[j];
+            seq[o + 2 * j + 1] = values[j];
+            seq[o + c + 2 * gaps[j]] = keys[j];
+            labels[o + c + 2 * gaps[j] + 1] = values[j] as i64;
         }
         let mut inputs: Vec<u32> = seq[..l].to_vec();
         let labels: Vec<i64> = labels[1..].to_vec();
@@ -202,6 +224,29 @@ mod tests {
             // Without random fill, every other query-region token is 0.
             assert_eq!(x[16..].iter().filter(|&&t| t != 0).count(), 8);
         }
+    }
+
+    #[test]
+    fn random_placement_moves_the_block_and_keeps_every_label_recallable() {
+        let c = MqarConfig { kv_placement: KvPlacement::Random, ..cfg(8) };
+        let b = c.batch(9, Split::Train, 0, 64);
+        let mut offsets = std::collections::BTreeSet::new();
+        for s in 0..64 {
+            let x = &b.inputs[s * 128..(s + 1) * 128];
+            let y = &b.labels[s * 128..(s + 1) * 128];
+            let labelled: Vec<usize> = (0..128).filter(|&i| y[i] != IGNORE).collect();
+            assert_eq!(labelled.len(), 8);
+            // The block is the 8 (key, value) pairs just before the first query's earliest key.
+            let first_query = labelled[0];
+            let o = (0..first_query).step_by(2).find(|&o| {
+                (0..8).all(|j| (1..4096).contains(&x[o + 2 * j]) && (4096..8192).contains(&x[o + 2 * j + 1]))
+                    && labelled.iter().all(|&i| (0..8).any(|j| x[o + 2 * j] == x[i] && y[i] == x[o + 2 * j + 1] as i64))
+            });
+            let o = o.expect("every query's key and value appear as a pair in an earlier block");
+            assert!(o % 2 == 0 && o <= 128 - 32 && labelled.iter().all(|&i| i >= o + 16));
+            offsets.insert(o);
+        }
+        assert!(offsets.len() > 10, "offsets vary: {offsets:?}");
     }
 
     #[test]
