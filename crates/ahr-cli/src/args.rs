@@ -172,6 +172,38 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Explain a per-token policy: options per layer, bytes kept against position, entropy, token
+    /// role or frequency and difficulty, feature ablations, other policies (e.g. per-layer mode)
+    /// and longer sequences; writes report.md, analysis.json and PNG plots.
+    Analyze {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The per-token policy to explain.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Env spec whose held-out data to use.
+        #[arg(long)]
+        env: PathBuf,
+        /// Further policies to evaluate on the same data (repeatable), e.g. a per-layer one.
+        #[arg(long)]
+        compare: Vec<PathBuf>,
+        /// Held-out sequences per evaluation.
+        #[arg(long, default_value_t = 256)]
+        sequences: usize,
+        /// Sequence-length multiples for length generalisation, comma-separated (`none` to skip).
+        #[arg(long, value_delimiter = ',', default_value = "2,4")]
+        lengths: Vec<String>,
+        /// Skip the feature ablations.
+        #[arg(long)]
+        no_ablation: bool,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Train a rank policy with PPO on a frozen model and export it to `--out`.
     TrainPolicy {
         /// What to train on and where to write.

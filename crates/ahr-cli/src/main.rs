@@ -46,6 +46,24 @@ fn main() {
                 drop(o);
             })
         }
+        Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
+            commands::analyze::parse_lengths(&lengths).and_then(|lengths| {
+                let a = commands::analyze::AnalyzeArgs {
+                    model,
+                    policy,
+                    compare,
+                    env,
+                    sequences,
+                    lengths,
+                    no_ablation,
+                    out: out.clone(),
+                };
+                commands::analyze::analyze(&a, &common).map(|_| {
+                    print!("{}", std::fs::read_to_string(out.join("report.md")).unwrap_or_default());
+                    println!("report: {}", out.join("report.md").display());
+                })
+            })
+        }
         Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())

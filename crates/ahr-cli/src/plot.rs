@@ -1,5 +1,5 @@
-//! Pareto plots (plotters): task metric against KV bytes per token, one colour per family,
-//! the front joined by a line.
+//! Plots (plotters): the Pareto plot (task metric against KV bytes per token, one colour per
+//! family, the front joined by a line) and the analysis's grouped bar charts.
 
 use std::path::Path;
 
@@ -81,4 +81,78 @@ pub fn pareto(svg: &Path, png: &Path, o: &EvalOutput) -> Result<()> {
     draw(SVGBackend::new(svg, (800, 560)).into_drawing_area(), o)?;
     draw(BitMapBackend::new(png, (800, 560)).into_drawing_area(), o)?;
     Ok(())
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[String],
+    values: &[Vec<f64>],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plot: {e}");
+    root.fill(&WHITE).map_err(err)?;
+    let (g_n, s_n) = (groups.len(), series.len().max(1));
+    let top = values.iter().flatten().copied().fold(0.0, f64::max).max(1e-9) * 1.1;
+    // Group g occupies [g, g+1); its bars split the middle 80%.
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(if g_n > 8 { 70 } else { 40 })
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..g_n as f64, 0.0..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(g_n * 2 + 1)
+        .x_label_formatter(&|x| {
+            let g = x.floor() as usize;
+            if (x - g as f64 - 0.5).abs() < 1e-6 && g < g_n { groups[g].clone() } else { String::new() }
+        })
+        .x_label_style(("sans-serif", if g_n > 8 { 11 } else { 14 }))
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    let width = 0.8 / s_n as f64;
+    for (s, name) in series.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        let bars = values.iter().enumerate().map(move |(g, row)| {
+            let x0 = g as f64 + 0.1 + s as f64 * width;
+            Rectangle::new([(x0, 0.0), (x0 + width * 0.9, row.get(s).copied().unwrap_or(0.0))], color.filled())
+        });
+        let series = chart.draw_series(bars).map_err(err)?;
+        if s_n > 1 {
+            series
+                .label(name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+    }
+    if s_n > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// A grouped bar chart as PNG: `values[group][series]`, one colour per series.
+pub fn bars(
+    png: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[String],
+    series: &[String],
+    values: &[Vec<f64>],
+) -> Result<()> {
+    draw_bars(BitMapBackend::new(png, (900, 520)).into_drawing_area(), title, y_desc, groups, series, values)
 }

@@ -350,6 +350,8 @@ fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, poli
         assert!(caches.contains(&c), "{c} missing from {caches:?}");
     }
 
+    analyze_explains_the_policy(tmp, m, p);
+
     let (code, _, stderr) = ahr(&["generate", "--model", m, "--policy", m, "--tokens", "1"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("manifest.json") && !stderr.contains("panicked"), "{stderr}");
@@ -357,6 +359,53 @@ fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, poli
         ahr(&["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--baselines", "oracle", "--out", "/tmp/x"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("unknown `oracle`"), "{stderr}");
+}
+
+/// `ahr analyze` on the tiny model: its records agree with the environment's accounting, every
+/// MQAR role appears, and each section of the report is there.
+fn analyze_explains_the_policy(tmp: &Path, m: &str, p: &str) {
+    // Half the tiny env's length, so that 2× still fits Zoology's V > L.
+    let env = tmp.join("mqar-16.toml");
+    let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
+    std::fs::write(
+        &env,
+        text.replace("seq_len = 32", "seq_len = 16").replace("num_kv_pairs = [4]", "num_kv_pairs = [2]"),
+    )
+    .unwrap();
+    let out = tmp.join("analysis");
+    let argv = ["analyze", "--model", m, "--policy", p, "--compare", p, "--sequences", "8", "--lengths", "2"];
+    let (code, stdout, stderr) =
+        ahr(&[&argv[..], &["--env", env.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    for section in
+        ["## Findings", "- Layer 0:", "Spearman", "## Feature ablation", "## Length generalisation", "| 32 | 2 |"]
+    {
+        assert!(stdout.contains(section), "{section} missing from {stdout}");
+    }
+    for f in ["report.md", "analysis.json", "options_by_layer.png", "bytes_by_position.png", "bytes_by_token.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    let buckets = a["by_position"].as_array().unwrap();
+    let count: f64 = buckets.iter().map(|b| b["count"].as_f64().unwrap()).sum();
+    let kept: f64 = buckets.iter().map(|b| b["count"].as_f64().unwrap() * b["kept"].as_f64().unwrap()).sum();
+    assert_eq!(count, 8.0 * 16.0, "one record per token");
+    let mem = a["policy"]["mem_frac"].as_f64().unwrap();
+    assert!((kept / count - mem).abs() < 1e-9, "records keep {} but the environment charged {mem}", kept / count);
+    let roles: Vec<&str> = a["by_token"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["key", "value", "query", "filler"]);
+    for row in a["options_by_layer"].as_array().unwrap() {
+        let total: f64 = row.as_array().unwrap().iter().map(|f| f.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+    // Comparing the policy with itself reproduces its numbers; the ablations cover every feature.
+    assert_eq!(a["compared"][0][2]["mem_frac"], a["policy"]["mem_frac"]);
+    assert_eq!(a["ablations"].as_array().unwrap().len(), 6 + 3 + 1);
+    let (code, _, stderr) =
+        ahr(&[&argv[..5], &["--env", env.to_str().unwrap(), "--lengths", "1", "--out", "/tmp/x"]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--lengths") && !stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

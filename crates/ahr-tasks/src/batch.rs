@@ -28,6 +28,37 @@ pub struct Batch {
     pub seq_len: usize,
     /// Per-sequence difficulty where the task has one (MQAR: number of key-value pairs).
     pub difficulty: Vec<Option<usize>>,
+    /// Per-position role where the task defines one (MQAR), row-major like `inputs`; empty
+    /// otherwise.
+    pub roles: Vec<TokenRole>,
+}
+
+/// What a token is in a synthetic task (for analysis; models never see it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TokenRole {
+    /// An MQAR key in the key-value block.
+    Key,
+    /// An MQAR value in the key-value block.
+    Value,
+    /// A query: a key asked again, whose next token is the value to recall (labelled).
+    Query,
+    /// Anything else (random or zero filler).
+    Filler,
+}
+
+impl TokenRole {
+    /// Every role, in display order.
+    pub const ALL: [TokenRole; 4] = [TokenRole::Key, TokenRole::Value, TokenRole::Query, TokenRole::Filler];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenRole::Key => "key",
+            TokenRole::Value => "value",
+            TokenRole::Query => "query",
+            TokenRole::Filler => "filler",
+        }
+    }
 }
 
 impl Batch {
@@ -92,6 +123,9 @@ impl Batch {
         self.inputs.truncate(rows * self.seq_len);
         self.labels.truncate(rows * self.seq_len);
         self.difficulty.truncate(rows);
+        if !self.roles.is_empty() {
+            self.roles.truncate(rows * self.seq_len);
+        }
         self.batch_size = rows;
     }
 }

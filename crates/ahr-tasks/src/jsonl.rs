@@ -151,6 +151,7 @@ impl JsonlDataset {
             batch_size: rows.len(),
             seq_len,
             difficulty: vec![None; rows.len()],
+            roles: Vec::new(),
         };
         for e in rows {
             let pad = seq_len - e.inputs.len();

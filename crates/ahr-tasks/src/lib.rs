@@ -12,6 +12,6 @@ pub mod mqar;
 pub mod spec;
 pub mod text;
 
-pub use batch::{Batch, IGNORE, Metrics, Split};
+pub use batch::{Batch, IGNORE, Metrics, Split, TokenRole};
 pub use error::{Error, Result};
 pub use spec::{Task, TaskConfig};

@@ -13,7 +13,7 @@ use rand::seq::index::sample;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Batch, IGNORE, Split, rng_for};
+use crate::batch::{Batch, IGNORE, Split, TokenRole, rng_for};
 use crate::error::{Error, Result};
 
 /// MQAR parameters; `num_kv_pairs` holds one D (plain MQAR) or several (mixed MQAR).
@@ -113,8 +113,8 @@ impl MqarConfig {
         Ok(())
     }
 
-    /// One example of D pairs: (inputs, labels), each of length L.
-    pub fn example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>) {
+    /// One example of D pairs: (inputs, labels, roles), each of length L.
+    pub fn example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
         let (v, l) = (self.vocab_size, self.seq_len);
         let half = v / 2;
         let keys: Vec<u32> = sample(rng, half - 1, d).into_iter().map(|k| (k + 1) as u32).collect();
@@ -130,11 +130,15 @@ impl MqarConfig {
 
         let mut seq = vec![0u32; l + 1];
         let mut labels = vec![IGNORE; l + 1];
+        let mut roles = vec![TokenRole::Filler; l];
         for j in 0..d {
             seq[o + 2 * j] = keys[j];
             seq[o + 2 * j + 1] = values[j];
             seq[o + c + 2 * gaps[j]] = keys[j];
             labels[o + c + 2 * gaps[j] + 1] = values[j] as i64;
+            roles[o + 2 * j] = TokenRole::Key;
+            roles[o + 2 * j + 1] = TokenRole::Value;
+            roles[o + c + 2 * gaps[j]] = TokenRole::Query;
         }
         let mut inputs: Vec<u32> = seq[..l].to_vec();
         let labels: Vec<i64> = labels[1..].to_vec();
@@ -143,7 +147,7 @@ impl MqarConfig {
                 *x = rng.random_range(0..v as u32);
             }
         }
-        (inputs, labels)
+        (inputs, labels, roles)
     }
 
     /// Batch `index` of `split`: example `index·batch_size + i` is drawn from an RNG seeded by
@@ -155,13 +159,15 @@ impl MqarConfig {
             batch_size,
             seq_len: self.seq_len,
             difficulty: Vec::with_capacity(batch_size),
+            roles: Vec::with_capacity(batch_size * self.seq_len),
         };
         for i in 0..batch_size {
             let mut rng = rng_for(seed, split, index * batch_size as u64 + i as u64);
             let d = self.num_kv_pairs[rng.random_range(0..self.num_kv_pairs.len())];
-            let (x, y) = self.example(d, &mut rng);
+            let (x, y, roles) = self.example(d, &mut rng);
             batch.inputs.extend(x);
             batch.labels.extend(y);
+            batch.roles.extend(roles);
             batch.difficulty.push(Some(d));
         }
         batch
@@ -220,6 +226,17 @@ mod tests {
                 assert!(i >= 16 && (i - 16) % 2 == 0, "queries sit at C + 2·gap");
                 let j = keys.iter().position(|&k| k == x[i]).expect("query is a context key");
                 assert_eq!(y[i], vals[j] as i64, "label is the key's value");
+            }
+            let r = &b.roles[s * 128..(s + 1) * 128];
+            for i in 0..128 {
+                let want = if i < 16 {
+                    if i % 2 == 0 { TokenRole::Key } else { TokenRole::Value }
+                } else if y[i] != IGNORE {
+                    TokenRole::Query
+                } else {
+                    TokenRole::Filler
+                };
+                assert_eq!(r[i], want, "role of position {i}");
             }
             // Without random fill, every other query-region token is 0.
             assert_eq!(x[16..].iter().filter(|&&t| t != 0).count(), 8);

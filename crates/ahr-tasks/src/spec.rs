@@ -25,6 +25,33 @@ pub enum TaskConfig {
     Jsonl(JsonlConfig),
 }
 
+impl TaskConfig {
+    /// The same task at another sequence length (length generalisation). A JSONL dataset's
+    /// sequences are fixed, so it refuses.
+    pub fn with_seq_len(&self, seq_len: usize) -> Result<Self> {
+        let mut c = self.clone();
+        match &mut c {
+            TaskConfig::Mqar(m) => m.seq_len = seq_len,
+            TaskConfig::Text(t) => t.seq_len = seq_len,
+            TaskConfig::Jsonl(_) => {
+                return Err(crate::Error::Config(
+                    "a JSONL dataset's sequences are fixed: cannot change their length".into(),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Sequence length, where the config fixes one.
+    pub fn seq_len(&self) -> Option<usize> {
+        match self {
+            TaskConfig::Mqar(m) => Some(m.seq_len),
+            TaskConfig::Text(t) => Some(t.seq_len),
+            TaskConfig::Jsonl(_) => None,
+        }
+    }
+}
+
 /// A task ready to produce batches.
 #[derive(Clone, Debug)]
 pub enum Task {
@@ -119,6 +146,9 @@ mod tests {
         let err = toml::from_str::<TaskConfig>("kind = \"mqar\"\nnum_kv_pair = 8").unwrap_err().to_string();
         assert!(err.contains("num_kv_pair"), "{err}");
         assert!(toml::from_str::<TaskConfig>("kind = \"mqarr\"").is_err());
+        let longer = Task::load(&t.with_seq_len(128).unwrap()).unwrap();
+        assert_eq!(longer.valid_batch(0, 2).seq_len, 128);
+        assert_eq!(t.seq_len(), Some(64));
         let batches: Vec<Batch> = task.valid_batches(300).collect();
         assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![300, 300, 300, 100]);
     }

@@ -130,6 +130,7 @@ impl TextCorpus {
             batch_size,
             seq_len: l,
             difficulty: vec![None; batch_size],
+            roles: Vec::new(),
         };
         let mut rng = rng_for(seed, split, index);
         for i in 0..batch_size {

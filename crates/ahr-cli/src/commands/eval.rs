@@ -95,13 +95,14 @@ pub struct EvalArgs {
     pub out: PathBuf,
 }
 
-struct Harness<'a> {
-    model: &'a Model,
-    task: &'a Task,
-    spec: &'a EnvSpec,
-    sequences: usize,
-    dev: &'a burn::tensor::Device,
-    text: bool,
+/// What every evaluated point shares: the model, the held-out data and how much of it.
+pub(crate) struct Harness<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) task: &'a Task,
+    pub(crate) spec: &'a EnvSpec,
+    pub(crate) sequences: usize,
+    pub(crate) dev: &'a burn::tensor::Device,
+    pub(crate) text: bool,
 }
 
 impl Harness<'_> {
@@ -146,7 +147,12 @@ impl Harness<'_> {
     }
 
     /// A rule given as storage choices (with evictions) per batch, through parallel forwards.
-    fn parallel_point(&self, name: &str, setting: &str, rule: &dyn Fn(&Batch) -> Result<Choices>) -> Result<Point> {
+    pub(crate) fn parallel_point(
+        &self,
+        name: &str,
+        setting: &str,
+        rule: &dyn Fn(&Batch) -> Result<Choices>,
+    ) -> Result<Point> {
         let cfg = self.model.config();
         let mut metrics = Metrics::default();
         let (mut bytes, mut flops, mut seqs) = (0f64, 0f64, 0usize);

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+pub mod analyze;
 pub mod bench;
 pub mod eval;
 pub mod eval_model;
