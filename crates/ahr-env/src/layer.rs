@@ -6,11 +6,10 @@
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::IGNORE;
 use ahr_tpa::{Choices, Model, StoreOption, cost};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 
-use crate::rank::RankEnv;
-use crate::spec::RewardConfig;
+use crate::rank::{RankEnv, parallel_nll};
+use crate::spec::{RewardConfig, TaskBaseline};
 use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
 
 /// Per-layer rank environment over `streams` sequences per step.
@@ -76,25 +75,23 @@ impl VecEnv for LayerEnv {
         let batch = self.inner.batch().clone();
         let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
         let choices = Choices::from_fn(b_n, t_n, l_n, |b, _, l| actions[b * l_n + l]);
-        let tokens =
-            self.model.tokens(&batch.inputs, b_n, t_n, &self.device).expect("task tokens should fit the model");
-        let hidden = self.model.forward_hidden(tokens, &choices).expect("choices should fit the model");
-        let [_, _, d] = hidden.dims();
-        let logits = self.model.head(hidden.reshape([b_n * t_n, d]));
-        let logp = log_softmax(logits, 1);
+        let (nll, argmax) = parallel_nll(&self.model, &batch, &choices, &self.device);
         let safe: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
-        let lab = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n * t_n, 1]), &self.device);
-        let nll = logp.clone().gather(1, lab).neg().into_data().try_to_vec::<f32>().expect("f32");
-        let argmax = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+        // Under TaskBaseline::Exact the task term is measured against the exact choice's loss.
+        let base = match self.reward.task_baseline {
+            TaskBaseline::None => vec![0.0; b_n * t_n],
+            TaskBaseline::Exact => parallel_nll(&self.model, &batch, &Choices::exact(&cfg, b_n, t_n), &self.device).0,
+        };
         let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
         let mut reward = vec![0f32; b_n];
         let mut episodes = Vec::with_capacity(b_n);
         for b in 0..b_n {
-            let (mut loss, mut labelled, mut correct) = (0f64, 0u64, 0u64);
+            let (mut loss, mut base_loss, mut labelled, mut correct) = (0f64, 0f64, 0u64, 0u64);
             for t in 0..t_n {
                 let i = b * t_n + t;
                 if batch.labels[i] != IGNORE {
                     loss += nll[i] as f64;
+                    base_loss += base[i] as f64;
                     labelled += 1;
                     correct += (argmax[i] == safe[i]) as u64;
                 }
@@ -102,7 +99,7 @@ impl VecEnv for LayerEnv {
             let opts: Vec<StoreOption> = (0..l_n).map(|l| cfg.menu[actions[b * l_n + l]]).collect();
             let mem = opts.iter().map(|o| cost::bytes_per_token(&cfg, *o)).sum::<usize>() as f64 / exact_bytes;
             let flops = opts.iter().map(|o| self.flops_frac(*o, t_n)).sum::<f64>() / l_n as f64;
-            let r = -self.reward.w_task * loss - self.lambda_mem * mem - self.reward.lambda_flops * flops;
+            let r = -self.reward.w_task * (loss - base_loss) - self.lambda_mem * mem - self.reward.lambda_flops * flops;
             reward[b] = r as f32;
             let mut counts = vec![vec![0u64; cfg.menu.len()]; l_n];
             for l in 0..l_n {

@@ -13,5 +13,5 @@ pub mod vec_env;
 pub use history::History;
 pub use layer::LayerEnv;
 pub use rank::RankEnv;
-pub use spec::{EnvSettings, EnvSpec, RewardConfig};
+pub use spec::{BudgetKind, EnvSettings, EnvSpec, RewardConfig, TaskBaseline};
 pub use vec_env::{EpisodeStats, VecEnv, VecStep};

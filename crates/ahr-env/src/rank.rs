@@ -12,11 +12,11 @@
 use ahr_policy::obs::{GLOBAL_FEATURES, TokenFeatures};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
-use ahr_tpa::{KvCache, Model, PendingToken, cost};
+use ahr_tpa::{Choices, KvCache, Model, PendingToken, cost};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::spec::RewardConfig;
+use crate::spec::{RewardConfig, TaskBaseline};
 use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
 
 /// Per-stream sums over the running episode.
@@ -60,6 +60,9 @@ pub struct RankEnv {
     running: Vec<Running>,
     /// Reward owed to the next step (position 0's loss).
     carry: Vec<f32>,
+    /// `[B·T]` the exact choice's loss per position (0 where unlabelled) when the task term is
+    /// measured against it ([`TaskBaseline::Exact`]); empty otherwise.
+    exact_loss: Vec<f32>,
     /// Episodes come from the held-out set (evaluation) instead of training data.
     held_out: bool,
     /// Normalisers: exact bytes per token and exact attention FLOPs of a whole episode.
@@ -94,6 +97,7 @@ impl RankEnv {
             pending: None,
             running: Vec::new(),
             carry: Vec::new(),
+            exact_loss: Vec::new(),
             held_out: false,
             exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
             exact_flops_episode: 1.0,
@@ -141,12 +145,32 @@ impl RankEnv {
             .max(1.0);
         self.running =
             vec![Running { counts: vec![vec![0; cfg.menu.len()]; cfg.n_layers], ..Default::default() }; self.streams];
+        self.exact_loss = match self.reward.task_baseline {
+            TaskBaseline::None => Vec::new(),
+            TaskBaseline::Exact => self.exact_losses(),
+        };
         let fwd = self.forward();
         // Position 0's loss cannot be changed by any choice; it joins the first reward.
-        self.carry = fwd.loss.iter().map(|l| -(self.reward.w_task * *l as f64) as f32).collect();
+        self.carry = (0..self.streams).map(|b| -(self.reward.w_task * self.task_term(&fwd, b)) as f32).collect();
         self.account(&fwd);
         self.pending = Some(fwd.pending);
         fwd.obs
+    }
+
+    /// The task term of stream `b` at the position just forwarded: its loss, less the exact
+    /// choice's loss there under [`TaskBaseline::Exact`].
+    fn task_term(&self, fwd: &Forward, b: usize) -> f64 {
+        let base = if self.exact_loss.is_empty() { 0.0 } else { self.exact_loss[b * self.seq_len() + self.t] };
+        fwd.loss[b] as f64 - base as f64
+    }
+
+    /// The exact choice's per-position loss over the episode's batch (one parallel forward,
+    /// which equals the exact decode), 0 where unlabelled.
+    fn exact_losses(&self) -> Vec<f32> {
+        let cfg = self.model.config();
+        let exact = Choices::exact(cfg, self.batch.batch_size, self.batch.seq_len);
+        let (nll, _) = parallel_nll(&self.model, &self.batch, &exact, &self.device);
+        nll.iter().zip(&self.batch.labels).map(|(&n, &l)| if l == IGNORE { 0.0 } else { n }).collect()
     }
 
     fn account(&mut self, fwd: &Forward) {
@@ -201,6 +225,21 @@ impl RankEnv {
         debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + 3 * l_n));
         Forward { pending: out.pending, loss, labelled, correct, obs }
     }
+}
+
+/// `[B·T]` negative log-likelihood of each position's label (0's label where unlabelled) and the
+/// argmax prediction, from one parallel forward of `batch` under `choices`.
+pub(crate) fn parallel_nll(model: &Model, batch: &Batch, choices: &Choices, device: &Device) -> (Vec<f32>, Vec<i64>) {
+    let (b_n, t_n) = (batch.batch_size, batch.seq_len);
+    let tokens = model.tokens(&batch.inputs, b_n, t_n, device).expect("task tokens should fit the model");
+    let hidden = model.forward_hidden(tokens, choices).expect("choices should fit the model");
+    let [_, _, d] = hidden.dims();
+    let logp = log_softmax(model.head(hidden.reshape([b_n * t_n, d])), 1);
+    let safe: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
+    let lab = Tensor::<2, Int>::from_data(TensorData::new(safe, [b_n * t_n, 1]), device);
+    let nll = logp.clone().gather(1, lab).neg().into_data().try_to_vec::<f32>().expect("f32");
+    let argmax = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    (nll, argmax)
 }
 
 impl VecEnv for RankEnv {
@@ -260,7 +299,7 @@ impl VecEnv for RankEnv {
                 let flops: usize = (0..l_n).map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l))).sum();
                 let flops = flops as f64 / self.exact_flops_episode;
                 self.running[b].flops += flops;
-                reward[b] -= (self.reward.w_task * fwd.loss[b] as f64 + self.reward.lambda_flops * flops) as f32;
+                reward[b] -= (self.reward.w_task * self.task_term(&fwd, b) + self.reward.lambda_flops * flops) as f32;
                 self.running[b].ret += reward[b] as f64;
             }
             self.account(&fwd);

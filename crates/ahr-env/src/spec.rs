@@ -41,6 +41,35 @@ pub struct RewardConfig {
     pub lambda_kp: f64,
     /// Budget mode: starting λ.
     pub lambda_init: f64,
+    /// Budget mode: cap memory at the target (`at-most`, λ ≥ 0) or hold it there (`target`).
+    pub budget_kind: BudgetKind,
+    /// Subtract the exact choice's loss at each position from the task term (`exact`), or not
+    /// (`none`). The exact loss depends on the data only, never on the actions, so the optimal
+    /// policy is unchanged while the variance of the return drops — much for text, where every
+    /// position is labelled and the loss itself varies far more than the choices move it.
+    pub task_baseline: TaskBaseline,
+}
+
+/// What the task term of the reward is measured against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskBaseline {
+    /// `loss_t` itself.
+    #[default]
+    None,
+    /// `loss_t − loss_t(exact choice)`, the exact loss from one parallel forward per episode.
+    Exact,
+}
+
+/// How budget mode treats its target memory fraction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetKind {
+    /// An inequality constraint, mem ≤ target: λ ≥ 0, so a policy that needs less keeps less.
+    #[default]
+    AtMost,
+    /// An equality constraint, mem = target: λ may turn negative and reward memory.
+    Target,
 }
 
 impl Default for RewardConfig {
@@ -53,6 +82,8 @@ impl Default for RewardConfig {
             lambda_lr: 0.5,
             lambda_kp: 0.0,
             lambda_init: 1.0,
+            budget_kind: BudgetKind::AtMost,
+            task_baseline: TaskBaseline::None,
         }
     }
 }

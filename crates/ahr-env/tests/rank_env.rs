@@ -90,6 +90,33 @@ fn memory_reward_equals_the_cost_model_and_loss_reward_is_the_task_loss() {
 }
 
 #[test]
+fn the_exact_baseline_shifts_the_task_term_by_the_exact_loss_only() {
+    use ahr_env::TaskBaseline;
+    let base = RewardConfig { w_task: 1.0, lambda_mem: 0.0, lambda_flops: 0.0, ..Default::default() };
+    let shaped = RewardConfig { task_baseline: TaskBaseline::Exact, ..base.clone() };
+    let (model, task, cfg) = parts();
+    let dev = ahr_tpa::device::from_env();
+    let mut plain = RankEnv::new(model.clone(), task.clone(), base, 3, dev.clone());
+    let mut env = RankEnv::new(model, task, shaped, 3, dev);
+    let exact = cfg.exact_index();
+    // All-exact choices: every shaped reward is (decode − parallel) ≈ 0; the reported loss is unchanged.
+    let (rewards, stats) = episode(&mut env, &cfg, |_, _| exact, 5);
+    assert!(rewards.iter().flatten().all(|r| r.abs() < 1e-3), "{rewards:?}");
+    let (plain_rewards, plain_stats) = episode(&mut plain, &cfg, |_, _| exact, 5);
+    assert!((stats.task_loss - plain_stats.task_loss).abs() < 1e-9);
+    // Any other choices: each step's reward moves by exactly the exact loss at its position, so
+    // the return differs by Σ exact loss — a constant of the data, the same for every action.
+    let pick = |t: usize, l: usize| (t + 2 * l) % cfg.menu.len();
+    let (shaped_r, _) = episode(&mut env, &cfg, pick, 5);
+    let (plain_r, _) = episode(&mut plain, &cfg, pick, 5);
+    for ((s, p), e) in shaped_r.iter().zip(&plain_r).zip(&plain_rewards) {
+        for b in 0..3 {
+            assert!((s[b] - p[b] - (-e[b])).abs() < 1e-3, "shaped {} plain {} exact {}", s[b], p[b], e[b]);
+        }
+    }
+}
+
+#[test]
 fn episodes_are_deterministic_for_a_seed() {
     let (mut env, cfg) = setup(RewardConfig::default());
     let a = episode(&mut env, &cfg, |t, l| (t + l) % 5, 9).0;

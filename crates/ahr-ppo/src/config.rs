@@ -47,6 +47,8 @@ pub struct PpoConfig {
     pub checkpoint_every: u64,
     /// Budget mode's target memory fraction; overrides the env file's `[reward] budget`.
     pub budget: Option<f64>,
+    /// Budget mode's kind (`at-most` or `target`); overrides the env file's `[reward] budget_kind`.
+    pub budget_kind: Option<ahr_env::BudgetKind>,
     /// The actor-critic network.
     pub policy: PolicyConfig,
 }
@@ -74,6 +76,7 @@ impl Default for PpoConfig {
             reset_each_iteration: false,
             checkpoint_every: 10,
             budget: None,
+            budget_kind: None,
             policy: PolicyConfig::default(),
         }
     }

@@ -43,7 +43,9 @@ pub enum TrainError {
 /// RL by PID Lagrangian Methods"). After each iteration, with `e = mem_frac − target`, the
 /// integral `λ_I ← max(0, λ_I + lr·e)` (plain dual ascent) and the applied
 /// `λ = max(0, λ_I + kp·e)`; `kp = 0` is dual ascent alone. The proportional term damps the
-/// overshoot that dual ascent's lag causes.
+/// overshoot that dual ascent's lag causes. A two-sided budget (`budget_kind = "target"`) drops
+/// the `max(0, ·)`: the budget becomes an equality constraint, and a negative λ pays the policy
+/// for memory it leaves unused.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Budget {
     /// Target memory fraction.
@@ -52,6 +54,10 @@ pub struct Budget {
     pub lr: f64,
     /// Proportional gain.
     pub kp: f64,
+    /// Hold the target (λ may go negative and reward memory when the policy uses less) instead
+    /// of only capping memory at it (λ ≥ 0).
+    #[serde(default)]
+    pub two_sided: bool,
 }
 
 /// Training state saved in checkpoints.
@@ -346,9 +352,10 @@ impl Trainer {
                 && mem_frac.is_finite()
             {
                 let error = mem_frac - b.target;
-                let integral = (self.state.lambda_integral.unwrap_or(self.state.lambda_mem) + b.lr * error).max(0.0);
+                let floor = if b.two_sided { f64::NEG_INFINITY } else { 0.0 };
+                let integral = (self.state.lambda_integral.unwrap_or(self.state.lambda_mem) + b.lr * error).max(floor);
                 self.state.lambda_integral = Some(integral);
-                self.state.lambda_mem = (integral + b.kp * error).max(0.0);
+                self.state.lambda_mem = (integral + b.kp * error).max(floor);
             }
             self.state.iteration += 1;
             let report = IterationReport {

@@ -94,6 +94,9 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;
     }
+    if let Some(kind) = ppo.budget_kind {
+        spec.reward.budget_kind = kind;
+    }
     if let Some(t) = a.total_timesteps {
         ppo.total_timesteps = t;
     }
@@ -145,8 +148,12 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
                 as Box<dyn VecEnv>
         })
         .collect();
-    let budget =
-        spec.reward.budget.map(|target| Budget { target, lr: spec.reward.lambda_lr, kp: spec.reward.lambda_kp });
+    let budget = spec.reward.budget.map(|target| Budget {
+        target,
+        lr: spec.reward.lambda_lr,
+        kp: spec.reward.lambda_kp,
+        two_sided: spec.reward.budget_kind == ahr_env::BudgetKind::Target,
+    });
     let lambda = if budget.is_some() { spec.reward.lambda_init } else { spec.reward.lambda_mem };
     let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
     if a.resume {
