@@ -49,6 +49,12 @@ pub struct PpoConfig {
     pub budget: Option<f64>,
     /// Budget mode's kind (`at-most` or `target`); overrides the env file's `[reward] budget_kind`.
     pub budget_kind: Option<ahr_env::BudgetKind>,
+    /// Budget mode's starting λ; overrides the env file's `[reward] lambda_init`.
+    pub lambda_init: Option<f64>,
+    /// Budget mode's integral gain; overrides the env file's `[reward] lambda_lr`.
+    pub lambda_lr: Option<f64>,
+    /// Budget mode's proportional gain; overrides the env file's `[reward] lambda_kp`.
+    pub lambda_kp: Option<f64>,
     /// The actor-critic network.
     pub policy: PolicyConfig,
 }
@@ -77,6 +83,9 @@ impl Default for PpoConfig {
             checkpoint_every: 10,
             budget: None,
             budget_kind: None,
+            lambda_init: None,
+            lambda_lr: None,
+            lambda_kp: None,
             policy: PolicyConfig::default(),
         }
     }

@@ -520,7 +520,12 @@ fn quantile_buckets(decisions: &[Decision], key: impl Fn(&Decision) -> f64, what
         let (a, b) = (decisions.iter().filter(inside).map(&key).fold(f64::MAX, f64::min), {
             decisions.iter().filter(inside).map(&key).fold(f64::MIN, f64::max)
         });
-        if let Some(bk) = bucket(format!("{what} {a:.3}–{b:.3}"), decisions.iter().filter(inside)) {
+        let label = if a.fract() == 0.0 && b.fract() == 0.0 {
+            format!("{what} {a:.0}–{b:.0}")
+        } else {
+            format!("{what} {a:.3}–{b:.3}")
+        };
+        if let Some(bk) = bucket(label, decisions.iter().filter(inside)) {
             out.push(bk);
         }
         lo = hi;
@@ -728,9 +733,10 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
                 |u| if a.higher_is_better { u.metric >= exact.metric - tol } else { u.metric <= exact.metric + tol },
             )
             .collect();
-        if let Some(cheapest) = good.iter().min_by(|x, y| x.mem_frac.total_cmp(&y.mem_frac)) {
-            s.push_str(&format!(
-                "- Uniform: `{}` is within {tol} of `{}` ({:.4} vs {:.4}) at {} of its bytes; the policy reaches {:.4} at {}.\n",
+        match good.iter().filter(|u| u.mem_frac < exact.mem_frac).min_by(|x, y| x.mem_frac.total_cmp(&y.mem_frac)) {
+            Some(cheapest) => s.push_str(&format!(
+                "- Uniform: `{}` is within {tol} of `{}` ({:.4} vs {:.4}) at {} of its bytes — there a uniform rank \
+                 is good enough; the policy reaches {:.4} at {}.\n",
                 cheapest.name,
                 exact.name,
                 cheapest.metric,
@@ -738,7 +744,22 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
                 pct(cheapest.mem_frac),
                 a.policy.metric,
                 pct(a.policy.mem_frac)
-            ));
+            )),
+            None => {
+                let closest = a.uniform.iter().filter(|u| u.mem_frac < exact.mem_frac).max_by(|x, y| {
+                    if a.higher_is_better { x.metric.total_cmp(&y.metric) } else { y.metric.total_cmp(&x.metric) }
+                });
+                if let Some(c) = closest {
+                    s.push_str(&format!(
+                        "- Uniform: no cheaper uniform choice is within {tol} of `{}` ({:.4}); the closest is `{}` with {:.4} at {}.\n",
+                        exact.name,
+                        exact.metric,
+                        c.name,
+                        c.metric,
+                        pct(c.mem_frac)
+                    ));
+                }
+            }
         }
         let beaten: Vec<&Outcome> = a
             .uniform

@@ -94,8 +94,18 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;
     }
+    // The PPO config's budget settings override the env file's.
     if let Some(kind) = ppo.budget_kind {
         spec.reward.budget_kind = kind;
+    }
+    for (from, to) in [
+        (ppo.lambda_init, &mut spec.reward.lambda_init),
+        (ppo.lambda_lr, &mut spec.reward.lambda_lr),
+        (ppo.lambda_kp, &mut spec.reward.lambda_kp),
+    ] {
+        if let Some(v) = from {
+            *to = v;
+        }
     }
     if let Some(t) = a.total_timesteps {
         ppo.total_timesteps = t;
