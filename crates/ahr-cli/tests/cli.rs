@@ -276,6 +276,50 @@ fn train_policy_smoke_exports_a_policy_that_loads_back() {
 
     inference_matches_the_environment(&model, &policy);
     deployment_commands_run_on_the_exported_policy(tmp.path(), &model, &policy);
+    other_granularities_and_policy_kinds_train(tmp.path(), &model);
+}
+
+/// Per-layer mode and the attention-over-meta-features policy train in their own environments
+/// (episodes finish and are logged) and export what they were trained as.
+fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
+    let env = tmp.join("per-layer.toml");
+    let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
+    std::fs::write(&env, text.replace("[env]\n", "[env]\ngranularity = \"per-layer\"\n")).unwrap();
+    let attention = tmp.join("attention.toml");
+    let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
+    std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
+    let cases = [
+        (env, root().join("configs/ppo/tiny.toml"), "per-layer", 1),
+        (root().join("envs/mqar-tiny.toml"), attention, "per-token", 3),
+    ];
+    for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
+        let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
+        let argv = [
+            "train-policy",
+            "--model",
+            model.to_str().unwrap(),
+            "--env",
+            env.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            policy.to_str().unwrap(),
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+        ];
+        let (code, _, stderr) = ahr(&argv);
+        assert_eq!(code, 0, "{stderr}");
+        let lines = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+        assert!(
+            last["env/mem_frac"].as_f64().is_some_and(f64::is_finite),
+            "{granularity}: no finished episodes: {last}"
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(policy.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["granularity"], granularity);
+        assert_eq!(manifest["policy"]["window"], window);
+    }
 }
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the

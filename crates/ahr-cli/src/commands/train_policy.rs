@@ -152,12 +152,10 @@ pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
         crate::commands::write_json(&run_file, &resolved)?;
     }
 
-    let envs: Vec<Box<dyn VecEnv>> = (0..ppo.num_envs)
-        .map(|_| {
-            Box::new(RankEnv::new(model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone()))
-                as Box<dyn VecEnv>
-        })
-        .collect();
+    // The env file's granularity and the policy's window decide the environment (per-layer
+    // bandit or per-token decode; stacked observations for attention policies).
+    let envs: Vec<Box<dyn VecEnv>> =
+        (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, &dev)).collect();
     let budget = spec.reward.budget.map(|target| Budget {
         target,
         lr: spec.reward.lambda_lr,
