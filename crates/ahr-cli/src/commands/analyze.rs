@@ -212,7 +212,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     let (stats, decisions) = run.record(&task, &pspec, sequences, None)?;
     let policy = summarise("policy", &stats, exact_bytes, metric_of);
     let mut decisions = decisions;
-    annotate(&mut decisions, &task, streams, seq_len);
+    let difficulty = annotate(&mut decisions, &task, streams, seq_len);
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
     // 2. Uniform choices on the same sequences (parallel forward).
@@ -252,8 +252,6 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
         }
         quantile_buckets(&decisions, |d| freq[d.token as usize] as f64, "frequency")
     };
-    let difficulty: Vec<Option<usize>> =
-        (0..stats.len() / streams).flat_map(|e| task.valid_batch(e as u64, streams).difficulty).collect();
     let by_difficulty = difficulty_buckets(&stats, &difficulty, metric_of);
     let mut correlations = vec![
         ("position".to_string(), spearman(&decisions.iter().map(|d| (d.t as f64, d.kept)).collect::<Vec<_>>())),
@@ -458,19 +456,20 @@ impl Runner<'_> {
     }
 }
 
-/// Add the task's token roles (held-out episode e is held-out batch e of `streams`).
-fn annotate(decisions: &mut [Decision], task: &Task, streams: usize, len: usize) {
-    let mut cached: Option<(usize, Batch)> = None;
-    for d in decisions.iter_mut() {
-        let e = d.seq / streams;
-        if cached.as_ref().is_none_or(|(i, _)| *i != e) {
-            cached = Some((e, task.valid_batch(e as u64, streams)));
-        }
-        let (_, b) = cached.as_ref().expect("just set");
+/// Add the task's token roles to the decisions (sorted by sequence, then position) and return
+/// each sequence's difficulty; held-out episode e is held-out batch e of `streams`.
+fn annotate(decisions: &mut [Decision], task: &Task, streams: usize, len: usize) -> Vec<Option<usize>> {
+    let mut difficulty = Vec::new();
+    for (e, episode) in decisions.chunks_mut(streams * len).enumerate() {
+        let b = task.valid_batch(e as u64, streams);
         if !b.roles.is_empty() {
-            d.role = Some(b.roles[(d.seq % streams) * len + d.t]);
+            for d in episode {
+                d.role = Some(b.roles[(d.seq % streams) * len + d.t]);
+            }
         }
+        difficulty.extend(b.difficulty);
     }
+    difficulty
 }
 
 fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: impl Fn(f64, f64) -> f64) -> Outcome {
@@ -513,19 +512,14 @@ fn quantile_buckets(decisions: &[Decision], key: impl Fn(&Decision) -> f64, what
     let mut out = Vec::new();
     let mut lo = f64::NEG_INFINITY;
     for hi in edges.into_iter().chain([f64::INFINITY]) {
-        let inside = |d: &&Decision| {
-            let k = key(d);
-            k >= lo && k < hi
-        };
-        let (a, b) = (decisions.iter().filter(inside).map(&key).fold(f64::MAX, f64::min), {
-            decisions.iter().filter(inside).map(&key).fold(f64::MIN, f64::max)
-        });
+        let inside: Vec<&Decision> = decisions.iter().filter(|d| (lo..hi).contains(&key(d))).collect();
+        let (a, b) = inside.iter().map(|d| key(d)).fold((f64::MAX, f64::MIN), |(a, b), k| (a.min(k), b.max(k)));
         let label = if a.fract() == 0.0 && b.fract() == 0.0 {
             format!("{what} {a:.0}–{b:.0}")
         } else {
             format!("{what} {a:.3}–{b:.3}")
         };
-        if let Some(bk) = bucket(label, decisions.iter().filter(inside)) {
+        if let Some(bk) = bucket(label, inside.into_iter()) {
             out.push(bk);
         }
         lo = hi;
@@ -647,6 +641,13 @@ fn table(rows: &[Bucket], what: &str) -> String {
     s
 }
 
+/// The buckets that keep the most and the fewest bytes.
+fn extremes(buckets: &[Bucket]) -> Option<(&Bucket, &Bucket)> {
+    let most = buckets.iter().max_by(|x, y| x.kept.total_cmp(&y.kept))?;
+    let least = buckets.iter().min_by(|x, y| x.kept.total_cmp(&y.kept))?;
+    Some((most, least))
+}
+
 /// `report.md`: each finding stated with its number, then the tables.
 fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
     let better = |x: f64, y: f64| if a.higher_is_better { x > y } else { x < y };
@@ -671,10 +672,7 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         s.push_str(&format!("- Layer {l}: {}.\n", parts.join(", ")));
     }
     // Tokens.
-    if let (Some(hi), Some(lo)) = (
-        a.by_token.iter().max_by(|x, y| x.kept.total_cmp(&y.kept)),
-        a.by_token.iter().min_by(|x, y| x.kept.total_cmp(&y.kept)),
-    ) {
+    if let Some((hi, lo)) = extremes(&a.by_token) {
         s.push_str(&format!(
             "- Tokens: `{}` keep the most ({} of exact bytes), `{}` the least ({}).\n",
             hi.label,
@@ -684,10 +682,7 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         ));
     }
     // Position and entropy.
-    if let (Some(hi), Some(lo)) = (
-        a.by_position.iter().max_by(|x, y| x.kept.total_cmp(&y.kept)),
-        a.by_position.iter().min_by(|x, y| x.kept.total_cmp(&y.kept)),
-    ) {
+    if let Some((hi, lo)) = extremes(&a.by_position) {
         s.push_str(&format!(
             "- Position: positions {} keep {}, positions {} keep {}.\n",
             hi.label,
