@@ -76,7 +76,7 @@ impl RankEnv {
         let cfg = model.config().clone();
         let lambda_mem = if reward.budget.is_some() { reward.lambda_init } else { reward.lambda_mem };
         Self {
-            cache: KvCache::new(&cfg, streams),
+            cache: KvCache::new(&cfg, streams, &device),
             model,
             task,
             reward,
@@ -132,7 +132,7 @@ impl RankEnv {
         } else {
             self.task.train_batch(self.seed, self.episode, self.streams)
         };
-        self.cache = KvCache::new(&cfg, self.streams);
+        self.cache = KvCache::new(&cfg, self.streams, &self.device);
         self.t = 0;
         let exact_counts = |n: usize| {
             let mut c = vec![0; cfg.menu.len()];

@@ -131,7 +131,7 @@ impl<'a> Generator<'a> {
         let fed = if max_new_tokens == 0 { prompt_len } else { total - 1 };
         let mut tokens: Vec<Vec<u32>> = prompts.to_vec();
         let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity(fed * l_n); b_n];
-        let mut cache = KvCache::new(cfg, b_n);
+        let mut cache = KvCache::new(cfg, b_n, &self.device);
         let mut state = PolicyState::default();
         for t in 0..fed {
             let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();

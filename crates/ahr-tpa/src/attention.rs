@@ -14,9 +14,10 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::cache::{Group, LayerCache};
+use crate::cache::{Group, LayerCache, Storage};
 use crate::choices::LayerChoiceTensors;
 use crate::config::{AttentionKind, ModelConfig, StoreOption};
+use crate::host::{self, HeadDims, StepQuery};
 use crate::rope::RopeTables;
 
 /// Additive score bias for a hidden key (large enough that `exp` underflows to 0).
@@ -275,6 +276,7 @@ impl Attention {
         x: Tensor<3>,
         rope: &RopeTables,
         caches: &[&LayerCache],
+        storage: Storage,
         with_stats: bool,
     ) -> (Tensor<3>, Projected, Tensor<2>) {
         let [b, t, _] = x.dims();
@@ -285,6 +287,10 @@ impl Attention {
         let q_dense = self.query(&p); // [B, 1, h, d_h]
         let (k_exact, v_exact) = self.exact_kv(&p);
         let scale = 1.0 / (dh as f32).sqrt();
+        if storage == Storage::Host {
+            let (out, stats) = self.decode_host(&p, q_dense * scale, k_exact, v_exact, caches, with_stats);
+            return (self.o.forward(out), p, stats);
+        }
         let mut outs = Vec::with_capacity(b);
         let mut stats = Vec::with_capacity(b);
         for (s, cache) in caches.iter().enumerate() {
@@ -360,5 +366,55 @@ impl Attention {
         }
         let stats = if with_stats { Tensor::cat(stats, 0) } else { Tensor::zeros([b, 3], &q_dense.device()) };
         (self.o.forward(Tensor::cat(outs, 0)), p, stats)
+    }
+
+    /// [`Attention::decode`] over host caches: the fused kernel of [`crate::host`], one stream per
+    /// task (streams run in parallel). `q` is the materialised query with the softmax scale folded in.
+    fn decode_host(
+        &self,
+        p: &Projected,
+        q: Tensor<4>,
+        k_exact: Tensor<4>,
+        v_exact: Tensor<4>,
+        caches: &[&LayerCache],
+        with_stats: bool,
+    ) -> (Tensor<3>, Tensor<2>) {
+        use rayon::prelude::*;
+        let device = q.device();
+        let b = caches.len();
+        let AttnDims { heads: h, kv_heads, head_dim: dh, q_rank: rq, .. } = self.dims;
+        let dims = HeadDims { heads: h, kv_heads, head_dim: dh };
+        let host = |x: Tensor<4>| x.into_data().try_to_vec::<f32>().expect("attention tensors hold f32");
+        // FlashTPA's order (B_K·B_Qᵀ, then A_Q) when it costs fewer multiply-adds per cached factor
+        // row than contracting B_K with the materialised query.
+        let factor_order = p.q_factors.as_ref().filter(|_| rq * dh + h * rq < h * dh).map(|(aq, bq)| {
+            let scale = 1.0 / (dh as f32).sqrt();
+            (host(bq.clone() * scale), host(aq.clone() / rq as f32))
+        });
+        let (q, k, v) = (host(q), host(k_exact), host(v_exact));
+        let mut out = vec![0f32; b * h * dh];
+        let mut stats = vec![0f32; b * 3];
+        let one = |s: usize, out: &mut [f32], stats: &mut [f32]| {
+            let span = s * h * dh..(s + 1) * h * dh;
+            let (rows, head_mix) = match &factor_order {
+                Some((bq, aq)) => (&bq[s * rq * dh..(s + 1) * rq * dh], Some(&aq[s * h * rq..(s + 1) * h * rq])),
+                None => (&q[span.clone()], None),
+            };
+            let query =
+                StepQuery { rows, head_mix, query: &q[span.clone()], key: &k[span.clone()], value: &v[span.clone()] };
+            let groups: Vec<_> = caches[s].host_groups().collect();
+            let [entropy, max_weight] = host::attend(dims, &groups, query, out);
+            if with_stats {
+                let key_norm = k[span].iter().map(|x| x * x).sum::<f32>().sqrt();
+                stats.copy_from_slice(&[entropy, max_weight, key_norm]);
+            }
+        };
+        if b == 1 {
+            one(0, &mut out, &mut stats);
+        } else {
+            out.par_chunks_mut(h * dh).zip(stats.par_chunks_mut(3)).enumerate().for_each(|(s, (o, st))| one(s, o, st));
+        }
+        let out = Tensor::<3>::from_data(TensorData::new(out, [b, 1, h * dh]), &device);
+        (out, Tensor::<2>::from_data(TensorData::new(stats, [b, 3]), &device))
     }
 }

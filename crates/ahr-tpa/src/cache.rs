@@ -1,9 +1,13 @@
 //! The factor KV cache: per stream, per layer, per menu option, each token kept exactly as chosen.
 //!
 //! A rank-ρ token stores `A_K, A_V: [ρ, h]` and `B_K (pre-rotated), B_V: [ρ, d_h]`; a `full`
-//! token stores dense `K, V: [h_kv, d_h]` (held head-major, `[h_kv, N, d_h]` per group, so a
-//! decode step reads each head's keys contiguously); a dropped token stores nothing. Nothing is padded to the
-//! maximum rank, so [`KvCache::bytes`] (read off the tensors actually held) equals the cost model.
+//! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
+//! maximum rank, so [`KvCache::bytes`] (read off what is held) equals the cost model.
+//!
+//! Two storages, one per kind of device ([`Storage::for_device`]): on a CPU the tokens live in host
+//! memory in blocks of 64 ([`crate::host::Tiles`]) read by the fused kernel of [`crate::host`]; on
+//! an accelerator they are device tensors (dense groups head-major, `[h_kv, N, d_h]`) read by
+//! tensor ops. Both give the same attention (tested against each other and the parallel forward).
 
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -11,6 +15,23 @@ use crate::attention::Projected;
 use crate::config::{ModelConfig, StoreOption};
 use crate::cost::CACHE_ELEMENT_BYTES;
 use crate::error::{Error, Result};
+use crate::host::{HeadDims, HostGroup, HostKind, Tiles};
+
+/// Where a cache keeps its tokens, and so which kernel a decode step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Host memory in blocks of 64 tokens, read by the fused CPU kernel.
+    Host,
+    /// Device tensors, read by tensor ops.
+    Tensors,
+}
+
+impl Storage {
+    /// [`Storage::Host`] for CPU devices (flex, libtorch's CPU), [`Storage::Tensors`] otherwise.
+    pub fn for_device(device: &Device) -> Self {
+        if crate::device::is_cpu(device) { Storage::Host } else { Storage::Tensors }
+    }
+}
 
 /// The tokens of one layer of one stream that share one menu option.
 // Both variants hold only tensor handles; boxing the larger one would buy nothing.
@@ -81,21 +102,53 @@ impl Group {
     }
 }
 
-/// One layer of one stream: a group per menu option (none for `drop` or before the first token).
+/// One menu option's tokens in one layer of one stream.
+// Both variants are small handles to their data; boxing the larger one would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Slot {
+    /// Device tensors.
+    Tensors(Group),
+    /// Host tiles.
+    Host(HostGroup),
+}
+
+impl Slot {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Slot::Tensors(g) => g.bytes(),
+            Slot::Host(g) => g.tiles.bytes(),
+        }
+    }
+}
+
+/// One layer of one stream: a slot per menu option (none for `drop` or before the first token).
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
-    slots: Vec<Option<Group>>,
+    slots: Vec<Option<Slot>>,
 }
 
 impl LayerCache {
-    /// The non-empty groups, in menu order.
+    /// The non-empty tensor groups, in menu order.
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.slots.iter().flatten()
+        self.slots.iter().flatten().filter_map(|s| match s {
+            Slot::Tensors(g) => Some(g),
+            Slot::Host(_) => None,
+        })
+    }
+
+    /// The non-empty host groups, in menu order.
+    pub fn host_groups(&self) -> impl Iterator<Item = &HostGroup> {
+        self.slots.iter().flatten().filter_map(|s| match s {
+            Slot::Host(g) => Some(g),
+            Slot::Tensors(_) => None,
+        })
     }
 
     /// Bytes held by every group of this layer.
     pub fn bytes(&self) -> usize {
-        self.groups().map(Group::bytes).sum()
+        self.slots.iter().flatten().map(Slot::bytes).sum()
     }
 }
 
@@ -103,6 +156,8 @@ impl LayerCache {
 #[derive(Clone, Debug)]
 pub struct KvCache {
     menu: Vec<StoreOption>,
+    dims: HeadDims,
+    storage: Storage,
     streams: Vec<Vec<LayerCache>>,
     /// Tokens per stream and menu option, `[stream][layer][option]` (dropped tokens included).
     counts: Vec<Vec<Vec<usize>>>,
@@ -110,11 +165,18 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `batch` streams of a model with config `cfg`.
-    pub fn new(cfg: &ModelConfig, batch: usize) -> Self {
+    /// An empty cache for `batch` streams of a model with config `cfg`, stored as suits `device`.
+    pub fn new(cfg: &ModelConfig, batch: usize, device: &Device) -> Self {
+        Self::with_storage(cfg, batch, Storage::for_device(device))
+    }
+
+    /// An empty cache with the given storage.
+    pub fn with_storage(cfg: &ModelConfig, batch: usize, storage: Storage) -> Self {
         let layer = LayerCache { slots: vec![None; cfg.menu.len()] };
         Self {
             menu: cfg.menu.clone(),
+            dims: HeadDims { heads: cfg.n_heads, kv_heads: cfg.kv_heads(), head_dim: cfg.head_dim },
+            storage,
             streams: vec![vec![layer; cfg.n_layers]; batch],
             counts: vec![vec![vec![0; cfg.menu.len()]; cfg.n_layers]; batch],
             position: 0,
@@ -124,7 +186,13 @@ impl KvCache {
     /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
     /// (the same number of tokens per layer), filled with uniform noise: for decode benchmarks,
     /// whose cost depends on the shapes held, not on the values.
-    pub fn synthetic(cfg: &ModelConfig, batch: usize, counts: &[Vec<usize>], device: &Device) -> Result<Self> {
+    pub fn synthetic(
+        cfg: &ModelConfig,
+        batch: usize,
+        counts: &[Vec<usize>],
+        storage: Storage,
+        device: &Device,
+    ) -> Result<Self> {
         let tokens: Vec<usize> = counts.iter().map(|c| c.iter().sum()).collect();
         if counts.len() != cfg.n_layers
             || counts.iter().any(|c| c.len() != cfg.menu.len())
@@ -138,23 +206,36 @@ impl KvCache {
         }
         let noise = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Uniform(-1.0, 1.0), device);
         let (h, kvh, dh) = (cfg.n_heads, cfg.kv_heads(), cfg.head_dim);
-        let mut cache = Self::new(cfg, batch);
+        let mut cache = Self::with_storage(cfg, batch, storage);
         for s in 0..batch {
             for (l, per_option) in counts.iter().enumerate() {
                 for (o, &n) in per_option.iter().enumerate() {
                     cache.counts[s][l][o] = n;
-                    cache.streams[s][l].slots[o] = match cfg.menu[o] {
-                        _ if n == 0 => None,
-                        StoreOption::Drop => None,
-                        StoreOption::Rank(rho) => Some(Group::Factors {
+                    let kind = match cfg.menu[o] {
+                        _ if n == 0 => continue,
+                        StoreOption::Drop => continue,
+                        StoreOption::Rank(rank) => HostKind::Factors { rank },
+                        StoreOption::Full => HostKind::Dense,
+                    };
+                    cache.streams[s][l].slots[o] = Some(match (storage, kind) {
+                        (Storage::Host, _) => {
+                            let mut tiles = Tiles::new(cache.dims.width(kind));
+                            let rows =
+                                noise([1, n, tiles.width()]).into_data().try_to_vec::<f32>().map_err(data_error)?;
+                            rows.chunks(tiles.width()).for_each(|t| tiles.push(t));
+                            Slot::Host(HostGroup { kind, tiles })
+                        }
+                        (Storage::Tensors, HostKind::Factors { rank: rho }) => Slot::Tensors(Group::Factors {
                             rank: rho,
                             a_k: noise([n, rho, h]),
                             b_k: noise([n, rho, dh]),
                             a_v: noise([n, rho, h]),
                             b_v: noise([n, rho, dh]),
                         }),
-                        StoreOption::Full => Some(Group::Dense { k: noise([kvh, n, dh]), v: noise([kvh, n, dh]) }),
-                    };
+                        (Storage::Tensors, HostKind::Dense) => {
+                            Slot::Tensors(Group::Dense { k: noise([kvh, n, dh]), v: noise([kvh, n, dh]) })
+                        }
+                    });
                 }
             }
         }
@@ -165,6 +246,11 @@ impl KvCache {
     /// Number of streams.
     pub fn batch(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Where the tokens are kept.
+    pub fn storage(&self) -> Storage {
+        self.storage
     }
 
     /// Tokens pushed so far per stream (the position of the next token).
@@ -206,48 +292,108 @@ impl KvCache {
             return Err(Error::Input(format!("choice {bad} is outside the menu of {}", self.menu.len())));
         }
         for (l, proj) in pending.layers.into_iter().enumerate() {
-            for s in 0..self.batch() {
-                let c = choices[s * n_layers + l];
-                self.counts[s][l][c] += 1;
-                let new = match self.menu[c] {
-                    StoreOption::Drop => continue,
-                    StoreOption::Rank(rho) => {
-                        let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
-                        let head_major = |x: &Tensor<4>| {
-                            let [_, _, h, r] = x.dims();
-                            x.clone().narrow(0, s, 1).reshape([h, r]).narrow(1, 0, rho).transpose().reshape([1, rho, h])
-                        };
-                        let rank_major = |x: &Tensor<4>| {
-                            let [_, _, r, dh] = x.dims();
-                            x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
-                        };
-                        Group::Factors {
-                            rank: rho,
-                            a_k: head_major(ak),
-                            b_k: rank_major(bk),
-                            a_v: head_major(av),
-                            b_v: rank_major(bv),
-                        }
-                    }
-                    StoreOption::Full => {
-                        let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
-                        let one = |x: &Tensor<4>| {
-                            let [_, _, kvh, dh] = x.dims();
-                            x.clone().narrow(0, s, 1).reshape([kvh, 1, dh])
-                        };
-                        Group::Dense { k: one(k), v: one(v) }
-                    }
-                };
-                let slot = &mut self.streams[s][l].slots[c];
-                *slot = Some(match slot.take() {
-                    Some(g) => g.append(new),
-                    None => new,
-                });
+            let layer_choices: Vec<usize> = (0..self.batch()).map(|s| choices[s * n_layers + l]).collect();
+            match self.storage {
+                Storage::Host => self.push_host(l, &proj, &layer_choices)?,
+                Storage::Tensors => self.push_tensors(l, &proj, &layer_choices),
             }
         }
         self.position += 1;
         Ok(())
     }
+
+    fn push_tensors(&mut self, l: usize, proj: &Projected, choices: &[usize]) {
+        for (s, &c) in choices.iter().enumerate() {
+            self.counts[s][l][c] += 1;
+            let new = match self.menu[c] {
+                StoreOption::Drop => continue,
+                StoreOption::Rank(rho) => {
+                    let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
+                    let head_major = |x: &Tensor<4>| {
+                        let [_, _, h, r] = x.dims();
+                        x.clone().narrow(0, s, 1).reshape([h, r]).narrow(1, 0, rho).transpose().reshape([1, rho, h])
+                    };
+                    let rank_major = |x: &Tensor<4>| {
+                        let [_, _, r, dh] = x.dims();
+                        x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
+                    };
+                    Group::Factors {
+                        rank: rho,
+                        a_k: head_major(ak),
+                        b_k: rank_major(bk),
+                        a_v: head_major(av),
+                        b_v: rank_major(bv),
+                    }
+                }
+                StoreOption::Full => {
+                    let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
+                    let one = |x: &Tensor<4>| {
+                        let [_, _, kvh, dh] = x.dims();
+                        x.clone().narrow(0, s, 1).reshape([kvh, 1, dh])
+                    };
+                    Group::Dense { k: one(k), v: one(v) }
+                }
+            };
+            let slot = &mut self.streams[s][l].slots[c];
+            *slot = Some(Slot::Tensors(match slot.take() {
+                Some(Slot::Tensors(g)) => g.append(new),
+                _ => new,
+            }));
+        }
+    }
+
+    fn push_host(&mut self, l: usize, proj: &Projected, choices: &[usize]) -> Result<()> {
+        let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = self.dims;
+        let host = |x: &Tensor<4>| x.clone().into_data().try_to_vec::<f32>().map_err(data_error);
+        let factors = match (&proj.kv_factors, choices.iter().any(|&c| matches!(self.menu[c], StoreOption::Rank(_)))) {
+            (Some([ak, bk, av, bv]), true) => Some((host(ak)?, host(bk)?, host(av)?, host(bv)?, ak.dims()[3])),
+            _ => None,
+        };
+        let dense = match (&proj.kv_dense, choices.iter().any(|&c| self.menu[c] == StoreOption::Full)) {
+            (Some((k, v)), true) => Some((host(k)?, host(v)?)),
+            _ => None,
+        };
+        let mut token = Vec::new();
+        for (s, &c) in choices.iter().enumerate() {
+            self.counts[s][l][c] += 1;
+            let kind = match self.menu[c] {
+                StoreOption::Drop => continue,
+                StoreOption::Rank(rho) => {
+                    let (ak, bk, av, bv, r) = factors.as_ref().expect("rank options need TPA factors");
+                    // Per r: A[·, r] over heads, then B[r, ·]; keys first, then values.
+                    token.clear();
+                    for (a, b) in [(ak, bk), (av, bv)] {
+                        let (a, b) = (&a[s * h * r..(s + 1) * h * r], &b[s * r * dh..(s + 1) * r * dh]);
+                        for j in 0..rho {
+                            token.extend((0..h).map(|hh| a[hh * r + j]));
+                            token.extend_from_slice(&b[j * dh..(j + 1) * dh]);
+                        }
+                    }
+                    HostKind::Factors { rank: rho }
+                }
+                StoreOption::Full => {
+                    let (k, v) = dense.as_ref().expect("the full option needs dense K/V");
+                    let span = s * kvh * dh..(s + 1) * kvh * dh;
+                    token.clear();
+                    token.extend_from_slice(&k[span.clone()]);
+                    token.extend_from_slice(&v[span]);
+                    HostKind::Dense
+                }
+            };
+            let width = self.dims.width(kind);
+            let slot = self.streams[s][l].slots[c]
+                .get_or_insert_with(|| Slot::Host(HostGroup { kind, tiles: Tiles::new(width) }));
+            match slot {
+                Slot::Host(g) => g.tiles.push(&token),
+                Slot::Tensors(_) => unreachable!("a host cache holds host slots only"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn data_error(e: impl std::fmt::Debug) -> Error {
+    Error::Input(format!("cache: cannot read tensor data: {e:?}"))
 }
 
 /// The projections of the token a decode step just processed, one per layer, waiting for the

@@ -3,6 +3,24 @@
 
 use burn::tensor::Device;
 
+/// Whether tensors on `device` live in host memory (flex, libtorch's CPU): the decode kernel can
+/// then read the cache in place.
+pub fn is_cpu(device: &Device) -> bool {
+    let plain = device.clone().inner();
+    plain == Device::flex() || (cfg!(feature = "tch") && is_libtorch_cpu(&plain))
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn is_libtorch_cpu(device: &Device) -> bool {
+    *device == Device::libtorch()
+}
+
+#[cfg(not(feature = "tch"))]
+fn is_libtorch_cpu(_: &Device) -> bool {
+    false
+}
+
 /// Environment variable that picks the device of `--device`'s default and of the test suites.
 pub const DEVICE_ENV: &str = "AHR_DEVICE";
 

@@ -14,11 +14,12 @@ pub mod config;
 pub mod cost;
 pub mod device;
 pub mod error;
+pub mod host;
 pub mod model;
 pub mod rope;
 pub mod t6;
 
-pub use cache::{KvCache, PendingToken};
+pub use cache::{KvCache, PendingToken, Storage};
 pub use choices::{ChoiceSpec, Choices};
 pub use config::{AttentionKind, ModelConfig, StoreOption};
 pub use error::{Error, Result};

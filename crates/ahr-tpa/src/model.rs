@@ -258,7 +258,7 @@ impl Model {
         let mut stats = Vec::with_capacity(self.blocks.len());
         for (l, block) in self.blocks.iter().enumerate() {
             let (out, proj, layer_stats) =
-                block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l), with_stats);
+                block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l), cache.storage(), with_stats);
             layers.push(proj);
             stats.push(layer_stats.unsqueeze_dim::<3>(1));
             x = x + out;

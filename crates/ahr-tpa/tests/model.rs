@@ -5,7 +5,7 @@
 mod common;
 
 use ahr_tpa::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_model, save_model};
-use ahr_tpa::{AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, StoreOption, cost};
+use ahr_tpa::{AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, Storage, StoreOption, cost};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -76,6 +76,43 @@ fn mha_and_gqa_share_the_skeleton() {
         let mut rng = StdRng::seed_from_u64(5);
         let choices = Choices::from_fn(B, T, cfg.n_layers, |_, _, _| rng.random_range(0..2));
         check_parallel_equals_decode(&cfg, &choices, 13);
+    }
+}
+
+/// The fused CPU kernel (host storage, blocks of 64 tokens) and the tensor-op path (what an
+/// accelerator runs) give the parallel forward's logits and the same policy statistics, over
+/// several blocks with a partial last one, for materialised and FlashTPA-order queries (h = 6,
+/// d_h = 6, R_Q = 1: two head chunks), KV-only TPA, and GQA.
+#[test]
+fn host_kernel_and_tensor_ops_agree_over_many_blocks() {
+    let (b, t) = (2, 150);
+    let mut configs = vec![ModelConfig::tiny()];
+    let mut wide = ModelConfig::tiny();
+    (wide.n_heads, wide.head_dim, wide.q_rank) = (6, 6, 1);
+    let mut kv_only = ModelConfig::tiny();
+    kv_only.q_rank = 0;
+    let mut gqa = ModelConfig::tiny();
+    (gqa.attention, gqa.kv_heads, gqa.menu) = (AttentionKind::Gqa, Some(1), vec![StoreOption::Drop, StoreOption::Full]);
+    configs.extend([wide, kv_only, gqa]);
+    for (i, cfg) in configs.iter().enumerate() {
+        cfg.validate().unwrap();
+        let model = randomize(Model::new(cfg, &device()), 20 + i as u64, 0.4);
+        let mut rng = StdRng::seed_from_u64(30 + i as u64);
+        let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+        // Mostly kept tokens, so every option's group spans several blocks.
+        let choices = Choices::from_fn(b, t, cfg.n_layers, |_, _, _| {
+            if rng.random_range(0..6) == 0 { 0 } else { rng.random_range(1..cfg.menu.len()) }
+        });
+        let par = to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), &choices).unwrap());
+        let (host, host_stats, host_cache) = decode_with(&model, &ids, b, t, &choices, Storage::Host);
+        let (ops, ops_stats, ops_cache) = decode_with(&model, &ids, b, t, &choices, Storage::Tensors);
+        for (name, logits) in [("host kernel", &host), ("tensor ops", &ops)] {
+            let err = max_rel_err(logits, &par);
+            assert!(err < 2e-4, "config {i}: {name} vs parallel: max rel err {err}");
+        }
+        let err = max_rel_err(&host_stats, &ops_stats);
+        assert!(err < 1e-4, "config {i}: policy statistics differ between kernels: {err}");
+        assert_eq!(host_cache.bytes(), ops_cache.bytes());
     }
 }
 

@@ -282,12 +282,12 @@ pub struct DecodeReport {
     pub runs: Vec<DecodeRun>,
 }
 
-/// Read bandwidth: the best of a few full reads (sum) of a 256 MiB tensor.
+/// Read bandwidth: the best of ten full reads (sum) of a 256 MiB tensor.
 fn measure_bandwidth(dev: &burn::tensor::Device) -> f64 {
     let n = 64 << 20;
     let x = burn::tensor::Tensor::<1>::ones([n], dev);
     let mut best = f64::MAX;
-    for _ in 0..4 {
+    for _ in 0..10 {
         let start = Instant::now();
         let _ = x.clone().sum().into_scalar::<f32>();
         best = best.min(start.elapsed().as_secs_f64());
@@ -406,7 +406,7 @@ pub fn bench_decode(
             }
             let mut dense_ms = None;
             for (name, m, c, counts) in kinds {
-                let cache = ahr_tpa::KvCache::synthetic(&c, batch, &counts, &dev)?;
+                let cache = ahr_tpa::KvCache::synthetic(&c, batch, &counts, ahr_tpa::Storage::for_device(&dev), &dev)?;
                 let step_ms = time_steps(m, &cache, reps, &dev)?;
                 let dense = *dense_ms.get_or_insert(step_ms);
                 let bytes = cache.bytes();

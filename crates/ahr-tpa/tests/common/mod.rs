@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ahr_tpa::{Choices, KvCache, Model};
+use ahr_tpa::{Choices, KvCache, Model, Storage};
 use burn::tensor::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -34,15 +34,32 @@ pub fn decode_all(
     seq_len: usize,
     choices: &Choices,
 ) -> (Vec<f32>, KvCache) {
+    let storage = Storage::for_device(&device());
+    let (logits, _, cache) = decode_with(model, tokens, batch, seq_len, choices, storage);
+    (logits, cache)
+}
+
+/// [`decode_all`] with the cache kept in `storage`; also returns every step's policy statistics
+/// (`[B, L, 3]` per step, flattened in step order).
+pub fn decode_with(
+    model: &Model,
+    tokens: &[u32],
+    batch: usize,
+    seq_len: usize,
+    choices: &Choices,
+    storage: Storage,
+) -> (Vec<f32>, Vec<f32>, KvCache) {
     let dev = device();
     let cfg = model.config().clone();
-    let mut cache = KvCache::new(&cfg, batch);
+    let mut cache = KvCache::with_storage(&cfg, batch, storage);
     let v = cfg.vocab_size;
     let mut out = vec![0f32; batch * seq_len * v];
+    let mut stats = Vec::new();
     for t in 0..seq_len {
         let ids: Vec<u32> = (0..batch).map(|b| tokens[b * seq_len + t]).collect();
-        let (logits, pending) = model.step(model.tokens(&ids, batch, 1, &dev).unwrap(), &cache).unwrap();
-        let logits = to_vec(logits);
+        let step = model.step_with_stats(model.tokens(&ids, batch, 1, &dev).unwrap(), &cache).unwrap();
+        stats.extend(to_vec(step.layer_stats));
+        let (logits, pending) = (to_vec(step.logits), step.pending);
         for b in 0..batch {
             out[(b * seq_len + t) * v..(b * seq_len + t + 1) * v].copy_from_slice(&logits[b * v..(b + 1) * v]);
         }
@@ -52,7 +69,7 @@ pub fn decode_all(
             .collect();
         cache.push(pending, &c).unwrap();
     }
-    (out, cache)
+    (out, stats, cache)
 }
 
 /// A T6 checkpoint in PyTorch layout: name → (shape, values).
