@@ -288,7 +288,7 @@ impl Attention {
         let (k_exact, v_exact) = self.exact_kv(&p);
         let scale = 1.0 / (dh as f32).sqrt();
         if storage == Storage::Host {
-            let (out, stats) = self.decode_host(&p, q_dense * scale, k_exact, v_exact, caches, with_stats);
+            let (out, stats) = self.decode_host(&p, q_dense, scale, k_exact, v_exact, caches, with_stats);
             return (self.o.forward(out), p, stats);
         }
         let mut outs = Vec::with_capacity(b);
@@ -369,11 +369,12 @@ impl Attention {
     }
 
     /// [`Attention::decode`] over host caches: the fused kernel of [`crate::host`], one stream per
-    /// task (streams run in parallel). `q` is the materialised query with the softmax scale folded in.
+    /// task (streams run in parallel). `q` is the materialised query, `scale` the softmax scale.
     fn decode_host(
         &self,
         p: &Projected,
         q: Tensor<4>,
+        scale: f32,
         k_exact: Tensor<4>,
         v_exact: Tensor<4>,
         caches: &[&LayerCache],
@@ -384,14 +385,15 @@ impl Attention {
         let b = caches.len();
         let AttnDims { heads: h, kv_heads, head_dim: dh, q_rank: rq, .. } = self.dims;
         let dims = HeadDims { heads: h, kv_heads, head_dim: dh };
-        let host = |x: Tensor<4>| x.into_data().try_to_vec::<f32>().expect("attention tensors hold f32");
+        let host = |x: Tensor<4>| host::to_host(x).expect("attention tensors hold f32");
         // FlashTPA's order (B_K·B_Qᵀ, then A_Q) when it costs fewer multiply-adds per cached factor
         // row than contracting B_K with the materialised query.
-        let factor_order = p.q_factors.as_ref().filter(|_| rq * dh + h * rq < h * dh).map(|(aq, bq)| {
-            let scale = 1.0 / (dh as f32).sqrt();
-            (host(bq.clone() * scale), host(aq.clone() / rq as f32))
-        });
-        let (q, k, v) = (host(q), host(k_exact), host(v_exact));
+        let factor_order = p
+            .q_factors
+            .as_ref()
+            .filter(|_| rq * dh + h * rq < h * dh)
+            .map(|(aq, bq)| (host(bq.clone() * scale), host(aq.clone() / rq as f32)));
+        let (q, k, v) = (host(q * scale), host(k_exact), host(v_exact));
         let mut out = vec![0f32; b * h * dh];
         let mut stats = vec![0f32; b * 3];
         let one = |s: usize, out: &mut [f32], stats: &mut [f32]| {

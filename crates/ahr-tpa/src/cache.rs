@@ -15,7 +15,7 @@ use crate::attention::Projected;
 use crate::config::{ModelConfig, StoreOption};
 use crate::cost::CACHE_ELEMENT_BYTES;
 use crate::error::{Error, Result};
-use crate::host::{HeadDims, HostGroup, HostKind, Tiles};
+use crate::host::{HeadDims, HostGroup, HostKind, Tiles, to_host};
 
 /// Where a cache keeps its tokens, and so which kernel a decode step runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,8 +220,7 @@ impl KvCache {
                     cache.streams[s][l].slots[o] = Some(match (storage, kind) {
                         (Storage::Host, _) => {
                             let mut tiles = Tiles::new(cache.dims.width(kind));
-                            let rows =
-                                noise([1, n, tiles.width()]).into_data().try_to_vec::<f32>().map_err(data_error)?;
+                            let rows = to_host(noise([1, n, tiles.width()]))?;
                             rows.chunks(tiles.width()).for_each(|t| tiles.push(t));
                             Slot::Host(HostGroup { kind, tiles })
                         }
@@ -344,7 +343,7 @@ impl KvCache {
 
     fn push_host(&mut self, l: usize, proj: &Projected, choices: &[usize]) -> Result<()> {
         let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = self.dims;
-        let host = |x: &Tensor<4>| x.clone().into_data().try_to_vec::<f32>().map_err(data_error);
+        let host = |x: &Tensor<4>| to_host(x.clone());
         let factors = match (&proj.kv_factors, choices.iter().any(|&c| matches!(self.menu[c], StoreOption::Rank(_)))) {
             (Some([ak, bk, av, bv]), true) => Some((host(ak)?, host(bk)?, host(av)?, host(bv)?, ak.dims()[3])),
             _ => None,
@@ -390,10 +389,6 @@ impl KvCache {
         }
         Ok(())
     }
-}
-
-fn data_error(e: impl std::fmt::Debug) -> Error {
-    Error::Input(format!("cache: cannot read tensor data: {e:?}"))
 }
 
 /// The projections of the token a decode step just processed, one per layer, waiting for the

@@ -5,14 +5,23 @@
 //! score of a block of rank-ρ tokens is a few broadcast multiply-adds over contiguous lanes:
 //! `u_h = B_K,r · q_h` (or, with TPA query factors, `B_K,r·B_Qᵀ` first and then `A_Q` — FlashTPA's
 //! order), then `s_h += A_K,r[h] ⊙ u_h`. Keys and values are never materialised. Softmax uses a
-//! vectorisable `exp` in FlashDecoding's online form (one pass over the cache), and values accumulate per lane, reduced once per head and feature at the end.
+//! vectorisable `exp` in FlashDecoding's online form (one pass over the cache), and values
+//! accumulate per lane, reduced once per head and feature at the end.
 //! The loops are plain Rust over fixed-size arrays; [`pulp::Arch::dispatch`] compiles them with the
 //! widest instruction set the CPU has (AVX2/AVX-512), chosen at run time.
 //!
 //! The last block of a group is padded to [`LANES`] tokens with zeros; the padded lanes get no
 //! attention weight. Bytes are reported for the tokens held, as the cost model counts them.
 
+use burn::tensor::Tensor;
+
 use crate::cost::CACHE_ELEMENT_BYTES;
+use crate::error::{Error, Result};
+
+/// A tensor's values in host memory (row-major).
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().try_to_vec::<f32>().map_err(|e| Error::Input(format!("cannot read tensor data as f32: {e:?}")))
+}
 
 /// Tokens per block.
 pub const LANES: usize = 64;
@@ -116,6 +125,14 @@ pub struct HeadDims {
 }
 
 impl HeadDims {
+    /// Offset of query head `head`'s K/V head inside a dense token's keys (or values): heads share
+    /// K/V heads in groups of `h / h_kv` (GQA's `repeat_interleave`); a head past the last (a
+    /// chunk's unused slot) maps to the last.
+    #[inline(always)]
+    pub fn kv_offset(&self, head: usize) -> usize {
+        (head.min(self.heads - 1) / (self.heads / self.kv_heads)) * self.head_dim
+    }
+
     /// Features per token of a group of `kind`.
     pub fn width(&self, kind: HostKind) -> usize {
         match kind {
@@ -353,11 +370,11 @@ fn score_block(
     u: &mut [Lane],
     mixed: &mut [Lane],
 ) {
-    let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
+    let HeadDims { heads: h, head_dim: dh, .. } = dims;
     match kind {
         HostKind::Dense => {
             for c0 in (0..h).step_by(CHUNK) {
-                let feats = std::array::from_fn(|c| ((c0 + c).min(h - 1) / (h / kvh)) * dh);
+                let feats = std::array::from_fn(|c| dims.kv_offset(c0 + c));
                 with_chunk!(CHUNK.min(h - c0), contract(block, &q.query[c0 * dh..], feats, dh, &mut s[c0..]));
             }
         }
@@ -425,7 +442,7 @@ fn accumulate_block(dims: HeadDims, kind: HostKind, block: &[f32], w: &[Lane], a
             for c0 in (0..h).step_by(CHUNK) {
                 let n = CHUNK.min(h - c0);
                 let wc: [Lane; CHUNK] = std::array::from_fn(|c| w[(c0 + c).min(h - 1)]);
-                let feats = std::array::from_fn(|c| values + ((c0 + c).min(h - 1) / (h / kvh)) * dh);
+                let feats = std::array::from_fn(|c| values + dims.kv_offset(c0 + c));
                 with_chunk!(n, spread(block, &wc, feats, dh, &mut acc[c0 * dh..]));
             }
         }
