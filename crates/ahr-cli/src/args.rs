@@ -61,6 +61,9 @@ pub enum Command {
         /// Continue the run in `--out` from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Start from this model directory's weights (same model config): fine-tuning.
+        #[arg(long)]
+        init: Option<PathBuf>,
         /// Stop after this many steps in this invocation (resume later with --resume).
         #[arg(long)]
         stop_after: Option<u64>,

@@ -11,9 +11,9 @@ fn main() {
         Command::Quickstart { out, sequences, workers, common } => {
             commands::quickstart::quickstart(&out, Some(sequences), workers, &common)
         }
-        Command::Pretrain { model_config, env, out, steps, seed, resume, stop_after, common } => {
+        Command::Pretrain { model_config, env, out, steps, seed, resume, init, stop_after, common } => {
             commands::pretrain::pretrain(
-                PretrainArgs { model_config, env, out, steps, seed, resume, stop_after, progress: false },
+                PretrainArgs { model_config, env, out, steps, seed, resume, init, stop_after, progress: false },
                 &common,
             )
         }

@@ -149,6 +149,9 @@ pub struct PretrainArgs {
     pub seed: u64,
     /// Continue from `out/checkpoint`.
     pub resume: bool,
+    /// Start from this model directory's weights (same model config) instead of a fresh
+    /// initialisation: fine-tuning, e.g. onto a harder task variant.
+    pub init: Option<PathBuf>,
     /// Stop after this many steps in this invocation, leaving a checkpoint to `--resume` from.
     pub stop_after: Option<u64>,
     /// Show a progress bar.
@@ -164,6 +167,9 @@ pub struct ResolvedRun {
     pub env: EnvFile,
     /// Seed.
     pub seed: u64,
+    /// Fingerprint of the model directory the weights started from (`--init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -308,7 +314,11 @@ pub fn resolve(args: &PretrainArgs) -> Result<(ResolvedRun, Task)> {
             model_file.model.vocab_size
         );
     }
-    Ok((ResolvedRun { model_file, env, seed: args.seed }, task))
+    let init = match &args.init {
+        Some(dir) => Some(ahr_tpa::checkpoint::fingerprint(dir).with_context(|| format!("--init {}", dir.display()))?),
+        None => None,
+    };
+    Ok((ResolvedRun { model_file, env, seed: args.seed, init }, task))
 }
 
 /// Run (or resume) pretraining; writes the model directory, metrics and the rank curve to `out`.
@@ -347,6 +357,17 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
     } else {
         if out.join(CHECKPOINT_DIR).exists() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+        }
+        if let Some(dir) = &args.init {
+            let from = ahr_tpa::ModelConfig::load_json(&dir.join(ahr_tpa::checkpoint::CONFIG_FILE))?;
+            if from != cfg {
+                bail!(
+                    "--init {}: its model config differs from {}'s; fine-tuning needs the same shape",
+                    dir.display(),
+                    args.model_config.display()
+                );
+            }
+            model = load_record(model, &dir.join(ahr_tpa::checkpoint::WEIGHTS_FILE))?;
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         write_json(&run_file, &run)?;

@@ -23,6 +23,7 @@ fn args(out: &Path, steps: u64, stop_after: Option<u64>, resume: bool) -> Pretra
         steps: Some(steps),
         seed: 3,
         resume,
+        init: None,
         stop_after,
         progress: false,
     }
@@ -80,6 +81,22 @@ fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
     // A resume with a different recipe is refused.
     let err = run(&args(&resumed, 9, None, true), &ahr_tpa::device::from_env()).unwrap_err().to_string();
     assert!(err.contains("differ"), "{err}");
+
+    // --init starts from a trained model's weights: one step from there stays near them, one
+    // step from a fresh initialisation does not; another shape is refused.
+    let (tuned, fresh) = (tmp.path().join("tuned"), tmp.path().join("fresh"));
+    run(&PretrainArgs { init: Some(straight.clone()), ..args(&tuned, 1, None, false) }, &ahr_tpa::device::from_env())
+        .unwrap();
+    run(&args(&fresh, 1, None, false), &ahr_tpa::device::from_env()).unwrap();
+    let gap = |x: &[f32]| x.iter().zip(&a).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(gap(&logits(&tuned)) < 0.5 * gap(&logits(&fresh)), "{} vs {}", gap(&logits(&tuned)), gap(&logits(&fresh)));
+    let other = PretrainArgs {
+        model_config: root().join("configs/model/mqar.toml"),
+        init: Some(straight.clone()),
+        ..args(&tmp.path().join("other"), 1, None, false)
+    };
+    let err = run(&other, &ahr_tpa::device::from_env()).unwrap_err().to_string();
+    assert!(err.contains("--init") && err.contains("differs"), "{err}");
 
     // eval-model and logits through the binary.
     let model = straight.to_str().unwrap();
@@ -285,12 +302,15 @@ fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
     let env = tmp.join("per-layer.toml");
     let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
     std::fs::write(&env, text.replace("[env]\n", "[env]\ngranularity = \"per-layer\"\n")).unwrap();
+    let recent = tmp.join("recent.toml");
+    std::fs::write(&recent, text.replace("[env]\n", "[env]\nrecent = [4]\n")).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
     let cases = [
         (env, root().join("configs/ppo/tiny.toml"), "per-layer", 1),
         (root().join("envs/mqar-tiny.toml"), attention, "per-token", 3),
+        (recent.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
@@ -320,6 +340,25 @@ fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
         assert_eq!(manifest["granularity"], granularity);
         assert_eq!(manifest["policy"]["window"], window);
     }
+    // A policy with an expiring option: its menu says so, generation adds it to the model, eval
+    // runs it with its env (and a window matched to its bytes), and the plain env is refused.
+    let (m, p) = (model.to_str().unwrap(), tmp.join("policy-2"));
+    let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"recent:4\""), "{manifest}");
+    let p = p.to_str().unwrap();
+    let (code, stdout, stderr) = ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bytes held"), "{stdout}");
+    let eval = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,window"];
+    let out = tmp.join("eval-recent");
+    let (code, _, stderr) =
+        ahr(&[&eval[..], &["--env", recent.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let csv = std::fs::read_to_string(out.join("pareto.csv")).unwrap();
+    assert!(csv.contains("uniform,\"recent:4\","), "{csv}");
+    let (code, _, stderr) = ahr(&[&eval[..], &["--env", "envs/mqar-tiny.toml", "--out", "/tmp/x"]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("recent") && !stderr.contains("panicked"), "{stderr}");
 }
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
@@ -459,10 +498,10 @@ fn the_mqar_preset_file_is_the_code_preset() {
     for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small"] {
         ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
-    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text"] {
+    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text", "text-recent"] {
         ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
     }
-    for ppo in ["tiny", "mqar", "mqar-budget", "mqar-tiny", "mqar-tiny-budget", "cartpole"] {
+    for ppo in ["tiny", "mqar", "mqar-budget", "mqar-tiny", "mqar-tiny-budget", "text-recent-budget", "cartpole"] {
         ahr_cli::commands::train_policy::load_ppo_config(&root().join(format!("configs/ppo/{ppo}.toml"))).unwrap();
     }
 }

@@ -40,8 +40,10 @@ impl LayerEnv {
         let cfg = self.model.config();
         let exact = cost::attention_flops_per_entry(cfg, cfg.exact_option()) as f64;
         let per = cost::attention_flops_per_entry(cfg, option) as f64;
-        let pairs = (len * (len - 1) / 2) as f64;
-        (pairs * per + (len - 1) as f64 * exact) / ((pairs + (len - 1) as f64) * exact)
+        // Query q reads the q keys before it, or the last W of them under `recent:W`.
+        let seen = (1..len).map(|q| option.window().map_or(q, |w| q.min(w))).sum::<usize>() as f64;
+        let all = (len * (len - 1) / 2) as f64;
+        (seen * per + (len - 1) as f64 * exact) / ((all + (len - 1) as f64) * exact)
     }
 }
 
@@ -97,7 +99,7 @@ impl VecEnv for LayerEnv {
                 }
             }
             let opts: Vec<StoreOption> = (0..l_n).map(|l| cfg.menu[actions[b * l_n + l]]).collect();
-            let mem = opts.iter().map(|o| cost::bytes_per_token(&cfg, *o)).sum::<usize>() as f64 / exact_bytes;
+            let mem = opts.iter().map(|o| cost::charged_bytes(&cfg, *o, t_n)).sum::<f64>() / exact_bytes;
             let flops = opts.iter().map(|o| self.flops_frac(*o, t_n)).sum::<f64>() / l_n as f64;
             let r = -self.reward.w_task * (loss - base_loss) - self.lambda_mem * mem - self.reward.lambda_flops * flops;
             reward[b] = r as f32;
@@ -111,6 +113,9 @@ impl VecEnv for LayerEnv {
                 task_loss: loss / labelled.max(1) as f64,
                 accuracy: correct as f64 / labelled.max(1) as f64,
                 mem_frac: mem,
+                // One option per layer: the cache peaks at its charge (at the last step, or
+                // once a `recent:W` layer is full).
+                peak_frac: mem,
                 flops_frac: flops,
                 option_counts: counts,
                 position_counts: Vec::new(),

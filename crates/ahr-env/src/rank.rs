@@ -4,7 +4,8 @@
 //! with a physical factor cache. After token t's forward step the agent observes features and
 //! picks one menu option per layer for storing t. The reward of that action is
 //! `−w_task·loss_{t+1} − λ_mem·mem_t − λ_flops·flops_{t+1}`: the loss of the next labelled
-//! position (the first one the choice can affect), the bytes token t adds, and the attention
+//! position (the first one the choice can affect), the bytes token t adds (for an expiring
+//! `recent:W` option, its share of the episode: [`cost::charged_bytes`]), and the attention
 //! FLOPs of the next step, with `mem` and `flops` normalised so that the exact choice sums to 1
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
@@ -279,8 +280,8 @@ impl VecEnv for RankEnv {
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);
         for b in 0..b_n {
-            let bytes: usize = (0..l_n).map(|l| cost::bytes_per_token(&cfg, cfg.menu[actions[b * l_n + l]])).sum();
-            let mem = bytes as f64 / (len as f64 * self.exact_bytes);
+            let bytes: f64 = (0..l_n).map(|l| cost::charged_bytes(&cfg, cfg.menu[actions[b * l_n + l]], len)).sum();
+            let mem = bytes / (len as f64 * self.exact_bytes);
             let r = &mut self.running[b];
             if r.by_position.len() <= self.t {
                 r.by_position.resize(self.t + 1, vec![0; cfg.menu.len()]);
@@ -316,6 +317,7 @@ impl VecEnv for RankEnv {
                     task_loss: r.loss / r.labelled.max(1) as f64,
                     accuracy: r.correct as f64 / r.labelled.max(1) as f64,
                     mem_frac: r.mem,
+                    peak_frac: self.cache.peak_stream_bytes(b) as f64 / (len as f64 * self.exact_bytes),
                     flops_frac: r.flops,
                     option_counts: r.counts.clone(),
                     position_counts: r.by_position.clone(),

@@ -14,11 +14,15 @@ pub struct EnvSettings {
     pub granularity: Granularity,
     /// Sequences one environment steps together through one batched decode.
     pub streams: usize,
+    /// Windows W: each adds the option `recent:W` to the model's menu (kept exact for the next
+    /// W queries, then evicted), so a policy can keep a token while it is recent. Empty = the
+    /// model's menu as it is.
+    pub recent: Vec<usize>,
 }
 
 impl Default for EnvSettings {
     fn default() -> Self {
-        Self { granularity: Granularity::PerToken, streams: 8 }
+        Self { granularity: Granularity::PerToken, streams: 8, recent: Vec::new() }
     }
 }
 
@@ -133,10 +137,18 @@ impl EnvSpec {
         Ok(spec)
     }
 
+    /// The model this env runs: `model` with the env's `recent:W` options added to its menu.
+    pub fn model(&self, model: ahr_tpa::Model) -> Result<ahr_tpa::Model, String> {
+        model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))
+    }
+
     /// Range checks.
     pub fn validate(&self) -> Result<(), String> {
         if self.env.streams == 0 {
             return Err("[env] streams must be at least 1".into());
+        }
+        if self.env.recent.contains(&0) {
+            return Err("[env] recent windows must be at least 1 query".into());
         }
         if let Some(b) = self.reward.budget
             && !(0.0..=1.0).contains(&b)

@@ -14,8 +14,12 @@ pub struct EpisodeStats {
     pub task_loss: f64,
     /// Accuracy over labelled positions (rank envs).
     pub accuracy: f64,
-    /// KV bytes kept relative to the exact choice (rank envs).
+    /// KV bytes charged relative to the exact choice (rank envs): the reward's memory term,
+    /// [`ahr_tpa::cost::charged_bytes`] summed over the episode.
     pub mem_frac: f64,
+    /// The most bytes the cache held at once, relative to the exact choice's final cache (rank
+    /// envs). Equal to `mem_frac` unless options expire (`recent:W`); what evaluation reports.
+    pub peak_frac: f64,
     /// Attention FLOPs relative to the exact choice (rank envs).
     pub flops_frac: f64,
     /// Chosen option counts `[layer][option]` (rank envs).

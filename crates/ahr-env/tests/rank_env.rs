@@ -170,3 +170,55 @@ fn history_stacks_the_last_observations_and_restarts_each_episode() {
     }
     assert!(row0(&last)[..2 * dim].iter().all(|&x| x == 0.0), "a new episode starts with an empty history");
 }
+
+#[test]
+fn recent_tokens_are_charged_their_share_and_the_peak_is_what_the_cache_held() {
+    let (model, task, _) = parts();
+    let model = model.with_recent(&[3]).unwrap();
+    let cfg = model.config().clone();
+    let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
+    let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env());
+    let (recent, exact) = (cfg.option_index(StoreOption::Recent(3)).unwrap(), cfg.exact_index());
+    // Everything recent:3: each token is charged (3 + 1) / 16 of the exact bytes, and the cache
+    // never holds more than 4 tokens (the newest and the 3 before it).
+    let (rewards, stats) = episode(&mut env, &cfg, |_, _| recent, 2);
+    assert!((stats.mem_frac - 4.0 / 16.0).abs() < 1e-9, "{}", stats.mem_frac);
+    assert!((stats.peak_frac - 4.0 / 16.0).abs() < 1e-9, "{}", stats.peak_frac);
+    // The first reward: token 0's charge, and step 1's FLOPs (one cached key and itself).
+    assert!((rewards[0][0] as f64 + 4.0 / 256.0 + 2.0 / 135.0).abs() < 1e-6, "{}", rewards[0][0]);
+    // A query sees at most 3 cached keys: FLOPs Σ_{t=1}^{15} (min(t, 3) + 1) / Σ (t + 1).
+    let seen: usize = (1..16).map(|t: usize| t.min(3) + 1).sum();
+    assert!((stats.flops_frac - seen as f64 / 135.0).abs() < 1e-12, "{}", stats.flops_frac);
+    // Exact for the first 4 tokens, then recent:3: peak 4 + 4 tokens, charge 4 + 12 · 4/16.
+    let (_, stats) = episode(&mut env, &cfg, |t, _| if t < 4 { exact } else { recent }, 2);
+    assert!((stats.peak_frac - 8.0 / 16.0).abs() < 1e-9, "{}", stats.peak_frac);
+    assert!((stats.mem_frac - 7.0 / 16.0).abs() < 1e-9, "{}", stats.mem_frac);
+    // Without expiring options the peak is the final cache, the charged bytes.
+    let (_, stats) = episode(&mut env, &cfg, |t, l| if (t + l) % 3 == 0 { exact } else { 1 }, 2);
+    assert!((stats.peak_frac - stats.mem_frac).abs() < 1e-9);
+}
+
+#[test]
+fn per_layer_recent_windows_account_like_the_per_token_episode() {
+    use ahr_env::LayerEnv;
+    let (model, task, _) = parts();
+    let model = model.with_recent(&[3]).unwrap();
+    let cfg = model.config().clone();
+    let dev = ahr_tpa::device::from_env();
+    let reward = RewardConfig { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
+    let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
+    let mut token_env = RankEnv::new(model, task, reward, 3, dev);
+    let recent = cfg.option_index(StoreOption::Recent(3)).unwrap();
+    layer_env.reset(6);
+    let step = layer_env.step(&vec![recent; 3 * cfg.n_layers]);
+    let (_, tok) = episode(&mut token_env, &cfg, |_, _| recent, 6);
+    let lay = &step.episodes[0];
+    for (name, a, b) in [
+        ("loss", lay.task_loss, tok.task_loss),
+        ("mem", lay.mem_frac, tok.mem_frac),
+        ("peak", lay.peak_frac, tok.peak_frac),
+        ("flops", lay.flops_frac, tok.flops_frac),
+    ] {
+        assert!((a - b).abs() < 1e-4, "{name}: per-layer {a} vs per-token {b}");
+    }
+}

@@ -66,6 +66,9 @@ pub struct MemoryReport {
     pub tokens_cached: usize,
     /// Bytes the cache holds, read off its tensors.
     pub bytes_held: usize,
+    /// The most bytes it held at once, per stream, summed over streams (= `bytes_held` unless
+    /// `recent:W` tokens expired).
+    pub peak_bytes: usize,
     /// The same from the cost model applied to the choices made.
     pub cost_model_bytes: usize,
     /// Bytes had every token been kept at the exact option.
@@ -153,10 +156,18 @@ impl<'a> Generator<'a> {
             cache.push(out.pending, &actions)?;
         }
         let stored = fed;
-        let cost_model_bytes = choices.iter().flatten().map(|&c| cost::bytes_per_token(cfg, cfg.menu[c])).sum();
+        // What the next query would see: every kept token, less `recent:W` ones already expired.
+        let visible = |t: usize, c: usize| cfg.menu[c].window().is_none_or(|w| t + w >= stored);
+        let cost_model_bytes = choices
+            .iter()
+            .flat_map(|row| row.iter().enumerate().map(|(i, &c)| (i / l_n, c)))
+            .filter(|&(t, c)| visible(t, c))
+            .map(|(_, c)| cost::bytes_per_token(cfg, cfg.menu[c]))
+            .sum();
         let memory = MemoryReport {
             tokens_cached: stored,
             bytes_held: cache.bytes(),
+            peak_bytes: (0..b_n).map(|s| cache.peak_stream_bytes(s)).sum(),
             cost_model_bytes,
             exact_bytes: b_n * stored * cost::exact_bytes_per_token(cfg),
             dense_mha_bytes: b_n * stored * cost::dense_mha_bytes_per_token(cfg),

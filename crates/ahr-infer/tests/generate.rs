@@ -49,6 +49,16 @@ fn every_uniform_option_holds_exactly_its_cost() {
         assert_eq!(out.memory.cost_model_bytes, expected, "{option}");
         assert!(out.choices[0].iter().all(|&c| c == i));
     }
+    // recent:2 keeps the two tokens the next query sees; it held three (the newest too) at most.
+    let model = model.with_recent(&[2]).unwrap();
+    let cfg = model.config().clone();
+    let i = cfg.menu.len() - 1;
+    let out =
+        Generator::new(&model, Chooser::Uniform(i), &ahr_tpa::device::from_env()).run(&[vec![1, 2, 3]], 4).unwrap();
+    let exact = cost::bytes_per_token(&cfg, cfg.exact_option()) * cfg.n_layers;
+    assert_eq!(out.memory.bytes_held, 2 * exact);
+    assert_eq!(out.memory.cost_model_bytes, 2 * exact);
+    assert_eq!(out.memory.peak_bytes, 3 * exact);
 }
 
 #[test]

@@ -79,6 +79,12 @@ pub enum ExportError {
 }
 
 impl Manifest {
+    /// The windows W of the policy's `recent:W` options (what an env's `[env] recent` adds to the
+    /// model's menu), in menu order.
+    pub fn recent_windows(&self) -> Vec<usize> {
+        self.menu.iter().filter_map(|o| o.parse::<ahr_tpa::StoreOption>().ok()?.window()).collect()
+    }
+
     /// Check this manifest against a model config and fingerprint.
     pub fn check(&self, model: &ModelConfig, fingerprint: &str) -> Result<(), String> {
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
@@ -92,7 +98,17 @@ impl Manifest {
         }
         let menu: Vec<String> = model.menu.iter().map(|o| o.to_string()).collect();
         if self.menu != menu {
-            return Err(format!("the policy's menu is [{}], the model's [{}]", self.menu.join(", "), menu.join(", ")));
+            let hint = match self.recent_windows() {
+                w if w.is_empty() => String::new(),
+                w => {
+                    format!(" (the policy keeps tokens as recent:W; run it with an env whose `[env] recent` is {w:?})")
+                }
+            };
+            return Err(format!(
+                "the policy's menu is [{}], the model's [{}]{hint}",
+                self.menu.join(", "),
+                menu.join(", ")
+            ));
         }
         let expected = ObsSpec::rank(model.n_layers, model.vocab_size).windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {

@@ -4,10 +4,15 @@
 //! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
 //! maximum rank, so [`KvCache::bytes`] (read off what is held) equals the cost model.
 //!
+//! A `recent:W` token is kept like the exact option in a slot of its own and evicted once W
+//! more queries have seen it; such a slot is first in, first out, so eviction pops its front.
+//!
 //! Two storages, one per kind of device ([`Storage::for_device`]): on a CPU the tokens live in host
 //! memory in blocks of 64 ([`crate::host::Tiles`]) read by the fused kernel of [`crate::host`]; on
 //! an accelerator they are device tensors (dense groups head-major, `[h_kv, N, d_h]`) read by
 //! tensor ops. Both give the same attention (tested against each other and the parallel forward).
+
+use std::collections::VecDeque;
 
 use burn::tensor::{Device, Distribution, Tensor};
 
@@ -86,6 +91,21 @@ impl Group {
         self.tensors().iter().map(|t| t.dims().iter().product::<usize>()).sum::<usize>() * CACHE_ELEMENT_BYTES
     }
 
+    /// The group without its `n` oldest tokens (`None` when nothing is left).
+    fn pop_front(self, n: usize) -> Option<Group> {
+        let keep = self.len() - n;
+        if keep == 0 {
+            return None;
+        }
+        let tail = |x: Tensor<3>, dim: usize| x.narrow(dim, n, keep);
+        Some(match self {
+            Group::Factors { rank, a_k, b_k, a_v, b_v } => {
+                Group::Factors { rank, a_k: tail(a_k, 0), b_k: tail(b_k, 0), a_v: tail(a_v, 0), b_v: tail(b_v, 0) }
+            }
+            Group::Dense { k, v } => Group::Dense { k: tail(k, 1), v: tail(v, 1) },
+        })
+    }
+
     fn append(self, new: Group) -> Group {
         let cat = |a: Tensor<3>, b: Tensor<3>| Tensor::cat(vec![a, b], 0);
         match (self, new) {
@@ -127,6 +147,8 @@ impl Slot {
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
     slots: Vec<Option<Slot>>,
+    /// Per option, the positions of the tokens an expiring (`recent:W`) slot holds, oldest first.
+    positions: Vec<VecDeque<usize>>,
 }
 
 impl LayerCache {
@@ -150,17 +172,33 @@ impl LayerCache {
     pub fn bytes(&self) -> usize {
         self.slots.iter().flatten().map(Slot::bytes).sum()
     }
+
+    /// Evict the `n` oldest tokens of slot `o`.
+    fn pop_front(&mut self, o: usize, n: usize) {
+        self.slots[o] = match self.slots[o].take() {
+            Some(Slot::Tensors(g)) => g.pop_front(n).map(Slot::Tensors),
+            Some(Slot::Host(mut g)) => {
+                g.tiles.pop_front(n);
+                (!g.tiles.is_empty()).then_some(Slot::Host(g))
+            }
+            None => None,
+        };
+    }
 }
 
 /// The cache of a batch of streams that advance together, one token per step.
 #[derive(Clone, Debug)]
 pub struct KvCache {
     menu: Vec<StoreOption>,
+    exact: StoreOption,
     dims: HeadDims,
     storage: Storage,
     streams: Vec<Vec<LayerCache>>,
-    /// Tokens per stream and menu option, `[stream][layer][option]` (dropped tokens included).
+    /// Tokens per stream and menu option that the next query sees, `[stream][layer][option]`
+    /// (dropped tokens counted where chosen; expired `recent:W` tokens no longer).
     counts: Vec<Vec<Vec<usize>>>,
+    /// Per stream, the most bytes held at once (a token counted from its own step on).
+    peak: Vec<usize>,
     position: usize,
 }
 
@@ -172,20 +210,23 @@ impl KvCache {
 
     /// An empty cache with the given storage.
     pub fn with_storage(cfg: &ModelConfig, batch: usize, storage: Storage) -> Self {
-        let layer = LayerCache { slots: vec![None; cfg.menu.len()] };
+        let layer = LayerCache { slots: vec![None; cfg.menu.len()], positions: vec![VecDeque::new(); cfg.menu.len()] };
         Self {
             menu: cfg.menu.clone(),
+            exact: cfg.exact_option(),
             dims: HeadDims { heads: cfg.n_heads, kv_heads: cfg.kv_heads(), head_dim: cfg.head_dim },
             storage,
             streams: vec![vec![layer; cfg.n_layers]; batch],
             counts: vec![vec![vec![0; cfg.menu.len()]; cfg.n_layers]; batch],
+            peak: vec![0; batch],
             position: 0,
         }
     }
 
     /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
-    /// (the same number of tokens per layer), filled with uniform noise: for decode benchmarks,
-    /// whose cost depends on the shapes held, not on the values.
+    /// (dropped ones counted too; the next position is the largest layer total), filled with
+    /// uniform noise: for decode benchmarks, whose cost depends on the shapes held, not on the
+    /// values. `recent:W` tokens here do not expire.
     pub fn synthetic(
         cfg: &ModelConfig,
         batch: usize,
@@ -194,12 +235,9 @@ impl KvCache {
         device: &Device,
     ) -> Result<Self> {
         let tokens: Vec<usize> = counts.iter().map(|c| c.iter().sum()).collect();
-        if counts.len() != cfg.n_layers
-            || counts.iter().any(|c| c.len() != cfg.menu.len())
-            || tokens.windows(2).any(|w| w[0] != w[1])
-        {
+        if counts.len() != cfg.n_layers || counts.iter().any(|c| c.len() != cfg.menu.len()) {
             return Err(Error::Input(format!(
-                "synthetic cache: counts must be [{} layers][{} options] with equal totals per layer",
+                "synthetic cache: counts must be [{} layers][{} options]",
                 cfg.n_layers,
                 cfg.menu.len()
             )));
@@ -211,11 +249,12 @@ impl KvCache {
             for (l, per_option) in counts.iter().enumerate() {
                 for (o, &n) in per_option.iter().enumerate() {
                     cache.counts[s][l][o] = n;
-                    let kind = match cfg.menu[o] {
+                    let kind = match cfg.menu[o].stored_as(cache.exact) {
                         _ if n == 0 => continue,
                         StoreOption::Drop => continue,
                         StoreOption::Rank(rank) => HostKind::Factors { rank },
                         StoreOption::Full => HostKind::Dense,
+                        StoreOption::Recent(_) => unreachable!("stored as the exact option"),
                     };
                     cache.streams[s][l].slots[o] = Some(match (storage, kind) {
                         (Storage::Host, _) => {
@@ -238,7 +277,8 @@ impl KvCache {
                 }
             }
         }
-        cache.position = tokens.first().copied().unwrap_or(0);
+        cache.position = tokens.iter().copied().max().unwrap_or(0);
+        cache.peak = (0..batch).map(|s| cache.stream_bytes(s)).collect();
         Ok(cache)
     }
 
@@ -272,7 +312,14 @@ impl KvCache {
         self.streams[stream].iter().map(LayerCache::bytes).sum()
     }
 
-    /// Tokens per menu option for (stream, layer), dropped ones included.
+    /// The most bytes stream `stream` has held at once (equal to [`KvCache::stream_bytes`] unless
+    /// tokens expired).
+    pub fn peak_stream_bytes(&self, stream: usize) -> usize {
+        self.peak[stream]
+    }
+
+    /// Tokens per menu option for (stream, layer) that the next query sees, dropped ones
+    /// counted where chosen.
     pub fn counts(&self, stream: usize, layer: usize) -> &[usize] {
         &self.counts[stream][layer]
     }
@@ -290,21 +337,52 @@ impl KvCache {
         if let Some(bad) = choices.iter().find(|&&c| c >= self.menu.len()) {
             return Err(Error::Input(format!("choice {bad} is outside the menu of {}", self.menu.len())));
         }
+        let t = self.position;
         for (l, proj) in pending.layers.into_iter().enumerate() {
             let layer_choices: Vec<usize> = (0..self.batch()).map(|s| choices[s * n_layers + l]).collect();
             match self.storage {
                 Storage::Host => self.push_host(l, &proj, &layer_choices)?,
                 Storage::Tensors => self.push_tensors(l, &proj, &layer_choices),
             }
+            for (s, &c) in layer_choices.iter().enumerate() {
+                if self.menu[c].window().is_some() {
+                    self.streams[s][l].positions[c].push_back(t);
+                }
+            }
         }
         self.position += 1;
+        for s in 0..self.batch() {
+            self.peak[s] = self.peak[s].max(self.stream_bytes(s));
+        }
+        self.evict_expired();
         Ok(())
+    }
+
+    /// Evict every `recent:W` token the next query (at `self.position`) no longer sees.
+    fn evict_expired(&mut self) {
+        let next = self.position;
+        for (o, w) in self.menu.iter().enumerate().filter_map(|(o, opt)| Some((o, opt.window()?))) {
+            for (stream, counts) in self.streams.iter_mut().zip(&mut self.counts) {
+                for (layer, counts) in stream.iter_mut().zip(counts.iter_mut()) {
+                    let held = &mut layer.positions[o];
+                    let mut n = 0;
+                    while held.front().is_some_and(|&t| t + w < next) {
+                        held.pop_front();
+                        n += 1;
+                    }
+                    if n > 0 {
+                        layer.pop_front(o, n);
+                        counts[o] -= n;
+                    }
+                }
+            }
+        }
     }
 
     fn push_tensors(&mut self, l: usize, proj: &Projected, choices: &[usize]) {
         for (s, &c) in choices.iter().enumerate() {
             self.counts[s][l][c] += 1;
-            let new = match self.menu[c] {
+            let new = match self.menu[c].stored_as(self.exact) {
                 StoreOption::Drop => continue,
                 StoreOption::Rank(rho) => {
                     let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
@@ -332,6 +410,7 @@ impl KvCache {
                     };
                     Group::Dense { k: one(k), v: one(v) }
                 }
+                StoreOption::Recent(_) => unreachable!("stored as the exact option"),
             };
             let slot = &mut self.streams[s][l].slots[c];
             *slot = Some(Slot::Tensors(match slot.take() {
@@ -344,18 +423,19 @@ impl KvCache {
     fn push_host(&mut self, l: usize, proj: &Projected, choices: &[usize]) -> Result<()> {
         let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = self.dims;
         let host = |x: &Tensor<4>| to_host(x.clone());
-        let factors = match (&proj.kv_factors, choices.iter().any(|&c| matches!(self.menu[c], StoreOption::Rank(_)))) {
+        let stored = |c: usize| self.menu[c].stored_as(self.exact);
+        let factors = match (&proj.kv_factors, choices.iter().any(|&c| matches!(stored(c), StoreOption::Rank(_)))) {
             (Some([ak, bk, av, bv]), true) => Some((host(ak)?, host(bk)?, host(av)?, host(bv)?, ak.dims()[3])),
             _ => None,
         };
-        let dense = match (&proj.kv_dense, choices.iter().any(|&c| self.menu[c] == StoreOption::Full)) {
+        let dense = match (&proj.kv_dense, choices.iter().any(|&c| stored(c) == StoreOption::Full)) {
             (Some((k, v)), true) => Some((host(k)?, host(v)?)),
             _ => None,
         };
         let mut token = Vec::new();
         for (s, &c) in choices.iter().enumerate() {
             self.counts[s][l][c] += 1;
-            let kind = match self.menu[c] {
+            let kind = match stored(c) {
                 StoreOption::Drop => continue,
                 StoreOption::Rank(rho) => {
                     let (ak, bk, av, bv, r) = factors.as_ref().expect("rank options need TPA factors");
@@ -378,6 +458,7 @@ impl KvCache {
                     token.extend_from_slice(&v[span]);
                     HostKind::Dense
                 }
+                StoreOption::Recent(_) => unreachable!("stored as the exact option"),
             };
             let width = self.dims.width(kind);
             let slot = self.streams[s][l].slots[c]

@@ -91,6 +91,16 @@ impl Choices {
         (e != u32::MAX).then_some(e as usize)
     }
 
+    /// The first query position that no longer sees key `t` of sequence `b` in layer `l`, from
+    /// an eviction or from its option expiring (`recent:W`: t + W + 1); `None` = never.
+    pub fn visible_until(&self, cfg: &ModelConfig, b: usize, t: usize, l: usize) -> Option<usize> {
+        let expiry = cfg.menu[self.get(b, t, l)].window().map(|w| t + w + 1);
+        match (self.evicted_at(b, t, l), expiry) {
+            (Some(e), Some(x)) => Some(e.min(x)),
+            (e, x) => e.or(x),
+        }
+    }
+
     /// `[batch, seq_len, n_layers]`.
     pub fn dims(&self) -> [usize; 3] {
         [self.batch, self.seq_len, self.n_layers]
@@ -118,10 +128,11 @@ impl Choices {
         let mut rank_w = vec![0f32; b_n * t_n * r_max];
         let mut full_w = vec![0f32; b_n * t_n];
         let mut keep = vec![0f32; b_n * t_n];
+        let exact = cfg.exact_option();
         for b in 0..b_n {
             for t in 0..t_n {
                 let i = b * t_n + t;
-                match cfg.menu[self.get(b, t, layer)] {
+                match cfg.menu[self.get(b, t, layer)].stored_as(exact) {
                     StoreOption::Drop => {}
                     StoreOption::Rank(r) => {
                         keep[i] = 1.0;
@@ -133,16 +144,18 @@ impl Choices {
                         keep[i] = 1.0;
                         full_w[i] = 1.0;
                     }
+                    StoreOption::Recent(_) => unreachable!("stored as the exact option"),
                 }
             }
         }
-        let keep = match &self.evicted_at {
-            None => Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
-            Some(_) => {
+        let expiring = (0..b_n).any(|b| (0..t_n).any(|t| cfg.menu[self.get(b, t, layer)].window().is_some()));
+        let keep = match self.evicted_at.is_some() || expiring {
+            false => Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
+            true => {
                 let mut visible = vec![0f32; b_n * t_n * t_n];
                 for b in 0..b_n {
                     for k in 0..t_n {
-                        let until = self.evicted_at(b, k, layer).unwrap_or(t_n).min(t_n);
+                        let until = self.visible_until(cfg, b, k, layer).unwrap_or(t_n).min(t_n);
                         for q in 0..until {
                             visible[(b * t_n + q) * t_n + k] = keep[b * t_n + k];
                         }
@@ -167,7 +180,7 @@ pub struct LayerChoiceTensors {
     /// `[B, T, 1, 1]`: 1 for tokens kept dense.
     pub full_w: Tensor<4>,
     /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped); `[B, 1, T, T]`
-    /// (query × key) when evictions are set.
+    /// (query × key) when evictions are set or an option expires.
     pub keep: Tensor<4>,
 }
 

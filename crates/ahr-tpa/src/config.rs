@@ -24,6 +24,25 @@ pub enum StoreOption {
     Rank(usize),
     /// A dense K/V from separate projections, as in MHA.
     Full,
+    /// Kept at the exact option for the next `W` queries (`t+1 … t+W`), then evicted: a
+    /// write-time choice that expires, so a token can matter while it is recent (StreamingLLM's
+    /// window, chosen per token). Cheaper than it looks: it is held for `W + 1` steps at most.
+    Recent(usize),
+}
+
+impl StoreOption {
+    /// `W` for `recent:W`, the number of later queries that see the token before it expires.
+    pub fn window(self) -> Option<usize> {
+        match self {
+            StoreOption::Recent(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The option whose representation is stored: the exact one (`exact`) for `recent:W`.
+    pub fn stored_as(self, exact: StoreOption) -> StoreOption {
+        if self.window().is_some() { exact } else { self }
+    }
 }
 
 impl fmt::Display for StoreOption {
@@ -32,6 +51,7 @@ impl fmt::Display for StoreOption {
             StoreOption::Drop => write!(f, "drop"),
             StoreOption::Rank(r) => write!(f, "rank:{r}"),
             StoreOption::Full => write!(f, "full"),
+            StoreOption::Recent(w) => write!(f, "recent:{w}"),
         }
     }
 }
@@ -43,12 +63,17 @@ impl FromStr for StoreOption {
         match s.trim() {
             "drop" => Ok(StoreOption::Drop),
             "full" => Ok(StoreOption::Full),
-            other => match other.strip_prefix("rank:").map(str::parse::<usize>) {
-                Some(Ok(r)) if r > 0 => Ok(StoreOption::Rank(r)),
-                _ => {
-                    Err(format!("unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, or `full`"))
+            other => {
+                let count = |prefix: &str| other.strip_prefix(prefix)?.parse::<usize>().ok().filter(|&n| n > 0);
+                match (count("rank:"), count("recent:")) {
+                    (Some(r), _) => Ok(StoreOption::Rank(r)),
+                    (_, Some(w)) => Ok(StoreOption::Recent(w)),
+                    _ => Err(format!(
+                        "unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, `full` or \
+                         `recent:<w>` with w ≥ 1"
+                    )),
                 }
-            },
+            }
         }
     }
 }
@@ -105,7 +130,8 @@ pub struct ModelConfig {
     /// Number of K/V factor components R_max (TPA only).
     #[serde(default = "default_kv_rank")]
     pub kv_rank_max: usize,
-    /// Storage options, cheapest first. The last one is the exact option.
+    /// Storage options, cheapest first: `drop`, `rank:ρ`…, `full`, then any `recent:W` (kept
+    /// exact for W queries). The last option that is not `recent:W` is the exact option.
     pub menu: Vec<StoreOption>,
     /// Biases on the six TPA factor projections (T6 has none; off by default).
     #[serde(default)]
@@ -236,11 +262,12 @@ impl ModelConfig {
         }
         if self.menu.windows(2).any(|w| w[0] >= w[1]) {
             return Err(format!(
-                "`menu` must list distinct options from cheapest to richest (drop, rank:1, …, full), found [{}]",
+                "`menu` must list distinct options from cheapest to richest (drop, rank:1, …, full, recent:16, …), \
+                 found [{}]",
                 self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
             ));
         }
-        if self.exact_option() == StoreOption::Drop {
+        if self.menu.iter().all(|o| matches!(o, StoreOption::Recent(_))) || self.exact_option() == StoreOption::Drop {
             return Err("`menu` needs an option richer than `drop` (it is the exact option)".into());
         }
         match self.attention {
@@ -279,14 +306,35 @@ impl ModelConfig {
         }
     }
 
-    /// The richest menu option, used by every token at its own step.
+    /// The richest menu option, used by every token at its own step (the last one that does
+    /// not expire).
     pub fn exact_option(&self) -> StoreOption {
-        *self.menu.last().expect("validated menu should not be empty")
+        self.menu[self.exact_index()]
     }
 
     /// Index of the exact option in the menu.
     pub fn exact_index(&self) -> usize {
-        self.menu.len() - 1
+        self.menu
+            .iter()
+            .rposition(|o| !matches!(o, StoreOption::Recent(_)))
+            .expect("validated menu has an exact option")
+    }
+
+    /// This config with `recent:W` appended to the menu for each window not already there
+    /// (what an environment's `recent` setting does to the model it runs).
+    pub fn with_recent(&self, windows: &[usize]) -> std::result::Result<Self, String> {
+        let mut cfg = self.clone();
+        for &w in windows {
+            if w == 0 {
+                return Err("a `recent` window must be at least 1 query".into());
+            }
+            if !cfg.menu.contains(&StoreOption::Recent(w)) {
+                cfg.menu.push(StoreOption::Recent(w));
+            }
+        }
+        cfg.menu.sort();
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Whether the query is a standard projection (MHA/GQA, or TPA-KVonly with `q_rank = 0`).
@@ -321,10 +369,18 @@ mod tests {
 
     #[test]
     fn options_round_trip_and_reject_typos() {
-        for s in ["drop", "rank:1", "rank:12", "full"] {
+        for s in ["drop", "rank:1", "rank:12", "full", "recent:16"] {
             assert_eq!(s.parse::<StoreOption>().unwrap().to_string(), s);
         }
         assert!("rank:0".parse::<StoreOption>().is_err());
+        assert!("recent:0".parse::<StoreOption>().is_err());
+        assert!(StoreOption::Full < StoreOption::Recent(1));
+        // Expiring options follow the exact one, which stays the last that does not expire.
+        let cfg = ModelConfig::mqar().with_recent(&[64, 16]).unwrap();
+        assert_eq!(cfg.menu.last(), Some(&StoreOption::Recent(64)));
+        assert_eq!(cfg.exact_option(), StoreOption::Full);
+        assert_eq!(cfg.exact_index(), 3);
+        assert!(ModelConfig::mqar().with_recent(&[0]).is_err());
         assert!("dense".parse::<StoreOption>().is_err());
         assert!(StoreOption::Drop < StoreOption::Rank(1));
         assert!(StoreOption::Rank(4) < StoreOption::Full);

@@ -2,7 +2,8 @@
 //! (reward, evaluation and the inference cache all use these, never a recomputation).
 //!
 //! Bytes per token per layer: rank ρ keeps `A_K, B_K, A_V, B_V` = `2·ρ·(h + d_h)` elements,
-//! `full` keeps dense K and V = `2·h_kv·d_h` elements, `drop` keeps nothing.
+//! `full` keeps dense K and V = `2·h_kv·d_h` elements, `drop` keeps nothing; `recent:W` keeps the
+//! exact option's elements while it is held (W + 1 steps at most, [`charged_bytes`]).
 //!
 //! Attention FLOPs of one query against one cached entry follow FlashTPA's contraction order
 //! (`B_K·B_Qᵀ`, then the head factors, then the value factors); a dense entry costs a dot product
@@ -19,12 +20,26 @@ pub fn elements_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
         StoreOption::Drop => 0,
         StoreOption::Rank(r) => 2 * r * (cfg.n_heads + cfg.head_dim),
         StoreOption::Full => 2 * cfg.kv_heads() * cfg.head_dim,
+        StoreOption::Recent(_) => elements_per_token(cfg, cfg.exact_option()),
     }
 }
 
-/// Cached bytes for one token in one layer under `option`.
+/// Cached bytes for one token in one layer under `option`, while it is held.
 pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
     elements_per_token(cfg, option) * CACHE_ELEMENT_BYTES
+}
+
+/// Bytes a token kept as `option` is charged in a sequence of `seq_len` tokens: what it holds,
+/// times the share of the sequence it is held for. A token that never expires holds its bytes
+/// to the end (share 1); `recent:W` holds them for its own step and W queries, `(W + 1) / T`.
+/// A cache whose tokens arrive evenly at each option then peaks at the sum of the charges, so
+/// the reward's memory and the peak a sequence reaches (what evaluation reports) agree.
+pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, seq_len: usize) -> f64 {
+    let bytes = bytes_per_token(cfg, option) as f64;
+    match option.window() {
+        Some(w) => bytes * ((w + 1).min(seq_len.max(1)) as f64 / seq_len.max(1) as f64),
+        None => bytes,
+    }
 }
 
 /// Cached bytes for one token over all layers when every layer keeps the exact option.
@@ -51,6 +66,7 @@ pub fn attention_flops_per_entry(cfg: &ModelConfig, option: StoreOption) -> usiz
         }
         // q·k and p·v per head
         StoreOption::Full => 4 * h * dh,
+        StoreOption::Recent(_) => attention_flops_per_entry(cfg, cfg.exact_option()),
     }
 }
 
@@ -69,7 +85,7 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
 }
 
 /// Attention FLOPs of one decode step in one layer: the query reads every cached entry
-/// (counts per menu option, in menu order) plus its own exact entry.
+/// (counts per menu option of the entries it sees, in menu order) plus its own exact entry.
 pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize]) -> usize {
     let cached: usize =
         cfg.menu.iter().zip(entries_per_option).map(|(o, n)| n * attention_flops_per_entry(cfg, *o)).sum();
@@ -100,6 +116,12 @@ mod tests {
         let mut mha = gqa.clone();
         mha.attention = AttentionKind::Mha;
         assert_eq!(dense_mha_bytes_per_token(&gqa), dense_mha_bytes_per_token(&mha));
+        // recent:W holds the exact bytes for W + 1 of the T steps.
+        let recent = StoreOption::Recent(15);
+        assert_eq!(bytes_per_token(&cfg, recent), 384);
+        assert_eq!(charged_bytes(&cfg, recent, 128), 384.0 * 16.0 / 128.0);
+        assert_eq!(charged_bytes(&cfg, recent, 8), 384.0);
+        assert_eq!(charged_bytes(&cfg, StoreOption::Rank(1), 128), 152.0);
     }
 
     #[test]

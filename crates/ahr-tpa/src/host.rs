@@ -35,6 +35,8 @@ const PAD: f32 = f32::NEG_INFINITY;
 #[derive(Clone, Debug)]
 pub struct Tiles {
     width: usize,
+    /// Lanes of the first block that were evicted from the front (`< LANES`).
+    skip: usize,
     len: usize,
     data: Vec<f32>,
 }
@@ -42,7 +44,7 @@ pub struct Tiles {
 impl Tiles {
     /// No tokens of `width` features each.
     pub fn new(width: usize) -> Self {
-        Self { width, len: 0, data: Vec::new() }
+        Self { width, skip: 0, len: 0, data: Vec::new() }
     }
 
     /// Tokens held.
@@ -64,20 +66,43 @@ impl Tiles {
     pub fn push(&mut self, token: &[f32]) {
         assert_eq!(token.len(), self.width, "a token has {} features", self.width);
         let block = self.width * LANES;
-        if self.len.is_multiple_of(LANES) {
+        let end = self.skip + self.len;
+        if end.is_multiple_of(LANES) {
             self.data.resize(self.data.len() + block, 0.0);
         }
-        let base = (self.len / LANES) * block;
-        let lane = self.len % LANES;
+        let base = (end / LANES) * block;
+        let lane = end % LANES;
         for (f, &x) in token.iter().enumerate() {
             self.data[base + f * LANES + lane] = x;
         }
         self.len += 1;
     }
 
+    /// Evict the `n` oldest tokens (a block is freed once all its lanes are gone).
+    pub fn pop_front(&mut self, n: usize) {
+        assert!(n <= self.len, "cannot evict {n} of {} tokens", self.len);
+        self.len -= n;
+        self.skip += n;
+        let whole = self.skip / LANES;
+        if whole > 0 {
+            self.data.drain(..whole * self.width * LANES);
+            self.skip %= LANES;
+        }
+        if self.len == 0 {
+            self.data.clear();
+            self.skip = 0;
+        }
+    }
+
+    /// Evicted lanes at the front of the first block (the kernel masks them).
+    pub fn skip(&self) -> usize {
+        self.skip
+    }
+
     /// The features of token `n` (for tests and inspection).
     pub fn token(&self, n: usize) -> Vec<f32> {
         assert!(n < self.len, "token {n} of {}", self.len);
+        let n = n + self.skip;
         let base = (n / LANES) * self.width * LANES + n % LANES;
         (0..self.width).map(|f| self.data[base + f * LANES]).collect()
     }
@@ -257,8 +282,11 @@ fn attend_inner(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &m
         for (b, block) in g.tiles.blocks().enumerate() {
             score_block(dims, g.kind, block, &q, &mut scores, &mut rows, &mut mixed);
             if b + 1 == blocks {
-                let valid = g.tiles.len() - b * LANES;
+                let valid = g.tiles.skip() + g.tiles.len() - b * LANES;
                 scores.iter_mut().for_each(|s| s[valid..].fill(PAD));
+            }
+            if b == 0 && g.tiles.skip() > 0 {
+                scores.iter_mut().for_each(|s| s[..g.tiles.skip()].fill(PAD));
             }
             for (hh, (run, s)) in heads.iter_mut().zip(&scores).enumerate() {
                 let block_max = lanes_max(s);
@@ -516,5 +544,21 @@ mod tests {
         for n in [0, 15, 16, 36] {
             assert_eq!(t.token(n), vec![n as f32, -(n as f32), 0.5 * n as f32]);
         }
+        // Evicting from the front keeps the rest in order, within and across blocks.
+        let mut t = Tiles::new(2);
+        for n in 0..150 {
+            t.push(&[n as f32, 1.0]);
+        }
+        for (n, first) in [(3, 3), (62, 65), (2, 67)] {
+            t.pop_front(n);
+            assert_eq!((t.len(), t.token(0)[0]), (150 - first, first as f32));
+        }
+        assert_eq!(t.skip(), 3);
+        assert_eq!(t.token(82), vec![149.0, 1.0]);
+        t.push(&[150.0, 1.0]);
+        assert_eq!(t.token(83), vec![150.0, 1.0]);
+        assert_eq!(t.bytes(), 84 * 2 * CACHE_ELEMENT_BYTES);
+        t.pop_front(84);
+        assert!(t.is_empty());
     }
 }

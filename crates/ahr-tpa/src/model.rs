@@ -137,6 +137,13 @@ impl Model {
         &self.config
     }
 
+    /// This model with `recent:W` options added to its menu ([`ModelConfig::with_recent`]): they
+    /// store the exact option's K/V, so the weights serve them unchanged.
+    pub fn with_recent(mut self, windows: &[usize]) -> Result<Self> {
+        self.config = self.config.with_recent(windows).map_err(Error::Input)?;
+        Ok(self)
+    }
+
     /// Token ids as a tensor, checking the shape and the vocabulary range.
     pub fn tokens(&self, ids: &[u32], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor<2, Int>> {
         if ids.len() != batch * seq_len || seq_len == 0 {

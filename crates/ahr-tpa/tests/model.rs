@@ -117,6 +117,56 @@ fn host_kernel_and_tensor_ops_agree_over_many_blocks() {
 }
 
 #[test]
+fn recent_tokens_expire_in_decode_as_evictions_do_in_the_parallel_forward() {
+    // Windows of 3 (expires within a block) and 70 (spans block boundaries at T = 150).
+    let (b, t) = (2, 150);
+    let cfg = ModelConfig::tiny().with_recent(&[3, 70]).unwrap();
+    let (exact, n_menu) = (cfg.exact_index(), cfg.menu.len());
+    let model = randomize(Model::new(&cfg, &device()), 40, 0.4);
+    let mut rng = StdRng::seed_from_u64(41);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let choices = Choices::from_fn(b, t, cfg.n_layers, |_, _, _| {
+        if rng.random_range(0..2) == 0 { rng.random_range(exact + 1..n_menu) } else { rng.random_range(0..n_menu) }
+    });
+    let forward = |c: &Choices| to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), c).unwrap());
+    let par = forward(&choices);
+    // recent:W = the exact option evicted from query t + W + 1 on.
+    let mut as_exact = choices.clone();
+    let mut evictions = vec![u32::MAX; b * t * cfg.n_layers];
+    for (s, k, l) in (0..b).flat_map(|s| (0..t).flat_map(move |k| (0..cfg.n_layers).map(move |l| (s, k, l)))) {
+        if let Some(w) = cfg.menu[choices.get(s, k, l)].window() {
+            as_exact.set(s, k, l, exact);
+            evictions[(s * t + k) * cfg.n_layers + l] = (k + w + 1) as u32;
+        }
+    }
+    assert!(max_rel_err(&forward(&as_exact.clone().with_evictions(evictions)), &par) < 1e-5);
+    assert!(max_rel_err(&forward(&as_exact), &par) > 1e-3, "expiry should change later logits");
+    let (host, host_stats, host_cache) = decode_with(&model, &ids, b, t, &choices, Storage::Host);
+    let (ops, ops_stats, ops_cache) = decode_with(&model, &ids, b, t, &choices, Storage::Tensors);
+    for (name, logits) in [("host kernel", &host), ("tensor ops", &ops)] {
+        let err = max_rel_err(logits, &par);
+        assert!(err < 2e-4, "{name} vs parallel: max rel err {err}");
+    }
+    assert!(max_rel_err(&host_stats, &ops_stats) < 1e-4);
+    // Both caches hold what the next query (position T) sees, no more: the cost model's bytes
+    // of every token visible there; their peak is what was held at the most crowded step.
+    for s in 0..b {
+        let held_at = |q: usize| -> usize {
+            (0..=q.min(t - 1))
+                .flat_map(|k| (0..cfg.n_layers).map(move |l| (k, l)))
+                .filter(|&(k, l)| choices.visible_until(&cfg, s, k, l).is_none_or(|u| u > q))
+                .map(|(k, l)| cost::bytes_per_token(&cfg, cfg.menu[choices.get(s, k, l)]))
+                .sum()
+        };
+        let peak = (0..t).map(held_at).max().unwrap();
+        for cache in [&host_cache, &ops_cache] {
+            assert_eq!(cache.stream_bytes(s), held_at(t));
+            assert_eq!(cache.peak_stream_bytes(s), peak);
+        }
+    }
+}
+
+#[test]
 fn dropped_tokens_are_invisible_and_choices_matter() {
     let cfg = ModelConfig::tiny();
     let model = randomize(Model::new(&cfg, &device()), 1, 0.4);

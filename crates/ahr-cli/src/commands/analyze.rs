@@ -171,9 +171,9 @@ pub fn parse_lengths(items: &[String]) -> Result<Vec<usize>> {
 /// Run `ahr analyze`.
 pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     let dev = device(&common.device)?;
-    let model = load_model(&a.model, &dev)?;
-    let cfg = model.config().clone();
     let spec = EnvSpec::load(&a.env)?;
+    let model = spec.model(load_model(&a.model, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
+    let cfg = model.config().clone();
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
     if task.vocab_needed() > cfg.vocab_size {
         bail!("{} needs a vocabulary of {} but the model has {}", a.env.display(), task.vocab_needed(), cfg.vocab_size);
@@ -435,13 +435,13 @@ impl Runner<'_> {
             for r in 0..obs.len {
                 let newest = &obs.features[r * per + per - self.dim..(r + 1) * per];
                 let options = actions[r * l_n..(r + 1) * l_n].to_vec();
-                let bytes: usize = options.iter().map(|&o| cost::bytes_per_token(cfg, cfg.menu[o])).sum();
+                let bytes: f64 = options.iter().map(|&o| cost::charged_bytes(cfg, cfg.menu[o], len)).sum();
                 decisions.push(Decision {
                     seq: episode * streams + r,
                     t,
                     token: obs.tokens.get(r).copied().unwrap_or(0),
                     entropy: newest[entropy_idx],
-                    kept: bytes as f64 / exact_bytes,
+                    kept: bytes / exact_bytes,
                     options,
                     role: None,
                 });
@@ -475,7 +475,8 @@ fn annotate(decisions: &mut [Decision], task: &Task, streams: usize, len: usize)
 fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: impl Fn(f64, f64) -> f64) -> Outcome {
     let n = stats.len().max(1) as f64;
     let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
-    let mem_frac = mean(&|e| e.mem_frac);
+    // The cache's peak, the measure of every baseline (= the charged bytes unless options expire).
+    let mem_frac = mean(&|e| e.peak_frac);
     Outcome {
         name: name.into(),
         metric: metric_of(mean(&|e| e.task_loss), mean(&|e| e.accuracy)),

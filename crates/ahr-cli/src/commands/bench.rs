@@ -204,8 +204,10 @@ pub fn bench_rollout(
     use ahr_ppo::workers::{RolloutSettings, Snapshot, Workers};
 
     let dev = device(&common.device)?;
-    let model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
     let spec = EnvFile::load(env)?;
+    let model = spec
+        .model(ahr_tpa::checkpoint::load_model(model_dir, &dev)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", env.display()))?;
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
     let seq_len = task.train_batch(0, 0, 1).seq_len;
     let mut runs: Vec<RolloutRun> = Vec::new();
@@ -317,14 +319,18 @@ fn policy_mix(
     Ok(mix)
 }
 
-/// Token counts per layer and option for `ctx` tokens in proportions `mix` (rounded, summing to ctx).
-fn counts_for(mix: &[Vec<f64>], ctx: usize) -> Vec<Vec<usize>> {
+/// Token counts per layer and option for `ctx` tokens in proportions `mix` (rounded, summing to
+/// ctx), then what the cache still holds: of a `recent:W` option only its share of the last W.
+fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Vec<Vec<usize>> {
     mix.iter()
         .map(|row| {
             let mut c: Vec<usize> = row.iter().map(|f| (f * ctx as f64).floor() as usize).collect();
             let short = ctx - c.iter().sum::<usize>();
             let top = (0..c.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
             c[top] += short;
+            for (o, w) in menu.iter().enumerate().filter_map(|(o, opt)| Some((o, opt.window()?))) {
+                c[o] = c[o].min((row[o] * w.min(ctx) as f64).round() as usize);
+            }
             c
         })
         .collect()
@@ -360,7 +366,10 @@ pub fn bench_decode(
     common: &Common,
 ) -> Result<DecodeReport> {
     let dev = device(&common.device)?;
-    let model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
+    let mut model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
+    if let Some(dir) = policy_dir {
+        model = model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?;
+    }
     let cfg = model.config().clone();
     if ctxs.is_empty() || batches.is_empty() || ctxs.contains(&0) || batches.contains(&0) || reps == 0 {
         bail!("--ctx, --batch and --reps need positive values");
@@ -397,12 +406,12 @@ pub fn bench_decode(
             let mut kinds: Vec<(String, &Model, ahr_tpa::ModelConfig, Vec<Vec<usize>>)> =
                 vec![("dense-mha".into(), &mha, mha_cfg.clone(), vec![vec![ctx]; cfg.n_layers])];
             for (i, o) in cfg.menu.iter().enumerate() {
-                let mut c = vec![vec![0; cfg.menu.len()]; cfg.n_layers];
-                c.iter_mut().for_each(|row| row[i] = ctx);
-                kinds.push((format!("uniform:{o}"), &model, cfg.clone(), c));
+                let mut one = vec![vec![0.0; cfg.menu.len()]; cfg.n_layers];
+                one.iter_mut().for_each(|row| row[i] = 1.0);
+                kinds.push((format!("uniform:{o}"), &model, cfg.clone(), counts_for(&cfg.menu, &one, ctx)));
             }
             if let Some(mix) = &mix {
-                kinds.push(("policy".into(), &model, cfg.clone(), counts_for(mix, ctx)));
+                kinds.push(("policy".into(), &model, cfg.clone(), counts_for(&cfg.menu, mix, ctx)));
             }
             let mut dense_ms = None;
             for (name, m, c, counts) in kinds {

@@ -171,7 +171,7 @@ impl Harness<'_> {
             for b in 0..b_n {
                 for l in 0..cfg.n_layers {
                     let ev: Vec<u32> =
-                        (0..t_n).map(|t| choices.evicted_at(b, t, l).map_or(NEVER, |e| e as u32)).collect();
+                        (0..t_n).map(|t| choices.visible_until(cfg, b, t, l).map_or(NEVER, |e| e as u32)).collect();
                     let option = |t: usize| cfg.menu[choices.get(b, t, l)];
                     // Peak bytes: the most bytes visible at once (current token included).
                     let peak = (0..t_n)
@@ -231,11 +231,11 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
         }
     }
     let Some(main_dir) = a.models.first() else { bail!("give at least one --model") };
-    let model = load_model(main_dir, &dev)?;
+    let spec = EnvSpec::load(&a.env)?;
+    let model = spec.model(load_model(main_dir, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
     // Load every input before the (long) evaluation starts, so a bad path fails at once.
     let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, &dev)?))).collect::<Result<Vec<_>>>()?;
     let cfg = model.config().clone();
-    let spec = EnvSpec::load(&a.env)?;
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
     if task.vocab_needed() > cfg.vocab_size {
         bail!("{} needs a vocabulary of {} but the model has {}", a.env.display(), task.vocab_needed(), cfg.vocab_size);
@@ -267,6 +267,7 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
         .collect::<Result<Vec<_>>>()?;
     let mut policy_names = Vec::new();
     let mut policy_freqs: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut policy_tokens: Vec<(String, usize)> = Vec::new();
     for (dir, (manifest, net)) in loaded {
         let mut pspec = spec.clone();
         pspec.reward.budget = manifest.budget;
@@ -290,6 +291,9 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
             }
         }
         policy_freqs.push((name.clone(), freqs));
+        // The most tokens a cache rule may hold at once and stay within the policy's bytes.
+        let tokens = (point.kv_bytes_per_token * seq_len as f64 / cost::exact_bytes_per_token(&cfg) as f64).floor();
+        policy_tokens.push((name.clone(), tokens as usize));
         policy_names.push(name);
         points.push(point);
     }
@@ -311,10 +315,17 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
             }
             "window" => {
                 let sinks = 4.min(seq_len / 4);
-                for div in [16, 8, 4, 2] {
-                    let window = (seq_len / div).max(1);
+                // Fixed windows, then per policy the largest window within its bytes (the
+                // cache holds sinks + window + the current token).
+                let fixed = [16, 8, 4, 2].map(|div| ((seq_len / div).max(1), String::new()));
+                let matched = policy_tokens
+                    .iter()
+                    .filter(|(_, n)| *n > sinks + 1)
+                    .map(|(name, n)| (n - sinks - 1, format!(",matched={name}")));
+                for (window, label) in fixed.into_iter().chain(matched) {
                     let ev = baselines::window_evictions(seq_len, sinks, window);
-                    let p = h.parallel_point("window", &format!("sinks={sinks},window={window}"), &|b: &Batch| {
+                    let setting = format!("sinks={sinks},window={window}{label}");
+                    let p = h.parallel_point("window", &setting, &|b: &Batch| {
                         let all: Vec<u32> = (0..b.batch_size)
                             .flat_map(|_| ev.iter().flat_map(|&e| std::iter::repeat_n(e, l_n)))
                             .collect();
@@ -323,23 +334,29 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
                     log(&p);
                     points.push(p);
                 }
-                notes
-                    .push("window: StreamingLLM attention sinks + recent window, keys kept exact until evicted".into());
+                notes.push(
+                    "window: StreamingLLM attention sinks + recent window, keys kept exact until evicted; \
+                     `matched=P`: the largest window within policy P's bytes"
+                        .into(),
+                );
             }
             "heavy-hitter" => {
-                for div in [16, 8, 4, 2] {
-                    let budget = (seq_len / div).max(2);
+                let fixed = [16, 8, 4, 2].map(|div| ((seq_len / div).max(2), String::new()));
+                let matched =
+                    policy_tokens.iter().filter(|(_, n)| *n > 3).map(|(name, n)| (n - 1, format!(",matched={name}")));
+                for (budget, label) in fixed.into_iter().chain(matched) {
                     let (heavy, recent) = (budget / 2, budget - budget / 2);
-                    let p =
-                        h.parallel_point("heavy-hitter", &format!("heavy={heavy},recent={recent}"), &|b: &Batch| {
-                            h2o_choices(&model, b, heavy, recent, &dev)
-                        })?;
+                    let setting = format!("heavy={heavy},recent={recent}{label}");
+                    let p = h.parallel_point("heavy-hitter", &setting, &|b: &Batch| {
+                        h2o_choices(&model, b, heavy, recent, &dev)
+                    })?;
                     log(&p);
                     points.push(p);
                 }
                 notes.push(
                     "heavy-hitter: H2O per layer, attention (mean over heads) accumulated from the full-cache \
-                     forward, so the scores never suffer from earlier evictions (optimistic for H2O)"
+                     forward, so the scores never suffer from earlier evictions (optimistic for H2O); \
+                     `matched=P`: the largest budget within policy P's bytes"
                         .into(),
                 );
             }

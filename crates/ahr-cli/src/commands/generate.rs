@@ -66,7 +66,11 @@ pub fn generate(
     common: &Common,
 ) -> Result<GenerateReport> {
     let dev = device(&common.device)?;
-    let model = load_model(model_dir, &dev)?;
+    let mut model = load_model(model_dir, &dev)?;
+    if let Some(dir) = policy_dir {
+        // A policy trained with `[env] recent` windows runs with them.
+        model = model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?;
+    }
     let cfg = model.config().clone();
     let ids = prompt_ids(prompt, tokens, cfg.vocab_size)?;
     let policy = match policy_dir {

@@ -41,6 +41,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
             steps: None,
             seed: 0,
             resume,
+            init: None,
             stop_after: None,
             progress: false,
         };

@@ -87,9 +87,9 @@ pub struct ResolvedPolicyRun {
 /// Train a rank policy with PPO and export it.
 pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
     let dev = device(&common.device)?;
-    let model = load_model(&a.model, &dev)?;
-    let fp = fingerprint(&a.model)?;
     let mut spec = EnvSpec::load(&a.env)?;
+    let model = spec.model(load_model(&a.model, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
+    let fp = fingerprint(&a.model)?;
     let mut ppo = load_ppo_config(&a.config)?;
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;
@@ -217,9 +217,12 @@ pub struct PolicyEval {
     pub accuracy: f64,
     /// Mean task loss over labelled positions.
     pub task_loss: f64,
-    /// KV bytes kept relative to the exact choice.
+    /// KV bytes charged relative to the exact choice (the reward's memory term).
     pub mem_frac: f64,
-    /// KV bytes per token over all layers.
+    /// The cache's peak bytes relative to the exact choice's (= `mem_frac` unless options expire).
+    pub peak_frac: f64,
+    /// KV bytes per token over all layers: the cache's peak over the sequence length (the
+    /// measure every baseline of `ahr eval` is reported in).
     pub kv_bytes_per_token: f64,
     /// Attention FLOPs relative to the exact choice.
     pub flops_frac: f64,
@@ -264,7 +267,7 @@ pub fn evaluate_rule(
     let n = stats.len() as f64;
     let mean = |f: &dyn Fn(&ahr_env::EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
     let cfg = model.config();
-    let mem_frac = mean(&|e| e.mem_frac);
+    let (mem_frac, peak_frac) = (mean(&|e| e.mem_frac), mean(&|e| e.peak_frac));
     let mut option_counts = vec![vec![0u64; cfg.menu.len()]; cfg.n_layers];
     let mut options_by_position: Vec<Vec<u64>> = Vec::new();
     for e in &stats {
@@ -287,7 +290,8 @@ pub fn evaluate_rule(
         accuracy: mean(&|e| e.accuracy),
         task_loss: mean(&|e| e.task_loss),
         mem_frac,
-        kv_bytes_per_token: mem_frac * ahr_tpa::cost::exact_bytes_per_token(cfg) as f64,
+        peak_frac,
+        kv_bytes_per_token: peak_frac * ahr_tpa::cost::exact_bytes_per_token(cfg) as f64,
         flops_frac: mean(&|e| e.flops_frac),
         option_counts,
         options_by_position,
