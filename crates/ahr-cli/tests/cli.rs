@@ -495,13 +495,26 @@ fn analyze_explains_the_policy(tmp: &Path, m: &str, p: &str) {
 fn the_mqar_preset_file_is_the_code_preset() {
     let file = ahr_cli::files::ModelFile::load(&root().join("configs/model/mqar.toml")).unwrap();
     assert_eq!(file.model, ahr_tpa::ModelConfig::mqar());
-    for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small"] {
+    // The fine-tuning preset starts from mqar models, so `--init` needs the same shape.
+    let tune = ahr_cli::files::ModelFile::load(&root().join("configs/model/mqar-offset-ft.toml")).unwrap();
+    assert_eq!(tune.model, file.model);
+    for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small", "mqar-offset-ft"] {
         ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
-    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text", "text-recent"] {
+    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text", "text-recent", "text-recent-per-layer"] {
         ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
     }
-    for ppo in ["tiny", "mqar", "mqar-budget", "mqar-tiny", "mqar-tiny-budget", "text-recent-budget", "cartpole"] {
+    for ppo in [
+        "tiny",
+        "mqar",
+        "mqar-budget",
+        "mqar-tiny",
+        "mqar-tiny-budget",
+        "text-recent-budget",
+        "text-recent-layer-budget",
+        "mqar-offset-budget",
+        "cartpole",
+    ] {
         ahr_cli::commands::train_policy::load_ppo_config(&root().join(format!("configs/ppo/{ppo}.toml"))).unwrap();
     }
 }
