@@ -501,7 +501,16 @@ fn the_mqar_preset_file_is_the_code_preset() {
     for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small", "mqar-offset-ft"] {
         ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
-    for env in ["mqar", "mqar-mixed", "mqar-offset", "mqar-tiny", "text", "text-recent", "text-recent-per-layer"] {
+    for env in [
+        "mqar",
+        "mqar-mixed",
+        "mqar-offset",
+        "mqar-tiny",
+        "text",
+        "text-recent",
+        "text-recent-per-layer",
+        "mqar-mixed-offset-128",
+    ] {
         ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
     }
     for ppo in [
