@@ -190,7 +190,9 @@ impl LayerCache {
 #[derive(Clone, Debug)]
 pub struct KvCache {
     menu: Vec<StoreOption>,
-    exact: StoreOption,
+    /// Per menu option, the layout its tokens are stored in (`None` for `drop`; a `recent:W`
+    /// token is stored like the exact option).
+    kinds: Vec<Option<HostKind>>,
     dims: HeadDims,
     storage: Storage,
     streams: Vec<Vec<LayerCache>>,
@@ -213,7 +215,16 @@ impl KvCache {
         let layer = LayerCache { slots: vec![None; cfg.menu.len()], positions: vec![VecDeque::new(); cfg.menu.len()] };
         Self {
             menu: cfg.menu.clone(),
-            exact: cfg.exact_option(),
+            kinds: cfg
+                .menu
+                .iter()
+                .map(|o| match o.stored_as(cfg.exact_option()) {
+                    StoreOption::Rank(rank) => Some(HostKind::Factors { rank }),
+                    StoreOption::Full => Some(HostKind::Dense),
+                    StoreOption::Drop => None,
+                    StoreOption::Recent(_) => unreachable!("stored as the exact option"),
+                })
+                .collect(),
             dims: HeadDims { heads: cfg.n_heads, kv_heads: cfg.kv_heads(), head_dim: cfg.head_dim },
             storage,
             streams: vec![vec![layer; cfg.n_layers]; batch],
@@ -249,13 +260,7 @@ impl KvCache {
             for (l, per_option) in counts.iter().enumerate() {
                 for (o, &n) in per_option.iter().enumerate() {
                     cache.counts[s][l][o] = n;
-                    let kind = match cfg.menu[o].stored_as(cache.exact) {
-                        _ if n == 0 => continue,
-                        StoreOption::Drop => continue,
-                        StoreOption::Rank(rank) => HostKind::Factors { rank },
-                        StoreOption::Full => HostKind::Dense,
-                        StoreOption::Recent(_) => unreachable!("stored as the exact option"),
-                    };
+                    let Some(kind) = cache.kinds[o].filter(|_| n > 0) else { continue };
                     cache.streams[s][l].slots[o] = Some(match (storage, kind) {
                         (Storage::Host, _) => {
                             let mut tiles = Tiles::new(cache.dims.width(kind));
@@ -382,9 +387,9 @@ impl KvCache {
     fn push_tensors(&mut self, l: usize, proj: &Projected, choices: &[usize]) {
         for (s, &c) in choices.iter().enumerate() {
             self.counts[s][l][c] += 1;
-            let new = match self.menu[c].stored_as(self.exact) {
-                StoreOption::Drop => continue,
-                StoreOption::Rank(rho) => {
+            let new = match self.kinds[c] {
+                None => continue,
+                Some(HostKind::Factors { rank: rho }) => {
                     let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
                     let head_major = |x: &Tensor<4>| {
                         let [_, _, h, r] = x.dims();
@@ -402,7 +407,7 @@ impl KvCache {
                         b_v: rank_major(bv),
                     }
                 }
-                StoreOption::Full => {
+                Some(HostKind::Dense) => {
                     let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
                     let one = |x: &Tensor<4>| {
                         let [_, _, kvh, dh] = x.dims();
@@ -410,7 +415,6 @@ impl KvCache {
                     };
                     Group::Dense { k: one(k), v: one(v) }
                 }
-                StoreOption::Recent(_) => unreachable!("stored as the exact option"),
             };
             let slot = &mut self.streams[s][l].slots[c];
             *slot = Some(Slot::Tensors(match slot.take() {
@@ -423,21 +427,21 @@ impl KvCache {
     fn push_host(&mut self, l: usize, proj: &Projected, choices: &[usize]) -> Result<()> {
         let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = self.dims;
         let host = |x: &Tensor<4>| to_host(x.clone());
-        let stored = |c: usize| self.menu[c].stored_as(self.exact);
-        let factors = match (&proj.kv_factors, choices.iter().any(|&c| matches!(stored(c), StoreOption::Rank(_)))) {
+        let any = |kind: fn(HostKind) -> bool| choices.iter().any(|&c| self.kinds[c].is_some_and(kind));
+        let factors = match (&proj.kv_factors, any(|k| matches!(k, HostKind::Factors { .. }))) {
             (Some([ak, bk, av, bv]), true) => Some((host(ak)?, host(bk)?, host(av)?, host(bv)?, ak.dims()[3])),
             _ => None,
         };
-        let dense = match (&proj.kv_dense, choices.iter().any(|&c| stored(c) == StoreOption::Full)) {
+        let dense = match (&proj.kv_dense, any(|k| k == HostKind::Dense)) {
             (Some((k, v)), true) => Some((host(k)?, host(v)?)),
             _ => None,
         };
         let mut token = Vec::new();
         for (s, &c) in choices.iter().enumerate() {
             self.counts[s][l][c] += 1;
-            let kind = match stored(c) {
-                StoreOption::Drop => continue,
-                StoreOption::Rank(rho) => {
+            let Some(kind) = self.kinds[c] else { continue };
+            match kind {
+                HostKind::Factors { rank: rho } => {
                     let (ak, bk, av, bv, r) = factors.as_ref().expect("rank options need TPA factors");
                     // Per r: A[·, r] over heads, then B[r, ·]; keys first, then values.
                     token.clear();
@@ -448,18 +452,15 @@ impl KvCache {
                             token.extend_from_slice(&b[j * dh..(j + 1) * dh]);
                         }
                     }
-                    HostKind::Factors { rank: rho }
                 }
-                StoreOption::Full => {
+                HostKind::Dense => {
                     let (k, v) = dense.as_ref().expect("the full option needs dense K/V");
                     let span = s * kvh * dh..(s + 1) * kvh * dh;
                     token.clear();
                     token.extend_from_slice(&k[span.clone()]);
                     token.extend_from_slice(&v[span]);
-                    HostKind::Dense
                 }
-                StoreOption::Recent(_) => unreachable!("stored as the exact option"),
-            };
+            }
             let width = self.dims.width(kind);
             let slot = self.streams[s][l].slots[c]
                 .get_or_insert_with(|| Slot::Host(HostGroup { kind, tiles: Tiles::new(width) }));
