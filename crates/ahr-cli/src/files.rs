@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
-use ahr_tpa::ModelConfig;
+use ahr_tpa::checkpoint::load_model;
+use ahr_tpa::{Model, ModelConfig};
 use anyhow::{Context, Result};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::pretrain::PretrainConfig;
@@ -21,6 +23,22 @@ pub struct ModelFile {
 
 /// An env spec (`[task]`, `[env]`, `[reward]`).
 pub use ahr_env::EnvSpec as EnvFile;
+
+/// A model directory as the env in `env_path` runs it: with the env's `recent:W` options added to
+/// its menu.
+pub fn load_env_model(model_dir: &Path, spec: &EnvFile, env_path: &Path, device: &Device) -> Result<Model> {
+    spec.model(load_model(model_dir, device)?).map_err(|e| anyhow::anyhow!("{}: {e}", env_path.display()))
+}
+
+/// A model directory as a policy runs it: with the `recent:W` options of the policy's manifest
+/// (the model as it is without a policy).
+pub fn load_policy_model(model_dir: &Path, policy_dir: Option<&Path>, device: &Device) -> Result<Model> {
+    let model = load_model(model_dir, device)?;
+    Ok(match policy_dir {
+        Some(dir) => model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?,
+        None => model,
+    })
+}
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -17,7 +17,7 @@ use ahr_policy::export::Manifest;
 use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES};
 use ahr_policy::{ActorCritic, Granularity, ObsBatch};
 use ahr_tasks::{Batch, Task, TokenRole};
-use ahr_tpa::checkpoint::{fingerprint, load_model};
+use ahr_tpa::checkpoint::fingerprint;
 use ahr_tpa::{Choices, Model, cost};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -26,6 +26,7 @@ use super::eval::Harness;
 use super::train_policy::make_env;
 use crate::args::Common;
 use crate::device::device;
+use crate::files::load_env_model;
 
 /// Options of `ahr analyze`.
 #[derive(Clone, Debug)]
@@ -172,7 +173,7 @@ pub fn parse_lengths(items: &[String]) -> Result<Vec<usize>> {
 pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     let dev = device(&common.device)?;
     let spec = EnvSpec::load(&a.env)?;
-    let model = spec.model(load_model(&a.model, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
+    let model = load_env_model(&a.model, &spec, &a.env, &dev)?;
     let cfg = model.config().clone();
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
     if task.vocab_needed() > cfg.vocab_size {

@@ -205,9 +205,7 @@ pub fn bench_rollout(
 
     let dev = device(&common.device)?;
     let spec = EnvFile::load(env)?;
-    let model = spec
-        .model(ahr_tpa::checkpoint::load_model(model_dir, &dev)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", env.display()))?;
+    let model = crate::files::load_env_model(model_dir, &spec, env, &dev)?;
     let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
     let seq_len = task.train_batch(0, 0, 1).seq_len;
     let mut runs: Vec<RolloutRun> = Vec::new();
@@ -366,10 +364,7 @@ pub fn bench_decode(
     common: &Common,
 ) -> Result<DecodeReport> {
     let dev = device(&common.device)?;
-    let mut model = ahr_tpa::checkpoint::load_model(model_dir, &dev)?;
-    if let Some(dir) = policy_dir {
-        model = model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?;
-    }
+    let model = crate::files::load_policy_model(model_dir, policy_dir, &dev)?;
     let cfg = model.config().clone();
     if ctxs.is_empty() || batches.is_empty() || ctxs.contains(&0) || batches.contains(&0) || reps == 0 {
         bail!("--ctx, --batch and --reps need positive values");

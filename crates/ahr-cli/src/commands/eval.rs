@@ -25,6 +25,7 @@ use crate::args::Common;
 use crate::baselines::{self, NEVER};
 use crate::device::device;
 use crate::evaluate::label_logprobs;
+use crate::files::load_env_model;
 
 /// Baseline families `--baselines` accepts.
 pub const BASELINES: [&str; 5] = ["uniform", "window", "heavy-hitter", "entropy", "random"];
@@ -232,7 +233,7 @@ pub fn eval(a: &EvalArgs, common: &Common) -> Result<EvalOutput> {
     }
     let Some(main_dir) = a.models.first() else { bail!("give at least one --model") };
     let spec = EnvSpec::load(&a.env)?;
-    let model = spec.model(load_model(main_dir, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
+    let model = load_env_model(main_dir, &spec, &a.env, &dev)?;
     // Load every input before the (long) evaluation starts, so a bad path fails at once.
     let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, &dev)?))).collect::<Result<Vec<_>>>()?;
     let cfg = model.config().clone();

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use ahr_infer::{Chooser, Generator, MemoryReport, RankPolicy};
-use ahr_tpa::checkpoint::{fingerprint, load_model};
+use ahr_tpa::checkpoint::fingerprint;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::args::Common;
 use crate::device::device;
+use crate::files::load_policy_model;
 
 /// What `generate` prints (and writes with `--out`).
 #[derive(Debug, Serialize)]
@@ -66,11 +67,8 @@ pub fn generate(
     common: &Common,
 ) -> Result<GenerateReport> {
     let dev = device(&common.device)?;
-    let mut model = load_model(model_dir, &dev)?;
-    if let Some(dir) = policy_dir {
-        // A policy trained with `[env] recent` windows runs with them.
-        model = model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?;
-    }
+    // A policy trained with `[env] recent` windows runs with them.
+    let model = load_policy_model(model_dir, policy_dir, &dev)?;
     let cfg = model.config().clone();
     let ids = prompt_ids(prompt, tokens, cfg.vocab_size)?;
     let policy = match policy_dir {

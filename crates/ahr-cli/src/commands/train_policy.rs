@@ -10,7 +10,7 @@ use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
 use ahr_ppo::trainer::{Budget, IterationReport, TrainError};
 use ahr_ppo::{PpoConfig, Trainer};
 use ahr_tasks::Task;
-use ahr_tpa::checkpoint::{fingerprint, load_model};
+use ahr_tpa::checkpoint::fingerprint;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{Common, TrainPolicyArgs};
 use crate::cartpole::CartPoleVec;
 use crate::device::device;
+use crate::files::load_env_model;
 
 /// Read a PPO config file.
 pub fn load_ppo_config(path: &Path) -> Result<PpoConfig> {
@@ -88,7 +89,7 @@ pub struct ResolvedPolicyRun {
 pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
     let dev = device(&common.device)?;
     let mut spec = EnvSpec::load(&a.env)?;
-    let model = spec.model(load_model(&a.model, &dev)?).map_err(|e| anyhow::anyhow!("{}: {e}", a.env.display()))?;
+    let model = load_env_model(&a.model, &spec, &a.env, &dev)?;
     let fp = fingerprint(&a.model)?;
     let mut ppo = load_ppo_config(&a.config)?;
     if ppo.budget.is_some() {
