@@ -5,7 +5,8 @@ weightless RMSNorm, per layer a query (dense for q_rank = 0, else the factored T
 K/V factors (with biases when factor_bias) and dense K/V, RoPE (rotate-half) on q, B_K and K;
 nested storage weights per token, the own-token diagonal at the exact K/V, no MLP; LM head at
 the labelled positions only; AdamW with global grad-norm clipping. Prints one JSON line with the
-tokens per second of the timed steps.
+tokens per second of the timed steps. `--device cuda` runs it on the GPU (batches are drawn on the
+CPU as in ahr, then copied; the clock waits for the GPU).
 """
 
 import argparse
@@ -24,9 +25,9 @@ def rms_norm(x, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def rope_tables(t, dh, base):
-    inv = 1.0 / (base ** (torch.arange(0, dh, 2, dtype=torch.float32) / dh))
-    ang = torch.arange(t, dtype=torch.float32)[:, None] * inv[None, :]
+def rope_tables(t, dh, base, device):
+    inv = 1.0 / (base ** (torch.arange(0, dh, 2, dtype=torch.float32, device=device) / dh))
+    ang = torch.arange(t, dtype=torch.float32, device=device)[:, None] * inv[None, :]
     return torch.cos(ang), torch.sin(ang)  # [T, dh/2]
 
 
@@ -72,8 +73,8 @@ class Attention(nn.Module):
         vs = (av * rank_w) @ bv + v * full_w
         q, ks, vs, k, v = (z.transpose(1, 2) for z in (q, ks, vs, k, v))
         scale = 1.0 / math.sqrt(dh)
-        eye = torch.eye(t)[None, None]
-        lower = torch.tril(torch.ones(t, t), -1)[None, None]
+        eye = torch.eye(t, device=x.device)[None, None]
+        lower = torch.tril(torch.ones(t, t, device=x.device), -1)[None, None]
         off = 1.0 - eye
         scores = (q @ ks.transpose(2, 3)) * scale
         own = (q * k).sum(-1, keepdim=True) * scale
@@ -98,7 +99,7 @@ class Model(nn.Module):
     def forward(self, tokens, choices, label_idx):
         c = self.c
         b, t = tokens.shape
-        cos, sin = rope_tables(t, c["head_dim"], c["rope_base"])
+        cos, sin = rope_tables(t, c["head_dim"], c["rope_base"], tokens.device)
         x = self.embed(tokens)
         for layer, block in enumerate(self.blocks):
             rank_w, full_w, keep = choices[layer]
@@ -140,13 +141,15 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--exact-fraction", type=float, default=0.25)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     c = json.loads(open(a.config).read())
     if c["attention"] != "tpa" or c["menu"][-1] != "full" or c.get("mlp") or not c.get("tied_embeddings", True):
         raise SystemExit("the reference covers tied, MLP-free TPA models whose exact option is `full`")
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model = Model(c)
+    model = Model(c).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1)
     b, t = a.batch, a.seq_len
 
@@ -155,20 +158,28 @@ def main():
         pos = torch.stack([torch.randperm(t, generator=gen)[: a.labelled] for _ in range(b)])
         label_idx = (pos + torch.arange(b)[:, None] * t).reshape(-1)
         labels = torch.randint(c["vocab_size"], (label_idx.numel(),), generator=gen)
-        choices = choice_tensors(c, b, t, a.exact_fraction, gen)
-        logits = model(tokens, choices, label_idx)
-        loss = F.cross_entropy(logits, labels)
+        choices = [tuple(z.to(dev) for z in layer) for layer in choice_tensors(c, b, t, a.exact_fraction, gen)]
+        logits = model(tokens.to(dev), choices, label_idx.to(dev))
+        loss = F.cross_entropy(logits, labels.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     step()  # warm-up
+    sync()
     start = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     secs = time.perf_counter() - start
-    print(json.dumps({"tokens_per_sec": a.steps * b * t / secs, "threads": torch.get_num_threads(), "torch": torch.__version__}))
+    report = {"tokens_per_sec": a.steps * b * t / secs, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    report["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

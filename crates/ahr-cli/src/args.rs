@@ -308,6 +308,9 @@ pub enum BenchCommand {
         /// Also time each preset in plain PyTorch eager with this Python (`bench/pytorch_reference.py`).
         #[arg(long)]
         pytorch: Option<PathBuf>,
+        /// Where the PyTorch reference runs: `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu", requires = "pytorch")]
+        pytorch_device: String,
         /// Timed steps per preset (after one warm-up step).
         #[arg(long, default_value_t = 10)]
         steps: u64,

@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use burn::tensor::Device;
 
-/// Resolve `--device`.
+/// Resolve `--device` and check that the device runs here (`ahr_tpa::device::open`).
 pub fn device(name: &str) -> Result<Device> {
-    ahr_tpa::device::parse(name).map_err(|e| anyhow!(e))
+    ahr_tpa::device::open(name).map_err(|e| anyhow!(e))
 }

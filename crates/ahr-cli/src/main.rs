@@ -84,11 +84,22 @@ fn main() {
             )
             .map(|_| ())
         }
-        Command::Bench(BenchCommand::Train { model_configs, env, devices, pytorch, steps, head, out, common }) => {
+        Command::Bench(BenchCommand::Train {
+            model_configs,
+            env,
+            devices,
+            pytorch,
+            pytorch_device,
+            steps,
+            head,
+            out,
+            common,
+        }) => {
+            let reference = pytorch.map(|python| commands::bench::PyTorchReference { python, device: pytorch_device });
             commands::bench::bench_train(
                 &model_configs,
                 &devices,
-                pytorch.as_deref(),
+                reference.as_ref(),
                 head,
                 &env,
                 steps,

@@ -84,3 +84,14 @@ fn one_ppo_update_from_one_checkpoint_matches_on_flex_and_libtorch() {
     assert!(moved > 1e-3, "the update changed the parameters ({moved})");
     assert!(diff < 1e-4, "flex vs libtorch parameters after one update: max abs diff {diff} (moved {moved})");
 }
+
+/// `--device` runs one computation before a command starts: `tch-cpu` passes it, and `tch-cuda`
+/// either passes (a GPU with its driver) or is an error that says why, never a panic.
+#[test]
+fn opening_a_device_checks_that_it_runs() {
+    assert!(ahr_tpa::device::open("tch-cpu").is_ok());
+    if let Err(e) = ahr_tpa::device::open("tch-cuda") {
+        assert!(e.contains("device `tch-cuda` is built in but does not work here"), "{e}");
+        assert!(!e.contains("frame #"), "the C++ backtrace is cut: {e}");
+    }
+}

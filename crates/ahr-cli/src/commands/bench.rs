@@ -16,7 +16,7 @@ use crate::pretrain::{StepTimings, optimizer, sample_choices, train_step};
 #[derive(Debug, Serialize)]
 struct TrainRun {
     model_config: PathBuf,
-    /// `cpu`, `tch-cpu`, … or `pytorch-eager` (the reference script).
+    /// `cpu`, `tch-cpu`, … or `pytorch-eager` / `pytorch-eager-cuda` (the reference script).
     device: String,
     attention: String,
     params: usize,
@@ -28,11 +28,20 @@ struct TrainRun {
     seconds_per_step: StepTimings,
 }
 
+/// The same training step in plain PyTorch eager (`bench/pytorch_reference.py`).
+#[derive(Debug, Clone)]
+pub struct PyTorchReference {
+    /// The Python that runs it (with torch installed).
+    pub python: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
 /// Pretraining tokens/s of each preset on the same data, with ratios against the first.
 pub fn bench_train(
     model_configs: &[PathBuf],
     devices: &[String],
-    pytorch: Option<&std::path::Path>,
+    pytorch: Option<&PyTorchReference>,
     head_at: crate::evaluate::HeadAt,
     env: &std::path::Path,
     steps: u64,
@@ -97,7 +106,7 @@ pub fn bench_train(
         };
         let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
         println!(
-            "{:<32} {:<8} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
+            "{:<32} {:<18} {:>4} {:>9} params  {:>8.0} tokens/s  ×{:.2}",
             path.display(),
             name,
             format!("{:?}", cfg.attention).to_lowercase(),
@@ -117,16 +126,20 @@ pub fn bench_train(
             seconds_per_step: timings,
         });
     }
-    if let Some(python) = pytorch {
+    if let Some(reference) = pytorch {
+        let name = match reference.device.as_str() {
+            "cpu" => "pytorch-eager".to_string(),
+            other => format!("pytorch-eager-{}", other.replace(':', "")),
+        };
         for path in model_configs {
             let file = ModelFile::load(path)?;
             let batch = task.train_batch(0, 0, file.pretrain.batch_size);
-            let tps = pytorch_reference(python, &file, &batch, steps)?;
+            let tps = pytorch_reference(reference, &file, &batch, steps)?;
             let first = runs.first().map_or(tps, |r| r.tokens_per_sec);
             println!(
-                "{:<32} {:<8} {:>4} {:>9}         {:>8.0} tokens/s  ×{:.2}",
+                "{:<32} {:<18} {:>4} {:>9}         {:>8.0} tokens/s  ×{:.2}",
                 path.display(),
-                "pytorch",
+                name,
                 "",
                 "",
                 tps,
@@ -134,7 +147,7 @@ pub fn bench_train(
             );
             runs.push(TrainRun {
                 model_config: path.clone(),
-                device: "pytorch-eager".into(),
+                device: name.clone(),
                 attention: format!("{:?}", file.model.attention).to_lowercase(),
                 params: 0,
                 kv_bytes_per_token_exact: cost::exact_bytes_per_token(&file.model),
@@ -152,7 +165,13 @@ pub fn bench_train(
 }
 
 /// Tokens/s of the same preset's training step in plain PyTorch eager (`bench/pytorch_reference.py`).
-fn pytorch_reference(python: &std::path::Path, file: &ModelFile, batch: &ahr_tasks::Batch, steps: u64) -> Result<f64> {
+fn pytorch_reference(
+    reference: &PyTorchReference,
+    file: &ModelFile,
+    batch: &ahr_tasks::Batch,
+    steps: u64,
+) -> Result<f64> {
+    let python = &reference.python;
     let script = std::path::Path::new("bench/pytorch_reference.py");
     if !script.is_file() {
         bail!("--pytorch: run from the repository root ({} not found)", script.display());
@@ -168,6 +187,7 @@ fn pytorch_reference(python: &std::path::Path, file: &ModelFile, batch: &ahr_tas
         .args(["--batch", &batch.batch_size.to_string(), "--seq-len", &batch.seq_len.to_string()])
         .args(["--labelled", &labelled.to_string(), "--steps", &steps.to_string()])
         .args(["--exact-fraction", &exact.to_string(), "--lr", &pc.learning_rate.to_string()])
+        .args(["--device", &reference.device])
         .output()
         .with_context(|| format!("--pytorch: cannot run {}", python.display()))?;
     let _ = std::fs::remove_file(&tmp);
