@@ -23,6 +23,12 @@ use crate::rope::RopeTables;
 /// Additive score bias for a hidden key (large enough that `exp` underflows to 0).
 const MASKED: f32 = -1.0e9;
 
+/// Lowest exponent the parallel forward's softmax evaluates: e^-80 ≈ 1.8e-35 is still a normal
+/// f32. Hidden keys are multiplied out instead, so `exp` never underflows: with an additive mask
+/// alone every hidden key would, and libtorch's CPU `exp` (MKL VML) takes a slow path for each. A
+/// visible key more than 80 below its row's maximum gets e^-80 instead of its own (smaller) weight.
+const MIN_EXPONENT: f32 = -80.0;
+
 /// Sizes an attention layer needs at run time.
 #[derive(Clone, Debug)]
 pub struct AttnDims {
@@ -239,7 +245,7 @@ impl Attention {
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
         let (q, k_stored, v_stored, k_exact, v_exact) =
             (swap(q), swap(k_stored), swap(v_stored), swap(k_exact), swap(v_exact));
-        let scale = 1.0 / (dh as f32).sqrt();
+        let q = q * (1.0 / (dh as f32).sqrt()); // the softmax scale folded into the query
 
         let mut eye = vec![0f32; t * t];
         let mut lower = vec![0f32; t * t];
@@ -251,15 +257,24 @@ impl Attention {
         }
         let eye = Tensor::<4>::from_data(TensorData::new(eye, [1, 1, t, t]), &device);
         let lower = Tensor::<4>::from_data(TensorData::new(lower, [1, 1, t, t]), &device);
-        let off_diag = eye.clone().neg() + 1.0;
 
-        let scores = q.clone().matmul(k_stored.swap_dims(2, 3)) * scale;
-        let own = (q * k_exact).sum_dim(3) * scale; // [B, h, T, 1]
-        let scores = scores * off_diag.clone() + own * eye.clone();
-        let allowed = lower * choices.keep.clone() + eye.clone(); // [B, 1, T, T]
-        let scores = scores + (allowed.neg() + 1.0) * MASKED;
-        let probs = softmax(scores, 3);
-        let out = (probs.clone() * off_diag).matmul(v_stored) + (probs.clone() * eye).sum_dim(3) * v_exact;
+        // Scores against the stored keys; on the diagonal a token sees its own key exactly, so
+        // the diagonal is moved from the stored key's score to the exact key's (`[B, h, T, 1]`
+        // corrections, one pass over the `[T, T]` scores instead of masking twice).
+        let scores = q.clone().matmul(k_stored.clone().swap_dims(2, 3));
+        let own = (q.clone() * k_exact).sum_dim(3);
+        let own_stored = (q * k_stored).sum_dim(3);
+        let scores = scores + eye.clone() * (own.clone() - own_stored);
+        let allowed = lower * choices.keep.clone() + eye; // [B, 1, T, T]
+        // Softmax over the visible keys (see MIN_EXPONENT).
+        let max = (scores.clone() + (allowed.clone().neg() + 1.0) * MASKED).detach().max_dim(3);
+        let weights = (scores - max.clone()).clamp_min(MIN_EXPONENT).exp() * allowed;
+        let total = weights.clone().sum_dim(3);
+        let probs = weights / total.clone();
+        // Likewise for the values: the diagonal weight (`[B, h, T, 1]`) moves from the stored
+        // value to the exact one.
+        let p_own = (own - max).clamp_min(MIN_EXPONENT).exp() / total;
+        let out = probs.clone().matmul(v_stored.clone()) + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
         (self.o.forward(out), probs)
     }
