@@ -3,6 +3,7 @@
 //!
 //! It is the only crate that picks a device; everything below it takes a `Device`.
 
+pub mod alloc;
 pub mod args;
 pub mod baselines;
 pub mod cartpole;

@@ -6,6 +6,7 @@ use ahr_cli::pretrain::PretrainArgs;
 use clap::Parser;
 
 fn main() {
+    ahr_cli::alloc::keep_freed_tensor_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Quickstart { out, sequences, workers, common } => {

@@ -188,6 +188,7 @@ fn pytorch_reference(
         .args(["--labelled", &labelled.to_string(), "--steps", &steps.to_string()])
         .args(["--exact-fraction", &exact.to_string(), "--lr", &pc.learning_rate.to_string()])
         .args(["--device", &reference.device])
+        .envs(crate::alloc::child_env())
         .output()
         .with_context(|| format!("--pytorch: cannot run {}", python.display()))?;
     let _ = std::fs::remove_file(&tmp);
