@@ -24,9 +24,11 @@ use crate::rope::RopeTables;
 const MASKED: f32 = -1.0e9;
 
 /// Lowest exponent the parallel forward's softmax evaluates: e^-80 ≈ 1.8e-35 is still a normal
-/// f32. Hidden keys are multiplied out instead, so `exp` never underflows: with an additive mask
-/// alone every hidden key would, and libtorch's CPU `exp` (MKL VML) takes a slow path for each. A
-/// visible key more than 80 below its row's maximum gets e^-80 instead of its own (smaller) weight.
+/// f32. Exponents are clamped to [-80, 0] and hidden keys multiplied out, so `exp` neither
+/// underflows (an additive mask alone makes every hidden key underflow, and libtorch's CPU `exp`,
+/// MKL VML, takes a slow path for each) nor overflows (a hidden key can score far above its row's
+/// visible maximum; e^{s - max} would be inf and inf × 0 NaN). A visible key more than 80 below
+/// its row's maximum gets e^-80 instead of its own (smaller) weight.
 const MIN_EXPONENT: f32 = -80.0;
 
 /// Sizes an attention layer needs at run time.
@@ -258,22 +260,22 @@ impl Attention {
         let eye = Tensor::<4>::from_data(TensorData::new(eye, [1, 1, t, t]), &device);
         let lower = Tensor::<4>::from_data(TensorData::new(lower, [1, 1, t, t]), &device);
 
-        // Scores against the stored keys; on the diagonal a token sees its own key exactly, so
-        // the diagonal is moved from the stored key's score to the exact key's (`[B, h, T, 1]`
-        // corrections, one pass over the `[T, T]` scores instead of masking twice).
-        let scores = q.clone().matmul(k_stored.clone().swap_dims(2, 3));
-        let own = (q.clone() * k_exact).sum_dim(3);
-        let own_stored = (q * k_stored).sum_dim(3);
-        let scores = scores + eye.clone() * (own.clone() - own_stored);
+        // Scores against the stored keys; on the diagonal a token sees its own key exactly. (The
+        // diagonal is replaced, not corrected by `own - q·k_stored`: scores can reach 1e4 and
+        // more, where that difference loses the exact score to cancellation.)
+        let scores = q.clone().matmul(k_stored.swap_dims(2, 3));
+        let own = (q * k_exact).sum_dim(3); // [B, h, T, 1]
+        let scores = scores * (eye.clone().neg() + 1.0) + own.clone() * eye.clone();
         let allowed = lower * choices.keep.clone() + eye; // [B, 1, T, T]
         // Softmax over the visible keys (see MIN_EXPONENT).
         let max = (scores.clone() + (allowed.clone().neg() + 1.0) * MASKED).detach().max_dim(3);
-        let weights = (scores - max.clone()).clamp_min(MIN_EXPONENT).exp() * allowed;
+        let weights = (scores - max.clone()).clamp(MIN_EXPONENT, 0.0).exp() * allowed;
         let total = weights.clone().sum_dim(3);
         let probs = weights / total.clone();
-        // Likewise for the values: the diagonal weight (`[B, h, T, 1]`) moves from the stored
-        // value to the exact one.
-        let p_own = (own - max).clamp_min(MIN_EXPONENT).exp() / total;
+        // On the diagonal the weight goes to the exact value instead of the stored one: the
+        // diagonal weight (`[B, h, T, 1]`) moves over, rather than masking the `[T, T]` weights
+        // with an identity twice.
+        let p_own = (own - max).clamp(MIN_EXPONENT, 0.0).exp() / total;
         let out = probs.clone().matmul(v_stored.clone()) + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
         (self.o.forward(out), probs)

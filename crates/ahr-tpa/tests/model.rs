@@ -167,6 +167,29 @@ fn recent_tokens_expire_in_decode_as_evictions_do_in_the_parallel_forward() {
 }
 
 #[test]
+fn hidden_keys_far_above_the_visible_ones_stay_hidden() {
+    // Large weights make attention scores span hundreds of nats, so a dropped key's score can lie
+    // far above every visible one in its row: its weight must still be exactly zero (no overflow
+    // of exp, no inf × 0), and the parallel forward must still equal decode.
+    let cfg = ModelConfig::tiny();
+    let mut rng = StdRng::seed_from_u64(21);
+    let choices =
+        Choices::from_fn(
+            B,
+            T,
+            cfg.n_layers,
+            |_, t, _| if t % 3 == 0 { 0 } else { rng.random_range(0..cfg.menu.len()) },
+        );
+    let model = randomize(Model::new(&cfg, &device()), 4, 3.0);
+    let ids = tokens(&cfg, 5);
+    let par = parallel(&model, &ids, &choices);
+    assert!(par.iter().all(|x| x.is_finite()), "non-finite logits from the parallel forward");
+    let (dec, _) = decode_all(&model, &ids, B, T, &choices);
+    let err = max_rel_err(&dec, &par);
+    assert!(err < 2e-3, "decode vs parallel with large scores: max rel err {err}");
+}
+
+#[test]
 fn dropped_tokens_are_invisible_and_choices_matter() {
     let cfg = ModelConfig::tiny();
     let model = randomize(Model::new(&cfg, &device()), 1, 0.4);
