@@ -4,7 +4,7 @@
 //! top of the heap once more than 128 KiB is free there; a training step's tensors are that large,
 //! so every step faults its buffers back in page by page (a sixth of a libtorch step in `perf`).
 //! Keeping them in the heap made the `mqar` pretraining step 1.4× faster on flex and 1.2× on
-//! `tch-cpu`, and PyTorch eager 1.1× (docs/BENCHMARKS.md, "Allocator"); peak memory is unchanged
+//! `tch-cpu`, and PyTorch eager 1.1× (docs/BENCHMARKS.md, "The training step: allocator and softmax"); peak memory is unchanged
 //! and at most [`TRIM_THRESHOLD`] of freed memory stays with the process.
 
 /// Blocks up to this size come from the heap (glibc's ceiling for the threshold).

@@ -20,7 +20,8 @@ use crate::config::{AttentionKind, ModelConfig, StoreOption};
 use crate::host::{self, HeadDims, StepQuery};
 use crate::rope::RopeTables;
 
-/// Additive score bias for a hidden key (large enough that `exp` underflows to 0).
+/// Additive score bias that keeps hidden keys out of a row's maximum in the parallel forward's
+/// softmax (their weights are then multiplied out; see [`MIN_EXPONENT`]).
 const MASKED: f32 = -1.0e9;
 
 /// Lowest exponent the parallel forward's softmax evaluates: e^-80 ≈ 1.8e-35 is still a normal

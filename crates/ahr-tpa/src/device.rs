@@ -103,26 +103,21 @@ pub fn from_env() -> Device {
     parse(&name).unwrap_or_else(|e| panic!("{DEVICE_ENV}: {e}"))
 }
 
-/// The index in `prefix`, `prefix:N`.
-#[cfg(feature = "tch")]
-fn device_index(name: &str, prefix: &str) -> Result<usize, String> {
-    match name.strip_prefix(prefix) {
-        Some("") => Ok(0),
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|i| i.parse::<usize>().ok())
-            .ok_or_else(|| format!("`{name}`: write {prefix} or {prefix}:N")),
-        None => Err(format!("`{name}` does not start with {prefix}")),
-    }
-}
-
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // burn-tch is deprecated upstream; it is still burn 0.22's libtorch path
 fn libtorch(name: &str) -> Result<Device, String> {
     if name == "tch-cpu" {
         return Ok(Device::libtorch());
     }
-    Ok(Device::libtorch_cuda(device_index(name, "tch-cuda")?))
+    let index = match name.strip_prefix("tch-cuda") {
+        Some("") => 0,
+        Some(rest) => match rest.strip_prefix(':').and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => i,
+            None => return Err(format!("`{name}`: write tch-cuda or tch-cuda:N")),
+        },
+        None => unreachable!("called for tch-* names only"),
+    };
+    Ok(Device::libtorch_cuda(index))
 }
 
 #[cfg(not(feature = "tch"))]
