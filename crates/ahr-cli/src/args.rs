@@ -13,6 +13,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Rollout workers by default: one per available core (1 and N workers give the same numbers).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Options every command shares.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
@@ -34,8 +39,8 @@ pub enum Command {
         /// Held-out sequences per evaluated point (default: 256).
         #[arg(long, default_value_t = 256)]
         sequences: usize,
-        /// Rollout worker threads for policy training.
-        #[arg(long, default_value_t = 2)]
+        /// Rollout worker threads for policy training (default: the available cores).
+        #[arg(long, default_value_t = default_workers())]
         workers: usize,
         /// Shared options.
         #[command(flatten)]
@@ -162,8 +167,8 @@ pub enum Command {
         /// Policy directory for the first model (repeatable).
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
-        /// Baseline families, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "uniform,window,heavy-hitter,entropy,random")]
+        /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu option).
+        #[arg(long, value_delimiter = ',', default_value = "uniform,streaming-llm,h2o,tova,entropy,random")]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).
         #[arg(long)]
@@ -224,8 +229,8 @@ pub enum Command {
         /// Seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Rollout worker threads.
-        #[arg(long, default_value_t = 1)]
+        /// Rollout worker threads (default: the available cores).
+        #[arg(long, default_value_t = default_workers())]
         workers: usize,
         /// Output JSON (`{"episodic_return_last20", "env_steps", "sps"}`).
         #[arg(long)]
@@ -315,8 +320,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         steps: u64,
         /// Where the LM head runs: at labelled positions only (what pretrain does) or everywhere.
-        #[arg(long, value_enum, default_value = "labelled")]
-        head: crate::evaluate::HeadAt,
+        #[arg(long, default_value = "labelled")]
+        head: ahr_train::evaluate::HeadAt,
         /// Output JSON file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -344,8 +349,8 @@ pub struct TrainPolicyArgs {
     /// Run directory for TensorBoard logs, metrics and checkpoints (default `runs/<name>`).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Rollout worker threads.
-    #[arg(long, default_value_t = 1)]
+    /// Rollout worker threads (default: the available cores; results do not depend on it).
+    #[arg(long, default_value_t = default_workers())]
     pub workers: usize,
     /// Seed.
     #[arg(long, default_value_t = 1)]
@@ -359,4 +364,21 @@ pub struct TrainPolicyArgs {
     /// Held-out sequences for the final deterministic evaluation (default: all).
     #[arg(long)]
     pub eval_examples: Option<usize>,
+}
+
+impl From<&TrainPolicyArgs> for ahr_train::policy::PolicyRunArgs {
+    fn from(a: &TrainPolicyArgs) -> Self {
+        ahr_train::policy::PolicyRunArgs {
+            model: a.model.clone(),
+            env: a.env.clone(),
+            config: a.config.clone(),
+            out: a.out.clone(),
+            run_dir: a.run_dir.clone(),
+            workers: a.workers,
+            seed: a.seed,
+            resume: a.resume,
+            total_timesteps: a.total_timesteps,
+            eval_examples: a.eval_examples,
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use ahr_cli::args::{BenchCommand, Cli, Command};
 use ahr_cli::commands;
-use ahr_cli::pretrain::PretrainArgs;
+use ahr_train::PretrainArgs;
 use clap::Parser;
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
         }
         Command::Pretrain { model_config, env, out, steps, seed, resume, init, stop_after, common } => {
             commands::pretrain::pretrain(
-                PretrainArgs { model_config, env, out, steps, seed, resume, init, stop_after, progress: false },
+                &PretrainArgs { model_config, env, out, steps, seed, resume, init, stop_after },
                 &common,
             )
         }
@@ -40,12 +40,7 @@ fn main() {
             .map(|_| ())
         }
         Command::Eval { models, env, policies, baselines, sequences, out, common } => {
-            let a = commands::eval::EvalArgs { models, env, policies, baselines, sequences, out: out.clone() };
-            commands::eval::eval(&a, &common).map(|o| {
-                print!("{}", std::fs::read_to_string(out.join("pareto.md")).unwrap_or_default());
-                println!("plot: {}", out.join("pareto.png").display());
-                drop(o);
-            })
+            commands::eval::eval(models, env, policies, &baselines, sequences, &out, &common).map(|_| ())
         }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::commands::eval::{EvalOutput, Point};
+use ahr_eval::{EvalOutput, Point};
 
 const COLORS: [RGBColor; 8] = [
     RGBColor(214, 39, 40),
@@ -21,8 +21,12 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
+/// The legend entry of a point: its rule family, or the policy's or model's own name.
 fn family(p: &Point) -> &str {
-    if p.name.starts_with("policy:") || p.name.starts_with("model:") { &p.name } else { p.name.as_str() }
+    match p.family() {
+        Some(f) => f.name(),
+        None => &p.name,
+    }
 }
 
 /// The series legend both plots use: a framed, translucent box at `position`.
@@ -52,13 +56,13 @@ where
     let (lo, hi) = o.points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.metric), b.max(p.metric)));
     let pad = ((hi - lo) * 0.08).max(1e-3);
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{} vs KV bytes per token", o.metric), ("sans-serif", 22))
+        .caption(format!("{} vs time-averaged KV bytes per token", o.metric), ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..max_x, (lo - pad)..(hi + pad))
         .map_err(err)?;
-    chart.configure_mesh().x_desc("KV bytes per token (all layers)").y_desc(o.metric.as_str()).draw().map_err(err)?;
+    chart.configure_mesh().x_desc("KV bytes per token (all layers)").y_desc(o.metric.name()).draw().map_err(err)?;
     let mut front: Vec<&Point> = o.points.iter().filter(|p| p.on_front).collect();
     front.sort_by(|a, b| a.kv_bytes_per_token.total_cmp(&b.kv_bytes_per_token));
     chart

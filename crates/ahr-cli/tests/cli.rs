@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ahr_cli::pretrain::{PretrainArgs, run};
 use ahr_tpa::checkpoint::load_model;
 use ahr_tpa::{ChoiceSpec, Choices};
+use ahr_train::pretrain::PretrainArgs;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -25,8 +25,12 @@ fn args(out: &Path, steps: u64, stop_after: Option<u64>, resume: bool) -> Pretra
         resume,
         init: None,
         stop_after,
-        progress: false,
     }
+}
+
+/// Pretraining without a progress display.
+fn run(args: &PretrainArgs, dev: &burn::tensor::Device) -> anyhow::Result<ahr_train::PretrainOutcome> {
+    ahr_train::pretrain::run(args, dev, |_| {})
 }
 
 fn logits(dir: &Path) -> Vec<f32> {
@@ -243,62 +247,105 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     }
 }
 
+/// A tiny model and a policy trained on it once for the tests that use them (in the target's
+/// temporary directory; the first test to ask builds them, the others wait).
+struct Trained {
+    model: PathBuf,
+    policy: PathBuf,
+    run_dir: PathBuf,
+    argv: Vec<String>,
+}
+
+fn trained() -> &'static Trained {
+    static TRAINED: std::sync::OnceLock<Trained> = std::sync::OnceLock::new();
+    TRAINED.get_or_init(|| {
+        let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-trained-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let model = dir.join("model");
+        run(&args(&model, 4, None, false), &ahr_tpa::device::from_env()).unwrap();
+        let (policy, run_dir) = (dir.join("policy"), dir.join("run"));
+        let argv: Vec<String> = [
+            "train-policy",
+            "--model",
+            model.to_str().unwrap(),
+            "--env",
+            "envs/mqar-tiny.toml",
+            "--config",
+            "configs/ppo/tiny.toml",
+            "--out",
+            policy.to_str().unwrap(),
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+            "--workers",
+            "2",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let (code, stdout, stderr) = ahr(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stderr.contains("run directory"), "{stderr}");
+        assert!(stdout.contains("policy:"), "{stdout}");
+        Trained { model, policy, run_dir, argv }
+    })
+}
+
 #[test]
-fn train_policy_smoke_exports_a_policy_that_loads_back() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("model");
-    run(&args(&model, 4, None, false), &ahr_tpa::device::from_env()).unwrap();
-    let policy = tmp.path().join("policy");
-    let run_dir = tmp.path().join("run");
-    let argv = [
-        "train-policy",
-        "--model",
-        model.to_str().unwrap(),
-        "--env",
-        "envs/mqar-tiny.toml",
-        "--config",
-        "configs/ppo/tiny.toml",
-        "--out",
-        policy.to_str().unwrap(),
-        "--run-dir",
-        run_dir.to_str().unwrap(),
-        "--workers",
-        "2",
-    ];
-    let (code, stdout, stderr) = ahr(&argv);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("run directory"), "{stderr}");
-    assert!(stdout.contains("policy:"), "{stdout}");
-    let lines = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+fn train_policy_exports_a_policy_that_loads_back() {
+    let t = trained();
+    let lines = std::fs::read_to_string(t.run_dir.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     for tag in ["charts/SPS", "losses/approx_kl", "losses/clipfrac", "env/mem_frac", "env/lambda_mem", "ranks/layer_0"]
     {
         assert!(first.get(tag).is_some(), "{tag} missing from {first}");
     }
-    assert!(std::fs::read_dir(run_dir.join("tb")).unwrap().count() > 0, "TensorBoard events written");
+    assert!(std::fs::read_dir(t.run_dir.join("tb")).unwrap().count() > 0, "TensorBoard events written");
 
     let dev = ahr_tpa::device::from_env();
-    let cfg = load_model(&model, &dev).unwrap().config().clone();
-    let fp = ahr_tpa::checkpoint::fingerprint(&model).unwrap();
-    let (manifest, _net) = ahr_policy::export::load_policy(&policy, &cfg, &fp, &dev).unwrap();
+    let cfg = load_model(&t.model, &dev).unwrap().config().clone();
+    let fp = ahr_tpa::checkpoint::fingerprint(&t.model).unwrap();
+    let (manifest, _net) = ahr_policy::export::load_policy(&t.policy, &cfg, &fp, &dev).unwrap();
     assert_eq!(manifest.n_layers, cfg.n_layers);
-    let err = ahr_policy::export::load_policy(&policy, &cfg, "0000", &dev).unwrap_err().to_string();
+    let err = ahr_policy::export::load_policy(&t.policy, &cfg, "0000", &dev).unwrap_err().to_string();
     assert!(err.contains("fingerprint"), "{err}");
 
-    // Resuming a finished run is allowed; a fresh run into the same run directory is refused.
-    let (code, _, stderr) = ahr(&argv);
+    // A fresh run into the same run directory is refused.
+    let (code, _, stderr) = ahr(&t.argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 1);
     assert!(stderr.contains("--resume"), "{stderr}");
+}
 
-    inference_matches_the_environment(&model, &policy);
-    deployment_commands_run_on_the_exported_policy(tmp.path(), &model, &policy);
-    other_granularities_and_policy_kinds_train(tmp.path(), &model);
+#[test]
+fn inference_matches_the_environment() {
+    let t = trained();
+    inference_matches(&t.model, &t.policy);
+}
+
+#[test]
+fn deployment_commands_run_on_the_exported_policy() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    deployment_commands(tmp.path(), &t.model, &t.policy);
+}
+
+#[test]
+fn analyze_explains_the_policy() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    analyze_explains(tmp.path(), t.model.to_str().unwrap(), t.policy.to_str().unwrap());
+}
+
+#[test]
+fn other_granularities_and_policy_kinds_train() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    other_granularities_and_policy_kinds(tmp.path(), &t.model);
 }
 
 /// Per-layer mode and the attention-over-meta-features policy train in their own environments
 /// (episodes finish and are logged) and export what they were trained as.
-fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
+fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let env = tmp.join("per-layer.toml");
     let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
     std::fs::write(&env, text.replace("[env]\n", "[env]\ngranularity = \"per-layer\"\n")).unwrap();
@@ -349,13 +396,13 @@ fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
     let (code, stdout, stderr) = ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("bytes held"), "{stdout}");
-    let eval = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,window"];
+    let eval = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,streaming-llm"];
     let out = tmp.join("eval-recent");
     let (code, _, stderr) =
         ahr(&[&eval[..], &["--env", recent.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
     assert_eq!(code, 0, "{stderr}");
     let csv = std::fs::read_to_string(out.join("pareto.csv")).unwrap();
-    assert!(csv.contains("uniform,\"recent:4\","), "{csv}");
+    assert!(csv.contains("uniform,uniform,\"recent:4\","), "{csv}");
     let (code, _, stderr) = ahr(&[&eval[..], &["--env", "envs/mqar-tiny.toml", "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("recent") && !stderr.contains("panicked"), "{stderr}");
@@ -363,7 +410,7 @@ fn other_granularities_and_policy_kinds_train(tmp: &Path, model: &Path) {
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
 /// bytes the environment charged.
-fn inference_matches_the_environment(model_dir: &Path, policy_dir: &Path) {
+fn inference_matches(model_dir: &Path, policy_dir: &Path) {
     let dev = ahr_tpa::device::from_env();
     let model = load_model(model_dir, &dev).unwrap();
     let fp = ahr_tpa::checkpoint::fingerprint(model_dir).unwrap();
@@ -371,7 +418,7 @@ fn inference_matches_the_environment(model_dir: &Path, policy_dir: &Path) {
     let spec = ahr_env::EnvSpec::load(&root().join("envs/mqar-tiny.toml")).unwrap();
     let task = ahr_tasks::Task::load(&spec.task).unwrap();
     let streams = spec.env.streams;
-    let env_eval = ahr_cli::commands::train_policy::evaluate_policy(
+    let env_eval = ahr_env::evaluate_policy(
         &model,
         &task,
         &spec,
@@ -394,11 +441,13 @@ fn inference_matches_the_environment(model_dir: &Path, policy_dir: &Path) {
     }
     assert_eq!(counts, env_eval.option_counts, "same decisions in the environment and at inference");
     assert_eq!(run.memory.bytes_held, run.memory.cost_model_bytes);
+    // Without expiring options the final cache is the peak the environment reports.
     let per_token = run.memory.bytes_held as f64 / (streams * batch.seq_len) as f64;
-    assert!((per_token - env_eval.kv_bytes_per_token).abs() < 1e-6, "{per_token} vs {}", env_eval.kv_bytes_per_token);
+    let peak = env_eval.peak_kv_bytes_per_token;
+    assert!((per_token - peak).abs() < 1e-6, "{per_token} vs {peak}");
 }
 
-fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, policy: &Path) {
+fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     let (m, p) = (model.to_str().unwrap(), policy.to_str().unwrap());
     let (code, stdout, stderr) =
         ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3", "--max-new-tokens", "3"]);
@@ -414,13 +463,21 @@ fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, poli
         assert!(eval_dir.join(f).is_file(), "{f} missing");
     }
     let csv = std::fs::read_to_string(eval_dir.join("pareto.csv")).unwrap();
-    assert!(csv.starts_with("name,setting,metric,kv_bytes_per_token,flops_per_token\n"));
-    for family in ["policy:policy", "uniform", "window", "heavy-hitter", "entropy", "random", "model:model"] {
-        assert!(csv.contains(&format!("{family},")), "{family} missing from {csv}");
+    assert!(csv.starts_with("name,family,setting,metric,metric_per_sequence,kv_bytes_per_token,"), "{csv}");
+    for name in
+        ["policy:policy", "uniform", "streaming-llm@rank:1", "h2o@full", "tova@rank:2", "entropy@full", "model:model"]
+    {
+        assert!(csv.contains(&format!("{name},")), "{name} missing from {csv}");
     }
+    // A sinks-only (prefix) row is in the grid.
+    assert!(csv.contains(",window=0\""), "no sinks-only row in {csv}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
-    assert!(metrics["policies"][0]["on_front"].is_boolean());
+    let verdict = &metrics["policies"][0];
+    assert!(verdict["on_front"].is_boolean());
+    assert!(verdict["beats_every_family"].is_boolean());
+    let judged = verdict["families"].as_array().unwrap().len() + verdict["no_setting_fits"].as_array().unwrap().len();
+    assert_eq!(judged, 6, "every family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");
     let argv = ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1"];
@@ -433,20 +490,18 @@ fn deployment_commands_run_on_the_exported_policy(tmp: &Path, model: &Path, poli
         assert!(caches.contains(&c), "{c} missing from {caches:?}");
     }
 
-    analyze_explains_the_policy(tmp, m, p);
-
     let (code, _, stderr) = ahr(&["generate", "--model", m, "--policy", m, "--tokens", "1"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("manifest.json") && !stderr.contains("panicked"), "{stderr}");
     let (code, _, stderr) =
         ahr(&["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--baselines", "oracle", "--out", "/tmp/x"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("unknown `oracle`"), "{stderr}");
+    assert!(stderr.contains("unknown baseline family `oracle`"), "{stderr}");
 }
 
 /// `ahr analyze` on the tiny model: its records agree with the environment's accounting, every
 /// MQAR role appears, and each section of the report is there.
-fn analyze_explains_the_policy(tmp: &Path, m: &str, p: &str) {
+fn analyze_explains(tmp: &Path, m: &str, p: &str) {
     // Half the tiny env's length, so that 2× still fits Zoology's V > L.
     let env = tmp.join("mqar-16.toml");
     let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
@@ -474,8 +529,9 @@ fn analyze_explains_the_policy(tmp: &Path, m: &str, p: &str) {
     let count: f64 = buckets.iter().map(|b| b["count"].as_f64().unwrap()).sum();
     let kept: f64 = buckets.iter().map(|b| b["count"].as_f64().unwrap() * b["kept"].as_f64().unwrap()).sum();
     assert_eq!(count, 8.0 * 16.0, "one record per token");
-    let mem = a["policy"]["mem_frac"].as_f64().unwrap();
-    assert!((kept / count - mem).abs() < 1e-9, "records keep {} but the environment charged {mem}", kept / count);
+    // What the records keep per token is the cache's final size (no expiring options here).
+    let mem = a["policy"]["peak_frac"].as_f64().unwrap();
+    assert!((kept / count - mem).abs() < 1e-9, "records keep {} but the environment held {mem}", kept / count);
     let roles: Vec<&str> = a["by_token"].as_array().unwrap().iter().map(|b| b["label"].as_str().unwrap()).collect();
     assert_eq!(roles, ["key", "value", "query", "filler"]);
     for row in a["options_by_layer"].as_array().unwrap() {
@@ -493,13 +549,13 @@ fn analyze_explains_the_policy(tmp: &Path, m: &str, p: &str) {
 
 #[test]
 fn the_mqar_preset_file_is_the_code_preset() {
-    let file = ahr_cli::files::ModelFile::load(&root().join("configs/model/mqar.toml")).unwrap();
+    let file = ahr_train::ModelFile::load(&root().join("configs/model/mqar.toml")).unwrap();
     assert_eq!(file.model, ahr_tpa::ModelConfig::mqar());
     // The fine-tuning preset starts from mqar models, so `--init` needs the same shape.
-    let tune = ahr_cli::files::ModelFile::load(&root().join("configs/model/mqar-offset-ft.toml")).unwrap();
+    let tune = ahr_train::ModelFile::load(&root().join("configs/model/mqar-offset-ft.toml")).unwrap();
     assert_eq!(tune.model, file.model);
     for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small", "mqar-offset-ft"] {
-        ahr_cli::files::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
+        ahr_train::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
     for env in [
         "mqar",
@@ -524,6 +580,6 @@ fn the_mqar_preset_file_is_the_code_preset() {
         "mqar-offset-budget",
         "cartpole",
     ] {
-        ahr_cli::commands::train_policy::load_ppo_config(&root().join(format!("configs/ppo/{ppo}.toml"))).unwrap();
+        ahr_train::policy::load_ppo_config(&root().join(format!("configs/ppo/{ppo}.toml"))).unwrap();
     }
 }

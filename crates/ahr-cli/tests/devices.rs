@@ -61,7 +61,7 @@ fn same_weights_give_the_same_logits_on_flex_and_libtorch() {
 
 fn cartpole_trainer(device: Device) -> Trainer {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut cfg = ahr_cli::commands::train_policy::load_ppo_config(&root.join("configs/ppo/cartpole.toml")).unwrap();
+    let mut cfg = ahr_train::policy::load_ppo_config(&root.join("configs/ppo/cartpole.toml")).unwrap();
     cfg.total_timesteps = (cfg.num_envs * cfg.num_steps) as u64;
     let envs: Vec<Box<dyn ahr_env::VecEnv>> = vec![Box::new(ahr_cli::cartpole::CartPoleVec::new(cfg.num_envs))];
     Trainer::new(cfg, envs, 1, 3, 0.0, None, device).unwrap()

@@ -34,17 +34,6 @@ impl LayerEnv {
         self.inner = self.inner.held_out();
         self
     }
-
-    /// FLOPs of a whole sequence kept at `option` in one layer, relative to the exact option.
-    fn flops_frac(&self, option: StoreOption, len: usize) -> f64 {
-        let cfg = self.model.config();
-        let exact = cost::attention_flops_per_entry(cfg, cfg.exact_option()) as f64;
-        let per = cost::attention_flops_per_entry(cfg, option) as f64;
-        // Query q reads the q keys before it, or the last W of them under `recent:W`.
-        let seen = (1..len).map(|q| option.window().map_or(q, |w| q.min(w))).sum::<usize>() as f64;
-        let all = (len * (len - 1) / 2) as f64;
-        (seen * per + (len - 1) as f64 * exact) / ((all + (len - 1) as f64) * exact)
-    }
 }
 
 impl VecEnv for LayerEnv {
@@ -85,6 +74,7 @@ impl VecEnv for LayerEnv {
             TaskBaseline::Exact => parallel_nll(&self.model, &batch, &Choices::exact(&cfg, b_n, t_n), &self.device).0,
         };
         let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+        let exact_flops = cost::exact_sequence_flops(&cfg, t_n).max(1.0);
         let mut reward = vec![0f32; b_n];
         let mut episodes = Vec::with_capacity(b_n);
         for b in 0..b_n {
@@ -99,8 +89,9 @@ impl VecEnv for LayerEnv {
                 }
             }
             let opts: Vec<StoreOption> = (0..l_n).map(|l| cfg.menu[actions[b * l_n + l]]).collect();
-            let mem = opts.iter().map(|o| cost::charged_bytes(&cfg, *o, t_n)).sum::<f64>() / exact_bytes;
-            let flops = opts.iter().map(|o| self.flops_frac(*o, t_n)).sum::<f64>() / l_n as f64;
+            let c = cost::sequence_cost(&cfg, t_n, |_, l| (opts[l], None));
+            let mem = c.kv_bytes_per_token / exact_bytes;
+            let flops = c.flops_per_token * t_n as f64 / exact_flops;
             let r = -self.reward.w_task * (loss - base_loss) - self.lambda_mem * mem - self.reward.lambda_flops * flops;
             reward[b] = r as f32;
             let mut counts = vec![vec![0u64; cfg.menu.len()]; l_n];
@@ -112,10 +103,11 @@ impl VecEnv for LayerEnv {
                 len: 1,
                 task_loss: loss / labelled.max(1) as f64,
                 accuracy: correct as f64 / labelled.max(1) as f64,
+                loss_sum: loss,
+                labelled,
+                correct,
                 mem_frac: mem,
-                // One option per layer: the cache peaks at its charge (at the last step, or
-                // once a `recent:W` layer is full).
-                peak_frac: mem,
+                peak_frac: c.peak_bytes_per_token / exact_bytes,
                 flops_frac: flops,
                 option_counts: counts,
                 position_counts: Vec::new(),

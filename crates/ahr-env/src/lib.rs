@@ -4,14 +4,18 @@
 //!
 //! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
 
+pub mod evaluate;
+pub mod factory;
 pub mod history;
 pub mod layer;
 pub mod rank;
 pub mod spec;
 pub mod vec_env;
 
+pub use evaluate::{PolicyEval, evaluate_policy, evaluate_rule};
+pub use factory::{load_task, make_env};
 pub use history::History;
 pub use layer::LayerEnv;
 pub use rank::RankEnv;
 pub use spec::{BudgetKind, EnvSettings, EnvSpec, RewardConfig, TaskBaseline};
-pub use vec_env::{EpisodeStats, VecEnv, VecStep};
+pub use vec_env::{EpisodeStats, VecEnv, VecStep, run_episodes};

@@ -4,8 +4,9 @@
 //! with a physical factor cache. After token t's forward step the agent observes features and
 //! picks one menu option per layer for storing t. The reward of that action is
 //! `−w_task·loss_{t+1} − λ_mem·mem_t − λ_flops·flops_{t+1}`: the loss of the next labelled
-//! position (the first one the choice can affect), the bytes token t adds (for an expiring
-//! `recent:W` option, its share of the episode: [`cost::charged_bytes`]), and the attention
+//! position (the first one the choice can affect), the memory token t costs (its bytes times the
+//! steps the cache holds them — to the end, or W + 1 steps for `recent:W`:
+//! [`cost::charged_bytes`], the time-averaged measure evaluation reports), and the attention
 //! FLOPs of the next step, with `mem` and `flops` normalised so that the exact choice sums to 1
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
@@ -135,15 +136,7 @@ impl RankEnv {
         };
         self.cache = KvCache::new(&cfg, self.streams, &self.device);
         self.t = 0;
-        let exact_counts = |n: usize| {
-            let mut c = vec![0; cfg.menu.len()];
-            c[cfg.exact_index()] = n;
-            c
-        };
-        self.exact_flops_episode = (1..self.seq_len())
-            .map(|t| cfg.n_layers as f64 * cost::step_attention_flops(&cfg, &exact_counts(t)) as f64)
-            .sum::<f64>()
-            .max(1.0);
+        self.exact_flops_episode = cost::exact_sequence_flops(&cfg, self.seq_len()).max(1.0);
         self.running =
             vec![Running { counts: vec![vec![0; cfg.menu.len()]; cfg.n_layers], ..Default::default() }; self.streams];
         self.exact_loss = match self.reward.task_baseline {
@@ -280,7 +273,8 @@ impl VecEnv for RankEnv {
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);
         for b in 0..b_n {
-            let bytes: f64 = (0..l_n).map(|l| cost::charged_bytes(&cfg, cfg.menu[actions[b * l_n + l]], len)).sum();
+            let bytes: f64 =
+                (0..l_n).map(|l| cost::charged_bytes(&cfg, cfg.menu[actions[b * l_n + l]], self.t, len)).sum();
             let mem = bytes / (len as f64 * self.exact_bytes);
             let r = &mut self.running[b];
             if r.by_position.len() <= self.t {
@@ -316,6 +310,9 @@ impl VecEnv for RankEnv {
                     len: len as u64,
                     task_loss: r.loss / r.labelled.max(1) as f64,
                     accuracy: r.correct as f64 / r.labelled.max(1) as f64,
+                    loss_sum: r.loss,
+                    labelled: r.labelled,
+                    correct: r.correct,
                     mem_frac: r.mem,
                     peak_frac: self.cache.peak_stream_bytes(b) as f64 / (len as f64 * self.exact_bytes),
                     flops_frac: r.flops,

@@ -14,11 +14,18 @@ pub struct EpisodeStats {
     pub task_loss: f64,
     /// Accuracy over labelled positions (rank envs).
     pub accuracy: f64,
-    /// KV bytes charged relative to the exact choice (rank envs): the reward's memory term,
-    /// [`ahr_tpa::cost::charged_bytes`] summed over the episode.
+    /// Summed task loss over labelled positions (rank envs; pooled metrics add these up).
+    pub loss_sum: f64,
+    /// Labelled positions (rank envs).
+    pub labelled: u64,
+    /// Labelled positions predicted exactly (rank envs).
+    pub correct: u64,
+    /// Time-averaged KV bytes held relative to the exact choice's (rank envs): the reward's
+    /// memory term, [`ahr_tpa::cost::charged_bytes`] summed over the episode — the one memory
+    /// measure, which evaluation reports too.
     pub mem_frac: f64,
-    /// The most bytes the cache held at once, relative to the exact choice's final cache (rank
-    /// envs). Equal to `mem_frac` unless options expire (`recent:W`); what evaluation reports.
+    /// The most bytes the cache held at once over the sequence length, relative to the exact
+    /// choice's bytes per token (rank envs): the peak, reported beside `mem_frac`.
     pub peak_frac: f64,
     /// Attention FLOPs relative to the exact choice (rank envs).
     pub flops_frac: f64,
@@ -86,4 +93,24 @@ pub trait VecEnv: Send {
     fn step(&mut self, actions: &[usize]) -> VecStep;
     /// Set the memory weight (budget mode's Lagrange multiplier); environments without one ignore it.
     fn set_lambda_mem(&mut self, _lambda: f64) {}
+}
+
+/// Run `env` with actions from `act` (one option per row and head) until `episodes` episodes
+/// have finished; returns the first `episodes` in finishing order. Evaluation of a trained
+/// policy and of any hand-written rule goes through here.
+pub fn run_episodes(
+    env: &mut dyn VecEnv,
+    episodes: usize,
+    seed: u64,
+    mut act: impl FnMut(&ObsBatch) -> Vec<usize>,
+) -> Vec<EpisodeStats> {
+    let mut obs = env.reset(seed);
+    let mut done = Vec::new();
+    while done.len() < episodes {
+        let step = env.step(&act(&obs));
+        done.extend(step.episodes);
+        obs = step.obs;
+    }
+    done.truncate(episodes);
+    done
 }

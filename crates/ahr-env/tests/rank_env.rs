@@ -71,11 +71,16 @@ fn memory_reward_equals_the_cost_model_and_loss_reward_is_the_task_loss() {
     let (mut env, cfg) = setup(RewardConfig { w_task: 0.0, lambda_mem: 2.0, lambda_flops: 0.0, ..Default::default() });
     let rank2 = cfg.option_index(StoreOption::Rank(2)).unwrap();
     let (rewards, stats) = episode(&mut env, &cfg, |t, l| if l == 0 && t % 2 == 0 { rank2 } else { 0 }, 5);
-    let per_token =
-        cost::bytes_per_token(&cfg, StoreOption::Rank(2)) as f64 / (16.0 * cost::exact_bytes_per_token(&cfg) as f64);
-    assert!((rewards[0][0] as f64 + 2.0 * per_token).abs() < 1e-6);
+    // Time-averaged memory: token t is held for 16 − t of the 16 steps, over the (16 + 1) / 2
+    // tokens a full cache holds on average, per token of the sequence.
+    let bytes = cost::bytes_per_token(&cfg, StoreOption::Rank(2)) as f64 / cost::exact_bytes_per_token(&cfg) as f64;
+    let charge = |t: usize| bytes * (16 - t) as f64 / (8.5 * 16.0);
+    assert!((rewards[0][0] as f64 + 2.0 * charge(0)).abs() < 1e-6);
     assert_eq!(rewards[1][0], 0.0);
-    assert!((stats.mem_frac - 8.0 * per_token).abs() < 1e-9);
+    assert!((rewards[2][0] as f64 + 2.0 * charge(2)).abs() < 1e-6);
+    assert!((stats.mem_frac - (0..16).step_by(2).map(charge).sum::<f64>()).abs() < 1e-9);
+    // The peak: the final cache, 8 tokens at rank 2 in layer 0.
+    assert!((stats.peak_frac - 8.0 * bytes / 16.0).abs() < 1e-9);
     assert_eq!(stats.option_counts[0][rank2], 8);
     assert_eq!(stats.option_counts[1][0], 16);
 
@@ -179,23 +184,37 @@ fn recent_tokens_are_charged_their_share_and_the_peak_is_what_the_cache_held() {
     let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
     let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env());
     let (recent, exact) = (cfg.option_index(StoreOption::Recent(3)).unwrap(), cfg.exact_index());
-    // Everything recent:3: each token is charged (3 + 1) / 16 of the exact bytes, and the cache
-    // never holds more than 4 tokens (the newest and the 3 before it).
+    // Everything recent:3: a token is held for its own step and 3 queries (fewer at the end:
+    // 13 tokens × 4 + 3 + 2 + 1 = 58 token-steps, over 8.5 · 16 for the exact choice), and the
+    // cache never holds more than 4 tokens (the newest and the 3 before it).
     let (rewards, stats) = episode(&mut env, &cfg, |_, _| recent, 2);
-    assert!((stats.mem_frac - 4.0 / 16.0).abs() < 1e-9, "{}", stats.mem_frac);
+    assert!((stats.mem_frac - 58.0 / 136.0).abs() < 1e-9, "{}", stats.mem_frac);
     assert!((stats.peak_frac - 4.0 / 16.0).abs() < 1e-9, "{}", stats.peak_frac);
     // The first reward: token 0's charge, and step 1's FLOPs (one cached key and itself).
-    assert!((rewards[0][0] as f64 + 4.0 / 256.0 + 2.0 / 135.0).abs() < 1e-6, "{}", rewards[0][0]);
+    assert!((rewards[0][0] as f64 + 4.0 / 136.0 + 2.0 / 135.0).abs() < 1e-6, "{}", rewards[0][0]);
     // A query sees at most 3 cached keys: FLOPs Σ_{t=1}^{15} (min(t, 3) + 1) / Σ (t + 1).
     let seen: usize = (1..16).map(|t: usize| t.min(3) + 1).sum();
     assert!((stats.flops_frac - seen as f64 / 135.0).abs() < 1e-12, "{}", stats.flops_frac);
-    // Exact for the first 4 tokens, then recent:3: peak 4 + 4 tokens, charge 4 + 12 · 4/16.
+    // Exact for the first 4 tokens, then recent:3: peak 4 + 4 tokens; token-steps 16 + 15 + 14
+    // + 13 for the exact ones, 9 × 4 + 3 + 2 + 1 for the rest.
     let (_, stats) = episode(&mut env, &cfg, |t, _| if t < 4 { exact } else { recent }, 2);
     assert!((stats.peak_frac - 8.0 / 16.0).abs() < 1e-9, "{}", stats.peak_frac);
-    assert!((stats.mem_frac - 7.0 / 16.0).abs() < 1e-9, "{}", stats.mem_frac);
-    // Without expiring options the peak is the final cache, the charged bytes.
-    let (_, stats) = episode(&mut env, &cfg, |t, l| if (t + l) % 3 == 0 { exact } else { 1 }, 2);
-    assert!((stats.peak_frac - stats.mem_frac).abs() < 1e-9);
+    assert!((stats.mem_frac - 100.0 / 136.0).abs() < 1e-9, "{}", stats.mem_frac);
+    // Any pattern: the environment charges what the cost model says the sequence holds.
+    let pick = |t: usize, l: usize| {
+        if (t + l) % 3 == 0 {
+            exact
+        } else if t % 5 == 0 {
+            recent
+        } else {
+            1
+        }
+    };
+    let (_, stats) = episode(&mut env, &cfg, pick, 2);
+    let c = cost::sequence_cost(&cfg, 16, |t, l| (cfg.menu[pick(t, l)], None));
+    let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+    assert!((stats.mem_frac - c.kv_bytes_per_token / exact_bytes).abs() < 1e-9);
+    assert!((stats.peak_frac - c.peak_bytes_per_token / exact_bytes).abs() < 1e-9);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use ahr_env::{EpisodeStats, VecEnv};
 use ahr_policy::net::PolicyDims;
 use ahr_policy::{ActorCritic, MaskedMultiCategorical, ObsBatch, ObsSpec, RunningNorm};
 use ahr_tpa::checkpoint::{load_record, save_record, write_atomic};
-use burn::module::{Module, ModuleVisitor, Param};
+use ahr_tpa::grad::clip_global_norm;
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -104,49 +105,6 @@ pub struct TrainOutcome {
     pub reports: Vec<IterationReport>,
     /// Overall environment steps per second during rollouts.
     pub rollout_sps: f64,
-}
-
-/// Squared gradient norms and scaling for global clipping.
-struct GradSquares<'a> {
-    grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
-}
-
-impl ModuleVisitor for GradSquares<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.get::<D>(param.id) {
-            let s = g.square().sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + s,
-                None => s,
-            });
-        }
-    }
-}
-
-struct ScaleGrads<'a> {
-    grads: &'a mut GradientsParams,
-    factor: f32,
-}
-
-impl ModuleVisitor for ScaleGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register(param.id, g * self.factor);
-        }
-    }
-}
-
-/// Scale gradients so their global L2 norm is at most `max_norm` (0 = no clipping); returns the
-/// norm before clipping.
-pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let mut sq = GradSquares { grads, total: None };
-    model.visit(&mut sq);
-    let norm = sq.total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt());
-    if max_norm > 0.0 && norm > max_norm {
-        model.visit(&mut ScaleGrads { grads, factor: (max_norm / (norm + 1e-6)) as f32 });
-    }
-    norm
 }
 
 /// The flattened rollout of one iteration, rows ordered `[step][env][stream]`.

@@ -14,4 +14,4 @@ pub mod text;
 
 pub use batch::{Batch, IGNORE, Metrics, Split, TokenRole};
 pub use error::{Error, Result};
-pub use spec::{Task, TaskConfig};
+pub use spec::{Metric, Task, TaskConfig};

@@ -85,11 +85,11 @@ impl Task {
         }
     }
 
-    /// The headline metric: `accuracy` (MQAR, JSONL) or `bits_per_byte` (text).
-    pub fn metric_name(&self) -> &'static str {
+    /// The headline metric: accuracy (MQAR, JSONL) or bits per byte (text).
+    pub fn metric(&self) -> Metric {
         match self {
-            Task::Text(_) => "bits_per_byte",
-            _ => "accuracy",
+            Task::Text(_) => Metric::BitsPerByte,
+            _ => Metric::Accuracy,
         }
     }
 
@@ -151,5 +151,54 @@ mod tests {
         assert_eq!(t.seq_len(), Some(64));
         let batches: Vec<Batch> = task.valid_batches(300).collect();
         assert_eq!(batches.iter().map(|b| b.batch_size).collect::<Vec<_>>(), vec![300, 300, 300, 100]);
+    }
+}
+
+/// A task's headline metric, pooled over labelled positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Fraction of labelled positions predicted exactly (higher is better).
+    Accuracy,
+    /// Mean cross-entropy in bits per labelled byte (lower is better).
+    BitsPerByte,
+}
+
+impl Metric {
+    /// The name reports use (`accuracy`, `bits_per_byte`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::BitsPerByte => "bits_per_byte",
+        }
+    }
+
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        self == Metric::Accuracy
+    }
+
+    /// The metric of pooled sums.
+    pub fn of(self, m: &crate::Metrics) -> f64 {
+        match self {
+            Metric::Accuracy => m.accuracy(),
+            Metric::BitsPerByte => m.bits_per_token(),
+        }
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        if self.higher_is_better() { a > b } else { a < b }
+    }
+
+    /// Whether `a` is at least as good as `b`.
+    pub fn at_least(self, a: f64, b: f64) -> bool {
+        if self.higher_is_better() { a >= b } else { a <= b }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }

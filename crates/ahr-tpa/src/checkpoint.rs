@@ -44,6 +44,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e)))
 }
 
+/// Write a value as pretty JSON atomically (every report and run file of the workspace).
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("reports should serialise to JSON");
+    write_atomic(path, text.as_bytes())
+}
+
 /// Save a module's parameters atomically as a burn record.
 pub fn save_record<M: Module>(module: M, path: &Path) -> Result<()> {
     write_atomic_with(path, |tmp| module.into_record().save(tmp).map_err(|e| Error::weights(tmp, e.to_string())))

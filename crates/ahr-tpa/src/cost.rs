@@ -3,7 +3,11 @@
 //!
 //! Bytes per token per layer: rank ρ keeps `A_K, B_K, A_V, B_V` = `2·ρ·(h + d_h)` elements,
 //! `full` keeps dense K and V = `2·h_kv·d_h` elements, `drop` keeps nothing; `recent:W` keeps the
-//! exact option's elements while it is held (W + 1 steps at most, [`charged_bytes`]).
+//! exact option's elements while it is held (W + 1 steps at most, [`held_steps`]).
+//!
+//! Memory is measured one way everywhere ([`charged_bytes`], [`sequence_cost`]): the bytes the
+//! cache holds, averaged over the steps of a sequence, expressed per token (a uniform option reads
+//! its own bytes per token); the peak is reported beside it.
 //!
 //! Attention FLOPs of one query against one cached entry follow FlashTPA's contraction order
 //! (`B_K·B_Qᵀ`, then the head factors, then the value factors); a dense entry costs a dot product
@@ -29,17 +33,127 @@ pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
     elements_per_token(cfg, option) * CACHE_ELEMENT_BYTES
 }
 
-/// Bytes a token kept as `option` is charged in a sequence of `seq_len` tokens: what it holds,
-/// times the share of the sequence it is held for. A token that never expires holds its bytes
-/// to the end (share 1); `recent:W` holds them for its own step and W queries, `(W + 1) / T`.
-/// A cache whose tokens arrive evenly at each option then peaks at the sum of the charges, so
-/// the reward's memory and the peak a sequence reaches (what evaluation reports) agree.
-pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, seq_len: usize) -> f64 {
-    let bytes = bytes_per_token(cfg, option) as f64;
-    match option.window() {
-        Some(w) => bytes * ((w + 1).min(seq_len.max(1)) as f64 / seq_len.max(1) as f64),
-        None => bytes,
+/// Steps the cache holds a token written at position `t` of a sequence of `seq_len` tokens: from
+/// its own step until it expires (`recent:W`: its own step and W queries), is evicted
+/// (`evicted_at`: the first query that no longer sees it) or the sequence ends.
+pub fn held_steps(option: StoreOption, t: usize, seq_len: usize, evicted_at: Option<usize>) -> usize {
+    let mut end = seq_len;
+    if let Some(w) = option.window() {
+        end = end.min(t + w + 1);
     }
+    if let Some(e) = evicted_at {
+        end = end.min(e);
+    }
+    if option == StoreOption::Drop { 0 } else { end.saturating_sub(t) }
+}
+
+/// Token-steps a cache that keeps every token holds over a sequence, per token of the sequence:
+/// `Σ_q (q + 1) / T = (T + 1) / 2`. Time-averaged bytes divided by this read as bytes per token,
+/// so a uniform option reads its own [`bytes_per_token`].
+pub fn full_cache_steps_per_token(seq_len: usize) -> f64 {
+    (seq_len.max(1) as f64 + 1.0) / 2.0
+}
+
+/// The memory a token written at `t` as `option` is charged (the one memory measure of the
+/// workspace, DESIGN.md §9): the bytes it holds times the steps it holds them, over
+/// [`full_cache_steps_per_token`]. Summed over a sequence's tokens and divided by its length
+/// this is the time-averaged bytes the cache holds per step, in bytes per token — what a server
+/// pays, what the reward charges and what evaluation reports.
+pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, t: usize, seq_len: usize) -> f64 {
+    bytes_per_token(cfg, option) as f64 * held_steps(option, t, seq_len, None) as f64
+        / full_cache_steps_per_token(seq_len)
+}
+
+/// The time-averaged bytes per token of one layer that keeps every token as `option`.
+pub fn uniform_charged_bytes(cfg: &ModelConfig, option: StoreOption, seq_len: usize) -> f64 {
+    (0..seq_len).map(|t| charged_bytes(cfg, option, t, seq_len)).sum::<f64>() / seq_len.max(1) as f64
+}
+
+/// Memory and attention FLOPs of one sequence under given storage (all layers).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SequenceCost {
+    /// Time-averaged KV bytes held, per token ([`charged_bytes`] summed, over T).
+    pub kv_bytes_per_token: f64,
+    /// The most bytes held at once (all layers, current token included), over T.
+    pub peak_bytes_per_token: f64,
+    /// Attention FLOPs of the decode, per token (queries 1…T−1 read what they see).
+    pub flops_per_token: f64,
+}
+
+/// Time-averaged KV bytes per token (all layers) of one sequence of `seq_len` tokens in which
+/// token t of layer l is stored as `entry(t, l).0` and evicted from query `entry(t, l).1` on
+/// (`None` = never): the memory part of [`sequence_cost`], in O(T·L).
+pub fn sequence_bytes(
+    cfg: &ModelConfig,
+    seq_len: usize,
+    entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
+) -> f64 {
+    let mut byte_steps = 0f64;
+    for l in 0..cfg.n_layers {
+        for t in 0..seq_len {
+            let (o, e) = entry(t, l);
+            byte_steps += (bytes_per_token(cfg, o) * held_steps(o, t, seq_len, e)) as f64;
+        }
+    }
+    byte_steps / full_cache_steps_per_token(seq_len) / seq_len.max(1) as f64
+}
+
+/// The cost of one sequence of `seq_len` tokens in which token t of layer l is stored as
+/// `entry(t, l).0` and evicted from query `entry(t, l).1` on (`None` = never).
+pub fn sequence_cost(
+    cfg: &ModelConfig,
+    seq_len: usize,
+    entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
+) -> SequenceCost {
+    let t_n = seq_len;
+    let mut held = vec![0usize; t_n];
+    let mut flops = 0usize;
+    for l in 0..cfg.n_layers {
+        let entries: Vec<(StoreOption, usize)> = (0..t_n)
+            .map(|t| {
+                let (o, e) = entry(t, l);
+                (o, t + held_steps(o, t, t_n, e))
+            })
+            .collect();
+        for (t, &(o, until)) in entries.iter().enumerate() {
+            let bytes = bytes_per_token(cfg, o);
+            for h in &mut held[t..until] {
+                *h += bytes;
+            }
+        }
+        for q in 1..t_n {
+            let mut counts = vec![0; cfg.menu.len()];
+            for (k, &(o, until)) in entries[..q].iter().enumerate() {
+                if until > q {
+                    let i = cfg
+                        .menu
+                        .iter()
+                        .position(|m| *m == o)
+                        .unwrap_or_else(|| panic!("option {o} of token {k} should be in the menu"));
+                    counts[i] += 1;
+                }
+            }
+            flops += step_attention_flops(cfg, &counts);
+        }
+    }
+    let t = t_n.max(1) as f64;
+    SequenceCost {
+        kv_bytes_per_token: sequence_bytes(cfg, t_n, &entry),
+        peak_bytes_per_token: held.iter().copied().max().unwrap_or(0) as f64 / t,
+        flops_per_token: flops as f64 / t,
+    }
+}
+
+/// Attention FLOPs of a whole sequence's decode when every layer keeps the exact option (the
+/// normaliser of the reward's FLOPs term).
+pub fn exact_sequence_flops(cfg: &ModelConfig, seq_len: usize) -> f64 {
+    let mut counts = vec![0; cfg.menu.len()];
+    (1..seq_len)
+        .map(|t| {
+            counts[cfg.exact_index()] = t;
+            cfg.n_layers as f64 * step_attention_flops(cfg, &counts) as f64
+        })
+        .sum()
 }
 
 /// Cached bytes for one token over all layers when every layer keeps the exact option.
@@ -116,12 +230,51 @@ mod tests {
         let mut mha = gqa.clone();
         mha.attention = AttentionKind::Mha;
         assert_eq!(dense_mha_bytes_per_token(&gqa), dense_mha_bytes_per_token(&mha));
-        // recent:W holds the exact bytes for W + 1 of the T steps.
+        // recent:W holds the exact bytes for W + 1 steps (fewer near the end).
         let recent = StoreOption::Recent(15);
         assert_eq!(bytes_per_token(&cfg, recent), 384);
-        assert_eq!(charged_bytes(&cfg, recent, 128), 384.0 * 16.0 / 128.0);
-        assert_eq!(charged_bytes(&cfg, recent, 8), 384.0);
-        assert_eq!(charged_bytes(&cfg, StoreOption::Rank(1), 128), 152.0);
+        assert_eq!(held_steps(recent, 0, 128, None), 16);
+        assert_eq!(held_steps(recent, 120, 128, None), 8);
+        assert_eq!(held_steps(StoreOption::Rank(1), 100, 128, Some(110)), 10);
+        assert_eq!(held_steps(StoreOption::Drop, 3, 128, None), 0);
+        assert_eq!(charged_bytes(&cfg, recent, 0, 127), 384.0 * 16.0 / 64.0);
+        // A token kept to the end is charged by how long it is held: the first of T = 127 for
+        // 127 steps of the 64 a full cache averages.
+        assert_eq!(charged_bytes(&cfg, StoreOption::Rank(1), 0, 127), 152.0 * 127.0 / 64.0);
+        assert!((uniform_charged_bytes(&cfg, StoreOption::Rank(1), 128) - 152.0).abs() < 1e-9);
+    }
+
+    /// A hand-computed fixture: T = 4, one layer kept as {full, rank:1 evicted at 3, drop,
+    /// recent:1} — held per step (own token included): full 384 from step 0 to 3; rank:1 152 at
+    /// steps 1–2; recent:1 at step 3 only (the sequence ends).
+    #[test]
+    fn sequence_cost_of_a_small_pattern_with_expiries() {
+        let mut cfg = ModelConfig::mqar();
+        cfg.n_layers = 1;
+        cfg.menu.push(StoreOption::Recent(1));
+        let entries = [
+            (StoreOption::Full, None),
+            (StoreOption::Rank(1), Some(3)),
+            (StoreOption::Drop, None),
+            (StoreOption::Recent(1), None),
+        ];
+        let c = sequence_cost(&cfg, 4, |t, _| entries[t]);
+        // Held per step: [384, 536, 536, 768]; byte-steps 2224 over (T+1)/2 = 2.5, over T = 4.
+        assert!((c.kv_bytes_per_token - 2224.0 / 2.5 / 4.0).abs() < 1e-9, "{c:?}");
+        assert!((c.peak_bytes_per_token - 768.0 / 4.0).abs() < 1e-9, "{c:?}");
+        let per = |o| attention_flops_per_entry(&cfg, o);
+        // Query 1 sees {0}; 2 sees {0, 1}; 3 sees {0} (1 evicted at 3, 2 dropped); each plus itself.
+        let f = 3 * per(StoreOption::Full) + per(StoreOption::Rank(1)) + 3 * per(StoreOption::Full);
+        assert!((c.flops_per_token - f as f64 / 4.0).abs() < 1e-9, "{c:?}");
+        // The charge of each token summed gives the same memory.
+        let charged: f64 = (0..4).map(|t| charged_bytes(&cfg, entries[t].0, t, 4)).sum::<f64>() / 4.0;
+        let no_eviction = 2224.0 - 152.0 * 2.0 + 152.0 * 3.0;
+        assert!((charged - no_eviction / 2.5 / 4.0).abs() < 1e-9, "charged_bytes ignores evictions: {charged}");
+        // Uniform exact: its bytes per token, and the FLOPs normaliser.
+        let exact = sequence_cost(&cfg, 4, |_, _| (StoreOption::Full, None));
+        assert!((exact.kv_bytes_per_token - 384.0).abs() < 1e-9);
+        assert!((exact.flops_per_token * 4.0 - exact_sequence_flops(&cfg, 4)).abs() < 1e-9);
+        assert_eq!(exact_sequence_flops(&cfg, 4), ((1 + 1) + (2 + 1) + (3 + 1)) as f64 * per(StoreOption::Full) as f64);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! cache that physically keeps each token at its chosen option, the pure cost model, checkpoints
 //! and the import of official T6 weights.
 //!
-//! It is not a trainer (see `ahr pretrain`) and knows nothing of tasks or RL. Tensors live on a
+//! It is not a trainer (see `ahr-train`) and knows nothing of tasks or RL. Tensors live on a
 //! runtime [`burn::tensor::Device`]; nothing here picks a backend.
 
 pub mod attention;
@@ -14,6 +14,7 @@ pub mod config;
 pub mod cost;
 pub mod device;
 pub mod error;
+pub mod grad;
 pub mod host;
 pub mod model;
 pub mod rope;

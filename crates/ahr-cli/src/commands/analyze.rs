@@ -22,11 +22,12 @@ use ahr_tpa::{Choices, Model, cost};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::eval::Harness;
-use super::train_policy::make_env;
+use ahr_env::make_env;
+use ahr_eval::{Harness, PointKind};
+use ahr_train::load_env_model;
+
 use crate::args::Common;
 use crate::device::device;
-use crate::files::load_env_model;
 
 /// Options of `ahr analyze`.
 #[derive(Clone, Debug)]
@@ -84,9 +85,12 @@ pub struct Outcome {
     pub name: String,
     /// Task metric (accuracy, or bits per byte for text).
     pub metric: f64,
-    /// KV bytes relative to the exact choice.
+    /// Time-averaged KV bytes relative to the exact choice's.
     pub mem_frac: f64,
-    /// KV bytes per token, all layers.
+    /// The peak over the sequence length, relative to the exact choice's bytes per token (the
+    /// mean of what each token stores unless options expire).
+    pub peak_frac: f64,
+    /// Time-averaged KV bytes per token, all layers.
     pub kv_bytes_per_token: f64,
 }
 
@@ -175,10 +179,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     let spec = EnvSpec::load(&a.env)?;
     let model = load_env_model(&a.model, &spec, &a.env, &dev)?;
     let cfg = model.config().clone();
-    let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", a.env.display()))?;
-    if task.vocab_needed() > cfg.vocab_size {
-        bail!("{} needs a vocabulary of {} but the model has {}", a.env.display(), task.vocab_needed(), cfg.vocab_size);
-    }
+    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
     let fp = fingerprint(&a.model)?;
     let (manifest, net) = ahr_policy::export::load_policy(&a.policy, &cfg, &fp, &dev)?;
     if manifest.granularity != Granularity::PerToken {
@@ -194,7 +195,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
         .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
 
-    let text = task.metric_name() == "bits_per_byte";
+    let text = task.metric() == ahr_tasks::Metric::BitsPerByte;
     let metric_of = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
     let mut pspec = spec.clone();
     pspec.reward.budget = manifest.budget;
@@ -217,16 +218,18 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
     // 2. Uniform choices on the same sequences (parallel forward).
-    let h = Harness { model: &model, task: &task, spec: &spec, sequences, dev: &dev, text };
+    let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let mut uniform = Vec::new();
     for (i, o) in cfg.menu.iter().enumerate() {
-        let p = h.parallel_point("uniform", &o.to_string(), &|b: &Batch| {
+        let kind = PointKind::Rule(ahr_eval::Family::Uniform);
+        let p = h.batch_rule_point("uniform", kind, &o.to_string(), &|b: &Batch| {
             Ok(Choices::filled(b.batch_size, b.seq_len, l_n, i))
         })?;
         uniform.push(Outcome {
             name: format!("uniform:{o}"),
             metric: p.metric,
             mem_frac: p.kv_bytes_per_token / exact_bytes,
+            peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
             kv_bytes_per_token: p.kv_bytes_per_token,
         });
     }
@@ -283,7 +286,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
                 / dec.len().max(1) as f64;
             eprintln!(
                 "  ablate {name:<28} {} {:.4}  mem {:.3}  changed {:.1}%",
-                task.metric_name(),
+                task.metric().name(),
                 outcome.metric,
                 outcome.mem_frac,
                 100.0 * changed
@@ -326,9 +329,8 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
         espec.env.granularity = Granularity::PerToken;
         espec.reward.budget = None;
         let exact = cfg.exact_index();
-        let est = super::train_policy::evaluate_rule(&model, &long_task, &espec, 1, Some(n), &dev, |obs| {
-            vec![exact; obs.len * l_n]
-        });
+        let est =
+            ahr_env::evaluate_rule(&model, &long_task, &espec, 1, Some(n), &dev, |obs| vec![exact; obs.len * l_n]);
         let row = LengthRow {
             seq_len: long,
             multiple: m,
@@ -337,6 +339,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
                 name: "exact".into(),
                 metric: metric_of(est.task_loss, est.accuracy),
                 mem_frac: est.mem_frac,
+                peak_frac: est.peak_frac,
                 kv_bytes_per_token: est.kv_bytes_per_token,
             },
         };
@@ -348,7 +351,7 @@ pub fn analyze(a: &AnalyzeArgs, common: &Common) -> Result<Analysis> {
     }
 
     let analysis = Analysis {
-        metric: task.metric_name().into(),
+        metric: task.metric().name().into(),
         higher_is_better: !text,
         sequences,
         seq_len,
@@ -407,7 +410,7 @@ impl Runner<'_> {
     fn evaluate(&self, task: &Task, spec: &EnvSpec, sequences: usize) -> Result<Vec<EpisodeStats>> {
         let episodes = sequences.div_ceil(spec.env.streams) * spec.env.streams;
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
-        Ok(ahr_ppo::evaluate::evaluate_with(env.as_mut(), episodes, 0, |obs| self.act(obs, None)))
+        Ok(ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| self.act(obs, None)))
     }
 
     /// Run a per-token policy and record every decision (the newest feature slot of each row).
@@ -428,7 +431,7 @@ impl Runner<'_> {
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
         let mut decisions = Vec::with_capacity(episodes * len);
         let mut calls = 0usize;
-        let stats = ahr_ppo::evaluate::evaluate_with(env.as_mut(), episodes, 0, |obs| {
+        let stats = ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| {
             let actions = self.act(obs, ablate);
             let (episode, t) = (calls / len, calls % len);
             calls += 1;
@@ -436,7 +439,13 @@ impl Runner<'_> {
             for r in 0..obs.len {
                 let newest = &obs.features[r * per + per - self.dim..(r + 1) * per];
                 let options = actions[r * l_n..(r + 1) * l_n].to_vec();
-                let bytes: f64 = options.iter().map(|&o| cost::charged_bytes(cfg, cfg.menu[o], len)).sum();
+                // What the token stores, over the share of its remaining life it is held
+                // (`recent:W` lets go after W queries).
+                let held = |o: ahr_tpa::StoreOption| cost::held_steps(o, t, len, None) as f64 / (len - t) as f64;
+                let bytes: f64 = options
+                    .iter()
+                    .map(|&o| cost::bytes_per_token(cfg, cfg.menu[o]) as f64 * held(cfg.menu[o]))
+                    .sum();
                 decisions.push(Decision {
                     seq: episode * streams + r,
                     t,
@@ -476,12 +485,16 @@ fn annotate(decisions: &mut [Decision], task: &Task, streams: usize, len: usize)
 fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: impl Fn(f64, f64) -> f64) -> Outcome {
     let n = stats.len().max(1) as f64;
     let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
-    // The cache's peak, the measure of every baseline (= the charged bytes unless options expire).
-    let mem_frac = mean(&|e| e.peak_frac);
+    // Time-averaged bytes (the one memory measure) and the metric pooled over labelled positions.
+    let mem_frac = mean(&|e| e.mem_frac);
+    let labelled = stats.iter().map(|e| e.labelled).sum::<u64>().max(1) as f64;
+    let loss = stats.iter().map(|e| e.loss_sum).sum::<f64>() / labelled;
+    let accuracy = stats.iter().map(|e| e.correct).sum::<u64>() as f64 / labelled;
     Outcome {
         name: name.into(),
-        metric: metric_of(mean(&|e| e.task_loss), mean(&|e| e.accuracy)),
+        metric: metric_of(loss, accuracy),
         mem_frac,
+        peak_frac: mean(&|e| e.peak_frac),
         kv_bytes_per_token: mem_frac * exact_bytes,
     }
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::args::Common;
 use crate::device::device;
-use crate::files::{EnvFile, ModelFile};
-use crate::pretrain::{StepTimings, optimizer, sample_choices, train_step};
+use ahr_train::files::{EnvFile, ModelFile};
+use ahr_train::pretrain::{StepTimings, optimizer, sample_choices, train_step};
 
 #[derive(Debug, Serialize)]
 struct TrainRun {
@@ -42,7 +42,7 @@ pub fn bench_train(
     model_configs: &[PathBuf],
     devices: &[String],
     pytorch: Option<&PyTorchReference>,
-    head_at: crate::evaluate::HeadAt,
+    head_at: ahr_train::evaluate::HeadAt,
     env: &std::path::Path,
     steps: u64,
     out: Option<&std::path::Path>,
@@ -226,13 +226,12 @@ pub fn bench_rollout(
 
     let dev = device(&common.device)?;
     let spec = EnvFile::load(env)?;
-    let model = crate::files::load_env_model(model_dir, &spec, env, &dev)?;
-    let task = Task::load(&spec.task).with_context(|| format!("{}: cannot load the task", env.display()))?;
+    let model = ahr_train::load_env_model(model_dir, &spec, env, &dev)?;
+    let task = ahr_env::load_task(&spec, env, model.config()).map_err(anyhow::Error::msg)?;
     let seq_len = task.train_batch(0, 0, 1).seq_len;
     let mut runs: Vec<RolloutRun> = Vec::new();
     for &w in workers {
-        let envs: Vec<_> =
-            (0..num_envs).map(|_| super::train_policy::make_env(&model, &task, &spec, false, 1, &dev)).collect();
+        let envs: Vec<_> = (0..num_envs).map(|_| ahr_env::make_env(&model, &task, &spec, false, 1, &dev)).collect();
         let obs = envs[0].obs_spec();
         let dims = PolicyDims {
             obs_dim: obs.dim(),
@@ -385,7 +384,7 @@ pub fn bench_decode(
     common: &Common,
 ) -> Result<DecodeReport> {
     let dev = device(&common.device)?;
-    let model = crate::files::load_policy_model(model_dir, policy_dir, &dev)?;
+    let model = ahr_train::load_policy_model(model_dir, policy_dir, &dev)?;
     let cfg = model.config().clone();
     if ctxs.is_empty() || batches.is_empty() || ctxs.contains(&0) || batches.contains(&0) || reps == 0 {
         bail!("--ctx, --batch and --reps need positive values");

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::args::Common;
 use crate::device::device;
-use crate::evaluate::evaluate;
-use crate::files::EnvFile;
+use ahr_train::evaluate::evaluate;
+use ahr_train::files::EnvFile;
 
 /// Evaluate a model directory on an env's held-out data or a JSONL file.
 pub fn eval_model(

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::args::Common;
 use crate::device::device;
-use crate::files::load_policy_model;
+use ahr_train::load_policy_model;
 
 /// What `generate` prints (and writes with `--out`).
 #[derive(Debug, Serialize)]

@@ -11,13 +11,4 @@ pub mod pretrain;
 pub mod quickstart;
 pub mod train_policy;
 
-use std::path::Path;
-
-use anyhow::Result;
-
-/// Write pretty JSON atomically.
-pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("output should serialise");
-    ahr_tpa::checkpoint::write_atomic(path, text.as_bytes())?;
-    Ok(())
-}
+pub use ahr_tpa::checkpoint::write_json;

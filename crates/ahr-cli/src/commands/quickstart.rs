@@ -9,10 +9,13 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::args::{Common, TrainPolicyArgs};
-use crate::commands::eval::{BASELINES, EvalArgs, eval};
-use crate::commands::{pretrain, train_policy};
-use crate::pretrain::PretrainArgs;
+use ahr_eval::{EvalArgs, Family};
+use ahr_train::PretrainArgs;
+use ahr_train::policy::PolicyRunArgs;
+
+use crate::args::Common;
+use crate::device::device;
+use crate::stages;
 
 const MODEL_PRESET: &str = include_str!("../../../../configs/model/mqar.toml");
 const ENV_SPEC: &str = include_str!("../../../../envs/mqar.toml");
@@ -21,6 +24,7 @@ const PPO_CONFIG: &str = include_str!("../../../../configs/ppo/mqar-budget.toml"
 /// Run the quickstart into `out`; `sequences` limits the held-out sequences per evaluated point.
 pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: &Common) -> Result<()> {
     let started = std::time::Instant::now();
+    let dev = device(&common.device)?;
     let configs = out.join("configs");
     std::fs::create_dir_all(&configs)?;
     let (model_cfg, env, ppo) = (configs.join("model.toml"), configs.join("env.toml"), configs.join("ppo.toml"));
@@ -43,9 +47,8 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
             resume,
             init: None,
             stop_after: None,
-            progress: false,
         };
-        pretrain::pretrain(args, common)?;
+        stages::pretrain(&args, &dev)?;
     }
 
     let policy = out.join("policy");
@@ -54,7 +57,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
     } else {
         eprintln!("[2/3] training a rank policy into {}", policy.display());
         let run_dir = out.join("policy-run");
-        let args = TrainPolicyArgs {
+        let args = PolicyRunArgs {
             model: model.clone(),
             env: env.clone(),
             config: ppo,
@@ -66,7 +69,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
             total_timesteps: None,
             eval_examples: sequences,
         };
-        train_policy::train_policy(&args, common)?;
+        stages::train_policy(&args, &dev)?;
     }
 
     eprintln!("[3/3] evaluating the policy against the baselines");
@@ -75,13 +78,11 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
         models: vec![model],
         env,
         policies: vec![policy],
-        baselines: BASELINES.iter().map(|s| s.to_string()).collect(),
+        families: Family::ALL.to_vec(),
         sequences,
-        out: eval_dir.clone(),
+        fractions: vec![0.1, 0.25, 0.5],
     };
-    eval(&args, common)?;
-    print!("{}", std::fs::read_to_string(eval_dir.join("pareto.md"))?);
-    println!("plot: {}", eval_dir.join("pareto.png").display());
+    stages::judge(&args, &eval_dir, &dev)?;
     println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -6,20 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ahr_ppo::trainer::clip_global_norm;
 use ahr_tasks::Task;
 use ahr_tasks::batch::{Split, rng_for};
-use ahr_tpa::checkpoint::{load_record, save_model, save_record};
+use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_json};
+use ahr_tpa::grad::clip_global_norm;
 use ahr_tpa::{ChoiceSpec, Choices, Model, ModelConfig};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::write_json;
 use crate::evaluate::{EvalReport, HeadAt, evaluate, label_logprobs_with};
 use crate::files::{EnvFile, ModelFile};
 
@@ -154,8 +152,25 @@ pub struct PretrainArgs {
     pub init: Option<PathBuf>,
     /// Stop after this many steps in this invocation, leaving a checkpoint to `--resume` from.
     pub stop_after: Option<u64>,
-    /// Show a progress bar.
-    pub progress: bool,
+}
+
+/// What the step callback of [`run`] sees after every optimizer step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// Steps done (1-based).
+    pub step: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// Training loss of this step.
+    pub loss: f64,
+    /// Learning rate of this step.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training tokens per second in this invocation.
+    pub tokens_per_sec: f64,
+    /// Held-out validation under the exact choice, on validation steps.
+    pub validation: Option<EvalReport>,
 }
 
 /// Everything that defines a run; written to `pretrain.json` and compared on `--resume`.
@@ -304,16 +319,8 @@ pub fn resolve(args: &PretrainArgs) -> Result<(ResolvedRun, Task)> {
         model_file.pretrain.steps = steps;
     }
     let env = EnvFile::load(&args.env)?;
-    let task = Task::load(&env.task).with_context(|| format!("{}: cannot load the task", args.env.display()))?;
-    if task.vocab_needed() > model_file.model.vocab_size {
-        bail!(
-            "{} needs a vocabulary of at least {} but {} has vocab_size = {}",
-            args.env.display(),
-            task.vocab_needed(),
-            args.model_config.display(),
-            model_file.model.vocab_size
-        );
-    }
+    let task = ahr_env::load_task(&env, &args.env, &model_file.model)
+        .map_err(|e| anyhow::anyhow!("{e} ({})", args.model_config.display()))?;
     let init = match &args.init {
         Some(dir) => Some(ahr_tpa::checkpoint::fingerprint(dir).with_context(|| format!("--init {}", dir.display()))?),
         None => None,
@@ -322,7 +329,8 @@ pub fn resolve(args: &PretrainArgs) -> Result<(ResolvedRun, Task)> {
 }
 
 /// Run (or resume) pretraining; writes the model directory, metrics and the rank curve to `out`.
-pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
+/// `on_step` sees every step (progress display, early logging); it cannot change the run.
+pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepReport)) -> Result<PretrainOutcome> {
     let (run, task) = resolve(args)?;
     let out = &args.out;
     let cfg = run.model_file.model.clone();
@@ -375,12 +383,6 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics_log = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
 
-    let pb = if args.progress { ProgressBar::new(pc.steps) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("template should parse"),
-    );
-    pb.set_position(state.step);
     let start = Instant::now();
     let rate = |tokens: u64| tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
     let (start_step, start_tokens) = (state.step, state.tokens);
@@ -408,24 +410,31 @@ pub fn run(args: &PretrainArgs, device: &Device) -> Result<PretrainOutcome> {
         state.step += 1;
         state.tokens += (batch.batch_size * batch.seq_len) as u64;
         let tps = rate(state.tokens - start_tokens);
-        pb.set_position(state.step);
-        pb.set_message(format!("loss {loss_value:.4} | {tps:.0} tok/s"));
         let mut line = serde_json::json!({"step": state.step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps});
 
         let last = state.step == pc.steps;
+        let mut validation = None;
         if pc.eval_every > 0 && state.step.is_multiple_of(pc.eval_every) && !last {
             let r = eval_model(&model)?;
-            pb.println(format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", state.step, r.loss, r.accuracy));
             line["valid_loss"] = r.loss.into();
             line["valid_accuracy"] = r.accuracy.into();
+            validation = Some(r);
         }
+        on_step(&StepReport {
+            step: state.step,
+            total_steps: pc.steps,
+            loss: loss_value,
+            lr,
+            grad_norm,
+            tokens_per_sec: tps,
+            validation,
+        });
         use std::io::Write;
         writeln!(metrics_log, "{line}")?;
         if state.step.is_multiple_of(pc.checkpoint_every) || last || state.step == stop_at {
             save_checkpoint(out, &model, &optim, &state)?;
         }
     }
-    pb.finish_and_clear();
     if state.step < pc.steps {
         return Ok(PretrainOutcome {
             steps_run: state.step - start_step,

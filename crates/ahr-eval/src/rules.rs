@@ -1,23 +1,18 @@
-//! Known cache rules the learned policy is compared with, as pure functions of one sequence.
-//!
-//! Write-time rules decide a token's option once, after its forward step (as the policy does):
-//! an entropy threshold and a random rule matched to a memory level. Eviction rules keep every
-//! token exact at first and evict it later: StreamingLLM's attention sinks + recent window and
-//! H2O's heavy hitters by accumulated attention. Evictions are positions from which a key is
-//! no longer visible (`ahr_tpa::Choices::with_evictions`).
-
-use rand::{Rng, RngExt};
+//! The cache rules a learned policy is judged against, as pure functions of one sequence (one
+//! layer): each returns, per key, the first query position that no longer sees it
+//! ([`NEVER`] = kept to the end), which `ahr_tpa::Choices::with_evictions` applies to any stored
+//! option. References and deviations: `docs/DESIGN-NOTES.md` ("The judge's rule families").
 
 /// Never evicted.
 pub const NEVER: u32 = u32::MAX;
 
-/// StreamingLLM: the first `sinks` tokens stay; any other key k is visible to the `window`
+/// StreamingLLM (Xiao et al. 2023): the first `sinks` tokens stay; any other key k is visible to the `window`
 /// queries after it (k+1 … k+window) and evicted from query k + window + 1 on.
 pub fn window_evictions(seq_len: usize, sinks: usize, window: usize) -> Vec<u32> {
     (0..seq_len).map(|k| if k < sinks { NEVER } else { (k + window + 1) as u32 }).collect()
 }
 
-/// H2O on one layer of one sequence: `attn` is `[T, T]` (query × key, rows sum to 1 over keys
+/// H2O (Zhang et al. 2023) on one layer of one sequence: `attn` is `[T, T]` (query × key, rows sum to 1 over keys
 /// ≤ query). Keys accumulate the attention they receive from each query while cached; after
 /// query q's token enters the cache, while more than `heavy + recent` keys are held, the held
 /// key with the least accumulated attention outside the `recent` newest is evicted (from
@@ -54,29 +49,38 @@ pub fn peak_held(evicted_at: &[u32]) -> usize {
     (0..t_n).map(|q| (0..=q).filter(|&k| evicted_at[k] as usize > q).count()).max().unwrap_or(0)
 }
 
-/// Entropy threshold: keep the token at the exact option when the model's normalised next-token
-/// entropy is at least `tau` (uncertain positions carry information), otherwise drop it.
-pub fn entropy_choice(norm_entropy: f32, tau: f32, exact: usize) -> usize {
-    if norm_entropy >= tau { exact } else { 0 }
+/// TOVA (Oren et al. 2024) on one layer of one sequence: `attn` is `[T, T]` as for
+/// [`heavy_hitter_evictions`]. After query q's token enters the cache, while more than `budget`
+/// keys are held, the held key with the least attention from query q itself is evicted (from
+/// query q + 1 on); no scores accumulate.
+pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
+    let t_n = seq_len;
+    assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
+    let mut evicted = vec![NEVER; t_n];
+    let mut held: Vec<usize> = Vec::new();
+    for q in 0..t_n {
+        held.push(q);
+        while held.len() > budget.max(1) {
+            let (i, _) = held
+                .iter()
+                .enumerate()
+                .min_by(|a, b| attn[q * t_n + *a.1].total_cmp(&attn[q * t_n + *b.1]).then(a.1.cmp(b.1)))
+                .expect("held is not empty");
+            evicted[held.remove(i)] = (q + 1) as u32;
+        }
+    }
+    evicted
 }
 
-/// One option drawn from `freqs` (relative frequencies, not all zero).
-pub fn random_choice(freqs: &[f64], rng: &mut impl Rng) -> usize {
-    let total: f64 = freqs.iter().sum();
-    let mut u = rng.random::<f64>() * total;
-    for (i, f) in freqs.iter().enumerate() {
-        if u < *f {
-            return i;
-        }
-        u -= f;
-    }
-    freqs.len() - 1
+/// Keep a key while its score is at least `tau` (write-time rules: entropy thresholds and random
+/// draws), evict it at once otherwise: the key is seen only at its own step.
+pub fn threshold_evictions(scores: &[f32], tau: f32) -> Vec<u32> {
+    scores.iter().enumerate().map(|(k, &s)| if s >= tau { NEVER } else { (k + 1) as u32 }).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn window_keeps_sinks_and_the_recent_tokens() {
@@ -113,19 +117,25 @@ mod tests {
     }
 
     #[test]
-    fn entropy_threshold_keeps_uncertain_tokens_exact() {
-        assert_eq!(entropy_choice(0.9, 0.5, 4), 4);
-        assert_eq!(entropy_choice(0.1, 0.5, 4), 0);
+    fn tova_evicts_the_key_the_current_query_ignores() {
+        // Four tokens, budget 2. Query 2 attends 0.1 / 0.6 / 0.3 to tokens 0 / 1 / 2: token 0
+        // goes from query 3 on. Query 3 attends 0.1 / 0.5 / 0.4 to the held tokens 1 / 2 / 3:
+        // token 1 goes from query 4 on (past the end) — TOVA looks at the current query only,
+        // although token 1 drew the most attention in total.
+        let t = 4;
+        let attn = [
+            1.0, 0.0, 0.0, 0.0, //
+            0.5, 0.5, 0.0, 0.0, //
+            0.1, 0.6, 0.3, 0.0, //
+            0.0, 0.1, 0.5, 0.4,
+        ];
+        let e = tova_evictions(&attn, t, 2);
+        assert_eq!(e, vec![3, 4, NEVER, NEVER]);
+        assert_eq!(peak_held(&e), 3, "budget 2 plus the current token");
     }
 
     #[test]
-    fn random_choice_follows_the_frequencies() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut counts = [0usize; 3];
-        for _ in 0..10_000 {
-            counts[random_choice(&[0.2, 0.0, 0.8], &mut rng)] += 1;
-        }
-        assert_eq!(counts[1], 0);
-        assert!((1800..2200).contains(&counts[0]), "{counts:?}");
+    fn thresholds_keep_the_keys_at_or_above_tau() {
+        assert_eq!(threshold_evictions(&[0.9, 0.1, 0.5], 0.5), vec![NEVER, 2, NEVER]);
     }
 }

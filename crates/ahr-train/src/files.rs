@@ -1,4 +1,5 @@
-//! The TOML files users edit: model presets (`configs/model/*.toml`) and env specs (`envs/*.toml`).
+//! The TOML files users edit — model presets (`configs/model/*.toml`), env specs (`envs/*.toml`) —
+//! and model directories loaded as an environment or a policy runs them.
 
 use std::path::Path;
 
@@ -40,7 +41,8 @@ pub fn load_policy_model(model_dir: &Path, policy_dir: Option<&Path>, device: &D
     })
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// Read a TOML file into `T`, naming the file in errors.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{}: invalid file", path.display()))
 }

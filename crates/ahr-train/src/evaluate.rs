@@ -35,13 +35,25 @@ pub fn labelled_positions(batch: &Batch, device: &Device) -> Option<(Tensor<1, I
 }
 
 /// Where the LM head runs during training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum HeadAt {
     /// Only at labelled positions (the default: MQAR labels 8 of 128 positions).
     #[default]
     Labelled,
     /// At every position, then the labelled rows are picked (the naive way, for benchmarks).
     All,
+}
+
+impl std::str::FromStr for HeadAt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "labelled" => Ok(HeadAt::Labelled),
+            "all" => Ok(HeadAt::All),
+            other => Err(format!("unknown head placement `{other}`; choose `labelled` or `all`")),
+        }
+    }
 }
 
 /// Label log-probabilities `[N]`, logits `[N, V]` and labels `[N]` at the labelled positions.

@@ -1,0 +1,84 @@
+//! The long stages a command runs (pretraining, policy training) with their progress on stderr and
+//! their summary on stdout; `pretrain`, `train-policy` and `quickstart` share them.
+
+use ahr_ppo::trainer::IterationReport;
+use ahr_train::policy::PolicyRunArgs;
+use ahr_train::pretrain::PretrainArgs;
+use anyhow::Result;
+use burn::tensor::Device;
+
+use crate::progress::Progress;
+
+/// One line on a PPO iteration.
+pub fn describe(r: &IterationReport) -> String {
+    format!(
+        "return {:.3} | mem {:.3} | acc {:.3} | λ {:.3} | {:.0} SPS",
+        r.episodic_return, r.mem_frac, r.accuracy, r.lambda_mem, r.sps
+    )
+}
+
+/// Run nested-rank pretraining with progress on stderr and print where the model and its rank
+/// curve went.
+pub fn pretrain(args: &PretrainArgs, dev: &Device) -> Result<()> {
+    eprintln!("run directory: {}", args.out.display());
+    let mut progress = Progress::new("step", 0);
+    let outcome = ahr_train::pretrain::run(args, dev, |r| {
+        if let Some(v) = &r.validation {
+            progress.println(&format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", r.step, v.loss, v.accuracy));
+        }
+        progress.update(r.step, r.total_steps, &format!("loss {:.4} | {:.0} tok/s", r.loss, r.tokens_per_sec));
+    })?;
+    drop(progress);
+    let Some(eval) = outcome.final_eval else {
+        println!(
+            "stopped after {} steps at {:.0} tokens/s; continue with --resume --out {}",
+            outcome.steps_run,
+            outcome.tokens_per_sec,
+            args.out.display()
+        );
+        return Ok(());
+    };
+    println!(
+        "pretrained {} steps at {:.0} tokens/s; held-out exact-choice loss {:.4}, accuracy {:.4}",
+        outcome.steps_run, outcome.tokens_per_sec, eval.loss, eval.accuracy
+    );
+    println!("model: {}  rank curve: {}", args.out.display(), args.out.join("rank_curve.json").display());
+    Ok(())
+}
+
+/// Train a rank policy with PPO and progress on stderr, export it and print its held-out
+/// evaluation.
+pub fn train_policy(args: &PolicyRunArgs, dev: &Device) -> Result<()> {
+    let run_dir = args.run_dir();
+    eprintln!(
+        "run directory: {} (TensorBoard: tensorboard --logdir {})",
+        run_dir.display(),
+        run_dir.join("tb").display()
+    );
+    let mut progress = Progress::new("iteration", 0);
+    let outcome =
+        ahr_train::policy::train_policy(args, dev, |r, total| progress.update(r.iteration, total, &describe(r)))?;
+    drop(progress);
+    if let Some(last) = &outcome.last {
+        println!("iteration {}: {}", last.iteration, describe(last));
+    }
+    let eval = &outcome.eval;
+    println!(
+        "held-out ({} sequences, deterministic): accuracy {:.4}, loss {:.4}, {:.1} KV bytes/token = {:.3} of exact",
+        eval.sequences, eval.accuracy, eval.task_loss, eval.kv_bytes_per_token, eval.mem_frac
+    );
+    println!("policy: {}  run: {}", outcome.policy_dir.display(), outcome.run_dir.display());
+    Ok(())
+}
+
+/// Run the judge with a line per finished point on stderr, write the report into `out` and print
+/// the Markdown table and the plot's path.
+pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> Result<ahr_eval::EvalOutput> {
+    let o = ahr_eval::eval(args, dev, |p| {
+        eprintln!("{:<26} {:<34} metric {:.4}  bytes/token {:.1}", p.name, p.setting, p.metric, p.kv_bytes_per_token)
+    })?;
+    crate::report::write(out, &o)?;
+    print!("{}", crate::report::markdown(&o));
+    println!("plot: {}", out.join("pareto.png").display());
+    Ok(o)
+}

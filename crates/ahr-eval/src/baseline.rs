@@ -1,0 +1,272 @@
+//! The rule families of the judge (DESIGN.md §9) as types: a [`Family`] is a kind of rule, a
+//! [`Baseline`] one setting of it. Every family that keeps or evicts tokens also comes with its
+//! kept tokens stored at each cheaper menu option (`streaming-llm@rank:1`), so a rule can trade
+//! rank for tokens as a policy can.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ahr_tpa::{ModelConfig, StoreOption, cost};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{self, NEVER};
+
+/// A family of cache rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// One menu option for every token and layer.
+    Uniform,
+    /// StreamingLLM: attention sinks + a recent window (sinks-only prefix rules included).
+    StreamingLlm,
+    /// H2O: heavy hitters by accumulated attention + a recent window.
+    H2o,
+    /// TOVA: evict the key the current query attends to least.
+    Tova,
+    /// Keep a token when the model's next-token entropy at it is at least τ.
+    Entropy,
+    /// Keep each token with a probability that matches a memory target.
+    Random,
+}
+
+impl Family {
+    /// Every family, in report order.
+    pub const ALL: [Family; 6] =
+        [Family::Uniform, Family::StreamingLlm, Family::H2o, Family::Tova, Family::Entropy, Family::Random];
+
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Uniform => "uniform",
+            Family::StreamingLlm => "streaming-llm",
+            Family::H2o => "h2o",
+            Family::Tova => "tova",
+            Family::Entropy => "entropy",
+            Family::Random => "random",
+        }
+    }
+
+    /// Whether the family needs the attention maps of the full-cache forward.
+    pub fn needs_attention(self) -> bool {
+        matches!(self, Family::H2o | Family::Tova)
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Family::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown baseline family `{s}`; choose from {}", names.join(", "))
+        })
+    }
+}
+
+/// One setting of a rule family. `store` is the option kept tokens are stored at.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "family", rename_all = "kebab-case")]
+pub enum Baseline {
+    /// Every token and layer at `option`.
+    Uniform {
+        /// The option.
+        option: StoreOption,
+    },
+    /// The first `sinks` tokens stay; any other key is seen by the `window` queries after it.
+    StreamingLlm {
+        /// Attention sinks (a prefix kept to the end).
+        sinks: usize,
+        /// Recent window.
+        window: usize,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
+    /// At most `heavy + recent` keys: the `recent` newest and the heaviest by accumulated attention.
+    H2o {
+        /// Heavy hitters kept.
+        heavy: usize,
+        /// Recent tokens kept.
+        recent: usize,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
+    /// At most `budget` keys; over budget, the key the current query attends to least goes.
+    Tova {
+        /// Keys kept.
+        budget: usize,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
+    /// Keep a token (at `store`) when its normalised next-token entropy is at least `tau`.
+    Entropy {
+        /// Threshold on entropy / ln V.
+        tau: f32,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
+    /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
+    Random {
+        /// Keep probability.
+        keep: f64,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
+}
+
+/// What a rule may read about one sequence: its length, and (for attention and entropy rules)
+/// the full-cache forward's attention (`[layer][T·T]`, mean over heads) and normalised entropies.
+pub struct SequenceView<'a> {
+    /// Sequence length T.
+    pub seq_len: usize,
+    /// `[layer]` → `[T, T]` attention of the exact full-cache forward, mean over heads (empty
+    /// when no attention rule runs).
+    pub attention: &'a [Vec<f32>],
+    /// `[T]` next-token entropy / ln V of the exact forward.
+    pub entropy: &'a [f32],
+    /// `[T, layer]` uniform draws in [0, 1) for random rules (fixed per sequence).
+    pub draws: &'a [f32],
+}
+
+impl Baseline {
+    /// Its family.
+    pub fn family(&self) -> Family {
+        match self {
+            Baseline::Uniform { .. } => Family::Uniform,
+            Baseline::StreamingLlm { .. } => Family::StreamingLlm,
+            Baseline::H2o { .. } => Family::H2o,
+            Baseline::Tova { .. } => Family::Tova,
+            Baseline::Entropy { .. } => Family::Entropy,
+            Baseline::Random { .. } => Family::Random,
+        }
+    }
+
+    /// The option kept tokens are stored at.
+    pub fn store(&self) -> StoreOption {
+        match *self {
+            Baseline::Uniform { option } => option,
+            Baseline::StreamingLlm { store, .. }
+            | Baseline::H2o { store, .. }
+            | Baseline::Tova { store, .. }
+            | Baseline::Entropy { store, .. }
+            | Baseline::Random { store, .. } => store,
+        }
+    }
+
+    /// The point's name: the family, with the storage of kept tokens (`streaming-llm@rank:1`).
+    pub fn name(&self) -> String {
+        match self {
+            Baseline::Uniform { .. } => "uniform".into(),
+            b => format!("{}@{}", b.family(), b.store()),
+        }
+    }
+
+    /// The setting, as reports print it.
+    pub fn setting(&self) -> String {
+        match *self {
+            Baseline::Uniform { option } => option.to_string(),
+            Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
+            Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
+            Baseline::Tova { budget, .. } => format!("budget={budget}"),
+            Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
+            Baseline::Random { keep, .. } => format!("keep={keep:.4}"),
+        }
+    }
+
+    /// Per key of one layer of one sequence: the first query that no longer sees it.
+    pub fn evictions(&self, view: &SequenceView, layer: usize) -> Vec<u32> {
+        let t_n = view.seq_len;
+        match *self {
+            Baseline::Uniform { .. } => vec![NEVER; t_n],
+            Baseline::StreamingLlm { sinks, window, .. } => rules::window_evictions(t_n, sinks, window),
+            Baseline::H2o { heavy, recent, .. } => {
+                rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
+            }
+            Baseline::Tova { budget, .. } => rules::tova_evictions(&view.attention[layer], t_n, budget),
+            Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
+            Baseline::Random { keep, .. } => {
+                let l_n = view.draws.len() / t_n.max(1);
+                let scores: Vec<f32> = (0..t_n).map(|t| 1.0 - view.draws[t * l_n + layer]).collect();
+                rules::threshold_evictions(&scores, (1.0 - keep) as f32)
+            }
+        }
+    }
+
+    /// Time-averaged KV bytes per token of the setting when its memory does not depend on the
+    /// data (every family but entropy; random in expectation): the number of keys an eviction
+    /// rule holds at each step is fixed by its budget, whatever the attention says.
+    pub fn memory(&self, cfg: &ModelConfig, seq_len: usize) -> Option<f64> {
+        let t_n = seq_len;
+        let store = self.store();
+        let layer_bytes = |ev: &[u32]| {
+            let mut one = cfg.clone();
+            one.n_layers = 1;
+            cost::sequence_cost(&one, t_n, |t, _| (store, (ev[t] != NEVER).then_some(ev[t] as usize)))
+                .kv_bytes_per_token
+        };
+        let bytes = match *self {
+            Baseline::Entropy { .. } => return None,
+            Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
+            Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
+                let view = SequenceView { seq_len: t_n, attention: &[], entropy: &[], draws: &[] };
+                layer_bytes(&self.evictions(&view, 0))
+            }
+            Baseline::H2o { .. } | Baseline::Tova { .. } => {
+                // Any attention gives the same counts; a causal uniform one will do.
+                let mut attn = vec![0f32; t_n * t_n];
+                for q in 0..t_n {
+                    for k in 0..=q {
+                        attn[q * t_n + k] = 1.0 / (q + 1) as f32;
+                    }
+                }
+                let maps = [attn];
+                let view = SequenceView { seq_len: t_n, attention: &maps, entropy: &[], draws: &[] };
+                layer_bytes(&self.evictions(&view, 0))
+            }
+        };
+        Some(bytes * cfg.n_layers as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_families_round_trip() {
+        for f in Family::ALL {
+            assert_eq!(f.name().parse::<Family>(), Ok(f));
+        }
+        assert!("window".parse::<Family>().unwrap_err().contains("streaming-llm"));
+        let b = Baseline::StreamingLlm { sinks: 16, window: 0, store: StoreOption::Rank(1) };
+        assert_eq!(b.name(), "streaming-llm@rank:1");
+        assert_eq!(b.setting(), "sinks=16,window=0");
+    }
+
+    /// Memory of data-independent settings, by hand: T = 8, 1 sink + window 1 at rank:1 (152 B
+    /// per layer on the mqar preset). Held keys per step: 1, 2, 3, 3, 3, 3, 3, 3 tokens — the sink,
+    /// the previous token and the current one — 21 token-steps over (T+1)/2 · T = 36.
+    #[test]
+    fn memory_of_a_window_and_of_its_budget_twins() {
+        let cfg = ModelConfig::mqar();
+        let store = StoreOption::Rank(1);
+        let w = Baseline::StreamingLlm { sinks: 1, window: 1, store };
+        let expect = 152.0 * 21.0 / 36.0 * 2.0;
+        assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
+        // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
+        let tova = Baseline::Tova { budget: 2, store };
+        assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
+        let h2o = Baseline::H2o { heavy: 1, recent: 1, store };
+        assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
+        let uniform = Baseline::Uniform { option: StoreOption::Full };
+        assert!((uniform.memory(&cfg, 8).unwrap() - 768.0).abs() < 1e-9);
+        let random = Baseline::Random { keep: 0.25, store: StoreOption::Full };
+        assert!((random.memory(&cfg, 8).unwrap() - 192.0).abs() < 1e-9);
+        assert_eq!(Baseline::Entropy { tau: 0.5, store }.memory(&cfg, 8), None);
+    }
+}

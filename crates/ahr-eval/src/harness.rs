@@ -1,0 +1,331 @@
+//! The evaluation harness: one model, the task's fixed held-out sequences, and the two ways a
+//! point is run — a rule as storage choices with evictions through parallel forwards (which equal
+//! the decode, tested in `ahr-tpa`), a policy token by token in the rank environment. Both report
+//! the same measures: the metric pooled over labelled positions (per-sequence mean beside it),
+//! time-averaged KV bytes per token (peak beside it) and attention FLOPs per token, all from
+//! `ahr_tpa::cost`.
+
+use ahr_env::{EnvSpec, PolicyEval};
+use ahr_policy::ObsBatch;
+use ahr_tasks::{Batch, IGNORE, Metric, Metrics, Task};
+use ahr_tpa::{Choices, Model, StoreOption, cost};
+use ahr_train::evaluate::label_logprobs;
+use anyhow::{Result, anyhow, bail};
+use burn::tensor::Device;
+use burn::tensor::activation::log_softmax;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+
+use crate::baseline::{Baseline, Family, SequenceView};
+use crate::rules::NEVER;
+
+/// What a point of the comparison is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointKind {
+    /// A learned policy.
+    Policy,
+    /// Another model's exact choice (an extra `--model`).
+    Model,
+    /// A setting of a rule family.
+    Rule(Family),
+}
+
+/// One evaluated point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    /// `policy:<dir>`, `model:<dir>`, or the rule's name (`streaming-llm@rank:1`).
+    pub name: String,
+    /// What it is.
+    pub kind: PointKind,
+    /// Its setting (`sinks=16,window=0`, `budget=0.3`, …).
+    pub setting: String,
+    /// The task metric pooled over every labelled position.
+    pub metric: f64,
+    /// The mean of per-sequence metrics (secondary).
+    pub metric_per_sequence: f64,
+    /// Mean task loss over labelled positions (nats).
+    pub loss: f64,
+    /// Time-averaged KV bytes held per token, all layers (the one memory measure).
+    pub kv_bytes_per_token: f64,
+    /// The most bytes held at once over the sequence length (reported beside).
+    pub peak_kv_bytes_per_token: f64,
+    /// Attention FLOPs per token, all layers.
+    pub flops_per_token: f64,
+    /// No other point is at least as good on metric and memory and better on one.
+    pub on_front: bool,
+}
+
+impl Point {
+    /// The rule family, for rule points.
+    pub fn family(&self) -> Option<Family> {
+        match self.kind {
+            PointKind::Rule(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Per held-out sequence, what rules may read: the exact full-cache forward's attention (mean
+/// over heads) and normalised next-token entropy, and fixed random draws.
+struct Prepared {
+    batch: Batch,
+    /// `[seq][layer][T·T]` (empty without attention rules).
+    attention: Vec<Vec<Vec<f32>>>,
+    /// `[seq][T]`.
+    entropy: Vec<Vec<f32>>,
+    /// `[seq][T·L]`.
+    draws: Vec<Vec<f32>>,
+}
+
+/// The model, its held-out data and what rules read from it.
+pub struct Harness<'a> {
+    /// The model as the env runs it.
+    pub model: &'a Model,
+    /// The task.
+    pub task: &'a Task,
+    /// The env spec (streams, granularity, reward).
+    pub spec: &'a EnvSpec,
+    /// Held-out sequences per point.
+    pub sequences: usize,
+    /// Device.
+    pub dev: &'a Device,
+    prepared: Vec<Prepared>,
+}
+
+/// Pooled and per-sequence sums of one point.
+#[derive(Default)]
+struct Tally {
+    pooled: Metrics,
+    per_sequence: Vec<Metrics>,
+}
+
+impl<'a> Harness<'a> {
+    /// Prepare the first `sequences` held-out sequences; `attention`: keep the full-cache
+    /// attention maps (for H2O and TOVA; `[T, T]` per sequence and layer).
+    pub fn new(
+        model: &'a Model,
+        task: &'a Task,
+        spec: &'a EnvSpec,
+        sequences: usize,
+        dev: &'a Device,
+        attention: bool,
+    ) -> Result<Self> {
+        let cfg = model.config();
+        let sequences = sequences.min(task.valid_examples()).max(1);
+        let batch_size = spec.env.streams.max(8);
+        let ln_v = (cfg.vocab_size as f32).ln();
+        let mut prepared = Vec::new();
+        let mut seen = 0;
+        for (i, mut batch) in task.valid_batches(batch_size).enumerate() {
+            if seen >= sequences {
+                break;
+            }
+            batch.truncate(sequences - seen);
+            seen += batch.batch_size;
+            let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
+            let exact = Choices::exact(cfg, b_n, t_n);
+            let host = |x: burn::tensor::Tensor<1>| {
+                x.into_data().try_to_vec::<f32>().map_err(|e| anyhow!("reading a tensor back: {e:?}"))
+            };
+            let logp = log_softmax(model.forward(model.tokens(&batch.inputs, b_n, t_n, dev)?, &exact)?, 2);
+            let ent = host((logp.clone().exp() * logp).sum_dim(2).neg().reshape([b_n * t_n]))?;
+            let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
+            let mut maps = vec![Vec::new(); b_n];
+            if attention {
+                for map in model.attention_maps(model.tokens(&batch.inputs, b_n, t_n, dev)?, &exact)? {
+                    let mean = host(map.mean_dim(1).reshape([b_n * t_n * t_n]))?;
+                    for (s, m) in mean.chunks(t_n * t_n).enumerate() {
+                        maps[s].push(m.to_vec());
+                    }
+                }
+            }
+            let mut rng = StdRng::seed_from_u64(0x72616e64 ^ i as u64);
+            let draws = (0..b_n).map(|_| (0..t_n * l_n).map(|_| rng.random::<f32>()).collect()).collect();
+            prepared.push(Prepared { batch, attention: maps, entropy, draws });
+        }
+        if prepared.is_empty() {
+            bail!("the task has no held-out sequences");
+        }
+        Ok(Self { model, task, spec, sequences: seen, dev, prepared })
+    }
+
+    /// The task's metric.
+    pub fn metric(&self) -> Metric {
+        self.task.metric()
+    }
+
+    /// Sequence length of the held-out data.
+    pub fn seq_len(&self) -> usize {
+        self.prepared[0].batch.seq_len
+    }
+
+    /// The storage choices a rule makes for one prepared batch.
+    fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
+        let cfg = self.model.config();
+        let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
+        let store = cfg
+            .menu
+            .iter()
+            .position(|o| *o == rule.store())
+            .ok_or_else(|| anyhow!("{}: option {} is not in the model's menu", rule.name(), rule.store()))?;
+        let mut ev = vec![NEVER; b_n * t_n * l_n];
+        for s in 0..b_n {
+            let view =
+                SequenceView { seq_len: t_n, attention: &p.attention[s], entropy: &p.entropy[s], draws: &p.draws[s] };
+            for l in 0..l_n {
+                for (t, e) in rule.evictions(&view, l).into_iter().enumerate() {
+                    ev[(s * t_n + t) * l_n + l] = e;
+                }
+            }
+        }
+        Ok(Choices::filled(b_n, t_n, l_n, store).with_evictions(ev))
+    }
+
+    /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running
+    /// the model (rules decide from the prepared data alone).
+    pub fn measured_memory(&self, rule: &Baseline) -> Result<f64> {
+        let cfg = self.model.config();
+        let mut total = 0.0;
+        for p in &self.prepared {
+            let c = self.rule_choices(p, rule)?;
+            for b in 0..p.batch.batch_size {
+                total += cost::sequence_bytes(cfg, p.batch.seq_len, |t, l| entry(cfg, &c, b, t, l));
+            }
+        }
+        Ok(total / self.sequences as f64)
+    }
+
+    /// A rule through parallel forwards.
+    pub fn rule_point(&self, rule: &Baseline) -> Result<Point> {
+        let kind = PointKind::Rule(rule.family());
+        self.choices_point(&rule.name(), kind, &rule.setting(), &|p| self.rule_choices(p, rule))
+    }
+
+    /// Any storage choices per batch (uniform options, another model's exact choice) through
+    /// parallel forwards.
+    pub fn batch_rule_point(
+        &self,
+        name: &str,
+        kind: PointKind,
+        setting: &str,
+        rule: &dyn Fn(&Batch) -> Result<Choices>,
+    ) -> Result<Point> {
+        self.choices_point(name, kind, setting, &|p| rule(&p.batch))
+    }
+
+    fn choices_point(
+        &self,
+        name: &str,
+        kind: PointKind,
+        setting: &str,
+        rule: &dyn Fn(&Prepared) -> Result<Choices>,
+    ) -> Result<Point> {
+        let cfg = self.model.config();
+        let mut tally = Tally::default();
+        let mut sum = cost::SequenceCost::default();
+        for p in &self.prepared {
+            let choices = rule(p)?;
+            let batch = &p.batch;
+            self.score(batch, &choices, &mut tally)?;
+            for b in 0..batch.batch_size {
+                let c = cost::sequence_cost(cfg, batch.seq_len, |t, l| entry(cfg, &choices, b, t, l));
+                sum.kv_bytes_per_token += c.kv_bytes_per_token;
+                sum.peak_bytes_per_token += c.peak_bytes_per_token;
+                sum.flops_per_token += c.flops_per_token;
+            }
+        }
+        let n = self.sequences as f64;
+        let metric = self.metric();
+        if tally.pooled.count == 0 {
+            bail!("the held-out data has no labelled positions");
+        }
+        let scored: Vec<&Metrics> = tally.per_sequence.iter().filter(|m| m.count > 0).collect();
+        Ok(Point {
+            name: name.into(),
+            kind,
+            setting: setting.into(),
+            metric: metric.of(&tally.pooled),
+            metric_per_sequence: scored.iter().map(|m| metric.of(m)).sum::<f64>() / scored.len().max(1) as f64,
+            loss: tally.pooled.loss(),
+            kv_bytes_per_token: sum.kv_bytes_per_token / n,
+            peak_kv_bytes_per_token: sum.peak_bytes_per_token / n,
+            flops_per_token: sum.flops_per_token / n,
+            on_front: false,
+        })
+    }
+
+    /// Add one batch's pooled and per-sequence loss and accuracy under `choices`.
+    fn score(&self, batch: &Batch, choices: &Choices, tally: &mut Tally) -> Result<()> {
+        let Some((logp, logits, labels)) = label_logprobs(self.model, batch, choices, self.dev)? else {
+            tally.per_sequence.extend((0..batch.batch_size).map(|_| Metrics::default()));
+            return Ok(());
+        };
+        let n = labels.dims()[0];
+        let nll: Vec<f32> = logp.neg().into_data().try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?;
+        let hits: Vec<bool> = logits
+            .argmax(1)
+            .reshape([n])
+            .equal(labels)
+            .into_data()
+            .try_to_vec::<bool>()
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let mut rows = vec![Metrics::default(); batch.batch_size];
+        // Labelled positions in row-major order, as `label_logprobs` gathers them.
+        let positions = batch.labels.iter().enumerate().filter(|(_, l)| **l != IGNORE).map(|(i, _)| i);
+        for (k, i) in positions.enumerate() {
+            rows[i / batch.seq_len].add(nll[k] as f64, hits[k] as u64, 1);
+            tally.pooled.add(nll[k] as f64, hits[k] as u64, 1);
+        }
+        tally.per_sequence.extend(rows);
+        Ok(())
+    }
+
+    /// A write-time rule (a policy) token by token in the rank environment of `spec`.
+    pub fn env_point(
+        &self,
+        name: &str,
+        setting: &str,
+        spec: &EnvSpec,
+        window: usize,
+        act: impl FnMut(&ObsBatch) -> Vec<usize>,
+    ) -> (Point, PolicyEval) {
+        let cfg = self.model.config();
+        let e = ahr_env::evaluate_rule(self.model, self.task, spec, window, Some(self.sequences), self.dev, act);
+        let t_n = self.seq_len();
+        let text = self.metric() == Metric::BitsPerByte;
+        let to_metric = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
+        let point = Point {
+            name: name.into(),
+            kind: PointKind::Policy,
+            setting: setting.into(),
+            metric: to_metric(e.task_loss, e.accuracy),
+            metric_per_sequence: to_metric(e.task_loss_per_sequence, e.accuracy_per_sequence),
+            loss: e.task_loss,
+            kv_bytes_per_token: e.kv_bytes_per_token,
+            peak_kv_bytes_per_token: e.peak_kv_bytes_per_token,
+            flops_per_token: e.flops_frac * cost::exact_sequence_flops(cfg, t_n) / t_n as f64,
+            on_front: false,
+        };
+        (point, e)
+    }
+}
+
+/// Token t of sequence b in layer l as the cost model sees it.
+fn entry(cfg: &ahr_tpa::ModelConfig, c: &Choices, b: usize, t: usize, l: usize) -> (StoreOption, Option<usize>) {
+    (cfg.menu[c.get(b, t, l)], c.evicted_at(b, t, l))
+}
+
+/// Mark the Pareto front: a better metric and fewer bytes are better.
+pub fn mark_front(points: &mut [Point], metric: Metric) {
+    let snapshot: Vec<(f64, f64)> = points.iter().map(|p| (p.kv_bytes_per_token, p.metric)).collect();
+    for (i, p) in points.iter_mut().enumerate() {
+        p.on_front = !snapshot.iter().enumerate().any(|(j, &(bytes, m))| {
+            j != i
+                && bytes <= p.kv_bytes_per_token
+                && metric.at_least(m, p.metric)
+                && (bytes < p.kv_bytes_per_token || metric.better(m, p.metric))
+        });
+    }
+}

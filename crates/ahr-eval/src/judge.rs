@@ -1,0 +1,443 @@
+//! The fair judge (DESIGN.md §9): learned policies against the best setting of every rule family
+//! at their memory.
+//!
+//! For every memory target — each policy's own time-averaged bytes, and fixed fractions of the
+//! exact choice's bytes — each family searches its grid for the settings that fit (StreamingLLM:
+//! every sink count of `{0, 4, 16, 32, …} ≤ T/4` and the longest prefix that fits alone, each
+//! with the longest window that fits; H2O: heavy shares ¼, ½, ¾ of the largest budget that fits;
+//! TOVA: the largest budget; entropy and random: the threshold or keep rate that fills the target),
+//! each with its kept tokens at every storable menu option. All of them are run; the best at
+//! ≤ the target is the family's answer, and a policy beats a family only if its metric is
+//! strictly better than that answer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ahr_env::EnvSpec;
+use ahr_policy::Granularity;
+use ahr_tasks::Metric;
+use ahr_tpa::checkpoint::{fingerprint, load_model};
+use ahr_tpa::{Choices, ModelConfig, StoreOption, cost};
+use anyhow::Result;
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::baseline::{Baseline, Family};
+use crate::harness::{Harness, Point, PointKind, mark_front};
+
+/// Options of one evaluation.
+#[derive(Clone, Debug)]
+pub struct EvalArgs {
+    /// Model directories; the first runs the policies and rules, the rest are extra points.
+    pub models: Vec<PathBuf>,
+    /// Env spec.
+    pub env: PathBuf,
+    /// Policy directories (for the first model).
+    pub policies: Vec<PathBuf>,
+    /// Rule families to run.
+    pub families: Vec<Family>,
+    /// Held-out sequences per point (default: the whole held-out set).
+    pub sequences: Option<usize>,
+    /// Fixed memory targets as fractions of the exact choice's bytes (besides each policy's).
+    pub fractions: Vec<f64>,
+}
+
+/// A family's best setting at a memory target.
+#[derive(Clone, Debug, Serialize)]
+pub struct FamilyBest {
+    /// The family.
+    pub family: Family,
+    /// The winning point's name (`streaming-llm@rank:1`).
+    pub name: String,
+    /// Its setting.
+    pub setting: String,
+    /// Its metric.
+    pub metric: f64,
+    /// Its memory (≤ the target).
+    pub kv_bytes_per_token: f64,
+}
+
+/// A policy's standing against every family at its memory.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyVerdict {
+    /// Policy name.
+    pub name: String,
+    /// Its metric (pooled).
+    pub metric: f64,
+    /// Its time-averaged KV bytes per token.
+    pub kv_bytes_per_token: f64,
+    /// Its memory as a fraction of the exact choice's.
+    pub mem_frac: f64,
+    /// The memory fraction it was trained to (budget mode), to compare with `mem_frac`.
+    pub train_target: Option<f64>,
+    /// On the Pareto front of all points.
+    pub on_front: bool,
+    /// Per family: its best setting at ≤ the policy's memory, and whether the policy beats it.
+    pub families: Vec<(FamilyBest, bool)>,
+    /// Families with no setting within the policy's memory.
+    pub no_setting_fits: Vec<Family>,
+    /// The policy's metric is strictly better than every family's best at its memory.
+    pub beats_every_family: bool,
+}
+
+/// The best setting of each family at one fixed memory target (the headroom a policy can win).
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetRow {
+    /// Fraction of the exact choice's bytes.
+    pub fraction: f64,
+    /// The target in bytes per token.
+    pub kv_bytes_per_token: f64,
+    /// Best per family.
+    pub families: Vec<FamilyBest>,
+}
+
+/// `metrics.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalOutput {
+    /// The metric (pooled over labelled positions).
+    pub metric: Metric,
+    /// Whether a larger metric is better.
+    pub higher_is_better: bool,
+    /// Held-out sequences per point.
+    pub sequences: usize,
+    /// The exact choice's KV bytes per token.
+    pub exact_kv_bytes_per_token: f64,
+    /// Every point.
+    pub points: Vec<Point>,
+    /// One verdict per policy.
+    pub policies: Vec<PolicyVerdict>,
+    /// Fixed targets.
+    pub targets: Vec<TargetRow>,
+    /// How each family was run.
+    pub notes: Vec<String>,
+}
+
+/// The best rule point of `family` at ≤ `bytes`.
+pub fn best_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<FamilyBest> {
+    points
+        .iter()
+        .filter(|p| p.family() == Some(family) && p.kv_bytes_per_token <= bytes * (1.0 + 1e-9))
+        .fold(None::<&Point>, |best, p| match best {
+            Some(b) if !metric.better(p.metric, b.metric) => Some(b),
+            _ => Some(p),
+        })
+        .map(|p| FamilyBest {
+            family,
+            name: p.name.clone(),
+            setting: p.setting.clone(),
+            metric: p.metric,
+            kv_bytes_per_token: p.kv_bytes_per_token,
+        })
+}
+
+/// Menu options kept tokens may be stored at: every option but drop and the expiring ones.
+fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
+    cfg.menu.iter().copied().filter(|o| *o != StoreOption::Drop && o.window().is_none()).collect()
+}
+
+/// The largest `x` in `lo..=hi` with `fits(x)`, for `fits` true up to some point and false after.
+fn largest_fitting(lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+    if lo > hi || !fits(lo) {
+        return None;
+    }
+    let (mut ok, mut bad) = (lo, hi + 1);
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        if fits(mid) { ok = mid } else { bad = mid }
+    }
+    Some(ok)
+}
+
+/// The settings of `family` that a search at memory `target` (bytes per token) runs.
+pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseline>> {
+    let cfg = h.model.config();
+    let t_n = h.seq_len();
+    let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
+    let mut out = Vec::new();
+    for store in stores(cfg) {
+        match family {
+            Family::Uniform => {}
+            Family::StreamingLlm => {
+                let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
+                let mut sinks: Vec<usize> = [0usize, 4, 16]
+                    .into_iter()
+                    .chain(std::iter::successors(Some(32usize), |s| s.checked_mul(2)))
+                    .take_while(|s| *s <= t_n / 4)
+                    .collect();
+                // The longest prefix that fits alone: a position-only rule.
+                sinks.extend(largest_fitting(0, t_n, |s| fits(&at(s, 0))));
+                sinks.sort_unstable();
+                sinks.dedup();
+                for s in sinks {
+                    if let Some(w) = largest_fitting(0, t_n, |w| fits(&at(s, w))) {
+                        out.push(at(s, w));
+                    }
+                }
+            }
+            Family::H2o | Family::Tova => {
+                let tova = |budget| Baseline::Tova { budget, store };
+                if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
+                    if family == Family::Tova {
+                        out.push(tova(budget));
+                    } else {
+                        for quarter in [1, 2, 3] {
+                            let heavy = budget * quarter / 4;
+                            out.push(Baseline::H2o { heavy, recent: budget - heavy, store });
+                        }
+                    }
+                }
+            }
+            Family::Entropy | Family::Random => {
+                // The most permissive threshold (keep rate) whose measured memory fits.
+                let at = |x: f64| match family {
+                    Family::Entropy => Baseline::Entropy { tau: x as f32, store },
+                    _ => Baseline::Random { keep: 1.0 - x, store },
+                };
+                if h.measured_memory(&at(0.0))? <= target {
+                    if family == Family::Entropy {
+                        out.push(at(0.0));
+                    }
+                    continue;
+                }
+                let (mut lo, mut hi) = (0.0f64, 1.0f64);
+                if h.measured_memory(&at(hi))? > target {
+                    continue;
+                }
+                for _ in 0..20 {
+                    let mid = 0.5 * (lo + hi);
+                    if h.measured_memory(&at(mid))? <= target { hi = mid } else { lo = mid }
+                }
+                out.push(at(hi));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run the judge: policies, every family's search at every target, verdicts. `log` sees each
+/// point as it is finished.
+pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<EvalOutput> {
+    let Some(main_dir) = a.models.first() else { anyhow::bail!("give at least one model") };
+    let spec = EnvSpec::load(&a.env)?;
+    let model = ahr_train::load_env_model(main_dir, &spec, &a.env, dev)?;
+    // Load every input before the (long) evaluation starts, so a bad path fails at once.
+    let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, dev)?))).collect::<Result<Vec<_>>>()?;
+    let cfg = model.config().clone();
+    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
+    let fp = fingerprint(main_dir)?;
+    let loaded = a
+        .policies
+        .iter()
+        .map(|dir| Ok((dir, ahr_policy::export::load_policy(dir, &cfg, &fp, dev)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let sequences = a.sequences.unwrap_or(task.valid_examples());
+    let attention = a.families.iter().any(|f| f.needs_attention());
+    let h = Harness::new(&model, &task, &spec, sequences, dev, attention)?;
+    let metric = h.metric();
+    let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+    let mut points: Vec<Point> = Vec::new();
+    let mut notes = Vec::new();
+
+    let mut policies = Vec::new();
+    for (dir, (manifest, net)) in loaded {
+        let mut pspec = spec.clone();
+        pspec.reward.budget = manifest.budget;
+        pspec.env.granularity = manifest.granularity;
+        let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let setting = match (manifest.budget, manifest.granularity) {
+            (Some(b), _) => format!("budget={b}"),
+            (None, Granularity::PerToken) => "per-token".into(),
+            (None, Granularity::PerLayer) => "per-layer".into(),
+        };
+        let (point, _) = h.env_point(&name, &setting, &pspec, manifest.policy.window, |obs| {
+            net.act_deterministic(obs, &manifest.norm, dev)
+        });
+        log(&point);
+        policies.push((name, manifest.budget));
+        points.push(point);
+    }
+    notes.push("policies: token-by-token decode in the rank environment, deterministic (argmax) decisions".into());
+
+    // Every setting once, however many targets ask for it.
+    let mut rules: BTreeMap<String, Point> = BTreeMap::new();
+    let mut run = |b: &Baseline, points: &mut BTreeMap<String, Point>| -> Result<()> {
+        let key = format!("{} {}", b.name(), b.setting());
+        if !points.contains_key(&key) {
+            let p = h.rule_point(b)?;
+            log(&p);
+            points.insert(key, p);
+        }
+        Ok(())
+    };
+    let mut targets: Vec<f64> = a.fractions.iter().map(|f| f * exact_bytes).collect();
+    targets.extend(points.iter().map(|p| p.kv_bytes_per_token));
+    for &family in &a.families {
+        if family == Family::Uniform {
+            for option in cfg.menu.clone() {
+                run(&Baseline::Uniform { option }, &mut rules)?;
+            }
+            continue;
+        }
+        for &target in &targets {
+            for b in candidates(&h, family, target)? {
+                run(&b, &mut rules)?;
+            }
+        }
+    }
+    points.extend(rules.into_values());
+    for (dir, other) in &others {
+        let name = format!("model:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let oh = Harness::new(other, &task, &spec, sequences, dev, false)?;
+        let ocfg = other.config().clone();
+        let setting = format!("{:?} exact", ocfg.attention).to_lowercase();
+        let p = oh.batch_rule_point(&name, PointKind::Model, &setting, &|b| {
+            Ok(Choices::exact(&ocfg, b.batch_size, b.seq_len))
+        })?;
+        log(&p);
+        points.push(p);
+    }
+    mark_front(&mut points, metric);
+
+    let verdicts = policies
+        .into_iter()
+        .map(|(name, train_target)| {
+            let p = points.iter().find(|p| p.name == name).expect("every policy has a point");
+            let mut families = Vec::new();
+            let mut no_setting_fits = Vec::new();
+            for &f in &a.families {
+                match best_at_memory(&points, f, p.kv_bytes_per_token, metric) {
+                    Some(best) => {
+                        let beats = metric.better(p.metric, best.metric);
+                        families.push((best, beats));
+                    }
+                    None => no_setting_fits.push(f),
+                }
+            }
+            PolicyVerdict {
+                name: name.clone(),
+                metric: p.metric,
+                kv_bytes_per_token: p.kv_bytes_per_token,
+                mem_frac: p.kv_bytes_per_token / exact_bytes,
+                train_target,
+                on_front: p.on_front,
+                beats_every_family: families.iter().all(|(_, beats)| *beats),
+                families,
+                no_setting_fits,
+            }
+        })
+        .collect();
+    let targets = a
+        .fractions
+        .iter()
+        .map(|&fraction| TargetRow {
+            fraction,
+            kv_bytes_per_token: fraction * exact_bytes,
+            families: a
+                .families
+                .iter()
+                .filter_map(|&f| best_at_memory(&points, f, fraction * exact_bytes, metric))
+                .collect(),
+        })
+        .collect();
+    notes.extend(family_notes(&a.families));
+    Ok(EvalOutput {
+        metric,
+        higher_is_better: metric.higher_is_better(),
+        sequences: h.sequences,
+        exact_kv_bytes_per_token: exact_bytes,
+        points,
+        policies: verdicts,
+        targets,
+        notes,
+    })
+}
+
+/// How each family is run (deviations from the papers in `docs/DESIGN-NOTES.md`).
+fn family_notes(families: &[Family]) -> Vec<String> {
+    families
+        .iter()
+        .map(|f| match f {
+            Family::Uniform => "uniform: one menu option for every token and layer".into(),
+            Family::StreamingLlm => "streaming-llm@S: sinks × recent window (sinks 0, 4, 16, 32, … ≤ T/4 and the \
+                longest prefix that fits alone), the longest window within each target; kept tokens at option S"
+                .into(),
+            Family::H2o => "h2o@S: per layer, attention summed over heads and accumulated from the full-cache \
+                forward (optimistic for H2O: scores never see earlier evictions); heavy share ¼, ½, ¾ of the \
+                largest budget within each target"
+                .into(),
+            Family::Tova => "tova@S: per layer, evict the key with the least attention (mean over heads) from \
+                the current query of the full-cache forward (optimistic, as for h2o); the largest budget within \
+                each target"
+                .into(),
+            Family::Entropy => "entropy@S: keep a token at S when the exact forward's next-token entropy / ln V \
+                at it is ≥ tau (tau bisected to fill each target), else drop it"
+                .into(),
+            Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
+                each target, fixed draws), else drop it"
+                .into(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(name: &str, family: Option<Family>, metric: f64, bytes: f64) -> Point {
+        Point {
+            name: name.into(),
+            kind: family.map_or(PointKind::Policy, PointKind::Rule),
+            setting: String::new(),
+            metric,
+            metric_per_sequence: metric,
+            loss: 0.0,
+            kv_bytes_per_token: bytes,
+            peak_kv_bytes_per_token: bytes,
+            flops_per_token: 0.0,
+            on_front: false,
+        }
+    }
+
+    #[test]
+    fn best_at_memory_takes_the_best_metric_within_the_bytes() {
+        let pts = vec![
+            point("policy:p", None, 0.9, 100.0),
+            point("streaming-llm@full", Some(Family::StreamingLlm), 0.8, 90.0),
+            point("streaming-llm@rank:1", Some(Family::StreamingLlm), 0.85, 100.0),
+            point("streaming-llm@full", Some(Family::StreamingLlm), 0.99, 101.0),
+            point("tova@full", Some(Family::Tova), 0.95, 50.0),
+        ];
+        let b = best_at_memory(&pts, Family::StreamingLlm, 100.0, Metric::Accuracy).unwrap();
+        assert_eq!((b.name.as_str(), b.metric), ("streaming-llm@rank:1", 0.85), "101 B is over the target");
+        assert_eq!(best_at_memory(&pts, Family::Tova, 100.0, Metric::Accuracy).unwrap().metric, 0.95);
+        assert!(best_at_memory(&pts, Family::H2o, 100.0, Metric::Accuracy).is_none());
+        // Bits per byte: lower wins.
+        let b = best_at_memory(&pts, Family::StreamingLlm, 100.0, Metric::BitsPerByte).unwrap();
+        assert_eq!(b.metric, 0.8);
+    }
+
+    #[test]
+    fn front_marks_points_nothing_dominates() {
+        let mut pts = vec![
+            point("a", None, 0.9, 100.0),
+            point("b", Some(Family::Uniform), 0.9, 120.0),
+            point("c", Some(Family::Uniform), 0.95, 200.0),
+            point("d", Some(Family::Uniform), 0.5, 10.0),
+            point("e", Some(Family::Uniform), 0.9, 100.0),
+        ];
+        mark_front(&mut pts, Metric::Accuracy);
+        let on: Vec<bool> = pts.iter().map(|p| p.on_front).collect();
+        // b is dominated by a (same metric, fewer bytes); a and e tie and both stay.
+        assert_eq!(on, vec![true, false, true, true, true]);
+        mark_front(&mut pts, Metric::BitsPerByte);
+        let on: Vec<bool> = pts.iter().map(|p| p.on_front).collect();
+        assert_eq!(on, vec![false, false, false, true, false], "lower is better: d dominates");
+    }
+
+    #[test]
+    fn largest_fitting_finds_the_boundary() {
+        assert_eq!(largest_fitting(0, 100, |x| x <= 37), Some(37));
+        assert_eq!(largest_fitting(0, 100, |_| true), Some(100));
+        assert_eq!(largest_fitting(5, 100, |x| x < 5), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! Training a rank policy with PPO on the environment an env spec describes, and exporting it
+//! (DESIGN.md §5–7): resolve the run (env spec, PPO config, seed, model fingerprint — compared on
+//! resume), build the environments, train with checkpoints, export the policy directory and
+//! evaluate it deterministically on held-out sequences.
+
+use std::path::{Path, PathBuf};
+
+use ahr_env::{EnvSpec, PolicyEval, VecEnv, evaluate_policy, make_env};
+use ahr_policy::Granularity;
+use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
+use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
+use ahr_ppo::trainer::{Budget, IterationReport, TrainError};
+use ahr_ppo::{PpoConfig, Trainer};
+use ahr_tpa::checkpoint::{fingerprint, write_json};
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{load_env_model, read_toml};
+
+/// Read and check a PPO config file.
+pub fn load_ppo_config(path: &Path) -> Result<PpoConfig> {
+    let cfg: PpoConfig = read_toml(path)?;
+    cfg.validate().map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    Ok(cfg)
+}
+
+/// What defines one policy-training run.
+#[derive(Clone, Debug)]
+pub struct PolicyRunArgs {
+    /// Model directory (from pretraining or a T6 import).
+    pub model: PathBuf,
+    /// Env spec file.
+    pub env: PathBuf,
+    /// PPO config file.
+    pub config: PathBuf,
+    /// Policy directory to export to.
+    pub out: PathBuf,
+    /// Run directory for TensorBoard logs, metrics and checkpoints (default `runs/<name of out>`).
+    pub run_dir: Option<PathBuf>,
+    /// Rollout worker threads.
+    pub workers: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Continue the run in the run directory from its last checkpoint.
+    pub resume: bool,
+    /// Override of the config's `total_timesteps`.
+    pub total_timesteps: Option<u64>,
+    /// Held-out sequences for the final deterministic evaluation (default: all).
+    pub eval_examples: Option<usize>,
+}
+
+impl PolicyRunArgs {
+    /// The run directory: `run_dir`, or `runs/<name of out>`.
+    pub fn run_dir(&self) -> PathBuf {
+        let name = self.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "policy".into());
+        self.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(name))
+    }
+}
+
+/// Everything a `train-policy` run is defined by; compared on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedPolicyRun {
+    /// PPO config.
+    pub ppo: PpoConfig,
+    /// Env file.
+    pub env: EnvSpec,
+    /// Seed.
+    pub seed: u64,
+    /// Model fingerprint.
+    pub model_fingerprint: String,
+}
+
+/// The env spec as a PPO config trains on it: a budget and its controller settings given in the
+/// PPO config take precedence over the env file's.
+pub fn merge_budget(spec: &mut EnvSpec, ppo: &PpoConfig) {
+    if ppo.budget.is_some() {
+        spec.reward.budget = ppo.budget;
+    }
+    if let Some(kind) = ppo.budget_kind {
+        spec.reward.budget_kind = kind;
+    }
+    for (from, to) in [
+        (ppo.lambda_init, &mut spec.reward.lambda_init),
+        (ppo.lambda_lr, &mut spec.reward.lambda_lr),
+        (ppo.lambda_kp, &mut spec.reward.lambda_kp),
+    ] {
+        if let Some(v) = from {
+            *to = v;
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct PolicyRunOutcome {
+    /// The exported policy directory.
+    pub policy_dir: PathBuf,
+    /// The run directory (TensorBoard, metrics, checkpoint, `eval.json`).
+    pub run_dir: PathBuf,
+    /// The last iteration's report.
+    pub last: Option<IterationReport>,
+    /// Deterministic held-out evaluation of the exported policy.
+    pub eval: PolicyEval,
+}
+
+/// Train a rank policy with PPO and export it. `on_iteration` sees every iteration (progress
+/// display); checkpoints are written every `checkpoint_every` iterations and at the end.
+pub fn train_policy(
+    a: &PolicyRunArgs,
+    dev: &Device,
+    mut on_iteration: impl FnMut(&IterationReport, u64),
+) -> Result<PolicyRunOutcome> {
+    let mut spec = EnvSpec::load(&a.env)?;
+    let model = load_env_model(&a.model, &spec, &a.env, dev)?;
+    let fp = fingerprint(&a.model)?;
+    let mut ppo = load_ppo_config(&a.config)?;
+    merge_budget(&mut spec, &ppo);
+    if let Some(t) = a.total_timesteps {
+        ppo.total_timesteps = t;
+    }
+    let cfg = model.config().clone();
+    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
+    let seq_len = task.train_batch(0, 0, 1).seq_len;
+    if spec.env.granularity == Granularity::PerToken && !ppo.num_steps.is_multiple_of(seq_len) {
+        bail!(
+            "{}: num_steps ({}) must be a multiple of the episode length ({seq_len} tokens)",
+            a.config.display(),
+            ppo.num_steps
+        );
+    }
+    // Rank episodes restart at every rollout, so a checkpoint at an iteration boundary resumes exactly.
+    ppo.reset_each_iteration = true;
+    let run_dir = a.run_dir();
+    let resolved =
+        ResolvedPolicyRun { ppo: ppo.clone(), env: spec.clone(), seed: a.seed, model_fingerprint: fp.clone() };
+    let run_file = run_dir.join("train-policy.json");
+    let ckpt = run_dir.join("checkpoint");
+    if a.resume {
+        let text = std::fs::read_to_string(&run_file)
+            .with_context(|| format!("--resume: cannot read {}", run_file.display()))?;
+        let saved: ResolvedPolicyRun =
+            serde_json::from_str(&text).with_context(|| format!("{} is corrupt", run_file.display()))?;
+        if saved != resolved {
+            bail!("--resume: config, env, seed or model differ from the run in {}", run_dir.display());
+        }
+    } else if ckpt.exists() {
+        bail!("{} already holds a run; pass --resume or choose another --run-dir", run_dir.display());
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let mut sink = Fanout(vec![
+        Box::new(TensorBoardSink::new(&run_dir.join("tb"))) as Box<dyn MetricsSink>,
+        Box::new(JsonlSink::new(&run_dir.join("metrics.jsonl"))?),
+    ]);
+    if !a.resume {
+        write_json(&run_file, &resolved)?;
+    }
+
+    // The env file's granularity and the policy's window decide the environment (per-layer
+    // bandit or per-token decode; stacked observations for attention policies).
+    let envs: Vec<Box<dyn VecEnv>> =
+        (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
+    let budget = spec.reward.budget.map(|target| Budget {
+        target,
+        lr: spec.reward.lambda_lr,
+        kp: spec.reward.lambda_kp,
+        two_sided: spec.reward.budget_kind == ahr_env::BudgetKind::Target,
+    });
+    let lambda = if budget.is_some() { spec.reward.lambda_init } else { spec.reward.lambda_mem };
+    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
+    if a.resume {
+        trainer.load_checkpoint(&ckpt)?;
+    }
+    let every = ppo.checkpoint_every;
+    let total = trainer.num_iterations();
+    let outcome = trainer.train(&mut sink, |t, r| {
+        on_iteration(r, total);
+        if r.iteration % every == 0 || r.iteration == t.num_iterations() {
+            t.save_checkpoint(&ckpt)?;
+        }
+        Ok::<(), TrainError>(())
+    })?;
+
+    let (obs, dims) = trainer.spec();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        obs: obs.clone(),
+        norm: trainer.state().norm.clone(),
+        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        granularity: spec.env.granularity,
+        n_layers: cfg.n_layers,
+        policy: ppo.policy.clone(),
+        dims,
+        model_fingerprint: fp,
+        budget: spec.reward.budget,
+    };
+    let net = trainer.policy();
+    save_policy(&a.out, &manifest, &net)?;
+    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, dev);
+    write_json(&run_dir.join("eval.json"), &eval)?;
+    Ok(PolicyRunOutcome { policy_dir: a.out.clone(), run_dir, last: outcome.reports.last().cloned(), eval })
+}
