@@ -202,9 +202,9 @@ fn recent_tokens_are_charged_their_share_and_the_peak_is_what_the_cache_held() {
     assert!((stats.mem_frac - 100.0 / 136.0).abs() < 1e-9, "{}", stats.mem_frac);
     // Any pattern: the environment charges what the cost model says the sequence holds.
     let pick = |t: usize, l: usize| {
-        if (t + l) % 3 == 0 {
+        if (t + l).is_multiple_of(3) {
             exact
-        } else if t % 5 == 0 {
+        } else if t.is_multiple_of(5) {
             recent
         } else {
             1

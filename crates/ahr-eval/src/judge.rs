@@ -261,11 +261,11 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
     // Every setting once, however many targets ask for it.
     let mut rules: BTreeMap<String, Point> = BTreeMap::new();
     let mut run = |b: &Baseline, points: &mut BTreeMap<String, Point>| -> Result<()> {
-        let key = format!("{} {}", b.name(), b.setting());
-        if !points.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = points.entry(format!("{} {}", b.name(), b.setting()))
+        {
             let p = h.rule_point(b)?;
             log(&p);
-            points.insert(key, p);
+            slot.insert(p);
         }
         Ok(())
     };

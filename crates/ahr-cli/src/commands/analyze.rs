@@ -442,10 +442,8 @@ impl Runner<'_> {
                 // What the token stores, over the share of its remaining life it is held
                 // (`recent:W` lets go after W queries).
                 let held = |o: ahr_tpa::StoreOption| cost::held_steps(o, t, len, None) as f64 / (len - t) as f64;
-                let bytes: f64 = options
-                    .iter()
-                    .map(|&o| cost::bytes_per_token(cfg, cfg.menu[o]) as f64 * held(cfg.menu[o]))
-                    .sum();
+                let bytes: f64 =
+                    options.iter().map(|&o| cost::bytes_per_token(cfg, cfg.menu[o]) as f64 * held(cfg.menu[o])).sum();
                 decisions.push(Decision {
                     seq: episode * streams + r,
                     t,
