@@ -554,7 +554,7 @@ fn the_mqar_preset_file_is_the_code_preset() {
     // The fine-tuning preset starts from mqar models, so `--init` needs the same shape.
     let tune = ahr_train::ModelFile::load(&root().join("configs/model/mqar-offset-ft.toml")).unwrap();
     assert_eq!(tune.model, file.model);
-    for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small", "mqar-offset-ft"] {
+    for preset in ["tiny", "mqar", "mqar-mha", "mqar-tiny", "small", "mqar-offset-ft", "mqar-scattered-ft"] {
         ahr_train::ModelFile::load(&root().join(format!("configs/model/{preset}.toml"))).unwrap();
     }
     for env in [
@@ -566,6 +566,8 @@ fn the_mqar_preset_file_is_the_code_preset() {
         "text-recent",
         "text-recent-per-layer",
         "mqar-mixed-offset-128",
+        "mqar-scattered",
+        "mqar-updates",
     ] {
         ahr_env::EnvSpec::load(&root().join(format!("envs/{env}.toml"))).unwrap();
     }

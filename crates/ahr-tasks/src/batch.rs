@@ -44,11 +44,15 @@ pub enum TokenRole {
     Query,
     /// Anything else (random or zero filler).
     Filler,
+    /// A key or value token of an assignment that a later one of the same key supersedes
+    /// (`layout = "updates"`): worthless from then on.
+    Stale,
 }
 
 impl TokenRole {
     /// Every role, in display order.
-    pub const ALL: [TokenRole; 4] = [TokenRole::Key, TokenRole::Value, TokenRole::Query, TokenRole::Filler];
+    pub const ALL: [TokenRole; 5] =
+        [TokenRole::Key, TokenRole::Value, TokenRole::Query, TokenRole::Filler, TokenRole::Stale];
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl TokenRole {
             TokenRole::Value => "value",
             TokenRole::Query => "query",
             TokenRole::Filler => "filler",
+            TokenRole::Stale => "stale",
         }
     }
 }

@@ -8,6 +8,18 @@
 //! Mixed MQAR draws D per sequence from a list at one L. With `kv_placement = "random"` the
 //! key-value block starts at an even offset drawn per sequence (random tokens before it), so the
 //! position alone does not tell which tokens matter; queries still follow the block.
+//!
+//! Variants without Zoology's cheap tells (see `envs/README.md` for the exact rules, so that an
+//! independent generator can reproduce them):
+//! - `vocab = "shared"`: keys and values are 2D distinct tokens drawn from one range `[1, V)`,
+//!   so a token's id says nothing about its role; filler is drawn from `[1, V)` minus the
+//!   sequence's keys, so a key never appears outside its assignments and queries.
+//! - `kv_placement = "anywhere"`: the block at an offset of any parity.
+//! - `layout = "scattered"`: each pair at its own place, filler between, each key queried once
+//!   after its pair (no block to find by position).
+//! - `layout = "updates"`: pairs and queries interleaved through the sequence; some keys are
+//!   re-assigned a new value later, and a query's answer is the latest value; superseded pairs
+//!   are [`TokenRole::Stale`].
 
 use rand::seq::index::sample;
 use rand::{Rng, RngExt};
@@ -38,9 +50,49 @@ pub struct MqarConfig {
     /// Held-out examples for evaluation.
     #[serde(default = "default_valid")]
     pub valid_examples: usize,
-    /// Where the key-value block sits: at the start (Zoology) or at a random offset.
+    /// Where the key-value block sits: at the start (Zoology) or at a random offset (`block`
+    /// layout only).
     #[serde(default)]
     pub kv_placement: KvPlacement,
+    /// Which tokens keys and values come from.
+    #[serde(default)]
+    pub vocab: VocabSplit,
+    /// How pairs and queries are laid out.
+    #[serde(default)]
+    pub layout: Layout,
+    /// `layout = "updates"`: re-assignments per key, as a fraction of D (rounded; each picks a
+    /// random key and comes after that key's previous assignment).
+    #[serde(default = "default_update_fraction")]
+    pub update_fraction: f64,
+}
+
+/// Where keys and values are drawn from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabSplit {
+    /// Keys from `[1, V/2)`, values from `[V/2, V)` (Zoology): the id tells the role.
+    #[default]
+    Split,
+    /// Keys and values from `[1, V)`, all 2D distinct; filler never repeats a key.
+    Shared,
+}
+
+/// How an MQAR sequence is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Zoology's key-value block, then queries at power-law gaps.
+    #[default]
+    Block,
+    /// Every pair at its own uniformly random place, each key queried once after its pair.
+    Scattered,
+    /// Assignments, re-assignments and queries interleaved at random places; the answer is the
+    /// latest value.
+    Updates,
+}
+
+fn default_update_fraction() -> f64 {
+    0.5
 }
 
 /// Placement of the key-value block in an MQAR sequence.
@@ -52,6 +104,8 @@ pub enum KvPlacement {
     Start,
     /// An even offset `o ∈ [0, L − 4D]` drawn per sequence; queries at `o + 2D + 2·gap`.
     Random,
+    /// An offset `o ∈ [0, L − 4D]` of any parity; queries at `o + 2D + 2·gap`.
+    Anywhere,
 }
 
 fn default_vocab() -> usize {
@@ -83,6 +137,9 @@ impl Default for MqarConfig {
             random_non_queries: true,
             valid_examples: default_valid(),
             kv_placement: KvPlacement::Start,
+            vocab: VocabSplit::Split,
+            layout: Layout::Block,
+            update_fraction: default_update_fraction(),
         }
     }
 }
@@ -109,21 +166,76 @@ impl MqarConfig {
                     "mqar: num_kv_pairs = {d} needs 1 ≤ D, 4·D ≤ seq_len ({l}) and D < vocab_size/2"
                 )));
             }
+            let assignments = d + self.updates(d);
+            if self.layout != Layout::Block && 2 * assignments + d > l {
+                return Err(Error::Config(format!(
+                    "mqar: {assignments} assignments and {d} queries do not fit in seq_len = {l}"
+                )));
+            }
+            if self.vocab == VocabSplit::Shared && v <= 2 * assignments + 1 {
+                return Err(Error::Config(format!(
+                    "mqar: vocab = \"shared\" needs more than {} tokens for D = {d}",
+                    2 * assignments + 1
+                )));
+            }
+        }
+        if !(0.0..=4.0).contains(&self.update_fraction) {
+            return Err(Error::Config(format!(
+                "mqar: update_fraction must lie in [0, 4], found {}",
+                self.update_fraction
+            )));
+        }
+        if self.layout != Layout::Block && self.kv_placement != KvPlacement::Start {
+            return Err(Error::Config("mqar: kv_placement applies to layout = \"block\" only".into()));
         }
         Ok(())
     }
 
+    /// Re-assignments in a sequence of D pairs.
+    fn updates(&self, d: usize) -> usize {
+        match self.layout {
+            Layout::Updates => (self.update_fraction * d as f64).round() as usize,
+            _ => 0,
+        }
+    }
+
+    /// Keys and (enough) values for D pairs and `extra` re-assignments: distinct tokens, from
+    /// the vocabulary split's ranges.
+    fn draw_tokens(&self, d: usize, extra: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<u32>) {
+        let v = self.vocab_size;
+        match self.vocab {
+            VocabSplit::Split => {
+                let half = v / 2;
+                let keys = sample(rng, half - 1, d).into_iter().map(|k| (k + 1) as u32).collect();
+                let values = sample(rng, v - half, d + extra).into_iter().map(|x| (x + half) as u32).collect();
+                (keys, values)
+            }
+            VocabSplit::Shared => {
+                let mut all: Vec<u32> = sample(rng, v - 1, 2 * d + extra).into_iter().map(|x| (x + 1) as u32).collect();
+                let values = all.split_off(d);
+                (all, values)
+            }
+        }
+    }
+
     /// One example of D pairs: (inputs, labels, roles), each of length L.
     pub fn example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
-        let (v, l) = (self.vocab_size, self.seq_len);
-        let half = v / 2;
-        let keys: Vec<u32> = sample(rng, half - 1, d).into_iter().map(|k| (k + 1) as u32).collect();
-        let values: Vec<u32> = sample(rng, v - half, d).into_iter().map(|x| (x + half) as u32).collect();
+        match self.layout {
+            Layout::Block => self.block_example(d, rng),
+            Layout::Scattered | Layout::Updates => self.event_example(d, rng),
+        }
+    }
+
+    /// Zoology's layout: the key-value block, then queries at power-law gaps.
+    fn block_example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
+        let l = self.seq_len;
+        let (keys, values) = self.draw_tokens(d, 0, rng);
         let c = 2 * d;
         // Zoology's layout draws nothing here, so `start` sequences are unchanged by the option.
         let o = match self.kv_placement {
             KvPlacement::Start => 0,
             KvPlacement::Random => 2 * rng.random_range(0..=(l - 2 * c) / 2),
+            KvPlacement::Anywhere => rng.random_range(0..=l - 2 * c),
         };
         let space = (l - c - o) / 2;
         let gaps = power_law_gaps(space, d, self.power_a, rng);
@@ -143,9 +255,119 @@ impl MqarConfig {
         let mut inputs: Vec<u32> = seq[..l].to_vec();
         let labels: Vec<i64> = labels[1..].to_vec();
         if self.random_non_queries {
-            for x in inputs.iter_mut().filter(|x| **x == 0) {
-                *x = rng.random_range(0..v as u32);
+            self.fill(&mut inputs, &roles, &keys, rng);
+        }
+        (inputs, labels, roles)
+    }
+
+    /// Filler tokens for the positions whose role is filler: uniform in `[0, V)` (Zoology) or,
+    /// with a shared vocabulary, in `[1, V)` without the sequence's keys.
+    fn fill(&self, inputs: &mut [u32], roles: &[TokenRole], keys: &[u32], rng: &mut impl Rng) {
+        let v = self.vocab_size as u32;
+        let shared = self.vocab == VocabSplit::Shared || self.layout != Layout::Block;
+        for (x, r) in inputs.iter_mut().zip(roles) {
+            if *r != TokenRole::Filler {
+                continue;
             }
+            *x = if shared {
+                loop {
+                    let t = rng.random_range(1..v);
+                    if !keys.contains(&t) {
+                        break t;
+                    }
+                }
+            } else {
+                rng.random_range(0..v)
+            };
+        }
+    }
+
+    /// Scattered and updates layouts: a random order of events — assignments (key, value: two
+    /// tokens) and queries (a key: one token, labelled with its latest value) — each key's first
+    /// assignment before its other events, placed at uniformly random positions with filler
+    /// between (every arrangement of events and filler equally likely).
+    fn event_example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
+        #[derive(Clone, Copy)]
+        enum Event {
+            Assign(usize),
+            Query(usize),
+        }
+        let l = self.seq_len;
+        let u = self.updates(d);
+        let (keys, values) = self.draw_tokens(d, u, rng);
+        // The event order: each key's first assignment, then its other events, in a random
+        // interleaving. Re-assignments pick random keys; each key is queried once.
+        let mut per_key: Vec<Vec<Event>> = (0..d).map(|k| vec![Event::Assign(k)]).collect();
+        let mut tails: Vec<Vec<Event>> = (0..d).map(|k| vec![Event::Query(k)]).collect();
+        for _ in 0..u {
+            let k = rng.random_range(0..d);
+            tails[k].push(Event::Assign(k));
+        }
+        for (k, tail) in tails.iter_mut().enumerate() {
+            // Shuffle the key's later events so a query may come before or after re-assignments.
+            for i in (1..tail.len()).rev() {
+                tail.swap(i, rng.random_range(0..=i));
+            }
+            per_key[k].append(tail);
+        }
+        let total: usize = per_key.iter().map(Vec::len).sum();
+        let mut order = Vec::with_capacity(total);
+        let mut next = vec![0usize; d];
+        for n in (1..=total).rev() {
+            // Pick a key with probability proportional to its events left: a uniform interleaving.
+            let mut r = rng.random_range(0..n);
+            let k = (0..d)
+                .find(|&k| {
+                    let left = per_key[k].len() - next[k];
+                    if r < left {
+                        true
+                    } else {
+                        r -= left;
+                        false
+                    }
+                })
+                .expect("some key has events left");
+            order.push(per_key[k][next[k]]);
+            next[k] += 1;
+        }
+        // Positions: choose which of the (filler + events) slots hold events; an assignment takes
+        // two tokens, a query one.
+        let tokens: usize = order.iter().map(|e| if matches!(e, Event::Assign(_)) { 2 } else { 1 }).sum();
+        let slots = l - tokens + order.len();
+        let mut picks: Vec<usize> = sample(rng, slots, order.len()).into_vec();
+        picks.sort_unstable();
+        let mut inputs = vec![0u32; l];
+        let mut labels = vec![IGNORE; l];
+        let mut roles = vec![TokenRole::Filler; l];
+        let mut latest: Vec<Option<(usize, u32)>> = vec![None; d];
+        let (mut shift, mut next_value) = (0usize, 0usize);
+        for (event, slot) in order.iter().zip(picks) {
+            let p = slot + shift;
+            match *event {
+                Event::Assign(k) => {
+                    if let Some((old, _)) = latest[k] {
+                        roles[old] = TokenRole::Stale;
+                        roles[old + 1] = TokenRole::Stale;
+                    }
+                    let value = values[next_value];
+                    next_value += 1;
+                    inputs[p] = keys[k];
+                    inputs[p + 1] = value;
+                    roles[p] = TokenRole::Key;
+                    roles[p + 1] = TokenRole::Value;
+                    latest[k] = Some((p, value));
+                    shift += 1;
+                }
+                Event::Query(k) => {
+                    let (_, value) = latest[k].expect("a key is assigned before it is queried");
+                    inputs[p] = keys[k];
+                    labels[p] = value as i64;
+                    roles[p] = TokenRole::Query;
+                }
+            }
+        }
+        if self.random_non_queries {
+            self.fill(&mut inputs, &roles, &keys, rng);
         }
         (inputs, labels, roles)
     }
@@ -309,5 +531,149 @@ mod tests {
         }
         assert!(cfg(40).validate().is_err());
         assert!(MqarConfig { vocab_size: 100, ..cfg(8) }.validate().is_err());
+    }
+
+    /// Checks every sequence of a batch against what the layouts promise: a query's label is
+    /// the value of the latest assignment of its key before it, assignments are (key, value)
+    /// pairs with those roles, and filler never repeats a key (no ambiguity).
+    fn check_recall(c: &MqarConfig, b: &Batch) {
+        let l = c.seq_len;
+        for s in 0..b.batch_size {
+            let (x, y, r) =
+                (&b.inputs[s * l..(s + 1) * l], &b.labels[s * l..(s + 1) * l], &b.roles[s * l..(s + 1) * l]);
+            let mut latest = std::collections::HashMap::new();
+            let mut i = 0;
+            while i < l {
+                match r[i] {
+                    TokenRole::Key | TokenRole::Stale => {
+                        assert!(
+                            matches!(r[i + 1], TokenRole::Value | TokenRole::Stale),
+                            "a key is followed by its value"
+                        );
+                        latest.insert(x[i], x[i + 1]);
+                        i += 2;
+                        continue;
+                    }
+                    TokenRole::Query => {
+                        let v = latest.get(&x[i]).expect("a query's key was assigned before");
+                        assert_eq!(y[i], *v as i64, "the label is the latest value");
+                    }
+                    TokenRole::Filler => {
+                        assert!(
+                            !latest.contains_key(&x[i]) && y[i] == IGNORE,
+                            "filler repeats no key and is unlabelled"
+                        );
+                        if c.random_non_queries {
+                            let keys: Vec<u32> = (0..l).filter(|&j| r[j] == TokenRole::Query).map(|j| x[j]).collect();
+                            assert!(!keys.contains(&x[i]), "filler repeats no key");
+                        }
+                    }
+                    TokenRole::Value => panic!("a value without its key at {i}"),
+                }
+                i += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn shared_vocabulary_gives_no_id_tell() {
+        let c = MqarConfig { vocab: VocabSplit::Shared, kv_placement: KvPlacement::Anywhere, ..cfg(8) };
+        c.validate().unwrap();
+        let b = c.batch(2, Split::Train, 0, 400);
+        check_recall(&c, &b);
+        let (mut keys, mut values, mut parity) = (Vec::new(), Vec::new(), [0usize; 2]);
+        for s in 0..400 {
+            for i in 0..128 {
+                match b.roles[s * 128 + i] {
+                    TokenRole::Key => {
+                        keys.push(b.inputs[s * 128 + i] as f64);
+                        parity[i % 2] += 1;
+                    }
+                    TokenRole::Value => values.push(b.inputs[s * 128 + i] as f64),
+                    _ => {}
+                }
+            }
+        }
+        let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+        // Both uniform on [1, V): means near V/2 and each other (3200 draws, sd ≈ V/√12/√3200).
+        assert!((mean(&keys) - mean(&values)).abs() < 0.03 * 8192.0, "{} vs {}", mean(&keys), mean(&values));
+        assert!(keys.iter().chain(&values).all(|&t| (1.0..8192.0).contains(&t)));
+        assert!(keys.iter().any(|&k| k >= 4096.0) && values.iter().any(|&v| v < 4096.0));
+        // Offsets of both parities: keys sit at even and at odd positions.
+        assert!(parity[0] > 800 && parity[1] > 800, "{parity:?}");
+    }
+
+    #[test]
+    fn scattered_pairs_are_anywhere_and_each_query_follows_its_pair() {
+        let c = MqarConfig { vocab: VocabSplit::Shared, layout: Layout::Scattered, seq_len: 256, ..cfg(8) };
+        c.validate().unwrap();
+        let b = c.batch(4, Split::Valid, 0, 200);
+        check_recall(&c, &b);
+        let mut first_key = Vec::new();
+        for s in 0..200 {
+            let r = &b.roles[s * 256..(s + 1) * 256];
+            assert_eq!(r.iter().filter(|&&x| x == TokenRole::Key).count(), 8);
+            assert_eq!(r.iter().filter(|&&x| x == TokenRole::Query).count(), 8);
+            assert_eq!(b.labels[s * 256..(s + 1) * 256].iter().filter(|&&y| y != IGNORE).count(), 8);
+            first_key.push(r.iter().position(|&x| x == TokenRole::Key).unwrap());
+            // Pairs are not one block: some filler lies between the first and the last key.
+            let keys: Vec<usize> = (0..256).filter(|&i| r[i] == TokenRole::Key).collect();
+            assert!(keys[7] - keys[0] > 14 || s > 190, "a block at {keys:?}");
+        }
+        first_key.sort_unstable();
+        assert!(first_key[150] > 10, "the first pair is not pinned to the start: {first_key:?}");
+    }
+
+    #[test]
+    fn updates_answer_with_the_latest_value_and_mark_stale_pairs() {
+        let c = MqarConfig {
+            vocab: VocabSplit::Shared,
+            layout: Layout::Updates,
+            update_fraction: 1.0,
+            seq_len: 256,
+            num_kv_pairs: vec![4, 8],
+            ..MqarConfig::default()
+        };
+        c.validate().unwrap();
+        let b = c.batch(7, Split::Train, 0, 200);
+        check_recall(&c, &b);
+        let (mut stale, mut answered_by_update) = (0, 0);
+        for s in 0..200 {
+            let d = b.difficulty[s].unwrap();
+            let (x, r) = (&b.inputs[s * 256..(s + 1) * 256], &b.roles[s * 256..(s + 1) * 256]);
+            let assignments = r.iter().filter(|&&t| t == TokenRole::Key).count()
+                + r.iter().filter(|&&t| t == TokenRole::Stale).count() / 2;
+            assert_eq!(assignments, 2 * d, "D assignments and D re-assignments");
+            stale += r.iter().filter(|&&t| t == TokenRole::Stale).count();
+            for q in (0..256).filter(|&i| r[i] == TokenRole::Query) {
+                let first = (0..q).find(|&i| x[i] == x[q] && r[i] != TokenRole::Query).unwrap();
+                answered_by_update += (b.labels[s * 256 + q] != x[first + 1] as i64) as usize;
+            }
+        }
+        assert!(
+            stale > 0 && answered_by_update > 100,
+            "stale tokens {stale}, answers from updates {answered_by_update}"
+        );
+        // Too many events for the length, or a block placement on another layout, are errors.
+        assert!(MqarConfig { seq_len: 16, ..c.clone() }.validate().is_err());
+        assert!(MqarConfig { kv_placement: KvPlacement::Random, ..c }.validate().is_err());
+    }
+
+    #[test]
+    fn zoology_sequences_are_unchanged_by_the_new_options() {
+        // The default block layout with the split vocabulary (start, random offset, mixed D)
+        // draws exactly what it drew before the variants existed: fingerprints of the first
+        // held-out batch taken with the previous generator.
+        let configs = [
+            cfg(8),
+            MqarConfig { kv_placement: KvPlacement::Random, ..cfg(8) },
+            MqarConfig { seq_len: 256, num_kv_pairs: vec![4, 16, 32], ..MqarConfig::default() },
+        ];
+        for (c, want) in configs.iter().zip([570_113_914u64, 578_435_399, 2_338_313_372]) {
+            let b = c.batch(0, Split::Valid, 0, 4);
+            let sum: u64 = b.inputs.iter().enumerate().map(|(i, &t)| (i as u64 + 1) * t as u64).sum::<u64>()
+                + b.labels.iter().enumerate().map(|(i, &t)| (i as u64 + 1) * (t + 100) as u64).sum::<u64>();
+            assert_eq!(sum, want, "the generator changed for {c:?}");
+        }
     }
 }
