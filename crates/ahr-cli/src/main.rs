@@ -44,17 +44,9 @@ fn main() {
         }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {
-                let a = commands::analyze::AnalyzeArgs {
-                    model,
-                    policy,
-                    compare,
-                    env,
-                    sequences,
-                    lengths,
-                    no_ablation,
-                    out: out.clone(),
-                };
-                commands::analyze::analyze(&a, &common).map(|_| {
+                let a =
+                    ahr_eval::analysis::AnalyzeArgs { model, policy, compare, env, sequences, lengths, no_ablation };
+                commands::analyze::analyze(&a, &out, &common).map(|_| {
                     print!("{}", std::fs::read_to_string(out.join("report.md")).unwrap_or_default());
                     println!("report: {}", out.join("report.md").display());
                 })

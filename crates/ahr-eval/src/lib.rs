@@ -1,10 +1,12 @@
 //! `ahr-eval`: the fair judge of ahr (DESIGN.md §9) — the rule families a learned rank policy
 //! must beat ([`baseline`], [`rules`]), the harness that runs policies and rules on the same
 //! held-out sequences with one memory measure and one metric ([`harness`]), and the search for
-//! each family's best setting at a policy's memory with the verdicts ([`judge`]).
+//! each family's best setting at a policy's memory with the verdicts ([`judge`]); what a policy
+//! does and why ([`analysis`]).
 //!
 //! It reads models and policies and writes nothing: reports, plots and files are the caller's.
 
+pub mod analysis;
 pub mod baseline;
 pub mod harness;
 pub mod judge;

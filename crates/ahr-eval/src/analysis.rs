@@ -1,0 +1,618 @@
+//! What a rank policy does and why (`ahr analyze`).
+//!
+//! The policy runs deterministically over held-out sequences in the rank environment, and every
+//! decision is recorded with what the analysis needs: position, the model's predictive entropy,
+//! token id, the task's token role (MQAR: key / value / query / filler) and the sequence's
+//! difficulty (MQAR: number of pairs). From those records come the histograms of options per
+//! layer and the bytes kept against position, entropy, role or token frequency, and difficulty.
+//! Then each meta-feature is replaced by its training mean (the policy's normalisation mean) and
+//! the policy is evaluated again (the ablation table); other policies (per-layer mode, say) are
+//! evaluated on the same data; the policy is evaluated at longer sequences against the exact
+//! choice; and the uniform menu choices give the reference of "no allocation at all".
+//!
+//! This module computes the statistics ([`Analysis`]); the CLI writes the report and plots.
+
+use std::path::PathBuf;
+
+use ahr_env::{EnvSpec, EpisodeStats, make_env};
+use ahr_policy::export::Manifest;
+use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES};
+use ahr_policy::{ActorCritic, Granularity, ObsBatch};
+use ahr_tasks::{Batch, Task, TokenRole};
+use ahr_tpa::checkpoint::fingerprint;
+use ahr_tpa::{Choices, Model, cost};
+use ahr_train::load_env_model;
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::harness::{Harness, PointKind};
+
+/// What to analyse.
+#[derive(Clone, Debug)]
+pub struct AnalyzeArgs {
+    /// Model directory.
+    pub model: PathBuf,
+    /// The per-token policy to explain.
+    pub policy: PathBuf,
+    /// Further policies (e.g. per-layer mode) evaluated on the same data for comparison.
+    pub compare: Vec<PathBuf>,
+    /// Env spec (task, streams, reward).
+    pub env: PathBuf,
+    /// Held-out sequences per evaluation.
+    pub sequences: usize,
+    /// Sequence-length multipliers for the length-generalisation table (empty: none).
+    pub lengths: Vec<usize>,
+    /// Skip the feature ablations (one evaluation per feature group).
+    pub no_ablation: bool,
+}
+
+/// One recorded decision: a token of a held-out sequence.
+#[derive(Clone, Debug)]
+struct Decision {
+    seq: usize,
+    t: usize,
+    token: u32,
+    /// The model's next-token entropy at t / ln V.
+    entropy: f32,
+    /// Bytes over all layers relative to the exact choice (0…1).
+    kept: f64,
+    options: Vec<usize>,
+    role: Option<TokenRole>,
+}
+
+/// A bucket of decisions and the mean fraction of exact bytes they keep.
+#[derive(Clone, Debug, Serialize)]
+pub struct Bucket {
+    /// What the bucket holds (`t 0–7`, `key`, `D=16`, …).
+    pub label: String,
+    /// Decisions (tokens) or sequences in it.
+    pub count: usize,
+    /// Mean bytes kept relative to the exact choice.
+    pub kept: f64,
+    /// Task metric of the bucket's sequences, where it is defined per sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
+}
+
+/// One evaluation summarised.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// What was evaluated.
+    pub name: String,
+    /// Task metric (accuracy, or bits per byte for text).
+    pub metric: f64,
+    /// Time-averaged KV bytes relative to the exact choice's.
+    pub mem_frac: f64,
+    /// The peak over the sequence length, relative to the exact choice's bytes per token (the
+    /// mean of what each token stores unless options expire).
+    pub peak_frac: f64,
+    /// Time-averaged KV bytes per token, all layers.
+    pub kv_bytes_per_token: f64,
+}
+
+/// A feature replaced by its mean.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ablation {
+    /// Feature (group) replaced.
+    pub feature: String,
+    /// The outcome without it.
+    pub outcome: Outcome,
+    /// Change of the task metric against the intact policy.
+    pub d_metric: f64,
+    /// Change of the memory fraction against the intact policy.
+    pub d_mem: f64,
+    /// Tokens whose decision (in any layer) changed.
+    pub changed_decisions: f64,
+}
+
+/// The policy and the exact choice at a longer sequence length.
+#[derive(Clone, Debug, Serialize)]
+pub struct LengthRow {
+    /// Sequence length.
+    pub seq_len: usize,
+    /// Multiple of the env's length.
+    pub multiple: usize,
+    /// The policy.
+    pub policy: Outcome,
+    /// The exact choice.
+    pub exact: Outcome,
+}
+
+/// `analysis.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Analysis {
+    /// Metric name.
+    pub metric: String,
+    /// Whether a larger metric is better.
+    pub higher_is_better: bool,
+    /// Held-out sequences per evaluation.
+    pub sequences: usize,
+    /// Sequence length of the env.
+    pub seq_len: usize,
+    /// The menu.
+    pub menu: Vec<String>,
+    /// The policy explained.
+    pub policy: Outcome,
+    /// Uniform menu choices (parallel forward) on the same data.
+    pub uniform: Vec<Outcome>,
+    /// `[layer][option]` fraction of tokens.
+    pub options_by_layer: Vec<Vec<f64>>,
+    /// Bytes kept by position bucket.
+    pub by_position: Vec<Bucket>,
+    /// Bytes kept by quintile of the model's predictive entropy.
+    pub by_entropy: Vec<Bucket>,
+    /// Bytes kept by token role (MQAR) or token-frequency quintile (otherwise).
+    pub by_token: Vec<Bucket>,
+    /// Bytes kept and metric by sequence difficulty (MQAR: pairs), when the task has one.
+    pub by_difficulty: Vec<Bucket>,
+    /// Spearman correlation of bytes kept with position, entropy and (per sequence) difficulty.
+    pub correlations: Vec<(String, f64)>,
+    /// Feature ablations.
+    pub ablations: Vec<Ablation>,
+    /// Other policies on the same data.
+    pub compared: Vec<(String, String, Outcome)>,
+    /// Length generalisation.
+    pub lengths: Vec<LengthRow>,
+}
+/// Analyse a per-token policy on held-out sequences of its env (module docs).
+pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
+    let dev = device.clone();
+    let spec = EnvSpec::load(&a.env)?;
+    let model = load_env_model(&a.model, &spec, &a.env, &dev)?;
+    let cfg = model.config().clone();
+    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
+    let fp = fingerprint(&a.model)?;
+    let (manifest, net) = ahr_policy::export::load_policy(&a.policy, &cfg, &fp, &dev)?;
+    if manifest.granularity != Granularity::PerToken {
+        bail!(
+            "{}: the token-level report needs a per-token policy; pass per-layer policies with --compare",
+            a.policy.display()
+        );
+    }
+    let compared_policies = a
+        .compare
+        .iter()
+        .map(|d| Ok((d.clone(), ahr_policy::export::load_policy(d, &cfg, &fp, &dev)?)))
+        .collect::<Result<Vec<_>>>()?;
+
+    let text = task.metric() == ahr_tasks::Metric::BitsPerByte;
+    let metric_of = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
+    let mut pspec = spec.clone();
+    pspec.reward.budget = manifest.budget;
+    pspec.env.granularity = Granularity::PerToken;
+    let streams = pspec.env.streams;
+    let sequences = a.sequences.min(task.valid_examples()).max(1).div_ceil(streams) * streams;
+    let seq_len = task.valid_batch(0, 1).seq_len;
+    let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+    let l_n = cfg.n_layers;
+    let dim = GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n;
+    let window = manifest.policy.window.max(1);
+    let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
+
+    // 1. The policy, every decision recorded.
+    eprintln!("analyze: policy over {sequences} held-out sequences");
+    let (stats, decisions) = run.record(&task, &pspec, sequences, None)?;
+    let policy = summarise("policy", &stats, exact_bytes, metric_of);
+    let mut decisions = decisions;
+    let difficulty = annotate(&mut decisions, &task, streams, seq_len);
+    let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
+
+    // 2. Uniform choices on the same sequences (parallel forward).
+    let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
+    let mut uniform = Vec::new();
+    for (i, o) in cfg.menu.iter().enumerate() {
+        let kind = PointKind::Rule(crate::Family::Uniform);
+        let p = h.batch_rule_point("uniform", kind, &o.to_string(), &|b: &Batch| {
+            Ok(Choices::filled(b.batch_size, b.seq_len, l_n, i))
+        })?;
+        uniform.push(Outcome {
+            name: format!("uniform:{o}"),
+            metric: p.metric,
+            mem_frac: p.kv_bytes_per_token / exact_bytes,
+            peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
+            kv_bytes_per_token: p.kv_bytes_per_token,
+        });
+    }
+
+    // 3. Histograms and correlations.
+    let menu: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+    let mut options_by_layer = vec![vec![0f64; menu.len()]; l_n];
+    for d in &decisions {
+        for (l, &o) in d.options.iter().enumerate() {
+            options_by_layer[l][o] += 1.0 / decisions.len() as f64;
+        }
+    }
+    let by_position = position_buckets(&decisions, seq_len);
+    let by_entropy = quantile_buckets(&decisions, |d| d.entropy as f64, "entropy");
+    let by_token = if decisions.iter().any(|d| d.role.is_some()) {
+        TokenRole::ALL
+            .iter()
+            .filter_map(|&r| bucket(r.name().into(), decisions.iter().filter(|d| d.role == Some(r))))
+            .collect()
+    } else {
+        let mut freq = vec![0usize; cfg.vocab_size];
+        for d in &decisions {
+            freq[d.token as usize] += 1;
+        }
+        quantile_buckets(&decisions, |d| freq[d.token as usize] as f64, "frequency")
+    };
+    let by_difficulty = difficulty_buckets(&stats, &difficulty, metric_of);
+    let mut correlations = vec![
+        ("position".to_string(), spearman(&decisions.iter().map(|d| (d.t as f64, d.kept)).collect::<Vec<_>>())),
+        ("entropy".to_string(), spearman(&decisions.iter().map(|d| (d.entropy as f64, d.kept)).collect::<Vec<_>>())),
+    ];
+    let pairs: Vec<(f64, f64)> =
+        stats.iter().zip(&difficulty).filter_map(|(e, d)| d.map(|d| (d as f64, e.mem_frac))).collect();
+    if by_difficulty.len() > 1 {
+        correlations.push(("difficulty (per sequence)".into(), spearman(&pairs)));
+    }
+
+    // 4. Ablations: each feature group replaced by its mean; the token id by token 0.
+    let mut ablations = Vec::new();
+    if !a.no_ablation {
+        let mut groups: Vec<(String, Vec<usize>, bool)> =
+            GLOBAL_FEATURES.iter().enumerate().map(|(i, f)| (f.to_string(), vec![i], false)).collect();
+        for (k, f) in LAYER_FEATURES.iter().enumerate() {
+            let idx = (0..l_n).map(|l| GLOBAL_FEATURES.len() + l * LAYER_FEATURES.len() + k).collect();
+            groups.push((format!("{f} (all layers)"), idx, false));
+        }
+        if manifest.dims.vocab_size > 0 {
+            groups.push(("token id".into(), vec![], true));
+        }
+        for (name, idx, token) in groups {
+            let (st, dec) = run.record(&task, &pspec, sequences, Some((&idx, token)))?;
+            let outcome = summarise(&name, &st, exact_bytes, metric_of);
+            let changed = dec.iter().zip(&baseline_options).filter(|(d, o)| d.options != **o).count() as f64
+                / dec.len().max(1) as f64;
+            eprintln!(
+                "  ablate {name:<28} {} {:.4}  mem {:.3}  changed {:.1}%",
+                task.metric().name(),
+                outcome.metric,
+                outcome.mem_frac,
+                100.0 * changed
+            );
+            ablations.push(Ablation {
+                feature: name,
+                d_metric: outcome.metric - policy.metric,
+                d_mem: outcome.mem_frac - policy.mem_frac,
+                outcome,
+                changed_decisions: changed,
+            });
+        }
+    }
+
+    // 5. Other policies on the same data.
+    let mut compared = Vec::new();
+    for (dir, (m, n)) in &compared_policies {
+        let mut s = spec.clone();
+        s.reward.budget = m.budget;
+        s.env.granularity = m.granularity;
+        let other = Runner { net: n, manifest: m, window: m.policy.window.max(1), ..run };
+        let st = other.evaluate(&task, &s, sequences)?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mode = match m.granularity {
+            Granularity::PerToken => "per-token",
+            Granularity::PerLayer => "per-layer",
+        };
+        compared.push((name.clone(), mode.to_string(), summarise(&name, &st, exact_bytes, metric_of)));
+    }
+
+    // 6. Length generalisation.
+    let mut lengths = Vec::new();
+    for &m in &a.lengths {
+        let long = seq_len * m;
+        let long_task = Task::load(&spec.task.with_seq_len(long)?)
+            .with_context(|| format!("the task at {long} tokens ({m}× the env's length)"))?;
+        let n = sequences.min(long_task.valid_examples()).max(1);
+        let st = run.evaluate(&long_task, &pspec, n)?;
+        let mut espec = spec.clone();
+        espec.env.granularity = Granularity::PerToken;
+        espec.reward.budget = None;
+        let exact = cfg.exact_index();
+        let est =
+            ahr_env::evaluate_rule(&model, &long_task, &espec, 1, Some(n), &dev, |obs| vec![exact; obs.len * l_n]);
+        let row = LengthRow {
+            seq_len: long,
+            multiple: m,
+            policy: summarise("policy", &st, exact_bytes, metric_of),
+            exact: Outcome {
+                name: "exact".into(),
+                metric: metric_of(est.task_loss, est.accuracy),
+                mem_frac: est.mem_frac,
+                peak_frac: est.peak_frac,
+                kv_bytes_per_token: est.kv_bytes_per_token,
+            },
+        };
+        eprintln!(
+            "  length {long}: policy {:.4} at mem {:.3}; exact {:.4}",
+            row.policy.metric, row.policy.mem_frac, row.exact.metric
+        );
+        lengths.push(row);
+    }
+
+    let analysis = Analysis {
+        metric: task.metric().name().into(),
+        higher_is_better: !text,
+        sequences,
+        seq_len,
+        menu,
+        policy,
+        uniform,
+        options_by_layer,
+        by_position,
+        by_entropy,
+        by_token,
+        by_difficulty,
+        correlations,
+        ablations,
+        compared,
+        lengths,
+    };
+    Ok(analysis)
+}
+
+/// A policy with what it needs to act, and optionally with features masked.
+#[derive(Clone, Copy)]
+struct Runner<'a> {
+    model: &'a Model,
+    net: &'a ActorCritic,
+    manifest: &'a Manifest,
+    dev: &'a burn::tensor::Device,
+    dim: usize,
+    window: usize,
+}
+
+impl Runner<'_> {
+    fn act(&self, obs: &ObsBatch, ablate: Option<(&[usize], bool)>) -> Vec<usize> {
+        let Some((idx, token)) = ablate else {
+            return self.net.act_deterministic(obs, &self.manifest.norm, self.dev);
+        };
+        let mut o = obs.clone();
+        let per = o.features.len() / o.len.max(1);
+        for r in 0..o.len {
+            for slot in 0..per / self.dim {
+                for &i in idx {
+                    let j = slot * self.dim + i;
+                    o.features[r * per + j] = self.manifest.norm.mean[j] as f32;
+                }
+            }
+        }
+        if token {
+            o.tokens.iter_mut().for_each(|x| *x = 0);
+        }
+        self.net.act_deterministic(&o, &self.manifest.norm, self.dev)
+    }
+
+    fn evaluate(&self, task: &Task, spec: &EnvSpec, sequences: usize) -> Result<Vec<EpisodeStats>> {
+        let episodes = sequences.div_ceil(spec.env.streams) * spec.env.streams;
+        let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
+        Ok(ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| self.act(obs, None)))
+    }
+
+    /// Run a per-token policy and record every decision (the newest feature slot of each row).
+    fn record(
+        &self,
+        task: &Task,
+        spec: &EnvSpec,
+        sequences: usize,
+        ablate: Option<(&[usize], bool)>,
+    ) -> Result<(Vec<EpisodeStats>, Vec<Decision>)> {
+        let cfg = self.model.config();
+        let streams = spec.env.streams;
+        let episodes = sequences.div_ceil(streams) * streams;
+        let len = task.valid_batch(0, 1).seq_len;
+        let exact_bytes = cost::exact_bytes_per_token(cfg) as f64;
+        let entropy_idx = GLOBAL_FEATURES.iter().position(|f| *f == "pred_entropy").expect("feature exists");
+        let l_n = cfg.n_layers;
+        let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
+        let mut decisions = Vec::with_capacity(episodes * len);
+        let mut calls = 0usize;
+        let stats = ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| {
+            let actions = self.act(obs, ablate);
+            let (episode, t) = (calls / len, calls % len);
+            calls += 1;
+            let per = obs.features.len() / obs.len.max(1);
+            for r in 0..obs.len {
+                let newest = &obs.features[r * per + per - self.dim..(r + 1) * per];
+                let options = actions[r * l_n..(r + 1) * l_n].to_vec();
+                // What the token stores, over the share of its remaining life it is held
+                // (`recent:W` lets go after W queries).
+                let held = |o: ahr_tpa::StoreOption| cost::held_steps(o, t, len, None) as f64 / (len - t) as f64;
+                let bytes: f64 =
+                    options.iter().map(|&o| cost::bytes_per_token(cfg, cfg.menu[o]) as f64 * held(cfg.menu[o])).sum();
+                decisions.push(Decision {
+                    seq: episode * streams + r,
+                    t,
+                    token: obs.tokens.get(r).copied().unwrap_or(0),
+                    entropy: newest[entropy_idx],
+                    kept: bytes / exact_bytes,
+                    options,
+                    role: None,
+                });
+            }
+            actions
+        });
+        if decisions.len() != episodes * len {
+            bail!("recorded {} decisions for {episodes} sequences of {len} tokens", decisions.len());
+        }
+        decisions.sort_by_key(|d| (d.seq, d.t));
+        Ok((stats, decisions))
+    }
+}
+
+/// Add the task's token roles to the decisions (sorted by sequence, then position) and return
+/// each sequence's difficulty; held-out episode e is held-out batch e of `streams`.
+fn annotate(decisions: &mut [Decision], task: &Task, streams: usize, len: usize) -> Vec<Option<usize>> {
+    let mut difficulty = Vec::new();
+    for (e, episode) in decisions.chunks_mut(streams * len).enumerate() {
+        let b = task.valid_batch(e as u64, streams);
+        if !b.roles.is_empty() {
+            for d in episode {
+                d.role = Some(b.roles[(d.seq % streams) * len + d.t]);
+            }
+        }
+        difficulty.extend(b.difficulty);
+    }
+    difficulty
+}
+
+fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: impl Fn(f64, f64) -> f64) -> Outcome {
+    let n = stats.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
+    // Time-averaged bytes (the one memory measure) and the metric pooled over labelled positions.
+    let mem_frac = mean(&|e| e.mem_frac);
+    let labelled = stats.iter().map(|e| e.labelled).sum::<u64>().max(1) as f64;
+    let loss = stats.iter().map(|e| e.loss_sum).sum::<f64>() / labelled;
+    let accuracy = stats.iter().map(|e| e.correct).sum::<u64>() as f64 / labelled;
+    Outcome {
+        name: name.into(),
+        metric: metric_of(loss, accuracy),
+        mem_frac,
+        peak_frac: mean(&|e| e.peak_frac),
+        kv_bytes_per_token: mem_frac * exact_bytes,
+    }
+}
+
+fn bucket<'a>(label: String, items: impl Iterator<Item = &'a Decision>) -> Option<Bucket> {
+    let (count, sum) = items.fold((0usize, 0f64), |(c, s), d| (c + 1, s + d.kept));
+    (count > 0).then(|| Bucket { label, count, kept: sum / count as f64, metric: None })
+}
+
+/// At most 16 equal position ranges.
+fn position_buckets(decisions: &[Decision], len: usize) -> Vec<Bucket> {
+    let width = len.div_ceil(16).max(1);
+    (0..len.div_ceil(width))
+        .filter_map(|i| {
+            let (lo, hi) = (i * width, ((i + 1) * width).min(len));
+            bucket(format!("{lo}–{}", hi - 1), decisions.iter().filter(|d| (lo..hi).contains(&d.t)))
+        })
+        .collect()
+}
+
+/// Five quantile buckets of `key` (ties stay together, so there may be fewer).
+fn quantile_buckets(decisions: &[Decision], key: impl Fn(&Decision) -> f64, what: &str) -> Vec<Bucket> {
+    let mut keys: Vec<f64> = decisions.iter().map(&key).collect();
+    keys.sort_by(f64::total_cmp);
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let mut edges: Vec<f64> = (1..5).map(|q| keys[q * keys.len() / 5]).collect();
+    edges.dedup();
+    let mut out = Vec::new();
+    let mut lo = f64::NEG_INFINITY;
+    for hi in edges.into_iter().chain([f64::INFINITY]) {
+        let inside: Vec<&Decision> = decisions.iter().filter(|d| (lo..hi).contains(&key(d))).collect();
+        let (a, b) = inside.iter().map(|d| key(d)).fold((f64::MAX, f64::MIN), |(a, b), k| (a.min(k), b.max(k)));
+        let label = if a.fract() == 0.0 && b.fract() == 0.0 {
+            format!("{what} {a:.0}–{b:.0}")
+        } else {
+            format!("{what} {a:.3}–{b:.3}")
+        };
+        if let Some(bk) = bucket(label, inside.into_iter()) {
+            out.push(bk);
+        }
+        lo = hi;
+    }
+    out
+}
+
+fn difficulty_buckets(
+    stats: &[EpisodeStats],
+    difficulty: &[Option<usize>],
+    metric_of: impl Fn(f64, f64) -> f64,
+) -> Vec<Bucket> {
+    let mut ds: Vec<usize> = difficulty.iter().flatten().copied().collect();
+    ds.sort_unstable();
+    ds.dedup();
+    ds.into_iter()
+        .map(|d| {
+            let seqs: Vec<&EpisodeStats> =
+                stats.iter().zip(difficulty).filter(|(_, x)| **x == Some(d)).map(|(e, _)| e).collect();
+            let n = seqs.len() as f64;
+            let loss = seqs.iter().map(|e| e.task_loss).sum::<f64>() / n;
+            let acc = seqs.iter().map(|e| e.accuracy).sum::<f64>() / n;
+            Bucket {
+                label: format!("D={d}"),
+                count: seqs.len(),
+                kept: seqs.iter().map(|e| e.mem_frac).sum::<f64>() / n,
+                metric: Some(metric_of(loss, acc)),
+            }
+        })
+        .collect()
+}
+
+/// Ranks with ties averaged (1-based).
+fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut r = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation (Pearson on tie-averaged ranks); 0 when either side is constant.
+pub fn spearman(pairs: &[(f64, f64)]) -> f64 {
+    let x = ranks(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let y = ranks(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+    let n = x.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(&y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    if vx == 0.0 || vy == 0.0 { 0.0 } else { cov / (vx * vy).sqrt() }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_matches_hand_computed_values() {
+        let up: Vec<(f64, f64)> = (0..6).map(|i| (i as f64, (i * i) as f64)).collect();
+        assert!((spearman(&up) - 1.0).abs() < 1e-12);
+        let down: Vec<(f64, f64)> = (0..6).map(|i| (i as f64, -(i as f64).exp())).collect();
+        assert!((spearman(&down) + 1.0).abs() < 1e-12);
+        // x = 1 2 3 4, y = 1 3 2 4: ranks differ by d = 0, 1, 1, 0 → ρ = 1 − 6·2 / (4·15) = 0.8.
+        let p = [(1.0, 1.0), (2.0, 3.0), (3.0, 2.0), (4.0, 4.0)];
+        assert!((spearman(&p) - 0.8).abs() < 1e-12);
+        // Ties get averaged ranks: y = 0 0 1 1 against x = 1 2 3 4 → ρ = 0.894427…
+        let t = [(1.0, 0.0), (2.0, 0.0), (3.0, 1.0), (4.0, 1.0)];
+        assert!((spearman(&t) - 2.0 / 5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(spearman(&[(1.0, 2.0), (2.0, 2.0)]), 0.0);
+    }
+
+    fn decision(t: usize, kept: f64, entropy: f32) -> Decision {
+        Decision { seq: 0, t, token: t as u32, entropy, kept, options: vec![0], role: None }
+    }
+
+    #[test]
+    fn buckets_cover_every_decision_once() {
+        let ds: Vec<Decision> = (0..40).map(|t| decision(t, (t % 4) as f64 / 4.0, t as f32 / 40.0)).collect();
+        let pos = position_buckets(&ds, 40);
+        assert_eq!(pos.len(), 14); // width ⌈40/16⌉ = 3 → 14 ranges
+        assert_eq!(pos.iter().map(|b| b.count).sum::<usize>(), 40);
+        assert_eq!(pos[0].label, "0–2");
+        assert!((pos[0].kept - (0.0 + 0.25 + 0.5) / 3.0).abs() < 1e-12);
+        let q = quantile_buckets(&ds, |d| d.entropy as f64, "entropy");
+        assert_eq!(q.len(), 5);
+        assert!(q.iter().all(|b| b.count == 8));
+        // Constant keys collapse into one bucket instead of empty ones.
+        let flat = quantile_buckets(&ds, |_| 1.0, "x");
+        assert_eq!(flat.len(), 1);
+        assert_eq!(flat[0].count, 40);
+    }
+}
