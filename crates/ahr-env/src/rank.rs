@@ -11,7 +11,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::obs::{GLOBAL_FEATURES, TokenFeatures};
+use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, observe};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, KvCache, Model, PendingToken, cost};
@@ -186,37 +186,18 @@ impl RankEnv {
         let tokens = self.model.tokens(&ids, b_n, 1, &self.device).expect("task tokens should fit the model");
         let out = self.model.step_with_stats(tokens, &self.cache).expect("cache and tokens should agree");
         let logp = log_softmax(out.logits, 1); // [B, V]
-        let entropy = (logp.clone().exp() * logp.clone()).sum_dim(1).neg().reshape([b_n]);
+        let obs = observe(cfg, &logp, out.layer_stats, &self.cache, &ids, t, len, self.reward.budget);
         let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
         let safe: Vec<i64> = labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
         let label_t = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n, 1]), &self.device);
         let nll = logp.clone().gather(1, label_t).neg().reshape([b_n]);
         let argmax = logp.argmax(1).reshape([b_n]);
-        let host = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().expect("f32");
-        let (entropy, nll) = (host(entropy), host(nll));
+        let nll = nll.into_data().try_to_vec::<f32>().expect("f32");
         let argmax: Vec<i64> = argmax.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
-        let stats = out.layer_stats.into_data().try_to_vec::<f32>().expect("f32"); // [B, L, 3]
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
-
-        let mut obs = ObsBatch { len: b_n, ..Default::default() };
-        for b in 0..b_n {
-            TokenFeatures {
-                t,
-                len,
-                pred_entropy: entropy[b],
-                vocab_size: cfg.vocab_size,
-                held_bytes: self.cache.stream_bytes(b),
-                exact_bytes: self.exact_bytes as usize,
-                budget: self.reward.budget,
-                layer_stats: &stats[b * l_n * 3..(b + 1) * l_n * 3],
-            }
-            .push_to(&mut obs.features);
-            obs.tokens.push(ids[b]);
-        }
-        obs.masks = vec![true; b_n * l_n * cfg.menu.len()];
-        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + 3 * l_n));
+        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n));
         Forward { pending: out.pending, loss, labelled, correct, obs }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ahr_policy::export::{ExportError, Manifest, load_policy};
-use ahr_policy::obs::{FeatureWindow, Granularity, TokenFeatures};
+use ahr_policy::obs::{FeatureWindow, Granularity, observe};
 use ahr_policy::{ActorCritic, ObsBatch};
 use ahr_tpa::{KvCache, Model, StepOutput, cost};
 use burn::tensor::Device;
@@ -202,30 +202,19 @@ impl PolicyState {
             return fixed.clone();
         }
         let cfg = model.config();
-        let (b_n, l_n) = (ids.len(), cfg.n_layers);
+        let b_n = ids.len();
         let logp = log_softmax(out.logits.clone(), 1);
-        let entropy = (logp.clone().exp() * logp).sum_dim(1).neg().into_data().try_to_vec::<f32>().expect("f32");
-        let stats = out.layer_stats.clone().into_data().try_to_vec::<f32>().expect("f32"); // [B, L, 3]
-        let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
+        let budget = policy.manifest.budget;
+        let fresh = observe(cfg, &logp, out.layer_stats.clone(), cache, ids, t, len, budget);
         let window = policy.manifest.policy.window.max(1);
-        for b in 0..b_n {
-            let mut row = Vec::new();
-            TokenFeatures {
-                t,
-                len,
-                pred_entropy: entropy[b],
-                vocab_size: cfg.vocab_size,
-                held_bytes: cache.stream_bytes(b),
-                exact_bytes: cost::exact_bytes_per_token(cfg),
-                budget: policy.manifest.budget,
-                layer_stats: &stats[b * l_n * 3..(b + 1) * l_n * 3],
-            }
-            .push_to(&mut row);
+        let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), masks: fresh.masks.clone(), ..Default::default() };
+        let dim = fresh.features.len() / b_n;
+        for (b, row) in fresh.features.chunks(dim).enumerate() {
             if window > 1 {
                 let w = if t == 0 || self.windows.len() <= b {
-                    FeatureWindow::new(window, &row)
+                    FeatureWindow::new(window, row)
                 } else {
-                    self.windows[b].pushed(&row)
+                    self.windows[b].pushed(row)
                 };
                 obs.features.extend(w.stacked());
                 if self.windows.len() <= b {
@@ -234,10 +223,9 @@ impl PolicyState {
                     self.windows[b] = w;
                 }
             } else {
-                obs.features.extend(row);
+                obs.features.extend_from_slice(row);
             }
         }
-        obs.masks = vec![true; b_n * l_n * cfg.menu.len()];
         let actions = policy.net.act_deterministic(&obs, &policy.manifest.norm, device);
         if policy.manifest.granularity == Granularity::PerLayer {
             self.per_layer = Some(actions.clone());

@@ -1,6 +1,8 @@
 //! Observations: a versioned list of meta-features (DESIGN.md §5), running normalisation that
 //! travels with the policy, and the batch type the network consumes.
 
+use ahr_tpa::{KvCache, ModelConfig, cost};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Version of the feature layout below; bump it whenever a feature is added, removed or moved.
@@ -41,7 +43,7 @@ pub struct TokenFeatures<'a> {
     pub exact_bytes: usize,
     /// Budget mode's target memory fraction.
     pub budget: Option<f64>,
-    /// `[L, 3]` per-layer statistics of token t ([`LAYER_FEATURES`]).
+    /// `[L, LAYER_FEATURES.len()]` per-layer statistics of token t ([`LAYER_FEATURES`]).
     pub layer_stats: &'a [f32],
 }
 
@@ -65,6 +67,44 @@ impl TokenFeatures<'_> {
         ]);
         out.extend_from_slice(self.layer_stats);
     }
+}
+
+/// The observations of the token just stepped, for every stream: the one builder the rank
+/// environment (training) and `ahr-infer` (deployment) share, so a deployed policy sees exactly
+/// what it was trained on. `logp` holds the step's log-probabilities `[B, V]`, `layer_stats` its
+/// per-layer statistics `[B, L, LAYER_FEATURES.len()]`; `cache` is the cache before the token is
+/// stored; `len` the horizon the position features are relative to.
+#[allow(clippy::too_many_arguments)]
+pub fn observe(
+    cfg: &ModelConfig,
+    logp: &Tensor<2>,
+    layer_stats: Tensor<3>,
+    cache: &KvCache,
+    ids: &[u32],
+    t: usize,
+    len: usize,
+    budget: Option<f64>,
+) -> ObsBatch {
+    let (b_n, l_n, k) = (ids.len(), cfg.n_layers, LAYER_FEATURES.len());
+    let host = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().expect("f32 tensors should read back as f32");
+    let entropy = host((logp.clone().exp() * logp.clone()).sum_dim(1).neg().reshape([b_n]));
+    let stats = host(layer_stats.reshape([b_n * l_n * k]));
+    let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
+    for b in 0..b_n {
+        TokenFeatures {
+            t,
+            len,
+            pred_entropy: entropy[b],
+            vocab_size: cfg.vocab_size,
+            held_bytes: cache.stream_bytes(b),
+            exact_bytes: cost::exact_bytes_per_token(cfg),
+            budget,
+            layer_stats: &stats[b * l_n * k..(b + 1) * l_n * k],
+        }
+        .push_to(&mut obs.features);
+    }
+    obs.masks = vec![true; b_n * l_n * cfg.menu.len()];
+    obs
 }
 
 /// The last `window` feature vectors of one row, oldest first, zeros before the first
