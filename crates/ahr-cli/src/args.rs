@@ -289,7 +289,8 @@ pub enum BenchCommand {
         /// Batch sizes, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         batch: Vec<usize>,
-        /// Timed steps per measurement (after one warm-up step); the median is reported.
+        /// Timed steps per cache (after three warm-up steps; each repeat times every cache in a
+        /// fresh random order); the median is reported, every repeat saved.
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// Output JSON file.

@@ -6,6 +6,8 @@ use std::time::Instant;
 use ahr_tasks::Task;
 use ahr_tpa::{Model, cost};
 use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::args::Common;
@@ -279,6 +281,8 @@ pub struct DecodeRun {
     pub cache: String,
     /// Median wall time of one decode step (all streams), milliseconds.
     pub step_ms: f64,
+    /// Every timed step, milliseconds, in the order measured (after the warm-up steps).
+    pub repeats_ms: Vec<f64>,
     /// Cache bytes held (all streams).
     pub bytes: usize,
     /// `(cache bytes + weight bytes) / bandwidth`, milliseconds: the memory-bound floor.
@@ -287,6 +291,8 @@ pub struct DecodeRun {
     pub over_bound: f64,
     /// Dense MHA step time at the same ctx and batch divided by this one (speed-up).
     pub speedup_vs_dense: f64,
+    /// The uniform exact option's step time at the same ctx and batch divided by this one.
+    pub speedup_vs_exact: f64,
 }
 
 /// What `ahr bench decode` writes.
@@ -354,21 +360,23 @@ fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Ve
         .collect()
 }
 
-/// Median step time (ms) of `model` over `cache`.
-fn time_steps(model: &Model, cache: &ahr_tpa::KvCache, reps: usize, dev: &burn::tensor::Device) -> Result<f64> {
+/// Warm-up steps before any cache is timed.
+const WARMUP_STEPS: usize = 3;
+
+/// Wall time (ms) of one decode step of `model` over `cache`.
+fn time_step(model: &Model, cache: &ahr_tpa::KvCache, dev: &burn::tensor::Device) -> Result<f64> {
     let b = cache.batch();
     let ids: Vec<u32> = (0..b as u32).map(|i| 1 + i % (model.config().vocab_size as u32 - 1)).collect();
-    let mut times = Vec::with_capacity(reps);
-    for i in 0..=reps {
-        let start = Instant::now();
-        let (logits, _) = model.step(model.tokens(&ids, b, 1, dev)?, cache)?;
-        let _ = logits.into_data();
-        if i > 0 {
-            times.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let start = Instant::now();
+    let (logits, _) = model.step(model.tokens(&ids, b, 1, dev)?, cache)?;
+    let _ = logits.into_data();
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// `ahr bench decode`: decode-step latency over a dense MHA cache, every uniform menu choice and
@@ -394,8 +402,7 @@ pub fn bench_decode(
             let policy = ahr_infer::RankPolicy::load(dir, &model, &ahr_tpa::checkpoint::fingerprint(model_dir)?, &dev)?;
             let prompts: Vec<Vec<u32>> = match env {
                 Some(path) => {
-                    let task = Task::load(&EnvFile::load(path)?.task)
-                        .with_context(|| format!("{}: cannot load the task", path.display()))?;
+                    let task = ahr_env::load_task(&EnvFile::load(path)?, path, &cfg).map_err(anyhow::Error::msg)?;
                     let b = task.valid_batch(0, 8);
                     b.inputs.chunks(b.seq_len).map(<[u32]>::to_vec).collect()
                 }
@@ -428,11 +435,33 @@ pub fn bench_decode(
             if let Some(mix) = &mix {
                 kinds.push(("policy".into(), &model, cfg.clone(), counts_for(&cfg.menu, mix, ctx)));
             }
-            let mut dense_ms = None;
-            for (name, m, c, counts) in kinds {
-                let cache = ahr_tpa::KvCache::synthetic(&c, batch, &counts, ahr_tpa::Storage::for_device(&dev), &dev)?;
-                let step_ms = time_steps(m, &cache, reps, &dev)?;
-                let dense = *dense_ms.get_or_insert(step_ms);
+            // Like with like: every cache is built first and warmed up, then each repeat times one
+            // step of every cache in a fresh random order, so drift and cache effects spread evenly.
+            let caches = kinds
+                .iter()
+                .map(|(_, _, c, counts)| {
+                    ahr_tpa::KvCache::synthetic(c, batch, counts, ahr_tpa::Storage::for_device(&dev), &dev)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            for ((_, m, _, _), cache) in kinds.iter().zip(&caches) {
+                for _ in 0..WARMUP_STEPS {
+                    time_step(m, cache, &dev)?;
+                }
+            }
+            let mut times = vec![Vec::with_capacity(reps); kinds.len()];
+            let mut order: Vec<usize> = (0..kinds.len()).collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64((ctx * 31 + batch) as u64);
+            for _ in 0..reps {
+                order.shuffle(&mut rng);
+                for &k in &order {
+                    times[k].push(time_step(kinds[k].1, &caches[k], &dev)?);
+                }
+            }
+            let dense = median(&times[0]);
+            let exact_name = format!("uniform:{}", cfg.exact_option());
+            let exact = kinds.iter().position(|k| k.0 == exact_name).map_or(f64::NAN, |k| median(&times[k]));
+            for (((name, _, _, _), cache), repeats_ms) in kinds.into_iter().zip(&caches).zip(times) {
+                let step_ms = median(&repeats_ms);
                 let bytes = cache.bytes();
                 let bound_ms = (bytes + weight_bytes) as f64 / (bandwidth_gbps * 1e9) * 1e3;
                 eprintln!(
@@ -443,10 +472,12 @@ pub fn bench_decode(
                     batch,
                     cache: name,
                     step_ms,
+                    repeats_ms,
                     bytes,
                     bound_ms,
                     over_bound: step_ms / bound_ms,
                     speedup_vs_dense: dense / step_ms,
+                    speedup_vs_exact: exact / step_ms,
                 });
             }
         }
