@@ -24,7 +24,7 @@ pub struct LayerEnv {
 impl LayerEnv {
     /// An environment over `model` and `task` (see [`RankEnv::new`]).
     pub fn new(model: Model, task: ahr_tasks::Task, reward: RewardConfig, streams: usize, device: Device) -> Self {
-        let lambda_mem = if reward.budget.is_some() { reward.lambda_init } else { reward.lambda_mem };
+        let lambda_mem = crate::budget::initial_lambda(&reward);
         let inner = RankEnv::new(model.clone(), task, reward.clone(), streams, device.clone());
         Self { inner, model, reward, device, lambda_mem }
     }

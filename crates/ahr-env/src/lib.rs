@@ -4,6 +4,7 @@
 //!
 //! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
 
+pub mod budget;
 pub mod evaluate;
 pub mod factory;
 pub mod history;
@@ -12,6 +13,7 @@ pub mod rank;
 pub mod spec;
 pub mod vec_env;
 
+pub use budget::{BudgetController, initial_lambda};
 pub use evaluate::{PolicyEval, evaluate_policy, evaluate_rule};
 pub use factory::{load_task, make_env};
 pub use history::History;

@@ -76,7 +76,7 @@ impl RankEnv {
     /// An environment over `model` (inference device, no autodiff) and `task`.
     pub fn new(model: Model, task: Task, reward: RewardConfig, streams: usize, device: Device) -> Self {
         let cfg = model.config().clone();
-        let lambda_mem = if reward.budget.is_some() { reward.lambda_init } else { reward.lambda_mem };
+        let lambda_mem = crate::budget::initial_lambda(&reward);
         Self {
             cache: KvCache::new(&cfg, streams, &device),
             model,

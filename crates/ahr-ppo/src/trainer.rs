@@ -1,10 +1,11 @@
 //! The PPO loop, CleanRL's `ppo.py` order: rollout → GAE → epochs × shuffled minibatches →
-//! logging; plus budget mode's dual ascent on λ, checkpoints and exact resume.
+//! logging; plus budget mode's λ (the controller is the env's, `ahr_env::BudgetController`),
+//! checkpoints and exact resume.
 
 use std::path::Path;
 use std::time::Instant;
 
-use ahr_env::{EpisodeStats, VecEnv};
+use ahr_env::{BudgetController, EpisodeStats, VecEnv};
 use ahr_policy::net::PolicyDims;
 use ahr_policy::{ActorCritic, MaskedMultiCategorical, ObsBatch, ObsSpec, RunningNorm};
 use ahr_tpa::checkpoint::{load_record, save_record, write_atomic};
@@ -38,27 +39,6 @@ pub enum TrainError {
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
-}
-
-/// Budget mode: a PI-controlled Lagrange multiplier (Stooke et al., 2020, "Responsive Safety in
-/// RL by PID Lagrangian Methods"). After each iteration, with `e = mem_frac − target`, the
-/// integral `λ_I ← max(0, λ_I + lr·e)` (plain dual ascent) and the applied
-/// `λ = max(0, λ_I + kp·e)`; `kp = 0` is dual ascent alone. The proportional term damps the
-/// overshoot that dual ascent's lag causes. A two-sided budget (`budget_kind = "target"`) drops
-/// the `max(0, ·)`: the budget becomes an equality constraint, and a negative λ pays the policy
-/// for memory it leaves unused.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct Budget {
-    /// Target memory fraction.
-    pub target: f64,
-    /// Dual-ascent step (integral gain).
-    pub lr: f64,
-    /// Proportional gain.
-    pub kp: f64,
-    /// Hold the target (λ may go negative and reward memory when the policy uses less) instead
-    /// of only capping memory at it (λ ≥ 0).
-    #[serde(default)]
-    pub two_sided: bool,
 }
 
 /// Training state saved in checkpoints.
@@ -160,7 +140,7 @@ pub struct Trainer {
     net: ActorCritic,
     optim: ModuleOptimizer,
     state: TrainState,
-    budget: Option<Budget>,
+    budget: Option<BudgetController>,
     workers: Workers,
     obs_spec: ObsSpec,
     dims: PolicyDims,
@@ -177,7 +157,7 @@ impl Trainer {
         num_workers: usize,
         seed: u64,
         lambda_mem: f64,
-        budget: Option<Budget>,
+        budget: Option<BudgetController>,
         device: Device,
     ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Other)?;
@@ -309,11 +289,9 @@ impl Trainer {
             if let Some(b) = self.budget
                 && mem_frac.is_finite()
             {
-                let error = mem_frac - b.target;
-                let floor = if b.two_sided { f64::NEG_INFINITY } else { 0.0 };
-                let integral = (self.state.lambda_integral.unwrap_or(self.state.lambda_mem) + b.lr * error).max(floor);
+                let (lambda, integral) = b.step(self.state.lambda_mem, self.state.lambda_integral, mem_frac);
+                self.state.lambda_mem = lambda;
                 self.state.lambda_integral = Some(integral);
-                self.state.lambda_mem = (integral + b.kp * error).max(floor);
             }
             self.state.iteration += 1;
             let report = IterationReport {

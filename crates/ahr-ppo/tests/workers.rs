@@ -158,7 +158,7 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
-    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 0.0, two_sided: false };
+    let budget = ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 0.0, two_sided: false };
     let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
     let mut t =
         Trainer::new(cfg.clone(), vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
@@ -171,7 +171,7 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
-    let budget = ahr_ppo::trainer::Budget { target: 0.5, lr: 1.0, kp: 4.0, two_sided: false };
+    let budget = ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 4.0, two_sided: false };
     let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
     t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![2.0, 4.5, 5.0], "λ_I = 2.5, 3.0, 3.5 plus 4·0.5");
@@ -183,7 +183,7 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut env = Target::new(None);
         env.lambdas = Some(seen.clone());
-        let budget = ahr_ppo::trainer::Budget { target: 1.5, lr: 1.0, kp: 0.0, two_sided };
+        let budget = ahr_env::BudgetController { target: 1.5, lr: 1.0, kp: 0.0, two_sided };
         let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
         let mut t =
             Trainer::new(cfg, vec![Box::new(env)], 1, 7, 0.5, Some(budget), ahr_tpa::device::from_env()).unwrap();

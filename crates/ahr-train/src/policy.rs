@@ -9,7 +9,7 @@ use ahr_env::{EnvSpec, PolicyEval, VecEnv, evaluate_policy, make_env};
 use ahr_policy::Granularity;
 use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
 use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
-use ahr_ppo::trainer::{Budget, IterationReport, TrainError};
+use ahr_ppo::trainer::{IterationReport, TrainError};
 use ahr_ppo::{PpoConfig, Trainer};
 use ahr_tpa::checkpoint::{fingerprint, write_json};
 use anyhow::{Context, Result, bail};
@@ -160,13 +160,8 @@ pub fn train_policy(
     // bandit or per-token decode; stacked observations for attention policies).
     let envs: Vec<Box<dyn VecEnv>> =
         (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
-    let budget = spec.reward.budget.map(|target| Budget {
-        target,
-        lr: spec.reward.lambda_lr,
-        kp: spec.reward.lambda_kp,
-        two_sided: spec.reward.budget_kind == ahr_env::BudgetKind::Target,
-    });
-    let lambda = if budget.is_some() { spec.reward.lambda_init } else { spec.reward.lambda_mem };
+    let budget = ahr_env::BudgetController::from_reward(&spec.reward);
+    let lambda = ahr_env::initial_lambda(&spec.reward);
     let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
     if a.resume {
         trainer.load_checkpoint(&ckpt)?;
