@@ -9,6 +9,7 @@
 //!
 //! This crate depends on the model and the policy crates only: no environment, no PPO.
 
+pub mod bench;
 mod generate;
 
 pub use generate::{Chooser, Generation, Generator, InferError, MemoryReport, RankPolicy};
