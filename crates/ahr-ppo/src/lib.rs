@@ -6,6 +6,7 @@
 //! It trains any [`ahr_env::VecEnv`] with the RAM actor-critic of `ahr-policy`; it does not know
 //! what a rank is.
 
+pub mod bench;
 pub mod config;
 pub mod evaluate;
 pub mod gae;

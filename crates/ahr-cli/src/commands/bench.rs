@@ -202,16 +202,8 @@ fn pytorch_reference(
     v["tokens_per_sec"].as_f64().context("the PyTorch reference printed no tokens_per_sec")
 }
 
-#[derive(Debug, Serialize)]
-struct RolloutRun {
-    workers: usize,
-    env_steps: u64,
-    seconds: f64,
-    sps: f64,
-    ratio_to_first: f64,
-}
-
-/// Rollout throughput of the rank environment with different worker counts, side by side.
+/// Rollout throughput of the rank environment with different worker counts, side by side
+/// (`ahr_ppo::bench::rollout`).
 pub fn bench_rollout(
     model_dir: &std::path::Path,
     env: &std::path::Path,
@@ -221,48 +213,19 @@ pub fn bench_rollout(
     out: Option<&std::path::Path>,
     common: &Common,
 ) -> Result<()> {
-    use ahr_policy::net::PolicyDims;
-    use ahr_policy::{ActorCritic, PolicyConfig, RunningNorm};
-    use ahr_ppo::workers::{RolloutSettings, Snapshot, Workers};
-
     let dev = device(&common.device)?;
     let spec = EnvFile::load(env)?;
     let model = ahr_train::load_env_model(model_dir, &spec, env, &dev)?;
     let task = ahr_env::load_task(&spec, env, model.config()).map_err(anyhow::Error::msg)?;
     let seq_len = task.train_batch(0, 0, 1).seq_len;
-    let mut runs: Vec<RolloutRun> = Vec::new();
-    for &w in workers {
-        let envs: Vec<_> = (0..num_envs).map(|_| ahr_env::make_env(&model, &task, &spec, false, 1, &dev)).collect();
-        let obs = envs[0].obs_spec();
-        let dims = PolicyDims {
-            obs_dim: obs.dim(),
-            vocab_size: obs.vocab_size,
-            heads: envs[0].heads(),
-            options: envs[0].options(),
-        };
-        let rows: usize = envs.iter().map(|e| e.num_envs()).sum();
-        let settings = RolloutSettings {
-            num_steps: seq_len,
-            gamma: 0.99,
-            seed: 0,
-            reset_each_iteration: true,
-            device: dev.clone(),
-        };
-        let pool = Workers::new(envs, w, settings);
-        let net = ActorCritic::new(&PolicyConfig::default(), dims, &dev);
-        let norm = RunningNorm::new(dims.obs_dim);
-        let start = Instant::now();
-        for it in 0..iterations {
-            let snap = Snapshot { net: net.clone(), norm: norm.clone(), lambda_mem: 1.0, iteration: it };
-            pool.collect(&snap).map_err(anyhow::Error::msg)?;
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        let env_steps = iterations * (rows * seq_len) as u64;
-        let sps = env_steps as f64 / seconds;
-        let first = runs.first().map_or(sps, |r| r.sps);
-        println!("{w} worker(s): {env_steps} env steps in {seconds:.2} s = {sps:.0} SPS  ×{:.2}", sps / first);
-        runs.push(RolloutRun { workers: w, env_steps, seconds, sps, ratio_to_first: sps / first });
-    }
+    let make = || (0..num_envs).map(|_| ahr_env::make_env(&model, &task, &spec, false, 1, &dev)).collect();
+    let runs = ahr_ppo::bench::rollout(make, workers, seq_len, iterations, &dev, |r| {
+        println!(
+            "{} worker(s): {} env steps in {:.2} s = {:.0} SPS  ×{:.2}",
+            r.workers, r.env_steps, r.seconds, r.sps, r.ratio_to_first
+        )
+    })
+    .map_err(anyhow::Error::msg)?;
     if let Some(out) = out {
         super::write_json(out, &runs)?;
     }
