@@ -36,8 +36,8 @@ pub struct Manifest {
     pub obs: ObsSpec,
     /// Feature normalisation frozen at export.
     pub norm: RunningNorm,
-    /// Menu the actions index into (as strings, cheapest first).
-    pub menu: Vec<String>,
+    /// Menu the actions index into, cheapest first (written as `drop`, `rank:ρ`, …).
+    pub menu: Vec<ahr_tpa::StoreOption>,
     /// Decision granularity.
     pub granularity: Granularity,
     /// Layers (heads).
@@ -82,7 +82,7 @@ impl Manifest {
     /// The windows W of the policy's `recent:W` options (what an env's `[env] recent` adds to the
     /// model's menu), in menu order.
     pub fn recent_windows(&self) -> Vec<usize> {
-        self.menu.iter().filter_map(|o| o.parse::<ahr_tpa::StoreOption>().ok()?.window()).collect()
+        self.menu.iter().filter_map(|o| o.window()).collect()
     }
 
     /// Check this manifest against a model config and fingerprint.
@@ -96,18 +96,18 @@ impl Manifest {
         if self.n_layers != model.n_layers {
             return Err(format!("the policy has {} layers, the model {}", self.n_layers, model.n_layers));
         }
-        let menu: Vec<String> = model.menu.iter().map(|o| o.to_string()).collect();
-        if self.menu != menu {
+        if self.menu != model.menu {
             let hint = match self.recent_windows() {
                 w if w.is_empty() => String::new(),
                 w => {
                     format!(" (the policy keeps tokens as recent:W; run it with an env whose `[env] recent` is {w:?})")
                 }
             };
+            let names = |m: &[ahr_tpa::StoreOption]| m.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ");
             return Err(format!(
                 "the policy's menu is [{}], the model's [{}]{hint}",
-                self.menu.join(", "),
-                menu.join(", ")
+                names(&self.menu),
+                names(&model.menu)
             ));
         }
         let expected = ObsSpec::rank(model.n_layers, model.vocab_size).windowed(self.policy.window);

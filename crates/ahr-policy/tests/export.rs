@@ -36,7 +36,7 @@ fn setup() -> (ModelConfig, Manifest, ActorCritic) {
         format_version: FORMAT_VERSION,
         obs,
         norm,
-        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        menu: cfg.menu.clone(),
         granularity: Granularity::PerToken,
         n_layers: cfg.n_layers,
         policy,

@@ -181,7 +181,7 @@ pub fn train_policy(
         format_version: FORMAT_VERSION,
         obs: obs.clone(),
         norm: trainer.state().norm.clone(),
-        menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        menu: cfg.menu.clone(),
         granularity: spec.env.granularity,
         n_layers: cfg.n_layers,
         policy: ppo.policy.clone(),
