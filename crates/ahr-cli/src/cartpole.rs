@@ -1,7 +1,7 @@
 //! CartPole-v1 from the `gmgn` crate (Gymnasium's dynamics and 500-step limit) as a [`VecEnv`],
 //! to validate the PPO code on a standard task.
 
-use ahr_env::{EpisodeStats, VecEnv, VecStep};
+use ahr_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 use ahr_policy::{ObsBatch, ObsSpec};
 use gmgn::prelude::*;
 
@@ -49,26 +49,26 @@ impl VecEnv for CartPoleVec {
         2
     }
 
-    fn reset(&mut self, seed: u64) -> ObsBatch {
+    fn reset(&mut self, seed: u64) -> std::result::Result<ObsBatch, EnvError> {
         let obs: Vec<Vec<f32>> = self
             .envs
             .iter_mut()
             .enumerate()
-            .map(|(i, e)| e.reset(Some(seed.wrapping_add(i as u64))).expect("CartPole reset should succeed").obs)
-            .collect();
+            .map(|(i, e)| e.reset(Some(seed.wrapping_add(i as u64))).map(|r| r.obs).map_err(gym_error))
+            .collect::<std::result::Result<_, _>>()?;
         self.returns.iter_mut().for_each(|r| *r = 0.0);
         self.lengths.iter_mut().for_each(|l| *l = 0);
-        Self::batch(&obs)
+        Ok(Self::batch(&obs))
     }
 
-    fn step(&mut self, actions: &[usize]) -> VecStep {
+    fn step(&mut self, actions: &[usize]) -> std::result::Result<VecStep, EnvError> {
         let n = self.envs.len();
         let (mut obs, mut reward, mut done, mut truncated) =
             (Vec::with_capacity(n), vec![0f32; n], vec![false; n], vec![false; n]);
         let mut finals = Vec::new();
         let mut episodes = Vec::new();
         for (i, env) in self.envs.iter_mut().enumerate() {
-            let r = env.step(&(actions[i] as i64)).expect("CartPole step should succeed");
+            let r = env.step(&(actions[i] as i64)).map_err(gym_error)?;
             reward[i] = r.reward as f32;
             self.returns[i] += r.reward;
             self.lengths[i] += 1;
@@ -81,12 +81,16 @@ impl VecEnv for CartPoleVec {
                 episodes.push(EpisodeStats { ret: self.returns[i], len: self.lengths[i], ..Default::default() });
                 self.returns[i] = 0.0;
                 self.lengths[i] = 0;
-                obs.push(env.reset(None).expect("CartPole reset should succeed").obs);
+                obs.push(env.reset(None).map_err(gym_error)?.obs);
             } else {
                 obs.push(r.obs);
             }
         }
         let final_obs = if finals.is_empty() { ObsBatch::default() } else { Self::batch(&finals) };
-        VecStep { obs: Self::batch(&obs), reward, done, truncated, final_obs, episodes }
+        Ok(VecStep { obs: Self::batch(&obs), reward, done, truncated, final_obs, episodes })
     }
+}
+
+fn gym_error(e: impl std::fmt::Debug) -> EnvError {
+    EnvError::Other(format!("CartPole: {e:?}"))
 }

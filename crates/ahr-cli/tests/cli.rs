@@ -427,7 +427,8 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path) {
         manifest.policy.window,
         Some(streams),
         &dev,
-    );
+    )
+    .unwrap();
     let batch = task.valid_batch(0, streams);
     let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
     let policy = ahr_infer::RankPolicy::new(manifest, net);

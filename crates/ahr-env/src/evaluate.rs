@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::factory::make_env;
 use crate::spec::EnvSpec;
-use crate::vec_env::{EpisodeStats, run_episodes};
+use crate::vec_env::{EnvError, EpisodeStats, run_episodes};
 
 /// Deterministic held-out evaluation of a rank policy (`eval.json` in the run directory).
 #[derive(Debug, Serialize)]
@@ -54,7 +54,7 @@ pub fn evaluate_policy(
     window: usize,
     max_sequences: Option<usize>,
     dev: &burn::tensor::Device,
-) -> PolicyEval {
+) -> Result<PolicyEval, EnvError> {
     evaluate_rule(model, task, spec, window, max_sequences, dev, |obs| net.act_deterministic(obs, norm, dev))
 }
 
@@ -68,12 +68,12 @@ pub fn evaluate_rule(
     max_sequences: Option<usize>,
     dev: &burn::tensor::Device,
     act: impl FnMut(&ahr_policy::ObsBatch) -> Vec<usize>,
-) -> PolicyEval {
+) -> Result<PolicyEval, EnvError> {
     let streams = spec.env.streams;
     let sequences = max_sequences.unwrap_or(task.valid_examples()).min(task.valid_examples()).max(1);
     let episodes = sequences.div_ceil(streams) * streams;
     let mut env = make_env(model, task, spec, true, window, dev);
-    let stats = run_episodes(env.as_mut(), episodes, 0, act);
+    let stats = run_episodes(env.as_mut(), episodes, 0, act)?;
     let n = stats.len() as f64;
     let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
     let cfg = model.config();
@@ -98,7 +98,7 @@ pub fn evaluate_rule(
     let exact = ahr_tpa::cost::exact_bytes_per_token(cfg) as f64;
     let labelled: u64 = stats.iter().map(|e| e.labelled).sum();
     let correct: u64 = stats.iter().map(|e| e.correct).sum();
-    PolicyEval {
+    Ok(PolicyEval {
         sequences: stats.len(),
         accuracy: correct as f64 / labelled.max(1) as f64,
         accuracy_per_sequence: mean(&|e| e.accuracy),
@@ -113,5 +113,5 @@ pub fn evaluate_rule(
         option_counts,
         options_by_position,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
-    }
+    })
 }

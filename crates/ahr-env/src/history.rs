@@ -5,7 +5,7 @@
 use ahr_policy::obs::FeatureWindow;
 use ahr_policy::{ObsBatch, ObsSpec};
 
-use crate::vec_env::{VecEnv, VecStep};
+use crate::vec_env::{EnvError, VecEnv, VecStep};
 
 /// The last `window` observations of each row of an inner environment.
 pub struct History {
@@ -44,18 +44,18 @@ impl VecEnv for History {
         self.inner.options()
     }
 
-    fn reset(&mut self, seed: u64) -> ObsBatch {
-        let obs = self.inner.reset(seed);
+    fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError> {
+        let obs = self.inner.reset(seed)?;
         self.rows = obs.features.chunks(self.dim).map(|o| FeatureWindow::new(self.window, o)).collect();
-        self.stack(&obs, &self.rows)
+        Ok(self.stack(&obs, &self.rows))
     }
 
     fn set_lambda_mem(&mut self, lambda: f64) {
         self.inner.set_lambda_mem(lambda);
     }
 
-    fn step(&mut self, actions: &[usize]) -> VecStep {
-        let mut step = self.inner.step(actions);
+    fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
+        let mut step = self.inner.step(actions)?;
         let mut finals = Vec::new();
         let mut k = 0;
         for r in 0..self.rows.len() {
@@ -71,6 +71,6 @@ impl VecEnv for History {
             step.final_obs = self.stack(&step.final_obs, &finals);
         }
         step.obs = self.stack(&step.obs, &self.rows);
-        step
+        Ok(step)
     }
 }

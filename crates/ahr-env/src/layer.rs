@@ -10,7 +10,7 @@ use burn::tensor::Device;
 
 use crate::rank::{RankEnv, parallel_nll};
 use crate::spec::{RewardConfig, TaskBaseline};
-use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
+use crate::vec_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 
 /// Per-layer rank environment over `streams` sequences per step.
 pub struct LayerEnv {
@@ -53,7 +53,7 @@ impl VecEnv for LayerEnv {
         self.inner.options()
     }
 
-    fn reset(&mut self, seed: u64) -> ObsBatch {
+    fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError> {
         self.inner.reset(seed)
     }
 
@@ -61,17 +61,17 @@ impl VecEnv for LayerEnv {
         self.lambda_mem = lambda;
     }
 
-    fn step(&mut self, actions: &[usize]) -> VecStep {
+    fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
         let cfg = self.model.config().clone();
         let batch = self.inner.batch().clone();
         let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
         let choices = Choices::from_fn(b_n, t_n, l_n, |b, _, l| actions[b * l_n + l]);
-        let (nll, argmax) = parallel_nll(&self.model, &batch, &choices, &self.device);
+        let (nll, argmax) = parallel_nll(&self.model, &batch, &choices, &self.device)?;
         let safe: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
         // Under TaskBaseline::Exact the task term is measured against the exact choice's loss.
         let base = match self.reward.task_baseline {
             TaskBaseline::None => vec![0.0; b_n * t_n],
-            TaskBaseline::Exact => parallel_nll(&self.model, &batch, &Choices::exact(&cfg, b_n, t_n), &self.device).0,
+            TaskBaseline::Exact => parallel_nll(&self.model, &batch, &Choices::exact(&cfg, b_n, t_n), &self.device)?.0,
         };
         let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
         let exact_flops = cost::exact_sequence_flops(&cfg, t_n).max(1.0);
@@ -113,6 +113,6 @@ impl VecEnv for LayerEnv {
                 position_counts: Vec::new(),
             });
         }
-        VecStep::all_done(self.inner.next_episode(), reward, episodes)
+        Ok(VecStep::all_done(self.inner.next_episode()?, reward, episodes))
     }
 }

@@ -20,4 +20,4 @@ pub use history::History;
 pub use layer::LayerEnv;
 pub use rank::RankEnv;
 pub use spec::{BudgetKind, EnvSettings, EnvSpec, RewardConfig, TaskBaseline};
-pub use vec_env::{EpisodeStats, VecEnv, VecStep, run_episodes};
+pub use vec_env::{EnvError, EpisodeStats, VecEnv, VecStep, run_episodes};

@@ -19,7 +19,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::spec::{RewardConfig, TaskBaseline};
-use crate::vec_env::{EpisodeStats, VecEnv, VecStep};
+use crate::vec_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 
 /// Per-stream sums over the running episode.
 #[derive(Clone, Debug, Default)]
@@ -122,12 +122,12 @@ impl RankEnv {
     }
 
     /// Move on to the next episode's batch and return its first observation.
-    pub(crate) fn next_episode(&mut self) -> ObsBatch {
+    pub(crate) fn next_episode(&mut self) -> Result<ObsBatch, EnvError> {
         self.episode += 1;
         self.start_episode()
     }
 
-    fn start_episode(&mut self) -> ObsBatch {
+    fn start_episode(&mut self) -> Result<ObsBatch, EnvError> {
         let cfg = self.model.config().clone();
         self.batch = if self.held_out {
             self.task.valid_batch(self.episode, self.streams)
@@ -141,14 +141,14 @@ impl RankEnv {
             vec![Running { counts: vec![vec![0; cfg.menu.len()]; cfg.n_layers], ..Default::default() }; self.streams];
         self.exact_loss = match self.reward.task_baseline {
             TaskBaseline::None => Vec::new(),
-            TaskBaseline::Exact => self.exact_losses(),
+            TaskBaseline::Exact => self.exact_losses()?,
         };
-        let fwd = self.forward();
+        let fwd = self.forward()?;
         // Position 0's loss cannot be changed by any choice; it joins the first reward.
         self.carry = (0..self.streams).map(|b| -(self.reward.w_task * self.task_term(&fwd, b)) as f32).collect();
         self.account(&fwd);
         self.pending = Some(fwd.pending);
-        fwd.obs
+        Ok(fwd.obs)
     }
 
     /// The task term of stream `b` at the position just forwarded: its loss, less the exact
@@ -160,11 +160,11 @@ impl RankEnv {
 
     /// The exact choice's per-position loss over the episode's batch (one parallel forward,
     /// which equals the exact decode), 0 where unlabelled.
-    fn exact_losses(&self) -> Vec<f32> {
+    fn exact_losses(&self) -> Result<Vec<f32>, EnvError> {
         let cfg = self.model.config();
         let exact = Choices::exact(cfg, self.batch.batch_size, self.batch.seq_len);
-        let (nll, _) = parallel_nll(&self.model, &self.batch, &exact, &self.device);
-        nll.iter().zip(&self.batch.labels).map(|(&n, &l)| if l == IGNORE { 0.0 } else { n }).collect()
+        let (nll, _) = parallel_nll(&self.model, &self.batch, &exact, &self.device)?;
+        Ok(nll.iter().zip(&self.batch.labels).map(|(&n, &l)| if l == IGNORE { 0.0 } else { n }).collect())
     }
 
     fn account(&mut self, fwd: &Forward) {
@@ -178,13 +178,13 @@ impl RankEnv {
     }
 
     /// Forward the token at position `self.t` for every stream.
-    fn forward(&mut self) -> Forward {
+    fn forward(&mut self) -> Result<Forward, EnvError> {
         let cfg = self.model.config();
         let (b_n, l_n, t) = (self.streams, cfg.n_layers, self.t);
         let len = self.seq_len();
         let ids: Vec<u32> = (0..b_n).map(|b| self.batch.inputs[b * len + t]).collect();
-        let tokens = self.model.tokens(&ids, b_n, 1, &self.device).expect("task tokens should fit the model");
-        let out = self.model.step_with_stats(tokens, &self.cache).expect("cache and tokens should agree");
+        let tokens = self.model.tokens(&ids, b_n, 1, &self.device)?;
+        let out = self.model.step_with_stats(tokens, &self.cache)?;
         let logp = log_softmax(out.logits, 1); // [B, V]
         let obs = observe(cfg, &logp, out.layer_stats, &self.cache, &ids, t, len, self.reward.budget);
         let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
@@ -198,23 +198,28 @@ impl RankEnv {
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
         debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n));
-        Forward { pending: out.pending, loss, labelled, correct, obs }
+        Ok(Forward { pending: out.pending, loss, labelled, correct, obs })
     }
 }
 
 /// `[B·T]` negative log-likelihood of each position's label (0's label where unlabelled) and the
 /// argmax prediction, from one parallel forward of `batch` under `choices`.
-pub(crate) fn parallel_nll(model: &Model, batch: &Batch, choices: &Choices, device: &Device) -> (Vec<f32>, Vec<i64>) {
+pub(crate) fn parallel_nll(
+    model: &Model,
+    batch: &Batch,
+    choices: &Choices,
+    device: &Device,
+) -> Result<(Vec<f32>, Vec<i64>), EnvError> {
     let (b_n, t_n) = (batch.batch_size, batch.seq_len);
-    let tokens = model.tokens(&batch.inputs, b_n, t_n, device).expect("task tokens should fit the model");
-    let hidden = model.forward_hidden(tokens, choices).expect("choices should fit the model");
+    let tokens = model.tokens(&batch.inputs, b_n, t_n, device)?;
+    let hidden = model.forward_hidden(tokens, choices)?;
     let [_, _, d] = hidden.dims();
     let logp = log_softmax(model.head(hidden.reshape([b_n * t_n, d])), 1);
     let safe: Vec<i64> = batch.labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
     let lab = Tensor::<2, Int>::from_data(TensorData::new(safe, [b_n * t_n, 1]), device);
     let nll = logp.clone().gather(1, lab).neg().into_data().try_to_vec::<f32>().expect("f32");
     let argmax = logp.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
-    (nll, argmax)
+    Ok((nll, argmax))
 }
 
 impl VecEnv for RankEnv {
@@ -235,7 +240,7 @@ impl VecEnv for RankEnv {
         self.model.config().menu.len()
     }
 
-    fn reset(&mut self, seed: u64) -> ObsBatch {
+    fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError> {
         self.seed = seed;
         self.episode = 0;
         self.start_episode()
@@ -245,11 +250,11 @@ impl VecEnv for RankEnv {
         self.lambda_mem = lambda;
     }
 
-    fn step(&mut self, actions: &[usize]) -> VecStep {
+    fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
         let cfg = self.model.config().clone();
         let (b_n, l_n) = (self.streams, cfg.n_layers);
-        let pending = self.pending.take().expect("reset() should come before step()");
-        self.cache.push(pending, actions).expect("actions should be one menu index per stream and layer");
+        let pending = self.pending.take().ok_or_else(|| EnvError::Other("step() before reset()".into()))?;
+        self.cache.push(pending, actions)?;
         let len = self.seq_len();
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);
@@ -270,7 +275,7 @@ impl VecEnv for RankEnv {
         }
         self.t += 1;
         if self.t < len {
-            let fwd = self.forward();
+            let fwd = self.forward()?;
             for b in 0..b_n {
                 let flops: usize = (0..l_n).map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l))).sum();
                 let flops = flops as f64 / self.exact_flops_episode;
@@ -280,7 +285,7 @@ impl VecEnv for RankEnv {
             }
             self.account(&fwd);
             self.pending = Some(fwd.pending);
-            return VecStep::running(fwd.obs, reward);
+            return Ok(VecStep::running(fwd.obs, reward));
         }
         let episodes = (0..b_n)
             .map(|b| {
@@ -302,6 +307,6 @@ impl VecEnv for RankEnv {
                 }
             })
             .collect();
-        VecStep::all_done(self.next_episode(), reward, episodes)
+        Ok(VecStep::all_done(self.next_episode()?, reward, episodes))
     }
 }

@@ -76,6 +76,18 @@ impl VecStep {
     }
 }
 
+/// Why an environment could not step: the frozen model refused the input (its message says
+/// why), or an external simulator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The model (shapes, tokens, the cache).
+    #[error(transparent)]
+    Model(#[from] ahr_tpa::Error),
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A batch of environments that step together. Seeds go to `reset`; everything after is
 /// deterministic.
 pub trait VecEnv: Send {
@@ -88,9 +100,9 @@ pub trait VecEnv: Send {
     /// Options per head.
     fn options(&self) -> usize;
     /// Start from `seed`; returns the first observations.
-    fn reset(&mut self, seed: u64) -> ObsBatch;
+    fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError>;
     /// Apply `actions` `[N, heads]` (row-major) and advance one step.
-    fn step(&mut self, actions: &[usize]) -> VecStep;
+    fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError>;
     /// Set the memory weight (budget mode's Lagrange multiplier); environments without one ignore it.
     fn set_lambda_mem(&mut self, _lambda: f64) {}
 }
@@ -103,14 +115,14 @@ pub fn run_episodes(
     episodes: usize,
     seed: u64,
     mut act: impl FnMut(&ObsBatch) -> Vec<usize>,
-) -> Vec<EpisodeStats> {
-    let mut obs = env.reset(seed);
+) -> Result<Vec<EpisodeStats>, EnvError> {
+    let mut obs = env.reset(seed)?;
     let mut done = Vec::new();
     while done.len() < episodes {
-        let step = env.step(&act(&obs));
+        let step = env.step(&act(&obs))?;
         done.extend(step.episodes);
         obs = step.obs;
     }
     done.truncate(episodes);
-    done
+    Ok(done)
 }

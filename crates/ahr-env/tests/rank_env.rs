@@ -33,13 +33,13 @@ fn episode(
     pick: impl Fn(usize, usize) -> usize,
     seed: u64,
 ) -> (Vec<Vec<f32>>, ahr_env::EpisodeStats) {
-    let obs = env.reset(seed);
+    let obs = env.reset(seed).unwrap();
     assert_eq!(obs.len, 3);
     let mut rewards = Vec::new();
     for t in 0..16 {
         let actions: Vec<usize> =
             (0..3).flat_map(|_| (0..cfg.n_layers).map(|l| pick(t, l)).collect::<Vec<_>>()).collect();
-        let step = env.step(&actions);
+        let step = env.step(&actions).unwrap();
         rewards.push(step.reward.clone());
         if t == 15 {
             assert!(step.done.iter().all(|&d| d));
@@ -139,10 +139,10 @@ fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
     let reward = RewardConfig { w_task: 1.0, lambda_mem: 1.0, lambda_flops: 0.0, ..Default::default() };
     let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
     let mut token_env = RankEnv::new(model, task, reward, 3, dev);
-    let obs = layer_env.reset(4);
-    assert_eq!(obs, token_env.reset(4), "the context is the per-token agent's first observation");
+    let obs = layer_env.reset(4).unwrap();
+    assert_eq!(obs, token_env.reset(4).unwrap(), "the context is the per-token agent's first observation");
     let exact = cfg.exact_index();
-    let step = layer_env.step(&vec![exact; 3 * cfg.n_layers]);
+    let step = layer_env.step(&vec![exact; 3 * cfg.n_layers]).unwrap();
     assert!(step.done.iter().all(|&d| d));
     let e = &step.episodes[0];
     assert!((e.mem_frac - 1.0).abs() < 1e-12 && (e.flops_frac - 1.0).abs() < 1e-12);
@@ -150,7 +150,7 @@ fn per_layer_mode_is_a_one_step_bandit_with_the_same_accounting() {
     let (_, token_stats) = episode(&mut token_env, &cfg, |_, _| exact, 4);
     assert!((token_stats.task_loss - e.task_loss).abs() < 1e-4, "{} vs {}", token_stats.task_loss, e.task_loss);
     let mixed: Vec<usize> = (0..3).flat_map(|_| vec![0, exact]).collect();
-    let step = layer_env.step(&mixed);
+    let step = layer_env.step(&mixed).unwrap();
     assert!((step.episodes[0].mem_frac - 0.5).abs() < 1e-12, "layer 0 dropped, layer 1 exact");
 }
 
@@ -162,16 +162,16 @@ fn history_stacks_the_last_observations_and_restarts_each_episode() {
     let mut h = History::new(Box::new(env), 3);
     assert_eq!(h.obs_spec().dim(), 3 * dim);
     assert!(h.obs_spec().features[0].starts_with("t-2."));
-    let o0 = h.reset(2);
+    let o0 = h.reset(2).unwrap();
     let row0 = |o: &ahr_policy::ObsBatch| o.features[..3 * dim].to_vec();
     assert!(row0(&o0)[..2 * dim].iter().all(|&x| x == 0.0));
     let actions = vec![cfg.exact_index(); 3 * cfg.n_layers];
-    let o1 = h.step(&actions).obs;
+    let o1 = h.step(&actions).unwrap().obs;
     assert_eq!(row0(&o1)[dim..2 * dim], row0(&o0)[2 * dim..]);
     assert!(row0(&o1)[..dim].iter().all(|&x| x == 0.0));
     let mut last = o1;
     for _ in 1..16 {
-        last = h.step(&actions).obs;
+        last = h.step(&actions).unwrap().obs;
     }
     assert!(row0(&last)[..2 * dim].iter().all(|&x| x == 0.0), "a new episode starts with an empty history");
 }
@@ -228,8 +228,8 @@ fn per_layer_recent_windows_account_like_the_per_token_episode() {
     let mut layer_env = LayerEnv::new(model.clone(), task.clone(), reward.clone(), 3, dev.clone());
     let mut token_env = RankEnv::new(model, task, reward, 3, dev);
     let recent = cfg.option_index(StoreOption::Recent(3)).unwrap();
-    layer_env.reset(6);
-    let step = layer_env.step(&vec![recent; 3 * cfg.n_layers]);
+    layer_env.reset(6).unwrap();
+    let step = layer_env.step(&vec![recent; 3 * cfg.n_layers]).unwrap();
     let (_, tok) = episode(&mut token_env, &cfg, |_, _| recent, 6);
     let lay = &step.episodes[0];
     for (name, a, b) in [
@@ -240,4 +240,24 @@ fn per_layer_recent_windows_account_like_the_per_token_episode() {
     ] {
         assert!((a - b).abs() < 1e-4, "{name}: per-layer {a} vs per-token {b}");
     }
+}
+
+#[test]
+fn a_model_error_is_an_error_not_a_panic() {
+    // A task whose token ids do not fit the model: reset reports the model's message.
+    let (model, _, _) = parts();
+    let wide = Task::load(&TaskConfig::Mqar(MqarConfig {
+        vocab_size: 512,
+        seq_len: 16,
+        num_kv_pairs: vec![2],
+        ..MqarConfig::default()
+    }))
+    .unwrap();
+    let mut env = RankEnv::new(model, wide, RewardConfig::default(), 3, ahr_tpa::device::from_env());
+    let err = env.reset(1).unwrap_err().to_string();
+    assert!(err.contains("vocab") || err.contains("token"), "{err}");
+    // Actions of the wrong shape are refused by the cache, not a panic.
+    let (mut env, cfg) = setup(RewardConfig::default());
+    env.reset(1).unwrap();
+    assert!(env.step(&vec![0; 3 * cfg.n_layers + 1]).is_err());
 }

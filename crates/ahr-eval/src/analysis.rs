@@ -311,7 +311,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         espec.reward.budget = None;
         let exact = cfg.exact_index();
         let est =
-            ahr_env::evaluate_rule(&model, &long_task, &espec, 1, Some(n), &dev, |obs| vec![exact; obs.len * l_n]);
+            ahr_env::evaluate_rule(&model, &long_task, &espec, 1, Some(n), &dev, |obs| vec![exact; obs.len * l_n])?;
         let row = LengthRow {
             seq_len: long,
             multiple: m,
@@ -387,7 +387,7 @@ impl Runner<'_> {
     fn evaluate(&self, task: &Task, spec: &EnvSpec, sequences: usize) -> Result<Vec<EpisodeStats>> {
         let episodes = sequences.div_ceil(spec.env.streams) * spec.env.streams;
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
-        Ok(ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| self.act(obs, None)))
+        Ok(ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| self.act(obs, None))?)
     }
 
     /// Run a per-token policy and record every decision (the newest feature slot of each row).
@@ -432,7 +432,7 @@ impl Runner<'_> {
                 });
             }
             actions
-        });
+        })?;
         if decisions.len() != episodes * len {
             bail!("recorded {} decisions for {episodes} sequences of {len} tokens", decisions.len());
         }

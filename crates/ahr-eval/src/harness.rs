@@ -290,9 +290,9 @@ impl<'a> Harness<'a> {
         spec: &EnvSpec,
         window: usize,
         act: impl FnMut(&ObsBatch) -> Vec<usize>,
-    ) -> (Point, PolicyEval) {
+    ) -> Result<(Point, PolicyEval)> {
         let cfg = self.model.config();
-        let e = ahr_env::evaluate_rule(self.model, self.task, spec, window, Some(self.sequences), self.dev, act);
+        let e = ahr_env::evaluate_rule(self.model, self.task, spec, window, Some(self.sequences), self.dev, act)?;
         let t_n = self.seq_len();
         let text = self.metric() == Metric::BitsPerByte;
         let to_metric = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
@@ -308,7 +308,7 @@ impl<'a> Harness<'a> {
             flops_per_token: e.flops_frac * cost::exact_sequence_flops(cfg, t_n) / t_n as f64,
             on_front: false,
         };
-        (point, e)
+        Ok((point, e))
     }
 }
 

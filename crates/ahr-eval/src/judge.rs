@@ -251,7 +251,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
         };
         let (point, _) = h.env_point(&name, &setting, &pspec, manifest.policy.window, |obs| {
             net.act_deterministic(obs, &manifest.norm, dev)
-        });
+        })?;
         log(&point);
         policies.push((name, manifest.budget));
         points.push(point);

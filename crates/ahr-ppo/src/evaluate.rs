@@ -1,7 +1,7 @@
 //! Evaluation without learning: a trained policy's deterministic decisions (argmax over valid
 //! options), or any other rule that maps observations to actions, run to a number of episodes.
 
-use ahr_env::{EpisodeStats, VecEnv, run_episodes};
+use ahr_env::{EnvError, EpisodeStats, VecEnv, run_episodes};
 use ahr_policy::{ActorCritic, RunningNorm};
 use burn::tensor::Device;
 
@@ -13,6 +13,6 @@ pub fn evaluate_deterministic(
     episodes: usize,
     seed: u64,
     device: &Device,
-) -> Vec<EpisodeStats> {
+) -> Result<Vec<EpisodeStats>, EnvError> {
     run_episodes(env, episodes, seed, |obs| net.act_deterministic(obs, norm, device))
 }

@@ -86,12 +86,12 @@ pub fn derive_seed(base: u64, env: usize, iteration: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Chunk {
+fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Result<Chunk, String> {
     let env = &mut slot.env;
     env.set_lambda_mem(snap.lambda_mem);
     let (rows, heads, options) = (env.num_envs(), env.heads(), env.options());
     if s.reset_each_iteration || slot.obs.is_none() {
-        slot.obs = Some(env.reset(derive_seed(s.seed, slot.index, snap.iteration)));
+        slot.obs = Some(env.reset(derive_seed(s.seed, slot.index, snap.iteration)).map_err(|e| e.to_string())?);
         slot.done = vec![false; rows];
     }
     let mut rng = StdRng::seed_from_u64(derive_seed(s.seed ^ 0x5a5a, slot.index, snap.iteration));
@@ -112,7 +112,7 @@ fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Chunk {
             let lp: f32 = (0..heads).map(|h| logp_all[(r * heads + h) * options + actions[r * heads + h]]).sum();
             chunk.logprobs.push(lp);
         }
-        let step = env.step(&actions);
+        let step = env.step(&actions).map_err(|e| e.to_string())?;
         let mut rewards = step.reward.clone();
         if !step.final_obs.features.is_empty() {
             let finals = value_of(&step.final_obs);
@@ -132,7 +132,7 @@ fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Chunk {
     }
     chunk.next_value = value_of(slot.obs.as_ref().expect("an observation is always pending"));
     chunk.next_done = slot.done.clone();
-    chunk
+    Ok(chunk)
 }
 
 type Reply = Result<Vec<Chunk>, String>;
@@ -165,7 +165,7 @@ impl Workers {
                 .spawn(move || {
                     while let Ok(snap) = rx.recv() {
                         let result = catch_unwind(AssertUnwindSafe(|| {
-                            slots.iter_mut().map(|slot| rollout(slot, &snap, &settings)).collect::<Vec<_>>()
+                            slots.iter_mut().map(|slot| rollout(slot, &snap, &settings)).collect::<Result<Vec<_>, _>>()
                         }))
                         .map_err(|e| {
                             let msg = e
@@ -174,7 +174,8 @@ impl Workers {
                                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_else(|| "unknown panic".into());
                             format!("rollout worker {w} panicked: {msg}")
-                        });
+                        })
+                        .and_then(|r| r.map_err(|e| format!("rollout worker {w}: the environment failed: {e}")));
                         let failed = result.is_err();
                         if reply_tx.send((w, result)).is_err() || failed {
                             break;

@@ -1,7 +1,7 @@
 //! Rollout workers: one worker and several give the same numbers; a panicking worker ends the
 //! run with an error instead of hanging; PPO learns a trivial task.
 
-use ahr_env::{EpisodeStats, VecEnv, VecStep};
+use ahr_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 use ahr_policy::{ObsBatch, ObsSpec, RunningNorm};
 use ahr_ppo::metrics::NullSink;
 use ahr_ppo::trainer::TrainError;
@@ -16,13 +16,23 @@ struct Target {
     t: usize,
     ret: f64,
     panic_at: Option<usize>,
+    fail_at: Option<usize>,
     steps: usize,
     lambdas: Option<std::sync::Arc<std::sync::Mutex<Vec<f64>>>>,
 }
 
 impl Target {
     fn new(panic_at: Option<usize>) -> Self {
-        Self { rng: StdRng::seed_from_u64(0), target: 0, t: 0, ret: 0.0, panic_at, steps: 0, lambdas: None }
+        Self {
+            rng: StdRng::seed_from_u64(0),
+            target: 0,
+            t: 0,
+            ret: 0.0,
+            panic_at,
+            fail_at: None,
+            steps: 0,
+            lambdas: None,
+        }
     }
     fn obs(&mut self) -> ObsBatch {
         self.target = self.rng.random_range(0..3);
@@ -51,16 +61,19 @@ impl VecEnv for Target {
             l.lock().unwrap().push(lambda);
         }
     }
-    fn reset(&mut self, seed: u64) -> ObsBatch {
+    fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError> {
         self.rng = StdRng::seed_from_u64(seed);
         self.t = 0;
         self.ret = 0.0;
-        self.obs()
+        Ok(self.obs())
     }
-    fn step(&mut self, actions: &[usize]) -> VecStep {
+    fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
         self.steps += 1;
         if self.panic_at == Some(self.steps) {
             panic!("environment exploded at step {}", self.steps);
+        }
+        if self.fail_at == Some(self.steps) {
+            return Err(EnvError::Other(format!("the model refused step {}", self.steps)));
         }
         let r = (actions[0] == self.target) as u8 as f32;
         self.ret += r as f64;
@@ -72,14 +85,14 @@ impl VecEnv for Target {
             self.t = 0;
             self.ret = 0.0;
         }
-        VecStep {
+        Ok(VecStep {
             obs: self.obs(),
             reward: vec![r],
             done: vec![done],
             truncated: vec![false],
             final_obs: ObsBatch::default(),
             episodes,
-        }
+        })
     }
 }
 
@@ -128,6 +141,19 @@ fn one_worker_equals_two_workers() {
     assert_eq!(na, nb);
     assert_eq!(ra, rb);
     assert_ne!(na, RunningNorm::new(4));
+}
+
+#[test]
+fn an_environment_error_reaches_the_trainer_with_its_message() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut failing = Target::new(None);
+    failing.fail_at = Some(20);
+    let envs: Vec<Box<dyn VecEnv>> = vec![Box::new(Target::new(None)), Box::new(failing)];
+    let mut t = Trainer::new(config(64 * 4), envs, 2, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
+    let err = t.train(&mut NullSink, |_, _| Ok(())).unwrap_err();
+    assert!(matches!(err, TrainError::Worker(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("the model refused step 20") && !msg.contains("panicked"), "{msg}");
 }
 
 #[test]

@@ -191,7 +191,7 @@ pub fn train_policy(
     };
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;
-    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, dev);
+    let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, dev)?;
     write_json(&run_dir.join("eval.json"), &eval)?;
     Ok(PolicyRunOutcome { policy_dir: a.out.clone(), run_dir, last: outcome.reports.last().cloned(), eval })
 }
