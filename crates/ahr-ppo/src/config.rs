@@ -102,6 +102,16 @@ impl PpoConfig {
         (self.total_timesteps / self.batch_size(rows_per_step).max(1) as u64).max(1)
     }
 
+    /// Learning rate of iteration `it` (0-based) of `num_iterations`: CleanRL's linear annealing
+    /// `(1 − it / n) · learning_rate` with `anneal_lr`, else constant.
+    pub fn learning_rate_at(&self, it: u64, num_iterations: u64) -> f64 {
+        if self.anneal_lr {
+            (1.0 - it as f64 / num_iterations.max(1) as f64) * self.learning_rate
+        } else {
+            self.learning_rate
+        }
+    }
+
     /// Range checks.
     pub fn validate(&self) -> Result<(), String> {
         if self.num_envs == 0 || self.num_steps == 0 || self.num_minibatches == 0 || self.update_epochs == 0 {
@@ -118,5 +128,21 @@ impl PpoConfig {
             return Err("checkpoint_every must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PpoConfig;
+
+    #[test]
+    fn learning_rate_anneals_linearly_to_zero() {
+        let cfg = PpoConfig { learning_rate: 1e-3, anneal_lr: true, ..Default::default() };
+        let lrs: Vec<f64> = (0..4).map(|it| cfg.learning_rate_at(it, 4)).collect();
+        for (got, want) in lrs.iter().zip([1e-3, 7.5e-4, 5e-4, 2.5e-4]) {
+            assert!((got - want).abs() < 1e-15, "{lrs:?}");
+        }
+        let flat = PpoConfig { anneal_lr: false, ..cfg };
+        assert_eq!(flat.learning_rate_at(3, 4), 1e-3);
     }
 }

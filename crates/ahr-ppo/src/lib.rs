@@ -7,12 +7,16 @@
 //! what a rank is.
 
 pub mod bench;
+mod buffer;
+mod checkpoint;
 pub mod config;
 pub mod evaluate;
 pub mod gae;
+pub mod logging;
 pub mod loss;
 pub mod metrics;
 pub mod trainer;
+pub mod update;
 pub mod workers;
 
 pub use config::PpoConfig;

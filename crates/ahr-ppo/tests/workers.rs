@@ -157,6 +157,28 @@ fn an_environment_error_reaches_the_trainer_with_its_message() {
 }
 
 #[test]
+fn the_target_kl_stop_ends_an_update_early() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let full = {
+        let cfg = config(64 * 4);
+        let per_iteration = (cfg.update_epochs * cfg.num_minibatches) as u64;
+        let mut t = Trainer::new(cfg, envs(4, None), 1, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
+        let reports = t.train(&mut NullSink, |_, _| Ok(())).unwrap().reports;
+        assert!(reports.iter().all(|r| r.updates == per_iteration), "without a target every minibatch runs");
+        per_iteration
+    };
+    // A tiny target: the first minibatch after a step exceeds it, so every update stops early.
+    let cfg = PpoConfig { target_kl: Some(1e-9), ..config(64 * 4) };
+    let mut t = Trainer::new(cfg, envs(4, None), 1, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
+    let reports = t.train(&mut NullSink, |_, _| Ok(())).unwrap().reports;
+    assert!(
+        reports.iter().all(|r| r.updates >= 1 && r.updates < full),
+        "{:?}",
+        reports.iter().map(|r| r.updates).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_panicking_worker_is_an_error_not_a_hang() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = Trainer::new(config(64 * 4), envs(4, Some(20)), 2, 7, 0.0, None, ahr_tpa::device::from_env()).unwrap();
