@@ -18,6 +18,7 @@ use crate::cache::{Group, LayerCache, Storage};
 use crate::choices::LayerChoiceTensors;
 use crate::config::{AttentionKind, ModelConfig, StoreOption};
 use crate::host::{self, HeadDims, StepQuery};
+pub use crate::projected::Projected;
 use crate::rope::RopeTables;
 
 /// Additive score bias that keeps hidden keys out of a row's maximum in the parallel forward's
@@ -83,21 +84,6 @@ pub struct Attention {
     pub o: Linear,
     #[module(skip)]
     dims: AttnDims,
-}
-
-/// A block of tokens projected by one layer: everything the cache may keep and the query.
-///
-/// Shapes use `[B, T, …]`; in decode `T = 1`.
-#[derive(Clone, Debug)]
-pub struct Projected {
-    /// TPA query factors: `A_Q [B, T, h, R_Q]`, rotated `B_Q [B, T, R_Q, d_h]`.
-    pub q_factors: Option<(Tensor<4>, Tensor<4>)>,
-    /// Dense rotated query `[B, T, h, d_h]` (MHA/GQA).
-    pub q_dense: Option<Tensor<4>>,
-    /// TPA K/V factors: `A_K [B,T,h,R]`, rotated `B_K [B,T,R,d_h]`, `A_V [B,T,h,R]`, `B_V [B,T,R,d_h]`.
-    pub kv_factors: Option<[Tensor<4>; 4]>,
-    /// Dense rotated K and V `[B, T, h_kv, d_h]`.
-    pub kv_dense: Option<(Tensor<4>, Tensor<4>)>,
 }
 
 fn linear(cfg_in: usize, out: usize, device: &Device) -> Linear {

@@ -16,11 +16,11 @@ use std::collections::VecDeque;
 
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::attention::Projected;
 use crate::config::{ModelConfig, StoreOption};
 use crate::cost::CACHE_ELEMENT_BYTES;
 use crate::error::{Error, Result};
 use crate::host::{HeadDims, HostGroup, HostKind, Tiles, to_host};
+use crate::projected::Projected;
 
 /// Where a cache keeps its tokens, and so which kernel a decode step runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod grad;
 pub mod host;
 pub mod model;
+pub mod projected;
 pub mod rope;
 pub mod t6;
 

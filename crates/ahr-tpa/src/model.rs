@@ -7,10 +7,11 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::attention::Attention;
-use crate::cache::{KvCache, PendingToken};
-use crate::choices::Choices;
+use crate::cache::{KvCache, LayerCache, PendingToken, Storage};
+use crate::choices::{Choices, LayerChoiceTensors};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::projected::Projected;
 use crate::rope::RopeTables;
 
 /// SwiGLU feed-forward: `proj(silu(fc1 x) ⊙ fc2 x)`.
@@ -48,6 +49,51 @@ pub struct Block {
     pub attn: Attention,
     /// Optional MLP.
     pub mlp: Option<SwiGlu>,
+}
+
+impl Block {
+    /// The residual stream after this block, parallel over `T` positions under the layer's
+    /// storage choices, and the attention weights `[B, h, T, T]`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]` → `[B, T, d]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        lct: &LayerChoiceTensors,
+        eps: f64,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let (out, probs) = self.attn.forward_with_probs(rms_norm(x.clone(), eps), rope, lct);
+        (self.mlp_residual(x + out, eps), probs)
+    }
+
+    /// The residual stream after this block for one new token per stream against the layer's
+    /// cache, the token's projections (to be stored once its choice is made) and its per-layer
+    /// statistics (zeros unless `with_stats`).
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 1, d]` → `[B, 1, d]`; statistics `[B, 3]`
+    pub fn decode(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        caches: &[&LayerCache],
+        storage: Storage,
+        with_stats: bool,
+        eps: f64,
+    ) -> (Tensor<3>, Projected, Tensor<2>) {
+        let (out, proj, stats) = self.attn.decode(rms_norm(x.clone(), eps), rope, caches, storage, with_stats);
+        (self.mlp_residual(x + out, eps), proj, stats)
+    }
+
+    /// The MLP's residual update (the identity for attention-only blocks).
+    fn mlp_residual(&self, x: Tensor<3>, eps: f64) -> Tensor<3> {
+        match &self.mlp {
+            Some(mlp) => x.clone() + mlp.forward(rms_norm(x, eps)),
+            None => x,
+        }
+    }
 }
 
 /// What one decode step produces.
@@ -184,14 +230,11 @@ impl Model {
         let mut probs = Vec::new();
         for (l, block) in self.blocks.iter().enumerate() {
             let lct = choices.layer_tensors(&self.config, l, &device);
-            let (out, p) = block.attn.forward_with_probs(rms_norm(x.clone(), eps), &rope, &lct);
+            let (next, p) = block.forward(x, &rope, &lct, eps);
             if maps {
                 probs.push(p);
             }
-            x = x + out;
-            if let Some(mlp) = &block.mlp {
-                x = x.clone() + mlp.forward(rms_norm(x, eps));
-            }
+            x = next;
         }
         Ok((rms_norm(x, eps), probs))
     }
@@ -264,14 +307,10 @@ impl Model {
         let mut layers = Vec::with_capacity(self.blocks.len());
         let mut stats = Vec::with_capacity(self.blocks.len());
         for (l, block) in self.blocks.iter().enumerate() {
-            let (out, proj, layer_stats) =
-                block.attn.decode(rms_norm(x.clone(), eps), &rope, &cache.layer(l), cache.storage(), with_stats);
+            let (next, proj, layer_stats) = block.decode(x, &rope, &cache.layer(l), cache.storage(), with_stats, eps);
             layers.push(proj);
             stats.push(layer_stats.unsqueeze_dim::<3>(1));
-            x = x + out;
-            if let Some(mlp) = &block.mlp {
-                x = x.clone() + mlp.forward(rms_norm(x, eps));
-            }
+            x = next;
         }
         let hidden = rms_norm(x, eps).reshape([b, self.config.d_model]);
         Ok(StepOutput {
