@@ -157,7 +157,7 @@ impl<'a> Generator<'a> {
         }
         let stored = fed;
         // What the next query would see: every kept token, less `recent:W` ones already expired.
-        let visible = |t: usize, c: usize| cfg.menu[c].window().is_none_or(|w| t + w >= stored);
+        let visible = |t: usize, c: usize| cfg.menu[c].expires_at(t).is_none_or(|e| e > stored);
         let cost_model_bytes = choices
             .iter()
             .flat_map(|row| row.iter().enumerate().map(|(i, &c)| (i / l_n, c)))

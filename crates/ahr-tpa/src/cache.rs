@@ -366,12 +366,12 @@ impl KvCache {
     /// Evict every `recent:W` token the next query (at `self.position`) no longer sees.
     fn evict_expired(&mut self) {
         let next = self.position;
-        for (o, w) in self.menu.iter().enumerate().filter_map(|(o, opt)| Some((o, opt.window()?))) {
+        for (o, opt) in self.menu.iter().enumerate().filter(|(_, opt)| opt.window().is_some()) {
             for (stream, counts) in self.streams.iter_mut().zip(&mut self.counts) {
                 for (layer, counts) in stream.iter_mut().zip(counts.iter_mut()) {
                     let held = &mut layer.positions[o];
                     let mut n = 0;
-                    while held.front().is_some_and(|&t| t + w < next) {
+                    while held.front().is_some_and(|&t| opt.expires_at(t).is_some_and(|e| e <= next)) {
                         held.pop_front();
                         n += 1;
                     }

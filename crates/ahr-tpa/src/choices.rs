@@ -94,7 +94,7 @@ impl Choices {
     /// The first query position that no longer sees key `t` of sequence `b` in layer `l`, from
     /// an eviction or from its option expiring (`recent:W`: t + W + 1); `None` = never.
     pub fn visible_until(&self, cfg: &ModelConfig, b: usize, t: usize, l: usize) -> Option<usize> {
-        let expiry = cfg.menu[self.get(b, t, l)].window().map(|w| t + w + 1);
+        let expiry = cfg.menu[self.get(b, t, l)].expires_at(t);
         match (self.evicted_at(b, t, l), expiry) {
             (Some(e), Some(x)) => Some(e.min(x)),
             (e, x) => e.or(x),

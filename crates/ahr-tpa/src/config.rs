@@ -39,6 +39,12 @@ impl StoreOption {
         }
     }
 
+    /// The expiry rule of `recent:W`, in one place: a token written at position `t` is seen by
+    /// the queries `t + 1 … t + W` and no longer from `t + W + 1` on (`None`: never expires).
+    pub fn expires_at(self, t: usize) -> Option<usize> {
+        self.window().map(|w| t + w + 1)
+    }
+
     /// The option whose representation is stored: the exact one (`exact`) for `recent:W`.
     pub fn stored_as(self, exact: StoreOption) -> StoreOption {
         if self.window().is_some() { exact } else { self }

@@ -38,8 +38,8 @@ pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
 /// (`evicted_at`: the first query that no longer sees it) or the sequence ends.
 pub fn held_steps(option: StoreOption, t: usize, seq_len: usize, evicted_at: Option<usize>) -> usize {
     let mut end = seq_len;
-    if let Some(w) = option.window() {
-        end = end.min(t + w + 1);
+    if let Some(e) = option.expires_at(t) {
+        end = end.min(e);
     }
     if let Some(e) = evicted_at {
         end = end.min(e);
