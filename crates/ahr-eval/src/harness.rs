@@ -20,6 +20,9 @@ use serde::Serialize;
 use crate::baseline::{Baseline, Family, SequenceView};
 use crate::rules::NEVER;
 
+/// The most memory the full-cache attention maps kept for H2O and TOVA may take.
+const MAX_ATTENTION_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
+
 /// What a point of the comparison is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -115,6 +118,15 @@ impl<'a> Harness<'a> {
         let cfg = model.config();
         let sequences = sequences.min(task.valid_examples()).max(1);
         let batch_size = spec.env.streams.max(8);
+        let t_n = task.valid_batch(0, 1).seq_len;
+        let attention_bytes = (sequences * cfg.n_layers * t_n * t_n * 4) as f64;
+        if attention && attention_bytes > MAX_ATTENTION_BYTES {
+            bail!(
+                "H2O and TOVA read each sequence's [T, T] attention per layer: {:.1} GiB for {sequences} sequences \
+                 of {t_n} tokens; evaluate fewer sequences (--sequences) or leave h2o and tova out (--baselines)",
+                attention_bytes / (1u64 << 30) as f64
+            );
+        }
         let ln_v = (cfg.vocab_size as f32).ln();
         let mut prepared = Vec::new();
         let mut seen = 0;
