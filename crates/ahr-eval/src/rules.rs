@@ -43,12 +43,6 @@ pub fn heavy_hitter_evictions(attn: &[f32], seq_len: usize, heavy: usize, recent
     evicted
 }
 
-/// Largest number of keys held at once (the cache's peak), current token included.
-pub fn peak_held(evicted_at: &[u32]) -> usize {
-    let t_n = evicted_at.len();
-    (0..t_n).map(|q| (0..=q).filter(|&k| evicted_at[k] as usize > q).count()).max().unwrap_or(0)
-}
-
 /// TOVA (Oren et al. 2024) on one layer of one sequence: `attn` is `[T, T]` as for
 /// [`heavy_hitter_evictions`]. After query q's token enters the cache, while more than `budget`
 /// keys are held, the held key with the least attention from query q itself is evicted (from
@@ -81,6 +75,12 @@ pub fn threshold_evictions(scores: &[f32], tau: f32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Largest number of keys held at once (the cache's peak), current token included.
+    fn peak_held(evicted_at: &[u32]) -> usize {
+        let t_n = evicted_at.len();
+        (0..t_n).map(|q| (0..=q).filter(|&k| evicted_at[k] as usize > q).count()).max().unwrap_or(0)
+    }
 
     #[test]
     fn window_keeps_sinks_and_the_recent_tokens() {

@@ -10,7 +10,6 @@ pub mod bench;
 mod buffer;
 mod checkpoint;
 pub mod config;
-pub mod evaluate;
 pub mod gae;
 pub mod logging;
 pub mod loss;

@@ -64,11 +64,6 @@ pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, t: usize, seq_len: 
         / full_cache_steps_per_token(seq_len)
 }
 
-/// The time-averaged bytes per token of one layer that keeps every token as `option`.
-pub fn uniform_charged_bytes(cfg: &ModelConfig, option: StoreOption, seq_len: usize) -> f64 {
-    (0..seq_len).map(|t| charged_bytes(cfg, option, t, seq_len)).sum::<f64>() / seq_len.max(1) as f64
-}
-
 /// Memory and attention FLOPs of one sequence under given storage (all layers).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SequenceCost {
@@ -241,7 +236,9 @@ mod tests {
         // A token kept to the end is charged by how long it is held: the first of T = 127 for
         // 127 steps of the 64 a full cache averages.
         assert_eq!(charged_bytes(&cfg, StoreOption::Rank(1), 0, 127), 152.0 * 127.0 / 64.0);
-        assert!((uniform_charged_bytes(&cfg, StoreOption::Rank(1), 128) - 152.0).abs() < 1e-9);
+        // A uniform option reads its own bytes per token (per layer here: one layer of two).
+        let uniform = sequence_bytes(&cfg, 128, |_, _| (StoreOption::Rank(1), None));
+        assert!((uniform - 2.0 * 152.0).abs() < 1e-9, "{uniform}");
     }
 
     /// A hand-computed fixture: T = 4, one layer kept as {full, rank:1 evicted at 3, drop,
