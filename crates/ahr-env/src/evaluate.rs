@@ -96,15 +96,14 @@ pub fn evaluate_rule(
         }
     }
     let exact = ahr_tpa::cost::exact_bytes_per_token(cfg) as f64;
-    let labelled: u64 = stats.iter().map(|e| e.labelled).sum();
-    let correct: u64 = stats.iter().map(|e| e.correct).sum();
+    let pooled = EpisodeStats::pooled(&stats);
     Ok(PolicyEval {
         sequences: stats.len(),
-        accuracy: correct as f64 / labelled.max(1) as f64,
+        accuracy: pooled.accuracy(),
         accuracy_per_sequence: mean(&|e| e.accuracy),
-        task_loss: stats.iter().map(|e| e.loss_sum).sum::<f64>() / labelled.max(1) as f64,
+        task_loss: pooled.loss(),
         task_loss_per_sequence: mean(&|e| e.task_loss),
-        labelled,
+        labelled: pooled.count,
         mem_frac,
         peak_frac,
         kv_bytes_per_token: mem_frac * exact,

@@ -36,6 +36,18 @@ pub struct EpisodeStats {
     pub position_counts: Vec<Vec<u64>>,
 }
 
+impl EpisodeStats {
+    /// Loss and accuracy sums pooled over every labelled position of `episodes` (the judge's
+    /// metric, not a mean of per-episode values).
+    pub fn pooled(episodes: &[EpisodeStats]) -> ahr_tasks::Metrics {
+        let mut m = ahr_tasks::Metrics::default();
+        for e in episodes {
+            m.add(e.loss_sum, e.correct, e.labelled);
+        }
+        m
+    }
+}
+
 /// The result of stepping every environment once.
 #[derive(Clone, Debug)]
 pub struct VecStep {

@@ -176,8 +176,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         .map(|d| Ok((d.clone(), ahr_policy::export::load_policy(d, &cfg, &fp, &dev)?)))
         .collect::<Result<Vec<_>>>()?;
 
-    let text = task.metric() == ahr_tasks::Metric::BitsPerByte;
-    let metric_of = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
+    let metric_of = |loss: f64, acc: f64| task.metric().value(loss, acc);
     let mut pspec = spec.clone();
     pspec.reward.budget = manifest.budget;
     pspec.env.granularity = Granularity::PerToken;
@@ -333,7 +332,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
 
     let analysis = Analysis {
         metric: task.metric().name().into(),
-        higher_is_better: !text,
+        higher_is_better: task.metric().higher_is_better(),
         sequences,
         seq_len,
         menu,
@@ -462,9 +461,8 @@ fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: im
     let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
     // Time-averaged bytes (the one memory measure) and the metric pooled over labelled positions.
     let mem_frac = mean(&|e| e.mem_frac);
-    let labelled = stats.iter().map(|e| e.labelled).sum::<u64>().max(1) as f64;
-    let loss = stats.iter().map(|e| e.loss_sum).sum::<f64>() / labelled;
-    let accuracy = stats.iter().map(|e| e.correct).sum::<u64>() as f64 / labelled;
+    let pooled = EpisodeStats::pooled(stats);
+    let (loss, accuracy) = (pooled.loss(), pooled.accuracy());
     Outcome {
         name: name.into(),
         metric: metric_of(loss, accuracy),

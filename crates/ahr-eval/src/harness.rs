@@ -141,16 +141,21 @@ impl<'a> Harness<'a> {
             let host = |x: burn::tensor::Tensor<1>| {
                 x.into_data().try_to_vec::<f32>().map_err(|e| anyhow!("reading a tensor back: {e:?}"))
             };
-            let logp = log_softmax(model.forward(model.tokens(&batch.inputs, b_n, t_n, dev)?, &exact)?, 2);
+            // One exact forward gives the entropies and, when attention rules run, their maps.
+            let tokens = model.tokens(&batch.inputs, b_n, t_n, dev)?;
+            let (logits, attention_maps) = if attention {
+                model.forward_with_attention_maps(tokens, &exact)?
+            } else {
+                (model.forward(tokens, &exact)?, Vec::new())
+            };
+            let logp = log_softmax(logits, 2);
             let ent = host((logp.clone().exp() * logp).sum_dim(2).neg().reshape([b_n * t_n]))?;
             let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
             let mut maps = vec![Vec::new(); b_n];
-            if attention {
-                for map in model.attention_maps(model.tokens(&batch.inputs, b_n, t_n, dev)?, &exact)? {
-                    let mean = host(map.mean_dim(1).reshape([b_n * t_n * t_n]))?;
-                    for (s, m) in mean.chunks(t_n * t_n).enumerate() {
-                        maps[s].push(m.to_vec());
-                    }
+            for map in attention_maps {
+                let mean = host(map.mean_dim(1).reshape([b_n * t_n * t_n]))?;
+                for (s, m) in mean.chunks(t_n * t_n).enumerate() {
+                    maps[s].push(m.to_vec());
                 }
             }
             let mut rng = StdRng::seed_from_u64(0x72616e64 ^ i as u64);
@@ -306,14 +311,13 @@ impl<'a> Harness<'a> {
         let cfg = self.model.config();
         let e = ahr_env::evaluate_rule(self.model, self.task, spec, window, Some(self.sequences), self.dev, act)?;
         let t_n = self.seq_len();
-        let text = self.metric() == Metric::BitsPerByte;
-        let to_metric = |loss: f64, acc: f64| if text { loss / std::f64::consts::LN_2 } else { acc };
+        let metric = self.metric();
         let point = Point {
             name: name.into(),
             kind: PointKind::Policy,
             setting: setting.into(),
-            metric: to_metric(e.task_loss, e.accuracy),
-            metric_per_sequence: to_metric(e.task_loss_per_sequence, e.accuracy_per_sequence),
+            metric: metric.value(e.task_loss, e.accuracy),
+            metric_per_sequence: metric.value(e.task_loss_per_sequence, e.accuracy_per_sequence),
             loss: e.task_loss,
             kv_bytes_per_token: e.kv_bytes_per_token,
             peak_kv_bytes_per_token: e.peak_kv_bytes_per_token,

@@ -180,9 +180,14 @@ impl Metric {
 
     /// The metric of pooled sums.
     pub fn of(self, m: &crate::Metrics) -> f64 {
+        self.value(m.loss(), m.accuracy())
+    }
+
+    /// The metric from a mean loss (nats per labelled position) and an accuracy.
+    pub fn value(self, loss: f64, accuracy: f64) -> f64 {
         match self {
-            Metric::Accuracy => m.accuracy(),
-            Metric::BitsPerByte => m.bits_per_token(),
+            Metric::Accuracy => accuracy,
+            Metric::BitsPerByte => loss / std::f64::consts::LN_2,
         }
     }
 

@@ -214,10 +214,16 @@ impl Model {
         self.run_blocks(tokens, choices, false).map(|(hidden, _)| hidden)
     }
 
-    /// Attention weights of every layer under `choices`, each `[B, h, T_query, T_key]` (for
-    /// attention-based cache rules such as heavy hitters).
-    pub fn attention_maps(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Vec<Tensor<4>>> {
-        self.run_blocks(tokens, choices, true).map(|(_, maps)| maps)
+    /// [`Model::forward`]'s logits `[B, T, V]` and, from the same pass, the attention weights of
+    /// every layer, each `[B, h, T_query, T_key]` (for attention-based cache rules such as heavy
+    /// hitters).
+    pub fn forward_with_attention_maps(
+        &self,
+        tokens: Tensor<2, Int>,
+        choices: &Choices,
+    ) -> Result<(Tensor<3>, Vec<Tensor<4>>)> {
+        let (hidden, maps) = self.run_blocks(tokens, choices, true)?;
+        Ok((self.logits(hidden), maps))
     }
 
     fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<Tensor<4>>)> {
@@ -276,9 +282,13 @@ impl Model {
     /// # Shapes
     /// - `tokens`: `[B, T]`; returns `[B, T, V]`.
     pub fn forward(&self, tokens: Tensor<2, Int>, choices: &Choices) -> Result<Tensor<3>> {
-        let hidden = self.forward_hidden(tokens, choices)?;
+        Ok(self.logits(self.forward_hidden(tokens, choices)?))
+    }
+
+    /// The LM head over every position: `[B, T, d]` → `[B, T, V]`.
+    fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
-        Ok(self.head(hidden.reshape([b * t, d])).reshape([b, t, self.config.vocab_size]))
+        self.head(hidden.reshape([b * t, d])).reshape([b, t, self.config.vocab_size])
     }
 
     /// Decode one token per stream against `cache`. The returned [`PendingToken`] must be pushed
