@@ -277,7 +277,9 @@ impl VecEnv for RankEnv {
         if self.t < len {
             let fwd = self.forward()?;
             for b in 0..b_n {
-                let flops: usize = (0..l_n).map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l))).sum();
+                let flops: usize = (0..l_n)
+                    .map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l), self.cache.late_counts(b, l)))
+                    .sum();
                 let flops = flops as f64 / self.exact_flops_episode;
                 self.running[b].flops += flops;
                 reward[b] -= (self.reward.w_task * self.task_term(&fwd, b) + self.reward.lambda_flops * flops) as f32;

@@ -18,11 +18,14 @@ pub struct EnvSettings {
     /// W queries, then evicted), so a policy can keep a token while it is recent. Empty = the
     /// model's menu as it is.
     pub recent: Vec<usize>,
+    /// Demotion schedules `first/W/then` added to the model's menu (e.g. `"full/16/rank:1"`:
+    /// dense for the next 16 queries, then its rank-1 factors; DESIGN.md §10).
+    pub schedules: Vec<ahr_tpa::StoreOption>,
 }
 
 impl Default for EnvSettings {
     fn default() -> Self {
-        Self { granularity: Granularity::PerToken, streams: 8, recent: Vec::new() }
+        Self { granularity: Granularity::PerToken, streams: 8, recent: Vec::new(), schedules: Vec::new() }
     }
 }
 
@@ -137,9 +140,11 @@ impl EnvSpec {
         Ok(spec)
     }
 
-    /// The model this env runs: `model` with the env's `recent:W` options added to its menu.
+    /// The model this env runs: `model` with the env's `recent:W` options and schedules added to
+    /// its menu.
     pub fn model(&self, model: ahr_tpa::Model) -> Result<ahr_tpa::Model, String> {
-        model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))
+        let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
+        model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))
     }
 
     /// Range checks.
@@ -149,6 +154,9 @@ impl EnvSpec {
         }
         if self.env.recent.contains(&0) {
             return Err("[env] recent windows must be at least 1 query".into());
+        }
+        if let Some(o) = self.env.schedules.iter().find(|o| !matches!(o, ahr_tpa::StoreOption::Schedule { .. })) {
+            return Err(format!("[env] schedules take `first/W/then` options, found `{o}`"));
         }
         if let Some(b) = self.reward.budget
             && !(0.0..=1.0).contains(&b)

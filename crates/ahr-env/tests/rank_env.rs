@@ -218,6 +218,30 @@ fn recent_tokens_are_charged_their_share_and_the_peak_is_what_the_cache_held() {
 }
 
 #[test]
+fn demotion_schedules_are_charged_memory_peak_and_flops_as_the_cost_model_says() {
+    let (model, task, _) = parts();
+    let timed: Vec<StoreOption> = ["full/2/rank:1", "rank:2/3/drop"].iter().map(|s| s.parse().unwrap()).collect();
+    let model = model.with_timed(&timed).unwrap();
+    let cfg = model.config().clone();
+    let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
+    let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env());
+    let (demote, expire) = (cfg.option_index(timed[0]).unwrap(), cfg.option_index(timed[1]).unwrap());
+    let pick = |t: usize, l: usize| match (t + 2 * l) % 4 {
+        0 => demote,
+        1 => expire,
+        2 => 1,
+        _ => demote,
+    };
+    let (_, stats) = episode(&mut env, &cfg, pick, 2);
+    let c = cost::sequence_cost(&cfg, 16, |t, l| (cfg.menu[pick(t, l)], None));
+    let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+    let exact_flops = cost::exact_sequence_flops(&cfg, 16);
+    assert!((stats.mem_frac - c.kv_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.mem_frac);
+    assert!((stats.peak_frac - c.peak_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.peak_frac);
+    assert!((stats.flops_frac - c.flops_per_token * 16.0 / exact_flops).abs() < 1e-9, "{}", stats.flops_frac);
+}
+
+#[test]
 fn per_layer_recent_windows_account_like_the_per_token_episode() {
     use ahr_env::LayerEnv;
     let (model, task, _) = parts();

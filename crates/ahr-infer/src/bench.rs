@@ -87,7 +87,8 @@ fn policy_mix(
 }
 
 /// Token counts per layer and option for `ctx` tokens in proportions `mix` (rounded, summing to
-/// ctx), then what the cache still holds: of a `recent:W` option only its share of the last W.
+/// ctx), then what the cache still holds: of an expiring option (`recent:W`, `first/W/drop`) only
+/// its share of the last W. (Demoted tokens are held in their first form here.)
 fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Vec<Vec<usize>> {
     mix.iter()
         .map(|row| {
@@ -95,7 +96,11 @@ fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Ve
             let short = ctx - c.iter().sum::<usize>();
             let top = (0..c.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
             c[top] += short;
-            for (o, w) in menu.iter().enumerate().filter_map(|(o, opt)| Some((o, opt.window()?))) {
+            for (o, w) in menu
+                .iter()
+                .enumerate()
+                .filter_map(|(o, opt)| Some((o, opt.window()?)).filter(|_| opt.expires_at(0).is_some()))
+            {
                 c[o] = c[o].min((row[o] * w.min(ctx) as f64).round() as usize);
             }
             c

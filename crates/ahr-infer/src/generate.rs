@@ -156,13 +156,11 @@ impl<'a> Generator<'a> {
             cache.push(out.pending, &actions)?;
         }
         let stored = fed;
-        // What the next query would see: every kept token, less `recent:W` ones already expired.
-        let visible = |t: usize, c: usize| cfg.menu[c].expires_at(t).is_none_or(|e| e > stored);
+        // What the next query would see: every kept token in its current form (expired ones gone).
         let cost_model_bytes = choices
             .iter()
             .flat_map(|row| row.iter().enumerate().map(|(i, &c)| (i / l_n, c)))
-            .filter(|&(t, c)| visible(t, c))
-            .map(|(_, c)| cost::bytes_per_token(cfg, cfg.menu[c]))
+            .map(|(t, c)| cost::bytes_at(cfg, cfg.menu[c], t, stored))
             .sum();
         let memory = MemoryReport {
             tokens_cached: stored,

@@ -59,6 +59,20 @@ fn every_uniform_option_holds_exactly_its_cost() {
     assert_eq!(out.memory.bytes_held, 2 * exact);
     assert_eq!(out.memory.cost_model_bytes, 2 * exact);
     assert_eq!(out.memory.peak_bytes, 3 * exact);
+    // full/2/rank:1 (dense with rank-1 factors beside it, then rank 1): of 6 tokens the two
+    // newest are dense, four are demoted; at most three were dense at once.
+    let schedule: ahr_tpa::StoreOption = "full/2/rank:1".parse().unwrap();
+    let model = model.with_timed(&[schedule]).unwrap();
+    let cfg = model.config().clone();
+    let i = cfg.option_index(schedule).unwrap();
+    let out =
+        Generator::new(&model, Chooser::Uniform(i), &ahr_tpa::device::from_env()).run(&[vec![1, 2, 3]], 4).unwrap();
+    let per = |o: ahr_tpa::StoreOption| cost::bytes_per_token(&cfg, o) * cfg.n_layers;
+    let (dense, rank1) =
+        (per(ahr_tpa::StoreOption::Full) + per(ahr_tpa::StoreOption::Rank(1)), per(ahr_tpa::StoreOption::Rank(1)));
+    assert_eq!(out.memory.bytes_held, 2 * dense + 4 * rank1);
+    assert_eq!(out.memory.cost_model_bytes, 2 * dense + 4 * rank1);
+    assert_eq!(out.memory.peak_bytes, 3 * dense + 3 * rank1);
 }
 
 #[test]

@@ -79,10 +79,10 @@ pub enum ExportError {
 }
 
 impl Manifest {
-    /// The windows W of the policy's `recent:W` options (what an env's `[env] recent` adds to the
-    /// model's menu), in menu order.
-    pub fn recent_windows(&self) -> Vec<usize> {
-        self.menu.iter().filter_map(|o| o.window()).collect()
+    /// The policy's timed options (`recent:W`, schedules: what an env's `[env] recent` and
+    /// `[env] schedules` add to the model's menu), in menu order.
+    pub fn timed_options(&self) -> Vec<ahr_tpa::StoreOption> {
+        self.menu.iter().copied().filter(|o| o.is_timed()).collect()
     }
 
     /// Check this manifest against a model config and fingerprint.
@@ -97,11 +97,13 @@ impl Manifest {
             return Err(format!("the policy has {} layers, the model {}", self.n_layers, model.n_layers));
         }
         if self.menu != model.menu {
-            let hint = match self.recent_windows() {
+            let hint = match self.timed_options() {
                 w if w.is_empty() => String::new(),
-                w => {
-                    format!(" (the policy keeps tokens as recent:W; run it with an env whose `[env] recent` is {w:?})")
-                }
+                w => format!(
+                    " (the policy keeps timed options [{}]; run it with an env whose `[env] recent` and \
+                     `[env] schedules` add them)",
+                    w.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                ),
             };
             let names = |m: &[ahr_tpa::StoreOption]| m.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ");
             return Err(format!(

@@ -15,7 +15,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::cache::{Group, LayerCache, Storage};
-use crate::choices::LayerChoiceTensors;
+use crate::choices::{LayerChoiceTensors, StoredWeights};
 use crate::config::{AttentionKind, ModelConfig, StoreOption};
 use crate::host::{self, HeadDims, StepQuery};
 pub use crate::projected::Projected;
@@ -191,6 +191,26 @@ impl Attention {
         }
     }
 
+    /// Each token's stored K/V `[B, T, h, d_h]` under per-token form weights: the nested low-rank
+    /// sum (1/ρ on the first ρ components, zero for drop/full) plus the dense K/V of `full` tokens.
+    fn stored_kv(&self, p: &Projected, w: &StoredWeights) -> (Tensor<4>, Tensor<4>) {
+        let mut stored: Option<(Tensor<4>, Tensor<4>)> = None;
+        if let Some([ak, bk, av, bv]) = &p.kv_factors {
+            let k = (ak.clone() * w.rank_w.clone()).matmul(bk.clone());
+            let v = (av.clone() * w.rank_w.clone()).matmul(bv.clone());
+            stored = Some((k, v));
+        }
+        if let Some((kd, vd)) = &p.kv_dense {
+            let k = self.expand_heads(kd.clone()) * w.full_w.clone();
+            let v = self.expand_heads(vd.clone()) * w.full_w.clone();
+            stored = Some(match stored {
+                Some((ks, vs)) => (ks + k, vs + v),
+                None => (k, v),
+            });
+        }
+        stored.expect("every family stores something")
+    }
+
     /// Parallel forward with per-token storage choices.
     ///
     /// # Shapes
@@ -213,25 +233,12 @@ impl Attention {
         let q = self.query(&p);
         let (k_exact, v_exact) = self.exact_kv(&p);
 
-        // Stored versions: nested low-rank sum weighted per token (1/ρ on the first ρ
-        // components, zero for drop/full), plus the dense K/V for tokens kept `full`.
-        let mut stored: Option<(Tensor<4>, Tensor<4>)> = None;
-        if let Some([ak, bk, av, bv]) = &p.kv_factors {
-            let k = (ak.clone() * choices.rank_w.clone()).matmul(bk.clone());
-            let v = (av.clone() * choices.rank_w.clone()).matmul(bv.clone());
-            stored = Some((k, v));
-        }
-        if let Some((kd, vd)) = &p.kv_dense {
-            let k = self.expand_heads(kd.clone()) * choices.full_w.clone();
-            let v = self.expand_heads(vd.clone()) * choices.full_w.clone();
-            stored = Some(match stored {
-                Some((ks, vs)) => (ks + k, vs + v),
-                None => (k, v),
-            });
-        }
-        let (k_stored, v_stored) = stored.expect("every family stores something");
-
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
+        let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
+        let late = choices.late.as_ref().map(|late| {
+            let (k, v) = self.stored_kv(&p, &late.weights);
+            (swap(k), swap(v), late.mask.clone())
+        });
         let (q, k_stored, v_stored, k_exact, v_exact) =
             (swap(q), swap(k_stored), swap(v_stored), swap(k_exact), swap(v_exact));
         let q = q * (1.0 / (dh as f32).sqrt()); // the softmax scale folded into the query
@@ -251,6 +258,13 @@ impl Attention {
         // diagonal is replaced, not corrected by `own - q·k_stored`: scores can reach 1e4 and
         // more, where that difference loses the exact score to cancellation.)
         let scores = q.clone().matmul(k_stored.swap_dims(2, 3));
+        // Demoted keys: where the mask says so, the query scores the key's later form.
+        let scores = match &late {
+            Some((k_late, _, mask)) => {
+                scores * (mask.clone().neg() + 1.0) + q.clone().matmul(k_late.clone().swap_dims(2, 3)) * mask.clone()
+            }
+            None => scores,
+        };
         let own = (q * k_exact).sum_dim(3); // [B, h, T, 1]
         let scores = scores * (eye.clone().neg() + 1.0) + own.clone() * eye.clone();
         let allowed = lower * choices.keep.clone() + eye; // [B, 1, T, T]
@@ -263,7 +277,14 @@ impl Attention {
         // diagonal weight (`[B, h, T, 1]`) moves over, rather than masking the `[T, T]` weights
         // with an identity twice.
         let p_own = (own - max).clamp(MIN_EXPONENT, 0.0).exp() / total;
-        let out = probs.clone().matmul(v_stored.clone()) + p_own * (v_exact - v_stored);
+        let out = match &late {
+            Some((_, v_late, mask)) => {
+                let p_late = probs.clone() * mask.clone();
+                (probs.clone() - p_late.clone()).matmul(v_stored.clone()) + p_late.matmul(v_late.clone())
+            }
+            None => probs.clone().matmul(v_stored.clone()),
+        };
+        let out = out + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
         (self.o.forward(out), probs)
     }

@@ -4,8 +4,12 @@
 //! token stores dense `K, V: [h_kv, d_h]`; a dropped token stores nothing. Nothing is padded to the
 //! maximum rank, so [`KvCache::bytes`] (read off what is held) equals the cost model.
 //!
-//! A `recent:W` token is kept like the exact option in a slot of its own and evicted once W
-//! more queries have seen it; such a slot is first in, first out, so eviction pops its front.
+//! A timed token (`recent:W`, a schedule `first/W/then`) is kept in its first form in a slot of
+//! its own; once W more queries have seen it, it leaves from the front of that first-in,
+//! first-out slot and is either evicted or demoted in place: its leading `ρ'` components move to
+//! the option's *late* slot (for `full/W/rank:ρ'` the rank-ρ' factors were kept beside the dense
+//! K/V in a *shadow* slot, which the kernel does not read but the bytes count). Nothing is
+//! recomputed, and the bytes held at every step are what [`crate::cost::bytes_at`] charges.
 //!
 //! Two storages, one per kind of device ([`Storage::for_device`]): on a CPU the tokens live in host
 //! memory in blocks of 64 ([`crate::host::Tiles`]) read by the fused kernel of [`crate::host`]; on
@@ -106,6 +110,32 @@ impl Group {
         })
     }
 
+    /// The `n` oldest tokens.
+    fn front(&self, n: usize) -> Group {
+        let head = |x: &Tensor<3>, dim: usize| x.clone().narrow(dim, 0, n);
+        match self {
+            Group::Factors { rank, a_k, b_k, a_v, b_v } => Group::Factors {
+                rank: *rank,
+                a_k: head(a_k, 0),
+                b_k: head(b_k, 0),
+                a_v: head(a_v, 0),
+                b_v: head(b_v, 0),
+            },
+            Group::Dense { k, v } => Group::Dense { k: head(k, 1), v: head(v, 1) },
+        }
+    }
+
+    /// These factor tokens cut to their leading `rho` components (nested ranks).
+    fn truncated(self, rho: usize) -> Group {
+        match self {
+            Group::Factors { a_k, b_k, a_v, b_v, .. } => {
+                let cut = |x: Tensor<3>| x.narrow(1, 0, rho);
+                Group::Factors { rank: rho, a_k: cut(a_k), b_k: cut(b_k), a_v: cut(a_v), b_v: cut(b_v) }
+            }
+            Group::Dense { .. } => unreachable!("only factor tokens are demoted by truncation"),
+        }
+    }
+
     fn append(self, new: Group) -> Group {
         let cat = |a: Tensor<3>, b: Tensor<3>| Tensor::cat(vec![a, b], 0);
         match (self, new) {
@@ -143,46 +173,102 @@ impl Slot {
     }
 }
 
-/// One layer of one stream: a slot per menu option (none for `drop` or before the first token).
+/// One layer of one stream: a slot per menu option (none for `drop` or before the first token),
+/// and for timed options the slots of their later and shadow forms.
 #[derive(Clone, Debug, Default)]
 pub struct LayerCache {
     slots: Vec<Option<Slot>>,
-    /// Per option, the positions of the tokens an expiring (`recent:W`) slot holds, oldest first.
+    /// Per option, demoted tokens in their later form (attended).
+    late: Vec<Option<Slot>>,
+    /// Per option, factors kept beside dense tokens for their demotion (not attended).
+    shadow: Vec<Option<Slot>>,
+    /// Per option, the positions of the tokens a timed slot holds in their first form, oldest first.
     positions: Vec<VecDeque<usize>>,
 }
 
 impl LayerCache {
-    /// The non-empty tensor groups, in menu order.
+    fn attended(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().chain(&self.late).flatten()
+    }
+
+    /// The non-empty tensor groups, in menu order (first forms, then later forms).
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.slots.iter().flatten().filter_map(|s| match s {
+        self.attended().filter_map(|s| match s {
             Slot::Tensors(g) => Some(g),
             Slot::Host(_) => None,
         })
     }
 
-    /// The non-empty host groups, in menu order.
+    /// The non-empty host groups, in menu order (first forms, then later forms).
     pub fn host_groups(&self) -> impl Iterator<Item = &HostGroup> {
-        self.slots.iter().flatten().filter_map(|s| match s {
+        self.attended().filter_map(|s| match s {
             Slot::Host(g) => Some(g),
             Slot::Tensors(_) => None,
         })
     }
 
-    /// Bytes held by every group of this layer.
+    /// Bytes held by every group of this layer (shadow factors included).
     pub fn bytes(&self) -> usize {
-        self.slots.iter().flatten().map(Slot::bytes).sum()
+        self.slots.iter().chain(&self.late).chain(&self.shadow).flatten().map(Slot::bytes).sum()
     }
 
-    /// Evict the `n` oldest tokens of slot `o`.
-    fn pop_front(&mut self, o: usize, n: usize) {
-        self.slots[o] = match self.slots[o].take() {
-            Some(Slot::Tensors(g)) => g.pop_front(n).map(Slot::Tensors),
-            Some(Slot::Host(mut g)) => {
-                g.tiles.pop_front(n);
-                (!g.tiles.is_empty()).then_some(Slot::Host(g))
+    /// Remove the `n` oldest tokens of `slot`, returning them token-major (host) or as a group.
+    fn take_front(slot: &mut Option<Slot>, n: usize) -> Option<Slot> {
+        let taken = match slot.take()? {
+            Slot::Tensors(g) => {
+                let front = g.front(n);
+                *slot = g.pop_front(n).map(Slot::Tensors);
+                Slot::Tensors(front)
             }
-            None => None,
+            Slot::Host(mut g) => {
+                let mut front = Tiles::new(g.tiles.width());
+                (0..n).for_each(|i| front.push(&g.tiles.token(i)));
+                g.tiles.pop_front(n);
+                let kind = g.kind;
+                if !g.tiles.is_empty() {
+                    *slot = Some(Slot::Host(g));
+                }
+                Slot::Host(HostGroup { kind, tiles: front })
+            }
         };
+        Some(taken)
+    }
+
+    /// Append `new` (same kind) to `slot`.
+    fn append(slot: &mut Option<Slot>, new: Slot) {
+        *slot = Some(match (slot.take(), new) {
+            (None, new) => new,
+            (Some(Slot::Tensors(g)), Slot::Tensors(n)) => Slot::Tensors(g.append(n)),
+            (Some(Slot::Host(mut g)), Slot::Host(n)) => {
+                (0..n.tiles.len()).for_each(|i| g.tiles.push(&n.tiles.token(i)));
+                Slot::Host(g)
+            }
+            _ => unreachable!("a cache holds one storage"),
+        });
+    }
+
+    /// Move the `n` oldest first-form tokens of option `o` on: dropped, or demoted to `later`.
+    fn advance(&mut self, o: usize, n: usize, dims: HeadDims, later: Option<HostKind>) {
+        let from_shadow = self.shadow[o].is_some();
+        let first = Self::take_front(&mut self.slots[o], n);
+        let source = if from_shadow { Self::take_front(&mut self.shadow[o], n) } else { first };
+        let (Some(HostKind::Factors { rank: rho }), Some(source)) = (later, source) else { return };
+        let demoted = match source {
+            Slot::Tensors(g) => Slot::Tensors(g.truncated(rho)),
+            Slot::Host(g) => {
+                let HostKind::Factors { rank } = g.kind else { unreachable!("demotions keep factors") };
+                let kind = HostKind::Factors { rank: rho };
+                let mut tiles = Tiles::new(dims.width(kind));
+                let per = dims.heads + dims.head_dim;
+                for i in 0..g.tiles.len() {
+                    let token = g.tiles.token(i);
+                    let (keys, values) = token.split_at(rank * per);
+                    tiles.push(&[&keys[..rho * per], &values[..rho * per]].concat());
+                }
+                Slot::Host(HostGroup { kind, tiles })
+            }
+        };
+        Self::append(&mut self.late[o], demoted);
     }
 }
 
@@ -190,15 +276,22 @@ impl LayerCache {
 #[derive(Clone, Debug)]
 pub struct KvCache {
     menu: Vec<StoreOption>,
-    /// Per menu option, the layout its tokens are stored in (`None` for `drop`; a `recent:W`
-    /// token is stored like the exact option).
+    /// Per menu option, the layout its tokens are first stored in (`None` for `drop`; a
+    /// `recent:W` token is stored like the exact option).
     kinds: Vec<Option<HostKind>>,
+    /// Per menu option, the layout of its demoted tokens (`None`: never demoted to a kept form).
+    late_kinds: Vec<Option<HostKind>>,
+    /// Per menu option, the layout of the factors kept beside its dense tokens.
+    shadow_kinds: Vec<Option<HostKind>>,
     dims: HeadDims,
     storage: Storage,
     streams: Vec<Vec<LayerCache>>,
-    /// Tokens per stream and menu option that the next query sees, `[stream][layer][option]`
-    /// (dropped tokens counted where chosen; expired `recent:W` tokens no longer).
+    /// Tokens per stream and menu option that the next query sees in their first form,
+    /// `[stream][layer][option]` (dropped tokens counted where chosen; expired or demoted timed
+    /// tokens no longer).
     counts: Vec<Vec<Vec<usize>>>,
+    /// Demoted tokens per stream, layer and menu option (seen in their later form).
+    late_counts: Vec<Vec<Vec<usize>>>,
     /// Per stream, the most bytes held at once (a token counted from its own step on).
     peak: Vec<usize>,
     position: usize,
@@ -212,23 +305,29 @@ impl KvCache {
 
     /// An empty cache with the given storage.
     pub fn with_storage(cfg: &ModelConfig, batch: usize, storage: Storage) -> Self {
-        let layer = LayerCache { slots: vec![None; cfg.menu.len()], positions: vec![VecDeque::new(); cfg.menu.len()] };
+        let n = cfg.menu.len();
+        let layer = LayerCache {
+            slots: vec![None; n],
+            late: vec![None; n],
+            shadow: vec![None; n],
+            positions: vec![VecDeque::new(); n],
+        };
+        let kind = |o: StoreOption| match o {
+            StoreOption::Rank(rank) => Some(HostKind::Factors { rank }),
+            StoreOption::Full => Some(HostKind::Dense),
+            StoreOption::Drop => None,
+            timed => unreachable!("{timed} is not a plain form"),
+        };
         Self {
             menu: cfg.menu.clone(),
-            kinds: cfg
-                .menu
-                .iter()
-                .map(|o| match o.stored_as(cfg.exact_option()) {
-                    StoreOption::Rank(rank) => Some(HostKind::Factors { rank }),
-                    StoreOption::Full => Some(HostKind::Dense),
-                    StoreOption::Drop => None,
-                    StoreOption::Recent(_) => unreachable!("stored as the exact option"),
-                })
-                .collect(),
+            kinds: cfg.menu.iter().map(|o| kind(o.stored_as(cfg.exact_option()))).collect(),
+            late_kinds: cfg.menu.iter().map(|o| o.later(0).and_then(|(_, then)| kind(then))).collect(),
+            shadow_kinds: cfg.menu.iter().map(|o| o.shadow().and_then(kind)).collect(),
             dims: HeadDims { heads: cfg.n_heads, kv_heads: cfg.kv_heads(), head_dim: cfg.head_dim },
             storage,
             streams: vec![vec![layer; cfg.n_layers]; batch],
-            counts: vec![vec![vec![0; cfg.menu.len()]; cfg.n_layers]; batch],
+            counts: vec![vec![vec![0; n]; cfg.n_layers]; batch],
+            late_counts: vec![vec![vec![0; n]; cfg.n_layers]; batch],
             peak: vec![0; batch],
             position: 0,
         }
@@ -237,7 +336,7 @@ impl KvCache {
     /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
     /// (dropped ones counted too; the next position is the largest layer total), filled with
     /// uniform noise: for decode benchmarks, whose cost depends on the shapes held, not on the
-    /// values. `recent:W` tokens here do not expire.
+    /// values. Timed tokens here are all in their first form and never expire or demote.
     pub fn synthetic(
         cfg: &ModelConfig,
         batch: usize,
@@ -323,10 +422,15 @@ impl KvCache {
         self.peak[stream]
     }
 
-    /// Tokens per menu option for (stream, layer) that the next query sees, dropped ones
-    /// counted where chosen.
+    /// Tokens per menu option for (stream, layer) that the next query sees in their first form,
+    /// dropped ones counted where chosen.
     pub fn counts(&self, stream: usize, layer: usize) -> &[usize] {
         &self.counts[stream][layer]
+    }
+
+    /// Demoted tokens per menu option for (stream, layer), seen in their later form.
+    pub fn late_counts(&self, stream: usize, layer: usize) -> &[usize] {
+        &self.late_counts[stream][layer]
     }
 
     /// Keep the token just decoded: `choices[b * n_layers + l]` is stream b's menu index for layer l.
@@ -350,7 +454,7 @@ impl KvCache {
                 Storage::Tensors => self.push_tensors(l, &proj, &layer_choices),
             }
             for (s, &c) in layer_choices.iter().enumerate() {
-                if self.menu[c].window().is_some() {
+                if self.menu[c].is_timed() {
                     self.streams[s][l].positions[c].push_back(t);
                 }
             }
@@ -363,21 +467,25 @@ impl KvCache {
         Ok(())
     }
 
-    /// Evict every `recent:W` token the next query (at `self.position`) no longer sees.
+    /// Move on every timed token whose first form the next query (at `self.position`) no longer
+    /// sees: evict it, or demote it in place.
     fn evict_expired(&mut self) {
         let next = self.position;
-        for (o, opt) in self.menu.iter().enumerate().filter(|(_, opt)| opt.window().is_some()) {
-            for (stream, counts) in self.streams.iter_mut().zip(&mut self.counts) {
-                for (layer, counts) in stream.iter_mut().zip(counts.iter_mut()) {
+        for (o, opt) in self.menu.iter().enumerate().filter(|(_, opt)| opt.is_timed()) {
+            for ((stream, counts), late) in self.streams.iter_mut().zip(&mut self.counts).zip(&mut self.late_counts) {
+                for ((layer, counts), late) in stream.iter_mut().zip(counts.iter_mut()).zip(late.iter_mut()) {
                     let held = &mut layer.positions[o];
                     let mut n = 0;
-                    while held.front().is_some_and(|&t| opt.expires_at(t).is_some_and(|e| e <= next)) {
+                    while held.front().is_some_and(|&t| opt.later(t).is_some_and(|(at, _)| at <= next)) {
                         held.pop_front();
                         n += 1;
                     }
                     if n > 0 {
-                        layer.pop_front(o, n);
+                        layer.advance(o, n, self.dims, self.late_kinds[o]);
                         counts[o] -= n;
+                        if self.late_kinds[o].is_some() {
+                            late[o] += n;
+                        }
                     }
                 }
             }
@@ -385,66 +493,66 @@ impl KvCache {
     }
 
     fn push_tensors(&mut self, l: usize, proj: &Projected, choices: &[usize]) {
+        let group = |s: usize, kind: HostKind| match kind {
+            HostKind::Factors { rank: rho } => {
+                let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
+                let head_major = |x: &Tensor<4>| {
+                    let [_, _, h, r] = x.dims();
+                    x.clone().narrow(0, s, 1).reshape([h, r]).narrow(1, 0, rho).transpose().reshape([1, rho, h])
+                };
+                let rank_major = |x: &Tensor<4>| {
+                    let [_, _, r, dh] = x.dims();
+                    x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
+                };
+                Group::Factors {
+                    rank: rho,
+                    a_k: head_major(ak),
+                    b_k: rank_major(bk),
+                    a_v: head_major(av),
+                    b_v: rank_major(bv),
+                }
+            }
+            HostKind::Dense => {
+                let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
+                let one = |x: &Tensor<4>| {
+                    let [_, _, kvh, dh] = x.dims();
+                    x.clone().narrow(0, s, 1).reshape([kvh, 1, dh])
+                };
+                Group::Dense { k: one(k), v: one(v) }
+            }
+        };
         for (s, &c) in choices.iter().enumerate() {
             self.counts[s][l][c] += 1;
-            let new = match self.kinds[c] {
-                None => continue,
-                Some(HostKind::Factors { rank: rho }) => {
-                    let [ak, bk, av, bv] = proj.kv_factors.as_ref().expect("rank options need TPA factors");
-                    let head_major = |x: &Tensor<4>| {
-                        let [_, _, h, r] = x.dims();
-                        x.clone().narrow(0, s, 1).reshape([h, r]).narrow(1, 0, rho).transpose().reshape([1, rho, h])
-                    };
-                    let rank_major = |x: &Tensor<4>| {
-                        let [_, _, r, dh] = x.dims();
-                        x.clone().narrow(0, s, 1).reshape([r, dh]).narrow(0, 0, rho).reshape([1, rho, dh])
-                    };
-                    Group::Factors {
-                        rank: rho,
-                        a_k: head_major(ak),
-                        b_k: rank_major(bk),
-                        a_v: head_major(av),
-                        b_v: rank_major(bv),
-                    }
-                }
-                Some(HostKind::Dense) => {
-                    let (k, v) = proj.kv_dense.as_ref().expect("the full option needs dense K/V");
-                    let one = |x: &Tensor<4>| {
-                        let [_, _, kvh, dh] = x.dims();
-                        x.clone().narrow(0, s, 1).reshape([kvh, 1, dh])
-                    };
-                    Group::Dense { k: one(k), v: one(v) }
-                }
-            };
-            let slot = &mut self.streams[s][l].slots[c];
-            *slot = Some(Slot::Tensors(match slot.take() {
-                Some(Slot::Tensors(g)) => g.append(new),
-                _ => new,
-            }));
+            let layer = &mut self.streams[s][l];
+            if let Some(kind) = self.kinds[c] {
+                LayerCache::append(&mut layer.slots[c], Slot::Tensors(group(s, kind)));
+            }
+            if let Some(kind) = self.shadow_kinds[c] {
+                LayerCache::append(&mut layer.shadow[c], Slot::Tensors(group(s, kind)));
+            }
         }
     }
 
     fn push_host(&mut self, l: usize, proj: &Projected, choices: &[usize]) -> Result<()> {
         let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = self.dims;
         let host = |x: &Tensor<4>| to_host(x.clone());
-        let any = |kind: fn(HostKind) -> bool| choices.iter().any(|&c| self.kinds[c].is_some_and(kind));
-        let factors = match (&proj.kv_factors, any(|k| matches!(k, HostKind::Factors { .. }))) {
+        let needs = |want: fn(HostKind) -> bool| {
+            choices.iter().any(|&c| self.kinds[c].into_iter().chain(self.shadow_kinds[c]).any(want))
+        };
+        let factors = match (&proj.kv_factors, needs(|k| matches!(k, HostKind::Factors { .. }))) {
             (Some([ak, bk, av, bv]), true) => Some((host(ak)?, host(bk)?, host(av)?, host(bv)?, ak.dims()[3])),
             _ => None,
         };
-        let dense = match (&proj.kv_dense, any(|k| k == HostKind::Dense)) {
+        let dense = match (&proj.kv_dense, needs(|k| k == HostKind::Dense)) {
             (Some((k, v)), true) => Some((host(k)?, host(v)?)),
             _ => None,
         };
-        let mut token = Vec::new();
-        for (s, &c) in choices.iter().enumerate() {
-            self.counts[s][l][c] += 1;
-            let Some(kind) = self.kinds[c] else { continue };
+        let token = |s: usize, kind: HostKind| -> Vec<f32> {
+            let mut token = Vec::new();
             match kind {
                 HostKind::Factors { rank: rho } => {
                     let (ak, bk, av, bv, r) = factors.as_ref().expect("rank options need TPA factors");
                     // Per r: A[·, r] over heads, then B[r, ·]; keys first, then values.
-                    token.clear();
                     for (a, b) in [(ak, bk), (av, bv)] {
                         let (a, b) = (&a[s * h * r..(s + 1) * h * r], &b[s * r * dh..(s + 1) * r * dh]);
                         for j in 0..rho {
@@ -456,17 +564,23 @@ impl KvCache {
                 HostKind::Dense => {
                     let (k, v) = dense.as_ref().expect("the full option needs dense K/V");
                     let span = s * kvh * dh..(s + 1) * kvh * dh;
-                    token.clear();
                     token.extend_from_slice(&k[span.clone()]);
                     token.extend_from_slice(&v[span]);
                 }
             }
-            let width = self.dims.width(kind);
-            let slot = self.streams[s][l].slots[c]
-                .get_or_insert_with(|| Slot::Host(HostGroup { kind, tiles: Tiles::new(width) }));
-            match slot {
-                Slot::Host(g) => g.tiles.push(&token),
-                Slot::Tensors(_) => unreachable!("a host cache holds host slots only"),
+            token
+        };
+        for (s, &c) in choices.iter().enumerate() {
+            self.counts[s][l][c] += 1;
+            let layer = &mut self.streams[s][l];
+            for (slot, kind) in [(&mut layer.slots[c], self.kinds[c]), (&mut layer.shadow[c], self.shadow_kinds[c])] {
+                let Some(kind) = kind else { continue };
+                let slot = slot
+                    .get_or_insert_with(|| Slot::Host(HostGroup { kind, tiles: Tiles::new(self.dims.width(kind)) }));
+                match slot {
+                    Slot::Host(g) => g.tiles.push(&token(s, kind)),
+                    Slot::Tensors(_) => unreachable!("a host cache holds host slots only"),
+                }
             }
         }
         Ok(())

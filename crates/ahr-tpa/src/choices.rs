@@ -92,7 +92,8 @@ impl Choices {
     }
 
     /// The first query position that no longer sees key `t` of sequence `b` in layer `l`, from
-    /// an eviction or from its option expiring (`recent:W`: t + W + 1); `None` = never.
+    /// an eviction or from its option expiring (`recent:W` and schedules to `drop`: t + W + 1);
+    /// `None` = never.
     pub fn visible_until(&self, cfg: &ModelConfig, b: usize, t: usize, l: usize) -> Option<usize> {
         let expiry = cfg.menu[self.get(b, t, l)].expires_at(t);
         match (self.evicted_at(b, t, l), expiry) {
@@ -124,64 +125,119 @@ impl Choices {
     /// The tensors one layer's parallel forward needs. See [`LayerChoiceTensors`].
     pub fn layer_tensors(&self, cfg: &ModelConfig, layer: usize, device: &Device) -> LayerChoiceTensors {
         let (b_n, t_n) = (self.batch, self.seq_len);
-        let r_max = cfg.kv_rank_max.max(1);
-        let mut rank_w = vec![0f32; b_n * t_n * r_max];
-        let mut full_w = vec![0f32; b_n * t_n];
-        let mut keep = vec![0f32; b_n * t_n];
         let exact = cfg.exact_option();
-        for b in 0..b_n {
-            for t in 0..t_n {
-                let i = b * t_n + t;
-                match cfg.menu[self.get(b, t, layer)].stored_as(exact) {
-                    StoreOption::Drop => {}
-                    StoreOption::Rank(r) => {
-                        keep[i] = 1.0;
-                        for c in 0..r {
-                            rank_w[i * r_max + c] = 1.0 / r as f32;
-                        }
-                    }
-                    StoreOption::Full => {
-                        keep[i] = 1.0;
-                        full_w[i] = 1.0;
-                    }
-                    StoreOption::Recent(_) => unreachable!("stored as the exact option"),
-                }
-            }
-        }
-        let expiring = (0..b_n).any(|b| (0..t_n).any(|t| cfg.menu[self.get(b, t, layer)].window().is_some()));
-        let keep = match self.evicted_at.is_some() || expiring {
-            false => Tensor::from_data(TensorData::new(keep, [b_n, 1, 1, t_n]), device),
+        let option = |b: usize, t: usize| cfg.menu[self.get(b, t, layer)];
+        let first = FormWeights::new(cfg, b_n, t_n, |b, t| option(b, t).stored_as(exact));
+        let timed = (0..b_n).any(|b| (0..t_n).any(|t| option(b, t).is_timed()));
+        let keep = match self.evicted_at.is_some() || timed {
+            false => Tensor::from_data(TensorData::new(first.keep.clone(), [b_n, 1, 1, t_n]), device),
             true => {
                 let mut visible = vec![0f32; b_n * t_n * t_n];
                 for b in 0..b_n {
                     for k in 0..t_n {
                         let until = self.visible_until(cfg, b, k, layer).unwrap_or(t_n).min(t_n);
                         for q in 0..until {
-                            visible[(b * t_n + q) * t_n + k] = keep[b * t_n + k];
+                            visible[(b * t_n + q) * t_n + k] = first.keep[b * t_n + k];
                         }
                     }
                 }
                 Tensor::from_data(TensorData::new(visible, [b_n, 1, t_n, t_n]), device)
             }
         };
-        LayerChoiceTensors {
-            rank_w: Tensor::from_data(TensorData::new(rank_w, [b_n, t_n, 1, r_max]), device),
-            full_w: Tensor::from_data(TensorData::new(full_w, [b_n, t_n, 1, 1]), device),
-            keep,
+        // Demotions to a kept form: from query `at` on, key t is seen in its later form.
+        let demoted = |b: usize, t: usize| option(b, t).later(t).filter(|(_, then)| *then != StoreOption::Drop);
+        let late = (0..b_n).any(|b| (0..t_n).any(|t| demoted(b, t).is_some())).then(|| {
+            let later = FormWeights::new(cfg, b_n, t_n, |b, t| demoted(b, t).map_or(StoreOption::Drop, |(_, f)| f));
+            let mut mask = vec![0f32; b_n * t_n * t_n];
+            for b in 0..b_n {
+                for k in 0..t_n {
+                    if let Some((at, _)) = demoted(b, k) {
+                        for q in at.min(t_n)..t_n {
+                            mask[(b * t_n + q) * t_n + k] = 1.0;
+                        }
+                    }
+                }
+            }
+            LateForms {
+                weights: later.tensors(cfg, b_n, t_n, device),
+                mask: Tensor::from_data(TensorData::new(mask, [b_n, 1, t_n, t_n]), device),
+            }
+        });
+        LayerChoiceTensors { weights: first.tensors(cfg, b_n, t_n, device), keep, late }
+    }
+}
+
+/// Per-token weights of one plain form per (sequence, token), on the host.
+struct FormWeights {
+    rank_w: Vec<f32>,
+    full_w: Vec<f32>,
+    keep: Vec<f32>,
+}
+
+impl FormWeights {
+    fn new(cfg: &ModelConfig, b_n: usize, t_n: usize, form: impl Fn(usize, usize) -> StoreOption) -> Self {
+        let r_max = cfg.kv_rank_max.max(1);
+        let mut w =
+            Self { rank_w: vec![0f32; b_n * t_n * r_max], full_w: vec![0f32; b_n * t_n], keep: vec![0f32; b_n * t_n] };
+        for b in 0..b_n {
+            for t in 0..t_n {
+                let i = b * t_n + t;
+                match form(b, t) {
+                    StoreOption::Drop => {}
+                    StoreOption::Rank(r) => {
+                        w.keep[i] = 1.0;
+                        for c in 0..r {
+                            w.rank_w[i * r_max + c] = 1.0 / r as f32;
+                        }
+                    }
+                    StoreOption::Full => {
+                        w.keep[i] = 1.0;
+                        w.full_w[i] = 1.0;
+                    }
+                    timed => unreachable!("{timed} is not a plain form"),
+                }
+            }
+        }
+        w
+    }
+
+    fn tensors(&self, cfg: &ModelConfig, b_n: usize, t_n: usize, device: &Device) -> StoredWeights {
+        let r_max = cfg.kv_rank_max.max(1);
+        StoredWeights {
+            rank_w: Tensor::from_data(TensorData::new(self.rank_w.clone(), [b_n, t_n, 1, r_max]), device),
+            full_w: Tensor::from_data(TensorData::new(self.full_w.clone(), [b_n, t_n, 1, 1]), device),
         }
     }
+}
+
+/// How each token's stored K/V is composed from the projections, for the parallel forward.
+#[derive(Clone, Debug)]
+pub struct StoredWeights {
+    /// `[B, T, 1, R_max]`: `1/ρ` on components `< ρ` for rank-ρ tokens, else 0.
+    pub rank_w: Tensor<4>,
+    /// `[B, T, 1, 1]`: 1 for tokens kept dense.
+    pub full_w: Tensor<4>,
+}
+
+/// The later forms of demoted tokens (schedules `first/W/then` with `then` kept).
+#[derive(Clone, Debug)]
+pub struct LateForms {
+    /// Each token's later form (zero for tokens never demoted).
+    pub weights: StoredWeights,
+    /// `[B, 1, T, T]` (query × key): 1 where the query sees the key in its later form.
+    pub mask: Tensor<4>,
 }
 
 /// One layer's choices as tensors for the parallel forward.
 #[derive(Clone, Debug)]
 pub struct LayerChoiceTensors {
-    /// `[B, T, 1, R_max]`: `1/ρ` on components `< ρ` for rank-ρ tokens, else 0.
-    pub rank_w: Tensor<4>,
-    /// `[B, T, 1, 1]`: 1 for tokens kept dense.
-    pub full_w: Tensor<4>,
+    /// Each token's first stored form.
+    pub weights: StoredWeights,
     /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped); `[B, 1, T, T]`
-    /// (query × key) when evictions are set or an option expires.
+    /// (query × key) when evictions are set or an option is timed.
     pub keep: Tensor<4>,
+    /// Demoted tokens' later forms, if any token is demoted.
+    pub late: Option<LateForms>,
 }
 
 /// A named way to choose: `exact` or one option for every token and layer (`uniform:rank:2`).

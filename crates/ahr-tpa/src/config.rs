@@ -28,26 +28,110 @@ pub enum StoreOption {
     /// write-time choice that expires, so a token can matter while it is recent (StreamingLLM's
     /// window, chosen per token). Cheaper than it looks: it is held for `W + 1` steps at most.
     Recent(usize),
+    /// A demotion schedule `first/W/then`: kept as `first` for the next `W` queries, then as
+    /// `then`, which must be reachable from what `first` stores without recomputation (nested
+    /// `rank:ρ → rank:ρ'` with ρ' < ρ keeps components `1..=ρ'`; anything → `drop`). A `full`
+    /// token demoted to `rank:ρ'` keeps its rank-ρ' factors beside the dense K/V while it is
+    /// dense, and is charged for both (DESIGN.md §10).
+    Schedule {
+        /// How the token is kept while recent.
+        first: Form,
+        /// `W`: the later queries that see it as `first`.
+        window: usize,
+        /// How it is kept afterwards.
+        then: Form,
+    },
+}
+
+/// A plain storage form, one phase of a [`StoreOption::Schedule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Form {
+    /// Not cached.
+    Drop,
+    /// Nested rank-ρ factors.
+    Rank(usize),
+    /// Dense K/V.
+    Full,
+}
+
+impl Form {
+    /// The plain option of this form.
+    pub fn option(self) -> StoreOption {
+        match self {
+            Form::Drop => StoreOption::Drop,
+            Form::Rank(r) => StoreOption::Rank(r),
+            Form::Full => StoreOption::Full,
+        }
+    }
+
+    /// The form of a plain option (`None` for `recent:W` and schedules).
+    pub fn of(option: StoreOption) -> Option<Form> {
+        match option {
+            StoreOption::Drop => Some(Form::Drop),
+            StoreOption::Rank(r) => Some(Form::Rank(r)),
+            StoreOption::Full => Some(Form::Full),
+            _ => None,
+        }
+    }
 }
 
 impl StoreOption {
-    /// `W` for `recent:W`, the number of later queries that see the token before it expires.
+    /// `W` for `recent:W` and schedules, the number of later queries that see the token in its
+    /// first form.
     pub fn window(self) -> Option<usize> {
         match self {
-            StoreOption::Recent(w) => Some(w),
+            StoreOption::Recent(w) | StoreOption::Schedule { window: w, .. } => Some(w),
             _ => None,
         }
     }
 
-    /// The expiry rule of `recent:W`, in one place: a token written at position `t` is seen by
-    /// the queries `t + 1 … t + W` and no longer from `t + W + 1` on (`None`: never expires).
-    pub fn expires_at(self, t: usize) -> Option<usize> {
-        self.window().map(|w| t + w + 1)
+    /// What happens to a token written at `t` later on, the one rule of timed options: from query
+    /// position `at = t + W + 1` on it is kept as `then` (`drop` = evicted). `None`: never changes.
+    pub fn later(self, t: usize) -> Option<(usize, StoreOption)> {
+        match self {
+            StoreOption::Recent(w) => Some((t + w + 1, StoreOption::Drop)),
+            StoreOption::Schedule { window, then, .. } => Some((t + window + 1, then.option())),
+            _ => None,
+        }
     }
 
-    /// The option whose representation is stored: the exact one (`exact`) for `recent:W`.
+    /// The first query position that no longer sees a token written at `t` because its option
+    /// expires (`recent:W` and schedules ending in `drop`: t + W + 1); `None`: never expires.
+    pub fn expires_at(self, t: usize) -> Option<usize> {
+        self.later(t).filter(|(_, then)| *then == StoreOption::Drop).map(|(at, _)| at)
+    }
+
+    /// The plain option a token is kept as while query `q` (≥ t) runs: its first form before
+    /// [`StoreOption::later`], the later one from then on (`exact` for `recent:W`'s first form).
+    pub fn form_at(self, exact: StoreOption, t: usize, q: usize) -> StoreOption {
+        match self.later(t) {
+            Some((at, then)) if q >= at => then,
+            _ => self.stored_as(exact),
+        }
+    }
+
+    /// The plain option whose representation is stored first: the exact one (`exact`) for
+    /// `recent:W`, `first` for a schedule.
     pub fn stored_as(self, exact: StoreOption) -> StoreOption {
-        if self.window().is_some() { exact } else { self }
+        match self {
+            StoreOption::Recent(_) => exact,
+            StoreOption::Schedule { first, .. } => first.option(),
+            plain => plain,
+        }
+    }
+
+    /// The plain option kept beside the first form so that the later one needs no recomputation
+    /// (`full/W/rank:ρ` keeps rank-ρ factors beside the dense K/V); charged while held.
+    pub fn shadow(self) -> Option<StoreOption> {
+        match self {
+            StoreOption::Schedule { first: Form::Full, then: then @ Form::Rank(_), .. } => Some(then.option()),
+            _ => None,
+        }
+    }
+
+    /// Whether the option changes with time (`recent:W`, schedules).
+    pub fn is_timed(self) -> bool {
+        self.window().is_some()
     }
 }
 
@@ -58,6 +142,9 @@ impl fmt::Display for StoreOption {
             StoreOption::Rank(r) => write!(f, "rank:{r}"),
             StoreOption::Full => write!(f, "full"),
             StoreOption::Recent(w) => write!(f, "recent:{w}"),
+            StoreOption::Schedule { first, window, then } => {
+                write!(f, "{}/{window}/{}", first.option(), then.option())
+            }
         }
     }
 }
@@ -66,7 +153,11 @@ impl FromStr for StoreOption {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s.trim() {
+        let s = s.trim();
+        if let [first, window, then] = s.split('/').collect::<Vec<_>>()[..] {
+            return parse_schedule(first, window, then).map_err(|e| format!("schedule `{s}`: {e}"));
+        }
+        match s {
             "drop" => Ok(StoreOption::Drop),
             "full" => Ok(StoreOption::Full),
             other => {
@@ -75,13 +166,43 @@ impl FromStr for StoreOption {
                     (Some(r), _) => Ok(StoreOption::Rank(r)),
                     (_, Some(w)) => Ok(StoreOption::Recent(w)),
                     _ => Err(format!(
-                        "unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, `full` or \
-                         `recent:<w>` with w ≥ 1"
+                        "unknown storage option `{other}`: expected `drop`, `rank:<n>` with n ≥ 1, `full`, \
+                         `recent:<w>` with w ≥ 1 or a schedule `<first>/<w>/<then>` (e.g. full/16/rank:1)"
                     )),
                 }
             }
         }
     }
+}
+
+/// `first/W/then`, checking that `then` is reachable from what `first` stores.
+fn parse_schedule(first: &str, window: &str, then: &str) -> std::result::Result<StoreOption, String> {
+    let form = |s: &str| {
+        s.parse::<StoreOption>().ok().and_then(Form::of).ok_or_else(|| format!("`{s}` is not drop, rank:<n> or full"))
+    };
+    let (first, then) = (form(first)?, form(then)?);
+    let window = window
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&w| w > 0)
+        .ok_or_else(|| format!("the window `{window}` must be a whole number ≥ 1"))?;
+    let reachable = match (first, then) {
+        (Form::Drop, _) => false,
+        (_, Form::Drop) => true,
+        (Form::Rank(a), Form::Rank(b)) => b < a,
+        (Form::Full, Form::Rank(_)) => true,
+        (_, Form::Full) => false,
+    };
+    if !reachable {
+        return Err(format!(
+            "{} cannot be demoted to {} (later forms must be cheaper: rank:ρ → rank:ρ' < ρ, full → rank:ρ, \
+             anything → drop)",
+            first.option(),
+            then.option()
+        ));
+    }
+    Ok(StoreOption::Schedule { first, window, then })
 }
 
 impl TryFrom<String> for StoreOption {
@@ -273,7 +394,7 @@ impl ModelConfig {
                 self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
             ));
         }
-        if self.menu.iter().all(|o| matches!(o, StoreOption::Recent(_))) || self.exact_option() == StoreOption::Drop {
+        if self.menu.iter().all(|o| o.is_timed()) || self.exact_option() == StoreOption::Drop {
             return Err("`menu` needs an option richer than `drop` (it is the exact option)".into());
         }
         match self.attention {
@@ -282,15 +403,26 @@ impl ModelConfig {
                     return Err("`kv_rank_max` must be at least 1 for tpa".into());
                 }
                 for o in &self.menu {
-                    if let StoreOption::Rank(r) = o
-                        && *r > self.kv_rank_max
-                    {
-                        return Err(format!("`menu` option rank:{r} exceeds `kv_rank_max` = {}", self.kv_rank_max));
+                    let ranks = [Some(*o), Some(o.stored_as(StoreOption::Drop)), o.later(0).map(|(_, then)| then)];
+                    if let Some(r) = ranks.into_iter().flatten().find_map(|f| match f {
+                        StoreOption::Rank(r) if r > self.kv_rank_max => Some(r),
+                        _ => None,
+                    }) {
+                        return Err(format!(
+                            "`menu` option {o} needs rank:{r}, above `kv_rank_max` = {}",
+                            self.kv_rank_max
+                        ));
+                    }
+                    if o.stored_as(StoreOption::Drop) == StoreOption::Full && !self.menu.contains(&StoreOption::Full) {
+                        return Err(format!("`menu` option {o} keeps tokens `full`; the menu needs `full` too"));
                     }
                 }
             }
             AttentionKind::Mha | AttentionKind::Gqa => {
-                if let Some(o) = self.menu.iter().find(|o| matches!(o, StoreOption::Rank(_))) {
+                if let Some(o) = self.menu.iter().find(|o| {
+                    matches!(o.stored_as(StoreOption::Full), StoreOption::Rank(_))
+                        || matches!(o.later(0), Some((_, StoreOption::Rank(_))))
+                }) {
                     return Err(format!(
                         "`menu` option {o} needs `attention = \"tpa\"`; mha and gqa take `drop` and `full`"
                     ));
@@ -320,22 +452,28 @@ impl ModelConfig {
 
     /// Index of the exact option in the menu.
     pub fn exact_index(&self) -> usize {
-        self.menu
-            .iter()
-            .rposition(|o| !matches!(o, StoreOption::Recent(_)))
-            .expect("validated menu has an exact option")
+        self.menu.iter().rposition(|o| !o.is_timed()).expect("validated menu has an exact option")
     }
 
     /// This config with `recent:W` appended to the menu for each window not already there
     /// (what an environment's `recent` setting does to the model it runs).
     pub fn with_recent(&self, windows: &[usize]) -> std::result::Result<Self, String> {
+        if windows.contains(&0) {
+            return Err("a `recent` window must be at least 1 query".into());
+        }
+        self.with_timed(&windows.iter().map(|&w| StoreOption::Recent(w)).collect::<Vec<_>>())
+    }
+
+    /// This config with timed options (`recent:W`, schedules) added to the menu where missing:
+    /// they store forms the weights already serve, so the model needs nothing else.
+    pub fn with_timed(&self, options: &[StoreOption]) -> std::result::Result<Self, String> {
         let mut cfg = self.clone();
-        for &w in windows {
-            if w == 0 {
-                return Err("a `recent` window must be at least 1 query".into());
+        for &o in options {
+            if !o.is_timed() {
+                return Err(format!("{o} is not a timed option (recent:W or first/W/then)"));
             }
-            if !cfg.menu.contains(&StoreOption::Recent(w)) {
-                cfg.menu.push(StoreOption::Recent(w));
+            if !cfg.menu.contains(&o) {
+                cfg.menu.push(o);
             }
         }
         cfg.menu.sort();
@@ -390,6 +528,37 @@ mod tests {
         assert!("dense".parse::<StoreOption>().is_err());
         assert!(StoreOption::Drop < StoreOption::Rank(1));
         assert!(StoreOption::Rank(4) < StoreOption::Full);
+    }
+
+    #[test]
+    fn schedules_parse_check_reachability_and_follow_one_rule() {
+        for s in ["full/16/rank:1", "rank:2/8/rank:1", "rank:2/3/drop", "full/1/drop"] {
+            assert_eq!(s.parse::<StoreOption>().unwrap().to_string(), s);
+        }
+        for bad in
+            ["rank:1/8/rank:2", "rank:1/8/full", "drop/4/drop", "full/0/rank:1", "full/x/rank:1", "full/8/recent:2"]
+        {
+            assert!(bad.parse::<StoreOption>().is_err(), "{bad}");
+        }
+        let s: StoreOption = "full/2/rank:1".parse().unwrap();
+        let exact = StoreOption::Full;
+        // Written at 5: queries 5, 6, 7 see it dense, 8 on at rank 1; it never expires.
+        assert_eq!(s.later(5), Some((8, StoreOption::Rank(1))));
+        assert_eq!(s.expires_at(5), None);
+        assert_eq!(s.form_at(exact, 5, 7), StoreOption::Full);
+        assert_eq!(s.form_at(exact, 5, 8), StoreOption::Rank(1));
+        assert_eq!(s.shadow(), Some(StoreOption::Rank(1)));
+        let gone: StoreOption = "rank:2/2/drop".parse().unwrap();
+        assert_eq!(gone.expires_at(5), Some(8));
+        assert_eq!(gone.form_at(exact, 5, 8), StoreOption::Drop);
+        assert_eq!(StoreOption::Recent(2).form_at(exact, 5, 6), StoreOption::Full);
+        assert_eq!(StoreOption::Recent(2).expires_at(5), StoreOption::Recent(2).later(5).map(|l| l.0));
+        // Menus take schedules after the plain options; ranks are checked against the model.
+        let cfg = ModelConfig::mqar().with_timed(&[s, StoreOption::Recent(4)]).unwrap();
+        assert_eq!(cfg.exact_option(), StoreOption::Full);
+        assert_eq!(cfg.menu.last(), Some(&s));
+        assert!(ModelConfig::mqar().with_timed(&["rank:8/2/rank:1".parse().unwrap()]).unwrap_err().contains("rank:8"));
+        assert!(ModelConfig::mqar().with_timed(&[StoreOption::Full]).is_err());
     }
 
     #[test]

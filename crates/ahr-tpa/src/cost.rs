@@ -3,7 +3,9 @@
 //!
 //! Bytes per token per layer: rank ρ keeps `A_K, B_K, A_V, B_V` = `2·ρ·(h + d_h)` elements,
 //! `full` keeps dense K and V = `2·h_kv·d_h` elements, `drop` keeps nothing; `recent:W` keeps the
-//! exact option's elements while it is held (W + 1 steps at most, [`held_steps`]).
+//! exact option's elements while it is held (W + 1 steps at most, [`held_steps`]); a schedule
+//! `first/W/then` keeps `first` (plus its shadow factors, if any) for W + 1 steps, then `then`
+//! ([`bytes_at`]).
 //!
 //! Memory is measured one way everywhere ([`charged_bytes`], [`sequence_cost`]): the bytes the
 //! cache holds, averaged over the steps of a sequence, expressed per token (a uniform option reads
@@ -18,19 +20,51 @@ use crate::config::{AttentionKind, ModelConfig, StoreOption};
 /// Bytes of one cached element (the cache stores `f32`).
 pub const CACHE_ELEMENT_BYTES: usize = 4;
 
-/// Cached elements for one token in one layer under `option`.
+/// Cached elements for one token in one layer under `option`, in its first form (with the
+/// factors a schedule keeps beside it).
 pub fn elements_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
-    match option {
-        StoreOption::Drop => 0,
+    let plain = |o: StoreOption| match o {
         StoreOption::Rank(r) => 2 * r * (cfg.n_heads + cfg.head_dim),
         StoreOption::Full => 2 * cfg.kv_heads() * cfg.head_dim,
-        StoreOption::Recent(_) => elements_per_token(cfg, cfg.exact_option()),
+        _ => 0,
+    };
+    plain(option.stored_as(cfg.exact_option())) + option.shadow().map_or(0, plain)
+}
+
+/// Cached bytes for one token in one layer under `option`, in its first form.
+pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
+    elements_per_token(cfg, option) * CACHE_ELEMENT_BYTES
+}
+
+/// Bytes the cache holds for a token written at `t` as `option` while query `q ≥ t` runs (the
+/// first form until [`StoreOption::later`] says otherwise).
+pub fn bytes_at(cfg: &ModelConfig, option: StoreOption, t: usize, q: usize) -> usize {
+    match option.later(t) {
+        Some((at, then)) if q >= at => bytes_per_token(cfg, then),
+        _ => bytes_per_token(cfg, option),
     }
 }
 
-/// Cached bytes for one token in one layer under `option`, while it is held.
-pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
-    elements_per_token(cfg, option) * CACHE_ELEMENT_BYTES
+/// Byte-steps a token written at `t` as `option` is held over a sequence of `seq_len` tokens,
+/// evicted from query `evicted_at` on (`None` = never): `Σ_{q=t}^{end-1} bytes_at(q)`.
+pub fn byte_steps(
+    cfg: &ModelConfig,
+    option: StoreOption,
+    t: usize,
+    seq_len: usize,
+    evicted_at: Option<usize>,
+) -> usize {
+    let end = evicted_at.map_or(seq_len, |e| e.min(seq_len));
+    if end <= t {
+        return 0;
+    }
+    match option.later(t) {
+        Some((at, then)) => {
+            let switch = at.clamp(t, end);
+            bytes_per_token(cfg, option) * (switch - t) + bytes_per_token(cfg, then) * (end - switch)
+        }
+        None => bytes_per_token(cfg, option) * (end - t),
+    }
 }
 
 /// Steps the cache holds a token written at position `t` of a sequence of `seq_len` tokens: from
@@ -60,8 +94,7 @@ pub fn full_cache_steps_per_token(seq_len: usize) -> f64 {
 /// this is the time-averaged bytes the cache holds per step, in bytes per token — what a server
 /// pays, what the reward charges and what evaluation reports.
 pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, t: usize, seq_len: usize) -> f64 {
-    bytes_per_token(cfg, option) as f64 * held_steps(option, t, seq_len, None) as f64
-        / full_cache_steps_per_token(seq_len)
+    byte_steps(cfg, option, t, seq_len, None) as f64 / full_cache_steps_per_token(seq_len)
 }
 
 /// Memory and attention FLOPs of one sequence under given storage (all layers).
@@ -83,14 +116,14 @@ pub fn sequence_bytes(
     seq_len: usize,
     entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
 ) -> f64 {
-    let mut byte_steps = 0f64;
+    let mut total = 0f64;
     for l in 0..cfg.n_layers {
         for t in 0..seq_len {
             let (o, e) = entry(t, l);
-            byte_steps += (bytes_per_token(cfg, o) * held_steps(o, t, seq_len, e)) as f64;
+            total += byte_steps(cfg, o, t, seq_len, e) as f64;
         }
     }
-    byte_steps / full_cache_steps_per_token(seq_len) / seq_len.max(1) as f64
+    total / full_cache_steps_per_token(seq_len) / seq_len.max(1) as f64
 }
 
 /// The cost of one sequence of `seq_len` tokens in which token t of layer l is stored as
@@ -101,6 +134,7 @@ pub fn sequence_cost(
     entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
 ) -> SequenceCost {
     let t_n = seq_len;
+    let exact = cfg.exact_option();
     let mut held = vec![0usize; t_n];
     let mut flops = 0usize;
     for l in 0..cfg.n_layers {
@@ -111,24 +145,18 @@ pub fn sequence_cost(
             })
             .collect();
         for (t, &(o, until)) in entries.iter().enumerate() {
-            let bytes = bytes_per_token(cfg, o);
-            for h in &mut held[t..until] {
-                *h += bytes;
+            for (q, h) in held.iter_mut().enumerate().take(until).skip(t) {
+                *h += bytes_at(cfg, o, t, q);
             }
         }
         for q in 1..t_n {
-            let mut counts = vec![0; cfg.menu.len()];
-            for (k, &(o, until)) in entries[..q].iter().enumerate() {
-                if until > q {
-                    let i = cfg
-                        .menu
-                        .iter()
-                        .position(|m| *m == o)
-                        .unwrap_or_else(|| panic!("option {o} of token {k} should be in the menu"));
-                    counts[i] += 1;
-                }
-            }
-            flops += step_attention_flops(cfg, &counts);
+            let cached: usize = entries[..q]
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, until))| *until > q)
+                .map(|(k, &(o, _))| attention_flops_per_entry(cfg, o.form_at(exact, k, q)))
+                .sum();
+            flops += cached + attention_flops_per_entry(cfg, exact);
         }
     }
     let t = t_n.max(1) as f64;
@@ -146,7 +174,7 @@ pub fn exact_sequence_flops(cfg: &ModelConfig, seq_len: usize) -> f64 {
     (1..seq_len)
         .map(|t| {
             counts[cfg.exact_index()] = t;
-            cfg.n_layers as f64 * step_attention_flops(cfg, &counts) as f64
+            cfg.n_layers as f64 * step_attention_flops(cfg, &counts, &[]) as f64
         })
         .sum()
 }
@@ -161,10 +189,11 @@ pub fn dense_mha_bytes_per_token(cfg: &ModelConfig) -> usize {
     cfg.n_layers * 2 * cfg.n_heads * cfg.head_dim * CACHE_ELEMENT_BYTES
 }
 
-/// Attention FLOPs for one query reading one cached entry kept as `option`, in one layer.
+/// Attention FLOPs for one query reading one cached entry kept as `option` (in its first form),
+/// in one layer.
 pub fn attention_flops_per_entry(cfg: &ModelConfig, option: StoreOption) -> usize {
     let (h, dh) = (cfg.n_heads, cfg.head_dim);
-    match option {
+    match option.stored_as(cfg.exact_option()) {
         StoreOption::Drop => 0,
         StoreOption::Rank(r) => {
             // Scores: B_K·B_Qᵀ then ·A_Q (factored query) or B_K·qᵀ (dense query); then ⊙A_K
@@ -175,7 +204,7 @@ pub fn attention_flops_per_entry(cfg: &ModelConfig, option: StoreOption) -> usiz
         }
         // q·k and p·v per head
         StoreOption::Full => 4 * h * dh,
-        StoreOption::Recent(_) => attention_flops_per_entry(cfg, cfg.exact_option()),
+        StoreOption::Recent(_) | StoreOption::Schedule { .. } => unreachable!("a first form is plain"),
     }
 }
 
@@ -194,11 +223,14 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
 }
 
 /// Attention FLOPs of one decode step in one layer: the query reads every cached entry
-/// (counts per menu option of the entries it sees, in menu order) plus its own exact entry.
-pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize]) -> usize {
-    let cached: usize =
+/// (counts per menu option of the entries it sees in their first form, in menu order; `late`:
+/// counts per menu option of the entries already in their later form) plus its own exact entry.
+pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize], late: &[usize]) -> usize {
+    let first: usize =
         cfg.menu.iter().zip(entries_per_option).map(|(o, n)| n * attention_flops_per_entry(cfg, *o)).sum();
-    cached + attention_flops_per_entry(cfg, cfg.exact_option())
+    let later: usize =
+        cfg.menu.iter().zip(late).filter_map(|(o, n)| Some(n * attention_flops_per_entry(cfg, o.later(0)?.1))).sum();
+    first + later + attention_flops_per_entry(cfg, cfg.exact_option())
 }
 
 #[cfg(test)]
@@ -274,13 +306,61 @@ mod tests {
         assert_eq!(exact_sequence_flops(&cfg, 4), ((1 + 1) + (2 + 1) + (3 + 1)) as f64 * per(StoreOption::Full) as f64);
     }
 
+    /// A schedule by hand: T = 6, one layer, `full/1/rank:1` at t = 1 (dense with rank-1 shadow
+    /// factors at queries 1–2, rank 1 from 3 on) and `rank:2/2/drop` at t = 2 (queries 2–4).
+    #[test]
+    fn schedules_are_charged_phase_by_phase() {
+        let mut cfg = ModelConfig::mqar();
+        cfg.n_layers = 1;
+        let demote: StoreOption = "full/1/rank:1".parse().unwrap();
+        let expire: StoreOption = "rank:2/2/drop".parse().unwrap();
+        cfg = cfg.with_timed(&[demote, expire]).unwrap();
+        let (full, r1, r2) = (384, 152, 304);
+        assert_eq!(bytes_per_token(&cfg, demote), full + r1);
+        assert_eq!(bytes_at(&cfg, demote, 1, 2), full + r1);
+        assert_eq!(bytes_at(&cfg, demote, 1, 3), r1);
+        assert_eq!(byte_steps(&cfg, demote, 1, 6, None), 2 * (full + r1) + 3 * r1);
+        assert_eq!(byte_steps(&cfg, demote, 1, 6, Some(3)), 2 * (full + r1));
+        assert_eq!(byte_steps(&cfg, expire, 2, 6, None), 3 * r2);
+        assert_eq!(byte_steps(&cfg, expire, 5, 6, None), r2);
+        let entries = [
+            (StoreOption::Drop, None),
+            (demote, None),
+            (expire, None),
+            (StoreOption::Drop, None),
+            (StoreOption::Drop, None),
+            (StoreOption::Drop, None),
+        ];
+        let c = sequence_cost(&cfg, 6, |t, _| entries[t]);
+        // Held per step: q=1: 536; q=2: 536 + 304; q=3: 152 + 304; q=4: 152 + 304; q=5: 152.
+        let held = [0, 536, 840, 456, 456, 152];
+        let total: usize = held.iter().sum();
+        assert!((c.kv_bytes_per_token - total as f64 / 3.5 / 6.0).abs() < 1e-9, "{c:?}");
+        assert!((c.peak_bytes_per_token - 840.0 / 6.0).abs() < 1e-9, "{c:?}");
+        let charged: f64 = (0..6).map(|t| charged_bytes(&cfg, entries[t].0, t, 6)).sum::<f64>() / 6.0;
+        assert!((charged - c.kv_bytes_per_token).abs() < 1e-9);
+        // FLOPs: query 2 reads token 1 dense; 3 and 4 read it at rank 1 and token 2 at rank 2;
+        // 5 reads token 1 at rank 1.
+        let per = |o| attention_flops_per_entry(&cfg, o);
+        let (f, p1, p2) = (per(StoreOption::Full), per(StoreOption::Rank(1)), per(StoreOption::Rank(2)));
+        let expect = 5 * f + f + 2 * (p1 + p2) + p1;
+        assert!((c.flops_per_token - expect as f64 / 6.0).abs() < 1e-9, "{c:?}");
+        // The step form: one entry still first (dense), one late (rank 1).
+        let i = cfg.option_index(demote).unwrap();
+        let mut first = vec![0; cfg.menu.len()];
+        let mut late = vec![0; cfg.menu.len()];
+        first[i] = 1;
+        late[i] = 1;
+        assert_eq!(step_attention_flops(&cfg, &first, &late), f + p1 + f);
+    }
+
     #[test]
     fn step_flops_count_every_entry_once() {
         let cfg = ModelConfig::mqar();
         let per = |o| attention_flops_per_entry(&cfg, o);
         let n = [3, 0, 2, 5]; // drop, rank:1, rank:2, full
         let expect = 2 * per(StoreOption::Rank(2)) + 5 * per(StoreOption::Full) + per(StoreOption::Full);
-        assert_eq!(step_attention_flops(&cfg, &n), expect);
+        assert_eq!(step_attention_flops(&cfg, &n, &[0; 4]), expect);
         assert!(per(StoreOption::Rank(1)) < per(StoreOption::Rank(2)));
         // TPA-KVonly scores a rank-ρ entry with B_K·qᵀ (2ρ·h·d_h), a factored query with
         // B_K·B_Qᵀ then A_Q (2ρ·R_Q·(d_h + h)).

@@ -23,6 +23,6 @@ pub mod t6;
 
 pub use cache::{KvCache, PendingToken, Storage};
 pub use choices::{ChoiceSpec, Choices};
-pub use config::{AttentionKind, ModelConfig, StoreOption};
+pub use config::{AttentionKind, Form, ModelConfig, StoreOption};
 pub use error::{Error, Result};
 pub use model::{Model, StepOutput};

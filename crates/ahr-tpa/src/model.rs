@@ -190,6 +190,13 @@ impl Model {
         Ok(self)
     }
 
+    /// This model with timed options (`recent:W`, schedules `first/W/then`) added to its menu
+    /// ([`ModelConfig::with_timed`]): they keep forms the weights already serve.
+    pub fn with_timed(mut self, options: &[crate::StoreOption]) -> Result<Self> {
+        self.config = self.config.with_timed(options).map_err(Error::Input)?;
+        Ok(self)
+    }
+
     /// Token ids as a tensor, checking the shape and the vocabulary range.
     pub fn tokens(&self, ids: &[u32], batch: usize, seq_len: usize, device: &Device) -> Result<Tensor<2, Int>> {
         if ids.len() != batch * seq_len || seq_len == 0 {

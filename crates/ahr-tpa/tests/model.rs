@@ -166,6 +166,81 @@ fn recent_tokens_expire_in_decode_as_evictions_do_in_the_parallel_forward() {
     }
 }
 
+/// Demotion schedules (DESIGN.md §10): windows of 3 (within a block) and 70 (across the block
+/// boundaries of T = 150), nested `rank:3 → rank:2`, `rank:2 → rank:1`, `full → rank:1` (shadow
+/// factors) and `full → drop`, mixed with `recent:3` and plain options. Decode through both
+/// storages equals the parallel forward, and after every step each cache holds exactly what
+/// [`cost::bytes_at`] charges, with its peak where the cost model puts it.
+#[test]
+fn demotion_schedules_decode_like_the_parallel_forward_and_hold_what_the_cost_model_charges() {
+    let (b, t) = (2, 150);
+    let timed: Vec<StoreOption> = ["full/3/rank:1", "rank:3/70/rank:2", "rank:2/3/rank:1", "full/70/drop", "recent:3"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let cfg = ModelConfig::tiny().with_timed(&timed).unwrap();
+    let model = randomize(Model::new(&cfg, &device()), 50, 0.4);
+    let mut rng = StdRng::seed_from_u64(51);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let first_timed = cfg.exact_index() + 1;
+    let choices = Choices::from_fn(b, t, cfg.n_layers, |_, _, _| {
+        if rng.random_range(0..3) > 0 {
+            rng.random_range(first_timed..cfg.menu.len())
+        } else {
+            rng.random_range(0..cfg.menu.len())
+        }
+    });
+    let forward = |c: &Choices| to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), c).unwrap());
+    let par = forward(&choices);
+    // Without demotion (each timed token kept in its first form) later logits differ.
+    let mut undemoted = choices.clone();
+    for (s, k, l) in (0..b).flat_map(|s| (0..t).flat_map(move |k| (0..2).map(move |l| (s, k, l)))) {
+        let first = cfg.menu[choices.get(s, k, l)].stored_as(cfg.exact_option());
+        undemoted.set(s, k, l, cfg.option_index(first).unwrap());
+    }
+    assert!(max_rel_err(&forward(&undemoted), &par) > 1e-3, "demotion should change later logits");
+    let held_at = |s: usize, upto: usize, q: usize| -> usize {
+        (0..=upto)
+            .flat_map(|k| (0..cfg.n_layers).map(move |l| (k, l)))
+            .map(|(k, l)| cost::bytes_at(&cfg, cfg.menu[choices.get(s, k, l)], k, q))
+            .sum()
+    };
+    for storage in [Storage::Host, Storage::Tensors] {
+        let mut cache = ahr_tpa::KvCache::with_storage(&cfg, b, storage);
+        let mut logits = vec![0f32; b * t * cfg.vocab_size];
+        let v = cfg.vocab_size;
+        for q in 0..t {
+            let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
+            let (out, pending) = model.step(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
+            let out = to_vec(out);
+            for s in 0..b {
+                logits[(s * t + q) * v..(s * t + q + 1) * v].copy_from_slice(&out[s * v..(s + 1) * v]);
+            }
+            let c: Vec<usize> = (0..b)
+                .flat_map(|s| (0..cfg.n_layers).map(move |l| (s, l)))
+                .map(|(s, l)| choices.get(s, q, l))
+                .collect();
+            cache.push(pending, &c).unwrap();
+            for s in 0..b {
+                assert_eq!(cache.stream_bytes(s), held_at(s, q, q + 1), "{storage:?}, stream {s}, after step {q}");
+            }
+        }
+        let err = max_rel_err(&logits, &par);
+        assert!(err < 2e-4, "{storage:?} vs parallel: max rel err {err}");
+        for s in 0..b {
+            let peak = (0..t).map(|q| held_at(s, q, q)).max().unwrap();
+            assert_eq!(cache.peak_stream_bytes(s), peak, "{storage:?}");
+        }
+        // The cost model's time average is what the steps held, summed.
+        for s in 0..b {
+            let steps: usize = (0..t).map(|q| held_at(s, q, q)).sum();
+            let c = cost::sequence_bytes(&cfg, t, |k, l| (cfg.menu[choices.get(s, k, l)], None));
+            let expect = steps as f64 / cost::full_cache_steps_per_token(t) / t as f64;
+            assert!((c - expect).abs() < 1e-6 * expect, "{c} vs {expect}");
+        }
+    }
+}
+
 #[test]
 fn hidden_keys_far_above_the_visible_ones_stay_hidden() {
     // Large weights make attention scores span hundreds of nats, so a dropped key's score can lie

@@ -25,18 +25,18 @@ pub struct ModelFile {
 /// An env spec (`[task]`, `[env]`, `[reward]`).
 pub use ahr_env::EnvSpec as EnvFile;
 
-/// A model directory as the env in `env_path` runs it: with the env's `recent:W` options added to
-/// its menu.
+/// A model directory as the env in `env_path` runs it: with the env's timed options (`recent:W`,
+/// schedules) added to its menu.
 pub fn load_env_model(model_dir: &Path, spec: &EnvFile, env_path: &Path, device: &Device) -> Result<Model> {
     spec.model(load_model(model_dir, device)?).map_err(|e| anyhow::anyhow!("{}: {e}", env_path.display()))
 }
 
-/// A model directory as a policy runs it: with the `recent:W` options of the policy's manifest
+/// A model directory as a policy runs it: with the timed options of the policy's manifest
 /// (the model as it is without a policy).
 pub fn load_policy_model(model_dir: &Path, policy_dir: Option<&Path>, device: &Device) -> Result<Model> {
     let model = load_model(model_dir, device)?;
     Ok(match policy_dir {
-        Some(dir) => model.with_recent(&ahr_policy::export::load_manifest(dir)?.recent_windows())?,
+        Some(dir) => model.with_timed(&ahr_policy::export::load_manifest(dir)?.timed_options())?,
         None => model,
     })
 }

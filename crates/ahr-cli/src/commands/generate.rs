@@ -67,7 +67,7 @@ pub fn generate(
     common: &Common,
 ) -> Result<GenerateReport> {
     let dev = device(&common.device)?;
-    // A policy trained with `[env] recent` windows runs with them.
+    // A policy trained with `[env] recent` windows or `[env] schedules` runs with them.
     let model = load_policy_model(model_dir, policy_dir, &dev)?;
     let cfg = model.config().clone();
     let ids = prompt_ids(prompt, tokens, cfg.vocab_size)?;
