@@ -432,7 +432,16 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path) {
     let batch = task.valid_batch(0, streams);
     let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
     let policy = ahr_infer::RankPolicy::new(manifest, net);
-    let run = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev).run(&prompts, 0).unwrap();
+    let generator = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev);
+    let run = generator.run(&prompts, 0).unwrap();
+    // Observations are causal and length-agnostic: a prefix's decisions (and so its greedy
+    // continuation) do not depend on how many tokens the caller asks for.
+    let prefixes: Vec<Vec<u32>> = prompts.iter().map(|p| p[..p.len() / 2].to_vec()).collect();
+    let (short, long) = (generator.run(&prefixes, 2).unwrap(), generator.run(&prefixes, 40).unwrap());
+    for (s, l) in short.choices.iter().zip(&long.choices) {
+        assert_eq!(s[..], l[..s.len()], "decisions for a prefix changed with max_new_tokens");
+    }
+    assert_eq!(short.new_tokens(0), &long.new_tokens(0)[..2]);
     let cfg = model.config();
     let mut counts = vec![vec![0u64; cfg.menu.len()]; cfg.n_layers];
     for row in &run.choices {

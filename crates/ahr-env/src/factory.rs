@@ -25,11 +25,12 @@ pub fn make_env(
     dev: &Device,
 ) -> Box<dyn VecEnv> {
     let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
+    let v = spec.env.obs_version;
     let env: Box<dyn VecEnv> = match (spec.env.granularity, held_out) {
-        (Granularity::PerToken, false) => Box::new(RankEnv::new(m, t, r, s, d)),
-        (Granularity::PerToken, true) => Box::new(RankEnv::new(m, t, r, s, d).held_out()),
-        (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d)),
-        (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).held_out()),
+        (Granularity::PerToken, false) => Box::new(RankEnv::new(m, t, r, s, d).with_obs_version(v)),
+        (Granularity::PerToken, true) => Box::new(RankEnv::new(m, t, r, s, d).with_obs_version(v).held_out()),
+        (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v)),
+        (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v).held_out()),
     };
     if window > 1 { Box::new(History::new(env, window)) } else { env }
 }

@@ -29,7 +29,13 @@ impl LayerEnv {
         Self { inner, model, reward, device, lambda_mem }
     }
 
-    /// Draw sequences from the held-out set.
+    /// Build observations of layout `version` (see [`RankEnv::with_obs_version`]).
+    pub fn with_obs_version(mut self, version: u32) -> Self {
+        self.inner = self.inner.with_obs_version(version);
+        self
+    }
+
+    /// Draw episodes from the task's held-out set (see [`RankEnv::held_out`]).
     pub fn held_out(mut self) -> Self {
         self.inner = self.inner.held_out();
         self

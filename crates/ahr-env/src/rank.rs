@@ -11,7 +11,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, observe};
+use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, SequenceHistory, observe};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, KvCache, Model, PendingToken, cost};
@@ -70,6 +70,10 @@ pub struct RankEnv {
     /// Normalisers: exact bytes per token and exact attention FLOPs of a whole episode.
     exact_bytes: f64,
     exact_flops_episode: f64,
+    /// Observation layout version (the current one unless a policy of an older one is run).
+    obs_version: u32,
+    /// Per stream, the running statistics of the causal features.
+    history: Vec<SequenceHistory>,
 }
 
 impl RankEnv {
@@ -103,7 +107,15 @@ impl RankEnv {
             held_out: false,
             exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
             exact_flops_episode: 1.0,
+            obs_version: ahr_policy::obs::OBS_VERSION,
+            history: Vec::new(),
         }
+    }
+
+    /// Build observations of layout `version` (to run a policy trained on an older one).
+    pub fn with_obs_version(mut self, version: u32) -> Self {
+        self.obs_version = version;
+        self
     }
 
     /// Draw episodes from the task's fixed held-out set (episode i = held-out batch i).
@@ -135,6 +147,7 @@ impl RankEnv {
             self.task.train_batch(self.seed, self.episode, self.streams)
         };
         self.cache = KvCache::new(&cfg, self.streams, &self.device);
+        self.history = vec![SequenceHistory::default(); self.streams];
         self.t = 0;
         self.exact_flops_episode = cost::exact_sequence_flops(&cfg, self.seq_len()).max(1.0);
         self.running =
@@ -186,7 +199,18 @@ impl RankEnv {
         let tokens = self.model.tokens(&ids, b_n, 1, &self.device)?;
         let out = self.model.step_with_stats(tokens, &self.cache)?;
         let logp = log_softmax(out.logits, 1); // [B, V]
-        let obs = observe(cfg, &logp, out.layer_stats, &self.cache, &ids, t, len, self.reward.budget);
+        let obs = observe(
+            cfg,
+            self.obs_version,
+            &logp,
+            out.layer_stats,
+            &self.cache,
+            &ids,
+            t,
+            len,
+            self.reward.budget,
+            &mut self.history,
+        );
         let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
         let safe: Vec<i64> = labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
         let label_t = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n, 1]), &self.device);
@@ -197,7 +221,7 @@ impl RankEnv {
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
-        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n));
+        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n), "{t}");
         Ok(Forward { pending: out.pending, loss, labelled, correct, obs })
     }
 }
@@ -229,7 +253,7 @@ impl VecEnv for RankEnv {
 
     fn obs_spec(&self) -> ObsSpec {
         let cfg = self.model.config();
-        ObsSpec::rank(cfg.n_layers, cfg.vocab_size)
+        ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size).expect("a known observation version")
     }
 
     fn heads(&self) -> usize {

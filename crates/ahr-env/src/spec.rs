@@ -21,11 +21,20 @@ pub struct EnvSettings {
     /// Demotion schedules `first/W/then` added to the model's menu (e.g. `"full/16/rank:1"`:
     /// dense for the next 16 queries, then its rank-1 factors; DESIGN.md §10).
     pub schedules: Vec<ahr_tpa::StoreOption>,
+    /// Observation layout version (default: the current one; a policy of an older version is run
+    /// with its own, which `ahr eval` and `ahr analyze` set from its manifest).
+    pub obs_version: u32,
 }
 
 impl Default for EnvSettings {
     fn default() -> Self {
-        Self { granularity: Granularity::PerToken, streams: 8, recent: Vec::new(), schedules: Vec::new() }
+        Self {
+            granularity: Granularity::PerToken,
+            streams: 8,
+            recent: Vec::new(),
+            schedules: Vec::new(),
+            obs_version: ahr_policy::obs::OBS_VERSION,
+        }
     }
 }
 
@@ -154,6 +163,13 @@ impl EnvSpec {
         }
         if self.env.recent.contains(&0) {
             return Err("[env] recent windows must be at least 1 query".into());
+        }
+        if ahr_policy::obs::global_features(self.env.obs_version).is_none() {
+            return Err(format!(
+                "[env] obs_version {} is unknown (1 to {})",
+                self.env.obs_version,
+                ahr_policy::obs::OBS_VERSION
+            ));
         }
         if let Some(o) = self.env.schedules.iter().find(|o| !matches!(o, ahr_tpa::StoreOption::Schedule { .. })) {
             return Err(format!("[env] schedules take `first/W/then` options, found `{o}`"));

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use ahr_env::{EnvSpec, EpisodeStats, make_env};
 use ahr_policy::export::Manifest;
-use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES};
+use ahr_policy::obs::LAYER_FEATURES;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch};
 use ahr_tasks::{Batch, Task, TokenRole};
 use ahr_tpa::checkpoint::fingerprint;
@@ -180,12 +180,15 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let mut pspec = spec.clone();
     pspec.reward.budget = manifest.budget;
     pspec.env.granularity = Granularity::PerToken;
+    pspec.env.obs_version = manifest.obs.version;
+    let global = ahr_policy::obs::global_features(manifest.obs.version)
+        .ok_or_else(|| anyhow::anyhow!("observation version {} is unknown", manifest.obs.version))?;
     let streams = pspec.env.streams;
     let sequences = a.sequences.min(task.valid_examples()).max(1).div_ceil(streams) * streams;
     let seq_len = task.valid_batch(0, 1).seq_len;
     let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
     let l_n = cfg.n_layers;
-    let dim = GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n;
+    let dim = global.len() + LAYER_FEATURES.len() * l_n;
     let window = manifest.policy.window.max(1);
     let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
 
@@ -251,9 +254,9 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let mut ablations = Vec::new();
     if !a.no_ablation {
         let mut groups: Vec<(String, Vec<usize>, bool)> =
-            GLOBAL_FEATURES.iter().enumerate().map(|(i, f)| (f.to_string(), vec![i], false)).collect();
+            global.iter().enumerate().map(|(i, f)| (f.to_string(), vec![i], false)).collect();
         for (k, f) in LAYER_FEATURES.iter().enumerate() {
-            let idx = (0..l_n).map(|l| GLOBAL_FEATURES.len() + l * LAYER_FEATURES.len() + k).collect();
+            let idx = (0..l_n).map(|l| global.len() + l * LAYER_FEATURES.len() + k).collect();
             groups.push((format!("{f} (all layers)"), idx, false));
         }
         if manifest.dims.vocab_size > 0 {
@@ -287,6 +290,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         let mut s = spec.clone();
         s.reward.budget = m.budget;
         s.env.granularity = m.granularity;
+        s.env.obs_version = m.obs.version;
         let other = Runner { net: n, manifest: m, window: m.policy.window.max(1), ..run };
         let st = other.evaluate(&task, &s, sequences)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -402,7 +406,9 @@ impl Runner<'_> {
         let episodes = sequences.div_ceil(streams) * streams;
         let len = task.valid_batch(0, 1).seq_len;
         let exact_bytes = cost::exact_bytes_per_token(cfg) as f64;
-        let entropy_idx = GLOBAL_FEATURES.iter().position(|f| *f == "pred_entropy").expect("feature exists");
+        let entropy_idx = ahr_policy::obs::global_features(self.manifest.obs.version)
+            .and_then(|g| g.iter().position(|f| *f == "pred_entropy"))
+            .expect("a loaded policy's observation version is known");
         let l_n = cfg.n_layers;
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
         let mut decisions = Vec::with_capacity(episodes * len);

@@ -84,8 +84,11 @@ struct Prepared {
 
 /// The model, its held-out data and what rules read from it.
 pub struct Harness<'a> {
-    /// The model as the env runs it.
+    /// The model as the env runs it (policies' menu).
     pub model: &'a Model,
+    /// The same model as rules run it: its menu with the judge's demotion schedules added
+    /// ([`demotion_stores`]), so a rule may keep recent tokens exact and older ones cheaper.
+    pub rules: Model,
     /// The task.
     pub task: &'a Task,
     /// The env spec (streams, granularity, reward).
@@ -165,7 +168,8 @@ impl<'a> Harness<'a> {
         if prepared.is_empty() {
             bail!("the task has no held-out sequences");
         }
-        Ok(Self { model, task, spec, sequences: seen, dev, prepared })
+        let rules = model.clone().with_timed(&demotion_stores(cfg, t_n))?;
+        Ok(Self { model, rules, task, spec, sequences: seen, dev, prepared })
     }
 
     /// The task's metric.
@@ -180,7 +184,7 @@ impl<'a> Harness<'a> {
 
     /// The storage choices a rule makes for one prepared batch.
     fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
-        let cfg = self.model.config();
+        let cfg = self.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
         let store = cfg
             .menu
@@ -203,7 +207,7 @@ impl<'a> Harness<'a> {
     /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running
     /// the model (rules decide from the prepared data alone).
     pub fn measured_memory(&self, rule: &Baseline) -> Result<f64> {
-        let cfg = self.model.config();
+        let cfg = self.rules.config();
         let mut total = 0.0;
         for p in &self.prepared {
             let c = self.rule_choices(p, rule)?;
@@ -239,7 +243,7 @@ impl<'a> Harness<'a> {
         setting: &str,
         rule: &dyn Fn(&Prepared) -> Result<Choices>,
     ) -> Result<Point> {
-        let cfg = self.model.config();
+        let cfg = self.rules.config();
         let mut tally = Tally::default();
         let mut sum = cost::SequenceCost::default();
         for p in &self.prepared {
@@ -275,7 +279,7 @@ impl<'a> Harness<'a> {
 
     /// Add one batch's pooled and per-sequence loss and accuracy under `choices`.
     fn score(&self, batch: &Batch, choices: &Choices, tally: &mut Tally) -> Result<()> {
-        let Some((logp, logits, labels)) = label_logprobs(self.model, batch, choices, self.dev)? else {
+        let Some((logp, logits, labels)) = label_logprobs(&self.rules, batch, choices, self.dev)? else {
             tally.per_sequence.extend((0..batch.batch_size).map(|_| Metrics::default()));
             return Ok(());
         };
@@ -326,6 +330,28 @@ impl<'a> Harness<'a> {
         };
         Ok((point, e))
     }
+}
+
+/// Demotion schedules the judge's rules may keep tokens with, beside the menu's plain options
+/// (DESIGN.md §9–10): the exact form for the W queries after a token, then each cheaper kept
+/// form of the menu, W ∈ {2, 8, 32, …} up to T/4 — "recent tokens exact, older ones at rank 1",
+/// the rule a practitioner writes once demotion exists.
+pub fn demotion_stores(cfg: &ahr_tpa::ModelConfig, seq_len: usize) -> Vec<StoreOption> {
+    let Some(first) = ahr_tpa::Form::of(cfg.exact_option()) else { return Vec::new() };
+    let windows: Vec<usize> =
+        std::iter::successors(Some(2usize), |w| w.checked_mul(4)).take_while(|w| *w <= seq_len / 4).collect();
+    let cheaper: Vec<ahr_tpa::Form> = cfg
+        .menu
+        .iter()
+        .filter_map(|o| ahr_tpa::Form::of(*o))
+        .filter(|f| *f != ahr_tpa::Form::Drop && *f != first)
+        .collect();
+    windows
+        .iter()
+        .flat_map(|&window| {
+            cheaper.iter().map(move |&then| StoreOption::Schedule { first, window, then, then_for: None })
+        })
+        .collect()
 }
 
 /// Token t of sequence b in layer l as the cost model sees it.

@@ -130,9 +130,10 @@ pub fn best_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metr
         })
 }
 
-/// Menu options kept tokens may be stored at: every option but drop and the expiring ones.
+/// Menu options kept tokens may be stored at: every option but drop and the expiring ones
+/// (demotion schedules included).
 fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
-    cfg.menu.iter().copied().filter(|o| *o != StoreOption::Drop && o.window().is_none()).collect()
+    cfg.menu.iter().copied().filter(|o| *o != StoreOption::Drop && o.expires_at(0).is_none()).collect()
 }
 
 /// The largest `x` in `lo..=hi` with `fits(x)`, for `fits` true up to some point and false after.
@@ -150,7 +151,7 @@ fn largest_fitting(lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> Option
 
 /// The settings of `family` that a search at memory `target` (bytes per token) runs.
 pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseline>> {
-    let cfg = h.model.config();
+    let cfg = h.rules.config();
     let t_n = h.seq_len();
     let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
     let mut out = Vec::new();
@@ -243,6 +244,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
         let mut pspec = spec.clone();
         pspec.reward.budget = manifest.budget;
         pspec.env.granularity = manifest.granularity;
+        pspec.env.obs_version = manifest.obs.version;
         let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let setting = match (manifest.budget, manifest.granularity) {
             (Some(b), _) => format!("budget={b}"),
@@ -273,7 +275,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
     targets.extend(points.iter().map(|p| p.kv_bytes_per_token));
     for &family in &a.families {
         if family == Family::Uniform {
-            for option in cfg.menu.clone() {
+            for option in h.rules.config().menu.clone() {
                 run(&Baseline::Uniform { option }, &mut rules)?;
             }
             continue;

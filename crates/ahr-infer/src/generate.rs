@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ahr_policy::export::{ExportError, Manifest, load_policy};
-use ahr_policy::obs::{FeatureWindow, Granularity, observe};
+use ahr_policy::obs::{FeatureWindow, Granularity, SequenceHistory, observe};
 use ahr_policy::{ActorCritic, ObsBatch};
 use ahr_tpa::{KvCache, Model, StepOutput, cost};
 use burn::tensor::Device;
@@ -179,6 +179,7 @@ impl<'a> Generator<'a> {
 struct PolicyState {
     windows: Vec<FeatureWindow>,
     per_layer: Option<Vec<usize>>,
+    history: Vec<SequenceHistory>,
 }
 
 impl PolicyState {
@@ -203,7 +204,12 @@ impl PolicyState {
         let b_n = ids.len();
         let logp = log_softmax(out.logits.clone(), 1);
         let budget = policy.manifest.budget;
-        let fresh = observe(cfg, &logp, out.layer_stats.clone(), cache, ids, t, len, budget);
+        if t == 0 || self.history.len() != b_n {
+            self.history = vec![SequenceHistory::default(); b_n];
+        }
+        let version = policy.manifest.obs.version;
+        let fresh =
+            observe(cfg, version, &logp, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
         let window = policy.manifest.policy.window.max(1);
         let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), masks: fresh.masks.clone(), ..Default::default() };
         let dim = fresh.features.len() / b_n;

@@ -112,7 +112,14 @@ impl Manifest {
                 names(&model.menu)
             ));
         }
-        let expected = ObsSpec::rank(model.n_layers, model.vocab_size).windowed(self.policy.window);
+        let Some(expected) = ObsSpec::rank_version(self.obs.version, model.n_layers, model.vocab_size) else {
+            return Err(format!(
+                "observation version {} is unknown to this build (it reads 1 to {})",
+                self.obs.version,
+                crate::obs::OBS_VERSION
+            ));
+        };
+        let expected = expected.windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {
             return Err(format!(
                 "observation spec version {} with {} features; this build produces version {} with {}",

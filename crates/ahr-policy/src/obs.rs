@@ -6,10 +6,23 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Version of the feature layout below; bump it whenever a feature is added, removed or moved.
-pub const OBS_VERSION: u32 = 1;
+/// Version 1 ([`GLOBAL_FEATURES_V1`]) normalised positions by the episode's final length, which a
+/// server generating open-endedly does not know; it is still read so that its policies load.
+pub const OBS_VERSION: u32 = 2;
 
-/// Global (per token) features, in order.
+/// Global (per token) features of the current version, in order: every one causal and
+/// independent of how long the sequence will be (DESIGN.md §5).
 pub const GLOBAL_FEATURES: [&str; 6] = [
+    "position",     // t (absolute; the running normalisation scales it)
+    "log_position", // ln(1 + t)
+    "pred_entropy", // model's next-token entropy at t / ln V
+    "entropy_mean", // mean of pred_entropy over positions 0..=t: how hard the context has been so far
+    "cache_fill",   // bytes held / bytes if every earlier token were exact
+    "budget_left",  // budget mode: target fraction − fraction used so far (0 otherwise)
+];
+
+/// Global features of version 1 (policies trained before 2026-12-01's second session).
+pub const GLOBAL_FEATURES_V1: [&str; 6] = [
     "position_frac",    // t / episode length
     "log_position",     // ln(1 + t) / ln(1 + episode length)
     "pred_entropy",     // model's next-token entropy at t / ln V
@@ -18,6 +31,15 @@ pub const GLOBAL_FEATURES: [&str; 6] = [
     "episode_progress", // steps left / episode length
 ];
 
+/// The global features of observation version `version` (`None` if this build does not know it).
+pub fn global_features(version: u32) -> Option<&'static [&'static str; 6]> {
+    match version {
+        1 => Some(&GLOBAL_FEATURES_V1),
+        2 => Some(&GLOBAL_FEATURES),
+        _ => None,
+    }
+}
+
 /// Per-layer features, in order (one block per layer).
 pub const LAYER_FEATURES: [&str; 3] = [
     "attn_entropy", // attention entropy of token t's query, nats (mean over heads)
@@ -25,18 +47,37 @@ pub const LAYER_FEATURES: [&str; 3] = [
     "key_norm",     // L2 norm of token t's exact key
 ];
 
+/// What one stream has seen of its sequence so far, for the running features (reset with the
+/// sequence).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SequenceHistory {
+    entropy_sum: f64,
+    steps: usize,
+}
+
+impl SequenceHistory {
+    /// Take in position t's normalised predictive entropy; returns the mean over 0..=t.
+    pub fn push_entropy(&mut self, normalised: f32) -> f32 {
+        self.entropy_sum += normalised as f64;
+        self.steps += 1;
+        (self.entropy_sum / self.steps as f64) as f32
+    }
+}
+
 /// What one token's feature vector is built from; the rank environment and inference build it
 /// the same way through [`TokenFeatures::push_to`].
 #[derive(Clone, Copy, Debug)]
 pub struct TokenFeatures<'a> {
+    /// Feature layout version.
+    pub version: u32,
     /// Position of the token (0-based).
     pub t: usize,
-    /// Episode (or generation) length in tokens.
+    /// Episode (or generation) length in tokens (version 1 only).
     pub len: usize,
-    /// The model's next-token entropy at t, nats.
+    /// The model's next-token entropy at t / ln V.
     pub pred_entropy: f32,
-    /// Vocabulary size (the entropy is divided by ln V).
-    pub vocab_size: usize,
+    /// Mean of `pred_entropy` over positions 0..=t.
+    pub entropy_mean: f32,
     /// Cache bytes this stream holds before t is stored, all layers.
     pub held_bytes: usize,
     /// Bytes per token of the exact choice, all layers.
@@ -53,18 +94,25 @@ impl TokenFeatures<'_> {
         if self.t == 0 { 1.0 } else { self.held_bytes as f64 / (self.t as f64 * self.exact_bytes as f64) }
     }
 
-    /// Append the feature vector ([`GLOBAL_FEATURES`], then [`LAYER_FEATURES`] per layer).
+    /// Append the feature vector (the version's global features, then [`LAYER_FEATURES`] per layer).
     pub fn push_to(&self, out: &mut Vec<f32>) {
-        let (t, len) = (self.t as f32, self.len as f32);
+        let t = self.t as f32;
         let fill = self.cache_fill();
-        out.extend([
-            t / len,
-            (1.0 + t).ln() / (1.0 + len).ln(),
-            self.pred_entropy / (self.vocab_size as f32).ln(),
-            fill as f32,
-            self.budget.map_or(0.0, |target| target - fill) as f32,
-            (len - t) / len,
-        ]);
+        let budget_left = self.budget.map_or(0.0, |target| target - fill) as f32;
+        match self.version {
+            1 => {
+                let len = self.len as f32;
+                out.extend([
+                    t / len,
+                    (1.0 + t).ln() / (1.0 + len).ln(),
+                    self.pred_entropy,
+                    fill as f32,
+                    budget_left,
+                    (len - t) / len,
+                ]);
+            }
+            _ => out.extend([t, (1.0 + t).ln(), self.pred_entropy, self.entropy_mean, fill as f32, budget_left]),
+        }
         out.extend_from_slice(self.layer_stats);
     }
 }
@@ -73,10 +121,12 @@ impl TokenFeatures<'_> {
 /// environment (training) and `ahr-infer` (deployment) share, so a deployed policy sees exactly
 /// what it was trained on. `logp` holds the step's log-probabilities `[B, V]`, `layer_stats` its
 /// per-layer statistics `[B, L, LAYER_FEATURES.len()]`; `cache` is the cache before the token is
-/// stored; `len` the horizon the position features are relative to.
+/// stored; `history` each stream's running statistics (updated here); `len` the horizon version
+/// 1's position features are relative to (unused from version 2 on).
 #[allow(clippy::too_many_arguments)]
 pub fn observe(
     cfg: &ModelConfig,
+    version: u32,
     logp: &Tensor<2>,
     layer_stats: Tensor<3>,
     cache: &KvCache,
@@ -84,18 +134,23 @@ pub fn observe(
     t: usize,
     len: usize,
     budget: Option<f64>,
+    history: &mut [SequenceHistory],
 ) -> ObsBatch {
     let (b_n, l_n, k) = (ids.len(), cfg.n_layers, LAYER_FEATURES.len());
+    assert_eq!(history.len(), b_n, "one history per stream");
     let host = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().expect("f32 tensors should read back as f32");
     let entropy = host((logp.clone().exp() * logp.clone()).sum_dim(1).neg().reshape([b_n]));
     let stats = host(layer_stats.reshape([b_n * l_n * k]));
     let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
+    let ln_v = (cfg.vocab_size as f32).ln();
     for b in 0..b_n {
+        let pred_entropy = entropy[b] / ln_v;
         TokenFeatures {
+            version,
             t,
             len,
-            pred_entropy: entropy[b],
-            vocab_size: cfg.vocab_size,
+            pred_entropy,
+            entropy_mean: history[b].push_entropy(pred_entropy),
             held_bytes: cache.stream_bytes(b),
             exact_bytes: cost::exact_bytes_per_token(cfg),
             budget,
@@ -158,13 +213,18 @@ pub struct ObsSpec {
 }
 
 impl ObsSpec {
-    /// The rank-environment spec for a model with `n_layers` layers.
+    /// The rank-environment spec of the current version for a model with `n_layers` layers.
     pub fn rank(n_layers: usize, vocab_size: usize) -> Self {
-        let mut features: Vec<String> = GLOBAL_FEATURES.iter().map(|s| s.to_string()).collect();
+        Self::rank_version(OBS_VERSION, n_layers, vocab_size).expect("the current version is known")
+    }
+
+    /// The rank-environment spec of observation version `version` (`None` if unknown).
+    pub fn rank_version(version: u32, n_layers: usize, vocab_size: usize) -> Option<Self> {
+        let mut features: Vec<String> = global_features(version)?.iter().map(|s| s.to_string()).collect();
         for l in 0..n_layers {
             features.extend(LAYER_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
         }
-        Self { version: OBS_VERSION, features, vocab_size }
+        Some(Self { version, features, vocab_size })
     }
 
     /// A plain spec (e.g. CartPole): `dim` unnamed features, no tokens.
@@ -308,5 +368,44 @@ mod tests {
         let spec = ObsSpec::rank(3, 100);
         assert_eq!(spec.dim(), GLOBAL_FEATURES.len() + 3 * LAYER_FEATURES.len());
         assert_eq!(spec.features[GLOBAL_FEATURES.len()], "layer0.attn_entropy");
+        let v1 = ObsSpec::rank_version(1, 3, 100).unwrap();
+        assert_eq!(v1.features[0], "position_frac");
+        assert_eq!(v1.dim(), spec.dim());
+        assert!(ObsSpec::rank_version(9, 3, 100).is_none());
+    }
+
+    /// Current features depend on what has happened, not on how long the sequence will be;
+    /// version 1's did (the reason it was replaced).
+    #[test]
+    fn features_are_causal_and_length_agnostic() {
+        let stats = [0.5f32, 0.25, 3.0];
+        let mut history = SequenceHistory::default();
+        let means: Vec<f32> = [0.2f32, 0.4, 0.9].iter().map(|&e| history.push_entropy(e)).collect();
+        assert_eq!(means, vec![0.2, 0.3, 0.5]);
+        let at = |version: u32, len: usize| {
+            let f = TokenFeatures {
+                version,
+                t: 7,
+                len,
+                pred_entropy: 0.9,
+                entropy_mean: 0.5,
+                held_bytes: 700,
+                exact_bytes: 200,
+                budget: Some(0.3),
+                layer_stats: &stats,
+            };
+            let mut out = Vec::new();
+            f.push_to(&mut out);
+            out
+        };
+        assert_eq!(at(OBS_VERSION, 8), at(OBS_VERSION, 4096));
+        assert_ne!(at(1, 8), at(1, 4096));
+        let v2 = at(OBS_VERSION, 8);
+        assert_eq!(v2.len(), GLOBAL_FEATURES.len() + stats.len());
+        // position, ln(1 + t), entropy, its mean, fill = 700 / (7 · 200), budget left.
+        let expect = [7.0, 8f32.ln(), 0.9, 0.5, 0.5, 0.3 - 0.5];
+        for (got, want) in v2.iter().zip(expect) {
+            assert!((got - want).abs() < 1e-6, "{v2:?}");
+        }
     }
 }

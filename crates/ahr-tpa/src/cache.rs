@@ -184,6 +184,8 @@ pub struct LayerCache {
     shadow: Vec<Option<Slot>>,
     /// Per option, the positions of the tokens a timed slot holds in their first form, oldest first.
     positions: Vec<VecDeque<usize>>,
+    /// Per option, the positions of demoted tokens that expire later (`first/W/then/W2`).
+    late_positions: Vec<VecDeque<usize>>,
 }
 
 impl LayerCache {
@@ -311,6 +313,7 @@ impl KvCache {
             late: vec![None; n],
             shadow: vec![None; n],
             positions: vec![VecDeque::new(); n],
+            late_positions: vec![VecDeque::new(); n],
         };
         let kind = |o: StoreOption| match o {
             StoreOption::Rank(rank) => Some(HostKind::Factors { rank }),
@@ -474,10 +477,14 @@ impl KvCache {
         for (o, opt) in self.menu.iter().enumerate().filter(|(_, opt)| opt.is_timed()) {
             for ((stream, counts), late) in self.streams.iter_mut().zip(&mut self.counts).zip(&mut self.late_counts) {
                 for ((layer, counts), late) in stream.iter_mut().zip(counts.iter_mut()).zip(late.iter_mut()) {
-                    let held = &mut layer.positions[o];
                     let mut n = 0;
-                    while held.front().is_some_and(|&t| opt.later(t).is_some_and(|(at, _)| at <= next)) {
-                        held.pop_front();
+                    while let Some(&t) =
+                        layer.positions[o].front().filter(|&&t| opt.later(t).is_some_and(|(at, _)| at <= next))
+                    {
+                        layer.positions[o].pop_front();
+                        if self.late_kinds[o].is_some() && opt.expires_at(t).is_some() {
+                            layer.late_positions[o].push_back(t);
+                        }
                         n += 1;
                     }
                     if n > 0 {
@@ -486,6 +493,17 @@ impl KvCache {
                         if self.late_kinds[o].is_some() {
                             late[o] += n;
                         }
+                    }
+                    // Demoted tokens whose second window has ended (`first/W/then/W2`).
+                    let mut gone = 0;
+                    while layer.late_positions[o].front().is_some_and(|&t| opt.expires_at(t).is_some_and(|e| e <= next))
+                    {
+                        layer.late_positions[o].pop_front();
+                        gone += 1;
+                    }
+                    if gone > 0 {
+                        LayerCache::take_front(&mut layer.late[o], gone);
+                        late[o] -= gone;
                     }
                 }
             }

@@ -28,11 +28,12 @@ pub enum StoreOption {
     /// write-time choice that expires, so a token can matter while it is recent (StreamingLLM's
     /// window, chosen per token). Cheaper than it looks: it is held for `W + 1` steps at most.
     Recent(usize),
-    /// A demotion schedule `first/W/then`: kept as `first` for the next `W` queries, then as
-    /// `then`, which must be reachable from what `first` stores without recomputation (nested
-    /// `rank:ρ → rank:ρ'` with ρ' < ρ keeps components `1..=ρ'`; anything → `drop`). A `full`
-    /// token demoted to `rank:ρ'` keeps its rank-ρ' factors beside the dense K/V while it is
-    /// dense, and is charged for both (DESIGN.md §10).
+    /// A demotion schedule `first/W/then` (or `first/W/then/W2`): kept as `first` for the next
+    /// `W` queries, then as `then` (for the `W2` queries after those, then evicted), where `then`
+    /// must be reachable from what `first` stores without recomputation (nested `rank:ρ →
+    /// rank:ρ'` with ρ' < ρ keeps components `1..=ρ'`; anything → `drop`). A `full` token demoted
+    /// to `rank:ρ'` keeps its rank-ρ' factors beside the dense K/V while it is dense, and is
+    /// charged for both (DESIGN.md §10).
     Schedule {
         /// How the token is kept while recent.
         first: Form,
@@ -40,6 +41,9 @@ pub enum StoreOption {
         window: usize,
         /// How it is kept afterwards.
         then: Form,
+        /// `W2`: the queries after those that see it as `then` before it is evicted (`None`: to
+        /// the end).
+        then_for: Option<usize>,
     },
 }
 
@@ -96,16 +100,22 @@ impl StoreOption {
     }
 
     /// The first query position that no longer sees a token written at `t` because its option
-    /// expires (`recent:W` and schedules ending in `drop`: t + W + 1); `None`: never expires.
+    /// expires (`recent:W` and schedules to `drop`: t + W + 1; `first/W/then/W2`: t + W + W2 + 1);
+    /// `None`: never expires.
     pub fn expires_at(self, t: usize) -> Option<usize> {
-        self.later(t).filter(|(_, then)| *then == StoreOption::Drop).map(|(at, _)| at)
+        match self {
+            StoreOption::Schedule { window, then_for: Some(w2), .. } => Some(t + window + w2 + 1),
+            _ => self.later(t).filter(|(_, then)| *then == StoreOption::Drop).map(|(at, _)| at),
+        }
     }
 
     /// The plain option a token is kept as while query `q` (≥ t) runs: its first form before
-    /// [`StoreOption::later`], the later one from then on (`exact` for `recent:W`'s first form).
+    /// [`StoreOption::later`], the later one from then on, `drop` once expired (`exact` for
+    /// `recent:W`'s first form).
     pub fn form_at(self, exact: StoreOption, t: usize, q: usize) -> StoreOption {
-        match self.later(t) {
-            Some((at, then)) if q >= at => then,
+        match (self.later(t), self.expires_at(t)) {
+            (_, Some(end)) if q >= end => StoreOption::Drop,
+            (Some((at, then)), _) if q >= at => then,
             _ => self.stored_as(exact),
         }
     }
@@ -142,8 +152,12 @@ impl fmt::Display for StoreOption {
             StoreOption::Rank(r) => write!(f, "rank:{r}"),
             StoreOption::Full => write!(f, "full"),
             StoreOption::Recent(w) => write!(f, "recent:{w}"),
-            StoreOption::Schedule { first, window, then } => {
-                write!(f, "{}/{window}/{}", first.option(), then.option())
+            StoreOption::Schedule { first, window, then, then_for } => {
+                write!(f, "{}/{window}/{}", first.option(), then.option())?;
+                match then_for {
+                    Some(w2) => write!(f, "/{w2}"),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -154,8 +168,14 @@ impl FromStr for StoreOption {
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let s = s.trim();
-        if let [first, window, then] = s.split('/').collect::<Vec<_>>()[..] {
-            return parse_schedule(first, window, then).map_err(|e| format!("schedule `{s}`: {e}"));
+        match s.split('/').collect::<Vec<_>>()[..] {
+            [first, window, then] => {
+                return parse_schedule(first, window, then, None).map_err(|e| format!("schedule `{s}`: {e}"));
+            }
+            [first, window, then, then_for] => {
+                return parse_schedule(first, window, then, Some(then_for)).map_err(|e| format!("schedule `{s}`: {e}"));
+            }
+            _ => {}
         }
         match s {
             "drop" => Ok(StoreOption::Drop),
@@ -175,18 +195,29 @@ impl FromStr for StoreOption {
     }
 }
 
-/// `first/W/then`, checking that `then` is reachable from what `first` stores.
-fn parse_schedule(first: &str, window: &str, then: &str) -> std::result::Result<StoreOption, String> {
+/// `first/W/then[/W2]`, checking that `then` is reachable from what `first` stores.
+fn parse_schedule(
+    first: &str,
+    window: &str,
+    then: &str,
+    then_for: Option<&str>,
+) -> std::result::Result<StoreOption, String> {
     let form = |s: &str| {
         s.parse::<StoreOption>().ok().and_then(Form::of).ok_or_else(|| format!("`{s}` is not drop, rank:<n> or full"))
     };
     let (first, then) = (form(first)?, form(then)?);
-    let window = window
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|&w| w > 0)
-        .ok_or_else(|| format!("the window `{window}` must be a whole number ≥ 1"))?;
+    let count = |w: &str| {
+        w.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&w| w > 0)
+            .ok_or_else(|| format!("the window `{w}` must be a whole number ≥ 1"))
+    };
+    let window = count(window)?;
+    let then_for = then_for.map(count).transpose()?;
+    if then == Form::Drop && then_for.is_some() {
+        return Err("a token demoted to drop has no second window".into());
+    }
     let reachable = match (first, then) {
         (Form::Drop, _) => false,
         (_, Form::Drop) => true,
@@ -202,7 +233,7 @@ fn parse_schedule(first: &str, window: &str, then: &str) -> std::result::Result<
             then.option()
         ));
     }
-    Ok(StoreOption::Schedule { first, window, then })
+    Ok(StoreOption::Schedule { first, window, then, then_for })
 }
 
 impl TryFrom<String> for StoreOption {
@@ -532,12 +563,19 @@ mod tests {
 
     #[test]
     fn schedules_parse_check_reachability_and_follow_one_rule() {
-        for s in ["full/16/rank:1", "rank:2/8/rank:1", "rank:2/3/drop", "full/1/drop"] {
+        for s in ["full/16/rank:1", "rank:2/8/rank:1", "rank:2/3/drop", "full/1/drop", "full/8/rank:1/56"] {
             assert_eq!(s.parse::<StoreOption>().unwrap().to_string(), s);
         }
-        for bad in
-            ["rank:1/8/rank:2", "rank:1/8/full", "drop/4/drop", "full/0/rank:1", "full/x/rank:1", "full/8/recent:2"]
-        {
+        for bad in [
+            "rank:1/8/rank:2",
+            "rank:1/8/full",
+            "drop/4/drop",
+            "full/0/rank:1",
+            "full/x/rank:1",
+            "full/8/recent:2",
+            "full/8/drop/4",
+            "full/8/rank:1/0",
+        ] {
             assert!(bad.parse::<StoreOption>().is_err(), "{bad}");
         }
         let s: StoreOption = "full/2/rank:1".parse().unwrap();
@@ -552,6 +590,11 @@ mod tests {
         assert_eq!(gone.expires_at(5), Some(8));
         assert_eq!(gone.form_at(exact, 5, 8), StoreOption::Drop);
         assert_eq!(StoreOption::Recent(2).form_at(exact, 5, 6), StoreOption::Full);
+        // Dense for queries 6–7, rank 1 for 8–10, evicted from 11 on.
+        let three: StoreOption = "full/2/rank:1/3".parse().unwrap();
+        assert_eq!(three.expires_at(5), Some(11));
+        assert_eq!(three.form_at(exact, 5, 10), StoreOption::Rank(1));
+        assert_eq!(three.form_at(exact, 5, 11), StoreOption::Drop);
         assert_eq!(StoreOption::Recent(2).expires_at(5), StoreOption::Recent(2).later(5).map(|l| l.0));
         // Menus take schedules after the plain options; ranks are checked against the model.
         let cfg = ModelConfig::mqar().with_timed(&[s, StoreOption::Recent(4)]).unwrap();

@@ -39,8 +39,9 @@ pub fn bytes_per_token(cfg: &ModelConfig, option: StoreOption) -> usize {
 /// Bytes the cache holds for a token written at `t` as `option` while query `q ≥ t` runs (the
 /// first form until [`StoreOption::later`] says otherwise).
 pub fn bytes_at(cfg: &ModelConfig, option: StoreOption, t: usize, q: usize) -> usize {
-    match option.later(t) {
-        Some((at, then)) if q >= at => bytes_per_token(cfg, then),
+    match (option.later(t), option.expires_at(t)) {
+        (_, Some(end)) if q >= end => 0,
+        (Some((at, then)), _) if q >= at => bytes_per_token(cfg, then),
         _ => bytes_per_token(cfg, option),
     }
 }
@@ -54,7 +55,7 @@ pub fn byte_steps(
     seq_len: usize,
     evicted_at: Option<usize>,
 ) -> usize {
-    let end = evicted_at.map_or(seq_len, |e| e.min(seq_len));
+    let end = [Some(seq_len), evicted_at, option.expires_at(t)].into_iter().flatten().min().unwrap_or(seq_len);
     if end <= t {
         return 0;
     }
@@ -323,6 +324,11 @@ mod tests {
         assert_eq!(byte_steps(&cfg, demote, 1, 6, Some(3)), 2 * (full + r1));
         assert_eq!(byte_steps(&cfg, expire, 2, 6, None), 3 * r2);
         assert_eq!(byte_steps(&cfg, expire, 5, 6, None), r2);
+        // Three phases: dense at queries 1–2, rank 1 at 3–4, evicted from 5 on.
+        let three: StoreOption = "full/1/rank:1/2".parse().unwrap();
+        assert_eq!(byte_steps(&cfg, three, 1, 10, None), 2 * (full + r1) + 2 * r1);
+        assert_eq!(bytes_at(&cfg, three, 1, 5), 0);
+        assert_eq!(held_steps(three, 1, 10, None), 4);
         let entries = [
             (StoreOption::Drop, None),
             (demote, None),

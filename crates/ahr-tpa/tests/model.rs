@@ -168,16 +168,25 @@ fn recent_tokens_expire_in_decode_as_evictions_do_in_the_parallel_forward() {
 
 /// Demotion schedules (DESIGN.md §10): windows of 3 (within a block) and 70 (across the block
 /// boundaries of T = 150), nested `rank:3 → rank:2`, `rank:2 → rank:1`, `full → rank:1` (shadow
-/// factors) and `full → drop`, mixed with `recent:3` and plain options. Decode through both
+/// factors) and `full → drop`, three-phase ones that also evict their later form, mixed with
+/// `recent:3` and plain options. Decode through both
 /// storages equals the parallel forward, and after every step each cache holds exactly what
 /// [`cost::bytes_at`] charges, with its peak where the cost model puts it.
 #[test]
 fn demotion_schedules_decode_like_the_parallel_forward_and_hold_what_the_cost_model_charges() {
     let (b, t) = (2, 150);
-    let timed: Vec<StoreOption> = ["full/3/rank:1", "rank:3/70/rank:2", "rank:2/3/rank:1", "full/70/drop", "recent:3"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
+    let timed: Vec<StoreOption> = [
+        "full/3/rank:1",
+        "rank:3/70/rank:2",
+        "rank:2/3/rank:1",
+        "full/70/drop",
+        "recent:3",
+        "full/2/rank:1/66",
+        "rank:3/65/rank:1/4",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
     let cfg = ModelConfig::tiny().with_timed(&timed).unwrap();
     let model = randomize(Model::new(&cfg, &device()), 50, 0.4);
     let mut rng = StdRng::seed_from_u64(51);
