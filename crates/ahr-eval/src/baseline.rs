@@ -23,6 +23,8 @@ pub enum Family {
     H2o,
     /// TOVA: evict the key the current query attends to least.
     Tova,
+    /// K-norm: keep the keys with the lowest L2 norm.
+    KNorm,
     /// Keep a token when the model's next-token entropy at it is at least τ.
     Entropy,
     /// Keep each token with a probability that matches a memory target.
@@ -31,8 +33,15 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 6] =
-        [Family::Uniform, Family::StreamingLlm, Family::H2o, Family::Tova, Family::Entropy, Family::Random];
+    pub const ALL: [Family; 7] = [
+        Family::Uniform,
+        Family::StreamingLlm,
+        Family::H2o,
+        Family::Tova,
+        Family::KNorm,
+        Family::Entropy,
+        Family::Random,
+    ];
 
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -41,14 +50,15 @@ impl Family {
             Family::StreamingLlm => "streaming-llm",
             Family::H2o => "h2o",
             Family::Tova => "tova",
+            Family::KNorm => "k-norm",
             Family::Entropy => "entropy",
             Family::Random => "random",
         }
     }
 
-    /// Whether the family needs the attention maps of the full-cache forward.
+    /// Whether the family needs the attention maps (or key norms) of the full-cache forward.
     pub fn needs_attention(self) -> bool {
-        matches!(self, Family::H2o | Family::Tova)
+        matches!(self, Family::H2o | Family::Tova | Family::KNorm)
     }
 }
 
@@ -103,6 +113,14 @@ pub enum Baseline {
         /// Storage of kept tokens.
         store: StoreOption,
     },
+    /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
+    /// et al. 2024: low-norm keys draw attention).
+    KNorm {
+        /// Keys kept.
+        budget: usize,
+        /// Storage of kept tokens.
+        store: StoreOption,
+    },
     /// Keep a token (at `store`) when its normalised next-token entropy is at least `tau`.
     Entropy {
         /// Threshold on entropy / ln V.
@@ -127,6 +145,8 @@ pub struct SequenceView<'a> {
     /// `[layer]` → `[T, T]` attention of the exact full-cache forward, mean over heads (empty
     /// when no attention rule runs).
     pub attention: &'a [Vec<f32>],
+    /// `[layer]` → `[T]` L2 norms of the exact keys (empty when no attention rule runs).
+    pub key_norms: &'a [Vec<f32>],
     /// `[T]` next-token entropy / ln V of the exact forward.
     pub entropy: &'a [f32],
     /// `[T, layer]` uniform draws in [0, 1) for random rules (fixed per sequence).
@@ -141,6 +161,7 @@ impl Baseline {
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::H2o { .. } => Family::H2o,
             Baseline::Tova { .. } => Family::Tova,
+            Baseline::KNorm { .. } => Family::KNorm,
             Baseline::Entropy { .. } => Family::Entropy,
             Baseline::Random { .. } => Family::Random,
         }
@@ -153,6 +174,7 @@ impl Baseline {
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
+            | Baseline::KNorm { store, .. }
             | Baseline::Entropy { store, .. }
             | Baseline::Random { store, .. } => store,
         }
@@ -172,7 +194,7 @@ impl Baseline {
             Baseline::Uniform { option } => option.to_string(),
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
-            Baseline::Tova { budget, .. } => format!("budget={budget}"),
+            Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
             Baseline::Random { keep, .. } => format!("keep={keep:.4}"),
         }
@@ -188,6 +210,7 @@ impl Baseline {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
             Baseline::Tova { budget, .. } => rules::tova_evictions(&view.attention[layer], t_n, budget),
+            Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::Random { keep, .. } => {
                 let l_n = view.draws.len() / t_n.max(1);
@@ -213,7 +236,13 @@ impl Baseline {
             Baseline::Entropy { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
-                let view = SequenceView { seq_len: t_n, attention: &[], entropy: &[], draws: &[] };
+                let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], draws: &[] };
+                layer_bytes(&self.evictions(&view, 0))
+            }
+            Baseline::KNorm { .. } => {
+                // Any norms give the same counts.
+                let norms = [vec![0.0; t_n]];
+                let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &norms, entropy: &[], draws: &[] };
                 layer_bytes(&self.evictions(&view, 0))
             }
             Baseline::H2o { .. } | Baseline::Tova { .. } => {
@@ -225,7 +254,7 @@ impl Baseline {
                     }
                 }
                 let maps = [attn];
-                let view = SequenceView { seq_len: t_n, attention: &maps, entropy: &[], draws: &[] };
+                let view = SequenceView { seq_len: t_n, attention: &maps, key_norms: &[], entropy: &[], draws: &[] };
                 layer_bytes(&self.evictions(&view, 0))
             }
         };
@@ -263,6 +292,8 @@ mod tests {
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let h2o = Baseline::H2o { heavy: 1, recent: 1, store };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
+        let knorm = Baseline::KNorm { budget: 2, store };
+        assert!((knorm.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let uniform = Baseline::Uniform { option: StoreOption::Full };
         assert!((uniform.memory(&cfg, 8).unwrap() - 768.0).abs() < 1e-9);
         let random = Baseline::Random { keep: 0.25, store: StoreOption::Full };

@@ -71,11 +71,13 @@ impl Point {
 }
 
 /// Per held-out sequence, what rules may read: the exact full-cache forward's attention (mean
-/// over heads) and normalised next-token entropy, and fixed random draws.
+/// over heads), exact-key norms and normalised next-token entropy, and fixed random draws.
 struct Prepared {
     batch: Batch,
     /// `[seq][layer][T·T]` (empty without attention rules).
     attention: Vec<Vec<Vec<f32>>>,
+    /// `[seq][layer][T]` exact-key L2 norms (empty without attention rules).
+    key_norms: Vec<Vec<Vec<f32>>>,
     /// `[seq][T]`.
     entropy: Vec<Vec<f32>>,
     /// `[seq][T·L]`.
@@ -155,15 +157,20 @@ impl<'a> Harness<'a> {
             let ent = host((logp.clone().exp() * logp).sum_dim(2).neg().reshape([b_n * t_n]))?;
             let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
             let mut maps = vec![Vec::new(); b_n];
+            let mut key_norms = vec![Vec::new(); b_n];
             for map in attention_maps {
-                let mean = host(map.mean_dim(1).reshape([b_n * t_n * t_n]))?;
+                let mean = host(map.probs.mean_dim(1).reshape([b_n * t_n * t_n]))?;
                 for (s, m) in mean.chunks(t_n * t_n).enumerate() {
                     maps[s].push(m.to_vec());
+                }
+                let norms = host(map.key_norms.reshape([b_n * t_n]))?;
+                for (s, n) in norms.chunks(t_n).enumerate() {
+                    key_norms[s].push(n.to_vec());
                 }
             }
             let mut rng = StdRng::seed_from_u64(0x72616e64 ^ i as u64);
             let draws = (0..b_n).map(|_| (0..t_n * l_n).map(|_| rng.random::<f32>()).collect()).collect();
-            prepared.push(Prepared { batch, attention: maps, entropy, draws });
+            prepared.push(Prepared { batch, attention: maps, key_norms, entropy, draws });
         }
         if prepared.is_empty() {
             bail!("the task has no held-out sequences");
@@ -193,8 +200,13 @@ impl<'a> Harness<'a> {
             .ok_or_else(|| anyhow!("{}: option {} is not in the model's menu", rule.name(), rule.store()))?;
         let mut ev = vec![NEVER; b_n * t_n * l_n];
         for s in 0..b_n {
-            let view =
-                SequenceView { seq_len: t_n, attention: &p.attention[s], entropy: &p.entropy[s], draws: &p.draws[s] };
+            let view = SequenceView {
+                seq_len: t_n,
+                attention: &p.attention[s],
+                key_norms: &p.key_norms[s],
+                entropy: &p.entropy[s],
+                draws: &p.draws[s],
+            };
             for l in 0..l_n {
                 for (t, e) in rule.evictions(&view, l).into_iter().enumerate() {
                     ev[(s * t_n + t) * l_n + l] = e;

@@ -175,6 +175,12 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     }
                 }
             }
+            Family::KNorm => {
+                let knorm = |budget| Baseline::KNorm { budget, store };
+                if let Some(budget) = largest_fitting(1, t_n, |b| fits(&knorm(b))) {
+                    out.push(knorm(budget));
+                }
+            }
             Family::H2o | Family::Tova => {
                 let tova = |budget| Baseline::Tova { budget, store };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
@@ -370,6 +376,9 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::Tova => "tova@S: per layer, evict the key with the least attention (mean over heads) from \
                 the current query of the full-cache forward (optimistic, as for h2o); the largest budget within \
                 each target"
+                .into(),
+            Family::KNorm => "k-norm@S: per layer, over budget evict the held key with the largest L2 norm \
+                (exact key, all heads; Devoto et al. 2024); the largest budget within each target"
                 .into(),
             Family::Entropy => "entropy@S: keep a token at S when the exact forward's next-token entropy / ln V \
                 at it is ≥ tau (tau bisected to fill each target), else drop it"

@@ -66,6 +66,28 @@ pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
     evicted
 }
 
+/// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
+/// After query q's token enters the cache, while more than `budget` keys are held, the held key
+/// with the largest norm is evicted (from query q + 1 on; the newest may go at once) — low-norm
+/// keys are the ones that draw attention.
+pub fn key_norm_evictions(norms: &[f32], budget: usize) -> Vec<u32> {
+    let t_n = norms.len();
+    let mut evicted = vec![NEVER; t_n];
+    let mut held: Vec<usize> = Vec::new();
+    for q in 0..t_n {
+        held.push(q);
+        while held.len() > budget.max(1) {
+            let (i, _) = held
+                .iter()
+                .enumerate()
+                .max_by(|a, b| norms[*a.1].total_cmp(&norms[*b.1]).then(b.1.cmp(a.1)))
+                .expect("held is not empty");
+            evicted[held.remove(i)] = (q + 1) as u32;
+        }
+    }
+    evicted
+}
+
 /// Keep a key while its score is at least `tau` (write-time rules: entropy thresholds and random
 /// draws), evict it at once otherwise: the key is seen only at its own step.
 pub fn threshold_evictions(scores: &[f32], tau: f32) -> Vec<u32> {
@@ -80,6 +102,15 @@ mod tests {
     fn peak_held(evicted_at: &[u32]) -> usize {
         let t_n = evicted_at.len();
         (0..t_n).map(|q| (0..=q).filter(|&k| evicted_at[k] as usize > q).count()).max().unwrap_or(0)
+    }
+
+    /// By hand: norms [3, 1, 2, 5, 0.5], budget 2. Query 2 holds three keys and evicts key 0
+    /// (norm 3); query 3 evicts itself (norm 5); query 4 evicts key 2 (norm 2).
+    #[test]
+    fn key_norm_keeps_the_lowest_norms_within_its_budget() {
+        let e = key_norm_evictions(&[3.0, 1.0, 2.0, 5.0, 0.5], 2);
+        assert_eq!(e, vec![3, NEVER, 5, 4, NEVER]);
+        assert_eq!(peak_held(&e), 3, "the budget plus the newest token");
     }
 
     #[test]

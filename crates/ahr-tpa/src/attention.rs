@@ -33,6 +33,15 @@ const MASKED: f32 = -1.0e9;
 /// its row's maximum gets e^-80 instead of its own (smaller) weight.
 const MIN_EXPONENT: f32 = -80.0;
 
+/// What one layer's parallel forward shows a cache rule.
+#[derive(Clone, Debug)]
+pub struct LayerMaps {
+    /// Attention weights `[B, h, T_query, T_key]`.
+    pub probs: Tensor<4>,
+    /// L2 norm of each token's exact key over all heads, `[B, T]` (the decode's `key_norm`).
+    pub key_norms: Tensor<2>,
+}
+
 /// Sizes an attention layer needs at run time.
 #[derive(Clone, Debug)]
 pub struct AttnDims {
@@ -219,19 +228,20 @@ impl Attention {
         self.forward_with_probs(x, rope, choices).0
     }
 
-    /// [`Attention::forward`] plus the attention weights `[B, h, T_query, T_key]`.
+    /// [`Attention::forward`] plus what cache rules read of this layer ([`LayerMaps`]).
     pub fn forward_with_probs(
         &self,
         x: Tensor<3>,
         rope: &RopeTables,
         choices: &LayerChoiceTensors,
-    ) -> (Tensor<3>, Tensor<4>) {
+    ) -> (Tensor<3>, LayerMaps) {
         let [b, t, _] = x.dims();
         let device = x.device();
         let (h, dh) = (self.dims.heads, self.dims.head_dim);
         let p = self.project(x, rope);
         let q = self.query(&p);
         let (k_exact, v_exact) = self.exact_kv(&p);
+        let key_norms = k_exact.clone().square().sum_dim(3).sum_dim(2).sqrt().reshape([b, t]);
 
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
         let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
@@ -286,7 +296,7 @@ impl Attention {
         };
         let out = out + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
-        (self.o.forward(out), probs)
+        (self.o.forward(out), LayerMaps { probs, key_norms })
     }
 
     /// One decode step for every stream, reading `caches[b]` for stream `b`.

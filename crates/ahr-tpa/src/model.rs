@@ -6,7 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, LayerMaps};
 use crate::cache::{KvCache, LayerCache, PendingToken, Storage};
 use crate::choices::{Choices, LayerChoiceTensors};
 use crate::config::ModelConfig;
@@ -63,9 +63,9 @@ impl Block {
         rope: &RopeTables,
         lct: &LayerChoiceTensors,
         eps: f64,
-    ) -> (Tensor<3>, Tensor<4>) {
-        let (out, probs) = self.attn.forward_with_probs(rms_norm(x.clone(), eps), rope, lct);
-        (self.mlp_residual(x + out, eps), probs)
+    ) -> (Tensor<3>, LayerMaps) {
+        let (out, maps) = self.attn.forward_with_probs(rms_norm(x.clone(), eps), rope, lct);
+        (self.mlp_residual(x + out, eps), maps)
     }
 
     /// The residual stream after this block for one new token per stream against the layer's
@@ -221,19 +221,19 @@ impl Model {
         self.run_blocks(tokens, choices, false).map(|(hidden, _)| hidden)
     }
 
-    /// [`Model::forward`]'s logits `[B, T, V]` and, from the same pass, the attention weights of
-    /// every layer, each `[B, h, T_query, T_key]` (for attention-based cache rules such as heavy
-    /// hitters).
+    /// [`Model::forward`]'s logits `[B, T, V]` and, from the same pass, what cache rules read of
+    /// every layer: attention weights `[B, h, T_query, T_key]` (heavy hitters, TOVA) and key
+    /// norms `[B, T]` (K-norm).
     pub fn forward_with_attention_maps(
         &self,
         tokens: Tensor<2, Int>,
         choices: &Choices,
-    ) -> Result<(Tensor<3>, Vec<Tensor<4>>)> {
+    ) -> Result<(Tensor<3>, Vec<LayerMaps>)> {
         let (hidden, maps) = self.run_blocks(tokens, choices, true)?;
         Ok((self.logits(hidden), maps))
     }
 
-    fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<Tensor<4>>)> {
+    fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<LayerMaps>)> {
         let [b, t] = tokens.dims();
         choices.check(&self.config, b, t).map_err(Error::Input)?;
         let device = tokens.device();
