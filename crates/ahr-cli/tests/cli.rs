@@ -319,7 +319,7 @@ fn train_policy_exports_a_policy_that_loads_back() {
 #[test]
 fn inference_matches_the_environment() {
     let t = trained();
-    inference_matches(&t.model, &t.policy);
+    inference_matches(&t.model, &t.policy, Path::new("envs/mqar-tiny.toml"));
 }
 
 #[test]
@@ -351,6 +351,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     std::fs::write(&env, text.replace("[env]\n", "[env]\ngranularity = \"per-layer\"\n")).unwrap();
     let recent = tmp.join("recent.toml");
     std::fs::write(&recent, text.replace("[env]\n", "[env]\nrecent = [4]\n")).unwrap();
+    let review = tmp.join("review.toml");
+    std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = 3\n")).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -358,6 +360,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
         (env, root().join("configs/ppo/tiny.toml"), "per-layer", 1),
         (root().join("envs/mqar-tiny.toml"), attention, "per-token", 3),
         (recent.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
+        (review.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
@@ -406,16 +409,31 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, _, stderr) = ahr(&[&eval[..], &["--env", "envs/mqar-tiny.toml", "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("recent") && !stderr.contains("panicked"), "{stderr}");
+    // A policy with review decisions: 2L heads, review features in its manifest, and inference
+    // makes the environment's decisions (writes and reviews) and holds what it charged.
+    let p = tmp.join("policy-3");
+    let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"review\": 3") && manifest.contains("attn_received"), "{manifest}");
+    inference_matches(model, &p, &review);
+    let out = tmp.join("eval-review");
+    let p = p.to_str().unwrap();
+    let argv = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,streaming-llm"];
+    let (code, _, stderr) =
+        ahr(&[&argv[..], &["--env", review.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["policies"][0]["name"], "policy:policy-3");
 }
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
 /// bytes the environment charged.
-fn inference_matches(model_dir: &Path, policy_dir: &Path) {
+fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     let dev = ahr_tpa::device::from_env();
-    let model = load_model(model_dir, &dev).unwrap();
+    let model = ahr_train::load_policy_model(model_dir, Some(policy_dir), &dev).unwrap();
     let fp = ahr_tpa::checkpoint::fingerprint(model_dir).unwrap();
     let (manifest, net) = ahr_policy::export::load_policy(policy_dir, model.config(), &fp, &dev).unwrap();
-    let spec = ahr_env::EnvSpec::load(&root().join("envs/mqar-tiny.toml")).unwrap();
+    let spec = ahr_env::EnvSpec::load(&root().join(env)).unwrap();
     let task = ahr_tasks::Task::load(&spec.task).unwrap();
     let streams = spec.env.streams;
     let env_eval = ahr_env::evaluate_policy(
@@ -431,6 +449,8 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path) {
     .unwrap();
     let batch = task.valid_batch(0, streams);
     let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
+    // Tokens younger than the review age have not had their second decision when a run ends.
+    let settled = manifest.review.unwrap_or(0) * manifest.n_layers;
     let policy = ahr_infer::RankPolicy::new(manifest, net);
     let generator = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev);
     let run = generator.run(&prompts, 0).unwrap();
@@ -439,7 +459,8 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path) {
     let prefixes: Vec<Vec<u32>> = prompts.iter().map(|p| p[..p.len() / 2].to_vec()).collect();
     let (short, long) = (generator.run(&prefixes, 2).unwrap(), generator.run(&prefixes, 40).unwrap());
     for (s, l) in short.choices.iter().zip(&long.choices) {
-        assert_eq!(s[..], l[..s.len()], "decisions for a prefix changed with max_new_tokens");
+        let n = s.len() - settled;
+        assert_eq!(s[..n], l[..n], "decisions for a prefix changed with max_new_tokens");
     }
     assert_eq!(short.new_tokens(0), &long.new_tokens(0)[..2]);
     let cfg = model.config();
@@ -451,8 +472,9 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path) {
     }
     assert_eq!(counts, env_eval.option_counts, "same decisions in the environment and at inference");
     assert_eq!(run.memory.bytes_held, run.memory.cost_model_bytes);
-    // Without expiring options the final cache is the peak the environment reports.
-    let per_token = run.memory.bytes_held as f64 / (streams * batch.seq_len) as f64;
+    // The peak the environment reports (without expiring options or reviews, the final cache).
+    let held = if spec.env.review.is_some() { run.memory.peak_bytes } else { run.memory.bytes_held };
+    let per_token = held as f64 / (streams * batch.seq_len) as f64;
     let peak = env_eval.peak_kv_bytes_per_token;
     assert!((per_token - peak).abs() < 1e-6, "{per_token} vs {peak}");
 }

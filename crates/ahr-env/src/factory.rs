@@ -26,9 +26,16 @@ pub fn make_env(
 ) -> Box<dyn VecEnv> {
     let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
     let v = spec.env.obs_version;
+    let rank = |m, t, r, s, d| {
+        let env = RankEnv::new(m, t, r, s, d).with_obs_version(v);
+        match spec.env.review {
+            Some(age) => env.with_review(age),
+            None => env,
+        }
+    };
     let env: Box<dyn VecEnv> = match (spec.env.granularity, held_out) {
-        (Granularity::PerToken, false) => Box::new(RankEnv::new(m, t, r, s, d).with_obs_version(v)),
-        (Granularity::PerToken, true) => Box::new(RankEnv::new(m, t, r, s, d).with_obs_version(v).held_out()),
+        (Granularity::PerToken, false) => Box::new(rank(m, t, r, s, d)),
+        (Granularity::PerToken, true) => Box::new(rank(m, t, r, s, d).held_out()),
         (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v)),
         (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v).held_out()),
     };

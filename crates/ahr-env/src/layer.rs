@@ -105,6 +105,8 @@ impl VecEnv for LayerEnv {
                 counts[l][actions[b * l_n + l]] = t_n as u64;
             }
             episodes.push(EpisodeStats {
+                reviews: 0,
+                review_changes: 0,
                 ret: r,
                 len: 1,
                 task_loss: loss / labelled.max(1) as f64,

@@ -11,10 +11,10 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, SequenceHistory, observe};
+use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
-use ahr_tpa::{Choices, KvCache, Model, PendingToken, cost};
+use ahr_tpa::{Choices, KvCache, Model, PendingToken, ReviewBook, cost};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -32,6 +32,8 @@ struct Running {
     flops: f64,
     counts: Vec<Vec<u64>>,
     by_position: Vec<Vec<u64>>,
+    reviews: u64,
+    review_changes: u64,
 }
 
 /// What one forward step left for the agent to see and for the reward to use.
@@ -74,6 +76,10 @@ pub struct RankEnv {
     obs_version: u32,
     /// Per stream, the running statistics of the causal features.
     history: Vec<SequenceHistory>,
+    /// Review mode: the age.
+    review: Option<usize>,
+    /// Review mode: the episode's hindsight bookkeeping.
+    book: Option<ReviewBook>,
 }
 
 impl RankEnv {
@@ -109,7 +115,18 @@ impl RankEnv {
             exact_flops_episode: 1.0,
             obs_version: ahr_policy::obs::OBS_VERSION,
             history: Vec::new(),
+            review: None,
+            book: None,
         }
+    }
+
+    /// Review mode (DESIGN.md §10): each token kept at a plain option is decided again `age`
+    /// queries after it was written; the model's menu must hold
+    /// [`ahr_tpa::review_options`]`(cfg, age)` (what an env's `[env] review` adds; only reviews
+    /// produce them). Actions become L write heads then L review heads.
+    pub fn with_review(mut self, age: usize) -> Self {
+        self.review = Some(age);
+        self
     }
 
     /// Build observations of layout `version` (to run a policy trained on an older one).
@@ -147,6 +164,11 @@ impl RankEnv {
             self.task.train_batch(self.seed, self.episode, self.streams)
         };
         self.cache = KvCache::new(&cfg, self.streams, &self.device);
+        self.book = None;
+        if let Some(age) = self.review {
+            self.cache = self.cache.clone().with_review(age);
+            self.book = Some(ReviewBook::new(&cfg, self.streams, age)?);
+        }
         self.history = vec![SequenceHistory::default(); self.streams];
         self.t = 0;
         self.exact_flops_episode = cost::exact_sequence_flops(&cfg, self.seq_len()).max(1.0);
@@ -198,6 +220,9 @@ impl RankEnv {
         let ids: Vec<u32> = (0..b_n).map(|b| self.batch.inputs[b * len + t]).collect();
         let tokens = self.model.tokens(&ids, b_n, 1, &self.device)?;
         let out = self.model.step_with_stats(tokens, &self.cache)?;
+        if let Some(book) = &mut self.book {
+            book.observe(&out)?;
+        }
         let logp = log_softmax(out.logits, 1); // [B, V]
         let obs = observe(
             cfg,
@@ -221,7 +246,11 @@ impl RankEnv {
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
-        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n), "{t}");
+        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n));
+        let obs = match &self.book {
+            Some(book) => with_review(obs, book, t),
+            None => obs,
+        };
         Ok(Forward { pending: out.pending, loss, labelled, correct, obs })
     }
 }
@@ -253,11 +282,14 @@ impl VecEnv for RankEnv {
 
     fn obs_spec(&self) -> ObsSpec {
         let cfg = self.model.config();
-        ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size).expect("a known observation version")
+        let spec =
+            ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size).expect("a known observation version");
+        if self.review.is_some() { spec.with_review(cfg.n_layers) } else { spec }
     }
 
     fn heads(&self) -> usize {
-        self.model.config().n_layers
+        let l_n = self.model.config().n_layers;
+        if self.review.is_some() { 2 * l_n } else { l_n }
     }
 
     fn options(&self) -> usize {
@@ -278,7 +310,19 @@ impl VecEnv for RankEnv {
         let cfg = self.model.config().clone();
         let (b_n, l_n) = (self.streams, cfg.n_layers);
         let pending = self.pending.take().ok_or_else(|| EnvError::Other("step() before reset()".into()))?;
+        let (writes, reviewed) = match &mut self.book {
+            Some(book) => {
+                let reviewed = book.record(&pending, actions, self.t)?;
+                let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
+                (writes, reviewed)
+            }
+            None => (actions.to_vec(), Vec::new()),
+        };
+        let actions = &writes[..];
         self.cache.push(pending, actions)?;
+        if !reviewed.is_empty() {
+            self.cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+        }
         let len = self.seq_len();
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);
@@ -294,6 +338,22 @@ impl VecEnv for RankEnv {
                 r.counts[l][actions[b * l_n + l]] += 1;
                 r.by_position[self.t][actions[b * l_n + l]] += 1;
             }
+            // A review re-prices its token: the charge of what it became, less what its write paid.
+            let mut delta = 0.0;
+            for (l, rv) in reviewed.iter().skip(b * l_n).take(l_n).enumerate().filter(|(_, rv)| rv.reviewable) {
+                r.reviews += 1;
+                if rv.effective != rv.written {
+                    r.review_changes += 1;
+                    // Option counts report what tokens ended as.
+                    r.counts[l][rv.written] -= 1;
+                    r.counts[l][rv.effective] += 1;
+                    r.by_position[rv.position][rv.written] -= 1;
+                    r.by_position[rv.position][rv.effective] += 1;
+                    delta += cost::charged_bytes(&cfg, cfg.menu[rv.effective], rv.position, len)
+                        - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
+                }
+            }
+            let mem = mem + delta / (len as f64 * self.exact_bytes);
             r.mem += mem;
             reward[b] -= (self.lambda_mem * mem) as f32;
         }
@@ -330,6 +390,8 @@ impl VecEnv for RankEnv {
                     flops_frac: r.flops,
                     option_counts: r.counts.clone(),
                     position_counts: r.by_position.clone(),
+                    reviews: r.reviews,
+                    review_changes: r.review_changes,
                 }
             })
             .collect();

@@ -24,6 +24,10 @@ pub struct EnvSettings {
     /// Observation layout version (default: the current one; a policy of an older version is run
     /// with its own, which `ahr eval` and `ahr analyze` set from its manifest).
     pub obs_version: u32,
+    /// Review age (DESIGN.md §10, per-token mode): every token kept at a plain option comes up
+    /// for a second decision this many queries after it was written — keep, a nested lower rank,
+    /// or drop — with the attention it has received as features. Absent: write-time decisions only.
+    pub review: Option<usize>,
 }
 
 impl Default for EnvSettings {
@@ -34,6 +38,7 @@ impl Default for EnvSettings {
             recent: Vec::new(),
             schedules: Vec::new(),
             obs_version: ahr_policy::obs::OBS_VERSION,
+            review: None,
         }
     }
 }
@@ -153,7 +158,19 @@ impl EnvSpec {
     /// its menu.
     pub fn model(&self, model: ahr_tpa::Model) -> Result<ahr_tpa::Model, String> {
         let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
-        model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))
+        let model = model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))?;
+        match self.env.review {
+            Some(age) => {
+                let extra = ahr_tpa::review_options(model.config(), age);
+                if let Some(o) = extra.iter().find(|o| self.env.schedules.contains(o)) {
+                    return Err(format!(
+                        "[env] schedules: {o} is what a review at age {age} produces (only reviews may choose it)"
+                    ));
+                }
+                model.with_timed(&extra).map_err(|e| format!("[env] review: {e}"))
+            }
+            None => Ok(model),
+        }
     }
 
     /// Range checks.
@@ -163,6 +180,12 @@ impl EnvSpec {
         }
         if self.env.recent.contains(&0) {
             return Err("[env] recent windows must be at least 1 query".into());
+        }
+        if self.env.review == Some(0) {
+            return Err("[env] review must be at least 1 query".into());
+        }
+        if self.env.review.is_some() && self.env.granularity != Granularity::PerToken {
+            return Err("[env] review needs granularity = \"per-token\"".into());
         }
         if ahr_policy::obs::global_features(self.env.obs_version).is_none() {
             return Err(format!(

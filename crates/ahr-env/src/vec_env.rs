@@ -29,11 +29,15 @@ pub struct EpisodeStats {
     pub peak_frac: f64,
     /// Attention FLOPs relative to the exact choice (rank envs).
     pub flops_frac: f64,
-    /// Chosen option counts `[layer][option]` (rank envs).
+    /// Chosen option counts `[layer][option]` (rank envs; with reviews, what the tokens ended as).
     pub option_counts: Vec<Vec<u64>>,
     /// Chosen option counts by token position, summed over layers, `[position][option]`
     /// (per-token rank envs).
     pub position_counts: Vec<Vec<u64>>,
+    /// Review decisions taken, over tokens and layers (rank envs with `[env] review`).
+    pub reviews: u64,
+    /// Review decisions that changed the write-time option (demoted or dropped the token).
+    pub review_changes: u64,
 }
 
 impl EpisodeStats {

@@ -241,6 +241,82 @@ fn demotion_schedules_are_charged_memory_peak_and_flops_as_the_cost_model_says()
     assert!((stats.flops_frac - c.flops_per_token * 16.0 / exact_flops).abs() < 1e-9, "{}", stats.flops_frac);
 }
 
+/// Review mode (DESIGN.md §10): L write heads then L review heads; masks allow exactly what a
+/// review may do; the environment charges memory, peak and FLOPs as the cost model does for the
+/// options the tokens ended with, and a review is counted when it changes a token.
+#[test]
+fn reviews_are_masked_and_charged_as_the_options_they_produce() {
+    let (model, task, _) = parts();
+    let age = 3;
+    let base = model.config().clone();
+    let model = model.with_timed(&ahr_tpa::review_options(&base, age)).unwrap();
+    let cfg = model.config().clone();
+    let (l_n, m) = (cfg.n_layers, cfg.menu.len());
+    let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
+    let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(age);
+    assert_eq!(env.heads(), 2 * l_n);
+    let spec = env.obs_spec();
+    assert!(spec.features.iter().any(|f| f == "layer1.attn_received"));
+    let mut obs = env.reset(4).unwrap();
+    assert_eq!(obs.features.len(), 3 * spec.dim());
+    // Stream 0's options per (t, l) as they end up.
+    let mut effective = vec![vec![0usize; l_n]; 16];
+    let mut changed = 0;
+    for t in 0..16 {
+        let mut actions = Vec::new();
+        for b in 0..3 {
+            for l in 0..l_n {
+                let row = &obs.masks[((b * 2 * l_n) + l) * m..((b * 2 * l_n) + l + 1) * m];
+                // Writes: rank:2 or exact (review schedules are masked off writes).
+                assert!(!row[cfg.menu.len() - 1], "a review schedule is writable");
+                let w = if (t + l) % 2 == 0 { cfg.exact_index() } else { 2 };
+                assert!(row[w]);
+                actions.push(w);
+            }
+            for l in 0..l_n {
+                let row = &obs.masks[((b * 2 * l_n) + l_n + l) * m..((b * 2 * l_n) + l_n + l + 1) * m];
+                let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
+                if t < age {
+                    assert_eq!(ok, vec![cfg.exact_index()], "nothing is under review yet");
+                } else {
+                    // The token written at t − age may stay, be demoted (rank:2 → rank:1) or go.
+                    let written = effective[t - age][l];
+                    assert_eq!(ok[0], written.min(ok[0]));
+                    assert!(ok.contains(&written) && ok.len() >= 2, "{ok:?}");
+                }
+                let pick = ok[(t * 7 + l) % ok.len()];
+                actions.push(pick);
+                if b == 0 && t >= age {
+                    if pick != effective[t - age][l] {
+                        changed += 1;
+                    }
+                    effective[t - age][l] = pick;
+                }
+            }
+            if b == 0 {
+                for l in 0..l_n {
+                    effective[t][l] = actions[l];
+                }
+            }
+        }
+        let step = env.step(&actions).unwrap();
+        if t == 15 {
+            let stats = &step.episodes[0];
+            let c = cost::sequence_cost(&cfg, 16, |k, l| (cfg.menu[effective[k][l]], None));
+            let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+            assert!((stats.mem_frac - c.kv_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.mem_frac);
+            assert!((stats.peak_frac - c.peak_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.peak_frac);
+            let flops = c.flops_per_token * 16.0 / cost::exact_sequence_flops(&cfg, 16);
+            assert!((stats.flops_frac - flops).abs() < 1e-9, "{} vs {flops}", stats.flops_frac);
+            assert_eq!(stats.reviews, ((16 - age) * l_n) as u64);
+            assert_eq!(stats.review_changes, changed);
+            assert!(changed > 0);
+        } else {
+            obs = step.obs;
+        }
+    }
+}
+
 #[test]
 fn per_layer_recent_windows_account_like_the_per_token_episode() {
     use ahr_env::LayerEnv;

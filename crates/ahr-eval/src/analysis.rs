@@ -89,6 +89,9 @@ pub struct Outcome {
     pub peak_frac: f64,
     /// Time-averaged KV bytes per token, all layers.
     pub kv_bytes_per_token: f64,
+    /// Review decisions (policies with `review`): the share that changed the write-time option
+    /// (demoted or dropped the token); `None` without reviews.
+    pub review_change_rate: Option<f64>,
 }
 
 /// A feature replaced by its mean.
@@ -188,7 +191,8 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let seq_len = task.valid_batch(0, 1).seq_len;
     let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
     let l_n = cfg.n_layers;
-    let dim = global.len() + LAYER_FEATURES.len() * l_n;
+    let review_dim = if manifest.review.is_some() { ahr_tpa::REVIEW_FEATURES.len() * l_n } else { 0 };
+    let dim = global.len() + LAYER_FEATURES.len() * l_n + review_dim;
     let window = manifest.policy.window.max(1);
     let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
 
@@ -214,6 +218,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             mem_frac: p.kv_bytes_per_token / exact_bytes,
             peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
             kv_bytes_per_token: p.kv_bytes_per_token,
+            review_change_rate: None,
         });
     }
 
@@ -258,6 +263,16 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         for (k, f) in LAYER_FEATURES.iter().enumerate() {
             let idx = (0..l_n).map(|l| global.len() + l * LAYER_FEATURES.len() + k).collect();
             groups.push((format!("{f} (all layers)"), idx, false));
+        }
+        if manifest.review.is_some() {
+            // The hindsight features: each across layers, then all of them at once.
+            let base = global.len() + LAYER_FEATURES.len() * l_n;
+            let per = ahr_tpa::REVIEW_FEATURES.len();
+            for (k, f) in ahr_tpa::REVIEW_FEATURES.iter().enumerate().skip(2) {
+                groups.push((format!("{f} (all layers)"), (0..l_n).map(|l| base + l * per + k).collect(), false));
+            }
+            let all = (0..l_n).flat_map(|l| (2..per).map(move |k| base + l * per + k)).collect();
+            groups.push(("hindsight: attention received (all)".into(), all, false));
         }
         if manifest.dims.vocab_size > 0 {
             groups.push(("token id".into(), vec![], true));
@@ -325,6 +340,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
                 mem_frac: est.mem_frac,
                 peak_frac: est.peak_frac,
                 kv_bytes_per_token: est.kv_bytes_per_token,
+                review_change_rate: None,
             },
         };
         eprintln!(
@@ -412,27 +428,29 @@ impl Runner<'_> {
         let l_n = cfg.n_layers;
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
         let mut decisions = Vec::with_capacity(episodes * len);
+        // Review actions: (sequence, position of the token reviewed, its options after review).
+        let mut reviews: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+        let age = self.manifest.review;
         let mut calls = 0usize;
         let stats = ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| {
             let actions = self.act(obs, ablate);
             let (episode, t) = (calls / len, calls % len);
             calls += 1;
             let per = obs.features.len() / obs.len.max(1);
+            let heads = actions.len() / obs.len.max(1);
             for r in 0..obs.len {
                 let newest = &obs.features[r * per + per - self.dim..(r + 1) * per];
-                let options = actions[r * l_n..(r + 1) * l_n].to_vec();
-                // What the token stores, over the share of its remaining life it is held
-                // (`recent:W` lets go after W queries).
-                let held = |o: ahr_tpa::StoreOption| cost::held_steps(o, t, len, None) as f64 / (len - t) as f64;
-                let bytes: f64 =
-                    options.iter().map(|&o| cost::bytes_per_token(cfg, cfg.menu[o]) as f64 * held(cfg.menu[o])).sum();
+                let row = &actions[r * heads..(r + 1) * heads];
+                if let Some(age) = age.filter(|&a| t >= a) {
+                    reviews.push((episode * streams + r, t - age, row[l_n..].to_vec()));
+                }
                 decisions.push(Decision {
                     seq: episode * streams + r,
                     t,
                     token: obs.tokens.get(r).copied().unwrap_or(0),
                     entropy: newest[entropy_idx],
-                    kept: bytes / exact_bytes,
-                    options,
+                    kept: 0.0,
+                    options: row[..l_n].to_vec(),
                     role: None,
                 });
             }
@@ -442,6 +460,17 @@ impl Runner<'_> {
             bail!("recorded {} decisions for {episodes} sequences of {len} tokens", decisions.len());
         }
         decisions.sort_by_key(|d| (d.seq, d.t));
+        // A review's action is the option its token ends with (the policy acts within the masks,
+        // which allow only the token's own option where it cannot change).
+        for (seq, t, options) in reviews {
+            decisions[seq * len + t].options = options;
+        }
+        // What each token stores over the rest of the sequence, as a share of keeping it exact
+        // (timed options and reviews let go or demote).
+        for d in &mut decisions {
+            let steps: usize = d.options.iter().map(|&o| cost::byte_steps(cfg, cfg.menu[o], d.t, len, None)).sum();
+            d.kept = steps as f64 / (len - d.t) as f64 / exact_bytes;
+        }
         Ok((stats, decisions))
     }
 }
@@ -475,6 +504,10 @@ fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: im
         mem_frac,
         peak_frac: mean(&|e| e.peak_frac),
         kv_bytes_per_token: mem_frac * exact_bytes,
+        review_change_rate: {
+            let reviews: u64 = stats.iter().map(|e| e.reviews).sum();
+            (reviews > 0).then(|| stats.iter().map(|e| e.review_changes).sum::<u64>() as f64 / reviews as f64)
+        },
     }
 }
 

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use ahr_policy::export::{ExportError, Manifest, load_policy};
-use ahr_policy::obs::{FeatureWindow, Granularity, SequenceHistory, observe};
+use ahr_policy::obs::{FeatureWindow, Granularity, SequenceHistory, observe, with_review};
 use ahr_policy::{ActorCritic, ObsBatch};
-use ahr_tpa::{KvCache, Model, StepOutput, cost};
+use ahr_tpa::{KvCache, Model, ReviewBook, StepOutput, cost};
 use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
@@ -135,14 +135,40 @@ impl<'a> Generator<'a> {
         let mut tokens: Vec<Vec<u32>> = prompts.to_vec();
         let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity(fed * l_n); b_n];
         let mut cache = KvCache::new(cfg, b_n, &self.device);
+        // A policy trained with reviews decides again for each token `age` queries later.
+        let review = match self.chooser {
+            Chooser::Policy(p) => p.manifest.review,
+            _ => None,
+        };
+        let mut book = match review {
+            Some(age) => {
+                cache = cache.with_review(age);
+                Some(ReviewBook::new(cfg, b_n, age)?)
+            }
+            None => None,
+        };
         let mut state = PolicyState::default();
         for t in 0..fed {
             let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();
             let out = self.model.step_with_stats(self.model.tokens(&ids, b_n, 1, &self.device)?, &cache)?;
-            let actions = match self.chooser {
+            if let Some(book) = &mut book {
+                book.observe(&out)?;
+            }
+            let decided = match self.chooser {
                 Chooser::Exact => vec![cfg.exact_index(); b_n * l_n],
                 Chooser::Uniform(i) => vec![i; b_n * l_n],
-                Chooser::Policy(p) => state.decide(p, self.model, &out, &cache, &ids, t, total, &self.device),
+                Chooser::Policy(p) => {
+                    state.decide(p, self.model, &out, &cache, book.as_ref(), &ids, t, total, &self.device)
+                }
+            };
+            // With reviews the policy answers L writes then L reviews per stream.
+            let reviewed = match &mut book {
+                Some(book) => book.record(&out.pending, &decided, t)?,
+                None => Vec::new(),
+            };
+            let actions: Vec<usize> = match &book {
+                Some(_) => decided.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect(),
+                None => decided,
             };
             if t + 1 >= prompt_len && t + 1 < total {
                 let next = out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("ids");
@@ -154,6 +180,12 @@ impl<'a> Generator<'a> {
                 choices[s].extend_from_slice(row);
             }
             cache.push(out.pending, &actions)?;
+            if !reviewed.is_empty() {
+                cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+                for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.reviewable) {
+                    choices[i / l_n][r.position * l_n + i % l_n] = r.effective;
+                }
+            }
         }
         let stored = fed;
         // What the next query would see: every kept token in its current form (expired ones gone).
@@ -192,6 +224,7 @@ impl PolicyState {
         model: &Model,
         out: &StepOutput,
         cache: &KvCache,
+        book: Option<&ReviewBook>,
         ids: &[u32],
         t: usize,
         len: usize,
@@ -210,6 +243,10 @@ impl PolicyState {
         let version = policy.manifest.obs.version;
         let fresh =
             observe(cfg, version, &logp, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
+        let fresh = match book {
+            Some(book) => with_review(fresh, book, t),
+            None => fresh,
+        };
         let window = policy.manifest.policy.window.max(1);
         let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), masks: fresh.masks.clone(), ..Default::default() };
         let dim = fresh.features.len() / b_n;

@@ -52,6 +52,10 @@ pub struct Manifest {
     /// `budget_left` feature); absent without budget mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<f64>,
+    /// Review age (DESIGN.md §10): the policy also decides again for each token this many
+    /// queries after writing it (L more action heads, review features); absent without reviews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<usize>,
 }
 
 /// Errors of export and import.
@@ -119,7 +123,11 @@ impl Manifest {
                 crate::obs::OBS_VERSION
             ));
         };
-        let expected = expected.windowed(self.policy.window);
+        let expected = match self.review {
+            Some(_) => expected.with_review(model.n_layers),
+            None => expected,
+        }
+        .windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {
             return Err(format!(
                 "observation spec version {} with {} features; this build produces version {} with {}",

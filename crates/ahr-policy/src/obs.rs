@@ -162,6 +162,20 @@ pub fn observe(
     obs
 }
 
+/// `obs` with the review features of each stream appended to its row and the masks of L write
+/// and L review heads (the one way the environment and `ahr-infer` extend observations).
+pub fn with_review(obs: ObsBatch, book: &ahr_tpa::ReviewBook, t: usize) -> ObsBatch {
+    let b_n = obs.len;
+    let review = book.features(t);
+    let (dim, extra) = (obs.features.len() / b_n.max(1), review.len() / b_n.max(1));
+    let mut features = Vec::with_capacity(obs.features.len() + review.len());
+    for b in 0..b_n {
+        features.extend_from_slice(&obs.features[b * dim..(b + 1) * dim]);
+        features.extend_from_slice(&review[b * extra..(b + 1) * extra]);
+    }
+    ObsBatch { features, masks: book.masks(t), ..obs }
+}
+
 /// The last `window` feature vectors of one row, oldest first, zeros before the first
 /// (gym's `FrameStack`); the input of attention policies.
 #[derive(Clone, Debug)]
@@ -225,6 +239,15 @@ impl ObsSpec {
             features.extend(LAYER_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
         }
         Some(Self { version, features, vocab_size })
+    }
+
+    /// This spec with the review features of every layer appended (`layer<i>.review_present`, …;
+    /// [`ahr_tpa::REVIEW_FEATURES`]).
+    pub fn with_review(mut self, n_layers: usize) -> Self {
+        for l in 0..n_layers {
+            self.features.extend(ahr_tpa::REVIEW_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
+        }
+        self
     }
 
     /// A plain spec (e.g. CartPole): `dim` unnamed features, no tokens.

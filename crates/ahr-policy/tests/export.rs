@@ -33,6 +33,7 @@ fn setup() -> (ModelConfig, Manifest, ActorCritic) {
     let mut norm = RunningNorm::new(obs.dim());
     norm.update(&(0..obs.dim() * 4).map(|i| (i % 7) as f32).collect::<Vec<_>>(), 4);
     let manifest = Manifest {
+        review: None,
         format_version: FORMAT_VERSION,
         obs,
         norm,

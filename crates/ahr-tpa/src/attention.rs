@@ -304,8 +304,9 @@ impl Attention {
     /// # Shapes
     /// - `x`: `[B, 1, d]` (normalised); returns the attention output `[B, 1, d]`, the new
     ///   token's projections (to be pushed into the cache once its choice is made) and per-stream
-    ///   statistics `[B, 3]`: attention entropy (nats) and maximum weight, both averaged over
-    ///   heads, and the L2 norm of the token's exact key (zeros unless `with_stats`).
+    ///   statistics `[B, 3 + h]`: attention entropy (nats) and maximum weight, both averaged over
+    ///   heads, the L2 norm of the token's exact key, then each head's log-sum-exp of its scaled
+    ///   scores (a key's weight is `exp(score − lse)`) — zeros unless `with_stats`.
     pub fn decode(
         &self,
         x: Tensor<3>,
@@ -364,12 +365,15 @@ impl Attention {
             let k_self = pick(&k_exact);
             scores.push((q_s * k_self).sum_dim(1)); // [h, 1]
             let sizes: Vec<usize> = scores.iter().map(|s| s.dims()[1]).collect();
-            let probs = softmax(Tensor::cat(scores, 1), 1); // [h, N + 1]
+            let scores = Tensor::cat(scores, 1); // [h, N + 1]
+            let top = scores.clone().max_dim(1); // [h, 1]
+            let lse = (scores.clone() - top.clone()).exp().sum_dim(1).log() + top; // [h, 1]
+            let probs = softmax(scores, 1);
             if with_stats {
                 let entropy = (probs.clone() * probs.clone().clamp_min(1e-30).log()).sum_dim(1).neg().mean();
                 let max_weight = probs.clone().max_dim(1).mean();
                 let key_norm = pick(&k_exact).square().sum().sqrt();
-                stats.push(Tensor::cat(vec![entropy, max_weight, key_norm], 0).reshape([1, 3]));
+                stats.push(Tensor::cat(vec![entropy, max_weight, key_norm, lse.reshape([h])], 0).reshape([1, 3 + h]));
             }
 
             let mut offset = 0;
@@ -399,7 +403,7 @@ impl Attention {
             };
             outs.push(out.reshape([1, 1, h * dh]));
         }
-        let stats = if with_stats { Tensor::cat(stats, 0) } else { Tensor::zeros([b, 3], &q_dense.device()) };
+        let stats = if with_stats { Tensor::cat(stats, 0) } else { Tensor::zeros([b, 3 + h], &q_dense.device()) };
         (self.o.forward(Tensor::cat(outs, 0)), p, stats)
     }
 
@@ -430,7 +434,8 @@ impl Attention {
             .map(|(aq, bq)| (host(bq.clone() * scale), host(aq.clone() / rq as f32)));
         let (q, k, v) = (host(q * scale), host(k_exact), host(v_exact));
         let mut out = vec![0f32; b * h * dh];
-        let mut stats = vec![0f32; b * 3];
+        let width = 3 + h;
+        let mut stats = vec![0f32; b * width];
         let one = |s: usize, out: &mut [f32], stats: &mut [f32]| {
             let span = s * h * dh..(s + 1) * h * dh;
             let (rows, head_mix) = match &factor_order {
@@ -440,18 +445,22 @@ impl Attention {
             let query =
                 StepQuery { rows, head_mix, query: &q[span.clone()], key: &k[span.clone()], value: &v[span.clone()] };
             let groups: Vec<_> = caches[s].host_groups().collect();
-            let [entropy, max_weight] = host::attend(dims, &groups, query, out);
+            let (head, lse) = stats.split_at_mut(3);
+            let [entropy, max_weight] = host::attend(dims, &groups, query, out, lse);
             if with_stats {
                 let key_norm = k[span].iter().map(|x| x * x).sum::<f32>().sqrt();
-                stats.copy_from_slice(&[entropy, max_weight, key_norm]);
+                head.copy_from_slice(&[entropy, max_weight, key_norm]);
             }
         };
         if b == 1 {
             one(0, &mut out, &mut stats);
         } else {
-            out.par_chunks_mut(h * dh).zip(stats.par_chunks_mut(3)).enumerate().for_each(|(s, (o, st))| one(s, o, st));
+            out.par_chunks_mut(h * dh)
+                .zip(stats.par_chunks_mut(width))
+                .enumerate()
+                .for_each(|(s, (o, st))| one(s, o, st));
         }
         let out = Tensor::<3>::from_data(TensorData::new(out, [b, 1, h * dh]), &device);
-        (out, Tensor::<2>::from_data(TensorData::new(stats, [b, 3]), &device))
+        (out, Tensor::<2>::from_data(TensorData::new(stats, [b, width]), &device))
     }
 }

@@ -186,11 +186,13 @@ pub struct LayerCache {
     positions: Vec<VecDeque<usize>>,
     /// Per option, the positions of demoted tokens that expire later (`first/W/then/W2`).
     late_positions: Vec<VecDeque<usize>>,
+    /// Per option, tokens a review decided to keep as they were (review mode).
+    settled: Vec<Option<Slot>>,
 }
 
 impl LayerCache {
     fn attended(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().chain(&self.late).flatten()
+        self.slots.iter().chain(&self.late).chain(&self.settled).flatten()
     }
 
     /// The non-empty tensor groups, in menu order (first forms, then later forms).
@@ -211,7 +213,7 @@ impl LayerCache {
 
     /// Bytes held by every group of this layer (shadow factors included).
     pub fn bytes(&self) -> usize {
-        self.slots.iter().chain(&self.late).chain(&self.shadow).flatten().map(Slot::bytes).sum()
+        self.slots.iter().chain(&self.late).chain(&self.settled).chain(&self.shadow).flatten().map(Slot::bytes).sum()
     }
 
     /// Remove the `n` oldest tokens of `slot`, returning them token-major (host) or as a group.
@@ -255,22 +257,26 @@ impl LayerCache {
         let first = Self::take_front(&mut self.slots[o], n);
         let source = if from_shadow { Self::take_front(&mut self.shadow[o], n) } else { first };
         let (Some(HostKind::Factors { rank: rho }), Some(source)) = (later, source) else { return };
-        let demoted = match source {
-            Slot::Tensors(g) => Slot::Tensors(g.truncated(rho)),
-            Slot::Host(g) => {
-                let HostKind::Factors { rank } = g.kind else { unreachable!("demotions keep factors") };
-                let kind = HostKind::Factors { rank: rho };
-                let mut tiles = Tiles::new(dims.width(kind));
-                let per = dims.heads + dims.head_dim;
-                for i in 0..g.tiles.len() {
-                    let token = g.tiles.token(i);
-                    let (keys, values) = token.split_at(rank * per);
-                    tiles.push(&[&keys[..rho * per], &values[..rho * per]].concat());
-                }
-                Slot::Host(HostGroup { kind, tiles })
+        Self::append(&mut self.late[o], truncated(source, rho, dims));
+    }
+}
+
+/// Factor tokens cut to their leading `rho` components (nested ranks: no recomputation).
+fn truncated(source: Slot, rho: usize, dims: HeadDims) -> Slot {
+    match source {
+        Slot::Tensors(g) => Slot::Tensors(g.truncated(rho)),
+        Slot::Host(g) => {
+            let HostKind::Factors { rank } = g.kind else { unreachable!("demotions keep factors") };
+            let kind = HostKind::Factors { rank: rho };
+            let mut tiles = Tiles::new(dims.width(kind));
+            let per = dims.heads + dims.head_dim;
+            for i in 0..g.tiles.len() {
+                let token = g.tiles.token(i);
+                let (keys, values) = token.split_at(rank * per);
+                tiles.push(&[&keys[..rho * per], &values[..rho * per]].concat());
             }
-        };
-        Self::append(&mut self.late[o], demoted);
+            Slot::Host(HostGroup { kind, tiles })
+        }
     }
 }
 
@@ -297,6 +303,8 @@ pub struct KvCache {
     /// Per stream, the most bytes held at once (a token counted from its own step on).
     peak: Vec<usize>,
     position: usize,
+    /// Review mode: the age at which every plain kept token comes up for a second decision.
+    review_age: Option<usize>,
 }
 
 impl KvCache {
@@ -314,6 +322,7 @@ impl KvCache {
             shadow: vec![None; n],
             positions: vec![VecDeque::new(); n],
             late_positions: vec![VecDeque::new(); n],
+            settled: vec![None; n],
         };
         let kind = |o: StoreOption| match o {
             StoreOption::Rank(rank) => Some(HostKind::Factors { rank }),
@@ -333,7 +342,74 @@ impl KvCache {
             late_counts: vec![vec![vec![0; n]; cfg.n_layers]; batch],
             peak: vec![0; batch],
             position: 0,
+            review_age: None,
         }
+    }
+
+    /// This cache in review mode (DESIGN.md §10): every token kept at a plain option waits, in a
+    /// first-in-first-out slot, for a second decision when it is `age` queries old
+    /// ([`KvCache::review`]).
+    pub fn with_review(mut self, age: usize) -> Self {
+        self.review_age = Some(age);
+        self
+    }
+
+    /// Apply the review decisions for the token `age` queries old (position `position − 1 −
+    /// age`): `effective[b * n_layers + l]` is the menu option that token now has in stream b,
+    /// layer l — its own (kept as it is), or the schedule `first/age/then` its own option
+    /// becomes (`then` = drop, or a nested lower rank). Tokens not under review (dropped, timed)
+    /// must be given their own option. Call after [`KvCache::push`]; the decision holds from the
+    /// next query on.
+    pub fn review(&mut self, effective: &[usize]) -> Result<()> {
+        let Some(age) = self.review_age else {
+            return Err(Error::Input("review: the cache is not in review mode".into()));
+        };
+        let l_n = self.streams.first().map_or(0, Vec::len);
+        if effective.len() != self.batch() * l_n {
+            return Err(Error::Input(format!(
+                "review needs {} decisions (streams × layers), found {}",
+                self.batch() * l_n,
+                effective.len()
+            )));
+        }
+        let Some(r) = self.position.checked_sub(age + 1) else { return Ok(()) };
+        for (i, &eff) in effective.iter().enumerate() {
+            let (s, l) = (i / l_n, i % l_n);
+            let layer = &mut self.streams[s][l];
+            let Some(o) =
+                (0..self.menu.len()).find(|&o| layer.positions[o].front() == Some(&r) && !self.menu[o].is_timed())
+            else {
+                continue; // dropped or timed: nothing to review
+            };
+            let target = self.menu.get(eff).copied();
+            let then = match target {
+                Some(_) if eff == o => None,
+                Some(StoreOption::Schedule { first, window, then, then_for: None })
+                    if window == age && first.option() == self.menu[o] =>
+                {
+                    Some(then)
+                }
+                _ => {
+                    return Err(Error::Input(format!(
+                        "review: option {eff} is neither {} nor {}/{age}/<then> for the token at {r}",
+                        self.menu[o], self.menu[o]
+                    )));
+                }
+            };
+            layer.positions[o].pop_front();
+            let token = LayerCache::take_front(&mut layer.slots[o], 1).expect("a tracked token is held");
+            match then {
+                None => LayerCache::append(&mut layer.settled[o], token),
+                Some(crate::config::Form::Drop) => self.counts[s][l][o] -= 1,
+                Some(crate::config::Form::Rank(rho)) => {
+                    LayerCache::append(&mut layer.late[eff], truncated(token, rho, self.dims));
+                    self.counts[s][l][o] -= 1;
+                    self.late_counts[s][l][eff] += 1;
+                }
+                Some(crate::config::Form::Full) => unreachable!("parsing keeps later forms cheaper"),
+            }
+        }
+        Ok(())
     }
 
     /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
@@ -457,7 +533,8 @@ impl KvCache {
                 Storage::Tensors => self.push_tensors(l, &proj, &layer_choices),
             }
             for (s, &c) in layer_choices.iter().enumerate() {
-                if self.menu[c].is_timed() {
+                let reviewed = self.review_age.is_some() && self.kinds[c].is_some();
+                if self.menu[c].is_timed() || reviewed {
                     self.streams[s][l].positions[c].push_back(t);
                 }
             }

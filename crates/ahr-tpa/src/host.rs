@@ -185,10 +185,11 @@ pub struct StepQuery<'a> {
 
 /// Attention of one stream's new token over its cached groups and itself.
 ///
-/// Writes the output `[h, d_h]` into `out` and returns the statistics a rank policy observes:
-/// attention entropy (nats) and maximum weight, both averaged over heads.
-pub fn attend(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32]) -> [f32; 2] {
-    pulp::Arch::new().dispatch(Attend { dims, groups, q, out })
+/// Writes the output `[h, d_h]` into `out` and each head's log-sum-exp of its scores into `lse`
+/// `[h]` (a key's weight is `exp(score − lse)`), and returns the statistics a rank policy
+/// observes: attention entropy (nats) and maximum weight, both averaged over heads.
+pub fn attend(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32], lse: &mut [f32]) -> [f32; 2] {
+    pulp::Arch::new().dispatch(Attend { dims, groups, q, out, lse })
 }
 
 /// [`attend`]'s arguments, so that [`pulp`] can compile the whole kernel (everything below is
@@ -198,6 +199,7 @@ struct Attend<'g, 'q, 'o> {
     groups: &'g [&'g HostGroup],
     q: StepQuery<'q>,
     out: &'o mut [f32],
+    lse: &'o mut [f32],
 }
 
 impl pulp::WithSimd for Attend<'_, '_, '_> {
@@ -205,7 +207,7 @@ impl pulp::WithSimd for Attend<'_, '_, '_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> [f32; 2] {
-        attend_inner(self.dims, self.groups, self.q, self.out)
+        attend_inner(self.dims, self.groups, self.q, self.out, self.lse)
     }
 }
 
@@ -268,7 +270,7 @@ fn weigh(heads: &mut [Running], s: &mut [Lane], shifted: &mut [Lane]) {
 }
 
 #[inline(always)]
-fn attend_inner(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32]) -> [f32; 2] {
+fn attend_inner(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32], lse: &mut [f32]) -> [f32; 2] {
     let HeadDims { heads: h, head_dim: dh, .. } = dims;
     let mut heads: Vec<Running> =
         (0..h).map(|hh| Running::new(dot(&q.query[hh * dh..(hh + 1) * dh], &q.key[hh * dh..(hh + 1) * dh]))).collect();
@@ -308,6 +310,7 @@ fn attend_inner(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &m
         }
         // H = log Z − Σ e·(s − max) / Z; the largest weight is e⁰ / Z.
         entropy += z.ln() - zs / z;
+        lse[hh] = run.max + z.ln();
         max_weight += 1.0 / z;
     }
     [entropy / h as f32, max_weight / h as f32]

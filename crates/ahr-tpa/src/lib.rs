@@ -18,6 +18,7 @@ pub mod grad;
 pub mod host;
 pub mod model;
 pub mod projected;
+pub mod review;
 pub mod rope;
 pub mod t6;
 
@@ -26,3 +27,4 @@ pub use choices::{ChoiceSpec, Choices};
 pub use config::{AttentionKind, Form, ModelConfig, StoreOption};
 pub use error::{Error, Result};
 pub use model::{Model, StepOutput};
+pub use review::{REVIEW_FEATURES, ReviewBook, Reviewed, review_options};

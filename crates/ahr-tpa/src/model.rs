@@ -73,7 +73,7 @@ impl Block {
     /// statistics (zeros unless `with_stats`).
     ///
     /// # Shapes
-    /// - `x`: `[B, 1, d]` → `[B, 1, d]`; statistics `[B, 3]`
+    /// - `x`: `[B, 1, d]` → `[B, 1, d]`; statistics `[B, 3 + h]` ([`Attention::decode`])
     pub fn decode(
         &self,
         x: Tensor<3>,
@@ -106,6 +106,9 @@ pub struct StepOutput {
     /// Per stream and layer `[B, n_layers, 3]`: attention entropy (nats, mean over heads),
     /// maximum attention weight (mean over heads), L2 norm of the token's exact key.
     pub layer_stats: Tensor<3>,
+    /// Per stream, layer and head `[B, n_layers, h]`: the log-sum-exp of the step's scaled
+    /// attention scores, so a cached key's weight is `exp(q·k/√d_h − lse)` (hindsight features).
+    pub lse: Tensor<3>,
 }
 
 /// The model. Immutable during RL: the cache lives outside (see [`KvCache`]).
@@ -330,10 +333,13 @@ impl Model {
             x = next;
         }
         let hidden = rms_norm(x, eps).reshape([b, self.config.d_model]);
+        let stats = Tensor::cat(stats, 1); // [B, L, 3 + h]
+        let h = self.config.n_heads;
         Ok(StepOutput {
             logits: self.head(hidden),
             pending: PendingToken { layers },
-            layer_stats: Tensor::cat(stats, 1),
+            layer_stats: stats.clone().narrow(2, 0, 3),
+            lse: stats.narrow(2, 3, h),
         })
     }
 }

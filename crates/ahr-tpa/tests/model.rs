@@ -250,6 +250,107 @@ fn demotion_schedules_decode_like_the_parallel_forward_and_hold_what_the_cost_mo
     }
 }
 
+/// Review decisions (DESIGN.md §10): random write options and random allowed review actions at
+/// age 3 decode, through both storages, exactly like the parallel forward of the options the
+/// tokens ended with, and the cache holds what the cost model charges those options after every
+/// step; with every token exact, the attention the book says a token received equals the parallel
+/// forward's attention maps.
+#[test]
+fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_received() {
+    use ahr_tpa::{ReviewBook, review_options};
+    let (b, t, age) = (2, 80, 3);
+    let base = ModelConfig::tiny();
+    let cfg = base.with_timed(&review_options(&base, age)).unwrap();
+    let l_n = cfg.n_layers;
+    let model = randomize(Model::new(&cfg, &device()), 60, 0.4);
+    let mut rng = StdRng::seed_from_u64(61);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let plain: Vec<usize> = (0..cfg.menu.len()).filter(|&o| !cfg.menu[o].is_timed()).collect();
+    let run = |storage: Storage, rng: &mut StdRng, all_exact: bool| {
+        let mut cache = ahr_tpa::KvCache::with_storage(&cfg, b, storage).with_review(age);
+        let mut book = ReviewBook::new(&cfg, b, age).unwrap();
+        let mut effective = Choices::exact(&cfg, b, t);
+        let mut logits = vec![0f32; b * t * cfg.vocab_size];
+        let mut received = Vec::new(); // (stream, layer, position, attention received)
+        let v = cfg.vocab_size;
+        for q in 0..t {
+            let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
+            let out = model.step_with_stats(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
+            book.observe(&out).unwrap();
+            let features = book.features(q);
+            let masks = book.masks(q);
+            for s in 0..b {
+                for l in 0..l_n {
+                    let f = &features[(s * l_n + l) * 5..(s * l_n + l + 1) * 5];
+                    if f[0] == 1.0 {
+                        received.push((s, l, q - age, f[2]));
+                    }
+                }
+            }
+            let m = cfg.menu.len();
+            let mut actions = Vec::new();
+            for s in 0..b {
+                for _ in 0..l_n {
+                    actions.push(if all_exact { cfg.exact_index() } else { plain[rng.random_range(0..plain.len())] });
+                }
+                for l in 0..l_n {
+                    let row = &masks[((s * 2 * l_n) + l_n + l) * m..((s * 2 * l_n) + l_n + l + 1) * m];
+                    let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
+                    actions.push(if all_exact { ok[0] } else { ok[rng.random_range(0..ok.len())] });
+                }
+            }
+            let reviewed = book.record(&out.pending, &actions, q).unwrap();
+            let o = to_vec(out.logits);
+            for s in 0..b {
+                logits[(s * t + q) * v..(s * t + q + 1) * v].copy_from_slice(&o[s * v..(s + 1) * v]);
+                for l in 0..l_n {
+                    effective.set(s, q, l, actions[s * 2 * l_n + l]);
+                }
+            }
+            let writes: Vec<usize> = (0..b).flat_map(|s| actions[s * 2 * l_n..s * 2 * l_n + l_n].to_vec()).collect();
+            cache.push(out.pending, &writes).unwrap();
+            let eff: Vec<usize> = reviewed.iter().map(|r| r.effective).collect();
+            for (i, r) in reviewed.iter().enumerate() {
+                if r.position != usize::MAX {
+                    effective.set(i / l_n, r.position, i % l_n, r.effective);
+                }
+            }
+            cache.review(&eff).unwrap();
+            for s in 0..b {
+                let held: usize = (0..=q)
+                    .flat_map(|k| (0..l_n).map(move |l| (k, l)))
+                    .map(|(k, l)| cost::bytes_at(&cfg, cfg.menu[effective.get(s, k, l)], k, q + 1))
+                    .sum();
+                assert_eq!(cache.stream_bytes(s), held, "{storage:?}, stream {s}, after step {q}");
+            }
+        }
+        (logits, effective, received)
+    };
+    for storage in [Storage::Host, Storage::Tensors] {
+        let (logits, effective, _) = run(storage, &mut StdRng::seed_from_u64(62), false);
+        let changed = (0..b)
+            .flat_map(|s| (0..t).map(move |k| (s, k)))
+            .filter(|&(s, k)| effective.get(s, k, 1) > cfg.exact_index())
+            .count();
+        assert!(changed > 10, "reviews should change some tokens ({changed})");
+        let par = to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), &effective).unwrap());
+        let err = max_rel_err(&logits, &par);
+        assert!(err < 2e-4, "{storage:?} decode with reviews vs parallel: max rel err {err}");
+    }
+    let (_, exact, received) = run(Storage::Host, &mut rng, true);
+    assert_eq!(exact, Choices::exact(&cfg, b, t));
+    let (_, maps) = model.forward_with_attention_maps(model.tokens(&ids, b, t, &device()).unwrap(), &exact).unwrap();
+    let h = cfg.n_heads;
+    assert_eq!(received.len(), b * l_n * (t - age));
+    for (s, l, r, got) in received {
+        let probs = to_vec(maps[l].probs.clone()); // [B, h, T, T]
+        let want: f32 = (r + 1..=r + age)
+            .map(|q| (0..h).map(|hh| probs[((s * h + hh) * t + q) * t + r]).sum::<f32>() / h as f32)
+            .sum();
+        assert!((got - want).abs() < 1e-4 * want.max(1.0), "stream {s} layer {l} token {r}: {got} vs {want}");
+    }
+}
+
 #[test]
 fn hidden_keys_far_above_the_visible_ones_stay_hidden() {
     // Large weights make attention scores span hundreds of nats, so a dropped key's score can lie

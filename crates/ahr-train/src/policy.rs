@@ -188,6 +188,7 @@ pub fn train_policy(
         dims,
         model_fingerprint: fp,
         budget: spec.reward.budget,
+        review: spec.env.review,
     };
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;

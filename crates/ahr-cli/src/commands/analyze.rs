@@ -111,6 +111,13 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         pct(a.policy.mem_frac),
         a.policy.kv_bytes_per_token,
     );
+    if let Some(rate) = a.policy.review_change_rate {
+        s.push_str(&format!(
+            "- Reviews: {} of the second decisions changed the write-time option (demoted or dropped the token); \
+             the options below are what tokens ended as.\n",
+            pct(rate)
+        ));
+    }
     // Layers.
     for (l, row) in a.options_by_layer.iter().enumerate() {
         let parts: Vec<String> =

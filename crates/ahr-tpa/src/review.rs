@@ -1,0 +1,339 @@
+//! Second decisions with hindsight (DESIGN.md §10): every token kept at a plain option comes up
+//! for review when it is `age` queries old, and a policy decides again — keep it as it is, demote
+//! it to a nested lower rank, or drop it — seeing what its write-time decision could not: the
+//! attention it has received since.
+//!
+//! A review decision is expressed as an option of the menu: keeping a token written as `F`
+//! leaves it `F`; demoting or dropping it makes it the schedule `F/age/then` (DESIGN.md §10's
+//! schedules), which [`review_options`] adds to the menu. So the parallel forward, the cost model
+//! and the judge see a reviewed token exactly as a token written with that schedule, and the
+//! cache ([`crate::KvCache::review`]) moves it in place. [`ReviewBook`] keeps, per stream and
+//! layer, the last `age` tokens' stored keys and the attention each has received (from the
+//! decode step's per-head log-sum-exp, [`crate::StepOutput::lse`]); the rank environment and
+//! `ahr-infer` both use it, so a deployed policy reviews exactly as it was trained.
+
+use std::collections::VecDeque;
+
+use burn::tensor::Tensor;
+
+use crate::cache::PendingToken;
+use crate::config::{Form, ModelConfig, StoreOption};
+use crate::cost;
+use crate::error::{Error, Result};
+use crate::host::to_host;
+use crate::model::StepOutput;
+
+/// Per-layer features of the token under review, in order.
+pub const REVIEW_FEATURES: [&str; 5] = [
+    "review_present",     // 1 if a token kept at a plain option is under review in this layer
+    "review_bytes",       // its bytes / the exact option's bytes
+    "attn_received",      // attention it received from the `age` queries since it was written (sum, mean over heads)
+    "attn_received_max",  // the most any one of those queries gave it
+    "attn_received_last", // what the latest query gave it
+];
+
+/// The schedules a review at `age` can turn a plain kept option of the menu into: `F/age/drop`
+/// for every kept `F`, and `rank:ρ/age/rank:ρ'` for each menu rank ρ' < ρ (a dense token can be
+/// kept or dropped: its factors are not kept beside it).
+pub fn review_options(cfg: &ModelConfig, age: usize) -> Vec<StoreOption> {
+    let ranks: Vec<usize> =
+        cfg.menu.iter().filter_map(|o| if let StoreOption::Rank(r) = o { Some(*r) } else { None }).collect();
+    let mut out = Vec::new();
+    for first in cfg.menu.iter().filter_map(|o| Form::of(*o)).filter(|f| *f != Form::Drop) {
+        out.push(StoreOption::Schedule { first, window: age, then: Form::Drop, then_for: None });
+        if let Form::Rank(rho) = first {
+            for &lower in ranks.iter().filter(|&&r| r < rho) {
+                out.push(StoreOption::Schedule { first, window: age, then: Form::Rank(lower), then_for: None });
+            }
+        }
+    }
+    out
+}
+
+/// One recent token of one stream and layer.
+#[derive(Clone, Debug)]
+struct Entry {
+    /// Its write option (menu index).
+    option: usize,
+    /// Its stored key `[h · d_h]` as later queries see it (empty when nothing is kept).
+    key: Vec<f32>,
+    /// Attention received so far: sum, max, latest (means over heads).
+    sum: f32,
+    max: f32,
+    last: f32,
+}
+
+/// A token's review: where it stood and what it became.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reviewed {
+    /// Its position.
+    pub position: usize,
+    /// Its write option (menu index).
+    pub written: usize,
+    /// Its option after the review (menu index; `written` when kept or not reviewable).
+    pub effective: usize,
+    /// Whether it could change (kept at a plain option); `false` also where no token was under
+    /// review (`position` is then `usize::MAX`).
+    pub reviewable: bool,
+}
+
+/// Hindsight bookkeeping for a batch of streams (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ReviewBook {
+    age: usize,
+    menu: Vec<StoreOption>,
+    exact: StoreOption,
+    exact_index: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    exact_bytes: f32,
+    bytes: Vec<f32>,
+    /// Per write option, the review actions it allows (menu indices, its own first).
+    allowed: Vec<Vec<usize>>,
+    /// Options a write may choose (review-only schedules excluded).
+    write_allowed: Vec<bool>,
+    /// `[stream][layer]`, oldest first.
+    entries: Vec<Vec<VecDeque<Entry>>>,
+}
+
+impl ReviewBook {
+    /// A book for `batch` streams of a model whose menu holds [`review_options`]`(cfg, age)`
+    /// (which only reviews may produce: writes are masked off them).
+    pub fn new(cfg: &ModelConfig, batch: usize, age: usize) -> Result<Self> {
+        if age == 0 {
+            return Err(Error::Input("a review age must be at least 1 query".into()));
+        }
+        let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("review at age {age}: {e}")));
+        let mut allowed = Vec::with_capacity(cfg.menu.len());
+        for (i, o) in cfg.menu.iter().enumerate() {
+            let mut ok = vec![i];
+            if let Some(first) = Form::of(*o).filter(|f| *f != Form::Drop) {
+                for s in review_options(cfg, age) {
+                    if matches!(s, StoreOption::Schedule { first: f, .. } if f == first) {
+                        ok.push(index(s)?);
+                    }
+                }
+            }
+            allowed.push(ok);
+        }
+        let review_only = review_options(cfg, age);
+        let write_allowed = cfg.menu.iter().map(|o| !review_only.contains(o)).collect();
+        let exact_bytes = cost::bytes_per_token(cfg, cfg.exact_option()) as f32;
+        Ok(Self {
+            age,
+            menu: cfg.menu.clone(),
+            exact: cfg.exact_option(),
+            exact_index: cfg.exact_index(),
+            heads: cfg.n_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_dim,
+            exact_bytes,
+            bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
+            allowed,
+            write_allowed,
+            entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
+        })
+    }
+
+    /// The review age.
+    pub fn age(&self) -> usize {
+        self.age
+    }
+
+    /// Take in the attention of the step just decoded (query t) to every recent token: a key's
+    /// weight is `exp(q·k/√d_h − lse)` per head, averaged over heads.
+    pub fn observe(&mut self, out: &StepOutput) -> Result<()> {
+        let (h, dh) = (self.heads, self.head_dim);
+        let b_n = self.entries.len();
+        let l_n = self.entries.first().map_or(0, Vec::len);
+        let lse = to_host(out.lse.clone())?; // [B, L, h]
+        let scale = 1.0 / (dh as f32).sqrt();
+        for l in 0..l_n {
+            if self.entries.iter().all(|s| s[l].is_empty()) {
+                continue;
+            }
+            let q = query(&out.pending, l)?; // [B, h, d_h]
+            for b in 0..b_n {
+                let q_b = &q[b * h * dh..(b + 1) * h * dh];
+                let lse_b = &lse[(b * l_n + l) * h..(b * l_n + l + 1) * h];
+                for e in self.entries[b][l].iter_mut() {
+                    let w = if e.key.is_empty() {
+                        0.0
+                    } else {
+                        (0..h)
+                            .map(|hh| {
+                                let s: f32 = q_b[hh * dh..(hh + 1) * dh]
+                                    .iter()
+                                    .zip(&e.key[hh * dh..(hh + 1) * dh])
+                                    .map(|(a, k)| a * k)
+                                    .sum();
+                                (s * scale - lse_b[hh]).exp()
+                            })
+                            .sum::<f32>()
+                            / h as f32
+                    };
+                    e.sum += w;
+                    e.max = e.max.max(w);
+                    e.last = w;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry under review at step t in stream b, layer l (the token written at t − age).
+    fn under_review(&self, b: usize, l: usize, t: usize) -> Option<&Entry> {
+        (t >= self.age).then(|| self.entries[b][l].front()).flatten().filter(|_| self.entries[b][l].len() == self.age)
+    }
+
+    /// Whether the token under review can change (kept at a plain option).
+    fn reviewable(&self, e: &Entry) -> bool {
+        self.allowed[e.option].len() > 1
+    }
+
+    /// `[B][L × REVIEW_FEATURES]` features of the tokens under review at step t (zeros where none).
+    pub fn features(&self, t: usize) -> Vec<f32> {
+        let l_n = self.entries.first().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(self.entries.len() * l_n * REVIEW_FEATURES.len());
+        for b in 0..self.entries.len() {
+            for l in 0..l_n {
+                match self.under_review(b, l, t).filter(|e| self.reviewable(e)) {
+                    Some(e) => out.extend([1.0, self.bytes[e.option] / self.exact_bytes, e.sum, e.max, e.last]),
+                    None => out.extend([0.0; 5]),
+                }
+            }
+        }
+        out
+    }
+
+    /// Action masks `[B][2L][menu]` at step t: L write heads (review-only schedules masked), then
+    /// L review heads (the options the token under review may become; its own option alone when
+    /// it cannot change, the exact option when there is none).
+    pub fn masks(&self, t: usize) -> Vec<bool> {
+        let (m, l_n) = (self.menu.len(), self.entries.first().map_or(0, Vec::len));
+        let mut out = Vec::with_capacity(self.entries.len() * 2 * l_n * m);
+        for b in 0..self.entries.len() {
+            for _ in 0..l_n {
+                out.extend_from_slice(&self.write_allowed);
+            }
+            for l in 0..l_n {
+                let allowed: &[usize] = match self.under_review(b, l, t) {
+                    Some(e) => &self.allowed[e.option],
+                    None => std::slice::from_ref(&self.exact_index),
+                };
+                out.extend((0..m).map(|o| allowed.contains(&o)));
+            }
+        }
+        out
+    }
+
+    /// Record step t's decisions: `actions[b]` holds L write options then L review actions. The
+    /// tokens under review leave the book (returned, with what each became: a review action
+    /// outside its allowed set keeps the token as it is) and token t enters it with its stored
+    /// key (read from `pending` before the cache takes it).
+    pub fn record(&mut self, pending: &PendingToken, actions: &[usize], t: usize) -> Result<Vec<Reviewed>> {
+        let l_n = self.entries.first().map_or(0, Vec::len);
+        if actions.len() != self.entries.len() * 2 * l_n {
+            return Err(Error::Input(format!(
+                "review: {} actions, expected streams × 2 × layers = {}",
+                actions.len(),
+                self.entries.len() * 2 * l_n
+            )));
+        }
+        let mut reviewed = Vec::with_capacity(self.entries.len() * l_n);
+        for b in 0..self.entries.len() {
+            for l in 0..l_n {
+                let action = actions[b * 2 * l_n + l_n + l];
+                let done = match self.under_review(b, l, t) {
+                    Some(e) => {
+                        let effective = if self.allowed[e.option].contains(&action) { action } else { e.option };
+                        let reviewable = self.reviewable(e);
+                        Some(Reviewed { position: t - self.age, written: e.option, effective, reviewable })
+                    }
+                    None => None,
+                };
+                if let Some(r) = done {
+                    self.entries[b][l].pop_front();
+                    reviewed.push(r);
+                } else {
+                    reviewed.push(Reviewed {
+                        position: usize::MAX,
+                        written: self.exact_index,
+                        effective: self.exact_index,
+                        reviewable: false,
+                    });
+                }
+            }
+        }
+        for l in 0..l_n {
+            let keys = self.stored_keys(
+                pending,
+                l,
+                &(0..self.entries.len()).map(|b| actions[b * 2 * l_n + l]).collect::<Vec<_>>(),
+            )?;
+            for (b, key) in keys.into_iter().enumerate() {
+                let option = actions[b * 2 * l_n + l];
+                self.entries[b][l].push_back(Entry { option, key, sum: 0.0, max: 0.0, last: 0.0 });
+            }
+        }
+        Ok(reviewed)
+    }
+
+    /// Each stream's stored key `[h · d_h]` of the token in `pending` for layer l under its
+    /// write option (empty for drop).
+    fn stored_keys(&self, pending: &PendingToken, l: usize, options: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let (h, kvh, dh) = (self.heads, self.kv_heads, self.head_dim);
+        let p = &pending.layers[l];
+        let factors = match &p.kv_factors {
+            Some([ak, bk, _, _]) => Some((to_host(ak.clone())?, to_host(bk.clone())?, ak.dims()[3])),
+            None => None,
+        };
+        let dense = match &p.kv_dense {
+            Some((k, _)) => Some(to_host(k.clone())?),
+            None => None,
+        };
+        let mut out = Vec::with_capacity(options.len());
+        for (b, &o) in options.iter().enumerate() {
+            let key = match self.menu[o].stored_as(self.exact) {
+                StoreOption::Rank(rho) => {
+                    let (ak, bk, r) =
+                        factors.as_ref().ok_or_else(|| Error::Input("rank options need TPA factors".into()))?;
+                    let (a, bb) = (&ak[b * h * r..(b + 1) * h * r], &bk[b * r * dh..(b + 1) * r * dh]);
+                    let mut k = vec![0f32; h * dh];
+                    for hh in 0..h {
+                        for j in 0..rho {
+                            let w = a[hh * r + j] / rho as f32;
+                            for d in 0..dh {
+                                k[hh * dh + d] += w * bb[j * dh + d];
+                            }
+                        }
+                    }
+                    k
+                }
+                StoreOption::Full => {
+                    let k = dense.as_ref().ok_or_else(|| Error::Input("the full option needs dense K/V".into()))?;
+                    let kb = &k[b * kvh * dh..(b + 1) * kvh * dh];
+                    (0..h).flat_map(|hh| kb[(hh / (h / kvh)) * dh..(hh / (h / kvh) + 1) * dh].iter().copied()).collect()
+                }
+                _ => Vec::new(),
+            };
+            out.push(key);
+        }
+        Ok(out)
+    }
+}
+
+/// The materialised, rotated query of the token in `pending` for layer l, `[B, h, d_h]` on the host.
+fn query(pending: &PendingToken, l: usize) -> Result<Vec<f32>> {
+    let p = &pending.layers[l];
+    let q: Tensor<4> = match (&p.q_factors, &p.q_dense) {
+        (Some((a, bq)), _) => {
+            let rq = a.dims()[3];
+            a.clone().matmul(bq.clone()) / rq as f32
+        }
+        (None, Some(q)) => q.clone(),
+        (None, None) => return Err(Error::Input("every family projects a query".into())),
+    };
+    to_host(q)
+}
