@@ -496,9 +496,16 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     }
     let csv = std::fs::read_to_string(eval_dir.join("pareto.csv")).unwrap();
     assert!(csv.starts_with("name,family,setting,metric,metric_per_sequence,kv_bytes_per_token,"), "{csv}");
-    for name in
-        ["policy:policy", "uniform", "streaming-llm@rank:1", "h2o@full", "tova@rank:2", "entropy@full", "model:model"]
-    {
+    for name in [
+        "policy:policy",
+        "uniform",
+        "streaming-llm@rank:1",
+        "h2o@full",
+        "tova@rank:2",
+        "k-norm@full",
+        "entropy@full",
+        "model:model",
+    ] {
         assert!(csv.contains(&format!("{name},")), "{name} missing from {csv}");
     }
     // A sinks-only (prefix) row is in the grid.
@@ -509,7 +516,7 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     assert!(verdict["on_front"].is_boolean());
     assert!(verdict["beats_every_family"].is_boolean());
     let judged = verdict["families"].as_array().unwrap().len() + verdict["no_setting_fits"].as_array().unwrap().len();
-    assert_eq!(judged, 6, "every family is judged at the policy's memory: {verdict}");
+    assert_eq!(judged, 7, "every family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");
     let argv = ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1"];
