@@ -294,9 +294,7 @@ fn reviews_are_masked_and_charged_as_the_options_they_produce() {
                 }
             }
             if b == 0 {
-                for l in 0..l_n {
-                    effective[t][l] = actions[l];
-                }
+                effective[t][..l_n].copy_from_slice(&actions[..l_n]);
             }
         }
         let step = env.step(&actions).unwrap();
