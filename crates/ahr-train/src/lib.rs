@@ -5,7 +5,7 @@
 //!   rank curve; [`evaluate`] scores a model under one storage choice on held-out data.
 //! - [`policy`]: PPO training of a rank policy on the environment an env spec describes, and its
 //!   export as a policy directory that `ahr-infer` loads.
-//! - [`bench`]: pretraining throughput, side by side with a PyTorch eager reference.
+//! - [`mod@bench`]: pretraining throughput, side by side with a PyTorch eager reference.
 //!
 //! It picks no device and prints nothing: callers (the `ahr` binary, `examples/`) pass a
 //! `Device` and render progress from the callbacks.
