@@ -19,6 +19,9 @@ pub enum Family {
     Uniform,
     /// StreamingLLM: attention sinks + a recent window (sinks-only prefix rules included).
     StreamingLlm,
+    /// A recent window and a storage option chosen per layer (layer-wise budgets, as
+    /// PyramidKV-style rules do; "window 6 in layer 0, everything at rank 1 in layer 1").
+    LayerWindows,
     /// H2O: heavy hitters by accumulated attention + a recent window.
     H2o,
     /// TOVA: evict the key the current query attends to least.
@@ -33,9 +36,10 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Uniform,
         Family::StreamingLlm,
+        Family::LayerWindows,
         Family::H2o,
         Family::Tova,
         Family::KNorm,
@@ -48,6 +52,7 @@ impl Family {
         match self {
             Family::Uniform => "uniform",
             Family::StreamingLlm => "streaming-llm",
+            Family::LayerWindows => "layer-windows",
             Family::H2o => "h2o",
             Family::Tova => "tova",
             Family::KNorm => "k-norm",
@@ -79,6 +84,9 @@ impl FromStr for Family {
     }
 }
 
+/// Layers a [`Baseline::LayerWindows`] setting can describe.
+pub const MAX_RULE_LAYERS: usize = 4;
+
 /// One setting of a rule family. `store` is the option kept tokens are stored at.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(tag = "family", rename_all = "kebab-case")]
@@ -96,6 +104,16 @@ pub enum Baseline {
         window: usize,
         /// Storage of kept tokens.
         store: StoreOption,
+    },
+    /// Per layer l < `layers`: key k is seen by the `windows[l]` queries after it (a window of
+    /// at least T keeps every token) and stored at `stores[l]`.
+    LayerWindows {
+        /// Layers described.
+        layers: usize,
+        /// Window per layer.
+        windows: [usize; MAX_RULE_LAYERS],
+        /// Storage per layer.
+        stores: [StoreOption; MAX_RULE_LAYERS],
     },
     /// At most `heavy + recent` keys: the `recent` newest and the heaviest by accumulated attention.
     H2o {
@@ -159,6 +177,7 @@ impl Baseline {
         match self {
             Baseline::Uniform { .. } => Family::Uniform,
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
+            Baseline::LayerWindows { .. } => Family::LayerWindows,
             Baseline::H2o { .. } => Family::H2o,
             Baseline::Tova { .. } => Family::Tova,
             Baseline::KNorm { .. } => Family::KNorm,
@@ -167,10 +186,19 @@ impl Baseline {
         }
     }
 
-    /// The option kept tokens are stored at.
+    /// The option kept tokens of `layer` are stored at.
+    pub fn store_at(&self, layer: usize) -> StoreOption {
+        match *self {
+            Baseline::LayerWindows { stores, layers, .. } => stores[layer.min(layers - 1)],
+            _ => self.store(),
+        }
+    }
+
+    /// The option kept tokens are stored at (layer 0's for per-layer rules).
     pub fn store(&self) -> StoreOption {
         match *self {
             Baseline::Uniform { option } => option,
+            Baseline::LayerWindows { stores, .. } => stores[0],
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
@@ -184,6 +212,7 @@ impl Baseline {
     pub fn name(&self) -> String {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
+            Baseline::LayerWindows { .. } => self.family().to_string(),
             b => format!("{}@{}", b.family(), b.store()),
         }
     }
@@ -193,6 +222,16 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option.to_string(),
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
+            Baseline::LayerWindows { layers, windows, stores } => (0..layers)
+                .map(|l| {
+                    format!(
+                        "L{l}: {}@{}",
+                        if windows[l] == usize::MAX { "all".into() } else { format!("window={}", windows[l]) },
+                        stores[l]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
@@ -206,6 +245,10 @@ impl Baseline {
         match *self {
             Baseline::Uniform { .. } => vec![NEVER; t_n],
             Baseline::StreamingLlm { sinks, window, .. } => rules::window_evictions(t_n, sinks, window),
+            Baseline::LayerWindows { layers, windows, .. } => {
+                let w = windows[layer.min(layers - 1)];
+                if w >= t_n { vec![NEVER; t_n] } else { rules::window_evictions(t_n, 0, w) }
+            }
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
@@ -226,6 +269,20 @@ impl Baseline {
     pub fn memory(&self, cfg: &ModelConfig, seq_len: usize) -> Option<f64> {
         let t_n = seq_len;
         let store = self.store();
+        if let Baseline::LayerWindows { .. } = self {
+            let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], draws: &[] };
+            let mut one = cfg.clone();
+            one.n_layers = 1;
+            return Some(
+                (0..cfg.n_layers)
+                    .map(|l| {
+                        let (ev, s) = (self.evictions(&view, l), self.store_at(l));
+                        cost::sequence_cost(&one, t_n, |t, _| (s, (ev[t] != NEVER).then_some(ev[t] as usize)))
+                            .kv_bytes_per_token
+                    })
+                    .sum(),
+            );
+        }
         let layer_bytes = |ev: &[u32]| {
             let mut one = cfg.clone();
             one.n_layers = 1;
@@ -235,6 +292,7 @@ impl Baseline {
         let bytes = match *self {
             Baseline::Entropy { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
+            Baseline::LayerWindows { .. } => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
                 let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], draws: &[] };
                 layer_bytes(&self.evictions(&view, 0))
@@ -294,6 +352,16 @@ mod tests {
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let knorm = Baseline::KNorm { budget: 2, store };
         assert!((knorm.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
+        // Per layer: layer 0 a window of 1 at rank:1 without sinks (held 1, 2, 2, … = 15 token-steps
+        // of 36), layer 1 every token at full (384 B per token).
+        let mut stores = [store; MAX_RULE_LAYERS];
+        stores[1] = StoreOption::Full;
+        let mut windows = [1; MAX_RULE_LAYERS];
+        windows[1] = usize::MAX;
+        let layered = Baseline::LayerWindows { layers: 2, windows, stores };
+        assert!((layered.memory(&cfg, 8).unwrap() - (152.0 * 15.0 / 36.0 + 384.0)).abs() < 1e-9);
+        assert_eq!(layered.name(), "layer-windows");
+        assert_eq!(layered.setting(), "L0: window=1@rank:1; L1: all@full");
         let uniform = Baseline::Uniform { option: StoreOption::Full };
         assert!((uniform.memory(&cfg, 8).unwrap() - 768.0).abs() < 1e-9);
         let random = Baseline::Random { keep: 0.25, store: StoreOption::Full };

@@ -193,11 +193,9 @@ impl<'a> Harness<'a> {
     fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
         let cfg = self.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
-        let store = cfg
-            .menu
-            .iter()
-            .position(|o| *o == rule.store())
-            .ok_or_else(|| anyhow!("{}: option {} is not in the model's menu", rule.name(), rule.store()))?;
+        let stores = (0..l_n)
+            .map(|l| cfg.option_index(rule.store_at(l)).map_err(|e| anyhow!("{}: {e}", rule.name())))
+            .collect::<Result<Vec<usize>>>()?;
         let mut ev = vec![NEVER; b_n * t_n * l_n];
         for s in 0..b_n {
             let view = SequenceView {
@@ -213,7 +211,7 @@ impl<'a> Harness<'a> {
                 }
             }
         }
-        Ok(Choices::filled(b_n, t_n, l_n, store).with_evictions(ev))
+        Ok(Choices::from_fn(b_n, t_n, l_n, |_, _, l| stores[l]).with_evictions(ev))
     }
 
     /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running

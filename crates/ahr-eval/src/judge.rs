@@ -22,7 +22,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::baseline::{Baseline, Family};
+use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS};
 use crate::harness::{Harness, Point, PointKind, mark_front};
 
 /// Options of one evaluation.
@@ -172,6 +172,45 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 for s in sinks {
                     if let Some(w) = largest_fitting(0, t_n, |w| fits(&at(s, w))) {
                         out.push(at(s, w));
+                    }
+                }
+            }
+            Family::LayerWindows => {
+                // Per layer a window and a plain store; layers before the last from a grid, the
+                // last the longest window that fits (usize::MAX = every token).
+                let l_n = cfg.n_layers;
+                if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
+                    continue; // one layer is streaming-llm; enumerate the store combinations once
+                }
+                let plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
+                let mut grid: Vec<usize> =
+                    [0usize, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+                        .into_iter()
+                        .filter(|&w| w < t_n)
+                        .collect();
+                grid.push(usize::MAX);
+                let combos = (0..l_n).fold(vec![Vec::new()], |acc: Vec<Vec<StoreOption>>, _| {
+                    acc.iter().flat_map(|c| plain.iter().map(move |s| [c.clone(), vec![*s]].concat())).collect()
+                });
+                let heads = (0..l_n - 1).fold(vec![Vec::new()], |acc: Vec<Vec<usize>>, _| {
+                    acc.iter().flat_map(|c| grid.iter().map(move |w| [c.clone(), vec![*w]].concat())).collect()
+                });
+                for combo in &combos {
+                    for head in &heads {
+                        let at = |last: usize| {
+                            let mut windows = [0usize; MAX_RULE_LAYERS];
+                            let mut s = [combo[0]; MAX_RULE_LAYERS];
+                            for l in 0..l_n {
+                                windows[l] = if l + 1 == l_n { last } else { head[l] };
+                                s[l] = combo[l];
+                            }
+                            Baseline::LayerWindows { layers: l_n, windows, stores: s }
+                        };
+                        if fits(&at(usize::MAX)) {
+                            out.push(at(usize::MAX));
+                        } else if let Some(w) = largest_fitting(0, t_n - 1, |w| fits(&at(w))) {
+                            out.push(at(w));
+                        }
                     }
                 }
             }
@@ -376,6 +415,10 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::Tova => "tova@S: per layer, evict the key with the least attention (mean over heads) from \
                 the current query of the full-cache forward (optimistic, as for h2o); the largest budget within \
                 each target"
+                .into(),
+            Family::LayerWindows => "layer-windows: per layer its own recent window and plain storage option \
+                (windows of the layers before the last from a grid 0, 1, 2, 3, 4, 6, 8, 12, …, all; the last \
+                layer's the longest that fits), every combination of plain stores; no sinks"
                 .into(),
             Family::KNorm => "k-norm@S: per layer, over budget evict the held key with the largest L2 norm \
                 (exact key, all heads; Devoto et al. 2024); the largest budget within each target"
