@@ -173,6 +173,10 @@ pub enum Command {
         /// Held-out sequences per point (default: all).
         #[arg(long)]
         sequences: Option<usize>,
+        /// Fixed memory targets besides each policy's own, as fractions of the exact choice's
+        /// bytes (comma-separated; each family is searched at each).
+        #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
+        fractions: Vec<f64>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
