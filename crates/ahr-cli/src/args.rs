@@ -168,7 +168,11 @@ pub enum Command {
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
         /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu option).
-        #[arg(long, value_delimiter = ',', default_value = "uniform,streaming-llm,layer-windows,h2o,tova,k-norm,entropy,random")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "uniform,streaming-llm,layer-windows,h2o,tova,k-norm,entropy,random"
+        )]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).
         #[arg(long)]

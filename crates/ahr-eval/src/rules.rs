@@ -50,20 +50,7 @@ pub fn heavy_hitter_evictions(attn: &[f32], seq_len: usize, heavy: usize, recent
 pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
     let t_n = seq_len;
     assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
-    let mut evicted = vec![NEVER; t_n];
-    let mut held: Vec<usize> = Vec::new();
-    for q in 0..t_n {
-        held.push(q);
-        while held.len() > budget.max(1) {
-            let (i, _) = held
-                .iter()
-                .enumerate()
-                .min_by(|a, b| attn[q * t_n + *a.1].total_cmp(&attn[q * t_n + *b.1]).then(a.1.cmp(b.1)))
-                .expect("held is not empty");
-            evicted[held.remove(i)] = (q + 1) as u32;
-        }
-    }
-    evicted
+    evict_lowest(t_n, budget, |q, k| attn[q * t_n + k])
 }
 
 /// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
@@ -71,7 +58,13 @@ pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
 /// with the largest norm is evicted (from query q + 1 on; the newest may go at once) — low-norm
 /// keys are the ones that draw attention.
 pub fn key_norm_evictions(norms: &[f32], budget: usize) -> Vec<u32> {
-    let t_n = norms.len();
+    evict_lowest(norms.len(), budget, |_, k| -norms[k])
+}
+
+/// A budget of held keys: after query q's token enters the cache, while more than `budget` keys
+/// are held, the held key with the lowest `score(q, k)` is evicted from query q + 1 on (the older
+/// on ties).
+fn evict_lowest(t_n: usize, budget: usize, score: impl Fn(usize, usize) -> f32) -> Vec<u32> {
     let mut evicted = vec![NEVER; t_n];
     let mut held: Vec<usize> = Vec::new();
     for q in 0..t_n {
@@ -80,7 +73,7 @@ pub fn key_norm_evictions(norms: &[f32], budget: usize) -> Vec<u32> {
             let (i, _) = held
                 .iter()
                 .enumerate()
-                .max_by(|a, b| norms[*a.1].total_cmp(&norms[*b.1]).then(b.1.cmp(a.1)))
+                .min_by(|a, b| score(q, *a.1).total_cmp(&score(q, *b.1)).then(a.1.cmp(b.1)))
                 .expect("held is not empty");
             evicted[held.remove(i)] = (q + 1) as u32;
         }
