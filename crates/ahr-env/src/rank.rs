@@ -311,18 +311,13 @@ impl VecEnv for RankEnv {
         let (b_n, l_n) = (self.streams, cfg.n_layers);
         let pending = self.pending.take().ok_or_else(|| EnvError::Other("step() before reset()".into()))?;
         let (writes, reviewed) = match &mut self.book {
-            Some(book) => {
-                let reviewed = book.record(&pending, actions, self.t)?;
-                let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
-                (writes, reviewed)
+            Some(book) => book.store(&mut self.cache, pending, actions, self.t)?,
+            None => {
+                self.cache.push(pending, actions)?;
+                (actions.to_vec(), Vec::new())
             }
-            None => (actions.to_vec(), Vec::new()),
         };
         let actions = &writes[..];
-        self.cache.push(pending, actions)?;
-        if !reviewed.is_empty() {
-            self.cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
-        }
         let len = self.seq_len();
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);

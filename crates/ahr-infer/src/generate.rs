@@ -161,30 +161,25 @@ impl<'a> Generator<'a> {
                     state.decide(p, self.model, &out, &cache, book.as_ref(), &ids, t, total, &self.device)
                 }
             };
-            // With reviews the policy answers L writes then L reviews per stream.
-            let reviewed = match &mut book {
-                Some(book) => book.record(&out.pending, &decided, t)?,
-                None => Vec::new(),
-            };
-            let actions: Vec<usize> = match &book {
-                Some(_) => decided.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect(),
-                None => decided,
-            };
             if t + 1 >= prompt_len && t + 1 < total {
                 let next = out.logits.clone().argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("ids");
                 for (s, id) in next.into_iter().enumerate() {
                     tokens[s].push(id as u32);
                 }
             }
+            // With reviews the policy answers L writes then L reviews per stream.
+            let (actions, reviewed) = match &mut book {
+                Some(book) => book.store(&mut cache, out.pending, &decided, t)?,
+                None => {
+                    cache.push(out.pending, &decided)?;
+                    (decided, Vec::new())
+                }
+            };
             for (s, row) in actions.chunks(l_n).enumerate() {
                 choices[s].extend_from_slice(row);
             }
-            cache.push(out.pending, &actions)?;
-            if !reviewed.is_empty() {
-                cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
-                for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.reviewable) {
-                    choices[i / l_n][r.position * l_n + i % l_n] = r.effective;
-                }
+            for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.reviewable) {
+                choices[i / l_n][r.position * l_n + i % l_n] = r.effective;
             }
         }
         let stored = fed;

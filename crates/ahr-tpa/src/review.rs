@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use burn::tensor::Tensor;
 
-use crate::cache::PendingToken;
+use crate::cache::{KvCache, PendingToken};
 use crate::config::{Form, ModelConfig, StoreOption};
 use crate::cost;
 use crate::error::{Error, Result};
@@ -278,6 +278,25 @@ impl ReviewBook {
             }
         }
         Ok(reviewed)
+    }
+
+    /// Store step t in `cache` in the one order reviews need: record the decisions (reading
+    /// `pending` before the cache takes it), push the token with its L write options per stream,
+    /// then apply the reviews (they hold from the next query on). Returns the write options
+    /// (`[B·L]`) and the reviews.
+    pub fn store(
+        &mut self,
+        cache: &mut KvCache,
+        pending: PendingToken,
+        actions: &[usize],
+        t: usize,
+    ) -> Result<(Vec<usize>, Vec<Reviewed>)> {
+        let reviewed = self.record(&pending, actions, t)?;
+        let l_n = self.entries.first().map_or(0, Vec::len);
+        let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
+        cache.push(pending, &writes)?;
+        cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+        Ok((writes, reviewed))
     }
 
     /// Each stream's stored key `[h · d_h]` of the token in `pending` for layer l under its

@@ -299,23 +299,19 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
                     actions.push(if all_exact { ok[0] } else { ok[rng.random_range(0..ok.len())] });
                 }
             }
-            let reviewed = book.record(&out.pending, &actions, q).unwrap();
             let o = to_vec(out.logits);
+            let (writes, reviewed) = book.store(&mut cache, out.pending, &actions, q).unwrap();
             for s in 0..b {
                 logits[(s * t + q) * v..(s * t + q + 1) * v].copy_from_slice(&o[s * v..(s + 1) * v]);
                 for l in 0..l_n {
-                    effective.set(s, q, l, actions[s * 2 * l_n + l]);
+                    effective.set(s, q, l, writes[s * l_n + l]);
                 }
             }
-            let writes: Vec<usize> = (0..b).flat_map(|s| actions[s * 2 * l_n..s * 2 * l_n + l_n].to_vec()).collect();
-            cache.push(out.pending, &writes).unwrap();
-            let eff: Vec<usize> = reviewed.iter().map(|r| r.effective).collect();
             for (i, r) in reviewed.iter().enumerate() {
                 if r.position != usize::MAX {
                     effective.set(i / l_n, r.position, i % l_n, r.effective);
                 }
             }
-            cache.review(&eff).unwrap();
             for s in 0..b {
                 let held: usize = (0..=q)
                     .flat_map(|k| (0..l_n).map(move |l| (k, l)))
