@@ -238,6 +238,18 @@ impl LayerCache {
         Some(taken)
     }
 
+    /// Evict the `n` oldest tokens of `slot` (nothing is copied out).
+    fn drop_front(slot: &mut Option<Slot>, n: usize) {
+        *slot = match slot.take() {
+            Some(Slot::Tensors(g)) => g.pop_front(n).map(Slot::Tensors),
+            Some(Slot::Host(mut g)) => {
+                g.tiles.pop_front(n);
+                (!g.tiles.is_empty()).then_some(Slot::Host(g))
+            }
+            None => None,
+        };
+    }
+
     /// Append `new` (same kind) to `slot`.
     fn append(slot: &mut Option<Slot>, new: Slot) {
         *slot = Some(match (slot.take(), new) {
@@ -253,11 +265,21 @@ impl LayerCache {
 
     /// Move the `n` oldest first-form tokens of option `o` on: dropped, or demoted to `later`.
     fn advance(&mut self, o: usize, n: usize, dims: HeadDims, later: Option<HostKind>) {
-        let from_shadow = self.shadow[o].is_some();
-        let first = Self::take_front(&mut self.slots[o], n);
-        let source = if from_shadow { Self::take_front(&mut self.shadow[o], n) } else { first };
-        let (Some(HostKind::Factors { rank: rho }), Some(source)) = (later, source) else { return };
-        Self::append(&mut self.late[o], truncated(source, rho, dims));
+        let Some(HostKind::Factors { rank: rho }) = later else {
+            // Evicted (`recent:W`, `first/W/drop`): on the rollout's hot path, so nothing is copied.
+            Self::drop_front(&mut self.slots[o], n);
+            return;
+        };
+        // Demoted: from the shadow factors when the first form is dense, else from the first form.
+        let source = if self.shadow[o].is_some() {
+            Self::drop_front(&mut self.slots[o], n);
+            Self::take_front(&mut self.shadow[o], n)
+        } else {
+            Self::take_front(&mut self.slots[o], n)
+        };
+        if let Some(source) = source {
+            Self::append(&mut self.late[o], truncated(source, rho, dims));
+        }
     }
 }
 
@@ -397,16 +419,22 @@ impl KvCache {
                 }
             };
             layer.positions[o].pop_front();
+            if then == Some(crate::config::Form::Drop) {
+                LayerCache::drop_front(&mut layer.slots[o], 1);
+                self.counts[s][l][o] -= 1;
+                continue;
+            }
             let token = LayerCache::take_front(&mut layer.slots[o], 1).expect("a tracked token is held");
             match then {
                 None => LayerCache::append(&mut layer.settled[o], token),
-                Some(crate::config::Form::Drop) => self.counts[s][l][o] -= 1,
                 Some(crate::config::Form::Rank(rho)) => {
                     LayerCache::append(&mut layer.late[eff], truncated(token, rho, self.dims));
                     self.counts[s][l][o] -= 1;
                     self.late_counts[s][l][eff] += 1;
                 }
-                Some(crate::config::Form::Full) => unreachable!("parsing keeps later forms cheaper"),
+                Some(crate::config::Form::Drop | crate::config::Form::Full) => {
+                    unreachable!("dropped above; parsing keeps later forms cheaper")
+                }
             }
         }
         Ok(())
@@ -579,7 +607,7 @@ impl KvCache {
                         gone += 1;
                     }
                     if gone > 0 {
-                        LayerCache::take_front(&mut layer.late[o], gone);
+                        LayerCache::drop_front(&mut layer.late[o], gone);
                         late[o] -= gone;
                     }
                 }
