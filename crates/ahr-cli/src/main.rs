@@ -1,4 +1,6 @@
 //! The `ahr` binary: parse arguments, dispatch, and turn errors into a message and exit code 1.
+//! Under `mpirun` / `srun` (built with the `mpi` feature) `pretrain` and `train-policy` run as one
+//! rank each of a data-parallel group; an error or a panic on any rank ends the whole job.
 
 use ahr_cli::args::{BenchCommand, Cli, Command};
 use ahr_cli::commands;
@@ -8,6 +10,21 @@ use clap::Parser;
 fn main() {
     ahr_cli::alloc::keep_freed_tensor_memory();
     let cli = Cli::parse();
+    // Lives to the end of `main`, where dropping it ends MPI (on success only: errors abort).
+    let launch = ahr_dist::Launch::init().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    let comm = launch.comm();
+    comm.abort_on_panic();
+    if comm.is_distributed() && std::env::var("AHR_FAULT_RANK").is_ok_and(|r| r.parse() == Ok(comm.rank())) {
+        // Fault injection for scripts/mpi-check.sh: one rank dies, the job must end, not hang.
+        panic!("AHR_FAULT_RANK={}: injected failure", comm.rank());
+    }
+    if comm.is_distributed() && !matches!(cli.command, Command::Pretrain { .. } | Command::TrainPolicy { .. }) {
+        eprintln!("error: only `pretrain` and `train-policy` run across several processes; launch other commands once");
+        comm.abort(2);
+    }
     let result = match cli.command {
         Command::Quickstart { out, sequences, workers, common } => {
             commands::quickstart::quickstart(&out, Some(sequences), workers, &common)
@@ -16,6 +33,7 @@ fn main() {
             commands::pretrain::pretrain(
                 &PretrainArgs { model_config, env, out, steps, seed, resume, init, stop_after },
                 &common,
+                &comm,
             )
         }
         Command::EvalModel { model, env, data, choices, out, common } => {
@@ -52,7 +70,7 @@ fn main() {
                 })
             })
         }
-        Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common),
+        Command::TrainPolicy { args, common } => commands::train_policy::train_policy(&args, &common, &comm),
         Command::Cartpole { config, seed, workers, out, common } => {
             commands::train_policy::cartpole(&config, seed, workers, out.as_deref(), &common).map(|_| ())
         }
@@ -97,6 +115,11 @@ fn main() {
         }
     };
     if let Err(e) = result {
+        if comm.is_distributed() {
+            // The other ranks may be waiting in a collective: end them with this one.
+            eprintln!("error (rank {} of {}): {e:#}", comm.rank(), comm.size());
+            comm.abort(1);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -1,6 +1,7 @@
 //! The long stages a command runs (pretraining, policy training) with their progress on stderr and
 //! their summary on stdout; `pretrain`, `train-policy` and `quickstart` share them.
 
+use ahr_dist::Comm;
 use ahr_ppo::trainer::IterationReport;
 use ahr_train::policy::PolicyRunArgs;
 use ahr_train::pretrain::PretrainArgs;
@@ -18,17 +19,23 @@ pub fn describe(r: &IterationReport) -> String {
 }
 
 /// Run nested-rank pretraining with progress on stderr and print where the model and its rank
-/// curve went.
-pub fn pretrain(args: &PretrainArgs, dev: &Device) -> Result<()> {
-    eprintln!("run directory: {}", args.out.display());
+/// curve went (rank 0 only, when data-parallel over `comm`).
+pub fn pretrain(args: &PretrainArgs, dev: &Device, comm: &Comm) -> Result<()> {
+    if comm.is_root() {
+        eprintln!("run directory: {}{}", args.out.display(), ranks_note(comm));
+    }
     let mut progress = Progress::new("step", 0);
-    let outcome = ahr_train::pretrain::run(args, dev, |r| {
+    let outcome = ahr_train::pretrain::run_distributed(args, dev, comm, |r| {
         if let Some(v) = &r.validation {
             progress.println(&format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", r.step, v.loss, v.accuracy));
         }
         progress.update(r.step, r.total_steps, &format!("loss {:.4} | {:.0} tok/s", r.loss, r.tokens_per_sec));
     })?;
     drop(progress);
+    print_digest(comm, "parameters", outcome.param_digest);
+    if !comm.is_root() {
+        return Ok(());
+    }
     let Some(eval) = outcome.final_eval else {
         println!(
             "stopped after {} steps at {:.0} tokens/s; continue with --resume --out {}",
@@ -47,18 +54,24 @@ pub fn pretrain(args: &PretrainArgs, dev: &Device) -> Result<()> {
 }
 
 /// Train a rank policy with PPO and progress on stderr, export it and print its held-out
-/// evaluation.
-pub fn train_policy(args: &PolicyRunArgs, dev: &Device) -> Result<()> {
+/// evaluation (rank 0 only, when DD-PPO over `comm`).
+pub fn train_policy(args: &PolicyRunArgs, dev: &Device, comm: &Comm) -> Result<()> {
     let run_dir = args.run_dir();
-    eprintln!(
-        "run directory: {} (TensorBoard: tensorboard --logdir {})",
-        run_dir.display(),
-        run_dir.join("tb").display()
-    );
+    if comm.is_root() {
+        eprintln!(
+            "run directory: {} (TensorBoard: tensorboard --logdir {}){}",
+            run_dir.display(),
+            run_dir.join("tb").display(),
+            ranks_note(comm)
+        );
+    }
     let mut progress = Progress::new("iteration", 0);
-    let outcome =
-        ahr_train::policy::train_policy(args, dev, |r, total| progress.update(r.iteration, total, &describe(r)))?;
+    let outcome = ahr_train::policy::train_policy_distributed(args, dev, comm, |r, total| {
+        progress.update(r.iteration, total, &describe(r))
+    })?;
     drop(progress);
+    print_digest(comm, "policy", outcome.policy_digest);
+    let Some(outcome) = outcome.run else { return Ok(()) };
     if let Some(last) = &outcome.last {
         println!("iteration {}: {}", last.iteration, describe(last));
     }
@@ -69,6 +82,20 @@ pub fn train_policy(args: &PolicyRunArgs, dev: &Device) -> Result<()> {
     );
     println!("policy: {}  run: {}", outcome.policy_dir.display(), outcome.run_dir.display());
     Ok(())
+}
+
+/// Each rank's digest of what it trained, on stderr, so that a run shows its ranks agree.
+fn print_digest(comm: &Comm, what: &str, digest: u64) {
+    if comm.is_distributed() {
+        eprintln!("rank {} of {}: {what} digest {digest:016x}", comm.rank(), comm.size());
+    }
+}
+
+fn ranks_note(comm: &Comm) -> String {
+    match comm.is_distributed() {
+        true => format!("; {} ranks", comm.size()),
+        false => String::new(),
+    }
 }
 
 /// Run the judge with a line per finished point on stderr, write the report into `out` and print

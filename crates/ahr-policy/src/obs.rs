@@ -337,10 +337,21 @@ impl RunningNorm {
             return;
         }
         let n = rows as f64;
-        for j in 0..dim {
-            let col = (0..rows).map(|i| features[i * dim + j] as f64);
-            let mean_b = col.clone().sum::<f64>() / n;
-            let var_b = col.map(|x| (x - mean_b).powi(2)).sum::<f64>() / n;
+        let sums = column_sums(features, rows, dim, |x, _| x);
+        let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
+        let squares = column_sums(features, rows, dim, |x, j| (x - means[j]).powi(2));
+        let vars: Vec<f64> = squares.iter().map(|s| s / n).collect();
+        self.merge(n, &means, &vars);
+    }
+
+    /// Fold in a batch of `n` rows given by its per-feature mean and (population) variance —
+    /// how ranks that each hold part of the batch fold in the whole of it (Chan et al.'s merge).
+    pub fn merge(&mut self, n: f64, means: &[f64], vars: &[f64]) {
+        if n == 0.0 {
+            return;
+        }
+        for j in 0..self.mean.len() {
+            let (mean_b, var_b) = (means[j], vars[j]);
             let delta = mean_b - self.mean[j];
             let total = self.count + n;
             let m2 = self.var[j] * self.count + var_b * n + delta * delta * self.count * n / total;
@@ -362,6 +373,11 @@ impl RunningNorm {
             })
             .collect()
     }
+}
+
+/// Per-feature sums of `f(x, feature)` over `rows` rows of `dim` features (row-major).
+pub fn column_sums(features: &[f32], rows: usize, dim: usize, f: impl Fn(f64, usize) -> f64) -> Vec<f64> {
+    (0..dim).map(|j| (0..rows).map(|i| f(features[i * dim + j] as f64, j)).sum::<f64>()).collect()
 }
 
 #[cfg(test)]

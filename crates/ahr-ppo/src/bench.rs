@@ -48,8 +48,14 @@ pub fn rollout(
             options: first.options(),
         };
         let rows: usize = envs.iter().map(|e| e.num_envs()).sum();
-        let settings =
-            RolloutSettings { num_steps, gamma: 0.99, seed: 0, reset_each_iteration: true, device: dev.clone() };
+        let settings = RolloutSettings {
+            num_steps,
+            gamma: 0.99,
+            seed: 0,
+            first_env: 0,
+            reset_each_iteration: true,
+            device: dev.clone(),
+        };
         let pool = Workers::new(envs, w, settings);
         let net = ActorCritic::new(&PolicyConfig::default(), dims, dev);
         let norm = RunningNorm::new(dims.obs_dim);

@@ -1,9 +1,10 @@
 //! Logging of one iteration: CleanRL's scalars (`charts/*`, `losses/*`) and the environment's
-//! episode statistics (`env/*`, per-layer option histograms `ranks/layer_<i>`).
+//! episode statistics (`env/*`, per-layer option histograms `ranks/layer_<i>`). In DD-PPO the
+//! scalars are means over every rank's episodes (the sink is rank 0's); the histograms are rank
+//! 0's own episodes.
 
 use ahr_env::EpisodeStats;
 
-use crate::buffer::mean;
 use crate::metrics::MetricsSink;
 use crate::trainer::{IterationReport, Trainer};
 use crate::update::UpdateStats;
@@ -18,11 +19,15 @@ impl Trainer {
         lr: f64,
     ) {
         let step = r.global_step;
+        // Collectives first, on every rank alike (whatever this rank's episodes).
+        let episodic_length = self.global_mean(episodes.iter().map(|e| e.len as f64));
+        let task_loss = self.global_mean(episodes.iter().map(|e| e.task_loss));
+        let flops_frac = self.global_mean(episodes.iter().map(|e| e.flops_frac));
         sink.scalar("charts/learning_rate", lr, step);
         sink.scalar("charts/SPS", r.sps, step);
-        if !episodes.is_empty() {
+        if episodic_length.is_finite() {
             sink.scalar("charts/episodic_return", r.episodic_return, step);
-            sink.scalar("charts/episodic_length", mean(episodes.iter().map(|e| e.len as f64)), step);
+            sink.scalar("charts/episodic_length", episodic_length, step);
         }
         sink.scalar("losses/value_loss", s.v_loss, step);
         sink.scalar("losses/policy_loss", s.pg_loss, step);
@@ -33,10 +38,10 @@ impl Trainer {
         sink.scalar("losses/explained_variance", s.explained_variance, step);
         let has_ranks = episodes.iter().any(|e| !e.option_counts.is_empty());
         if has_ranks {
-            sink.scalar("env/task_loss", mean(episodes.iter().map(|e| e.task_loss)), step);
+            sink.scalar("env/task_loss", task_loss, step);
             sink.scalar("env/accuracy", r.accuracy, step);
             sink.scalar("env/mem_frac", r.mem_frac, step);
-            sink.scalar("env/flops_frac", mean(episodes.iter().map(|e| e.flops_frac)), step);
+            sink.scalar("env/flops_frac", flops_frac, step);
             sink.scalar("env/lambda_mem", r.lambda_mem, step);
             let layers = episodes[0].option_counts.len();
             for l in 0..layers {

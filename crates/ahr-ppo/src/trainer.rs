@@ -1,11 +1,23 @@
 //! The PPO loop, CleanRL's `ppo.py` order: rollout (`workers`) → GAE (`buffer`) → epochs ×
 //! shuffled minibatches (`update`) → logging (`logging`); budget mode's λ (the controller is the
 //! env's, `ahr_env::BudgetController`); checkpoints and exact resume (`checkpoint`).
+//!
+//! DD-PPO (Wijmans et al. 2019; DESIGN.md §11) when built with [`Trainer::distributed`]: every
+//! rank keeps its own rollout workers and environments, computes GAE on its own rollout and sums
+//! gradients over ranks at every minibatch (the same minibatch count everywhere); advantage
+//! normalisation, the target-KL stop, the observation statistics and budget mode's λ are computed
+//! from values summed over ranks, so the ranks never diverge. Rank r's E environments are
+//! environments rE … rE + E − 1 of the run (seeded as such), so N ranks sample exactly what one
+//! process with N·E environments samples, and with one minibatch per update they take its steps
+//! too (up to float summation order). With one process every collective is the identity and
+//! training is exactly the single-process loop.
 
 use std::time::Instant;
 
+use ahr_dist::{Comm, broadcast_module, module_digest};
 use ahr_env::{BudgetController, EpisodeStats, VecEnv};
 use ahr_policy::net::PolicyDims;
+use ahr_policy::obs::column_sums;
 use ahr_policy::{ActorCritic, ObsSpec, RunningNorm};
 use burn::module::Module;
 use burn::optim::{AdamConfig, ModuleOptimizer};
@@ -97,6 +109,7 @@ pub struct Trainer {
     pub(crate) rows_per_step: usize,
     pub(crate) seed: u64,
     pub(crate) train_device: Device,
+    pub(crate) comm: Comm,
 }
 
 impl Trainer {
@@ -110,6 +123,25 @@ impl Trainer {
         budget: Option<BudgetController>,
         device: Device,
     ) -> Result<Self, TrainError> {
+        Self::distributed(cfg, envs, num_workers, seed, lambda_mem, budget, device, Comm::single())
+    }
+
+    /// [`Trainer::new`] as one rank of a DD-PPO group (module docs): every rank calls it with the
+    /// same arguments and its own `envs` (the same number on every rank); the policy starts from
+    /// rank 0's weights and rank r's environments are numbered (seeded) from r × `envs.len()` on.
+    /// `total_timesteps` counts the steps of all ranks together. Every rank must then call
+    /// [`Trainer::train`]; an error on one rank leaves the others waiting: end the job with
+    /// [`Comm::abort`].
+    pub fn distributed(
+        cfg: PpoConfig,
+        envs: Vec<Box<dyn VecEnv>>,
+        num_workers: usize,
+        seed: u64,
+        lambda_mem: f64,
+        budget: Option<BudgetController>,
+        device: Device,
+        comm: Comm,
+    ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Other)?;
         let first = envs.first().ok_or_else(|| TrainError::Other("no environments".into()))?;
         let obs_spec = first.obs_spec();
@@ -122,12 +154,13 @@ impl Trainer {
         let rows_per_step = envs.iter().map(|e| e.num_envs()).sum();
         let train_device = device.clone().autodiff();
         device.seed(seed);
-        let net = ActorCritic::new(&cfg.policy, dims, &train_device);
+        let net = broadcast_module(&comm, ActorCritic::new(&cfg.policy, dims, &train_device));
         let optim = AdamConfig::new().with_epsilon(1e-5).init();
         let settings = RolloutSettings {
             num_steps: cfg.num_steps,
             gamma: cfg.gamma,
             seed,
+            first_env: comm.rank() * envs.len(),
             reset_each_iteration: cfg.reset_each_iteration,
             device: device.clone(),
         };
@@ -139,12 +172,17 @@ impl Trainer {
             lambda_mem,
             lambda_integral: None,
         };
-        Ok(Self { cfg, net, optim, state, budget, workers, obs_spec, dims, rows_per_step, seed, train_device })
+        Ok(Self { cfg, net, optim, state, budget, workers, obs_spec, dims, rows_per_step, seed, train_device, comm })
     }
 
-    /// Iterations the config asks for.
+    /// Iterations the config asks for (environment steps of all ranks together).
     pub fn num_iterations(&self) -> u64 {
-        self.cfg.num_iterations(self.rows_per_step)
+        self.cfg.num_iterations(self.rows_per_step * self.comm.size())
+    }
+
+    /// The process group this trainer is a rank of.
+    pub fn comm(&self) -> Comm {
+        self.comm
     }
 
     /// The training state (iteration, normalisation, λ).
@@ -195,14 +233,14 @@ impl Trainer {
             let steps = (rollout.obs.len) as u64;
             rollout_secs += secs;
             rollout_steps += steps;
-            self.state.global_step += steps;
+            self.state.global_step += steps * self.comm.size() as u64;
 
             let stats = self.update(&rollout, lr, coefs, it)?;
             if self.cfg.norm_obs {
-                self.state.norm.update(&rollout.obs.features, rollout.obs.len);
+                self.update_norm(&rollout.obs.features, rollout.obs.len);
             }
             let episodes = &rollout.episodes;
-            let mem_frac = mean(episodes.iter().map(|e| e.mem_frac));
+            let [episodic_return, mem_frac, accuracy] = self.episode_means(episodes);
             if let Some(b) = self.budget
                 && mem_frac.is_finite()
             {
@@ -211,12 +249,18 @@ impl Trainer {
                 self.state.lambda_integral = Some(integral);
             }
             self.state.iteration += 1;
+            if self.comm.is_distributed() && !self.comm.agree(module_digest(&self.net)) {
+                return Err(TrainError::Other(format!(
+                    "iteration {}: the ranks' policies differ; DD-PPO updates must stay identical",
+                    self.state.iteration
+                )));
+            }
             let report = IterationReport {
                 iteration: self.state.iteration,
                 global_step: self.state.global_step,
-                episodic_return: mean(episodes.iter().map(|e| e.ret)),
+                episodic_return,
                 mem_frac,
-                accuracy: mean(episodes.iter().map(|e| e.accuracy)),
+                accuracy,
                 lambda_mem: self.state.lambda_mem,
                 sps: steps as f64 / secs.max(1e-9),
                 updates: stats.updates,
@@ -231,5 +275,45 @@ impl Trainer {
         sink.flush();
         outcome.rollout_sps = rollout_steps as f64 / rollout_secs.max(1e-9);
         Ok(outcome)
+    }
+
+    /// Fold this iteration's observations — every rank's — into the normalisation statistics.
+    fn update_norm(&mut self, features: &[f32], rows: usize) {
+        if !self.comm.is_distributed() {
+            self.state.norm.update(features, rows);
+            return;
+        }
+        let dim = self.state.norm.mean.len();
+        let n = self.comm.sum(rows as f64);
+        let mut means = column_sums(features, rows, dim, |x, _| x);
+        self.comm.sum_f64(&mut means);
+        means.iter_mut().for_each(|m| *m /= n);
+        let mut vars = column_sums(features, rows, dim, |x, j| (x - means[j]).powi(2));
+        self.comm.sum_f64(&mut vars);
+        vars.iter_mut().for_each(|v| *v /= n);
+        self.state.norm.merge(n, &means, &vars);
+    }
+
+    /// Mean of `values` over every rank's (NaN if there are none); every rank must call it.
+    pub(crate) fn global_mean(&self, values: impl Iterator<Item = f64>) -> f64 {
+        if !self.comm.is_distributed() {
+            return mean(values);
+        }
+        let mut sums = values.fold([0.0, 0.0], |[s, n], v| [s + v, n + 1.0]);
+        self.comm.sum_f64(&mut sums);
+        if sums[1] == 0.0 { f64::NAN } else { sums[0] / sums[1] }
+    }
+
+    /// Mean return, memory fraction and accuracy of the episodes every rank finished (NaN if none).
+    fn episode_means(&self, episodes: &[EpisodeStats]) -> [f64; 3] {
+        let fields = [|e: &EpisodeStats| e.ret, |e: &EpisodeStats| e.mem_frac, |e: &EpisodeStats| e.accuracy];
+        if !self.comm.is_distributed() {
+            return fields.map(|f| mean(episodes.iter().map(f)));
+        }
+        let mut sums: Vec<f64> = fields.iter().map(|f| episodes.iter().map(f).sum()).collect();
+        sums.push(episodes.len() as f64);
+        self.comm.sum_f64(&mut sums);
+        let n = sums[3];
+        [0, 1, 2].map(|i| if n == 0.0 { f64::NAN } else { sums[i] / n })
     }
 }

@@ -1,6 +1,7 @@
 //! One PPO update: `update_epochs` passes over shuffled minibatches of the rollout, the clipped
 //! losses, global grad-norm clipping, Adam, and the target-KL stop.
 
+use ahr_dist::all_reduce_grads;
 use ahr_policy::MaskedMultiCategorical;
 use ahr_tpa::grad::clip_global_norm;
 use burn::optim::GradientsParams;
@@ -23,6 +24,12 @@ impl Trainer {
         iteration: u64,
     ) -> Result<UpdateStats, TrainError> {
         let n = r.obs.len;
+        if self.comm.is_distributed() && self.comm.sum(n as f64) != (n * self.comm.size()) as f64 {
+            return Err(TrainError::Other(format!(
+                "rank {}: its rollout has {n} rows, another rank's differs; DD-PPO needs the same env layout on every rank",
+                self.comm.rank()
+            )));
+        }
         let heads = self.dims.heads;
         let mb_size = (n / self.cfg.num_minibatches).max(1);
         let mut inds: Vec<usize> = (0..n).collect();
@@ -46,7 +53,10 @@ impl Trainer {
                 let pick = |v: &[f32]| f1(mb.iter().map(|&i| v[i]).collect());
                 let mut adv = pick(&r.advantages);
                 if self.cfg.norm_adv && mb.len() > 1 {
-                    adv = normalize_advantages(adv);
+                    adv = match self.comm.is_distributed() {
+                        false => normalize_advantages(adv),
+                        true => self.normalize_across_ranks(mb.iter().map(|&i| r.advantages[i]).collect(), adv),
+                    };
                 }
                 let loss = ppo_loss(
                     new_logp,
@@ -58,24 +68,44 @@ impl Trainer {
                     entropy,
                     coefs,
                 );
-                let total = loss.total.clone().into_scalar::<f32>();
+                let scalar = |x: &Tensor<1>| x.clone().into_scalar::<f32>() as f64;
+                // Minibatch means of every rank, averaged (equal minibatch sizes everywhere), so the
+                // non-finite check and the target-KL stop are the same decision on every rank.
+                let mut means = [
+                    &loss.total,
+                    &loss.pg_loss,
+                    &loss.v_loss,
+                    &loss.entropy,
+                    &loss.old_approx_kl,
+                    &loss.approx_kl,
+                    &loss.clipfrac,
+                ]
+                .map(scalar);
+                if self.comm.is_distributed() {
+                    self.comm.sum_f64(&mut means);
+                    means.iter_mut().for_each(|m| *m /= self.comm.size() as f64);
+                }
+                let [total, pg_loss, v_loss, entropy, old_approx_kl, kl, clipfrac] = means;
                 if !total.is_finite() {
                     return Err(TrainError::NonFinite(format!(
                         "the PPO loss became {total} at iteration {}",
                         iteration + 1
                     )));
                 }
-                let mut grads = GradientsParams::from_grads(loss.total.backward(), &self.net);
+                let objective = match self.comm.is_distributed() {
+                    false => loss.total,
+                    true => loss.total / self.comm.size() as f32,
+                };
+                let mut grads = GradientsParams::from_grads(objective.backward(), &self.net);
+                all_reduce_grads(&self.comm, &self.net, &mut grads);
                 clip_global_norm(&self.net, &mut grads, self.cfg.max_grad_norm);
                 self.net = self.optim.step(lr, self.net.clone(), grads);
-                let scalar = |x: Tensor<1>| x.into_scalar::<f32>() as f64;
-                stats.pg_loss += scalar(loss.pg_loss);
-                stats.v_loss += scalar(loss.v_loss);
-                stats.entropy += scalar(loss.entropy);
-                stats.old_approx_kl += scalar(loss.old_approx_kl);
-                let kl = scalar(loss.approx_kl);
+                stats.pg_loss += pg_loss;
+                stats.v_loss += v_loss;
+                stats.entropy += entropy;
+                stats.old_approx_kl += old_approx_kl;
                 stats.approx_kl += kl;
-                stats.clipfrac += scalar(loss.clipfrac);
+                stats.clipfrac += clipfrac;
                 batches += 1.0;
                 if self.cfg.target_kl.is_some_and(|target| kl > target) {
                     break 'epochs;
@@ -92,9 +122,40 @@ impl Trainer {
         ] {
             *x /= batches.max(1.0);
         }
-        stats.explained_variance = explained_variance(&r.values, &r.returns);
+        stats.explained_variance = match self.comm.is_distributed() {
+            false => explained_variance(&r.values, &r.returns),
+            true => self.explained_variance_across_ranks(&r.values, &r.returns),
+        };
         stats.updates = batches as u64;
         Ok(stats)
+    }
+
+    /// [`explained_variance`] over every rank's rollout, from summed moments.
+    fn explained_variance_across_ranks(&self, values: &[f32], returns: &[f32]) -> f64 {
+        let mut sums = [0.0f64; 5];
+        for (&y, &v) in returns.iter().zip(values) {
+            let (y, d) = (y as f64, (y - v) as f64);
+            for (s, x) in sums.iter_mut().zip([1.0, y, y * y, d, d * d]) {
+                *s += x;
+            }
+        }
+        self.comm.sum_f64(&mut sums);
+        let [n, y, yy, d, dd] = sums;
+        let var = |s: f64, ss: f64| ss / n - (s / n).powi(2);
+        let vy = var(y, yy);
+        if n == 0.0 || vy == 0.0 { f64::NAN } else { 1.0 - var(d, dd) / vy }
+    }
+
+    /// [`normalize_advantages`] over the union of every rank's minibatch: mean and unbiased
+    /// variance from sums over ranks (`host` holds this rank's values of `adv`).
+    fn normalize_across_ranks(&self, host: Vec<f32>, adv: Tensor<1>) -> Tensor<1> {
+        let mut sums = [host.len() as f64, host.iter().map(|&a| a as f64).sum()];
+        self.comm.sum_f64(&mut sums);
+        let [n, total] = sums;
+        let mean = total / n;
+        let squares = self.comm.sum(host.iter().map(|&a| (a as f64 - mean).powi(2)).sum());
+        let std = (squares / (n.max(2.0) - 1.0)).sqrt();
+        (adv - mean as f32) / (std as f32 + 1e-8)
     }
 }
 

@@ -65,6 +65,10 @@ pub struct RolloutSettings {
     pub gamma: f64,
     /// Base seed.
     pub seed: u64,
+    /// Index of the first environment (environment i of this pool is environment `first_env + i`
+    /// of the run: what seeds it). DD-PPO rank r starts at r × its environment count, so N ranks
+    /// sample exactly what one process with all their environments samples.
+    pub first_env: usize,
     /// Reset every environment at each rollout's start (seeded by the iteration).
     pub reset_each_iteration: bool,
     /// Inference device.
@@ -150,6 +154,7 @@ impl Workers {
         let num_workers = num_workers.clamp(1, envs.len().max(1));
         let mut groups: Vec<Vec<Slot>> = (0..num_workers).map(|_| Vec::new()).collect();
         for (index, env) in envs.into_iter().enumerate() {
+            let index = settings.first_env + index;
             groups[index % num_workers].push(Slot { index, env, obs: None, done: Vec::new() });
         }
         let (reply_tx, replies) = unbounded();

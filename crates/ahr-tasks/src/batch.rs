@@ -133,4 +133,44 @@ impl Batch {
         }
         self.batch_size = rows;
     }
+
+    /// The sequences `rows` of this batch (a data-parallel rank's shard).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        assert!(rows.end <= self.batch_size, "rows {rows:?} of a batch of {}", self.batch_size);
+        let cells = rows.start * self.seq_len..rows.end * self.seq_len;
+        Batch {
+            inputs: self.inputs[cells.clone()].to_vec(),
+            labels: self.labels[cells.clone()].to_vec(),
+            batch_size: rows.len(),
+            seq_len: self.seq_len,
+            difficulty: self.difficulty[rows].to_vec(),
+            roles: if self.roles.is_empty() { Vec::new() } else { self.roles[cells].to_vec() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard keeps its sequences' tokens, labels, difficulty and roles, in order.
+    #[test]
+    fn rows_cut_whole_sequences() {
+        use TokenRole::*;
+        let b = Batch {
+            inputs: (0..6).collect(),
+            labels: vec![IGNORE, 1, IGNORE, 3, IGNORE, 5],
+            batch_size: 3,
+            seq_len: 2,
+            difficulty: vec![Some(1), None, Some(3)],
+            roles: vec![Key, Query, Filler, Query, Value, Query],
+        };
+        let r = b.rows(1..3);
+        assert_eq!(r.inputs, [2, 3, 4, 5]);
+        assert_eq!(r.labels, [IGNORE, 3, IGNORE, 5]);
+        assert_eq!((r.batch_size, r.seq_len, r.labelled()), (2, 2, 2));
+        assert_eq!(r.difficulty, [None, Some(3)]);
+        assert_eq!(r.roles, [Filler, Query, Value, Query]);
+        assert_eq!(b.rows(0..3), b);
+    }
 }

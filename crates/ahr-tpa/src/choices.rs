@@ -102,6 +102,20 @@ impl Choices {
         }
     }
 
+    /// The sequences `rows` of these choices, evictions included (a data-parallel rank's shard).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        assert!(rows.end <= self.batch, "rows {rows:?} of choices for {} sequences", self.batch);
+        let per_row = self.seq_len * self.n_layers;
+        let cells = rows.start * per_row..rows.end * per_row;
+        Self {
+            batch: rows.len(),
+            seq_len: self.seq_len,
+            n_layers: self.n_layers,
+            data: self.data[cells.clone()].to_vec(),
+            evicted_at: self.evicted_at.as_ref().map(|e| e[cells].to_vec()),
+        }
+    }
+
     /// `[batch, seq_len, n_layers]`.
     pub fn dims(&self) -> [usize; 3] {
         [self.batch, self.seq_len, self.n_layers]
@@ -300,6 +314,20 @@ impl FromStr for ChoiceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard of choices holds its sequences' entries and evictions, and nothing else.
+    #[test]
+    fn rows_cut_whole_sequences() {
+        let c = Choices::from_fn(3, 2, 2, |b, t, l| b * 4 + t * 2 + l).with_evictions((0..12).collect());
+        let r = c.rows(1..2);
+        assert_eq!(r.dims(), [1, 2, 2]);
+        assert_eq!(
+            (0..2).flat_map(|t| (0..2).map(move |l| (t, l))).map(|(t, l)| r.get(0, t, l)).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
+        assert_eq!(r.evicted_at(0, 1, 1), Some(7));
+        assert_eq!(c.rows(0..3), c);
+    }
 
     #[test]
     fn specs_parse_and_expand() {

@@ -87,6 +87,7 @@ pub fn train_throughput(
             &train_dev,
             head_at,
             &mut timings,
+            &ahr_dist::Comm::single(),
         )?;
         model = next;
         tokens += (batch.batch_size * batch.seq_len) as u64;
@@ -105,6 +106,7 @@ pub fn train_throughput(
         seconds_per_step: StepTimings {
             forward: per_step(timings.forward),
             backward: per_step(timings.backward),
+            reduce: per_step(timings.reduce),
             update: per_step(timings.update),
         },
     })

@@ -1,14 +1,16 @@
 //! Training a rank policy with PPO on the environment an env spec describes, and exporting it
 //! (DESIGN.md §5–7): resolve the run (env spec, PPO config, seed, model fingerprint — compared on
 //! resume), build the environments, train with checkpoints, export the policy directory and
-//! evaluate it deterministically on held-out sequences.
+//! evaluate it deterministically on held-out sequences. [`train_policy_distributed`] runs the same
+//! as one rank of a DD-PPO group (rank 0 alone reads and writes files).
 
 use std::path::{Path, PathBuf};
 
+use ahr_dist::{Comm, module_digest, share_files};
 use ahr_env::{EnvSpec, PolicyEval, VecEnv, evaluate_policy, make_env};
 use ahr_policy::Granularity;
 use ahr_policy::export::{FORMAT_VERSION, Manifest, save_policy};
-use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, TensorBoardSink};
+use ahr_ppo::metrics::{Fanout, JsonlSink, MetricsSink, NullSink, TensorBoardSink};
 use ahr_ppo::trainer::{IterationReport, TrainError};
 use ahr_ppo::{PpoConfig, Trainer};
 use ahr_tpa::checkpoint::{fingerprint, write_json};
@@ -109,8 +111,32 @@ pub struct PolicyRunOutcome {
 pub fn train_policy(
     a: &PolicyRunArgs,
     dev: &Device,
-    mut on_iteration: impl FnMut(&IterationReport, u64),
+    on_iteration: impl FnMut(&IterationReport, u64),
 ) -> Result<PolicyRunOutcome> {
+    let outcome = train_policy_distributed(a, dev, &Comm::single(), on_iteration)?;
+    Ok(outcome.run.expect("a single process is rank 0"))
+}
+
+/// What one rank of a DD-PPO run ends with.
+#[derive(Debug)]
+pub struct RankOutcome {
+    /// [`ahr_dist::module_digest`] of the final policy: the same on every rank.
+    pub policy_digest: u64,
+    /// Rank 0's outcome (export and evaluation); `None` on the other ranks.
+    pub run: Option<PolicyRunOutcome>,
+}
+
+/// [`train_policy`] as one rank of a DD-PPO group: every rank calls it with the same arguments;
+/// `total_timesteps` counts all ranks' steps. Rank 0 checks and writes the run directory, logs,
+/// checkpoints, exports and evaluates the policy and calls `on_iteration`. On resume the other
+/// ranks receive rank 0's checkpoint. An error on one rank leaves the others waiting: end the job
+/// with [`Comm::abort`] (the CLI does).
+pub fn train_policy_distributed(
+    a: &PolicyRunArgs,
+    dev: &Device,
+    comm: &Comm,
+    mut on_iteration: impl FnMut(&IterationReport, u64),
+) -> Result<RankOutcome> {
     let mut spec = EnvSpec::load(&a.env)?;
     let model = load_env_model(&a.model, &spec, &a.env, dev)?;
     let fp = fingerprint(&a.model)?;
@@ -136,7 +162,10 @@ pub fn train_policy(
         ResolvedPolicyRun { ppo: ppo.clone(), env: spec.clone(), seed: a.seed, model_fingerprint: fp.clone() };
     let run_file = run_dir.join("train-policy.json");
     let ckpt = run_dir.join("checkpoint");
-    if a.resume {
+    let root = comm.is_root();
+    if !root {
+        // Nothing to check or write; rank 0 does both.
+    } else if a.resume {
         let text = std::fs::read_to_string(&run_file)
             .with_context(|| format!("--resume: cannot read {}", run_file.display()))?;
         let saved: ResolvedPolicyRun =
@@ -147,13 +176,16 @@ pub fn train_policy(
     } else if ckpt.exists() {
         bail!("{} already holds a run; pass --resume or choose another --run-dir", run_dir.display());
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let mut sink = Fanout(vec![
-        Box::new(TensorBoardSink::new(&run_dir.join("tb"))) as Box<dyn MetricsSink>,
-        Box::new(JsonlSink::new(&run_dir.join("metrics.jsonl"))?),
-    ]);
-    if !a.resume {
-        write_json(&run_file, &resolved)?;
+    let mut sink: Box<dyn MetricsSink> = Box::new(NullSink);
+    if root {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+        sink = Box::new(Fanout(vec![
+            Box::new(TensorBoardSink::new(&run_dir.join("tb"))) as Box<dyn MetricsSink>,
+            Box::new(JsonlSink::new(&run_dir.join("metrics.jsonl"))?),
+        ]));
+        if !a.resume {
+            write_json(&run_file, &resolved)?;
+        }
     }
 
     // The env file's granularity and the policy's window decide the environment (per-layer
@@ -162,19 +194,31 @@ pub fn train_policy(
         (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
     let budget = ahr_env::BudgetController::from_reward(&spec.reward);
     let lambda = ahr_env::initial_lambda(&spec.reward);
-    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
+    let mut trainer = Trainer::distributed(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone(), *comm)?;
+    // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.
+    let mut _shared_checkpoint = None;
     if a.resume {
-        trainer.load_checkpoint(&ckpt)?;
+        let shared = share_files(comm, &ckpt, &["policy.bpk", "optim.bpk", "state.json"])
+            .with_context(|| format!("--resume: reading the checkpoint in {}", ckpt.display()))?;
+        trainer.load_checkpoint(shared.dir())?;
+        _shared_checkpoint = Some(shared);
     }
     let every = ppo.checkpoint_every;
     let total = trainer.num_iterations();
-    let outcome = trainer.train(&mut sink, |t, r| {
+    let outcome = trainer.train(sink.as_mut(), |t, r| {
+        if !root {
+            return Ok(());
+        }
         on_iteration(r, total);
         if r.iteration % every == 0 || r.iteration == t.num_iterations() {
             t.save_checkpoint(&ckpt)?;
         }
         Ok::<(), TrainError>(())
     })?;
+    let policy_digest = module_digest(&trainer.policy());
+    if !root {
+        return Ok(RankOutcome { policy_digest, run: None });
+    }
 
     let (obs, dims) = trainer.spec();
     let manifest = Manifest {
@@ -194,5 +238,6 @@ pub fn train_policy(
     save_policy(&a.out, &manifest, &net)?;
     let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, dev)?;
     write_json(&run_dir.join("eval.json"), &eval)?;
-    Ok(PolicyRunOutcome { policy_dir: a.out.clone(), run_dir, last: outcome.reports.last().cloned(), eval })
+    let run = PolicyRunOutcome { policy_dir: a.out.clone(), run_dir, last: outcome.reports.last().cloned(), eval };
+    Ok(RankOutcome { policy_digest, run: Some(run) })
 }

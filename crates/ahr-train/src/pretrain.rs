@@ -2,10 +2,18 @@
 //! storage choice sampled per (token, layer) every step, periodic validation, atomic checkpoints
 //! and exact resume. Batches and choices at step `s` depend only on (seed, s), so a resumed run
 //! follows the same trajectory as an uninterrupted one.
+//!
+//! Data-parallel over processes (DESIGN.md §11, [`run_distributed`]): every rank draws the same
+//! global batch and choices, keeps its contiguous shard of the sequences, and the gradients are
+//! summed over ranks before clipping and AdamW, each rank's loss being its shard's summed
+//! log-likelihood over the *global* number of labelled positions — so N ranks take the step one
+//! process takes on the whole batch (up to float summation order). Rank 0 alone reads and writes
+//! files; the others receive the initial weights and any checkpoint from it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ahr_dist::{Comm, all_reduce_grads, broadcast_module, module_digest, share_files};
 use ahr_tasks::Task;
 use ahr_tasks::batch::{Split, rng_for};
 use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_json};
@@ -228,6 +236,8 @@ pub struct StepTimings {
     pub forward: f64,
     /// Backward pass.
     pub backward: f64,
+    /// Summing the gradients over ranks (0 in one process).
+    pub reduce: f64,
     /// Global grad-norm clipping and the AdamW update.
     pub update: f64,
 }
@@ -235,6 +245,11 @@ pub struct StepTimings {
 /// One optimizer step on `batch`: loss over labelled positions under `choices`, backward, global
 /// grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before
 /// clipping; adds each phase's time to `timings`.
+///
+/// Data-parallel: with a `comm` of several ranks, `batch` and `choices` are this rank's shard of
+/// the global batch; the loss is the shard's summed log-likelihood over the global labelled count
+/// and the gradients are summed over ranks before clipping, so every rank takes the same step
+/// (the returned loss is the global mean). Every rank must call it at every step.
 pub fn train_step(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -245,13 +260,20 @@ pub fn train_step(
     device: &Device,
     head_at: HeadAt,
     timings: &mut StepTimings,
+    comm: &Comm,
 ) -> Result<(Model, f64, f64)> {
     let t0 = Instant::now();
-    let Some((logp, _, _)) = label_logprobs_with(&model, batch, choices, device, head_at)? else {
+    let labelled = comm.sum(batch.labelled() as f64);
+    if labelled == 0.0 {
         bail!("the training batch has no labelled positions");
+    }
+    let loss = match label_logprobs_with(&model, batch, choices, device, head_at)? {
+        // One process: the mean, exactly as always (runs and their resumes stay bit-identical).
+        Some((logp, _, _)) if !comm.is_distributed() => logp.mean().neg(),
+        Some((logp, _, _)) => logp.sum().neg() / labelled as f32,
+        None => bail!("this rank's shard of the training batch has no labelled positions; use a larger batch_size"),
     };
-    let loss = logp.mean().neg();
-    let loss_value = loss.clone().into_scalar::<f32>() as f64;
+    let loss_value = comm.sum(loss.clone().into_scalar::<f32>() as f64);
     if !loss_value.is_finite() {
         bail!("loss became {loss_value} (lr {lr:.2e}); lower learning_rate");
     }
@@ -259,12 +281,15 @@ pub fn train_step(
     let grads = loss.backward();
     let t2 = Instant::now();
     let mut grads = GradientsParams::from_grads(grads, &model);
+    all_reduce_grads(comm, &model, &mut grads);
+    let t3 = Instant::now();
     let grad_norm = clip_global_norm(&model, &mut grads, max_grad_norm);
     let model = optim.step(lr, model, grads);
-    let t3 = Instant::now();
+    let t4 = Instant::now();
     timings.forward += (t1 - t0).as_secs_f64();
     timings.backward += (t2 - t1).as_secs_f64();
-    timings.update += (t3 - t2).as_secs_f64();
+    timings.reduce += (t3 - t2).as_secs_f64();
+    timings.update += (t4 - t3).as_secs_f64();
     Ok((model, loss_value, grad_norm))
 }
 
@@ -287,6 +312,9 @@ pub struct PretrainOutcome {
     pub final_eval: Option<EvalReport>,
     /// Training tokens per second in this invocation.
     pub tokens_per_sec: f64,
+    /// [`ahr_dist::module_digest`] of the weights at the end of this invocation: the same on
+    /// every rank of a data-parallel run.
+    pub param_digest: u64,
 }
 
 fn save_checkpoint(dir: &Path, model: &Model, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
@@ -330,11 +358,30 @@ pub fn resolve(args: &PretrainArgs) -> Result<(ResolvedRun, Task)> {
 
 /// Run (or resume) pretraining; writes the model directory, metrics and the rank curve to `out`.
 /// `on_step` sees every step (progress display, early logging); it cannot change the run.
-pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepReport)) -> Result<PretrainOutcome> {
+pub fn run(args: &PretrainArgs, device: &Device, on_step: impl FnMut(&StepReport)) -> Result<PretrainOutcome> {
+    run_distributed(args, device, &Comm::single(), on_step)
+}
+
+/// [`run`] as one rank of a data-parallel group (module docs): every rank calls it with the same
+/// arguments; rank 0 alone reads checkpoints, writes files and calls `on_step`. An error on one
+/// rank leaves the others waiting in a collective: end the job with [`Comm::abort`] (the CLI does).
+pub fn run_distributed(
+    args: &PretrainArgs,
+    device: &Device,
+    comm: &Comm,
+    mut on_step: impl FnMut(&StepReport),
+) -> Result<PretrainOutcome> {
     let (run, task) = resolve(args)?;
     let out = &args.out;
     let cfg = run.model_file.model.clone();
     let pc = run.model_file.pretrain.clone();
+    if pc.batch_size < comm.size() {
+        bail!(
+            "batch_size {} is smaller than the number of ranks ({}): every rank needs a sequence",
+            pc.batch_size,
+            comm.size()
+        );
+    }
     let train_device = device.clone().autodiff();
     device.seed(run.seed);
 
@@ -342,27 +389,34 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
     let mut optim = optimizer(&pc);
     let mut state = TrainState { step: 0, tokens: 0 };
     let run_file = out.join("pretrain.json");
+    // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.
+    let shared_checkpoint;
     if args.resume {
-        let saved: ResolvedRun = serde_json::from_str(
-            &std::fs::read_to_string(&run_file)
-                .with_context(|| format!("--resume: cannot read {}", run_file.display()))?,
-        )
-        .with_context(|| format!("--resume: {} is corrupt", run_file.display()))?;
-        if saved != run {
-            bail!(
-                "--resume: the model preset, env or seed differ from the run in {} (see {}); start a new --out instead",
-                out.display(),
-                run_file.display()
-            );
+        let mut ckpt = PathBuf::new();
+        if comm.is_root() {
+            let saved: ResolvedRun = serde_json::from_str(
+                &std::fs::read_to_string(&run_file)
+                    .with_context(|| format!("--resume: cannot read {}", run_file.display()))?,
+            )
+            .with_context(|| format!("--resume: {} is corrupt", run_file.display()))?;
+            if saved != run {
+                bail!(
+                    "--resume: the model preset, env or seed differ from the run in {} (see {}); start a new --out instead",
+                    out.display(),
+                    run_file.display()
+                );
+            }
+            ckpt = checkpoint_dir(out).with_context(|| format!("--resume: no checkpoint in {}", out.display()))?;
         }
-        let ckpt = checkpoint_dir(out).with_context(|| format!("--resume: no checkpoint in {}", out.display()))?;
+        shared_checkpoint = share_files(comm, &ckpt, &["model.bpk", "optim.bpk", "state.json"])?;
+        let ckpt = shared_checkpoint.dir();
         model = load_record(model, &ckpt.join("model.bpk"))?;
         optim = optim
             .load(ckpt.join("optim.bpk"))
             .map_err(|e| anyhow::anyhow!("{}: {e}", ckpt.join("optim.bpk").display()))?;
         state = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?)
             .with_context(|| format!("{}: corrupt", ckpt.join("state.json").display()))?;
-    } else {
+    } else if comm.is_root() {
         if out.join(CHECKPOINT_DIR).exists() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
         }
@@ -380,8 +434,12 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         write_json(&run_file, &run)?;
     }
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics_log = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    // Rank 0's weights everywhere (fresh, `--init` or resumed alike).
+    model = broadcast_module(comm, model);
+    let mut metrics_log = match comm.is_root() {
+        true => Some(std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl"))?),
+        false => None,
+    };
 
     let start = Instant::now();
     let rate = |tokens: u64| tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
@@ -393,6 +451,11 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
         let step = state.step;
         let batch = task.train_batch(run.seed, step, pc.batch_size);
         let choices = sample_choices(&cfg, &pc.nested, run.seed, step, batch.batch_size, batch.seq_len);
+        let tokens = (batch.batch_size * batch.seq_len) as u64;
+        let (batch, choices) = match comm.is_distributed() {
+            true => (batch.rows(comm.shard(batch.batch_size)), choices.rows(comm.shard(batch.batch_size))),
+            false => (batch, choices),
+        };
         let lr = pc.lr_at(step);
         let (next, loss_value, grad_norm) = train_step(
             model,
@@ -404,15 +467,21 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
             &train_device,
             HeadAt::Labelled,
             &mut StepTimings::default(),
+            comm,
         )
         .with_context(|| format!("step {step}; resume from {}", out.join(CHECKPOINT_DIR).display()))?;
         model = next;
         state.step += 1;
-        state.tokens += (batch.batch_size * batch.seq_len) as u64;
+        state.tokens += tokens;
         let tps = rate(state.tokens - start_tokens);
         let mut line = serde_json::json!({"step": state.step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tps});
 
         let last = state.step == pc.steps;
+        let checkpoint = state.step.is_multiple_of(pc.checkpoint_every) || last || state.step == stop_at;
+        if checkpoint && comm.is_distributed() && !comm.agree(module_digest(&model)) {
+            bail!("step {}: the ranks' parameters differ; data-parallel steps must stay identical", state.step);
+        }
+        let Some(metrics_log) = metrics_log.as_mut() else { continue };
         let mut validation = None;
         if pc.eval_every > 0 && state.step.is_multiple_of(pc.eval_every) && !last {
             let r = eval_model(&model)?;
@@ -431,18 +500,20 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
         });
         use std::io::Write;
         writeln!(metrics_log, "{line}")?;
-        if state.step.is_multiple_of(pc.checkpoint_every) || last || state.step == stop_at {
+        if checkpoint {
             save_checkpoint(out, &model, &optim, &state)?;
         }
     }
-    if state.step < pc.steps {
+    if state.step < pc.steps || !comm.is_root() {
         return Ok(PretrainOutcome {
             steps_run: state.step - start_step,
             final_eval: None,
             tokens_per_sec: rate(state.tokens - start_tokens),
+            param_digest: module_digest(&model),
         });
     }
     let tokens_per_sec = rate(state.tokens - start_tokens);
+    let param_digest = module_digest(&model);
 
     let model = model.valid();
     save_model(&model, out)?;
@@ -456,7 +527,7 @@ pub fn run(args: &PretrainArgs, device: &Device, mut on_step: impl FnMut(&StepRe
         }
     }
     write_json(&out.join("rank_curve.json"), &curve)?;
-    Ok(PretrainOutcome { steps_run: state.step - start_step, final_eval, tokens_per_sec })
+    Ok(PretrainOutcome { steps_run: state.step - start_step, final_eval, tokens_per_sec, param_digest })
 }
 
 #[cfg(test)]

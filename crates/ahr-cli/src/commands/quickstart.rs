@@ -48,7 +48,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
             init: None,
             stop_after: None,
         };
-        stages::pretrain(&args, &dev)?;
+        stages::pretrain(&args, &dev, &ahr_dist::Comm::single())?;
     }
 
     let policy = out.join("policy");
@@ -69,7 +69,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
             total_timesteps: None,
             eval_examples: sequences,
         };
-        stages::train_policy(&args, &dev)?;
+        stages::train_policy(&args, &dev, &ahr_dist::Comm::single())?;
     }
 
     eprintln!("[3/3] evaluating the policy against the baselines");

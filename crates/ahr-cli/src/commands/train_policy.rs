@@ -14,8 +14,8 @@ use crate::device::device;
 use crate::progress::Progress;
 
 /// Train a rank policy with PPO and export it (see [`crate::stages::train_policy`]).
-pub fn train_policy(a: &TrainPolicyArgs, common: &Common) -> Result<()> {
-    crate::stages::train_policy(&PolicyRunArgs::from(a), &device(&common.device)?)
+pub fn train_policy(a: &TrainPolicyArgs, common: &Common, comm: &ahr_dist::Comm) -> Result<()> {
+    crate::stages::train_policy(&PolicyRunArgs::from(a), &device(&common.device)?, comm)
 }
 
 /// What `ahr cartpole` writes.
