@@ -22,10 +22,16 @@ pub enum Family {
     /// A recent window and a storage option chosen per layer (layer-wise budgets, as
     /// PyramidKV-style rules do; "window 6 in layer 0, everything at rank 1 in layer 1").
     LayerWindows,
-    /// H2O: heavy hitters by accumulated attention + a recent window.
+    /// H2O: heavy hitters by accumulated attention + a recent window, the attention being what
+    /// the rule's own cache had at each step (the paper's rule).
     H2o,
-    /// TOVA: evict the key the current query attends to least.
+    /// TOVA: evict the key the current query attends to least, in the rule's own cache.
     Tova,
+    /// H2O scored from the exact full-cache forward's attention: optimistic (no deployed cache can
+    /// compute it), kept for comparison.
+    H2oFullCache,
+    /// TOVA scored from the exact full-cache forward's attention: optimistic, as `h2o-full-cache`.
+    TovaFullCache,
     /// K-norm: keep the keys with the lowest L2 norm.
     KNorm,
     /// Keep a token when the model's next-token entropy at it is at least τ.
@@ -36,12 +42,14 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 10] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
         Family::H2o,
         Family::Tova,
+        Family::H2oFullCache,
+        Family::TovaFullCache,
         Family::KNorm,
         Family::Entropy,
         Family::Random,
@@ -55,15 +63,27 @@ impl Family {
             Family::LayerWindows => "layer-windows",
             Family::H2o => "h2o",
             Family::Tova => "tova",
+            Family::H2oFullCache => "h2o-full-cache",
+            Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
             Family::Entropy => "entropy",
             Family::Random => "random",
         }
     }
 
-    /// Whether the family needs the attention maps (or key norms) of the full-cache forward.
+    /// Whether the family needs the attention maps (or key norms) of the full-cache forward
+    /// (H2O and TOVA start from them: see [`Scores`]).
     pub fn needs_attention(self) -> bool {
-        matches!(self, Family::H2o | Family::Tova | Family::KNorm)
+        matches!(self, Family::H2o | Family::Tova | Family::H2oFullCache | Family::TovaFullCache | Family::KNorm)
+    }
+
+    /// Where an attention family reads its scores from (`None` for the others).
+    pub fn scores(self) -> Option<Scores> {
+        match self {
+            Family::H2o | Family::Tova => Some(Scores::Cache),
+            Family::H2oFullCache | Family::TovaFullCache => Some(Scores::FullCache),
+            _ => None,
+        }
     }
 }
 
@@ -82,6 +102,17 @@ impl FromStr for Family {
             format!("unknown baseline family `{s}`; choose from {}", names.join(", "))
         })
     }
+}
+
+/// The attention H2O and TOVA score keys by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scores {
+    /// What the rule's own cache had at each step: evicted keys absent, kept keys at the rule's
+    /// storage option, every later position computed from that cache — the rules as published.
+    Cache,
+    /// The exact full-cache forward's attention, whatever the rule evicted: optimistic.
+    FullCache,
 }
 
 /// Layers a [`Baseline::LayerWindows`] setting can describe.
@@ -123,6 +154,8 @@ pub enum Baseline {
         recent: usize,
         /// Storage of kept tokens.
         store: StoreOption,
+        /// The attention the scores come from.
+        scores: Scores,
     },
     /// At most `budget` keys; over budget, the key the current query attends to least goes.
     Tova {
@@ -130,6 +163,8 @@ pub enum Baseline {
         budget: usize,
         /// Storage of kept tokens.
         store: StoreOption,
+        /// The attention the scores come from.
+        scores: Scores,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -156,12 +191,13 @@ pub enum Baseline {
 }
 
 /// What a rule may read about one sequence: its length, and (for attention and entropy rules)
-/// the full-cache forward's attention (`[layer][T·T]`, mean over heads) and normalised entropies.
+/// attention (`[layer][T·T]`, mean over heads) and normalised entropies.
 pub struct SequenceView<'a> {
     /// Sequence length T.
     pub seq_len: usize,
-    /// `[layer]` → `[T, T]` attention of the exact full-cache forward, mean over heads (empty
-    /// when no attention rule runs).
+    /// `[layer]` → `[T, T]` attention, mean over heads: the exact full-cache forward's, or for
+    /// rules scored from their own cache the attention of that cache (empty when no attention
+    /// rule runs).
     pub attention: &'a [Vec<f32>],
     /// `[layer]` → `[T]` L2 norms of the exact keys (empty when no attention rule runs).
     pub key_norms: &'a [Vec<f32>],
@@ -178,12 +214,20 @@ impl Baseline {
             Baseline::Uniform { .. } => Family::Uniform,
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::LayerWindows { .. } => Family::LayerWindows,
-            Baseline::H2o { .. } => Family::H2o,
-            Baseline::Tova { .. } => Family::Tova,
+            Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
+            Baseline::Tova { scores: Scores::Cache, .. } => Family::Tova,
+            Baseline::H2o { scores: Scores::FullCache, .. } => Family::H2oFullCache,
+            Baseline::Tova { scores: Scores::FullCache, .. } => Family::TovaFullCache,
             Baseline::KNorm { .. } => Family::KNorm,
             Baseline::Entropy { .. } => Family::Entropy,
             Baseline::Random { .. } => Family::Random,
         }
+    }
+
+    /// Whether the rule scores keys by the attention of its own cache (run to a fixed point by
+    /// the harness).
+    pub fn reads_its_cache(&self) -> bool {
+        matches!(self, Baseline::H2o { scores: Scores::Cache, .. } | Baseline::Tova { scores: Scores::Cache, .. })
     }
 
     /// The option kept tokens of `layer` are stored at.
@@ -346,9 +390,9 @@ mod tests {
         let expect = 152.0 * 21.0 / 36.0 * 2.0;
         assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
         // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
-        let tova = Baseline::Tova { budget: 2, store };
+        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache };
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
-        let h2o = Baseline::H2o { heavy: 1, recent: 1, store };
+        let h2o = Baseline::H2o { heavy: 1, recent: 1, store, scores: Scores::FullCache };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let knorm = Baseline::KNorm { budget: 2, store };
         assert!((knorm.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);

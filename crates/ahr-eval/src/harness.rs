@@ -8,6 +8,7 @@
 use ahr_env::{EnvSpec, PolicyEval};
 use ahr_policy::ObsBatch;
 use ahr_tasks::{Batch, IGNORE, Metric, Metrics, Task};
+use ahr_tpa::attention::LayerMaps;
 use ahr_tpa::{Choices, Model, StoreOption, cost};
 use ahr_train::evaluate::label_logprobs;
 use anyhow::{Result, anyhow, bail};
@@ -84,6 +85,27 @@ struct Prepared {
     draws: Vec<Vec<f32>>,
 }
 
+/// Per sequence and layer, the attention maps' mean over heads (`[T·T]`) and the key norms (`[T]`).
+#[allow(clippy::type_complexity)]
+fn host_maps(maps: Vec<LayerMaps>, b_n: usize, t_n: usize) -> Result<(Vec<Vec<Vec<f32>>>, Vec<Vec<Vec<f32>>>)> {
+    let host = |x: burn::tensor::Tensor<1>| {
+        x.into_data().try_to_vec::<f32>().map_err(|e| anyhow!("reading a tensor back: {e:?}"))
+    };
+    let mut means = vec![Vec::new(); b_n];
+    let mut key_norms = vec![Vec::new(); b_n];
+    for map in maps {
+        let mean = host(map.probs.mean_dim(1).reshape([b_n * t_n * t_n]))?;
+        for (s, m) in mean.chunks(t_n * t_n).enumerate() {
+            means[s].push(m.to_vec());
+        }
+        let norms = host(map.key_norms.reshape([b_n * t_n]))?;
+        for (s, n) in norms.chunks(t_n).enumerate() {
+            key_norms[s].push(n.to_vec());
+        }
+    }
+    Ok((means, key_norms))
+}
+
 /// The model, its held-out data and what rules read from it.
 pub struct Harness<'a> {
     /// The model as the env runs it (policies' menu).
@@ -156,18 +178,7 @@ impl<'a> Harness<'a> {
             let logp = log_softmax(logits, 2);
             let ent = host((logp.clone().exp() * logp).sum_dim(2).neg().reshape([b_n * t_n]))?;
             let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
-            let mut maps = vec![Vec::new(); b_n];
-            let mut key_norms = vec![Vec::new(); b_n];
-            for map in attention_maps {
-                let mean = host(map.probs.mean_dim(1).reshape([b_n * t_n * t_n]))?;
-                for (s, m) in mean.chunks(t_n * t_n).enumerate() {
-                    maps[s].push(m.to_vec());
-                }
-                let norms = host(map.key_norms.reshape([b_n * t_n]))?;
-                for (s, n) in norms.chunks(t_n).enumerate() {
-                    key_norms[s].push(n.to_vec());
-                }
-            }
+            let (maps, key_norms) = host_maps(attention_maps, b_n, t_n)?;
             let mut rng = StdRng::seed_from_u64(0x72616e64 ^ i as u64);
             let draws = (0..b_n).map(|_| (0..t_n * l_n).map(|_| rng.random::<f32>()).collect()).collect();
             prepared.push(Prepared { batch, attention: maps, key_norms, entropy, draws });
@@ -189,8 +200,40 @@ impl<'a> Harness<'a> {
         self.prepared[0].batch.seq_len
     }
 
-    /// The storage choices a rule makes for one prepared batch.
+    /// The storage choices a rule makes for one prepared batch. H2O and TOVA scored by their own
+    /// cache ([`Baseline::reads_its_cache`]) are run to a fixed point: start from the evictions the
+    /// full-cache attention gives, run the model under them to get the attention that cache had,
+    /// decide again, until the evictions stop changing. Since a decision at step q reads only
+    /// attention row q (and earlier rows), which depends only on decisions made before q, the fixed
+    /// point is exactly the step-by-step rule, and round k settles at least every step before k.
     fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
+        let mut choices = self.choices_from(p, rule, &p.attention)?;
+        if !rule.reads_its_cache() {
+            return Ok(choices);
+        }
+        let t_n = p.batch.seq_len;
+        for _ in 0..=t_n {
+            let maps = self.attention_under(&p.batch, &choices)?;
+            let next = self.choices_from(p, rule, &maps)?;
+            if next == choices {
+                return Ok(next);
+            }
+            choices = next;
+        }
+        bail!("{} {}: its evictions did not settle in {} rounds", rule.name(), rule.setting(), t_n + 1)
+    }
+
+    /// `[seq][layer][T·T]` attention (mean over heads) of the rules' model on `batch` under `choices`.
+    fn attention_under(&self, batch: &Batch, choices: &Choices) -> Result<Vec<Vec<Vec<f32>>>> {
+        let (b_n, t_n) = (batch.batch_size, batch.seq_len);
+        let tokens = self.rules.tokens(&batch.inputs, b_n, t_n, self.dev)?;
+        let (_, maps) = self.rules.forward_with_attention_maps(tokens, choices)?;
+        Ok(host_maps(maps, b_n, t_n)?.0)
+    }
+
+    /// The storage choices `rule` makes for one prepared batch when it reads `attention`
+    /// (`[seq][layer][T·T]`).
+    fn choices_from(&self, p: &Prepared, rule: &Baseline, attention: &[Vec<Vec<f32>>]) -> Result<Choices> {
         let cfg = self.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
         let stores = (0..l_n)
@@ -200,7 +243,7 @@ impl<'a> Harness<'a> {
         for s in 0..b_n {
             let view = SequenceView {
                 seq_len: t_n,
-                attention: &p.attention[s],
+                attention: attention.get(s).map_or(&[], Vec::as_slice),
                 key_norms: &p.key_norms[s],
                 entropy: &p.entropy[s],
                 draws: &p.draws[s],
@@ -379,5 +422,89 @@ pub fn mark_front(points: &mut [Point], metric: Metric) {
                 && metric.at_least(m, p.metric)
                 && (bytes < p.kv_bytes_per_token || metric.better(m, p.metric))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ahr_tpa::ModelConfig;
+
+    use super::*;
+    use crate::baseline::Scores;
+
+    /// The reference: run the rule one query at a time, each step reading attention row q of a
+    /// forward under the evictions decided so far (rows ≤ q of a causal forward are the prefix's).
+    fn step_by_step(h: &Harness, p: &Prepared, rule: &Baseline) -> Choices {
+        let cfg = h.rules.config();
+        let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
+        let store = cfg.option_index(rule.store()).unwrap();
+        let mut ev = vec![NEVER; b_n * t_n * l_n];
+        let mut held = vec![Vec::<usize>::new(); b_n * l_n];
+        let mut score = vec![0f64; b_n * l_n * t_n];
+        let choices = |ev: &[u32]| Choices::from_fn(b_n, t_n, l_n, |_, _, _| store).with_evictions(ev.to_vec());
+        for q in 0..t_n {
+            let maps = h.attention_under(&p.batch, &choices(&ev)).unwrap();
+            for s in 0..b_n {
+                for l in 0..l_n {
+                    let row = &maps[s][l][q * t_n..(q + 1) * t_n];
+                    let held = &mut held[s * l_n + l];
+                    let score = &mut score[(s * l_n + l) * t_n..(s * l_n + l + 1) * t_n];
+                    held.push(q);
+                    held.iter().for_each(|&k| score[k] += row[k] as f64);
+                    let (budget, protected) = match *rule {
+                        Baseline::Tova { budget, .. } => (budget, 0),
+                        Baseline::H2o { heavy, recent, .. } => (heavy + recent, recent),
+                        _ => unreachable!(),
+                    };
+                    while held.len() > budget {
+                        let by =
+                            |k: usize| if matches!(rule, Baseline::Tova { .. }) { row[k] as f64 } else { score[k] };
+                        let oldest_protected = (q + 1).saturating_sub(protected);
+                        let Some(i) = (0..held.len())
+                            .filter(|&i| held[i] < oldest_protected)
+                            .min_by(|&a, &b| by(held[a]).total_cmp(&by(held[b])).then(held[a].cmp(&held[b])))
+                        else {
+                            break;
+                        };
+                        ev[(s * t_n + held.remove(i)) * l_n + l] = (q + 1) as u32;
+                    }
+                }
+            }
+        }
+        choices(&ev)
+    }
+
+    /// H2O and TOVA scored by their own cache (run to a fixed point) make exactly the decisions
+    /// of the rule run query by query, and differ from the full-cache-scored variants.
+    #[test]
+    fn rules_scored_by_their_own_cache_equal_the_step_by_step_rule() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(11);
+        let model = Model::new(&cfg, &dev);
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let h = Harness::new(&model, &task, &spec, 4, &dev, true).unwrap();
+        let p = &h.prepared[0];
+        let rank1 = StoreOption::Rank(1);
+        let mut differs = false;
+        for scores in [Scores::Cache, Scores::FullCache] {
+            for rule in [
+                Baseline::Tova { budget: 5, store: StoreOption::Full, scores },
+                Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
+            ] {
+                let choices = h.rule_choices(p, &rule).unwrap();
+                let reference = step_by_step(&h, p, &rule);
+                if scores == Scores::Cache {
+                    assert_eq!(choices, reference, "{} {}", rule.name(), rule.setting());
+                } else {
+                    differs |= choices != reference;
+                }
+            }
+        }
+        assert!(differs, "scores from the full cache should change some decision on this model");
     }
 }

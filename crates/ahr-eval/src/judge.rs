@@ -220,15 +220,16 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     out.push(knorm(budget));
                 }
             }
-            Family::H2o | Family::Tova => {
-                let tova = |budget| Baseline::Tova { budget, store };
+            Family::H2o | Family::Tova | Family::H2oFullCache | Family::TovaFullCache => {
+                let scores = family.scores().expect("an attention family");
+                let tova = |budget| Baseline::Tova { budget, store, scores };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
-                    if family == Family::Tova {
+                    if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
                     } else {
                         for quarter in [1, 2, 3] {
                             let heavy = budget * quarter / 4;
-                            out.push(Baseline::H2o { heavy, recent: budget - heavy, store });
+                            out.push(Baseline::H2o { heavy, recent: budget - heavy, store, scores });
                         }
                     }
                 }
@@ -408,13 +409,19 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::StreamingLlm => "streaming-llm@S: sinks × recent window (sinks 0, 4, 16, 32, … ≤ T/4 and the \
                 longest prefix that fits alone), the longest window within each target; kept tokens at option S"
                 .into(),
-            Family::H2o => "h2o@S: per layer, attention summed over heads and accumulated from the full-cache \
-                forward (optimistic for H2O: scores never see earlier evictions); heavy share ¼, ½, ¾ of the \
-                largest budget within each target"
+            Family::H2o => "h2o@S: per layer, keys scored by the attention (mean over heads) they received, \
+                accumulated over the queries so far, in the rule's own cache (evicted keys gone, kept ones at S: \
+                the paper's rule, run to its fixed point); heavy share ¼, ½, ¾ of the largest budget within each \
+                target"
                 .into(),
-            Family::Tova => "tova@S: per layer, evict the key with the least attention (mean over heads) from \
-                the current query of the full-cache forward (optimistic, as for h2o); the largest budget within \
-                each target"
+            Family::Tova => "tova@S: per layer, over budget evict the key the current query attends to least \
+                (mean over heads) in the rule's own cache (as h2o); the largest budget within each target"
+                .into(),
+            Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
+                instead of its own cache's (optimistic: no deployed cache can compute it)"
+                .into(),
+            Family::TovaFullCache => "tova-full-cache@S: tova scored from the exact full-cache forward's \
+                attention (optimistic, as h2o-full-cache)"
                 .into(),
             Family::LayerWindows => "layer-windows: per layer its own recent window and plain storage option \
                 (windows of the layers before the last from a grid 0, 1, 2, 3, 4, 6, 8, 12, …, all; the last \
