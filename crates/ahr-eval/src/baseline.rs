@@ -36,13 +36,16 @@ pub enum Family {
     KNorm,
     /// Keep a token when the model's next-token entropy at it is at least τ.
     Entropy,
+    /// The entropy rule over two rungs of the option ladder: the richer option above τ_hi, the
+    /// cheaper one between τ_lo and τ_hi, dropped below τ_lo.
+    EntropyLadder,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 11] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -52,6 +55,7 @@ impl Family {
         Family::TovaFullCache,
         Family::KNorm,
         Family::Entropy,
+        Family::EntropyLadder,
         Family::Random,
     ];
 
@@ -67,6 +71,7 @@ impl Family {
             Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
             Family::Entropy => "entropy",
+            Family::EntropyLadder => "entropy-ladder",
             Family::Random => "random",
         }
     }
@@ -181,6 +186,18 @@ pub enum Baseline {
         /// Storage of kept tokens.
         store: StoreOption,
     },
+    /// Per token: at `high` when the exact forward's next-token entropy / ln V at it is at least
+    /// `hi`, at `low` when it is at least `lo`, dropped below `lo` (`lo ≤ hi`).
+    EntropyLadder {
+        /// Threshold of the cheaper rung.
+        lo: f32,
+        /// Threshold of the richer rung.
+        hi: f32,
+        /// The richer option.
+        high: StoreOption,
+        /// The cheaper option.
+        low: StoreOption,
+    },
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
         /// Keep probability.
@@ -220,6 +237,7 @@ impl Baseline {
             Baseline::Tova { scores: Scores::FullCache, .. } => Family::TovaFullCache,
             Baseline::KNorm { .. } => Family::KNorm,
             Baseline::Entropy { .. } => Family::Entropy,
+            Baseline::EntropyLadder { .. } => Family::EntropyLadder,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -238,10 +256,26 @@ impl Baseline {
         }
     }
 
-    /// The option kept tokens are stored at (layer 0's for per-layer rules).
+    /// The option token `t` of `layer` is stored at (per token for the entropy ladder).
+    pub fn store_of(&self, view: &SequenceView, t: usize, layer: usize) -> StoreOption {
+        match *self {
+            Baseline::EntropyLadder { hi, high, low, .. } => {
+                if view.entropy[t] >= hi {
+                    high
+                } else {
+                    low
+                }
+            }
+            _ => self.store_at(layer),
+        }
+    }
+
+    /// The option kept tokens are stored at (layer 0's for per-layer rules; the richer rung of the
+    /// entropy ladder).
     pub fn store(&self) -> StoreOption {
         match *self {
             Baseline::Uniform { option } => option,
+            Baseline::EntropyLadder { high, .. } => high,
             Baseline::LayerWindows { stores, .. } => stores[0],
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
@@ -257,6 +291,7 @@ impl Baseline {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
             Baseline::LayerWindows { .. } => self.family().to_string(),
+            Baseline::EntropyLadder { high, low, .. } => format!("{}@{high}+{low}", self.family()),
             b => format!("{}@{}", b.family(), b.store()),
         }
     }
@@ -279,6 +314,7 @@ impl Baseline {
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
+            Baseline::EntropyLadder { lo, hi, .. } => format!("lo={lo:.4},hi={hi:.4}"),
             Baseline::Random { keep, .. } => format!("keep={keep:.4}"),
         }
     }
@@ -299,6 +335,7 @@ impl Baseline {
             Baseline::Tova { budget, .. } => rules::tova_evictions(&view.attention[layer], t_n, budget),
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
+            Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
             Baseline::Random { keep, .. } => {
                 let l_n = view.draws.len() / t_n.max(1);
                 let scores: Vec<f32> = (0..t_n).map(|t| 1.0 - view.draws[t * l_n + layer]).collect();
@@ -334,7 +371,7 @@ impl Baseline {
                 .kv_bytes_per_token
         };
         let bytes = match *self {
-            Baseline::Entropy { .. } => return None,
+            Baseline::Entropy { .. } | Baseline::EntropyLadder { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows { .. } => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
@@ -411,5 +448,21 @@ mod tests {
         let random = Baseline::Random { keep: 0.25, store: StoreOption::Full };
         assert!((random.memory(&cfg, 8).unwrap() - 192.0).abs() < 1e-9);
         assert_eq!(Baseline::Entropy { tau: 0.5, store }.memory(&cfg, 8), None);
+    }
+
+    /// The entropy ladder, by hand: entropies 0.9, 0.5, 0.1, 0.7 with lo = 0.3, hi = 0.6 put
+    /// tokens 0 and 3 at full, token 1 at rank 1, and drop token 2 (seen by its own query only).
+    #[test]
+    fn the_entropy_ladder_stores_by_rung() {
+        let (full, rank1) = (StoreOption::Full, StoreOption::Rank(1));
+        let ladder = Baseline::EntropyLadder { lo: 0.3, hi: 0.6, high: full, low: rank1 };
+        let entropy = [0.9, 0.5, 0.1, 0.7];
+        let view = SequenceView { seq_len: 4, attention: &[], key_norms: &[], entropy: &entropy, draws: &[] };
+        let stores: Vec<StoreOption> = (0..4).map(|t| ladder.store_of(&view, t, 1)).collect();
+        assert_eq!(stores, [full, rank1, rank1, full]);
+        assert_eq!(ladder.evictions(&view, 0), [NEVER, NEVER, 3, NEVER]);
+        assert_eq!((ladder.name().as_str(), ladder.family()), ("entropy-ladder@full+rank:1", Family::EntropyLadder));
+        assert_eq!(ladder.setting(), "lo=0.3000,hi=0.6000");
+        assert_eq!(ladder.memory(&ModelConfig::mqar(), 4), None, "measured on the data");
     }
 }

@@ -236,10 +236,9 @@ impl<'a> Harness<'a> {
     fn choices_from(&self, p: &Prepared, rule: &Baseline, attention: &[Vec<Vec<f32>>]) -> Result<Choices> {
         let cfg = self.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
-        let stores = (0..l_n)
-            .map(|l| cfg.option_index(rule.store_at(l)).map_err(|e| anyhow!("{}: {e}", rule.name())))
-            .collect::<Result<Vec<usize>>>()?;
+        let index = |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow!("{}: {e}", rule.name()));
         let mut ev = vec![NEVER; b_n * t_n * l_n];
+        let mut stores = vec![0usize; b_n * t_n * l_n];
         for s in 0..b_n {
             let view = SequenceView {
                 seq_len: t_n,
@@ -251,10 +250,11 @@ impl<'a> Harness<'a> {
             for l in 0..l_n {
                 for (t, e) in rule.evictions(&view, l).into_iter().enumerate() {
                     ev[(s * t_n + t) * l_n + l] = e;
+                    stores[(s * t_n + t) * l_n + l] = index(rule.store_of(&view, t, l))?;
                 }
             }
         }
-        Ok(Choices::from_fn(b_n, t_n, l_n, |_, _, l| stores[l]).with_evictions(ev))
+        Ok(Choices::from_fn(b_n, t_n, l_n, |s, t, l| stores[(s * t_n + t) * l_n + l]).with_evictions(ev))
     }
 
     /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running

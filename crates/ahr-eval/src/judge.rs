@@ -136,6 +136,26 @@ fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
     cfg.menu.iter().copied().filter(|o| *o != StoreOption::Drop && o.expires_at(0).is_none()).collect()
 }
 
+/// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
+const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
+
+/// The smallest threshold in [0, 1] whose measured memory is within `target`, for memory that
+/// falls as the threshold rises (20 bisection steps); `None` when even 1 is over.
+fn lowest_fitting(memory: impl Fn(f64) -> Result<f64>, target: f64) -> Result<Option<f64>> {
+    if memory(0.0)? <= target {
+        return Ok(Some(0.0));
+    }
+    if memory(1.0)? > target {
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..20 {
+        let mid = 0.5 * (lo + hi);
+        if memory(mid)? <= target { hi = mid } else { lo = mid }
+    }
+    Ok(Some(hi))
+}
+
 /// The largest `x` in `lo..=hi` with `fits(x)`, for `fits` true up to some point and false after.
 fn largest_fitting(lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
     if lo > hi || !fits(lo) {
@@ -234,27 +254,36 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     }
                 }
             }
+            Family::EntropyLadder => {
+                // Rungs: `store` above hi, each cheaper plain store between lo and hi, drop below
+                // lo; hi = lo + δ over a grid, lo the most permissive that fits.
+                let bytes = |o: StoreOption| cost::bytes_per_token(cfg, o);
+                let cheaper = stores(cfg).into_iter().filter(|o| !o.is_timed() && bytes(*o) < bytes(store));
+                for low in cheaper.filter(|_| !store.is_timed()).collect::<Vec<_>>() {
+                    for delta in LADDER_GAPS {
+                        let at = |lo: f64| Baseline::EntropyLadder {
+                            lo: lo as f32,
+                            hi: (lo + delta) as f32,
+                            high: store,
+                            low,
+                        };
+                        if let Some(lo) = lowest_fitting(|lo| h.measured_memory(&at(lo)), target)? {
+                            out.push(at(lo));
+                        }
+                    }
+                }
+            }
             Family::Entropy | Family::Random => {
                 // The most permissive threshold (keep rate) whose measured memory fits.
                 let at = |x: f64| match family {
                     Family::Entropy => Baseline::Entropy { tau: x as f32, store },
                     _ => Baseline::Random { keep: 1.0 - x, store },
                 };
-                if h.measured_memory(&at(0.0))? <= target {
-                    if family == Family::Entropy {
-                        out.push(at(0.0));
-                    }
-                    continue;
+                match lowest_fitting(|x| h.measured_memory(&at(x)), target)? {
+                    Some(0.0) if family == Family::Random => {} // keeping every token is uniform
+                    Some(x) => out.push(at(x)),
+                    None => {}
                 }
-                let (mut lo, mut hi) = (0.0f64, 1.0f64);
-                if h.measured_memory(&at(hi))? > target {
-                    continue;
-                }
-                for _ in 0..20 {
-                    let mid = 0.5 * (lo + hi);
-                    if h.measured_memory(&at(mid))? <= target { hi = mid } else { lo = mid }
-                }
-                out.push(at(hi));
             }
         }
     }
@@ -432,6 +461,10 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 .into(),
             Family::Entropy => "entropy@S: keep a token at S when the exact forward's next-token entropy / ln V \
                 at it is ≥ tau (tau bisected to fill each target), else drop it"
+                .into(),
+            Family::EntropyLadder => "entropy-ladder@S+R: per token, at S when the exact forward's next-token \
+                entropy / ln V at it is ≥ hi, at the cheaper plain option R when ≥ lo, else drop it (hi − lo \
+                in 0.05, 0.1, 0.2, 0.4; lo bisected to fill each target)"
                 .into(),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"
