@@ -48,20 +48,14 @@ pub fn rollout(
             options: first.options(),
         };
         let rows: usize = envs.iter().map(|e| e.num_envs()).sum();
-        let settings = RolloutSettings {
-            num_steps,
-            gamma: 0.99,
-            seed: 0,
-            first_env: 0,
-            reset_each_iteration: true,
-            device: dev.clone(),
-        };
+        let settings =
+            RolloutSettings { num_steps, gamma: 0.99, seed: 0, reset_each_iteration: true, device: dev.clone() };
         let pool = Workers::new(envs, w, settings);
         let net = ActorCritic::new(&PolicyConfig::default(), dims, dev);
         let norm = RunningNorm::new(dims.obs_dim);
         let start = Instant::now();
         for it in 0..iterations {
-            let snap = Snapshot { net: net.clone(), norm: norm.clone(), lambda_mem: 1.0, iteration: it };
+            let snap = Snapshot { net: net.clone(), norm: norm.clone(), lambda_mem: 1.0, iteration: it, first_env: 0 };
             pool.collect(&snap)?;
         }
         let seconds = start.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 //! shuffled minibatches (`update`) → logging (`logging`); budget mode's λ (the controller is the
 //! env's, `ahr_env::BudgetController`); checkpoints and exact resume (`checkpoint`).
 //!
-//! DD-PPO (Wijmans et al. 2019; DESIGN.md §11) when built with [`Trainer::distributed`]: every
+//! DD-PPO (Wijmans et al. 2019; DESIGN.md §11) when joined to a group with [`Trainer::with_comm`]: every
 //! rank keeps its own rollout workers and environments, computes GAE on its own rollout and sums
 //! gradients over ranks at every minibatch (the same minibatch count everywhere); advantage
 //! normalisation, the target-KL stop, the observation statistics and budget mode's λ are computed
@@ -123,25 +123,6 @@ impl Trainer {
         budget: Option<BudgetController>,
         device: Device,
     ) -> Result<Self, TrainError> {
-        Self::distributed(cfg, envs, num_workers, seed, lambda_mem, budget, device, Comm::single())
-    }
-
-    /// [`Trainer::new`] as one rank of a DD-PPO group (module docs): every rank calls it with the
-    /// same arguments and its own `envs` (the same number on every rank); the policy starts from
-    /// rank 0's weights and rank r's environments are numbered (seeded) from r × `envs.len()` on.
-    /// `total_timesteps` counts the steps of all ranks together. Every rank must then call
-    /// [`Trainer::train`]; an error on one rank leaves the others waiting: end the job with
-    /// [`Comm::abort`].
-    pub fn distributed(
-        cfg: PpoConfig,
-        envs: Vec<Box<dyn VecEnv>>,
-        num_workers: usize,
-        seed: u64,
-        lambda_mem: f64,
-        budget: Option<BudgetController>,
-        device: Device,
-        comm: Comm,
-    ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Other)?;
         let first = envs.first().ok_or_else(|| TrainError::Other("no environments".into()))?;
         let obs_spec = first.obs_spec();
@@ -154,13 +135,12 @@ impl Trainer {
         let rows_per_step = envs.iter().map(|e| e.num_envs()).sum();
         let train_device = device.clone().autodiff();
         device.seed(seed);
-        let net = broadcast_module(&comm, ActorCritic::new(&cfg.policy, dims, &train_device));
+        let net = ActorCritic::new(&cfg.policy, dims, &train_device);
         let optim = AdamConfig::new().with_epsilon(1e-5).init();
         let settings = RolloutSettings {
             num_steps: cfg.num_steps,
             gamma: cfg.gamma,
             seed,
-            first_env: comm.rank() * envs.len(),
             reset_each_iteration: cfg.reset_each_iteration,
             device: device.clone(),
         };
@@ -172,7 +152,20 @@ impl Trainer {
             lambda_mem,
             lambda_integral: None,
         };
+        let comm = Comm::single();
         Ok(Self { cfg, net, optim, state, budget, workers, obs_spec, dims, rows_per_step, seed, train_device, comm })
+    }
+
+    /// This trainer as one rank of a DD-PPO group (module docs): every rank builds its trainer with
+    /// the same arguments and its own environments (the same number on every rank), then calls
+    /// this; the policy becomes rank 0's and rank r's environments are numbered (seeded) from
+    /// r × their count on. `total_timesteps` counts the steps of all ranks together. Every rank
+    /// must then call [`Trainer::train`]; an error on one rank leaves the others waiting: end the
+    /// job with [`Comm::abort`].
+    pub fn with_comm(mut self, comm: Comm) -> Self {
+        self.net = broadcast_module(&comm, self.net);
+        self.comm = comm;
+        self
     }
 
     /// Iterations the config asks for (environment steps of all ranks together).
@@ -225,6 +218,7 @@ impl Trainer {
                 norm: self.state.norm.clone(),
                 lambda_mem: self.state.lambda_mem,
                 iteration: it,
+                first_env: self.comm.rank() * self.workers.num_envs(),
             };
             let start = Instant::now();
             let chunks = self.workers.collect(&snapshot).map_err(TrainError::Worker)?;

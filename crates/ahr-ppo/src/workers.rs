@@ -27,6 +27,10 @@ pub struct Snapshot {
     pub lambda_mem: f64,
     /// Iteration number (seeds the sampling RNG).
     pub iteration: u64,
+    /// Index of the first environment (environment i of the pool is environment `first_env + i`
+    /// of the run: what seeds it). DD-PPO rank r starts at r × its environment count, so N ranks
+    /// sample exactly what one process with all their environments samples.
+    pub first_env: usize,
 }
 
 /// One environment's rollout of `num_steps` steps; arrays are `[num_steps, rows]` row-major.
@@ -65,10 +69,6 @@ pub struct RolloutSettings {
     pub gamma: f64,
     /// Base seed.
     pub seed: u64,
-    /// Index of the first environment (environment i of this pool is environment `first_env + i`
-    /// of the run: what seeds it). DD-PPO rank r starts at r × its environment count, so N ranks
-    /// sample exactly what one process with all their environments samples.
-    pub first_env: usize,
     /// Reset every environment at each rollout's start (seeded by the iteration).
     pub reset_each_iteration: bool,
     /// Inference device.
@@ -91,14 +91,15 @@ pub fn derive_seed(base: u64, env: usize, iteration: u64) -> u64 {
 }
 
 fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Result<Chunk, String> {
+    let index = snap.first_env + slot.index;
     let env = &mut slot.env;
     env.set_lambda_mem(snap.lambda_mem);
     let (rows, heads, options) = (env.num_envs(), env.heads(), env.options());
     if s.reset_each_iteration || slot.obs.is_none() {
-        slot.obs = Some(env.reset(derive_seed(s.seed, slot.index, snap.iteration)).map_err(|e| e.to_string())?);
+        slot.obs = Some(env.reset(derive_seed(s.seed, index, snap.iteration)).map_err(|e| e.to_string())?);
         slot.done = vec![false; rows];
     }
-    let mut rng = StdRng::seed_from_u64(derive_seed(s.seed ^ 0x5a5a, slot.index, snap.iteration));
+    let mut rng = StdRng::seed_from_u64(derive_seed(s.seed ^ 0x5a5a, index, snap.iteration));
     let mut chunk = Chunk { env_index: slot.index, rows, ..Default::default() };
     let value_of = |obs: &ObsBatch| -> Vec<f32> {
         let t = snap.net.obs_tensors(obs, &snap.norm, &s.device);
@@ -143,6 +144,7 @@ type Reply = Result<Vec<Chunk>, String>;
 
 /// A pool of rollout threads.
 pub struct Workers {
+    num_envs: usize,
     senders: Vec<Sender<Snapshot>>,
     replies: Receiver<(usize, Reply)>,
     handles: Vec<JoinHandle<()>>,
@@ -151,10 +153,10 @@ pub struct Workers {
 impl Workers {
     /// Spread `envs` over `num_workers` threads (env i goes to worker i mod W).
     pub fn new(envs: Vec<Box<dyn VecEnv>>, num_workers: usize, settings: RolloutSettings) -> Self {
-        let num_workers = num_workers.clamp(1, envs.len().max(1));
+        let num_envs = envs.len();
+        let num_workers = num_workers.clamp(1, num_envs.max(1));
         let mut groups: Vec<Vec<Slot>> = (0..num_workers).map(|_| Vec::new()).collect();
         for (index, env) in envs.into_iter().enumerate() {
-            let index = settings.first_env + index;
             groups[index % num_workers].push(Slot { index, env, obs: None, done: Vec::new() });
         }
         let (reply_tx, replies) = unbounded();
@@ -190,7 +192,12 @@ impl Workers {
                 .expect("a rollout thread should start");
             handles.push(handle);
         }
-        Self { senders, replies, handles }
+        Self { num_envs, senders, replies, handles }
+    }
+
+    /// Environments in the pool.
+    pub fn num_envs(&self) -> usize {
+        self.num_envs
     }
 
     /// Run one rollout on every worker; chunks come back ordered by environment index.

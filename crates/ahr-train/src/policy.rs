@@ -194,7 +194,7 @@ pub fn train_policy_distributed(
         (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
     let budget = ahr_env::BudgetController::from_reward(&spec.reward);
     let lambda = ahr_env::initial_lambda(&spec.reward);
-    let mut trainer = Trainer::distributed(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone(), *comm)?;
+    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?.with_comm(*comm);
     // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.
     let mut _shared_checkpoint = None;
     if a.resume {
