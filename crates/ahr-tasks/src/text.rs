@@ -1,8 +1,11 @@
 //! Byte-level text: every byte is a token (vocabulary 256), the target is the next byte.
 //!
 //! The corpus is a file or a folder (read recursively, files in sorted path order, optionally
-//! filtered by extension), concatenated. The last `valid_fraction` of the bytes is held out.
-//! Training batches are random windows; validation walks the held-out bytes in order.
+//! filtered by extension), concatenated. Held out: the last `valid_fraction` of the bytes
+//! (`split = "tail"`), or whole files (`split = "files"`: a file is held out when the FNV-1a hash of
+//! its path relative to `path`, over 2⁶⁴, is below `valid_fraction` — reproducible by any
+//! generator, and no document is seen in both splits). Training batches are random windows;
+//! validation walks the held-out bytes in order.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +33,32 @@ pub struct TextConfig {
     /// Cap on validation windows (0 = all).
     #[serde(default = "default_valid_windows")]
     pub max_valid_windows: usize,
+    /// How the held-out bytes are chosen.
+    #[serde(default)]
+    pub split: TextSplit,
+}
+
+/// How a text corpus is split into training and held-out bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextSplit {
+    /// The last `valid_fraction` of the concatenated bytes.
+    #[default]
+    Tail,
+    /// Whole files, chosen by a hash of their relative path (see the module docs).
+    Files,
+}
+
+/// 64-bit FNV-1a of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Whether `file` (under `root`) is held out by `split = "files"`.
+fn held_out(root: &Path, file: &Path, valid_fraction: f64) -> bool {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    let key: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    (fnv1a(key.join("/").as_bytes()) as f64 / 2f64.powi(64)) < valid_fraction
 }
 
 fn default_len() -> usize {
@@ -84,15 +113,21 @@ impl TextCorpus {
         }
         let mut files = Vec::new();
         collect_files(&config.path, &config.extensions, &mut files)?;
-        let mut bytes = Vec::new();
+        let (mut bytes, mut valid) = (Vec::new(), Vec::new());
         for f in &files {
-            bytes.extend(std::fs::read(f).map_err(|e| Error::io(f, e))?);
+            let content = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            match config.split == TextSplit::Files && held_out(&config.path, f, config.valid_fraction) {
+                true => valid.extend(content),
+                false => bytes.extend(content),
+            }
         }
-        if bytes.is_empty() {
+        if bytes.is_empty() && valid.is_empty() {
             return Err(Error::data(&config.path, "the text corpus is empty (no files, or only empty files)"));
         }
-        let cut = ((bytes.len() as f64) * (1.0 - config.valid_fraction)) as usize;
-        let valid = bytes.split_off(cut);
+        if config.split == TextSplit::Tail {
+            let cut = ((bytes.len() as f64) * (1.0 - config.valid_fraction)) as usize;
+            valid = bytes.split_off(cut);
+        }
         let need = config.seq_len + 1;
         if bytes.len() < need || valid.len() < need {
             return Err(Error::data(
@@ -166,6 +201,7 @@ mod tests {
             valid_fraction: 0.1,
             extensions: vec!["txt".into()],
             max_valid_windows: 0,
+            split: TextSplit::Tail,
         };
         let c = TextCorpus::load(&cfg).unwrap();
         assert_eq!(c.sizes(), (180, 20));
@@ -179,6 +215,29 @@ mod tests {
         }
     }
 
+    /// `split = "files"`: ten one-letter files, valid fraction 0.3; FNV-1a of the names over 2⁶⁴
+    /// (computed independently): b 0.007, c 0.017, d 0.182 are below 0.3, the others (j 0.325 the
+    /// closest) above — so b, c, d are held out whole, in path order.
+    #[test]
+    fn whole_files_are_held_out_by_their_path_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in "abcdefghij".chars() {
+            std::fs::write(dir.path().join(format!("{c}.txt")), c.to_string().repeat(20)).unwrap();
+        }
+        let cfg = TextConfig {
+            path: dir.path().into(),
+            seq_len: 8,
+            valid_fraction: 0.3,
+            extensions: vec![],
+            max_valid_windows: 0,
+            split: TextSplit::Files,
+        };
+        let c = TextCorpus::load(&cfg).unwrap();
+        assert_eq!(c.sizes(), (140, 60));
+        assert_eq!(c.valid, ["b".repeat(20), "c".repeat(20), "d".repeat(20)].concat().into_bytes());
+        assert!(!c.train.iter().any(|b| b"bcd".contains(b)), "no held-out file in training");
+    }
+
     #[test]
     fn empty_or_missing_corpora_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -188,6 +247,7 @@ mod tests {
             valid_fraction: 0.1,
             extensions: vec![],
             max_valid_windows: 0,
+            split: TextSplit::Tail,
         };
         let err = TextCorpus::load(&cfg(dir.path().into())).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
