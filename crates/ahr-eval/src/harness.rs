@@ -19,6 +19,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::baseline::{Baseline, Family, SequenceView};
+use crate::own_cache;
 use crate::rules::NEVER;
 
 /// The most memory the full-cache attention maps kept for H2O and TOVA may take.
@@ -201,34 +202,14 @@ impl<'a> Harness<'a> {
     }
 
     /// The storage choices a rule makes for one prepared batch. H2O and TOVA scored by their own
-    /// cache ([`Baseline::reads_its_cache`]) are run to a fixed point: start from the evictions the
-    /// full-cache attention gives, run the model under them to get the attention that cache had,
-    /// decide again, until the evictions stop changing. Since a decision at step q reads only
-    /// attention row q (and earlier rows), which depends only on decisions made before q, the fixed
-    /// point is exactly the step-by-step rule, and round k settles at least every step before k.
+    /// cache ([`Baseline::reads_its_cache`]) run token by token through the model with that cache
+    /// ([`crate::own_cache`]); every other rule decides from the prepared data.
     fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
-        let mut choices = self.choices_from(p, rule, &p.attention)?;
+        let choices = self.choices_from(p, rule, &p.attention)?;
         if !rule.reads_its_cache() {
             return Ok(choices);
         }
-        let t_n = p.batch.seq_len;
-        for _ in 0..=t_n {
-            let maps = self.attention_under(&p.batch, &choices)?;
-            let next = self.choices_from(p, rule, &maps)?;
-            if next == choices {
-                return Ok(next);
-            }
-            choices = next;
-        }
-        bail!("{} {}: its evictions did not settle in {} rounds", rule.name(), rule.setting(), t_n + 1)
-    }
-
-    /// `[seq][layer][T·T]` attention (mean over heads) of the rules' model on `batch` under `choices`.
-    fn attention_under(&self, batch: &Batch, choices: &Choices) -> Result<Vec<Vec<Vec<f32>>>> {
-        let (b_n, t_n) = (batch.batch_size, batch.seq_len);
-        let tokens = self.rules.tokens(&batch.inputs, b_n, t_n, self.dev)?;
-        let (_, maps) = self.rules.forward_with_attention_maps(tokens, choices)?;
-        Ok(host_maps(maps, b_n, t_n)?.0)
+        Ok(choices.with_evictions(own_cache::evictions(&self.rules, &p.batch, rule, self.dev)?))
     }
 
     /// The storage choices `rule` makes for one prepared batch when it reads `attention`
@@ -434,8 +415,17 @@ mod tests {
     use super::*;
     use crate::baseline::Scores;
 
+    /// `[seq][layer][T·T]` attention (mean over heads) of the rules' model on `batch` under `choices`.
+    fn attention_under(h: &Harness, batch: &Batch, choices: &Choices) -> Vec<Vec<Vec<f32>>> {
+        let (b_n, t_n) = (batch.batch_size, batch.seq_len);
+        let tokens = h.rules.tokens(&batch.inputs, b_n, t_n, h.dev).unwrap();
+        let (_, maps) = h.rules.forward_with_attention_maps(tokens, choices).unwrap();
+        host_maps(maps, b_n, t_n).unwrap().0
+    }
+
     /// The reference: run the rule one query at a time, each step reading attention row q of a
-    /// forward under the evictions decided so far (rows ≤ q of a causal forward are the prefix's).
+    /// parallel forward under the evictions decided so far (rows ≤ q of a causal forward are the
+    /// prefix's) — no cache, no decode.
     fn step_by_step(h: &Harness, p: &Prepared, rule: &Baseline) -> Choices {
         let cfg = h.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
@@ -445,7 +435,7 @@ mod tests {
         let mut score = vec![0f64; b_n * l_n * t_n];
         let choices = |ev: &[u32]| Choices::from_fn(b_n, t_n, l_n, |_, _, _| store).with_evictions(ev.to_vec());
         for q in 0..t_n {
-            let maps = h.attention_under(&p.batch, &choices(&ev)).unwrap();
+            let maps = attention_under(h, &p.batch, &choices(&ev));
             for s in 0..b_n {
                 for l in 0..l_n {
                     let row = &maps[s][l][q * t_n..(q + 1) * t_n];
@@ -476,8 +466,9 @@ mod tests {
         choices(&ev)
     }
 
-    /// H2O and TOVA scored by their own cache (run to a fixed point) make exactly the decisions
-    /// of the rule run query by query, and differ from the full-cache-scored variants.
+    /// H2O and TOVA scored by their own cache (a decode with evictions) make exactly the decisions
+    /// of the rule run query by query over parallel forwards, and differ from the full-cache-scored
+    /// variants.
     #[test]
     fn rules_scored_by_their_own_cache_equal_the_step_by_step_rule() {
         let dev = ahr_tpa::device::from_env();

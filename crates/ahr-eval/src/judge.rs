@@ -22,7 +22,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS};
+use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, Scores};
 use crate::harness::{Harness, Point, PointKind, mark_front};
 
 /// Options of one evaluation.
@@ -176,6 +176,9 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
     let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
     let mut out = Vec::new();
     for store in stores(cfg) {
+        if family.scores() == Some(Scores::Cache) && store.is_timed() {
+            continue; // scored by its own cache, a rule evicts from plain slots (`own_cache`)
+        }
         match family {
             Family::Uniform => {}
             Family::StreamingLlm => {

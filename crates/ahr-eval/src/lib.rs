@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod baseline;
 pub mod harness;
 pub mod judge;
+pub mod own_cache;
 pub mod rules;
 
 pub use baseline::{Baseline, Family};

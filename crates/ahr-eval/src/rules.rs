@@ -12,6 +12,74 @@ pub fn window_evictions(seq_len: usize, sinks: usize, window: usize) -> Vec<u32>
     (0..seq_len).map(|k| if k < sinks { NEVER } else { (k + window + 1) as u32 }).collect()
 }
 
+/// A budgeted eviction rule run one query at a time (H2O, TOVA, K-norm): which keys are held and
+/// what they scored. The whole-sequence functions below drive it from an attention map; the judge's
+/// cache-scored H2O and TOVA drive it from the attention their own cache had at each decode step.
+#[derive(Clone, Debug)]
+pub struct Held {
+    budget: usize,
+    recent: usize,
+    accumulate: bool,
+    held: Vec<usize>,
+    score: Vec<f64>,
+}
+
+impl Held {
+    /// H2O: at most `heavy + recent` keys; scores accumulate, the `recent` newest are protected.
+    pub fn heavy_hitters(heavy: usize, recent: usize) -> Self {
+        Self { budget: heavy + recent, recent, accumulate: true, held: Vec::new(), score: Vec::new() }
+    }
+
+    /// TOVA (and K-norm): at most `budget` keys (at least 1), scored by the current query alone.
+    pub fn current(budget: usize) -> Self {
+        Self { budget: budget.max(1), recent: 0, accumulate: false, held: Vec::new(), score: Vec::new() }
+    }
+
+    /// The keys held, oldest first (the order a cache slot appends them in).
+    pub fn keys(&self) -> &[usize] {
+        &self.held
+    }
+
+    /// Query q's token enters; `attn(k)` is the score query q gives held key k (its own included).
+    /// While over budget, the lowest-scored key outside the protected newest is evicted from query
+    /// q + 1 on (the older on ties). Returns the evicted keys, in eviction order.
+    pub fn step(&mut self, q: usize, attn: impl Fn(usize) -> f32) -> Vec<usize> {
+        self.held.push(q);
+        if self.score.len() <= q {
+            self.score.resize(q + 1, 0.0);
+        }
+        for &k in &self.held {
+            let a = attn(k) as f64;
+            self.score[k] = if self.accumulate { self.score[k] + a } else { a };
+        }
+        let mut evicted = Vec::new();
+        while self.held.len() > self.budget {
+            let oldest_protected = (q + 1).saturating_sub(self.recent);
+            let victim = self
+                .held
+                .iter()
+                .enumerate()
+                .filter(|&(_, &k)| k < oldest_protected)
+                .min_by(|a, b| self.score[*a.1].total_cmp(&self.score[*b.1]).then(a.1.cmp(b.1)))
+                .map(|(i, _)| i);
+            let Some(i) = victim else { break };
+            evicted.push(self.held.remove(i));
+        }
+        evicted
+    }
+}
+
+/// Drive `rule` over a whole sequence whose query q scores key k by `score(q, k)`.
+fn run(mut rule: Held, t_n: usize, score: impl Fn(usize, usize) -> f32) -> Vec<u32> {
+    let mut evicted = vec![NEVER; t_n];
+    for q in 0..t_n {
+        for k in rule.step(q, |k| score(q, k)) {
+            evicted[k] = (q + 1) as u32;
+        }
+    }
+    evicted
+}
+
 /// H2O (Zhang et al. 2023) on one layer of one sequence: `attn` is `[T, T]` (query × key, rows sum to 1 over keys
 /// ≤ query). Keys accumulate the attention they receive from each query while cached; after
 /// query q's token enters the cache, while more than `heavy + recent` keys are held, the held
@@ -20,27 +88,7 @@ pub fn window_evictions(seq_len: usize, sinks: usize, window: usize) -> Vec<u32>
 pub fn heavy_hitter_evictions(attn: &[f32], seq_len: usize, heavy: usize, recent: usize) -> Vec<u32> {
     let t_n = seq_len;
     assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
-    let mut score = vec![0f64; t_n];
-    let mut evicted = vec![NEVER; t_n];
-    let mut held: Vec<usize> = Vec::new();
-    for q in 0..t_n {
-        held.push(q);
-        for &k in &held {
-            score[k] += attn[q * t_n + k] as f64;
-        }
-        while held.len() > heavy + recent {
-            let oldest_recent = (q + 1).saturating_sub(recent);
-            let victim = held
-                .iter()
-                .enumerate()
-                .filter(|&(_, &k)| k < oldest_recent)
-                .min_by(|a, b| score[*a.1].total_cmp(&score[*b.1]).then(a.1.cmp(b.1)))
-                .map(|(i, _)| i);
-            let Some(i) = victim else { break };
-            evicted[held.remove(i)] = (q + 1) as u32;
-        }
-    }
-    evicted
+    run(Held::heavy_hitters(heavy, recent), t_n, |q, k| attn[q * t_n + k])
 }
 
 /// TOVA (Oren et al. 2024) on one layer of one sequence: `attn` is `[T, T]` as for
@@ -50,7 +98,7 @@ pub fn heavy_hitter_evictions(attn: &[f32], seq_len: usize, heavy: usize, recent
 pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
     let t_n = seq_len;
     assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
-    evict_lowest(t_n, budget, |q, k| attn[q * t_n + k])
+    run(Held::current(budget), t_n, |q, k| attn[q * t_n + k])
 }
 
 /// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
@@ -58,27 +106,7 @@ pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
 /// with the largest norm is evicted (from query q + 1 on; the newest may go at once) — low-norm
 /// keys are the ones that draw attention.
 pub fn key_norm_evictions(norms: &[f32], budget: usize) -> Vec<u32> {
-    evict_lowest(norms.len(), budget, |_, k| -norms[k])
-}
-
-/// A budget of held keys: after query q's token enters the cache, while more than `budget` keys
-/// are held, the held key with the lowest `score(q, k)` is evicted from query q + 1 on (the older
-/// on ties).
-fn evict_lowest(t_n: usize, budget: usize, score: impl Fn(usize, usize) -> f32) -> Vec<u32> {
-    let mut evicted = vec![NEVER; t_n];
-    let mut held: Vec<usize> = Vec::new();
-    for q in 0..t_n {
-        held.push(q);
-        while held.len() > budget.max(1) {
-            let (i, _) = held
-                .iter()
-                .enumerate()
-                .min_by(|a, b| score(q, *a.1).total_cmp(&score(q, *b.1)).then(a.1.cmp(b.1)))
-                .expect("held is not empty");
-            evicted[held.remove(i)] = (q + 1) as u32;
-        }
-    }
-    evicted
+    run(Held::current(budget), norms.len(), |_, k| -norms[k])
 }
 
 /// Keep a key while its score is at least `tau` (write-time rules: entropy thresholds and random

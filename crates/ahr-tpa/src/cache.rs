@@ -164,6 +164,19 @@ pub enum Slot {
 }
 
 impl Slot {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        match self {
+            Slot::Tensors(g) => g.len(),
+            Slot::Host(g) => g.tiles.len(),
+        }
+    }
+
+    /// Whether no token is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         match self {
@@ -248,6 +261,19 @@ impl LayerCache {
             }
             None => None,
         };
+    }
+
+    /// Remove the `index`-th token (oldest first) of `slot`.
+    fn remove(slot: &mut Option<Slot>, index: usize) {
+        let front = if index > 0 { Self::take_front(slot, index) } else { None };
+        Self::drop_front(slot, 1);
+        if let Some(front) = front {
+            let rest = slot.take();
+            *slot = Some(front);
+            if let Some(rest) = rest {
+                Self::append(slot, rest);
+            }
+        }
     }
 
     /// Append `new` (same kind) to `slot`.
@@ -572,6 +598,27 @@ impl KvCache {
             self.peak[s] = self.peak[s].max(self.stream_bytes(s));
         }
         self.evict_expired();
+        Ok(())
+    }
+
+    /// Evict the `index`-th token (oldest first) held at plain option `option` in stream `stream`,
+    /// layer `layer`, from the next query on: how rules that evict by score (the judge's H2O and
+    /// TOVA scored by their own cache) run. Tokens of one option are held in the order they were
+    /// pushed. Not for timed options or a cache in review mode (their tokens move by themselves).
+    pub fn evict(&mut self, stream: usize, layer: usize, option: usize, index: usize) -> Result<()> {
+        let plain = self.menu.get(option).is_some_and(|o| !o.is_timed()) && self.kinds[option].is_some();
+        if !plain || self.review_age.is_some() {
+            return Err(Error::Input(format!(
+                "evict: option {option} is not a plain kept option of a cache outside review mode"
+            )));
+        }
+        let slot = &mut self.streams[stream][layer].slots[option];
+        let held = slot.as_ref().map_or(0, Slot::len);
+        if index >= held {
+            return Err(Error::Input(format!("evict: token {index} of {held} held at option {option}")));
+        }
+        LayerCache::remove(slot, index);
+        self.counts[stream][layer][option] -= 1;
         Ok(())
     }
 

@@ -81,12 +81,8 @@ pub struct Reviewed {
 #[derive(Clone, Debug)]
 pub struct ReviewBook {
     age: usize,
-    menu: Vec<StoreOption>,
-    exact: StoreOption,
+    scorer: KeyScorer,
     exact_index: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
     exact_bytes: f32,
     bytes: Vec<f32>,
     /// Per write option, the review actions it allows (menu indices, its own first).
@@ -122,12 +118,8 @@ impl ReviewBook {
         let exact_bytes = cost::bytes_per_token(cfg, cfg.exact_option()) as f32;
         Ok(Self {
             age,
-            menu: cfg.menu.clone(),
-            exact: cfg.exact_option(),
+            scorer: KeyScorer::new(cfg),
             exact_index: cfg.exact_index(),
-            heads: cfg.n_heads,
-            kv_heads: cfg.kv_heads(),
-            head_dim: cfg.head_dim,
             exact_bytes,
             bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
             allowed,
@@ -144,35 +136,13 @@ impl ReviewBook {
     /// Take in the attention of the step just decoded (query t) to every recent token: a key's
     /// weight is `exp(q·k/√d_h − lse)` per head, averaged over heads.
     pub fn observe(&mut self, out: &StepOutput) -> Result<()> {
-        let (h, dh) = (self.heads, self.head_dim);
-        let b_n = self.entries.len();
         let l_n = self.entries.first().map_or(0, Vec::len);
-        let lse = to_host(out.lse.clone())?; // [B, L, h]
-        let scale = 1.0 / (dh as f32).sqrt();
+        let entries = &self.entries;
+        let weights = self.scorer.step(out, |l| entries.iter().any(|s| !s[l].is_empty()))?;
         for l in 0..l_n {
-            if self.entries.iter().all(|s| s[l].is_empty()) {
-                continue;
-            }
-            let q = query(&out.pending, l)?; // [B, h, d_h]
-            for b in 0..b_n {
-                let q_b = &q[b * h * dh..(b + 1) * h * dh];
-                let lse_b = &lse[(b * l_n + l) * h..(b * l_n + l + 1) * h];
-                for e in self.entries[b][l].iter_mut() {
-                    let w = if e.key.is_empty() {
-                        0.0
-                    } else {
-                        (0..h)
-                            .map(|hh| {
-                                let s: f32 = q_b[hh * dh..(hh + 1) * dh]
-                                    .iter()
-                                    .zip(&e.key[hh * dh..(hh + 1) * dh])
-                                    .map(|(a, k)| a * k)
-                                    .sum();
-                                (s * scale - lse_b[hh]).exp()
-                            })
-                            .sum::<f32>()
-                            / h as f32
-                    };
+            for (b, stream) in self.entries.iter_mut().enumerate() {
+                for e in stream[l].iter_mut() {
+                    let w = weights.weight(b, l, &e.key);
                     e.sum += w;
                     e.max = e.max.max(w);
                     e.last = w;
@@ -211,7 +181,7 @@ impl ReviewBook {
     /// L review heads (the options the token under review may become; its own option alone when
     /// it cannot change, the exact option when there is none).
     pub fn masks(&self, t: usize) -> Vec<bool> {
-        let (m, l_n) = (self.menu.len(), self.entries.first().map_or(0, Vec::len));
+        let (m, l_n) = (self.scorer.menu.len(), self.entries.first().map_or(0, Vec::len));
         let mut out = Vec::with_capacity(self.entries.len() * 2 * l_n * m);
         for b in 0..self.entries.len() {
             for _ in 0..l_n {
@@ -267,7 +237,7 @@ impl ReviewBook {
             }
         }
         for l in 0..l_n {
-            let keys = self.stored_keys(
+            let keys = self.scorer.stored_keys(
                 pending,
                 l,
                 &(0..self.entries.len()).map(|b| actions[b * 2 * l_n + l]).collect::<Vec<_>>(),
@@ -298,10 +268,82 @@ impl ReviewBook {
         cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
         Ok((writes, reviewed))
     }
+}
+
+/// The attention a decode step gave to cached keys, read off its output: a key's weight is
+/// `exp(q·k/√d_h − lse)` per head ([`StepOutput::lse`]), averaged over heads. Shared by
+/// [`ReviewBook`] (hindsight features) and the judge's cache-scored H2O and TOVA.
+#[derive(Clone, Debug)]
+pub struct KeyScorer {
+    menu: Vec<StoreOption>,
+    exact: StoreOption,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// One decode step's queries and log-sum-exps on the host, to weigh keys with.
+#[derive(Clone, Debug)]
+pub struct StepWeights {
+    heads: usize,
+    head_dim: usize,
+    layers: usize,
+    /// Per layer, `[B, h, d_h]`.
+    queries: Vec<Vec<f32>>,
+    /// `[B, L, h]`.
+    lse: Vec<f32>,
+}
+
+impl StepWeights {
+    /// The weight the step's query gave `key` (`[h · d_h]`, as stored) in stream b, layer l; 0 for
+    /// an empty key (nothing kept).
+    pub fn weight(&self, b: usize, l: usize, key: &[f32]) -> f32 {
+        if key.is_empty() {
+            return 0.0;
+        }
+        let (h, dh) = (self.heads, self.head_dim);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let q_b = &self.queries[l][b * h * dh..(b + 1) * h * dh];
+        let lse_b = &self.lse[(b * self.layers + l) * h..(b * self.layers + l + 1) * h];
+        (0..h)
+            .map(|hh| {
+                let s: f32 =
+                    q_b[hh * dh..(hh + 1) * dh].iter().zip(&key[hh * dh..(hh + 1) * dh]).map(|(a, k)| a * k).sum();
+                (s * scale - lse_b[hh]).exp()
+            })
+            .sum::<f32>()
+            / h as f32
+    }
+}
+
+impl KeyScorer {
+    /// A scorer for a model with config `cfg` (its menu decides how each option stores a key).
+    pub fn new(cfg: &ModelConfig) -> Self {
+        Self {
+            menu: cfg.menu.clone(),
+            exact: cfg.exact_option(),
+            heads: cfg.n_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_dim,
+        }
+    }
+
+    /// The step's queries (the layers in `layers`; others left empty) and log-sum-exps.
+    pub fn step(&self, out: &StepOutput, layers: impl Fn(usize) -> bool) -> Result<StepWeights> {
+        let l_n = out.pending.layers.len();
+        let queries = (0..l_n).map(|l| if layers(l) { query(&out.pending, l) } else { Ok(Vec::new()) });
+        Ok(StepWeights {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            layers: l_n,
+            queries: queries.collect::<Result<_>>()?,
+            lse: to_host(out.lse.clone())?,
+        })
+    }
 
     /// Each stream's stored key `[h · d_h]` of the token in `pending` for layer l under its
     /// write option (empty for drop).
-    fn stored_keys(&self, pending: &PendingToken, l: usize, options: &[usize]) -> Result<Vec<Vec<f32>>> {
+    pub fn stored_keys(&self, pending: &PendingToken, l: usize, options: &[usize]) -> Result<Vec<Vec<f32>>> {
         let (h, kvh, dh) = (self.heads, self.kv_heads, self.head_dim);
         let p = &pending.layers[l];
         let factors = match &p.kv_factors {

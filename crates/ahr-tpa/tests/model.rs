@@ -5,7 +5,7 @@
 mod common;
 
 use ahr_tpa::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_model, save_model};
-use ahr_tpa::{AttentionKind, ChoiceSpec, Choices, Model, ModelConfig, Storage, StoreOption, cost};
+use ahr_tpa::{AttentionKind, ChoiceSpec, Choices, KvCache, Model, ModelConfig, Storage, StoreOption, cost};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -525,4 +525,72 @@ fn an_evicted_key_is_seen_before_its_eviction_and_never_after() {
     }
     let next = parallel(&model, &ids, &exact.with_evictions(at_next));
     assert!(max_rel_err(&next, &gone) < 1e-5);
+}
+
+/// Evicting tokens from the middle of a plain option's slot (`KvCache::evict`, how score-based
+/// rules run) decodes like the parallel forward with the same evictions, in both storages and
+/// across block boundaries; the cache then holds the bytes of the tokens left.
+#[test]
+fn tokens_evicted_from_the_cache_decode_like_evictions_in_the_parallel_forward() {
+    let (b_n, t_n) = (2, 70);
+    let cfg = ModelConfig::tiny();
+    let l_n = cfg.n_layers;
+    let model = randomize(Model::new(&cfg, &device()), 50, 0.4);
+    let mut rng = StdRng::seed_from_u64(51);
+    let ids: Vec<u32> = (0..b_n * t_n).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let kept: Vec<usize> = (0..cfg.menu.len()).filter(|&o| cfg.menu[o] != StoreOption::Drop).collect();
+    let choices = Choices::from_fn(b_n, t_n, l_n, |_, _, _| kept[rng.random_range(0..kept.len())]);
+    let evicted_at: Vec<u32> = (0..b_n * t_n * l_n)
+        .map(|i| {
+            let k = (i / l_n) % t_n;
+            if rng.random_range(0..3) == 0 { u32::MAX } else { rng.random_range(k + 1..=t_n) as u32 }
+        })
+        .collect();
+    let par = parallel_at(&model, &ids, b_n, t_n, &choices.clone().with_evictions(evicted_at.clone()));
+    for storage in [Storage::Host, Storage::Tensors] {
+        let mut cache = KvCache::with_storage(&cfg, b_n, storage);
+        // Per stream, layer and option: the positions held, in push order.
+        let mut held = vec![vec![Vec::<usize>::new(); cfg.menu.len()]; b_n * l_n];
+        let v = cfg.vocab_size;
+        let mut dec = vec![0f32; b_n * t_n * v];
+        for q in 0..t_n {
+            let col: Vec<u32> = (0..b_n).map(|b| ids[b * t_n + q]).collect();
+            let (logits, pending) = model.step(model.tokens(&col, b_n, 1, &device()).unwrap(), &cache).unwrap();
+            let logits = to_vec(logits);
+            for b in 0..b_n {
+                dec[(b * t_n + q) * v..(b * t_n + q + 1) * v].copy_from_slice(&logits[b * v..(b + 1) * v]);
+            }
+            let c: Vec<usize> =
+                (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))).map(|(b, l)| choices.get(b, q, l)).collect();
+            cache.push(pending, &c).unwrap();
+            for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
+                held[b * l_n + l][choices.get(b, q, l)].push(q);
+                for k in 0..=q {
+                    if evicted_at[(b * t_n + k) * l_n + l] as usize == q + 1 {
+                        let o = choices.get(b, k, l);
+                        let list = &mut held[b * l_n + l][o];
+                        let i = list.iter().position(|&p| p == k).unwrap();
+                        cache.evict(b, l, o, i).unwrap();
+                        list.remove(i);
+                    }
+                }
+            }
+        }
+        let err = max_rel_err(&dec, &par);
+        assert!(err < 2e-4, "{storage:?}: decode with evictions vs parallel: max rel err {err}");
+        let left: usize = (0..b_n)
+            .flat_map(|b| (0..t_n).flat_map(move |k| (0..l_n).map(move |l| (b, k, l))))
+            .filter(|&(b, k, l)| evicted_at[(b * t_n + k) * l_n + l] == u32::MAX)
+            .map(|(b, k, l)| cost::bytes_per_token(&cfg, cfg.menu[choices.get(b, k, l)]))
+            .sum();
+        assert_eq!(cache.bytes(), left, "{storage:?}: bytes of the tokens left");
+    }
+    let exact_cache = KvCache::with_storage(&cfg.clone().with_recent(&[4]).unwrap(), 1, Storage::Host);
+    let mut timed = exact_cache;
+    assert!(timed.evict(0, 0, cfg.menu.len(), 0).is_err(), "recent:4 is timed: not evictable by index");
+    assert!(KvCache::with_storage(&cfg, 1, Storage::Host).evict(0, 0, 1, 0).is_err(), "nothing held");
+}
+
+fn parallel_at(model: &Model, ids: &[u32], b: usize, t: usize, choices: &Choices) -> Vec<f32> {
+    to_vec(model.forward(model.tokens(ids, b, t, &device()).unwrap(), choices).unwrap())
 }

@@ -1,0 +1,63 @@
+//! H2O and TOVA as their papers run them: token by token through the model with their own cache,
+//! each key scored by the attention the queries actually gave it there — evicted keys gone, kept
+//! keys at the rule's storage option, every later hidden state computed from that cache. The
+//! weights are read off each decode step ([`KeyScorer`]); evictions leave the cache at once
+//! ([`KvCache::evict`]). The result is the same eviction pattern the rule run query by query
+//! over parallel forwards gives (`harness::tests`), at the cost of one decode per sequence.
+
+use ahr_tasks::Batch;
+use ahr_tpa::review::KeyScorer;
+use ahr_tpa::{KvCache, Model, StoreOption};
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+
+use crate::baseline::Baseline;
+use crate::rules::{Held, NEVER};
+
+/// Per (sequence, token, layer) of `batch` (row-major `[B, T, L]`), the first query that no longer
+/// sees the key when `rule` (H2O or TOVA, any scoring) runs with its own cache at a plain option.
+pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
+    let cfg = model.config();
+    let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
+    let store = rule.store();
+    if store.is_timed() || store == StoreOption::Drop {
+        bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+    }
+    let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
+    let fresh = || match *rule {
+        Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
+        Baseline::Tova { budget, .. } => Ok(Held::current(budget)),
+        _ => Err(anyhow::anyhow!("{}: only H2O and TOVA are scored by their own cache", rule.name())),
+    };
+    let mut held = (0..b_n * l_n).map(|_| fresh()).collect::<Result<Vec<Held>>>()?;
+    // Per (stream, layer): the stored key of every token, by position (empty once evicted).
+    let mut keys = vec![vec![Vec::new(); t_n]; b_n * l_n];
+    let scorer = KeyScorer::new(cfg);
+    let mut cache = KvCache::new(cfg, b_n, dev);
+    let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
+    let options = vec![option; b_n];
+    for q in 0..t_n {
+        let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
+        let out = model.step_with_stats(model.tokens(&column, b_n, 1, dev)?, &cache)?;
+        let weights = scorer.step(&out, |_| true)?;
+        for l in 0..l_n {
+            for (b, key) in scorer.stored_keys(&out.pending, l, &options)?.into_iter().enumerate() {
+                keys[b * l_n + l][q] = key;
+            }
+        }
+        cache.push(out.pending, &vec![option; b_n * l_n])?;
+        for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
+            let i = b * l_n + l;
+            let order = held[i].keys().to_vec();
+            let stream_keys = &keys[i];
+            for k in held[i].step(q, |k| weights.weight(b, l, &stream_keys[k])) {
+                // The cache holds this layer's kept tokens in the order they came, as `order` + q.
+                let in_cache = order.iter().chain([&q]).filter(|&&p| evicted_at[(b * t_n + p) * l_n + l] == NEVER);
+                let index = in_cache.into_iter().position(|&p| p == k).expect("an evicted key was held");
+                cache.evict(b, l, option, index)?;
+                evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+            }
+        }
+    }
+    Ok(evicted_at)
+}
