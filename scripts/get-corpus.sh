@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # The real-text corpus of envs/text-python.toml: the Python 3 documentation's reStructuredText
-# sources as Debian ships them (package python3-doc; on Debian 12 Python 3.11.2: 497 files,
-# 11.0 MB of English prose with code examples) under /usr/share/doc/python3/html/_sources.
-# Licence: the PSF License Agreement of the Python documentation (see
-# /usr/share/doc/python3-doc/copyright and the documentation's own "History and License" page).
-# Installs the package when the folder is missing, then prints the folder and its size.
+# sources as Debian ships them in python3.X-doc (Debian 12, Python 3.11.2: 497 files, 11 MB of
+# English prose with code examples), unpacked from the package into DEST (default
+# /usr/local/share/ahr/python-doc) — not installed under /usr/share/doc, whose contents
+# envs/text.toml reads. Licence: the PSF License Agreement of the Python documentation (the
+# package's debian/copyright, and the documentation's "History and License" page).
+#   scripts/get-corpus.sh [DEST]
 set -euo pipefail
-DIR=/usr/share/doc/python3/html/_sources
-if [ ! -d "$DIR" ]; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-doc >/dev/null
+DEST=${1:-/usr/local/share/ahr/python-doc}
+SUDO=""
+if [ "$(id -u)" != 0 ] && [ ! -w "$(dirname "$DEST")" ]; then SUDO="sudo"; fi
+if [ ! -d "$DEST" ]; then
+  PKG=$(apt-cache depends python3-doc 2>/dev/null | awk '/Depends: python3\.[0-9]+-doc/ {print $2; exit}')
+  if [ -z "$PKG" ]; then
+    $SUDO apt-get update -qq
+    PKG=$(apt-cache depends python3-doc | awk '/Depends: python3\.[0-9]+-doc/ {print $2; exit}')
+  fi
+  TMP=$(mktemp -d)
+  (cd "$TMP" && apt-get download -qq "$PKG")
+  dpkg-deb -x "$TMP"/*.deb "$TMP/x"
+  SRC=$(find "$TMP/x/usr/share/doc" -type d -name _sources | head -n 1)
+  $SUDO mkdir -p "$DEST"
+  $SUDO cp -r "$SRC"/. "$DEST"
+  cp "$TMP/x/usr/share/doc/$PKG/copyright" "$TMP/copyright" 2>/dev/null && $SUDO cp "$TMP/copyright" "$DEST/COPYRIGHT" || true
+  rm -rf "$TMP"
 fi
-echo "$DIR: $(find -L "$DIR" -name '*.txt' | wc -l) files, $(du -shL "$DIR" | cut -f1)"
+echo "$DEST: $(find "$DEST" -name '*.txt' | wc -l) files, $(du -sh "$DEST" | cut -f1)"
