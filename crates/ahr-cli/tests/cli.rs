@@ -504,6 +504,8 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
         "tova@rank:2",
         "k-norm@full",
         "entropy@full",
+        "tova@full",
+        "tova-full-cache@full",
         "model:model",
     ] {
         assert!(csv.contains(&format!("{name},")), "{name} missing from {csv}");
@@ -516,7 +518,7 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     assert!(verdict["on_front"].is_boolean());
     assert!(verdict["beats_every_family"].is_boolean());
     let judged = verdict["families"].as_array().unwrap().len() + verdict["no_setting_fits"].as_array().unwrap().len();
-    assert_eq!(judged, 8, "every family is judged at the policy's memory: {verdict}");
+    assert_eq!(judged, ahr_eval::Family::ALL.len(), "every family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");
     let argv = ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1"];
