@@ -84,10 +84,13 @@ pub fn train_policy(args: &PolicyRunArgs, dev: &Device, comm: &Comm) -> Result<(
     Ok(())
 }
 
-/// Each rank's digest of what it trained, on stderr, so that a run shows its ranks agree.
+/// Each rank's digest of what it trained, on stderr, so that a run shows its ranks agree. One
+/// write per line: the launcher merges the ranks' streams, and `eprintln!` may write a line in
+/// pieces that another stream's output then splits.
 fn print_digest(comm: &Comm, what: &str, digest: u64) {
     if comm.is_distributed() {
-        eprintln!("rank {} of {}: {what} digest {digest:016x}", comm.rank(), comm.size());
+        let line = format!("rank {} of {}: {what} digest {digest:016x}\n", comm.rank(), comm.size());
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 }
 
