@@ -31,12 +31,16 @@ echo "mpi-check: pretraining, 1 rank and 2 ranks" >&2
 echo "mpi-check: resume after a stop and after a kill" >&2
 "${MPI[@]}" "$BIN" "${PRE[@]}" --out "$WORK/stop" --stop-after 9 >/dev/null 2>&1
 "${MPI[@]}" "$BIN" "${PRE[@]}" --out "$WORK/stop" --resume >/dev/null 2>&1
-"${MPI[@]}" "$BIN" "${TINY[@]}" --steps 4000 --out "$WORK/kill" >"$WORK/kill.log" 2>&1 &
-LAUNCHER=$!
+# (In a subshell whose stderr is discarded, so the shell's "Killed" notice stays out of the log.)
+( "${MPI[@]}" "$BIN" "${TINY[@]}" --steps 4000 --out "$WORK/kill" >"$WORK/kill.log" 2>&1 &
+  echo $! >"$WORK/kill.pid"; wait ) 2>/dev/null &
+SUBSHELL=$!
+for _ in $(seq 50); do [ -s "$WORK/kill.pid" ] && break; sleep 0.1; done
+LAUNCHER=$(cat "$WORK/kill.pid")
 for _ in $(seq 600); do grep -qs '"step": *[1-9]' "$WORK/kill/checkpoint/state.json" && break; sleep 0.1; done
 kill -9 "$LAUNCHER" 2>/dev/null || true
 pkill -9 -f -- "--out $WORK/kill" 2>/dev/null || true
-{ wait "$LAUNCHER"; } 2>/dev/null || true
+wait "$SUBSHELL" 2>/dev/null || true
 [ -f "$WORK/kill/checkpoint/state.json" ] || { cat "$WORK/kill.log"; fail "the killed run left no checkpoint"; }
 cp "$WORK/kill/checkpoint/state.json" "$WORK/kill/resumed-from.json"
 # The killed run is resumed for 24 more steps of the same 4000-step schedule; an uninterrupted
