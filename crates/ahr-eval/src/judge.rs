@@ -442,9 +442,9 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 longest prefix that fits alone), the longest window within each target; kept tokens at option S"
                 .into(),
             Family::H2o => "h2o@S: per layer, keys scored by the attention (mean over heads) they received, \
-                accumulated over the queries so far, in the rule's own cache (evicted keys gone, kept ones at S: \
-                the paper's rule, run to its fixed point); heavy share ¼, ½, ¾ of the largest budget within each \
-                target"
+                accumulated over the queries so far, in the rule's own cache (evicted keys gone, kept ones at S; \
+                token by token through the model, as the paper runs it; plain options S only); heavy share ¼, ½, \
+                ¾ of the largest budget within each target"
                 .into(),
             Family::Tova => "tova@S: per layer, over budget evict the key the current query attends to least \
                 (mean over heads) in the rule's own cache (as h2o); the largest budget within each target"
