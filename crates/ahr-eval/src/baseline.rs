@@ -76,10 +76,10 @@ impl Family {
         }
     }
 
-    /// Whether the family needs the attention maps (or key norms) of the full-cache forward
-    /// (H2O and TOVA start from them: see [`Scores`]).
+    /// Whether the family needs the attention maps (or key norms) of the full-cache forward (H2O
+    /// and TOVA scored by their own cache read theirs off the decode instead: see [`Scores`]).
     pub fn needs_attention(self) -> bool {
-        matches!(self, Family::H2o | Family::Tova | Family::H2oFullCache | Family::TovaFullCache | Family::KNorm)
+        matches!(self, Family::H2oFullCache | Family::TovaFullCache | Family::KNorm)
     }
 
     /// Where an attention family reads its scores from (`None` for the others).
@@ -208,13 +208,12 @@ pub enum Baseline {
 }
 
 /// What a rule may read about one sequence: its length, and (for attention and entropy rules)
-/// attention (`[layer][T·T]`, mean over heads) and normalised entropies.
+/// the full-cache forward's attention (`[layer][T·T]`, mean over heads) and normalised entropies.
 pub struct SequenceView<'a> {
     /// Sequence length T.
     pub seq_len: usize,
-    /// `[layer]` → `[T, T]` attention, mean over heads: the exact full-cache forward's, or for
-    /// rules scored from their own cache the attention of that cache (empty when no attention
-    /// rule runs).
+    /// `[layer]` → `[T, T]` attention of the exact full-cache forward, mean over heads (empty
+    /// when no full-cache attention rule runs).
     pub attention: &'a [Vec<f32>],
     /// `[layer]` → `[T]` L2 norms of the exact keys (empty when no attention rule runs).
     pub key_norms: &'a [Vec<f32>],
@@ -242,8 +241,8 @@ impl Baseline {
         }
     }
 
-    /// Whether the rule scores keys by the attention of its own cache (run to a fixed point by
-    /// the harness).
+    /// Whether the rule scores keys by the attention of its own cache (the harness runs it token by
+    /// token with that cache; [`Baseline::evictions`] would score it from the full cache).
     pub fn reads_its_cache(&self) -> bool {
         matches!(self, Baseline::H2o { scores: Scores::Cache, .. } | Baseline::Tova { scores: Scores::Cache, .. })
     }

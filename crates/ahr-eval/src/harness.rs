@@ -22,7 +22,7 @@ use crate::baseline::{Baseline, Family, SequenceView};
 use crate::own_cache;
 use crate::rules::NEVER;
 
-/// The most memory the full-cache attention maps kept for H2O and TOVA may take.
+/// The most memory the full-cache attention maps kept for the full-cache-scored H2O and TOVA may take.
 const MAX_ATTENTION_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
 
 /// What a point of the comparison is.
@@ -134,7 +134,8 @@ struct Tally {
 
 impl<'a> Harness<'a> {
     /// Prepare the first `sequences` held-out sequences; `attention`: keep the full-cache
-    /// attention maps (for H2O and TOVA; `[T, T]` per sequence and layer).
+    /// attention maps (for `h2o-full-cache`, `tova-full-cache` and K-norm's key norms; `[T, T]`
+    /// per sequence and layer).
     pub fn new(
         model: &'a Model,
         task: &'a Task,
@@ -150,8 +151,9 @@ impl<'a> Harness<'a> {
         let attention_bytes = (sequences * cfg.n_layers * t_n * t_n * 4) as f64;
         if attention && attention_bytes > MAX_ATTENTION_BYTES {
             bail!(
-                "H2O and TOVA read each sequence's [T, T] attention per layer: {:.1} GiB for {sequences} sequences \
-                 of {t_n} tokens; evaluate fewer sequences (--sequences) or leave h2o and tova out (--baselines)",
+                "h2o-full-cache, tova-full-cache and k-norm read each sequence's [T, T] attention per layer: {:.1} \
+                 GiB for {sequences} sequences of {t_n} tokens; evaluate fewer sequences (--sequences) or leave \
+                 them out (--baselines)",
                 attention_bytes / (1u64 << 30) as f64
             );
         }
@@ -202,38 +204,37 @@ impl<'a> Harness<'a> {
     }
 
     /// The storage choices a rule makes for one prepared batch. H2O and TOVA scored by their own
-    /// cache ([`Baseline::reads_its_cache`]) run token by token through the model with that cache
-    /// ([`crate::own_cache`]); every other rule decides from the prepared data.
+    /// cache ([`Baseline::reads_its_cache`]) take their evictions from a run token by token through
+    /// the model with that cache ([`crate::own_cache`]); every other rule decides from the prepared
+    /// data.
     fn rule_choices(&self, p: &Prepared, rule: &Baseline) -> Result<Choices> {
-        let choices = self.choices_from(p, rule, &p.attention)?;
-        if !rule.reads_its_cache() {
-            return Ok(choices);
-        }
-        Ok(choices.with_evictions(own_cache::evictions(&self.rules, &p.batch, rule, self.dev)?))
-    }
-
-    /// The storage choices `rule` makes for one prepared batch when it reads `attention`
-    /// (`[seq][layer][T·T]`).
-    fn choices_from(&self, p: &Prepared, rule: &Baseline, attention: &[Vec<Vec<f32>>]) -> Result<Choices> {
         let cfg = self.rules.config();
         let (b_n, t_n, l_n) = (p.batch.batch_size, p.batch.seq_len, cfg.n_layers);
         let index = |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow!("{}: {e}", rule.name()));
+        let own_cache = rule.reads_its_cache();
         let mut ev = vec![NEVER; b_n * t_n * l_n];
         let mut stores = vec![0usize; b_n * t_n * l_n];
         for s in 0..b_n {
             let view = SequenceView {
                 seq_len: t_n,
-                attention: attention.get(s).map_or(&[], Vec::as_slice),
+                attention: &p.attention[s],
                 key_norms: &p.key_norms[s],
                 entropy: &p.entropy[s],
                 draws: &p.draws[s],
             };
             for l in 0..l_n {
-                for (t, e) in rule.evictions(&view, l).into_iter().enumerate() {
-                    ev[(s * t_n + t) * l_n + l] = e;
+                if !own_cache {
+                    for (t, e) in rule.evictions(&view, l).into_iter().enumerate() {
+                        ev[(s * t_n + t) * l_n + l] = e;
+                    }
+                }
+                for t in 0..t_n {
                     stores[(s * t_n + t) * l_n + l] = index(rule.store_of(&view, t, l))?;
                 }
             }
+        }
+        if own_cache {
+            ev = own_cache::evictions(&self.rules, &p.batch, rule, self.dev)?;
         }
         Ok(Choices::from_fn(b_n, t_n, l_n, |s, t, l| stores[(s * t_n + t) * l_n + l]).with_evictions(ev))
     }

@@ -48,14 +48,16 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
         cache.push(out.pending, &vec![option; b_n * l_n])?;
         for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
             let i = b * l_n + l;
-            let order = held[i].keys().to_vec();
             let stream_keys = &keys[i];
-            for k in held[i].step(q, |k| weights.weight(b, l, &stream_keys[k])) {
-                // The cache holds this layer's kept tokens in the order they came, as `order` + q.
-                let in_cache = order.iter().chain([&q]).filter(|&&p| evicted_at[(b * t_n + p) * l_n + l] == NEVER);
-                let index = in_cache.into_iter().position(|&p| p == k).expect("an evicted key was held");
+            let mut victims = held[i].step(q, |k| weights.weight(b, l, &stream_keys[k]));
+            // The cache holds the kept and the evicted keys in position order: evicting the newest
+            // first leaves the older ones' indices as they are.
+            victims.sort_unstable_by(|a, b| b.cmp(a));
+            for &k in &victims {
+                let index = held[i].keys().iter().chain(&victims).filter(|&&p| p < k).count();
                 cache.evict(b, l, option, index)?;
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+                keys[i][k] = Vec::new();
             }
         }
     }
