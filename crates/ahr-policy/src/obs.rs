@@ -332,25 +332,28 @@ impl RunningNorm {
 
     /// Fold in `rows` rows of `dim` features.
     pub fn update(&mut self, features: &[f32], rows: usize) {
-        let dim = self.mean.len();
-        if rows == 0 {
-            return;
-        }
-        let n = rows as f64;
-        let sums = column_sums(features, rows, dim, |x, _| x);
-        let means: Vec<f64> = sums.iter().map(|s| s / n).collect();
-        let squares = column_sums(features, rows, dim, |x, j| (x - means[j]).powi(2));
-        let vars: Vec<f64> = squares.iter().map(|s| s / n).collect();
-        self.merge(n, &means, &vars);
+        self.update_with(features, rows, |_| {});
     }
 
-    /// Fold in a batch of `n` rows given by its per-feature mean and (population) variance —
-    /// how ranks that each hold part of the batch fold in the whole of it (Chan et al.'s merge).
-    pub fn merge(&mut self, n: f64, means: &[f64], vars: &[f64]) {
+    /// [`RunningNorm::update`] when the batch is spread over processes: `sum` adds each of its
+    /// buffers (the row count, the per-feature sums, the squared deviations) over all of them in
+    /// place — the identity for one process. Every process gets the same statistics (two passes,
+    /// then Chan et al.'s merge).
+    pub fn update_with(&mut self, features: &[f32], rows: usize, mut sum: impl FnMut(&mut [f64])) {
+        let dim = self.mean.len();
+        let mut n = [rows as f64];
+        sum(&mut n);
+        let n = n[0];
         if n == 0.0 {
             return;
         }
-        for j in 0..self.mean.len() {
+        let mut means = column_sums(features, rows, dim, |x, _| x);
+        sum(&mut means);
+        means.iter_mut().for_each(|m| *m /= n);
+        let mut vars = column_sums(features, rows, dim, |x, j| (x - means[j]).powi(2));
+        sum(&mut vars);
+        vars.iter_mut().for_each(|v| *v /= n);
+        for j in 0..dim {
             let (mean_b, var_b) = (means[j], vars[j]);
             let delta = mean_b - self.mean[j];
             let total = self.count + n;
@@ -376,7 +379,7 @@ impl RunningNorm {
 }
 
 /// Per-feature sums of `f(x, feature)` over `rows` rows of `dim` features (row-major).
-pub fn column_sums(features: &[f32], rows: usize, dim: usize, f: impl Fn(f64, usize) -> f64) -> Vec<f64> {
+fn column_sums(features: &[f32], rows: usize, dim: usize, f: impl Fn(f64, usize) -> f64) -> Vec<f64> {
     (0..dim).map(|j| (0..rows).map(|i| f(features[i * dim + j] as f64, j)).sum::<f64>()).collect()
 }
 

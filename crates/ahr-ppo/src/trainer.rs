@@ -17,7 +17,6 @@ use std::time::Instant;
 use ahr_dist::{Comm, broadcast_module, module_digest};
 use ahr_env::{BudgetController, EpisodeStats, VecEnv};
 use ahr_policy::net::PolicyDims;
-use ahr_policy::obs::column_sums;
 use ahr_policy::{ActorCritic, ObsSpec, RunningNorm};
 use burn::module::Module;
 use burn::optim::{AdamConfig, ModuleOptimizer};
@@ -231,10 +230,13 @@ impl Trainer {
 
             let stats = self.update(&rollout, lr, coefs, it)?;
             if self.cfg.norm_obs {
-                self.update_norm(&rollout.obs.features, rollout.obs.len);
+                // Every rank's observations (the sums are the identity in one process).
+                let comm = self.comm;
+                self.state.norm.update_with(&rollout.obs.features, rollout.obs.len, |x| comm.sum_f64(x));
             }
             let episodes = &rollout.episodes;
-            let [episodic_return, mem_frac, accuracy] = self.episode_means(episodes);
+            let fields: [fn(&EpisodeStats) -> f64; 3] = [|e| e.ret, |e| e.mem_frac, |e| e.accuracy];
+            let [episodic_return, mem_frac, accuracy] = fields.map(|f| self.global_mean(episodes.iter().map(f)));
             if let Some(b) = self.budget
                 && mem_frac.is_finite()
             {
@@ -271,23 +273,6 @@ impl Trainer {
         Ok(outcome)
     }
 
-    /// Fold this iteration's observations — every rank's — into the normalisation statistics.
-    fn update_norm(&mut self, features: &[f32], rows: usize) {
-        if !self.comm.is_distributed() {
-            self.state.norm.update(features, rows);
-            return;
-        }
-        let dim = self.state.norm.mean.len();
-        let n = self.comm.sum(rows as f64);
-        let mut means = column_sums(features, rows, dim, |x, _| x);
-        self.comm.sum_f64(&mut means);
-        means.iter_mut().for_each(|m| *m /= n);
-        let mut vars = column_sums(features, rows, dim, |x, j| (x - means[j]).powi(2));
-        self.comm.sum_f64(&mut vars);
-        vars.iter_mut().for_each(|v| *v /= n);
-        self.state.norm.merge(n, &means, &vars);
-    }
-
     /// Mean of `values` over every rank's (NaN if there are none); every rank must call it.
     pub(crate) fn global_mean(&self, values: impl Iterator<Item = f64>) -> f64 {
         if !self.comm.is_distributed() {
@@ -296,18 +281,5 @@ impl Trainer {
         let mut sums = values.fold([0.0, 0.0], |[s, n], v| [s + v, n + 1.0]);
         self.comm.sum_f64(&mut sums);
         if sums[1] == 0.0 { f64::NAN } else { sums[0] / sums[1] }
-    }
-
-    /// Mean return, memory fraction and accuracy of the episodes every rank finished (NaN if none).
-    fn episode_means(&self, episodes: &[EpisodeStats]) -> [f64; 3] {
-        let fields = [|e: &EpisodeStats| e.ret, |e: &EpisodeStats| e.mem_frac, |e: &EpisodeStats| e.accuracy];
-        if !self.comm.is_distributed() {
-            return fields.map(|f| mean(episodes.iter().map(f)));
-        }
-        let mut sums: Vec<f64> = fields.iter().map(|f| episodes.iter().map(f).sum()).collect();
-        sums.push(episodes.len() as f64);
-        self.comm.sum_f64(&mut sums);
-        let n = sums[3];
-        [0, 1, 2].map(|i| if n == 0.0 { f64::NAN } else { sums[i] / n })
     }
 }
