@@ -181,6 +181,10 @@ pub enum Command {
         /// bytes (comma-separated; each family is searched at each).
         #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
         fractions: Vec<f64>,
+        /// Threads evaluating points side by side (default: the available cores; the numbers do
+        /// not depend on it).
+        #[arg(long, default_value_t = default_workers())]
+        workers: usize,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,

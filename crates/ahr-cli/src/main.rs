@@ -57,8 +57,9 @@ fn main() {
             )
             .map(|_| ())
         }
-        Command::Eval { models, env, policies, baselines, sequences, fractions, out, common } => {
-            commands::eval::eval(models, env, policies, &baselines, sequences, fractions, &out, &common).map(|_| ())
+        Command::Eval { models, env, policies, baselines, sequences, fractions, workers, out, common } => {
+            commands::eval::eval(models, env, policies, &baselines, sequences, fractions, workers, &out, &common)
+                .map(|_| ())
         }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {

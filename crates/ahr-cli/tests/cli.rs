@@ -512,6 +512,17 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     }
     // A sinks-only (prefix) row is in the grid.
     assert!(csv.contains(",window=0\""), "no sinks-only row in {csv}");
+    // Points evaluated side by side are the points evaluated one by one, in the same order.
+    let families = "uniform,streaming-llm,tova,entropy";
+    let csv_with = |workers: &str| {
+        let dir = tmp.join(format!("eval-workers-{workers}"));
+        let argv = ["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "8"];
+        let more = ["--baselines", families, "--workers", workers, "--out", dir.to_str().unwrap()];
+        let (code, _, stderr) = ahr(&[&argv[..], &more[..]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        std::fs::read_to_string(dir.join("pareto.csv")).unwrap()
+    };
+    assert_eq!(csv_with("1"), csv_with("3"));
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     let verdict = &metrics["policies"][0];

@@ -10,8 +10,10 @@
 //! ≤ the target is the family's answer, and a policy beats a family only if its metric is
 //! strictly better than that answer.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ahr_env::EnvSpec;
 use ahr_policy::Granularity;
@@ -40,6 +42,9 @@ pub struct EvalArgs {
     pub sequences: Option<usize>,
     /// Fixed memory targets as fractions of the exact choice's bytes (besides each policy's).
     pub fractions: Vec<f64>,
+    /// Threads evaluating points side by side (each point is computed by one thread; the
+    /// result does not depend on how many).
+    pub workers: usize,
 }
 
 /// A family's best setting at a memory target.
@@ -295,7 +300,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
 
 /// Run the judge: policies, every family's search at every target, verdicts. `log` sees each
 /// point as it is finished.
-pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<EvalOutput> {
+pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Result<EvalOutput> {
     let Some(main_dir) = a.models.first() else { anyhow::bail!("give at least one model") };
     let spec = EnvSpec::load(&a.env)?;
     let model = ahr_train::load_env_model(main_dir, &spec, &a.env, dev)?;
@@ -317,8 +322,9 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
     let mut points: Vec<Point> = Vec::new();
     let mut notes = Vec::new();
 
-    let mut policies = Vec::new();
-    for (dir, (manifest, net)) in loaded {
+    let log = Mutex::new(log);
+    let log = |p: &Point| (log.lock().unwrap_or_else(|e| e.into_inner()))(p);
+    let policy_points = par_map(&loaded, a.workers, |(dir, (manifest, net))| {
         let mut pspec = spec.clone();
         pspec.reward.budget = manifest.budget;
         pspec.env.granularity = manifest.granularity;
@@ -333,38 +339,42 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
             net.act_deterministic(obs, &manifest.norm, dev)
         })?;
         log(&point);
-        policies.push((name, manifest.budget));
+        Ok((name, manifest.budget, point))
+    })?;
+    let mut policies = Vec::new();
+    for (name, budget, point) in policy_points {
+        policies.push((name, budget));
         points.push(point);
     }
     notes.push("policies: token-by-token decode in the rank environment, deterministic (argmax) decisions".into());
 
-    // Every setting once, however many targets ask for it.
-    let mut rules: BTreeMap<String, Point> = BTreeMap::new();
-    let mut run = |b: &Baseline, points: &mut BTreeMap<String, Point>| -> Result<()> {
-        if let std::collections::btree_map::Entry::Vacant(slot) = points.entry(format!("{} {}", b.name(), b.setting()))
-        {
-            let p = h.rule_point(b)?;
-            log(&p);
-            slot.insert(p);
-        }
-        Ok(())
-    };
+    // Every family's search at every target (side by side: the searches of entropy, random and
+    // the cache-scored rules measure memory by running the rule), then every setting once,
+    // however many targets ask for it, in the order of its key.
     let mut targets: Vec<f64> = a.fractions.iter().map(|f| f * exact_bytes).collect();
     targets.extend(points.iter().map(|p| p.kv_bytes_per_token));
-    for &family in &a.families {
-        if family == Family::Uniform {
-            for option in h.rules.config().menu.clone() {
-                run(&Baseline::Uniform { option }, &mut rules)?;
-            }
-            continue;
-        }
-        for &target in &targets {
-            for b in candidates(&h, family, target)? {
-                run(&b, &mut rules)?;
-            }
-        }
+    let searches: Vec<(Family, f64)> = a
+        .families
+        .iter()
+        .filter(|f| **f != Family::Uniform)
+        .flat_map(|&f| targets.iter().map(move |&t| (f, t)))
+        .collect();
+    let mut settings: Vec<Baseline> = Vec::new();
+    if a.families.contains(&Family::Uniform) {
+        settings.extend(h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }));
     }
-    points.extend(rules.into_values());
+    for found in par_map(&searches, a.workers, |&(family, target)| candidates(&h, family, target))? {
+        settings.extend(found);
+    }
+    let key = |b: &Baseline| format!("{} {}", b.name(), b.setting());
+    let mut seen = BTreeSet::new();
+    settings.retain(|b| seen.insert(key(b)));
+    settings.sort_by_key(key);
+    points.extend(par_map(&settings, a.workers, |b| {
+        let p = h.rule_point(b)?;
+        log(&p);
+        Ok(p)
+    })?);
     for (dir, other) in &others {
         let name = format!("model:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let oh = Harness::new(other, &task, &spec, sequences, dev, false)?;
@@ -430,6 +440,37 @@ pub fn eval(a: &EvalArgs, dev: &Device, mut log: impl FnMut(&Point)) -> Result<E
         targets,
         notes,
     })
+}
+
+/// `f` over `items` on up to `workers` threads, the results in the items' order; after the first
+/// error no new item starts, and the error (the earliest item's, if several) is returned.
+pub fn par_map<T: Sync, R: Send>(items: &[T], workers: usize, f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    failed.fetch_or(r.is_err(), Ordering::Relaxed);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    // Items start in order, so an item that never ran comes after the one that failed.
+    let mut out = Vec::with_capacity(items.len());
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => anyhow::bail!("a point was never evaluated"),
+        }
+    }
+    Ok(out)
 }
 
 /// How each family is run (deviations from the papers in `docs/DESIGN-NOTES.md`).
@@ -529,6 +570,18 @@ mod tests {
         mark_front(&mut pts, Metric::BitsPerByte);
         let on: Vec<bool> = pts.iter().map(|p| p.on_front).collect();
         assert_eq!(on, vec![false, false, false, true, false], "lower is better: d dominates");
+    }
+
+    #[test]
+    fn par_map_keeps_order_and_returns_the_earliest_error() {
+        let items: Vec<usize> = (0..37).collect();
+        for workers in [1, 2, 5, 64] {
+            let squares = par_map(&items, workers, |&i| Ok(i * i)).unwrap();
+            assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>(), "{workers} workers");
+            let failing = par_map(&items, workers, |&i| if i % 10 == 7 { anyhow::bail!("item {i}") } else { Ok(i) });
+            assert_eq!(failing.unwrap_err().to_string(), "item 7", "{workers} workers");
+        }
+        assert!(par_map(&[] as &[usize], 4, |&i| Ok(i)).unwrap().is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::cache::{Group, LayerCache, Storage};
 use crate::choices::{LayerChoiceTensors, StoredWeights};
 use crate::config::{AttentionKind, ModelConfig, StoreOption};
+use crate::error::Error;
 use crate::host::{self, HeadDims, StepQuery};
 pub use crate::projected::Projected;
 use crate::rope::RopeTables;
@@ -224,8 +225,53 @@ impl Attention {
     ///
     /// # Shapes
     /// - `x`: `[B, T, d]` (normalised block input); returns `[B, T, d]`.
+    ///
+    /// On the plain CPU device (no gradients) the `[T, T]` part runs as one host pass per query
+    /// ([`host::masked_attention`]) instead of some twenty `[B, h, T, T]` tensor operations; the two
+    /// agree to rounding (a test holds them together).
     pub fn forward(&self, x: Tensor<3>, rope: &RopeTables, choices: &LayerChoiceTensors) -> Tensor<3> {
+        let device = x.device();
+        // (Device equality ignores autodiff: a training forward must stay on tensors.)
+        if device == Device::flex()
+            && !device.is_autodiff()
+            && let Ok(out) = self.forward_host(x.clone(), rope, choices)
+        {
+            return out;
+        }
         self.forward_with_probs(x, rope, choices).0
+    }
+
+    /// [`Attention::forward`] with the scores, softmax and weighted values computed in host memory.
+    fn forward_host(&self, x: Tensor<3>, rope: &RopeTables, choices: &LayerChoiceTensors) -> Result<Tensor<3>, Error> {
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let (h, dh) = (self.dims.heads, self.dims.head_dim);
+        let p = self.project(x, rope);
+        let q = self.query(&p) * (1.0 / (dh as f32).sqrt()); // the softmax scale folded into the query
+        let (k_exact, v_exact) = self.exact_kv(&p);
+        let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
+        let late = match &choices.late {
+            Some(late) => {
+                let (k, v) = self.stored_kv(&p, &late.weights);
+                Some((host::to_host(k)?, host::to_host(v)?, host::to_host(late.mask.clone())?))
+            }
+            None => None,
+        };
+        let per_query = choices.keep.dims()[2] == t && t > 1;
+        let inputs = host::MaskedInputs {
+            dims: [b, t, h, dh],
+            q: host::to_host(q)?,
+            k_exact: host::to_host(k_exact)?,
+            v_exact: host::to_host(v_exact)?,
+            k_stored: host::to_host(k_stored)?,
+            v_stored: host::to_host(v_stored)?,
+            keep: host::to_host(choices.keep.clone())?,
+            keep_per_query: per_query,
+            late: late.as_ref().map(|(k, v, m)| (k.as_slice(), v.as_slice(), m.as_slice())),
+            min_exponent: MIN_EXPONENT,
+        };
+        let out = host::masked_attention(&inputs);
+        Ok(self.o.forward(Tensor::from_data(TensorData::new(out, [b, t, h * dh]), &device)))
     }
 
     /// [`Attention::forward`] plus what cache rules read of this layer ([`LayerMaps`]).

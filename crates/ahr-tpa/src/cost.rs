@@ -128,7 +128,9 @@ pub fn sequence_bytes(
 }
 
 /// The cost of one sequence of `seq_len` tokens in which token t of layer l is stored as
-/// `entry(t, l).0` and evicted from query `entry(t, l).1` on (`None` = never).
+/// `entry(t, l).0` and evicted from query `entry(t, l).1` on (`None` = never), in O(T·L): a
+/// token's bytes and FLOPs are constant over at most two spans of queries (its first form, then
+/// its later one), added to running per-query totals through difference arrays.
 pub fn sequence_cost(
     cfg: &ModelConfig,
     seq_len: usize,
@@ -136,28 +138,41 @@ pub fn sequence_cost(
 ) -> SequenceCost {
     let t_n = seq_len;
     let exact = cfg.exact_option();
-    let mut held = vec![0usize; t_n];
-    let mut flops = 0usize;
+    // `diff[q]` changes the running total from query q on; `[a, b)` gets `v` added.
+    let span = |diff: &mut [i64], a: usize, b: usize, v: usize| {
+        if a < b {
+            diff[a] += v as i64;
+            diff[b] -= v as i64;
+        }
+    };
+    let mut held = vec![0i64; t_n];
+    let mut flops = 0i64;
     for l in 0..cfg.n_layers {
-        let entries: Vec<(StoreOption, usize)> = (0..t_n)
-            .map(|t| {
-                let (o, e) = entry(t, l);
-                (o, t + held_steps(o, t, t_n, e))
-            })
-            .collect();
-        for (t, &(o, until)) in entries.iter().enumerate() {
-            for (q, h) in held.iter_mut().enumerate().take(until).skip(t) {
-                *h += bytes_at(cfg, o, t, q);
+        let mut bytes = vec![0i64; t_n + 1];
+        let mut reads = vec![0i64; t_n + 1];
+        for t in 0..t_n {
+            let (o, e) = entry(t, l);
+            let until = t + held_steps(o, t, t_n, e);
+            let (switch, then) = match o.later(t) {
+                Some((at, then)) => (at.clamp(t, until.max(t)), Some(then)),
+                None => (until, None),
+            };
+            // Held from its own step; read by the queries after it (`form_at`).
+            span(&mut bytes, t, switch, bytes_per_token(cfg, o));
+            span(&mut reads, t + 1, switch, attention_flops_per_entry(cfg, o.stored_as(exact)));
+            if let Some(then) = then {
+                span(&mut bytes, switch, until, bytes_per_token(cfg, then));
+                span(&mut reads, switch.max(t + 1), until, attention_flops_per_entry(cfg, then));
             }
         }
-        for q in 1..t_n {
-            let cached: usize = entries[..q]
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, until))| *until > q)
-                .map(|(k, &(o, _))| attention_flops_per_entry(cfg, o.form_at(exact, k, q)))
-                .sum();
-            flops += cached + attention_flops_per_entry(cfg, exact);
+        let (mut b, mut r) = (0i64, 0i64);
+        for q in 0..t_n {
+            b += bytes[q];
+            r += reads[q];
+            held[q] += b;
+            if q >= 1 {
+                flops += r + attention_flops_per_entry(cfg, exact) as i64;
+            }
         }
     }
     let t = t_n.max(1) as f64;
@@ -237,6 +252,62 @@ pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize], lat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// [`sequence_cost`]'s peak and FLOPs by definition: every (token, query) pair visited.
+    fn sequence_cost_by_pairs(
+        cfg: &ModelConfig,
+        t_n: usize,
+        entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
+    ) -> (f64, f64) {
+        let exact = cfg.exact_option();
+        let mut held = vec![0usize; t_n];
+        let mut flops = 0usize;
+        for l in 0..cfg.n_layers {
+            let until: Vec<usize> = (0..t_n).map(|t| t + held_steps(entry(t, l).0, t, t_n, entry(t, l).1)).collect();
+            for t in 0..t_n {
+                for (q, h) in held.iter_mut().enumerate().take(until[t]).skip(t) {
+                    *h += bytes_at(cfg, entry(t, l).0, t, q);
+                }
+            }
+            for q in 1..t_n {
+                flops += (0..q)
+                    .filter(|&k| until[k] > q)
+                    .map(|k| attention_flops_per_entry(cfg, entry(k, l).0.form_at(exact, k, q)))
+                    .sum::<usize>();
+                flops += attention_flops_per_entry(cfg, exact);
+            }
+        }
+        let t = t_n as f64;
+        (held.iter().copied().max().unwrap_or(0) as f64 / t, flops as f64 / t)
+    }
+
+    #[test]
+    fn sequence_cost_equals_its_definition_pair_by_pair() {
+        let timed: Vec<StoreOption> =
+            ["recent:3", "full/2/rank:1", "full/4/rank:2/5", "rank:2/1/rank:1", "full/3/drop"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+        let cfg = ModelConfig::mqar().with_timed(&timed).unwrap();
+        let mut rng = StdRng::seed_from_u64(9);
+        for t_n in [1, 2, 7, 40] {
+            let picks: Vec<(StoreOption, Option<usize>)> = (0..t_n * cfg.n_layers)
+                .map(|i| {
+                    let t = i / cfg.n_layers;
+                    let o = cfg.menu[rng.random_range(0..cfg.menu.len())];
+                    let e = (rng.random_range(0..3) == 0).then(|| rng.random_range(t + 1..=t_n + 1));
+                    (o, e)
+                })
+                .collect();
+            let entry = |t: usize, l: usize| picks[t * cfg.n_layers + l];
+            let fast = sequence_cost(&cfg, t_n, entry);
+            let (peak, flops) = sequence_cost_by_pairs(&cfg, t_n, entry);
+            assert_eq!(fast.peak_bytes_per_token, peak, "T = {t_n}");
+            assert_eq!(fast.flops_per_token, flops, "T = {t_n}");
+        }
+    }
 
     #[test]
     fn bytes_follow_the_design_formulas() {

@@ -520,6 +520,197 @@ fn exp_lane(x: f32) -> f32 {
     y * scale * f32::from(u8::from(x >= -87.0))
 }
 
+/// What [`masked_attention`] reads: the parallel forward's per-token tensors in host memory.
+pub struct MaskedInputs<'a> {
+    /// `[B, T, h, d_h]`.
+    pub dims: [usize; 4],
+    /// Queries with the softmax scale folded in, `[B, T, h, d_h]`.
+    pub q: Vec<f32>,
+    /// Exact keys and values (each query sees its own token exactly), `[B, T, h, d_h]`.
+    pub k_exact: Vec<f32>,
+    /// See `k_exact`.
+    pub v_exact: Vec<f32>,
+    /// Stored (first-form) keys and values, `[B, T, h, d_h]`.
+    pub k_stored: Vec<f32>,
+    /// See `k_stored`.
+    pub v_stored: Vec<f32>,
+    /// Visibility of key `u` to later queries: `[B, T]` or, with `keep_per_query`, `[B, T, T]`
+    /// (query × key).
+    pub keep: Vec<f32>,
+    /// Whether `keep` is per (query, key).
+    pub keep_per_query: bool,
+    /// Demoted tokens' later keys and values (`[B, T, h, d_h]`) and the `[B, T, T]` mask of where
+    /// a query sees a key in its later form.
+    pub late: Option<(&'a [f32], &'a [f32], &'a [f32])>,
+    /// Lowest exponent the softmax evaluates (the tensor path's clamp).
+    pub min_exponent: f32,
+}
+
+/// The parallel forward's attention (`Attention::forward`) for every stream, head and query in
+/// one pass over its visible keys: query `s` scores each visible earlier key in the form it has at
+/// `s` (stored, or later where the mask says so) and itself exactly; softmax with exponents
+/// clamped to `[min_exponent, 0]`; values weighted alike, its own value exact. Returns
+/// `[B, T, h · d_h]`. Memory is O(T) per query instead of the tensor path's `[B, h, T, T]` maps;
+/// keys and values are laid out feature-major per head, so every inner loop runs over
+/// contiguous keys (compiled by [`pulp`] for the widest instruction set the CPU has).
+pub fn masked_attention(x: &MaskedInputs<'_>) -> Vec<f32> {
+    pulp::Arch::new().dispatch(Masked(x))
+}
+
+/// [`masked_attention`]'s argument, for [`pulp`]'s dispatch.
+struct Masked<'a, 'b>(&'a MaskedInputs<'b>);
+
+impl pulp::WithSimd for Masked<'_, '_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
+        masked_inner(self.0)
+    }
+}
+
+/// Eight independent partial sums (a reduction the compiler can keep in vector registers).
+const ACC: usize = 8;
+
+#[inline(always)]
+fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
+    let [b_n, t_n, h_n, dh] = x.dims;
+    let at = |b: usize, t: usize, h: usize| ((b * t_n + t) * h_n + h) * dh;
+    // One head's keys or values feature-major: `[d_h][T]`.
+    let gather = |src: &[f32], b: usize, h: usize, dst: &mut Vec<f32>| {
+        dst.resize(dh * t_n, 0.0);
+        for t in 0..t_n {
+            let row = &src[at(b, t, h)..at(b, t, h) + dh];
+            for (d, v) in row.iter().enumerate() {
+                dst[d * t_n + t] = *v;
+            }
+        }
+    };
+    let mut out = vec![0f32; b_n * t_n * h_n * dh];
+    let (mut ks, mut vs, mut kl, mut vl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut w, mut wl, mut later) = (vec![0f32; t_n], vec![0f32; t_n], vec![0f32; t_n]);
+    let lo = x.min_exponent;
+    for b in 0..b_n {
+        for h in 0..h_n {
+            gather(&x.k_stored, b, h, &mut ks);
+            gather(&x.v_stored, b, h, &mut vs);
+            if let Some((k_late, v_late, _)) = x.late {
+                gather(k_late, b, h, &mut kl);
+                gather(v_late, b, h, &mut vl);
+            }
+            for s in 0..t_n {
+                let q = &x.q[at(b, s, h)..at(b, s, h) + dh];
+                let own: f32 = q.iter().zip(&x.k_exact[at(b, s, h)..at(b, s, h) + dh]).map(|(a, k)| a * k).sum();
+                let keep = match x.keep_per_query {
+                    true => &x.keep[(b * t_n + s) * t_n..(b * t_n + s) * t_n + s],
+                    false => &x.keep[b * t_n..b * t_n + s],
+                };
+                let mask = x.late.map(|(_, _, m)| &m[(b * t_n + s) * t_n..(b * t_n + s + 1) * t_n]);
+                // Scores of the earlier keys in their stored form, blended with the later form.
+                let scores = &mut w[..s];
+                scores.fill(0.0);
+                for (d, &qd) in q.iter().enumerate() {
+                    axpy_slice(scores, qd, &ks[d * t_n..d * t_n + s]);
+                }
+                if let Some(m) = mask {
+                    let late = &mut later[..s];
+                    late.fill(0.0);
+                    for (d, &qd) in q.iter().enumerate() {
+                        axpy_slice(late, qd, &kl[d * t_n..d * t_n + s]);
+                    }
+                    for ((sc, la), m) in scores.iter_mut().zip(late.iter()).zip(&m[..s]) {
+                        *sc = *sc * (1.0 - m) + la * m;
+                    }
+                }
+                // Softmax over the visible keys and the token itself.
+                let max = visible_max(scores, keep, own);
+                let w_own = exp_lane((own - max).clamp(lo, 0.0));
+                let total = exp_weights(scores, keep, max, lo) + w_own;
+                // Values: the weight of a key seen in its later form goes to its later value.
+                let weights = &mut w[..s];
+                let m_own = mask.map_or(0.0, |m| m[s]);
+                if let Some(m) = mask {
+                    for ((wv, wlv), m) in weights.iter_mut().zip(wl[..s].iter_mut()).zip(&m[..s]) {
+                        *wlv = *wv * m;
+                        *wv *= 1.0 - m;
+                    }
+                }
+                let v_own = &x.v_exact[at(b, s, h)..at(b, s, h) + dh];
+                let dst = &mut out[at(b, s, h)..at(b, s, h) + dh];
+                for d in 0..dh {
+                    let mut acc = dot_slice(weights, &vs[d * t_n..d * t_n + s]);
+                    if mask.is_some() {
+                        acc += dot_slice(&wl[..s], &vl[d * t_n..d * t_n + s]);
+                    }
+                    // Its own token: the tensor path adds its stored/later value with the diagonal
+                    // weight, then moves that weight over to the exact value.
+                    let stored = vs[d * t_n + s];
+                    let own_form = if m_own != 0.0 { stored * (1.0 - m_own) + vl[d * t_n + s] * m_own } else { stored };
+                    dst[d] = (acc + w_own * own_form + w_own * (v_own[d] - stored)) / total;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The largest score among the visible keys (`keep ≠ 0`) and `init`.
+#[inline(always)]
+fn visible_max(scores: &[f32], keep: &[f32], init: f32) -> f32 {
+    let mut max = [init; ACC];
+    let (sc, sr) = scores.as_chunks::<ACC>();
+    let (kc, kr) = keep.as_chunks::<ACC>();
+    for (s, k) in sc.iter().zip(kc) {
+        for i in 0..ACC {
+            max[i] = max[i].max(if k[i] != 0.0 { s[i] } else { f32::NEG_INFINITY });
+        }
+    }
+    let tail = sr.iter().zip(kr).filter(|(_, k)| **k != 0.0).fold(init, |m, (s, _)| m.max(*s));
+    max.iter().fold(tail, |a, b| a.max(*b))
+}
+
+/// Scores → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum.
+#[inline(always)]
+fn exp_weights(scores: &mut [f32], keep: &[f32], max: f32, lo: f32) -> f32 {
+    let mut total = [0f32; ACC];
+    let (sc, sr) = scores.as_chunks_mut::<ACC>();
+    let (kc, kr) = keep.as_chunks::<ACC>();
+    for (s, k) in sc.iter_mut().zip(kc) {
+        for i in 0..ACC {
+            s[i] = exp_lane((s[i] - max).clamp(lo, 0.0)) * k[i];
+            total[i] += s[i];
+        }
+    }
+    let mut tail = 0.0;
+    for (s, k) in sr.iter_mut().zip(kr) {
+        *s = exp_lane((*s - max).clamp(lo, 0.0)) * k;
+        tail += *s;
+    }
+    total.iter().sum::<f32>() + tail
+}
+
+/// `dst += a · x`.
+#[inline(always)]
+fn axpy_slice(dst: &mut [f32], a: f32, x: &[f32]) {
+    for (d, v) in dst.iter_mut().zip(x) {
+        *d += a * v;
+    }
+}
+
+/// `Σ a·b` in [`ACC`] partial sums.
+#[inline(always)]
+fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; ACC];
+    let (ac, ar) = a.as_chunks::<ACC>();
+    let (bc, br) = b.as_chunks::<ACC>();
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..ACC {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>() + acc.iter().sum::<f32>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

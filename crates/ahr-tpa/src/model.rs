@@ -53,7 +53,7 @@ pub struct Block {
 
 impl Block {
     /// The residual stream after this block, parallel over `T` positions under the layer's
-    /// storage choices, and the attention weights `[B, h, T, T]`.
+    /// storage choices, and with `maps` the attention weights `[B, h, T, T]`.
     ///
     /// # Shapes
     /// - `x`: `[B, T, d]` → `[B, T, d]`
@@ -63,8 +63,16 @@ impl Block {
         rope: &RopeTables,
         lct: &LayerChoiceTensors,
         eps: f64,
-    ) -> (Tensor<3>, LayerMaps) {
-        let (out, maps) = self.attn.forward_with_probs(rms_norm(x.clone(), eps), rope, lct);
+        maps: bool,
+    ) -> (Tensor<3>, Option<LayerMaps>) {
+        let normed = rms_norm(x.clone(), eps);
+        let (out, maps) = match maps {
+            true => {
+                let (out, maps) = self.attn.forward_with_probs(normed, rope, lct);
+                (out, Some(maps))
+            }
+            false => (self.attn.forward(normed, rope, lct), None),
+        };
         (self.mlp_residual(x + out, eps), maps)
     }
 
@@ -246,10 +254,8 @@ impl Model {
         let mut probs = Vec::new();
         for (l, block) in self.blocks.iter().enumerate() {
             let lct = choices.layer_tensors(&self.config, l, &device);
-            let (next, p) = block.forward(x, &rope, &lct, eps);
-            if maps {
-                probs.push(p);
-            }
+            let (next, p) = block.forward(x, &rope, &lct, eps, maps);
+            probs.extend(p);
             x = next;
         }
         Ok((rms_norm(x, eps), probs))

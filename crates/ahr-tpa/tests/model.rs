@@ -594,3 +594,38 @@ fn tokens_evicted_from_the_cache_decode_like_evictions_in_the_parallel_forward()
 fn parallel_at(model: &Model, ids: &[u32], b: usize, t: usize, choices: &Choices) -> Vec<f32> {
     to_vec(model.forward(model.tokens(ids, b, t, &device()).unwrap(), choices).unwrap())
 }
+
+#[test]
+fn host_parallel_attention_equals_the_tensor_path_with_schedules_and_evictions() {
+    // `forward` runs the [T, T] part in host memory on the CPU device; `forward_with_attention_maps`
+    // runs it as tensor operations (it must return the maps). Both under demotion schedules,
+    // expiring options, drops and evictions, on every attention family.
+    let (b, t) = (3, 90);
+    let timed: Vec<StoreOption> = ["full/3/rank:1", "rank:3/40/rank:2", "full/30/drop", "recent:5", "full/2/rank:1/20"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let mut gqa = ModelConfig::tiny();
+    gqa.attention = AttentionKind::Gqa;
+    gqa.kv_heads = Some(1);
+    gqa.menu = vec![StoreOption::Drop, StoreOption::Full];
+    for (i, cfg) in [ModelConfig::tiny().with_timed(&timed).unwrap(), gqa].into_iter().enumerate() {
+        let model = randomize(Model::new(&cfg, &device()), 70 + i as u64, 0.4);
+        let mut rng = StdRng::seed_from_u64(71 + i as u64);
+        let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+        let choices = Choices::from_fn(b, t, cfg.n_layers, |_, _, _| rng.random_range(0..cfg.menu.len()));
+        let evicted_at: Vec<u32> = (0..b * t * cfg.n_layers)
+            .map(|k| {
+                let pos = (k / cfg.n_layers) % t;
+                if rng.random_range(0..4) > 0 { u32::MAX } else { rng.random_range(pos + 1..=t) as u32 }
+            })
+            .collect();
+        for c in [choices.clone(), choices.with_evictions(evicted_at)] {
+            let tokens = || model.tokens(&ids, b, t, &device()).unwrap();
+            let host = to_vec(model.forward(tokens(), &c).unwrap());
+            let tensors = to_vec(model.forward_with_attention_maps(tokens(), &c).unwrap().0);
+            let err = max_rel_err(&host, &tensors);
+            assert!(err < 1e-4, "family {i}: host vs tensor attention: max rel err {err}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub fn eval(
     families: &[String],
     sequences: Option<usize>,
     fractions: Vec<f64>,
+    workers: usize,
     out: &std::path::Path,
     common: &Common,
 ) -> Result<EvalOutput> {
@@ -29,6 +30,9 @@ pub fn eval(
         .iter()
         .map(|f| f.parse::<Family>().map_err(|e| anyhow::anyhow!("--baselines: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let args = EvalArgs { models, env, policies, families, sequences, fractions };
+    if workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers };
     crate::stages::judge(&args, out, &dev)
 }

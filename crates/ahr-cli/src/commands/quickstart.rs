@@ -83,6 +83,7 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
         // Every family at the policy's memory (the verdict); `ahr eval` also searches fixed
         // targets (10 / 25 / 50 %), which would triple this stage.
         fractions: Vec::new(),
+        workers,
     };
     stages::judge(&args, &eval_dir, &dev)?;
     println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
