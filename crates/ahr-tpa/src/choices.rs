@@ -146,12 +146,18 @@ impl Choices {
         let keep = match self.evicted_at.is_some() || timed {
             false => Tensor::from_data(TensorData::new(first.keep.clone(), [b_n, 1, 1, t_n]), device),
             true => {
+                // Row by row (query-major, as the tensor is laid out).
                 let mut visible = vec![0f32; b_n * t_n * t_n];
+                let mut until = vec![0usize; t_n];
                 for b in 0..b_n {
-                    for k in 0..t_n {
-                        let until = self.visible_until(cfg, b, k, layer).unwrap_or(t_n).min(t_n);
-                        for q in 0..until {
-                            visible[(b * t_n + q) * t_n + k] = first.keep[b * t_n + k];
+                    for (k, u) in until.iter_mut().enumerate() {
+                        *u = self.visible_until(cfg, b, k, layer).unwrap_or(t_n).min(t_n);
+                    }
+                    let keep = &first.keep[b * t_n..(b + 1) * t_n];
+                    for q in 0..t_n {
+                        let row = &mut visible[(b * t_n + q) * t_n..(b * t_n + q + 1) * t_n];
+                        for ((v, u), k) in row.iter_mut().zip(&until).zip(keep) {
+                            *v = if q < *u { *k } else { 0.0 };
                         }
                     }
                 }
@@ -163,12 +169,15 @@ impl Choices {
         let late = (0..b_n).any(|b| (0..t_n).any(|t| demoted(b, t).is_some())).then(|| {
             let later = FormWeights::new(cfg, b_n, t_n, |b, t| demoted(b, t).map_or(StoreOption::Drop, |(_, f)| f));
             let mut mask = vec![0f32; b_n * t_n * t_n];
+            let mut from = vec![usize::MAX; t_n];
             for b in 0..b_n {
-                for k in 0..t_n {
-                    if let Some((at, _)) = demoted(b, k) {
-                        for q in at.min(t_n)..t_n {
-                            mask[(b * t_n + q) * t_n + k] = 1.0;
-                        }
+                for (k, f) in from.iter_mut().enumerate() {
+                    *f = demoted(b, k).map_or(usize::MAX, |(at, _)| at);
+                }
+                for q in 0..t_n {
+                    let row = &mut mask[(b * t_n + q) * t_n..(b * t_n + q + 1) * t_n];
+                    for (m, f) in row.iter_mut().zip(&from) {
+                        *m = if q >= *f { 1.0 } else { 0.0 };
                     }
                 }
             }
