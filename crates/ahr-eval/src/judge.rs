@@ -10,7 +10,7 @@
 //! ≤ the target is the family's answer, and a policy beats a family only if its metric is
 //! strictly better than that answer.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -359,17 +359,13 @@ pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Resul
         .filter(|f| **f != Family::Uniform)
         .flat_map(|&f| targets.iter().map(move |&t| (f, t)))
         .collect();
-    let mut settings: Vec<Baseline> = Vec::new();
-    if a.families.contains(&Family::Uniform) {
-        settings.extend(h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }));
+    let mut settings: BTreeMap<String, Baseline> = BTreeMap::new();
+    let uniform: &[StoreOption] = if a.families.contains(&Family::Uniform) { &h.rules.config().menu } else { &[] };
+    let found = par_map(&searches, a.workers, |&(family, target)| candidates(&h, family, target))?;
+    for b in uniform.iter().map(|&option| Baseline::Uniform { option }).chain(found.into_iter().flatten()) {
+        settings.insert(format!("{} {}", b.name(), b.setting()), b);
     }
-    for found in par_map(&searches, a.workers, |&(family, target)| candidates(&h, family, target))? {
-        settings.extend(found);
-    }
-    let key = |b: &Baseline| format!("{} {}", b.name(), b.setting());
-    let mut seen = BTreeSet::new();
-    settings.retain(|b| seen.insert(key(b)));
-    settings.sort_by_key(key);
+    let settings: Vec<Baseline> = settings.into_values().collect();
     points.extend(par_map(&settings, a.workers, |b| {
         let p = h.rule_point(b)?;
         log(&p);

@@ -145,6 +145,7 @@ pub fn sequence_cost(
             diff[b] -= v as i64;
         }
     };
+    let own = attention_flops_per_entry(cfg, exact) as i64; // each query reads its own token exactly
     let mut held = vec![0i64; t_n];
     let mut flops = 0i64;
     for l in 0..cfg.n_layers {
@@ -154,7 +155,7 @@ pub fn sequence_cost(
             let (o, e) = entry(t, l);
             let until = t + held_steps(o, t, t_n, e);
             let (switch, then) = match o.later(t) {
-                Some((at, then)) => (at.clamp(t, until.max(t)), Some(then)),
+                Some((at, then)) => (at.clamp(t, until), Some(then)),
                 None => (until, None),
             };
             // Held from its own step; read by the queries after it (`form_at`).
@@ -171,7 +172,7 @@ pub fn sequence_cost(
             r += reads[q];
             held[q] += b;
             if q >= 1 {
-                flops += r + attention_flops_per_entry(cfg, exact) as i64;
+                flops += r + own;
             }
         }
     }

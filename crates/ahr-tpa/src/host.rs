@@ -600,7 +600,7 @@ fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
             }
             for s in 0..t_n {
                 let q = &x.q[at(b, s, h)..at(b, s, h) + dh];
-                let own: f32 = q.iter().zip(&x.k_exact[at(b, s, h)..at(b, s, h) + dh]).map(|(a, k)| a * k).sum();
+                let own = dot(q, &x.k_exact[at(b, s, h)..at(b, s, h) + dh]);
                 let keep = match x.keep_per_query {
                     true => &x.keep[(b * t_n + s) * t_n..(b * t_n + s) * t_n + s],
                     false => &x.keep[b * t_n..b * t_n + s],
