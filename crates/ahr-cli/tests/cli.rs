@@ -12,7 +12,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// burn's RNG (weight init) is global to the device: tests that initialise models run one at a time.
+/// burn's RNG (weight init) is global to the device: tests that initialise models run one at a time
+/// (loading one too: `Model::new` draws the initial weights before the record replaces them).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn args(out: &Path, steps: u64, stop_after: Option<u64>, resume: bool) -> PretrainArgs {
@@ -303,12 +304,14 @@ fn train_policy_exports_a_policy_that_loads_back() {
     assert!(std::fs::read_dir(t.run_dir.join("tb")).unwrap().count() > 0, "TensorBoard events written");
 
     let dev = ahr_tpa::device::from_env();
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = load_model(&t.model, &dev).unwrap().config().clone();
     let fp = ahr_tpa::checkpoint::fingerprint(&t.model).unwrap();
     let (manifest, _net) = ahr_policy::export::load_policy(&t.policy, &cfg, &fp, &dev).unwrap();
     assert_eq!(manifest.n_layers, cfg.n_layers);
     let err = ahr_policy::export::load_policy(&t.policy, &cfg, "0000", &dev).unwrap_err().to_string();
     assert!(err.contains("fingerprint"), "{err}");
+    drop(guard);
 
     // A fresh run into the same run directory is refused.
     let (code, _, stderr) = ahr(&t.argv.iter().map(String::as_str).collect::<Vec<_>>());
@@ -429,6 +432,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
 /// bytes the environment charged.
 fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dev = ahr_tpa::device::from_env();
     let model = ahr_train::load_policy_model(model_dir, Some(policy_dir), &dev).unwrap();
     let fp = ahr_tpa::checkpoint::fingerprint(model_dir).unwrap();
