@@ -14,7 +14,7 @@
 use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
-use ahr_tpa::{Choices, KvCache, Model, PendingToken, ReviewBook, cost};
+use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewBook, cost};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -50,6 +50,8 @@ struct Forward {
 /// The per-token rank environment over `streams` sequences.
 pub struct RankEnv {
     model: Model,
+    /// The model's weights in host memory for the plain-loop decode step (CPU devices).
+    host: Option<HostModel>,
     task: Task,
     reward: RewardConfig,
     device: Device,
@@ -87,9 +89,12 @@ impl RankEnv {
     pub fn new(model: Model, task: Task, reward: RewardConfig, streams: usize, device: Device) -> Self {
         let cfg = model.config().clone();
         let lambda_mem = crate::budget::initial_lambda(&reward);
+        // Weights are f32, so the host copy cannot fail; were it to, the tensor step serves.
+        let host = model.host_model(&device).ok().flatten();
         Self {
             cache: KvCache::new(&cfg, streams, &device),
             model,
+            host,
             task,
             reward,
             device,
@@ -218,16 +223,17 @@ impl RankEnv {
         let (b_n, l_n, t) = (self.streams, cfg.n_layers, self.t);
         let len = self.seq_len();
         let ids: Vec<u32> = (0..b_n).map(|b| self.batch.inputs[b * len + t]).collect();
-        let tokens = self.model.tokens(&ids, b_n, 1, &self.device)?;
-        let out = self.model.step_with_stats(tokens, &self.cache)?;
+        let out = self.model.step_ids(self.host.as_ref(), &ids, &self.cache, true, &self.device)?;
         if let Some(book) = &mut self.book {
             book.observe(&out)?;
         }
-        let logp = log_softmax(out.logits, 1); // [B, V]
+        let v = cfg.vocab_size;
+        let logits = out.logits.into_data().try_to_vec::<f32>().expect("f32"); // [B, V]
+        let pred = ahr_tpa::host::predictive(&logits, v);
         let obs = observe(
             cfg,
             self.obs_version,
-            &logp,
+            &pred,
             out.layer_stats,
             &self.cache,
             &ids,
@@ -238,11 +244,8 @@ impl RankEnv {
         );
         let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
         let safe: Vec<i64> = labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
-        let label_t = Tensor::<2, Int>::from_data(TensorData::new(safe.clone(), [b_n, 1]), &self.device);
-        let nll = logp.clone().gather(1, label_t).neg().reshape([b_n]);
-        let argmax = logp.argmax(1).reshape([b_n]);
-        let nll = nll.into_data().try_to_vec::<f32>().expect("f32");
-        let argmax: Vec<i64> = argmax.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+        let nll: Vec<f32> = (0..b_n).map(|b| pred[b].lse - logits[b * v + safe[b] as usize]).collect();
+        let argmax: Vec<i64> = pred.iter().map(|p| p.argmax as i64).collect();
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();

@@ -36,9 +36,10 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
     let options = vec![option; b_n];
+    let host = model.host_model(dev)?;
     for q in 0..t_n {
         let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
-        let out = model.step_with_stats(model.tokens(&column, b_n, 1, dev)?, &cache)?;
+        let out = model.step_ids(host.as_ref(), &column, &cache, true, dev)?;
         let weights = scorer.step(&out, |_| true)?;
         for l in 0..l_n {
             for (b, key) in scorer.stored_keys(&out.pending, l, &options)?.into_iter().enumerate() {

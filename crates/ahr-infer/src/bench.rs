@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use ahr_tpa::{KvCache, Model};
+use ahr_tpa::{HostModel, KvCache, Model};
 use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -111,13 +111,14 @@ fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Ve
 /// Warm-up steps before any cache is timed.
 const WARMUP_STEPS: usize = 3;
 
-/// Wall time (ms) of one decode step of `model` over `cache`.
-fn time_step(model: &Model, cache: &KvCache, dev: &Device) -> Result<f64, InferError> {
+/// Wall time (ms) of one decode step of `model` (through `host` when given, as `generate` and the
+/// environment step) over `cache`.
+fn time_step(model: &Model, host: Option<&HostModel>, cache: &KvCache, dev: &Device) -> Result<f64, InferError> {
     let b = cache.batch();
     let ids: Vec<u32> = (0..b as u32).map(|i| 1 + i % (model.config().vocab_size as u32 - 1)).collect();
     let start = Instant::now();
-    let (logits, _) = model.step(model.tokens(&ids, b, 1, dev)?, cache)?;
-    let _ = logits.into_data();
+    let out = model.step_ids(host, &ids, cache, false, dev)?;
+    let _ = out.logits.into_data();
     Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
@@ -152,6 +153,7 @@ pub fn decode(
     mha_cfg.menu = vec![ahr_tpa::StoreOption::Full];
     mha_cfg.validate().map_err(|e| InferError::Input(format!("dense MHA twin: {e}")))?;
     let mha = Model::new(&mha_cfg, dev);
+    let (host, mha_host) = (model.host_model(dev)?, mha.host_model(dev)?);
     let bandwidth_gbps = measure_bandwidth(dev);
     let weight_bytes = burn::module::Module::num_params(model) * 4;
     let mut runs = Vec::new();
@@ -173,9 +175,10 @@ pub fn decode(
                 .iter()
                 .map(|(_, _, c, counts)| KvCache::synthetic(c, batch, counts, ahr_tpa::Storage::for_device(dev), dev))
                 .collect::<Result<Vec<_>, _>>()?;
-            for ((_, m, _, _), cache) in kinds.iter().zip(&caches) {
+            let host_of = |k: usize| if k == 0 { mha_host.as_ref() } else { host.as_ref() };
+            for (k, ((_, m, _, _), cache)) in kinds.iter().zip(&caches).enumerate() {
                 for _ in 0..WARMUP_STEPS {
-                    time_step(m, cache, dev)?;
+                    time_step(m, host_of(k), cache, dev)?;
                 }
             }
             let mut times = vec![Vec::with_capacity(reps); kinds.len()];
@@ -184,7 +187,7 @@ pub fn decode(
             for _ in 0..reps {
                 order.shuffle(&mut rng);
                 for &k in &order {
-                    times[k].push(time_step(kinds[k].1, &caches[k], dev)?);
+                    times[k].push(time_step(kinds[k].1, host_of(k), &caches[k], dev)?);
                 }
             }
             let dense = median(&times[0]);

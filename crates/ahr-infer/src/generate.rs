@@ -7,7 +7,6 @@ use ahr_policy::obs::{FeatureWindow, Granularity, SequenceHistory, observe, with
 use ahr_policy::{ActorCritic, ObsBatch};
 use ahr_tpa::{KvCache, Model, ReviewBook, StepOutput, cost};
 use burn::tensor::Device;
-use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 /// What can go wrong at inference.
@@ -148,9 +147,10 @@ impl<'a> Generator<'a> {
             None => None,
         };
         let mut state = PolicyState::default();
+        let host = self.model.host_model(&self.device)?;
         for t in 0..fed {
             let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();
-            let out = self.model.step_with_stats(self.model.tokens(&ids, b_n, 1, &self.device)?, &cache)?;
+            let out = self.model.step_ids(host.as_ref(), &ids, &cache, true, &self.device)?;
             if let Some(book) = &mut book {
                 book.observe(&out)?;
             }
@@ -230,14 +230,15 @@ impl PolicyState {
         }
         let cfg = model.config();
         let b_n = ids.len();
-        let logp = log_softmax(out.logits.clone(), 1);
+        let logits = out.logits.clone().into_data().try_to_vec::<f32>().expect("logits are f32");
+        let pred = ahr_tpa::host::predictive(&logits, cfg.vocab_size);
         let budget = policy.manifest.budget;
         if t == 0 || self.history.len() != b_n {
             self.history = vec![SequenceHistory::default(); b_n];
         }
         let version = policy.manifest.obs.version;
         let fresh =
-            observe(cfg, version, &logp, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
+            observe(cfg, version, &pred, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
         let fresh = match book {
             Some(book) => with_review(fresh, book, t),
             None => fresh,

@@ -1,6 +1,7 @@
 //! Observations: a versioned list of meta-features (DESIGN.md §5), running normalisation that
 //! travels with the policy, and the batch type the network consumes.
 
+use ahr_tpa::host::Predictive;
 use ahr_tpa::{KvCache, ModelConfig, cost};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -119,7 +120,8 @@ impl TokenFeatures<'_> {
 
 /// The observations of the token just stepped, for every stream: the one builder the rank
 /// environment (training) and `ahr-infer` (deployment) share, so a deployed policy sees exactly
-/// what it was trained on. `logp` holds the step's log-probabilities `[B, V]`, `layer_stats` its
+/// what it was trained on. `predictive` holds each stream's next-token distribution summary
+/// ([`ahr_tpa::host::predictive`] of the step's logits), `layer_stats` its
 /// per-layer statistics `[B, L, LAYER_FEATURES.len()]`; `cache` is the cache before the token is
 /// stored; `history` each stream's running statistics (updated here); `len` the horizon version
 /// 1's position features are relative to (unused from version 2 on).
@@ -127,7 +129,7 @@ impl TokenFeatures<'_> {
 pub fn observe(
     cfg: &ModelConfig,
     version: u32,
-    logp: &Tensor<2>,
+    predictive: &[Predictive],
     layer_stats: Tensor<3>,
     cache: &KvCache,
     ids: &[u32],
@@ -139,12 +141,11 @@ pub fn observe(
     let (b_n, l_n, k) = (ids.len(), cfg.n_layers, LAYER_FEATURES.len());
     assert_eq!(history.len(), b_n, "one history per stream");
     let host = |x: Tensor<1>| x.into_data().try_to_vec::<f32>().expect("f32 tensors should read back as f32");
-    let entropy = host((logp.clone().exp() * logp.clone()).sum_dim(1).neg().reshape([b_n]));
     let stats = host(layer_stats.reshape([b_n * l_n * k]));
     let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
     let ln_v = (cfg.vocab_size as f32).ln();
     for b in 0..b_n {
-        let pred_entropy = entropy[b] / ln_v;
+        let pred_entropy = predictive[b].entropy / ln_v;
         TokenFeatures {
             version,
             t,

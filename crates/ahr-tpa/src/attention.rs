@@ -482,6 +482,8 @@ impl Attention {
         let mut out = vec![0f32; b * h * dh];
         let width = 3 + h;
         let mut stats = vec![0f32; b * width];
+        // Fewer streams than threads: each stream's cache is split across the threads too.
+        let split = b < rayon::current_num_threads();
         let one = |s: usize, out: &mut [f32], stats: &mut [f32]| {
             let span = s * h * dh..(s + 1) * h * dh;
             let (rows, head_mix) = match &factor_order {
@@ -492,7 +494,7 @@ impl Attention {
                 StepQuery { rows, head_mix, query: &q[span.clone()], key: &k[span.clone()], value: &v[span.clone()] };
             let groups: Vec<_> = caches[s].host_groups().collect();
             let (head, lse) = stats.split_at_mut(3);
-            let [entropy, max_weight] = host::attend(dims, &groups, query, out, lse);
+            let [entropy, max_weight] = host::attend(dims, &groups, query, out, lse, split);
             if with_stats {
                 let key_norm = k[span].iter().map(|x| x * x).sum::<f32>().sqrt();
                 head.copy_from_slice(&[entropy, max_weight, key_norm]);

@@ -28,6 +28,13 @@ pub const LANES: usize = 64;
 
 type Lane = [f32; LANES];
 
+/// Lanes of a value accumulator: a block's [`LANES`] weighted values fold into this many partial
+/// sums (one AVX-512 register, two AVX2 ones), so the accumulators stay a quarter of a block's
+/// size and each block loads and stores them once per head and feature, not once per lane group.
+const FOLD: usize = 16;
+
+type Folded = [f32; FOLD];
+
 /// Score of a padded lane: `exp` maps it to exactly 0.
 const PAD: f32 = f32::NEG_INFINITY;
 
@@ -183,31 +190,66 @@ pub struct StepQuery<'a> {
     pub value: &'a [f32],
 }
 
+/// Cached blocks per partial softmax state: [`attend`] splits a stream's cache into pieces of this
+/// many blocks (4096 tokens), computes each piece's state on its own (side by side on several
+/// threads when asked) and merges them in order, so the result does not depend on the threads.
+pub const SPLIT_BLOCKS: usize = 64;
+
 /// Attention of one stream's new token over its cached groups and itself.
 ///
 /// Writes the output `[h, d_h]` into `out` and each head's log-sum-exp of its scores into `lse`
 /// `[h]` (a key's weight is `exp(score − lse)`), and returns the statistics a rank policy
-/// observes: attention entropy (nats) and maximum weight, both averaged over heads.
-pub fn attend(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32], lse: &mut [f32]) -> [f32; 2] {
-    pulp::Arch::new().dispatch(Attend { dims, groups, q, out, lse })
+/// observes: attention entropy (nats) and maximum weight, both averaged over heads. With
+/// `parallel`, the pieces of a long cache ([`SPLIT_BLOCKS`]) run on rayon's threads (one stream
+/// across every core); the result is the same either way.
+pub fn attend(
+    dims: HeadDims,
+    groups: &[&HostGroup],
+    q: StepQuery<'_>,
+    out: &mut [f32],
+    lse: &mut [f32],
+    parallel: bool,
+) -> [f32; 2] {
+    use rayon::prelude::*;
+    let pieces: Vec<Piece> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| (0..group.tiles.blocks().count()).map(move |b| (g, b)))
+        .collect();
+    let chunks: Vec<&[Piece]> = match pieces.is_empty() {
+        true => vec![&[]],
+        false => pieces.chunks(SPLIT_BLOCKS).collect(),
+    };
+    let part = |(i, chunk): (usize, &&[Piece])| {
+        pulp::Arch::new().dispatch(Attend { dims, groups, pieces: chunk, q, own: i == 0 })
+    };
+    let parts: Vec<Partial> = match parallel && chunks.len() > 1 {
+        true => chunks.par_iter().enumerate().map(part).collect(),
+        false => chunks.iter().enumerate().map(part).collect(),
+    };
+    finish(dims, parts, q, out, lse)
 }
 
-/// [`attend`]'s arguments, so that [`pulp`] can compile the whole kernel (everything below is
-/// `#[inline(always)]`) once per instruction set.
-struct Attend<'g, 'q, 'o> {
+/// A block of a group: (group index, block index).
+type Piece = (usize, usize);
+
+/// [`attend`]'s arguments for one piece of the cache, so that [`pulp`] can compile the whole
+/// kernel (everything below is `#[inline(always)]`) once per instruction set.
+struct Attend<'g, 'q> {
     dims: HeadDims,
     groups: &'g [&'g HostGroup],
+    pieces: &'g [Piece],
     q: StepQuery<'q>,
-    out: &'o mut [f32],
-    lse: &'o mut [f32],
+    /// Whether this piece holds the token itself (the first one does).
+    own: bool,
 }
 
-impl pulp::WithSimd for Attend<'_, '_, '_> {
-    type Output = [f32; 2];
+impl pulp::WithSimd for Attend<'_, '_> {
+    type Output = Partial;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> [f32; 2] {
-        attend_inner(self.dims, self.groups, self.q, self.out, self.lse)
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Partial {
+        attend_piece(self.dims, self.groups, self.pieces, self.q, self.own)
     }
 }
 
@@ -220,21 +262,22 @@ struct Running {
     z: Lane,
     /// Σ e·(s − max) per lane (for the entropy).
     zs: Lane,
-    /// The weight of the token itself.
+    /// The weight of the token itself (0 in every piece but the first).
     own: f32,
     /// Its score.
     own_score: f32,
 }
 
 impl Running {
-    /// Only the token itself, score `own`.
-    fn new(own: f32) -> Self {
-        Self { max: own, z: [0.0; LANES], zs: [0.0; LANES], own: 1.0, own_score: own }
+    /// The token itself (score `own`), counted with weight `present` (1 or 0): every piece starts
+    /// from the same finite reference, so merging never meets −∞.
+    fn new(own: f32, present: bool) -> Self {
+        Self { max: own, z: [0.0; LANES], zs: [0.0; LANES], own: f32::from(u8::from(present)), own_score: own }
     }
 
     /// Raise the reference to `max`, rescaling what is accumulated (values in `acc`).
     #[inline(always)]
-    fn raise(&mut self, max: f32, acc: &mut [Lane]) {
+    fn raise(&mut self, max: f32, acc: &mut [Folded]) {
         let (shift, alpha) = (self.max - max, exp_lane(self.max - max));
         for l in 0..LANES {
             // Σ e'·(s − max') = α·(Σ e·(s − max) + (max − max')·Σ e).
@@ -245,6 +288,13 @@ impl Running {
         acc.iter_mut().flatten().for_each(|x| *x *= alpha);
         self.max = max;
     }
+}
+
+/// The softmax state of one piece of the cache: per head its running sums, and the values
+/// accumulated `acc[hh·d_h + i]` in [`FOLD`] partial sums.
+struct Partial {
+    heads: Vec<Running>,
+    acc: Vec<Folded>,
 }
 
 /// Turn one block's scores `s[hh]` into weights (in place) and add them to the heads' sums;
@@ -269,48 +319,71 @@ fn weigh(heads: &mut [Running], s: &mut [Lane], shifted: &mut [Lane]) {
     }
 }
 
+/// The softmax state of the blocks `pieces` (and, with `own`, the token itself).
 #[inline(always)]
-fn attend_inner(dims: HeadDims, groups: &[&HostGroup], q: StepQuery<'_>, out: &mut [f32], lse: &mut [f32]) -> [f32; 2] {
+fn attend_piece(dims: HeadDims, groups: &[&HostGroup], pieces: &[Piece], q: StepQuery<'_>, own: bool) -> Partial {
     let HeadDims { heads: h, head_dim: dh, .. } = dims;
-    let mut heads: Vec<Running> =
-        (0..h).map(|hh| Running::new(dot(&q.query[hh * dh..(hh + 1) * dh], &q.key[hh * dh..(hh + 1) * dh]))).collect();
-    // Values accumulated per lane, acc[hh·d_h + i], reduced over the lanes at the end.
-    let mut acc = vec![[0f32; LANES]; h * dh];
+    let mut heads: Vec<Running> = (0..h)
+        .map(|hh| Running::new(dot(&q.query[hh * dh..(hh + 1) * dh], &q.key[hh * dh..(hh + 1) * dh]), own))
+        .collect();
+    let mut acc = vec![[0f32; FOLD]; h * dh];
     let mut scores = vec![[0f32; LANES]; h];
     let mut shifted = vec![[0f32; LANES]; h];
     let (mut rows, mut mixed) = (vec![[0f32; LANES]; q.rows.len() / dh], vec![[0f32; LANES]; h]);
-    for g in groups {
-        let blocks = g.tiles.blocks().count();
-        for (b, block) in g.tiles.blocks().enumerate() {
-            score_block(dims, g.kind, block, &q, &mut scores, &mut rows, &mut mixed);
-            if b + 1 == blocks {
-                let valid = g.tiles.skip() + g.tiles.len() - b * LANES;
-                scores.iter_mut().for_each(|s| s[valid..].fill(PAD));
-            }
-            if b == 0 && g.tiles.skip() > 0 {
-                scores.iter_mut().for_each(|s| s[..g.tiles.skip()].fill(PAD));
-            }
-            for (hh, (run, s)) in heads.iter_mut().zip(&scores).enumerate() {
-                let block_max = lanes_max(s);
-                if block_max > run.max {
-                    run.raise(block_max, &mut acc[hh * dh..(hh + 1) * dh]);
-                }
-            }
-            weigh(&mut heads, &mut scores, &mut shifted);
-            accumulate_block(dims, g.kind, block, &scores, &mut acc);
+    for &(g, b) in pieces {
+        let g = groups[g];
+        let width = g.tiles.width * LANES;
+        let block = &g.tiles.data[b * width..(b + 1) * width];
+        score_block(dims, g.kind, block, &q, &mut scores, &mut rows, &mut mixed);
+        if (b + 1) * LANES >= g.tiles.skip() + g.tiles.len() {
+            let valid = g.tiles.skip() + g.tiles.len() - b * LANES;
+            scores.iter_mut().for_each(|s| s[valid..].fill(PAD));
         }
+        if b == 0 && g.tiles.skip() > 0 {
+            scores.iter_mut().for_each(|s| s[..g.tiles.skip()].fill(PAD));
+        }
+        for (hh, (run, s)) in heads.iter_mut().zip(&scores).enumerate() {
+            let block_max = lanes_max(s);
+            if block_max > run.max {
+                run.raise(block_max, &mut acc[hh * dh..(hh + 1) * dh]);
+            }
+        }
+        weigh(&mut heads, &mut scores, &mut shifted);
+        accumulate_block(dims, g.kind, block, &scores, &mut acc);
     }
+    Partial { heads, acc }
+}
+
+/// Merge the pieces' states in order (each raised to the common largest score) and write the
+/// output, the log-sum-exps and the statistics [`attend`] returns.
+fn finish(dims: HeadDims, mut parts: Vec<Partial>, q: StepQuery<'_>, out: &mut [f32], lse: &mut [f32]) -> [f32; 2] {
+    let HeadDims { heads: h, head_dim: dh, .. } = dims;
     let (mut entropy, mut max_weight) = (0.0, 0.0);
-    for (hh, run) in heads.iter().enumerate() {
-        let z = run.z.iter().sum::<f32>() + run.own;
-        let zs = run.zs.iter().sum::<f32>() + run.own * (run.own_score - run.max);
+    for hh in 0..h {
+        let top = parts.iter().map(|p| p.heads[hh].max).fold(f32::NEG_INFINITY, f32::max);
+        let (mut z, mut zs, mut own) = (0.0, 0.0, 0.0);
+        let mut values = vec![0f32; dh];
+        for part in &mut parts {
+            let run = &mut part.heads[hh];
+            let acc = &mut part.acc[hh * dh..(hh + 1) * dh];
+            if run.max < top {
+                run.raise(top, acc);
+            }
+            z += run.z.iter().sum::<f32>();
+            zs += run.zs.iter().sum::<f32>();
+            own += run.own;
+            for (v, a) in values.iter_mut().zip(acc.iter()) {
+                *v += a.iter().sum::<f32>();
+            }
+        }
+        let own_score = parts[0].heads[hh].own_score;
+        let (z, zs) = (z + own, zs + own * (own_score - top));
         for i in 0..dh {
-            let lanes: f32 = acc[hh * dh + i].iter().sum();
-            out[hh * dh + i] = (lanes + run.own * q.value[hh * dh + i]) / z;
+            out[hh * dh + i] = (values[i] + own * q.value[hh * dh + i]) / z;
         }
         // H = log Z − Σ e·(s − max) / Z; the largest weight is e⁰ / Z.
         entropy += z.ln() - zs / z;
-        lse[hh] = run.max + z.ln();
+        lse[hh] = top + z.ln();
         max_weight += 1.0 / z;
     }
     [entropy / h as f32, max_weight / h as f32]
@@ -340,11 +413,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `acc += a · x` over the lanes.
+/// `acc += a · x` over the lanes (fused multiply-adds: one rounding, the same on every CPU).
 #[inline(always)]
 fn axpy(acc: &mut Lane, a: f32, x: &Lane) {
     for l in 0..LANES {
-        acc[l] += a * x[l];
+        acc[l] = a.mul_add(x[l], acc[l]);
     }
 }
 
@@ -433,7 +506,7 @@ fn score_block(
                 for (hh, sh) in s.iter_mut().enumerate() {
                     let a = lane(block, r * stride + hh);
                     for l in 0..LANES {
-                        sh[l] += a[l] * u[hh][l];
+                        sh[l] = a[l].mul_add(u[hh][l], sh[l]);
                     }
                 }
             }
@@ -443,9 +516,10 @@ fn score_block(
     }
 }
 
-/// `acc[hh][i] += Σ_lanes w_h ⊙ V[h, i]` for one block, `w` its unnormalised weights.
+/// `acc[hh][i] += Σ_lanes w_h ⊙ V[h, i]` for one block (folded to [`FOLD`] partial sums), `w`
+/// its unnormalised weights.
 #[inline(always)]
-fn accumulate_block(dims: HeadDims, kind: HostKind, block: &[f32], w: &[Lane], acc: &mut [Lane]) {
+fn accumulate_block(dims: HeadDims, kind: HostKind, block: &[f32], w: &[Lane], acc: &mut [Folded]) {
     let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
     match kind {
         HostKind::Factors { rank } => {
@@ -480,16 +554,19 @@ fn accumulate_block(dims: HeadDims, kind: HostKind, block: &[f32], w: &[Lane], a
     }
 }
 
-/// `acc[c][i] += w[c] ⊙ lane(block, feats[c] + i)` for heads c < N.
+/// `acc[c][i] += w[c] ⊙ lane(block, feats[c] + i)` for heads c < N, the lanes folded to [`FOLD`].
 #[inline(always)]
-fn spread<const N: usize>(block: &[f32], w: &[Lane; CHUNK], feats: [usize; CHUNK], dh: usize, acc: &mut [Lane]) {
+fn spread<const N: usize>(block: &[f32], w: &[Lane; CHUNK], feats: [usize; CHUNK], dh: usize, acc: &mut [Folded]) {
     for i in 0..dh {
         for c in 0..N {
             let x = lane(block, feats[c] + i);
-            let dst = &mut acc[c * dh + i];
-            for l in 0..LANES {
-                dst[l] += w[c][l] * x[l];
+            let mut sum = acc[c * dh + i];
+            for q in 0..LANES / FOLD {
+                for l in 0..FOLD {
+                    sum[l] = w[c][q * FOLD + l].mul_add(x[q * FOLD + l], sum[l]);
+                }
             }
+            acc[c * dh + i] = sum;
         }
     }
 }
@@ -518,6 +595,80 @@ fn exp_lane(x: f32) -> f32 {
     let scale = f32::from_bits((shifted.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127)) << 23);
     // × 0 below the range (and for −∞ or NaN), as a multiply so that no lane branches.
     y * scale * f32::from(u8::from(x >= -87.0))
+}
+
+/// What a decode step's next-token distribution says, per stream: the log-sum-exp of its logits
+/// (a token's log-probability is `logit − lse`), the entropy of the softmax (nats) and the most
+/// likely token (the first of equal logits).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Predictive {
+    /// `log Σ exp(logit)`.
+    pub lse: f32,
+    /// `−Σ p log p`.
+    pub entropy: f32,
+    /// `argmax logit`.
+    pub argmax: usize,
+}
+
+/// [`Predictive`] of each row of `logits` `[n, vocab]`, with the vectorised `exp` of the decode
+/// kernel (a rollout step used to spend a third of its time in the scalar `exp` of a tensor
+/// log-softmax over the vocabulary, twice).
+pub fn predictive(logits: &[f32], vocab: usize) -> Vec<Predictive> {
+    pulp::Arch::new().dispatch(Softmaxes { logits, vocab })
+}
+
+/// [`predictive`]'s arguments, for [`pulp`]'s dispatch.
+struct Softmaxes<'a> {
+    logits: &'a [f32],
+    vocab: usize,
+}
+
+impl pulp::WithSimd for Softmaxes<'_> {
+    type Output = Vec<Predictive>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<Predictive> {
+        // A loop, not `.map(predictive_row)`: a function passed by name is compiled on its own,
+        // without this function's instruction set.
+        let mut out = Vec::with_capacity(self.logits.len() / self.vocab.max(1));
+        for row in self.logits.chunks(self.vocab) {
+            out.push(predictive_row(row));
+        }
+        out
+    }
+}
+
+#[inline(always)]
+fn predictive_row(row: &[f32]) -> Predictive {
+    let (chunks, tail) = row.as_chunks::<ACC>();
+    let mut top = [f32::NEG_INFINITY; ACC];
+    for c in chunks {
+        for i in 0..ACC {
+            top[i] = top[i].max(c[i]);
+        }
+    }
+    let max = tail.iter().chain(&top).fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let argmax = row.iter().position(|&x| x == max).unwrap_or(0);
+    // Σ e and Σ e·(x − max), e = exp(x − max): H = log Z − Σ e·(x − max) / Z.
+    let (mut z, mut zs) = ([0f32; ACC], [0f32; ACC]);
+    for c in chunks {
+        for i in 0..ACC {
+            let d = c[i] - max;
+            let e = exp_lane(d);
+            z[i] += e;
+            zs[i] += e * d.max(-88.0);
+        }
+    }
+    let (mut z_tail, mut zs_tail) = (0f32, 0f32);
+    for &x in tail {
+        let d = x - max;
+        let e = exp_lane(d);
+        z_tail += e;
+        zs_tail += e * d.max(-88.0);
+    }
+    let z = z.iter().sum::<f32>() + z_tail;
+    let zs = zs.iter().sum::<f32>() + zs_tail;
+    Predictive { lse: max + z.ln(), entropy: z.ln() - zs / z, argmax }
 }
 
 /// What [`masked_attention`] reads: the parallel forward's per-token tensors in host memory.
@@ -725,6 +876,109 @@ mod tests {
         assert_eq!(exp_lane(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_lane(-100.0), 0.0);
         assert_eq!(exp_lane(0.0), 1.0);
+    }
+
+    /// A cache longer than one piece ([`SPLIT_BLOCKS`]): the merged partial states give the softmax
+    /// of a plain f64 reference (output, log-sum-exps, entropy, maximum weight) over a dense and a
+    /// rank-2 group with evicted front lanes and partial last blocks, and the same bits whether
+    /// the pieces run on one thread or several.
+    #[test]
+    fn pieces_merge_to_the_reference_softmax_on_any_thread_count() {
+        let dims = HeadDims { heads: 2, kv_heads: 2, head_dim: 4 };
+        let (h, dh) = (2, 4);
+        let mut seed = 7u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        let n = SPLIT_BLOCKS * LANES * 2 + 77;
+        let mut dense = HostGroup { kind: HostKind::Dense, tiles: Tiles::new(dims.width(HostKind::Dense)) };
+        let rank2 = HostKind::Factors { rank: 2 };
+        let mut factors = HostGroup { kind: rank2, tiles: Tiles::new(dims.width(rank2)) };
+        for _ in 0..n {
+            let t: Vec<f32> = (0..dense.tiles.width()).map(|_| 3.0 * rnd()).collect();
+            dense.tiles.push(&t);
+        }
+        for _ in 0..n / 3 {
+            let t: Vec<f32> = (0..factors.tiles.width()).map(|_| 2.0 * rnd()).collect();
+            factors.tiles.push(&t);
+        }
+        dense.tiles.pop_front(5);
+        let q: Vec<f32> = (0..h * dh).map(|_| rnd()).collect();
+        let (key, value): (Vec<f32>, Vec<f32>) =
+            ((0..h * dh).map(|_| rnd()).collect(), (0..h * dh).map(|_| rnd()).collect());
+        let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &key, value: &value };
+        let groups = [&dense, &factors];
+        let run = |parallel| {
+            let (mut out, mut lse) = (vec![0f32; h * dh], vec![0f32; h]);
+            let stats = attend(dims, &groups, query, &mut out, &mut lse, parallel);
+            (out, lse, stats)
+        };
+        let (one, several) = (run(false), run(true));
+        assert_eq!(one, several, "the result depends on the threads");
+        // Reference: every key and value materialised, softmax in f64.
+        let (out, lse, [entropy, max_weight]) = one;
+        let (mut ent, mut top) = (0.0, 0.0);
+        for hh in 0..h {
+            let mut kv: Vec<(f64, Vec<f64>)> = Vec::new();
+            let qh = &q[hh * dh..(hh + 1) * dh];
+            let score = |k: &[f64]| qh.iter().zip(k).map(|(a, b)| *a as f64 * b).sum::<f64>();
+            for t in 0..dense.tiles.len() {
+                let tok: Vec<f64> = dense.tiles.token(t).iter().map(|&x| x as f64).collect();
+                kv.push((score(&tok[hh * dh..(hh + 1) * dh]), tok[(h + hh) * dh..(h + hh + 1) * dh].to_vec()));
+            }
+            for t in 0..factors.tiles.len() {
+                let tok: Vec<f64> = factors.tiles.token(t).iter().map(|&x| x as f64).collect();
+                let stride = h + dh;
+                let (mut k, mut v) = (vec![0.0; dh], vec![0.0; dh]);
+                for r in 0..2 {
+                    for i in 0..dh {
+                        k[i] += tok[r * stride + hh] * tok[r * stride + h + i] / 2.0;
+                        v[i] += tok[(2 + r) * stride + hh] * tok[(2 + r) * stride + h + i] / 2.0;
+                    }
+                }
+                kv.push((score(&k), v));
+            }
+            let own: Vec<f64> = key[hh * dh..(hh + 1) * dh].iter().map(|&x| x as f64).collect();
+            kv.push((score(&own), value[hh * dh..(hh + 1) * dh].iter().map(|&x| x as f64).collect()));
+            let m = kv.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = kv.iter().map(|x| (x.0 - m).exp()).sum();
+            assert!((lse[hh] as f64 - (m + z.ln())).abs() < 1e-4, "head {hh}: lse {} vs {}", lse[hh], m + z.ln());
+            for i in 0..dh {
+                let want: f64 = kv.iter().map(|x| (x.0 - m).exp() / z * x.1[i]).sum();
+                assert!(
+                    (out[hh * dh + i] as f64 - want).abs() < 1e-4,
+                    "head {hh}, feature {i}: {} vs {want}",
+                    out[hh * dh + i]
+                );
+            }
+            ent += kv.iter().map(|x| (x.0 - m).exp() / z).map(|p| -p * p.ln()).sum::<f64>();
+            top += 1.0 / z;
+        }
+        assert!((entropy as f64 - ent / h as f64).abs() < 1e-3, "entropy {entropy} vs {}", ent / h as f64);
+        assert!((max_weight as f64 - top / h as f64).abs() < 1e-5);
+    }
+
+    /// Log-sum-exp, entropy and argmax of a row against f64 (a vocabulary that is not a multiple
+    /// of the partial sums, a spread of scores where most weights underflow, ties go to the first).
+    #[test]
+    fn predictive_matches_f64_softmax() {
+        let v = 1000 + 3;
+        let rows: Vec<f32> = (0..2 * v).map(|i| ((i * 7919) % 1009) as f32 / 1009.0 * 30.0 - 20.0).collect();
+        let got = predictive(&rows, v);
+        for (r, p) in got.iter().enumerate() {
+            let row: Vec<f64> = rows[r * v..(r + 1) * v].iter().map(|&x| x as f64).collect();
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = row.iter().map(|x| (x - m).exp()).sum();
+            let lse = m + z.ln();
+            let entropy: f64 = row.iter().map(|x| (x - lse).exp() * (lse - x)).sum();
+            assert!((p.lse as f64 - lse).abs() < 1e-5, "lse {} vs {lse}", p.lse);
+            assert!((p.entropy as f64 - entropy).abs() < 1e-4, "entropy {} vs {entropy}", p.entropy);
+            assert_eq!(p.argmax, row.iter().position(|&x| x == m).unwrap());
+        }
+        let flat = predictive(&[0.5; 19], 19)[0];
+        assert_eq!(flat.argmax, 0);
+        assert!((flat.entropy - (19f32).ln()).abs() < 1e-5);
     }
 
     #[test]

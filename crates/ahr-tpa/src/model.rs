@@ -11,6 +11,7 @@ use crate::cache::{KvCache, LayerCache, PendingToken, Storage};
 use crate::choices::{Choices, LayerChoiceTensors};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::host_step::HostModel;
 use crate::projected::Projected;
 use crate::rope::RopeTables;
 
@@ -319,6 +320,32 @@ impl Model {
     /// [`Model::step`] plus the per-layer statistics a rank policy observes.
     pub fn step_with_stats(&self, tokens: Tensor<2, Int>, cache: &KvCache) -> Result<StepOutput> {
         self.step_inner(tokens, cache, true)
+    }
+
+    /// A host copy of the weights for [`Model::step_ids`] when `cache`s of this device live in host
+    /// memory (the CPU backends), `None` elsewhere.
+    pub fn host_model(&self, device: &Device) -> Result<Option<HostModel>> {
+        match Storage::for_device(device) {
+            Storage::Host => HostModel::new(self).map(Some),
+            Storage::Tensors => Ok(None),
+        }
+    }
+
+    /// [`Model::step_with_stats`] for token `ids` (one per stream), through `host`'s plain-loop
+    /// step when given (see [`HostModel`]; same function, no tensor-op overhead) and the tensor path
+    /// otherwise. `host` must be this model's ([`Model::host_model`]).
+    pub fn step_ids(
+        &self,
+        host: Option<&HostModel>,
+        ids: &[u32],
+        cache: &KvCache,
+        with_stats: bool,
+        device: &Device,
+    ) -> Result<StepOutput> {
+        match host {
+            Some(host) if cache.storage() == Storage::Host => host.step(ids, cache, with_stats, device),
+            _ => self.step_inner(self.tokens(ids, ids.len(), 1, device)?, cache, with_stats),
+        }
     }
 
     fn step_inner(&self, tokens: Tensor<2, Int>, cache: &KvCache, with_stats: bool) -> Result<StepOutput> {

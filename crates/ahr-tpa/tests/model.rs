@@ -116,6 +116,57 @@ fn host_kernel_and_tensor_ops_agree_over_many_blocks() {
     }
 }
 
+/// The plain-loop decode step (`HostModel`) computes what the tensor step computes — logits,
+/// policy statistics, log-sum-exps and the projections it leaves for the cache — step by step
+/// over a host cache under random choices (caches spanning several blocks, a partial last one and
+/// the split of a long cache across threads), for TPA with factored and dense queries, untied and
+/// tied heads, absolute positions, and GQA.
+#[test]
+fn host_step_equals_the_tensor_step() {
+    let (b, t) = (2, 150);
+    let mut factored = ModelConfig::tiny();
+    factored.max_positions = t;
+    let mut tied = ModelConfig::tiny();
+    (tied.q_rank, tied.tied_embeddings, tied.mlp) = (0, true, false);
+    tied.menu = vec![StoreOption::Drop, StoreOption::Rank(1), StoreOption::Rank(2), StoreOption::Rank(3)];
+    let mut gqa = ModelConfig::tiny();
+    (gqa.attention, gqa.kv_heads, gqa.n_heads, gqa.menu) =
+        (AttentionKind::Gqa, Some(2), 4, vec![StoreOption::Drop, StoreOption::Full]);
+    for (i, cfg) in [factored, tied, gqa].iter().enumerate() {
+        cfg.validate().unwrap();
+        let dev = device();
+        let model = randomize(Model::new(cfg, &dev), 40 + i as u64, 0.4);
+        let host = model.host_model(&dev).unwrap().expect("the CPU device keeps caches on the host");
+        let mut rng = StdRng::seed_from_u64(50 + i as u64);
+        let (mut by_ops, mut by_host) =
+            (KvCache::with_storage(cfg, b, Storage::Host), KvCache::with_storage(cfg, b, Storage::Host));
+        for step in 0..t {
+            let ids: Vec<u32> = (0..b).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+            let ops = model.step_with_stats(model.tokens(&ids, b, 1, &dev).unwrap(), &by_ops).unwrap();
+            let fast = model.step_ids(Some(&host), &ids, &by_host, true, &dev).unwrap();
+            for (name, a, e) in [
+                ("logits", fast.logits.clone().reshape([-1]), ops.logits.clone().reshape([-1])),
+                ("statistics", fast.layer_stats.clone().reshape([-1]), ops.layer_stats.clone().reshape([-1])),
+                ("log-sum-exps", fast.lse.clone().reshape([-1]), ops.lse.clone().reshape([-1])),
+            ] {
+                let err = max_rel_err(&to_vec::<1>(a), &to_vec::<1>(e));
+                assert!(err < 1e-4, "config {i}, step {step}: {name} differ by {err}");
+            }
+            let choices: Vec<usize> = (0..b * cfg.n_layers).map(|_| rng.random_range(0..cfg.menu.len())).collect();
+            by_ops.push(ops.pending, &choices).unwrap();
+            by_host.push(fast.pending, &choices).unwrap();
+            assert_eq!(by_ops.bytes(), by_host.bytes());
+        }
+    }
+    // A bad token id is an error, not a panic.
+    let cfg = ModelConfig::tiny();
+    let model = Model::new(&cfg, &device());
+    let host = ahr_tpa::HostModel::new(&model).unwrap();
+    let cache = KvCache::with_storage(&cfg, 1, Storage::Host);
+    let err = model.step_ids(Some(&host), &[cfg.vocab_size as u32], &cache, false, &device()).unwrap_err();
+    assert!(err.to_string().contains("vocabulary"), "{err}");
+}
+
 #[test]
 fn recent_tokens_expire_in_decode_as_evictions_do_in_the_parallel_forward() {
     // Windows of 3 (expires within a block) and 70 (spans block boundaries at T = 150).

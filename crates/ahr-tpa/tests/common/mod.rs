@@ -55,9 +55,11 @@ pub fn decode_with(
     let v = cfg.vocab_size;
     let mut out = vec![0f32; batch * seq_len * v];
     let mut stats = Vec::new();
+    // A host cache decodes through the plain-loop step, as the environment and `generate` do.
+    let host = (storage == Storage::Host).then(|| ahr_tpa::HostModel::new(model).unwrap());
     for t in 0..seq_len {
         let ids: Vec<u32> = (0..batch).map(|b| tokens[b * seq_len + t]).collect();
-        let step = model.step_with_stats(model.tokens(&ids, batch, 1, &dev).unwrap(), &cache).unwrap();
+        let step = model.step_ids(host.as_ref(), &ids, &cache, true, &dev).unwrap();
         stats.extend(to_vec(step.layer_stats));
         let (logits, pending) = (to_vec(step.logits), step.pending);
         for b in 0..batch {

@@ -1,0 +1,50 @@
+//! Micro-benchmark of the host decode kernel alone (`host::attend`): ns per cached token for
+//! dense and rank-ρ groups of the `mqar` preset's shape. `cargo run --release --example attend_micro`.
+use ahr_tpa::host::{HeadDims, HostGroup, HostKind, StepQuery, Tiles, attend};
+use std::time::Instant;
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16384);
+    let reps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let dims = HeadDims { heads: 3, kv_heads: 3, head_dim: 16 };
+    let mut seed = 1u32;
+    let mut rnd = || {
+        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    let q: Vec<f32> = (0..48).map(|_| rnd()).collect();
+    let k: Vec<f32> = (0..48).map(|_| rnd()).collect();
+    let v: Vec<f32> = (0..48).map(|_| rnd()).collect();
+    let only: Option<usize> = std::env::args().nth(3).and_then(|s| s.parse().ok());
+    let kinds = [HostKind::Dense, HostKind::Factors { rank: 1 }, HostKind::Factors { rank: 2 }];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
+        let mut tiles = Tiles::new(dims.width(kind));
+        for _ in 0..n {
+            let tok: Vec<f32> = (0..dims.width(kind)).map(|_| rnd()).collect();
+            tiles.push(&tok);
+        }
+        let g = HostGroup { kind, tiles };
+        let groups = [&g];
+        let (mut out, mut lse) = (vec![0f32; 48], vec![0f32; 3]);
+        let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &k, value: &v };
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            std::hint::black_box(attend(dims, &groups, query, &mut out, &mut lse, std::env::var("SPLIT").is_ok()));
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[reps / 2];
+        let bytes = g.tiles.bytes() as f64;
+        println!(
+            "{kind:?}: {:.3} ms, {:.2} ns/token, {:.1} GB/s, out[0] {}",
+            med * 1e3,
+            med * 1e9 / n as f64,
+            bytes / med / 1e9,
+            out[0]
+        );
+    }
+}

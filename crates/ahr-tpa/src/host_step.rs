@@ -1,0 +1,475 @@
+//! The decode step on the CPU without tensor ops: [`HostModel`] keeps a host copy of a model's
+//! weights and runs [`Model::step`]'s computation for one token per stream as plain loops
+//! (compiled by [`pulp`] for the widest instruction set the CPU has) around the fused attention
+//! kernel of [`crate::host`].
+//!
+//! A decode step of a small model is a few hundred tiny tensor ops (norms, projections, rotary
+//! embedding, the LM head); on the CPU backend each costs microseconds of dispatch and thread
+//! wake-ups, several times the step's memory traffic. Here a step reads each weight once for every
+//! stream together and allocates a few vectors. It computes the same function as the tensor path
+//! (`host_step = tensor step` within float rounding, tested); only the order of some sums differs.
+
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::cache::{KvCache, PendingToken, Storage};
+use crate::config::{AttentionKind, ModelConfig, StoreOption};
+use crate::error::{Error, Result};
+use crate::host::{self, HeadDims, StepQuery, to_host};
+use crate::model::{Model, StepOutput};
+use crate::projected::Projected;
+
+/// A linear map `y = x·W + b` (`W` `[d_in, d_out]`, burn's layout) in host memory, `W` stored in
+/// blocks of [`COLUMNS`] output columns, each `[d_in, COLUMNS]` contiguous (the last one padded
+/// with zeros): rows of `W` a power of two apart would share L1 sets and evict each other.
+#[derive(Clone, Debug)]
+struct HostLinear {
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+    d_in: usize,
+    d_out: usize,
+}
+
+/// Output columns computed together: their sums stay in registers (four AVX-512 ones) over the
+/// whole input, and the `[d_in, COLUMNS]` slice of `W` stays in L1 while every row reads it.
+const COLUMNS: usize = 64;
+
+/// Cached tokens of a layer (all streams) from which its attention runs on rayon's threads.
+const PARALLEL_TOKENS: usize = 4096;
+
+/// Multiply-adds above which a linear map runs its column blocks on rayon's threads.
+const PARALLEL_WORK: usize = 1 << 22;
+
+impl HostLinear {
+    fn new(l: &Linear) -> Result<Self> {
+        let [d_in, d_out] = l.weight.dims();
+        let w = to_host(l.weight.val())?;
+        let b = l.bias.as_ref().map(|b| to_host(b.val())).transpose()?;
+        Ok(Self::blocked(|i, o| w[i * d_out + o], d_in, d_out, b))
+    }
+
+    /// `[d, V]` from an embedding table `[V, d]` (a tied LM head).
+    fn transposed(table: &[f32], rows: usize, cols: usize) -> Self {
+        Self::blocked(|i, o| table[o * cols + i], cols, rows, None)
+    }
+
+    /// The blocked layout of `W[i, o] = at(i, o)`.
+    fn blocked(at: impl Fn(usize, usize) -> f32, d_in: usize, d_out: usize, b: Option<Vec<f32>>) -> Self {
+        let blocks = d_out.div_ceil(COLUMNS);
+        let mut w = vec![0f32; blocks * d_in * COLUMNS];
+        for c in 0..blocks {
+            for i in 0..d_in {
+                for l in 0..COLUMNS.min(d_out - c * COLUMNS) {
+                    w[(c * d_in + i) * COLUMNS + l] = at(i, c * COLUMNS + l);
+                }
+            }
+        }
+        Self { w, b, d_in, d_out }
+    }
+
+    /// `xs` `[n, d_in]` → `[n, d_out]`; each output is `b + Σ_i x_i·W_i` summed in order of i.
+    fn forward(&self, xs: &[f32], n: usize) -> Vec<f32> {
+        debug_assert_eq!(xs.len(), n * self.d_in);
+        let mut ys = vec![0f32; n * self.d_out];
+        let block = |(c, out): (usize, &mut [f32])| {
+            pulp::Arch::new().dispatch(Columns { linear: self, xs, n, first: c * COLUMNS, out });
+        };
+        // Column-major chunks of the output, one per block of columns.
+        let mut chunks: Vec<Vec<f32>> =
+            (0..self.d_out.div_ceil(COLUMNS)).map(|c| vec![0f32; n * COLUMNS.min(self.d_out - c * COLUMNS)]).collect();
+        if n * self.d_in * self.d_out >= PARALLEL_WORK {
+            chunks.par_iter_mut().map(|v| v.as_mut_slice()).enumerate().for_each(block);
+        } else {
+            chunks.iter_mut().map(|v| v.as_mut_slice()).enumerate().for_each(block);
+        }
+        for (c, chunk) in chunks.iter().enumerate() {
+            let width = chunk.len() / n;
+            for r in 0..n {
+                let at = r * self.d_out + c * COLUMNS;
+                ys[at..at + width].copy_from_slice(&chunk[r * width..(r + 1) * width]);
+            }
+        }
+        ys
+    }
+
+    /// Output columns `first..first + out.len() / n` (one block) of every row, into `out`
+    /// `[n, width]`. The sums live in a fixed-size array the compiler keeps in registers.
+    #[inline(always)]
+    fn columns(&self, xs: &[f32], n: usize, first: usize, out: &mut [f32]) {
+        let width = out.len() / n;
+        let block = &self.w[first * self.d_in..(first + COLUMNS) * self.d_in];
+        for r in 0..n {
+            let mut acc = [0f32; COLUMNS];
+            if let Some(b) = &self.b {
+                acc[..width].copy_from_slice(&b[first..first + width]);
+            }
+            for (i, &x) in xs[r * self.d_in..(r + 1) * self.d_in].iter().enumerate() {
+                let w: &[f32; COLUMNS] = block[i * COLUMNS..(i + 1) * COLUMNS].try_into().expect("a whole block");
+                for l in 0..COLUMNS {
+                    acc[l] = x.mul_add(w[l], acc[l]);
+                }
+            }
+            out[r * width..(r + 1) * width].copy_from_slice(&acc[..width]);
+        }
+    }
+}
+
+/// [`HostLinear::columns`]' arguments, so that [`pulp`] compiles it (inlined) once per instruction
+/// set — a closure body would not be inlined, and `mul_add` outside an FMA-enabled function is a
+/// library call.
+struct Columns<'a> {
+    linear: &'a HostLinear,
+    xs: &'a [f32],
+    n: usize,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Columns<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.linear.columns(self.xs, self.n, self.first, self.out);
+    }
+}
+
+/// One layer's weights.
+#[derive(Clone, Debug)]
+struct HostLayer {
+    a_q: Option<HostLinear>,
+    b_q: Option<HostLinear>,
+    q: Option<HostLinear>,
+    a_k: Option<HostLinear>,
+    b_k: Option<HostLinear>,
+    a_v: Option<HostLinear>,
+    b_v: Option<HostLinear>,
+    k: Option<HostLinear>,
+    v: Option<HostLinear>,
+    o: HostLinear,
+    /// SwiGLU: gate, up, down.
+    mlp: Option<[HostLinear; 3]>,
+}
+
+/// A host copy of a model's weights that decodes like [`Model::step`] (see the module docs).
+/// Build it once per model ([`HostModel::new`]) and step with [`Model::step_ids`].
+#[derive(Clone, Debug)]
+pub struct HostModel {
+    config: ModelConfig,
+    /// `[V, d]`.
+    embed: Vec<f32>,
+    /// `[max_positions, d]`.
+    pos_embed: Option<Vec<f32>>,
+    layers: Vec<HostLayer>,
+    head: HostLinear,
+}
+
+impl HostModel {
+    /// Copy `model`'s weights to host memory.
+    pub fn new(model: &Model) -> Result<Self> {
+        let config = model.config().clone();
+        let lin = |l: &Option<Linear>| l.as_ref().map(HostLinear::new).transpose();
+        let layers = model
+            .blocks
+            .iter()
+            .map(|b| {
+                let a = &b.attn;
+                Ok(HostLayer {
+                    a_q: lin(&a.a_q)?,
+                    b_q: lin(&a.b_q)?,
+                    q: lin(&a.q)?,
+                    a_k: lin(&a.a_k)?,
+                    b_k: lin(&a.b_k)?,
+                    a_v: lin(&a.a_v)?,
+                    b_v: lin(&a.b_v)?,
+                    k: lin(&a.k)?,
+                    v: lin(&a.v)?,
+                    o: HostLinear::new(&a.o)?,
+                    mlp: match &b.mlp {
+                        Some(m) => {
+                            Some([HostLinear::new(&m.fc1)?, HostLinear::new(&m.fc2)?, HostLinear::new(&m.proj)?])
+                        }
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed = to_host(model.embed.weight.val())?;
+        let head = match &model.lm_head {
+            Some(h) => HostLinear::new(h)?,
+            None => HostLinear::transposed(&embed, config.vocab_size, config.d_model),
+        };
+        let pos_embed = model.pos_embed.as_ref().map(|p| to_host(p.weight.val())).transpose()?;
+        Ok(Self { config, embed, pos_embed, layers, head })
+    }
+
+    /// One decode step for `ids` (one token per stream of `cache`, a host cache), as
+    /// [`Model::step_with_stats`] computes it (statistics zero unless `with_stats`, the
+    /// log-sum-exps always). Outputs are tensors on `device`.
+    pub fn step(&self, ids: &[u32], cache: &KvCache, with_stats: bool, device: &Device) -> Result<StepOutput> {
+        let cfg = &self.config;
+        let b_n = cache.batch();
+        if ids.len() != b_n {
+            return Err(Error::Input(format!("step: {} token ids for {b_n} streams", ids.len())));
+        }
+        if cache.storage() != Storage::Host {
+            return Err(Error::Input("the host decode step needs a host cache".into()));
+        }
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size)));
+        }
+        let (d, pos) = (cfg.d_model, cache.position());
+        let mut x: Vec<f32> =
+            ids.iter().flat_map(|&t| self.embed[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
+        if let Some(table) = &self.pos_embed {
+            if pos >= cfg.max_positions {
+                return Err(Error::Input(format!(
+                    "position {pos} is beyond max_positions = {} of this model",
+                    cfg.max_positions
+                )));
+            }
+            for row in x.chunks_mut(d) {
+                row.iter_mut().zip(&table[pos * d..(pos + 1) * d]).for_each(|(a, p)| *a += p);
+            }
+        }
+        let rope = Rope::new(pos, cfg.head_dim, cfg.rope_base);
+        let (h, l_n) = (cfg.n_heads, cfg.n_layers);
+        let mut layers = Vec::with_capacity(l_n);
+        let mut stats = vec![0f32; b_n * l_n * (3 + h)];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let normed = rms_norm_rows(&x, d, cfg.norm_eps);
+            let proj = self.project(layer, &normed, b_n, &rope);
+            let groups = cache.layer(l);
+            let (out, layer_stats) = self.attend(&proj, &groups, with_stats);
+            let o = layer.o.forward(&out, b_n);
+            x.iter_mut().zip(&o).for_each(|(a, o)| *a += o);
+            if let Some([gate, up, down]) = &layer.mlp {
+                let normed = rms_norm_rows(&x, d, cfg.norm_eps);
+                let (g, u) = (gate.forward(&normed, b_n), up.forward(&normed, b_n));
+                let act: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect();
+                let y = down.forward(&act, b_n);
+                x.iter_mut().zip(&y).for_each(|(a, y)| *a += y);
+            }
+            for s in 0..b_n {
+                let row = &layer_stats[s * (3 + h)..(s + 1) * (3 + h)];
+                stats[(s * l_n + l) * (3 + h)..(s * l_n + l + 1) * (3 + h)].copy_from_slice(row);
+            }
+            layers.push(proj.tensors(cfg, b_n, device));
+        }
+        let hidden = rms_norm_rows(&x, d, cfg.norm_eps);
+        let logits = self.head.forward(&hidden, b_n);
+        let stats = Tensor::<3>::from_data(TensorData::new(stats, [b_n, l_n, 3 + h]), device);
+        Ok(StepOutput {
+            logits: Tensor::from_data(TensorData::new(logits, [b_n, cfg.vocab_size]), device),
+            pending: PendingToken { layers },
+            layer_stats: stats.clone().narrow(2, 0, 3),
+            lse: stats.narrow(2, 3, h),
+        })
+    }
+
+    /// Every projection of one layer for every stream, rotated where the tensor path rotates.
+    fn project(&self, layer: &HostLayer, x: &[f32], b_n: usize, rope: &Rope) -> HostProjected {
+        let cfg = &self.config;
+        let dh = cfg.head_dim;
+        let run = |l: &Option<HostLinear>, rotate: bool| {
+            l.as_ref().map(|l| {
+                let mut y = l.forward(x, b_n);
+                if rotate {
+                    y.chunks_mut(dh).for_each(|row| rope.apply(row));
+                }
+                y
+            })
+        };
+        HostProjected {
+            a_q: run(&layer.a_q, false),
+            b_q: run(&layer.b_q, true),
+            q: run(&layer.q, true),
+            a_k: run(&layer.a_k, false),
+            b_k: run(&layer.b_k, true),
+            a_v: run(&layer.a_v, false),
+            b_v: run(&layer.b_v, false),
+            k: run(&layer.k, true),
+            v: run(&layer.v, false),
+        }
+    }
+
+    /// Attention of every stream over its cache: outputs `[B, h·d_h]` and statistics `[B, 3 + h]`
+    /// (entropy, maximum weight, key norm — zeros unless `with_stats` — then the log-sum-exps).
+    fn attend(
+        &self,
+        p: &HostProjected,
+        caches: &[&crate::cache::LayerCache],
+        with_stats: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let cfg = &self.config;
+        let b_n = caches.len();
+        let (h, dh, rq, r) = (cfg.n_heads, cfg.head_dim, cfg.q_rank, cfg.kv_rank_max);
+        let kvh = cfg.kv_heads();
+        let dims = HeadDims { heads: h, kv_heads: kvh, head_dim: dh };
+        let scale = 1.0 / (dh as f32).sqrt();
+        let width = 3 + h;
+        let mut out = vec![0f32; b_n * h * dh];
+        let mut stats = vec![0f32; b_n * width];
+        // Threads only where there is work for them: handing a job to rayon's pool from another
+        // thread costs a wake-up, more than attending over a short cache.
+        let held: usize = caches.iter().flat_map(|c| c.host_groups()).map(|g| g.tiles.len()).sum();
+        let threads = held >= PARALLEL_TOKENS;
+        let split = threads && b_n < rayon::current_num_threads();
+        let one = |s: usize, out: &mut [f32], stats: &mut [f32]| {
+            // The materialised query `[h, d_h]` (TPA: A_Q·B_Q / R_Q), scale folded in.
+            let mut query = vec![0f32; h * dh];
+            match (&p.a_q, &p.b_q, &p.q) {
+                (Some(aq), Some(bq), _) => {
+                    let (aq, bq) = (&aq[s * h * rq..(s + 1) * h * rq], &bq[s * rq * dh..(s + 1) * rq * dh]);
+                    for hh in 0..h {
+                        for i in 0..dh {
+                            let sum: f32 = (0..rq).map(|j| aq[hh * rq + j] * bq[j * dh + i]).sum();
+                            query[hh * dh + i] = sum / rq as f32 * scale;
+                        }
+                    }
+                }
+                (_, _, Some(q)) => {
+                    query.iter_mut().zip(&q[s * h * dh..(s + 1) * h * dh]).for_each(|(a, q)| *a = q * scale);
+                }
+                _ => unreachable!("every family projects a query"),
+            }
+            // The token's exact key and value `[h, d_h]`.
+            let (mut key, mut value) = (vec![0f32; h * dh], vec![0f32; h * dh]);
+            match cfg.exact_option() {
+                StoreOption::Rank(rho) => {
+                    let f = |a: &Vec<f32>, b: &Vec<f32>, dst: &mut [f32]| {
+                        let (a, b) = (&a[s * h * r..(s + 1) * h * r], &b[s * r * dh..(s + 1) * r * dh]);
+                        for hh in 0..h {
+                            for i in 0..dh {
+                                let sum: f32 = (0..rho).map(|j| a[hh * r + j] * b[j * dh + i]).sum();
+                                dst[hh * dh + i] = sum / rho as f32;
+                            }
+                        }
+                    };
+                    let [ak, bk, av, bv] = p.factors();
+                    f(ak, bk, &mut key);
+                    f(av, bv, &mut value);
+                }
+                _ => {
+                    let (k, v) = (p.k.as_ref().expect("dense K"), p.v.as_ref().expect("dense V"));
+                    for hh in 0..h {
+                        let src = s * kvh * dh + dims.kv_offset(hh);
+                        key[hh * dh..(hh + 1) * dh].copy_from_slice(&k[src..src + dh]);
+                        value[hh * dh..(hh + 1) * dh].copy_from_slice(&v[src..src + dh]);
+                    }
+                }
+            }
+            // FlashTPA's order (B_K·B_Qᵀ, then A_Q) when it costs fewer multiply-adds per cached
+            // factor row than contracting B_K with the materialised query (as the tensor path).
+            let factor_order =
+                cfg.attention == AttentionKind::Tpa && !cfg.has_dense_query() && rq * dh + h * rq < h * dh;
+            let (rows, head_mix) = match factor_order {
+                true => {
+                    let (aq, bq) = (p.a_q.as_ref().expect("A_Q"), p.b_q.as_ref().expect("B_Q"));
+                    let rows: Vec<f32> = bq[s * rq * dh..(s + 1) * rq * dh].iter().map(|x| x * scale).collect();
+                    let mix: Vec<f32> = aq[s * h * rq..(s + 1) * h * rq].iter().map(|x| x / rq as f32).collect();
+                    (rows, Some(mix))
+                }
+                false => (query.clone(), None),
+            };
+            let q = StepQuery { rows: &rows, head_mix: head_mix.as_deref(), query: &query, key: &key, value: &value };
+            let groups: Vec<_> = caches[s].host_groups().collect();
+            let (head, lse) = stats.split_at_mut(3);
+            let [entropy, max_weight] = host::attend(dims, &groups, q, out, lse, split);
+            if with_stats {
+                let key_norm = key.iter().map(|x| x * x).sum::<f32>().sqrt();
+                head.copy_from_slice(&[entropy, max_weight, key_norm]);
+            }
+        };
+        let rows = out.chunks_mut(h * dh).zip(stats.chunks_mut(width)).enumerate();
+        if threads && b_n > 1 {
+            rows.par_bridge().for_each(|(s, (o, st))| one(s, o, st));
+        } else {
+            rows.for_each(|(s, (o, st))| one(s, o, st));
+        }
+        (out, stats)
+    }
+}
+
+/// One layer's projections of every stream's token, `[B, …]` row-major.
+struct HostProjected {
+    a_q: Option<Vec<f32>>,
+    b_q: Option<Vec<f32>>,
+    q: Option<Vec<f32>>,
+    a_k: Option<Vec<f32>>,
+    b_k: Option<Vec<f32>>,
+    a_v: Option<Vec<f32>>,
+    b_v: Option<Vec<f32>>,
+    k: Option<Vec<f32>>,
+    v: Option<Vec<f32>>,
+}
+
+impl HostProjected {
+    /// The K/V factors `A_K, B_K, A_V, B_V` (TPA).
+    fn factors(&self) -> [&Vec<f32>; 4] {
+        fn get(x: &Option<Vec<f32>>) -> &Vec<f32> {
+            x.as_ref().expect("rank options need TPA factors")
+        }
+        [get(&self.a_k), get(&self.b_k), get(&self.a_v), get(&self.b_v)]
+    }
+
+    /// As tensors `[B, 1, …]` on `device`, as the cache and the review book take them.
+    fn tensors(self, cfg: &ModelConfig, b_n: usize, device: &Device) -> Projected {
+        let (h, dh, rq, r, kvh) = (cfg.n_heads, cfg.head_dim, cfg.q_rank, cfg.kv_rank_max, cfg.kv_heads());
+        let t = |x: Vec<f32>, a: usize, c: usize| Tensor::<4>::from_data(TensorData::new(x, [b_n, 1, a, c]), device);
+        Projected {
+            q_factors: self.a_q.zip(self.b_q).map(|(a, b)| (t(a, h, rq), t(b, rq, dh))),
+            q_dense: self.q.map(|q| t(q, h, dh)),
+            kv_factors: match (self.a_k, self.b_k, self.a_v, self.b_v) {
+                (Some(ak), Some(bk), Some(av), Some(bv)) => {
+                    Some([t(ak, h, r), t(bk, r, dh), t(av, h, r), t(bv, r, dh)])
+                }
+                _ => None,
+            },
+            kv_dense: self.k.zip(self.v).map(|(k, v)| (t(k, kvh, dh), t(v, kvh, dh))),
+        }
+    }
+}
+
+/// Rotary embedding at one position (the layout and convention of [`crate::rope`]).
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    fn new(pos: usize, head_dim: usize, base: f64) -> Self {
+        let half = head_dim / 2;
+        let angle = |i: usize| pos as f64 * base.powf(-((2 * i) as f64) / head_dim as f64);
+        Self {
+            cos: (0..half).map(|i| angle(i).cos() as f32).collect(),
+            sin: (0..half).map(|i| angle(i).sin() as f32).collect(),
+        }
+    }
+
+    /// Rotate one row of `d_h` features in place.
+    fn apply(&self, row: &mut [f32]) {
+        let half = row.len() / 2;
+        for i in 0..half {
+            let (x1, x2) = (row[i], row[half + i]);
+            row[i] = x1 * self.cos[i] + x2 * self.sin[i];
+            row[half + i] = x2 * self.cos[i] - x1 * self.sin[i];
+        }
+    }
+}
+
+/// RMSNorm without a weight over each row of `d`.
+fn rms_norm_rows(x: &[f32], d: usize, eps: f64) -> Vec<f32> {
+    x.chunks(d)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let norm = (ms + eps as f32).sqrt();
+            row.iter().map(move |v| v / norm)
+        })
+        .collect()
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
