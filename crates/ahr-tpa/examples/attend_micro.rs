@@ -31,7 +31,13 @@ fn main() {
         let (mut out, mut lse) = (vec![0f32; 48], vec![0f32; 3]);
         let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &k, value: &v };
         let mut times = Vec::new();
+        // With FLUSH, 64 MiB are read between steps, so the cache streams from memory (as in
+        // `ahr bench decode`, where every cache kind is timed in turn).
+        let flush = std::env::var("FLUSH").is_ok().then(|| vec![1f32; 16 << 20]);
         for _ in 0..reps {
+            if let Some(f) = &flush {
+                std::hint::black_box(f.iter().sum::<f32>());
+            }
             let t = Instant::now();
             std::hint::black_box(attend(dims, &groups, query, &mut out, &mut lse, std::env::var("SPLIT").is_ok()));
             times.push(t.elapsed().as_secs_f64());
