@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::cache::{KvCache, PendingToken, Storage};
-use crate::config::{AttentionKind, ModelConfig, StoreOption};
+use crate::config::{ModelConfig, StoreOption};
 use crate::error::{Error, Result};
 use crate::host::{self, HeadDims, StepQuery, to_host};
 use crate::model::{Model, StepOutput};
@@ -72,17 +72,25 @@ impl HostLinear {
     fn forward(&self, xs: &[f32], n: usize) -> Vec<f32> {
         debug_assert_eq!(xs.len(), n * self.d_in);
         let mut ys = vec![0f32; n * self.d_out];
-        let block = |(c, out): (usize, &mut [f32])| {
-            pulp::Arch::new().dispatch(Columns { linear: self, xs, n, first: c * COLUMNS, out });
-        };
-        // Column-major chunks of the output, one per block of columns.
-        let mut chunks: Vec<Vec<f32>> =
-            (0..self.d_out.div_ceil(COLUMNS)).map(|c| vec![0f32; n * COLUMNS.min(self.d_out - c * COLUMNS)]).collect();
-        if n * self.d_in * self.d_out >= PARALLEL_WORK {
-            chunks.par_iter_mut().map(|v| v.as_mut_slice()).enumerate().for_each(block);
-        } else {
-            chunks.iter_mut().map(|v| v.as_mut_slice()).enumerate().for_each(block);
+        let blocks = self.d_out.div_ceil(COLUMNS);
+        if n * self.d_in * self.d_out < PARALLEL_WORK {
+            pulp::Arch::new().dispatch(Columns {
+                linear: self,
+                xs,
+                n,
+                blocks: 0..blocks,
+                out: &mut ys,
+                stride: self.d_out,
+            });
+            return ys;
         }
+        // Side by side: each block of columns into a buffer of its own `[n, width]`, then copied.
+        let mut chunks: Vec<Vec<f32>> =
+            (0..blocks).map(|c| vec![0f32; n * COLUMNS.min(self.d_out - c * COLUMNS)]).collect();
+        chunks.par_iter_mut().enumerate().for_each(|(c, out)| {
+            let stride = out.len() / n;
+            pulp::Arch::new().dispatch(Columns { linear: self, xs, n, blocks: c..c + 1, out, stride });
+        });
         for (c, chunk) in chunks.iter().enumerate() {
             let width = chunk.len() / n;
             for r in 0..n {
@@ -93,11 +101,12 @@ impl HostLinear {
         ys
     }
 
-    /// Output columns `first..first + out.len() / n` (one block) of every row, into `out`
-    /// `[n, width]`. The sums live in a fixed-size array the compiler keeps in registers.
+    /// Output columns `first..first + width` (one block) of every row r, into
+    /// `out[r·stride + at..][..width]`. The sums live in a fixed-size array the compiler keeps in
+    /// registers.
     #[inline(always)]
-    fn columns(&self, xs: &[f32], n: usize, first: usize, out: &mut [f32]) {
-        let width = out.len() / n;
+    fn columns(&self, xs: &[f32], n: usize, first: usize, out: &mut [f32], stride: usize, at: usize) {
+        let width = COLUMNS.min(self.d_out - first);
         let block = &self.w[first * self.d_in..(first + COLUMNS) * self.d_in];
         for r in 0..n {
             let mut acc = [0f32; COLUMNS];
@@ -110,7 +119,7 @@ impl HostLinear {
                     acc[l] = x.mul_add(w[l], acc[l]);
                 }
             }
-            out[r * width..(r + 1) * width].copy_from_slice(&acc[..width]);
+            out[r * stride + at..r * stride + at + width].copy_from_slice(&acc[..width]);
         }
     }
 }
@@ -122,8 +131,11 @@ struct Columns<'a> {
     linear: &'a HostLinear,
     xs: &'a [f32],
     n: usize,
-    first: usize,
+    /// Blocks of columns to compute; `out[0]` is the first column of the first one.
+    blocks: std::ops::Range<usize>,
     out: &'a mut [f32],
+    /// Floats between rows of `out`.
+    stride: usize,
 }
 
 impl pulp::WithSimd for Columns<'_> {
@@ -131,7 +143,10 @@ impl pulp::WithSimd for Columns<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        self.linear.columns(self.xs, self.n, self.first, self.out);
+        let base = self.blocks.start * COLUMNS;
+        for c in self.blocks {
+            self.linear.columns(self.xs, self.n, c * COLUMNS, self.out, self.stride, c * COLUMNS - base);
+        }
     }
 }
 
@@ -154,7 +169,7 @@ struct HostLayer {
 
 /// A host copy of a model's weights that decodes like [`Model::step`] (see the module docs).
 /// Build it once per model ([`HostModel::new`]) and step with [`Model::step_ids`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HostModel {
     config: ModelConfig,
     /// `[V, d]`.
@@ -163,6 +178,14 @@ pub struct HostModel {
     pos_embed: Option<Vec<f32>>,
     layers: Vec<HostLayer>,
     head: HostLinear,
+}
+
+impl std::fmt::Debug for HostModel {
+    /// The config and the size, not the weights.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let floats = self.embed.len() + self.head.w.len();
+        f.debug_struct("HostModel").field("config", &self.config).field("embedding_and_head_floats", &floats).finish()
+    }
 }
 
 impl HostModel {
@@ -362,8 +385,7 @@ impl HostModel {
             }
             // FlashTPA's order (B_K·B_Qᵀ, then A_Q) when it costs fewer multiply-adds per cached
             // factor row than contracting B_K with the materialised query (as the tensor path).
-            let factor_order =
-                cfg.attention == AttentionKind::Tpa && !cfg.has_dense_query() && rq * dh + h * rq < h * dh;
+            let factor_order = p.a_q.is_some() && rq * dh + h * rq < h * dh;
             let (rows, head_mix) = match factor_order {
                 true => {
                     let (aq, bq) = (p.a_q.as_ref().expect("A_Q"), p.b_q.as_ref().expect("B_Q"));
@@ -472,4 +494,29 @@ fn rms_norm_rows(x: &[f32], d: usize, eps: f64) -> Vec<f32> {
 
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A linear map in column blocks gives the plain sum `b + Σ_i x_i·W_i` (a partial last block,
+    /// a bias), on one thread and side by side (above `PARALLEL_WORK`).
+    #[test]
+    fn blocked_linear_maps_equal_the_plain_sum() {
+        for (n, d_in, d_out) in [(3, 5, 70), (70, 64, 1000)] {
+            let at = |i: usize, o: usize| ((i * 31 + o * 17) % 23) as f32 / 23.0 - 0.5;
+            let bias: Vec<f32> = (0..d_out).map(|o| o as f32 * 0.01).collect();
+            let lin = HostLinear::blocked(at, d_in, d_out, Some(bias.clone()));
+            assert_eq!(n * d_in * d_out >= PARALLEL_WORK, n == 70, "one case per path");
+            let xs: Vec<f32> = (0..n * d_in).map(|k| ((k * 7) % 11) as f32 / 11.0 - 0.3).collect();
+            let ys = lin.forward(&xs, n);
+            for r in 0..n {
+                for o in 0..d_out {
+                    let want = (0..d_in).fold(bias[o], |acc, i| xs[r * d_in + i].mul_add(at(i, o), acc));
+                    assert_eq!(ys[r * d_out + o], want, "row {r}, column {o}");
+                }
+            }
+        }
+    }
 }
