@@ -492,13 +492,15 @@ impl Attention {
             };
             let query =
                 StepQuery { rows, head_mix, query: &q[span.clone()], key: &k[span.clone()], value: &v[span.clone()] };
-            let groups: Vec<_> = caches[s].host_groups().collect();
-            let (head, lse) = stats.split_at_mut(3);
-            let [entropy, max_weight] = host::attend(dims, &groups, query, out, lse, split);
-            if with_stats {
-                let key_norm = k[span].iter().map(|x| x * x).sum::<f32>().sqrt();
-                head.copy_from_slice(&[entropy, max_weight, key_norm]);
-            }
+            host::attend_stream(
+                dims,
+                &caches[s].host_groups().collect::<Vec<_>>(),
+                query,
+                out,
+                stats,
+                with_stats,
+                split,
+            );
         };
         if b == 1 {
             one(0, &mut out, &mut stats);

@@ -230,6 +230,26 @@ pub fn attend(
     finish(dims, parts, q, out, lse)
 }
 
+/// [`attend`] for one stream with its row of policy statistics `stats` `[3 + h]`: attention
+/// entropy, maximum weight and the L2 norm of the token's exact key (written only `with_stats`),
+/// then each head's log-sum-exp (always) — the row both decode steps report per stream and layer.
+pub fn attend_stream(
+    dims: HeadDims,
+    groups: &[&HostGroup],
+    q: StepQuery<'_>,
+    out: &mut [f32],
+    stats: &mut [f32],
+    with_stats: bool,
+    parallel: bool,
+) {
+    let (head, lse) = stats.split_at_mut(3);
+    let [entropy, max_weight] = attend(dims, groups, q, out, lse, parallel);
+    if with_stats {
+        let key_norm = q.key.iter().map(|x| x * x).sum::<f32>().sqrt();
+        head.copy_from_slice(&[entropy, max_weight, key_norm]);
+    }
+}
+
 /// A block of a group: (group index, block index).
 type Piece = (usize, usize);
 

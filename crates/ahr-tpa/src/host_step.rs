@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::host::{self, HeadDims, StepQuery, to_host};
 use crate::model::{Model, StepOutput};
 use crate::projected::Projected;
+use crate::rope;
 
 /// A linear map `y = x·W + b` (`W` `[d_in, d_out]`, burn's layout) in host memory, `W` stored in
 /// blocks of [`COLUMNS`] output columns, each `[d_in, COLUMNS]` contiguous (the last one padded
@@ -256,7 +257,7 @@ impl HostModel {
                 row.iter_mut().zip(&table[pos * d..(pos + 1) * d]).for_each(|(a, p)| *a += p);
             }
         }
-        let rope = Rope::new(pos, cfg.head_dim, cfg.rope_base);
+        let rope = rope::angles(pos, 1, cfg.head_dim, cfg.rope_base);
         let (h, l_n) = (cfg.n_heads, cfg.n_layers);
         let mut layers = Vec::with_capacity(l_n);
         let mut stats = vec![0f32; b_n * l_n * (3 + h)];
@@ -292,14 +293,14 @@ impl HostModel {
     }
 
     /// Every projection of one layer for every stream, rotated where the tensor path rotates.
-    fn project(&self, layer: &HostLayer, x: &[f32], b_n: usize, rope: &Rope) -> HostProjected {
+    fn project(&self, layer: &HostLayer, x: &[f32], b_n: usize, rope: &(Vec<f32>, Vec<f32>)) -> HostProjected {
         let cfg = &self.config;
         let dh = cfg.head_dim;
         let run = |l: &Option<HostLinear>, rotate: bool| {
             l.as_ref().map(|l| {
                 let mut y = l.forward(x, b_n);
                 if rotate {
-                    y.chunks_mut(dh).for_each(|row| rope.apply(row));
+                    y.chunks_mut(dh).for_each(|row| rope::rotate(row, &rope.0, &rope.1));
                 }
                 y
             })
@@ -396,13 +397,7 @@ impl HostModel {
                 false => (query.clone(), None),
             };
             let q = StepQuery { rows: &rows, head_mix: head_mix.as_deref(), query: &query, key: &key, value: &value };
-            let groups: Vec<_> = caches[s].host_groups().collect();
-            let (head, lse) = stats.split_at_mut(3);
-            let [entropy, max_weight] = host::attend(dims, &groups, q, out, lse, split);
-            if with_stats {
-                let key_norm = key.iter().map(|x| x * x).sum::<f32>().sqrt();
-                head.copy_from_slice(&[entropy, max_weight, key_norm]);
-            }
+            host::attend_stream(dims, &caches[s].host_groups().collect::<Vec<_>>(), q, out, stats, with_stats, split);
         };
         let rows = out.chunks_mut(h * dh).zip(stats.chunks_mut(width)).enumerate();
         if threads && b_n > 1 {
@@ -450,33 +445,6 @@ impl HostProjected {
                 _ => None,
             },
             kv_dense: self.k.zip(self.v).map(|(k, v)| (t(k, kvh, dh), t(v, kvh, dh))),
-        }
-    }
-}
-
-/// Rotary embedding at one position (the layout and convention of [`crate::rope`]).
-struct Rope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-}
-
-impl Rope {
-    fn new(pos: usize, head_dim: usize, base: f64) -> Self {
-        let half = head_dim / 2;
-        let angle = |i: usize| pos as f64 * base.powf(-((2 * i) as f64) / head_dim as f64);
-        Self {
-            cos: (0..half).map(|i| angle(i).cos() as f32).collect(),
-            sin: (0..half).map(|i| angle(i).sin() as f32).collect(),
-        }
-    }
-
-    /// Rotate one row of `d_h` features in place.
-    fn apply(&self, row: &mut [f32]) {
-        let half = row.len() / 2;
-        for i in 0..half {
-            let (x1, x2) = (row[i], row[half + i]);
-            row[i] = x1 * self.cos[i] + x2 * self.sin[i];
-            row[half + i] = x2 * self.cos[i] - x1 * self.sin[i];
         }
     }
 }

@@ -6,6 +6,34 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// `cos θ` and `sin θ`, `θ_i = pos · base^(−2i/d_h)` (angles in f64), for positions
+/// `start..start + len`, each `[len, d_h/2]` row-major.
+pub fn angles(start: usize, len: usize, head_dim: usize, base: f64) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
+    for pos in start..start + len {
+        for i in 0..half {
+            let inv_freq = base.powf(-((2 * i) as f64) / head_dim as f64);
+            let angle = pos as f64 * inv_freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotate one row of `d_h` features in place at one position (`cos`, `sin`: that position's
+/// [`angles`]) — [`RopeTables::apply`] for host memory.
+pub fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = row.len() / 2;
+    for i in 0..half {
+        let (x1, x2) = (row[i], row[half + i]);
+        row[i] = x1 * cos[i] + x2 * sin[i];
+        row[half + i] = x2 * cos[i] - x1 * sin[i];
+    }
+}
+
 /// Cos and sin tables shaped `[B or 1, T, 1, d_h/2]` for broadcasting over `[B, T, R, d_h/2]`.
 #[derive(Clone, Debug)]
 pub struct RopeTables {
@@ -17,16 +45,7 @@ impl RopeTables {
     /// Tables for positions `start..start + len`, shared by every sequence of a batch.
     pub fn new(start: usize, len: usize, head_dim: usize, base: f64, device: &Device) -> Self {
         let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for pos in start..start + len {
-            for i in 0..half {
-                let inv_freq = base.powf(-((2 * i) as f64) / head_dim as f64);
-                let angle = pos as f64 * inv_freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let (cos, sin) = angles(start, len, head_dim, base);
         Self {
             cos: Tensor::from_data(TensorData::new(cos, [1, len, 1, half]), device),
             sin: Tensor::from_data(TensorData::new(sin, [1, len, 1, half]), device),
