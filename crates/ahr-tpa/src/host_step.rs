@@ -17,7 +17,7 @@ use crate::cache::{KvCache, PendingToken, Storage};
 use crate::config::{ModelConfig, StoreOption};
 use crate::error::{Error, Result};
 use crate::host::{self, HeadDims, StepQuery, to_host};
-use crate::model::{Model, StepOutput};
+use crate::model::{Model, StepOutput, check_position, check_vocabulary};
 use crate::projected::Projected;
 use crate::rope;
 
@@ -240,19 +240,12 @@ impl HostModel {
         if cache.storage() != Storage::Host {
             return Err(Error::Input("the host decode step needs a host cache".into()));
         }
-        if let Some(bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size)));
-        }
+        check_vocabulary(cfg, ids)?;
         let (d, pos) = (cfg.d_model, cache.position());
         let mut x: Vec<f32> =
             ids.iter().flat_map(|&t| self.embed[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
         if let Some(table) = &self.pos_embed {
-            if pos >= cfg.max_positions {
-                return Err(Error::Input(format!(
-                    "position {pos} is beyond max_positions = {} of this model",
-                    cfg.max_positions
-                )));
-            }
+            check_position(cfg, pos)?;
             for row in x.chunks_mut(d) {
                 row.iter_mut().zip(&table[pos * d..(pos + 1) * d]).for_each(|(a, p)| *a += p);
             }

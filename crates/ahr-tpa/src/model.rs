@@ -160,6 +160,24 @@ pub fn randomize(model: Model, seed: u64, scale: f32) -> Model {
     model.map(&mut Randomize { rng: rand::rngs::StdRng::seed_from_u64(seed), scale })
 }
 
+/// Every id inside the vocabulary (what the tensor and the host step both check).
+pub(crate) fn check_vocabulary(cfg: &ModelConfig, ids: &[u32]) -> Result<()> {
+    match ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        Some(bad) => Err(Error::Input(format!("token id {bad} is outside the vocabulary of {}", cfg.vocab_size))),
+        None => Ok(()),
+    }
+}
+
+/// Position `last` covered by the learned absolute position embedding (models that have one).
+pub(crate) fn check_position(cfg: &ModelConfig, last: usize) -> Result<()> {
+    match last >= cfg.max_positions {
+        true => {
+            Err(Error::Input(format!("position {last} is beyond max_positions = {} of this model", cfg.max_positions)))
+        }
+        false => Ok(()),
+    }
+}
+
 /// RMSNorm without a learned weight.
 pub fn rms_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
     let ms = x.clone().square().mean_dim(D - 1);
@@ -214,12 +232,7 @@ impl Model {
         if ids.len() != batch * seq_len || seq_len == 0 {
             return Err(Error::Input(format!("tokens: expected {batch}×{seq_len} ids, found {}", ids.len())));
         }
-        if let Some(bad) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
-            return Err(Error::Input(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.config.vocab_size
-            )));
-        }
+        check_vocabulary(&self.config, ids)?;
         let data: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         Ok(Tensor::from_data(TensorData::new(data, [batch, seq_len]), device))
     }
@@ -270,13 +283,7 @@ impl Model {
         let Some(pos) = &self.pos_embed else {
             return Ok(x);
         };
-        if start + t > self.config.max_positions {
-            return Err(Error::Input(format!(
-                "position {} is beyond max_positions = {} of this model",
-                start + t - 1,
-                self.config.max_positions
-            )));
-        }
+        check_position(&self.config, start + t - 1)?;
         let ids: Vec<i64> = (start..start + t).map(|p| p as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
         let [_, _, d] = x.dims();

@@ -165,6 +165,18 @@ fn host_step_equals_the_tensor_step() {
     let cache = KvCache::with_storage(&cfg, 1, Storage::Host);
     let err = model.step_ids(Some(&host), &[cfg.vocab_size as u32], &cache, false, &device()).unwrap_err();
     assert!(err.to_string().contains("vocabulary"), "{err}");
+    // So is a position beyond a learned position table, in both steps alike.
+    let mut cfg = ModelConfig::tiny();
+    cfg.max_positions = 1;
+    let model = Model::new(&cfg, &device());
+    let host = ahr_tpa::HostModel::new(&model).unwrap();
+    let mut cache = KvCache::with_storage(&cfg, 1, Storage::Host);
+    let first = model.step_ids(Some(&host), &[1], &cache, false, &device()).unwrap();
+    cache.push(first.pending, &[cfg.exact_index(); 2]).unwrap();
+    for fast in [Some(&host), None] {
+        let err = model.step_ids(fast, &[1], &cache, false, &device()).unwrap_err();
+        assert!(err.to_string().contains("position 1 is beyond max_positions = 1"), "{err}");
+    }
 }
 
 #[test]
