@@ -6,9 +6,12 @@
 //! `u_h = B_K,r · q_h` (or, with TPA query factors, `B_K,r·B_Qᵀ` first and then `A_Q` — FlashTPA's
 //! order), then `s_h += A_K,r[h] ⊙ u_h`. Keys and values are never materialised. Softmax uses a
 //! vectorisable `exp` in FlashDecoding's online form (one pass over the cache), and values
-//! accumulate per lane, reduced once per head and feature at the end.
-//! The loops are plain Rust over fixed-size arrays; [`pulp::Arch::dispatch`] compiles them with the
-//! widest instruction set the CPU has (AVX2/AVX-512), chosen at run time.
+//! accumulate in [`FOLD`] partial sums per head and feature, reduced once at the end.
+//! The kernel is written over [`pulp`]'s vectors, generic in their width: [`pulp::Arch::dispatch`]
+//! compiles it for the widest instruction set the CPU has (AVX2/AVX-512), chosen at run time, and
+//! every width computes the same bits. A chunk of up to three heads keeps its scores, weights and
+//! softmax sums in registers for a whole pass over the cache; the common head sizes (16, 32) are
+//! compiled as constants so that the loops over them unroll.
 //!
 //! The last block of a group is padded to [`LANES`] tokens with zeros; the padded lanes get no
 //! attention weight. Bytes are reported for the tokens held, as the cost model counts them.
@@ -25,8 +28,6 @@ pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 
 /// Tokens per block.
 pub const LANES: usize = 64;
-
-type Lane = [f32; LANES];
 
 /// Lanes of a value accumulator: a block's [`LANES`] weighted values fold into this many partial
 /// sums (one AVX-512 register, two AVX2 ones), so the accumulators stay a quarter of a block's
@@ -255,6 +256,7 @@ type Piece = (usize, usize);
 
 /// [`attend`]'s arguments for one piece of the cache, so that [`pulp`] can compile the whole
 /// kernel (everything below is `#[inline(always)]`) once per instruction set.
+#[derive(Clone, Copy)]
 struct Attend<'g, 'q> {
     dims: HeadDims,
     groups: &'g [&'g HostGroup],
@@ -268,20 +270,45 @@ impl pulp::WithSimd for Attend<'_, '_> {
     type Output = Partial;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Partial {
-        attend_piece(self.dims, self.groups, self.pieces, self.q, self.own)
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Partial {
+        let Self { dims, groups, pieces, q, own } = self;
+        // The common head sizes as constants, so that the compiler unrolls the loops over them.
+        match dims.head_dim {
+            16 => piece_for_width(simd, HeadDims { head_dim: 16, ..dims }, groups, pieces, q, own),
+            32 => piece_for_width(simd, HeadDims { head_dim: 32, ..dims }, groups, pieces, q, own),
+            _ => piece_for_width(simd, dims, groups, pieces, q, own),
+        }
+    }
+}
+
+/// [`attend_piece`] with a block's lanes as N vectors of the instruction set's width and a folded
+/// accumulator as FV.
+#[inline(always)]
+fn piece_for_width<S: pulp::Simd>(
+    simd: S,
+    dims: HeadDims,
+    groups: &[&HostGroup],
+    pieces: &[Piece],
+    q: StepQuery<'_>,
+    own: bool,
+) -> Partial {
+    match S::F32_LANES {
+        16 => attend_piece::<S, 4, 1>(simd, dims, groups, pieces, q, own),
+        8 => attend_piece::<S, 8, 2>(simd, dims, groups, pieces, q, own),
+        4 => attend_piece::<S, 16, 4>(simd, dims, groups, pieces, q, own),
+        _ => attend_piece::<S, 64, 16>(simd, dims, groups, pieces, q, own),
     }
 }
 
 /// Running softmax of one head (FlashDecoding's online form): weights relative to the largest
-/// score seen so far, rescaled when it grows.
+/// score seen so far, rescaled when it grows; the sums folded to [`FOLD`] lanes like the values.
 struct Running {
     /// Largest score so far.
     max: f32,
-    /// Σ e per lane, e = exp(s − max).
-    z: Lane,
-    /// Σ e·(s − max) per lane (for the entropy).
-    zs: Lane,
+    /// Σ e per folded lane, e = exp(s − max).
+    z: Folded,
+    /// Σ e·(s − max) per folded lane (for the entropy).
+    zs: Folded,
     /// The weight of the token itself (0 in every piece but the first).
     own: f32,
     /// Its score.
@@ -292,14 +319,13 @@ impl Running {
     /// The token itself (score `own`), counted with weight `present` (1 or 0): every piece starts
     /// from the same finite reference, so merging never meets −∞.
     fn new(own: f32, present: bool) -> Self {
-        Self { max: own, z: [0.0; LANES], zs: [0.0; LANES], own: f32::from(u8::from(present)), own_score: own }
+        Self { max: own, z: [0.0; FOLD], zs: [0.0; FOLD], own: f32::from(u8::from(present)), own_score: own }
     }
 
     /// Raise the reference to `max`, rescaling what is accumulated (values in `acc`).
-    #[inline(always)]
     fn raise(&mut self, max: f32, acc: &mut [Folded]) {
         let (shift, alpha) = (self.max - max, exp_lane(self.max - max));
-        for l in 0..LANES {
+        for l in 0..FOLD {
             // Σ e'·(s − max') = α·(Σ e·(s − max) + (max − max')·Σ e).
             self.zs[l] = alpha * (self.zs[l] + shift * self.z[l]);
             self.z[l] *= alpha;
@@ -317,62 +343,323 @@ struct Partial {
     acc: Vec<Folded>,
 }
 
-/// Turn one block's scores `s[hh]` into weights (in place) and add them to the heads' sums;
-/// `shifted` is scratch of the same shape. The `exp` runs as one loop over every head's lanes,
-/// which the compiler vectorises.
-#[inline(always)]
-fn weigh(heads: &mut [Running], s: &mut [Lane], shifted: &mut [Lane]) {
-    for ((run, sh), d) in heads.iter().zip(s.iter()).zip(shifted.iter_mut()) {
-        for l in 0..LANES {
-            d[l] = sh[l] - run.max;
-        }
-    }
-    for (e, &x) in s.as_flattened_mut().iter_mut().zip(shifted.as_flattened()) {
-        *e = exp_lane(x);
-    }
-    for ((run, e), d) in heads.iter_mut().zip(s.iter()).zip(shifted.iter()) {
-        for l in 0..LANES {
-            run.z[l] += e[l];
-            // A padded lane (d = −∞, e = 0) contributes nothing, and not 0 · (−∞) = NaN.
-            run.zs[l] += e[l] * d[l].max(-88.0);
-        }
-    }
-}
+/// One block's [`LANES`] as `N` vectors of the instruction set `S`.
+type Vecs<S, const N: usize> = [<S as pulp::Simd>::f32s; N];
 
-/// The softmax state of the blocks `pieces` (and, with `own`, the token itself).
+/// Heads handled together in one pass over the cache, at most: their scores, softmax sums and
+/// weights stay in registers (three with 16-lane vectors, one with narrower ones).
+const CHUNK: usize = 3;
+
+/// The softmax state of the blocks `pieces` (and, with `own`, the token itself), one chunk of
+/// heads at a time ([`heads_pass`]). The per-lane arithmetic — and so every bit of the result —
+/// is the same for every vector width.
 #[inline(always)]
-fn attend_piece(dims: HeadDims, groups: &[&HostGroup], pieces: &[Piece], q: StepQuery<'_>, own: bool) -> Partial {
+fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(
+    simd: S,
+    dims: HeadDims,
+    groups: &[&HostGroup],
+    pieces: &[Piece],
+    q: StepQuery<'_>,
+    own: bool,
+) -> Partial {
+    assert!(N * S::F32_LANES == LANES && FV * S::F32_LANES == FOLD, "{} lanes per vector", S::F32_LANES);
     let HeadDims { heads: h, head_dim: dh, .. } = dims;
     let mut heads: Vec<Running> = (0..h)
         .map(|hh| Running::new(dot(&q.query[hh * dh..(hh + 1) * dh], &q.key[hh * dh..(hh + 1) * dh]), own))
         .collect();
     let mut acc = vec![[0f32; FOLD]; h * dh];
-    let mut scores = vec![[0f32; LANES]; h];
-    let mut shifted = vec![[0f32; LANES]; h];
-    let (mut rows, mut mixed) = (vec![[0f32; LANES]; q.rows.len() / dh], vec![[0f32; LANES]; h]);
-    for &(g, b) in pieces {
-        let g = groups[g];
-        let width = g.tiles.width * LANES;
-        let block = &g.tiles.data[b * width..(b + 1) * width];
-        score_block(dims, g.kind, block, &q, &mut scores, &mut rows, &mut mixed);
-        if (b + 1) * LANES >= g.tiles.skip() + g.tiles.len() {
-            let valid = g.tiles.skip() + g.tiles.len() - b * LANES;
-            scores.iter_mut().for_each(|s| s[valid..].fill(PAD));
+    let rows = match q.head_mix {
+        Some(_) => q.rows.len() / dh,
+        None => 0,
+    };
+    let mut contracted: Vec<Vecs<S, N>> = vec![[simd.splat_f32s(0.0); N]; rows];
+    // Equal chunks of at most CHUNK heads (registers permitting).
+    let most = (12 / N).clamp(1, CHUNK);
+    let chunk = h.div_ceil(h.div_ceil(most));
+    for c0 in (0..h).step_by(chunk) {
+        let pass = Pass { dims, groups, pieces, q: &q, c0 };
+        let (heads, acc, t) = (&mut heads[c0..], &mut acc[c0 * dh..], &mut contracted[..]);
+        match chunk.min(h - c0) {
+            1 => heads_pass::<S, N, FV, 1>(simd, pass, t, heads, acc),
+            2 => heads_pass::<S, N, FV, 2>(simd, pass, t, heads, acc),
+            _ => heads_pass::<S, N, FV, 3>(simd, pass, t, heads, acc),
         }
-        if b == 0 && g.tiles.skip() > 0 {
-            scores.iter_mut().for_each(|s| s[..g.tiles.skip()].fill(PAD));
-        }
-        for (hh, (run, s)) in heads.iter_mut().zip(&scores).enumerate() {
-            let block_max = lanes_max(s);
-            if block_max > run.max {
-                run.raise(block_max, &mut acc[hh * dh..(hh + 1) * dh]);
-            }
-        }
-        weigh(&mut heads, &mut scores, &mut shifted);
-        accumulate_block(dims, g.kind, block, &scores, &mut acc);
     }
     Partial { heads, acc }
 }
+
+/// What one pass over a piece reads: the cache, the query, the first head of the chunk.
+#[derive(Clone, Copy)]
+struct Pass<'a, 'q> {
+    dims: HeadDims,
+    groups: &'a [&'a HostGroup],
+    pieces: &'a [Piece],
+    q: &'a StepQuery<'q>,
+    c0: usize,
+}
+
+/// Heads `c0 .. c0 + C` over every block of the piece: per block the scores `s_h`, the running
+/// softmax (raised to the block's largest score when it grows) and `acc[h][i] += Σ_lanes e_h ⊙
+/// V[h, i]` folded to [`FOLD`] partial sums. The softmax state lives in registers for the whole
+/// pass; `heads` and `acc` start at head `c0`, `contracted` is scratch for TPA query rows.
+#[inline(always)]
+fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
+    simd: S,
+    pass: Pass<'_, '_>,
+    contracted: &mut [Vecs<S, N>],
+    heads: &mut [Running],
+    acc: &mut [Folded],
+) {
+    let Pass { dims, groups, pieces, q, c0 } = pass;
+    let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
+    let zero = simd.splat_f32s(0.0);
+    let (guard, cap) = (simd.splat_f32s(-88.0), simd.splat_f32s(-87.0));
+    let mut max: [f32; C] = std::array::from_fn(|c| heads[c].max);
+    let mut own: [f32; C] = std::array::from_fn(|c| heads[c].own);
+    let (mut z, mut zs) = ([[zero; FV]; C], [[zero; FV]; C]);
+    for &(g, b) in pieces {
+        let g = groups[g];
+        let width = g.tiles.width * LANES;
+        // The block as one row of N vectors per feature.
+        let data: &[Vecs<S, N>] = pulp::bytemuck::cast_slice(&g.tiles.data[b * width..(b + 1) * width]);
+        let mut s = scores::<S, N, C>(simd, dims, g.kind, data, q, c0, contracted);
+        // Lanes holding no token: evicted ones at the front of the first block, padding at the
+        // end of the last.
+        let lo = if b == 0 { g.tiles.skip() } else { 0 };
+        let hi = (g.tiles.skip() + g.tiles.len() - b * LANES).min(LANES);
+        if (lo, hi) != (0, LANES) {
+            mask_lanes(simd, &mut s, (lo, hi));
+        }
+        // The running softmax: raise each head's reference to the block's largest score, then
+        // turn the scores into weights e = exp(s − max) and add them to the sums.
+        for c in 0..C {
+            let mut top = s[c][0];
+            for k in 1..N {
+                top = simd.max_f32s(top, s[c][k]);
+            }
+            let top = simd.reduce_max_f32s(top);
+            if top > max[c] {
+                let (shift, alpha) = (max[c] - top, exp_lane(max[c] - top));
+                let (shift, a) = (simd.splat_f32s(shift), simd.splat_f32s(alpha));
+                for f in 0..FV {
+                    // Σ e'·(s − max') = α·(Σ e·(s − max) + (max − max')·Σ e).
+                    zs[c][f] = simd.mul_f32s(a, simd.add_f32s(zs[c][f], simd.mul_f32s(shift, z[c][f])));
+                    z[c][f] = simd.mul_f32s(z[c][f], a);
+                }
+                for slot in &mut acc[c * dh..(c + 1) * dh] {
+                    let slot: &mut [S::f32s] = pulp::bytemuck::cast_slice_mut(slot);
+                    for x in slot {
+                        *x = simd.mul_f32s(*x, a);
+                    }
+                }
+                own[c] *= alpha;
+                max[c] = top;
+            }
+            let m = simd.splat_f32s(max[c]);
+            for k in 0..N {
+                let d = simd.sub_f32s(s[c][k], m);
+                let e = exp_vec(simd, d, cap);
+                z[c][k % FV] = simd.add_f32s(z[c][k % FV], e);
+                // A padded lane (d = −∞, e = 0) contributes nothing, and not 0 · (−∞) = NaN.
+                zs[c][k % FV] = simd.mul_add_f32s(e, simd.max_f32s(d, guard), zs[c][k % FV]);
+                s[c][k] = e;
+            }
+        }
+        // Values: acc[h][i] += Σ_lanes w_h ⊙ V[h, i].
+        match g.kind {
+            HostKind::Factors { rank } => {
+                let stride = h + dh;
+                let values = rank * stride;
+                let inv_rank = simd.splat_f32s(1.0 / rank as f32);
+                for r in 0..rank {
+                    // w_h = e_h ⊙ A_V,r[h] (/ ρ), then acc[h][i] += w_h ⊙ B_V,r[i].
+                    let mut w = s;
+                    for (c, w) in w.iter_mut().enumerate() {
+                        let a = &data[values + r * stride + c0 + c];
+                        for k in 0..N {
+                            w[k] = simd.mul_f32s(w[k], a[k]);
+                            if rank > 1 {
+                                w[k] = simd.mul_f32s(w[k], inv_rank);
+                            }
+                        }
+                    }
+                    for i in 0..dh {
+                        let x = &data[values + r * stride + h + i];
+                        for (c, w) in w.iter().enumerate() {
+                            spread::<S, N, FV>(simd, w, x, &mut acc[c * dh + i]);
+                        }
+                    }
+                }
+            }
+            HostKind::Dense => {
+                for i in 0..dh {
+                    for (c, w) in s.iter().enumerate() {
+                        let x = &data[kvh * dh + dims.kv_offset(c0 + c) + i];
+                        spread::<S, N, FV>(simd, w, x, &mut acc[c * dh + i]);
+                    }
+                }
+            }
+        }
+    }
+    for c in 0..C {
+        let run = &mut heads[c];
+        run.max = max[c];
+        run.own = own[c];
+        pulp::bytemuck::cast_slice_mut::<f32, S::f32s>(&mut run.z).copy_from_slice(&z[c]);
+        pulp::bytemuck::cast_slice_mut::<f32, S::f32s>(&mut run.zs).copy_from_slice(&zs[c]);
+    }
+}
+
+/// Scores `s_h` of one block for heads `c0 .. c0 + C`: `q_h · K_h` for dense keys; for rank-ρ
+/// factors `Σ_r A_K,r[h] ⊙ (B_K,r · q_h) / ρ`, or with TPA query factors FlashTPA's order
+/// (`t_j = B_K,r · B_Q,j` once, then `Σ_j A_Q[h, j] t_j`).
+#[inline(always)]
+fn scores<S: pulp::Simd, const N: usize, const C: usize>(
+    simd: S,
+    dims: HeadDims,
+    kind: HostKind,
+    data: &[Vecs<S, N>],
+    q: &StepQuery<'_>,
+    c0: usize,
+    contracted: &mut [Vecs<S, N>],
+) -> [Vecs<S, N>; C] {
+    let HeadDims { heads: h, head_dim: dh, .. } = dims;
+    let zero = simd.splat_f32s(0.0);
+    match kind {
+        HostKind::Dense => {
+            let feats = std::array::from_fn(|c| dims.kv_offset(c0 + c));
+            contract_each::<S, N, C>(simd, data, head_rows(q.query, c0, dh), feats, dh)
+        }
+        HostKind::Factors { rank } => {
+            let stride = h + dh;
+            let mut s = [[zero; N]; C];
+            for r in 0..rank {
+                let keys = r * stride + h;
+                let u: [Vecs<S, N>; C] = match q.head_mix {
+                    None => contract_shared::<S, N, C>(simd, data, head_rows(q.rows, c0, dh), keys, dh),
+                    Some(mix) => {
+                        let m = contracted.len();
+                        for (j, t) in contracted.iter_mut().enumerate() {
+                            [*t] = contract_shared::<S, N, 1>(simd, data, [&q.rows[j * dh..(j + 1) * dh]], keys, dh);
+                        }
+                        let mut u = [[zero; N]; C];
+                        for (c, u) in u.iter_mut().enumerate() {
+                            for (j, t) in contracted.iter().enumerate() {
+                                let a = simd.splat_f32s(mix[(c0 + c) * m + j]);
+                                for k in 0..N {
+                                    u[k] = simd.mul_add_f32s(a, t[k], u[k]);
+                                }
+                            }
+                        }
+                        u
+                    }
+                };
+                for c in 0..C {
+                    let a = &data[r * stride + c0 + c];
+                    for k in 0..N {
+                        s[c][k] = simd.mul_add_f32s(a[k], u[c][k], s[c][k]);
+                    }
+                }
+            }
+            if rank > 1 {
+                let inv_rank = simd.splat_f32s(1.0 / rank as f32);
+                for x in s.iter_mut().flatten() {
+                    *x = simd.mul_f32s(*x, inv_rank);
+                }
+            }
+            s
+        }
+    }
+}
+
+/// Rows `c0 .. c0 + C` of `dh` coefficients each.
+#[inline(always)]
+fn head_rows<const C: usize>(rows: &[f32], c0: usize, dh: usize) -> [&[f32]; C] {
+    std::array::from_fn(|c| &rows[(c0 + c) * dh..(c0 + c + 1) * dh])
+}
+
+/// `dst[c] = Σ_i rows[c][i] · block[feature + i]` for C rows contracted with the same block rows
+/// (factor keys): each block row is read once, whole, in order (what the prefetcher follows).
+#[inline(always)]
+fn contract_shared<S: pulp::Simd, const N: usize, const C: usize>(
+    simd: S,
+    block: &[Vecs<S, N>],
+    rows: [&[f32]; C],
+    feature: usize,
+    dh: usize,
+) -> [Vecs<S, N>; C] {
+    let mut dst = [[simd.splat_f32s(0.0); N]; C];
+    for (i, x) in block[feature..feature + dh].iter().enumerate() {
+        for c in 0..C {
+            let a = simd.splat_f32s(rows[c][i]);
+            for k in 0..N {
+                dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+            }
+        }
+    }
+    dst
+}
+
+/// `dst[c] = Σ_i rows[c][i] · block[feats[c] + i]`: each row with its own block rows (dense keys).
+#[inline(always)]
+fn contract_each<S: pulp::Simd, const N: usize, const C: usize>(
+    simd: S,
+    block: &[Vecs<S, N>],
+    rows: [&[f32]; C],
+    feats: [usize; C],
+    dh: usize,
+) -> [Vecs<S, N>; C] {
+    let mut dst = [[simd.splat_f32s(0.0); N]; C];
+    for i in 0..dh {
+        for c in 0..C {
+            let (a, x) = (simd.splat_f32s(rows[c][i]), &block[feats[c] + i]);
+            for k in 0..N {
+                dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+            }
+        }
+    }
+    dst
+}
+
+/// `acc += Σ_lanes w ⊙ x`, the lanes folded to [`FOLD`] partial sums (lane l of the fold sums
+/// lanes l, l + FOLD, … in that order, whatever the vector width).
+#[inline(always)]
+fn spread<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, w: &Vecs<S, N>, x: &Vecs<S, N>, acc: &mut Folded) {
+    let acc: &mut [S::f32s] = pulp::bytemuck::cast_slice_mut(acc);
+    let mut sum: [S::f32s; FV] = acc.try_into().expect("a folded accumulator is FV vectors");
+    for k in 0..N {
+        sum[k % FV] = simd.mul_add_f32s(w[k], x[k], sum[k % FV]);
+    }
+    acc.copy_from_slice(&sum);
+}
+
+/// Scores of the lanes outside `lo..hi` set to [`PAD`] (a block with evicted or padded lanes).
+#[inline(always)]
+fn mask_lanes<S: pulp::Simd, const N: usize, const C: usize>(
+    simd: S,
+    s: &mut [Vecs<S, N>; C],
+    (lo, hi): (usize, usize),
+) {
+    let (lo, hi, pad) = (simd.splat_f32s(lo as f32), simd.splat_f32s(hi as f32), simd.splat_f32s(PAD));
+    let index: Vecs<S, N> = pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&LANE_INDEX));
+    for k in 0..N {
+        let keep = simd.and_m32s(simd.greater_than_or_equal_f32s(index[k], lo), simd.less_than_f32s(index[k], hi));
+        for s in s.iter_mut() {
+            s[k] = simd.select_f32s(keep, s[k], pad);
+        }
+    }
+}
+
+/// Each lane's index in its block.
+const LANE_INDEX: [f32; LANES] = {
+    let mut index = [0.0; LANES];
+    let mut l = 0;
+    while l < LANES {
+        index[l] = l as f32;
+        l += 1;
+    }
+    index
+};
 
 /// Merge the pieces' states in order (each raised to the common largest score) and write the
 /// output, the log-sum-exps and the statistics [`attend`] returns.
@@ -410,212 +697,56 @@ fn finish(dims: HeadDims, mut parts: Vec<Partial>, q: StepQuery<'_>, out: &mut [
 }
 
 #[inline(always)]
-fn lane(block: &[f32], feature: usize) -> &Lane {
-    block[feature * LANES..(feature + 1) * LANES].try_into().expect("a block holds whole lanes")
-}
-
-/// The largest of the lanes, by halving (a tree, not a chain of 16 comparisons).
-#[inline(always)]
-fn lanes_max(s: &Lane) -> f32 {
-    let mut m = *s;
-    let mut half = LANES / 2;
-    while half > 0 {
-        for l in 0..half {
-            m[l] = m[l].max(m[l + half]);
-        }
-        half /= 2;
-    }
-    m[0]
-}
-
-#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `acc += a · x` over the lanes (fused multiply-adds: one rounding, the same on every CPU).
+/// [`exp_lane`] on a vector, operation for operation (so the bits agree with it); `cap` is −87.
 #[inline(always)]
-fn axpy(acc: &mut Lane, a: f32, x: &Lane) {
-    for l in 0..LANES {
-        acc[l] = a.mul_add(x[l], acc[l]);
+fn exp_vec<S: pulp::Simd>(simd: S, x: S::f32s, cap: S::f32s) -> S::f32s {
+    // No closures here: pulp compiles only inlined functions with the instruction set.
+    let xc = simd.max_f32s(x, cap);
+    let shifted = simd.add_f32s(simd.mul_f32s(xc, simd.splat_f32s(EXP_LOG2E)), simd.splat_f32s(EXP_SHIFT));
+    let n = simd.sub_f32s(shifted, simd.splat_f32s(EXP_SHIFT));
+    let r = simd.sub_f32s(
+        simd.sub_f32s(xc, simd.mul_f32s(n, simd.splat_f32s(EXP_LN2_HI))),
+        simd.mul_f32s(n, simd.splat_f32s(EXP_LN2_LO)),
+    );
+    let mut p = simd.splat_f32s(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
+        p = simd.add_f32s(simd.mul_f32s(p, r), simd.splat_f32s(c));
     }
-}
-
-/// Heads (or query ranks) handled together: their accumulators stay in registers.
-const CHUNK: usize = 4;
-
-/// Run `$f::<N>(args…)` with `N = $n ≤ CHUNK` a constant.
-macro_rules! with_chunk {
-    ($n:expr, $f:ident($($arg:expr),*)) => {
-        match $n {
-            1 => $f::<1>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            _ => $f::<4>($($arg),*),
-        }
-    };
-}
-
-/// `dst[c] = Σ_i rows[c][i] · lane(block, feats[c] + i)` for N rows of `dh` coefficients, with
-/// two accumulators per row (even and odd i) so the additions do not wait on each other.
-#[inline(always)]
-fn contract<const N: usize>(block: &[f32], rows: &[f32], feats: [usize; CHUNK], dh: usize, dst: &mut [Lane]) {
-    let mut even = [[0f32; LANES]; N];
-    let mut odd = [[0f32; LANES]; N];
-    let mut i = 0;
-    while i + 1 < dh {
-        for c in 0..N {
-            axpy(&mut even[c], rows[c * dh + i], lane(block, feats[c] + i));
-            axpy(&mut odd[c], rows[c * dh + i + 1], lane(block, feats[c] + i + 1));
-        }
-        i += 2;
-    }
-    if i < dh {
-        for c in 0..N {
-            axpy(&mut even[c], rows[c * dh + i], lane(block, feats[c] + i));
-        }
-    }
-    for c in 0..N {
-        for l in 0..LANES {
-            dst[c][l] = even[c][l] + odd[c][l];
-        }
-    }
-}
-
-/// Scores `s[hh]` of one block for every head; `u` (one lane per query row) and `mixed` (one per
-/// head) are scratch.
-#[inline(always)]
-fn score_block(
-    dims: HeadDims,
-    kind: HostKind,
-    block: &[f32],
-    q: &StepQuery<'_>,
-    s: &mut [Lane],
-    u: &mut [Lane],
-    mixed: &mut [Lane],
-) {
-    let HeadDims { heads: h, head_dim: dh, .. } = dims;
-    match kind {
-        HostKind::Dense => {
-            for c0 in (0..h).step_by(CHUNK) {
-                let feats = std::array::from_fn(|c| dims.kv_offset(c0 + c));
-                with_chunk!(CHUNK.min(h - c0), contract(block, &q.query[c0 * dh..], feats, dh, &mut s[c0..]));
-            }
-        }
-        HostKind::Factors { rank } => {
-            let stride = h + dh;
-            s.iter_mut().for_each(|x| *x = [0.0; LANES]);
-            // u_h = B_K,r · q_h, or FlashTPA's order: t_j = B_K,r · B_Q,j, then u_h = Σ_j A_Q[h, j] t_j.
-            let m = q.rows.len() / dh;
-            for r in 0..rank {
-                let feats = [r * stride + h; CHUNK];
-                for j0 in (0..m).step_by(CHUNK) {
-                    with_chunk!(CHUNK.min(m - j0), contract(block, &q.rows[j0 * dh..], feats, dh, &mut u[j0..]));
-                }
-                let u: &[Lane] = match q.head_mix {
-                    Some(mix) => {
-                        for (hh, x) in mixed.iter_mut().enumerate() {
-                            *x = [0.0; LANES];
-                            (0..m).for_each(|j| axpy(x, mix[hh * m + j], &u[j]));
-                        }
-                        mixed
-                    }
-                    None => u,
-                };
-                // s_h += A_K,r[h] ⊙ u_h.
-                for (hh, sh) in s.iter_mut().enumerate() {
-                    let a = lane(block, r * stride + hh);
-                    for l in 0..LANES {
-                        sh[l] = a[l].mul_add(u[hh][l], sh[l]);
-                    }
-                }
-            }
-            let inv_rank = 1.0 / rank as f32;
-            s.iter_mut().flatten().for_each(|x| *x *= inv_rank);
-        }
-    }
-}
-
-/// `acc[hh][i] += Σ_lanes w_h ⊙ V[h, i]` for one block (folded to [`FOLD`] partial sums), `w`
-/// its unnormalised weights.
-#[inline(always)]
-fn accumulate_block(dims: HeadDims, kind: HostKind, block: &[f32], w: &[Lane], acc: &mut [Folded]) {
-    let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
-    match kind {
-        HostKind::Factors { rank } => {
-            let stride = h + dh;
-            let values = rank * stride;
-            let inv_rank = 1.0 / rank as f32;
-            for r in 0..rank {
-                let (av, bv) = (values + r * stride, values + r * stride + h);
-                for c0 in (0..h).step_by(CHUNK) {
-                    let n = CHUNK.min(h - c0);
-                    // w'_h = w_h ⊙ A_V,r[h] / ρ, then acc[h][i] += w'_h ⊙ B_V,r[i].
-                    let mut wr = [[0f32; LANES]; CHUNK];
-                    for c in 0..n {
-                        let a = lane(block, av + c0 + c);
-                        for l in 0..LANES {
-                            wr[c][l] = w[c0 + c][l] * a[l] * inv_rank;
-                        }
-                    }
-                    with_chunk!(n, spread(block, &wr, [bv; CHUNK], dh, &mut acc[c0 * dh..]));
-                }
-            }
-        }
-        HostKind::Dense => {
-            let values = kvh * dh;
-            for c0 in (0..h).step_by(CHUNK) {
-                let n = CHUNK.min(h - c0);
-                let wc: [Lane; CHUNK] = std::array::from_fn(|c| w[(c0 + c).min(h - 1)]);
-                let feats = std::array::from_fn(|c| values + dims.kv_offset(c0 + c));
-                with_chunk!(n, spread(block, &wc, feats, dh, &mut acc[c0 * dh..]));
-            }
-        }
-    }
-}
-
-/// `acc[c][i] += w[c] ⊙ lane(block, feats[c] + i)` for heads c < N, the lanes folded to [`FOLD`].
-#[inline(always)]
-fn spread<const N: usize>(block: &[f32], w: &[Lane; CHUNK], feats: [usize; CHUNK], dh: usize, acc: &mut [Folded]) {
-    for i in 0..dh {
-        for c in 0..N {
-            let x = lane(block, feats[c] + i);
-            let mut sum = acc[c * dh + i];
-            for q in 0..LANES / FOLD {
-                for l in 0..FOLD {
-                    sum[l] = w[c][q * FOLD + l].mul_add(x[q * FOLD + l], sum[l]);
-                }
-            }
-            acc[c * dh + i] = sum;
-        }
-    }
+    let y = simd.add_f32s(simd.add_f32s(simd.mul_f32s(simd.mul_f32s(p, r), r), r), simd.splat_f32s(1.0));
+    let bits = simd.sub_u32s(simd.transmute_u32s_f32s(shifted), simd.splat_u32s(EXP_SHIFT.to_bits()));
+    let bits = simd.add_u32s(bits, simd.splat_u32s(127));
+    let scale = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(bits, simd.splat_u32s(23)));
+    simd.select_f32s(simd.greater_than_or_equal_f32s(x, cap), simd.mul_f32s(y, scale), simd.splat_f32s(0.0))
 }
 
 /// `exp(x)` for `x ≤ 0` (Cephes' range reduction and degree-5 polynomial, relative error below
 /// 2·10⁻⁷), exactly 0 below −87 and for −∞; branch-free so the lanes vectorise.
 #[inline(always)]
 fn exp_lane(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Round x·log2(e) to the nearest integer n by adding 1.5·2²³ (n then sits in the low mantissa
-    // bits), which needs no rounding instruction.
-    const SHIFT: f32 = 12_582_912.0;
     let xc = x.max(-87.0);
-    let shifted = xc * LOG2E + SHIFT;
-    let n = shifted - SHIFT;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4_f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
+    let shifted = xc * EXP_LOG2E + EXP_SHIFT;
+    let n = shifted - EXP_SHIFT;
+    let r = xc - n * EXP_LN2_HI - n * EXP_LN2_LO;
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| p * r + c);
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits((shifted.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127)) << 23);
+    let scale = f32::from_bits((shifted.to_bits().wrapping_sub(EXP_SHIFT.to_bits()).wrapping_add(127)) << 23);
     // × 0 below the range (and for −∞ or NaN), as a multiply so that no lane branches.
     y * scale * f32::from(u8::from(x >= -87.0))
 }
+
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split so that `n · EXP_LN2_HI` is exact.
+const EXP_LN2_HI: f32 = 0.693_359_4;
+const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+/// Rounds `x·log2(e)` to the nearest integer n when added (1.5·2²³: n then sits in the low
+/// mantissa bits), which needs no rounding instruction.
+const EXP_SHIFT: f32 = 12_582_912.0;
+/// The polynomial's coefficients, highest degree first (Horner).
+const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
 
 /// What a decode step's next-token distribution says, per stream: the log-sum-exp of its logits
 /// (a token's log-probability is `logit − lse`), the entropy of the softmax (nats) and the most
@@ -896,6 +1027,68 @@ mod tests {
         assert_eq!(exp_lane(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_lane(-100.0), 0.0);
         assert_eq!(exp_lane(0.0), 1.0);
+    }
+
+    /// The kernel computes the same bits for every vector width it may be compiled for (scalar,
+    /// AVX2, AVX-512 where the CPU has them): dense and factor groups with evicted and padded lanes,
+    /// materialised and TPA-factored queries, head counts that split into chunks.
+    #[test]
+    fn every_vector_width_computes_the_same_bits() {
+        let mut seed = 11u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        for (heads, kv_heads, head_dim) in [(3, 3, 16), (5, 5, 7), (4, 2, 32)] {
+            let dims = HeadDims { heads, kv_heads, head_dim };
+            let mut groups = Vec::new();
+            for (kind, n) in
+                [(HostKind::Dense, 200), (HostKind::Factors { rank: 1 }, 130), (HostKind::Factors { rank: 2 }, 70)]
+            {
+                let mut tiles = Tiles::new(dims.width(kind));
+                for _ in 0..n {
+                    let t: Vec<f32> = (0..tiles.width()).map(|_| rnd()).collect();
+                    tiles.push(&t);
+                }
+                tiles.pop_front(n / 20);
+                groups.push(HostGroup { kind, tiles });
+            }
+            let groups: Vec<&HostGroup> = groups.iter().collect();
+            let pieces: Vec<Piece> = groups
+                .iter()
+                .enumerate()
+                .flat_map(|(g, x)| (0..x.tiles.blocks().count()).map(move |b| (g, b)))
+                .collect();
+            let v = |n: usize, rnd: &mut dyn FnMut() -> f32| (0..n).map(|_| rnd()).collect::<Vec<f32>>();
+            let (query, key, value) =
+                (v(heads * head_dim, &mut rnd), v(heads * head_dim, &mut rnd), v(heads * head_dim, &mut rnd));
+            let (rows, mix) = (v(2 * head_dim, &mut rnd), v(heads * 2, &mut rnd));
+            for factored in [false, true] {
+                let q = StepQuery {
+                    rows: if factored { &rows } else { &query },
+                    head_mix: factored.then_some(&mix[..]),
+                    query: &query,
+                    key: &key,
+                    value: &value,
+                };
+                let attend = Attend { dims, groups: &groups, pieces: &pieces, q, own: true };
+                let bits = |part: Partial| {
+                    let (mut out, mut lse) = (vec![0f32; heads * head_dim], vec![0f32; heads]);
+                    let stats = finish(dims, vec![part], q, &mut out, &mut lse);
+                    out.iter().chain(&lse).chain(&stats).map(|x| x.to_bits()).collect::<Vec<u32>>()
+                };
+                let scalar = bits(pulp::WithSimd::with_simd(attend, pulp::Scalar::new()));
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if let Some(simd) = pulp::x86::V3::try_new() {
+                        assert_eq!(bits(pulp::WithSimd::with_simd(attend, simd)), scalar, "AVX2, {dims:?}");
+                    }
+                    if let Some(simd) = pulp::x86::V4::try_new() {
+                        assert_eq!(bits(pulp::WithSimd::with_simd(attend, simd)), scalar, "AVX-512, {dims:?}");
+                    }
+                }
+            }
+        }
     }
 
     /// A cache longer than one piece ([`SPLIT_BLOCKS`]): the merged partial states give the softmax
