@@ -271,12 +271,12 @@ impl pulp::WithSimd for Attend<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Partial {
-        let Self { dims, groups, pieces, q, own } = self;
         // The common head sizes as constants, so that the compiler unrolls the loops over them.
+        let dims = self.dims;
         match dims.head_dim {
-            16 => piece_for_width(simd, HeadDims { head_dim: 16, ..dims }, groups, pieces, q, own),
-            32 => piece_for_width(simd, HeadDims { head_dim: 32, ..dims }, groups, pieces, q, own),
-            _ => piece_for_width(simd, dims, groups, pieces, q, own),
+            16 => piece_for_width(simd, Attend { dims: HeadDims { head_dim: 16, ..dims }, ..self }),
+            32 => piece_for_width(simd, Attend { dims: HeadDims { head_dim: 32, ..dims }, ..self }),
+            _ => piece_for_width(simd, self),
         }
     }
 }
@@ -284,19 +284,12 @@ impl pulp::WithSimd for Attend<'_, '_> {
 /// [`attend_piece`] with a block's lanes as N vectors of the instruction set's width and a folded
 /// accumulator as FV.
 #[inline(always)]
-fn piece_for_width<S: pulp::Simd>(
-    simd: S,
-    dims: HeadDims,
-    groups: &[&HostGroup],
-    pieces: &[Piece],
-    q: StepQuery<'_>,
-    own: bool,
-) -> Partial {
+fn piece_for_width<S: pulp::Simd>(simd: S, piece: Attend<'_, '_>) -> Partial {
     match S::F32_LANES {
-        16 => attend_piece::<S, 4, 1>(simd, dims, groups, pieces, q, own),
-        8 => attend_piece::<S, 8, 2>(simd, dims, groups, pieces, q, own),
-        4 => attend_piece::<S, 16, 4>(simd, dims, groups, pieces, q, own),
-        _ => attend_piece::<S, 64, 16>(simd, dims, groups, pieces, q, own),
+        16 => attend_piece::<S, 4, 1>(simd, piece),
+        8 => attend_piece::<S, 8, 2>(simd, piece),
+        4 => attend_piece::<S, 16, 4>(simd, piece),
+        _ => attend_piece::<S, 64, 16>(simd, piece),
     }
 }
 
@@ -354,14 +347,8 @@ const CHUNK: usize = 3;
 /// heads at a time ([`heads_pass`]). The per-lane arithmetic — and so every bit of the result —
 /// is the same for every vector width.
 #[inline(always)]
-fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(
-    simd: S,
-    dims: HeadDims,
-    groups: &[&HostGroup],
-    pieces: &[Piece],
-    q: StepQuery<'_>,
-    own: bool,
-) -> Partial {
+fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: Attend<'_, '_>) -> Partial {
+    let Attend { dims, groups, pieces, q, own } = piece;
     assert!(N * S::F32_LANES == LANES && FV * S::F32_LANES == FOLD, "{} lanes per vector", S::F32_LANES);
     let HeadDims { heads: h, head_dim: dh, .. } = dims;
     let mut heads: Vec<Running> = (0..h)
