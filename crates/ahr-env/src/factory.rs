@@ -25,9 +25,9 @@ pub fn make_env(
     dev: &Device,
 ) -> Box<dyn VecEnv> {
     let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
-    let v = spec.env.obs_version;
+    let (v, p) = (spec.env.obs_version, spec.env.positions_seen);
     let rank = |m, t, r, s, d| {
-        let env = RankEnv::new(m, t, r, s, d).with_obs_version(v);
+        let env = RankEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p);
         match spec.env.review {
             Some(age) => env.with_review(age),
             None => env,
@@ -36,8 +36,10 @@ pub fn make_env(
     let env: Box<dyn VecEnv> = match (spec.env.granularity, held_out) {
         (Granularity::PerToken, false) => Box::new(rank(m, t, r, s, d)),
         (Granularity::PerToken, true) => Box::new(rank(m, t, r, s, d).held_out()),
-        (Granularity::PerLayer, false) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v)),
-        (Granularity::PerLayer, true) => Box::new(LayerEnv::new(m, t, r, s, d).with_obs_version(v).held_out()),
+        (Granularity::PerLayer, held_out) => {
+            let env = LayerEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p);
+            Box::new(if held_out { env.held_out() } else { env })
+        }
     };
     if window > 1 { Box::new(History::new(env, window)) } else { env }
 }

@@ -35,6 +35,12 @@ impl LayerEnv {
         self
     }
 
+    /// See [`RankEnv::with_positions_seen`].
+    pub fn with_positions_seen(mut self, positions: Option<usize>) -> Self {
+        self.inner = self.inner.with_positions_seen(positions);
+        self
+    }
+
     /// Draw episodes from the task's held-out set (see [`RankEnv::held_out`]).
     pub fn held_out(mut self) -> Self {
         self.inner = self.inner.held_out();

@@ -76,6 +76,8 @@ pub struct RankEnv {
     exact_flops_episode: f64,
     /// Observation layout version (the current one unless a policy of an older one is run).
     obs_version: u32,
+    /// The run policy's training length, where its position features stop ([`Self::with_positions_seen`]).
+    positions_seen: Option<usize>,
     /// Per stream, the running statistics of the causal features.
     history: Vec<SequenceHistory>,
     /// Review mode: the age.
@@ -119,6 +121,7 @@ impl RankEnv {
             exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
             exact_flops_episode: 1.0,
             obs_version: ahr_policy::obs::OBS_VERSION,
+            positions_seen: None,
             history: Vec::new(),
             review: None,
             book: None,
@@ -137,6 +140,13 @@ impl RankEnv {
     /// Build observations of layout `version` (to run a policy trained on an older one).
     pub fn with_obs_version(mut self, version: u32) -> Self {
         self.obs_version = version;
+        self
+    }
+
+    /// Stop the position features at the last of `positions` (to run a policy trained on
+    /// shorter sequences than this environment's; `None`: they grow with the position).
+    pub fn with_positions_seen(mut self, positions: Option<usize>) -> Self {
+        self.positions_seen = positions;
         self
     }
 
@@ -233,6 +243,7 @@ impl RankEnv {
         let obs = observe(
             cfg,
             self.obs_version,
+            self.positions_seen,
             &pred,
             out.layer_stats,
             &self.cache,
@@ -285,8 +296,11 @@ impl VecEnv for RankEnv {
 
     fn obs_spec(&self) -> ObsSpec {
         let cfg = self.model.config();
-        let spec =
-            ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size).expect("a known observation version");
+        let spec = ObsSpec {
+            positions_seen: Some(self.task.longest()),
+            ..ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size)
+                .expect("a known observation version")
+        };
         if self.review.is_some() { spec.with_review(cfg.n_layers) } else { spec }
     }
 

@@ -24,6 +24,10 @@ pub struct EnvSettings {
     /// Observation layout version (default: the current one; a policy of an older version is run
     /// with its own, which `ahr eval` and `ahr analyze` set from its manifest).
     pub obs_version: u32,
+    /// The policy's [`ahr_policy::ObsSpec::positions_seen`] (not an env-file key: `ahr eval` and
+    /// `ahr analyze` set it from a policy's manifest).
+    #[serde(skip)]
+    pub positions_seen: Option<usize>,
     /// Review age (DESIGN.md §10, per-token mode): every token kept at a plain option comes up
     /// for a second decision this many queries after it was written — keep, a nested lower rank,
     /// or drop — with the attention it has received as features. Absent: write-time decisions only.
@@ -38,6 +42,7 @@ impl Default for EnvSettings {
             recent: Vec::new(),
             schedules: Vec::new(),
             obs_version: ahr_policy::obs::OBS_VERSION,
+            positions_seen: None,
             review: None,
         }
     }

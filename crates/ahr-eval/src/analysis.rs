@@ -184,6 +184,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     pspec.reward.budget = manifest.budget;
     pspec.env.granularity = Granularity::PerToken;
     pspec.env.obs_version = manifest.obs.version;
+    pspec.env.positions_seen = manifest.obs.positions_seen;
     let global = ahr_policy::obs::global_features(manifest.obs.version)
         .ok_or_else(|| anyhow::anyhow!("observation version {} is unknown", manifest.obs.version))?;
     let streams = pspec.env.streams;
@@ -306,6 +307,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         s.reward.budget = m.budget;
         s.env.granularity = m.granularity;
         s.env.obs_version = m.obs.version;
+        s.env.positions_seen = m.obs.positions_seen;
         let other = Runner { net: n, manifest: m, window: m.policy.window.max(1), ..run };
         let st = other.evaluate(&task, &s, sequences)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -329,6 +329,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Resul
         pspec.reward.budget = manifest.budget;
         pspec.env.granularity = manifest.granularity;
         pspec.env.obs_version = manifest.obs.version;
+        pspec.env.positions_seen = manifest.obs.positions_seen;
         let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let setting = match (manifest.budget, manifest.granularity) {
             (Some(b), _) => format!("budget={b}"),

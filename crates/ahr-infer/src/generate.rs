@@ -236,9 +236,9 @@ impl PolicyState {
         if t == 0 || self.history.len() != b_n {
             self.history = vec![SequenceHistory::default(); b_n];
         }
-        let version = policy.manifest.obs.version;
+        let (version, seen) = (policy.manifest.obs.version, policy.manifest.obs.positions_seen);
         let fresh =
-            observe(cfg, version, &pred, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
+            observe(cfg, version, seen, &pred, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
         let fresh = match book {
             Some(book) => with_review(fresh, book, t),
             None => fresh,

@@ -73,6 +73,9 @@ pub struct TokenFeatures<'a> {
     pub version: u32,
     /// Position of the token (0-based).
     pub t: usize,
+    /// The longest sequence the policy was trained on: the position features stop growing at its
+    /// last position (a longer context shows the policy only positions it has seen).
+    pub positions_seen: Option<usize>,
     /// Episode (or generation) length in tokens (version 1 only).
     pub len: usize,
     /// The model's next-token entropy at t / ln V.
@@ -97,12 +100,12 @@ impl TokenFeatures<'_> {
 
     /// Append the feature vector (the version's global features, then [`LAYER_FEATURES`] per layer).
     pub fn push_to(&self, out: &mut Vec<f32>) {
-        let t = self.t as f32;
+        let t = self.positions_seen.map_or(self.t, |n| self.t.min(n.saturating_sub(1))) as f32;
         let fill = self.cache_fill();
         let budget_left = self.budget.map_or(0.0, |target| target - fill) as f32;
         match self.version {
             1 => {
-                let len = self.len as f32;
+                let (t, len) = (self.t as f32, self.len as f32);
                 out.extend([
                     t / len,
                     (1.0 + t).ln() / (1.0 + len).ln(),
@@ -124,11 +127,13 @@ impl TokenFeatures<'_> {
 /// ([`ahr_tpa::host::predictive`] of the step's logits), `layer_stats` its
 /// per-layer statistics `[B, L, LAYER_FEATURES.len()]`; `cache` is the cache before the token is
 /// stored; `history` each stream's running statistics (updated here); `len` the horizon version
-/// 1's position features are relative to (unused from version 2 on).
+/// 1's position features are relative to (unused from version 2 on); `positions_seen` the
+/// policy's [`ObsSpec::positions_seen`].
 #[allow(clippy::too_many_arguments)]
 pub fn observe(
     cfg: &ModelConfig,
     version: u32,
+    positions_seen: Option<usize>,
     predictive: &[Predictive],
     layer_stats: Tensor<3>,
     cache: &KvCache,
@@ -149,6 +154,7 @@ pub fn observe(
         TokenFeatures {
             version,
             t,
+            positions_seen,
             len,
             pred_entropy,
             entropy_mean: history[b].push_entropy(pred_entropy),
@@ -225,6 +231,11 @@ pub struct ObsSpec {
     pub features: Vec<String>,
     /// Token vocabulary for the token-id embedding (0 = no token input).
     pub vocab_size: usize,
+    /// Length of the sequences the policy was trained on (what its environment showed it):
+    /// deployed on longer ones, its position features stop at the last position it saw.
+    /// Absent for policies exported before 2026-12-02 (their features grow without bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions_seen: Option<usize>,
 }
 
 impl ObsSpec {
@@ -239,7 +250,7 @@ impl ObsSpec {
         for l in 0..n_layers {
             features.extend(LAYER_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
         }
-        Some(Self { version, features, vocab_size })
+        Some(Self { version, features, vocab_size, positions_seen: None })
     }
 
     /// This spec with the review features of every layer appended (`layer<i>.review_present`, …;
@@ -253,7 +264,7 @@ impl ObsSpec {
 
     /// A plain spec (e.g. CartPole): `dim` unnamed features, no tokens.
     pub fn plain(dim: usize) -> Self {
-        Self { version: 0, features: (0..dim).map(|i| format!("x{i}")).collect(), vocab_size: 0 }
+        Self { version: 0, features: (0..dim).map(|i| format!("x{i}")).collect(), vocab_size: 0, positions_seen: None }
     }
 
     /// The spec of the last `window` observations stacked oldest first (`t-2.name`, `t-1.name`, `name`).
@@ -267,7 +278,7 @@ impl ObsSpec {
                 self.features.iter().map(move |f| if lag == 0 { f.clone() } else { format!("t-{lag}.{f}") })
             })
             .collect();
-        Self { version: self.version, features, vocab_size: self.vocab_size }
+        Self { features, ..self.clone() }
     }
 
     /// Feature count.
@@ -425,10 +436,11 @@ mod tests {
         let mut history = SequenceHistory::default();
         let means: Vec<f32> = [0.2f32, 0.4, 0.9].iter().map(|&e| history.push_entropy(e)).collect();
         assert_eq!(means, vec![0.2, 0.3, 0.5]);
-        let at = |version: u32, len: usize| {
+        let at_seen = |version: u32, t: usize, len: usize, positions_seen: Option<usize>| {
             let f = TokenFeatures {
                 version,
-                t: 7,
+                t,
+                positions_seen,
                 len,
                 pred_entropy: 0.9,
                 entropy_mean: 0.5,
@@ -441,6 +453,7 @@ mod tests {
             f.push_to(&mut out);
             out
         };
+        let at = |version: u32, len: usize| at_seen(version, 7, len, None);
         assert_eq!(at(OBS_VERSION, 8), at(OBS_VERSION, 4096));
         assert_ne!(at(1, 8), at(1, 4096));
         let v2 = at(OBS_VERSION, 8);
@@ -450,5 +463,13 @@ mod tests {
         for (got, want) in v2.iter().zip(expect) {
             assert!((got - want).abs() < 1e-6, "{v2:?}");
         }
+        // A policy trained on 8-token sequences sees positions up to 7 and no further; inside
+        // that range nothing changes, and the other features never depend on it.
+        assert_eq!(at_seen(OBS_VERSION, 7, 8, Some(8)), v2);
+        let beyond = at_seen(OBS_VERSION, 50, 64, Some(8));
+        assert_eq!(beyond[..2], v2[..2]);
+        assert_eq!(beyond[2..4], v2[2..4]);
+        assert_eq!(beyond[6..], v2[6..]);
+        assert_ne!(at_seen(OBS_VERSION, 50, 64, None)[..2], v2[..2]);
     }
 }

@@ -118,6 +118,11 @@ impl JsonlDataset {
         (self.train.len(), self.valid.len())
     }
 
+    /// Length of the longest example (training and held-out).
+    pub fn longest(&self) -> usize {
+        self.train.iter().chain(&self.valid).map(|e| e.inputs.len()).max().unwrap_or(0)
+    }
+
     /// Largest token id in inputs or labels, plus one.
     pub fn vocab_needed(&self) -> usize {
         self.train

@@ -85,6 +85,15 @@ impl Task {
         }
     }
 
+    /// The longest sequence an episode of the task holds.
+    pub fn longest(&self) -> usize {
+        match self {
+            Task::Mqar(c) => c.seq_len,
+            Task::Text(t) => t.seq_len(),
+            Task::Jsonl(d) => d.longest(),
+        }
+    }
+
     /// The headline metric: accuracy (MQAR, JSONL) or bits per byte (text).
     pub fn metric(&self) -> Metric {
         match self {

@@ -142,7 +142,12 @@ impl TextCorpus {
         Ok(Self { config: config.clone(), train: bytes, valid })
     }
 
-    /// Bytes in each split.
+    /// Bytes per window.
+    pub fn seq_len(&self) -> usize {
+        self.config.seq_len
+    }
+
+    /// Training and held-out bytes.
     pub fn sizes(&self) -> (usize, usize) {
         (self.train.len(), self.valid.len())
     }

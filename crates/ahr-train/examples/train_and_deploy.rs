@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     let dev = ahr_tpa::device::from_env();
     let work = tempfile::tempdir()?;
     let env = repo("envs/mqar-tiny.toml");
+    let trained_len = 32; // the env's seq_len
 
     // 1. Pretrain: a model directory with its rank curve.
     let model_dir = work.path().join("model");
@@ -61,6 +62,9 @@ fn main() -> anyhow::Result<()> {
     let model = load_model(&model_dir, &dev)?;
     let (manifest, net) =
         ahr_policy::export::load_policy(&policy_dir, model.config(), &fingerprint(&model_dir)?, &dev)?;
+    // The manifest records the sequence length the policy was trained on; deployed on longer
+    // sequences, its position features stop there.
+    assert_eq!(manifest.obs.positions_seen, Some(trained_len), "the manifest records the training length");
     let policy = RankPolicy::new(manifest, net);
     let out = Generator::new(&model, Chooser::Policy(&policy), &dev).run(&[vec![3, 40, 5, 41, 3]], 4)?;
     println!(
