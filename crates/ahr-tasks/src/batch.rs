@@ -47,12 +47,24 @@ pub enum TokenRole {
     /// A key or value token of an assignment that a later one of the same key supersedes
     /// (`layout = "updates"`): worthless from then on.
     Stale,
+    /// The value of a pair's second statement (`layout = "restated"`; its key is a `Key`): the
+    /// token a cache must keep once the first statement is gone.
+    Restated,
+    /// A key or value of a pair that is never queried (`layout = "restated"`).
+    Distractor,
 }
 
 impl TokenRole {
     /// Every role, in display order.
-    pub const ALL: [TokenRole; 5] =
-        [TokenRole::Key, TokenRole::Value, TokenRole::Query, TokenRole::Filler, TokenRole::Stale];
+    pub const ALL: [TokenRole; 7] = [
+        TokenRole::Key,
+        TokenRole::Value,
+        TokenRole::Query,
+        TokenRole::Filler,
+        TokenRole::Stale,
+        TokenRole::Restated,
+        TokenRole::Distractor,
+    ];
 
     /// Lower-case name.
     pub fn name(self) -> &'static str {
@@ -62,6 +74,8 @@ impl TokenRole {
             TokenRole::Query => "query",
             TokenRole::Filler => "filler",
             TokenRole::Stale => "stale",
+            TokenRole::Restated => "restated",
+            TokenRole::Distractor => "distractor",
         }
     }
 }

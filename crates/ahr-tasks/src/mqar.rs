@@ -20,6 +20,10 @@
 //! - `layout = "updates"`: pairs and queries interleaved through the sequence; some keys are
 //!   re-assigned a new value later, and a query's answer is the latest value; superseded pairs
 //!   are [`TokenRole::Stale`].
+//! - `layout = "restated"`: scattered pairs, a fraction of them stated a second time (same key,
+//!   same value, later); only restated keys are queried, each after its restatement, so which
+//!   values matter is said by the context (a pair seen twice) — restated values are
+//!   [`TokenRole::Restated`], pairs never queried [`TokenRole::Distractor`].
 
 use rand::seq::index::sample;
 use rand::{Rng, RngExt};
@@ -64,6 +68,10 @@ pub struct MqarConfig {
     /// random key and comes after that key's previous assignment).
     #[serde(default = "default_update_fraction")]
     pub update_fraction: f64,
+    /// `layout = "restated"`: the fraction of the D pairs stated a second time (rounded, at
+    /// least one); only those are queried, the others are distractors.
+    #[serde(default = "default_restated_fraction")]
+    pub restated_fraction: f64,
 }
 
 /// Where keys and values are drawn from.
@@ -89,9 +97,17 @@ pub enum Layout {
     /// Assignments, re-assignments and queries interleaved at random places; the answer is the
     /// latest value.
     Updates,
+    /// Scattered pairs, some stated twice (the same key and value again, later); only the
+    /// restated keys are queried, after their restatement. Which pairs matter is said by the
+    /// context (a pair seen twice), not by a position or a token id.
+    Restated,
 }
 
 fn default_update_fraction() -> f64 {
+    0.5
+}
+
+fn default_restated_fraction() -> f64 {
     0.5
 }
 
@@ -140,6 +156,7 @@ impl Default for MqarConfig {
             vocab: VocabSplit::Split,
             layout: Layout::Block,
             update_fraction: default_update_fraction(),
+            restated_fraction: default_restated_fraction(),
         }
     }
 }
@@ -171,10 +188,11 @@ impl MqarConfig {
                     "mqar: num_kv_pairs = {d} needs 1 ≤ D, 4·D ≤ seq_len ({l}) and D < vocab_size/2"
                 )));
             }
-            let assignments = d + self.updates(d);
-            if self.layout != Layout::Block && 2 * assignments + d > l {
+            let assignments = d + self.updates(d) + self.restated(d);
+            let queries = if self.layout == Layout::Restated { self.restated(d) } else { d };
+            if self.layout != Layout::Block && 2 * assignments + queries > l {
                 return Err(Error::Config(format!(
-                    "mqar: {assignments} assignments and {d} queries do not fit in seq_len = {l}"
+                    "mqar: {assignments} assignments and {queries} queries do not fit in seq_len = {l}"
                 )));
             }
             if self.vocab == VocabSplit::Shared && v <= 2 * assignments + 1 {
@@ -190,6 +208,12 @@ impl MqarConfig {
                 self.update_fraction
             )));
         }
+        if !(self.restated_fraction > 0.0 && self.restated_fraction <= 1.0) {
+            return Err(Error::Config(format!(
+                "mqar: restated_fraction must lie in (0, 1], found {}",
+                self.restated_fraction
+            )));
+        }
         if self.layout != Layout::Block && self.kv_placement != KvPlacement::Start {
             return Err(Error::Config("mqar: kv_placement applies to layout = \"block\" only".into()));
         }
@@ -200,6 +224,14 @@ impl MqarConfig {
     fn updates(&self, d: usize) -> usize {
         match self.layout {
             Layout::Updates => (self.update_fraction * d as f64).round() as usize,
+            _ => 0,
+        }
+    }
+
+    /// Restated (and queried) pairs in a sequence of D pairs.
+    fn restated(&self, d: usize) -> usize {
+        match self.layout {
+            Layout::Restated => ((self.restated_fraction * d as f64).round() as usize).clamp(1, d),
             _ => 0,
         }
     }
@@ -227,7 +259,7 @@ impl MqarConfig {
     pub fn example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
         match self.layout {
             Layout::Block => self.block_example(d, rng),
-            Layout::Scattered | Layout::Updates => self.event_example(d, rng),
+            Layout::Scattered | Layout::Updates | Layout::Restated => self.event_example(d, rng),
         }
     }
 
@@ -287,31 +319,47 @@ impl MqarConfig {
         }
     }
 
-    /// Scattered and updates layouts: a random order of events — assignments (key, value: two
-    /// tokens) and queries (a key: one token, labelled with its latest value) — each key's first
-    /// assignment before its other events, placed at uniformly random positions with filler
-    /// between (every arrangement of events and filler equally likely).
+    /// Scattered, updates and restated layouts: a random order of events — assignments (key,
+    /// value: two tokens), restatements (the key's pair again) and queries (a key: one token,
+    /// labelled with its latest value) — each key's first assignment before its other events,
+    /// placed at uniformly random positions with filler between (every arrangement of events and
+    /// filler equally likely).
     fn event_example(&self, d: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<i64>, Vec<TokenRole>) {
         #[derive(Clone, Copy)]
         enum Event {
             Assign(usize),
+            Restate(usize),
             Query(usize),
         }
         let l = self.seq_len;
         let u = self.updates(d);
         let (keys, values) = self.draw_tokens(d, u, rng);
         // The event order: each key's first assignment, then its other events, in a random
-        // interleaving. Re-assignments pick random keys; each key is queried once.
+        // interleaving. Re-assignments pick random keys; each key is queried once — or, restated,
+        // only the restated keys, each after its restatement.
         let mut per_key: Vec<Vec<Event>> = (0..d).map(|k| vec![Event::Assign(k)]).collect();
-        let mut tails: Vec<Vec<Event>> = (0..d).map(|k| vec![Event::Query(k)]).collect();
+        let mut tails: Vec<Vec<Event>> = if self.layout == Layout::Restated {
+            let restated = sample(rng, d, self.restated(d));
+            let mut tails = vec![Vec::new(); d];
+            for k in restated {
+                // The restatement, then the query (the shuffle below leaves this tail alone).
+                tails[k] = vec![Event::Restate(k), Event::Query(k)];
+            }
+            tails
+        } else {
+            (0..d).map(|k| vec![Event::Query(k)]).collect()
+        };
         for _ in 0..u {
             let k = rng.random_range(0..d);
             tails[k].push(Event::Assign(k));
         }
         for (k, tail) in tails.iter_mut().enumerate() {
-            // Shuffle the key's later events so a query may come before or after re-assignments.
-            for i in (1..tail.len()).rev() {
-                tail.swap(i, rng.random_range(0..=i));
+            // Shuffle the key's later events so a query may come before or after re-assignments
+            // (a restatement keeps its place before its query).
+            if self.layout != Layout::Restated {
+                for i in (1..tail.len()).rev() {
+                    tail.swap(i, rng.random_range(0..=i));
+                }
             }
             per_key[k].append(tail);
         }
@@ -337,7 +385,7 @@ impl MqarConfig {
         }
         // Positions: choose which of the (filler + events) slots hold events; an assignment takes
         // two tokens, a query one.
-        let tokens: usize = order.iter().map(|e| if matches!(e, Event::Assign(_)) { 2 } else { 1 }).sum();
+        let tokens: usize = order.iter().map(|e| if matches!(e, Event::Query(_)) { 1 } else { 2 }).sum();
         let slots = l - tokens + order.len();
         let mut picks: Vec<usize> = sample(rng, slots, order.len()).into_vec();
         picks.sort_unstable();
@@ -363,11 +411,29 @@ impl MqarConfig {
                     latest[k] = Some((p, value));
                     shift += 1;
                 }
+                Event::Restate(k) => {
+                    let (first, value) = latest[k].expect("a key is stated before it is restated");
+                    inputs[p] = keys[k];
+                    inputs[p + 1] = value;
+                    roles[p] = TokenRole::Key;
+                    roles[p + 1] = TokenRole::Restated;
+                    debug_assert_eq!(roles[first], TokenRole::Key);
+                    shift += 1;
+                }
                 Event::Query(k) => {
                     let (_, value) = latest[k].expect("a key is assigned before it is queried");
                     inputs[p] = keys[k];
                     labels[p] = value as i64;
                     roles[p] = TokenRole::Query;
+                }
+            }
+        }
+        if self.layout == Layout::Restated {
+            // Pairs never restated are never queried: distractors.
+            for k in 0..d {
+                if let Some((p, _)) = latest[k].filter(|_| !per_key[k].iter().any(|e| matches!(e, Event::Query(_)))) {
+                    roles[p] = TokenRole::Distractor;
+                    roles[p + 1] = TokenRole::Distractor;
                 }
             }
         }
@@ -550,11 +616,15 @@ mod tests {
             let mut i = 0;
             while i < l {
                 match r[i] {
-                    TokenRole::Key | TokenRole::Stale => {
+                    TokenRole::Key | TokenRole::Stale | TokenRole::Distractor => {
                         assert!(
-                            matches!(r[i + 1], TokenRole::Value | TokenRole::Stale),
+                            matches!(r[i + 1], TokenRole::Value | TokenRole::Stale | TokenRole::Restated)
+                                || r[i + 1] == r[i],
                             "a key is followed by its value"
                         );
+                        if r[i + 1] == TokenRole::Restated {
+                            assert_eq!(latest.get(&x[i]), Some(&x[i + 1]), "a restatement repeats its pair");
+                        }
                         latest.insert(x[i], x[i + 1]);
                         i += 2;
                         continue;
@@ -573,7 +643,7 @@ mod tests {
                             assert!(!keys.contains(&x[i]), "filler repeats no key");
                         }
                     }
-                    TokenRole::Value => panic!("a value without its key at {i}"),
+                    TokenRole::Value | TokenRole::Restated => panic!("a value without its key at {i}"),
                 }
                 i += 1;
             }
@@ -634,6 +704,55 @@ mod tests {
         }
         first_key.sort_unstable();
         assert!(first_key[150] > 10, "the first pair is not pinned to the start: {first_key:?}");
+    }
+
+    #[test]
+    fn restated_pairs_alone_are_queried_after_their_restatement() {
+        let c = MqarConfig {
+            vocab: VocabSplit::Shared,
+            layout: Layout::Restated,
+            restated_fraction: 0.25,
+            vocab_size: 64,
+            seq_len: 256,
+            num_kv_pairs: vec![16],
+            ..MqarConfig::default()
+        };
+        c.validate().unwrap();
+        let b = c.batch(3, Split::Valid, 0, 200);
+        check_recall(&c, &b);
+        let (mut first_pair_at, mut restated_gap) = (Vec::new(), Vec::new());
+        for s in 0..200 {
+            let (x, r, y) = (
+                &b.inputs[s * 256..(s + 1) * 256],
+                &b.roles[s * 256..(s + 1) * 256],
+                &b.labels[s * 256..(s + 1) * 256],
+            );
+            let count = |role| r.iter().filter(|&&t| t == role).count();
+            // D = 16 pairs: 4 restated and queried (key, value, the key again, its value again,
+            // query), 12 distractors.
+            assert_eq!((count(TokenRole::Key), count(TokenRole::Value)), (8, 4));
+            assert_eq!((count(TokenRole::Restated), count(TokenRole::Query)), (4, 4));
+            assert_eq!(count(TokenRole::Distractor), 24);
+            assert_eq!(y.iter().filter(|&&t| t != IGNORE).count(), 4);
+            for q in (0..256).filter(|&i| r[i] == TokenRole::Query) {
+                // The query's key occurs exactly twice before it, both times followed by the answer.
+                let before: Vec<usize> = (0..q).filter(|&i| x[i] == x[q]).collect();
+                assert_eq!(before.len(), 2, "stated, restated");
+                assert!(before.iter().all(|&i| x[i + 1] as i64 == y[q]));
+                assert_eq!((r[before[0] + 1], r[before[1] + 1]), (TokenRole::Value, TokenRole::Restated));
+                restated_gap.push(before[1] - before[0]);
+            }
+            for d in (0..256).filter(|&i| r[i] == TokenRole::Distractor).step_by(2) {
+                assert_eq!((0..256).filter(|&i| x[i] == x[d]).count(), 1, "a distractor key occurs once");
+            }
+            first_pair_at.push((0..256).find(|&i| r[i] != TokenRole::Filler).unwrap());
+        }
+        // Nothing pins the pairs or their restatements to a place.
+        restated_gap.sort_unstable();
+        assert!(restated_gap[0] < 20 && restated_gap[restated_gap.len() - 1] > 150, "{restated_gap:?}");
+        assert!(first_pair_at.iter().any(|&p| p > 20));
+        assert!(MqarConfig { restated_fraction: 0.0, ..c.clone() }.validate().is_err());
+        assert!(MqarConfig { num_kv_pairs: vec![40], seq_len: 128, ..c.clone() }.validate().is_err());
     }
 
     #[test]
