@@ -11,7 +11,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::obs::{GLOBAL_FEATURES, LAYER_FEATURES, SequenceHistory, observe, with_review};
+use ahr_policy::obs::{LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewBook, cost};
@@ -245,6 +245,7 @@ impl RankEnv {
             self.obs_version,
             self.positions_seen,
             &pred,
+            &logits,
             out.layer_stats,
             &self.cache,
             &ids,
@@ -260,7 +261,11 @@ impl RankEnv {
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
-        debug_assert_eq!(obs.features.len(), b_n * (GLOBAL_FEATURES.len() + LAYER_FEATURES.len() * l_n));
+        debug_assert_eq!(
+            obs.features.len(),
+            b_n * (ahr_policy::obs::global_features(self.obs_version).map_or(0, <[_]>::len)
+                + LAYER_FEATURES.len() * l_n)
+        );
         let obs = match &self.book {
             Some(book) => with_review(obs, book, t),
             None => obs,

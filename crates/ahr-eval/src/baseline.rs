@@ -39,13 +39,21 @@ pub enum Family {
     /// The entropy rule over two rungs of the option ladder: the richer option above τ_hi, the
     /// cheaper one between τ_lo and τ_hi, dropped below τ_lo.
     EntropyLadder,
+    /// Keep a token to the end when its surprisal under the model is at most τ (content the
+    /// model saw coming: repeated, copied) or, the other way, at least τ (informative content);
+    /// every other token for a recent window. The surprisal is what the model predicted with
+    /// the rule's own cache, as a deployed cache would compute it.
+    Surprisal,
+    /// The surprisal rule scored by the exact full-cache forward: optimistic (a cache that has
+    /// evicted a fact's first statement cannot see its restatement coming), kept for comparison.
+    SurprisalFullCache,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 13] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -56,6 +64,8 @@ impl Family {
         Family::KNorm,
         Family::Entropy,
         Family::EntropyLadder,
+        Family::Surprisal,
+        Family::SurprisalFullCache,
         Family::Random,
     ];
 
@@ -72,6 +82,8 @@ impl Family {
             Family::KNorm => "k-norm",
             Family::Entropy => "entropy",
             Family::EntropyLadder => "entropy-ladder",
+            Family::Surprisal => "surprisal",
+            Family::SurprisalFullCache => "surprisal-full-cache",
             Family::Random => "random",
         }
     }
@@ -85,8 +97,8 @@ impl Family {
     /// Where an attention family reads its scores from (`None` for the others).
     pub fn scores(self) -> Option<Scores> {
         match self {
-            Family::H2o | Family::Tova => Some(Scores::Cache),
-            Family::H2oFullCache | Family::TovaFullCache => Some(Scores::FullCache),
+            Family::H2o | Family::Tova | Family::Surprisal => Some(Scores::Cache),
+            Family::H2oFullCache | Family::TovaFullCache | Family::SurprisalFullCache => Some(Scores::FullCache),
             _ => None,
         }
     }
@@ -198,6 +210,21 @@ pub enum Baseline {
         /// The cheaper option.
         low: StoreOption,
     },
+    /// Keep a token (at `store`) to the end when its normalised surprisal is at most `tau`
+    /// (`predictable`) or at least `tau` (not `predictable`); every other token is seen by the
+    /// `window` queries after it.
+    Surprisal {
+        /// Threshold on −ln p(token | before) / ln V.
+        tau: f32,
+        /// Which side of `tau` is kept: the predictable tokens (≤) or the surprising ones (≥).
+        predictable: bool,
+        /// Recent window for the tokens not kept.
+        window: usize,
+        /// Storage of kept tokens.
+        store: StoreOption,
+        /// The forward the surprisal comes from.
+        scores: Scores,
+    },
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
         /// Keep probability.
@@ -219,6 +246,9 @@ pub struct SequenceView<'a> {
     pub key_norms: &'a [Vec<f32>],
     /// `[T]` next-token entropy / ln V of the exact forward.
     pub entropy: &'a [f32],
+    /// `[T]` surprisal of each token, −ln p(token t | tokens < t) / ln V, of the exact forward
+    /// (1 at t = 0).
+    pub surprisal: &'a [f32],
     /// `[T, layer]` uniform draws in [0, 1) for random rules (fixed per sequence).
     pub draws: &'a [f32],
 }
@@ -237,6 +267,8 @@ impl Baseline {
             Baseline::KNorm { .. } => Family::KNorm,
             Baseline::Entropy { .. } => Family::Entropy,
             Baseline::EntropyLadder { .. } => Family::EntropyLadder,
+            Baseline::Surprisal { scores: Scores::Cache, .. } => Family::Surprisal,
+            Baseline::Surprisal { scores: Scores::FullCache, .. } => Family::SurprisalFullCache,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -244,7 +276,12 @@ impl Baseline {
     /// Whether the rule scores keys by the attention of its own cache (the harness runs it token by
     /// token with that cache; [`Baseline::evictions`] would score it from the full cache).
     pub fn reads_its_cache(&self) -> bool {
-        matches!(self, Baseline::H2o { scores: Scores::Cache, .. } | Baseline::Tova { scores: Scores::Cache, .. })
+        matches!(
+            self,
+            Baseline::H2o { scores: Scores::Cache, .. }
+                | Baseline::Tova { scores: Scores::Cache, .. }
+                | Baseline::Surprisal { scores: Scores::Cache, .. }
+        )
     }
 
     /// The option kept tokens of `layer` are stored at.
@@ -281,6 +318,7 @@ impl Baseline {
             | Baseline::Tova { store, .. }
             | Baseline::KNorm { store, .. }
             | Baseline::Entropy { store, .. }
+            | Baseline::Surprisal { store, .. }
             | Baseline::Random { store, .. } => store,
         }
     }
@@ -314,6 +352,9 @@ impl Baseline {
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
             Baseline::EntropyLadder { lo, hi, .. } => format!("lo={lo:.4},hi={hi:.4}"),
+            Baseline::Surprisal { tau, predictable, window, .. } => {
+                format!("{}{tau:.4},window={window}", if predictable { "at most " } else { "at least " })
+            }
             Baseline::Random { keep, .. } => format!("keep={keep:.4}"),
         }
     }
@@ -335,6 +376,11 @@ impl Baseline {
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
+            Baseline::Surprisal { tau, predictable, window, .. } => {
+                let recent = rules::window_evictions(t_n, 0, window);
+                let kept = |s: f32| if predictable { s <= tau } else { s >= tau };
+                view.surprisal.iter().zip(recent).map(|(&s, e)| if kept(s) { NEVER } else { e }).collect()
+            }
             Baseline::Random { keep, .. } => {
                 let l_n = view.draws.len() / t_n.max(1);
                 let scores: Vec<f32> = (0..t_n).map(|t| 1.0 - view.draws[t * l_n + layer]).collect();
@@ -350,7 +396,8 @@ impl Baseline {
         let t_n = seq_len;
         let store = self.store();
         if let Baseline::LayerWindows { .. } = self {
-            let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], draws: &[] };
+            let view =
+                SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], surprisal: &[], draws: &[] };
             let mut one = cfg.clone();
             one.n_layers = 1;
             return Some(
@@ -370,17 +417,31 @@ impl Baseline {
                 .kv_bytes_per_token
         };
         let bytes = match *self {
-            Baseline::Entropy { .. } | Baseline::EntropyLadder { .. } => return None,
+            Baseline::Entropy { .. } | Baseline::EntropyLadder { .. } | Baseline::Surprisal { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows { .. } => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
-                let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], draws: &[] };
+                let view = SequenceView {
+                    seq_len: t_n,
+                    attention: &[],
+                    key_norms: &[],
+                    entropy: &[],
+                    surprisal: &[],
+                    draws: &[],
+                };
                 layer_bytes(&self.evictions(&view, 0))
             }
             Baseline::KNorm { .. } => {
                 // Any norms give the same counts.
                 let norms = [vec![0.0; t_n]];
-                let view = SequenceView { seq_len: t_n, attention: &[], key_norms: &norms, entropy: &[], draws: &[] };
+                let view = SequenceView {
+                    seq_len: t_n,
+                    attention: &[],
+                    key_norms: &norms,
+                    entropy: &[],
+                    surprisal: &[],
+                    draws: &[],
+                };
                 layer_bytes(&self.evictions(&view, 0))
             }
             Baseline::H2o { .. } | Baseline::Tova { .. } => {
@@ -392,7 +453,14 @@ impl Baseline {
                     }
                 }
                 let maps = [attn];
-                let view = SequenceView { seq_len: t_n, attention: &maps, key_norms: &[], entropy: &[], draws: &[] };
+                let view = SequenceView {
+                    seq_len: t_n,
+                    attention: &maps,
+                    key_norms: &[],
+                    entropy: &[],
+                    surprisal: &[],
+                    draws: &[],
+                };
                 layer_bytes(&self.evictions(&view, 0))
             }
         };
@@ -449,6 +517,33 @@ mod tests {
         assert_eq!(Baseline::Entropy { tau: 0.5, store }.memory(&cfg, 8), None);
     }
 
+    /// The surprisal rule, by hand: surprisals 1, 0.1, 0.9, 0.05, 0.5 and τ = 0.2 keep tokens 1
+    /// and 3 to the end on the predictable side (the others for one query: evicted at k + 2),
+    /// tokens 0 and 2 on the other side at τ = 0.9.
+    #[test]
+    fn the_surprisal_rule_keeps_one_side_of_its_threshold() {
+        let surprisal = [1.0, 0.1, 0.9, 0.05, 0.5];
+        let view = SequenceView {
+            seq_len: 5,
+            attention: &[],
+            key_norms: &[],
+            entropy: &[],
+            surprisal: &surprisal,
+            draws: &[],
+        };
+        let store = StoreOption::Rank(1);
+        let low = Baseline::Surprisal { tau: 0.2, predictable: true, window: 1, store, scores: Scores::FullCache };
+        assert_eq!(low.evictions(&view, 0), vec![2, NEVER, 4, NEVER, 6]);
+        let high = Baseline::Surprisal { tau: 0.9, predictable: false, window: 0, store, scores: Scores::FullCache };
+        assert_eq!(high.evictions(&view, 1), vec![NEVER, 2, NEVER, 4, 5]);
+        assert_eq!((low.name().as_str(), low.family()), ("surprisal-full-cache@rank:1", Family::SurprisalFullCache));
+        assert!(!low.reads_its_cache());
+        let own = Baseline::Surprisal { tau: 0.2, predictable: true, window: 1, store, scores: Scores::Cache };
+        assert!(own.reads_its_cache() && own.family() == Family::Surprisal);
+        assert_eq!(low.setting(), "at most 0.2000,window=1");
+        assert_eq!(low.memory(&ModelConfig::mqar(), 5), None, "its memory depends on the data");
+    }
+
     /// The entropy ladder, by hand: entropies 0.9, 0.5, 0.1, 0.7 with lo = 0.3, hi = 0.6 put
     /// tokens 0 and 3 at full, token 1 at rank 1, and drop token 2 (seen by its own query only).
     #[test]
@@ -456,7 +551,8 @@ mod tests {
         let (full, rank1) = (StoreOption::Full, StoreOption::Rank(1));
         let ladder = Baseline::EntropyLadder { lo: 0.3, hi: 0.6, high: full, low: rank1 };
         let entropy = [0.9, 0.5, 0.1, 0.7];
-        let view = SequenceView { seq_len: 4, attention: &[], key_norms: &[], entropy: &entropy, draws: &[] };
+        let view =
+            SequenceView { seq_len: 4, attention: &[], key_norms: &[], entropy: &entropy, surprisal: &[], draws: &[] };
         let stores: Vec<StoreOption> = (0..4).map(|t| ladder.store_of(&view, t, 1)).collect();
         assert_eq!(stores, [full, rank1, rank1, full]);
         assert_eq!(ladder.evictions(&view, 0), [NEVER, NEVER, 3, NEVER]);

@@ -12,8 +12,8 @@ use ahr_tpa::attention::LayerMaps;
 use ahr_tpa::{Choices, Model, StoreOption, cost};
 use ahr_train::evaluate::label_logprobs;
 use anyhow::{Result, anyhow, bail};
-use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -82,6 +82,8 @@ struct Prepared {
     key_norms: Vec<Vec<Vec<f32>>>,
     /// `[seq][T]`.
     entropy: Vec<Vec<f32>>,
+    /// `[seq][T]`.
+    surprisal: Vec<Vec<f32>>,
     /// `[seq][T·L]`.
     draws: Vec<Vec<f32>>,
 }
@@ -179,12 +181,21 @@ impl<'a> Harness<'a> {
                 (model.forward(tokens, &exact)?, Vec::new())
             };
             let logp = log_softmax(logits, 2);
-            let ent = host((logp.clone().exp() * logp).sum_dim(2).neg().reshape([b_n * t_n]))?;
+            let ent = host((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b_n * t_n]))?;
             let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
+            // Surprisal of token t: −log p(x_t) under position t − 1's prediction (1 at t = 0).
+            let next: Vec<i64> =
+                (0..b_n * t_n).map(|i| if i % t_n + 1 < t_n { batch.inputs[i + 1] as i64 } else { 0 }).collect();
+            let next = Tensor::<3, Int>::from_data(TensorData::new(next, [b_n, t_n, 1]), dev);
+            let nll = host(logp.clone().gather(2, next).neg().reshape([b_n * t_n]))?;
+            let surprisal = nll
+                .chunks(t_n)
+                .map(|c| std::iter::once(1.0).chain(c[..t_n - 1].iter().map(|x| x / ln_v)).collect())
+                .collect();
             let (maps, key_norms) = host_maps(attention_maps, b_n, t_n)?;
             let mut rng = StdRng::seed_from_u64(0x72616e64 ^ i as u64);
             let draws = (0..b_n).map(|_| (0..t_n * l_n).map(|_| rng.random::<f32>()).collect()).collect();
-            prepared.push(Prepared { batch, attention: maps, key_norms, entropy, draws });
+            prepared.push(Prepared { batch, attention: maps, key_norms, entropy, surprisal, draws });
         }
         if prepared.is_empty() {
             bail!("the task has no held-out sequences");
@@ -220,6 +231,7 @@ impl<'a> Harness<'a> {
                 attention: &p.attention[s],
                 key_norms: &p.key_norms[s],
                 entropy: &p.entropy[s],
+                surprisal: &p.surprisal[s],
                 draws: &p.draws[s],
             };
             for l in 0..l_n {

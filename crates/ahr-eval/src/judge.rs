@@ -141,6 +141,9 @@ fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
     cfg.menu.iter().copied().filter(|o| *o != StoreOption::Drop && o.expires_at(0).is_none()).collect()
 }
 
+/// Recent windows the surprisal rule searches (for the tokens it does not keep to the end).
+const SURPRISAL_WINDOWS: [usize; 5] = [0, 1, 2, 4, 8];
+
 /// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
 
@@ -277,6 +280,25 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                         };
                         if let Some(lo) = lowest_fitting(|lo| h.measured_memory(&at(lo)), target)? {
                             out.push(at(lo));
+                        }
+                    }
+                }
+            }
+            Family::Surprisal | Family::SurprisalFullCache => {
+                let scores = family.scores().expect("a scored family");
+                // Per recent window and side, the most permissive threshold that fits (for the
+                // predictable side the bisected x is 1 − τ, so memory falls as x rises).
+                for window in SURPRISAL_WINDOWS.into_iter().filter(|&w| w < t_n) {
+                    for predictable in [true, false] {
+                        let at = |x: f64| Baseline::Surprisal {
+                            tau: if predictable { 1.0 - x } else { x } as f32,
+                            predictable,
+                            window,
+                            store,
+                            scores,
+                        };
+                        if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target)? {
+                            out.push(at(x));
                         }
                     }
                 }
@@ -506,6 +528,15 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::EntropyLadder => "entropy-ladder@S+R: per token, at S when the exact forward's next-token \
                 entropy / ln V at it is ≥ hi, at the cheaper plain option R when ≥ lo, else drop it (hi − lo \
                 in 0.05, 0.1, 0.2, 0.4; lo bisected to fill each target)"
+                .into(),
+            Family::Surprisal => "surprisal@S: keep a token at S to the end when its surprisal −ln p(token | \
+                before) / ln V is ≤ tau (predictable content) or, the other side, ≥ tau, every other token for \
+                a recent window of 0, 1, 2, 4 or 8 queries (tau bisected to fill each target); the surprisal is \
+                the model's prediction with the rule's own cache, run token by token"
+                .into(),
+            Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
+                forward's surprisal — optimistic: a cache that dropped a fact's first statement cannot see its \
+                restatement coming"
                 .into(),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"

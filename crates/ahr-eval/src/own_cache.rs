@@ -4,6 +4,8 @@
 //! weights are read off each decode step ([`KeyScorer`]); evictions leave the cache at once
 //! ([`KvCache::evict`]). The result is the same eviction pattern the rule run query by query
 //! over parallel forwards gives (`harness::tests`), at the cost of one decode per sequence.
+//! The surprisal rule runs the same way: each token's surprisal is what the model predicted for
+//! it with the rule's own cache ([`surprisal_evictions`]).
 
 use ahr_tasks::Batch;
 use ahr_tpa::review::KeyScorer;
@@ -17,6 +19,9 @@ use crate::rules::{Held, NEVER};
 /// Per (sequence, token, layer) of `batch` (row-major `[B, T, L]`), the first query that no longer
 /// sees the key when `rule` (H2O or TOVA, any scoring) runs with its own cache at a plain option.
 pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
+    if let Baseline::Surprisal { .. } = rule {
+        return surprisal_evictions(model, batch, rule, dev);
+    }
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
     let store = rule.store();
@@ -60,6 +65,65 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
                 keys[i][k] = Vec::new();
             }
+        }
+    }
+    Ok(evicted_at)
+}
+
+/// Per (sequence, token, layer) of `batch` (`[B, T, L]`), the first query that no longer sees
+/// the key when the surprisal rule runs with its own cache: token t's surprisal is
+/// `−ln p(token t) / ln V` under the logits of step t − 1 computed from that cache (1 at t = 0);
+/// a token on the kept side of τ stays to the end in every layer, any other one leaves after the
+/// rule's `window` queries.
+pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
+    let Baseline::Surprisal { tau, predictable, window, store, .. } = *rule else {
+        bail!("{}: not a surprisal rule", rule.name());
+    };
+    let cfg = model.config();
+    let (b_n, t_n, l_n, v) = (batch.batch_size, batch.seq_len, cfg.n_layers, cfg.vocab_size);
+    if store.is_timed() || store == StoreOption::Drop {
+        bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+    }
+    let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
+    let ln_v = (v as f32).ln();
+    let mut cache = KvCache::new(cfg, b_n, dev);
+    let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
+    // Per stream: the positions the cache holds, in order.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n];
+    let mut kept = vec![false; b_n * t_n];
+    let mut prev: Option<Vec<f32>> = None;
+    let host = model.host_model(dev)?;
+    for q in 0..t_n {
+        let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
+        let out = model.step_ids(host.as_ref(), &column, &cache, false, dev)?;
+        let logits = out.logits.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("logits: {e:?}"))?;
+        for b in 0..b_n {
+            let s = match &prev {
+                None => 1.0,
+                Some(p) => {
+                    let row = &p[b * v..(b + 1) * v];
+                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
+                    (lse - row[column[b] as usize]) / ln_v
+                }
+            };
+            kept[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
+        }
+        prev = Some(logits);
+        cache.push(out.pending, &vec![option; b_n * l_n])?;
+        for (b, positions) in held.iter_mut().enumerate() {
+            positions.push(q);
+            // The token whose window closes now: seen by queries k + 1 … k + window, not by q + 1.
+            let Some(k) = q.checked_sub(window) else { continue };
+            if kept[b * t_n + k] {
+                continue;
+            }
+            let index = positions.iter().position(|&p| p == k).expect("a token not kept is held until its window ends");
+            for l in 0..l_n {
+                cache.evict(b, l, option, index)?;
+                evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+            }
+            positions.remove(index);
         }
     }
     Ok(evicted_at)

@@ -237,8 +237,20 @@ impl PolicyState {
             self.history = vec![SequenceHistory::default(); b_n];
         }
         let (version, seen) = (policy.manifest.obs.version, policy.manifest.obs.positions_seen);
-        let fresh =
-            observe(cfg, version, seen, &pred, out.layer_stats.clone(), cache, ids, t, len, budget, &mut self.history);
+        let fresh = observe(
+            cfg,
+            version,
+            seen,
+            &pred,
+            &logits,
+            out.layer_stats.clone(),
+            cache,
+            ids,
+            t,
+            len,
+            budget,
+            &mut self.history,
+        );
         let fresh = match book {
             Some(book) => with_review(fresh, book, t),
             None => fresh,

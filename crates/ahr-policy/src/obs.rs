@@ -8,19 +8,25 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the feature layout below; bump it whenever a feature is added, removed or moved.
 /// Version 1 ([`GLOBAL_FEATURES_V1`]) normalised positions by the episode's final length, which a
-/// server generating open-endedly does not know; it is still read so that its policies load.
-pub const OBS_VERSION: u32 = 2;
+/// server generating open-endedly does not know; version 2 ([`GLOBAL_FEATURES_V2`]) lacked the
+/// token's surprisal. Both are still read so that their policies load.
+pub const OBS_VERSION: u32 = 3;
 
 /// Global (per token) features of the current version, in order: every one causal and
 /// independent of how long the sequence will be (DESIGN.md §5).
-pub const GLOBAL_FEATURES: [&str; 6] = [
+pub const GLOBAL_FEATURES: [&str; 7] = [
     "position",     // t (absolute; the running normalisation scales it)
     "log_position", // ln(1 + t)
     "pred_entropy", // model's next-token entropy at t / ln V
+    "surprisal",    // −ln p(token t | tokens < t) / ln V under the model (1 at t = 0: nothing predicted it)
     "entropy_mean", // mean of pred_entropy over positions 0..=t: how hard the context has been so far
     "cache_fill",   // bytes held / bytes if every earlier token were exact
     "budget_left",  // budget mode: target fraction − fraction used so far (0 otherwise)
 ];
+
+/// Global features of version 2 (policies trained before 2026-12-02's eleventh session).
+pub const GLOBAL_FEATURES_V2: [&str; 6] =
+    ["position", "log_position", "pred_entropy", "entropy_mean", "cache_fill", "budget_left"];
 
 /// Global features of version 1 (policies trained before 2026-12-01's second session).
 pub const GLOBAL_FEATURES_V1: [&str; 6] = [
@@ -33,10 +39,11 @@ pub const GLOBAL_FEATURES_V1: [&str; 6] = [
 ];
 
 /// The global features of observation version `version` (`None` if this build does not know it).
-pub fn global_features(version: u32) -> Option<&'static [&'static str; 6]> {
+pub fn global_features(version: u32) -> Option<&'static [&'static str]> {
     match version {
         1 => Some(&GLOBAL_FEATURES_V1),
-        2 => Some(&GLOBAL_FEATURES),
+        2 => Some(&GLOBAL_FEATURES_V2),
+        3 => Some(&GLOBAL_FEATURES),
         _ => None,
     }
 }
@@ -50,10 +57,13 @@ pub const LAYER_FEATURES: [&str; 3] = [
 
 /// What one stream has seen of its sequence so far, for the running features (reset with the
 /// sequence).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SequenceHistory {
     entropy_sum: f64,
     steps: usize,
+    /// The previous position's next-token logits and their log-sum-exp (empty at t = 0).
+    prev_logits: Vec<f32>,
+    prev_lse: f32,
 }
 
 impl SequenceHistory {
@@ -62,6 +72,25 @@ impl SequenceHistory {
         self.entropy_sum += normalised as f64;
         self.steps += 1;
         (self.entropy_sum / self.steps as f64) as f32
+    }
+
+    /// `−ln p(token)` under the prediction made at the previous position, divided by `ln V`
+    /// (1 before any prediction: as if uniform).
+    pub fn surprisal(&self, token: u32) -> f32 {
+        match self.prev_logits.get(token as usize) {
+            Some(&logit) if self.prev_logits.len() > 1 => {
+                (self.prev_lse - logit) / (self.prev_logits.len() as f32).ln()
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Remember position t's next-token logits (one row) and their log-sum-exp, for the
+    /// surprisal of the token at t + 1.
+    pub fn push_prediction(&mut self, logits: &[f32], lse: f32) {
+        self.prev_logits.clear();
+        self.prev_logits.extend_from_slice(logits);
+        self.prev_lse = lse;
     }
 }
 
@@ -80,6 +109,8 @@ pub struct TokenFeatures<'a> {
     pub len: usize,
     /// The model's next-token entropy at t / ln V.
     pub pred_entropy: f32,
+    /// `−ln p(token t | tokens < t) / ln V` (version 3 on).
+    pub surprisal: f32,
     /// Mean of `pred_entropy` over positions 0..=t.
     pub entropy_mean: f32,
     /// Cache bytes this stream holds before t is stored, all layers.
@@ -115,7 +146,16 @@ impl TokenFeatures<'_> {
                     (len - t) / len,
                 ]);
             }
-            _ => out.extend([t, (1.0 + t).ln(), self.pred_entropy, self.entropy_mean, fill as f32, budget_left]),
+            2 => out.extend([t, (1.0 + t).ln(), self.pred_entropy, self.entropy_mean, fill as f32, budget_left]),
+            _ => out.extend([
+                t,
+                (1.0 + t).ln(),
+                self.pred_entropy,
+                self.surprisal,
+                self.entropy_mean,
+                fill as f32,
+                budget_left,
+            ]),
         }
         out.extend_from_slice(self.layer_stats);
     }
@@ -124,7 +164,7 @@ impl TokenFeatures<'_> {
 /// The observations of the token just stepped, for every stream: the one builder the rank
 /// environment (training) and `ahr-infer` (deployment) share, so a deployed policy sees exactly
 /// what it was trained on. `predictive` holds each stream's next-token distribution summary
-/// ([`ahr_tpa::host::predictive`] of the step's logits), `layer_stats` its
+/// ([`ahr_tpa::host::predictive`] of the step's `logits` `[B, V]`), `layer_stats` its
 /// per-layer statistics `[B, L, LAYER_FEATURES.len()]`; `cache` is the cache before the token is
 /// stored; `history` each stream's running statistics (updated here); `len` the horizon version
 /// 1's position features are relative to (unused from version 2 on); `positions_seen` the
@@ -135,6 +175,7 @@ pub fn observe(
     version: u32,
     positions_seen: Option<usize>,
     predictive: &[Predictive],
+    logits: &[f32],
     layer_stats: Tensor<3>,
     cache: &KvCache,
     ids: &[u32],
@@ -149,14 +190,18 @@ pub fn observe(
     let stats = host(layer_stats.reshape([b_n * l_n * k]));
     let mut obs = ObsBatch { len: b_n, tokens: ids.to_vec(), ..Default::default() };
     let ln_v = (cfg.vocab_size as f32).ln();
+    let v = cfg.vocab_size;
     for b in 0..b_n {
         let pred_entropy = predictive[b].entropy / ln_v;
+        let surprisal = history[b].surprisal(ids[b]);
+        history[b].push_prediction(&logits[b * v..(b + 1) * v], predictive[b].lse);
         TokenFeatures {
             version,
             t,
             positions_seen,
             len,
             pred_entropy,
+            surprisal,
             entropy_mean: history[b].push_entropy(pred_entropy),
             held_bytes: cache.stream_bytes(b),
             exact_bytes: cost::exact_bytes_per_token(cfg),
@@ -424,7 +469,9 @@ mod tests {
         assert_eq!(spec.features[GLOBAL_FEATURES.len()], "layer0.attn_entropy");
         let v1 = ObsSpec::rank_version(1, 3, 100).unwrap();
         assert_eq!(v1.features[0], "position_frac");
-        assert_eq!(v1.dim(), spec.dim());
+        assert_eq!(v1.dim(), spec.dim() - 1);
+        let v2 = ObsSpec::rank_version(2, 3, 100).unwrap();
+        assert_eq!(v2.features[..6], GLOBAL_FEATURES_V2.map(String::from));
         assert!(ObsSpec::rank_version(9, 3, 100).is_none());
     }
 
@@ -436,6 +483,15 @@ mod tests {
         let mut history = SequenceHistory::default();
         let means: Vec<f32> = [0.2f32, 0.4, 0.9].iter().map(|&e| history.push_entropy(e)).collect();
         assert_eq!(means, vec![0.2, 0.3, 0.5]);
+        // Surprisal: 1 before any prediction, then −ln softmax(previous logits)[token] / ln V.
+        assert_eq!(history.surprisal(2), 1.0);
+        let logits = [0.0f32, 1.0, 2.0, 3.0];
+        let lse = logits.iter().map(|x| x.exp()).sum::<f32>().ln();
+        history.push_prediction(&logits, lse);
+        for token in 0..4u32 {
+            let p = logits[token as usize].exp() / logits.iter().map(|x| x.exp()).sum::<f32>();
+            assert!((history.surprisal(token) - (-p.ln() / 4f32.ln())).abs() < 1e-6);
+        }
         let at_seen = |version: u32, t: usize, len: usize, positions_seen: Option<usize>| {
             let f = TokenFeatures {
                 version,
@@ -443,6 +499,7 @@ mod tests {
                 positions_seen,
                 len,
                 pred_entropy: 0.9,
+                surprisal: 0.75,
                 entropy_mean: 0.5,
                 held_bytes: 700,
                 exact_bytes: 200,
@@ -458,18 +515,21 @@ mod tests {
         assert_ne!(at(1, 8), at(1, 4096));
         let v2 = at(OBS_VERSION, 8);
         assert_eq!(v2.len(), GLOBAL_FEATURES.len() + stats.len());
-        // position, ln(1 + t), entropy, its mean, fill = 700 / (7 · 200), budget left.
-        let expect = [7.0, 8f32.ln(), 0.9, 0.5, 0.5, 0.3 - 0.5];
+        // position, ln(1 + t), entropy, surprisal, entropy's mean, fill = 700 / (7 · 200),
+        // budget left; version 2 the same without the surprisal.
+        let expect = [7.0, 8f32.ln(), 0.9, 0.75, 0.5, 0.5, 0.3 - 0.5];
         for (got, want) in v2.iter().zip(expect) {
             assert!((got - want).abs() < 1e-6, "{v2:?}");
         }
+        let old = at(2, 8);
+        assert_eq!((old.len(), &old[..3], &old[3..]), (v2.len() - 1, &v2[..3], &v2[4..]));
         // A policy trained on 8-token sequences sees positions up to 7 and no further; inside
         // that range nothing changes, and the other features never depend on it.
         assert_eq!(at_seen(OBS_VERSION, 7, 8, Some(8)), v2);
         let beyond = at_seen(OBS_VERSION, 50, 64, Some(8));
         assert_eq!(beyond[..2], v2[..2]);
-        assert_eq!(beyond[2..4], v2[2..4]);
-        assert_eq!(beyond[6..], v2[6..]);
+        assert_eq!(beyond[2..5], v2[2..5]);
+        assert_eq!(beyond[7..], v2[7..]);
         assert_ne!(at_seen(OBS_VERSION, 50, 64, None)[..2], v2[..2]);
     }
 }

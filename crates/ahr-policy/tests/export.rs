@@ -96,10 +96,10 @@ fn a_manifest_that_does_not_fit_the_model_is_refused() {
 
     let path = dir.path().join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"version\": 2", "\"version\": 99")).unwrap();
+    std::fs::write(&path, text.replace("\"version\": 3", "\"version\": 99")).unwrap();
     assert!(err(&cfg, "abc123").contains("observation version 99"), "{}", err(&cfg, "abc123"));
     // Version 1 is still read, but only with its own feature names.
-    std::fs::write(&path, text.replace("\"version\": 2", "\"version\": 1")).unwrap();
+    std::fs::write(&path, text.replace("\"version\": 3", "\"version\": 1")).unwrap();
     assert!(err(&cfg, "abc123").contains("observation spec version 1"), "{}", err(&cfg, "abc123"));
     std::fs::write(&path, "{ not json").unwrap();
     assert!(err(&cfg, "abc123").contains("cannot parse the manifest"));
