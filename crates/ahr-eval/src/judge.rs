@@ -144,6 +144,10 @@ fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
 /// Recent windows the surprisal rule searches (for the tokens it does not keep to the end).
 const SURPRISAL_WINDOWS: [usize; 5] = [0, 1, 2, 4, 8];
 
+/// The largest surprisal threshold (surprisal / ln V) the rule searches: a token the model gave
+/// probability V⁻⁴ (a confident wrong guess, as on random filler) is above it.
+const SURPRISAL_MAX: f64 = 4.0;
+
 /// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
 
@@ -286,12 +290,13 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             }
             Family::Surprisal | Family::SurprisalFullCache => {
                 let scores = family.scores().expect("a scored family");
-                // Per recent window and side, the most permissive threshold that fits (for the
-                // predictable side the bisected x is 1 − τ, so memory falls as x rises).
+                // Per recent window and side, the most permissive threshold in [0, SURPRISAL_MAX]
+                // that fits (the bisected x is τ / max, or 1 − τ / max on the predictable side, so
+                // memory falls as x rises).
                 for window in SURPRISAL_WINDOWS.into_iter().filter(|&w| w < t_n) {
                     for predictable in [true, false] {
                         let at = |x: f64| Baseline::Surprisal {
-                            tau: if predictable { 1.0 - x } else { x } as f32,
+                            tau: (SURPRISAL_MAX * if predictable { 1.0 - x } else { x }) as f32,
                             predictable,
                             window,
                             store,
@@ -531,7 +536,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 .into(),
             Family::Surprisal => "surprisal@S: keep a token at S to the end when its surprisal −ln p(token | \
                 before) / ln V is ≤ tau (predictable content) or, the other side, ≥ tau, every other token for \
-                a recent window of 0, 1, 2, 4 or 8 queries (tau bisected to fill each target); the surprisal is \
+                a recent window of 0, 1, 2, 4 or 8 queries (tau in [0, 4] bisected to fill each target); the surprisal is \
                 the model's prediction with the rule's own cache, run token by token"
                 .into(),
             Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
