@@ -144,6 +144,9 @@ fn stores(cfg: &ModelConfig) -> Vec<StoreOption> {
 /// Recent windows the surprisal rule searches (for the tokens it does not keep to the end).
 const SURPRISAL_WINDOWS: [usize; 5] = [0, 1, 2, 4, 8];
 
+/// The windows of the surprisal rule run with its own cache (each probe of its search a decode).
+const SURPRISAL_WINDOWS_OWN_CACHE: [usize; 2] = [1, 4];
+
 /// The largest surprisal threshold (surprisal / ln V) the rule searches: a token the model gave
 /// probability V⁻⁴ (a confident wrong guess, as on random filler) is above it.
 const SURPRISAL_MAX: f64 = 4.0;
@@ -152,8 +155,8 @@ const SURPRISAL_MAX: f64 = 4.0;
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
 
 /// The smallest threshold in [0, 1] whose measured memory is within `target`, for memory that
-/// falls as the threshold rises (20 bisection steps); `None` when even 1 is over.
-fn lowest_fitting(memory: impl Fn(f64) -> Result<f64>, target: f64) -> Result<Option<f64>> {
+/// falls as the threshold rises (`steps` bisection steps); `None` when even 1 is over.
+fn lowest_fitting(memory: impl Fn(f64) -> Result<f64>, target: f64, steps: usize) -> Result<Option<f64>> {
     if memory(0.0)? <= target {
         return Ok(Some(0.0));
     }
@@ -161,7 +164,7 @@ fn lowest_fitting(memory: impl Fn(f64) -> Result<f64>, target: f64) -> Result<Op
         return Ok(None);
     }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    for _ in 0..20 {
+    for _ in 0..steps {
         let mid = 0.5 * (lo + hi);
         if memory(mid)? <= target { hi = mid } else { lo = mid }
     }
@@ -282,7 +285,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                             high: store,
                             low,
                         };
-                        if let Some(lo) = lowest_fitting(|lo| h.measured_memory(&at(lo)), target)? {
+                        if let Some(lo) = lowest_fitting(|lo| h.measured_memory(&at(lo)), target, 20)? {
                             out.push(at(lo));
                         }
                     }
@@ -292,8 +295,13 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 let scores = family.scores().expect("a scored family");
                 // Per recent window and side, the most permissive threshold in [0, SURPRISAL_MAX]
                 // that fits (the bisected x is τ / max, or 1 − τ / max on the predictable side, so
-                // memory falls as x rises).
-                for window in SURPRISAL_WINDOWS.into_iter().filter(|&w| w < t_n) {
+                // memory falls as x rises). Measured with its own cache every probe is a decode
+                // token by token: a coarser grid (windows 1 and 4, 12 steps, τ to within 0.001).
+                let (windows, steps) = match scores {
+                    Scores::FullCache => (&SURPRISAL_WINDOWS[..], 20),
+                    Scores::Cache => (&SURPRISAL_WINDOWS_OWN_CACHE[..], 12),
+                };
+                for window in windows.iter().copied().filter(|&w| w < t_n) {
                     for predictable in [true, false] {
                         let at = |x: f64| Baseline::Surprisal {
                             tau: (SURPRISAL_MAX * if predictable { 1.0 - x } else { x }) as f32,
@@ -302,7 +310,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                             store,
                             scores,
                         };
-                        if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target)? {
+                        if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target, steps)? {
                             out.push(at(x));
                         }
                     }
@@ -314,7 +322,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     Family::Entropy => Baseline::Entropy { tau: x as f32, store },
                     _ => Baseline::Random { keep: 1.0 - x, store },
                 };
-                match lowest_fitting(|x| h.measured_memory(&at(x)), target)? {
+                match lowest_fitting(|x| h.measured_memory(&at(x)), target, 20)? {
                     Some(0.0) if family == Family::Random => {} // keeping every token is uniform
                     Some(x) => out.push(at(x)),
                     None => {}
@@ -536,12 +544,12 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 .into(),
             Family::Surprisal => "surprisal@S: keep a token at S to the end when its surprisal −ln p(token | \
                 before) / ln V is ≤ tau (predictable content) or, the other side, ≥ tau, every other token for \
-                a recent window of 0, 1, 2, 4 or 8 queries (tau in [0, 4] bisected to fill each target); the surprisal is \
-                the model's prediction with the rule's own cache, run token by token"
+                a recent window of 1 or 4 queries (tau in [0, 4] bisected in 12 steps to fill each target); the \
+                surprisal is the model's prediction with the rule's own cache, run token by token"
                 .into(),
             Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
-                forward's surprisal — optimistic: a cache that dropped a fact's first statement cannot see its \
-                restatement coming"
+                forward's surprisal (windows 0, 1, 2, 4, 8; 20 bisection steps) — optimistic: a cache that \
+                dropped a fact's first statement cannot see its restatement coming"
                 .into(),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"
