@@ -44,6 +44,11 @@ pub enum Family {
     /// every other token for a recent window. The surprisal is what the model predicted with
     /// the rule's own cache, as a deployed cache would compute it.
     Surprisal,
+    /// Per-layer windows with content in the last layer: every layer keeps a window at its own
+    /// storage option, and the last layer also keeps to the end the tokens the model predicted
+    /// (surprisal ≤ τ with the rule's own cache) — "layer 0 the last token; layer 1 every token
+    /// for W queries, the predicted ones for good".
+    LayerSurprisal,
     /// The surprisal rule scored by the exact full-cache forward: optimistic (a cache that has
     /// evicted a fact's first statement cannot see its restatement coming), kept for comparison.
     SurprisalFullCache,
@@ -53,7 +58,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 14] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -66,6 +71,7 @@ impl Family {
         Family::EntropyLadder,
         Family::Surprisal,
         Family::SurprisalFullCache,
+        Family::LayerSurprisal,
         Family::Random,
     ];
 
@@ -84,6 +90,7 @@ impl Family {
             Family::EntropyLadder => "entropy-ladder",
             Family::Surprisal => "surprisal",
             Family::SurprisalFullCache => "surprisal-full-cache",
+            Family::LayerSurprisal => "layer-surprisal",
             Family::Random => "random",
         }
     }
@@ -97,7 +104,7 @@ impl Family {
     /// Where an attention family reads its scores from (`None` for the others).
     pub fn scores(self) -> Option<Scores> {
         match self {
-            Family::H2o | Family::Tova | Family::Surprisal => Some(Scores::Cache),
+            Family::H2o | Family::Tova | Family::Surprisal | Family::LayerSurprisal => Some(Scores::Cache),
             Family::H2oFullCache | Family::TovaFullCache | Family::SurprisalFullCache => Some(Scores::FullCache),
             _ => None,
         }
@@ -225,6 +232,19 @@ pub enum Baseline {
         /// The forward the surprisal comes from.
         scores: Scores,
     },
+    /// Per layer l < `layers`: key k is seen by the `windows[l]` queries after it, stored at
+    /// `stores[l]`; in the last layer a token whose surprisal with the rule's own cache is at most
+    /// `tau` is kept to the end.
+    LayerSurprisal {
+        /// Layers described.
+        layers: usize,
+        /// Window per layer.
+        windows: [usize; MAX_RULE_LAYERS],
+        /// Storage per layer.
+        stores: [StoreOption; MAX_RULE_LAYERS],
+        /// Threshold on −ln p(token | before) / ln V for the last layer.
+        tau: f32,
+    },
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
         /// Keep probability.
@@ -269,6 +289,7 @@ impl Baseline {
             Baseline::EntropyLadder { .. } => Family::EntropyLadder,
             Baseline::Surprisal { scores: Scores::Cache, .. } => Family::Surprisal,
             Baseline::Surprisal { scores: Scores::FullCache, .. } => Family::SurprisalFullCache,
+            Baseline::LayerSurprisal { .. } => Family::LayerSurprisal,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -281,13 +302,16 @@ impl Baseline {
             Baseline::H2o { scores: Scores::Cache, .. }
                 | Baseline::Tova { scores: Scores::Cache, .. }
                 | Baseline::Surprisal { scores: Scores::Cache, .. }
+                | Baseline::LayerSurprisal { .. }
         )
     }
 
     /// The option kept tokens of `layer` are stored at.
     pub fn store_at(&self, layer: usize) -> StoreOption {
         match *self {
-            Baseline::LayerWindows { stores, layers, .. } => stores[layer.min(layers - 1)],
+            Baseline::LayerWindows { stores, layers, .. } | Baseline::LayerSurprisal { stores, layers, .. } => {
+                stores[layer.min(layers - 1)]
+            }
             _ => self.store(),
         }
     }
@@ -312,7 +336,7 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option,
             Baseline::EntropyLadder { high, .. } => high,
-            Baseline::LayerWindows { stores, .. } => stores[0],
+            Baseline::LayerWindows { stores, .. } | Baseline::LayerSurprisal { stores, .. } => stores[0],
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
@@ -327,7 +351,7 @@ impl Baseline {
     pub fn name(&self) -> String {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
-            Baseline::LayerWindows { .. } => self.family().to_string(),
+            Baseline::LayerWindows { .. } | Baseline::LayerSurprisal { .. } => self.family().to_string(),
             Baseline::EntropyLadder { high, low, .. } => format!("{}@{high}+{low}", self.family()),
             b => format!("{}@{}", b.family(), b.store()),
         }
@@ -348,6 +372,11 @@ impl Baseline {
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
+            Baseline::LayerSurprisal { layers, windows, stores, tau } => {
+                let per_layer: Vec<String> =
+                    (0..layers).map(|l| format!("L{l}: window={}@{}", windows[l], stores[l])).collect();
+                format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.join("; "), layers - 1)
+            }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
@@ -376,6 +405,15 @@ impl Baseline {
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
+            Baseline::LayerSurprisal { layers, windows, tau, .. } => {
+                let l = layer.min(layers - 1);
+                let recent = rules::window_evictions(t_n, 0, windows[l]);
+                if l + 1 < layers {
+                    recent
+                } else {
+                    view.surprisal.iter().zip(recent).map(|(&s, e)| if s <= tau { NEVER } else { e }).collect()
+                }
+            }
             Baseline::Surprisal { tau, predictable, window, .. } => {
                 let recent = rules::window_evictions(t_n, 0, window);
                 let kept = |s: f32| if predictable { s <= tau } else { s >= tau };
@@ -417,7 +455,10 @@ impl Baseline {
                 .kv_bytes_per_token
         };
         let bytes = match *self {
-            Baseline::Entropy { .. } | Baseline::EntropyLadder { .. } | Baseline::Surprisal { .. } => return None,
+            Baseline::Entropy { .. }
+            | Baseline::EntropyLadder { .. }
+            | Baseline::Surprisal { .. }
+            | Baseline::LayerSurprisal { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows { .. } => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
@@ -542,6 +583,31 @@ mod tests {
         assert!(own.reads_its_cache() && own.family() == Family::Surprisal);
         assert_eq!(low.setting(), "at most 0.2000,window=1");
         assert_eq!(low.memory(&ModelConfig::mqar(), 5), None, "its memory depends on the data");
+    }
+
+    /// Per-layer windows with content, by hand: two layers, layer 0 a window of 1, layer 1 a
+    /// window of 2 keeping tokens of surprisal ≤ 0.2 (tokens 1 and 3) to the end.
+    #[test]
+    fn layer_surprisal_keeps_content_in_the_last_layer_only() {
+        let surprisal = [1.0, 0.1, 0.9, 0.05, 0.5];
+        let view = SequenceView {
+            seq_len: 5,
+            attention: &[],
+            key_norms: &[],
+            entropy: &[],
+            surprisal: &surprisal,
+            draws: &[],
+        };
+        let mut windows = [1; MAX_RULE_LAYERS];
+        windows[1] = 2;
+        let mut stores = [StoreOption::Full; MAX_RULE_LAYERS];
+        stores[1] = StoreOption::Rank(1);
+        let rule = Baseline::LayerSurprisal { layers: 2, windows, stores, tau: 0.2 };
+        assert_eq!(rule.evictions(&view, 0), vec![2, 3, 4, 5, 6]);
+        assert_eq!(rule.evictions(&view, 1), vec![3, NEVER, 5, NEVER, 7]);
+        assert_eq!((rule.store_at(0), rule.store_at(1)), (StoreOption::Full, StoreOption::Rank(1)));
+        assert!(rule.reads_its_cache() && rule.memory(&ModelConfig::mqar(), 5).is_none());
+        assert_eq!(rule.setting(), "L0: window=1@full; L1: window=2@rank:1; L1: predicted (at most 0.2000) to the end");
     }
 
     /// The entropy ladder, by hand: entropies 0.9, 0.5, 0.1, 0.7 with lo = 0.3, hi = 0.6 put

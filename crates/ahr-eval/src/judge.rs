@@ -316,6 +316,41 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     }
                 }
             }
+            Family::LayerSurprisal => {
+                // Layers before the last: window 1 or 2 at rank:2 or full; the last: a window of
+                // 16, 32 or 64 at the two cheapest plain stores, plus the predicted tokens to the
+                // end, τ bisected (every probe a decode with the rule's own cache). Enumerated once.
+                let l_n = cfg.n_layers;
+                let plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
+                if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
+                    continue;
+                }
+                let head_stores: Vec<StoreOption> =
+                    [StoreOption::Rank(2), StoreOption::Full].into_iter().filter(|o| plain.contains(o)).collect();
+                for head_window in [1usize, 2] {
+                    for &head_store in &head_stores {
+                        for last_window in [16usize, 32, 64].into_iter().filter(|&w| w < t_n) {
+                            for &last_store in plain.iter().take(2) {
+                                let at = |x: f64| {
+                                    let mut windows = [head_window; MAX_RULE_LAYERS];
+                                    let mut s = [head_store; MAX_RULE_LAYERS];
+                                    windows[l_n - 1] = last_window;
+                                    s[l_n - 1] = last_store;
+                                    Baseline::LayerSurprisal {
+                                        layers: l_n,
+                                        windows,
+                                        stores: s,
+                                        tau: (SURPRISAL_MAX * (1.0 - x)) as f32,
+                                    }
+                                };
+                                if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target, 12)? {
+                                    out.push(at(x));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Family::Entropy | Family::Random => {
                 // The most permissive threshold (keep rate) whose measured memory fits.
                 let at = |x: f64| match family {
@@ -546,6 +581,11 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 before) / ln V is ≤ tau (predictable content) or, the other side, ≥ tau, every other token for \
                 a recent window of 1 or 4 queries (tau in [0, 4] bisected in 12 steps to fill each target); the \
                 surprisal is the model's prediction with the rule's own cache, run token by token"
+                .into(),
+            Family::LayerSurprisal => "layer-surprisal: per-layer windows with content in the last layer — \
+                layers before the last keep a window of 1 or 2 queries at rank:2 or full, the last layer a \
+                window of 16, 32 or 64 at one of the two cheapest plain options and, to the end, every token \
+                whose surprisal with the rule's own cache is ≤ tau (tau in [0, 4] bisected in 12 steps)"
                 .into(),
             Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
                 forward's surprisal (windows 0, 1, 2, 4, 8; 20 bisection steps) — optimistic: a cache that \

@@ -19,7 +19,7 @@ use crate::rules::{Held, NEVER};
 /// Per (sequence, token, layer) of `batch` (row-major `[B, T, L]`), the first query that no longer
 /// sees the key when `rule` (H2O or TOVA, any scoring) runs with its own cache at a plain option.
 pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
-    if let Baseline::Surprisal { .. } = rule {
+    if let Baseline::Surprisal { .. } | Baseline::LayerSurprisal { .. } = rule {
         return surprisal_evictions(model, batch, rule, dev);
     }
     let cfg = model.config();
@@ -71,28 +71,46 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
 }
 
 /// Per (sequence, token, layer) of `batch` (`[B, T, L]`), the first query that no longer sees
-/// the key when the surprisal rule runs with its own cache: token t's surprisal is
-/// `−ln p(token t) / ln V` under the logits of step t − 1 computed from that cache (1 at t = 0);
-/// a token on the kept side of τ stays to the end in every layer, any other one leaves after the
-/// rule's `window` queries.
+/// the key when a surprisal rule (`surprisal`, `layer-surprisal`) runs with its own cache: token
+/// t's surprisal is `−ln p(token t) / ln V` under the logits of step t − 1 computed from that
+/// cache (1 at t = 0); in a layer that keeps content, a token on the kept side of τ stays to the
+/// end; any other token leaves after the layer's window.
 pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
-    let Baseline::Surprisal { tau, predictable, window, store, .. } = *rule else {
-        bail!("{}: not a surprisal rule", rule.name());
-    };
     let cfg = model.config();
     let (b_n, t_n, l_n, v) = (batch.batch_size, batch.seq_len, cfg.n_layers, cfg.vocab_size);
-    if store.is_timed() || store == StoreOption::Drop {
-        bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+    // Per layer: (window, whether the layer keeps content, plain option); the kept side of τ.
+    let (plan, tau, predictable): (Vec<(usize, bool, StoreOption)>, f32, bool) = match *rule {
+        Baseline::Surprisal { tau, predictable, window, store, .. } => {
+            (vec![(window, true, store); l_n], tau, predictable)
+        }
+        Baseline::LayerSurprisal { layers, windows, stores, tau } => (
+            (0..l_n)
+                .map(|l| {
+                    let r = l.min(layers - 1);
+                    (windows[r], l + 1 == l_n, stores[r])
+                })
+                .collect(),
+            tau,
+            true,
+        ),
+        _ => bail!("{}: not a surprisal rule", rule.name()),
+    };
+    let mut options = Vec::with_capacity(l_n);
+    for &(_, _, store) in &plan {
+        if store.is_timed() || store == StoreOption::Drop {
+            bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+        }
+        options.push(cfg.option_index(store).map_err(anyhow::Error::msg)?);
     }
-    let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
     let ln_v = (v as f32).ln();
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
-    // Per stream: the positions the cache holds, in order.
-    let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n];
-    let mut kept = vec![false; b_n * t_n];
+    // Per (stream, layer): the positions the cache holds, in order.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n * l_n];
+    let mut predicted = vec![false; b_n * t_n];
     let mut prev: Option<Vec<f32>> = None;
     let host = model.host_model(dev)?;
+    let push_options: Vec<usize> = (0..b_n).flat_map(|_| options.iter().copied()).collect();
     for q in 0..t_n {
         let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
         let out = model.step_ids(host.as_ref(), &column, &cache, false, dev)?;
@@ -107,23 +125,25 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
                     (lse - row[column[b] as usize]) / ln_v
                 }
             };
-            kept[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
+            predicted[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
         }
         prev = Some(logits);
-        cache.push(out.pending, &vec![option; b_n * l_n])?;
-        for (b, positions) in held.iter_mut().enumerate() {
-            positions.push(q);
-            // The token whose window closes now: seen by queries k + 1 … k + window, not by q + 1.
-            let Some(k) = q.checked_sub(window) else { continue };
-            if kept[b * t_n + k] {
-                continue;
-            }
-            let index = positions.iter().position(|&p| p == k).expect("a token not kept is held until its window ends");
-            for l in 0..l_n {
-                cache.evict(b, l, option, index)?;
+        cache.push(out.pending, &push_options)?;
+        for b in 0..b_n {
+            for (l, &(window, content, _)) in plan.iter().enumerate() {
+                let positions = &mut held[b * l_n + l];
+                positions.push(q);
+                // The token whose window closes now: seen by queries k + 1 … k + window, not q + 1.
+                let Some(k) = q.checked_sub(window) else { continue };
+                if content && predicted[b * t_n + k] {
+                    continue;
+                }
+                let index =
+                    positions.iter().position(|&p| p == k).expect("a token not kept is held until its window ends");
+                cache.evict(b, l, options[l], index)?;
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+                positions.remove(index);
             }
-            positions.remove(index);
         }
     }
     Ok(evicted_at)

@@ -78,10 +78,13 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
         models: vec![model],
         env,
         policies: vec![policy],
-        // Every family but the surprisal rule with its own cache: on the default task (V = 8192)
-        // its search decodes token by token about a hundred times, longer than the rest of the
-        // judge; its optimistic full-cache twin runs.
-        families: Family::ALL.into_iter().filter(|f| *f != Family::Surprisal).collect(),
+        // Every family but the surprisal rules with their own cache: on the default task
+        // (V = 8192) their searches decode token by token hundreds of times, longer than the rest
+        // of the judge; the optimistic full-cache surprisal rule runs.
+        families: Family::ALL
+            .into_iter()
+            .filter(|f| !matches!(f, Family::Surprisal | Family::LayerSurprisal))
+            .collect(),
         sequences,
         // Every family at the policy's memory (the verdict); `ahr eval` also searches fixed
         // targets (10 / 25 / 50 %), which would triple this stage.
