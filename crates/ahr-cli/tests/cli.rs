@@ -596,7 +596,11 @@ fn analyze_explains(tmp: &Path, m: &str, p: &str) {
     }
     // Comparing the policy with itself reproduces its numbers; the ablations cover every feature.
     assert_eq!(a["compared"][0][2]["mem_frac"], a["policy"]["mem_frac"]);
-    assert_eq!(a["ablations"].as_array().unwrap().len(), 7 + 3 + 1, "7 global features (version 3), 3 per layer, the token id");
+    assert_eq!(
+        a["ablations"].as_array().unwrap().len(),
+        7 + 3 + 1,
+        "7 global features (version 3), 3 per layer, the token id"
+    );
     let (code, _, stderr) =
         ahr(&[&argv[..5], &["--env", env.to_str().unwrap(), "--lengths", "1", "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);

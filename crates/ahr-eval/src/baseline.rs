@@ -139,8 +139,55 @@ pub enum Scores {
     FullCache,
 }
 
-/// Layers a [`Baseline::LayerWindows`] setting can describe.
+/// Layers a [`PerLayer`] setting can describe.
 pub const MAX_RULE_LAYERS: usize = 4;
+
+/// A recent window and a storage option per layer: in layer l < `layers` key k is seen by the
+/// `windows[l]` queries after it (a window of at least T keeps every token) and stored at
+/// `stores[l]`; deeper layers repeat the last entry.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PerLayer {
+    /// Layers described.
+    pub layers: usize,
+    /// Window per layer.
+    pub windows: [usize; MAX_RULE_LAYERS],
+    /// Storage per layer.
+    pub stores: [StoreOption; MAX_RULE_LAYERS],
+}
+
+impl PerLayer {
+    /// `layers` layers: `head` (window, store) for every layer before the last, `last` for the last.
+    pub fn split(layers: usize, head: (usize, StoreOption), last: (usize, StoreOption)) -> Self {
+        let (mut windows, mut stores) = ([head.0; MAX_RULE_LAYERS], [head.1; MAX_RULE_LAYERS]);
+        (windows[layers - 1], stores[layers - 1]) = last;
+        Self { layers, windows, stores }
+    }
+
+    /// The window of `layer`.
+    pub fn window(&self, layer: usize) -> usize {
+        self.windows[layer.min(self.layers - 1)]
+    }
+
+    /// The storage option of `layer`.
+    pub fn store(&self, layer: usize) -> StoreOption {
+        self.stores[layer.min(self.layers - 1)]
+    }
+
+    /// `L0: window=1@rank:1; L1: all@full`.
+    pub fn setting(&self) -> String {
+        (0..self.layers)
+            .map(|l| {
+                let w = self.windows[l];
+                format!(
+                    "L{l}: {}@{}",
+                    if w == usize::MAX { "all".into() } else { format!("window={w}") },
+                    self.stores[l]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
 
 /// One setting of a rule family. `store` is the option kept tokens are stored at.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -160,16 +207,8 @@ pub enum Baseline {
         /// Storage of kept tokens.
         store: StoreOption,
     },
-    /// Per layer l < `layers`: key k is seen by the `windows[l]` queries after it (a window of
-    /// at least T keeps every token) and stored at `stores[l]`.
-    LayerWindows {
-        /// Layers described.
-        layers: usize,
-        /// Window per layer.
-        windows: [usize; MAX_RULE_LAYERS],
-        /// Storage per layer.
-        stores: [StoreOption; MAX_RULE_LAYERS],
-    },
+    /// A window and a storage option per layer.
+    LayerWindows(PerLayer),
     /// At most `heavy + recent` keys: the `recent` newest and the heaviest by accumulated attention.
     H2o {
         /// Heavy hitters kept.
@@ -232,16 +271,11 @@ pub enum Baseline {
         /// The forward the surprisal comes from.
         scores: Scores,
     },
-    /// Per layer l < `layers`: key k is seen by the `windows[l]` queries after it, stored at
-    /// `stores[l]`; in the last layer a token whose surprisal with the rule's own cache is at most
-    /// `tau` is kept to the end.
+    /// A window and a storage option per layer; in the last layer a token whose surprisal with
+    /// the rule's own cache is at most `tau` is kept to the end.
     LayerSurprisal {
-        /// Layers described.
-        layers: usize,
-        /// Window per layer.
-        windows: [usize; MAX_RULE_LAYERS],
-        /// Storage per layer.
-        stores: [StoreOption; MAX_RULE_LAYERS],
+        /// Windows and storage.
+        per_layer: PerLayer,
         /// Threshold on −ln p(token | before) / ln V for the last layer.
         tau: f32,
     },
@@ -279,7 +313,7 @@ impl Baseline {
         match self {
             Baseline::Uniform { .. } => Family::Uniform,
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
-            Baseline::LayerWindows { .. } => Family::LayerWindows,
+            Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
             Baseline::Tova { scores: Scores::Cache, .. } => Family::Tova,
             Baseline::H2o { scores: Scores::FullCache, .. } => Family::H2oFullCache,
@@ -309,9 +343,7 @@ impl Baseline {
     /// The option kept tokens of `layer` are stored at.
     pub fn store_at(&self, layer: usize) -> StoreOption {
         match *self {
-            Baseline::LayerWindows { stores, layers, .. } | Baseline::LayerSurprisal { stores, layers, .. } => {
-                stores[layer.min(layers - 1)]
-            }
+            Baseline::LayerWindows(p) | Baseline::LayerSurprisal { per_layer: p, .. } => p.store(layer),
             _ => self.store(),
         }
     }
@@ -336,7 +368,7 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option,
             Baseline::EntropyLadder { high, .. } => high,
-            Baseline::LayerWindows { stores, .. } | Baseline::LayerSurprisal { stores, .. } => stores[0],
+            Baseline::LayerWindows(p) | Baseline::LayerSurprisal { per_layer: p, .. } => p.stores[0],
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
@@ -351,7 +383,7 @@ impl Baseline {
     pub fn name(&self) -> String {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
-            Baseline::LayerWindows { .. } | Baseline::LayerSurprisal { .. } => self.family().to_string(),
+            Baseline::LayerWindows(_) | Baseline::LayerSurprisal { .. } => self.family().to_string(),
             Baseline::EntropyLadder { high, low, .. } => format!("{}@{high}+{low}", self.family()),
             b => format!("{}@{}", b.family(), b.store()),
         }
@@ -362,20 +394,9 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option.to_string(),
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
-            Baseline::LayerWindows { layers, windows, stores } => (0..layers)
-                .map(|l| {
-                    format!(
-                        "L{l}: {}@{}",
-                        if windows[l] == usize::MAX { "all".into() } else { format!("window={}", windows[l]) },
-                        stores[l]
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            Baseline::LayerSurprisal { layers, windows, stores, tau } => {
-                let per_layer: Vec<String> =
-                    (0..layers).map(|l| format!("L{l}: window={}@{}", windows[l], stores[l])).collect();
-                format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.join("; "), layers - 1)
+            Baseline::LayerWindows(p) => p.setting(),
+            Baseline::LayerSurprisal { per_layer, tau } => {
+                format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
@@ -394,8 +415,8 @@ impl Baseline {
         match *self {
             Baseline::Uniform { .. } => vec![NEVER; t_n],
             Baseline::StreamingLlm { sinks, window, .. } => rules::window_evictions(t_n, sinks, window),
-            Baseline::LayerWindows { layers, windows, .. } => {
-                let w = windows[layer.min(layers - 1)];
+            Baseline::LayerWindows(p) => {
+                let w = p.window(layer);
                 if w >= t_n { vec![NEVER; t_n] } else { rules::window_evictions(t_n, 0, w) }
             }
             Baseline::H2o { heavy, recent, .. } => {
@@ -405,10 +426,9 @@ impl Baseline {
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
-            Baseline::LayerSurprisal { layers, windows, tau, .. } => {
-                let l = layer.min(layers - 1);
-                let recent = rules::window_evictions(t_n, 0, windows[l]);
-                if l + 1 < layers {
+            Baseline::LayerSurprisal { per_layer, tau } => {
+                let recent = rules::window_evictions(t_n, 0, per_layer.window(layer));
+                if layer + 1 < per_layer.layers {
                     recent
                 } else {
                     view.surprisal.iter().zip(recent).map(|(&s, e)| if s <= tau { NEVER } else { e }).collect()
@@ -433,7 +453,7 @@ impl Baseline {
     pub fn memory(&self, cfg: &ModelConfig, seq_len: usize) -> Option<f64> {
         let t_n = seq_len;
         let store = self.store();
-        if let Baseline::LayerWindows { .. } = self {
+        if let Baseline::LayerWindows(_) = self {
             let view =
                 SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], surprisal: &[], draws: &[] };
             let mut one = cfg.clone();
@@ -460,7 +480,7 @@ impl Baseline {
             | Baseline::Surprisal { .. }
             | Baseline::LayerSurprisal { .. } => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
-            Baseline::LayerWindows { .. } => unreachable!("returned above"),
+            Baseline::LayerWindows(_) => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
                 let view = SequenceView {
                     seq_len: t_n,
@@ -547,7 +567,7 @@ mod tests {
         stores[1] = StoreOption::Full;
         let mut windows = [1; MAX_RULE_LAYERS];
         windows[1] = usize::MAX;
-        let layered = Baseline::LayerWindows { layers: 2, windows, stores };
+        let layered = Baseline::LayerWindows(PerLayer { layers: 2, windows, stores });
         assert!((layered.memory(&cfg, 8).unwrap() - (152.0 * 15.0 / 36.0 + 384.0)).abs() < 1e-9);
         assert_eq!(layered.name(), "layer-windows");
         assert_eq!(layered.setting(), "L0: window=1@rank:1; L1: all@full");
@@ -558,20 +578,20 @@ mod tests {
         assert_eq!(Baseline::Entropy { tau: 0.5, store }.memory(&cfg, 8), None);
     }
 
+    /// The surprisals of the hand-computed rule tests.
+    const SURPRISALS: [f32; 5] = [1.0, 0.1, 0.9, 0.05, 0.5];
+
+    /// A sequence with these surprisals and nothing else.
+    fn surprisal_view(surprisal: &[f32]) -> SequenceView<'_> {
+        SequenceView { seq_len: surprisal.len(), attention: &[], key_norms: &[], entropy: &[], surprisal, draws: &[] }
+    }
+
     /// The surprisal rule, by hand: surprisals 1, 0.1, 0.9, 0.05, 0.5 and τ = 0.2 keep tokens 1
     /// and 3 to the end on the predictable side (the others for one query: evicted at k + 2),
     /// tokens 0 and 2 on the other side at τ = 0.9.
     #[test]
     fn the_surprisal_rule_keeps_one_side_of_its_threshold() {
-        let surprisal = [1.0, 0.1, 0.9, 0.05, 0.5];
-        let view = SequenceView {
-            seq_len: 5,
-            attention: &[],
-            key_norms: &[],
-            entropy: &[],
-            surprisal: &surprisal,
-            draws: &[],
-        };
+        let view = surprisal_view(&SURPRISALS);
         let store = StoreOption::Rank(1);
         let low = Baseline::Surprisal { tau: 0.2, predictable: true, window: 1, store, scores: Scores::FullCache };
         assert_eq!(low.evictions(&view, 0), vec![2, NEVER, 4, NEVER, 6]);
@@ -589,20 +609,9 @@ mod tests {
     /// window of 2 keeping tokens of surprisal ≤ 0.2 (tokens 1 and 3) to the end.
     #[test]
     fn layer_surprisal_keeps_content_in_the_last_layer_only() {
-        let surprisal = [1.0, 0.1, 0.9, 0.05, 0.5];
-        let view = SequenceView {
-            seq_len: 5,
-            attention: &[],
-            key_norms: &[],
-            entropy: &[],
-            surprisal: &surprisal,
-            draws: &[],
-        };
-        let mut windows = [1; MAX_RULE_LAYERS];
-        windows[1] = 2;
-        let mut stores = [StoreOption::Full; MAX_RULE_LAYERS];
-        stores[1] = StoreOption::Rank(1);
-        let rule = Baseline::LayerSurprisal { layers: 2, windows, stores, tau: 0.2 };
+        let view = surprisal_view(&SURPRISALS);
+        let per_layer = PerLayer::split(2, (1, StoreOption::Full), (2, StoreOption::Rank(1)));
+        let rule = Baseline::LayerSurprisal { per_layer, tau: 0.2 };
         assert_eq!(rule.evictions(&view, 0), vec![2, 3, 4, 5, 6]);
         assert_eq!(rule.evictions(&view, 1), vec![3, NEVER, 5, NEVER, 7]);
         assert_eq!((rule.store_at(0), rule.store_at(1)), (StoreOption::Full, StoreOption::Rank(1)));

@@ -24,7 +24,7 @@ use anyhow::Result;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, Scores};
+use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, PerLayer, Scores};
 use crate::harness::{Harness, Point, PointKind, mark_front};
 
 /// Options of one evaluation.
@@ -242,7 +242,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                                 windows[l] = if l + 1 == l_n { last } else { head[l] };
                                 s[l] = combo[l];
                             }
-                            Baseline::LayerWindows { layers: l_n, windows, stores: s }
+                            Baseline::LayerWindows(PerLayer { layers: l_n, windows, stores: s })
                         };
                         if fits(&at(usize::MAX)) {
                             out.push(at(usize::MAX));
@@ -331,17 +331,11 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     for &head_store in &head_stores {
                         for last_window in [16usize, 32, 64].into_iter().filter(|&w| w < t_n) {
                             for &last_store in plain.iter().take(2) {
-                                let at = |x: f64| {
-                                    let mut windows = [head_window; MAX_RULE_LAYERS];
-                                    let mut s = [head_store; MAX_RULE_LAYERS];
-                                    windows[l_n - 1] = last_window;
-                                    s[l_n - 1] = last_store;
-                                    Baseline::LayerSurprisal {
-                                        layers: l_n,
-                                        windows,
-                                        stores: s,
-                                        tau: (SURPRISAL_MAX * (1.0 - x)) as f32,
-                                    }
+                                let per_layer =
+                                    PerLayer::split(l_n, (head_window, head_store), (last_window, last_store));
+                                let at = |x: f64| Baseline::LayerSurprisal {
+                                    per_layer,
+                                    tau: (SURPRISAL_MAX * (1.0 - x)) as f32,
                                 };
                                 if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target, 12)? {
                                     out.push(at(x));

@@ -83,16 +83,9 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
         Baseline::Surprisal { tau, predictable, window, store, .. } => {
             (vec![(window, true, store); l_n], tau, predictable)
         }
-        Baseline::LayerSurprisal { layers, windows, stores, tau } => (
-            (0..l_n)
-                .map(|l| {
-                    let r = l.min(layers - 1);
-                    (windows[r], l + 1 == l_n, stores[r])
-                })
-                .collect(),
-            tau,
-            true,
-        ),
+        Baseline::LayerSurprisal { per_layer, tau } => {
+            ((0..l_n).map(|l| (per_layer.window(l), l + 1 == l_n, per_layer.store(l))).collect(), tau, true)
+        }
         _ => bail!("{}: not a surprisal rule", rule.name()),
     };
     let mut options = Vec::with_capacity(l_n);

@@ -15,50 +15,74 @@ use std::path::Path;
 
 use ahr_env::EnvSpec;
 use ahr_eval::Baseline;
-use ahr_eval::baseline::Scores;
-use ahr_eval::harness::Harness;
-use ahr_tpa::StoreOption;
+use ahr_eval::baseline::{PerLayer, Scores};
+use ahr_eval::harness::{Harness, Point};
+use ahr_policy::ObsBatch;
+use ahr_tasks::Task;
+use ahr_tpa::{Model, StoreOption};
+use burn::tensor::Device;
+
+/// The committed model with the task of `envs/<env>` shortened to 32 tokens and 4 pairs.
+struct Setup {
+    model: Model,
+    task: Task,
+    spec: EnvSpec,
+    dev: Device,
+}
+
+impl Setup {
+    fn new(env: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let env_path = root.join("envs").join(env);
+        let mut spec = EnvSpec::load(&env_path).unwrap();
+        let ahr_tasks::TaskConfig::Mqar(mqar) = &mut spec.task else { panic!("an MQAR env") };
+        (mqar.seq_len, mqar.num_kv_pairs) = (32, vec![4]);
+        let dev = ahr_tpa::device::from_env();
+        let model =
+            ahr_train::load_env_model(&root.join("policies/models/mqar-tiny-512"), &spec, &env_path, &dev).unwrap();
+        let task = ahr_env::load_task(&spec, &env_path, model.config()).unwrap();
+        Self { model, task, spec, dev }
+    }
+
+    fn harness(&self) -> Harness<'_> {
+        Harness::new(&self.model, &self.task, &self.spec, 32, &self.dev, false).unwrap()
+    }
+
+    fn option(&self, name: &str) -> usize {
+        self.model.config().option_index(name.parse::<StoreOption>().unwrap()).unwrap()
+    }
+
+    /// The point of a rule run in the environment: per row, one option per layer from the row's
+    /// surprisal observation.
+    fn env_rule(&self, h: &Harness, choose: impl Fn(f32) -> Vec<usize>) -> Point {
+        let cfg = self.model.config();
+        let features = ahr_policy::ObsSpec::rank(cfg.n_layers, cfg.vocab_size).features;
+        let surprisal = features.iter().position(|f| f == "surprisal").unwrap();
+        let act = |obs: &ObsBatch| obs.features.chunks(features.len()).flat_map(|row| choose(row[surprisal])).collect();
+        h.env_point("env-rule", "", &self.spec, 1, act).unwrap().0
+    }
+}
+
+/// Equal accuracy and bytes: the same decisions.
+fn assert_same(rule: &Point, env: &Point) {
+    assert!((rule.metric - env.metric).abs() < 1e-9, "rule {} vs environment {}", rule.metric, env.metric);
+    let (a, b) = (rule.kv_bytes_per_token, env.kv_bytes_per_token);
+    assert!((a - b).abs() < 1e-6 * b, "{a} vs {b} bytes per token");
+}
 
 #[test]
 fn the_surprisal_rule_with_its_own_cache_is_the_environment_rule_and_the_full_cache_one_is_optimistic() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env_path = root.join("envs/mqar-tiny-restated-128.toml");
-    let mut spec = EnvSpec::load(&env_path).unwrap();
-    let ahr_tasks::TaskConfig::Mqar(mqar) = &mut spec.task else { panic!("an MQAR env") };
-    (mqar.seq_len, mqar.num_kv_pairs) = (32, vec![4]);
-    let dev = ahr_tpa::device::from_env();
-    let model = ahr_train::load_env_model(&root.join("policies/models/mqar-tiny-512"), &spec, &env_path, &dev).unwrap();
-    let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
-    let h = Harness::new(&model, &task, &spec, 32, &dev, false).unwrap();
-
-    let (tau, window) = (0.3f32, 1);
-    let rule = |scores| Baseline::Surprisal { tau, predictable: true, window, store: StoreOption::Full, scores };
+    let s = Setup::new("mqar-tiny-restated-128.toml");
+    let h = s.harness();
+    let tau = 0.3f32;
+    let rule = |scores| Baseline::Surprisal { tau, predictable: true, window: 1, store: StoreOption::Full, scores };
     let own = h.rule_point(&rule(Scores::Cache)).unwrap();
     let full = h.rule_point(&rule(Scores::FullCache)).unwrap();
-
-    // The same rule in the environment: keep at `full` when the observed surprisal is ≤ τ,
-    // else `recent:1` (exact for one query), in every layer.
-    let index = |o: &str| cfg.option_index(o.parse::<StoreOption>().unwrap()).unwrap();
-    let (full_option, recent1) = (index("full"), index("recent:1"));
-    let features = ahr_policy::ObsSpec::rank(cfg.n_layers, cfg.vocab_size).features;
-    let surprisal = features.iter().position(|f| f == "surprisal").unwrap();
-    let (env, _) = h
-        .env_point("env-rule", "", &spec, 1, |obs| {
-            obs.features
-                .chunks(features.len())
-                .flat_map(|row| vec![if row[surprisal] <= tau { full_option } else { recent1 }; cfg.n_layers])
-                .collect()
-        })
-        .unwrap();
-
-    assert!((own.metric - env.metric).abs() < 1e-9, "own cache {} vs environment {}", own.metric, env.metric);
-    assert!(
-        (own.kv_bytes_per_token - env.kv_bytes_per_token).abs() < 1e-6 * env.kv_bytes_per_token,
-        "{} vs {}",
-        own.kv_bytes_per_token,
-        env.kv_bytes_per_token
-    );
+    // In the environment: `full` when the observed surprisal is ≤ τ, else `recent:1` (exact for
+    // one query), in every layer.
+    let (full_option, recent1) = (s.option("full"), s.option("recent:1"));
+    let env = s.env_rule(&h, |x| vec![if x <= tau { full_option } else { recent1 }; 2]);
+    assert_same(&own, &env);
     // Read from the exact forward, the restated values look predictable even after their first
     // statement is gone: the optimistic variant keeps them and answers; the deployable one does not.
     assert!(full.metric > own.metric + 0.3, "full cache {} vs own cache {}", full.metric, own.metric);
@@ -66,44 +90,15 @@ fn the_surprisal_rule_with_its_own_cache_is_the_environment_rule_and_the_full_ca
 
 #[test]
 fn the_per_layer_surprisal_rule_is_the_environment_rule() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let env_path = root.join("envs/mqar-tiny-restated-128-windows.toml");
-    let mut spec = EnvSpec::load(&env_path).unwrap();
-    let ahr_tasks::TaskConfig::Mqar(mqar) = &mut spec.task else { panic!("an MQAR env") };
-    (mqar.seq_len, mqar.num_kv_pairs) = (32, vec![4]);
-    let dev = ahr_tpa::device::from_env();
-    let model = ahr_train::load_env_model(&root.join("policies/models/mqar-tiny-512"), &spec, &env_path, &dev).unwrap();
-    let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
-    let h = Harness::new(&model, &task, &spec, 32, &dev, false).unwrap();
-
+    let s = Setup::new("mqar-tiny-restated-128-windows.toml");
+    let h = s.harness();
     let tau = 0.3f32;
-    let mut windows = [1; ahr_eval::baseline::MAX_RULE_LAYERS];
-    windows[1] = 16;
-    let mut stores = [StoreOption::Full; ahr_eval::baseline::MAX_RULE_LAYERS];
-    stores[1] = StoreOption::Rank(1);
-    let rule = h.rule_point(&Baseline::LayerSurprisal { layers: 2, windows, stores, tau }).unwrap();
-
-    let index = |o: &str| cfg.option_index(o.parse::<StoreOption>().unwrap()).unwrap();
-    let (recent1, rank1, window16) = (index("recent:1"), index("rank:1"), index("rank:1/16/drop"));
-    let features = ahr_policy::ObsSpec::rank(cfg.n_layers, cfg.vocab_size).features;
-    let surprisal = features.iter().position(|f| f == "surprisal").unwrap();
-    let (env, _) = h
-        .env_point("env-rule", "", &spec, 1, |obs| {
-            obs.features
-                .chunks(features.len())
-                .flat_map(|row| [recent1, if row[surprisal] <= tau { rank1 } else { window16 }])
-                .collect()
-        })
-        .unwrap();
-    assert!((rule.metric - env.metric).abs() < 1e-9, "rule {} vs environment {}", rule.metric, env.metric);
-    assert!(
-        (rule.kv_bytes_per_token - env.kv_bytes_per_token).abs() < 1e-6 * env.kv_bytes_per_token,
-        "{} vs {}",
-        rule.kv_bytes_per_token,
-        env.kv_bytes_per_token
-    );
+    let per_layer = PerLayer::split(2, (1, StoreOption::Full), (16, StoreOption::Rank(1)));
+    let rule = h.rule_point(&Baseline::LayerSurprisal { per_layer, tau }).unwrap();
+    let (recent1, rank1, window16) = (s.option("recent:1"), s.option("rank:1"), s.option("rank:1/16/drop"));
+    let env = s.env_rule(&h, |x| vec![recent1, if x <= tau { rank1 } else { window16 }]);
+    assert_same(&rule, &env);
     // Content matters: without the predicted tokens the same windows answer less.
-    let plain = h.rule_point(&Baseline::LayerSurprisal { layers: 2, windows, stores, tau: -1.0 }).unwrap();
+    let plain = h.rule_point(&Baseline::LayerSurprisal { per_layer, tau: -1.0 }).unwrap();
     assert!(rule.metric > plain.metric, "{} vs {}", rule.metric, plain.metric);
 }
