@@ -321,10 +321,11 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 // 16, 32 or 64 at the two cheapest plain stores, plus the predicted tokens to the
                 // end, τ bisected (every probe a decode with the rule's own cache). Enumerated once.
                 let l_n = cfg.n_layers;
-                let plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
+                let mut plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
                 if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
                     continue;
                 }
+                plain.sort_by_key(|o| cost::bytes_per_token(cfg, *o));
                 let head_stores: Vec<StoreOption> =
                     [StoreOption::Rank(2), StoreOption::Full].into_iter().filter(|o| plain.contains(o)).collect();
                 for head_window in [1usize, 2] {

@@ -101,7 +101,7 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
     // Per (stream, layer): the positions the cache holds, in order.
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n * l_n];
     let mut predicted = vec![false; b_n * t_n];
-    let mut prev: Option<Vec<f32>> = None;
+    let mut prev: Option<(Vec<f32>, Vec<ahr_tpa::host::Predictive>)> = None;
     let host = model.host_model(dev)?;
     let push_options: Vec<usize> = (0..b_n).flat_map(|_| options.iter().copied()).collect();
     for q in 0..t_n {
@@ -111,16 +111,12 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
         for b in 0..b_n {
             let s = match &prev {
                 None => 1.0,
-                Some(p) => {
-                    let row = &p[b * v..(b + 1) * v];
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let lse = max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-                    (lse - row[column[b] as usize]) / ln_v
-                }
+                Some((p, summary)) => (summary[b].lse - p[b * v + column[b] as usize]) / ln_v,
             };
             predicted[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
         }
-        prev = Some(logits);
+        let summary = ahr_tpa::host::predictive(&logits, v);
+        prev = Some((logits, summary));
         cache.push(out.pending, &push_options)?;
         for b in 0..b_n {
             for (l, &(window, content, _)) in plan.iter().enumerate() {
