@@ -7,6 +7,7 @@
 //! The surprisal rule runs the same way: each token's surprisal is what the model predicted for
 //! it with the rule's own cache ([`surprisal_evictions`]).
 
+use ahr_policy::obs::SequenceHistory;
 use ahr_tasks::Batch;
 use ahr_tpa::review::KeyScorer;
 use ahr_tpa::{KvCache, Model, StoreOption};
@@ -95,28 +96,25 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
         }
         options.push(cfg.option_index(store).map_err(anyhow::Error::msg)?);
     }
-    let ln_v = (v as f32).ln();
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
     // Per (stream, layer): the positions the cache holds, in order.
     let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n * l_n];
     let mut predicted = vec![false; b_n * t_n];
-    let mut prev: Option<(Vec<f32>, Vec<ahr_tpa::host::Predictive>)> = None;
+    // Per stream: the previous prediction, as the `surprisal` observation keeps it.
+    let mut history = vec![SequenceHistory::default(); b_n];
     let host = model.host_model(dev)?;
     let push_options: Vec<usize> = (0..b_n).flat_map(|_| options.iter().copied()).collect();
     for q in 0..t_n {
         let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
         let out = model.step_ids(host.as_ref(), &column, &cache, false, dev)?;
         let logits = out.logits.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("logits: {e:?}"))?;
-        for b in 0..b_n {
-            let s = match &prev {
-                None => 1.0,
-                Some((p, summary)) => (summary[b].lse - p[b * v + column[b] as usize]) / ln_v,
-            };
-            predicted[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
-        }
         let summary = ahr_tpa::host::predictive(&logits, v);
-        prev = Some((logits, summary));
+        for (b, h) in history.iter_mut().enumerate() {
+            let s = h.surprisal(column[b]);
+            predicted[b * t_n + q] = if predictable { s <= tau } else { s >= tau };
+            h.push_prediction(&logits[b * v..(b + 1) * v], summary[b].lse);
+        }
         cache.push(out.pending, &push_options)?;
         for b in 0..b_n {
             for (l, &(window, content, _)) in plan.iter().enumerate() {
