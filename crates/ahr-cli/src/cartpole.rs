@@ -87,7 +87,7 @@ impl VecEnv for CartPoleVec {
             }
         }
         let final_obs = if finals.is_empty() { ObsBatch::default() } else { Self::batch(&finals) };
-        Ok(VecStep { obs: Self::batch(&obs), reward, done, truncated, final_obs, episodes })
+        Ok(VecStep { obs: Self::batch(&obs), reward, done, truncated, final_obs, episodes, immediate: Vec::new() })
     }
 }
 

@@ -155,6 +155,10 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     std::fs::write(t("empty.toml"), format!("[task]\nkind = \"text\"\npath = \"{}\"\n", t("emptydir"))).unwrap();
     std::fs::create_dir(t("emptydir")).unwrap();
     std::fs::create_dir(t("badmodel")).unwrap();
+    let tiny_env = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
+    std::fs::write(t("odd.toml"), tiny_env.replace("streams = 4", "streams = 3")).unwrap();
+    let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
+    std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -213,6 +217,23 @@ fn bad_input_gives_a_message_and_exit_code_1() {
                 .map(String::from)
                 .collect(),
             "`x`",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
+                &t("odd.toml"),
+                "--config",
+                &t("partner.toml"),
+                "--out",
+                &t("p1"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "streams must be even",
         ),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
@@ -359,11 +380,14 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
+    let partner = tmp.join("partner.toml");
+    std::fs::write(&partner, format!("credit = \"split\"\nbaseline = \"partner\"\n{text}")).unwrap();
     let cases = [
         (env, root().join("configs/ppo/tiny.toml"), "per-layer", 1),
         (root().join("envs/mqar-tiny.toml"), attention, "per-token", 3),
         (recent.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
         (review.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
+        (root().join("envs/mqar-tiny.toml"), partner.clone(), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));

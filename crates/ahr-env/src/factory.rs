@@ -27,7 +27,7 @@ pub fn make_env(
     let (m, t, r, s, d) = (model.clone(), task.clone(), spec.reward.clone(), spec.env.streams, dev.clone());
     let (v, p) = (spec.env.obs_version, spec.env.positions_seen);
     let rank = |m, t, r, s, d| {
-        let env = RankEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p);
+        let env = RankEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p).with_pairs(spec.env.paired);
         match spec.env.review {
             Some(age) => env.with_review(age),
             None => env,

@@ -54,6 +54,10 @@ impl VecEnv for History {
         self.inner.set_lambda_mem(lambda);
     }
 
+    fn group(&self) -> usize {
+        self.inner.group()
+    }
+
     fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
         let mut step = self.inner.step(actions)?;
         let mut finals = Vec::new();

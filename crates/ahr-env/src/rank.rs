@@ -84,6 +84,7 @@ pub struct RankEnv {
     review: Option<usize>,
     /// Review mode: the episode's hindsight bookkeeping.
     book: Option<ReviewBook>,
+    paired: bool,
 }
 
 impl RankEnv {
@@ -125,7 +126,16 @@ impl RankEnv {
             history: Vec::new(),
             review: None,
             book: None,
+            paired: false,
         }
+    }
+
+    /// Give each training sequence to two neighbouring streams (2k, 2k + 1; `streams` must be
+    /// even), for a partner baseline ([`VecEnv::group`]); held-out episodes stay unpaired.
+    pub fn with_pairs(mut self, paired: bool) -> Self {
+        assert!(!paired || self.streams.is_multiple_of(2), "paired streams need an even count, not {}", self.streams);
+        self.paired = paired;
+        self
     }
 
     /// Review mode (DESIGN.md §10): each token kept at a plain option is decided again `age`
@@ -175,6 +185,8 @@ impl RankEnv {
         let cfg = self.model.config().clone();
         self.batch = if self.held_out {
             self.task.valid_batch(self.episode, self.streams)
+        } else if self.paired {
+            self.task.train_batch(self.seed, self.episode, self.streams / 2).repeat_each(2)
         } else {
             self.task.train_batch(self.seed, self.episode, self.streams)
         };
@@ -328,6 +340,10 @@ impl VecEnv for RankEnv {
         self.lambda_mem = lambda;
     }
 
+    fn group(&self) -> usize {
+        if self.paired && !self.held_out { 2 } else { 1 }
+    }
+
     fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError> {
         let cfg = self.model.config().clone();
         let (b_n, l_n) = (self.streams, cfg.n_layers);
@@ -343,6 +359,9 @@ impl VecEnv for RankEnv {
         let len = self.seq_len();
         let mut reward: Vec<f32> = std::mem::take(&mut self.carry);
         reward.resize(b_n, 0.0);
+        // The write's charge is this action's alone; a review's refund or surcharge re-prices an
+        // earlier write, so it stays in the shared part.
+        let mut immediate = vec![0f32; b_n];
         for b in 0..b_n {
             let bytes: f64 =
                 (0..l_n).map(|l| cost::charged_bytes(&cfg, cfg.menu[actions[b * l_n + l]], self.t, len)).sum();
@@ -370,6 +389,7 @@ impl VecEnv for RankEnv {
                         - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
                 }
             }
+            immediate[b] = -(self.lambda_mem * mem) as f32;
             let mem = mem + delta / (len as f64 * self.exact_bytes);
             r.mem += mem;
             reward[b] -= (self.lambda_mem * mem) as f32;
@@ -388,7 +408,7 @@ impl VecEnv for RankEnv {
             }
             self.account(&fwd);
             self.pending = Some(fwd.pending);
-            return Ok(VecStep::running(fwd.obs, reward));
+            return Ok(VecStep::running(fwd.obs, reward).with_immediate(immediate));
         }
         let episodes = (0..b_n)
             .map(|b| {
@@ -412,6 +432,6 @@ impl VecEnv for RankEnv {
                 }
             })
             .collect();
-        Ok(VecStep::all_done(self.next_episode()?, reward, episodes))
+        Ok(VecStep::all_done(self.next_episode()?, reward, episodes).with_immediate(immediate))
     }
 }

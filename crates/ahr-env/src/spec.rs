@@ -32,6 +32,12 @@ pub struct EnvSettings {
     /// for a second decision this many queries after it was written — keep, a nested lower rank,
     /// or drop — with the attention it has received as features. Absent: write-time decisions only.
     pub review: Option<usize>,
+    /// Training episodes give each sequence to two neighbouring streams (2k and 2k + 1), so a
+    /// trainer may judge one stream's actions against its partner's on the same sequence; held-out
+    /// episodes are not paired. Not an env-file key: `train-policy` sets it when the PPO config
+    /// asks for `baseline = "partner"`.
+    #[serde(skip)]
+    pub paired: bool,
 }
 
 impl Default for EnvSettings {
@@ -44,6 +50,7 @@ impl Default for EnvSettings {
             obs_version: ahr_policy::obs::OBS_VERSION,
             positions_seen: None,
             review: None,
+            paired: false,
         }
     }
 }
@@ -185,6 +192,15 @@ impl EnvSpec {
         }
         if self.env.recent.contains(&0) {
             return Err("[env] recent windows must be at least 1 query".into());
+        }
+        if self.env.paired && !self.env.streams.is_multiple_of(2) {
+            return Err(format!(
+                "a partner baseline pairs the streams: [env] streams must be even, found {}",
+                self.env.streams
+            ));
+        }
+        if self.env.paired && self.env.granularity != Granularity::PerToken {
+            return Err("a partner baseline pairs the streams: it needs granularity = \"per-token\"".into());
         }
         if self.env.review == Some(0) {
             return Err("[env] review must be at least 1 query".into());

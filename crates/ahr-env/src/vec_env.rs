@@ -68,6 +68,11 @@ pub struct VecStep {
     pub final_obs: ObsBatch,
     /// Episodes that finished at this step.
     pub episodes: Vec<EpisodeStats>,
+    /// The part of `reward` that this step's action alone caused and that no other step's
+    /// action changes — a rank environment's charge for the bytes just written `[N]`; empty when
+    /// the environment does not split its reward. Trainers may credit it to this step only
+    /// (`ahr_ppo::Credit::Split`).
+    pub immediate: Vec<f32>,
 }
 
 impl VecStep {
@@ -75,7 +80,15 @@ impl VecStep {
     /// `obs` is the first observation of the next episode.
     pub fn all_done(obs: ObsBatch, reward: Vec<f32>, episodes: Vec<EpisodeStats>) -> Self {
         let n = reward.len();
-        Self { obs, reward, done: vec![true; n], truncated: vec![false; n], final_obs: ObsBatch::default(), episodes }
+        Self {
+            obs,
+            reward,
+            done: vec![true; n],
+            truncated: vec![false; n],
+            final_obs: ObsBatch::default(),
+            episodes,
+            immediate: Vec::new(),
+        }
     }
 
     /// No row's episode ended.
@@ -88,7 +101,15 @@ impl VecStep {
             truncated: vec![false; n],
             final_obs: ObsBatch::default(),
             episodes: Vec::new(),
+            immediate: Vec::new(),
         }
+    }
+
+    /// This step with `immediate` as the part of each reward its action alone caused.
+    pub fn with_immediate(mut self, immediate: Vec<f32>) -> Self {
+        debug_assert_eq!(immediate.len(), self.reward.len());
+        self.immediate = immediate;
+        self
     }
 }
 
@@ -121,6 +142,11 @@ pub trait VecEnv: Send {
     fn step(&mut self, actions: &[usize]) -> Result<VecStep, EnvError>;
     /// Set the memory weight (budget mode's Lagrange multiplier); environments without one ignore it.
     fn set_lambda_mem(&mut self, _lambda: f64) {}
+    /// Rows come in groups of this many neighbours that share every episode's input (and end
+    /// their episodes together): 2 for a paired rank environment, else 1.
+    fn group(&self) -> usize {
+        1
+    }
 }
 
 /// Run `env` with actions from `act` (one option per row and head) until `episodes` episodes

@@ -95,6 +95,44 @@ fn memory_reward_equals_the_cost_model_and_loss_reward_is_the_task_loss() {
 }
 
 #[test]
+fn the_immediate_part_of_a_reward_is_the_write_charge_and_the_rest_is_the_task_loss() {
+    // The same seed and choices under three rewards: both terms, memory only, task only.
+    let both = RewardConfig { w_task: 1.0, lambda_mem: 2.0, lambda_flops: 0.0, ..Default::default() };
+    let (model, task, cfg) = parts();
+    let rank2 = cfg.option_index(StoreOption::Rank(2)).unwrap();
+    let pick = |t: usize, l: usize| if (t + l).is_multiple_of(3) { rank2 } else { (t + l) % 2 };
+    let steps = |reward: RewardConfig| {
+        let mut env = RankEnv::new(model.clone(), task.clone(), reward, 3, ahr_tpa::device::from_env());
+        env.reset(9).unwrap();
+        (0..16)
+            .map(|t| {
+                let actions: Vec<usize> = (0..3).flat_map(|_| (0..cfg.n_layers).map(move |l| pick(t, l))).collect();
+                let step = env.step(&actions).unwrap();
+                assert_eq!(step.immediate.len(), 3);
+                (step.reward, step.immediate)
+            })
+            .collect::<Vec<_>>()
+    };
+    let whole = steps(both.clone());
+    let memory = steps(RewardConfig { w_task: 0.0, ..both.clone() });
+    let task = steps(RewardConfig { lambda_mem: 0.0, ..both });
+    let mut charged = 0;
+    for ((w, m), t) in whole.iter().zip(&memory).zip(&task) {
+        for b in 0..3 {
+            assert!((w.1[b] - m.0[b]).abs() < 1e-6, "immediate {} vs the memory reward {}", w.1[b], m.0[b]);
+            assert!(
+                (w.0[b] - w.1[b] - t.0[b]).abs() < 1e-5,
+                "the rest {} vs the task reward {}",
+                w.0[b] - w.1[b],
+                t.0[b]
+            );
+            charged += (w.1[b] != 0.0) as usize;
+        }
+    }
+    assert!(charged > 0);
+}
+
+#[test]
 fn the_exact_baseline_shifts_the_task_term_by_the_exact_loss_only() {
     use ahr_env::TaskBaseline;
     let base = RewardConfig { w_task: 1.0, lambda_mem: 0.0, lambda_flops: 0.0, ..Default::default() };

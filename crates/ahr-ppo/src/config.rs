@@ -21,6 +21,10 @@ pub struct PpoConfig {
     pub gamma: f64,
     /// GAE λ.
     pub gae_lambda: f64,
+    /// How rewards are credited to actions (`return`: CleanRL's GAE on the whole reward).
+    pub credit: Credit,
+    /// What an advantage is measured against (`value`: the critic, CleanRL).
+    pub baseline: AdvantageBaseline,
     /// Minibatches per epoch.
     pub num_minibatches: usize,
     /// Epochs per update.
@@ -69,6 +73,8 @@ impl Default for PpoConfig {
             anneal_lr: true,
             gamma: 0.99,
             gae_lambda: 0.95,
+            credit: Credit::Return,
+            baseline: AdvantageBaseline::Value,
             num_minibatches: 4,
             update_epochs: 4,
             norm_adv: true,
@@ -89,6 +95,38 @@ impl Default for PpoConfig {
             policy: PolicyConfig::default(),
         }
     }
+}
+
+/// How the advantage of an action is estimated from the rewards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credit {
+    /// GAE over the whole reward (CleanRL).
+    #[default]
+    Return,
+    /// The part of each reward that its step's action alone caused (the environment says which:
+    /// [`ahr_env::VecStep::immediate`], in rank environments the charge for the bytes just
+    /// written) goes to that action only; GAE, and the value function, take the rest. Later
+    /// actions' charges then no longer add their noise to an earlier action's advantage — the
+    /// difference rewards of multi-agent credit assignment. A token's bytes depend on its own
+    /// choice alone; what this drops is an action's sway on later choices through the cache-fill
+    /// features they observe.
+    Split,
+}
+
+/// What an action's advantage is measured against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvantageBaseline {
+    /// The critic's value, with GAE (CleanRL).
+    #[default]
+    Value,
+    /// The partner stream's return-to-go on the same sequence (environments whose rows come in
+    /// pairs, `[env] paired = true`): `A_t = G_t − G'_t`, Monte Carlo returns, no GAE — the
+    /// leave-one-out baseline of RLOO. What the sequence itself decides (where its queries fall,
+    /// how hard it is) cancels, which no critic that sees one token's features can predict; the
+    /// critic is still trained on `G_t` and bootstraps a rollout that ends mid-episode.
+    Partner,
 }
 
 impl PpoConfig {

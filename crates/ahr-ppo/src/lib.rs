@@ -18,5 +18,5 @@ pub mod trainer;
 pub mod update;
 pub mod workers;
 
-pub use config::PpoConfig;
+pub use config::{AdvantageBaseline, Credit, PpoConfig};
 pub use trainer::{TrainOutcome, Trainer};

@@ -131,6 +131,11 @@ impl Trainer {
             heads: first.heads(),
             options: first.options(),
         };
+        if cfg.baseline == crate::AdvantageBaseline::Partner && envs.iter().any(|e| e.group() != 2) {
+            return Err(TrainError::Other(
+                "baseline = \"partner\" needs paired environments (env file: [env] paired = true)".into(),
+            ));
+        }
         let rows_per_step = envs.iter().map(|e| e.num_envs()).sum();
         let train_device = device.clone().autodiff();
         device.seed(seed);
@@ -222,7 +227,7 @@ impl Trainer {
             let start = Instant::now();
             let chunks = self.workers.collect(&snapshot).map_err(TrainError::Worker)?;
             let secs = start.elapsed().as_secs_f64();
-            let rollout = flatten(chunks, self.dims.heads, self.cfg.gamma, self.cfg.gae_lambda);
+            let rollout = flatten(chunks, self.dims.heads, &self.cfg);
             let steps = (rollout.obs.len) as u64;
             rollout_secs += secs;
             rollout_steps += steps;

@@ -50,6 +50,9 @@ pub struct Chunk {
     pub values: Vec<f32>,
     /// Rewards (truncated episodes already bootstrapped with γ·V(final)).
     pub rewards: Vec<f32>,
+    /// The part of each reward its step's action alone caused ([`ahr_env::VecStep::immediate`];
+    /// 0 where the environment does not split its reward).
+    pub immediate: Vec<f32>,
     /// Whether the observation at this step starts a new episode (CleanRL's `dones`).
     pub dones: Vec<bool>,
     /// Values of the observation after the last step `[rows]`.
@@ -130,6 +133,10 @@ fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Result<Chun
         chunk.actions.extend(actions);
         chunk.values.extend(values);
         chunk.rewards.extend(rewards);
+        match step.immediate.len() {
+            0 => chunk.immediate.extend(std::iter::repeat_n(0.0, rows)),
+            _ => chunk.immediate.extend(step.immediate),
+        }
         chunk.dones.extend(slot.done.iter().copied());
         slot.done = (0..rows).map(|r| step.done[r] || step.truncated[r]).collect();
         chunk.episodes.extend(step.episodes);

@@ -92,6 +92,7 @@ impl VecEnv for Target {
             truncated: vec![false],
             final_obs: ObsBatch::default(),
             episodes,
+            immediate: Vec::new(),
         })
     }
 }

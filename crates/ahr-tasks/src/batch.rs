@@ -16,7 +16,7 @@ pub enum Split {
 }
 
 /// A batch of equal-length sequences, row-major `[batch_size, seq_len]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
     /// Token ids.
     pub inputs: Vec<u32>,
@@ -148,6 +148,20 @@ impl Batch {
         self.batch_size = rows;
     }
 
+    /// Every sequence `n` times in a row: rows `n·i … n·i + n − 1` are sequence i.
+    pub fn repeat_each(&self, n: usize) -> Batch {
+        let copies = |i: usize| std::iter::repeat_n(self.rows(i..i + 1), n);
+        let mut out = Batch { batch_size: 0, seq_len: self.seq_len, ..Default::default() };
+        for row in (0..self.batch_size).flat_map(copies) {
+            out.inputs.extend(row.inputs);
+            out.labels.extend(row.labels);
+            out.difficulty.extend(row.difficulty);
+            out.roles.extend(row.roles);
+            out.batch_size += 1;
+        }
+        out
+    }
+
     /// The sequences `rows` of this batch (a data-parallel rank's shard).
     pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
         assert!(rows.end <= self.batch_size, "rows {rows:?} of a batch of {}", self.batch_size);
@@ -166,6 +180,26 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Repeating each sequence keeps its tokens, labels, difficulty and roles together.
+    #[test]
+    fn repeat_each_puts_copies_side_by_side() {
+        use TokenRole::*;
+        let b = Batch {
+            inputs: vec![1, 2, 3, 4],
+            labels: vec![IGNORE, 2, IGNORE, 4],
+            batch_size: 2,
+            seq_len: 2,
+            difficulty: vec![Some(1), None],
+            roles: vec![Key, Value, Filler, Query],
+        };
+        let r = b.repeat_each(2);
+        assert_eq!(r.batch_size, 4);
+        assert_eq!(r.inputs, [1, 2, 1, 2, 3, 4, 3, 4]);
+        assert_eq!(r.labels, [IGNORE, 2, IGNORE, 2, IGNORE, 4, IGNORE, 4]);
+        assert_eq!(r.difficulty, [Some(1), Some(1), None, None]);
+        assert_eq!(r.roles, [Key, Value, Key, Value, Filler, Query, Filler, Query]);
+    }
 
     /// A shard keeps its sequences' tokens, labels, difficulty and roles, in order.
     #[test]

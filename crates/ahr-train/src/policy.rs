@@ -74,8 +74,9 @@ pub struct ResolvedPolicyRun {
 }
 
 /// The env spec as a PPO config trains on it: a budget and its controller settings given in the
-/// PPO config take precedence over the env file's.
-pub fn merge_budget(spec: &mut EnvSpec, ppo: &PpoConfig) {
+/// PPO config take precedence over the env file's, and a partner baseline pairs the streams.
+pub fn merge_ppo(spec: &mut EnvSpec, ppo: &PpoConfig) -> Result<(), String> {
+    spec.env.paired = ppo.baseline == ahr_ppo::AdvantageBaseline::Partner;
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;
     }
@@ -91,6 +92,7 @@ pub fn merge_budget(spec: &mut EnvSpec, ppo: &PpoConfig) {
             *to = v;
         }
     }
+    spec.validate()
 }
 
 /// What a finished run produced.
@@ -141,7 +143,7 @@ pub fn train_policy_distributed(
     let model = load_env_model(&a.model, &spec, &a.env, dev)?;
     let fp = fingerprint(&a.model)?;
     let mut ppo = load_ppo_config(&a.config)?;
-    merge_budget(&mut spec, &ppo);
+    merge_ppo(&mut spec, &ppo).map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     if let Some(t) = a.total_timesteps {
         ppo.total_timesteps = t;
     }
