@@ -1,0 +1,72 @@
+//! A diagnostic for a trained policy: run it on its env's held-out sequences as it is, and again
+//! with one exception added by hand — in the last layer, a token whose `surprisal` observation is
+//! at most τ is stored at `--store` (kept to the end) whatever the policy chose. If the policy
+//! with the exception beats both the policy and the best rule at that memory, PPO stopped one
+//! coordinated change short of the rule (docs/FINDINGS.md, "Credit assignment").
+//!
+//! ```bash
+//! cargo run --release -p ahr-eval --example policy_exception -- \
+//!   policies/models/mqar-tiny-512 envs/mqar-tiny-restated-128-windows.toml policies/restated-windows-seed1 \
+//!   64 rank:1 0.05,0.1,0.2,0.3
+//! ```
+
+use std::path::PathBuf;
+
+use ahr_env::EnvSpec;
+use ahr_eval::harness::Harness;
+use ahr_tpa::{StoreOption, cost};
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, env, policy, sequences, store, taus] = &args[..] else {
+        bail!("usage: policy_exception MODEL ENV POLICY SEQUENCES STORE TAU[,TAU…]");
+    };
+    let (model_dir, env_path, policy_dir) = (PathBuf::from(model), PathBuf::from(env), PathBuf::from(policy));
+    let sequences: usize = sequences.parse().context("SEQUENCES")?;
+    let store: StoreOption = store.parse().map_err(|e| anyhow::anyhow!("STORE: {e}"))?;
+    let taus = taus.split(',').map(|t| t.parse::<f32>().context("TAU")).collect::<Result<Vec<_>>>()?;
+
+    let dev = ahr_tpa::device::from_env();
+    let mut spec = EnvSpec::load(&env_path)?;
+    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let cfg = model.config().clone();
+    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
+    let fp = ahr_tpa::checkpoint::fingerprint(&model_dir)?;
+    let (manifest, net) = ahr_policy::export::load_policy(&policy_dir, &cfg, &fp, &dev)?;
+    spec.reward.budget = manifest.budget;
+    spec.env.obs_version = manifest.obs.version;
+    spec.env.positions_seen = manifest.obs.positions_seen;
+    let surprisal = ahr_policy::obs::global_features(manifest.obs.version)
+        .and_then(|g| g.iter().position(|f| *f == "surprisal"))
+        .context("the policy's observations have no `surprisal` (version 3 on)")?;
+    let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
+    let window = manifest.policy.window.max(1);
+    // One step's features: the newest `dim` of each (stacked) row.
+    let review = if manifest.review.is_some() { ahr_tpa::REVIEW_FEATURES.len() * cfg.n_layers } else { 0 };
+    let dim = ahr_policy::obs::global_features(manifest.obs.version).map_or(0, <[_]>::len)
+        + ahr_policy::obs::LAYER_FEATURES.len() * cfg.n_layers
+        + review;
+    let (last, heads) = (cfg.n_layers - 1, manifest.dims.heads);
+
+    let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
+    let exact = cost::exact_bytes_per_token(&cfg) as f64;
+    println!("| policy | τ | accuracy | memory |\n|---|---:|---:|---:|");
+    for tau in std::iter::once(None).chain(taus.into_iter().map(Some)) {
+        let (point, _) = h.env_point("policy", "", &spec, window, |obs| {
+            let mut actions = net.act_deterministic(obs, &manifest.norm, &dev);
+            let per = obs.features.len() / obs.len.max(1);
+            for r in 0..obs.len {
+                let newest = &obs.features[r * per + per - dim..(r + 1) * per];
+                if tau.is_some_and(|tau| newest[surprisal] <= tau) {
+                    actions[r * heads + last] = option;
+                }
+            }
+            actions
+        })?;
+        let tau = tau.map_or("—".to_string(), |t| format!("{t}"));
+        let mem = 100.0 * point.kv_bytes_per_token / exact;
+        println!("| {} | {tau} | {:.4} | {mem:.1} % |", policy_dir.display(), point.metric);
+    }
+    Ok(())
+}
