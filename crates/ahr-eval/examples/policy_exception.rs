@@ -37,17 +37,16 @@ fn main() -> Result<()> {
     spec.reward.budget = manifest.budget;
     spec.env.obs_version = manifest.obs.version;
     spec.env.positions_seen = manifest.obs.positions_seen;
-    let surprisal = ahr_policy::obs::global_features(manifest.obs.version)
-        .and_then(|g| g.iter().position(|f| *f == "surprisal"))
+    // The newest step's `surprisal` (older steps of a stacked row are named `t-k.surprisal`).
+    let surprisal = manifest
+        .obs
+        .features
+        .iter()
+        .position(|f| f == "surprisal")
         .context("the policy's observations have no `surprisal` (version 3 on)")?;
     let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
     let window = manifest.policy.window.max(1);
-    // One step's features: the newest `dim` of each (stacked) row.
-    let review = if manifest.review.is_some() { ahr_tpa::REVIEW_FEATURES.len() * cfg.n_layers } else { 0 };
-    let dim = ahr_policy::obs::global_features(manifest.obs.version).map_or(0, <[_]>::len)
-        + ahr_policy::obs::LAYER_FEATURES.len() * cfg.n_layers
-        + review;
-    let (last, heads) = (cfg.n_layers - 1, manifest.dims.heads);
+    let (per, last, heads) = (manifest.obs.dim(), cfg.n_layers - 1, manifest.dims.heads);
 
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let exact = cost::exact_bytes_per_token(&cfg) as f64;
@@ -55,10 +54,9 @@ fn main() -> Result<()> {
     for tau in std::iter::once(None).chain(taus.into_iter().map(Some)) {
         let (point, _) = h.env_point("policy", "", &spec, window, |obs| {
             let mut actions = net.act_deterministic(obs, &manifest.norm, &dev);
-            let per = obs.features.len() / obs.len.max(1);
+            debug_assert_eq!(obs.features.len(), obs.len * per);
             for r in 0..obs.len {
-                let newest = &obs.features[r * per + per - dim..(r + 1) * per];
-                if tau.is_some_and(|tau| newest[surprisal] <= tau) {
+                if tau.is_some_and(|tau| obs.features[r * per + surprisal] <= tau) {
                     actions[r * heads + last] = option;
                 }
             }
