@@ -79,28 +79,24 @@ impl VecStep {
     /// Every row's episode ended at this step (rank environments end all streams together);
     /// `obs` is the first observation of the next episode.
     pub fn all_done(obs: ObsBatch, reward: Vec<f32>, episodes: Vec<EpisodeStats>) -> Self {
-        let n = reward.len();
-        Self {
-            obs,
-            reward,
-            done: vec![true; n],
-            truncated: vec![false; n],
-            final_obs: ObsBatch::default(),
-            episodes,
-            immediate: Vec::new(),
-        }
+        Self::together(obs, reward, true, episodes)
     }
 
     /// No row's episode ended.
     pub fn running(obs: ObsBatch, reward: Vec<f32>) -> Self {
+        Self::together(obs, reward, false, Vec::new())
+    }
+
+    /// Every row's episode ended (`done`) or none did; nothing truncated.
+    fn together(obs: ObsBatch, reward: Vec<f32>, done: bool, episodes: Vec<EpisodeStats>) -> Self {
         let n = reward.len();
         Self {
             obs,
             reward,
-            done: vec![false; n],
+            done: vec![done; n],
             truncated: vec![false; n],
             final_obs: ObsBatch::default(),
-            episodes: Vec::new(),
+            episodes,
             immediate: Vec::new(),
         }
     }
