@@ -61,7 +61,8 @@ pub(crate) fn flatten(chunks: Vec<Chunk>, heads: usize, cfg: &PpoConfig) -> Roll
     (r.advantages, r.returns) = match cfg.baseline {
         AdvantageBaseline::Value => gae(&rewards, &r.values, &dones, &next_value, &next_done, n, gamma, lambda),
         AdvantageBaseline::Partner => {
-            let ret = returns_to_go(&rewards, &dones, &next_value, &next_done, n, gamma);
+            // Returns-to-go: GAE with λ = 1 against zero values, bootstrapped after the last step.
+            let (ret, _) = gae(&rewards, &vec![0.0; rewards.len()], &dones, &next_value, &next_done, n, gamma, 1.0);
             ((0..ret.len()).map(|i| ret[i] - ret[i ^ 1]).collect(), ret)
         }
     };
@@ -72,32 +73,6 @@ pub(crate) fn flatten(chunks: Vec<Chunk>, heads: usize, cfg: &PpoConfig) -> Roll
     }
     r.episodes = chunks.into_iter().flat_map(|c| c.episodes).collect();
     r
-}
-
-/// Discounted return-to-go of every row of `[num_steps, n]` arrays, cut at episode starts
-/// (`dones`, as in [`gae`]) and bootstrapped with `next_value` after the last step.
-fn returns_to_go(
-    rewards: &[f32],
-    dones: &[bool],
-    next_value: &[f32],
-    next_done: &[bool],
-    n: usize,
-    gamma: f64,
-) -> Vec<f32> {
-    let steps = rewards.len() / n;
-    let mut ret = vec![0f32; rewards.len()];
-    for e in 0..n {
-        let mut g = if next_done[e] { 0.0 } else { next_value[e] as f64 };
-        for t in (0..steps).rev() {
-            let i = t * n + e;
-            g = rewards[i] as f64 + gamma * g;
-            ret[i] = g as f32;
-            if dones[i] {
-                g = 0.0;
-            }
-        }
-    }
-    ret
 }
 
 pub(crate) fn mean(xs: impl Iterator<Item = f64>) -> f64 {
