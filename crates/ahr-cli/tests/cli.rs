@@ -159,6 +159,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     std::fs::write(t("odd.toml"), tiny_env.replace("streams = 4", "streams = 3")).unwrap();
     let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
+    std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -234,6 +235,23 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .map(String::from)
             .collect(),
             "streams must be even",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
+                "envs/mqar-tiny.toml",
+                "--config",
+                &t("loose.toml"),
+                "--out",
+                &t("p2"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "budget_start needs a budget",
         ),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]

@@ -1,6 +1,8 @@
 //! Budget mode's controller of the memory price λ (DESIGN.md §5): it belongs with the reward it
 //! prices. A trainer calls [`BudgetController::step`] once per iteration with the mean memory
-//! fraction of that iteration's episodes and sends the new λ to every environment.
+//! fraction of that iteration's episodes and sends the new λ to every environment. The target
+//! may start looser and tighten linearly over part of the run ([`BudgetController::target_at`]):
+//! a curriculum that lets a policy learn what is worth keeping before memory gets scarce.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,16 @@ pub struct BudgetController {
     /// Hold the target (λ may go negative) instead of only capping memory at it (λ ≥ 0).
     #[serde(default)]
     pub two_sided: bool,
+    /// Target at the start of the run (`None`: `target` throughout).
+    #[serde(default)]
+    pub start: Option<f64>,
+    /// Fraction of the run over which the target moves linearly from `start` to `target`.
+    #[serde(default = "default_anneal")]
+    pub anneal: f64,
+}
+
+fn default_anneal() -> f64 {
+    0.5
 }
 
 impl BudgetController {
@@ -33,13 +45,25 @@ impl BudgetController {
             lr: reward.lambda_lr,
             kp: reward.lambda_kp,
             two_sided: reward.budget_kind == BudgetKind::Target,
+            start: reward.budget_start,
+            anneal: reward.budget_anneal,
         })
     }
 
-    /// One update from the iteration's mean memory fraction: the new `(λ, integral)` from the
-    /// current λ and integral (`None` before the first update: the integral starts at λ).
-    pub fn step(&self, lambda: f64, integral: Option<f64>, mem_frac: f64) -> (f64, f64) {
-        let error = mem_frac - self.target;
+    /// The target at `progress` ∈ [0, 1] of the run: `start` at 0, `target` from `anneal` on,
+    /// linear between.
+    pub fn target_at(&self, progress: f64) -> f64 {
+        match self.start {
+            Some(start) if progress < self.anneal => start + (self.target - start) * progress / self.anneal,
+            _ => self.target,
+        }
+    }
+
+    /// One update from the mean memory fraction of the iteration at `progress` ∈ [0, 1] of the
+    /// run: the new `(λ, integral)` from the current λ and integral (`None` before the first
+    /// update: the integral starts at λ).
+    pub fn step(&self, lambda: f64, integral: Option<f64>, mem_frac: f64, progress: f64) -> (f64, f64) {
+        let error = mem_frac - self.target_at(progress);
         let floor = if self.two_sided { f64::NEG_INFINITY } else { 0.0 };
         let integral = (integral.unwrap_or(lambda) + self.lr * error).max(floor);
         ((integral + self.kp * error).max(floor), integral)
@@ -60,19 +84,37 @@ mod tests {
     /// 1.1 − 0.1 = 1.0, λ = 1.0 − 0.4 = 0.6. A cap clamps at 0; a target goes negative.
     #[test]
     fn pi_update_by_hand() {
-        let c = BudgetController { target: 0.3, lr: 0.5, kp: 2.0, two_sided: false };
-        let (l, i) = c.step(1.0, None, 0.5);
+        let c = BudgetController { target: 0.3, lr: 0.5, kp: 2.0, two_sided: false, start: None, anneal: 0.5 };
+        let (l, i) = c.step(1.0, None, 0.5, 0.0);
         assert!((l - 1.5).abs() < 1e-12 && (i - 1.1).abs() < 1e-12, "{l} {i}");
-        let (l, i) = c.step(l, Some(i), 0.1);
+        let (l, i) = c.step(l, Some(i), 0.1, 0.9);
         assert!((l - 0.6).abs() < 1e-12 && (i - 1.0).abs() < 1e-12, "{l} {i}");
-        let (l, _) = c.step(0.0, Some(0.0), 0.0);
+        let (l, _) = c.step(0.0, Some(0.0), 0.0, 0.0);
         assert_eq!(l, 0.0, "a cap never pays for unused memory");
         let two = BudgetController { two_sided: true, ..c };
-        let (l, i) = two.step(0.0, Some(0.0), 0.0);
+        let (l, i) = two.step(0.0, Some(0.0), 0.0, 0.0);
         assert!((i + 0.15).abs() < 1e-12 && (l + 0.75).abs() < 1e-12, "{l} {i}");
         let reward = RewardConfig { budget: Some(0.3), lambda_init: 7.0, ..Default::default() };
         assert_eq!(initial_lambda(&reward), 7.0);
         assert_eq!(BudgetController::from_reward(&reward).map(|b| b.target), Some(0.3));
         assert_eq!(BudgetController::from_reward(&RewardConfig::default()), None);
+    }
+
+    /// Hand-computed: from 0.5 to 0.1 over the first 40 % of the run; at 10 % of the run the
+    /// target is 0.5 − 0.4·0.25 = 0.4, and memory 0.5 (error 0.1) moves λ by lr·0.1 = 0.05.
+    #[test]
+    fn a_tightening_target_by_hand() {
+        let c = BudgetController { target: 0.1, lr: 0.5, kp: 0.0, two_sided: false, start: Some(0.5), anneal: 0.4 };
+        for (progress, target) in [(0.0, 0.5), (0.1, 0.4), (0.2, 0.3), (0.4, 0.1), (0.9, 0.1)] {
+            assert!((c.target_at(progress) - target).abs() < 1e-12, "{progress}: {}", c.target_at(progress));
+        }
+        let (l, i) = c.step(1.0, None, 0.5, 0.1);
+        assert!((l - 1.05).abs() < 1e-12 && (i - 1.05).abs() < 1e-12, "{l} {i}");
+        let fixed = BudgetController { start: None, ..c };
+        assert_eq!(fixed.target_at(0.0), 0.1);
+        let reward =
+            RewardConfig { budget: Some(0.1), budget_start: Some(0.3), budget_anneal: 0.6, ..Default::default() };
+        let from = BudgetController::from_reward(&reward).unwrap();
+        assert_eq!((from.start, from.anneal), (Some(0.3), 0.6));
     }
 }

@@ -68,6 +68,12 @@ pub struct RewardConfig {
     pub lambda_flops: f64,
     /// Budget mode: the target memory fraction (of the exact choice's bytes).
     pub budget: Option<f64>,
+    /// Budget mode: a looser target to start from, tightened linearly to `budget` over the first
+    /// `budget_anneal` of the run (a curriculum; absent = `budget` throughout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_start: Option<f64>,
+    /// Budget mode: the fraction of the run over which `budget_start` tightens to `budget`.
+    pub budget_anneal: f64,
     /// Budget mode: dual-ascent step of λ per iteration (the controller's integral gain).
     pub lambda_lr: f64,
     /// Budget mode: proportional gain on the memory error (0 = dual ascent alone).
@@ -112,6 +118,8 @@ impl Default for RewardConfig {
             lambda_mem: 1.0,
             lambda_flops: 0.0,
             budget: None,
+            budget_start: None,
+            budget_anneal: 0.5,
             lambda_lr: 0.5,
             lambda_kp: 0.0,
             lambda_init: 1.0,
@@ -222,6 +230,17 @@ impl EnvSpec {
             && !(0.0..=1.0).contains(&b)
         {
             return Err(format!("[reward] budget must lie in [0, 1], found {b}"));
+        }
+        if let Some(s) = self.reward.budget_start {
+            let Some(b) = self.reward.budget else {
+                return Err("[reward] budget_start needs a budget to tighten to".into());
+            };
+            if !(b..=1.0).contains(&s) {
+                return Err(format!("[reward] budget_start must lie in [budget = {b}, 1], found {s}"));
+            }
+        }
+        if !(self.reward.budget_anneal > 0.0 && self.reward.budget_anneal <= 1.0) {
+            return Err(format!("[reward] budget_anneal must lie in (0, 1], found {}", self.reward.budget_anneal));
         }
         Ok(())
     }

@@ -51,6 +51,10 @@ pub struct PpoConfig {
     pub checkpoint_every: u64,
     /// Budget mode's target memory fraction; overrides the env file's `[reward] budget`.
     pub budget: Option<f64>,
+    /// Budget mode's starting target; overrides the env file's `[reward] budget_start`.
+    pub budget_start: Option<f64>,
+    /// Budget mode's tightening fraction; overrides the env file's `[reward] budget_anneal`.
+    pub budget_anneal: Option<f64>,
     /// Budget mode's kind (`at-most` or `target`); overrides the env file's `[reward] budget_kind`.
     pub budget_kind: Option<ahr_env::BudgetKind>,
     /// Budget mode's starting λ; overrides the env file's `[reward] lambda_init`.
@@ -88,6 +92,8 @@ impl Default for PpoConfig {
             reset_each_iteration: false,
             checkpoint_every: 10,
             budget: None,
+            budget_start: None,
+            budget_anneal: None,
             budget_kind: None,
             lambda_init: None,
             lambda_lr: None,

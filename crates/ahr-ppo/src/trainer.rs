@@ -245,7 +245,8 @@ impl Trainer {
             if let Some(b) = self.budget
                 && mem_frac.is_finite()
             {
-                let (lambda, integral) = b.step(self.state.lambda_mem, self.state.lambda_integral, mem_frac);
+                let progress = it as f64 / num_iterations as f64;
+                let (lambda, integral) = b.step(self.state.lambda_mem, self.state.lambda_integral, mem_frac, progress);
                 self.state.lambda_mem = lambda;
                 self.state.lambda_integral = Some(integral);
             }

@@ -207,7 +207,8 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
-    let budget = ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 0.0, two_sided: false };
+    let budget =
+        ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 0.0, two_sided: false, start: None, anneal: 0.5 };
     let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
     let mut t =
         Trainer::new(cfg.clone(), vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
@@ -220,7 +221,8 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut env = Target::new(None);
     env.lambdas = Some(seen.clone());
-    let budget = ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 4.0, two_sided: false };
+    let budget =
+        ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 4.0, two_sided: false, start: None, anneal: 0.5 };
     let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
     t.train(&mut NullSink, |_, _| Ok(())).unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![2.0, 4.5, 5.0], "λ_I = 2.5, 3.0, 3.5 plus 4·0.5");
@@ -232,11 +234,24 @@ fn budget_mode_sends_each_iterations_lambda_to_the_environments() {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut env = Target::new(None);
         env.lambdas = Some(seen.clone());
-        let budget = ahr_env::BudgetController { target: 1.5, lr: 1.0, kp: 0.0, two_sided };
+        let budget = ahr_env::BudgetController { target: 1.5, lr: 1.0, kp: 0.0, two_sided, start: None, anneal: 0.5 };
         let cfg = PpoConfig { num_envs: 1, ..config(16 * 3) };
         let mut t =
             Trainer::new(cfg, vec![Box::new(env)], 1, 7, 0.5, Some(budget), ahr_tpa::device::from_env()).unwrap();
         t.train(&mut NullSink, |_, _| Ok(())).unwrap();
         assert_eq!(*seen.lock().unwrap(), want, "two_sided = {two_sided}");
     }
+
+    // A target tightening from 1.0 to 0.5 over the first half of four iterations: 1.0, 0.75, 0.5,
+    // 0.5 at progress 0, ¼, ½, ¾, so λ moves by 0, 0.25, 0.5, 0.5.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut env = Target::new(None);
+    env.lambdas = Some(seen.clone());
+    let budget =
+        ahr_env::BudgetController { target: 0.5, lr: 1.0, kp: 0.0, two_sided: false, start: Some(1.0), anneal: 0.5 };
+    let cfg = PpoConfig { num_envs: 1, ..config(16 * 4) };
+    let mut t = Trainer::new(cfg, vec![Box::new(env)], 1, 7, 2.0, Some(budget), ahr_tpa::device::from_env()).unwrap();
+    t.train(&mut NullSink, |_, _| Ok(())).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![2.0, 2.0, 2.25, 2.75]);
+    assert_eq!(t.state().lambda_mem, 3.25);
 }

@@ -80,6 +80,9 @@ pub fn merge_ppo(spec: &mut EnvSpec, ppo: &PpoConfig) -> Result<(), String> {
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;
     }
+    if ppo.budget_start.is_some() {
+        spec.reward.budget_start = ppo.budget_start;
+    }
     if let Some(kind) = ppo.budget_kind {
         spec.reward.budget_kind = kind;
     }
@@ -87,6 +90,7 @@ pub fn merge_ppo(spec: &mut EnvSpec, ppo: &PpoConfig) -> Result<(), String> {
         (ppo.lambda_init, &mut spec.reward.lambda_init),
         (ppo.lambda_lr, &mut spec.reward.lambda_lr),
         (ppo.lambda_kp, &mut spec.reward.lambda_kp),
+        (ppo.budget_anneal, &mut spec.reward.budget_anneal),
     ] {
         if let Some(v) = from {
             *to = v;
