@@ -165,6 +165,17 @@ pub enum SpecError {
 }
 
 impl EnvSpec {
+    /// This env as an exported policy runs in it: the policy's budget (its observations include
+    /// the budget's features), granularity, observation version and training length.
+    pub fn for_policy(&self, manifest: &ahr_policy::export::Manifest) -> Self {
+        let mut spec = self.clone();
+        spec.reward.budget = manifest.budget;
+        spec.env.granularity = manifest.granularity;
+        spec.env.obs_version = manifest.obs.version;
+        spec.env.positions_seen = manifest.obs.positions_seen;
+        spec
+    }
+
     /// Read and check an env file.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let p = path.display().to_string();

@@ -28,15 +28,13 @@ fn main() -> Result<()> {
     let taus = taus.split(',').map(|t| t.parse::<f32>().context("TAU")).collect::<Result<Vec<_>>>()?;
 
     let dev = ahr_tpa::device::from_env();
-    let mut spec = EnvSpec::load(&env_path)?;
+    let spec = EnvSpec::load(&env_path)?;
     let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
     let cfg = model.config().clone();
     let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let fp = ahr_tpa::checkpoint::fingerprint(&model_dir)?;
     let (manifest, net) = ahr_policy::export::load_policy(&policy_dir, &cfg, &fp, &dev)?;
-    spec.reward.budget = manifest.budget;
-    spec.env.obs_version = manifest.obs.version;
-    spec.env.positions_seen = manifest.obs.positions_seen;
+    let spec = spec.for_policy(&manifest);
     // The newest step's `surprisal` (older steps of a stacked row are named `t-k.surprisal`).
     let surprisal = manifest
         .obs

@@ -180,11 +180,8 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         .collect::<Result<Vec<_>>>()?;
 
     let metric_of = |loss: f64, acc: f64| task.metric().value(loss, acc);
-    let mut pspec = spec.clone();
-    pspec.reward.budget = manifest.budget;
+    let mut pspec = spec.for_policy(&manifest);
     pspec.env.granularity = Granularity::PerToken;
-    pspec.env.obs_version = manifest.obs.version;
-    pspec.env.positions_seen = manifest.obs.positions_seen;
     let global = ahr_policy::obs::global_features(manifest.obs.version)
         .ok_or_else(|| anyhow::anyhow!("observation version {} is unknown", manifest.obs.version))?;
     let streams = pspec.env.streams;
@@ -303,11 +300,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     // 5. Other policies on the same data.
     let mut compared = Vec::new();
     for (dir, (m, n)) in &compared_policies {
-        let mut s = spec.clone();
-        s.reward.budget = m.budget;
-        s.env.granularity = m.granularity;
-        s.env.obs_version = m.obs.version;
-        s.env.positions_seen = m.obs.positions_seen;
+        let s = spec.for_policy(m);
         let other = Runner { net: n, manifest: m, window: m.policy.window.max(1), ..run };
         let st = other.evaluate(&task, &s, sequences)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

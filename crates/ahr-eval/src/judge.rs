@@ -390,11 +390,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Resul
     let log = Mutex::new(log);
     let log = |p: &Point| (log.lock().unwrap_or_else(|e| e.into_inner()))(p);
     let policy_points = par_map(&loaded, a.workers, |(dir, (manifest, net))| {
-        let mut pspec = spec.clone();
-        pspec.reward.budget = manifest.budget;
-        pspec.env.granularity = manifest.granularity;
-        pspec.env.obs_version = manifest.obs.version;
-        pspec.env.positions_seen = manifest.obs.positions_seen;
+        let pspec = spec.for_policy(manifest);
         let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let setting = match (manifest.budget, manifest.granularity) {
             (Some(b), _) => format!("budget={b}"),
