@@ -151,6 +151,10 @@ const SURPRISAL_WINDOWS_OWN_CACHE: [usize; 2] = [1, 4];
 /// probability V⁻⁴ (a confident wrong guess, as on random filler) is above it.
 const SURPRISAL_MAX: f64 = 4.0;
 
+/// The last layer's windows `layer-surprisal` searches (those ≥ the sequence are left out): as
+/// fine as the windows a policy's menu mixes, so the rule is not held to a coarser grid.
+const LAYER_SURPRISAL_WINDOWS: [usize; 7] = [8, 12, 16, 24, 32, 48, 64];
+
 /// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
 
@@ -317,20 +321,19 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 }
             }
             Family::LayerSurprisal => {
-                // Layers before the last: window 1 or 2 at rank:2 or full; the last: a window of
-                // 16, 32 or 64 at the two cheapest plain stores, plus the predicted tokens to the
-                // end, τ bisected (every probe a decode with the rule's own cache). Enumerated once.
+                // Layers before the last: window 1 or 2 at any plain store but drop; the last: a
+                // window from LAYER_SURPRISAL_WINDOWS at the two cheapest plain stores but drop, plus
+                // the predicted tokens to the end, τ bisected (every probe a decode with the rule's
+                // own cache). Enumerated once.
                 let l_n = cfg.n_layers;
                 let mut plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
                 if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
                     continue;
                 }
                 plain.sort_by_key(|o| cost::bytes_per_token(cfg, *o));
-                let head_stores: Vec<StoreOption> =
-                    [StoreOption::Rank(2), StoreOption::Full].into_iter().filter(|o| plain.contains(o)).collect();
                 for head_window in [1usize, 2] {
-                    for &head_store in &head_stores {
-                        for last_window in [16usize, 32, 64].into_iter().filter(|&w| w < t_n) {
+                    for &head_store in &plain {
+                        for last_window in LAYER_SURPRISAL_WINDOWS.into_iter().filter(|&w| w < t_n) {
                             for &last_store in plain.iter().take(2) {
                                 let per_layer =
                                     PerLayer::split(l_n, (head_window, head_store), (last_window, last_store));
@@ -574,8 +577,9 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 surprisal is the model's prediction with the rule's own cache, run token by token"
                 .into(),
             Family::LayerSurprisal => "layer-surprisal: per-layer windows with content in the last layer — \
-                layers before the last keep a window of 1 or 2 queries at rank:2 or full, the last layer a \
-                window of 16, 32 or 64 at one of the two cheapest plain options and, to the end, every token \
+                layers before the last keep a window of 1 or 2 queries at any plain option but drop, the last \
+                layer a window of 8, 12, 16, 24, 32, 48 or 64 at one of the two cheapest plain options but drop \
+                and, to the end, every token \
                 whose surprisal with the rule's own cache is ≤ tau (tau in [0, 4] bisected in 12 steps)"
                 .into(),
             Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
