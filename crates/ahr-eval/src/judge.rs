@@ -153,7 +153,7 @@ const SURPRISAL_MAX: f64 = 4.0;
 
 /// The last layer's windows `layer-surprisal` searches (those ≥ the sequence are left out): as
 /// fine as the windows a policy's menu mixes, so the rule is not held to a coarser grid.
-const LAYER_SURPRISAL_WINDOWS: [usize; 7] = [8, 12, 16, 24, 32, 48, 64];
+const LAYER_SURPRISAL_WINDOWS: [usize; 11] = [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64];
 
 /// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
@@ -578,7 +578,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 .into(),
             Family::LayerSurprisal => "layer-surprisal: per-layer windows with content in the last layer — \
                 layers before the last keep a window of 1 or 2 queries at any plain option but drop, the last \
-                layer a window of 8, 12, 16, 24, 32, 48 or 64 at one of the two cheapest plain options but drop \
+                layer a window of 8, 12, 16, 20, 24, 28, 32, 40, 48, 56 or 64 at one of the two cheapest plain options but drop \
                 and, to the end, every token \
                 whose surprisal with the rule's own cache is ≤ tau (tau in [0, 4] bisected in 12 steps)"
                 .into(),
