@@ -576,12 +576,13 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 a recent window of 1 or 4 queries (tau in [0, 4] bisected in 12 steps to fill each target); the \
                 surprisal is the model's prediction with the rule's own cache, run token by token"
                 .into(),
-            Family::LayerSurprisal => "layer-surprisal: per-layer windows with content in the last layer — \
-                layers before the last keep a window of 1 or 2 queries at any plain option but drop, the last \
-                layer a window of 8, 12, 16, 20, 24, 28, 32, 40, 48, 56 or 64 at one of the two cheapest plain options but drop \
-                and, to the end, every token \
-                whose surprisal with the rule's own cache is ≤ tau (tau in [0, 4] bisected in 12 steps)"
-                .into(),
+            Family::LayerSurprisal => format!(
+                "layer-surprisal: per-layer windows with content in the last layer — layers before the last \
+                 keep a window of 1 or 2 queries at any plain option but drop, the last layer a window of one \
+                 of {LAYER_SURPRISAL_WINDOWS:?} queries at one of the two cheapest plain options but drop and, \
+                 to the end, every token whose surprisal with the rule's own cache is ≤ tau (tau in [0, 4] \
+                 bisected in 12 steps)"
+            ),
             Family::SurprisalFullCache => "surprisal-full-cache@S: the surprisal rule with the exact full-cache \
                 forward's surprisal (windows 0, 1, 2, 4, 8; 20 bisection steps) — optimistic: a cache that \
                 dropped a fact's first statement cannot see its restatement coming"
