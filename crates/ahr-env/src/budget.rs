@@ -29,12 +29,7 @@ pub struct BudgetController {
     #[serde(default)]
     pub start: Option<f64>,
     /// Fraction of the run over which the target moves linearly from `start` to `target`.
-    #[serde(default = "default_anneal")]
     pub anneal: f64,
-}
-
-fn default_anneal() -> f64 {
-    0.5
 }
 
 impl BudgetController {
