@@ -234,7 +234,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .into_iter()
             .map(String::from)
             .collect(),
-            "streams must be even",
+            "[env] streams: must be even",
         ),
         (
             vec![
@@ -251,7 +251,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .into_iter()
             .map(String::from)
             .collect(),
-            "budget_start needs a budget",
+            "[reward] budget_start: needs a budget",
         ),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use ahr_policy::Granularity;
 use ahr_tasks::TaskConfig;
+use ahr_tpa::Invalid;
 use serde::{Deserialize, Serialize};
 
 /// How episodes are stepped.
@@ -181,7 +182,7 @@ impl EnvSpec {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|cause| SpecError::Io { path: p.clone(), cause })?;
         let spec: Self = toml::from_str(&text).map_err(|e| SpecError::Parse { path: p.clone(), msg: e.to_string() })?;
-        spec.validate().map_err(|msg| SpecError::Parse { path: p, msg })?;
+        spec.validate().map_err(|e| SpecError::Parse { path: p, msg: e.to_string() })?;
         Ok(spec)
     }
 
@@ -205,53 +206,58 @@ impl EnvSpec {
     }
 
     /// Range checks.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.env.streams == 0 {
-            return Err("[env] streams must be at least 1".into());
+            return Err(Invalid::new("[env] streams", "must be at least 1"));
         }
         if self.env.recent.contains(&0) {
-            return Err("[env] recent windows must be at least 1 query".into());
+            return Err(Invalid::new("[env] recent", "windows must be at least 1 query"));
         }
         if self.env.paired && !self.env.streams.is_multiple_of(2) {
-            return Err(format!(
-                "a partner baseline pairs the streams: [env] streams must be even, found {}",
-                self.env.streams
+            return Err(Invalid::new(
+                "[env] streams",
+                format!("must be even for a partner baseline (it pairs the streams), found {}", self.env.streams),
             ));
         }
         if self.env.paired && self.env.granularity != Granularity::PerToken {
-            return Err("a partner baseline pairs the streams: it needs granularity = \"per-token\"".into());
+            return Err(Invalid::new(
+                "[env] granularity",
+                "a partner baseline pairs the streams: it needs \"per-token\"",
+            ));
         }
         if self.env.review == Some(0) {
-            return Err("[env] review must be at least 1 query".into());
+            return Err(Invalid::new("[env] review", "must be at least 1 query"));
         }
         if self.env.review.is_some() && self.env.granularity != Granularity::PerToken {
-            return Err("[env] review needs granularity = \"per-token\"".into());
+            return Err(Invalid::new("[env] review", "needs granularity = \"per-token\""));
         }
         if ahr_policy::obs::global_features(self.env.obs_version).is_none() {
-            return Err(format!(
-                "[env] obs_version {} is unknown (1 to {})",
-                self.env.obs_version,
-                ahr_policy::obs::OBS_VERSION
+            return Err(Invalid::new(
+                "[env] obs_version",
+                format!("{} is unknown (1 to {})", self.env.obs_version, ahr_policy::obs::OBS_VERSION),
             ));
         }
         if let Some(o) = self.env.schedules.iter().find(|o| !matches!(o, ahr_tpa::StoreOption::Schedule { .. })) {
-            return Err(format!("[env] schedules take `first/W/then` options, found `{o}`"));
+            return Err(Invalid::new("[env] schedules", format!("take `first/W/then` options, found `{o}`")));
         }
         if let Some(b) = self.reward.budget
             && !(0.0..=1.0).contains(&b)
         {
-            return Err(format!("[reward] budget must lie in [0, 1], found {b}"));
+            return Err(Invalid::new("[reward] budget", format!("must lie in [0, 1], found {b}")));
         }
         if let Some(s) = self.reward.budget_start {
             let Some(b) = self.reward.budget else {
-                return Err("[reward] budget_start needs a budget to tighten to".into());
+                return Err(Invalid::new("[reward] budget_start", "needs a budget to tighten to"));
             };
             if !(b..=1.0).contains(&s) {
-                return Err(format!("[reward] budget_start must lie in [budget = {b}, 1], found {s}"));
+                return Err(Invalid::new("[reward] budget_start", format!("must lie in [budget = {b}, 1], found {s}")));
             }
         }
         if !(self.reward.budget_anneal > 0.0 && self.reward.budget_anneal <= 1.0) {
-            return Err(format!("[reward] budget_anneal must lie in (0, 1], found {}", self.reward.budget_anneal));
+            return Err(Invalid::new(
+                "[reward] budget_anneal",
+                format!("must lie in (0, 1], found {}", self.reward.budget_anneal),
+            ));
         }
         Ok(())
     }

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use ahr_tpa::ModelConfig;
 use ahr_tpa::checkpoint::{load_record, save_record, write_atomic, write_atomic_with};
+use ahr_tpa::{Invalid, ModelConfig};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -73,12 +73,12 @@ pub enum ExportError {
         msg: String,
     },
     /// The policy does not fit the model.
-    #[error("policy {path} does not match the model: {msg}")]
+    #[error("policy {path} does not match the model: {cause}")]
     Mismatch {
         /// The policy directory.
         path: String,
         /// What differs.
-        msg: String,
+        cause: Invalid,
     },
 }
 
@@ -90,15 +90,21 @@ impl Manifest {
     }
 
     /// Check this manifest against a model config and fingerprint.
-    pub fn check(&self, model: &ModelConfig, fingerprint: &str) -> Result<(), String> {
+    pub fn check(&self, model: &ModelConfig, fingerprint: &str) -> Result<(), Invalid> {
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
-            return Err(format!(
-                "format_version is {}, this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
-                self.format_version
+            return Err(Invalid::new(
+                "format_version",
+                format!(
+                    "{} is unknown to this build (it reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})",
+                    self.format_version
+                ),
             ));
         }
         if self.n_layers != model.n_layers {
-            return Err(format!("the policy has {} layers, the model {}", self.n_layers, model.n_layers));
+            return Err(Invalid::new(
+                "n_layers",
+                format!("the policy has {}, the model {}", self.n_layers, model.n_layers),
+            ));
         }
         if self.menu != model.menu {
             let hint = match self.timed_options() {
@@ -110,17 +116,15 @@ impl Manifest {
                 ),
             };
             let names = |m: &[ahr_tpa::StoreOption]| m.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ");
-            return Err(format!(
-                "the policy's menu is [{}], the model's [{}]{hint}",
-                names(&self.menu),
-                names(&model.menu)
+            return Err(Invalid::new(
+                "menu",
+                format!("the policy's is [{}], the model's [{}]{hint}", names(&self.menu), names(&model.menu)),
             ));
         }
         let Some(expected) = ObsSpec::rank_version(self.obs.version, model.n_layers, model.vocab_size) else {
-            return Err(format!(
-                "observation version {} is unknown to this build (it reads 1 to {})",
-                self.obs.version,
-                crate::obs::OBS_VERSION
+            return Err(Invalid::new(
+                "obs.version",
+                format!("{} is unknown to this build (it reads 1 to {})", self.obs.version, crate::obs::OBS_VERSION),
             ));
         };
         let expected = match self.review {
@@ -129,19 +133,25 @@ impl Manifest {
         }
         .windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {
-            return Err(format!(
-                "observation spec version {} with {} features; this build produces version {} with {}",
-                self.obs.version,
-                self.obs.features.len(),
-                expected.version,
-                expected.features.len()
+            return Err(Invalid::new(
+                "obs",
+                format!(
+                    "version {} with {} features; this build produces version {} with {}",
+                    self.obs.version,
+                    self.obs.features.len(),
+                    expected.version,
+                    expected.features.len()
+                ),
             ));
         }
         if self.model_fingerprint != fingerprint {
-            return Err(format!(
-                "model fingerprint {} differs from the policy's {}",
-                short(fingerprint),
-                short(&self.model_fingerprint)
+            return Err(Invalid::new(
+                "model_fingerprint",
+                format!(
+                    "the model's {} differs from the policy's {}",
+                    short(fingerprint),
+                    short(&self.model_fingerprint)
+                ),
             ));
         }
         Ok(())
@@ -202,7 +212,9 @@ pub fn load_policy(
     device: &Device,
 ) -> Result<(Manifest, ActorCritic), ExportError> {
     let manifest = load_manifest(dir)?;
-    manifest.check(model, fingerprint).map_err(|msg| ExportError::Mismatch { path: dir.display().to_string(), msg })?;
+    manifest
+        .check(model, fingerprint)
+        .map_err(|cause| ExportError::Mismatch { path: dir.display().to_string(), cause })?;
     let net = load_record(ActorCritic::new(&manifest.policy, manifest.dims, device), &dir.join(WEIGHTS_FILE))?;
     Ok((manifest, net))
 }

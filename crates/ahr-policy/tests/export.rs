@@ -1,7 +1,9 @@
 //! Export round trip: the burn record and the safetensors copy give bit-identical weights and
 //! identical decisions; a manifest that does not fit the model is refused, saying what differs.
 
-use ahr_policy::export::{FORMAT_VERSION, MANIFEST_FILE, Manifest, load_policy, load_safetensors, save_policy};
+use ahr_policy::export::{
+    ExportError, FORMAT_VERSION, MANIFEST_FILE, Manifest, load_policy, load_safetensors, save_policy,
+};
 use ahr_policy::net::PolicyDims;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch, ObsSpec, PolicyConfig, RunningNorm};
 use ahr_tpa::ModelConfig;
@@ -85,6 +87,11 @@ fn a_manifest_that_does_not_fit_the_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     save_policy(dir.path(), &manifest, &net).unwrap();
     let err = |cfg: &ModelConfig, fp: &str| load_policy(dir.path(), cfg, fp, &dev).unwrap_err().to_string();
+    // The mismatch names the manifest's setting as a field, not only in words.
+    let setting = |cfg: &ModelConfig, fp: &str| match load_policy(dir.path(), cfg, fp, &dev) {
+        Err(ExportError::Mismatch { cause, .. }) => cause.setting,
+        other => panic!("expected a mismatch, got {:?}", other.map(|_| ())),
+    };
 
     let mut layers = cfg.clone();
     layers.n_layers = 3;
@@ -93,14 +100,17 @@ fn a_manifest_that_does_not_fit_the_model_is_refused() {
     menu.menu.remove(1);
     assert!(err(&menu, "abc123").contains("menu"), "{}", err(&menu, "abc123"));
     assert!(err(&cfg, "fff").contains("fingerprint"));
+    assert_eq!(setting(&layers, "abc123"), "n_layers");
+    assert_eq!(setting(&menu, "abc123"), "menu");
+    assert_eq!(setting(&cfg, "fff"), "model_fingerprint");
 
     let path = dir.path().join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("\"version\": 3", "\"version\": 99")).unwrap();
-    assert!(err(&cfg, "abc123").contains("observation version 99"), "{}", err(&cfg, "abc123"));
+    assert!(err(&cfg, "abc123").contains("obs.version: 99 is unknown"), "{}", err(&cfg, "abc123"));
     // Version 1 is still read, but only with its own feature names.
     std::fs::write(&path, text.replace("\"version\": 3", "\"version\": 1")).unwrap();
-    assert!(err(&cfg, "abc123").contains("observation spec version 1"), "{}", err(&cfg, "abc123"));
+    assert!(err(&cfg, "abc123").contains("obs: version 1 with"), "{}", err(&cfg, "abc123"));
     std::fs::write(&path, "{ not json").unwrap();
     assert!(err(&cfg, "abc123").contains("cannot parse the manifest"));
 }

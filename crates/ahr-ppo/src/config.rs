@@ -1,6 +1,7 @@
 //! PPO hyper-parameters with CleanRL's names and defaults (`ppo.py`).
 
 use ahr_policy::PolicyConfig;
+use ahr_tpa::Invalid;
 use serde::{Deserialize, Serialize};
 
 /// A PPO run config (`configs/ppo/*.toml`); missing keys take CleanRL's defaults.
@@ -157,19 +158,25 @@ impl PpoConfig {
     }
 
     /// Range checks.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.num_envs == 0 || self.num_steps == 0 || self.num_minibatches == 0 || self.update_epochs == 0 {
-            return Err("num_envs, num_steps, num_minibatches and update_epochs must be at least 1".into());
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (name, v) in [
+            ("num_envs", self.num_envs as u64),
+            ("num_steps", self.num_steps as u64),
+            ("num_minibatches", self.num_minibatches as u64),
+            ("update_epochs", self.update_epochs as u64),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(name, "must be at least 1, found 0"));
+            }
         }
-        if self.learning_rate.is_nan()
-            || self.learning_rate <= 0.0
-            || !(0.0..=1.0).contains(&self.gamma)
-            || !(0.0..=1.0).contains(&self.gae_lambda)
-        {
-            return Err("learning_rate must be > 0; gamma and gae_lambda must lie in [0, 1]".into());
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+            return Err(Invalid::new("learning_rate", format!("must be > 0, found {}", self.learning_rate)));
         }
-        if self.checkpoint_every == 0 {
-            return Err("checkpoint_every must be at least 1".into());
+        for (name, v) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Invalid::new(name, format!("must lie in [0, 1], found {v}")));
+            }
         }
         Ok(())
     }
@@ -178,6 +185,16 @@ impl PpoConfig {
 #[cfg(test)]
 mod tests {
     use super::PpoConfig;
+
+    #[test]
+    fn validation_names_the_setting_at_fault() {
+        assert!(PpoConfig::default().validate().is_ok());
+        let err = |c: PpoConfig| c.validate().unwrap_err();
+        assert_eq!(err(PpoConfig { gae_lambda: 1.5, ..Default::default() }).setting, "gae_lambda");
+        assert_eq!(err(PpoConfig { num_minibatches: 0, ..Default::default() }).setting, "num_minibatches");
+        let lr = err(PpoConfig { learning_rate: -1.0, ..Default::default() });
+        assert_eq!(lr.to_string(), "learning_rate: must be > 0, found -1");
+    }
 
     #[test]
     fn learning_rate_anneals_linearly_to_zero() {

@@ -122,7 +122,7 @@ impl Trainer {
         budget: Option<BudgetController>,
         device: Device,
     ) -> Result<Self, TrainError> {
-        cfg.validate().map_err(TrainError::Other)?;
+        cfg.validate().map_err(|e| TrainError::Other(e.to_string()))?;
         let first = envs.first().ok_or_else(|| TrainError::Other("no environments".into()))?;
         let obs_spec = first.obs_spec();
         let dims = PolicyDims {

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, RngExt};
 
 use crate::config::{ModelConfig, StoreOption};
+use crate::error::Invalid;
 
 /// A choice of menu option for every (sequence, token, layer); index order `[b][t][l]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,16 +123,22 @@ impl Choices {
     }
 
     /// Check the dimensions and that every index lies in the menu.
-    pub fn check(&self, cfg: &ModelConfig, batch: usize, seq_len: usize) -> Result<(), String> {
+    pub fn check(&self, cfg: &ModelConfig, batch: usize, seq_len: usize) -> Result<(), Invalid> {
         if self.dims() != [batch, seq_len, cfg.n_layers] {
-            return Err(format!(
-                "choices have shape {:?}, expected [batch, seq_len, n_layers] = {:?}",
-                self.dims(),
-                [batch, seq_len, cfg.n_layers]
+            return Err(Invalid::new(
+                "choices",
+                format!(
+                    "have shape {:?}, expected [batch, seq_len, n_layers] = {:?}",
+                    self.dims(),
+                    [batch, seq_len, cfg.n_layers]
+                ),
             ));
         }
         if let Some(bad) = self.data.iter().find(|&&c| c as usize >= cfg.menu.len()) {
-            return Err(format!("choice index {bad} is outside the menu of {} options", cfg.menu.len()));
+            return Err(Invalid::new(
+                "choices",
+                format!("index {bad} is outside the menu of {} options", cfg.menu.len()),
+            ));
         }
         Ok(())
     }

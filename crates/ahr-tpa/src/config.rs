@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 
 /// How one token's keys and values are kept in the cache for one layer.
 ///
@@ -386,7 +386,7 @@ impl ModelConfig {
     /// Parse a model config from TOML text (`[model]` table or top-level keys).
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| Error::parse(origin, e.to_string()))?;
-        cfg.validate().map_err(|msg| Error::config(origin, msg))?;
+        cfg.validate().map_err(|e| Error::config(origin, e.to_string()))?;
         Ok(cfg)
     }
 
@@ -394,12 +394,12 @@ impl ModelConfig {
     pub fn load_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: Self = serde_json::from_str(&text).map_err(|e| Error::parse(path, e.to_string()))?;
-        cfg.validate().map_err(|msg| Error::config(path, msg))?;
+        cfg.validate().map_err(|e| Error::config(path, e.to_string()))?;
         Ok(cfg)
     }
 
     /// Check internal consistency; the message names the offending field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), Invalid> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("d_model", self.d_model),
@@ -409,29 +409,32 @@ impl ModelConfig {
         ];
         for (name, v) in positive {
             if v == 0 {
-                return Err(format!("`{name}` must be at least 1, found 0"));
+                return Err(Invalid::new(format!("`{name}`"), "must be at least 1, found 0"));
             }
         }
         if !self.head_dim.is_multiple_of(2) {
-            return Err(format!("`head_dim` must be even for RoPE, found {}", self.head_dim));
+            return Err(Invalid::new("`head_dim`", format!("must be even for RoPE, found {}", self.head_dim)));
         }
         if self.menu.is_empty() {
-            return Err("`menu` must name at least one storage option".into());
+            return Err(Invalid::new("`menu`", "must name at least one storage option"));
         }
         if self.menu.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(format!(
-                "`menu` must list distinct options from cheapest to richest (drop, rank:1, …, full, recent:16, …), \
-                 found [{}]",
-                self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+            return Err(Invalid::new(
+                "`menu`",
+                format!(
+                    "must list distinct options from cheapest to richest (drop, rank:1, …, full, recent:16, …), \
+                     found [{}]",
+                    self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                ),
             ));
         }
         if self.menu.iter().all(|o| o.is_timed()) || self.exact_option() == StoreOption::Drop {
-            return Err("`menu` needs an option richer than `drop` (it is the exact option)".into());
+            return Err(Invalid::new("`menu`", "needs an option richer than `drop` (it is the exact option)"));
         }
         match self.attention {
             AttentionKind::Tpa => {
                 if self.kv_rank_max == 0 {
-                    return Err("`kv_rank_max` must be at least 1 for tpa".into());
+                    return Err(Invalid::new("`kv_rank_max`", "must be at least 1 for tpa"));
                 }
                 for o in &self.menu {
                     let ranks = [Some(*o), Some(o.stored_as(StoreOption::Drop)), o.later(0).map(|(_, then)| then)];
@@ -439,13 +442,16 @@ impl ModelConfig {
                         StoreOption::Rank(r) if r > self.kv_rank_max => Some(r),
                         _ => None,
                     }) {
-                        return Err(format!(
-                            "`menu` option {o} needs rank:{r}, above `kv_rank_max` = {}",
-                            self.kv_rank_max
+                        return Err(Invalid::new(
+                            "`menu`",
+                            format!("option {o} needs rank:{r}, above `kv_rank_max` = {}", self.kv_rank_max),
                         ));
                     }
                     if o.stored_as(StoreOption::Drop) == StoreOption::Full && !self.menu.contains(&StoreOption::Full) {
-                        return Err(format!("`menu` option {o} keeps tokens `full`; the menu needs `full` too"));
+                        return Err(Invalid::new(
+                            "`menu`",
+                            format!("option {o} keeps tokens `full`; the menu needs `full` too"),
+                        ));
                     }
                 }
             }
@@ -454,13 +460,14 @@ impl ModelConfig {
                     matches!(o.stored_as(StoreOption::Full), StoreOption::Rank(_))
                         || matches!(o.later(0), Some((_, StoreOption::Rank(_))))
                 }) {
-                    return Err(format!(
-                        "`menu` option {o} needs `attention = \"tpa\"`; mha and gqa take `drop` and `full`"
+                    return Err(Invalid::new(
+                        "`menu`",
+                        format!("option {o} needs `attention = \"tpa\"`; mha and gqa take `drop` and `full`"),
                     ));
                 }
                 let kv = self.kv_heads();
                 if kv == 0 || !self.n_heads.is_multiple_of(kv) {
-                    return Err(format!("`kv_heads` = {kv} must divide `n_heads` = {}", self.n_heads));
+                    return Err(Invalid::new("`kv_heads`", format!("{kv} must divide `n_heads` = {}", self.n_heads)));
                 }
             }
         }
@@ -488,20 +495,20 @@ impl ModelConfig {
 
     /// This config with `recent:W` appended to the menu for each window not already there
     /// (what an environment's `recent` setting does to the model it runs).
-    pub fn with_recent(&self, windows: &[usize]) -> std::result::Result<Self, String> {
+    pub fn with_recent(&self, windows: &[usize]) -> std::result::Result<Self, Invalid> {
         if windows.contains(&0) {
-            return Err("a `recent` window must be at least 1 query".into());
+            return Err(Invalid::new("`recent`", "a window must be at least 1 query"));
         }
         self.with_timed(&windows.iter().map(|&w| StoreOption::Recent(w)).collect::<Vec<_>>())
     }
 
     /// This config with timed options (`recent:W`, schedules) added to the menu where missing:
     /// they store forms the weights already serve, so the model needs nothing else.
-    pub fn with_timed(&self, options: &[StoreOption]) -> std::result::Result<Self, String> {
+    pub fn with_timed(&self, options: &[StoreOption]) -> std::result::Result<Self, Invalid> {
         let mut cfg = self.clone();
         for &o in options {
             if !o.is_timed() {
-                return Err(format!("{o} is not a timed option (recent:W or first/W/then)"));
+                return Err(Invalid::new(o.to_string(), "is not a timed option (recent:W or first/W/then)"));
             }
             if !cfg.menu.contains(&o) {
                 cfg.menu.push(o);
@@ -600,7 +607,13 @@ mod tests {
         let cfg = ModelConfig::mqar().with_timed(&[s, StoreOption::Recent(4)]).unwrap();
         assert_eq!(cfg.exact_option(), StoreOption::Full);
         assert_eq!(cfg.menu.last(), Some(&s));
-        assert!(ModelConfig::mqar().with_timed(&["rank:8/2/rank:1".parse().unwrap()]).unwrap_err().contains("rank:8"));
+        assert!(
+            ModelConfig::mqar()
+                .with_timed(&["rank:8/2/rank:1".parse().unwrap()])
+                .unwrap_err()
+                .reason
+                .contains("rank:8")
+        );
         assert!(ModelConfig::mqar().with_timed(&[StoreOption::Full]).is_err());
     }
 
@@ -617,6 +630,6 @@ mod tests {
         assert!(err.contains("menu"), "{err}");
         let mut mha = ModelConfig::tiny();
         mha.attention = AttentionKind::Mha;
-        assert!(mha.validate().unwrap_err().contains("rank:1"));
+        assert!(mha.validate().unwrap_err().reason.contains("rank:1"));
     }
 }

@@ -45,6 +45,24 @@ pub enum Error {
     Input(String),
 }
 
+/// A setting out of its range, or not fitting the rest of its config: which setting and why.
+/// Every `validate` and `check` of a config returns it; loaders add the file's path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct Invalid {
+    /// The setting as its file spells it (`` `head_dim` ``, `[reward] budget`).
+    pub setting: String,
+    /// What is wrong, with the value found.
+    pub reason: String,
+}
+
+impl Invalid {
+    /// `setting` is wrong because `reason`.
+    pub fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { setting: setting.into(), reason: reason.into() }
+    }
+}
+
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {

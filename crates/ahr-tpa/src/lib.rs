@@ -26,7 +26,7 @@ pub mod t6;
 pub use cache::{KvCache, PendingToken, Storage};
 pub use choices::{ChoiceSpec, Choices};
 pub use config::{AttentionKind, Form, ModelConfig, StoreOption};
-pub use error::{Error, Result};
+pub use error::{Error, Invalid, Result};
 pub use host_step::HostModel;
 pub use model::{Model, StepOutput};
 pub use review::{REVIEW_FEATURES, ReviewBook, Reviewed, review_options};

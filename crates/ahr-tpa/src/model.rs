@@ -216,14 +216,14 @@ impl Model {
     /// This model with `recent:W` options added to its menu ([`ModelConfig::with_recent`]): they
     /// store the exact option's K/V, so the weights serve them unchanged.
     pub fn with_recent(mut self, windows: &[usize]) -> Result<Self> {
-        self.config = self.config.with_recent(windows).map_err(Error::Input)?;
+        self.config = self.config.with_recent(windows).map_err(|e| Error::Input(e.to_string()))?;
         Ok(self)
     }
 
     /// This model with timed options (`recent:W`, schedules `first/W/then`) added to its menu
     /// ([`ModelConfig::with_timed`]): they keep forms the weights already serve.
     pub fn with_timed(mut self, options: &[crate::StoreOption]) -> Result<Self> {
-        self.config = self.config.with_timed(options).map_err(Error::Input)?;
+        self.config = self.config.with_timed(options).map_err(|e| Error::Input(e.to_string()))?;
         Ok(self)
     }
 
@@ -260,7 +260,7 @@ impl Model {
 
     fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<LayerMaps>)> {
         let [b, t] = tokens.dims();
-        choices.check(&self.config, b, t).map_err(Error::Input)?;
+        choices.check(&self.config, b, t).map_err(|e| Error::Input(e.to_string()))?;
         let device = tokens.device();
         let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
         let eps = self.config.norm_eps;

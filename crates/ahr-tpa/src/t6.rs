@@ -167,7 +167,7 @@ pub fn import(weights_path: &Path, config_path: &Path, device: &Device) -> Resul
         ));
     }
     let config = t6.to_model_config(head.is_none());
-    config.validate().map_err(|msg| Error::config(config_path, msg))?;
+    config.validate().map_err(|e| Error::config(config_path, e.to_string()))?;
     let mut model = Model::new(&config, device);
     model.embed.weight = Param::from_tensor(embed);
     model.lm_head = head.map(|h| Linear { weight: Param::from_tensor(h.transpose()), bias: None });

@@ -536,7 +536,7 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(model.tokens(&[1, 2], 1, 3, &device()).is_err());
     let t = model.tokens(&[1, 2, 3], 1, 3, &device()).unwrap();
     let err = model.forward(t, &Choices::exact(&cfg, 1, 4)).unwrap_err().to_string();
-    assert!(err.contains("choices have shape"), "{err}");
+    assert!(err.contains("choices: have shape"), "{err}");
 }
 
 #[test]

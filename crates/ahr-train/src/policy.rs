@@ -75,7 +75,7 @@ pub struct ResolvedPolicyRun {
 
 /// The env spec as a PPO config trains on it: a budget and its controller settings given in the
 /// PPO config take precedence over the env file's, and a partner baseline pairs the streams.
-pub fn merge_ppo(spec: &mut EnvSpec, ppo: &PpoConfig) -> Result<(), String> {
+pub fn merge_ppo(spec: &mut EnvSpec, ppo: &PpoConfig) -> Result<(), ahr_tpa::Invalid> {
     spec.env.paired = ppo.baseline == ahr_ppo::AdvantageBaseline::Partner;
     if ppo.budget.is_some() {
         spec.reward.budget = ppo.budget;

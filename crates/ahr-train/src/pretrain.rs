@@ -18,7 +18,7 @@ use ahr_tasks::Task;
 use ahr_tasks::batch::{Split, rng_for};
 use ahr_tpa::checkpoint::{load_record, save_model, save_record, write_json};
 use ahr_tpa::grad::clip_global_norm;
-use ahr_tpa::{ChoiceSpec, Choices, Model, ModelConfig};
+use ahr_tpa::{ChoiceSpec, Choices, Invalid, Model, ModelConfig};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -102,27 +102,32 @@ impl Default for PretrainConfig {
 
 impl PretrainConfig {
     /// Check ranges against the model's menu.
-    pub fn validate(&self, model: &ModelConfig) -> std::result::Result<(), String> {
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return Err("`batch_size` and `eval_batch_size` must be at least 1".into());
+    pub fn validate(&self, model: &ModelConfig) -> std::result::Result<(), Invalid> {
+        for (name, v) in [
+            ("batch_size", self.batch_size as u64),
+            ("eval_batch_size", self.eval_batch_size as u64),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(format!("`{name}`"), "must be at least 1, found 0"));
+            }
         }
-        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 || !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return Err("`learning_rate` must be > 0 and `min_lr_ratio` in [0, 1]".into());
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+            return Err(Invalid::new("`learning_rate`", format!("must be > 0, found {}", self.learning_rate)));
         }
-        if !(0.0..=1.0).contains(&self.nested.exact_fraction) {
-            return Err("`nested.exact_fraction` must lie in [0, 1]".into());
+        for (name, v) in [("min_lr_ratio", self.min_lr_ratio), ("nested.exact_fraction", self.nested.exact_fraction)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Invalid::new(format!("`{name}`"), format!("must lie in [0, 1], found {v}")));
+            }
         }
         let w = &self.nested.option_weights;
         if !w.is_empty()
             && (w.len() != model.menu.len() || w.iter().any(|x| x.is_nan() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0)
         {
-            return Err(format!(
-                "`nested.option_weights` needs one non-negative weight per menu option ({}), not all zero",
-                model.menu.len()
+            return Err(Invalid::new(
+                "`nested.option_weights`",
+                format!("needs one non-negative weight per menu option ({}), not all zero", model.menu.len()),
             ));
-        }
-        if self.checkpoint_every == 0 {
-            return Err("`checkpoint_every` must be at least 1".into());
         }
         Ok(())
     }
