@@ -142,15 +142,17 @@ pub enum Scores {
 /// Layers a [`PerLayer`] setting can describe.
 pub const MAX_RULE_LAYERS: usize = 4;
 
-/// A recent window and a storage option per layer: in layer l < `layers` key k is seen by the
-/// `windows[l]` queries after it (a window of at least T keeps every token) and stored at
-/// `stores[l]`; deeper layers repeat the last entry.
+/// StreamingLLM per layer: in layer l < `layers` the first `sinks[l]` tokens stay to the end, any
+/// other key k is seen by the `windows[l]` queries after it (a window of at least T keeps every
+/// token), and kept keys are stored at `stores[l]`; deeper layers repeat the last entry.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PerLayer {
     /// Layers described.
     pub layers: usize,
     /// Window per layer.
     pub windows: [usize; MAX_RULE_LAYERS],
+    /// Attention sinks (a prefix kept to the end) per layer.
+    pub sinks: [usize; MAX_RULE_LAYERS],
     /// Storage per layer.
     pub stores: [StoreOption; MAX_RULE_LAYERS],
 }
@@ -160,7 +162,7 @@ impl PerLayer {
     pub fn split(layers: usize, head: (usize, StoreOption), last: (usize, StoreOption)) -> Self {
         let (mut windows, mut stores) = ([head.0; MAX_RULE_LAYERS], [head.1; MAX_RULE_LAYERS]);
         (windows[layers - 1], stores[layers - 1]) = last;
-        Self { layers, windows, stores }
+        Self { layers, windows, sinks: [0; MAX_RULE_LAYERS], stores }
     }
 
     /// The window of `layer`.
@@ -173,16 +175,27 @@ impl PerLayer {
         self.stores[layer.min(self.layers - 1)]
     }
 
-    /// `L0: window=1@rank:1; L1: all@full`.
+    /// The sinks of `layer`.
+    pub fn sinks(&self, layer: usize) -> usize {
+        self.sinks[layer.min(self.layers - 1)]
+    }
+
+    /// Per key of `layer` in a sequence of `seq_len`: the first query that no longer sees it.
+    pub fn evictions(&self, seq_len: usize, layer: usize) -> Vec<u32> {
+        match self.window(layer) {
+            w if w >= seq_len => vec![NEVER; seq_len],
+            w => rules::window_evictions(seq_len, self.sinks(layer), w),
+        }
+    }
+
+    /// `L0: window=1@rank:1; L1: sinks=16,window=4@full` (`all`: every token).
     pub fn setting(&self) -> String {
         (0..self.layers)
             .map(|l| {
-                let w = self.windows[l];
-                format!(
-                    "L{l}: {}@{}",
-                    if w == usize::MAX { "all".into() } else { format!("window={w}") },
-                    self.stores[l]
-                )
+                let (w, s) = (self.windows[l], self.sinks[l]);
+                let window = if w == usize::MAX { "all".into() } else { format!("window={w}") };
+                let sinks = if s > 0 && w != usize::MAX { format!("sinks={s},") } else { String::new() };
+                format!("L{l}: {sinks}{window}@{}", self.stores[l])
             })
             .collect::<Vec<_>>()
             .join("; ")
@@ -415,10 +428,7 @@ impl Baseline {
         match *self {
             Baseline::Uniform { .. } => vec![NEVER; t_n],
             Baseline::StreamingLlm { sinks, window, .. } => rules::window_evictions(t_n, sinks, window),
-            Baseline::LayerWindows(p) => {
-                let w = p.window(layer);
-                if w >= t_n { vec![NEVER; t_n] } else { rules::window_evictions(t_n, 0, w) }
-            }
+            Baseline::LayerWindows(p) => p.evictions(t_n, layer),
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
@@ -567,10 +577,20 @@ mod tests {
         stores[1] = StoreOption::Full;
         let mut windows = [1; MAX_RULE_LAYERS];
         windows[1] = usize::MAX;
-        let layered = Baseline::LayerWindows(PerLayer { layers: 2, windows, stores });
-        assert!((layered.memory(&cfg, 8).unwrap() - (152.0 * 15.0 / 36.0 + 384.0)).abs() < 1e-9);
-        assert_eq!(layered.name(), "layer-windows");
-        assert_eq!(layered.setting(), "L0: window=1@rank:1; L1: all@full");
+        let mut layered = PerLayer { layers: 2, windows, sinks: [0; MAX_RULE_LAYERS], stores };
+        let rule = Baseline::LayerWindows(layered);
+        assert!((rule.memory(&cfg, 8).unwrap() - (152.0 * 15.0 / 36.0 + 384.0)).abs() < 1e-9);
+        assert_eq!(rule.name(), "layer-windows");
+        assert_eq!(rule.setting(), "L0: window=1@rank:1; L1: all@full");
+        // Layer 1 now keeps 2 sinks and a window of 1: tokens 0 and 1 to the end (held 7 and 6
+        // steps after their own), every later token for one query (held 2 steps, the last 1):
+        // 8 + 7 + 5 · 2 + 1 = 26 token-steps of 36 at full.
+        (layered.sinks[1], layered.windows[1]) = (2, 1);
+        assert_eq!(layered.evictions(8, 1), vec![NEVER, NEVER, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(layered.evictions(8, 0), vec![2, 3, 4, 5, 6, 7, 8, 9], "layer 0 has no sinks");
+        let rule = Baseline::LayerWindows(layered);
+        assert!((rule.memory(&cfg, 8).unwrap() - (152.0 * 15.0 / 36.0 + 384.0 * 26.0 / 36.0)).abs() < 1e-9);
+        assert_eq!(rule.setting(), "L0: window=1@rank:1; L1: sinks=2,window=1@full");
         let uniform = Baseline::Uniform { option: StoreOption::Full };
         assert!((uniform.memory(&cfg, 8).unwrap() - 768.0).abs() < 1e-9);
         let random = Baseline::Random { keep: 0.25, store: StoreOption::Full };

@@ -155,6 +155,26 @@ const SURPRISAL_MAX: f64 = 4.0;
 /// fine as the windows a policy's menu mixes, so the rule is not held to a coarser grid.
 const LAYER_SURPRISAL_WINDOWS: [usize; 11] = [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64];
 
+/// Windows `layer-windows` searches for the layers before the last (those ≥ the sequence are left
+/// out; every token is always a candidate).
+const LAYER_WINDOWS: [usize; 21] =
+    [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024];
+
+/// Windows of the layers before the last when `layer-windows` keeps sinks in the last layer: the
+/// earlier layers of the models here need the last token or two (the best sink-free settings keep
+/// windows of 1–2 there on MQAR), and a short grid keeps the search (one forward per candidate)
+/// within twice the sink-free one.
+const SINK_HEAD_WINDOWS: [usize; 2] = [1, 2];
+
+/// StreamingLLM's sink counts for a sequence of `t_n`: 0, 4, 16, then 32, 64, … up to T/4.
+fn streaming_sinks(t_n: usize) -> Vec<usize> {
+    [0usize, 4, 16]
+        .into_iter()
+        .chain(std::iter::successors(Some(32usize), |s| s.checked_mul(2)))
+        .take_while(|s| *s <= t_n / 4)
+        .collect()
+}
+
 /// Gaps τ_hi − τ_lo (entropies / ln V) the entropy ladder searches.
 const LADDER_GAPS: [f64; 4] = [0.05, 0.1, 0.2, 0.4];
 
@@ -202,11 +222,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             Family::Uniform => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
-                let mut sinks: Vec<usize> = [0usize, 4, 16]
-                    .into_iter()
-                    .chain(std::iter::successors(Some(32usize), |s| s.checked_mul(2)))
-                    .take_while(|s| *s <= t_n / 4)
-                    .collect();
+                let mut sinks = streaming_sinks(t_n);
                 // The longest prefix that fits alone: a position-only rule.
                 sinks.extend(largest_fitting(0, t_n, |s| fits(&at(s, 0))));
                 sinks.sort_unstable();
@@ -219,39 +235,57 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             }
             Family::LayerWindows => {
                 // Per layer a window and a plain store; layers before the last from a grid, the
-                // last the longest window that fits (usize::MAX = every token).
+                // last the longest window that fits (usize::MAX = every token) — alone, or after
+                // sinks (StreamingLLM's grid) with the earlier layers' windows from a short grid.
                 let l_n = cfg.n_layers;
                 if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
                     continue; // one layer is streaming-llm; enumerate the store combinations once
                 }
                 let plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
-                let mut grid: Vec<usize> =
-                    [0usize, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
-                        .into_iter()
-                        .filter(|&w| w < t_n)
-                        .collect();
-                grid.push(usize::MAX);
+                let grid = |windows: &[usize]| {
+                    windows.iter().copied().filter(|&w| w < t_n).chain([usize::MAX]).collect::<Vec<usize>>()
+                };
                 let combos = (0..l_n).fold(vec![Vec::new()], |acc: Vec<Vec<StoreOption>>, _| {
                     acc.iter().flat_map(|c| plain.iter().map(move |s| [c.clone(), vec![*s]].concat())).collect()
                 });
-                let heads = (0..l_n - 1).fold(vec![Vec::new()], |acc: Vec<Vec<usize>>, _| {
-                    acc.iter().flat_map(|c| grid.iter().map(move |w| [c.clone(), vec![*w]].concat())).collect()
-                });
+                let heads = |windows: &[usize]| {
+                    let grid = grid(windows);
+                    (0..l_n - 1).fold(vec![Vec::new()], |acc: Vec<Vec<usize>>, _| {
+                        acc.iter().flat_map(|c| grid.iter().map(move |w| [c.clone(), vec![*w]].concat())).collect()
+                    })
+                };
+                let at = |combo: &[StoreOption], head: &[usize], sinks: usize, last: usize| {
+                    let mut p = PerLayer {
+                        layers: l_n,
+                        windows: [0; MAX_RULE_LAYERS],
+                        sinks: [0; MAX_RULE_LAYERS],
+                        stores: [combo[0]; MAX_RULE_LAYERS],
+                    };
+                    for l in 0..l_n {
+                        p.windows[l] = if l + 1 == l_n { last } else { head[l] };
+                        p.stores[l] = combo[l];
+                    }
+                    p.sinks[l_n - 1] = sinks;
+                    Baseline::LayerWindows(p)
+                };
                 for combo in &combos {
-                    for head in &heads {
-                        let at = |last: usize| {
-                            let mut windows = [0usize; MAX_RULE_LAYERS];
-                            let mut s = [combo[0]; MAX_RULE_LAYERS];
-                            for l in 0..l_n {
-                                windows[l] = if l + 1 == l_n { last } else { head[l] };
-                                s[l] = combo[l];
+                    for head in heads(&LAYER_WINDOWS) {
+                        if fits(&at(combo, &head, 0, usize::MAX)) {
+                            out.push(at(combo, &head, 0, usize::MAX));
+                        } else if let Some(w) = largest_fitting(0, t_n - 1, |w| fits(&at(combo, &head, 0, w))) {
+                            out.push(at(combo, &head, 0, w));
+                        }
+                    }
+                    for head in heads(&SINK_HEAD_WINDOWS) {
+                        // StreamingLLM's sink counts and the longest prefix that fits alone.
+                        let mut sinks = streaming_sinks(t_n);
+                        sinks.extend(largest_fitting(0, t_n - 1, |s| fits(&at(combo, &head, s, 0))));
+                        sinks.sort_unstable();
+                        sinks.dedup();
+                        for s in sinks.into_iter().filter(|&s| s > 0) {
+                            if let Some(w) = largest_fitting(0, t_n - 1, |w| fits(&at(combo, &head, s, w))) {
+                                out.push(at(combo, &head, s, w));
                             }
-                            Baseline::LayerWindows(PerLayer { layers: l_n, windows, stores: s })
-                        };
-                        if fits(&at(usize::MAX)) {
-                            out.push(at(usize::MAX));
-                        } else if let Some(w) = largest_fitting(0, t_n - 1, |w| fits(&at(w))) {
-                            out.push(at(w));
                         }
                     }
                 }
@@ -557,10 +591,13 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::TovaFullCache => "tova-full-cache@S: tova scored from the exact full-cache forward's \
                 attention (optimistic, as h2o-full-cache)"
                 .into(),
-            Family::LayerWindows => "layer-windows: per layer its own recent window and plain storage option \
-                (windows of the layers before the last from a grid 0, 1, 2, 3, 4, 6, 8, 12, …, all; the last \
-                layer's the longest that fits), every combination of plain stores; no sinks"
-                .into(),
+            Family::LayerWindows => format!(
+                "layer-windows: StreamingLLM per layer — per layer its own recent window and plain storage \
+                 option, every combination of plain stores; without sinks the windows of the layers before \
+                 the last from {LAYER_WINDOWS:?} or all, the last layer's the longest that fits; with the last \
+                 layer keeping sinks (StreamingLLM's grid and the longest prefix that fits alone), the \
+                 earlier layers' windows from {SINK_HEAD_WINDOWS:?} or all"
+            ),
             Family::KNorm => "k-norm@S: per layer, over budget evict the held key with the largest L2 norm \
                 (exact key, all heads; Devoto et al. 2024); the largest budget within each target"
                 .into(),
@@ -647,6 +684,42 @@ mod tests {
         mark_front(&mut pts, Metric::BitsPerByte);
         let on: Vec<bool> = pts.iter().map(|p| p.on_front).collect();
         assert_eq!(on, vec![false, false, false, true, false], "lower is better: d dominates");
+    }
+
+    /// `layer-windows` searches StreamingLLM per layer: besides sink-free windows, the last layer
+    /// keeps sinks from StreamingLLM's grid and the longest prefix that fits alone (earlier layers
+    /// a window of 1 or 2, or all), and every candidate fits the target.
+    #[test]
+    fn layer_windows_search_sinks_in_the_last_layer() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(11);
+        let model = ahr_tpa::Model::new(&cfg, &dev);
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let h = Harness::new(&model, &task, &spec, 2, &dev, false).unwrap();
+        let (t_n, exact) = (h.seq_len(), cost::bytes_per_token(&cfg, cfg.exact_option()) as f64);
+        let target = 0.2 * exact * cfg.n_layers as f64;
+        let found = candidates(&h, Family::LayerWindows, target).unwrap();
+        let layers: Vec<PerLayer> = found
+            .iter()
+            .map(|b| match b {
+                Baseline::LayerWindows(p) => *p,
+                other => panic!("not a layer-windows setting: {other:?}"),
+            })
+            .collect();
+        assert!(found.iter().all(|b| b.memory(&cfg, t_n).unwrap() <= target * (1.0 + 1e-9)));
+        let last = cfg.n_layers - 1;
+        let with_sinks: Vec<&PerLayer> = layers.iter().filter(|p| p.sinks[last] > 0).collect();
+        assert!(with_sinks.iter().all(|p| (0..last).all(|l| [1, 2, usize::MAX].contains(&p.windows[l]))));
+        assert!(with_sinks.iter().any(|p| p.sinks[last] == 4), "StreamingLLM's grid");
+        // The longest prefix that fits alone: one more sink would not fit.
+        let alone = with_sinks.iter().find(|p| p.windows[last] == 0 && !streaming_sinks(t_n).contains(&p.sinks[last]));
+        let mut more = **alone.expect("a prefix-only setting");
+        more.sinks[last] += 1;
+        assert!(Baseline::LayerWindows(more).memory(&cfg, t_n).unwrap() > target);
+        assert!(layers.iter().any(|p| p.sinks[last] == 0), "the sink-free windows stay");
     }
 
     #[test]
