@@ -26,8 +26,8 @@ fn main() {
         comm.abort(2);
     }
     let result = match cli.command {
-        Command::Quickstart { out, sequences, workers, common } => {
-            commands::quickstart::quickstart(&out, Some(sequences), workers, &common)
+        Command::Quickstart { out, pretrain, sequences, workers, common } => {
+            commands::quickstart::quickstart(&out, pretrain, Some(sequences), workers, &common)
         }
         Command::Pretrain { model_config, env, out, steps, seed, resume, init, stop_after, common } => {
             commands::pretrain::pretrain(

@@ -277,6 +277,9 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                         }
                     }
                     for head in heads(&SINK_HEAD_WINDOWS) {
+                        if fits(&at(combo, &head, 0, usize::MAX)) {
+                            continue; // every token fits in the last layer: sinks change nothing
+                        }
                         // StreamingLLM's sink counts and the longest prefix that fits alone.
                         let mut sinks = streaming_sinks(t_n);
                         sinks.extend(largest_fitting(0, t_n - 1, |s| fits(&at(combo, &head, s, 0))));

@@ -1,9 +1,11 @@
-//! `ahr quickstart`: the main job on the built-in default, nothing to fetch. Pretrain the `mqar`
-//! preset on Zoology's MQAR point (or reuse a finished run), train a rank policy with PPO,
-//! evaluate it against every baseline, print the Pareto table and the plot's path.
+//! `ahr quickstart`: the main job on the built-in default, nothing to fetch. Start from the `mqar`
+//! model shipped in the binary (or pretrain the preset on Zoology's MQAR point with `--pretrain`),
+//! train a rank policy with PPO, evaluate it against every baseline, print the Pareto table and
+//! the plot's path.
 //!
-//! The preset, env and PPO files are compiled into the binary and written under `--out`, so the
-//! command works from any directory; each finished stage is reused when run again.
+//! The preset, env and PPO files and the shipped model are compiled into the binary and written
+//! under `--out`, so the command works from any directory; each finished stage is reused when run
+//! again.
 
 use std::path::Path;
 
@@ -21,8 +23,27 @@ const MODEL_PRESET: &str = include_str!("../../../../configs/model/mqar.toml");
 const ENV_SPEC: &str = include_str!("../../../../envs/mqar.toml");
 const PPO_CONFIG: &str = include_str!("../../../../configs/ppo/mqar-budget.toml");
 
+/// `policies/models/mqar` — the `mqar` preset pretrained on `envs/mqar.toml` with seed 0 — file by
+/// file, so the quickstart trains its policy in minutes instead of pretraining for twenty.
+pub const SHIPPED_MODEL: [(&str, &[u8]); 4] = [
+    ("config.json", include_bytes!("../../../../policies/models/mqar/config.json")),
+    ("model.bpk", include_bytes!("../../../../policies/models/mqar/model.bpk")),
+    ("pretrain.json", include_bytes!("../../../../policies/models/mqar/pretrain.json")),
+    ("rank_curve.json", include_bytes!("../../../../policies/models/mqar/rank_curve.json")),
+];
+
+/// Write the shipped model into `dir` (each file atomically).
+pub fn write_shipped_model(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, bytes) in SHIPPED_MODEL {
+        ahr_tpa::checkpoint::write_atomic(&dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
 /// Run the quickstart into `out`; `sequences` limits the held-out sequences per evaluated point.
-pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: &Common) -> Result<()> {
+/// With `pretrain`, the model is pretrained here from the preset instead of taken from the binary.
+pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers: usize, common: &Common) -> Result<()> {
     let started = std::time::Instant::now();
     let dev = device(&common.device)?;
     let configs = out.join("configs");
@@ -35,6 +56,13 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
     let model = out.join("model");
     if model.join("rank_curve.json").is_file() {
         eprintln!("[1/3] reusing the pretrained model in {}", model.display());
+    } else if !pretrain {
+        eprintln!(
+            "[1/3] the shipped mqar model (the preset pretrained with seed 0; `--pretrain` pretrains it \
+             here, ~22 min) into {}",
+            model.display()
+        );
+        write_shipped_model(&model)?;
     } else {
         eprintln!("[1/3] pretraining the mqar preset into {}", model.display());
         let resume = model.join("checkpoint").is_dir();
@@ -94,4 +122,28 @@ pub fn quickstart(out: &Path, sequences: Option<usize>, workers: usize, common: 
     stages::judge(&args, &eval_dir, &dev)?;
     println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ahr_tpa::checkpoint::{fingerprint, load_model};
+
+    use super::write_shipped_model;
+
+    /// The model the quickstart writes is `policies/models/mqar` to the byte: it loads, and the
+    /// policies committed for that model accept it (same fingerprint).
+    #[test]
+    fn the_shipped_model_is_the_committed_mqar_model() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        write_shipped_model(dir.path()).unwrap();
+        let shipped = fingerprint(dir.path()).unwrap();
+        assert_eq!(shipped, fingerprint(&root.join("policies/models/mqar")).unwrap());
+        let dev = ahr_tpa::device::from_env();
+        let model = load_model(dir.path(), &dev).unwrap();
+        let manifest = ahr_policy::export::load_manifest(&root.join("policies/mqar-budget-seed1")).unwrap();
+        manifest.check(model.config(), &shipped).unwrap();
+    }
 }
