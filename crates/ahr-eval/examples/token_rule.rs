@@ -41,11 +41,12 @@ fn main() -> Result<()> {
         |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow::anyhow!("{o}: {e} (add it to the env's menu)"));
     let (head, store, drop) = (index(head)?, index(store)?, index(StoreOption::Drop)?);
     let layers = cfg.n_layers;
-    // Raw observations: the first global feature is the absolute position t.
-    let (dim, position) = (ahr_policy::ObsSpec::rank(layers, cfg.vocab_size).dim(), 0);
+    // Raw observations, one row per stream: the first global feature is the absolute position t.
+    let position = 0;
 
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let (point, _) = h.env_point("token-rule", "", &spec, 1, |obs| {
+        let dim = obs.features.len() / obs.len.max(1);
         (0..obs.len)
             .flat_map(|r| {
                 let kept = (from..to).contains(&obs.tokens[r]) && obs.features[r * dim + position] < before;
