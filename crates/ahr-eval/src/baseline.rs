@@ -437,7 +437,7 @@ impl Baseline {
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
             Baseline::LayerSurprisal { per_layer, tau } => {
-                let recent = rules::window_evictions(t_n, 0, per_layer.window(layer));
+                let recent = per_layer.evictions(t_n, layer);
                 if layer + 1 < per_layer.layers {
                     recent
                 } else {
