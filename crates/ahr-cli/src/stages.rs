@@ -5,7 +5,7 @@ use ahr_dist::Comm;
 use ahr_ppo::trainer::IterationReport;
 use ahr_train::policy::PolicyRunArgs;
 use ahr_train::pretrain::PretrainArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::Device;
 
 use crate::progress::Progress;
@@ -104,9 +104,30 @@ fn ranks_note(comm: &Comm) -> String {
 /// Run the judge with a line per finished point on stderr, write the report into `out` and print
 /// the Markdown table and the plot's path.
 pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> Result<ahr_eval::EvalOutput> {
-    let o = ahr_eval::eval(args, dev, |p| {
-        eprintln!("{:<26} {:<34} metric {:.4}  bytes/token {:.1}", p.name, p.setting, p.metric, p.kv_bytes_per_token)
+    // Every point also goes to `points.jsonl` the moment it is finished: a run stopped early
+    // keeps what it measured (`scripts/headroom-table.py` reads either file).
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let path = out.join("points.jsonl");
+    let mut points = std::fs::File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut failed = None;
+    let o = ahr_eval::eval(args, dev, |e| match e {
+        ahr_eval::Progress::Searched { family, settings, seconds } => {
+            eprintln!("{family}: {settings} settings to run (search {seconds:.0} s)")
+        }
+        ahr_eval::Progress::Point(p) => {
+            eprintln!(
+                "{:<26} {:<34} metric {:.4}  bytes/token {:.1}",
+                p.name, p.setting, p.metric, p.kv_bytes_per_token
+            );
+            let line = serde_json::to_string(p).map(|l| l + "\n").map_err(anyhow::Error::from);
+            if let Err(e) = line.and_then(|l| Ok(std::io::Write::write_all(&mut points, l.as_bytes())?)) {
+                failed.get_or_insert(e.context(format!("writing {}", path.display())));
+            }
+        }
     })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     crate::report::write(out, &o)?;
     print!("{}", crate::report::markdown(&o));
     println!("plot: {}", out.join("pareto.png").display());

@@ -101,6 +101,12 @@ impl Family {
         matches!(self, Family::H2oFullCache | Family::TovaFullCache | Family::KNorm)
     }
 
+    /// Whether every probe of the family's memory search is a decode with the rule's own cache
+    /// (the surprisal rules: their memory depends on what that cache predicts).
+    pub fn search_decodes(self) -> bool {
+        matches!(self, Family::Surprisal | Family::LayerSurprisal)
+    }
+
     /// Where an attention family reads its scores from (`None` for the others).
     pub fn scores(self) -> Option<Scores> {
         match self {

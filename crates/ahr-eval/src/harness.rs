@@ -5,6 +5,9 @@
 //! time-averaged KV bytes per token (peak beside it) and attention FLOPs per token, all from
 //! `ahr_tpa::cost`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use ahr_env::{EnvSpec, PolicyEval};
 use ahr_policy::ObsBatch;
 use ahr_tasks::{Batch, IGNORE, Metric, Metrics, Task};
@@ -125,6 +128,9 @@ pub struct Harness<'a> {
     /// Device.
     pub dev: &'a Device,
     prepared: Vec<Prepared>,
+    /// Memory already measured, by the rule's full description: the searches at several targets
+    /// probe the same settings (their bisections share the first steps).
+    measured: Mutex<HashMap<String, f64>>,
 }
 
 /// Pooled and per-sequence sums of one point.
@@ -201,7 +207,7 @@ impl<'a> Harness<'a> {
             bail!("the task has no held-out sequences");
         }
         let rules = model.clone().with_timed(&demotion_stores(cfg, t_n))?;
-        Ok(Self { model, rules, task, spec, sequences: seen, dev, prepared })
+        Ok(Self { model, rules, task, spec, sequences: seen, dev, prepared, measured: Mutex::default() })
     }
 
     /// The task's metric.
@@ -254,6 +260,10 @@ impl<'a> Harness<'a> {
     /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running
     /// the model (rules decide from the prepared data alone).
     pub fn measured_memory(&self, rule: &Baseline) -> Result<f64> {
+        let key = format!("{rule:?}");
+        if let Some(&m) = self.measured.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(m);
+        }
         let cfg = self.rules.config();
         let mut total = 0.0;
         for p in &self.prepared {
@@ -262,7 +272,9 @@ impl<'a> Harness<'a> {
                 total += cost::sequence_bytes(cfg, p.batch.seq_len, |t, l| entry(cfg, &c, b, t, l));
             }
         }
-        Ok(total / self.sequences as f64)
+        let m = total / self.sequences as f64;
+        self.measured.lock().unwrap_or_else(|e| e.into_inner()).insert(key, m);
+        Ok(m)
     }
 
     /// A rule through parallel forwards.

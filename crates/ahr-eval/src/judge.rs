@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use ahr_env::EnvSpec;
 use ahr_policy::Granularity;
@@ -403,9 +404,26 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
     Ok(out)
 }
 
-/// Run the judge: policies, every family's search at every target, verdicts. `log` sees each
-/// point as it is finished.
-pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Result<EvalOutput> {
+/// What the judge reports while it runs, in the order it happens.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A family's search over every target is done: `settings` distinct settings to run.
+    Searched {
+        /// The family.
+        family: Family,
+        /// Distinct settings its search found over every target.
+        settings: usize,
+        /// Wall time of the search.
+        seconds: f64,
+    },
+    /// A point (policy, rule setting or extra model) is finished.
+    Point(&'a Point),
+}
+
+/// Run the judge: policies, then family by family the search at every target and every setting
+/// it found, then verdicts. `progress` sees each search and each point as it is finished, so a
+/// run stopped early has reported every finished family whole.
+pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Send) -> Result<EvalOutput> {
     let Some(main_dir) = a.models.first() else { anyhow::bail!("give at least one model") };
     let spec = EnvSpec::load(&a.env)?;
     let model = ahr_train::load_env_model(main_dir, &spec, &a.env, dev)?;
@@ -427,8 +445,9 @@ pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Resul
     let mut points: Vec<Point> = Vec::new();
     let mut notes = Vec::new();
 
-    let log = Mutex::new(log);
-    let log = |p: &Point| (log.lock().unwrap_or_else(|e| e.into_inner()))(p);
+    let progress = Mutex::new(progress);
+    let report = |e: Progress<'_>| (progress.lock().unwrap_or_else(|e| e.into_inner()))(e);
+    let log = |p: &Point| report(Progress::Point(p));
     let policy_points = par_map(&loaded, a.workers, |(dir, (manifest, net))| {
         let pspec = spec.for_policy(manifest);
         let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
@@ -450,29 +469,30 @@ pub fn eval(a: &EvalArgs, dev: &Device, log: impl FnMut(&Point) + Send) -> Resul
     }
     notes.push("policies: token-by-token decode in the rank environment, deterministic (argmax) decisions".into());
 
-    // Every family's search at every target (side by side: the searches of entropy, random and
-    // the cache-scored rules measure memory by running the rule), then every setting once,
-    // however many targets ask for it, in the order of its key.
+    // Family by family: the search at every target (side by side: the searches of entropy,
+    // random and the cache-scored rules measure memory by running the rule), then every setting
+    // once, however many targets ask for it, in the order of its key. The families whose every
+    // probe is a decode go last, so the cheap families' points come first.
     let mut targets: Vec<f64> = a.fractions.iter().map(|f| f * exact_bytes).collect();
     targets.extend(points.iter().map(|p| p.kv_bytes_per_token));
-    let searches: Vec<(Family, f64)> = a
-        .families
-        .iter()
-        .filter(|f| **f != Family::Uniform)
-        .flat_map(|&f| targets.iter().map(move |&t| (f, t)))
-        .collect();
-    let mut settings: BTreeMap<String, Baseline> = BTreeMap::new();
-    let uniform: &[StoreOption] = if a.families.contains(&Family::Uniform) { &h.rules.config().menu } else { &[] };
-    let found = par_map(&searches, a.workers, |&(family, target)| candidates(&h, family, target))?;
-    for b in uniform.iter().map(|&option| Baseline::Uniform { option }).chain(found.into_iter().flatten()) {
-        settings.insert(format!("{} {}", b.name(), b.setting()), b);
+    let mut order = a.families.clone();
+    order.sort_by_key(|f| f.search_decodes());
+    for family in order {
+        let started = Instant::now();
+        let found: Vec<Baseline> = match family {
+            Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
+            _ => par_map(&targets, a.workers, |&t| candidates(&h, family, t))?.into_iter().flatten().collect(),
+        };
+        let settings: BTreeMap<String, Baseline> =
+            found.into_iter().map(|b| (format!("{} {}", b.name(), b.setting()), b)).collect();
+        let settings: Vec<Baseline> = settings.into_values().collect();
+        report(Progress::Searched { family, settings: settings.len(), seconds: started.elapsed().as_secs_f64() });
+        points.extend(par_map(&settings, a.workers, |b| {
+            let p = h.rule_point(b)?;
+            log(&p);
+            Ok(p)
+        })?);
     }
-    let settings: Vec<Baseline> = settings.into_values().collect();
-    points.extend(par_map(&settings, a.workers, |b| {
-        let p = h.rule_point(b)?;
-        log(&p);
-        Ok(p)
-    })?);
     for (dir, other) in &others {
         let name = format!("model:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let oh = Harness::new(other, &task, &spec, sequences, dev, false)?;

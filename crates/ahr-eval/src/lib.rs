@@ -15,4 +15,4 @@ pub mod rules;
 
 pub use baseline::{Baseline, Family};
 pub use harness::{Harness, Point, PointKind};
-pub use judge::{EvalArgs, EvalOutput, PolicyVerdict, eval};
+pub use judge::{EvalArgs, EvalOutput, PolicyVerdict, Progress, eval};

@@ -265,6 +265,13 @@ impl LayerCache {
 
     /// Remove the `index`-th token (oldest first) of `slot`.
     fn remove(slot: &mut Option<Slot>, index: usize) {
+        if let Some(Slot::Host(g)) = slot {
+            g.tiles.remove(index);
+            if g.tiles.is_empty() {
+                *slot = None;
+            }
+            return;
+        }
         let front = if index > 0 { Self::take_front(slot, index) } else { None };
         Self::drop_front(slot, 1);
         if let Some(front) = front {

@@ -86,6 +86,32 @@ impl Tiles {
         self.len += 1;
     }
 
+    /// Remove the `index`-th token (oldest first): the newer ones move one place towards the
+    /// front in place (nothing is allocated; a block is freed once its last lane is gone), so a
+    /// rule evicting a recent token pays for the tokens after it only.
+    pub fn remove(&mut self, index: usize) {
+        assert!(index < self.len, "cannot remove token {index} of {}", self.len);
+        if index == 0 {
+            return self.pop_front(1);
+        }
+        let (width, block) = (self.width, self.width * LANES);
+        let at = |n: usize| (n / LANES) * block + n % LANES;
+        let end = self.skip + self.len - 1;
+        for n in self.skip + index..end {
+            let (dst, src) = (at(n), at(n + 1));
+            for f in 0..width {
+                self.data[dst + f * LANES] = self.data[src + f * LANES];
+            }
+        }
+        // The freed lane reads as padding again (zeros, as `push` leaves it).
+        let last = at(end);
+        (0..width).for_each(|f| self.data[last + f * LANES] = 0.0);
+        self.len -= 1;
+        if end.is_multiple_of(LANES) {
+            self.data.truncate((end / LANES) * block);
+        }
+    }
+
     /// Evict the `n` oldest tokens (a block is freed once all its lanes are gone).
     pub fn pop_front(&mut self, n: usize) {
         assert!(n <= self.len, "cannot evict {n} of {} tokens", self.len);
@@ -1208,5 +1234,35 @@ mod tests {
         assert_eq!(t.bytes(), 84 * 2 * CACHE_ELEMENT_BYTES);
         t.pop_front(84);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn tiles_remove_one_token_keeps_the_others_in_order() {
+        // Against a plain list of tokens, removing at the front, the middle and the end, within
+        // a block and across block boundaries, after evictions from the front.
+        let mut t = Tiles::new(2);
+        let mut reference: Vec<f32> = Vec::new();
+        for n in 0..70 {
+            t.push(&[n as f32, -(n as f32)]);
+            reference.push(n as f32);
+        }
+        t.pop_front(5);
+        reference.drain(..5);
+        for index in [0, 10, 11, 58, 63, 30, 40] {
+            let index = index.min(t.len() - 1);
+            t.remove(index);
+            reference.remove(index);
+            assert_eq!(t.len(), reference.len());
+            for (i, &x) in reference.iter().enumerate() {
+                assert_eq!(t.token(i), vec![x, -x], "token {i} after removing {index}");
+            }
+            // Whole blocks only up to the last token; the lanes after it are zero padding.
+            let end = t.skip() + t.len();
+            assert_eq!(t.data.len(), end.div_ceil(LANES) * 2 * LANES);
+            assert!((end..end.div_ceil(LANES) * LANES).all(|n| t.data[(n / LANES) * 2 * LANES + n % LANES] == 0.0));
+        }
+        t.push(&[100.0, -100.0]);
+        assert_eq!(t.token(t.len() - 1), vec![100.0, -100.0]);
+        assert_eq!(t.bytes(), t.len() * 2 * CACHE_ELEMENT_BYTES);
     }
 }
