@@ -52,13 +52,18 @@ pub enum Family {
     /// The surprisal rule scored by the exact full-cache forward: optimistic (a cache that has
     /// evicted a fact's first statement cannot see its restatement coming), kept for comparison.
     SurprisalFullCache,
+    /// Per-layer windows, and in the last layer every token until the context shows it
+    /// superseded: read as the value of the token before it, it leaves once that key returns
+    /// followed by a different token (a re-assignment). The rule a practitioner writes for
+    /// key-value recall with re-assignments (token equality, causal); kept tokens at a plain store.
+    Superseded,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -72,6 +77,7 @@ impl Family {
         Family::Surprisal,
         Family::SurprisalFullCache,
         Family::LayerSurprisal,
+        Family::Superseded,
         Family::Random,
     ];
 
@@ -91,6 +97,7 @@ impl Family {
             Family::Surprisal => "surprisal",
             Family::SurprisalFullCache => "surprisal-full-cache",
             Family::LayerSurprisal => "layer-surprisal",
+            Family::Superseded => "superseded",
             Family::Random => "random",
         }
     }
@@ -298,6 +305,9 @@ pub enum Baseline {
         /// Threshold on −ln p(token | before) / ln V for the last layer.
         tau: f32,
     },
+    /// A window and a storage option per layer before the last; the last layer keeps every token
+    /// (at its store) until the context shows it superseded ([`rules::superseded_evictions`]).
+    Superseded(PerLayer),
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
         /// Keep probability.
@@ -324,6 +334,8 @@ pub struct SequenceView<'a> {
     pub surprisal: &'a [f32],
     /// `[T, layer]` uniform draws in [0, 1) for random rules (fixed per sequence).
     pub draws: &'a [f32],
+    /// `[T]` the sequence's tokens (for rules that read the context: `superseded`).
+    pub inputs: &'a [u32],
 }
 
 impl Baseline {
@@ -343,6 +355,7 @@ impl Baseline {
             Baseline::Surprisal { scores: Scores::Cache, .. } => Family::Surprisal,
             Baseline::Surprisal { scores: Scores::FullCache, .. } => Family::SurprisalFullCache,
             Baseline::LayerSurprisal { .. } => Family::LayerSurprisal,
+            Baseline::Superseded(_) => Family::Superseded,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -362,7 +375,9 @@ impl Baseline {
     /// The option kept tokens of `layer` are stored at.
     pub fn store_at(&self, layer: usize) -> StoreOption {
         match *self {
-            Baseline::LayerWindows(p) | Baseline::LayerSurprisal { per_layer: p, .. } => p.store(layer),
+            Baseline::LayerWindows(p) | Baseline::Superseded(p) | Baseline::LayerSurprisal { per_layer: p, .. } => {
+                p.store(layer)
+            }
             _ => self.store(),
         }
     }
@@ -387,7 +402,9 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option,
             Baseline::EntropyLadder { high, .. } => high,
-            Baseline::LayerWindows(p) | Baseline::LayerSurprisal { per_layer: p, .. } => p.stores[0],
+            Baseline::LayerWindows(p) | Baseline::Superseded(p) | Baseline::LayerSurprisal { per_layer: p, .. } => {
+                p.stores[0]
+            }
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
@@ -402,7 +419,9 @@ impl Baseline {
     pub fn name(&self) -> String {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
-            Baseline::LayerWindows(_) | Baseline::LayerSurprisal { .. } => self.family().to_string(),
+            Baseline::LayerWindows(_) | Baseline::Superseded(_) | Baseline::LayerSurprisal { .. } => {
+                self.family().to_string()
+            }
             Baseline::EntropyLadder { high, low, .. } => format!("{}@{high}+{low}", self.family()),
             b => format!("{}@{}", b.family(), b.store()),
         }
@@ -414,6 +433,7 @@ impl Baseline {
             Baseline::Uniform { option } => option.to_string(),
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
             Baseline::LayerWindows(p) => p.setting(),
+            Baseline::Superseded(p) => format!("{}, until superseded", p.setting()),
             Baseline::LayerSurprisal { per_layer, tau } => {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
@@ -435,6 +455,8 @@ impl Baseline {
             Baseline::Uniform { .. } => vec![NEVER; t_n],
             Baseline::StreamingLlm { sinks, window, .. } => rules::window_evictions(t_n, sinks, window),
             Baseline::LayerWindows(p) => p.evictions(t_n, layer),
+            Baseline::Superseded(p) if layer + 1 < p.layers => p.evictions(t_n, layer),
+            Baseline::Superseded(_) => rules::superseded_evictions(view.inputs),
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
@@ -470,8 +492,15 @@ impl Baseline {
         let t_n = seq_len;
         let store = self.store();
         if let Baseline::LayerWindows(_) = self {
-            let view =
-                SequenceView { seq_len: t_n, attention: &[], key_norms: &[], entropy: &[], surprisal: &[], draws: &[] };
+            let view = SequenceView {
+                seq_len: t_n,
+                attention: &[],
+                key_norms: &[],
+                entropy: &[],
+                surprisal: &[],
+                draws: &[],
+                inputs: &[],
+            };
             let mut one = cfg.clone();
             one.n_layers = 1;
             return Some(
@@ -494,7 +523,8 @@ impl Baseline {
             Baseline::Entropy { .. }
             | Baseline::EntropyLadder { .. }
             | Baseline::Surprisal { .. }
-            | Baseline::LayerSurprisal { .. } => return None,
+            | Baseline::LayerSurprisal { .. }
+            | Baseline::Superseded(_) => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows(_) => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
@@ -505,6 +535,7 @@ impl Baseline {
                     entropy: &[],
                     surprisal: &[],
                     draws: &[],
+                    inputs: &[],
                 };
                 layer_bytes(&self.evictions(&view, 0))
             }
@@ -518,6 +549,7 @@ impl Baseline {
                     entropy: &[],
                     surprisal: &[],
                     draws: &[],
+                    inputs: &[],
                 };
                 layer_bytes(&self.evictions(&view, 0))
             }
@@ -537,6 +569,7 @@ impl Baseline {
                     entropy: &[],
                     surprisal: &[],
                     draws: &[],
+                    inputs: &[],
                 };
                 layer_bytes(&self.evictions(&view, 0))
             }
@@ -609,7 +642,15 @@ mod tests {
 
     /// A sequence with these surprisals and nothing else.
     fn surprisal_view(surprisal: &[f32]) -> SequenceView<'_> {
-        SequenceView { seq_len: surprisal.len(), attention: &[], key_norms: &[], entropy: &[], surprisal, draws: &[] }
+        SequenceView {
+            seq_len: surprisal.len(),
+            attention: &[],
+            key_norms: &[],
+            entropy: &[],
+            surprisal,
+            draws: &[],
+            inputs: &[],
+        }
     }
 
     /// The surprisal rule, by hand: surprisals 1, 0.1, 0.9, 0.05, 0.5 and τ = 0.2 keep tokens 1
@@ -652,8 +693,15 @@ mod tests {
         let (full, rank1) = (StoreOption::Full, StoreOption::Rank(1));
         let ladder = Baseline::EntropyLadder { lo: 0.3, hi: 0.6, high: full, low: rank1 };
         let entropy = [0.9, 0.5, 0.1, 0.7];
-        let view =
-            SequenceView { seq_len: 4, attention: &[], key_norms: &[], entropy: &entropy, surprisal: &[], draws: &[] };
+        let view = SequenceView {
+            seq_len: 4,
+            attention: &[],
+            key_norms: &[],
+            entropy: &entropy,
+            surprisal: &[],
+            draws: &[],
+            inputs: &[],
+        };
         let stores: Vec<StoreOption> = (0..4).map(|t| ladder.store_of(&view, t, 1)).collect();
         assert_eq!(stores, [full, rank1, rank1, full]);
         assert_eq!(ladder.evictions(&view, 0), [NEVER, NEVER, 3, NEVER]);

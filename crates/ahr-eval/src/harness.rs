@@ -239,6 +239,7 @@ impl<'a> Harness<'a> {
                 entropy: &p.entropy[s],
                 surprisal: &p.surprisal[s],
                 draws: &p.draws[s],
+                inputs: &p.batch.inputs[s * t_n..(s + 1) * t_n],
             };
             for l in 0..l_n {
                 if !own_cache {

@@ -156,6 +156,10 @@ const SURPRISAL_MAX: f64 = 4.0;
 /// fine as the windows a policy's menu mixes, so the rule is not held to a coarser grid.
 const LAYER_SURPRISAL_WINDOWS: [usize; 11] = [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64];
 
+/// Windows of the layers before the last that `superseded` searches (those ≥ the sequence are
+/// left out).
+const SUPERSEDED_HEAD_WINDOWS: [usize; 6] = [1, 2, 4, 12, 32, 64];
+
 /// Windows `layer-windows` searches for the layers before the last (those ≥ the sequence are left
 /// out; every token is always a candidate).
 const LAYER_WINDOWS: [usize; 21] =
@@ -382,6 +386,27 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                                 if let Some(x) = lowest_fitting(|x| h.measured_memory(&at(x)), target, 12)? {
                                     out.push(at(x));
                                 }
+                            }
+                        }
+                    }
+                }
+            }
+            Family::Superseded => {
+                // Layers before the last: a window from SUPERSEDED_HEAD_WINDOWS at a plain store;
+                // the last: every token at a plain store until superseded. Enumerated once; the
+                // memory depends on the sequences, so each setting is measured.
+                let l_n = cfg.n_layers;
+                if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
+                    continue;
+                }
+                let plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
+                for head_window in SUPERSEDED_HEAD_WINDOWS.into_iter().filter(|&w| w < t_n) {
+                    for &head_store in &plain {
+                        for &last_store in &plain {
+                            let p = PerLayer::split(l_n, (head_window, head_store), (usize::MAX, last_store));
+                            let rule = Baseline::Superseded(p);
+                            if h.measured_memory(&rule)? <= target * (1.0 + 1e-9) {
+                                out.push(rule);
                             }
                         }
                     }
@@ -647,6 +672,13 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 forward's surprisal (windows 0, 1, 2, 4, 8; 20 bisection steps) — optimistic: a cache that \
                 dropped a fact's first statement cannot see its restatement coming"
                 .into(),
+            Family::Superseded => format!(
+                "superseded: layers before the last keep a window of one of {SUPERSEDED_HEAD_WINDOWS:?} \
+                 queries at a plain option; the last keeps every token at a plain option until the context \
+                 shows it superseded — read as the value of the token before it, it leaves once that key \
+                 returns and a different token follows the return (a re-assignment; a query answered with \
+                 it keeps it); causal, token equality only (every setting whose measured memory fits)"
+            ),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"
                 .into(),

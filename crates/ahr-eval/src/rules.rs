@@ -12,6 +12,31 @@ pub fn window_evictions(seq_len: usize, sinks: usize, window: usize) -> Vec<u32>
     (0..seq_len).map(|k| if k < sinks { NEVER } else { (k + window + 1) as u32 }).collect()
 }
 
+/// Per token of one sequence: the first query that no longer sees it when a value leaves once
+/// the context shows it superseded. Token t (read as the value of the token before it, its key)
+/// is superseded when that key comes back at q and the token after the return, at q + 1, is not
+/// token t (a re-assignment, not a query answered with t): it is seen up to query q + 1 and gone
+/// from q + 2. Causal: the decision uses tokens ≤ q + 1 only, and token equality, no role.
+pub fn superseded_evictions(inputs: &[u32]) -> Vec<u32> {
+    let t_n = inputs.len();
+    // Per token id, the positions it occurs at (ascending).
+    let mut at: std::collections::HashMap<u32, Vec<usize>> = std::collections::HashMap::new();
+    for (q, &x) in inputs.iter().enumerate() {
+        at.entry(x).or_default().push(q);
+    }
+    (0..t_n)
+        .map(|t| {
+            let Some(key) = t.checked_sub(1).map(|k| inputs[k]) else { return NEVER };
+            let later = &at[&key];
+            let from = later.partition_point(|&q| q <= t);
+            later[from..]
+                .iter()
+                .find(|&&q| inputs.get(q + 1).is_some_and(|&n| n != inputs[t]))
+                .map_or(NEVER, |&q| (q + 2).min(t_n) as u32)
+        })
+        .collect()
+}
+
 /// A budgeted eviction rule run one query at a time (H2O, TOVA, K-norm): which keys are held and
 /// what they scored. The whole-sequence functions below drive it from an attention map; the judge's
 /// cache-scored H2O and TOVA drive it from the attention their own cache had at each decode step.
@@ -127,6 +152,22 @@ mod tests {
 
     /// By hand: norms [3, 1, 2, 5, 0.5], budget 2. Query 2 holds three keys and evicts key 0
     /// (norm 3); query 3 evicts itself (norm 5); query 4 evicts key 2 (norm 2).
+    #[test]
+    fn a_value_leaves_once_its_key_is_reassigned() {
+        // k=1 v=2 | filler 9 | query 1 → 2 | re-assignment 1 → 3 | query 1 → 3
+        let inputs = [1, 2, 9, 1, 2, 1, 3, 1, 3];
+        let ev = superseded_evictions(&inputs);
+        // The value 2 at t = 1 survives the query at 3 (answered with 2) and leaves after the
+        // re-assignment at 5 (followed by 3): from query 7 on.
+        assert_eq!(ev[1], 7);
+        // The value 3 at t = 6 is queried at 7 and never superseded; t = 0 has no key.
+        assert_eq!((ev[0], ev[6]), (NEVER, NEVER));
+        // Filler is read the same way: 9 (after 2) leaves once 2 returns at 4 followed by 1.
+        assert_eq!(ev[2], 6);
+        // A return on the last position has no next token yet: nothing is superseded.
+        assert_eq!(superseded_evictions(&[5, 6, 5]), vec![NEVER; 3]);
+    }
+
     #[test]
     fn key_norm_keeps_the_lowest_norms_within_its_budget() {
         let e = key_norm_evictions(&[3.0, 1.0, 2.0, 5.0, 0.5], 2);
