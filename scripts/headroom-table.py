@@ -30,7 +30,9 @@ def load(path, fractions):
                 f = p["kind"].get("rule")
                 if f is None or p["kv_bytes_per_token"] > fr * exact_bytes * (1 + 1e-9):
                     continue
-                better = f not in best or (p["metric"] > best[f]["metric"] if higher else p["metric"] < best[f]["metric"])
+                # The better metric; on a tie, the smaller memory.
+                better = f not in best or (p["metric"] > best[f]["metric"] if higher else p["metric"] < best[f]["metric"]) or (
+                    p["metric"] == best[f]["metric"] and p["kv_bytes_per_token"] < best[f]["kv_bytes_per_token"])
                 if better:
                     best[f] = dict(p, family=f)
             targets.append({"fraction": fr, "families": list(best.values())})
