@@ -1,8 +1,9 @@
 //! What hindsight can buy on MQAR with re-assignments: the best per-layer window rule, and the
 //! same rule that also evicts superseded values from the last layer once the context shows them
-//! superseded (the judge's `superseded` family, `ahr_eval::rules::superseded_evictions`). A value v written at t (its key at t − 1) is superseded when its key comes back at
-//! q and the token after it, at q + 1, is not v (a re-assignment, not a query answered with v):
-//! from query q + 2 on, v is gone. The rule decides from the tokens seen so far (causal); it
+//! superseded (the judge's `superseded` family, `ahr_eval::rules::superseded_evictions`). A value
+//! v written at t (its key at t − 1) is superseded when its key comes back at q and the token
+//! after it, at q + 1, is not v (a re-assignment, not a query answered with v): from query q + 2
+//! on, v is gone. The rule decides from the tokens seen so far (causal); it
 //! reads no role, only token equality in context — what a hindsight decision (a review triggered
 //! by the attention a stored token receives when its key returns) could learn. For contrast, the
 //! "used once" variant evicts v as soon as its key returns at all (after query q): right only on

@@ -338,6 +338,14 @@ pub struct SequenceView<'a> {
     pub inputs: &'a [u32],
 }
 
+impl SequenceView<'_> {
+    /// A sequence of `seq_len` tokens with nothing else to read (for rules whose memory does not
+    /// depend on the data, and for tests that fill in one field).
+    pub fn blank(seq_len: usize) -> Self {
+        SequenceView { seq_len, attention: &[], key_norms: &[], entropy: &[], surprisal: &[], draws: &[], inputs: &[] }
+    }
+}
+
 impl Baseline {
     /// Its family.
     pub fn family(&self) -> Family {
@@ -492,15 +500,7 @@ impl Baseline {
         let t_n = seq_len;
         let store = self.store();
         if let Baseline::LayerWindows(_) = self {
-            let view = SequenceView {
-                seq_len: t_n,
-                attention: &[],
-                key_norms: &[],
-                entropy: &[],
-                surprisal: &[],
-                draws: &[],
-                inputs: &[],
-            };
+            let view = SequenceView::blank(t_n);
             let mut one = cfg.clone();
             one.n_layers = 1;
             return Some(
@@ -528,29 +528,12 @@ impl Baseline {
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows(_) => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
-                let view = SequenceView {
-                    seq_len: t_n,
-                    attention: &[],
-                    key_norms: &[],
-                    entropy: &[],
-                    surprisal: &[],
-                    draws: &[],
-                    inputs: &[],
-                };
-                layer_bytes(&self.evictions(&view, 0))
+                layer_bytes(&self.evictions(&SequenceView::blank(t_n), 0))
             }
             Baseline::KNorm { .. } => {
                 // Any norms give the same counts.
                 let norms = [vec![0.0; t_n]];
-                let view = SequenceView {
-                    seq_len: t_n,
-                    attention: &[],
-                    key_norms: &norms,
-                    entropy: &[],
-                    surprisal: &[],
-                    draws: &[],
-                    inputs: &[],
-                };
+                let view = SequenceView { key_norms: &norms, ..SequenceView::blank(t_n) };
                 layer_bytes(&self.evictions(&view, 0))
             }
             Baseline::H2o { .. } | Baseline::Tova { .. } => {
@@ -562,15 +545,7 @@ impl Baseline {
                     }
                 }
                 let maps = [attn];
-                let view = SequenceView {
-                    seq_len: t_n,
-                    attention: &maps,
-                    key_norms: &[],
-                    entropy: &[],
-                    surprisal: &[],
-                    draws: &[],
-                    inputs: &[],
-                };
+                let view = SequenceView { attention: &maps, ..SequenceView::blank(t_n) };
                 layer_bytes(&self.evictions(&view, 0))
             }
         };
@@ -642,15 +617,7 @@ mod tests {
 
     /// A sequence with these surprisals and nothing else.
     fn surprisal_view(surprisal: &[f32]) -> SequenceView<'_> {
-        SequenceView {
-            seq_len: surprisal.len(),
-            attention: &[],
-            key_norms: &[],
-            entropy: &[],
-            surprisal,
-            draws: &[],
-            inputs: &[],
-        }
+        SequenceView { surprisal, ..SequenceView::blank(surprisal.len()) }
     }
 
     /// The surprisal rule, by hand: surprisals 1, 0.1, 0.9, 0.05, 0.5 and τ = 0.2 keep tokens 1
@@ -693,15 +660,7 @@ mod tests {
         let (full, rank1) = (StoreOption::Full, StoreOption::Rank(1));
         let ladder = Baseline::EntropyLadder { lo: 0.3, hi: 0.6, high: full, low: rank1 };
         let entropy = [0.9, 0.5, 0.1, 0.7];
-        let view = SequenceView {
-            seq_len: 4,
-            attention: &[],
-            key_norms: &[],
-            entropy: &entropy,
-            surprisal: &[],
-            draws: &[],
-            inputs: &[],
-        };
+        let view = SequenceView { entropy: &entropy, ..SequenceView::blank(4) };
         let stores: Vec<StoreOption> = (0..4).map(|t| ladder.store_of(&view, t, 1)).collect();
         assert_eq!(stores, [full, rank1, rank1, full]);
         assert_eq!(ladder.evictions(&view, 0), [NEVER, NEVER, 3, NEVER]);

@@ -150,8 +150,6 @@ mod tests {
         (0..t_n).map(|q| (0..=q).filter(|&k| evicted_at[k] as usize > q).count()).max().unwrap_or(0)
     }
 
-    /// By hand: norms [3, 1, 2, 5, 0.5], budget 2. Query 2 holds three keys and evicts key 0
-    /// (norm 3); query 3 evicts itself (norm 5); query 4 evicts key 2 (norm 2).
     #[test]
     fn a_value_leaves_once_its_key_is_reassigned() {
         // k=1 v=2 | filler 9 | query 1 → 2 | re-assignment 1 → 3 | query 1 → 3
@@ -168,6 +166,8 @@ mod tests {
         assert_eq!(superseded_evictions(&[5, 6, 5]), vec![NEVER; 3]);
     }
 
+    /// By hand: norms [3, 1, 2, 5, 0.5], budget 2. Query 2 holds three keys and evicts key 0
+    /// (norm 3); query 3 evicts itself (norm 5); query 4 evicts key 2 (norm 2).
     #[test]
     fn key_norm_keeps_the_lowest_norms_within_its_budget() {
         let e = key_norm_evictions(&[3.0, 1.0, 2.0, 5.0, 0.5], 2);
