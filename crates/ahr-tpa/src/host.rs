@@ -386,8 +386,13 @@ fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: 
         None => 0,
     };
     let mut contracted: Vec<Vecs<S, N>> = vec![[simd.splat_f32s(0.0); N]; rows];
-    // Equal chunks of at most CHUNK heads (registers permitting).
-    let most = (12 / N).clamp(1, CHUNK);
+    // Equal chunks of at most CHUNK heads. With factor groups, one pass reads a block's shared
+    // factor rows once for all of them (a pass per head read them once per head: on a core whose
+    // L2 feeds L1 32 bytes a cycle, that traffic bounded a rank-1 cache more than arithmetic).
+    // Dense heads read rows of their own, so a pass per head costs no extra traffic: there the
+    // chunk is what the registers hold.
+    let shared = pieces.iter().any(|&(g, _)| matches!(groups[g].kind, HostKind::Factors { .. }));
+    let most = if shared { CHUNK } else { (12 / N).clamp(1, CHUNK) };
     let chunk = h.div_ceil(h.div_ceil(most));
     for c0 in (0..h).step_by(chunk) {
         let pass = Pass { dims, groups, pieces, q: &q, c0 };
@@ -469,13 +474,18 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
                 max[c] = top;
             }
             let m = simd.splat_f32s(max[c]);
-            for k in 0..N {
-                let d = simd.sub_f32s(s[c][k], m);
-                let e = exp_vec(simd, d, cap);
-                z[c][k % FV] = simd.add_f32s(z[c][k % FV], e);
-                // A padded lane (d = −∞, e = 0) contributes nothing, and not 0 · (−∞) = NaN.
-                zs[c][k % FV] = simd.mul_add_f32s(e, simd.max_f32s(d, guard), zs[c][k % FV]);
-                s[c][k] = e;
+            // Outer steps of FV vectors, so that each fold lane's sums stay in a register (with
+            // `k % FV` over a loop the compiler does not unroll, they went through the stack).
+            for k0 in (0..N).step_by(FV) {
+                for f in 0..FV {
+                    let k = k0 + f;
+                    let d = simd.sub_f32s(s[c][k], m);
+                    let e = exp_vec(simd, d, cap);
+                    z[c][f] = simd.add_f32s(z[c][f], e);
+                    // A padded lane (d = −∞, e = 0) contributes nothing, and not 0 · (−∞) = NaN.
+                    zs[c][f] = simd.mul_add_f32s(e, simd.max_f32s(d, guard), zs[c][f]);
+                    s[c][k] = e;
+                }
             }
         }
         // Values: acc[h][i] += Σ_lanes w_h ⊙ V[h, i].
@@ -498,9 +508,7 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
                     }
                     for i in 0..dh {
                         let x = &data[values + r * stride + h + i];
-                        for (c, w) in w.iter().enumerate() {
-                            spread::<S, N, FV>(simd, w, x, &mut acc[c * dh + i]);
-                        }
+                        spread_shared::<S, N, FV, C>(simd, &w, x, acc, i, dh);
                     }
                 }
             }
@@ -585,6 +593,12 @@ fn scores<S: pulp::Simd, const N: usize, const C: usize>(
     }
 }
 
+/// Whether C heads' sums over a block (`C·N` vectors) fit the registers with room to spare.
+#[inline(always)]
+const fn in_registers<const N: usize, const C: usize>() -> bool {
+    N * C <= 12
+}
+
 /// Rows `c0 .. c0 + C` of `dh` coefficients each.
 #[inline(always)]
 fn head_rows<const C: usize>(rows: &[f32], c0: usize, dh: usize) -> [&[f32]; C] {
@@ -602,12 +616,26 @@ fn contract_shared<S: pulp::Simd, const N: usize, const C: usize>(
     dh: usize,
 ) -> [Vecs<S, N>; C] {
     let mut dst = [[simd.splat_f32s(0.0); N]; C];
-    for (i, x) in block[feature..feature + dh].iter().enumerate() {
-        for c in 0..C {
-            let a = simd.splat_f32s(rows[c][i]);
-            for k in 0..N {
-                dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+    if in_registers::<N, C>() {
+        for (i, x) in block[feature..feature + dh].iter().enumerate() {
+            for c in 0..C {
+                let a = simd.splat_f32s(rows[c][i]);
+                for k in 0..N {
+                    dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+                }
             }
+        }
+    } else {
+        // Too many sums for the registers: one vector of lanes at a time (the same operations
+        // per lane, in the same order).
+        for k in 0..N {
+            let mut d = [simd.splat_f32s(0.0); C];
+            for (i, x) in block[feature..feature + dh].iter().enumerate() {
+                for c in 0..C {
+                    d[c] = simd.mul_add_f32s(simd.splat_f32s(rows[c][i]), x[k], d[c]);
+                }
+            }
+            (0..C).for_each(|c| dst[c][k] = d[c]);
         }
     }
     dst
@@ -623,15 +651,54 @@ fn contract_each<S: pulp::Simd, const N: usize, const C: usize>(
     dh: usize,
 ) -> [Vecs<S, N>; C] {
     let mut dst = [[simd.splat_f32s(0.0); N]; C];
-    for i in 0..dh {
-        for c in 0..C {
-            let (a, x) = (simd.splat_f32s(rows[c][i]), &block[feats[c] + i]);
-            for k in 0..N {
-                dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+    if in_registers::<N, C>() {
+        for i in 0..dh {
+            for c in 0..C {
+                let (a, x) = (simd.splat_f32s(rows[c][i]), &block[feats[c] + i]);
+                for k in 0..N {
+                    dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
+                }
             }
+        }
+    } else {
+        for k in 0..N {
+            let mut d = [simd.splat_f32s(0.0); C];
+            for i in 0..dh {
+                for c in 0..C {
+                    d[c] = simd.mul_add_f32s(simd.splat_f32s(rows[c][i]), block[feats[c] + i][k], d[c]);
+                }
+            }
+            (0..C).for_each(|c| dst[c][k] = d[c]);
         }
     }
     dst
+}
+
+/// [`spread`] of C heads' weights `w` over the same block row `x` (a factor row every head
+/// reads), into `acc[c·d_h + i]`: the row is loaded once per vector for all heads, and each
+/// head's sums stay in registers across the row.
+#[inline(always)]
+fn spread_shared<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
+    simd: S,
+    w: &[Vecs<S, N>; C],
+    x: &Vecs<S, N>,
+    acc: &mut [Folded],
+    i: usize,
+    dh: usize,
+) {
+    let mut sum: [[S::f32s; FV]; C] = std::array::from_fn(|c| {
+        let acc: &[S::f32s] = pulp::bytemuck::cast_slice(&acc[c * dh + i]);
+        acc.try_into().expect("a folded accumulator is FV vectors")
+    });
+    for k in 0..N {
+        let x = x[k];
+        for c in 0..C {
+            sum[c][k % FV] = simd.mul_add_f32s(w[c][k], x, sum[c][k % FV]);
+        }
+    }
+    for c in 0..C {
+        pulp::bytemuck::cast_slice_mut::<f32, S::f32s>(&mut acc[c * dh + i]).copy_from_slice(&sum[c]);
+    }
 }
 
 /// `acc += Σ_lanes w ⊙ x`, the lanes folded to [`FOLD`] partial sums (lane l of the fold sums

@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Median over rounds of each run's median step (ms) for the before/after decode files here; the
+speed-up over dense MHA and the ratio to the bandwidth bound, per (ctx, batch, cache)."""
+import glob, json, os, statistics, sys
+here = os.path.dirname(os.path.abspath(__file__))
+rows = {}
+for name in ("before", "after"):
+    for f in sorted(glob.glob(f"{here}/decode-{name}-round*.json")):
+        for r in json.load(open(f))["runs"]:
+            rows.setdefault((r["ctx"], r["batch"], r["cache"]), {}).setdefault(name, []).append((r["step_ms"], r["bound_ms"]))
+print("| ctx | batch | cache | before ms | × MHA | / bound | after ms | × MHA | / bound | after / before |")
+print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+for (ctx, batch, cache), v in sorted(rows.items()):
+    if cache == "uniform:drop":
+        continue
+    cells = []
+    for name in ("before", "after"):
+        ms = statistics.median(x for x, _ in v[name])
+        bound = statistics.median(b for _, b in v[name])
+        mha = statistics.median(x for x, _ in rows[(ctx, batch, "dense-mha")][name])
+        cells += [f"{ms:.3f}", f"{mha / ms:.2f}", f"{ms / bound:.2f}"]
+    ratio = float(cells[3]) / float(cells[0])
+    print(f"| {ctx} | {batch} | {cache} | " + " | ".join(cells) + f" | {ratio:.2f} |")
