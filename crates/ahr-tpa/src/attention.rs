@@ -253,11 +253,10 @@ impl Attention {
         let late = match &choices.late {
             Some(late) => {
                 let (k, v) = self.stored_kv(&p, &late.weights);
-                Some((host::to_host(k)?, host::to_host(v)?, host::to_host(late.mask.clone())?))
+                Some((host::to_host(k)?, host::to_host(v)?, late.from.as_slice()))
             }
             None => None,
         };
-        let per_query = choices.keep.dims()[2] == t && t > 1;
         let inputs = host::MaskedInputs {
             dims: [b, t, h, dh],
             q: host::to_host(q)?,
@@ -265,9 +264,9 @@ impl Attention {
             v_exact: host::to_host(v_exact)?,
             k_stored: host::to_host(k_stored)?,
             v_stored: host::to_host(v_stored)?,
-            keep: host::to_host(choices.keep.clone())?,
-            keep_per_query: per_query,
-            late: late.as_ref().map(|(k, v, m)| (k.as_slice(), v.as_slice(), m.as_slice())),
+            stored: &choices.stored,
+            until: choices.until.as_deref(),
+            late: late.as_ref().map(|(k, v, from)| (k.as_slice(), v.as_slice(), *from)),
             min_exponent: MIN_EXPONENT,
         };
         let out = host::masked_attention(&inputs);
@@ -291,9 +290,9 @@ impl Attention {
 
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
         let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
-        let late = choices.late.as_ref().map(|late| {
+        let late = choices.late.as_ref().zip(choices.late_mask(&device)).map(|(late, mask)| {
             let (k, v) = self.stored_kv(&p, &late.weights);
-            (swap(k), swap(v), late.mask.clone())
+            (swap(k), swap(v), mask)
         });
         let (q, k_stored, v_stored, k_exact, v_exact) =
             (swap(q), swap(k_stored), swap(v_stored), swap(k_exact), swap(v_exact));
@@ -323,7 +322,7 @@ impl Attention {
         };
         let own = (q * k_exact).sum_dim(3); // [B, h, T, 1]
         let scores = scores * (eye.clone().neg() + 1.0) + own.clone() * eye.clone();
-        let allowed = lower * choices.keep.clone() + eye; // [B, 1, T, T]
+        let allowed = lower * choices.keep(&device) + eye; // [B, 1, T, T]
         // Softmax over the visible keys (see MIN_EXPONENT).
         let max = (scores.clone() + (allowed.clone().neg() + 1.0) * MASKED).detach().max_dim(3);
         let weights = (scores - max.clone()).clamp(MIN_EXPONENT, 0.0).exp() * allowed;

@@ -143,57 +143,32 @@ impl Choices {
         Ok(())
     }
 
-    /// The tensors one layer's parallel forward needs. See [`LayerChoiceTensors`].
+    /// What one layer's parallel forward needs. See [`LayerChoiceTensors`].
     pub fn layer_tensors(&self, cfg: &ModelConfig, layer: usize, device: &Device) -> LayerChoiceTensors {
         let (b_n, t_n) = (self.batch, self.seq_len);
         let exact = cfg.exact_option();
         let option = |b: usize, t: usize| cfg.menu[self.get(b, t, layer)];
         let first = FormWeights::new(cfg, b_n, t_n, |b, t| option(b, t).stored_as(exact));
         let timed = (0..b_n).any(|b| (0..t_n).any(|t| option(b, t).is_timed()));
-        let keep = match self.evicted_at.is_some() || timed {
-            false => Tensor::from_data(TensorData::new(first.keep.clone(), [b_n, 1, 1, t_n]), device),
-            true => {
-                // Row by row (query-major, as the tensor is laid out).
-                let mut visible = vec![0f32; b_n * t_n * t_n];
-                let mut until = vec![0usize; t_n];
-                for b in 0..b_n {
-                    for (k, u) in until.iter_mut().enumerate() {
-                        *u = self.visible_until(cfg, b, k, layer).unwrap_or(t_n).min(t_n);
-                    }
-                    let keep = &first.keep[b * t_n..(b + 1) * t_n];
-                    for q in 0..t_n {
-                        let row = &mut visible[(b * t_n + q) * t_n..(b * t_n + q + 1) * t_n];
-                        for ((v, u), k) in row.iter_mut().zip(&until).zip(keep) {
-                            *v = if q < *u { *k } else { 0.0 };
-                        }
-                    }
-                }
-                Tensor::from_data(TensorData::new(visible, [b_n, 1, t_n, t_n]), device)
-            }
-        };
+        let until = (self.evicted_at.is_some() || timed).then(|| {
+            (0..b_n * t_n).map(|i| self.visible_until(cfg, i / t_n, i % t_n, layer).unwrap_or(t_n).min(t_n)).collect()
+        });
         // Demotions to a kept form: from query `at` on, key t is seen in its later form.
         let demoted = |b: usize, t: usize| option(b, t).later(t).filter(|(_, then)| *then != StoreOption::Drop);
         let late = (0..b_n).any(|b| (0..t_n).any(|t| demoted(b, t).is_some())).then(|| {
             let later = FormWeights::new(cfg, b_n, t_n, |b, t| demoted(b, t).map_or(StoreOption::Drop, |(_, f)| f));
-            let mut mask = vec![0f32; b_n * t_n * t_n];
-            let mut from = vec![usize::MAX; t_n];
-            for b in 0..b_n {
-                for (k, f) in from.iter_mut().enumerate() {
-                    *f = demoted(b, k).map_or(usize::MAX, |(at, _)| at);
-                }
-                for q in 0..t_n {
-                    let row = &mut mask[(b * t_n + q) * t_n..(b * t_n + q + 1) * t_n];
-                    for (m, f) in row.iter_mut().zip(&from) {
-                        *m = if q >= *f { 1.0 } else { 0.0 };
-                    }
-                }
-            }
             LateForms {
                 weights: later.tensors(cfg, b_n, t_n, device),
-                mask: Tensor::from_data(TensorData::new(mask, [b_n, 1, t_n, t_n]), device),
+                from: (0..b_n * t_n).map(|i| demoted(i / t_n, i % t_n).map_or(usize::MAX, |(at, _)| at)).collect(),
             }
         });
-        LayerChoiceTensors { weights: first.tensors(cfg, b_n, t_n, device), keep, late }
+        LayerChoiceTensors {
+            weights: first.tensors(cfg, b_n, t_n, device),
+            stored: first.keep,
+            until,
+            late,
+            dims: [b_n, t_n],
+        }
     }
 }
 
@@ -254,20 +229,62 @@ pub struct StoredWeights {
 pub struct LateForms {
     /// Each token's later form (zero for tokens never demoted).
     pub weights: StoredWeights,
-    /// `[B, 1, T, T]` (query × key): 1 where the query sees the key in its later form.
-    pub mask: Tensor<4>,
+    /// `[B·T]`: the first query that sees the key in its later form (`usize::MAX`: none).
+    pub from: Vec<usize>,
 }
 
-/// One layer's choices as tensors for the parallel forward.
+/// One layer's choices for the parallel forward: the stored forms as tensors, visibility per key
+/// on the host. Which query sees which key is a threshold per key (a token is evicted or expires
+/// once and stays gone; a demotion, once made, stays), so the `[B, T, T]` masks of the tensor path
+/// are built from these thresholds only when asked for ([`LayerChoiceTensors::keep`],
+/// [`LayerChoiceTensors::late_mask`]); the host forward reads the thresholds directly.
 #[derive(Clone, Debug)]
 pub struct LayerChoiceTensors {
     /// Each token's first stored form.
     pub weights: StoredWeights,
-    /// `[B, 1, 1, T]`: 1 for tokens visible to later queries (not dropped); `[B, 1, T, T]`
-    /// (query × key) when evictions are set or an option is timed.
-    pub keep: Tensor<4>,
+    /// `[B·T]`: 1 for tokens stored (a first form other than drop).
+    pub stored: Vec<f32>,
+    /// `[B·T]`: the first query that no longer sees the key (evicted or expired), when any token
+    /// of the layer is evicted or timed; otherwise every later query sees every stored key.
+    pub until: Option<Vec<usize>>,
     /// Demoted tokens' later forms, if any token is demoted.
     pub late: Option<LateForms>,
+    /// `[B, T]`.
+    pub dims: [usize; 2],
+}
+
+impl LayerChoiceTensors {
+    /// `[B, 1, 1, T]`: 1 for keys visible to later queries; `[B, 1, T, T]` (query × key) when
+    /// keys leave before the end.
+    pub fn keep(&self, device: &Device) -> Tensor<4> {
+        let [b_n, t_n] = self.dims;
+        let Some(until) = &self.until else {
+            return Tensor::from_data(TensorData::new(self.stored.clone(), [b_n, 1, 1, t_n]), device);
+        };
+        let mut visible = vec![0f32; b_n * t_n * t_n];
+        for (row, cells) in visible.chunks_mut(t_n).enumerate() {
+            let (b, q) = (row / t_n, row % t_n);
+            let keys = b * t_n..(b + 1) * t_n;
+            for ((v, u), k) in cells.iter_mut().zip(&until[keys.clone()]).zip(&self.stored[keys]) {
+                *v = if q < *u { *k } else { 0.0 };
+            }
+        }
+        Tensor::from_data(TensorData::new(visible, [b_n, 1, t_n, t_n]), device)
+    }
+
+    /// `[B, 1, T, T]` (query × key): 1 where the query sees the key in its later form.
+    pub fn late_mask(&self, device: &Device) -> Option<Tensor<4>> {
+        let [b_n, t_n] = self.dims;
+        let late = self.late.as_ref()?;
+        let mut mask = vec![0f32; b_n * t_n * t_n];
+        for (row, cells) in mask.chunks_mut(t_n).enumerate() {
+            let (b, q) = (row / t_n, row % t_n);
+            for (m, f) in cells.iter_mut().zip(&late.from[b * t_n..(b + 1) * t_n]) {
+                *m = if q >= *f { 1.0 } else { 0.0 };
+            }
+        }
+        Some(Tensor::from_data(TensorData::new(mask, [b_n, 1, t_n, t_n]), device))
+    }
 }
 
 /// A named way to choose: `exact` or one option for every token and layer (`uniform:rank:2`).

@@ -916,14 +916,13 @@ pub struct MaskedInputs<'a> {
     pub k_stored: Vec<f32>,
     /// See `k_stored`.
     pub v_stored: Vec<f32>,
-    /// Visibility of key `u` to later queries: `[B, T]` or, with `keep_per_query`, `[B, T, T]`
-    /// (query × key).
-    pub keep: Vec<f32>,
-    /// Whether `keep` is per (query, key).
-    pub keep_per_query: bool,
-    /// Demoted tokens' later keys and values (`[B, T, h, d_h]`) and the `[B, T, T]` mask of where
-    /// a query sees a key in its later form.
-    pub late: Option<(&'a [f32], &'a [f32], &'a [f32])>,
+    /// `[B, T]`: 1 for keys stored (visible to later queries until `until`).
+    pub stored: &'a [f32],
+    /// `[B, T]`: the first query that no longer sees each key; `None`: none leaves.
+    pub until: Option<&'a [usize]>,
+    /// Demoted tokens' later keys and values (`[B, T, h, d_h]`) and per key `[B, T]` the first
+    /// query that sees it in its later form.
+    pub late: Option<(&'a [f32], &'a [f32], &'a [usize])>,
     /// Lowest exponent the softmax evaluates (the tensor path's clamp).
     pub min_exponent: f32,
 }
@@ -946,8 +945,8 @@ impl pulp::WithSimd for Masked<'_, '_> {
     type Output = Vec<f32>;
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<f32> {
-        masked_inner(self.0)
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+        masked_inner(simd, self.0)
     }
 }
 
@@ -955,7 +954,7 @@ impl pulp::WithSimd for Masked<'_, '_> {
 const ACC: usize = 8;
 
 #[inline(always)]
-fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
+fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>) -> Vec<f32> {
     let [b_n, t_n, h_n, dh] = x.dims;
     let at = |b: usize, t: usize, h: usize| ((b * t_n + t) * h_n + h) * dh;
     // One head's keys or values feature-major: `[d_h][T]`.
@@ -971,6 +970,8 @@ fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
     let mut out = vec![0f32; b_n * t_n * h_n * dh];
     let (mut ks, mut vs, mut kl, mut vl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut w, mut wl, mut later) = (vec![0f32; t_n], vec![0f32; t_n], vec![0f32; t_n]);
+    // One query's row of visibility and of later forms, built from the per-key thresholds.
+    let (mut keep_row, mut mask_row) = (vec![0f32; t_n], vec![0f32; t_n]);
     let lo = x.min_exponent;
     for b in 0..b_n {
         for h in 0..h_n {
@@ -983,23 +984,28 @@ fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
             for s in 0..t_n {
                 let q = &x.q[at(b, s, h)..at(b, s, h) + dh];
                 let own = dot(q, &x.k_exact[at(b, s, h)..at(b, s, h) + dh]);
-                let keep = match x.keep_per_query {
-                    true => &x.keep[(b * t_n + s) * t_n..(b * t_n + s) * t_n + s],
-                    false => &x.keep[b * t_n..b * t_n + s],
+                let keys = b * t_n..b * t_n + s;
+                let keep: &[f32] = match x.until {
+                    None => &x.stored[keys],
+                    Some(until) => {
+                        for ((v, u), k) in keep_row.iter_mut().zip(&until[keys.clone()]).zip(&x.stored[keys]) {
+                            *v = if s < *u { *k } else { 0.0 };
+                        }
+                        &keep_row[..s]
+                    }
                 };
-                let mask = x.late.map(|(_, _, m)| &m[(b * t_n + s) * t_n..(b * t_n + s + 1) * t_n]);
+                let mask: Option<&[f32]> = x.late.map(|(_, _, from)| {
+                    for (m, f) in mask_row.iter_mut().zip(&from[b * t_n..b * t_n + s + 1]) {
+                        *m = if s >= *f { 1.0 } else { 0.0 };
+                    }
+                    &mask_row[..s + 1]
+                });
                 // Scores of the earlier keys in their stored form, blended with the later form.
                 let scores = &mut w[..s];
-                scores.fill(0.0);
-                for (d, &qd) in q.iter().enumerate() {
-                    axpy_slice(scores, qd, &ks[d * t_n..d * t_n + s]);
-                }
+                contract_keys(scores, q, &ks, t_n);
                 if let Some(m) = mask {
                     let late = &mut later[..s];
-                    late.fill(0.0);
-                    for (d, &qd) in q.iter().enumerate() {
-                        axpy_slice(late, qd, &kl[d * t_n..d * t_n + s]);
-                    }
+                    contract_keys(late, q, &kl, t_n);
                     for ((sc, la), m) in scores.iter_mut().zip(late.iter()).zip(&m[..s]) {
                         *sc = *sc * (1.0 - m) + la * m;
                     }
@@ -1007,7 +1013,7 @@ fn masked_inner(x: &MaskedInputs<'_>) -> Vec<f32> {
                 // Softmax over the visible keys and the token itself.
                 let max = visible_max(scores, keep, own);
                 let w_own = exp_lane((own - max).clamp(lo, 0.0));
-                let total = exp_weights(scores, keep, max, lo) + w_own;
+                let total = exp_weights(simd, scores, keep, max, lo) + w_own;
                 // Values: the weight of a key seen in its later form goes to its later value.
                 let weights = &mut w[..s];
                 let m_own = mask.map_or(0.0, |m| m[s]);
@@ -1051,31 +1057,59 @@ fn visible_max(scores: &[f32], keep: &[f32], init: f32) -> f32 {
     max.iter().fold(tail, |a, b| a.max(*b))
 }
 
-/// Scores → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum.
+/// Scores → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum in
+/// [`ACC`] partial sums. The `exp` runs on vectors of the instruction set ([`exp_vec`] gives
+/// [`exp_lane`]'s bits), the sums in plain chunks of [`ACC`], so the result is the same for
+/// every vector width.
 #[inline(always)]
-fn exp_weights(scores: &mut [f32], keep: &[f32], max: f32, lo: f32) -> f32 {
+fn exp_weights<S: pulp::Simd>(simd: S, scores: &mut [f32], keep: &[f32], max: f32, lo: f32) -> f32 {
+    let (lo_v, max_v, zero, cap) =
+        (simd.splat_f32s(lo), simd.splat_f32s(max), simd.splat_f32s(0.0), simd.splat_f32s(-87.0));
+    let (sv, st) = S::as_mut_simd_f32s(scores);
+    let (kv, kt) = S::as_simd_f32s(keep);
+    for (s, k) in sv.iter_mut().zip(kv) {
+        let d = simd.min_f32s(simd.max_f32s(simd.sub_f32s(*s, max_v), lo_v), zero);
+        *s = simd.mul_f32s(exp_vec(simd, d, cap), *k);
+    }
+    for (s, k) in st.iter_mut().zip(kt) {
+        *s = exp_lane((*s - max).clamp(lo, 0.0)) * k;
+    }
     let mut total = [0f32; ACC];
-    let (sc, sr) = scores.as_chunks_mut::<ACC>();
-    let (kc, kr) = keep.as_chunks::<ACC>();
-    for (s, k) in sc.iter_mut().zip(kc) {
+    let (sc, sr) = scores.as_chunks::<ACC>();
+    for s in sc {
         for i in 0..ACC {
-            s[i] = exp_lane((s[i] - max).clamp(lo, 0.0)) * k[i];
             total[i] += s[i];
         }
     }
-    let mut tail = 0.0;
-    for (s, k) in sr.iter_mut().zip(kr) {
-        *s = exp_lane((*s - max).clamp(lo, 0.0)) * k;
-        tail += *s;
-    }
-    total.iter().sum::<f32>() + tail
+    total.iter().sum::<f32>() + sr.iter().sum::<f32>()
 }
 
-/// `dst += a · x`.
+/// Keys scored per block of this many, the sums in registers over the features.
+const KEYS: usize = 32;
+
+/// `dst[u] = Σ_d q[d] · keys[d·stride + u]` for the first `dst.len()` keys of a feature-major
+/// `[d_h][stride]` layout, summed in feature order from 0 (`0 + q₀k₀ + q₁k₁ + …`, unfused, as a
+/// feature-by-feature `dst += q_d · row_d` would), a block of [`KEYS`] keys at a time.
 #[inline(always)]
-fn axpy_slice(dst: &mut [f32], a: f32, x: &[f32]) {
-    for (d, v) in dst.iter_mut().zip(x) {
-        *d += a * v;
+fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
+    let n = dst.len();
+    let (blocks, tail) = dst.as_chunks_mut::<KEYS>();
+    for (j, out) in blocks.iter_mut().enumerate() {
+        let mut acc = [0f32; KEYS];
+        for (d, &qd) in q.iter().enumerate() {
+            let row: &[f32; KEYS] = keys[d * stride + j * KEYS..][..KEYS].try_into().expect("a block of keys");
+            for i in 0..KEYS {
+                acc[i] += qd * row[i];
+            }
+        }
+        *out = acc;
+    }
+    let start = n - tail.len();
+    tail.fill(0.0);
+    for (d, &qd) in q.iter().enumerate() {
+        for (x, k) in tail.iter_mut().zip(&keys[d * stride + start..d * stride + n]) {
+            *x += qd * k;
+        }
     }
 }
 
