@@ -160,6 +160,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
+    std::fs::write(t("prior.toml"), tiny_ppo.replace("[policy]", "[policy]\nprior = [\"rank:9\"]")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -252,6 +253,25 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .map(String::from)
             .collect(),
             "[reward] budget_start: needs a budget",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
+                "envs/mqar-tiny.toml",
+                "--config",
+                &t("prior.toml"),
+                "--out",
+                &t("p3"),
+                "--run-dir",
+                &t("p3-run"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "[policy] prior: \"rank:9\" is not an option of this menu",
         ),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]

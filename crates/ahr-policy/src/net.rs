@@ -17,6 +17,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::obs::{ObsBatch, RunningNorm};
 
+/// [`PolicyConfig::prior`]'s option names as indices into `menu` (option names as the menu
+/// spells them), one per head: a single name applies to every head.
+pub fn resolve_prior(names: &[String], menu: &[String], heads: usize) -> Result<Vec<usize>, String> {
+    let index = |name: &String| {
+        menu.iter()
+            .position(|m| m == name)
+            .ok_or_else(|| format!("[policy] prior: \"{name}\" is not an option of this menu ({})", menu.join(", ")))
+    };
+    match names.len() {
+        1 => Ok(vec![index(&names[0])?; heads]),
+        n if n == heads => names.iter().map(index).collect(),
+        n => Err(format!("[policy] prior: {n} options for {heads} layers (give one per layer, or one for all)")),
+    }
+}
+
 /// Network family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,11 +54,18 @@ pub struct PolicyConfig {
     pub token_embed_dim: usize,
     /// Feature vectors per observation (the current one and `window − 1` before it).
     pub window: usize,
+    /// A rule to start from: per layer the menu option (by name, e.g. `"recent:4"`, `"rank:1"`;
+    /// one name for every layer) that the untrained actor prefers by `prior_logit` nats over
+    /// the others, so that PPO improves on a known rule instead of a uniform draw. Empty: none.
+    pub prior: Vec<String>,
+    /// The preferred option's head start (logits; with the policy head's near-zero start,
+    /// probability `e^x / (e^x + options − 1)`).
+    pub prior_logit: f32,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { kind: PolicyKind::Mlp, hidden: 64, token_embed_dim: 16, window: 1 }
+        Self { kind: PolicyKind::Mlp, hidden: 64, token_embed_dim: 16, window: 1, prior: Vec::new(), prior_logit: 4.0 }
     }
 }
 
@@ -171,6 +193,22 @@ impl ActorCritic {
         }
     }
 
+    /// This network with the actor's output biases set so that head `h` prefers option
+    /// `prefer[h]` by `logit` (see [`PolicyConfig::prior`]); the other biases are zero.
+    pub fn with_prior(mut self, prefer: &[usize], logit: f32) -> Self {
+        let PolicyDims { heads, options, .. } = self.dims;
+        assert_eq!(prefer.len(), heads, "one preferred option per head");
+        let mut bias = vec![0f32; heads * options];
+        for (h, &o) in prefer.iter().enumerate() {
+            assert!(o < options, "option {o} of {options}");
+            bias[h * options + o] = logit;
+        }
+        let device = self.actor.out.weight.device();
+        let param = self.actor.out.bias.take().expect("the policy head has a bias");
+        self.actor.out.bias = Some(param.map(|_| Tensor::from_data(TensorData::new(bias, [heads * options]), &device)));
+        self
+    }
+
     /// The environment-fixed sizes.
     pub fn dims(&self) -> PolicyDims {
         self.dims
@@ -236,7 +274,7 @@ mod tests {
     fn both_kinds_produce_logits_per_layer_and_a_value() {
         let dev = ahr_tpa::device::from_env();
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
-            let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 4, window };
+            let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 4, window, ..PolicyConfig::default() };
             let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 11, heads: 2, options: 3 };
             let net = ActorCritic::new(&cfg, dims, &dev);
             let obs = ObsBatch {
@@ -248,6 +286,46 @@ mod tests {
             let t = net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev);
             assert_eq!(net.logits(&t).dims(), [7, 2, 3]);
             assert_eq!(net.value(&t).dims(), [7]);
+        }
+    }
+
+    /// A prior makes the untrained actor pick the rule's option on every head (its logit leads by
+    /// the prior's head start, the rest stay near zero), for both network kinds; names resolve
+    /// against the menu, one for all heads or one per head, and bad ones are errors.
+    #[test]
+    fn a_prior_starts_the_actor_at_its_rule() {
+        let dev = ahr_tpa::device::from_env();
+        let menu: Vec<String> = ["drop", "rank:1", "full", "recent:4"].map(String::from).to_vec();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(resolve_prior(&names(&["recent:4", "rank:1"]), &menu, 2), Ok(vec![3, 1]));
+        assert_eq!(resolve_prior(&names(&["full"]), &menu, 2), Ok(vec![2, 2]));
+        assert!(resolve_prior(&names(&["rank:2"]), &menu, 2).unwrap_err().contains("\"rank:2\" is not an option"));
+        assert!(
+            resolve_prior(&names(&["drop", "drop", "drop"]), &menu, 2).unwrap_err().contains("3 options for 2 layers")
+        );
+        for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
+            let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 0, window, ..PolicyConfig::default() };
+            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 0, heads: 2, options: 4 };
+            let net = ActorCritic::new(&cfg, dims, &dev).with_prior(&[3, 1], cfg.prior_logit);
+            let obs = ObsBatch {
+                features: (0..9 * 5 * window).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
+                tokens: vec![0; 9],
+                masks: vec![true; 9 * 8],
+                len: 9,
+            };
+            let logits = net.logits(&net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
+            let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+            for (row, l) in logits.chunks(4).enumerate() {
+                let want = [3, 1][row % 2];
+                for (o, x) in l.iter().enumerate() {
+                    match o == want {
+                        true => assert!((x - 4.0).abs() < 0.5, "{kind:?} row {row}: preferred logit {x}"),
+                        false => assert!(x.abs() < 0.5, "{kind:?} row {row}: logit {x} of option {o}"),
+                    }
+                }
+            }
+            let picks = net.act_deterministic(&obs, &RunningNorm::new(dims.obs_dim), &dev);
+            assert_eq!(picks, [3, 1].repeat(9), "{kind:?}");
         }
     }
 }

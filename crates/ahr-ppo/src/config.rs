@@ -173,6 +173,12 @@ impl PpoConfig {
         if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
             return Err(Invalid::new("learning_rate", format!("must be > 0, found {}", self.learning_rate)));
         }
+        if !self.policy.prior_logit.is_finite() {
+            return Err(Invalid::new(
+                "policy.prior_logit",
+                format!("must be finite, found {}", self.policy.prior_logit),
+            ));
+        }
         for (name, v) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Invalid::new(name, format!("must lie in [0, 1], found {v}")));

@@ -160,6 +160,15 @@ impl Trainer {
         Ok(Self { cfg, net, optim, state, budget, workers, obs_spec, dims, rows_per_step, seed, train_device, comm })
     }
 
+    /// Start the actor from a rule: head `h` prefers option `prefer[h]` by the config's
+    /// `[policy] prior_logit` ([`ahr_policy::PolicyConfig::prior`]). Call before
+    /// [`Trainer::with_comm`] (which gives every rank rank 0's network); a resumed run loads its
+    /// checkpoint's network over it.
+    pub fn with_prior(mut self, prefer: &[usize]) -> Self {
+        self.net = self.net.with_prior(prefer, self.cfg.policy.prior_logit);
+        self
+    }
+
     /// This trainer as one rank of a DD-PPO group (module docs): every rank builds its trainer with
     /// the same arguments and its own environments (the same number on every rank), then calls
     /// this; the policy becomes rank 0's and rank r's environments are numbered (seeded) from

@@ -200,7 +200,15 @@ pub fn train_policy_distributed(
         (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
     let budget = ahr_env::BudgetController::from_reward(&spec.reward);
     let lambda = ahr_env::initial_lambda(&spec.reward);
-    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?.with_comm(*comm);
+    let heads = envs.first().map_or(0, |e| e.heads());
+    let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
+    if !ppo.policy.prior.is_empty() {
+        let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+        let prefer = ahr_policy::resolve_prior(&ppo.policy.prior, &names, heads)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+        trainer = trainer.with_prior(&prefer);
+    }
+    let mut trainer = trainer.with_comm(*comm);
     // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.
     let mut _shared_checkpoint = None;
     if a.resume {
