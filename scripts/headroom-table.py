@@ -38,11 +38,18 @@ def load(path, fractions):
             targets.append({"fraction": fr, "families": list(best.values())})
         counts = {}
         for p in points:
-            counts[p["kind"].get("rule", p["name"])] = counts.get(p["kind"].get("rule", p["name"]), 0) + 1
+            name = rule_of(p) or p["name"]
+            counts[name] = counts.get(name, 0) + 1
         note = "points so far: " + ", ".join(f"{f} {n}" for f, n in counts.items())
         return dict(metric="metric", higher_is_better=higher, exact_kv_bytes_per_token=exact_bytes,
                     points=points, targets=targets, sequences="?"), note
     return json.load(open(path)), None
+
+
+def rule_of(point):
+    """The rule family of a judge point (`None` for policies, whose kind is a plain string)."""
+    kind = point["kind"]
+    return kind.get("rule") if isinstance(kind, dict) else None
 
 
 def main(argv):
@@ -56,7 +63,7 @@ def main(argv):
         o, note = load(path, fractions)
         m, higher = o["metric"], o["higher_is_better"]
         exact_bytes = o["exact_kv_bytes_per_token"]
-        uniform = [p for p in o["points"] if p["kind"].get("rule") == "uniform" and "/" not in p["setting"]
+        uniform = [p for p in o["points"] if rule_of(p) == "uniform" and "/" not in p["setting"]
                    and not p["setting"].startswith("recent:")]
         exact = next((p["metric"] for p in uniform if p["kv_bytes_per_token"] == exact_bytes), None)
         if exact is None:
