@@ -265,8 +265,6 @@ fn bad_input_gives_a_message_and_exit_code_1() {
                 &t("prior.toml"),
                 "--out",
                 &t("p3"),
-                "--run-dir",
-                &t("p3-run"),
             ]
             .into_iter()
             .map(String::from)

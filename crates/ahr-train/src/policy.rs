@@ -163,6 +163,19 @@ pub fn train_policy_distributed(
     }
     // Rank episodes restart at every rollout, so a checkpoint at an iteration boundary resumes exactly.
     ppo.reset_each_iteration = true;
+    // The env file's granularity and the policy's window decide the environment (per-layer
+    // bandit or per-token decode; stacked observations for attention policies).
+    let envs: Vec<Box<dyn VecEnv>> =
+        (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
+    // The rule a prior starts from (one option per action head), checked before anything is written.
+    let heads = envs.first().map_or(0, |e| e.heads());
+    let prior = (!ppo.policy.prior.is_empty())
+        .then(|| {
+            let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+            ahr_policy::resolve_prior(&ppo.policy.prior, &names, heads)
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     let run_dir = a.run_dir();
     let resolved =
         ResolvedPolicyRun { ppo: ppo.clone(), env: spec.clone(), seed: a.seed, model_fingerprint: fp.clone() };
@@ -194,19 +207,11 @@ pub fn train_policy_distributed(
         }
     }
 
-    // The env file's granularity and the policy's window decide the environment (per-layer
-    // bandit or per-token decode; stacked observations for attention policies).
-    let envs: Vec<Box<dyn VecEnv>> =
-        (0..ppo.num_envs).map(|_| make_env(&model, &task, &spec, false, ppo.policy.window, dev)).collect();
     let budget = ahr_env::BudgetController::from_reward(&spec.reward);
     let lambda = ahr_env::initial_lambda(&spec.reward);
-    let heads = envs.first().map_or(0, |e| e.heads());
     let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
-    if !ppo.policy.prior.is_empty() {
-        let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
-        let prefer = ahr_policy::resolve_prior(&ppo.policy.prior, &names, heads)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
-        trainer = trainer.with_prior(&prefer);
+    if let Some(prefer) = &prior {
+        trainer = trainer.with_prior(prefer);
     }
     let mut trainer = trainer.with_comm(*comm);
     // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.
