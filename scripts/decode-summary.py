@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Median over rounds of each run's median step (ms) for the before/after decode files here; the
-speed-up over dense MHA and the ratio to the bandwidth bound, per (ctx, batch, cache)."""
-import glob, json, os, statistics, sys
-here = os.path.dirname(os.path.abspath(__file__))
+"""Median over rounds of each run's median step (ms) for the before/after decode files
+(`decode-{before,after}-roundR.json`, from `ahr bench decode`) in DIR; the speed-up over dense MHA
+and the ratio to the bandwidth bound, per (ctx, batch, cache). Usage: decode-summary.py DIR"""
+import glob, json, statistics, sys
+if len(sys.argv) != 2:
+    sys.exit(__doc__)
+here = sys.argv[1]
 rows = {}
 for name in ("before", "after"):
     for f in sorted(glob.glob(f"{here}/decode-{name}-round*.json")):
