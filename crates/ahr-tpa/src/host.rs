@@ -557,11 +557,11 @@ fn scores<S: pulp::Simd, const N: usize, const C: usize>(
             for r in 0..rank {
                 let keys = r * stride + h;
                 let u: [Vecs<S, N>; C] = match q.head_mix {
-                    None => contract_shared::<S, N, C>(simd, data, head_rows(q.rows, c0, dh), keys, dh),
+                    None => contract_each::<S, N, C>(simd, data, head_rows(q.rows, c0, dh), [keys; C], dh),
                     Some(mix) => {
                         let m = contracted.len();
                         for (j, t) in contracted.iter_mut().enumerate() {
-                            [*t] = contract_shared::<S, N, 1>(simd, data, [&q.rows[j * dh..(j + 1) * dh]], keys, dh);
+                            [*t] = contract_each::<S, N, 1>(simd, data, [&q.rows[j * dh..(j + 1) * dh]], [keys], dh);
                         }
                         let mut u = [[zero; N]; C];
                         for (c, u) in u.iter_mut().enumerate() {
@@ -605,43 +605,8 @@ fn head_rows<const C: usize>(rows: &[f32], c0: usize, dh: usize) -> [&[f32]; C] 
     std::array::from_fn(|c| &rows[(c0 + c) * dh..(c0 + c + 1) * dh])
 }
 
-/// `dst[c] = Σ_i rows[c][i] · block[feature + i]` for C rows contracted with the same block rows
-/// (factor keys): each block row is read once, whole, in order (what the prefetcher follows).
-#[inline(always)]
-fn contract_shared<S: pulp::Simd, const N: usize, const C: usize>(
-    simd: S,
-    block: &[Vecs<S, N>],
-    rows: [&[f32]; C],
-    feature: usize,
-    dh: usize,
-) -> [Vecs<S, N>; C] {
-    let mut dst = [[simd.splat_f32s(0.0); N]; C];
-    if in_registers::<N, C>() {
-        for (i, x) in block[feature..feature + dh].iter().enumerate() {
-            for c in 0..C {
-                let a = simd.splat_f32s(rows[c][i]);
-                for k in 0..N {
-                    dst[c][k] = simd.mul_add_f32s(a, x[k], dst[c][k]);
-                }
-            }
-        }
-    } else {
-        // Too many sums for the registers: one vector of lanes at a time (the same operations
-        // per lane, in the same order).
-        for k in 0..N {
-            let mut d = [simd.splat_f32s(0.0); C];
-            for (i, x) in block[feature..feature + dh].iter().enumerate() {
-                for c in 0..C {
-                    d[c] = simd.mul_add_f32s(simd.splat_f32s(rows[c][i]), x[k], d[c]);
-                }
-            }
-            (0..C).for_each(|c| dst[c][k] = d[c]);
-        }
-    }
-    dst
-}
-
-/// `dst[c] = Σ_i rows[c][i] · block[feats[c] + i]`: each row with its own block rows (dense keys).
+/// `dst[c] = Σ_i rows[c][i] · block[feats[c] + i]`: each row with its own block rows (dense keys),
+/// or every row with the same ones (`feats` all equal: factor keys, each block row read once).
 #[inline(always)]
 fn contract_each<S: pulp::Simd, const N: usize, const C: usize>(
     simd: S,
