@@ -413,6 +413,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     std::fs::write(&recent, text.replace("[env]\n", "[env]\nrecent = [4]\n")).unwrap();
     let review = tmp.join("review.toml");
     std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = 3\n")).unwrap();
+    let spike = tmp.join("spike.toml");
+    std::fs::write(&spike, text.replace("[env]\n", "[env]\nreview = \"spike\"\n")).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -424,6 +426,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
         (recent.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
         (review.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
         (root().join("envs/mqar-tiny.toml"), partner.clone(), "per-token", 1),
+        (spike.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
@@ -487,6 +490,12 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["policies"][0]["name"], "policy:policy-3");
+    // Spike reviews: the same heads, their own features, and inference drops what the
+    // environment dropped, when it dropped it.
+    let p = tmp.join("policy-5");
+    let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"review\": \"spike\"") && manifest.contains("spike_weight"), "{manifest}");
+    inference_matches(model, &p, &spike);
 }
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the
@@ -513,8 +522,13 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     .unwrap();
     let batch = task.valid_batch(0, streams);
     let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
-    // Tokens younger than the review age have not had their second decision when a run ends.
-    let settled = manifest.review.unwrap_or(0) * manifest.n_layers;
+    // Tokens younger than the review age have not had their second decision when a run ends; a
+    // spike review may come at any later step, so only the continuation is compared.
+    let (review, l_n) = (manifest.review, manifest.n_layers);
+    let settled = |n: usize| match review {
+        Some(ahr_tpa::ReviewAt::Spike(_)) => n,
+        at => at.and_then(|a| a.age()).unwrap_or(0) * l_n,
+    };
     let policy = ahr_infer::RankPolicy::new(manifest, net);
     let generator = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev);
     let run = generator.run(&prompts, 0).unwrap();
@@ -523,7 +537,7 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     let prefixes: Vec<Vec<u32>> = prompts.iter().map(|p| p[..p.len() / 2].to_vec()).collect();
     let (short, long) = (generator.run(&prefixes, 2).unwrap(), generator.run(&prefixes, 40).unwrap());
     for (s, l) in short.choices.iter().zip(&long.choices) {
-        let n = s.len() - settled;
+        let n = s.len() - settled(s.len());
         assert_eq!(s[..n], l[..n], "decisions for a prefix changed with max_new_tokens");
     }
     assert_eq!(short.new_tokens(0), &long.new_tokens(0)[..2]);

@@ -29,7 +29,7 @@ pub fn make_env(
     let rank = |m, t, r, s, d| {
         let env = RankEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p).with_pairs(spec.env.paired);
         match spec.env.review {
-            Some(age) => env.with_review(age),
+            Some(at) => env.with_review(at),
             None => env,
         }
     };

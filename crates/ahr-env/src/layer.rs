@@ -113,6 +113,7 @@ impl VecEnv for LayerEnv {
             episodes.push(EpisodeStats {
                 reviews: 0,
                 review_changes: 0,
+                evictions: Vec::new(),
                 ret: r,
                 len: 1,
                 task_loss: loss / labelled.max(1) as f64,

@@ -14,7 +14,7 @@
 use ahr_policy::obs::{LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
-use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewBook, cost};
+use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewAt, ReviewBook, cost};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -34,6 +34,7 @@ struct Running {
     by_position: Vec<Vec<u64>>,
     reviews: u64,
     review_changes: u64,
+    evictions: Vec<(usize, usize, usize)>,
 }
 
 /// What one forward step left for the agent to see and for the reward to use.
@@ -80,8 +81,8 @@ pub struct RankEnv {
     positions_seen: Option<usize>,
     /// Per stream, the running statistics of the causal features.
     history: Vec<SequenceHistory>,
-    /// Review mode: the age.
-    review: Option<usize>,
+    /// Review mode: when tokens come up for their second decision.
+    review: Option<ReviewAt>,
     /// Review mode: the episode's hindsight bookkeeping.
     book: Option<ReviewBook>,
     paired: bool,
@@ -139,11 +140,12 @@ impl RankEnv {
     }
 
     /// Review mode (DESIGN.md §10): each token kept at a plain option is decided again `age`
-    /// queries after it was written; the model's menu must hold
-    /// [`ahr_tpa::review_options`]`(cfg, age)` (what an env's `[env] review` adds; only reviews
-    /// produce them). Actions become L write heads then L review heads.
-    pub fn with_review(mut self, age: usize) -> Self {
-        self.review = Some(age);
+    /// queries after it was written, or (spike reviews) one step after it tops a query's
+    /// attention row; the model's menu must hold [`ReviewAt::menu_extras`] (what an env's
+    /// `[env] review` adds; only reviews produce them). Actions become L write heads then L
+    /// review heads.
+    pub fn with_review(mut self, at: ReviewAt) -> Self {
+        self.review = Some(at);
         self
     }
 
@@ -192,9 +194,11 @@ impl RankEnv {
         };
         self.cache = KvCache::new(&cfg, self.streams, &self.device);
         self.book = None;
-        if let Some(age) = self.review {
-            self.cache = self.cache.clone().with_review(age);
-            self.book = Some(ReviewBook::new(&cfg, self.streams, age)?);
+        if let Some(at) = self.review {
+            if let Some(age) = at.age() {
+                self.cache = self.cache.clone().with_review(age);
+            }
+            self.book = Some(ReviewBook::new(&cfg, self.streams, at)?);
         }
         self.history = vec![SequenceHistory::default(); self.streams];
         self.t = 0;
@@ -318,7 +322,10 @@ impl VecEnv for RankEnv {
             ..ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size)
                 .expect("a known observation version")
         };
-        if self.review.is_some() { spec.with_review(cfg.n_layers) } else { spec }
+        match self.review {
+            Some(at) => spec.with_review(cfg.n_layers, at),
+            None => spec,
+        }
     }
 
     fn heads(&self) -> usize {
@@ -385,8 +392,14 @@ impl VecEnv for RankEnv {
                     r.counts[l][rv.effective] += 1;
                     r.by_position[rv.position][rv.written] -= 1;
                     r.by_position[rv.position][rv.effective] += 1;
-                    delta += cost::charged_bytes(&cfg, cfg.menu[rv.effective], rv.position, len)
-                        - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
+                    let became = match rv.evicted_at {
+                        Some(at) => {
+                            r.evictions.push((l, rv.position, at));
+                            cost::charged_bytes_evicted(&cfg, cfg.menu[rv.written], rv.position, len, at)
+                        }
+                        None => cost::charged_bytes(&cfg, cfg.menu[rv.effective], rv.position, len),
+                    };
+                    delta += became - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
                 }
             }
             immediate[b] = -(self.lambda_mem * mem) as f32;
@@ -429,6 +442,7 @@ impl VecEnv for RankEnv {
                     position_counts: r.by_position.clone(),
                     reviews: r.reviews,
                     review_changes: r.review_changes,
+                    evictions: std::mem::take(&mut r.evictions),
                 }
             })
             .collect();

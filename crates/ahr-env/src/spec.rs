@@ -29,10 +29,13 @@ pub struct EnvSettings {
     /// `ahr analyze` set it from a policy's manifest).
     #[serde(skip)]
     pub positions_seen: Option<usize>,
-    /// Review age (DESIGN.md §10, per-token mode): every token kept at a plain option comes up
-    /// for a second decision this many queries after it was written — keep, a nested lower rank,
-    /// or drop — with the attention it has received as features. Absent: write-time decisions only.
-    pub review: Option<usize>,
+    /// Second decisions (DESIGN.md §10, per-token mode). `review = 16`: every token kept at a
+    /// plain option comes up again this many queries after it was written — keep, a nested lower
+    /// rank, or drop — with the attention it has received as features. `review = "spike"`: a kept
+    /// token comes up one step after it topped a query's attention row in its layer, as often as
+    /// that happens — keep, or drop from the next query on (the menu needs `drop`). Absent:
+    /// write-time decisions only.
+    pub review: Option<ahr_tpa::ReviewAt>,
     /// Training episodes give each sequence to two neighbouring streams (2k and 2k + 1), so a
     /// trainer may judge one stream's actions against its partner's on the same sequence; held-out
     /// episodes are not paired. Not an env-file key: `train-policy` sets it when the PPO config
@@ -192,14 +195,23 @@ impl EnvSpec {
         let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
         let model = model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))?;
         match self.env.review {
-            Some(age) => {
-                let extra = ahr_tpa::review_options(model.config(), age);
+            Some(at @ ahr_tpa::ReviewAt::Age(age)) => {
+                let extra = at.menu_extras(model.config());
                 if let Some(o) = extra.iter().find(|o| self.env.schedules.contains(o)) {
                     return Err(format!(
                         "[env] schedules: {o} is what a review at age {age} produces (only reviews may choose it)"
                     ));
                 }
                 model.with_timed(&extra).map_err(|e| format!("[env] review: {e}"))
+            }
+            Some(ahr_tpa::ReviewAt::Spike(_)) => {
+                if !model.config().menu.contains(&ahr_tpa::StoreOption::Drop) {
+                    return Err(
+                        "[env] review = \"spike\": a review keeps or drops its token, so the model's menu needs `drop`"
+                            .into(),
+                    );
+                }
+                Ok(model)
             }
             None => Ok(model),
         }
@@ -225,7 +237,7 @@ impl EnvSpec {
                 "a partner baseline pairs the streams: it needs \"per-token\"",
             ));
         }
-        if self.env.review == Some(0) {
+        if self.env.review == Some(ahr_tpa::ReviewAt::Age(0)) {
             return Err(Invalid::new("[env] review", "must be at least 1 query"));
         }
         if self.env.review.is_some() && self.env.granularity != Granularity::PerToken {

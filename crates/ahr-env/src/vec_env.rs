@@ -38,6 +38,9 @@ pub struct EpisodeStats {
     pub reviews: u64,
     /// Review decisions that changed the write-time option (demoted or dropped the token).
     pub review_changes: u64,
+    /// Tokens a spike review dropped, `(layer, position, first query that no longer sees it)`
+    /// (their option counts say `drop`; this says when).
+    pub evictions: Vec<(usize, usize, usize)>,
 }
 
 impl EpisodeStats {

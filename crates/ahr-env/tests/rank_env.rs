@@ -291,7 +291,8 @@ fn reviews_are_masked_and_charged_as_the_options_they_produce() {
     let cfg = model.config().clone();
     let (l_n, m) = (cfg.n_layers, cfg.menu.len());
     let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
-    let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(age);
+    let mut env =
+        RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(ahr_tpa::ReviewAt::Age(age));
     assert_eq!(env.heads(), 2 * l_n);
     let spec = env.obs_spec();
     assert!(spec.features.iter().any(|f| f == "layer1.attn_received"));
@@ -347,6 +348,68 @@ fn reviews_are_masked_and_charged_as_the_options_they_produce() {
             assert_eq!(stats.reviews, ((16 - age) * l_n) as u64);
             assert_eq!(stats.review_changes, changed);
             assert!(changed > 0);
+        } else {
+            obs = step.obs;
+        }
+    }
+}
+
+/// Spike reviews: a review head per layer offers keep or drop for the token that topped the
+/// previous query's row; the environment charges memory, peak and FLOPs as the cost model does
+/// for the writes with the reviews' evictions, and reports each eviction.
+#[test]
+fn spike_reviews_are_masked_and_charged_as_evictions() {
+    let (model, task, _) = parts();
+    let cfg = model.config().clone();
+    let (l_n, m) = (cfg.n_layers, cfg.menu.len());
+    let drop = cfg.option_index(ahr_tpa::StoreOption::Drop).unwrap();
+    let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
+    let mut env =
+        RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(ahr_tpa::ReviewAt::SPIKE);
+    assert_eq!(env.heads(), 2 * l_n);
+    let spec = env.obs_spec();
+    assert!(spec.features.iter().any(|f| f == "layer1.spike_weight"));
+    let mut obs = env.reset(4).unwrap();
+    let mut writes = vec![vec![0usize; l_n]; 16];
+    let mut reviews = 0;
+    for t in 0..16 {
+        let mut actions = Vec::new();
+        for b in 0..3 {
+            for l in 0..l_n {
+                // Every option is writable; rank:1, rank:2 or exact, now and then drop.
+                assert!(obs.masks[((b * 2 * l_n) + l) * m..((b * 2 * l_n) + l + 1) * m].iter().all(|&x| x));
+                actions.push([1, 2, cfg.exact_index(), drop][(t + 2 * l + b) % 4]);
+            }
+            for l in 0..l_n {
+                let row = &obs.masks[((b * 2 * l_n) + l_n + l) * m..((b * 2 * l_n) + l_n + l + 1) * m];
+                let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
+                if t < 2 {
+                    assert_eq!(ok, vec![cfg.exact_index()], "no row has been topped before step 2");
+                }
+                // Keep or drop the token under review; the exact option alone when there is none.
+                assert!(ok.len() == 1 || (ok.len() == 2 && ok.contains(&drop)), "{ok:?}");
+                if b == 0 && ok.len() == 2 {
+                    reviews += 1;
+                }
+                actions.push(ok[(t + l) % ok.len()]);
+            }
+            if b == 0 {
+                writes[t].copy_from_slice(&actions[..l_n]);
+            }
+        }
+        let step = env.step(&actions).unwrap();
+        if t == 15 {
+            let stats = &step.episodes[0];
+            assert!(!stats.evictions.is_empty() && stats.evictions.iter().all(|&(_, k, at)| k < at && at <= 16));
+            let evicted = |k: usize, l: usize| stats.evictions.iter().find(|e| (e.0, e.1) == (l, k)).map(|e| e.2);
+            let c = cost::sequence_cost(&cfg, 16, |k, l| (cfg.menu[writes[k][l]], evicted(k, l)));
+            let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
+            assert!((stats.mem_frac - c.kv_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.mem_frac);
+            assert!((stats.peak_frac - c.peak_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.peak_frac);
+            let flops = c.flops_per_token * 16.0 / cost::exact_sequence_flops(&cfg, 16);
+            assert!((stats.flops_frac - flops).abs() < 1e-9, "{} vs {flops}", stats.flops_frac);
+            assert_eq!(stats.reviews, reviews);
+            assert_eq!(stats.review_changes, stats.evictions.len() as u64);
         } else {
             obs = step.obs;
         }

@@ -189,7 +189,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let seq_len = task.valid_batch(0, 1).seq_len;
     let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
     let l_n = cfg.n_layers;
-    let review_dim = if manifest.review.is_some() { ahr_tpa::REVIEW_FEATURES.len() * l_n } else { 0 };
+    let review_dim = manifest.review.map_or(0, |at| at.features().len() * l_n);
     let dim = global.len() + LAYER_FEATURES.len() * l_n + review_dim;
     let window = manifest.policy.window.max(1);
     let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
@@ -262,11 +262,11 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             let idx = (0..l_n).map(|l| global.len() + l * LAYER_FEATURES.len() + k).collect();
             groups.push((format!("{f} (all layers)"), idx, false));
         }
-        if manifest.review.is_some() {
+        if let Some(at) = manifest.review {
             // The hindsight features: each across layers, then all of them at once.
             let base = global.len() + LAYER_FEATURES.len() * l_n;
-            let per = ahr_tpa::REVIEW_FEATURES.len();
-            for (k, f) in ahr_tpa::REVIEW_FEATURES.iter().enumerate().skip(2) {
+            let per = at.features().len();
+            for (k, f) in at.features().iter().enumerate().skip(2) {
                 groups.push((format!("{f} (all layers)"), (0..l_n).map(|l| base + l * per + k).collect(), false));
             }
             let all = (0..l_n).flat_map(|l| (2..per).map(move |k| base + l * per + k)).collect();
@@ -425,7 +425,7 @@ impl Runner<'_> {
         let mut decisions = Vec::with_capacity(episodes * len);
         // Review actions: (sequence, position of the token reviewed, its options after review).
         let mut reviews: Vec<(usize, usize, Vec<usize>)> = Vec::new();
-        let age = self.manifest.review;
+        let age = self.manifest.review.and_then(|at| at.age());
         let mut calls = 0usize;
         let stats = ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| {
             let actions = self.act(obs, ablate);
@@ -462,8 +462,21 @@ impl Runner<'_> {
         }
         // What each token stores over the rest of the sequence, as a share of keeping it exact
         // (timed options and reviews let go or demote).
+        // Spike reviews drop a token at a moment of its own: its write option (the decision's)
+        // held until then.
+        let mut evicted: std::collections::HashMap<(usize, usize, usize), usize> = Default::default();
+        for (seq, e) in stats.iter().enumerate() {
+            for &(l, t, at) in &e.evictions {
+                evicted.insert((seq, t, l), at);
+            }
+        }
         for d in &mut decisions {
-            let steps: usize = d.options.iter().map(|&o| cost::byte_steps(cfg, cfg.menu[o], d.t, len, None)).sum();
+            let steps: usize = d
+                .options
+                .iter()
+                .enumerate()
+                .map(|(l, &o)| cost::byte_steps(cfg, cfg.menu[o], d.t, len, evicted.get(&(d.seq, d.t, l)).copied()))
+                .sum();
             d.kept = steps as f64 / (len - d.t) as f64 / exact_bytes;
         }
         Ok((stats, decisions))

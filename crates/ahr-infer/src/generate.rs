@@ -134,15 +134,18 @@ impl<'a> Generator<'a> {
         let mut tokens: Vec<Vec<u32>> = prompts.to_vec();
         let mut choices: Vec<Vec<usize>> = vec![Vec::with_capacity(fed * l_n); b_n];
         let mut cache = KvCache::new(cfg, b_n, &self.device);
-        // A policy trained with reviews decides again for each token `age` queries later.
+        // A policy trained with reviews decides again for each token `age` queries later, or
+        // after it tops a query's attention row.
         let review = match self.chooser {
             Chooser::Policy(p) => p.manifest.review,
             _ => None,
         };
         let mut book = match review {
-            Some(age) => {
-                cache = cache.with_review(age);
-                Some(ReviewBook::new(cfg, b_n, age)?)
+            Some(at) => {
+                if let Some(age) = at.age() {
+                    cache = cache.with_review(age);
+                }
+                Some(ReviewBook::new(cfg, b_n, at)?)
             }
             None => None,
         };

@@ -52,10 +52,11 @@ pub struct Manifest {
     /// `budget_left` feature); absent without budget mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<f64>,
-    /// Review age (DESIGN.md §10): the policy also decides again for each token this many
-    /// queries after writing it (L more action heads, review features); absent without reviews.
+    /// Second decisions (DESIGN.md §10): the policy also decides again for each token this many
+    /// queries after writing it, or (`"spike"`) one step after the token tops a query's attention
+    /// row (L more action heads, review features); absent without reviews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<usize>,
+    pub review: Option<ahr_tpa::ReviewAt>,
 }
 
 /// Errors of export and import.
@@ -128,7 +129,7 @@ impl Manifest {
             ));
         };
         let expected = match self.review {
-            Some(_) => expected.with_review(model.n_layers),
+            Some(at) => expected.with_review(model.n_layers, at),
             None => expected,
         }
         .windowed(self.policy.window);

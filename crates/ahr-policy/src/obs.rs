@@ -299,10 +299,10 @@ impl ObsSpec {
     }
 
     /// This spec with the review features of every layer appended (`layer<i>.review_present`, …;
-    /// [`ahr_tpa::REVIEW_FEATURES`]).
-    pub fn with_review(mut self, n_layers: usize) -> Self {
+    /// [`ahr_tpa::ReviewAt::features`]).
+    pub fn with_review(mut self, n_layers: usize, at: ahr_tpa::ReviewAt) -> Self {
         for l in 0..n_layers {
-            self.features.extend(ahr_tpa::REVIEW_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
+            self.features.extend(at.features().iter().map(|f| format!("layer{l}.{f}")));
         }
         self
     }

@@ -98,6 +98,17 @@ pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, t: usize, seq_len: 
     byte_steps(cfg, option, t, seq_len, None) as f64 / full_cache_steps_per_token(seq_len)
 }
 
+/// [`charged_bytes`] of a token evicted from query `evicted_at` on (a spike review's drop).
+pub fn charged_bytes_evicted(
+    cfg: &ModelConfig,
+    option: StoreOption,
+    t: usize,
+    seq_len: usize,
+    evicted_at: usize,
+) -> f64 {
+    byte_steps(cfg, option, t, seq_len, Some(evicted_at)) as f64 / full_cache_steps_per_token(seq_len)
+}
+
 /// Memory and attention FLOPs of one sequence under given storage (all layers).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SequenceCost {

@@ -11,10 +11,20 @@
 //! layer, the last `age` tokens' stored keys and the attention each has received (from the
 //! decode step's per-head log-sum-exp, [`crate::StepOutput::lse`]); the rank environment and
 //! `ahr-infer` both use it, so a deployed policy reviews exactly as it was trained.
+//!
+//! Reviews at a fixed age cannot catch the moment a token's worth changes — when its key returns
+//! and what follows shows it superseded. With [`ReviewAt::Spike`] a token comes up instead one
+//! step after it topped a query's attention row in its layer (the most-attended kept token, mean
+//! over heads): at most one token per stream and layer per step, so the action stays one review
+//! head per layer. The review sees how much that query gave it, what the query's own next token
+//! turned out to be (the step's `surprisal` feature), its age and its history; it may keep the
+//! token (it stays reviewable) or drop it from the next query on ([`KvCache::evict`]), which the
+//! parallel forward sees as an eviction ([`crate::Choices::with_evictions`]).
 
 use std::collections::VecDeque;
 
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{KvCache, PendingToken};
 use crate::config::{Form, ModelConfig, StoreOption};
@@ -31,6 +41,74 @@ pub const REVIEW_FEATURES: [&str; 5] = [
     "attn_received_max",  // the most any one of those queries gave it
     "attn_received_last", // what the latest query gave it
 ];
+
+/// Per-layer features of the token under a spike review ([`ReviewAt::Spike`]), in order.
+pub const SPIKE_FEATURES: [&str; 7] = [
+    "review_present",     // 1 if a kept token topped the previous query's row in this layer and can change
+    "review_bytes",       // its bytes / the exact option's bytes
+    "spike_weight",       // the weight that query gave it (mean over heads)
+    "attn_received",      // attention it received from every query since it was written (sum, mean over heads)
+    "attn_received_last", // what the current query gave it
+    "review_log_age",     // ln(1 + queries since it was written)
+    "review_spikes",      // ln(1 + rows it has topped so far, this one included)
+];
+
+/// When a kept token comes up for its second decision (`[env] review`): `16` (an age) or
+/// `"spike"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReviewAt {
+    /// `age` queries after it was written (DESIGN.md §10).
+    Age(usize),
+    /// One step after it topped a query's attention row in its layer.
+    Spike(SpikeTag),
+}
+
+/// The spelling of [`ReviewAt::Spike`] in configs and manifests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpikeTag {
+    /// `"spike"`.
+    Spike,
+}
+
+impl ReviewAt {
+    /// Spike-triggered reviews.
+    pub const SPIKE: ReviewAt = ReviewAt::Spike(SpikeTag::Spike);
+
+    /// The review age (`None` for spike reviews).
+    pub fn age(self) -> Option<usize> {
+        match self {
+            ReviewAt::Age(a) => Some(a),
+            ReviewAt::Spike(_) => None,
+        }
+    }
+
+    /// The names of the per-layer review features this trigger observes.
+    pub fn features(self) -> &'static [&'static str] {
+        match self {
+            ReviewAt::Age(_) => &REVIEW_FEATURES,
+            ReviewAt::Spike(_) => &SPIKE_FEATURES,
+        }
+    }
+
+    /// The schedules only reviews produce (added to the menu; writes are masked off them).
+    pub fn menu_extras(self, cfg: &ModelConfig) -> Vec<StoreOption> {
+        match self {
+            ReviewAt::Age(age) => review_options(cfg, age),
+            ReviewAt::Spike(_) => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReviewAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReviewAt::Age(a) => write!(f, "{a}"),
+            ReviewAt::Spike(_) => write!(f, "spike"),
+        }
+    }
+}
 
 /// The schedules a review at `age` can turn a plain kept option of the menu into: `F/age/drop`
 /// for every kept `F`, and `rank:ρ/age/rank:ρ'` for each menu rank ρ' < ρ (a dense token can be
@@ -50,9 +128,11 @@ pub fn review_options(cfg: &ModelConfig, age: usize) -> Vec<StoreOption> {
     out
 }
 
-/// One recent token of one stream and layer.
+/// One recent (age reviews) or kept (spike reviews) token of one stream and layer.
 #[derive(Clone, Debug)]
 struct Entry {
+    /// Its position.
+    position: usize,
     /// Its write option (menu index).
     option: usize,
     /// Its stored key `[h · d_h]` as later queries see it (empty when nothing is kept).
@@ -61,6 +141,8 @@ struct Entry {
     sum: f32,
     max: f32,
     last: f32,
+    /// Rows it has topped (spike reviews).
+    spikes: u32,
 }
 
 /// A token's review: where it stood and what it became.
@@ -75,11 +157,23 @@ pub struct Reviewed {
     /// Whether it could change (kept at a plain option); `false` also where no token was under
     /// review (`position` is then `usize::MAX`).
     pub reviewable: bool,
+    /// The first query that no longer sees it, when the review dropped it at a moment of its own
+    /// (spike reviews); age reviews express a drop through `effective`'s schedule instead.
+    pub evicted_at: Option<usize>,
+}
+
+impl Reviewed {
+    /// No token under review.
+    fn none(exact: usize) -> Self {
+        Self { position: usize::MAX, written: exact, effective: exact, reviewable: false, evicted_at: None }
+    }
 }
 
 /// Hindsight bookkeeping for a batch of streams (see the module docs).
 #[derive(Clone, Debug)]
 pub struct ReviewBook {
+    at: ReviewAt,
+    /// The review age (1 for spike reviews: the token under review topped the previous row).
     age: usize,
     scorer: KeyScorer,
     exact_index: usize,
@@ -91,12 +185,21 @@ pub struct ReviewBook {
     write_allowed: Vec<bool>,
     /// `[stream][layer]`, oldest first.
     entries: Vec<Vec<VecDeque<Entry>>>,
+    /// Spike reviews, `[stream][layer]`: the position of the kept token that topped the latest
+    /// row and its weight there, and the one that topped the row before (under review now).
+    top: Vec<Vec<Option<(usize, f32)>>>,
+    under: Vec<Vec<Option<(usize, f32)>>>,
 }
 
 impl ReviewBook {
-    /// A book for `batch` streams of a model whose menu holds [`review_options`]`(cfg, age)`
-    /// (which only reviews may produce: writes are masked off them).
-    pub fn new(cfg: &ModelConfig, batch: usize, age: usize) -> Result<Self> {
+    /// A book for `batch` streams of a model whose menu holds `at`'s
+    /// [`ReviewAt::menu_extras`] (which only reviews may produce: writes are masked off them);
+    /// spike reviews need `drop` in the menu.
+    pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
+        let age = match at {
+            ReviewAt::Age(age) => age,
+            ReviewAt::Spike(_) => return Self::spike(cfg, batch),
+        };
         if age == 0 {
             return Err(Error::Input("a review age must be at least 1 query".into()));
         }
@@ -117,6 +220,7 @@ impl ReviewBook {
         let write_allowed = cfg.menu.iter().map(|o| !review_only.contains(o)).collect();
         let exact_bytes = cost::bytes_per_token(cfg, cfg.exact_option()) as f32;
         Ok(Self {
+            at,
             age,
             scorer: KeyScorer::new(cfg),
             exact_index: cfg.exact_index(),
@@ -125,12 +229,50 @@ impl ReviewBook {
             allowed,
             write_allowed,
             entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
+            top: Vec::new(),
+            under: Vec::new(),
         })
     }
 
-    /// The review age.
-    pub fn age(&self) -> usize {
-        self.age
+    /// A book for spike reviews: a token kept at a plain option may be kept or dropped.
+    fn spike(cfg: &ModelConfig, batch: usize) -> Result<Self> {
+        let drop = cfg.option_index(StoreOption::Drop).map_err(|_| {
+            Error::Input(format!(
+                "review = \"spike\" needs `drop` in the menu (a review keeps or drops its token); the menu is [{}]",
+                cfg.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let allowed = cfg
+            .menu
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match Form::of(*o) {
+                Some(f) if f != Form::Drop => vec![i, drop],
+                _ => vec![i],
+            })
+            .collect();
+        Ok(Self {
+            at: ReviewAt::SPIKE,
+            age: 1,
+            scorer: KeyScorer::new(cfg),
+            exact_index: cfg.exact_index(),
+            exact_bytes: cost::bytes_per_token(cfg, cfg.exact_option()) as f32,
+            bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
+            allowed,
+            write_allowed: vec![true; cfg.menu.len()],
+            entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
+            top: vec![vec![None; cfg.n_layers]; batch],
+            under: vec![vec![None; cfg.n_layers]; batch],
+        })
+    }
+
+    /// When this book's tokens come up for review.
+    pub fn at(&self) -> ReviewAt {
+        self.at
+    }
+
+    fn is_spike(&self) -> bool {
+        matches!(self.at, ReviewAt::Spike(_))
     }
 
     /// Take in the attention of the step just decoded (query t) to every recent token: a key's
@@ -139,22 +281,46 @@ impl ReviewBook {
         let l_n = self.entries.first().map_or(0, Vec::len);
         let entries = &self.entries;
         let weights = self.scorer.step(out, |l| entries.iter().any(|s| !s[l].is_empty()))?;
+        let spike = self.is_spike();
         for l in 0..l_n {
             for (b, stream) in self.entries.iter_mut().enumerate() {
-                for e in stream[l].iter_mut() {
+                let mut top: Option<(usize, f32)> = None;
+                for (i, e) in stream[l].iter_mut().enumerate() {
                     let w = weights.weight(b, l, &e.key);
                     e.sum += w;
                     e.max = e.max.max(w);
                     e.last = w;
+                    if top.is_none_or(|(_, best)| w > best) {
+                        top = Some((i, w));
+                    }
+                }
+                if spike {
+                    let top = top.map(|(i, w)| {
+                        stream[l][i].spikes += 1;
+                        (stream[l][i].position, w)
+                    });
+                    self.under[b][l] = std::mem::replace(&mut self.top[b][l], top);
                 }
             }
         }
         Ok(())
     }
 
-    /// The entry under review at step t in stream b, layer l (the token written at t − age).
+    /// The index (in the book) of the entry under review at step t in stream b, layer l: the
+    /// token written at t − age, or (spike reviews) the one that topped the previous row, while
+    /// it is held.
+    fn under_index(&self, b: usize, l: usize, t: usize) -> Option<usize> {
+        let entries = &self.entries[b][l];
+        if self.is_spike() {
+            let (position, _) = self.under[b][l]?;
+            return entries.binary_search_by_key(&position, |e| e.position).ok();
+        }
+        (t >= self.age && entries.len() == self.age).then_some(0)
+    }
+
+    /// The entry under review at step t in stream b, layer l.
     fn under_review(&self, b: usize, l: usize, t: usize) -> Option<&Entry> {
-        (t >= self.age).then(|| self.entries[b][l].front()).flatten().filter(|_| self.entries[b][l].len() == self.age)
+        self.under_index(b, l, t).map(|i| &self.entries[b][l][i])
     }
 
     /// Whether the token under review can change (kept at a plain option).
@@ -162,15 +328,25 @@ impl ReviewBook {
         self.allowed[e.option].len() > 1
     }
 
-    /// `[B][L × REVIEW_FEATURES]` features of the tokens under review at step t (zeros where none).
+    /// `[B][L × features]` features of the tokens under review at step t (zeros where none):
+    /// [`REVIEW_FEATURES`], or [`SPIKE_FEATURES`] for spike reviews.
     pub fn features(&self, t: usize) -> Vec<f32> {
         let l_n = self.entries.first().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(self.entries.len() * l_n * REVIEW_FEATURES.len());
+        let per = self.at.features().len();
+        let mut out = Vec::with_capacity(self.entries.len() * l_n * per);
         for b in 0..self.entries.len() {
             for l in 0..l_n {
-                match self.under_review(b, l, t).filter(|e| self.reviewable(e)) {
-                    Some(e) => out.extend([1.0, self.bytes[e.option] / self.exact_bytes, e.sum, e.max, e.last]),
-                    None => out.extend([0.0; 5]),
+                let Some(e) = self.under_review(b, l, t).filter(|e| self.reviewable(e)) else {
+                    out.extend(std::iter::repeat_n(0.0, per));
+                    continue;
+                };
+                let bytes = self.bytes[e.option] / self.exact_bytes;
+                if self.is_spike() {
+                    let spike = self.under[b][l].map_or(0.0, |(_, w)| w);
+                    let age = ((t - e.position) as f32).ln_1p();
+                    out.extend([1.0, bytes, spike, e.sum, e.last, age, (e.spikes as f32).ln_1p()]);
+                } else {
+                    out.extend([1.0, bytes, e.sum, e.max, e.last]);
                 }
             }
         }
@@ -200,8 +376,8 @@ impl ReviewBook {
 
     /// Record step t's decisions: `actions[b]` holds L write options then L review actions. The
     /// tokens under review leave the book (returned, with what each became: a review action
-    /// outside its allowed set keeps the token as it is) and token t enters it with its stored
-    /// key (read from `pending` before the cache takes it).
+    /// outside its allowed set keeps the token as it is; a spike review's kept token stays) and
+    /// token t enters it with its stored key (read from `pending` before the cache takes it).
     pub fn record(&mut self, pending: &PendingToken, actions: &[usize], t: usize) -> Result<Vec<Reviewed>> {
         let l_n = self.entries.first().map_or(0, Vec::len);
         if actions.len() != self.entries.len() * 2 * l_n {
@@ -211,29 +387,31 @@ impl ReviewBook {
                 self.entries.len() * 2 * l_n
             )));
         }
+        let spike = self.is_spike();
         let mut reviewed = Vec::with_capacity(self.entries.len() * l_n);
         for b in 0..self.entries.len() {
             for l in 0..l_n {
                 let action = actions[b * 2 * l_n + l_n + l];
-                let done = match self.under_review(b, l, t) {
-                    Some(e) => {
-                        let effective = if self.allowed[e.option].contains(&action) { action } else { e.option };
-                        let reviewable = self.reviewable(e);
-                        Some(Reviewed { position: t - self.age, written: e.option, effective, reviewable })
-                    }
-                    None => None,
+                let Some(i) = self.under_index(b, l, t) else {
+                    reviewed.push(Reviewed::none(self.exact_index));
+                    continue;
                 };
-                if let Some(r) = done {
+                let e = &self.entries[b][l][i];
+                let effective = if self.allowed[e.option].contains(&action) { action } else { e.option };
+                let mut r = Reviewed {
+                    position: e.position,
+                    written: e.option,
+                    effective,
+                    reviewable: self.reviewable(e),
+                    evicted_at: None,
+                };
+                if !spike {
                     self.entries[b][l].pop_front();
-                    reviewed.push(r);
-                } else {
-                    reviewed.push(Reviewed {
-                        position: usize::MAX,
-                        written: self.exact_index,
-                        effective: self.exact_index,
-                        reviewable: false,
-                    });
+                } else if effective != e.option {
+                    r.evicted_at = Some(t + 1);
+                    self.entries[b][l].remove(i);
                 }
+                reviewed.push(r);
             }
         }
         for l in 0..l_n {
@@ -244,7 +422,11 @@ impl ReviewBook {
             )?;
             for (b, key) in keys.into_iter().enumerate() {
                 let option = actions[b * 2 * l_n + l];
-                self.entries[b][l].push_back(Entry { option, key, sum: 0.0, max: 0.0, last: 0.0 });
+                if spike && self.allowed[option].len() == 1 {
+                    continue; // dropped or timed: nothing to review
+                }
+                let entry = Entry { position: t, option, key, sum: 0.0, max: 0.0, last: 0.0, spikes: 0 };
+                self.entries[b][l].push_back(entry);
             }
         }
         Ok(reviewed)
@@ -261,11 +443,28 @@ impl ReviewBook {
         actions: &[usize],
         t: usize,
     ) -> Result<(Vec<usize>, Vec<Reviewed>)> {
-        let reviewed = self.record(&pending, actions, t)?;
         let l_n = self.entries.first().map_or(0, Vec::len);
+        // Spike reviews evict by a token's place among those held at its option (oldest first),
+        // counted before the book lets go of it.
+        let places: Vec<Option<usize>> = (0..self.entries.len() * l_n)
+            .map(|i| {
+                let (b, l) = (i / l_n, i % l_n);
+                let at = self.under_index(b, l, t).filter(|_| self.is_spike())?;
+                let option = self.entries[b][l][at].option;
+                Some(self.entries[b][l].iter().take(at).filter(|e| e.option == option).count())
+            })
+            .collect();
+        let reviewed = self.record(&pending, actions, t)?;
         let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
         cache.push(pending, &writes)?;
-        cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+        if self.is_spike() {
+            for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.evicted_at.is_some()) {
+                let place = places[i].expect("a spike review's token had a place");
+                cache.evict(i / l_n, i % l_n, r.written, place)?;
+            }
+        } else {
+            cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+        }
         Ok((writes, reviewed))
     }
 }

@@ -331,7 +331,7 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
     let plain: Vec<usize> = (0..cfg.menu.len()).filter(|&o| !cfg.menu[o].is_timed()).collect();
     let run = |storage: Storage, rng: &mut StdRng, all_exact: bool| {
         let mut cache = ahr_tpa::KvCache::with_storage(&cfg, b, storage).with_review(age);
-        let mut book = ReviewBook::new(&cfg, b, age).unwrap();
+        let mut book = ReviewBook::new(&cfg, b, ahr_tpa::ReviewAt::Age(age)).unwrap();
         let mut effective = Choices::exact(&cfg, b, t);
         let mut logits = vec![0f32; b * t * cfg.vocab_size];
         let mut received = Vec::new(); // (stream, layer, position, attention received)
@@ -407,6 +407,97 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
             .map(|q| (0..h).map(|hh| probs[((s * h + hh) * t + q) * t + r]).sum::<f32>() / h as f32)
             .sum();
         assert!((got - want).abs() < 1e-4 * want.max(1.0), "stream {s} layer {l} token {r}: {got} vs {want}");
+    }
+}
+
+/// Spike reviews: the token under review at step q is the kept token that topped query q − 1's
+/// row (the parallel forward's attention maps, mean over heads), its `spike_weight` is that
+/// weight, and random keep/drop decisions decode, through both storages, exactly like the
+/// parallel forward of the writes with those evictions, while the cache holds what the cost
+/// model charges after every step.
+#[test]
+fn spike_reviews_take_the_top_of_the_previous_row_and_decode_like_evictions() {
+    use ahr_tpa::{ReviewAt, ReviewBook, SPIKE_FEATURES};
+    let (b, t) = (2, 80);
+    let cfg = ModelConfig::tiny();
+    let (l_n, m, per) = (cfg.n_layers, cfg.menu.len(), SPIKE_FEATURES.len());
+    let drop = cfg.option_index(StoreOption::Drop).unwrap();
+    let model = randomize(Model::new(&cfg, &device()), 70, 0.4);
+    let mut rng = StdRng::seed_from_u64(71);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let run = |storage: Storage, rng: &mut StdRng| {
+        let mut cache = KvCache::with_storage(&cfg, b, storage);
+        let mut book = ReviewBook::new(&cfg, b, ReviewAt::SPIKE).unwrap();
+        let mut writes = Choices::exact(&cfg, b, t);
+        let mut evicted = vec![u32::MAX; b * t * l_n];
+        let mut logits = vec![0f32; b * t * cfg.vocab_size];
+        let mut reviews = Vec::new(); // (stream, layer, step, position, spike weight)
+        let v = cfg.vocab_size;
+        for q in 0..t {
+            let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
+            let out = model.step_with_stats(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
+            book.observe(&out).unwrap();
+            let (features, masks) = (book.features(q), book.masks(q));
+            let mut actions = Vec::new();
+            for s in 0..b {
+                // Writes: mostly kept (a fifth dropped); reviews: keep or drop at random.
+                for _ in 0..l_n {
+                    actions.push(if rng.random_range(0..5) == 0 { drop } else { rng.random_range(1..m) });
+                }
+                for l in 0..l_n {
+                    let row = &masks[((s * 2 * l_n) + l_n + l) * m..((s * 2 * l_n) + l_n + l + 1) * m];
+                    let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
+                    actions.push(ok[rng.random_range(0..ok.len())]);
+                }
+            }
+            let o = to_vec(out.logits);
+            let (written, reviewed) = book.store(&mut cache, out.pending, &actions, q).unwrap();
+            for s in 0..b {
+                logits[(s * t + q) * v..(s * t + q + 1) * v].copy_from_slice(&o[s * v..(s + 1) * v]);
+                for l in 0..l_n {
+                    writes.set(s, q, l, written[s * l_n + l]);
+                }
+            }
+            for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.reviewable) {
+                let (s, l) = (i / l_n, i % l_n);
+                let f = &features[(s * l_n + l) * per..(s * l_n + l + 1) * per];
+                assert_eq!(f[0], 1.0, "a token under review is marked present");
+                reviews.push((s, l, q, r.position, f[2]));
+                if let Some(at) = r.evicted_at {
+                    assert_eq!((at, r.effective), (q + 1, drop));
+                    evicted[(s * t + r.position) * l_n + l] = at as u32;
+                }
+            }
+            for s in 0..b {
+                let held: usize = (0..=q)
+                    .flat_map(|k| (0..l_n).map(move |l| (k, l)))
+                    .filter(|&(k, l)| evicted[(s * t + k) * l_n + l] as usize > q + 1)
+                    .map(|(k, l)| cost::bytes_at(&cfg, cfg.menu[writes.get(s, k, l)], k, q + 1))
+                    .sum();
+                assert_eq!(cache.stream_bytes(s), held, "{storage:?}, stream {s}, after step {q}");
+            }
+        }
+        (logits, writes.with_evictions(evicted), reviews)
+    };
+    for storage in [Storage::Host, Storage::Tensors] {
+        let (logits, choices, reviews) = run(storage, &mut StdRng::seed_from_u64(72));
+        let dropped = reviews.iter().filter(|r| choices.evicted_at(r.0, r.3, r.1).is_some()).count();
+        assert!(reviews.len() > b * l_n * t / 2 && dropped > 20, "{} reviews, {dropped} drops", reviews.len());
+        let tokens = model.tokens(&ids, b, t, &device()).unwrap();
+        let par = to_vec(model.forward(tokens.clone(), &choices).unwrap());
+        let err = max_rel_err(&logits, &par);
+        assert!(err < 2e-4, "{storage:?} decode with spike reviews vs parallel: max rel err {err}");
+        let (_, maps) = model.forward_with_attention_maps(tokens, &choices).unwrap();
+        let h = cfg.n_heads;
+        for &(s, l, q, position, spike) in &reviews {
+            let probs = to_vec(maps[l].probs.clone()); // [B, h, T, T]
+            let row = q - 1;
+            let weight = |k: usize| (0..h).map(|hh| probs[((s * h + hh) * t + row) * t + k]).sum::<f32>() / h as f32;
+            let held = |k: usize| choices.get(s, k, l) != drop && choices.evicted_at(s, k, l).is_none_or(|e| e > row);
+            let top = (0..row).filter(|&k| held(k)).max_by(|&a, &c| weight(a).total_cmp(&weight(c))).unwrap();
+            assert_eq!(position, top, "stream {s} layer {l} step {q}");
+            assert!((spike - weight(top)).abs() < 1e-4, "{spike} vs {}", weight(top));
+        }
     }
 }
 
