@@ -57,13 +57,20 @@ pub enum Family {
     /// followed by a different token (a re-assignment). The rule a practitioner writes for
     /// key-value recall with re-assignments (token equality, causal); kept tokens at a plain store.
     Superseded,
+    /// Per-layer windows, and in the last layer every token until a spike review drops it: one
+    /// step after it topped a query's attention row (the most-attended kept token, mean over
+    /// heads, with the rule's own cache) with at least a given weight, if the token that followed
+    /// surprised the model — the query leaned on it and the context went elsewhere. What a
+    /// policy with `review = "spike"` can do, written by hand: generic (attention and the
+    /// model's own surprise, no token equality).
+    Spike,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 15] = [
+    pub const ALL: [Family; 16] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -78,6 +85,7 @@ impl Family {
         Family::SurprisalFullCache,
         Family::LayerSurprisal,
         Family::Superseded,
+        Family::Spike,
         Family::Random,
     ];
 
@@ -98,6 +106,7 @@ impl Family {
             Family::SurprisalFullCache => "surprisal-full-cache",
             Family::LayerSurprisal => "layer-surprisal",
             Family::Superseded => "superseded",
+            Family::Spike => "spike",
             Family::Random => "random",
         }
     }
@@ -111,13 +120,15 @@ impl Family {
     /// Whether every probe of the family's memory search is a decode with the rule's own cache
     /// (the surprisal rules: their memory depends on what that cache predicts).
     pub fn search_decodes(self) -> bool {
-        matches!(self, Family::Surprisal | Family::LayerSurprisal)
+        matches!(self, Family::Surprisal | Family::LayerSurprisal | Family::Spike)
     }
 
     /// Where an attention family reads its scores from (`None` for the others).
     pub fn scores(self) -> Option<Scores> {
         match self {
-            Family::H2o | Family::Tova | Family::Surprisal | Family::LayerSurprisal => Some(Scores::Cache),
+            Family::H2o | Family::Tova | Family::Surprisal | Family::LayerSurprisal | Family::Spike => {
+                Some(Scores::Cache)
+            }
             Family::H2oFullCache | Family::TovaFullCache | Family::SurprisalFullCache => Some(Scores::FullCache),
             _ => None,
         }
@@ -308,6 +319,18 @@ pub enum Baseline {
     /// A window and a storage option per layer before the last; the last layer keeps every token
     /// (at its store) until the context shows it superseded ([`rules::superseded_evictions`]).
     Superseded(PerLayer),
+    /// A window and a storage option per layer before the last; the last layer keeps every token
+    /// (at its store) until a spike review drops it: one step after it topped a query's row with
+    /// at least `weight`, if the next token's surprisal is above `tau` (both with the rule's own
+    /// cache, [`crate::own_cache::spike_evictions`]).
+    Spike {
+        /// Windows and storage (the last layer's window is unused: it keeps every token).
+        per_layer: PerLayer,
+        /// The least weight (mean over heads) of the spike that brings a token up.
+        weight: f32,
+        /// Threshold on −ln p(next token) / ln V above which the token goes.
+        tau: f32,
+    },
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
         /// Keep probability.
@@ -364,6 +387,7 @@ impl Baseline {
             Baseline::Surprisal { scores: Scores::FullCache, .. } => Family::SurprisalFullCache,
             Baseline::LayerSurprisal { .. } => Family::LayerSurprisal,
             Baseline::Superseded(_) => Family::Superseded,
+            Baseline::Spike { .. } => Family::Spike,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -377,15 +401,17 @@ impl Baseline {
                 | Baseline::Tova { scores: Scores::Cache, .. }
                 | Baseline::Surprisal { scores: Scores::Cache, .. }
                 | Baseline::LayerSurprisal { .. }
+                | Baseline::Spike { .. }
         )
     }
 
     /// The option kept tokens of `layer` are stored at.
     pub fn store_at(&self, layer: usize) -> StoreOption {
         match *self {
-            Baseline::LayerWindows(p) | Baseline::Superseded(p) | Baseline::LayerSurprisal { per_layer: p, .. } => {
-                p.store(layer)
-            }
+            Baseline::LayerWindows(p)
+            | Baseline::Superseded(p)
+            | Baseline::LayerSurprisal { per_layer: p, .. }
+            | Baseline::Spike { per_layer: p, .. } => p.store(layer),
             _ => self.store(),
         }
     }
@@ -410,9 +436,10 @@ impl Baseline {
         match *self {
             Baseline::Uniform { option } => option,
             Baseline::EntropyLadder { high, .. } => high,
-            Baseline::LayerWindows(p) | Baseline::Superseded(p) | Baseline::LayerSurprisal { per_layer: p, .. } => {
-                p.stores[0]
-            }
+            Baseline::LayerWindows(p)
+            | Baseline::Superseded(p)
+            | Baseline::LayerSurprisal { per_layer: p, .. }
+            | Baseline::Spike { per_layer: p, .. } => p.stores[0],
             Baseline::StreamingLlm { store, .. }
             | Baseline::H2o { store, .. }
             | Baseline::Tova { store, .. }
@@ -427,9 +454,10 @@ impl Baseline {
     pub fn name(&self) -> String {
         match self {
             Baseline::Uniform { .. } => "uniform".into(),
-            Baseline::LayerWindows(_) | Baseline::Superseded(_) | Baseline::LayerSurprisal { .. } => {
-                self.family().to_string()
-            }
+            Baseline::LayerWindows(_)
+            | Baseline::Superseded(_)
+            | Baseline::LayerSurprisal { .. }
+            | Baseline::Spike { .. } => self.family().to_string(),
             Baseline::EntropyLadder { high, low, .. } => format!("{}@{high}+{low}", self.family()),
             b => format!("{}@{}", b.family(), b.store()),
         }
@@ -442,6 +470,11 @@ impl Baseline {
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
             Baseline::LayerWindows(p) => p.setting(),
             Baseline::Superseded(p) => format!("{}, until superseded", p.setting()),
+            Baseline::Spike { per_layer, weight, tau } => format!(
+                "{}; L{}: every token until it tops a row (weight at least {weight}) and the next token surprises (above {tau})",
+                per_layer.setting(),
+                per_layer.layers - 1
+            ),
             Baseline::LayerSurprisal { per_layer, tau } => {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
@@ -465,6 +498,10 @@ impl Baseline {
             Baseline::LayerWindows(p) => p.evictions(t_n, layer),
             Baseline::Superseded(p) if layer + 1 < p.layers => p.evictions(t_n, layer),
             Baseline::Superseded(_) => rules::superseded_evictions(view.inputs),
+            // The last layer's spikes exist only in the rule's own cache (`reads_its_cache`): the
+            // harness takes them from `own_cache::spike_evictions`, never from here.
+            Baseline::Spike { per_layer, .. } if layer + 1 < per_layer.layers => per_layer.evictions(t_n, layer),
+            Baseline::Spike { .. } => vec![NEVER; t_n],
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
@@ -524,6 +561,7 @@ impl Baseline {
             | Baseline::EntropyLadder { .. }
             | Baseline::Surprisal { .. }
             | Baseline::LayerSurprisal { .. }
+            | Baseline::Spike { .. }
             | Baseline::Superseded(_) => return None,
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows(_) => unreachable!("returned above"),

@@ -160,6 +160,15 @@ const LAYER_SURPRISAL_WINDOWS: [usize; 11] = [8, 12, 16, 20, 24, 28, 32, 40, 48,
 /// left out).
 const SUPERSEDED_HEAD_WINDOWS: [usize; 6] = [1, 2, 4, 12, 32, 64];
 
+/// Windows of the layers before the last that `spike` searches (those ≥ the sequence are left out).
+const SPIKE_HEAD_WINDOWS: [usize; 2] = [1, 4];
+
+/// The least spike weights `spike` searches, and its one surprisal threshold (surprisal / ln V:
+/// a token the model gave less than V^-0.5; what follows a spike is either the token the query
+/// pointed to, predicted, or not, far above — the examples' sweep from 0.2 to 0.8 chose alike).
+const SPIKE_WEIGHTS: [f32; 5] = [0.5, 0.7, 0.8, 0.9, 0.95];
+const SPIKE_TAU: f32 = 0.5;
+
 /// Windows `layer-windows` searches for the layers before the last (those ≥ the sequence are left
 /// out; every token is always a candidate).
 const LAYER_WINDOWS: [usize; 21] =
@@ -407,6 +416,32 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                             let rule = Baseline::Superseded(p);
                             if h.measured_memory(&rule)? <= target * (1.0 + 1e-9) {
                                 out.push(rule);
+                            }
+                        }
+                    }
+                }
+            }
+            Family::Spike => {
+                // Layers before the last: a window from SPIKE_HEAD_WINDOWS at the cheapest or the
+                // exact plain store; the last: every token at a plain store until a spike review
+                // drops it, per SPIKE_WEIGHTS. Enumerated once; each setting's memory is a decode.
+                let l_n = cfg.n_layers;
+                if !(2..=MAX_RULE_LAYERS).contains(&l_n) || store != stores(cfg)[0] {
+                    continue;
+                }
+                let mut plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
+                plain.sort_by_key(|o| cost::bytes_per_token(cfg, *o));
+                let heads = [plain[0], *plain.last().expect("a plain store")];
+                for head_window in SPIKE_HEAD_WINDOWS.into_iter().filter(|&w| w < t_n) {
+                    for head_store in heads.into_iter().collect::<std::collections::BTreeSet<_>>() {
+                        for &last_store in &plain {
+                            for weight in SPIKE_WEIGHTS {
+                                let per_layer =
+                                    PerLayer::split(l_n, (head_window, head_store), (usize::MAX, last_store));
+                                let rule = Baseline::Spike { per_layer, weight, tau: SPIKE_TAU };
+                                if h.measured_memory(&rule)? <= target * (1.0 + 1e-9) {
+                                    out.push(rule);
+                                }
                             }
                         }
                     }
@@ -678,6 +713,14 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  shows it superseded — read as the value of the token before it, it leaves once that key \
                  returns and a different token follows the return (a re-assignment; a query answered with \
                  it keeps it); causal, token equality only (every setting whose measured memory fits)"
+            ),
+            Family::Spike => format!(
+                "spike: layers before the last keep a window of one of {SPIKE_HEAD_WINDOWS:?} queries at the \
+                 cheapest or the exact plain option; the last keeps every token at a plain option until, one \
+                 step after it topped a query's attention row (mean over heads, the rule's own cache) with a \
+                 weight of at least one of {SPIKE_WEIGHTS:?}, the token that followed has surprisal above \
+                 {SPIKE_TAU} (/ ln V): then it is evicted — a spike review written by hand (every setting whose \
+                 measured memory fits)"
             ),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"

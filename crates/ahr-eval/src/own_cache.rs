@@ -7,6 +7,7 @@
 //! The surprisal rule runs the same way: each token's surprisal is what the model predicted for
 //! it with the rule's own cache ([`surprisal_evictions`]).
 
+use ahr_policy::ObsBatch;
 use ahr_policy::obs::SequenceHistory;
 use ahr_tasks::Batch;
 use ahr_tpa::review::KeyScorer;
@@ -22,6 +23,9 @@ use crate::rules::{Held, NEVER};
 pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
     if let Baseline::Surprisal { .. } | Baseline::LayerSurprisal { .. } = rule {
         return surprisal_evictions(model, batch, rule, dev);
+    }
+    if let Baseline::Spike { .. } = rule {
+        return spike_evictions(model, batch, rule, dev);
     }
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
@@ -134,4 +138,213 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
         }
     }
     Ok(evicted_at)
+}
+
+/// Per (sequence, token, layer) of `batch` (`[B, T, L]`), the first query that no longer sees the
+/// key when the spike rule runs with its own cache. Layers before the last keep their window. In
+/// the last layer, after each decode step the kept token that topped the query's attention row
+/// (mean over heads, [`KeyScorer`]) is noted; one step later — the token that query predicted
+/// has arrived — it is dropped from the next query on if the spike weighed at least `weight` and
+/// that token's surprisal (`−ln p / ln V`, from the previous step's logits as the `surprisal`
+/// observation has it) is above `tau`. The same moments and the same order as a spike-review
+/// policy's ([`ahr_tpa::ReviewBook`] with [`ahr_tpa::ReviewAt::SPIKE`]).
+pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
+    let cfg = model.config();
+    let (b_n, t_n, l_n, v) = (batch.batch_size, batch.seq_len, cfg.n_layers, cfg.vocab_size);
+    let Baseline::Spike { per_layer, weight, tau } = *rule else { bail!("{}: not the spike rule", rule.name()) };
+    let last = l_n - 1;
+    let mut options = Vec::with_capacity(l_n);
+    for l in 0..l_n {
+        let store = per_layer.store(l);
+        if store.is_timed() || store == StoreOption::Drop {
+            bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+        }
+        options.push(cfg.option_index(store).map_err(anyhow::Error::msg)?);
+    }
+    let scorer = KeyScorer::new(cfg);
+    let mut cache = KvCache::new(cfg, b_n, dev);
+    let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
+    // Per (stream, layer): the positions the cache holds, in order; the last layer's stored keys.
+    let mut held: Vec<Vec<usize>> = vec![Vec::new(); b_n * l_n];
+    let mut keys = vec![vec![Vec::new(); t_n]; b_n];
+    // Per stream: the last layer's top of the previous row (position, weight).
+    let mut under: Vec<Option<(usize, f32)>> = vec![None; b_n];
+    let mut history = vec![SequenceHistory::default(); b_n];
+    let host = model.host_model(dev)?;
+    let push_options: Vec<usize> = (0..b_n).flat_map(|_| options.iter().copied()).collect();
+    for q in 0..t_n {
+        let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
+        let out = model.step_ids(host.as_ref(), &column, &cache, true, dev)?;
+        let weights = scorer.step(&out, |l| l == last)?;
+        let logits =
+            out.logits.clone().into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("logits: {e:?}"))?;
+        let summary = ahr_tpa::host::predictive(&logits, v);
+        let mut surprisal = vec![0f32; b_n];
+        for (b, h) in history.iter_mut().enumerate() {
+            surprisal[b] = h.surprisal(column[b]);
+            h.push_prediction(&logits[b * v..(b + 1) * v], summary[b].lse);
+        }
+        // This row's top among the last layer's kept tokens (before this step's review).
+        let tops: Vec<Option<(usize, f32)>> = (0..b_n)
+            .map(|b| {
+                held[b * l_n + last].iter().map(|&k| (k, weights.weight(b, last, &keys[b][k]))).fold(
+                    None,
+                    |best, (k, w)| {
+                        if best.is_none_or(|(_, bw)| w > bw) { Some((k, w)) } else { best }
+                    },
+                )
+            })
+            .collect();
+        for (b, key) in scorer.stored_keys(&out.pending, last, &vec![options[last]; b_n])?.into_iter().enumerate() {
+            keys[b][q] = key;
+        }
+        cache.push(out.pending, &push_options)?;
+        for b in 0..b_n {
+            for (l, positions) in held[b * l_n..(b + 1) * l_n].iter_mut().enumerate() {
+                positions.push(q);
+                if l == last {
+                    continue;
+                }
+                // The token whose window closes now: seen by queries k + 1 … k + window, not q + 1.
+                let Some(k) = q.checked_sub(per_layer.window(l)) else { continue };
+                let index = positions.iter().position(|&p| p == k).expect("a token is held until its window ends");
+                cache.evict(b, l, options[l], index)?;
+                evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+                positions.remove(index);
+            }
+            // The review of the previous row's top, if it is still held.
+            let positions = &mut held[b * l_n + last];
+            if let Some((k, w)) = std::mem::replace(&mut under[b], tops[b])
+                && w >= weight
+                && surprisal[b] > tau
+                && let Some(index) = positions.iter().position(|&p| p == k)
+            {
+                cache.evict(b, last, options[last], index)?;
+                evicted_at[(b * t_n + k) * l_n + last] = (q + 1) as u32;
+                positions.remove(index);
+                keys[b][k] = Vec::new();
+            }
+        }
+    }
+    Ok(evicted_at)
+}
+
+/// The spike rule as a spike-review policy plays it in the rank environment (`review =
+/// "spike"`): every layer writes `writes[l]` (a menu index; `recent:W` before the last layer
+/// for the rule's window at the exact store), and the last layer's review drops its token when
+/// the spike weighed at least `weight` and the current token's `surprisal` is above `tau`,
+/// keeping it otherwise. `features` names the observation's columns (the env's
+/// [`ahr_policy::ObsSpec`]); `obs` holds one row per stream and L write then L review masks.
+pub fn spike_actions(
+    obs: &ObsBatch,
+    features: &[String],
+    writes: &[usize],
+    drop: usize,
+    weight: f32,
+    tau: f32,
+) -> Result<Vec<usize>> {
+    let l_n = writes.len();
+    let column = |name: String| {
+        features.iter().position(|f| *f == name).ok_or_else(|| anyhow::anyhow!("no `{name}` in the observations"))
+    };
+    let last = l_n - 1;
+    let (surprisal, present, spike) = (
+        column("surprisal".into())?,
+        column(format!("layer{last}.review_present"))?,
+        column(format!("layer{last}.spike_weight"))?,
+    );
+    let dim = features.len();
+    let m = obs.masks.len() / (obs.len * 2 * l_n).max(1);
+    let mut out = Vec::with_capacity(obs.len * 2 * l_n);
+    for r in 0..obs.len {
+        let row = &obs.features[r * dim..(r + 1) * dim];
+        out.extend_from_slice(writes);
+        for l in 0..l_n {
+            let mask = &obs.masks[((r * 2 * l_n) + l_n + l) * m..((r * 2 * l_n) + l_n + l + 1) * m];
+            let keep = (0..m).find(|&o| mask[o] && o != drop).unwrap_or(drop);
+            let spiked = row[present] == 1.0 && row[spike] >= weight && row[surprisal] > tau;
+            out.push(if l == last && spiked && mask[drop] { drop } else { keep });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ahr_env::EnvSpec;
+    use ahr_tpa::{ModelConfig, ReviewAt};
+
+    use super::*;
+    use crate::baseline::PerLayer;
+
+    /// The judge's spike rule (its own cache, token by token) evicts exactly the last-layer
+    /// tokens, at exactly the queries, that a spike-review policy playing the same rule in the
+    /// rank environment drops; both drop some and keep some.
+    #[test]
+    fn the_judged_spike_rule_is_what_spike_reviews_do_in_the_environment() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let mut spec = EnvSpec::load(&env_path).unwrap();
+        spec.env.review = Some(ReviewAt::SPIKE);
+        spec.env.recent = vec![2];
+        spec.env.streams = 4;
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(13);
+        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let cfg = model.config().clone();
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let (l_n, t_n) = (cfg.n_layers, task.valid_batch(0, 1).seq_len);
+        let (weight, tau) = (0.2, 0.5);
+        let index = |o: StoreOption| cfg.option_index(o).unwrap();
+        let writes = [index(StoreOption::Recent(2)), index(StoreOption::Rank(2))];
+        let drop = index(StoreOption::Drop);
+        let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
+        let names = env.obs_spec().features;
+        let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |obs| {
+            spike_actions(obs, &names, &writes, drop, weight, tau).unwrap()
+        })
+        .unwrap();
+        let per_layer = PerLayer::split(l_n, (2, cfg.exact_option()), (usize::MAX, StoreOption::Rank(2)));
+        let rule = Baseline::Spike { per_layer, weight, tau };
+        let judged = spike_evictions(&model, &task.valid_batch(0, 4), &rule, &dev).unwrap();
+        let mut dropped = 0;
+        for (b, e) in stats.iter().enumerate() {
+            let mut from_env = vec![NEVER; t_n];
+            for &(l, k, at) in &e.evictions {
+                assert_eq!(l, l_n - 1, "only the last layer's reviews drop");
+                from_env[k] = at as u32;
+            }
+            let from_judge: Vec<u32> = (0..t_n).map(|k| judged[(b * t_n + k) * l_n + l_n - 1]).collect();
+            assert_eq!(from_env, from_judge, "sequence {b}");
+            // Layer 0 keeps its window of 2 queries.
+            assert!((0..t_n - 3).all(|k| judged[(b * t_n + k) * l_n] == (k + 3) as u32));
+            dropped += e.evictions.len();
+        }
+        assert!(dropped > 10 && dropped < 4 * t_n / 2, "{dropped} drops");
+    }
+
+    /// Two rows, two layers, menu [drop, rank:1, recent:4]: row 0 has a token under review in
+    /// layer 1 with spike weight 0.6 after a surprising token (dropped at τ = 0.5; kept at
+    /// τ = 0.9 or when the spike must weigh 0.8); row 1 has none (its review head's only allowed
+    /// option is the placeholder, 1).
+    #[test]
+    fn spike_actions_drop_in_the_last_layer_only_after_a_heavy_spike_and_a_surprise() {
+        let names: Vec<String> = ["surprisal", "layer0.review_present", "layer0.spike_weight"]
+            .iter()
+            .chain(&["layer1.review_present", "layer1.spike_weight"])
+            .map(|s| s.to_string())
+            .collect();
+        let features = vec![0.7, 0.0, 0.0, 1.0, 0.6, 0.9, 0.0, 0.0, 0.0, 0.0];
+        let all = [true; 3];
+        let one = [false, true, false];
+        let masks = [all, all, one, [true, true, false], all, all, one, one].concat();
+        let obs = ObsBatch { len: 2, features, masks, ..Default::default() };
+        let act = |w, t| spike_actions(&obs, &names, &[2, 1], 0, w, t).unwrap();
+        assert_eq!(act(0.0, 0.5), vec![2, 1, 1, 0, 2, 1, 1, 1]);
+        assert_eq!(act(0.0, 0.9), vec![2, 1, 1, 1, 2, 1, 1, 1]);
+        assert_eq!(act(0.8, 0.5), vec![2, 1, 1, 1, 2, 1, 1, 1]);
+        assert!(spike_actions(&obs, &names[..3], &[2, 1], 0, 0.0, 0.5).unwrap_err().to_string().contains("layer1"));
+    }
 }

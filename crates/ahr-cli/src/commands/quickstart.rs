@@ -106,13 +106,10 @@ pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers:
         models: vec![model],
         env,
         policies: vec![policy],
-        // Every family but the surprisal rules with their own cache: on the default task
-        // (V = 8192) their searches decode token by token hundreds of times, longer than the rest
-        // of the judge; the optimistic full-cache surprisal rule runs.
-        families: Family::ALL
-            .into_iter()
-            .filter(|f| !matches!(f, Family::Surprisal | Family::LayerSurprisal))
-            .collect(),
+        // Every family but the surprisal and spike rules with their own cache: on the default
+        // task (V = 8192) their searches decode token by token tens to hundreds of times, longer
+        // than the rest of the judge; the optimistic full-cache surprisal rule runs.
+        families: Family::ALL.into_iter().filter(|f| !f.search_decodes()).collect(),
         sequences,
         // Every family at the policy's memory (the verdict); `ahr eval` also searches fixed
         // targets (10 / 25 / 50 %), which would triple this stage.
