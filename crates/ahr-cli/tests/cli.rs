@@ -157,6 +157,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     std::fs::create_dir(t("badmodel")).unwrap();
     let tiny_env = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
     std::fs::write(t("odd.toml"), tiny_env.replace("streams = 4", "streams = 3")).unwrap();
+    std::fs::write(t("review.toml"), tiny_env.replace("[env]\n", "[env]\nreview = \"sometimes\"\n")).unwrap();
     let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
@@ -236,6 +237,23 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .map(String::from)
             .collect(),
             "[env] streams: must be even",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
+                &t("review.toml"),
+                "--config",
+                "configs/ppo/tiny.toml",
+                "--out",
+                &t("p1"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "a review age in queries (e.g. 16) or \"spike\"",
         ),
         (
             vec![
@@ -526,7 +544,7 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     // spike review may come at any later step, so only the continuation is compared.
     let (review, l_n) = (manifest.review, manifest.n_layers);
     let settled = |n: usize| match review {
-        Some(ahr_tpa::ReviewAt::Spike(_)) => n,
+        Some(ahr_tpa::ReviewAt::Spike) => n,
         at => at.and_then(|a| a.age()).unwrap_or(0) * l_n,
     };
     let policy = ahr_infer::RankPolicy::new(manifest, net);

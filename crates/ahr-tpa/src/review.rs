@@ -54,33 +54,60 @@ pub const SPIKE_FEATURES: [&str; 7] = [
 ];
 
 /// When a kept token comes up for its second decision (`[env] review`): `16` (an age) or
-/// `"spike"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// `"spike"`, in configs and manifests alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReviewAt {
     /// `age` queries after it was written (DESIGN.md §10).
     Age(usize),
     /// One step after it topped a query's attention row in its layer.
-    Spike(SpikeTag),
+    Spike,
 }
 
-/// The spelling of [`ReviewAt::Spike`] in configs and manifests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SpikeTag {
-    /// `"spike"`.
-    Spike,
+impl Serialize for ReviewAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ReviewAt::Age(a) => s.serialize_u64(*a as u64),
+            ReviewAt::Spike => s.serialize_str("spike"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ReviewAt {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ReviewAt;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a review age in queries (e.g. 16) or \"spike\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ReviewAt, E> {
+                Ok(ReviewAt::Age(v as usize))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ReviewAt, E> {
+                usize::try_from(v)
+                    .map(ReviewAt::Age)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ReviewAt, E> {
+                match v {
+                    "spike" => Ok(ReviewAt::Spike),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl ReviewAt {
     /// Spike-triggered reviews.
-    pub const SPIKE: ReviewAt = ReviewAt::Spike(SpikeTag::Spike);
+    pub const SPIKE: ReviewAt = ReviewAt::Spike;
 
     /// The review age (`None` for spike reviews).
     pub fn age(self) -> Option<usize> {
         match self {
             ReviewAt::Age(a) => Some(a),
-            ReviewAt::Spike(_) => None,
+            ReviewAt::Spike => None,
         }
     }
 
@@ -88,7 +115,7 @@ impl ReviewAt {
     pub fn features(self) -> &'static [&'static str] {
         match self {
             ReviewAt::Age(_) => &REVIEW_FEATURES,
-            ReviewAt::Spike(_) => &SPIKE_FEATURES,
+            ReviewAt::Spike => &SPIKE_FEATURES,
         }
     }
 
@@ -96,7 +123,7 @@ impl ReviewAt {
     pub fn menu_extras(self, cfg: &ModelConfig) -> Vec<StoreOption> {
         match self {
             ReviewAt::Age(age) => review_options(cfg, age),
-            ReviewAt::Spike(_) => Vec::new(),
+            ReviewAt::Spike => Vec::new(),
         }
     }
 }
@@ -105,7 +132,7 @@ impl std::fmt::Display for ReviewAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReviewAt::Age(a) => write!(f, "{a}"),
-            ReviewAt::Spike(_) => write!(f, "spike"),
+            ReviewAt::Spike => write!(f, "spike"),
         }
     }
 }
@@ -198,7 +225,7 @@ impl ReviewBook {
     pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
         let age = match at {
             ReviewAt::Age(age) => age,
-            ReviewAt::Spike(_) => return Self::spike(cfg, batch),
+            ReviewAt::Spike => return Self::spike(cfg, batch),
         };
         if age == 0 {
             return Err(Error::Input("a review age must be at least 1 query".into()));
@@ -272,7 +299,7 @@ impl ReviewBook {
     }
 
     fn is_spike(&self) -> bool {
-        matches!(self.at, ReviewAt::Spike(_))
+        matches!(self.at, ReviewAt::Spike)
     }
 
     /// Take in the attention of the step just decoded (query t) to every recent token: a key's
