@@ -431,9 +431,12 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 }
                 let mut plain: Vec<StoreOption> = stores(cfg).into_iter().filter(|o| !o.is_timed()).collect();
                 plain.sort_by_key(|o| cost::bytes_per_token(cfg, *o));
-                let heads = [plain[0], *plain.last().expect("a plain store")];
+                let mut heads = vec![plain[0]];
+                if cfg.exact_option() != plain[0] {
+                    heads.push(cfg.exact_option());
+                }
                 for head_window in SPIKE_HEAD_WINDOWS.into_iter().filter(|&w| w < t_n) {
-                    for head_store in heads.into_iter().collect::<std::collections::BTreeSet<_>>() {
+                    for &head_store in &heads {
                         for &last_store in &plain {
                             for weight in SPIKE_WEIGHTS {
                                 let per_layer =
