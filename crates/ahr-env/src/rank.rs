@@ -395,7 +395,7 @@ impl VecEnv for RankEnv {
                     let became = match rv.evicted_at {
                         Some(at) => {
                             r.evictions.push((l, rv.position, at));
-                            cost::charged_bytes_evicted(&cfg, cfg.menu[rv.written], rv.position, len, at)
+                            cost::charged_bytes_evicted(&cfg, cfg.menu[rv.written], rv.position, len, Some(at))
                         }
                         None => cost::charged_bytes(&cfg, cfg.menu[rv.effective], rv.position, len),
                     };

@@ -18,6 +18,25 @@ use burn::tensor::Device;
 use crate::baseline::Baseline;
 use crate::rules::{Held, NEVER};
 
+/// The menu index of `store`, which a rule run with its own cache keeps tokens at: a plain option
+/// (it evicts from plain slots).
+fn plain_option(cfg: &ahr_tpa::ModelConfig, rule: &Baseline, store: StoreOption) -> Result<usize> {
+    if store.is_timed() || store == StoreOption::Drop {
+        bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
+    }
+    cfg.option_index(store).map_err(anyhow::Error::msg)
+}
+
+/// Evict the token at position `k` of stream `b`, layer `l` (kept at `option`) from the next query
+/// on, if `held` (the positions the cache holds there, in order) still has it; returns whether it
+/// did.
+fn let_go(cache: &mut KvCache, held: &mut Vec<usize>, (b, l, option): (usize, usize, usize), k: usize) -> Result<bool> {
+    let Some(index) = held.iter().position(|&p| p == k) else { return Ok(false) };
+    cache.evict(b, l, option, index)?;
+    held.remove(index);
+    Ok(true)
+}
+
 /// Per (sequence, token, layer) of `batch` (row-major `[B, T, L]`), the first query that no longer
 /// sees the key when `rule` (H2O or TOVA, any scoring) runs with its own cache at a plain option.
 pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
@@ -29,11 +48,7 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
     }
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
-    let store = rule.store();
-    if store.is_timed() || store == StoreOption::Drop {
-        bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
-    }
-    let option = cfg.option_index(store).map_err(anyhow::Error::msg)?;
+    let option = plain_option(cfg, rule, rule.store())?;
     let fresh = || match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
         Baseline::Tova { budget, .. } => Ok(Held::current(budget)),
@@ -93,13 +108,7 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
         }
         _ => bail!("{}: not a surprisal rule", rule.name()),
     };
-    let mut options = Vec::with_capacity(l_n);
-    for &(_, _, store) in &plan {
-        if store.is_timed() || store == StoreOption::Drop {
-            bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
-        }
-        options.push(cfg.option_index(store).map_err(anyhow::Error::msg)?);
-    }
+    let options = plan.iter().map(|&(_, _, store)| plain_option(cfg, rule, store)).collect::<Result<Vec<_>>>()?;
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
     // Per (stream, layer): the positions the cache holds, in order.
@@ -129,11 +138,11 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
                 if content && predicted[b * t_n + k] {
                     continue;
                 }
-                let index =
-                    positions.iter().position(|&p| p == k).expect("a token not kept is held until its window ends");
-                cache.evict(b, l, options[l], index)?;
+                assert!(
+                    let_go(&mut cache, positions, (b, l, options[l]), k)?,
+                    "a token not kept is held until its window ends"
+                );
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
-                positions.remove(index);
             }
         }
     }
@@ -153,14 +162,7 @@ pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Devi
     let (b_n, t_n, l_n, v) = (batch.batch_size, batch.seq_len, cfg.n_layers, cfg.vocab_size);
     let Baseline::Spike { per_layer, weight, tau } = *rule else { bail!("{}: not the spike rule", rule.name()) };
     let last = l_n - 1;
-    let mut options = Vec::with_capacity(l_n);
-    for l in 0..l_n {
-        let store = per_layer.store(l);
-        if store.is_timed() || store == StoreOption::Drop {
-            bail!("{}: a rule scored by its own cache stores kept tokens at a plain option", rule.name());
-        }
-        options.push(cfg.option_index(store).map_err(anyhow::Error::msg)?);
-    }
+    let options = (0..l_n).map(|l| plain_option(cfg, rule, per_layer.store(l))).collect::<Result<Vec<_>>>()?;
     let scorer = KeyScorer::new(cfg);
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
@@ -207,21 +209,17 @@ pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Devi
                 }
                 // The token whose window closes now: seen by queries k + 1 … k + window, not q + 1.
                 let Some(k) = q.checked_sub(per_layer.window(l)) else { continue };
-                let index = positions.iter().position(|&p| p == k).expect("a token is held until its window ends");
-                cache.evict(b, l, options[l], index)?;
+                assert!(let_go(&mut cache, positions, (b, l, options[l]), k)?, "a token is held until its window ends");
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
-                positions.remove(index);
             }
             // The review of the previous row's top, if it is still held.
             let positions = &mut held[b * l_n + last];
             if let Some((k, w)) = std::mem::replace(&mut under[b], tops[b])
                 && w >= weight
                 && surprisal[b] > tau
-                && let Some(index) = positions.iter().position(|&p| p == k)
+                && let_go(&mut cache, positions, (b, last, options[last]), k)?
             {
-                cache.evict(b, last, options[last], index)?;
                 evicted_at[(b * t_n + k) * l_n + last] = (q + 1) as u32;
-                positions.remove(index);
                 keys[b][k] = Vec::new();
             }
         }

@@ -95,18 +95,19 @@ pub fn full_cache_steps_per_token(seq_len: usize) -> f64 {
 /// this is the time-averaged bytes the cache holds per step, in bytes per token — what a server
 /// pays, what the reward charges and what evaluation reports.
 pub fn charged_bytes(cfg: &ModelConfig, option: StoreOption, t: usize, seq_len: usize) -> f64 {
-    byte_steps(cfg, option, t, seq_len, None) as f64 / full_cache_steps_per_token(seq_len)
+    charged_bytes_evicted(cfg, option, t, seq_len, None)
 }
 
-/// [`charged_bytes`] of a token evicted from query `evicted_at` on (a spike review's drop).
+/// [`charged_bytes`] of a token evicted from query `evicted_at` on (`None` = never; a spike
+/// review's drop).
 pub fn charged_bytes_evicted(
     cfg: &ModelConfig,
     option: StoreOption,
     t: usize,
     seq_len: usize,
-    evicted_at: usize,
+    evicted_at: Option<usize>,
 ) -> f64 {
-    byte_steps(cfg, option, t, seq_len, Some(evicted_at)) as f64 / full_cache_steps_per_token(seq_len)
+    byte_steps(cfg, option, t, seq_len, evicted_at) as f64 / full_cache_steps_per_token(seq_len)
 }
 
 /// Memory and attention FLOPs of one sequence under given storage (all layers).

@@ -200,8 +200,6 @@ impl Reviewed {
 #[derive(Clone, Debug)]
 pub struct ReviewBook {
     at: ReviewAt,
-    /// The review age (1 for spike reviews: the token under review topped the previous row).
-    age: usize,
     scorer: KeyScorer,
     exact_index: usize,
     exact_bytes: f32,
@@ -212,7 +210,7 @@ pub struct ReviewBook {
     write_allowed: Vec<bool>,
     /// `[stream][layer]`, oldest first.
     entries: Vec<Vec<VecDeque<Entry>>>,
-    /// Spike reviews, `[stream][layer]`: the position of the kept token that topped the latest
+    /// Spike reviews (unused at an age), `[stream][layer]`: the position of the kept token that topped the latest
     /// row and its weight there, and the one that topped the row before (under review now).
     top: Vec<Vec<Option<(usize, f32)>>>,
     under: Vec<Vec<Option<(usize, f32)>>>,
@@ -223,19 +221,37 @@ impl ReviewBook {
     /// [`ReviewAt::menu_extras`] (which only reviews may produce: writes are masked off them);
     /// spike reviews need `drop` in the menu.
     pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
-        let age = match at {
-            ReviewAt::Age(age) => age,
-            ReviewAt::Spike => return Self::spike(cfg, batch),
+        let (allowed, write_allowed) = match at {
+            ReviewAt::Age(age) => Self::age_actions(cfg, age)?,
+            ReviewAt::Spike => Self::spike_actions(cfg)?,
         };
+        Ok(Self {
+            at,
+            scorer: KeyScorer::new(cfg),
+            exact_index: cfg.exact_index(),
+            exact_bytes: cost::bytes_per_token(cfg, cfg.exact_option()) as f32,
+            bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
+            allowed,
+            write_allowed,
+            entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
+            top: vec![vec![None; cfg.n_layers]; batch],
+            under: vec![vec![None; cfg.n_layers]; batch],
+        })
+    }
+
+    /// Reviews at `age`: per write option, the review actions it allows (itself, and the schedules
+    /// [`review_options`] makes of it); writes may not choose those schedules.
+    fn age_actions(cfg: &ModelConfig, age: usize) -> Result<(Vec<Vec<usize>>, Vec<bool>)> {
         if age == 0 {
             return Err(Error::Input("a review age must be at least 1 query".into()));
         }
         let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("review at age {age}: {e}")));
+        let review_only = review_options(cfg, age);
         let mut allowed = Vec::with_capacity(cfg.menu.len());
         for (i, o) in cfg.menu.iter().enumerate() {
             let mut ok = vec![i];
             if let Some(first) = Form::of(*o).filter(|f| *f != Form::Drop) {
-                for s in review_options(cfg, age) {
+                for &s in &review_only {
                     if matches!(s, StoreOption::Schedule { first: f, .. } if f == first) {
                         ok.push(index(s)?);
                     }
@@ -243,26 +259,13 @@ impl ReviewBook {
             }
             allowed.push(ok);
         }
-        let review_only = review_options(cfg, age);
         let write_allowed = cfg.menu.iter().map(|o| !review_only.contains(o)).collect();
-        let exact_bytes = cost::bytes_per_token(cfg, cfg.exact_option()) as f32;
-        Ok(Self {
-            at,
-            age,
-            scorer: KeyScorer::new(cfg),
-            exact_index: cfg.exact_index(),
-            exact_bytes,
-            bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
-            allowed,
-            write_allowed,
-            entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
-            top: Vec::new(),
-            under: Vec::new(),
-        })
+        Ok((allowed, write_allowed))
     }
 
-    /// A book for spike reviews: a token kept at a plain option may be kept or dropped.
-    fn spike(cfg: &ModelConfig, batch: usize) -> Result<Self> {
+    /// Spike reviews: a token kept at a plain option may be kept or dropped; every option is
+    /// writable.
+    fn spike_actions(cfg: &ModelConfig) -> Result<(Vec<Vec<usize>>, Vec<bool>)> {
         let drop = cfg.option_index(StoreOption::Drop).map_err(|_| {
             Error::Input(format!(
                 "review = \"spike\" needs `drop` in the menu (a review keeps or drops its token); the menu is [{}]",
@@ -278,19 +281,7 @@ impl ReviewBook {
                 _ => vec![i],
             })
             .collect();
-        Ok(Self {
-            at: ReviewAt::SPIKE,
-            age: 1,
-            scorer: KeyScorer::new(cfg),
-            exact_index: cfg.exact_index(),
-            exact_bytes: cost::bytes_per_token(cfg, cfg.exact_option()) as f32,
-            bytes: cfg.menu.iter().map(|o| cost::bytes_per_token(cfg, *o) as f32).collect(),
-            allowed,
-            write_allowed: vec![true; cfg.menu.len()],
-            entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
-            top: vec![vec![None; cfg.n_layers]; batch],
-            under: vec![vec![None; cfg.n_layers]; batch],
-        })
+        Ok((allowed, vec![true; cfg.menu.len()]))
     }
 
     /// When this book's tokens come up for review.
@@ -338,11 +329,13 @@ impl ReviewBook {
     /// it is held.
     fn under_index(&self, b: usize, l: usize, t: usize) -> Option<usize> {
         let entries = &self.entries[b][l];
-        if self.is_spike() {
-            let (position, _) = self.under[b][l]?;
-            return entries.binary_search_by_key(&position, |e| e.position).ok();
+        match self.at {
+            ReviewAt::Spike => {
+                let (position, _) = self.under[b][l]?;
+                entries.binary_search_by_key(&position, |e| e.position).ok()
+            }
+            ReviewAt::Age(age) => (t >= age && entries.len() == age).then_some(0),
         }
-        (t >= self.age && entries.len() == self.age).then_some(0)
     }
 
     /// The entry under review at step t in stream b, layer l.
@@ -470,24 +463,18 @@ impl ReviewBook {
         actions: &[usize],
         t: usize,
     ) -> Result<(Vec<usize>, Vec<Reviewed>)> {
-        let l_n = self.entries.first().map_or(0, Vec::len);
-        // Spike reviews evict by a token's place among those held at its option (oldest first),
-        // counted before the book lets go of it.
-        let places: Vec<Option<usize>> = (0..self.entries.len() * l_n)
-            .map(|i| {
-                let (b, l) = (i / l_n, i % l_n);
-                let at = self.under_index(b, l, t).filter(|_| self.is_spike())?;
-                let option = self.entries[b][l][at].option;
-                Some(self.entries[b][l].iter().take(at).filter(|e| e.option == option).count())
-            })
-            .collect();
         let reviewed = self.record(&pending, actions, t)?;
+        let l_n = self.entries.first().map_or(0, Vec::len);
         let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
         cache.push(pending, &writes)?;
         if self.is_spike() {
+            // A dropped token leaves the cache by its place among those held at its option, oldest
+            // first: the book's older tokens at that option (the book holds every kept token).
             for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.evicted_at.is_some()) {
-                let place = places[i].expect("a spike review's token had a place");
-                cache.evict(i / l_n, i % l_n, r.written, place)?;
+                let (b, l) = (i / l_n, i % l_n);
+                let older = self.entries[b][l].iter().take_while(|e| e.position < r.position);
+                let place = older.filter(|e| e.option == r.written).count();
+                cache.evict(b, l, r.written, place)?;
             }
         } else {
             cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
