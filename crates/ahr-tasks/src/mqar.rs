@@ -24,6 +24,11 @@
 //!   same value, later); only restated keys are queried, each after its restatement, so which
 //!   values matter is said by the context (a pair seen twice) — restated values are
 //!   [`TokenRole::Restated`], pairs never queried [`TokenRole::Distractor`].
+//! - `aliases = true` (event layouts, shared vocabulary): every key has two forms, `k` and its
+//!   partner ([`MqarConfig::partner`]), and each occurrence of a key — assignment,
+//!   re-assignment, restatement, query — takes one of them at random. The same key comes back
+//!   under another token half the time, so token equality no longer says that a key returned;
+//!   a model that learned the pairing (and the attention it pays) still does.
 
 use rand::seq::index::sample;
 use rand::{Rng, RngExt};
@@ -72,6 +77,10 @@ pub struct MqarConfig {
     /// least one); only those are queried, the others are distractors.
     #[serde(default = "default_restated_fraction")]
     pub restated_fraction: f64,
+    /// Event layouts with a shared vocabulary: every key occurs in either of two forms (itself
+    /// or its [`MqarConfig::partner`]), drawn per occurrence.
+    #[serde(default)]
+    pub aliases: bool,
 }
 
 /// Where keys and values are drawn from.
@@ -157,6 +166,7 @@ impl Default for MqarConfig {
             layout: Layout::Block,
             update_fraction: default_update_fraction(),
             restated_fraction: default_restated_fraction(),
+            aliases: false,
         }
     }
 }
@@ -214,6 +224,22 @@ impl MqarConfig {
                 self.restated_fraction
             )));
         }
+        if self.aliases {
+            if self.layout == Layout::Block || self.vocab != VocabSplit::Shared {
+                return Err(Error::Config(
+                    "mqar: aliases need an event layout (scattered, updates, restated) and vocab = \"shared\"".into(),
+                ));
+            }
+            for &d in &self.num_kv_pairs {
+                // Both forms of D keys, D + re-assignments distinct values, and one filler token.
+                let need = 3 * d + self.updates(d) + 1;
+                if v - 1 < need {
+                    return Err(Error::Config(format!(
+                        "mqar: aliases with D = {d} need vocab_size > {need} (two forms per key, the values, filler)"
+                    )));
+                }
+            }
+        }
         if self.layout != Layout::Block && self.kv_placement != KvPlacement::Start {
             return Err(Error::Config("mqar: kv_placement applies to layout = \"block\" only".into()));
         }
@@ -236,10 +262,48 @@ impl MqarConfig {
         }
     }
 
+    /// The other form of key token `x` under `aliases`: with `H = ⌊(V − 1)/2⌋`, tokens `1 … H`
+    /// pair with `H + 1 … 2H` (`x ↔ x + H`); the last token of an even vocabulary (`V − 1`) and
+    /// token 0 have none and are never keys.
+    pub fn partner(&self, x: u32) -> Option<u32> {
+        let h = ((self.vocab_size - 1) / 2) as u32;
+        if (1..=h).contains(&x) {
+            Some(x + h)
+        } else if (h + 1..=2 * h).contains(&x) {
+            Some(x - h)
+        } else {
+            None
+        }
+    }
+
+    /// The token key `k` is written as at one occurrence: itself, or under `aliases` either form
+    /// with equal probability (no draw without aliases).
+    fn key_form(&self, k: u32, rng: &mut impl Rng) -> u32 {
+        match self.partner(k).filter(|_| self.aliases) {
+            Some(p) if rng.random_bool(0.5) => p,
+            _ => k,
+        }
+    }
+
+    /// Tokens filler must avoid: the keys, and under `aliases` their partners too.
+    fn key_tokens(&self, keys: &[u32]) -> Vec<u32> {
+        let partners = keys.iter().filter_map(|&k| self.partner(k).filter(|_| self.aliases));
+        keys.iter().copied().chain(partners).collect()
+    }
+
     /// Keys and (enough) values for D pairs and `extra` re-assignments: distinct tokens, from
-    /// the vocabulary split's ranges.
+    /// the vocabulary split's ranges; under `aliases`, D keys from `[1, H]` (one per pair of
+    /// forms) and the values from the rest of `[1, V)` (neither form of any key).
     fn draw_tokens(&self, d: usize, extra: usize, rng: &mut impl Rng) -> (Vec<u32>, Vec<u32>) {
         let v = self.vocab_size;
+        if self.aliases {
+            let h = (v - 1) / 2;
+            let keys: Vec<u32> = sample(rng, h, d).into_iter().map(|k| (k + 1) as u32).collect();
+            let taken = self.key_tokens(&keys);
+            let free: Vec<u32> = (1..v as u32).filter(|t| !taken.contains(t)).collect();
+            let values = sample(rng, free.len(), d + extra).into_iter().map(|i| free[i]).collect();
+            return (keys, values);
+        }
         match self.vocab {
             VocabSplit::Split => {
                 let half = v / 2;
@@ -301,6 +365,7 @@ impl MqarConfig {
     /// with a shared vocabulary, in `[1, V)` without the sequence's keys.
     fn fill(&self, inputs: &mut [u32], roles: &[TokenRole], keys: &[u32], rng: &mut impl Rng) {
         let v = self.vocab_size as u32;
+        let keys = &self.key_tokens(keys);
         let shared = self.vocab == VocabSplit::Shared || self.layout != Layout::Block;
         for (x, r) in inputs.iter_mut().zip(roles) {
             if *r != TokenRole::Filler {
@@ -404,7 +469,7 @@ impl MqarConfig {
                     }
                     let value = values[next_value];
                     next_value += 1;
-                    inputs[p] = keys[k];
+                    inputs[p] = self.key_form(keys[k], rng);
                     inputs[p + 1] = value;
                     roles[p] = TokenRole::Key;
                     roles[p + 1] = TokenRole::Value;
@@ -413,7 +478,7 @@ impl MqarConfig {
                 }
                 Event::Restate(k) => {
                     let (first, value) = latest[k].expect("a key is stated before it is restated");
-                    inputs[p] = keys[k];
+                    inputs[p] = self.key_form(keys[k], rng);
                     inputs[p + 1] = value;
                     roles[p] = TokenRole::Key;
                     roles[p + 1] = TokenRole::Restated;
@@ -422,7 +487,7 @@ impl MqarConfig {
                 }
                 Event::Query(k) => {
                     let (_, value) = latest[k].expect("a key is assigned before it is queried");
-                    inputs[p] = keys[k];
+                    inputs[p] = self.key_form(keys[k], rng);
                     labels[p] = value as i64;
                     roles[p] = TokenRole::Query;
                 }
@@ -609,6 +674,8 @@ mod tests {
     /// pairs with those roles, and filler never repeats a key (no ambiguity).
     fn check_recall(c: &MqarConfig, b: &Batch) {
         let l = c.seq_len;
+        // Under aliases a key is its pair of forms.
+        let class = |t: u32| if c.aliases { c.partner(t).map_or(t, |p| p.min(t)) } else { t };
         for s in 0..b.batch_size {
             let (x, y, r) =
                 (&b.inputs[s * l..(s + 1) * l], &b.labels[s * l..(s + 1) * l], &b.roles[s * l..(s + 1) * l]);
@@ -623,24 +690,25 @@ mod tests {
                             "a key is followed by its value"
                         );
                         if r[i + 1] == TokenRole::Restated {
-                            assert_eq!(latest.get(&x[i]), Some(&x[i + 1]), "a restatement repeats its pair");
+                            assert_eq!(latest.get(&class(x[i])), Some(&x[i + 1]), "a restatement repeats its pair");
                         }
-                        latest.insert(x[i], x[i + 1]);
+                        latest.insert(class(x[i]), x[i + 1]);
                         i += 2;
                         continue;
                     }
                     TokenRole::Query => {
-                        let v = latest.get(&x[i]).expect("a query's key was assigned before");
+                        let v = latest.get(&class(x[i])).expect("a query's key was assigned before");
                         assert_eq!(y[i], *v as i64, "the label is the latest value");
                     }
                     TokenRole::Filler => {
                         assert!(
-                            !latest.contains_key(&x[i]) && y[i] == IGNORE,
+                            !latest.contains_key(&class(x[i])) && y[i] == IGNORE,
                             "filler repeats no key and is unlabelled"
                         );
                         if c.random_non_queries {
-                            let keys: Vec<u32> = (0..l).filter(|&j| r[j] == TokenRole::Query).map(|j| x[j]).collect();
-                            assert!(!keys.contains(&x[i]), "filler repeats no key");
+                            let keys: Vec<u32> =
+                                (0..l).filter(|&j| r[j] == TokenRole::Query).map(|j| class(x[j])).collect();
+                            assert!(!keys.contains(&class(x[i])), "filler repeats no key");
                         }
                     }
                     TokenRole::Value | TokenRole::Restated => panic!("a value without its key at {i}"),
@@ -788,6 +856,66 @@ mod tests {
         // Too many events for the length, or a block placement on another layout, are errors.
         assert!(MqarConfig { seq_len: 16, ..c.clone() }.validate().is_err());
         assert!(MqarConfig { kv_placement: KvPlacement::Random, ..c }.validate().is_err());
+    }
+
+    #[test]
+    fn aliases_bring_keys_back_under_either_form_and_filler_never_uses_one() {
+        let c = MqarConfig {
+            vocab_size: 64,
+            vocab: VocabSplit::Shared,
+            layout: Layout::Updates,
+            update_fraction: 1.0,
+            seq_len: 512,
+            num_kv_pairs: vec![8, 12, 15],
+            aliases: true,
+            ..MqarConfig::default()
+        };
+        c.validate().unwrap();
+        // The pairing: 1 ↔ 32, 31 ↔ 62; 63 (and 0) have no partner.
+        assert_eq!(
+            (c.partner(1), c.partner(32), c.partner(31), c.partner(62)),
+            (Some(32), Some(1), Some(62), Some(31))
+        );
+        assert_eq!((c.partner(63), c.partner(0)), (None, None));
+        let b = c.batch(3, Split::Train, 0, 100);
+        check_recall(&c, &b);
+        // Per returning occurrence of a key (re-assignment or query): is it the form its
+        // previous occurrence had? Token equality sees only those.
+        let (mut same, mut other) = (0usize, 0usize);
+        for s in 0..100 {
+            let (x, r) = (&b.inputs[s * 512..(s + 1) * 512], &b.roles[s * 512..(s + 1) * 512]);
+            let mut last: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+            let mut i = 0;
+            while i < 512 {
+                let key = matches!(r[i], TokenRole::Key | TokenRole::Stale | TokenRole::Query);
+                if key {
+                    let class = c.partner(x[i]).expect("keys have two forms").min(x[i]);
+                    if let Some(prev) = last.insert(class, x[i]) {
+                        if prev == x[i] { same += 1 } else { other += 1 }
+                    }
+                }
+                // An assignment is two tokens (key, value); a query one.
+                i += if key && r[i] != TokenRole::Query { 2 } else { 1 };
+            }
+            // Filler and values use neither form of any key of the sequence.
+            let keys: Vec<u32> = (0..512).filter(|&i| r[i] == TokenRole::Query).map(|i| x[i]).collect();
+            for i in (0..512).filter(|&i| matches!(r[i], TokenRole::Filler | TokenRole::Value)) {
+                assert!(keys.iter().all(|&k| x[i] != k && Some(x[i]) != c.partner(k)), "token {} at {i}", x[i]);
+            }
+        }
+        let frac = other as f64 / (same + other) as f64;
+        assert!((0.4..0.6).contains(&frac), "{other} of {} returns change form", same + other);
+        // Aliases need the shared vocabulary and an event layout, and room for both forms.
+        assert!(MqarConfig { layout: Layout::Block, ..c.clone() }.validate().is_err());
+        assert!(MqarConfig { vocab: VocabSplit::Split, ..c.clone() }.validate().is_err());
+        assert!(MqarConfig { vocab_size: 48, ..c.clone() }.validate().is_err());
+        // Without aliases the generator draws exactly what it drew before the option
+        // (fingerprint of the first held-out batch taken with the previous generator).
+        let plain = MqarConfig { aliases: false, ..c };
+        let b = plain.batch(0, Split::Valid, 0, 4);
+        let sum: u64 = b.inputs.iter().enumerate().map(|(i, &t)| (i as u64 + 1) * t as u64).sum::<u64>()
+            + b.labels.iter().enumerate().map(|(i, &t)| (i as u64 + 1) * (t + 100) as u64).sum::<u64>();
+        assert_eq!(sum, 73_144_923, "the updates generator changed");
     }
 
     #[test]
