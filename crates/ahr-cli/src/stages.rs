@@ -23,6 +23,10 @@ pub fn describe(r: &IterationReport) -> String {
 pub fn pretrain(args: &PretrainArgs, dev: &Device, comm: &Comm) -> Result<()> {
     if comm.is_root() {
         eprintln!("run directory: {}{}", args.out.display(), ranks_note(comm));
+        let file = ahr_train::files::ModelFile::load(&args.model_config)?;
+        for w in file.pretrain.warnings(&file.model) {
+            eprintln!("warning: {w}");
+        }
     }
     let mut progress = Progress::new("step", 0);
     let outcome = ahr_train::pretrain::run_distributed(args, dev, comm, |r| {

@@ -132,6 +132,24 @@ impl PretrainConfig {
         Ok(())
     }
 
+    /// Settings that run but undo what nested pretraining is for, to say before a run starts:
+    /// with `nested.exact_fraction = 1` only the exact choice trains, so a menu's `rank:ρ` options
+    /// get no useful gradient — weight decay shrinks their factor projections and the residual
+    /// stream moves away from them (a model that lost them this way answered ~0 at every rank and
+    /// did not recover in 1500 nested steps: docs/BENCHMARKS.md, "Key aliases").
+    pub fn warnings(&self, model: &ModelConfig) -> Vec<String> {
+        let factors = model.menu.iter().any(|o| matches!(o, ahr_tpa::StoreOption::Rank(_)));
+        if factors && self.nested.exact_fraction >= 1.0 {
+            vec![format!(
+                "nested.exact_fraction = 1 trains the exact choice only: the menu's rank options get no training{}, \
+                 so they may stop working; keep it below 1 in some stage after this one",
+                if self.weight_decay > 0.0 { " (and weight decay shrinks their factors)" } else { "" }
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Learning rate at `step`: linear warmup, then cosine down to `min_lr_ratio · lr`.
     pub fn lr_at(&self, step: u64) -> f64 {
         let peak = self.learning_rate;
@@ -570,5 +588,24 @@ mod tests {
         assert!((0..4).all(|b| (0..9).all(|t| c.get(b, t, 0) == 0)));
         let warm = sample_choices(&cfg, &only_drop, 1, 2, 4, 9);
         assert_eq!(warm, Choices::exact(&cfg, 4, 9), "exact only during the warmup");
+    }
+
+    #[test]
+    fn exact_only_training_of_a_menu_with_ranks_is_warned_about() {
+        let cfg = ModelConfig::tiny();
+        assert!(cfg.menu.iter().any(|o| matches!(o, ahr_tpa::StoreOption::Rank(_))));
+        let exact_only = |wd: f64| PretrainConfig {
+            weight_decay: wd,
+            nested: NestedConfig { exact_fraction: 1.0, ..Default::default() },
+            ..Default::default()
+        };
+        let w = exact_only(0.1).warnings(&cfg);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("rank options") && w[0].contains("weight decay"), "{w:?}");
+        assert!(!exact_only(0.0).warnings(&cfg)[0].contains("weight decay"));
+        assert!(PretrainConfig::default().warnings(&cfg).is_empty(), "nested by default: nothing to say");
+        // A menu without factor options has nothing to lose.
+        let dense = ModelConfig { menu: vec![ahr_tpa::StoreOption::Drop, ahr_tpa::StoreOption::Full], ..cfg };
+        assert!(exact_only(0.1).warnings(&dense).is_empty());
     }
 }
