@@ -8,36 +8,23 @@
 //! cargo run --release -p ahr-eval --example alias_recall -- MODEL envs/mqar-tiny-aliases-512.toml 64
 //! ```
 
-use std::path::PathBuf;
-
-use ahr_env::EnvSpec;
-use ahr_tasks::TokenRole;
+use ahr_tasks::{TaskConfig, TokenRole};
 use ahr_tpa::ChoiceSpec;
 use anyhow::{Context, Result, anyhow, bail};
 
+mod common;
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, env, sequences] = &args[..] else {
-        bail!("usage: alias_recall MODEL ENV SEQUENCES");
+    let common::HeldOut { env_path, spec, model, batch, dev } = common::held_out("alias_recall")?;
+    let TaskConfig::Mqar(mqar) = &spec.task else {
+        bail!("{}: an MQAR env is needed", env_path.display());
     };
-    let (model_dir, env_path) = (PathBuf::from(model), PathBuf::from(env));
-    let sequences: usize = sequences.parse().context("SEQUENCES")?;
-    let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
-    let batch = task.valid_batch(0, sequences);
     let (b_n, t_n, v_n) = (batch.batch_size, batch.seq_len, cfg.vocab_size);
-    if batch.roles.is_empty() {
-        bail!("{}: the task defines no token roles (an MQAR env is needed)", env_path.display());
-    }
     let choices = ChoiceSpec::Exact.choices(&cfg, b_n, t_n).map_err(|e| anyhow!(e))?;
     let tokens = model.tokens(&batch.inputs, b_n, t_n, &dev)?;
     let logits = model.forward(tokens, &choices)?.into_data().try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?;
-    // Forms pair as x ↔ x + H (envs/README.md); a key's class is its smaller form.
-    let h = ((v_n - 1) / 2) as u32;
-    let class = |t: u32| if t > h && t <= 2 * h { t - h } else { t };
+    let class = |t: u32| mqar.key_class(t);
     // [same form as the latest assignment, other form without / with a same-form stale one]: (right, all)
     let mut tally = [(0usize, 0usize); 3];
     for b in 0..b_n {

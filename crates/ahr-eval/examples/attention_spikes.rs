@@ -12,12 +12,11 @@
 //!   policies/models/mqar-tiny-updates-1024-ft3 envs/mqar-tiny-updates-512.toml 16
 //! ```
 
-use std::path::PathBuf;
-
-use ahr_env::EnvSpec;
 use ahr_tasks::TokenRole;
 use ahr_tpa::ChoiceSpec;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
+
+mod common;
 
 /// Spike thresholds reported (mean weight over heads).
 const THRESHOLDS: [f32; 4] = [0.1, 0.2, 0.3, 0.5];
@@ -65,22 +64,9 @@ fn quantile(xs: &mut [f32], q: f64) -> f32 {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, env, sequences] = &args[..] else {
-        bail!("usage: attention_spikes MODEL ENV SEQUENCES");
-    };
-    let (model_dir, env_path) = (PathBuf::from(model), PathBuf::from(env));
-    let sequences: usize = sequences.parse().context("SEQUENCES")?;
-    let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let common::HeldOut { model, batch, dev, .. } = common::held_out("attention_spikes")?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
-    let batch = task.valid_batch(0, sequences);
     let (b_n, t_n) = (batch.batch_size, batch.seq_len);
-    if batch.roles.is_empty() {
-        bail!("{}: the task defines no token roles (an MQAR env is needed)", env_path.display());
-    }
     let choices = ChoiceSpec::Exact.choices(&cfg, b_n, t_n).map_err(|e| anyhow!(e))?;
     let tokens = model.tokens(&batch.inputs, b_n, t_n, &dev)?;
     let (_, maps) = model.forward_with_attention_maps(tokens, &choices)?;

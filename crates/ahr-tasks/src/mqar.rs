@@ -276,6 +276,15 @@ impl MqarConfig {
         }
     }
 
+    /// The key a token names: under `aliases`, the smaller of its two forms (so both forms give
+    /// the same class); otherwise the token itself.
+    pub fn key_class(&self, x: u32) -> u32 {
+        match self.partner(x).filter(|_| self.aliases) {
+            Some(p) => p.min(x),
+            None => x,
+        }
+    }
+
     /// The token key `k` is written as at one occurrence: itself, or under `aliases` either form
     /// with equal probability (no draw without aliases).
     fn key_form(&self, k: u32, rng: &mut impl Rng) -> u32 {
@@ -675,7 +684,7 @@ mod tests {
     fn check_recall(c: &MqarConfig, b: &Batch) {
         let l = c.seq_len;
         // Under aliases a key is its pair of forms.
-        let class = |t: u32| if c.aliases { c.partner(t).map_or(t, |p| p.min(t)) } else { t };
+        let class = |t: u32| c.key_class(t);
         for s in 0..b.batch_size {
             let (x, y, r) =
                 (&b.inputs[s * l..(s + 1) * l], &b.labels[s * l..(s + 1) * l], &b.roles[s * l..(s + 1) * l]);
