@@ -158,6 +158,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     let tiny_env = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
     std::fs::write(t("odd.toml"), tiny_env.replace("streams = 4", "streams = 3")).unwrap();
     std::fs::write(t("review.toml"), tiny_env.replace("[env]\n", "[env]\nreview = \"sometimes\"\n")).unwrap();
+    std::fs::write(t("exclude.toml"), tiny_env.replace("[env]\n", "[env]\nexclude = [\"full\"]\n")).unwrap();
     let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
@@ -278,11 +279,28 @@ fn bad_input_gives_a_message_and_exit_code_1() {
                 "--model",
                 "policies/models/mqar-tiny",
                 "--env",
+                &t("exclude.toml"),
+                "--config",
+                "configs/ppo/tiny.toml",
+                "--out",
+                &t("p3"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "[env] exclude: invalid input: full: is the exact option",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
                 "envs/mqar-tiny.toml",
                 "--config",
                 &t("prior.toml"),
                 "--out",
-                &t("p3"),
+                &t("p4"),
             ]
             .into_iter()
             .map(String::from)
@@ -432,7 +450,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let review = tmp.join("review.toml");
     std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = 3\n")).unwrap();
     let spike = tmp.join("spike.toml");
-    std::fs::write(&spike, text.replace("[env]\n", "[env]\nreview = \"spike\"\n")).unwrap();
+    // (without `rank:1`: inference then runs the policy's smaller menu)
+    std::fs::write(&spike, text.replace("[env]\n", "[env]\nreview = \"spike\"\nexclude = [\"rank:1\"]\n")).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -513,6 +532,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let p = tmp.join("policy-5");
     let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
     assert!(manifest.contains("\"review\": \"spike\"") && manifest.contains("spike_weight"), "{manifest}");
+    assert!(!manifest.contains("\"rank:1\""), "{manifest}");
     inference_matches(model, &p, &spike);
 }
 

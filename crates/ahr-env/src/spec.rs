@@ -19,6 +19,10 @@ pub struct EnvSettings {
     /// W queries, then evicted), so a policy can keep a token while it is recent. Empty = the
     /// model's menu as it is.
     pub recent: Vec<usize>,
+    /// Options taken off the model's menu before `recent` and `schedules` are added (e.g.
+    /// `["rank:1", "rank:2"]` on a model whose factor options were never trained): neither a
+    /// policy nor a rule judged in this env can pick them. Not the exact option.
+    pub exclude: Vec<ahr_tpa::StoreOption>,
     /// Demotion schedules `first/W/then` added to the model's menu (e.g. `"full/16/rank:1"`:
     /// dense for the next 16 queries, then its rank-1 factors; DESIGN.md §10).
     pub schedules: Vec<ahr_tpa::StoreOption>,
@@ -50,6 +54,7 @@ impl Default for EnvSettings {
             granularity: Granularity::PerToken,
             streams: 8,
             recent: Vec::new(),
+            exclude: Vec::new(),
             schedules: Vec::new(),
             obs_version: ahr_policy::obs::OBS_VERSION,
             positions_seen: None,
@@ -189,9 +194,10 @@ impl EnvSpec {
         Ok(spec)
     }
 
-    /// The model this env runs: `model` with the env's `recent:W` options and schedules added to
-    /// its menu.
+    /// The model this env runs: `model` without the env's excluded options, with its `recent:W`
+    /// options and schedules added to its menu.
     pub fn model(&self, model: ahr_tpa::Model) -> Result<ahr_tpa::Model, String> {
+        let model = model.without(&self.env.exclude).map_err(|e| format!("[env] exclude: {e}"))?;
         let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
         let model = model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))?;
         match self.env.review {

@@ -519,6 +519,31 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// This config with `options` taken off the menu (what an environment's `exclude` setting
+    /// does to the model it runs: a policy and every rule judged with it never pick them). The
+    /// weights serve the rest unchanged; the exact option stays, so memory is still measured
+    /// against it.
+    pub fn without(&self, options: &[StoreOption]) -> std::result::Result<Self, Invalid> {
+        let mut cfg = self.clone();
+        for &o in options {
+            if o == self.exact_option() {
+                return Err(Invalid::new(o.to_string(), "is the exact option (memory is measured against it)"));
+            }
+            let Some(i) = cfg.menu.iter().position(|&m| m == o) else {
+                return Err(Invalid::new(
+                    o.to_string(),
+                    format!(
+                        "is not in the model's menu [{}]",
+                        self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            cfg.menu.remove(i);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Whether the query is a standard projection (MHA/GQA, or TPA-KVonly with `q_rank = 0`).
     pub fn has_dense_query(&self) -> bool {
         self.attention != AttentionKind::Tpa || self.q_rank == 0
@@ -566,6 +591,20 @@ mod tests {
         assert!("dense".parse::<StoreOption>().is_err());
         assert!(StoreOption::Drop < StoreOption::Rank(1));
         assert!(StoreOption::Rank(4) < StoreOption::Full);
+    }
+
+    #[test]
+    fn without_takes_options_off_the_menu_but_never_the_exact_one() {
+        let cfg = ModelConfig::mqar().without(&[StoreOption::Rank(1), StoreOption::Rank(2)]).unwrap();
+        assert_eq!(cfg.menu, vec![StoreOption::Drop, StoreOption::Full]);
+        assert_eq!(cfg.exact_option(), StoreOption::Full);
+        // Windows added afterwards keep the plain options first.
+        let windows = cfg.with_recent(&[4]).unwrap();
+        assert_eq!(windows.menu, vec![StoreOption::Drop, StoreOption::Full, StoreOption::Recent(4)]);
+        let exact = ModelConfig::mqar().without(&[StoreOption::Full]).unwrap_err();
+        assert!(exact.reason.contains("exact option"), "{}", exact.reason);
+        let absent = ModelConfig::mqar().without(&[StoreOption::Rank(3)]).unwrap_err();
+        assert!(absent.reason.contains("not in the model's menu [drop, rank:1, rank:2, full]"), "{}", absent.reason);
     }
 
     #[test]

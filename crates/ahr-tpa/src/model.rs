@@ -220,6 +220,12 @@ impl Model {
         Ok(self)
     }
 
+    /// This model with `options` taken off its menu ([`ModelConfig::without`]).
+    pub fn without(mut self, options: &[crate::StoreOption]) -> Result<Self> {
+        self.config = self.config.without(options).map_err(|e| Error::Input(e.to_string()))?;
+        Ok(self)
+    }
+
     /// This model with timed options (`recent:W`, schedules `first/W/then`) added to its menu
     /// ([`ModelConfig::with_timed`]): they keep forms the weights already serve.
     pub fn with_timed(mut self, options: &[crate::StoreOption]) -> Result<Self> {

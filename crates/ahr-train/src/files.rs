@@ -31,12 +31,16 @@ pub fn load_env_model(model_dir: &Path, spec: &EnvFile, env_path: &Path, device:
     spec.model(load_model(model_dir, device)?).map_err(|e| anyhow::anyhow!("{}: {e}", env_path.display()))
 }
 
-/// A model directory as a policy runs it: with the timed options of the policy's manifest
-/// (the model as it is without a policy).
+/// A model directory as a policy runs it: with the menu of the policy's manifest — the options
+/// its env excluded taken off, its timed options added (the model as it is without a policy).
 pub fn load_policy_model(model_dir: &Path, policy_dir: Option<&Path>, device: &Device) -> Result<Model> {
     let model = load_model(model_dir, device)?;
     Ok(match policy_dir {
-        Some(dir) => model.with_timed(&ahr_policy::export::load_manifest(dir)?.timed_options())?,
+        Some(dir) => {
+            let manifest = ahr_policy::export::load_manifest(dir)?;
+            let excluded: Vec<_> = model.config().menu.iter().copied().filter(|o| !manifest.menu.contains(o)).collect();
+            model.without(&excluded)?.with_timed(&manifest.timed_options())?
+        }
         None => model,
     })
 }
