@@ -5,52 +5,59 @@
 //! return at q), the weight query q gives u (mean over heads) and whether u is q's most-attended
 //! earlier token; against that, the weight u receives from any other query (a trigger at the
 //! wrong time), by the token's role. If a spike above a threshold fires at the return and almost
-//! nowhere else, a review triggered by received attention can express the rule.
+//! nowhere else, a review triggered by received attention can express the rule. Under key
+//! aliases (`aliases = true`) a key returns as either of its two forms; returns are found by key
+//! class and the tables are also given per form (the same token as before, or its partner).
 //!
 //! ```bash
 //! cargo run --release -p ahr-eval --example attention_spikes -- \
 //!   policies/models/mqar-tiny-updates-1024-ft3 envs/mqar-tiny-updates-512.toml 16
 //! ```
 
-use ahr_tasks::TokenRole;
+use ahr_tasks::{TaskConfig, TokenRole};
 use ahr_tpa::ChoiceSpec;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 
 mod common;
 
 /// Spike thresholds reported (mean weight over heads).
 const THRESHOLDS: [f32; 4] = [0.1, 0.2, 0.3, 0.5];
 
-/// The first position after `u` that holds the token before `u` (its "key" returning), if any.
-fn first_return(inputs: &[u32], u: usize) -> Option<usize> {
-    let key = inputs[u.checked_sub(1)?];
-    (u + 1..inputs.len()).find(|&q| inputs[q] == key)
+/// The first position after `u` that holds the token before `u` (its "key" returning) in either
+/// form (`class`: a token's key class, the token itself without aliases), if any.
+fn first_return(inputs: &[u32], u: usize, class: impl Fn(u32) -> u32) -> Option<usize> {
+    let key = class(inputs[u.checked_sub(1)?]);
+    (u + 1..inputs.len()).find(|&q| class(inputs[q]) == key)
 }
 
 /// What one token received: at its left neighbour's first return (if any), and the most from
 /// any other query.
+#[derive(Clone)]
 struct Received {
     role: TokenRole,
     at_return: Option<(f32, bool)>,
+    /// Whether the key returned as the same token (always, without aliases).
+    same_form: bool,
     elsewhere: f32,
     /// Whether u is the most-attended earlier token of some query other than its return.
     top_elsewhere: bool,
 }
 
 /// Per token u of one sequence, from the mean-over-heads weights `w[q][u]` (`[T, T]`, row-major).
-fn received(inputs: &[u32], roles: &[TokenRole], w: &[f32]) -> Vec<Received> {
+fn received(inputs: &[u32], roles: &[TokenRole], w: &[f32], class: impl Fn(u32) -> u32) -> Vec<Received> {
     let t_n = inputs.len();
     // Each query's most-attended earlier token (query 0 has none).
     let top: Vec<Option<usize>> =
         (0..t_n).map(|q| (0..q).max_by(|&a, &b| w[q * t_n + a].total_cmp(&w[q * t_n + b]))).collect();
     (1..t_n)
         .map(|u| {
-            let ret = first_return(inputs, u);
+            let ret = first_return(inputs, u, &class);
             let at_return = ret.map(|q| (w[q * t_n + u], top[q] == Some(u)));
+            let same_form = ret.is_none_or(|q| inputs[q] == inputs[u - 1]);
             let others = || (u + 1..t_n).filter(|&s| Some(s) != ret);
             let elsewhere = others().map(|s| w[s * t_n + u]).fold(0.0, f32::max);
             let top_elsewhere = others().any(|s| top[s] == Some(u));
-            Received { role: roles[u], at_return, elsewhere, top_elsewhere }
+            Received { role: roles[u], at_return, same_form, elsewhere, top_elsewhere }
         })
         .collect()
 }
@@ -64,7 +71,11 @@ fn quantile(xs: &mut [f32], q: f64) -> f32 {
 }
 
 fn main() -> Result<()> {
-    let common::HeldOut { model, batch, dev, .. } = common::held_out("attention_spikes")?;
+    let common::HeldOut { model, batch, dev, spec, .. } = common::held_out("attention_spikes")?;
+    let TaskConfig::Mqar(mqar) = &spec.task else {
+        bail!("attention_spikes needs an MQAR env");
+    };
+    let class = |t: u32| mqar.key_class(t);
     let cfg = model.config().clone();
     let (b_n, t_n) = (batch.batch_size, batch.seq_len);
     let choices = ChoiceSpec::Exact.choices(&cfg, b_n, t_n).map_err(|e| anyhow!(e))?;
@@ -77,10 +88,25 @@ fn main() -> Result<()> {
     let mut all = Vec::new();
     for b in 0..b_n {
         let rows = b * t_n..(b + 1) * t_n;
-        all.extend(received(&batch.inputs[rows.clone()], &batch.roles[rows], &w[b * t_n * t_n..(b + 1) * t_n * t_n]));
+        let w = &w[b * t_n * t_n..(b + 1) * t_n * t_n];
+        all.extend(received(&batch.inputs[rows.clone()], &batch.roles[rows], w, class));
     }
 
     println!("Last layer ({heads} heads, weights averaged over heads), {b_n} held-out sequences of {t_n} tokens.\n");
+    tables(&all);
+    if mqar.aliases {
+        for (same, name) in [(true, "the same form"), (false, "the other form")] {
+            println!("\n### Tokens whose left neighbour (their key, for a value) returns in {name}\n");
+            let part: Vec<Received> =
+                all.iter().filter(|r| r.at_return.is_some() && r.same_form == same).cloned().collect();
+            tables(&part);
+        }
+    }
+    Ok(())
+}
+
+/// The per-role table and the threshold table of `all`.
+fn tables(all: &[Received]) {
     println!(
         "| role | tokens | left neighbour returns | weight at the return: p10 / p50 / p90 | top of the return's row \
          | most from any other query: p50 / p99 / max | top of another row |"
@@ -124,7 +150,6 @@ fn main() -> Result<()> {
             all.len()
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -137,9 +162,10 @@ mod tests {
     /// top of row 3) and received 0.4 elsewhere.
     #[test]
     fn weights_at_and_away_from_the_return() {
+        let id = |t: u32| t;
         let inputs = [1, 2, 9, 1, 5];
         assert_eq!(
-            (first_return(&inputs, 1), first_return(&inputs, 2), first_return(&inputs, 0)),
+            (first_return(&inputs, 1, id), first_return(&inputs, 2, id), first_return(&inputs, 0, id)),
             (Some(3), None, None)
         );
         let t = inputs.len();
@@ -149,7 +175,7 @@ mod tests {
         w[2 * t + 1] = 0.4;
         w[4 * t + 2] = 0.1;
         let roles = [TokenRole::Key, TokenRole::Value, TokenRole::Filler, TokenRole::Query, TokenRole::Value];
-        let r = received(&inputs, &roles, &w);
+        let r = received(&inputs, &roles, &w, id);
         assert_eq!(r[0].at_return, Some((0.7, true)));
         assert_eq!(r[0].elsewhere, 0.4);
         // Row 2's top is position 1 (0.4 against 0): token 2 tops a row other than its return's.
@@ -157,5 +183,14 @@ mod tests {
         assert_eq!((r[1].at_return, r[1].elsewhere), (None, 0.1));
         // Row 4's top is position 2 (0.1): the filler tops a row, though nothing returns for it.
         assert!(r[1].top_elsewhere);
+        assert!(r[0].same_form);
+        // Key 1 returns as its partner 4 (classes 1 ↔ 4): found, in the other form.
+        let aliased = [1, 2, 9, 4, 5];
+        let class = |t: u32| if t == 4 { 1 } else { t };
+        assert_eq!(first_return(&aliased, 1, class), Some(3));
+        assert_eq!(first_return(&aliased, 1, id), None);
+        let r = received(&aliased, &roles, &w, class);
+        assert_eq!(r[0].at_return, Some((0.7, true)));
+        assert!(!r[0].same_form);
     }
 }
