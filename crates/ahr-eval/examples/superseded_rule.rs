@@ -104,7 +104,46 @@ fn main() -> Result<()> {
             100.0 * p.kv_bytes_per_token / exact
         );
     }
+
+    // Where the last layer's bytes go: per token role, the share of its time to the end of the
+    // sequence that each mode holds it (`ahr analyze`'s "bytes kept", last layer only).
+    let batch = task.valid_batch(0, h.sequences);
+    if !batch.roles.is_empty() {
+        let t_n = batch.seq_len;
+        let mut roles = batch.roles.clone();
+        roles.sort();
+        roles.dedup();
+        let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+        println!("\n| last layer: time held / time to the end | {} |", names.join(" | "));
+        println!("|---|{}", "---:|".repeat(roles.len()));
+        for (mode, what) in [(LastLayer::Superseded, "until superseded"), (LastLayer::UsedOnce, "used once")] {
+            let held = held_by_role(&batch.inputs, &batch.roles, t_n, &roles, |x| last_layer_evictions(x, mode));
+            let cells: Vec<String> = held.iter().map(|h| format!("{:.1} %", 100.0 * h)).collect();
+            println!("| {what} | {} |", cells.join(" | "));
+        }
+    }
     Ok(())
+}
+
+/// Per role in `roles`, the mean over its tokens of the share of the queries from its own to the
+/// end of its sequence that it is held (`evictions` of one sequence: gone from that query on).
+fn held_by_role(
+    inputs: &[u32],
+    token_roles: &[ahr_tasks::TokenRole],
+    t_n: usize,
+    roles: &[ahr_tasks::TokenRole],
+    evictions: impl Fn(&[u32]) -> Vec<u32>,
+) -> Vec<f64> {
+    let mut sums = vec![(0.0, 0usize); roles.len()];
+    for (seq, seq_roles) in inputs.chunks(t_n).zip(token_roles.chunks(t_n)) {
+        for (t, (&e, role)) in evictions(seq).iter().zip(seq_roles).enumerate() {
+            let held = (e as usize).min(t_n) - t;
+            let i = roles.iter().position(|r| r == role).expect("every role is listed");
+            sums[i].0 += held as f64 / (t_n - t) as f64;
+            sums[i].1 += 1;
+        }
+    }
+    sums.into_iter().map(|(s, n)| s / n.max(1) as f64).collect()
 }
 
 #[cfg(test)]
@@ -119,5 +158,17 @@ mod tests {
         assert_eq!((used[1], used[6]), (4, 8));
         assert_eq!(last_layer_evictions(&inputs, LastLayer::Superseded)[1], 7);
         assert!(last_layer_evictions(&inputs, LastLayer::Keep).iter().all(|&e| e == NEVER));
+    }
+
+    #[test]
+    fn held_by_role_is_the_share_of_the_remaining_queries() {
+        use ahr_tasks::TokenRole::{Filler, Value};
+        // The value (at 1) is held for 1 of its 3 remaining queries, the filler to the end.
+        let inputs = [5, 6, 7, 8];
+        let roles = [Filler, Value, Filler, Filler];
+        let ev = |_: &[u32]| vec![NEVER, 2, NEVER, NEVER];
+        let held = held_by_role(&inputs, &roles, 4, &[Value, Filler], ev);
+        assert!((held[0] - 1.0 / 3.0).abs() < 1e-12, "{held:?}");
+        assert!((held[1] - 1.0).abs() < 1e-12, "{held:?}");
     }
 }
