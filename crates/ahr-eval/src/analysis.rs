@@ -57,6 +57,8 @@ struct Decision {
     entropy: f32,
     /// Bytes over all layers relative to the exact choice (0…1).
     kept: f64,
+    /// Per layer, its bytes relative to the exact choice in that layer (their mean is `kept`).
+    kept_by_layer: Vec<f64>,
     options: Vec<usize>,
     role: Option<TokenRole>,
 }
@@ -70,6 +72,10 @@ pub struct Bucket {
     pub count: usize,
     /// Mean bytes kept relative to the exact choice.
     pub kept: f64,
+    /// The same per layer (relative to the exact choice in that layer); empty for buckets of
+    /// sequences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_by_layer: Vec<f64>,
     /// Task metric of the bucket's sequences, where it is defined per sequence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metric: Option<f64>,
@@ -445,6 +451,7 @@ impl Runner<'_> {
                     token: obs.tokens.get(r).copied().unwrap_or(0),
                     entropy: newest[entropy_idx],
                     kept: 0.0,
+                    kept_by_layer: Vec::new(),
                     options: row[..l_n].to_vec(),
                     role: None,
                 });
@@ -470,14 +477,18 @@ impl Runner<'_> {
                 evicted.insert((seq, t, l), at);
             }
         }
+        let exact_layer = exact_bytes / l_n as f64;
         for d in &mut decisions {
-            let steps: usize = d
+            d.kept_by_layer = d
                 .options
                 .iter()
                 .enumerate()
-                .map(|(l, &o)| cost::byte_steps(cfg, cfg.menu[o], d.t, len, evicted.get(&(d.seq, d.t, l)).copied()))
-                .sum();
-            d.kept = steps as f64 / (len - d.t) as f64 / exact_bytes;
+                .map(|(l, &o)| {
+                    let steps = cost::byte_steps(cfg, cfg.menu[o], d.t, len, evicted.get(&(d.seq, d.t, l)).copied());
+                    steps as f64 / (len - d.t) as f64 / exact_layer
+                })
+                .collect();
+            d.kept = d.kept_by_layer.iter().sum::<f64>() / l_n as f64;
         }
         Ok((stats, decisions))
     }
@@ -520,8 +531,15 @@ fn summarise(name: &str, stats: &[EpisodeStats], exact_bytes: f64, metric_of: im
 }
 
 fn bucket<'a>(label: String, items: impl Iterator<Item = &'a Decision>) -> Option<Bucket> {
-    let (count, sum) = items.fold((0usize, 0f64), |(c, s), d| (c + 1, s + d.kept));
-    (count > 0).then(|| Bucket { label, count, kept: sum / count as f64, metric: None })
+    let (mut count, mut sum, mut by_layer) = (0usize, 0f64, Vec::<f64>::new());
+    for d in items {
+        count += 1;
+        sum += d.kept;
+        by_layer.resize(d.kept_by_layer.len(), 0.0);
+        by_layer.iter_mut().zip(&d.kept_by_layer).for_each(|(a, k)| *a += k);
+    }
+    let kept_by_layer = by_layer.into_iter().map(|x| x / count.max(1) as f64).collect();
+    (count > 0).then(|| Bucket { label, count, kept: sum / count as f64, kept_by_layer, metric: None })
 }
 
 /// At most 16 equal position ranges.
@@ -581,6 +599,7 @@ fn difficulty_buckets(
                 label: format!("D={d}"),
                 count: seqs.len(),
                 kept: seqs.iter().map(|e| e.mem_frac).sum::<f64>() / n,
+                kept_by_layer: Vec::new(),
                 metric: Some(metric_of(loss, acc)),
             }
         })
@@ -641,7 +660,9 @@ mod tests {
     }
 
     fn decision(t: usize, kept: f64, entropy: f32) -> Decision {
-        Decision { seq: 0, t, token: t as u32, entropy, kept, options: vec![0], role: None }
+        // Two layers: the first keeps twice what the second does, `kept` their mean.
+        let kept_by_layer = vec![kept * 4.0 / 3.0, kept * 2.0 / 3.0];
+        Decision { seq: 0, t, token: t as u32, entropy, kept, kept_by_layer, options: vec![0], role: None }
     }
 
     #[test]
@@ -652,6 +673,10 @@ mod tests {
         assert_eq!(pos.iter().map(|b| b.count).sum::<usize>(), 40);
         assert_eq!(pos[0].label, "0–2");
         assert!((pos[0].kept - (0.0 + 0.25 + 0.5) / 3.0).abs() < 1e-12);
+        // Per layer, each layer's mean over the bucket's decisions.
+        assert_eq!(pos[0].kept_by_layer.len(), 2);
+        assert!((pos[0].kept_by_layer[0] - 0.75 * 4.0 / 9.0).abs() < 1e-12, "{:?}", pos[0].kept_by_layer);
+        assert!((pos[0].kept_by_layer[1] - 0.75 * 2.0 / 9.0).abs() < 1e-12, "{:?}", pos[0].kept_by_layer);
         let q = quantile_buckets(&ds, |d| d.entropy as f64, "entropy");
         assert_eq!(q.len(), 5);
         assert!(q.iter().all(|b| b.count == 8));

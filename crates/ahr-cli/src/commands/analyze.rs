@@ -72,13 +72,21 @@ fn pct(x: f64) -> String {
 
 fn table(rows: &[Bucket], what: &str) -> String {
     let with_metric = rows.iter().any(|b| b.metric.is_some());
+    // Per-layer columns where every row has them and there is more than one layer.
+    let layers = rows.first().map_or(0, |b| b.kept_by_layer.len());
+    let layers = if layers > 1 && rows.iter().all(|b| b.kept_by_layer.len() == layers) { layers } else { 0 };
     let mut s = format!(
-        "| {what} | n | bytes kept |{}\n|---|---:|---:|{}\n",
+        "| {what} | n | bytes kept |{}{}\n|---|---:|---:|{}{}\n",
+        (0..layers).map(|l| format!(" layer {l} |")).collect::<String>(),
         if with_metric { " metric |" } else { "" },
+        "---:|".repeat(layers),
         if with_metric { "---:|" } else { "" }
     );
     for b in rows {
         s.push_str(&format!("| {} | {} | {} |", b.label, b.count, pct(b.kept)));
+        for &k in b.kept_by_layer.iter().take(layers) {
+            s.push_str(&format!(" {} |", pct(k)));
+        }
         if let Some(m) = b.metric {
             s.push_str(&format!(" {m:.4} |"));
         }
