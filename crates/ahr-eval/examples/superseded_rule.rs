@@ -121,6 +121,23 @@ fn main() -> Result<()> {
             let cells: Vec<String> = held.iter().map(|h| format!("{:.1} %", 100.0 * h)).collect();
             println!("| {what} | {} |", cells.join(" | "));
         }
+        // The share of labelled queries whose value the last layer still holds at the query.
+        println!("\n| last layer | values held at their query |\n|---|---:|");
+        for (mode, what) in [(LastLayer::Superseded, "until superseded"), (LastLayer::UsedOnce, "used once")] {
+            let (mut h, mut n) = (0, 0);
+            for s in 0..batch.batch_size {
+                let cells = s * t_n..(s + 1) * t_n;
+                let ev = last_layer_evictions(&batch.inputs[cells.clone()], mode);
+                let (a, b) = ahr_eval::analysis::held_at_queries(
+                    &batch.inputs[cells.clone()],
+                    &batch.labels[cells.clone()],
+                    &batch.roles[cells],
+                    |p, q| q < ev[p] as usize,
+                );
+                (h, n) = (h + a, n + b);
+            }
+            println!("| {what} | {:.1} % of {n} |", 100.0 * h as f64 / n.max(1) as f64);
+        }
     }
     Ok(())
 }

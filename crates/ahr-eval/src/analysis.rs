@@ -20,7 +20,7 @@ use ahr_policy::obs::LAYER_FEATURES;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch};
 use ahr_tasks::{Batch, Task, TokenRole};
 use ahr_tpa::checkpoint::fingerprint;
-use ahr_tpa::{Choices, Model, cost};
+use ahr_tpa::{Choices, Model, ModelConfig, cost};
 use ahr_train::load_env_model;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -59,6 +59,8 @@ struct Decision {
     kept: f64,
     /// Per layer, its bytes relative to the exact choice in that layer (their mean is `kept`).
     kept_by_layer: Vec<f64>,
+    /// Per layer, the first query that no longer sees the token because a review dropped it.
+    evicted_at: Vec<Option<usize>>,
     options: Vec<usize>,
     role: Option<TokenRole>,
 }
@@ -163,6 +165,9 @@ pub struct Analysis {
     pub compared: Vec<(String, String, Outcome)>,
     /// Length generalisation.
     pub lengths: Vec<LengthRow>,
+    /// MQAR: per layer, the share of labelled queries whose value (the latest assignment of the
+    /// queried key) the layer still holds when the query comes. Empty without token roles.
+    pub values_at_query: Vec<f64>,
 }
 /// Analyse a per-token policy on held-out sequences of its env (module docs).
 pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
@@ -206,6 +211,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let policy = summarise("policy", &stats, exact_bytes, metric_of);
     let mut decisions = decisions;
     let difficulty = annotate(&mut decisions, &task, streams, seq_len);
+    let values_at_query = values_at_query(&decisions, &task, streams, seq_len, &cfg);
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
     // 2. Uniform choices on the same sequences (parallel forward).
@@ -368,6 +374,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         ablations,
         compared,
         lengths,
+        values_at_query,
     };
     Ok(analysis)
 }
@@ -452,6 +459,7 @@ impl Runner<'_> {
                     entropy: newest[entropy_idx],
                     kept: 0.0,
                     kept_by_layer: Vec::new(),
+                    evicted_at: Vec::new(),
                     options: row[..l_n].to_vec(),
                     role: None,
                 });
@@ -479,6 +487,7 @@ impl Runner<'_> {
         }
         let exact_layer = exact_bytes / l_n as f64;
         for d in &mut decisions {
+            d.evicted_at = (0..l_n).map(|l| evicted.get(&(d.seq, d.t, l)).copied()).collect();
             d.kept_by_layer = d
                 .options
                 .iter()
@@ -492,6 +501,60 @@ impl Runner<'_> {
         }
         Ok((stats, decisions))
     }
+}
+
+/// Per layer, the share of labelled queries whose value the layer still holds at the query (the
+/// decisions sorted by sequence, then position; held-out episode e is held-out batch e of
+/// `streams`). Empty when the task has no token roles.
+fn values_at_query(decisions: &[Decision], task: &Task, streams: usize, len: usize, cfg: &ModelConfig) -> Vec<f64> {
+    let l_n = cfg.n_layers;
+    let mut counts = vec![(0usize, 0usize); l_n];
+    for (e, episode) in decisions.chunks(streams * len).enumerate() {
+        let b = task.valid_batch(e as u64, streams);
+        if b.roles.is_empty() {
+            return Vec::new();
+        }
+        for (r, seq) in episode.chunks(len).enumerate() {
+            let cells = r * len..(r + 1) * len;
+            for (l, count) in counts.iter_mut().enumerate() {
+                let held = |p: usize, q: usize| {
+                    let d = &seq[p];
+                    cost::bytes_at(cfg, cfg.menu[d.options[l]], p, q) > 0 && d.evicted_at[l].is_none_or(|at| q < at)
+                };
+                let (h, n) =
+                    held_at_queries(&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells.clone()], held);
+                count.0 += h;
+                count.1 += n;
+            }
+        }
+    }
+    counts.into_iter().map(|(h, n)| h as f64 / n.max(1) as f64).collect()
+}
+
+/// One MQAR sequence: of its labelled queries, how many find their value held (`held(p, q)`:
+/// whether the token at p is still cached for the query at q), and how many there are. A query's
+/// value is the latest assignment's value token before it that equals its label (values are
+/// distinct within a sequence; filler that happens to equal one is not a value).
+pub fn held_at_queries(
+    inputs: &[u32],
+    labels: &[i64],
+    roles: &[TokenRole],
+    held: impl Fn(usize, usize) -> bool,
+) -> (usize, usize) {
+    let (mut h, mut n) = (0, 0);
+    for (q, &y) in labels.iter().enumerate() {
+        if y == ahr_tasks::IGNORE {
+            continue;
+        }
+        let value = (0..q)
+            .rev()
+            .find(|&p| matches!(roles[p], TokenRole::Value | TokenRole::Stale) && i64::from(inputs[p]) == y);
+        if let Some(p) = value {
+            n += 1;
+            h += usize::from(held(p, q));
+        }
+    }
+    (h, n)
 }
 
 /// Add the task's token roles to the decisions (sorted by sequence, then position) and return
@@ -662,7 +725,23 @@ mod tests {
     fn decision(t: usize, kept: f64, entropy: f32) -> Decision {
         // Two layers: the first keeps twice what the second does, `kept` their mean.
         let kept_by_layer = vec![kept * 4.0 / 3.0, kept * 2.0 / 3.0];
-        Decision { seq: 0, t, token: t as u32, entropy, kept, kept_by_layer, options: vec![0], role: None }
+        let evicted_at = vec![None, None];
+        Decision { seq: 0, t, token: t as u32, entropy, kept, kept_by_layer, evicted_at, options: vec![0], role: None }
+    }
+
+    #[test]
+    fn a_query_finds_its_latest_value_not_filler_that_equals_it() {
+        use TokenRole::{Filler, Key, Query, Stale, Value};
+        let i = ahr_tasks::IGNORE;
+        // k=1 v=5 | filler 7 | k=1 v=7 (re-assignment) | filler 5 | query 1 → 7
+        let inputs = [1, 5, 7, 1, 7, 5, 1];
+        let roles = [Stale, Stale, Filler, Key, Value, Filler, Query];
+        let labels = [i, i, i, i, i, i, 7];
+        // The value of the query at 6 is the 7 at position 4, not the filler 7 at 2.
+        assert_eq!(held_at_queries(&inputs, &labels, &roles, |p, q| (p, q) == (4, 6)), (1, 1));
+        assert_eq!(held_at_queries(&inputs, &labels, &roles, |p, _| p == 2), (0, 1));
+        // No labelled position: nothing counted.
+        assert_eq!(held_at_queries(&inputs, &[i; 7], &roles, |_, _| true), (0, 0));
     }
 
     #[test]

@@ -126,6 +126,15 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
             pct(rate)
         ));
     }
+    if !a.values_at_query.is_empty() {
+        let per: Vec<String> =
+            a.values_at_query.iter().enumerate().map(|(l, v)| format!("layer {l} {}", pct(*v))).collect();
+        s.push_str(&format!(
+            "- Values at their query: of the labelled queries, the share whose value (the latest assignment of the \
+             queried key) is still held when the query comes: {}.\n",
+            per.join(", ")
+        ));
+    }
     // Layers.
     for (l, row) in a.options_by_layer.iter().enumerate() {
         let parts: Vec<String> =
