@@ -168,6 +168,9 @@ pub struct Analysis {
     /// MQAR: per layer, the share of labelled queries whose value (the latest assignment of the
     /// queried key) the layer still holds when the query comes. Empty without token roles.
     pub values_at_query: Vec<f64>,
+    /// Per layer, the share of labelled queries whose value a review dropped before the query
+    /// (the rest of the misses were written to expire or dropped at write time).
+    pub values_dropped_by_review: Vec<f64>,
 }
 /// Analyse a per-token policy on held-out sequences of its env (module docs).
 pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
@@ -211,7 +214,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let policy = summarise("policy", &stats, exact_bytes, metric_of);
     let mut decisions = decisions;
     let difficulty = annotate(&mut decisions, &task, streams, seq_len);
-    let values_at_query = values_at_query(&decisions, &task, streams, seq_len, &cfg);
+    let (values_at_query, values_dropped_by_review) = values_at_query(&decisions, &task, streams, seq_len, &cfg);
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
     // 2. Uniform choices on the same sequences (parallel forward).
@@ -375,6 +378,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         compared,
         lengths,
         values_at_query,
+        values_dropped_by_review,
     };
     Ok(analysis)
 }
@@ -503,32 +507,39 @@ impl Runner<'_> {
     }
 }
 
-/// Per layer, the share of labelled queries whose value the layer still holds at the query (the
-/// decisions sorted by sequence, then position; held-out episode e is held-out batch e of
-/// `streams`). Empty when the task has no token roles.
-fn values_at_query(decisions: &[Decision], task: &Task, streams: usize, len: usize, cfg: &ModelConfig) -> Vec<f64> {
+/// Per layer, the share of labelled queries whose value the layer still holds at the query, and
+/// the share whose value a review dropped before it (the decisions sorted by sequence, then
+/// position; held-out episode e is held-out batch e of `streams`). Empty when the task has no
+/// token roles.
+fn values_at_query(
+    decisions: &[Decision],
+    task: &Task,
+    streams: usize,
+    len: usize,
+    cfg: &ModelConfig,
+) -> (Vec<f64>, Vec<f64>) {
     let l_n = cfg.n_layers;
-    let mut counts = vec![(0usize, 0usize); l_n];
+    // Per layer: held at the query; held as written (no review counted); queries.
+    let mut counts = vec![(0usize, 0usize, 0usize); l_n];
     for (e, episode) in decisions.chunks(streams * len).enumerate() {
         let b = task.valid_batch(e as u64, streams);
         if b.roles.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         for (r, seq) in episode.chunks(len).enumerate() {
             let cells = r * len..(r + 1) * len;
+            let (inputs, labels, roles) = (&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells]);
             for (l, count) in counts.iter_mut().enumerate() {
-                let held = |p: usize, q: usize| {
-                    let d = &seq[p];
-                    cost::bytes_at(cfg, cfg.menu[d.options[l]], p, q) > 0 && d.evicted_at[l].is_none_or(|at| q < at)
-                };
-                let (h, n) =
-                    held_at_queries(&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells.clone()], held);
-                count.0 += h;
-                count.1 += n;
+                let written = |p: usize, q: usize| cost::bytes_at(cfg, cfg.menu[seq[p].options[l]], p, q) > 0;
+                let held = |p: usize, q: usize| written(p, q) && seq[p].evicted_at[l].is_none_or(|at| q < at);
+                let (h, n) = held_at_queries(inputs, labels, roles, held);
+                let (w, _) = held_at_queries(inputs, labels, roles, written);
+                *count = (count.0 + h, count.1 + w, count.2 + n);
             }
         }
     }
-    counts.into_iter().map(|(h, n)| h as f64 / n.max(1) as f64).collect()
+    let share = |x: usize, n: usize| x as f64 / n.max(1) as f64;
+    counts.into_iter().map(|(h, w, n)| (share(h, n), share(w - h, n))).unzip()
 }
 
 /// One MQAR sequence: of its labelled queries, how many find their value held (`held(p, q)`:

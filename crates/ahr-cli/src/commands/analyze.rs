@@ -127,8 +127,13 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         ));
     }
     if !a.values_at_query.is_empty() {
-        let per: Vec<String> =
-            a.values_at_query.iter().enumerate().map(|(l, v)| format!("layer {l} {}", pct(*v))).collect();
+        let per: Vec<String> = a
+            .values_at_query
+            .iter()
+            .zip(&a.values_dropped_by_review)
+            .enumerate()
+            .map(|(l, (v, r))| format!("layer {l} {} (a review dropped it: {})", pct(*v), pct(*r)))
+            .collect();
         s.push_str(&format!(
             "- Values at their query: of the labelled queries, the share whose value (the latest assignment of the \
              queried key) is still held when the query comes: {}.\n",
