@@ -497,7 +497,7 @@ impl Runner<'_> {
                 .iter()
                 .enumerate()
                 .map(|(l, &o)| {
-                    let steps = cost::byte_steps(cfg, cfg.menu[o], d.t, len, evicted.get(&(d.seq, d.t, l)).copied());
+                    let steps = cost::byte_steps(cfg, cfg.menu[o], d.t, len, d.evicted_at[l]);
                     steps as f64 / (len - d.t) as f64 / exact_layer
                 })
                 .collect();
