@@ -128,13 +128,13 @@ fn main() -> Result<()> {
             for s in 0..batch.batch_size {
                 let cells = s * t_n..(s + 1) * t_n;
                 let ev = last_layer_evictions(&batch.inputs[cells.clone()], mode);
-                let (a, b) = ahr_eval::analysis::held_at_queries(
+                let pairs = ahr_eval::analysis::query_values(
                     &batch.inputs[cells.clone()],
                     &batch.labels[cells.clone()],
                     &batch.roles[cells],
-                    |p, q| q < ev[p] as usize,
                 );
-                (h, n) = (h + a, n + b);
+                h += pairs.iter().filter(|&&(p, q)| q < ev[p] as usize).count();
+                n += pairs.len();
             }
             println!("| {what} | {:.1} % of {n} |", 100.0 * h as f64 / n.max(1) as f64);
         }

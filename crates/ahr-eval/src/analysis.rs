@@ -528,13 +528,13 @@ fn values_at_query(
         }
         for (r, seq) in episode.chunks(len).enumerate() {
             let cells = r * len..(r + 1) * len;
-            let (inputs, labels, roles) = (&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells]);
+            let pairs = query_values(&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells]);
             for (l, count) in counts.iter_mut().enumerate() {
-                let written = |p: usize, q: usize| cost::bytes_at(cfg, cfg.menu[seq[p].options[l]], p, q) > 0;
-                let held = |p: usize, q: usize| written(p, q) && seq[p].evicted_at[l].is_none_or(|at| q < at);
-                let (h, n) = held_at_queries(inputs, labels, roles, held);
-                let (w, _) = held_at_queries(inputs, labels, roles, written);
-                *count = (count.0 + h, count.1 + w, count.2 + n);
+                for &(p, q) in &pairs {
+                    let written = cost::bytes_at(cfg, cfg.menu[seq[p].options[l]], p, q) > 0;
+                    let held = written && seq[p].evicted_at[l].is_none_or(|at| q < at);
+                    *count = (count.0 + usize::from(held), count.1 + usize::from(written), count.2 + 1);
+                }
             }
         }
     }
@@ -542,30 +542,21 @@ fn values_at_query(
     counts.into_iter().map(|(h, w, n)| (share(h, n), share(w - h, n))).unzip()
 }
 
-/// One MQAR sequence: of its labelled queries, how many find their value held (`held(p, q)`:
-/// whether the token at p is still cached for the query at q), and how many there are. A query's
-/// value is the latest assignment's value token before it that equals its label (values are
-/// distinct within a sequence; filler that happens to equal one is not a value).
-pub fn held_at_queries(
-    inputs: &[u32],
-    labels: &[i64],
-    roles: &[TokenRole],
-    held: impl Fn(usize, usize) -> bool,
-) -> (usize, usize) {
-    let (mut h, mut n) = (0, 0);
-    for (q, &y) in labels.iter().enumerate() {
-        if y == ahr_tasks::IGNORE {
-            continue;
-        }
-        let value = (0..q)
-            .rev()
-            .find(|&p| matches!(roles[p], TokenRole::Value | TokenRole::Stale) && i64::from(inputs[p]) == y);
-        if let Some(p) = value {
-            n += 1;
-            h += usize::from(held(p, q));
-        }
-    }
-    (h, n)
+/// One MQAR sequence's labelled queries with their values: `(p, q)` for the query at q whose
+/// value token sits at p — the latest assignment's value token before q that equals its label
+/// (values are distinct within a sequence; filler that happens to equal one is not a value).
+pub fn query_values(inputs: &[u32], labels: &[i64], roles: &[TokenRole]) -> Vec<(usize, usize)> {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|&(_, &y)| y != ahr_tasks::IGNORE)
+        .filter_map(|(q, &y)| {
+            (0..q)
+                .rev()
+                .find(|&p| matches!(roles[p], TokenRole::Value | TokenRole::Stale) && i64::from(inputs[p]) == y)
+                .map(|p| (p, q))
+        })
+        .collect()
 }
 
 /// Add the task's token roles to the decisions (sorted by sequence, then position) and return
@@ -749,10 +740,9 @@ mod tests {
         let roles = [Stale, Stale, Filler, Key, Value, Filler, Query];
         let labels = [i, i, i, i, i, i, 7];
         // The value of the query at 6 is the 7 at position 4, not the filler 7 at 2.
-        assert_eq!(held_at_queries(&inputs, &labels, &roles, |p, q| (p, q) == (4, 6)), (1, 1));
-        assert_eq!(held_at_queries(&inputs, &labels, &roles, |p, _| p == 2), (0, 1));
+        assert_eq!(query_values(&inputs, &labels, &roles), vec![(4, 6)]);
         // No labelled position: nothing counted.
-        assert_eq!(held_at_queries(&inputs, &[i; 7], &roles, |_, _| true), (0, 0));
+        assert!(query_values(&inputs, &[i; 7], &roles).is_empty());
     }
 
     #[test]

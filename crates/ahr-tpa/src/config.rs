@@ -529,15 +529,7 @@ impl ModelConfig {
             if o == self.exact_option() {
                 return Err(Invalid::new(o.to_string(), "is the exact option (memory is measured against it)"));
             }
-            let Some(i) = cfg.menu.iter().position(|&m| m == o) else {
-                return Err(Invalid::new(
-                    o.to_string(),
-                    format!(
-                        "is not in the model's menu [{}]",
-                        self.menu.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            };
+            let i = cfg.option_index(o).map_err(|e| Invalid::new("`menu`", e))?;
             cfg.menu.remove(i);
         }
         cfg.validate()?;
