@@ -254,7 +254,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .into_iter()
             .map(String::from)
             .collect(),
-            "a review age in queries (e.g. 16) or \"spike\"",
+            "a review age in queries (e.g. 16), \"spike\" or \"spike-tokens\"",
         ),
         (
             vec![
@@ -450,8 +450,10 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let review = tmp.join("review.toml");
     std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = 3\n")).unwrap();
     let spike = tmp.join("spike.toml");
-    // (without `rank:1`: inference then runs the policy's smaller menu)
-    std::fs::write(&spike, text.replace("[env]\n", "[env]\nreview = \"spike\"\nexclude = [\"rank:1\"]\n")).unwrap();
+    // (without `rank:1`: inference then runs the policy's smaller menu; with the token-equality
+    // features, which inference computes from the ids it decodes)
+    let with_spike = "[env]\nreview = \"spike-tokens\"\nexclude = [\"rank:1\"]\n";
+    std::fs::write(&spike, text.replace("[env]\n", with_spike)).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -531,7 +533,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     // environment dropped, when it dropped it.
     let p = tmp.join("policy-5");
     let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
-    assert!(manifest.contains("\"review\": \"spike\"") && manifest.contains("spike_weight"), "{manifest}");
+    let spiked = manifest.contains("\"review\": \"spike-tokens\"") && manifest.contains("spike_weight");
+    assert!(spiked && manifest.contains("review_prefix_match"), "{manifest}");
     assert!(!manifest.contains("\"rank:1\""), "{manifest}");
     inference_matches(model, &p, &spike);
 }
@@ -564,7 +567,7 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     // spike review may come at any later step, so only the continuation is compared.
     let (review, l_n) = (manifest.review, manifest.n_layers);
     let settled = |n: usize| match review {
-        Some(ahr_tpa::ReviewAt::Spike) => n,
+        Some(ahr_tpa::ReviewAt::Spike { .. }) => n,
         at => at.and_then(|a| a.age()).unwrap_or(0) * l_n,
     };
     let policy = ahr_infer::RankPolicy::new(manifest, net);

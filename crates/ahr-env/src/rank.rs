@@ -251,7 +251,7 @@ impl RankEnv {
         let ids: Vec<u32> = (0..b_n).map(|b| self.batch.inputs[b * len + t]).collect();
         let out = self.model.step_ids(self.host.as_ref(), &ids, &self.cache, true, &self.device)?;
         if let Some(book) = &mut self.book {
-            book.observe(&out)?;
+            book.observe(&out, &ids)?;
         }
         let v = cfg.vocab_size;
         let logits = out.logits.into_data().try_to_vec::<f32>().expect("f32"); // [B, V]

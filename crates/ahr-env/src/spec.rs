@@ -210,7 +210,7 @@ impl EnvSpec {
                 }
                 model.with_timed(&extra).map_err(|e| format!("[env] review: {e}"))
             }
-            Some(ahr_tpa::ReviewAt::Spike) => {
+            Some(ahr_tpa::ReviewAt::Spike { .. }) => {
                 if !model.config().menu.contains(&ahr_tpa::StoreOption::Drop) {
                     return Err(
                         "[env] review = \"spike\": a review keeps or drops its token, so the model's menu needs `drop`"

@@ -171,6 +171,10 @@ pub struct Analysis {
     /// Per layer, the share of labelled queries whose value a review dropped before the query
     /// (the rest of the misses were written to expire or dropped at write time).
     pub values_dropped_by_review: Vec<f64>,
+    /// Those review drops by the row whose spike brought the value up for review (spike reviews
+    /// only): its role and whether it names the value's own key (MQAR key classes, so either
+    /// form under aliases), with per layer the share of labelled queries.
+    pub review_drop_triggers: Vec<(String, Vec<f64>)>,
 }
 /// Analyse a per-token policy on held-out sequences of its env (module docs).
 pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
@@ -214,7 +218,13 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let policy = summarise("policy", &stats, exact_bytes, metric_of);
     let mut decisions = decisions;
     let difficulty = annotate(&mut decisions, &task, streams, seq_len);
-    let (values_at_query, values_dropped_by_review) = values_at_query(&decisions, &task, streams, seq_len, &cfg);
+    let key_class = |x: u32| match &spec.task {
+        ahr_tasks::TaskConfig::Mqar(m) => m.key_class(x),
+        _ => x,
+    };
+    let spike = manifest.review.is_some_and(|at| at.age().is_none());
+    let held = values_at_query(&decisions, &task, streams, seq_len, &cfg, spike.then_some(&key_class));
+    let (values_at_query, values_dropped_by_review, review_drop_triggers) = held;
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
     // 2. Uniform choices on the same sequences (parallel forward).
@@ -379,6 +389,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         lengths,
         values_at_query,
         values_dropped_by_review,
+        review_drop_triggers,
     };
     Ok(analysis)
 }
@@ -507,39 +518,70 @@ impl Runner<'_> {
     }
 }
 
-/// Per layer, the share of labelled queries whose value the layer still holds at the query, and
-/// the share whose value a review dropped before it (the decisions sorted by sequence, then
-/// position; held-out episode e is held-out batch e of `streams`). Empty when the task has no
-/// token roles.
+/// Per layer: the share of labelled queries whose value the layer still holds at the query, the
+/// share whose value a review dropped before it, and (with `key_class`: spike reviews) those drops
+/// by the row whose spike triggered them — a spike on row r is reviewed at step r + 1 and the token
+/// is gone from query r + 2 on, so the trigger is `evicted_at − 2`. The decisions are sorted by
+/// sequence, then position; held-out episode e is held-out batch e of `streams`. Empty when the
+/// task has no token roles.
+type HeldAtQuery = (Vec<f64>, Vec<f64>, Vec<(String, Vec<f64>)>);
 fn values_at_query(
     decisions: &[Decision],
     task: &Task,
     streams: usize,
     len: usize,
     cfg: &ModelConfig,
-) -> (Vec<f64>, Vec<f64>) {
+    key_class: Option<&dyn Fn(u32) -> u32>,
+) -> HeldAtQuery {
     let l_n = cfg.n_layers;
     // Per layer: held at the query; held as written (no review counted); queries.
     let mut counts = vec![(0usize, 0usize, 0usize); l_n];
+    let mut triggers: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (e, episode) in decisions.chunks(streams * len).enumerate() {
         let b = task.valid_batch(e as u64, streams);
         if b.roles.is_empty() {
-            return (Vec::new(), Vec::new());
+            return (Vec::new(), Vec::new(), Vec::new());
         }
         for (r, seq) in episode.chunks(len).enumerate() {
             let cells = r * len..(r + 1) * len;
-            let pairs = query_values(&b.inputs[cells.clone()], &b.labels[cells.clone()], &b.roles[cells]);
+            let (inputs, roles) = (&b.inputs[cells.clone()], &b.roles[cells.clone()]);
+            let pairs = query_values(inputs, &b.labels[cells.clone()], roles);
             for (l, count) in counts.iter_mut().enumerate() {
                 for &(p, q) in &pairs {
                     let written = cost::bytes_at(cfg, cfg.menu[seq[p].options[l]], p, q) > 0;
-                    let held = written && seq[p].evicted_at[l].is_none_or(|at| q < at);
-                    *count = (count.0 + usize::from(held), count.1 + usize::from(written), count.2 + 1);
+                    let evicted = seq[p].evicted_at[l].filter(|&at| at <= q);
+                    *count = (
+                        count.0 + usize::from(written && evicted.is_none()),
+                        count.1 + usize::from(written),
+                        count.2 + 1,
+                    );
+                    if let (Some(class), Some(at)) = (key_class, evicted.filter(|_| written)) {
+                        let label = trigger_label(inputs, roles, class, p, at.saturating_sub(2));
+                        triggers.entry(label).or_insert_with(|| vec![0; l_n])[l] += 1;
+                    }
                 }
             }
         }
     }
     let share = |x: usize, n: usize| x as f64 / n.max(1) as f64;
-    counts.into_iter().map(|(h, w, n)| (share(h, n), share(w - h, n))).unzip()
+    let triggers = triggers
+        .into_iter()
+        .map(|(label, per)| (label, per.iter().zip(&counts).map(|(&x, c)| share(x, c.2)).collect()))
+        .collect();
+    let (held, dropped) = counts.into_iter().map(|(h, w, n)| (share(h, n), share(w - h, n))).unzip();
+    (held, dropped, triggers)
+}
+
+/// What the row at `row` is to the value at `p` (its key at `p − 1`): its role, and for keys,
+/// queries and stale assignments whether it names the value's own key (by `class`).
+fn trigger_label(inputs: &[u32], roles: &[TokenRole], class: &dyn Fn(u32) -> u32, p: usize, row: usize) -> String {
+    match roles[row] {
+        role @ (TokenRole::Key | TokenRole::Query | TokenRole::Stale) => {
+            let own = p > 0 && class(inputs[row]) == class(inputs[p - 1]);
+            format!("{} ({})", role.name(), if own { "its key" } else { "another" })
+        }
+        role => role.name().to_string(),
+    }
 }
 
 /// One MQAR sequence's labelled queries with their values: `(p, q)` for the query at q whose
@@ -743,6 +785,22 @@ mod tests {
         assert_eq!(query_values(&inputs, &labels, &roles), vec![(4, 6)]);
         // No labelled position: nothing counted.
         assert!(query_values(&inputs, &[i; 7], &roles).is_empty());
+    }
+
+    #[test]
+    fn a_review_drop_is_labelled_by_the_row_that_triggered_it() {
+        use TokenRole::{Filler, Key, Query, Stale, Value};
+        // Key 5 (its other form 9) holds 20 at 1; 7 → 21 at 3; filler; 9 asked at 6.
+        let inputs = [1, 5, 20, 7, 21, 30, 9, 20];
+        let roles = [Filler, Key, Value, Key, Value, Filler, Query, Filler];
+        let class = |x: u32| if x == 9 { 5 } else { x };
+        let label = |row| trigger_label(&inputs, &roles, &class, 2, row);
+        assert_eq!(label(6), "query (its key)", "the other form names the same key");
+        assert_eq!(label(3), "key (another)");
+        assert_eq!(label(5), "filler");
+        assert_eq!(label(4), "value");
+        let stale = [Filler, Stale, Stale, Key, Value, Filler, Query, Filler];
+        assert_eq!(trigger_label(&inputs, &stale, &class, 4, 1), "stale (another)");
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl<'a> Generator<'a> {
             let ids: Vec<u32> = tokens.iter().map(|s| s[t]).collect();
             let out = self.model.step_ids(host.as_ref(), &ids, &cache, true, &self.device)?;
             if let Some(book) = &mut book {
-                book.observe(&out)?;
+                book.observe(&out, &ids)?;
             }
             let decided = match self.chooser {
                 Chooser::Exact => vec![cfg.exact_index(); b_n * l_n],

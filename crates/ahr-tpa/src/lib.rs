@@ -29,4 +29,6 @@ pub use config::{AttentionKind, Form, ModelConfig, StoreOption};
 pub use error::{Error, Invalid, Result};
 pub use host_step::HostModel;
 pub use model::{Model, StepOutput};
-pub use review::{REVIEW_FEATURES, ReviewAt, ReviewBook, Reviewed, SPIKE_FEATURES, review_options};
+pub use review::{
+    REVIEW_FEATURES, ReviewAt, ReviewBook, Reviewed, SPIKE_FEATURES, SPIKE_TOKEN_FEATURES, review_options,
+};

@@ -20,6 +20,14 @@
 //! turned out to be (the step's `surprisal` feature), its age and its history; it may keep the
 //! token (it stays reviewable) or drop it from the next query on ([`KvCache::evict`]), which the
 //! parallel forward sees as an eviction ([`crate::Choices::with_evictions`]).
+//!
+//! `"spike-tokens"` reviews the same tokens at the same moments and also shows the review two
+//! token-equality facts about the row that brought the token up ([`SPIKE_TOKEN_FEATURES`]):
+//! whether that row was a return of the token's left neighbour — the moment an induction head
+//! reads a token — and whether the token after the row repeated it. Attention alone cannot tell
+//! a return of the left neighbour from a row whose prediction the model was never trained on
+//! (MQAR filler) that happens to land on the token; these two bits can, where the return is
+//! written as the same token.
 
 use std::collections::VecDeque;
 
@@ -53,21 +61,39 @@ pub const SPIKE_FEATURES: [&str; 7] = [
     "review_spikes",      // ln(1 + rows it has topped so far, this one included)
 ];
 
-/// When a kept token comes up for its second decision (`[env] review`): `16` (an age) or
-/// `"spike"`, in configs and manifests alike.
+/// [`SPIKE_FEATURES`], then the token-equality facts of `"spike-tokens"` reviews.
+pub const SPIKE_TOKEN_FEATURES: [&str; 9] = [
+    "review_present",
+    "review_bytes",
+    "spike_weight",
+    "attn_received",
+    "attn_received_last",
+    "review_log_age",
+    "review_spikes",
+    "review_prefix_match", // 1 if the row that topped it holds the token written just before it
+    "review_next_match",   // 1 if the token after that row is its own token again
+];
+
+/// When a kept token comes up for its second decision (`[env] review`): `16` (an age),
+/// `"spike"` or `"spike-tokens"`, in configs and manifests alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReviewAt {
     /// `age` queries after it was written (DESIGN.md §10).
     Age(usize),
-    /// One step after it topped a query's attention row in its layer.
-    Spike,
+    /// One step after it topped a query's attention row in its layer; with `tokens`, the review
+    /// also sees [`SPIKE_TOKEN_FEATURES`]' token-equality facts.
+    Spike {
+        /// Whether the review also sees the token-equality facts.
+        tokens: bool,
+    },
 }
 
 impl Serialize for ReviewAt {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
             ReviewAt::Age(a) => s.serialize_u64(*a as u64),
-            ReviewAt::Spike => s.serialize_str("spike"),
+            ReviewAt::Spike { tokens: false } => s.serialize_str("spike"),
+            ReviewAt::Spike { tokens: true } => s.serialize_str("spike-tokens"),
         }
     }
 }
@@ -78,7 +104,7 @@ impl<'de> Deserialize<'de> for ReviewAt {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = ReviewAt;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a review age in queries (e.g. 16) or \"spike\"")
+                f.write_str("a review age in queries (e.g. 16), \"spike\" or \"spike-tokens\"")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ReviewAt, E> {
                 Ok(ReviewAt::Age(v as usize))
@@ -90,7 +116,8 @@ impl<'de> Deserialize<'de> for ReviewAt {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ReviewAt, E> {
                 match v {
-                    "spike" => Ok(ReviewAt::Spike),
+                    "spike" => Ok(ReviewAt::SPIKE),
+                    "spike-tokens" => Ok(ReviewAt::Spike { tokens: true }),
                     _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
                 }
             }
@@ -101,13 +128,13 @@ impl<'de> Deserialize<'de> for ReviewAt {
 
 impl ReviewAt {
     /// Spike-triggered reviews.
-    pub const SPIKE: ReviewAt = ReviewAt::Spike;
+    pub const SPIKE: ReviewAt = ReviewAt::Spike { tokens: false };
 
     /// The review age (`None` for spike reviews).
     pub fn age(self) -> Option<usize> {
         match self {
             ReviewAt::Age(a) => Some(a),
-            ReviewAt::Spike => None,
+            ReviewAt::Spike { .. } => None,
         }
     }
 
@@ -115,7 +142,8 @@ impl ReviewAt {
     pub fn features(self) -> &'static [&'static str] {
         match self {
             ReviewAt::Age(_) => &REVIEW_FEATURES,
-            ReviewAt::Spike => &SPIKE_FEATURES,
+            ReviewAt::Spike { tokens: false } => &SPIKE_FEATURES,
+            ReviewAt::Spike { tokens: true } => &SPIKE_TOKEN_FEATURES,
         }
     }
 
@@ -123,7 +151,7 @@ impl ReviewAt {
     pub fn menu_extras(self, cfg: &ModelConfig) -> Vec<StoreOption> {
         match self {
             ReviewAt::Age(age) => review_options(cfg, age),
-            ReviewAt::Spike => Vec::new(),
+            ReviewAt::Spike { .. } => Vec::new(),
         }
     }
 }
@@ -132,7 +160,8 @@ impl std::fmt::Display for ReviewAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReviewAt::Age(a) => write!(f, "{a}"),
-            ReviewAt::Spike => write!(f, "spike"),
+            ReviewAt::Spike { tokens: false } => write!(f, "spike"),
+            ReviewAt::Spike { tokens: true } => write!(f, "spike-tokens"),
         }
     }
 }
@@ -214,6 +243,8 @@ pub struct ReviewBook {
     /// row and its weight there, and the one that topped the row before (under review now).
     top: Vec<Vec<Option<(usize, f32)>>>,
     under: Vec<Vec<Option<(usize, f32)>>>,
+    /// `[stream]`: the tokens of the rows observed so far (`"spike-tokens"` reviews only).
+    tokens: Vec<Vec<u32>>,
 }
 
 impl ReviewBook {
@@ -223,7 +254,7 @@ impl ReviewBook {
     pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
         let (allowed, write_allowed) = match at {
             ReviewAt::Age(age) => Self::age_actions(cfg, age)?,
-            ReviewAt::Spike => Self::spike_actions(cfg)?,
+            ReviewAt::Spike { .. } => Self::spike_actions(cfg)?,
         };
         Ok(Self {
             at,
@@ -236,6 +267,7 @@ impl ReviewBook {
             entries: vec![vec![VecDeque::new(); cfg.n_layers]; batch],
             top: vec![vec![None; cfg.n_layers]; batch],
             under: vec![vec![None; cfg.n_layers]; batch],
+            tokens: vec![Vec::new(); batch],
         })
     }
 
@@ -290,13 +322,20 @@ impl ReviewBook {
     }
 
     fn is_spike(&self) -> bool {
-        matches!(self.at, ReviewAt::Spike)
+        matches!(self.at, ReviewAt::Spike { .. })
     }
 
-    /// Take in the attention of the step just decoded (query t) to every recent token: a key's
-    /// weight is `exp(q·k/√d_h − lse)` per head, averaged over heads.
-    pub fn observe(&mut self, out: &StepOutput) -> Result<()> {
+    /// Take in the attention of the step just decoded (query t, whose tokens per stream are `ids`)
+    /// to every recent token: a key's weight is `exp(q·k/√d_h − lse)` per head, averaged over
+    /// heads.
+    pub fn observe(&mut self, out: &StepOutput, ids: &[u32]) -> Result<()> {
         let l_n = self.entries.first().map_or(0, Vec::len);
+        if ids.len() != self.tokens.len() {
+            return Err(Error::Input(format!("review: {} token ids for {} streams", ids.len(), self.tokens.len())));
+        }
+        if self.at == (ReviewAt::Spike { tokens: true }) {
+            self.tokens.iter_mut().zip(ids).for_each(|(seen, &id)| seen.push(id));
+        }
         let entries = &self.entries;
         let weights = self.scorer.step(out, |l| entries.iter().any(|s| !s[l].is_empty()))?;
         let spike = self.is_spike();
@@ -330,7 +369,7 @@ impl ReviewBook {
     fn under_index(&self, b: usize, l: usize, t: usize) -> Option<usize> {
         let entries = &self.entries[b][l];
         match self.at {
-            ReviewAt::Spike => {
+            ReviewAt::Spike { .. } => {
                 let (position, _) = self.under[b][l]?;
                 entries.binary_search_by_key(&position, |e| e.position).ok()
             }
@@ -349,7 +388,7 @@ impl ReviewBook {
     }
 
     /// `[B][L × features]` features of the tokens under review at step t (zeros where none):
-    /// [`REVIEW_FEATURES`], or [`SPIKE_FEATURES`] for spike reviews.
+    /// [`REVIEW_FEATURES`], or [`SPIKE_FEATURES`] / [`SPIKE_TOKEN_FEATURES`] for spike reviews.
     pub fn features(&self, t: usize) -> Vec<f32> {
         let l_n = self.entries.first().map_or(0, Vec::len);
         let per = self.at.features().len();
@@ -365,6 +404,14 @@ impl ReviewBook {
                     let spike = self.under[b][l].map_or(0.0, |(_, w)| w);
                     let age = ((t - e.position) as f32).ln_1p();
                     out.extend([1.0, bytes, spike, e.sum, e.last, age, (e.spikes as f32).ln_1p()]);
+                    if self.at == (ReviewAt::Spike { tokens: true }) {
+                        // The row that topped it is t − 1; the token after that row is t's.
+                        let seen = &self.tokens[b];
+                        let at = |i: usize| seen.get(i).copied();
+                        let prefix = e.position > 0 && t > 0 && at(t - 1) == at(e.position - 1);
+                        let next = at(t) == at(e.position);
+                        out.extend([f32::from(u8::from(prefix)), f32::from(u8::from(next))]);
+                    }
                 } else {
                     out.extend([1.0, bytes, e.sum, e.max, e.last]);
                 }

@@ -339,7 +339,7 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
         for q in 0..t {
             let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
             let out = model.step_with_stats(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
-            book.observe(&out).unwrap();
+            book.observe(&out, &step_ids).unwrap();
             let features = book.features(q);
             let masks = book.masks(q);
             for s in 0..b {
@@ -417,17 +417,22 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
 /// model charges after every step.
 #[test]
 fn spike_reviews_take_the_top_of_the_previous_row_and_decode_like_evictions() {
-    use ahr_tpa::{ReviewAt, ReviewBook, SPIKE_FEATURES};
+    // `"spike-tokens"` reviews: the same tokens at the same moments as `"spike"`, with the two
+    // token-equality facts after its seven features (checked against the ids below).
+    use ahr_tpa::{ReviewAt, ReviewBook, SPIKE_FEATURES, SPIKE_TOKEN_FEATURES};
     let (b, t) = (2, 80);
     let cfg = ModelConfig::tiny();
-    let (l_n, m, per) = (cfg.n_layers, cfg.menu.len(), SPIKE_FEATURES.len());
+    let (l_n, m, per) = (cfg.n_layers, cfg.menu.len(), SPIKE_TOKEN_FEATURES.len());
+    assert_eq!(SPIKE_TOKEN_FEATURES[..SPIKE_FEATURES.len()], SPIKE_FEATURES);
     let drop = cfg.option_index(StoreOption::Drop).unwrap();
     let model = randomize(Model::new(&cfg, &device()), 70, 0.4);
     let mut rng = StdRng::seed_from_u64(71);
-    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    // Few distinct tokens, so that rows often repeat a reviewed token's neighbours.
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..4)).collect();
     let run = |storage: Storage, rng: &mut StdRng| {
         let mut cache = KvCache::with_storage(&cfg, b, storage);
-        let mut book = ReviewBook::new(&cfg, b, ReviewAt::SPIKE).unwrap();
+        let mut book = ReviewBook::new(&cfg, b, ReviewAt::Spike { tokens: true }).unwrap();
+        let mut matches = [0usize; 2];
         let mut writes = Choices::exact(&cfg, b, t);
         let mut evicted = vec![u32::MAX; b * t * l_n];
         let mut logits = vec![0f32; b * t * cfg.vocab_size];
@@ -436,7 +441,7 @@ fn spike_reviews_take_the_top_of_the_previous_row_and_decode_like_evictions() {
         for q in 0..t {
             let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
             let out = model.step_with_stats(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
-            book.observe(&out).unwrap();
+            book.observe(&out, &step_ids).unwrap();
             let (features, masks) = (book.features(q), book.masks(q));
             let mut actions = Vec::new();
             for s in 0..b {
@@ -462,6 +467,11 @@ fn spike_reviews_take_the_top_of_the_previous_row_and_decode_like_evictions() {
                 let (s, l) = (i / l_n, i % l_n);
                 let f = &features[(s * l_n + l) * per..(s * l_n + l + 1) * per];
                 assert_eq!(f[0], 1.0, "a token under review is marked present");
+                let id = |k: usize| ids[s * t + k];
+                let prefix = r.position > 0 && id(q - 1) == id(r.position - 1);
+                assert_eq!((f[7], f[8]), (f32::from(u8::from(prefix)), f32::from(u8::from(id(q) == id(r.position)))));
+                matches[0] += usize::from(prefix);
+                matches[1] += usize::from(f[8] == 1.0);
                 reviews.push((s, l, q, r.position, f[2]));
                 if let Some(at) = r.evicted_at {
                     assert_eq!((at, r.effective), (q + 1, drop));
@@ -477,6 +487,7 @@ fn spike_reviews_take_the_top_of_the_previous_row_and_decode_like_evictions() {
                 assert_eq!(cache.stream_bytes(s), held, "{storage:?}, stream {s}, after step {q}");
             }
         }
+        assert!(matches.iter().all(|&n| n > 10), "token matches seen: {matches:?}");
         (logits, writes.with_evictions(evicted), reviews)
     };
     for storage in [Storage::Host, Storage::Tensors] {

@@ -140,6 +140,20 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
             per.join(", ")
         ));
     }
+    if !a.review_drop_triggers.is_empty() {
+        let per: Vec<String> = a
+            .review_drop_triggers
+            .iter()
+            .map(|(label, shares)| {
+                let layers: Vec<String> = shares.iter().map(|x| pct(*x)).collect();
+                format!("{label} {}", layers.join(" / "))
+            })
+            .collect();
+        s.push_str(&format!(
+            "- Those review drops by the row whose spike brought the value up (share of labelled queries, per layer): {}.\n",
+            per.join(", ")
+        ));
+    }
     // Layers.
     for (l, row) in a.options_by_layer.iter().enumerate() {
         let parts: Vec<String> =
