@@ -64,13 +64,18 @@ pub enum Family {
     /// policy with `review = "spike"` can do, written by hand: generic (attention and the
     /// model's own surprise, no token equality).
     Spike,
+    /// `superseded` and `spike` together: in the last layer a token leaves at whichever comes
+    /// first, its key's return followed by another token (token equality) or a spike review's
+    /// drop (attention and surprise) — what a policy with `review = "spike-tokens"` can see,
+    /// written by hand.
+    SupersededSpike,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 16] = [
+    pub const ALL: [Family; 17] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -86,6 +91,7 @@ impl Family {
         Family::LayerSurprisal,
         Family::Superseded,
         Family::Spike,
+        Family::SupersededSpike,
         Family::Random,
     ];
 
@@ -107,6 +113,7 @@ impl Family {
             Family::LayerSurprisal => "layer-surprisal",
             Family::Superseded => "superseded",
             Family::Spike => "spike",
+            Family::SupersededSpike => "superseded-spike",
             Family::Random => "random",
         }
     }
@@ -120,15 +127,18 @@ impl Family {
     /// Whether every probe of the family's memory search is a decode with the rule's own cache
     /// (the surprisal rules: their memory depends on what that cache predicts).
     pub fn search_decodes(self) -> bool {
-        matches!(self, Family::Surprisal | Family::LayerSurprisal | Family::Spike)
+        matches!(self, Family::Surprisal | Family::LayerSurprisal | Family::Spike | Family::SupersededSpike)
     }
 
     /// Where an attention family reads its scores from (`None` for the others).
     pub fn scores(self) -> Option<Scores> {
         match self {
-            Family::H2o | Family::Tova | Family::Surprisal | Family::LayerSurprisal | Family::Spike => {
-                Some(Scores::Cache)
-            }
+            Family::H2o
+            | Family::Tova
+            | Family::Surprisal
+            | Family::LayerSurprisal
+            | Family::Spike
+            | Family::SupersededSpike => Some(Scores::Cache),
             Family::H2oFullCache | Family::TovaFullCache | Family::SurprisalFullCache => Some(Scores::FullCache),
             _ => None,
         }
@@ -330,6 +340,9 @@ pub enum Baseline {
         weight: f32,
         /// Threshold on −ln p(next token) / ln V above which the token goes.
         tau: f32,
+        /// Whether a token also leaves once superseded ([`rules::superseded_evictions`]; the
+        /// `superseded-spike` family).
+        superseded: bool,
     },
     /// Keep each (token, layer) at `store` with probability `keep` (seeded draws).
     Random {
@@ -387,7 +400,8 @@ impl Baseline {
             Baseline::Surprisal { scores: Scores::FullCache, .. } => Family::SurprisalFullCache,
             Baseline::LayerSurprisal { .. } => Family::LayerSurprisal,
             Baseline::Superseded(_) => Family::Superseded,
-            Baseline::Spike { .. } => Family::Spike,
+            Baseline::Spike { superseded: false, .. } => Family::Spike,
+            Baseline::Spike { superseded: true, .. } => Family::SupersededSpike,
             Baseline::Random { .. } => Family::Random,
         }
     }
@@ -470,10 +484,11 @@ impl Baseline {
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),
             Baseline::LayerWindows(p) => p.setting(),
             Baseline::Superseded(p) => format!("{}, until superseded", p.setting()),
-            Baseline::Spike { per_layer, weight, tau } => format!(
-                "{}; L{}: every token until it tops a row (weight at least {weight}) and the next token surprises (above {tau})",
+            Baseline::Spike { per_layer, weight, tau, superseded } => format!(
+                "{}; L{}: every token until it tops a row (weight at least {weight}) and the next token surprises (above {tau}){}",
                 per_layer.setting(),
-                per_layer.layers - 1
+                per_layer.layers - 1,
+                if superseded { " or it is superseded" } else { "" }
             ),
             Baseline::LayerSurprisal { per_layer, tau } => {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)

@@ -419,7 +419,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     }
                 }
             }
-            Family::Spike => {
+            Family::Spike | Family::SupersededSpike => {
                 // Layers before the last: a window from HEAD_WINDOWS at the cheapest or the
                 // exact plain store; the last: every token at a plain store until a spike review
                 // drops it, per SPIKE_WEIGHTS. Enumerated once; each setting's memory is a decode.
@@ -439,7 +439,8 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                             for weight in SPIKE_WEIGHTS {
                                 let per_layer =
                                     PerLayer::split(l_n, (head_window, head_store), (usize::MAX, last_store));
-                                let rule = Baseline::Spike { per_layer, weight, tau: SPIKE_TAU };
+                                let superseded = family == Family::SupersededSpike;
+                                let rule = Baseline::Spike { per_layer, weight, tau: SPIKE_TAU, superseded };
                                 if h.measured_memory(&rule)? <= target * (1.0 + 1e-9) {
                                     out.push(rule);
                                 }
@@ -723,6 +724,9 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  {SPIKE_TAU} (/ ln V): then it is evicted — a spike review written by hand (every setting whose \
                  measured memory fits)"
             ),
+            Family::SupersededSpike => "superseded-spike: the spike rule's settings, and in the last layer a token \
+                also leaves once superseded (as in `superseded`) — whichever comes first"
+                .into(),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"
                 .into(),

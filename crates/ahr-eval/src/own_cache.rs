@@ -16,7 +16,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 
 use crate::baseline::Baseline;
-use crate::rules::{Held, NEVER};
+use crate::rules::{self, Held, NEVER};
 
 /// The menu index of `store`, which a rule run with its own cache keeps tokens at: a plain option
 /// (it evicts from plain slots).
@@ -160,7 +160,17 @@ pub fn surprisal_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &
 pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
     let cfg = model.config();
     let (b_n, t_n, l_n, v) = (batch.batch_size, batch.seq_len, cfg.n_layers, cfg.vocab_size);
-    let Baseline::Spike { per_layer, weight, tau } = *rule else { bail!("{}: not the spike rule", rule.name()) };
+    let Baseline::Spike { per_layer, weight, tau, superseded } = *rule else {
+        bail!("{}: not the spike rule", rule.name())
+    };
+    // `superseded-spike`: per stream, when each token is superseded (the first query that no
+    // longer sees it; known at the step before, from tokens up to that step).
+    let superseded: Vec<Vec<u32>> = (0..b_n)
+        .map(|b| {
+            let inputs = &batch.inputs[b * t_n..(b + 1) * t_n];
+            if superseded { rules::superseded_evictions(inputs) } else { vec![NEVER; t_n] }
+        })
+        .collect();
     let last = l_n - 1;
     let options = (0..l_n).map(|l| plain_option(cfg, rule, per_layer.store(l))).collect::<Result<Vec<_>>>()?;
     let scorer = KeyScorer::new(cfg);
@@ -212,8 +222,15 @@ pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Devi
                 assert!(let_go(&mut cache, positions, (b, l, options[l]), k)?, "a token is held until its window ends");
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
             }
-            // The review of the previous row's top, if it is still held.
+            // Tokens the return of their key (and the token after it) shows superseded now.
             let positions = &mut held[b * l_n + last];
+            let gone: Vec<usize> = positions.iter().copied().filter(|&k| superseded[b][k] == (q + 1) as u32).collect();
+            for k in gone {
+                assert!(let_go(&mut cache, positions, (b, last, options[last]), k)?, "a held token can be let go");
+                evicted_at[(b * t_n + k) * l_n + last] = (q + 1) as u32;
+                keys[b][k] = Vec::new();
+            }
+            // The review of the previous row's top, if it is still held.
             if let Some((k, w)) = std::mem::replace(&mut under[b], tops[b])
                 && w >= weight
                 && surprisal[b] > tau
@@ -305,7 +322,7 @@ mod tests {
         })
         .unwrap();
         let per_layer = PerLayer::split(l_n, (2, cfg.exact_option()), (usize::MAX, StoreOption::Rank(2)));
-        let rule = Baseline::Spike { per_layer, weight, tau };
+        let rule = Baseline::Spike { per_layer, weight, tau, superseded: false };
         let judged = spike_evictions(&model, &task.valid_batch(0, 4), &rule, &dev).unwrap();
         let mut dropped = 0;
         for (b, e) in stats.iter().enumerate() {
@@ -321,6 +338,35 @@ mod tests {
             dropped += e.evictions.len();
         }
         assert!(dropped > 10 && dropped < 4 * t_n / 2, "{dropped} drops");
+    }
+
+    /// `superseded-spike`: with no spike heavy enough its last layer is exactly `superseded`'s;
+    /// with spikes it drops every token no later than `superseded` does, and some earlier.
+    #[test]
+    fn superseded_spike_drops_at_the_earlier_of_the_two_rules() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny-updates.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(14);
+        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let cfg = model.config().clone();
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let batch = task.valid_batch(0, 2);
+        let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
+        let per_layer = PerLayer::split(l_n, (2, cfg.exact_option()), (usize::MAX, cfg.exact_option()));
+        let last = |weight: f32, superseded: bool| {
+            let rule = Baseline::Spike { per_layer, weight, tau: 0.0, superseded };
+            let all = spike_evictions(&model, &batch, &rule, &dev).unwrap();
+            (0..2 * t_n).map(|i| all[i * l_n + l_n - 1]).collect::<Vec<u32>>()
+        };
+        let rule: Vec<u32> =
+            (0..2).flat_map(|b| rules::superseded_evictions(&batch.inputs[b * t_n..(b + 1) * t_n])).collect();
+        assert!(rule.iter().filter(|&&e| e != NEVER).count() > 20, "the task re-assigns keys");
+        assert_eq!(last(f32::INFINITY, true), rule);
+        let both = last(0.0, true);
+        assert!(both.iter().zip(&rule).all(|(b, r)| b <= r));
+        assert!(both.iter().zip(&rule).filter(|(b, r)| b < r).count() > 10);
     }
 
     /// Two rows, two layers, menu [drop, rank:1, recent:4]: row 0 has a token under review in
