@@ -164,7 +164,7 @@ const HEAD_WINDOWS: [usize; 6] = [1, 2, 4, 12, 32, 64];
 /// The least spike weights `spike` searches, and its one surprisal threshold (surprisal / ln V:
 /// a token the model gave less than V^-0.5; what follows a spike is either the token the query
 /// pointed to, predicted, or not, far above — the examples' sweep from 0.2 to 0.8 chose alike).
-const SPIKE_WEIGHTS: [f32; 7] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
+const SPIKE_WEIGHTS: [f32; 9] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
 const SPIKE_TAU: f32 = 0.5;
 
 /// Windows `layer-windows` searches for the layers before the last (those ≥ the sequence are left
