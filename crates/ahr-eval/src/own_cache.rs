@@ -163,14 +163,18 @@ pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Devi
     let Baseline::Spike { per_layer, weight, tau, superseded } = *rule else {
         bail!("{}: not the spike rule", rule.name())
     };
-    // `superseded-spike`: per stream, when each token is superseded (the first query that no
-    // longer sees it; known at the step before, from tokens up to that step).
-    let superseded: Vec<Vec<u32>> = (0..b_n)
-        .map(|b| {
-            let inputs = &batch.inputs[b * t_n..(b + 1) * t_n];
-            if superseded { rules::superseded_evictions(inputs) } else { vec![NEVER; t_n] }
-        })
-        .collect();
+    // `superseded-spike`: per stream and step q, the tokens the context shows superseded there
+    // (gone from query q + 1 on; known from tokens up to q). Empty for the plain spike rule.
+    let mut superseded_at = vec![vec![Vec::new(); t_n]; b_n];
+    if superseded {
+        for (b, due) in superseded_at.iter_mut().enumerate() {
+            for (k, &at) in rules::superseded_evictions(&batch.inputs[b * t_n..(b + 1) * t_n]).iter().enumerate() {
+                if at != NEVER {
+                    due[at as usize - 1].push(k);
+                }
+            }
+        }
+    }
     let last = l_n - 1;
     let options = (0..l_n).map(|l| plain_option(cfg, rule, per_layer.store(l))).collect::<Result<Vec<_>>>()?;
     let scorer = KeyScorer::new(cfg);
@@ -224,11 +228,12 @@ pub fn spike_evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Devi
             }
             // Tokens the return of their key (and the token after it) shows superseded now.
             let positions = &mut held[b * l_n + last];
-            let gone: Vec<usize> = positions.iter().copied().filter(|&k| superseded[b][k] == (q + 1) as u32).collect();
-            for k in gone {
-                assert!(let_go(&mut cache, positions, (b, last, options[last]), k)?, "a held token can be let go");
-                evicted_at[(b * t_n + k) * l_n + last] = (q + 1) as u32;
-                keys[b][k] = Vec::new();
+            for &k in &superseded_at[b][q] {
+                // (unless a spike review let it go already)
+                if let_go(&mut cache, positions, (b, last, options[last]), k)? {
+                    evicted_at[(b * t_n + k) * l_n + last] = (q + 1) as u32;
+                    keys[b][k] = Vec::new();
+                }
             }
             // The review of the previous row's top, if it is still held.
             if let Some((k, w)) = std::mem::replace(&mut under[b], tops[b])
