@@ -15,7 +15,6 @@
 
 use std::path::PathBuf;
 
-use ahr_env::EnvSpec;
 use ahr_eval::harness::Harness;
 use ahr_eval::rules::{NEVER, superseded_evictions, window_evictions};
 use ahr_eval::{Family, PointKind};
@@ -32,10 +31,8 @@ fn main() -> Result<()> {
     let sequences: usize = sequences.parse().context("SEQUENCES")?;
     let window: usize = window.parse().context("HEAD_WINDOW")?;
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let exact_index = cfg.option_index(cfg.exact_option()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let l_n = cfg.n_layers;
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;

@@ -12,7 +12,6 @@
 
 use std::path::PathBuf;
 
-use ahr_env::EnvSpec;
 use ahr_eval::harness::Harness;
 use ahr_tpa::{StoreOption, cost};
 use anyhow::{Context, Result, bail};
@@ -28,10 +27,8 @@ fn main() -> Result<()> {
     let taus = taus.split(',').map(|t| t.parse::<f32>().context("TAU")).collect::<Result<Vec<_>>>()?;
 
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let fp = ahr_tpa::checkpoint::fingerprint(&model_dir)?;
     let (manifest, net) = ahr_policy::export::load_policy(&policy_dir, &cfg, &fp, &dev)?;
     let spec = spec.for_policy(&manifest);

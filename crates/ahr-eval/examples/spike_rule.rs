@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 
-use ahr_env::{EnvSpec, evaluate_rule};
+use ahr_env::evaluate_rule;
 use ahr_eval::own_cache::spike_actions;
 use ahr_tpa::{ReviewAt, StoreOption};
 use anyhow::{Context, Result, bail};
@@ -40,13 +40,11 @@ fn main() -> Result<()> {
     let (head, last) = (option(head)?, option(last)?);
 
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     if spec.env.review != Some(ReviewAt::SPIKE) {
         bail!("{}: the rule needs review = \"spike\"", env_path.display());
     }
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let index = |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow::anyhow!("{o}: {e}"));
     let l_n = cfg.n_layers;
     let mut writes = vec![index(head)?; l_n];

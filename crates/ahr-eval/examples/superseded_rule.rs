@@ -20,7 +20,6 @@
 
 use std::path::PathBuf;
 
-use ahr_env::EnvSpec;
 use ahr_eval::harness::Harness;
 use ahr_eval::rules::{NEVER, superseded_evictions, window_evictions};
 use ahr_eval::{Family, PointKind};
@@ -65,10 +64,8 @@ fn main() -> Result<()> {
     let (head, last) = (option(head)?, option(last)?);
 
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let index = |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow::anyhow!("{o}: {e}"));
     let (head_index, last_index) = (index(head)?, index(last)?);
     let l_n = cfg.n_layers;

@@ -13,7 +13,6 @@
 
 use std::path::PathBuf;
 
-use ahr_env::EnvSpec;
 use ahr_eval::harness::Harness;
 use ahr_tpa::{StoreOption, cost};
 use anyhow::{Context, Result, bail};
@@ -33,10 +32,8 @@ fn main() -> Result<()> {
     let before = before.map_or(Ok(f32::INFINITY), |b| b.parse::<usize>().map(|b| b as f32)).context("BEFORE")?;
 
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &env_path, &cfg).map_err(anyhow::Error::msg)?;
     let index =
         |o: StoreOption| cfg.option_index(o).map_err(|e| anyhow::anyhow!("{o}: {e} (add it to the env's menu)"));
     let (head, store, drop) = (index(head)?, index(store)?, index(StoreOption::Drop)?);

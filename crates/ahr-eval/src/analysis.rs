@@ -21,7 +21,7 @@ use ahr_policy::{ActorCritic, Granularity, ObsBatch};
 use ahr_tasks::{Batch, Task, TokenRole};
 use ahr_tpa::checkpoint::fingerprint;
 use ahr_tpa::{Choices, Model, ModelConfig, cost};
-use ahr_train::load_env_model;
+use ahr_train::EnvRun;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use serde::Serialize;
@@ -179,10 +179,8 @@ pub struct Analysis {
 /// Analyse a per-token policy on held-out sequences of its env (module docs).
 pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let dev = device.clone();
-    let spec = EnvSpec::load(&a.env)?;
-    let model = load_env_model(&a.model, &spec, &a.env, &dev)?;
+    let EnvRun { spec, model, task } = EnvRun::load(&a.model, &a.env, &dev)?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
     let fp = fingerprint(&a.model)?;
     let (manifest, net) = ahr_policy::export::load_policy(&a.policy, &cfg, &fp, &dev)?;
     if manifest.granularity != Granularity::PerToken {

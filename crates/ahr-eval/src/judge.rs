@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ahr_env::EnvSpec;
 use ahr_policy::Granularity;
 use ahr_tasks::Metric;
 use ahr_tpa::checkpoint::{fingerprint, load_model};
@@ -489,12 +488,10 @@ pub enum Progress<'a> {
 /// run stopped early has reported every finished family whole.
 pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Send) -> Result<EvalOutput> {
     let Some(main_dir) = a.models.first() else { anyhow::bail!("give at least one model") };
-    let spec = EnvSpec::load(&a.env)?;
-    let model = ahr_train::load_env_model(main_dir, &spec, &a.env, dev)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(main_dir, &a.env, dev)?;
     // Load every input before the (long) evaluation starts, so a bad path fails at once.
     let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, dev)?))).collect::<Result<Vec<_>>>()?;
     let cfg = model.config().clone();
-    let task = ahr_env::load_task(&spec, &a.env, &cfg).map_err(anyhow::Error::msg)?;
     let fp = fingerprint(main_dir)?;
     let loaded = a
         .policies
@@ -738,6 +735,8 @@ fn family_notes(families: &[Family]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use ahr_env::EnvSpec;
+
     use super::*;
 
     fn point(name: &str, family: Option<Family>, metric: f64, bytes: f64) -> Point {

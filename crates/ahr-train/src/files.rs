@@ -31,6 +31,28 @@ pub fn load_env_model(model_dir: &Path, spec: &EnvFile, env_path: &Path, device:
     spec.model(load_model(model_dir, device)?).map_err(|e| anyhow::anyhow!("{}: {e}", env_path.display()))
 }
 
+/// An env spec with the model as the env runs it ([`load_env_model`]) and the env's task: what
+/// every command that runs a model on an env's data loads first (`eval`, `analyze`, `bench
+/// rollout`, the examples).
+pub struct EnvRun {
+    /// The env spec.
+    pub spec: EnvFile,
+    /// The model, its menu as the env offers it.
+    pub model: Model,
+    /// The env's task, checked against the model's vocabulary.
+    pub task: ahr_tasks::Task,
+}
+
+impl EnvRun {
+    /// Load `env_path`, the model in `model_dir` as that env runs it, and the env's task.
+    pub fn load(model_dir: &Path, env_path: &Path, device: &Device) -> Result<Self> {
+        let spec = EnvFile::load(env_path)?;
+        let model = load_env_model(model_dir, &spec, env_path, device)?;
+        let task = ahr_env::load_task(&spec, env_path, model.config()).map_err(anyhow::Error::msg)?;
+        Ok(Self { spec, model, task })
+    }
+}
+
 /// A model directory as a policy runs it: with the menu of the policy's manifest — the options
 /// its env excluded taken off, its timed options added (the model as it is without a policy).
 pub fn load_policy_model(model_dir: &Path, policy_dir: Option<&Path>, device: &Device) -> Result<Model> {

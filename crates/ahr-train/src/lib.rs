@@ -16,5 +16,5 @@ pub mod files;
 pub mod policy;
 pub mod pretrain;
 
-pub use files::{ModelFile, load_env_model, load_policy_model};
+pub use files::{EnvRun, ModelFile, load_env_model, load_policy_model};
 pub use pretrain::{PretrainArgs, PretrainConfig, PretrainOutcome, StepReport};

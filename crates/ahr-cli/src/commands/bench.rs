@@ -71,9 +71,7 @@ pub fn bench_rollout(
     common: &Common,
 ) -> Result<()> {
     let dev = device(&common.device)?;
-    let spec = EnvFile::load(env)?;
-    let model = ahr_train::load_env_model(model_dir, &spec, env, &dev)?;
-    let task = ahr_env::load_task(&spec, env, model.config()).map_err(anyhow::Error::msg)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(model_dir, env, &dev)?;
     let seq_len = task.train_batch(0, 0, 1).seq_len;
     let make = || (0..num_envs).map(|_| ahr_env::make_env(&model, &task, &spec, false, 1, &dev)).collect();
     let runs = ahr_ppo::bench::rollout(make, workers, seq_len, iterations, &dev, |r| {

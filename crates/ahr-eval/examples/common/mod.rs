@@ -28,9 +28,7 @@ pub fn held_out(name: &str) -> Result<HeldOut> {
     let (model_dir, env_path) = (PathBuf::from(model), PathBuf::from(env));
     let sequences: usize = sequences.parse().context("SEQUENCES")?;
     let dev = ahr_tpa::device::from_env();
-    let spec = EnvSpec::load(&env_path)?;
-    let model = ahr_train::load_env_model(&model_dir, &spec, &env_path, &dev)?;
-    let task = ahr_env::load_task(&spec, &env_path, model.config()).map_err(anyhow::Error::msg)?;
+    let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let batch = task.valid_batch(0, sequences);
     if batch.roles.is_empty() {
         bail!("{}: the task defines no token roles (an MQAR env is needed)", env_path.display());
