@@ -49,62 +49,33 @@ fn main() -> Result<()> {
         ("keys, values, queries, stale", &[Key, Value, Query, Stale]),
         ("every token (filler too)", &[Key, Value, Query, Stale, Filler]),
     ];
-    let mut rows = Vec::new();
+    println!("| layers < {}: window {window}, and beyond it | last layer | metric | memory |", l_n - 1);
+    println!("|---|---|---:|---:|");
     // A causal contrast: the layers before the last also keep each token until superseded, as
     // the last layer does (`superseded_evictions` on the same tokens).
     for superseded in [false, true] {
         let rule = |b: &Batch| {
-            let (b_n, t_n) = (b.batch_size, b.seq_len);
-            let mut ev = vec![NEVER; b_n * t_n * l_n];
-            for s in 0..b_n {
-                let x = &b.inputs[s * t_n..(s + 1) * t_n];
+            let ev = layered(b, l_n, |x, _| {
                 let sup = superseded_evictions(x);
-                for t in 0..t_n {
-                    for l in 0..l_n {
-                        ev[(s * t_n + t) * l_n + l] = match l + 1 < l_n {
-                            true => sup[t].max((t + window + 1) as u32),
-                            false if superseded => sup[t],
-                            false => NEVER,
-                        };
-                    }
-                }
-            }
-            Ok(Choices::from_fn(b_n, t_n, l_n, |_, _, _| exact_index).with_evictions(ev))
+                let head = sup.iter().enumerate().map(|(t, &e)| e.max((t + window + 1) as u32)).collect();
+                (head, if superseded { sup } else { vec![NEVER; x.len()] })
+            });
+            Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |_, _, _| exact_index).with_evictions(ev))
         };
         let p = h.batch_rule_point("causal", PointKind::Rule(Family::LayerWindows), "", &rule)?;
         let last = if superseded { "until superseded" } else { "every token" };
-        rows.push(format!(
-            "| (causal) every token until superseded | {last} | {:.4} | {:.1} % |",
-            p.metric,
-            100.0 * p.kv_bytes_per_token / exact
-        ));
-    }
-    println!("| layers < {}: window {window}, and beyond it | last layer | metric | memory |", l_n - 1);
-    println!("|---|---|---:|---:|");
-    for row in rows {
-        println!("{row}");
+        let memory = 100.0 * p.kv_bytes_per_token / exact;
+        println!("| (causal) every token until superseded | {last} | {:.4} | {memory:.1} % |", p.metric);
     }
     for superseded in [false, true] {
         for (name, roles) in role_sets {
             let rule = |b: &Batch| {
-                let (b_n, t_n) = (b.batch_size, b.seq_len);
-                let head_ev = window_evictions(t_n, 0, window);
-                let mut ev = vec![NEVER; b_n * t_n * l_n];
-                for s in 0..b_n {
-                    let x = &b.inputs[s * t_n..(s + 1) * t_n];
-                    let last_ev = if superseded { superseded_evictions(x) } else { vec![NEVER; t_n] };
-                    for t in 0..t_n {
-                        let kept = roles.contains(&b.roles[s * t_n + t]);
-                        for l in 0..l_n {
-                            ev[(s * t_n + t) * l_n + l] = match (l + 1 < l_n, kept) {
-                                (true, true) => NEVER,
-                                (true, false) => head_ev[t],
-                                (false, _) => last_ev[t],
-                            };
-                        }
-                    }
-                }
-                Ok(Choices::from_fn(b_n, t_n, l_n, |_, _, _| exact_index).with_evictions(ev))
+                let ev = layered(b, l_n, |x, r| {
+                    let window_ev = window_evictions(x.len(), 0, window);
+                    let head = r.iter().zip(window_ev).map(|(role, e)| if roles.contains(role) { NEVER } else { e });
+                    (head.collect(), if superseded { superseded_evictions(x) } else { vec![NEVER; x.len()] })
+                });
+                Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |_, _, _| exact_index).with_evictions(ev))
             };
             let p = h.batch_rule_point(name, PointKind::Rule(Family::LayerWindows), "", &rule)?;
             let last = if superseded { "until superseded" } else { "every token" };
@@ -112,4 +83,21 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Evictions of a batch (`[stream, token, layer]`) from, per stream, one vector for the layers
+/// before the last and one for the last: `per_stream(inputs, roles)` of that stream.
+fn layered(b: &Batch, l_n: usize, per_stream: impl Fn(&[u32], &[TokenRole]) -> (Vec<u32>, Vec<u32>)) -> Vec<u32> {
+    let t_n = b.seq_len;
+    let mut ev = vec![NEVER; b.batch_size * t_n * l_n];
+    for s in 0..b.batch_size {
+        let cells = s * t_n..(s + 1) * t_n;
+        let (head, last) = per_stream(&b.inputs[cells.clone()], &b.roles[cells]);
+        for t in 0..t_n {
+            for l in 0..l_n {
+                ev[(s * t_n + t) * l_n + l] = if l + 1 < l_n { head[t] } else { last[t] };
+            }
+        }
+    }
+    ev
 }
