@@ -21,17 +21,23 @@ pub fn describe(r: &IterationReport) -> String {
 /// Run nested-rank pretraining with progress on stderr and print where the model and its rank
 /// curve went (rank 0 only, when data-parallel over `comm`).
 pub fn pretrain(args: &PretrainArgs, dev: &Device, comm: &Comm) -> Result<()> {
+    let file = ahr_train::files::ModelFile::load(&args.model_config)?;
     if comm.is_root() {
         eprintln!("run directory: {}{}", args.out.display(), ranks_note(comm));
-        let file = ahr_train::files::ModelFile::load(&args.model_config)?;
         for w in file.pretrain.warnings(&file.model) {
             eprintln!("warning: {w}");
         }
     }
+    // Periodic validation runs under the exact choice, or the lowest fitted rank (factor fitting).
+    let under = match file.pretrain.validation_spec(&file.model) {
+        ahr_tpa::ChoiceSpec::Exact => String::new(),
+        spec => format!(" ({spec})"),
+    };
     let mut progress = Progress::new("step", 0);
     let outcome = ahr_train::pretrain::run_distributed(args, dev, comm, |r| {
         if let Some(v) = &r.validation {
-            progress.println(&format!("step {:>6}  valid loss {:.4}  accuracy {:.4}", r.step, v.loss, v.accuracy));
+            progress
+                .println(&format!("step {:>6}  valid{under} loss {:.4}  accuracy {:.4}", r.step, v.loss, v.accuracy));
         }
         progress.update(r.step, r.total_steps, &format!("loss {:.4} | {:.0} tok/s", r.loss, r.tokens_per_sec));
     })?;

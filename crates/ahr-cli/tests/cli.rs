@@ -51,6 +51,57 @@ fn ahr(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Logits of a fixed sequence under `spec`.
+fn logits_under(dir: &Path, spec: ChoiceSpec) -> Vec<f32> {
+    let dev = ahr_tpa::device::from_env();
+    let model = load_model(dir, &dev).unwrap();
+    let ids: Vec<u32> = (0..19).map(|i| (i * 7 + 3) % 64).collect();
+    let t = model.tokens(&ids, 1, 19, &dev).unwrap();
+    let choices = spec.choices(model.config(), 1, 19).unwrap();
+    model.forward(t, &choices).unwrap().into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn factor_fit_moves_the_rank_options_toward_exact_and_leaves_the_exact_choice_alone() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = ahr_tpa::device::from_env();
+    // A model trained with the exact choice only: its rank options are whatever initialisation left.
+    let exact_only = tmp.path().join("exact-only.toml");
+    let preset = std::fs::read_to_string(root().join("configs/model/tiny.toml")).unwrap();
+    std::fs::write(&exact_only, format!("{preset}\n[pretrain.nested]\nexact_fraction = 1.0\n")).unwrap();
+    let base = tmp.path().join("base");
+    run(&PretrainArgs { model_config: exact_only, ..args(&base, 20, None, false) }, &dev).unwrap();
+
+    let fit_preset = tmp.path().join("fit.toml");
+    std::fs::write(
+        &fit_preset,
+        preset.replace("learning_rate = 1e-3", "learning_rate = 1e-2\nobjective = \"factor-fit\""),
+    )
+    .unwrap();
+    let fitted = tmp.path().join("fitted");
+    let fit = PretrainArgs { model_config: fit_preset, init: Some(base.clone()), ..args(&fitted, 80, None, false) };
+    run(&fit, &dev).unwrap();
+    let lines = std::fs::read_to_string(fitted.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect();
+    let (first, last) = (losses[..5].iter().sum::<f64>(), losses[75..].iter().sum::<f64>());
+    assert!(last < 0.5 * first, "the fit's loss fell from {} to {} (five steps' sums)", first, last);
+
+    // The exact choice computes exactly what it did: only the factor projections moved.
+    assert_eq!(logits_under(&base, ChoiceSpec::Exact), logits_under(&fitted, ChoiceSpec::Exact));
+    let gap = |dir: &Path, r: usize| {
+        let exact = logits_under(dir, ChoiceSpec::Exact);
+        let low = logits_under(dir, ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)));
+        exact.iter().zip(&low).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
+    };
+    for r in [1, 2, 3] {
+        assert!(gap(&fitted, r) < 0.5 * gap(&base, r), "rank:{r}: {} -> {}", gap(&base, r), gap(&fitted, r));
+    }
+}
+
 #[test]
 fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

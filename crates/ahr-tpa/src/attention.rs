@@ -201,6 +201,30 @@ impl Attention {
         }
     }
 
+    /// How far each `rank:ρ` option's K/V lie from the exact option's on these inputs:
+    /// `Σ_ρ mean((K_ρ − K)²) + mean((V_ρ − V)²)` over `ranks`, the exact K/V held fixed (the
+    /// teacher), so only the key/value factor projections get a gradient. Zero for layers without
+    /// factors.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, d]` (normalised block input); returns `[1]`.
+    pub fn factor_fit_loss(&self, x: Tensor<3>, rope: &RopeTables, ranks: &[usize]) -> Tensor<1> {
+        let device = x.device();
+        let p = self.project(x, rope);
+        let (k, v) = self.exact_kv(&p);
+        let (k, v) = (k.detach(), v.detach());
+        let mut loss = Tensor::<1>::zeros([1], &device);
+        let Some([ak, bk, av, bv]) = &p.kv_factors else {
+            return loss;
+        };
+        for &rho in ranks {
+            let kr = ak.clone().narrow(3, 0, rho).matmul(bk.clone().narrow(2, 0, rho)) / rho as f32;
+            let vr = av.clone().narrow(3, 0, rho).matmul(bv.clone().narrow(2, 0, rho)) / rho as f32;
+            loss = loss + (kr - k.clone()).square().mean() + (vr - v.clone()).square().mean();
+        }
+        loss
+    }
+
     /// Each token's stored K/V `[B, T, h, d_h]` under per-token form weights: the nested low-rank
     /// sum (1/ρ on the first ρ components, zero for drop/full) plus the dense K/V of `full` tokens.
     fn stored_kv(&self, p: &Projected, w: &StoredWeights) -> (Tensor<4>, Tensor<4>) {

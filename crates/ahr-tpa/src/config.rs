@@ -488,6 +488,20 @@ impl ModelConfig {
         self.menu[self.exact_index()]
     }
 
+    /// The `rank:ρ` options of the menu below the exact option: what factor fitting
+    /// ([`crate::Model::factor_fit_loss`]) trains, in menu order.
+    pub fn fit_ranks(&self) -> Vec<usize> {
+        let exact = self.exact_option();
+        self.menu
+            .iter()
+            .filter(|o| **o != exact)
+            .filter_map(|o| match o {
+                StoreOption::Rank(r) => Some(*r),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Index of the exact option in the menu.
     pub fn exact_index(&self) -> usize {
         self.menu.iter().rposition(|o| !o.is_timed()).expect("validated menu has an exact option")

@@ -281,6 +281,30 @@ impl Model {
         Ok((rms_norm(x, eps), probs))
     }
 
+    /// The factor-fit objective ([`Attention::factor_fit_loss`] summed over layers) on `tokens`:
+    /// every layer's input is the exact forward's, held fixed, and the teachers are the exact
+    /// option's K/V, so minimising it moves only the key/value factor projections — the exact
+    /// choice's outputs do not change. `ranks` are the `rank:ρ` options to fit
+    /// ([`ModelConfig::fit_ranks`]).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]`; returns `[1]`.
+    pub fn factor_fit_loss(&self, tokens: Tensor<2, Int>, ranks: &[usize]) -> Result<Tensor<1>> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
+        let eps = self.config.norm_eps;
+        let exact = Choices::exact(&self.config, b, t);
+        let mut x = self.embed_at(tokens, 0)?.detach();
+        let mut loss = Tensor::<1>::zeros([1], &device);
+        for (l, block) in self.blocks.iter().enumerate() {
+            loss = loss + block.attn.factor_fit_loss(rms_norm(x.clone(), eps), &rope, ranks);
+            let lct = exact.layer_tensors(&self.config, l, &device);
+            x = block.forward(x, &rope, &lct, eps, false).0.detach();
+        }
+        Ok(loss)
+    }
+
     /// Token embeddings plus, when configured, absolute position embeddings from `start`.
     fn embed_at(&self, tokens: Tensor<2, Int>, start: usize) -> Result<Tensor<3>> {
         let [b, t] = tokens.dims();

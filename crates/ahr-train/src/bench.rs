@@ -86,6 +86,7 @@ pub fn train_throughput(
             pc.max_grad_norm,
             &train_dev,
             head_at,
+            pc.objective,
             &mut timings,
             &ahr_dist::Comm::single(),
         )?;

@@ -48,6 +48,20 @@ impl Default for NestedConfig {
     }
 }
 
+/// What a pretraining step minimises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The task's loss over labelled positions under sampled storage choices (nested training).
+    #[default]
+    Task,
+    /// Factor fitting: the menu's `rank:ρ` options' K/V fitted to the exact option's by squared
+    /// error, layer inputs and teachers from the exact forward ([`Model::factor_fit_loss`]). Only
+    /// the key/value factor projections move, so the exact choice answers as before; what a model
+    /// trained with the exact choice alone needs to get working rank options back.
+    FactorFit,
+}
+
 /// The pretraining recipe (`[pretrain]` in a model preset).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +92,8 @@ pub struct PretrainConfig {
     pub eval_batch_size: usize,
     /// Storage-choice sampling.
     pub nested: NestedConfig,
+    /// What each step minimises (`"task"` or `"factor-fit"`).
+    pub objective: Objective,
 }
 
 impl Default for PretrainConfig {
@@ -96,6 +112,7 @@ impl Default for PretrainConfig {
             checkpoint_every: 250,
             eval_batch_size: 64,
             nested: NestedConfig::default(),
+            objective: Objective::Task,
         }
     }
 }
@@ -120,6 +137,12 @@ impl PretrainConfig {
                 return Err(Invalid::new(format!("`{name}`"), format!("must lie in [0, 1], found {v}")));
             }
         }
+        if self.objective == Objective::FactorFit && model.fit_ranks().is_empty() {
+            return Err(Invalid::new(
+                "`objective`",
+                "\"factor-fit\" needs `rank:ρ` options below the exact option in the model's menu",
+            ));
+        }
         let w = &self.nested.option_weights;
         if !w.is_empty()
             && (w.len() != model.menu.len() || w.iter().any(|x| x.is_nan() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0)
@@ -139,7 +162,7 @@ impl PretrainConfig {
     /// did not recover in 1500 nested steps: docs/BENCHMARKS.md, "Key aliases").
     pub fn warnings(&self, model: &ModelConfig) -> Vec<String> {
         let factors = model.menu.iter().any(|o| matches!(o, ahr_tpa::StoreOption::Rank(_)));
-        if factors && self.nested.exact_fraction >= 1.0 {
+        if factors && self.nested.exact_fraction >= 1.0 && self.objective == Objective::Task {
             vec![format!(
                 "nested.exact_fraction = 1 trains the exact choice only: the menu's rank options get no training{}, \
                  so they may stop working; keep it below 1 in some stage after this one",
@@ -147,6 +170,15 @@ impl PretrainConfig {
             )]
         } else {
             Vec::new()
+        }
+    }
+
+    /// The choice periodic validation runs under: the exact one, or under factor fitting (which
+    /// leaves it unchanged) the lowest rank fitted.
+    pub fn validation_spec(&self, model: &ModelConfig) -> ChoiceSpec {
+        match (self.objective, model.fit_ranks().iter().min()) {
+            (Objective::FactorFit, Some(&r)) => ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)),
+            _ => ChoiceSpec::Exact,
         }
     }
 
@@ -265,8 +297,8 @@ pub struct StepTimings {
     pub update: f64,
 }
 
-/// One optimizer step on `batch`: loss over labelled positions under `choices`, backward, global
-/// grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before
+/// One optimizer step on `batch`: `objective`'s loss (over labelled positions under `choices`, or
+/// the factor fit over every position), backward, global grad-norm clipping, AdamW. Returns the new model, the loss and the gradient norm before
 /// clipping; adds each phase's time to `timings`.
 ///
 /// Data-parallel: with a `comm` of several ranks, `batch` and `choices` are this rank's shard of
@@ -282,19 +314,22 @@ pub fn train_step(
     max_grad_norm: f64,
     device: &Device,
     head_at: HeadAt,
+    objective: Objective,
     timings: &mut StepTimings,
     comm: &Comm,
 ) -> Result<(Model, f64, f64)> {
     let t0 = Instant::now();
-    let labelled = comm.sum(batch.labelled() as f64);
-    if labelled == 0.0 {
-        bail!("the training batch has no labelled positions");
-    }
-    let loss = match label_logprobs_with(&model, batch, choices, device, head_at)? {
-        // One process: the mean, exactly as always (runs and their resumes stay bit-identical).
-        Some((logp, _, _)) if !comm.is_distributed() => logp.mean().neg(),
-        Some((logp, _, _)) => logp.sum().neg() / labelled as f32,
-        None => bail!("this rank's shard of the training batch has no labelled positions; use a larger batch_size"),
+    let loss = match objective {
+        Objective::Task => task_loss(&model, batch, choices, device, head_at, comm)?,
+        Objective::FactorFit => {
+            let tokens = model.tokens(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
+            let loss = model.factor_fit_loss(tokens, &model.config().fit_ranks())?;
+            match comm.is_distributed() {
+                // Each shard's mean weighted by its share of the sequences: the global mean.
+                true => loss * (batch.batch_size as f64 / comm.sum(batch.batch_size as f64)) as f32,
+                false => loss,
+            }
+        }
     };
     let loss_value = comm.sum(loss.clone().into_scalar::<f32>() as f64);
     if !loss_value.is_finite() {
@@ -314,6 +349,28 @@ pub fn train_step(
     timings.reduce += (t3 - t2).as_secs_f64();
     timings.update += (t4 - t3).as_secs_f64();
     Ok((model, loss_value, grad_norm))
+}
+
+/// The task's loss: mean negative log-likelihood over the batch's labelled positions (a shard's
+/// sum over the global count when data-parallel).
+fn task_loss(
+    model: &Model,
+    batch: &ahr_tasks::Batch,
+    choices: &Choices,
+    device: &Device,
+    head_at: HeadAt,
+    comm: &Comm,
+) -> Result<burn::tensor::Tensor<1>> {
+    let labelled = comm.sum(batch.labelled() as f64);
+    if labelled == 0.0 {
+        bail!("the training batch has no labelled positions");
+    }
+    Ok(match label_logprobs_with(model, batch, choices, device, head_at)? {
+        // One process: the mean, exactly as always (runs and their resumes stay bit-identical).
+        Some((logp, _, _)) if !comm.is_distributed() => logp.mean().neg(),
+        Some((logp, _, _)) => logp.sum().neg() / labelled as f32,
+        None => bail!("this rank's shard of the training batch has no labelled positions; use a larger batch_size"),
+    })
 }
 
 /// AdamW as configured by the recipe.
@@ -467,7 +524,7 @@ pub fn run_distributed(
     let start = Instant::now();
     let rate = |tokens: u64| tokens as f64 / start.elapsed().as_secs_f64().max(1e-9);
     let (start_step, start_tokens) = (state.step, state.tokens);
-    let eval_model = |m: &Model| evaluate(&m.valid(), &task, ChoiceSpec::Exact, pc.eval_batch_size, device);
+    let eval_model = |m: &Model| evaluate(&m.valid(), &task, pc.validation_spec(&cfg), pc.eval_batch_size, device);
 
     let stop_at = args.stop_after.map_or(pc.steps, |n| (start_step + n).min(pc.steps));
     while state.step < stop_at {
@@ -489,6 +546,7 @@ pub fn run_distributed(
             pc.max_grad_norm,
             &train_device,
             HeadAt::Labelled,
+            pc.objective,
             &mut StepTimings::default(),
             comm,
         )
@@ -588,6 +646,22 @@ mod tests {
         assert!((0..4).all(|b| (0..9).all(|t| c.get(b, t, 0) == 0)));
         let warm = sample_choices(&cfg, &only_drop, 1, 2, 4, 9);
         assert_eq!(warm, Choices::exact(&cfg, 4, 9), "exact only during the warmup");
+    }
+
+    #[test]
+    fn factor_fit_needs_rank_options_and_validates_under_the_lowest() {
+        let cfg = ModelConfig::tiny();
+        let fit = PretrainConfig { objective: Objective::FactorFit, ..Default::default() };
+        assert_eq!(cfg.fit_ranks(), vec![1, 2, 3]);
+        assert!(fit.validate(&cfg).is_ok());
+        assert_eq!(fit.validation_spec(&cfg).to_string(), "uniform:rank:1");
+        assert_eq!(PretrainConfig::default().validation_spec(&cfg), ChoiceSpec::Exact);
+        // Exact-only factor fitting trains the options, so nothing to warn about.
+        let exact_only = NestedConfig { exact_fraction: 1.0, ..Default::default() };
+        assert!(PretrainConfig { nested: exact_only, ..fit.clone() }.warnings(&cfg).is_empty());
+        let dense = ModelConfig { menu: vec![ahr_tpa::StoreOption::Drop, ahr_tpa::StoreOption::Full], ..cfg };
+        let err = fit.validate(&dense).unwrap_err().to_string();
+        assert!(err.contains("factor-fit") && err.contains("rank"), "{err}");
     }
 
     #[test]
