@@ -8,9 +8,14 @@
 //! before the last also keep each token until the context shows it superseded, as the last
 //! layer's rule does.
 //!
+//! With a menu that has `full/W/rank:1` and `recent:W` (W the window), further rows keep the
+//! chosen roles' first-layer entries at rank 1 beyond the window instead of dense.
+//!
 //! ```bash
 //! cargo run --release -p ahr-eval --example head_reads -- \
 //!   policies/models/mqar-tiny-aliases-512 envs/mqar-tiny-aliases-512-spike-tokens.toml 64 4
+//! cargo run --release -p ahr-eval --example head_reads -- \
+//!   policies/models/mqar-tiny-aliases-512-fit envs/mqar-tiny-aliases-512-fit-spike-tokens.toml 64 4
 //! ```
 
 use std::path::PathBuf;
@@ -66,6 +71,29 @@ fn main() -> Result<()> {
         let last = if superseded { "until superseded" } else { "every token" };
         let memory = 100.0 * p.kv_bytes_per_token / exact;
         println!("| (causal) every token until superseded | {last} | {:.4} | {memory:.1} % |", p.metric);
+    }
+    // Cheap long storage instead of dense: where the menu has `full/W/rank:1` and `recent:W`, the
+    // chosen roles' first-layer entries stay dense for the window and at rank 1 after it (others
+    // leave with the window); the last layer keeps every token until superseded.
+    let named = |n: String| cfg.menu.iter().position(|o| o.to_string() == n);
+    if let (Some(demoted), Some(recent)) = (named(format!("full/{window}/rank:1")), named(format!("recent:{window}"))) {
+        for (name, roles) in &role_sets[5..] {
+            let rule = |b: &Batch| {
+                let ev = layered(b, l_n, |x, _| (vec![NEVER; x.len()], superseded_evictions(x)));
+                let pick = |s: usize, t: usize, l: usize| match l + 1 < l_n {
+                    true if roles.contains(&b.roles[s * b.seq_len + t]) => demoted,
+                    true => recent,
+                    false => exact_index,
+                };
+                Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, pick).with_evictions(ev))
+            };
+            let p = h.batch_rule_point(name, PointKind::Rule(Family::LayerWindows), "", &rule)?;
+            let memory = 100.0 * p.kv_bytes_per_token / exact;
+            println!(
+                "| {name}: dense for the window, then `rank:1` | until superseded | {:.4} | {memory:.1} % |",
+                p.metric
+            );
+        }
     }
     for superseded in [false, true] {
         for (name, roles) in role_sets {
