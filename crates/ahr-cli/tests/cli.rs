@@ -73,32 +73,32 @@ fn factor_fit_moves_the_rank_options_toward_exact_and_leaves_the_exact_choice_al
     let base = tmp.path().join("base");
     run(&PretrainArgs { model_config: exact_only, ..args(&base, 20, None, false) }, &dev).unwrap();
 
-    let fit_preset = tmp.path().join("fit.toml");
-    std::fs::write(
-        &fit_preset,
-        preset.replace("learning_rate = 1e-3", "learning_rate = 1e-2\nobjective = \"factor-fit\""),
-    )
-    .unwrap();
-    let fitted = tmp.path().join("fitted");
-    let fit = PretrainArgs { model_config: fit_preset, init: Some(base.clone()), ..args(&fitted, 80, None, false) };
-    run(&fit, &dev).unwrap();
-    let lines = std::fs::read_to_string(fitted.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect();
-    let (first, last) = (losses[..5].iter().sum::<f64>(), losses[75..].iter().sum::<f64>());
-    assert!(last < 0.5 * first, "the fit's loss fell from {} to {} (five steps' sums)", first, last);
+    for objective in ["factor-fit", "score-fit"] {
+        let fit_preset = tmp.path().join(format!("{objective}.toml"));
+        let recipe = format!("learning_rate = 1e-2\nobjective = \"{objective}\"");
+        std::fs::write(&fit_preset, preset.replace("learning_rate = 1e-3", &recipe)).unwrap();
+        let fitted = tmp.path().join(objective);
+        let fit = PretrainArgs { model_config: fit_preset, init: Some(base.clone()), ..args(&fitted, 80, None, false) };
+        run(&fit, &dev).unwrap();
+        let lines = std::fs::read_to_string(fitted.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect();
+        let (first, last) = (losses[..5].iter().sum::<f64>(), losses[75..].iter().sum::<f64>());
+        assert!(last < 0.5 * first, "{objective}: the loss fell from {first} to {last} (five steps' sums)");
 
-    // The exact choice computes exactly what it did: only the factor projections moved.
-    assert_eq!(logits_under(&base, ChoiceSpec::Exact), logits_under(&fitted, ChoiceSpec::Exact));
-    let gap = |dir: &Path, r: usize| {
-        let exact = logits_under(dir, ChoiceSpec::Exact);
-        let low = logits_under(dir, ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)));
-        exact.iter().zip(&low).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
-    };
-    for r in [1, 2, 3] {
-        assert!(gap(&fitted, r) < 0.5 * gap(&base, r), "rank:{r}: {} -> {}", gap(&base, r), gap(&fitted, r));
+        // The exact choice computes exactly what it did: only the factor projections moved.
+        assert_eq!(logits_under(&base, ChoiceSpec::Exact), logits_under(&fitted, ChoiceSpec::Exact));
+        let gap = |dir: &Path, r: usize| {
+            let exact = logits_under(dir, ChoiceSpec::Exact);
+            let low = logits_under(dir, ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)));
+            exact.iter().zip(&low).map(|(x, y)| (x - y).powi(2)).sum::<f32>()
+        };
+        for r in [1, 2, 3] {
+            let (before, after) = (gap(&base, r), gap(&fitted, r));
+            assert!(after < 0.5 * before, "{objective}, rank:{r}: {before} -> {after}");
+        }
     }
 }
 

@@ -203,16 +203,33 @@ impl Attention {
 
     /// How far each `rank:ρ` option's K/V lie from the exact option's on these inputs:
     /// `Σ_ρ mean((K_ρ − K)²) + mean((V_ρ − V)²)` over `ranks`, the exact K/V held fixed (the
-    /// teacher), so only the key/value factor projections get a gradient. Zero for layers without
-    /// factors.
+    /// teacher), so only the key/value factor projections get a gradient. With `scores`, a key's
+    /// error counts by the attention scores it moves instead: per head `ΔKᵀ·E[q qᵀ]·ΔK`, the mean
+    /// squared score error over every (query, key) pair of the batch, with the exact queries. Zero
+    /// for layers without factors.
     ///
     /// # Shapes
     /// - `x`: `[B, T, d]` (normalised block input); returns `[1]`.
-    pub fn factor_fit_loss(&self, x: Tensor<3>, rope: &RopeTables, ranks: &[usize]) -> Tensor<1> {
+    pub fn factor_fit_loss(&self, x: Tensor<3>, rope: &RopeTables, ranks: &[usize], scores: bool) -> Tensor<1> {
         let device = x.device();
+        let [b, t, _] = x.dims();
+        let (h, dh) = (self.dims.heads, self.dims.head_dim);
         let p = self.project(x, rope);
         let (k, v) = self.exact_kv(&p);
         let (k, v) = (k.detach(), v.detach());
+        // [h, d_h, d_h]: the second moment of the queries per head (the keys' metric).
+        let heads = |x: Tensor<4>| x.reshape([b * t, h, dh]).swap_dims(0, 1); // [h, B·T, d_h]
+        let metric = scores.then(|| {
+            let q = heads(self.query(&p).detach());
+            q.clone().swap_dims(1, 2).matmul(q) / (b * t) as f32
+        });
+        let key_error = |d: Tensor<4>| match &metric {
+            Some(m) => {
+                let d = heads(d);
+                (d.clone().matmul(m.clone()) * d).sum_dim(2).mean().reshape([1])
+            }
+            None => d.square().mean(),
+        };
         let mut loss = Tensor::<1>::zeros([1], &device);
         let Some([ak, bk, av, bv]) = &p.kv_factors else {
             return loss;
@@ -220,7 +237,7 @@ impl Attention {
         for &rho in ranks {
             let kr = ak.clone().narrow(3, 0, rho).matmul(bk.clone().narrow(2, 0, rho)) / rho as f32;
             let vr = av.clone().narrow(3, 0, rho).matmul(bv.clone().narrow(2, 0, rho)) / rho as f32;
-            loss = loss + (kr - k.clone()).square().mean() + (vr - v.clone()).square().mean();
+            loss = loss + key_error(kr - k.clone()) + (vr - v.clone()).square().mean();
         }
         loss
     }

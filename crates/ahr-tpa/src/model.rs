@@ -285,11 +285,11 @@ impl Model {
     /// every layer's input is the exact forward's, held fixed, and the teachers are the exact
     /// option's K/V, so minimising it moves only the key/value factor projections — the exact
     /// choice's outputs do not change. `ranks` are the `rank:ρ` options to fit
-    /// ([`ModelConfig::fit_ranks`]).
+    /// ([`ModelConfig::fit_ranks`]); `scores` weighs key errors by the scores they move.
     ///
     /// # Shapes
     /// - `tokens`: `[B, T]`; returns `[1]`.
-    pub fn factor_fit_loss(&self, tokens: Tensor<2, Int>, ranks: &[usize]) -> Result<Tensor<1>> {
+    pub fn factor_fit_loss(&self, tokens: Tensor<2, Int>, ranks: &[usize], scores: bool) -> Result<Tensor<1>> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
@@ -298,7 +298,7 @@ impl Model {
         let mut x = self.embed_at(tokens, 0)?.detach();
         let mut loss = Tensor::<1>::zeros([1], &device);
         for (l, block) in self.blocks.iter().enumerate() {
-            loss = loss + block.attn.factor_fit_loss(rms_norm(x.clone(), eps), &rope, ranks);
+            loss = loss + block.attn.factor_fit_loss(rms_norm(x.clone(), eps), &rope, ranks, scores);
             let lct = exact.layer_tensors(&self.config, l, &device);
             x = block.forward(x, &rope, &lct, eps, false).0.detach();
         }

@@ -60,6 +60,17 @@ pub enum Objective {
     /// the key/value factor projections move, so the exact choice answers as before; what a model
     /// trained with the exact choice alone needs to get working rank options back.
     FactorFit,
+    /// Factor fitting with each key's error counted by the attention scores it moves under the
+    /// batch's exact queries (per head `ΔKᵀ·E[q qᵀ]·ΔK`): error in directions no query reads is
+    /// free. Values as in `factor-fit`.
+    ScoreFit,
+}
+
+impl Objective {
+    /// One of the factor-fitting objectives.
+    pub fn fits_factors(self) -> bool {
+        matches!(self, Objective::FactorFit | Objective::ScoreFit)
+    }
 }
 
 /// The pretraining recipe (`[pretrain]` in a model preset).
@@ -92,7 +103,7 @@ pub struct PretrainConfig {
     pub eval_batch_size: usize,
     /// Storage-choice sampling.
     pub nested: NestedConfig,
-    /// What each step minimises (`"task"` or `"factor-fit"`).
+    /// What each step minimises (`"task"`, `"factor-fit"` or `"score-fit"`).
     pub objective: Objective,
 }
 
@@ -137,10 +148,10 @@ impl PretrainConfig {
                 return Err(Invalid::new(format!("`{name}`"), format!("must lie in [0, 1], found {v}")));
             }
         }
-        if self.objective == Objective::FactorFit && model.fit_ranks().is_empty() {
+        if self.objective.fits_factors() && model.fit_ranks().is_empty() {
             return Err(Invalid::new(
                 "`objective`",
-                "\"factor-fit\" needs `rank:ρ` options below the exact option in the model's menu",
+                "factor fitting needs `rank:ρ` options below the exact option in the model's menu",
             ));
         }
         let w = &self.nested.option_weights;
@@ -177,7 +188,7 @@ impl PretrainConfig {
     /// leaves it unchanged) the lowest rank fitted.
     pub fn validation_spec(&self, model: &ModelConfig) -> ChoiceSpec {
         match (self.objective, model.fit_ranks().iter().min()) {
-            (Objective::FactorFit, Some(&r)) => ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)),
+            (o, Some(&r)) if o.fits_factors() => ChoiceSpec::Uniform(ahr_tpa::StoreOption::Rank(r)),
             _ => ChoiceSpec::Exact,
         }
     }
@@ -321,9 +332,10 @@ pub fn train_step(
     let t0 = Instant::now();
     let loss = match objective {
         Objective::Task => task_loss(&model, batch, choices, device, head_at, comm)?,
-        Objective::FactorFit => {
+        Objective::FactorFit | Objective::ScoreFit => {
             let tokens = model.tokens(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
-            let loss = model.factor_fit_loss(tokens, &model.config().fit_ranks())?;
+            let scores = objective == Objective::ScoreFit;
+            let loss = model.factor_fit_loss(tokens, &model.config().fit_ranks(), scores)?;
             match comm.is_distributed() {
                 // Each shard's mean weighted by its share of the sequences: the global mean.
                 true => loss * (batch.batch_size as f64 / comm.sum(batch.batch_size as f64)) as f32,
@@ -661,7 +673,10 @@ mod tests {
         assert!(PretrainConfig { nested: exact_only, ..fit.clone() }.warnings(&cfg).is_empty());
         let dense = ModelConfig { menu: vec![ahr_tpa::StoreOption::Drop, ahr_tpa::StoreOption::Full], ..cfg };
         let err = fit.validate(&dense).unwrap_err().to_string();
-        assert!(err.contains("factor-fit") && err.contains("rank"), "{err}");
+        assert!(err.contains("factor fitting") && err.contains("rank"), "{err}");
+        let scores = PretrainConfig { objective: Objective::ScoreFit, ..Default::default() };
+        assert!(scores.validate(&dense).is_err());
+        assert_eq!(scores.validation_spec(&cfg).to_string(), "uniform:rank:1");
     }
 
     #[test]
