@@ -18,15 +18,15 @@ use ahr_env::{EnvSpec, EpisodeStats, make_env};
 use ahr_policy::export::Manifest;
 use ahr_policy::obs::LAYER_FEATURES;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch};
-use ahr_tasks::{Batch, Task, TokenRole};
+use ahr_tasks::{Task, TokenRole};
 use ahr_tpa::checkpoint::fingerprint;
-use ahr_tpa::{Choices, Model, ModelConfig, cost};
+use ahr_tpa::{Model, ModelConfig, cost};
 use ahr_train::EnvRun;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::harness::{Harness, PointKind};
+use crate::harness::Harness;
 
 /// What to analyse.
 #[derive(Clone, Debug)]
@@ -227,21 +227,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
 
     // 2. Uniform choices on the same sequences (parallel forward).
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
-    let mut uniform = Vec::new();
-    for (i, o) in cfg.menu.iter().enumerate() {
-        let kind = PointKind::Rule(crate::Family::Uniform);
-        let p = h.batch_rule_point("uniform", kind, &o.to_string(), &|b: &Batch| {
-            Ok(Choices::filled(b.batch_size, b.seq_len, l_n, i))
-        })?;
-        uniform.push(Outcome {
-            name: format!("uniform:{o}"),
-            metric: p.metric,
-            mem_frac: p.kv_bytes_per_token / exact_bytes,
-            peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
-            kv_bytes_per_token: p.kv_bytes_per_token,
-            review_change_rate: None,
-        });
-    }
+    let uniform = uniform_outcomes(&h, &cfg.menu, exact_bytes)?;
 
     // 3. Histograms and correlations.
     let menu: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
@@ -745,6 +731,25 @@ pub fn spearman(pairs: &[(f64, f64)]) -> f64 {
     let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
     if vx == 0.0 || vy == 0.0 { 0.0 } else { cov / (vx * vy).sqrt() }
 }
+/// Every option of the env's `menu` for every token and layer, as the judge runs it: rules index
+/// the menu with its demotion schedules added (sorted), where the env's options sit at other
+/// indices than in `menu`.
+fn uniform_outcomes(h: &Harness, menu: &[ahr_tpa::StoreOption], exact_bytes: f64) -> Result<Vec<Outcome>> {
+    menu.iter()
+        .map(|&option| {
+            let p = h.rule_point(&crate::Baseline::Uniform { option })?;
+            Ok(Outcome {
+                name: format!("uniform:{option}"),
+                metric: p.metric,
+                mem_frac: p.kv_bytes_per_token / exact_bytes,
+                peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
+                kv_bytes_per_token: p.kv_bytes_per_token,
+                review_change_rate: None,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,5 +825,29 @@ mod tests {
         let flat = quantile_buckets(&ds, |_| 1.0, "x");
         assert_eq!(flat.len(), 1);
         assert_eq!(flat[0].count, 40);
+    }
+
+    /// The uniform rows name the option they ran: on a menu with schedules (which the judge's
+    /// own schedules sort in among) each row's memory is its option's under the cost model.
+    #[test]
+    fn uniform_rows_run_the_option_they_name() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let mut spec = EnvSpec::load(&env_path).unwrap();
+        spec.env.schedules = vec!["full/4/rank:1".parse().unwrap(), "full/2/rank:1/6".parse().unwrap()];
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(11);
+        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let h = Harness::new(&model, &task, &spec, 2, &dev, false).unwrap();
+        assert_ne!(h.rules.config().menu, model.config().menu, "the judge adds schedules of its own");
+        let exact = cost::exact_bytes_per_token(model.config()) as f64;
+        let rows = uniform_outcomes(&h, &model.config().menu, exact).unwrap();
+        let t_n = h.seq_len();
+        for (row, &option) in rows.iter().zip(&model.config().menu) {
+            let want = crate::Baseline::Uniform { option }.memory(model.config(), t_n).unwrap();
+            assert_eq!(row.name, format!("uniform:{option}"));
+            assert!((row.kv_bytes_per_token - want).abs() < 1e-9, "{option}: {} vs {want}", row.kv_bytes_per_token);
+        }
     }
 }
