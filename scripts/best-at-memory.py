@@ -8,8 +8,9 @@ families (streaming-llm, h2o, ...) only hold the settings their searches visited
 
 usage: scripts/best-at-memory.py --memory 0.2,0.25 [--families spike,superseded-spike] points.jsonl [...]
        (memories as fractions of the exact choice's time-averaged bytes, uniform `full`)"""
-import json
 import sys
+
+from judge_points import best_per_family, exact_and_direction, read, rule_of
 
 
 def main(argv):
@@ -24,28 +25,20 @@ def main(argv):
             files.append(a)
     if not memories or not files:
         sys.exit(__doc__)
-    points = [json.loads(line) for f in files for line in open(f) if line.strip()]
-    rules = [p for p in points if isinstance(p["kind"], dict) and "rule" in p["kind"]]
-    exact = [p for p in rules if p["kind"]["rule"] == "uniform" and p["setting"] == "full"]
-    if not exact:
-        sys.exit("no uniform `full` point: the exact memory is unknown")
-    exact_bytes = exact[0]["kv_bytes_per_token"]
-    # accuracy: higher is better; bits per byte: lower (told apart as headroom-table.py does, by
-    # whether keeping everything scores above keeping nothing)
-    drop = [p for p in rules if p["kind"]["rule"] == "uniform" and p["setting"] == "drop"]
-    sign = 1.0 if not drop or exact[0]["metric"] >= drop[0]["metric"] else -1.0
-    fams = families or sorted({p["kind"]["rule"] for p in rules})
+    points = read(files)
+    exact_bytes, higher = exact_and_direction(points, ", ".join(files))
+    fams = families or sorted({rule_of(p) for p in points} - {None})
     print("| memory ≤ | family | best setting | metric | memory |")
     print("|---:|---|---|---:|---:|")
     for m in memories:
+        best = best_per_family(points, m * exact_bytes, higher)
         for fam in fams:
-            fit = [p for p in rules if p["kind"]["rule"] == fam and p["kv_bytes_per_token"] <= m * exact_bytes * (1 + 1e-9)]
-            if not fit:
+            if fam not in best:
                 print(f"| {100 * m:.1f} % | {fam} | (nothing fits) | | |")
                 continue
-            best = max(fit, key=lambda p: (sign * p["metric"], -p["kv_bytes_per_token"]))
-            print(f"| {100 * m:.1f} % | {fam} | `{best['name']}`: `{best['setting']}` | {best['metric']:.4f} | "
-                  f"{100 * best['kv_bytes_per_token'] / exact_bytes:.1f} % |")
+            p = best[fam]
+            print(f"| {100 * m:.1f} % | {fam} | `{p['name']}`: `{p['setting']}` | {p['metric']:.4f} | "
+                  f"{100 * p['kv_bytes_per_token'] / exact_bytes:.1f} % |")
 
 
 main(sys.argv[1:])

@@ -12,30 +12,17 @@ usage: scripts/headroom-table.py [--fractions 0.1,0.25,0.5] DIR/metrics.json|DIR
 import json
 import sys
 
+from judge_points import best_per_family, exact_and_direction, read, rule_of
+
 
 def load(path, fractions):
     if path.endswith(".jsonl"):
-        points = [json.loads(line) for line in open(path) if line.strip()]
-        full = [p for p in points if p["kind"].get("rule") == "uniform" and p["setting"] == "full"]
-        if not full:
-            sys.exit(f"{path}: no uniform `full` point (the exact memory) yet")
-        exact_bytes = full[0]["kv_bytes_per_token"]
-        # The metric's direction from the points: exact beats dropping everything.
-        drop = [p for p in points if p["kind"].get("rule") == "uniform" and p["setting"] == "drop"]
-        higher = not drop or full[0]["metric"] >= drop[0]["metric"]
+        points = read([path])
+        exact_bytes, higher = exact_and_direction(points, path)
         targets = []
         for fr in fractions:
-            best = {}
-            for p in points:
-                f = p["kind"].get("rule")
-                if f is None or p["kv_bytes_per_token"] > fr * exact_bytes * (1 + 1e-9):
-                    continue
-                # The better metric; on a tie, the smaller memory.
-                better = f not in best or (p["metric"] > best[f]["metric"] if higher else p["metric"] < best[f]["metric"]) or (
-                    p["metric"] == best[f]["metric"] and p["kv_bytes_per_token"] < best[f]["kv_bytes_per_token"])
-                if better:
-                    best[f] = dict(p, family=f)
-            targets.append({"fraction": fr, "families": list(best.values())})
+            best = best_per_family(points, fr * exact_bytes, higher)
+            targets.append({"fraction": fr, "families": [dict(p, family=f) for f, p in best.items()]})
         counts = {}
         for p in points:
             name = rule_of(p) or p["name"]
@@ -44,12 +31,6 @@ def load(path, fractions):
         return dict(metric="metric", higher_is_better=higher, exact_kv_bytes_per_token=exact_bytes,
                     points=points, targets=targets, sequences="?"), note
     return json.load(open(path)), None
-
-
-def rule_of(point):
-    """The rule family of a judge point (`None` for policies, whose kind is a plain string)."""
-    kind = point["kind"]
-    return kind.get("rule") if isinstance(kind, dict) else None
 
 
 def main(argv):
