@@ -3,12 +3,13 @@
 //! a class get one storage option (a longer window or a demotion schedule), all other bytes
 //! another, run in the rank environment on the env's held-out windows. A grid over the classes
 //! (whitespace; not a letter or digit; not a lower-case letter) and, per layer, the env menu's
-//! windows and schedules as the two options (the rest at one of the three cheapest); prints every setting at or below MAX_MEMORY (a
-//! fraction of the exact bytes) and the best one below each memory given.
+//! windows and schedules as the two options (the rest at one of the three cheapest); prints every
+//! setting at or below MAX_MEMORY (a fraction of the exact bytes) and the best one below each
+//! memory given (lower is better: bits per byte). For 2-layer byte-level models.
 //!
 //! ```bash
 //! cargo run --release -p ahr-eval --example byte_class_rule -- \
-//!   policies/models/text-tiny envs/text-demote.toml 32 0.115 0.100,0.111,0.108
+//!   policies/models/text-tiny envs/text-demote.toml 32 0.115 0.100,0.1115,0.1083
 //! ```
 
 use std::path::PathBuf;
@@ -42,6 +43,14 @@ fn main() -> Result<()> {
     let dev = ahr_tpa::device::from_env();
     let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(&model_dir, &env_path, &dev)?;
     let cfg = model.config().clone();
+    if cfg.n_layers != 2 || cfg.vocab_size > 256 {
+        bail!(
+            "{}: a 2-layer byte-level model is needed (found {} layers, {} tokens)",
+            model_dir.display(),
+            cfg.n_layers,
+            cfg.vocab_size
+        );
+    }
     let exact = cost::exact_bytes_per_token(&cfg) as f64;
     let t_n = task.valid_batch(0, 1).seq_len;
     // The options a byte may get: the menu's windows and schedules (timed options).
@@ -50,25 +59,25 @@ fn main() -> Result<()> {
         bail!("{}: the menu needs at least two windows or schedules", env_path.display());
     }
     let memory_of = |o: StoreOption| cost::sequence_cost(&cfg, t_n, |_, _| (o, None)).kv_bytes_per_token / exact;
+    let memory: Vec<f64> = cfg.menu.iter().map(|&o| memory_of(o)).collect();
     // Per layer (short, long): the class gets `long`, the rest `short` — one of the three cheapest
     // options (at these memories most bytes get little) — `long` holding more.
     let mut cheapest = timed.clone();
-    cheapest.sort_by(|&a, &b| memory_of(cfg.menu[a]).total_cmp(&memory_of(cfg.menu[b])));
+    cheapest.sort_by(|&a, &b| memory[a].total_cmp(&memory[b]));
     cheapest.truncate(3);
     let pairs: Vec<(usize, usize)> = cheapest
         .iter()
         .flat_map(|&s| timed.iter().map(move |&l| (s, l)))
-        .filter(|&(s, l)| memory_of(cfg.menu[s]) < memory_of(cfg.menu[l]))
+        .filter(|&(s, l)| memory[s] < memory[l])
         .collect();
-    let layers = cfg.n_layers;
     let mut settings = Vec::new();
     for class in 0..CLASSES.len() {
         for &p0 in &pairs {
             for &p1 in &pairs {
                 let per_layer = [p0, p1];
                 // Skip settings that cannot fit: the rest's options alone cost more than allowed.
-                let floor: f64 = per_layer.iter().map(|&(s, _)| memory_of(cfg.menu[s])).sum::<f64>() / layers as f64;
-                if layers == 2 && floor <= max_memory {
+                let floor = (memory[p0.0] + memory[p1.0]) / 2.0;
+                if floor <= max_memory {
                     settings.push((class, per_layer));
                 }
             }

@@ -731,6 +731,7 @@ pub fn spearman(pairs: &[(f64, f64)]) -> f64 {
     let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
     if vx == 0.0 || vy == 0.0 { 0.0 } else { cov / (vx * vy).sqrt() }
 }
+
 /// Every option of the env's `menu` for every token and layer, as the judge runs it: rules index
 /// the menu with its demotion schedules added (sorted), where the env's options sit at other
 /// indices than in `menu`.
