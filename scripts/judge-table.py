@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarise `ahr eval` metrics.json files (one per task) as the Markdown tables docs/ publish:
-per policy its metric and memory, and per rule family the best setting at <= its memory.
+per policy its metric and memory, per rule family the best setting at <= its memory, and (when
+the judge paired them) the closest family's margin with its 95 % paired-bootstrap interval.
 
 usage: scripts/judge-table.py DIR/metrics.json [...]"""
 import json
@@ -15,8 +16,10 @@ for path in sys.argv[1:]:
             if best["family"] not in fams:
                 fams.append(best["family"])
     print(f"\n`{path}` ({o['sequences']} held-out sequences, {m}, memory as % of the exact choice's time-averaged bytes)\n")
-    print("| policy | " + m + " | memory | " + " | ".join(f"best {f} at ≤ its memory" for f in fams) + " | beats every family |")
-    print("|---|---:|---:|" + "---|" * len(fams) + ":-:|")
+    paired = any(b.get("paired") for v in o["policies"] for b, _ in v["families"])
+    extra = " closest family: margin, 95 % interval (paired bootstrap), sequences better / worse |" if paired else ""
+    print("| policy | " + m + " | memory | " + " | ".join(f"best {f} at ≤ its memory" for f in fams) + " | beats every family |" + extra)
+    print("|---|---:|---:|" + "---|" * len(fams) + ":-:|" + ("---|" if paired else ""))
     exact = o["exact_kv_bytes_per_token"]
     for v in o["policies"]:
         cells = []
@@ -28,4 +31,13 @@ for path in sys.argv[1:]:
                 cells.append(f"{b['metric']:.4f} ({b['name'].split('@')[-1] if '@' in b['name'] else b['setting']}, {b['setting'] if '@' in b['name'] else ''}{', ' if '@' in b['name'] else ''}{100 * b['kv_bytes_per_token'] / exact:.1f} %){mark}")
             else:
                 cells.append("none fits")
-        print(f"| {v['name'].removeprefix('policy:')} | {v['metric']:.4f} | {100 * v['mem_frac']:.1f} % | " + " | ".join(cells) + f" | {'yes' if v['beats_every_family'] else 'no'} |")
+        row = f"| {v['name'].removeprefix('policy:')} | {v['metric']:.4f} | {100 * v['mem_frac']:.1f} % | " + " | ".join(cells) + f" | {'yes' if v['beats_every_family'] else 'no'} |"
+        if paired:
+            with_p = [b for b, _ in v["families"] if b.get("paired")]
+            if with_p:
+                b = min(with_p, key=lambda b: b["paired"]["margin"])
+                p = b["paired"]
+                row += f" {b['family']}: {p['margin']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}], {p['sequences_better']} / {p['sequences_worse']} of {p['sequences']} |"
+            else:
+                row += " |"
+        print(row)

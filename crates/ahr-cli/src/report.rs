@@ -50,7 +50,8 @@ pub fn markdown(o: &EvalOutput) -> String {
     for v in &o.policies {
         md.push_str(&format!(
             "\n### {}: {} {:.4} at {:.1} bytes/token ({:.1} % of exact{})\n\n\
-             | family | best at ≤ its memory | setting | {} | bytes/token | policy better |\n|---|---|---|---:|---:|:-:|\n",
+             | family | best at ≤ its memory | setting | {} | bytes/token | policy better | margin, 95 % interval (paired) | sequences better / worse |\n\
+             |---|---|---|---:|---:|:-:|---|---|\n",
             v.name,
             o.metric,
             v.metric,
@@ -60,15 +61,21 @@ pub fn markdown(o: &EvalOutput) -> String {
             o.metric
         ));
         for (b, beats) in &v.families {
+            let (interval, counts) = b.paired.as_ref().map_or((String::new(), String::new()), |p| {
+                (
+                    format!("{:+.4} [{:+.4}, {:+.4}]", p.margin, p.low, p.high),
+                    format!("{} / {} of {}", p.sequences_better, p.sequences_worse, p.sequences),
+                )
+            });
             md.push_str(&format!(
-                "| {} | {} | {} |\n",
+                "| {} | {} | {} | {interval} | {counts} |\n",
                 b.family,
                 best_row(b, exact),
                 if *beats { "yes" } else { "**no**" }
             ));
         }
         for f in &v.no_setting_fits {
-            md.push_str(&format!("| {f} | no setting within its memory | | | | |\n"));
+            md.push_str(&format!("| {f} | no setting within its memory | | | | | | |\n"));
         }
         md.push_str(&format!(
             "\nBetter than the best setting of every family at its memory: **{}**; on the Pareto front: {}.\n",

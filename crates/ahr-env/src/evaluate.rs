@@ -42,6 +42,10 @@ pub struct PolicyEval {
     pub options_by_position: Vec<Vec<u64>>,
     /// The menu.
     pub menu: Vec<String>,
+    /// Loss and accuracy sums per held-out sequence, in held-out order (sequence i is the task's
+    /// held-out example i), for paired comparisons on the same sequences.
+    #[serde(skip)]
+    pub per_sequence: Vec<ahr_tasks::Metrics>,
 }
 
 /// Run the policy deterministically over held-out sequences (the model's fixed held-out set).
@@ -112,5 +116,6 @@ pub fn evaluate_rule(
         option_counts,
         options_by_position,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
+        per_sequence: stats.iter().map(EpisodeStats::metrics).collect(),
     })
 }

@@ -49,9 +49,15 @@ impl EpisodeStats {
     pub fn pooled(episodes: &[EpisodeStats]) -> ahr_tasks::Metrics {
         let mut m = ahr_tasks::Metrics::default();
         for e in episodes {
-            m.add(e.loss_sum, e.correct, e.labelled);
+            let s = e.metrics();
+            m.add(s.loss_sum, s.correct, s.count);
         }
         m
+    }
+
+    /// This episode's loss and accuracy sums.
+    pub fn metrics(&self) -> ahr_tasks::Metrics {
+        ahr_tasks::Metrics { loss_sum: self.loss_sum, correct: self.correct, count: self.labelled }
     }
 }
 

@@ -63,6 +63,10 @@ pub struct Point {
     pub flops_per_token: f64,
     /// No other point is at least as good on metric and memory and better on one.
     pub on_front: bool,
+    /// Loss and accuracy sums per held-out sequence, in held-out order (for paired comparisons;
+    /// not written out).
+    #[serde(skip)]
+    pub per_sequence: Vec<Metrics>,
 }
 
 impl Point {
@@ -334,6 +338,7 @@ impl<'a> Harness<'a> {
             peak_kv_bytes_per_token: sum.peak_bytes_per_token / n,
             flops_per_token: sum.flops_per_token / n,
             on_front: false,
+            per_sequence: tally.per_sequence,
         })
     }
 
@@ -387,6 +392,7 @@ impl<'a> Harness<'a> {
             peak_kv_bytes_per_token: e.peak_kv_bytes_per_token,
             flops_per_token: e.flops_frac * cost::exact_sequence_flops(cfg, t_n) / t_n as f64,
             on_front: false,
+            per_sequence: e.per_sequence.iter().take(self.sequences).copied().collect(),
         };
         Ok((point, e))
     }
@@ -523,5 +529,34 @@ mod tests {
             }
         }
         assert!(differs, "scores from the full cache should change some decision on this model");
+    }
+
+    /// A policy's per-sequence sums (token-by-token decode in the environment, episodes of
+    /// `streams` sequences) and a rule's (parallel forwards, batches of 8) are over the same
+    /// held-out sequences in the same order: the exact choice both ways agrees sequence by
+    /// sequence, which a paired comparison relies on.
+    #[test]
+    fn policy_and_rule_points_pair_the_same_sequences() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        assert_ne!(spec.env.streams, 8, "the environment should batch differently from the harness");
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(11);
+        let model = Model::new(&cfg, &dev);
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let h = Harness::new(&model, &task, &spec, 12, &dev, false).unwrap();
+        let exact = cfg.option_index(cfg.exact_option()).unwrap();
+        let l_n = cfg.n_layers;
+        let (policy, _) = h.env_point("exact", "", &spec, 1, |obs| vec![exact; obs.len * l_n]).unwrap();
+        let rule = h.rule_point(&Baseline::Uniform { option: cfg.exact_option() }).unwrap();
+        assert_eq!((policy.per_sequence.len(), rule.per_sequence.len()), (12, 12));
+        let close =
+            |a: &Metrics, b: &Metrics| a.count == b.count && (a.loss_sum - b.loss_sum).abs() < 1e-3 * b.loss_sum;
+        for (i, (a, b)) in policy.per_sequence.iter().zip(&rule.per_sequence).enumerate() {
+            assert!(close(a, b), "sequence {i}: {a:?} vs {b:?}");
+        }
+        // The check can fail: neighbouring sequences differ.
+        assert!(!close(&policy.per_sequence[0], &rule.per_sequence[1]));
     }
 }

@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ahr_policy::Granularity;
-use ahr_tasks::Metric;
+use ahr_tasks::{Metric, Metrics};
 use ahr_tpa::checkpoint::{fingerprint, load_model};
 use ahr_tpa::{Choices, ModelConfig, StoreOption, cost};
 use anyhow::Result;
 use burn::tensor::Device;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, PerLayer, Scores};
@@ -60,6 +62,66 @@ pub struct FamilyBest {
     pub metric: f64,
     /// Its memory (≤ the target).
     pub kv_bytes_per_token: f64,
+    /// Against a policy (in a verdict): the two on the same held-out sequences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired: Option<Paired>,
+}
+
+/// A policy against a rule on the same held-out sequences: the margin of the pooled metric, how
+/// far it moves when the sequences are resampled (a paired bootstrap), and how many sequences
+/// each wins.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Paired {
+    /// The policy's pooled metric minus the rule's, signed so that a positive margin favours the
+    /// policy (for bits per byte: the rule's minus the policy's).
+    pub margin: f64,
+    /// The 2.5th and 97.5th percentiles of the margin over [`BOOTSTRAP_RESAMPLES`] resamples of
+    /// the held-out sequences with replacement (the same draw for both): a 95 % interval.
+    pub low: f64,
+    /// See `low`.
+    pub high: f64,
+    /// Sequences whose own metric favours the policy.
+    pub sequences_better: usize,
+    /// Sequences whose own metric favours the rule.
+    pub sequences_worse: usize,
+    /// Sequences compared.
+    pub sequences: usize,
+}
+
+/// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+
+/// `policy` against `rule` sequence by sequence (`None` when either lacks per-sequence sums or
+/// they cover different numbers of sequences).
+pub fn paired(policy: &[Metrics], rule: &[Metrics], metric: Metric) -> Option<Paired> {
+    let n = policy.len();
+    if n == 0 || rule.len() != n {
+        return None;
+    }
+    let sign = if metric.higher_is_better() { 1.0 } else { -1.0 };
+    let margin_of = |idx: &mut dyn Iterator<Item = usize>| {
+        let (mut a, mut b) = (Metrics::default(), Metrics::default());
+        for i in idx {
+            a.add(policy[i].loss_sum, policy[i].correct, policy[i].count);
+            b.add(rule[i].loss_sum, rule[i].correct, rule[i].count);
+        }
+        sign * (metric.of(&a) - metric.of(&b))
+    };
+    let margin = margin_of(&mut (0..n));
+    let mut rng = StdRng::seed_from_u64(0x7061_6972);
+    let mut draws: Vec<f64> =
+        (0..BOOTSTRAP_RESAMPLES).map(|_| margin_of(&mut (0..n).map(|_| rng.random_range(0..n)))).collect();
+    draws.sort_by(f64::total_cmp);
+    let quantile = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
+    let own = |i: usize| sign * (metric.of(&policy[i]) - metric.of(&rule[i]));
+    Some(Paired {
+        margin,
+        low: quantile(0.025),
+        high: quantile(0.975),
+        sequences_better: (0..n).filter(|&i| own(i) > 0.0).count(),
+        sequences_worse: (0..n).filter(|&i| own(i) < 0.0).count(),
+        sequences: n,
+    })
 }
 
 /// A policy's standing against every family at its memory.
@@ -119,20 +181,24 @@ pub struct EvalOutput {
 
 /// The best rule point of `family` at ≤ `bytes`.
 pub fn best_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<FamilyBest> {
-    points
-        .iter()
-        .filter(|p| p.family() == Some(family) && p.kv_bytes_per_token <= bytes * (1.0 + 1e-9))
-        .fold(None::<&Point>, |best, p| match best {
+    best_point_at_memory(points, family, bytes, metric).map(|p| FamilyBest {
+        family,
+        name: p.name.clone(),
+        setting: p.setting.clone(),
+        metric: p.metric,
+        kv_bytes_per_token: p.kv_bytes_per_token,
+        paired: None,
+    })
+}
+
+fn best_point_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<&Point> {
+    points.iter().filter(|p| p.family() == Some(family) && p.kv_bytes_per_token <= bytes * (1.0 + 1e-9)).fold(
+        None::<&Point>,
+        |best, p| match best {
             Some(b) if !metric.better(p.metric, b.metric) => Some(b),
             _ => Some(p),
-        })
-        .map(|p| FamilyBest {
-            family,
-            name: p.name.clone(),
-            setting: p.setting.clone(),
-            metric: p.metric,
-            kv_bytes_per_token: p.kv_bytes_per_token,
-        })
+        },
+    )
 }
 
 /// Menu options kept tokens may be stored at: every option but drop and the expiring ones
@@ -575,8 +641,10 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             let mut no_setting_fits = Vec::new();
             for &f in &a.families {
                 match best_at_memory(&points, f, p.kv_bytes_per_token, metric) {
-                    Some(best) => {
+                    Some(mut best) => {
                         let beats = metric.better(p.metric, best.metric);
+                        let rule = best_point_at_memory(&points, f, p.kv_bytes_per_token, metric);
+                        best.paired = rule.and_then(|r| paired(&p.per_sequence, &r.per_sequence, metric));
                         families.push((best, beats));
                     }
                     None => no_setting_fits.push(f),
@@ -751,7 +819,31 @@ mod tests {
             peak_kv_bytes_per_token: bytes,
             flops_per_token: 0.0,
             on_front: false,
+            per_sequence: Vec::new(),
         }
+    }
+
+    /// Hand-computed: two sequences of bits per byte, the policy better on one by a lot and worse
+    /// on the other by a little; the pooled margin weighs them by labelled bytes.
+    #[test]
+    fn paired_margin_pools_and_bounds() {
+        let ln2 = std::f64::consts::LN_2;
+        let m = |bits: f64, count: u64| Metrics { loss_sum: bits * ln2 * count as f64, correct: 0, count };
+        let policy = [m(1.0, 100), m(2.1, 300)];
+        let rule = [m(1.5, 100), m(2.0, 300)];
+        let p = paired(&policy, &rule, Metric::BitsPerByte).unwrap();
+        // Pooled: policy (100 + 630) / 400 = 1.825, rule (150 + 600) / 400 = 1.875.
+        assert!((p.margin - 0.05).abs() < 1e-12, "{p:?}");
+        assert_eq!((p.sequences_better, p.sequences_worse, p.sequences), (1, 1, 2));
+        // Resamples: both of one sequence (+0.5 or −0.1) or one of each (+0.05).
+        assert!((p.low + 0.1).abs() < 1e-12 && (p.high - 0.5).abs() < 1e-12, "{p:?}");
+        // Accuracy: higher is better, the sign follows.
+        let acc = |c: u64| Metrics { loss_sum: 0.0, correct: c, count: 10 };
+        let q = paired(&[acc(9), acc(9), acc(9)], &[acc(8), acc(9), acc(7)], Metric::Accuracy).unwrap();
+        assert!((q.margin - 0.1).abs() < 1e-12 && q.low >= 0.0 && q.high <= 0.2 + 1e-12, "{q:?}");
+        assert_eq!((q.sequences_better, q.sequences_worse), (2, 0));
+        assert!(paired(&policy, &rule[..1], Metric::BitsPerByte).is_none(), "different sequences");
+        assert!(paired(&[], &[], Metric::Accuracy).is_none());
     }
 
     #[test]
