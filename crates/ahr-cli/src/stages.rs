@@ -124,6 +124,7 @@ pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> 
         ahr_eval::Progress::Searched { family, settings, seconds } => {
             eprintln!("{family}: {settings} settings to run (search {seconds:.0} s)")
         }
+        ahr_eval::Progress::Warning(w) => eprintln!("warning: {w}"),
         ahr_eval::Progress::Point(p) => {
             eprintln!(
                 "{:<26} {:<34} metric {:.4}  bytes/token {:.1}",

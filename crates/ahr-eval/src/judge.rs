@@ -547,6 +547,8 @@ pub enum Progress<'a> {
     },
     /// A point (policy, rule setting or extra model) is finished.
     Point(&'a Point),
+    /// Something the reader of the results must know (also kept in the notes).
+    Warning(&'a str),
 }
 
 /// Run the judge: policies, then family by family the search at every target and every setting
@@ -575,6 +577,22 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     let progress = Mutex::new(progress);
     let report = |e: Progress<'_>| (progress.lock().unwrap_or_else(|e| e.into_inner()))(e);
     let log = |p: &Point| report(Progress::Point(p));
+    if let Some(d) = task.data_description() {
+        notes.push(d);
+    }
+    for (dir, (manifest, _)) in &loaded {
+        if let (Some(trained), Some(now)) = (&manifest.data_fingerprint, task.data_fingerprint())
+            && trained != now
+        {
+            let w = format!(
+                "{} was trained on a text corpus with sha256 {trained}; this judge reads one with sha256 {now} \
+                 (files added to or removed from the corpus folder change every number)",
+                dir.display()
+            );
+            report(Progress::Warning(&w));
+            notes.push(format!("warning: {w}"));
+        }
+    }
     let policy_points = par_map(&loaded, a.workers, |(dir, (manifest, net))| {
         let pspec = spec.for_policy(manifest);
         let name = format!("policy:{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());

@@ -57,6 +57,10 @@ pub struct Manifest {
     /// row (L more action heads, review features); absent without reviews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ahr_tpa::ReviewAt>,
+    /// Fingerprint of the text corpus the policy was trained on (`ahr_tasks::Task::data_fingerprint`),
+    /// so a judge on a changed corpus can say so; absent for generated tasks and older policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
 }
 
 /// Errors of export and import.

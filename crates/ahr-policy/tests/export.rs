@@ -46,6 +46,7 @@ fn setup() -> (ModelConfig, Manifest, ActorCritic) {
         dims,
         model_fingerprint: "abc123".into(),
         budget: Some(0.3),
+        data_fingerprint: None,
     };
     (cfg, manifest, net)
 }
@@ -63,12 +64,21 @@ fn obs(manifest: &Manifest) -> ObsBatch {
 
 #[test]
 fn export_then_load_is_bit_identical_with_identical_decisions() {
-    let (cfg, manifest, net) = setup();
+    let (cfg, mut manifest, net) = setup();
+    manifest.data_fingerprint = Some("c0ffee".into());
     let dev = ahr_tpa::device::from_env();
     let dir = tempfile::tempdir().unwrap();
     save_policy(dir.path(), &manifest, &net).unwrap();
     let (loaded_manifest, loaded) = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap();
     assert_eq!(loaded_manifest, manifest);
+    // A manifest written before the corpus fingerprint existed still loads, without one.
+    let path = dir.path().join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old = text.replace(",\n  \"data_fingerprint\": \"c0ffee\"", "");
+    assert_ne!(old, text, "the field is written");
+    std::fs::write(&path, old).unwrap();
+    assert_eq!(load_policy(dir.path(), &cfg, "abc123", &dev).unwrap().0.data_fingerprint, None);
+    std::fs::write(&path, text).unwrap();
     assert_eq!(bits(&loaded), bits(&net));
     let fresh = ActorCritic::new(&manifest.policy, manifest.dims, &dev);
     assert_ne!(bits(&fresh), bits(&net), "a fresh network differs, so the comparison can fail");

@@ -120,6 +120,31 @@ impl Task {
         }
     }
 
+    /// What the data is, for reports: a text corpus's files, bytes and content fingerprint
+    /// ([`crate::text::TextCorpus::fingerprint`]); `None` for generated and JSONL tasks (their env
+    /// file and paths name them).
+    pub fn data_description(&self) -> Option<String> {
+        match self {
+            Task::Text(c) => {
+                let (train, valid) = c.sizes();
+                Some(format!(
+                    "text corpus: {} files, {train} training and {valid} held-out bytes, sha256 {}",
+                    c.files(),
+                    c.fingerprint()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// A text corpus's content fingerprint ([`crate::text::TextCorpus::fingerprint`]).
+    pub fn data_fingerprint(&self) -> Option<&str> {
+        match self {
+            Task::Text(c) => Some(c.fingerprint()),
+            _ => None,
+        }
+    }
+
     /// Held-out sequences an evaluation covers.
     pub fn valid_examples(&self) -> usize {
         match self {

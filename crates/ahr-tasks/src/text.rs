@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::batch::{Batch, Split, rng_for};
 use crate::error::{Error, Result};
@@ -77,6 +78,8 @@ pub struct TextCorpus {
     config: TextConfig,
     train: Vec<u8>,
     valid: Vec<u8>,
+    fingerprint: String,
+    files: usize,
 }
 
 fn collect_files(path: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<()> {
@@ -139,7 +142,25 @@ impl TextCorpus {
                 ),
             ));
         }
-        Ok(Self { config: config.clone(), train: bytes, valid })
+        let mut hasher = Sha256::new();
+        for part in [&bytes, &valid] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let fingerprint = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { config: config.clone(), train: bytes, valid, fingerprint, files: files.len() })
+    }
+
+    /// SHA-256 of the training and held-out bytes as read (the corpus a directory such as
+    /// `/usr/share/doc` gives changes when packages are installed: two runs on one env file
+    /// compare only if this is the same).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Files read.
+    pub fn files(&self) -> usize {
+        self.files
     }
 
     /// Bytes per window.
@@ -241,6 +262,17 @@ mod tests {
         assert_eq!(c.sizes(), (140, 60));
         assert_eq!(c.valid, ["b".repeat(20), "c".repeat(20), "d".repeat(20)].concat().into_bytes());
         assert!(!c.train.iter().any(|b| b"bcd".contains(b)), "no held-out file in training");
+        assert_eq!(c.files(), 10);
+        // The fingerprint: the same bytes, the same value; a file more (a package installed into
+        // the folder), another value; moving a byte across the split, another value.
+        assert_eq!(TextCorpus::load(&cfg).unwrap().fingerprint(), c.fingerprint());
+        std::fs::write(dir.path().join("k.txt"), "k".repeat(20)).unwrap();
+        let more = TextCorpus::load(&cfg).unwrap();
+        assert_ne!(more.fingerprint(), c.fingerprint());
+        std::fs::remove_file(dir.path().join("k.txt")).unwrap();
+        let tail = TextCorpus::load(&TextConfig { split: TextSplit::Tail, ..cfg }).unwrap();
+        assert_ne!(tail.fingerprint(), c.fingerprint());
+        assert_eq!(c.fingerprint().len(), 64);
     }
 
     #[test]

@@ -252,6 +252,7 @@ pub fn train_policy_distributed(
         model_fingerprint: fp,
         budget: spec.reward.budget,
         review: spec.env.review,
+        data_fingerprint: task.data_fingerprint().map(str::to_string),
     };
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;
