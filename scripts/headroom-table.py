@@ -12,11 +12,11 @@ usage: scripts/headroom-table.py [--fractions 0.1,0.25,0.5] DIR/metrics.json|DIR
 import json
 import sys
 
-from judge_points import best_per_family, exact_and_direction, read, rule_of
+from judge_points import best_per_family, exact_and_direction, open_text, read, rule_of
 
 
 def load(path, fractions):
-    if path.endswith(".jsonl"):
+    if path.endswith((".jsonl", ".jsonl.gz")):
         points = read([path])
         exact_bytes, higher = exact_and_direction(points, path)
         targets = []
@@ -30,7 +30,8 @@ def load(path, fractions):
         note = "points so far: " + ", ".join(f"{f} {n}" for f, n in counts.items())
         return dict(metric="metric", higher_is_better=higher, exact_kv_bytes_per_token=exact_bytes,
                     points=points, targets=targets, sequences="?"), note
-    return json.load(open(path)), None
+    with open_text(path) as f:
+        return json.load(f), None
 
 
 def main(argv):

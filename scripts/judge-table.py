@@ -3,12 +3,15 @@
 per policy its metric and memory, per rule family the best setting at <= its memory, and (when
 the judge paired them) the closest family's margin with its 95 % paired-bootstrap interval.
 
-usage: scripts/judge-table.py DIR/metrics.json [...]"""
+usage: scripts/judge-table.py DIR/metrics.json[.gz] [...]"""
 import json
 import sys
 
+from judge_points import open_text
+
 for path in sys.argv[1:]:
-    o = json.load(open(path))
+    with open_text(path) as f:
+        o = json.load(f)
     m = o["metric"]
     fams = []
     for v in o["policies"]:

@@ -1,13 +1,27 @@
 """What the table scripts read from the points an `ahr eval` run writes (`points.jsonl`): the
 exact memory, the metric's direction, and each rule family's best setting within a memory.
 Imported by scripts/headroom-table.py and scripts/best-at-memory.py."""
+import gzip
 import json
 import sys
 
 
+def open_text(path):
+    """A judge output file, plain or gzipped (`points.jsonl.gz`, as docs/results keeps the large
+    ones); a missing or unreadable file is a one-line error and exit status 1, not a traceback."""
+    try:
+        return gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)
+    except OSError as e:
+        sys.exit(f"error: cannot read {path}: {e.strerror or e}")
+
+
 def read(paths):
     """Every point of the given `points.jsonl` files, in order."""
-    return [json.loads(line) for path in paths for line in open(path) if line.strip()]
+    out = []
+    for path in paths:
+        with open_text(path) as f:
+            out.extend(json.loads(line) for line in f if line.strip())
+    return out
 
 
 def rule_of(point):
