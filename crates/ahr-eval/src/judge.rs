@@ -181,14 +181,20 @@ pub struct EvalOutput {
 
 /// The best rule point of `family` at ≤ `bytes`.
 pub fn best_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<FamilyBest> {
-    best_point_at_memory(points, family, bytes, metric).map(|p| FamilyBest {
-        family,
-        name: p.name.clone(),
-        setting: p.setting.clone(),
-        metric: p.metric,
-        kv_bytes_per_token: p.kv_bytes_per_token,
-        paired: None,
-    })
+    best_point_at_memory(points, family, bytes, metric).map(|p| FamilyBest::of(family, p))
+}
+
+impl FamilyBest {
+    fn of(family: Family, p: &Point) -> Self {
+        FamilyBest {
+            family,
+            name: p.name.clone(),
+            setting: p.setting.clone(),
+            metric: p.metric,
+            kv_bytes_per_token: p.kv_bytes_per_token,
+            paired: None,
+        }
+    }
 }
 
 fn best_point_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<&Point> {
@@ -658,12 +664,13 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             let mut families = Vec::new();
             let mut no_setting_fits = Vec::new();
             for &f in &a.families {
-                match best_at_memory(&points, f, p.kv_bytes_per_token, metric) {
-                    Some(mut best) => {
-                        let beats = metric.better(p.metric, best.metric);
-                        let rule = best_point_at_memory(&points, f, p.kv_bytes_per_token, metric);
-                        best.paired = rule.and_then(|r| paired(&p.per_sequence, &r.per_sequence, metric));
-                        families.push((best, beats));
+                match best_point_at_memory(&points, f, p.kv_bytes_per_token, metric) {
+                    Some(rule) => {
+                        let best = FamilyBest {
+                            paired: paired(&p.per_sequence, &rule.per_sequence, metric),
+                            ..FamilyBest::of(f, rule)
+                        };
+                        families.push((best, metric.better(p.metric, rule.metric)));
                     }
                     None => no_setting_fits.push(f),
                 }
