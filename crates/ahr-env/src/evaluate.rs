@@ -77,7 +77,10 @@ pub fn evaluate_rule(
     let sequences = max_sequences.unwrap_or(task.valid_examples()).min(task.valid_examples()).max(1);
     let episodes = sequences.div_ceil(streams) * streams;
     let mut env = make_env(model, task, spec, true, window, dev);
-    let stats = run_episodes(env.as_mut(), episodes, 0, act)?;
+    // Whole rounds of `streams` episodes run; the sequences past `sequences` are not counted, so a
+    // policy is scored on exactly the held-out sequences a rule is (`ahr_eval::Harness`).
+    let mut stats = run_episodes(env.as_mut(), episodes, 0, act)?;
+    stats.truncate(sequences);
     let n = stats.len() as f64;
     let mean = |f: &dyn Fn(&EpisodeStats) -> f64| stats.iter().map(f).sum::<f64>() / n;
     let cfg = model.config();

@@ -392,7 +392,7 @@ impl<'a> Harness<'a> {
             peak_kv_bytes_per_token: e.peak_kv_bytes_per_token,
             flops_per_token: e.flops_frac * cost::exact_sequence_flops(cfg, t_n) / t_n as f64,
             on_front: false,
-            per_sequence: e.per_sequence.iter().take(self.sequences).copied().collect(),
+            per_sequence: e.per_sequence.clone(),
         };
         Ok((point, e))
     }
@@ -545,12 +545,16 @@ mod tests {
         dev.seed(11);
         let model = Model::new(&cfg, &dev);
         let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
-        let h = Harness::new(&model, &task, &spec, 12, &dev, false).unwrap();
+        // 10 sequences: the environment runs 3 rounds of 4 and must count only the first 10.
+        let h = Harness::new(&model, &task, &spec, 10, &dev, false).unwrap();
         let exact = cfg.option_index(cfg.exact_option()).unwrap();
         let l_n = cfg.n_layers;
         let (policy, _) = h.env_point("exact", "", &spec, 1, |obs| vec![exact; obs.len * l_n]).unwrap();
         let rule = h.rule_point(&Baseline::Uniform { option: cfg.exact_option() }).unwrap();
-        assert_eq!((policy.per_sequence.len(), rule.per_sequence.len()), (12, 12));
+        assert_eq!((policy.per_sequence.len(), rule.per_sequence.len()), (10, 10));
+        let mut pooled = Metrics::default();
+        policy.per_sequence.iter().for_each(|m| pooled.add(m.loss_sum, m.correct, m.count));
+        assert!((h.metric().of(&pooled) - policy.metric).abs() < 1e-12, "the point pools the same sequences");
         let close =
             |a: &Metrics, b: &Metrics| a.count == b.count && (a.loss_sum - b.loss_sum).abs() < 1e-3 * b.loss_sum;
         for (i, (a, b)) in policy.per_sequence.iter().zip(&rule.per_sequence).enumerate() {
