@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Long text at a few percent of the exact memory (envs/text-python-short.toml, configs/ppo/text-python-low.toml),
+# 2026-12-04, the 2-vCPU box; the Python documentation of scripts/get-corpus.sh (497 files, hash 7fa69e8a…0b0b).
+set -euo pipefail
+# PPO, S = 1, 2, 3 side by side (--workers 1 each; ~19 min for the three)
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short.toml \
+    --config configs/ppo/text-python-low.toml --out policies/text-python-low-seed$S --seed $S --workers 1 &
+done; wait
+scripts/ppo-summary.py --marks 64,128,256,384,512 "low (4 % target)=ppo" > ppo/summary.md
+# the judge: first 32 held-out windows (~8 min), then 128 (the published table), then the other families
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-low-seed1 --policy policies/text-python-low-seed2 --policy policies/text-python-low-seed3 \
+  --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
+  --sequences 32 --fractions 0.04 --workers 2 --out judge32
+ahr eval … --sequences 128 --fractions 0.04 --workers 2 --out judge
+ahr eval … --baselines k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,random \
+  --sequences 128 --fractions 0.04 --workers 2 --out judge-rest
+scripts/judge-table.py judge/metrics.json.gz > judge/policies.md
+# the per-sequence oracle over the menu's per-layer pairs (the judge's first 32 windows, ~6 min)
+cargo run --release -p ahr-eval --example sequence_oracle -- \
+  policies/models/text-python envs/text-python-short.toml 32 0.02,0.025,0.028,0.03,0.031,0.035,0.04,0.05,0.06 \
+  > sequence-oracle-32.md
