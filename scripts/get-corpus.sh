@@ -4,7 +4,10 @@
 # English prose with code examples), unpacked from the package into DEST (default
 # /usr/local/share/ahr/python-doc) — not installed under /usr/share/doc, whose contents
 # envs/text.toml reads. Licence: the PSF License Agreement of the Python documentation (the
-# package's debian/copyright, and the documentation's "History and License" page).
+# package's debian/copyright, and the documentation's "History and License" page). Debian's
+# security updates change the package (3.11.2-6+deb12u7, installed 2026-12-04, differs from the
+# build of the earlier sessions in four training files; the held-out files are the same): the
+# version unpacked is written to DEST/PACKAGE, and every run records the corpus hash.
 #   scripts/get-corpus.sh [DEST]
 set -euo pipefail
 DEST=${1:-/usr/local/share/ahr/python-doc}
@@ -18,11 +21,13 @@ if [ ! -d "$DEST" ]; then
   fi
   TMP=$(mktemp -d)
   (cd "$TMP" && apt-get download -qq "$PKG")
+  VERSION=$(dpkg-deb -f "$TMP"/*.deb Version)
   dpkg-deb -x "$TMP"/*.deb "$TMP/x"
   SRC=$(find "$TMP/x/usr/share/doc" -type d -name _sources | head -n 1)
   $SUDO mkdir -p "$DEST"
   $SUDO cp -r "$SRC"/. "$DEST"
   cp "$TMP/x/usr/share/doc/$PKG/copyright" "$TMP/copyright" 2>/dev/null && $SUDO cp "$TMP/copyright" "$DEST/COPYRIGHT" || true
+  echo "$PKG $VERSION" > "$TMP/PACKAGE" && $SUDO cp "$TMP/PACKAGE" "$DEST/PACKAGE"
   rm -rf "$TMP"
 fi
-echo "$DEST: $(find "$DEST" -name '*.txt' | wc -l) files, $(du -sh "$DEST" | cut -f1)"
+echo "$DEST: $(find "$DEST" -name '*.txt' | wc -l) files, $(du -sh "$DEST" | cut -f1), $(cat "$DEST/PACKAGE" 2>/dev/null || echo "package version not recorded")"

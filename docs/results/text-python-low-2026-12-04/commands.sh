@@ -8,15 +8,21 @@ for S in 1 2 3; do
     --config configs/ppo/text-python-low.toml --out policies/text-python-low-seed$S --seed $S --workers 1 &
 done; wait
 scripts/ppo-summary.py --marks 64,128,256,384,512 "low (4 % target)=ppo" > ppo/summary.md
-# the judge: first 32 held-out windows (~8 min), then 128 (the published table), then the other families
+# the judge: first 32 held-out windows (~8 min), then 128 (the published table, ~32 min), then the other families on 32
 ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --policy policies/text-python-low-seed1 --policy policies/text-python-low-seed2 --policy policies/text-python-low-seed3 \
   --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
   --sequences 32 --fractions 0.04 --workers 2 --out judge32
 ahr eval … --sequences 128 --fractions 0.04 --workers 2 --out judge
 ahr eval … --baselines k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,random \
-  --sequences 128 --fractions 0.04 --workers 2 --out judge-rest
+  --sequences 32 --fractions 0.04 --workers 2 --out judge-rest
 scripts/judge-table.py judge/metrics.json.gz > judge/policies.md
+# the same policies on 1024-byte windows of /usr/share/doc text (envs/text-doc-short.toml; the corpus of
+# transfer/corpus-files.txt, the same 776 files as docs/results/text-demote-2026-12-03/), 128 windows (~30 min)
+ahr eval --model policies/models/text-python --env envs/text-doc-short.toml \
+  --policy policies/text-python-low-seed1 --policy policies/text-python-low-seed2 --policy policies/text-python-low-seed3 \
+  --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
+  --sequences 128 --fractions 0.04 --workers 2 --out transfer
 # the per-sequence oracle over the menu's per-layer pairs (the judge's first 32 windows, ~6 min)
 cargo run --release -p ahr-eval --example sequence_oracle -- \
   policies/models/text-python envs/text-python-short.toml 32 0.02,0.025,0.028,0.03,0.031,0.035,0.04,0.05,0.06 \
