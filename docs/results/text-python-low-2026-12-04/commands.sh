@@ -15,7 +15,7 @@ ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --sequences 32 --fractions 0.04 --workers 2 --out judge32
 ahr eval … --sequences 128 --fractions 0.04 --workers 2 --out judge
 ahr eval … --baselines k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,random \
-  --sequences 32 --fractions 0.04 --workers 2 --out judge-rest
+  --sequences 32 --fractions 0.04 --workers 2 --out judge-rest   # stopped after 55 min, in own-cache surprisal's storage variants
 scripts/judge-table.py judge/metrics.json.gz > judge/policies.md
 # the same policies on 1024-byte windows of /usr/share/doc text (envs/text-doc-short.toml; the corpus of
 # transfer/corpus-files.txt, the same 776 files as docs/results/text-demote-2026-12-03/), 128 windows (~30 min)
@@ -27,3 +27,13 @@ ahr eval --model policies/models/text-python --env envs/text-doc-short.toml \
 cargo run --release -p ahr-eval --example sequence_oracle -- \
   policies/models/text-python envs/text-python-short.toml 32 0.02,0.025,0.028,0.03,0.031,0.035,0.04,0.05,0.06 \
   > sequence-oracle-32.md
+# half the memory: configs/ppo/text-python-low2.toml (2 % target, started at recent:8), then the judge on 64 windows
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short.toml \
+    --config configs/ppo/text-python-low2.toml --out policies/text-python-low2-seed$S --seed $S --workers 1 &
+done; wait
+scripts/ppo-summary.py --marks 64,128,256,384,512 "low2 (2 % target)=ppo-low2" > ppo-low2/summary.md
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-low2-seed1 --policy policies/text-python-low2-seed2 --policy policies/text-python-low2-seed3 \
+  --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
+  --sequences 64 --fractions 0.02 --workers 2 --out judge-low2
