@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Long text at a few percent of the exact memory (envs/text-python-short.toml, configs/ppo/text-python-low.toml),
-# 2026-12-04, the 2-vCPU box; the Python documentation of scripts/get-corpus.sh (497 files, hash 7fa69e8a…0b0b).
+# 2026-12-04, the 2-vCPU box; the Python documentation of scripts/get-corpus.sh
+# (python3.11-doc 3.11.2-6+deb12u7: 497 files, corpus hash a71b07fb…fb5d; python-doc-files.txt).
 set -euo pipefail
 # PPO, S = 1, 2, 3 side by side (--workers 1 each; ~19 min for the three)
 for S in 1 2 3; do
