@@ -17,6 +17,9 @@ ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
 ahr eval … --sequences 128 --fractions 0.04 --workers 2 --out judge
 ahr eval … --baselines k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,random \
   --sequences 32 --fractions 0.04 --workers 2 --out judge-rest   # stopped after 55 min, in own-cache surprisal's storage variants
+ahr eval … --baselines surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,random \
+  --sequences 32 --fractions 0.04 --workers 2 --out judge-rest2   # the seven not finished above, to the end (36 min)
+scripts/judge-table.py judge-rest2/metrics.json.gz > judge-rest2/policies.md
 scripts/judge-table.py judge/metrics.json.gz > judge/policies.md
 # the same policies on 1024-byte windows of /usr/share/doc text (envs/text-doc-short.toml; the corpus of
 # transfer/corpus-files.txt, the same 776 files as docs/results/text-demote-2026-12-03/), 128 windows (~30 min)
