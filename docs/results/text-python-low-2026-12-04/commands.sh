@@ -41,3 +41,5 @@ ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --policy policies/text-python-low2-seed1 --policy policies/text-python-low2-seed2 --policy policies/text-python-low2-seed3 \
   --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
   --sequences 64 --fractions 0.02 --workers 2 --out judge-low2
+ahr eval … --sequences 128 --fractions 0.02 --workers 2 --out judge-low2-128   # the same, on the 128 windows of judge/ (65 min beside PPO)
+scripts/judge-table.py judge-low2-128/metrics.json.gz > judge-low2-128/policies.md
