@@ -43,3 +43,14 @@ ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --sequences 64 --fractions 0.02 --workers 2 --out judge-low2
 ahr eval … --sequences 128 --fractions 0.02 --workers 2 --out judge-low2-128   # the same, on the 128 windows of judge/ (65 min beside PPO)
 scripts/judge-table.py judge-low2-128/metrics.json.gz > judge-low2-128/policies.md
+# the attention-over-meta-features policy, the same recipe (98 min for three side by side, the first hour beside the judge above)
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short.toml \
+    --config configs/ppo/text-python-low-attention.toml --out policies/text-python-low-attn-seed$S --seed $S --workers 1 &
+done; wait
+scripts/ppo-summary.py --marks 64,128,256,384,512 "low (MLP)=ppo" "low, attention policy=ppo-attn" > ppo-attn/summary.md
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-low-attn-seed1 --policy policies/text-python-low-attn-seed2 --policy policies/text-python-low-attn-seed3 \
+  --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
+  --sequences 32 --fractions 0.04 --workers 2 --out judge-attn32
+scripts/judge-table.py judge-attn32/metrics.json.gz > judge-attn32/policies.md
