@@ -54,3 +54,5 @@ ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --baselines uniform,streaming-llm,layer-windows,tova,tova-full-cache,h2o,h2o-full-cache \
   --sequences 32 --fractions 0.04 --workers 2 --out judge-attn32
 scripts/judge-table.py judge-attn32/metrics.json.gz > judge-attn32/policies.md
+ahr eval … --sequences 128 --fractions 0.04 --workers 2 --out judge-attn128   # the same on the 128 windows of judge/ (30 min)
+scripts/judge-table.py judge-attn128/metrics.json.gz > judge-attn128/policies.md
