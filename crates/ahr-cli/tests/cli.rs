@@ -676,6 +676,7 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
         "entropy@full",
         "tova@full",
         "tova-full-cache@full",
+        "token-class",
         "model:model",
     ] {
         assert!(csv.contains(&format!("{name},")), "{name} missing from {csv}");

@@ -69,13 +69,17 @@ pub enum Family {
     /// drop (attention and surprise) — what a policy with `review = "spike-tokens"` can see,
     /// written by hand.
     SupersededSpike,
+    /// A vocabulary rule fitted to data: per layer, each token class (a frequent token id, or a
+    /// range of the others) at its own menu option, fitted on training sequences
+    /// ([`crate::token_class`]) — what a policy that reads the token must do better than.
+    TokenClass,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 17] = [
+    pub const ALL: [Family; 18] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -92,6 +96,7 @@ impl Family {
         Family::Superseded,
         Family::Spike,
         Family::SupersededSpike,
+        Family::TokenClass,
         Family::Random,
     ];
 
@@ -114,6 +119,7 @@ impl Family {
             Family::Superseded => "superseded",
             Family::Spike => "spike",
             Family::SupersededSpike => "superseded-spike",
+            Family::TokenClass => "token-class",
             Family::Random => "random",
         }
     }

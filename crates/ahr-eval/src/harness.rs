@@ -156,9 +156,38 @@ impl<'a> Harness<'a> {
         dev: &'a Device,
         attention: bool,
     ) -> Result<Self> {
-        let cfg = model.config();
         let sequences = sequences.min(task.valid_examples()).max(1);
         let batch_size = spec.env.streams.max(8);
+        Self::from_batches(model, task, spec, task.valid_batches(batch_size), sequences, dev, attention)
+    }
+
+    /// The first `sequences` training sequences of the task's stream for `seed` (what a rule fitted
+    /// to data is fitted on; never the held-out ones), without attention maps.
+    pub fn training(
+        model: &'a Model,
+        task: &'a Task,
+        spec: &'a EnvSpec,
+        sequences: usize,
+        seed: u64,
+        dev: &'a Device,
+    ) -> Result<Self> {
+        let batch_size = spec.env.streams.max(8);
+        let batches = (0u64..).map(move |i| task.train_batch(seed, i, batch_size));
+        Self::from_batches(model, task, spec, batches, sequences.max(1), dev, false)
+    }
+
+    /// The first `sequences` sequences of `batches`, prepared as [`Harness::new`] prepares the
+    /// held-out ones.
+    fn from_batches(
+        model: &'a Model,
+        task: &'a Task,
+        spec: &'a EnvSpec,
+        batches: impl Iterator<Item = Batch>,
+        sequences: usize,
+        dev: &'a Device,
+        attention: bool,
+    ) -> Result<Self> {
+        let cfg = model.config();
         let t_n = task.valid_batch(0, 1).seq_len;
         let attention_bytes = (sequences * cfg.n_layers * t_n * t_n * 4) as f64;
         if attention && attention_bytes > MAX_ATTENTION_BYTES {
@@ -172,7 +201,7 @@ impl<'a> Harness<'a> {
         let ln_v = (cfg.vocab_size as f32).ln();
         let mut prepared = Vec::new();
         let mut seen = 0;
-        for (i, mut batch) in task.valid_batches(batch_size).enumerate() {
+        for (i, mut batch) in batches.enumerate() {
             if seen >= sequences {
                 break;
             }
@@ -208,7 +237,7 @@ impl<'a> Harness<'a> {
             prepared.push(Prepared { batch, attention: maps, key_norms, entropy, surprisal, draws });
         }
         if prepared.is_empty() {
-            bail!("the task has no held-out sequences");
+            bail!("the task gave no sequences to evaluate on");
         }
         let rules = model.clone().with_timed(&demotion_stores(cfg, t_n))?;
         Ok(Self { model, rules, task, spec, sequences: seen, dev, prepared, measured: Mutex::default() })
@@ -222,6 +251,11 @@ impl<'a> Harness<'a> {
     /// Sequence length of the held-out data.
     pub fn seq_len(&self) -> usize {
         self.prepared[0].batch.seq_len
+    }
+
+    /// The prepared batches, in order (the last one cut to the harness's sequences).
+    pub fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.prepared.iter().map(|p| &p.batch)
     }
 
     /// The storage choices a rule makes for one prepared batch. H2O and TOVA scored by their own

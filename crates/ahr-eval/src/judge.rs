@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, PerLayer, Scores};
 use crate::harness::{Harness, Point, PointKind, mark_front};
+use crate::token_class::{self, TokenClasses};
 
 /// Options of one evaluation.
 #[derive(Clone, Debug)]
@@ -304,7 +305,9 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             continue; // scored by its own cache, a rule evicts from plain slots (`own_cache`)
         }
         match family {
-            Family::Uniform => {}
+            // Uniform runs every option; token-class settings are fitted on training sequences
+            // (`eval`, `token_class::fit`), not searched on the held-out ones.
+            Family::Uniform | Family::TokenClass => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
                 let mut sinks = streaming_sinks(t_n);
@@ -551,6 +554,8 @@ pub enum Progress<'a> {
         /// Wall time of the search.
         seconds: f64,
     },
+    /// A round of a fitted family's fit (`token-class`) starts.
+    Fitting(&'a token_class::FitRound),
     /// A point (policy, rule setting or extra model) is finished.
     Point(&'a Point),
     /// Something the reader of the results must know (also kept in the notes).
@@ -630,6 +635,25 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     order.sort_by_key(|f| f.search_decodes());
     for family in order {
         let started = Instant::now();
+        if family == Family::TokenClass {
+            let train =
+                Harness::training(&model, &task, &spec, token_class::FIT_SEQUENCES, token_class::FIT_SEED, dev)?;
+            let bytes = metric == Metric::BitsPerByte;
+            let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, bytes);
+            let fitted = token_class::fit(&train, &classes, &targets, a.workers, |r| report(Progress::Fitting(r)))?;
+            report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
+            let l_n = cfg.n_layers;
+            let rcfg = h.rules.config();
+            points.extend(par_map(&fitted, a.workers, |rule| {
+                let p =
+                    h.batch_rule_point(family.name(), PointKind::Rule(family), &rule.setting(rcfg, &classes), &|b| {
+                        Ok(rule.choices(&classes, l_n, b))
+                    })?;
+                log(&p);
+                Ok(p)
+            })?);
+            continue;
+        }
         let found: Vec<Baseline> = match family {
             Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
             _ => par_map(&targets, a.workers, |&t| candidates(&h, family, t))?.into_iter().flatten().collect(),
@@ -819,6 +843,22 @@ fn family_notes(families: &[Family]) -> Vec<String> {
             Family::SupersededSpike => "superseded-spike: the spike rule's settings, and in the last layer a token \
                 also leaves once superseded (as in `superseded`) — whichever comes first"
                 .into(),
+            Family::TokenClass => format!(
+                "token-class: a vocabulary rule fitted to data — per layer, each token class (the ids with \
+                 ≥ {:.0} % of the training tokens, at most {}, one class each; the other ids in {} contiguous \
+                 ranges of equal training count) at its own menu option (those within {}× the target's memory, \
+                 and exact), fitted on {} training sequences per target: from one option for everything, the \
+                 per-(layer, class) option minimising Δloss + price·Δbytes at the price that fits, filled \
+                 greedily, re-measured and chosen again ({} rounds); the choices at {:?} of each target run \
+                 on the held-out sequences",
+                100.0 * token_class::MIN_SINGLE_SHARE,
+                token_class::MAX_SINGLE_CLASSES,
+                token_class::RANGE_CLASSES,
+                token_class::OPTION_REACH,
+                token_class::FIT_SEQUENCES,
+                token_class::ROUNDS,
+                token_class::TARGET_SHARES
+            ),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"
                 .into(),

@@ -12,6 +12,7 @@ pub mod harness;
 pub mod judge;
 pub mod own_cache;
 pub mod rules;
+pub mod token_class;
 
 pub use baseline::{Baseline, Family};
 pub use harness::{Harness, Point, PointKind};

@@ -1,0 +1,413 @@
+//! The `token-class` family: a vocabulary rule fitted to data — what a practitioner writes after
+//! seeing that a policy keeps some tokens longer than others by what they are ("spaces and rare
+//! bytes for 16 queries, the rest for 8"). Per layer, every token class gets one menu option
+//! (a window, a demotion schedule, a rank, drop or exact), the same for all its occurrences; the
+//! classes are the task's frequent token ids one by one and the rest cut into ranges of ids, and
+//! the options are fitted on *training* sequences (never the held-out ones the judge scores on).
+//!
+//! The fit, per memory target m: start from one option for everything (the richest whose memory
+//! fits m); measure on the training sequences what moving each (layer, class) alone to each other
+//! option does to the loss and to the time-averaged bytes; choose per (layer, class) the option
+//! that minimises Δloss + μ·Δbytes, with the price μ the smallest whose bytes fit m (bytes add up
+//! exactly over tokens, so the fit is exact on the training sequences; the loss is the linear
+//! estimate); then measure again around that choice and choose once more ([`ROUNDS`]). A strong
+//! rule: with hundreds of tuned parameters it is what "the token says how long to keep it" can do
+//! at its best; a policy that does not beat it has learned a vocabulary trick.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use ahr_tasks::Batch;
+use ahr_tpa::{Choices, ModelConfig, cost};
+use anyhow::Result;
+
+use crate::baseline::Family;
+use crate::harness::{Harness, PointKind};
+use crate::judge::par_map;
+
+/// Training sequences the classes are counted and the options fitted on.
+pub const FIT_SEQUENCES: usize = 16;
+/// Seed of the training sequences' stream.
+pub const FIT_SEED: u64 = 0x746f_6b65_6e73;
+/// Token ids that may form a class of their own …
+pub const MAX_SINGLE_CLASSES: usize = 24;
+/// … if at least this share of the training tokens is theirs.
+pub const MIN_SINGLE_SHARE: f64 = 0.01;
+/// Classes of the other ids: contiguous id ranges holding equal shares of their training tokens.
+pub const RANGE_CLASSES: usize = 8;
+/// Rounds of measuring around the current choice and choosing again.
+pub const ROUNDS: usize = 2;
+/// Options whose uniform memory is at most this many times the target take part (and exact).
+pub const OPTION_REACH: f64 = 16.0;
+/// Each fit also gives its choice at these fractions of the target, so that a setting whose
+/// held-out memory runs over the target has smaller neighbours to fall back on.
+pub const TARGET_SHARES: [f64; 3] = [0.9, 0.95, 1.0];
+
+/// The token classes of a vocabulary: which class each id is in, and the classes' names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenClasses {
+    class_of: Vec<u16>,
+    names: Vec<String>,
+}
+
+impl TokenClasses {
+    /// Classes from training counts per token id (`counts.len()` = the vocabulary; `bytes`: name
+    /// tokens by their character, else `#id`): the ids with
+    /// at least [`MIN_SINGLE_SHARE`] of the tokens, most frequent first and at most
+    /// [`MAX_SINGLE_CLASSES`], one class each; every other id, in id order, in one of
+    /// [`RANGE_CLASSES`] contiguous ranges cut where their cumulative count passes k / ranges of
+    /// their total (ids never seen join the range they lie in).
+    pub fn from_counts(counts: &[u64], bytes: bool) -> Self {
+        let total: u64 = counts.iter().sum();
+        let mut by_count: Vec<usize> = (0..counts.len()).collect();
+        by_count.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+        let singles: Vec<usize> = by_count
+            .into_iter()
+            .take(MAX_SINGLE_CLASSES)
+            .filter(|&id| total > 0 && counts[id] as f64 >= MIN_SINGLE_SHARE * total as f64)
+            .collect();
+        let mut names: Vec<String> = singles.iter().map(|&id| token_name(id, bytes)).collect();
+        let mut class_of = vec![u16::MAX; counts.len()];
+        for (c, &id) in singles.iter().enumerate() {
+            class_of[id] = c as u16;
+        }
+        let rest: Vec<usize> = (0..counts.len()).filter(|&id| class_of[id] == u16::MAX).collect();
+        let rest_total: u64 = rest.iter().map(|&id| counts[id]).sum();
+        let mut range_start: Option<usize> = None;
+        let (mut seen, mut k) = (0u64, 0usize);
+        for (i, &id) in rest.iter().enumerate() {
+            let start = *range_start.get_or_insert(id);
+            class_of[id] = names.len() as u16;
+            seen += counts[id];
+            // Close the range once it holds its share (the last range takes what is left).
+            let last = i + 1 == rest.len();
+            if last || (k + 1 < RANGE_CLASSES && seen * RANGE_CLASSES as u64 >= (k as u64 + 1) * rest_total.max(1)) {
+                names.push(format!("{}–{}", token_name(start, bytes), token_name(id, bytes)));
+                range_start = None;
+                k += 1;
+            }
+        }
+        Self { class_of, names }
+    }
+
+    /// Classes from the tokens of `batches` (vocabulary `vocab`; `bytes`: tokens are bytes, named
+    /// by their character).
+    pub fn of_batches<'b>(batches: impl Iterator<Item = &'b Batch>, vocab: usize, bytes: bool) -> Self {
+        let mut counts = vec![0u64; vocab];
+        for b in batches {
+            for &x in &b.inputs {
+                if let Some(c) = counts.get_mut(x as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        Self::from_counts(&counts, bytes)
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none (an empty vocabulary).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The class of token `id` (ids beyond the vocabulary: the last class).
+    pub fn class(&self, id: u32) -> usize {
+        self.class_of.get(id as usize).map_or(self.names.len() - 1, |&c| c as usize)
+    }
+
+    /// The class's name: a token (`' '`, `\n`, `e`, `#812`) or a range of ids (`0x00–0x1f`).
+    pub fn name(&self, class: usize) -> &str {
+        &self.names[class]
+    }
+}
+
+/// A token as a report shows it: a byte as its character (escaped where unprintable), any other
+/// token as `#id`.
+fn token_name(id: usize, bytes: bool) -> String {
+    match (bytes, u8::try_from(id)) {
+        (true, Ok(b' ')) => "' '".into(),
+        (true, Ok(b)) if b.is_ascii_graphic() => (b as char).to_string(),
+        (true, Ok(b)) => format!("{}", std::ascii::escape_default(b)),
+        _ => format!("#{id}"),
+    }
+}
+
+/// One setting of the family: per layer and class, an index into the rules' menu
+/// (`options[layer * classes + class]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenClassRule {
+    /// `[layer][class]` menu indices, flattened.
+    pub options: Vec<usize>,
+}
+
+impl TokenClassRule {
+    /// The storage choices for `batch`: each token at its class's option in each layer.
+    pub fn choices(&self, classes: &TokenClasses, n_layers: usize, batch: &Batch) -> Choices {
+        let (c_n, t_n) = (classes.len(), batch.seq_len);
+        Choices::from_fn(batch.batch_size, t_n, n_layers, |s, t, l| {
+            self.options[l * c_n + classes.class(batch.inputs[s * t_n + t])]
+        })
+    }
+
+    /// `L0: recent:16 for ' ' e t; full/4/rank:1/28 for 0x80–0xff; else recent:8` per layer (the
+    /// option of the most classes is `else`).
+    pub fn setting(&self, cfg: &ModelConfig, classes: &TokenClasses) -> String {
+        let c_n = classes.len();
+        (0..cfg.n_layers)
+            .map(|l| {
+                let row = &self.options[l * c_n..(l + 1) * c_n];
+                let used: BTreeSet<usize> = row.iter().copied().collect();
+                let most = *used
+                    .iter()
+                    .max_by_key(|&&o| (row.iter().filter(|&&x| x == o).count(), usize::MAX - o))
+                    .expect("a class");
+                let mut parts: Vec<String> = used
+                    .iter()
+                    .filter(|&&o| o != most)
+                    .map(|&o| {
+                        let members: Vec<&str> = (0..c_n).filter(|&c| row[c] == o).map(|c| classes.name(c)).collect();
+                        format!("{} for {}", cfg.menu[o], members.join(" "))
+                    })
+                    .collect();
+                parts.push(if parts.is_empty() {
+                    format!("{}", cfg.menu[most])
+                } else {
+                    format!("else {}", cfg.menu[most])
+                });
+                format!("L{l}: {}", parts.join("; "))
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+/// One round of a fit, as it starts.
+#[derive(Clone, Copy, Debug)]
+pub struct FitRound {
+    /// The memory target (time-averaged bytes per token).
+    pub target: f64,
+    /// The round, from 1.
+    pub round: usize,
+    /// The current choice's mean loss on the training sequences …
+    pub loss: f64,
+    /// … and its bytes per token.
+    pub bytes: f64,
+    /// Single changes about to be measured.
+    pub moves: usize,
+}
+
+/// Fit the family on `train` (training sequences) for each memory target (time-averaged bytes
+/// per token); the settings found, without repeats, for the judge to run on its held-out
+/// sequences. `progress` sees each round as it starts.
+pub fn fit(
+    train: &Harness,
+    classes: &TokenClasses,
+    targets: &[f64],
+    workers: usize,
+    mut progress: impl FnMut(&FitRound),
+) -> Result<Vec<TokenClassRule>> {
+    let cfg = train.rules.config();
+    let (o_n, l_n, c_n, t_n) = (cfg.menu.len(), cfg.n_layers, classes.len(), train.seq_len());
+    let uniform: Vec<f64> =
+        cfg.menu.iter().map(|&o| cost::sequence_cost(cfg, t_n, |_, _| (o, None)).kv_bytes_per_token).collect();
+    let exact = cfg.exact_index();
+    let measured: Mutex<HashMap<Vec<usize>, (f64, f64)>> = Mutex::default();
+    // (mean loss, bytes per token) of a setting on the training sequences.
+    let measure = |options: &Vec<usize>| -> Result<(f64, f64)> {
+        if let Some(&m) = measured.lock().unwrap_or_else(|e| e.into_inner()).get(options) {
+            return Ok(m);
+        }
+        let rule = TokenClassRule { options: options.clone() };
+        let p = train.batch_rule_point("token-class", PointKind::Rule(Family::TokenClass), "", &|b| {
+            Ok(rule.choices(classes, l_n, b))
+        })?;
+        let m = (p.loss, p.kv_bytes_per_token);
+        measured.lock().unwrap_or_else(|e| e.into_inner()).insert(options.clone(), m);
+        Ok(m)
+    };
+    let mut found = BTreeSet::new();
+    for &target in targets {
+        let allowed: Vec<usize> = (0..o_n).filter(|&o| uniform[o] <= OPTION_REACH * target || o == exact).collect();
+        let base = allowed
+            .iter()
+            .copied()
+            .filter(|&o| uniform[o] <= target)
+            .max_by(|&a, &b| uniform[a].total_cmp(&uniform[b]))
+            .unwrap_or_else(|| *allowed.iter().min_by(|&&a, &&b| uniform[a].total_cmp(&uniform[b])).expect("exact"));
+        let mut state = vec![base; l_n * c_n];
+        for round in 1..=ROUNDS {
+            let (loss0, bytes0) = measure(&state)?;
+            let moves: Vec<(usize, usize)> = (0..l_n * c_n)
+                .flat_map(|c| allowed.iter().map(move |&o| (c, o)))
+                .filter(|&(c, o)| state[c] != o)
+                .collect();
+            let moved: Vec<Vec<usize>> = moves
+                .iter()
+                .map(|&(c, o)| {
+                    let mut s = state.clone();
+                    s[c] = o;
+                    s
+                })
+                .collect();
+            progress(&FitRound { target, round, loss: loss0, bytes: bytes0, moves: moves.len() });
+            let results = par_map(&moved, workers, measure)?;
+            // Per (layer, class): (option, Δloss, Δbytes), staying put included.
+            let mut deltas: Vec<Vec<(usize, f64, f64)>> = state.iter().map(|&o| vec![(o, 0.0, 0.0)]).collect();
+            for (&(c, o), &(loss, bytes)) in moves.iter().zip(&results) {
+                deltas[c].push((o, loss - loss0, bytes - bytes0));
+            }
+            let at_share: Vec<Vec<usize>> =
+                TARGET_SHARES.iter().filter_map(|&s| choose(&deltas, bytes0, s * target)).collect();
+            for s in &at_share {
+                found.insert(TokenClassRule { options: s.clone() });
+            }
+            match at_share.last() {
+                Some(s) if *s != state => state = s.clone(),
+                _ => break,
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// Per (layer, class) the option minimising Δloss + μ·Δbytes, for the smallest price μ whose
+/// bytes (`bytes0` plus the chosen Δbytes, exact: bytes add up over tokens) are at most
+/// `target`, then filled greedily up to `target`; `None` when even the cheapest choice does not
+/// fit.
+fn choose(deltas: &[Vec<(usize, f64, f64)>], bytes0: f64, target: f64) -> Option<Vec<usize>> {
+    let pick = |mu: f64| {
+        let mut bytes = bytes0;
+        let options = deltas
+            .iter()
+            .map(|d| {
+                let &(o, _, db) = d
+                    .iter()
+                    .min_by(|a, b| (a.1 + mu * a.2).total_cmp(&(b.1 + mu * b.2)).then(a.2.total_cmp(&b.2)))
+                    .expect("staying put is a choice");
+                bytes += db;
+                o
+            })
+            .collect::<Vec<_>>();
+        (options, bytes)
+    };
+    let fits = |mu: f64| pick(mu).1 <= target * (1.0 + 1e-12);
+    if fits(0.0) {
+        return Some(pick(0.0).0);
+    }
+    // Prices in nats per byte per token, bisected on a log scale.
+    let (mut lo, mut hi) = (-12.0f64, 6.0f64);
+    if !fits(10f64.powf(hi)) {
+        return None;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if fits(10f64.powf(mid)) { hi = mid } else { lo = mid }
+    }
+    let (mut options, mut bytes) = pick(10f64.powf(hi));
+    // A price reaches only the choices on the convex hull; fill what it leaves of the target one
+    // change at a time, the change that lowers the loss most among those that still fit.
+    let at = |c: usize, o: usize| *deltas[c].iter().find(|d| d.0 == o).expect("a listed option");
+    loop {
+        let best = (0..deltas.len())
+            .flat_map(|c| deltas[c].iter().map(move |d| (c, *d)))
+            .map(|(c, (o, dl, db))| {
+                let (_, cl, cb) = at(c, options[c]);
+                (c, o, dl - cl, db - cb)
+            })
+            .filter(|&(_, _, dl, db)| dl < 0.0 && bytes + db <= target * (1.0 + 1e-12))
+            .min_by(|a, b| a.2.total_cmp(&b.2));
+        match best {
+            Some((c, o, _, db)) => {
+                options[c] = o;
+                bytes += db;
+            }
+            None => break,
+        }
+    }
+    Some(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the committed tiny MQAR model (keys and values from disjoint id ranges: the vocabulary
+    /// tells a value): the fit reads training sequences, not the held-out ones; every setting it
+    /// gives fits its target on them (bytes add up exactly); some tell classes apart; it is
+    /// deterministic.
+    #[test]
+    fn fit_on_training_sequences_fits_its_targets() {
+        let dev = ahr_tpa::device::from_env();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let ahr_train::EnvRun { spec, model, task } =
+            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev)
+                .unwrap();
+        let cfg = model.config().clone();
+        let train = Harness::training(&model, &task, &spec, 4, FIT_SEED, &dev).unwrap();
+        let held_out = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
+        let inputs = |h: &Harness| h.batches().flat_map(|b| b.inputs.clone()).collect::<Vec<u32>>();
+        assert_eq!(inputs(&train).len(), 4 * train.seq_len());
+        assert_ne!(inputs(&train), inputs(&held_out), "fitted on the held-out sequences");
+        let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, false);
+        let exact = cost::exact_bytes_per_token(&cfg) as f64;
+        let targets = [0.2 * exact, 0.5 * exact];
+        let mut rounds = 0;
+        let found = fit(&train, &classes, &targets, 2, |_| rounds += 1).unwrap();
+        assert!(rounds >= targets.len() && !found.is_empty(), "{rounds} rounds, {} settings", found.len());
+        let rcfg = train.rules.config();
+        let l_n = cfg.n_layers;
+        for rule in &found {
+            let p = train
+                .batch_rule_point("t", PointKind::Rule(Family::TokenClass), "", &|b| Ok(rule.choices(&classes, l_n, b)))
+                .unwrap();
+            assert!(
+                p.kv_bytes_per_token <= targets[1] * (1.0 + 1e-9),
+                "{} over every target",
+                rule.setting(rcfg, &classes)
+            );
+        }
+        assert!(found.iter().any(|r| r.options.iter().any(|&o| o != r.options[0])), "no setting tells classes apart");
+        assert_eq!(fit(&train, &classes, &targets, 1, |_| {}).unwrap(), found, "workers change the fit");
+    }
+
+    #[test]
+    fn frequent_ids_get_classes_and_the_rest_equal_ranges() {
+        // 40 ids: id 5 holds half the tokens, id 7 a quarter; the other 38 one each except id 39.
+        let mut counts = vec![1u64; 40];
+        counts[39] = 0;
+        counts[5] = 80;
+        counts[7] = 40;
+        let c = TokenClasses::from_counts(&counts, true);
+        assert_eq!(c.class(5), 0);
+        assert_eq!(c.class(7), 1);
+        assert_eq!(c.name(0), "\\x05");
+        // 37 ids of count 1 (and an unseen one) over 8 ranges.
+        assert_eq!(c.len(), 2 + RANGE_CLASSES);
+        assert_eq!(c.class(0), 2);
+        // The first range closes with the token that passes 37/8 = 4.6: the fifth rare id (4).
+        assert_eq!((c.class(4), c.class(6)), (2, 3));
+        assert_eq!(c.class(39), 2 + RANGE_CLASSES - 1, "the unseen id joins the last range");
+        // Ranges are contiguous and in id order.
+        let rare: Vec<usize> = (0..40).filter(|&i| i != 5 && i != 7).map(|i| c.class(i)).collect();
+        assert!(rare.windows(2).all(|w| w[0] <= w[1]), "{rare:?}");
+        assert_eq!(TokenClasses::from_counts(&[0, 0, 0], false).len(), 1, "nothing seen: one range");
+        assert_eq!(c.class(1000), c.len() - 1);
+    }
+
+    #[test]
+    fn choose_takes_the_best_loss_per_byte_that_fits() {
+        // Two coordinates at 10 bytes in all; coordinate 0 can buy −1.0 loss for +10 bytes
+        // (option 1), coordinate 1 −0.4 for +4 (option 2) or give back 3 bytes for +0.1 (option 3).
+        let deltas = vec![vec![(0, 0.0, 0.0), (1, -1.0, 10.0)], vec![(0, 0.0, 0.0), (2, -0.4, 4.0), (3, 0.1, -3.0)]];
+        assert_eq!(choose(&deltas, 10.0, 100.0), Some(vec![1, 2]), "everything fits: the lowest loss");
+        // The price that fits 14 bytes gives [0, 3] (7 bytes, +0.1); the fill buys option 2 (−0.5).
+        assert_eq!(choose(&deltas, 10.0, 14.0), Some(vec![0, 2]), "the fill reaches what no price does");
+        assert_eq!(choose(&deltas, 10.0, 17.0), Some(vec![1, 3]), "buy 10, give back 3: 17 bytes, −0.9");
+        assert_eq!(choose(&deltas, 10.0, 7.0), Some(vec![0, 3]));
+        assert_eq!(choose(&deltas, 10.0, 6.0), None, "nothing reaches 6 bytes");
+    }
+}
