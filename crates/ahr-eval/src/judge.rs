@@ -847,7 +847,8 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 "token-class: a vocabulary rule fitted to data — per layer, each token class (the ids with \
                  ≥ {:.0} % of the training tokens, at most {}, one class each; the other ids in {} contiguous \
                  ranges of equal training count) at its own menu option (those within {}× the target's memory, \
-                 and exact), fitted on {} training sequences per target: from one option for everything, the \
+                 and exact), fitted on {} training sequences per target: from one option for everything (the \
+                 richest within the target, and within {} of it), the \
                  per-(layer, class) option minimising Δloss + price·Δbytes at the price that fits, filled \
                  greedily, re-measured and chosen again ({} rounds); the choices at {:?} of each target run \
                  on the held-out sequences",
@@ -856,6 +857,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 token_class::RANGE_CLASSES,
                 token_class::OPTION_REACH,
                 token_class::FIT_SEQUENCES,
+                token_class::START_LOW,
                 token_class::ROUNDS,
                 token_class::TARGET_SHARES
             ),

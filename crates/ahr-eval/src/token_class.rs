@@ -6,7 +6,7 @@
 //! the options are fitted on *training* sequences (never the held-out ones the judge scores on).
 //!
 //! The fit, per memory target m: start from one option for everything (the richest whose memory
-//! fits m); measure on the training sequences what moving each (layer, class) alone to each other
+//! fits m, and — a second fit — the richest within m / 2); measure on the training sequences what moving each (layer, class) alone to each other
 //! option does to the loss and to the time-averaged bytes; choose per (layer, class) the option
 //! that minimises Δloss + μ·Δbytes, with the price μ the smallest whose bytes fit m (bytes add up
 //! exactly over tokens, so the fit is exact on the training sequences; the loss is the linear
@@ -37,6 +37,9 @@ pub const MIN_SINGLE_SHARE: f64 = 0.01;
 pub const RANGE_CLASSES: usize = 8;
 /// Rounds of measuring around the current choice and choosing again.
 pub const ROUNDS: usize = 2;
+/// Each target's fit runs from two starts: the richest single option within the target, and
+/// within this share of it.
+pub const START_LOW: f64 = 0.5;
 /// Options whose uniform memory is at most this many times the target take part (and exact).
 pub const OPTION_REACH: f64 = 16.0;
 /// Each fit also gives its choice at these fractions of the target, so that a setting whose
@@ -232,42 +235,49 @@ pub fn fit(
     let mut found = BTreeSet::new();
     for &target in targets {
         let allowed: Vec<usize> = (0..o_n).filter(|&o| uniform[o] <= OPTION_REACH * target || o == exact).collect();
-        let base = allowed
-            .iter()
-            .copied()
-            .filter(|&o| uniform[o] <= target)
-            .max_by(|&a, &b| uniform[a].total_cmp(&uniform[b]))
-            .unwrap_or_else(|| *allowed.iter().min_by(|&&a, &&b| uniform[a].total_cmp(&uniform[b])).expect("exact"));
-        let mut state = vec![base; l_n * c_n];
-        for round in 1..=ROUNDS {
-            let (loss0, bytes0) = measure(&state)?;
-            let moves: Vec<(usize, usize)> = (0..l_n * c_n)
-                .flat_map(|c| allowed.iter().map(move |&o| (c, o)))
-                .filter(|&(c, o)| state[c] != o)
-                .collect();
-            let moved: Vec<Vec<usize>> = moves
-                .iter()
-                .map(|&(c, o)| {
-                    let mut s = state.clone();
-                    s[c] = o;
-                    s
-                })
-                .collect();
-            progress(&FitRound { target, round, loss: loss0, bytes: bytes0, moves: moves.len() });
-            let results = par_map(&moved, workers, measure)?;
-            // Per (layer, class): (option, Δloss, Δbytes), staying put included.
-            let mut deltas: Vec<Vec<(usize, f64, f64)>> = state.iter().map(|&o| vec![(o, 0.0, 0.0)]).collect();
-            for (&(c, o), &(loss, bytes)) in moves.iter().zip(&results) {
-                deltas[c].push((o, loss - loss0, bytes - bytes0));
-            }
-            let at_share: Vec<Vec<usize>> =
-                TARGET_SHARES.iter().filter_map(|&s| choose(&deltas, bytes0, s * target)).collect();
-            for s in &at_share {
-                found.insert(TokenClassRule { options: s.clone() });
-            }
-            match at_share.last() {
-                Some(s) if *s != state => state = s.clone(),
-                _ => break,
+        // The richest single option within the target, and within half of it: starting low
+        // leaves the fit room to buy where it pays; starting at the target leaves only swaps,
+        // whose gains the linear estimate adds up less well (either can win, so both run).
+        let richest_within = |bytes: f64| {
+            allowed.iter().copied().filter(|&o| uniform[o] <= bytes).max_by(|&a, &b| uniform[a].total_cmp(&uniform[b]))
+        };
+        let cheapest = *allowed.iter().min_by(|&&a, &&b| uniform[a].total_cmp(&uniform[b])).expect("exact");
+        let starts: BTreeSet<usize> = [richest_within(target), richest_within(START_LOW * target)]
+            .into_iter()
+            .map(|o| o.unwrap_or(cheapest))
+            .collect();
+        for base in starts {
+            let mut state = vec![base; l_n * c_n];
+            for round in 1..=ROUNDS {
+                let (loss0, bytes0) = measure(&state)?;
+                let moves: Vec<(usize, usize)> = (0..l_n * c_n)
+                    .flat_map(|c| allowed.iter().map(move |&o| (c, o)))
+                    .filter(|&(c, o)| state[c] != o)
+                    .collect();
+                let moved: Vec<Vec<usize>> = moves
+                    .iter()
+                    .map(|&(c, o)| {
+                        let mut s = state.clone();
+                        s[c] = o;
+                        s
+                    })
+                    .collect();
+                progress(&FitRound { target, round, loss: loss0, bytes: bytes0, moves: moves.len() });
+                let results = par_map(&moved, workers, measure)?;
+                // Per (layer, class): (option, Δloss, Δbytes), staying put included.
+                let mut deltas: Vec<Vec<(usize, f64, f64)>> = state.iter().map(|&o| vec![(o, 0.0, 0.0)]).collect();
+                for (&(c, o), &(loss, bytes)) in moves.iter().zip(&results) {
+                    deltas[c].push((o, loss - loss0, bytes - bytes0));
+                }
+                let at_share: Vec<Vec<usize>> =
+                    TARGET_SHARES.iter().filter_map(|&s| choose(&deltas, bytes0, s * target)).collect();
+                for s in &at_share {
+                    found.insert(TokenClassRule { options: s.clone() });
+                }
+                match at_share.last() {
+                    Some(s) if *s != state => state = s.clone(),
+                    _ => break,
+                }
             }
         }
     }
