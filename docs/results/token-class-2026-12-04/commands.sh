@@ -27,3 +27,12 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote.toml \
 for d in judge32 judge128-low judge128-demote judge128-low2-attn judge128-demote-python judge128-demote-rules; do
   scripts/judge-table.py $d/metrics.json.gz > $d/policies.md
 done
+# after 42b0dc0 (two starts per target: the richest single option within the target and within half of it)
+ahr eval --model policies/models/text-tiny --env envs/text-demote.toml \
+  --policy policies/text-demote1k-seed1 --policy policies/text-demote1k-seed2 --policy policies/text-demote1k-seed3 \
+  --baselines token-class --sequences 128 --fractions 0.1 --workers 2 --out v2-demote          # 3 min
+ahr eval … --env envs/text-demote-python.toml … --baselines token-class --out v2-demote-python
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-low-seed1 --policy policies/text-python-low-seed2 --policy policies/text-python-low-seed3 \
+  --baselines token-class --sequences 128 --fractions 0.04 --workers 2 --out v2-low
+for d in v2-demote v2-demote-python v2-low; do scripts/judge-table.py $d/metrics.json.gz > $d/policies.md; done
