@@ -202,7 +202,8 @@ impl<'a> Harness<'a> {
         let mut prepared = Vec::new();
         let mut seen = 0;
         for (i, mut batch) in batches.enumerate() {
-            if seen >= sequences {
+            // An exhausted stream (or an empty batch, which would never fill the count) ends it.
+            if seen >= sequences || batch.batch_size == 0 {
                 break;
             }
             batch.truncate(sequences - seen);

@@ -6,8 +6,9 @@
 //! the options are fitted on *training* sequences (never the held-out ones the judge scores on).
 //!
 //! The fit, per memory target m: start from one option for everything (the richest whose memory
-//! fits m, and — a second fit — the richest within m / 2); measure on the training sequences what moving each (layer, class) alone to each other
-//! option does to the loss and to the time-averaged bytes; choose per (layer, class) the option
+//! fits m, and — a second fit — the richest within m / 2); measure on the training sequences
+//! what moving each (layer, class) alone to each other option does to the loss and to the
+//! time-averaged bytes; choose per (layer, class) the option
 //! that minimises Δloss + μ·Δbytes, with the price μ the smallest whose bytes fit m (bytes add up
 //! exactly over tokens, so the fit is exact on the training sequences; the loss is the linear
 //! estimate); then measure again around that choice and choose once more ([`ROUNDS`]). A strong
@@ -304,9 +305,11 @@ fn choose(deltas: &[Vec<(usize, f64, f64)>], bytes0: f64, target: f64) -> Option
             .collect::<Vec<_>>();
         (options, bytes)
     };
-    let fits = |mu: f64| pick(mu).1 <= target * (1.0 + 1e-12);
-    if fits(0.0) {
-        return Some(pick(0.0).0);
+    let cap = target * (1.0 + 1e-12);
+    let fits = |mu: f64| pick(mu).1 <= cap;
+    let (free, free_bytes) = pick(0.0);
+    if free_bytes <= cap {
+        return Some(free);
     }
     // Prices in nats per byte per token, bisected on a log scale.
     let (mut lo, mut hi) = (-12.0f64, 6.0f64);
@@ -328,7 +331,7 @@ fn choose(deltas: &[Vec<(usize, f64, f64)>], bytes0: f64, target: f64) -> Option
                 let (_, cl, cb) = at(c, options[c]);
                 (c, o, dl - cl, db - cb)
             })
-            .filter(|&(_, _, dl, db)| dl < 0.0 && bytes + db <= target * (1.0 + 1e-12))
+            .filter(|&(_, _, dl, db)| dl < 0.0 && bytes + db <= cap)
             .min_by(|a, b| a.2.total_cmp(&b.2));
         match best {
             Some((c, o, _, db)) => {
