@@ -197,6 +197,29 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Fit the judge's vocabulary rule (`token-class`) at one memory target on the task's
+    /// training sequences and write it as a per-token table a policy can start from
+    /// (`[policy] prior_table`).
+    FitRule {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Env spec (task and menu; the rule uses the policies' menu only).
+        #[arg(long)]
+        env: PathBuf,
+        /// Memory target as a fraction of the exact choice's bytes.
+        #[arg(long)]
+        fraction: f64,
+        /// Threads measuring settings side by side (the result does not depend on it).
+        #[arg(long, default_value_t = default_workers())]
+        workers: usize,
+        /// Table file to write (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Explain a per-token policy: options per layer, bytes kept against position, entropy, token
     /// role or frequency and difficulty, feature ablations, other policies (e.g. per-layer mode)
     /// and longer sequences; writes report.md, analysis.json and PNG plots.

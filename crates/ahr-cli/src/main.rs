@@ -61,6 +61,9 @@ fn main() {
             commands::eval::eval(models, env, policies, &baselines, sequences, fractions, workers, &out, &common)
                 .map(|_| ())
         }
+        Command::FitRule { model, env, fraction, workers, out, common } => {
+            commands::eval::fit_rule(&model, &env, fraction, workers, &out, &common)
+        }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {
                 let a =

@@ -214,6 +214,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
     std::fs::write(t("prior.toml"), tiny_ppo.replace("[policy]", "[policy]\nprior = [\"rank:9\"]")).unwrap();
+    std::fs::write(t("table.toml"), format!("{tiny_ppo}prior_table = \"nope.json\"\n")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
@@ -357,6 +358,23 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             .map(String::from)
             .collect(),
             "[policy] prior: \"rank:9\" is not an option of this menu",
+        ),
+        (
+            vec![
+                "train-policy",
+                "--model",
+                "policies/models/mqar-tiny",
+                "--env",
+                "envs/mqar-tiny.toml",
+                "--config",
+                &t("table.toml"),
+                "--out",
+                &t("p5"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            "[policy] prior_table: nope.json",
         ),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
@@ -588,6 +606,30 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert!(spiked && manifest.contains("review_prefix_match"), "{manifest}");
     assert!(!manifest.contains("\"rank:1\""), "{manifest}");
     inference_matches(model, &p, &spike);
+    // A policy started at the fitted vocabulary rule: `fit-rule` writes the table, training
+    // starts from it, and the exported policy (its trained table in the weights) loads and
+    // makes the environment's decisions in inference.
+    let table = tmp.join("table.json");
+    let argv = ["fit-rule", "--model", m, "--env", "envs/mqar-tiny.toml", "--fraction", "0.3", "--workers", "1"];
+    let (code, stdout, stderr) = ahr(&[&argv[..], &["--out", table.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("of exact") && stderr.contains("round 1"), "{stdout}{stderr}");
+    let config = tmp.join("table.toml");
+    std::fs::write(&config, format!("{text}prior_table = {:?}\n", table.to_str().unwrap())).unwrap();
+    let policy = tmp.join("policy-table");
+    let argv = ["train-policy", "--model", m, "--env", "envs/mqar-tiny.toml", "--config", config.to_str().unwrap()];
+    let run_dir = tmp.join("run-table");
+    let rest = ["--out", policy.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &rest[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    inference_matches(model, &policy, &root().join("envs/mqar-tiny.toml"));
+    let out = tmp.join("analyze-table");
+    let argv = ["analyze", "--model", m, "--policy", policy.to_str().unwrap(), "--env", "envs/mqar-tiny.toml"];
+    let rest = ["--sequences", "8", "--lengths", "none", "--no-ablation", "--out", out.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &rest[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Against the per-token table the policy started from"), "{report}");
 }
 
 /// The inference crate, fed a held-out episode, makes the environment's decisions and holds the

@@ -175,6 +175,24 @@ pub struct Analysis {
     /// only): its role and whether it names the value's own key (MQAR key classes, so either
     /// form under aliases), with per layer the share of labelled queries.
     pub review_drop_triggers: Vec<(String, Vec<f64>)>,
+    /// A policy started from a per-token table (`[policy] prior_table`, when its file is still
+    /// there): per layer, what its decisions do with the table's option for their token.
+    pub prior_changes: Vec<PriorChange>,
+}
+
+/// How a layer's decisions relate to the per-token table the policy started from.
+#[derive(Clone, Debug, Serialize)]
+pub struct PriorChange {
+    /// The layer.
+    pub layer: usize,
+    /// Share of the layer's decisions that take another option than the table's for the token
+    /// (what the context overrules; 0 for the untrained policy).
+    pub changed: f64,
+    /// Share of the decisions that take an option holding more bytes than the table's (by
+    /// uniform memory over the sequence), …
+    pub richer: f64,
+    /// … and one holding fewer (`changed` less these two: options of equal memory).
+    pub cheaper: f64,
 }
 /// Analyse a per-token policy on held-out sequences of its env (module docs).
 pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
@@ -224,6 +242,20 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let held = values_at_query(&decisions, &task, streams, seq_len, &cfg, spike.then_some(&key_class));
     let (values_at_query, values_dropped_by_review, review_drop_triggers) = held;
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
+
+    let prior_changes = match &manifest.policy.prior_table {
+        Some(path) if std::path::Path::new(path).is_file() => {
+            let table = ahr_policy::PriorTable::load(std::path::Path::new(path)).map_err(anyhow::Error::msg)?;
+            let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+            let prefer = table.resolve(&names, l_n, cfg.vocab_size).map_err(anyhow::Error::msg)?;
+            prior_changes(&decisions, &prefer, &cfg, seq_len)
+        }
+        Some(path) => {
+            eprintln!("analyze: the policy's prior table {path} is not here; no comparison with it");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
 
     // 2. Uniform choices on the same sequences (parallel forward).
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
@@ -374,8 +406,42 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         values_at_query,
         values_dropped_by_review,
         review_drop_triggers,
+        prior_changes,
     };
     Ok(analysis)
+}
+
+/// Per layer, the decisions' departures from the table `prefer` (`[token][layer]` menu indices),
+/// options ordered by their uniform memory over a `seq_len`-token sequence.
+fn prior_changes(
+    decisions: &[Decision],
+    prefer: &[usize],
+    cfg: &ahr_tpa::ModelConfig,
+    seq_len: usize,
+) -> Vec<PriorChange> {
+    let l_n = cfg.n_layers;
+    let bytes: Vec<f64> =
+        cfg.menu.iter().map(|&o| cost::sequence_cost(cfg, seq_len, |_, _| (o, None)).kv_bytes_per_token).collect();
+    let n = decisions.len().max(1) as f64;
+    (0..l_n)
+        .map(|l| {
+            let (mut changed, mut richer, mut cheaper) = (0usize, 0usize, 0usize);
+            for d in decisions {
+                let (o, want) = (d.options[l], prefer[d.token as usize * l_n + l]);
+                if o != want {
+                    changed += 1;
+                    richer += (bytes[o] > bytes[want]) as usize;
+                    cheaper += (bytes[o] < bytes[want]) as usize;
+                }
+            }
+            PriorChange {
+                layer: l,
+                changed: changed as f64 / n,
+                richer: richer as f64 / n,
+                cheaper: cheaper as f64 / n,
+            }
+        })
+        .collect()
 }
 
 /// A policy with what it needs to act, and optionally with features masked.
@@ -826,6 +892,28 @@ mod tests {
         let flat = quantile_buckets(&ds, |_| 1.0, "x");
         assert_eq!(flat.len(), 1);
         assert_eq!(flat[0].count, 40);
+    }
+
+    /// Departures from a prior table, counted by hand: the tiny menu is drop, rank:1 … rank:3,
+    /// full (cheapest first); four decisions of two layers against the table "token 0: rank:1
+    /// in both layers; token 1: full, drop".
+    #[test]
+    fn prior_changes_count_departures_by_direction() {
+        let cfg = ModelConfig::tiny();
+        let menu: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+        let (r1, full) = (menu.iter().position(|m| m == "rank:1").unwrap(), cfg.exact_index());
+        let prefer = [r1, r1, full, 0];
+        let at = |token: u32, options: Vec<usize>| Decision { token, options, ..decision(0, 0.0, 0.0) };
+        let decisions = [
+            at(0, vec![r1, r1]),   // as the table
+            at(0, vec![full, 0]),  // layer 0 richer, layer 1 cheaper
+            at(1, vec![full, r1]), // layer 1 richer
+            at(1, vec![r1, 0]),    // layer 0 cheaper
+        ];
+        let c = prior_changes(&decisions, &prefer, &cfg, 16);
+        assert_eq!((c[0].changed, c[0].richer, c[0].cheaper), (0.5, 0.25, 0.25));
+        assert_eq!((c[1].changed, c[1].richer, c[1].cheaper), (0.5, 0.25, 0.25));
+        assert_eq!(prior_changes(&decisions[..1], &prefer, &cfg, 16)[1].changed, 0.0);
     }
 
     /// The uniform rows name the option they ran: on a menu with schedules (which the judge's

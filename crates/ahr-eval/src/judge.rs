@@ -640,7 +640,8 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 Harness::training(&model, &task, &spec, token_class::FIT_SEQUENCES, token_class::FIT_SEED, dev)?;
             let bytes = metric == Metric::BitsPerByte;
             let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, bytes);
-            let fitted = token_class::fit(&train, &classes, &targets, a.workers, |r| report(Progress::Fitting(r)))?;
+            let fitted =
+                token_class::fit(&train, &classes, &targets, None, a.workers, |r| report(Progress::Fitting(r)))?;
             report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
             let l_n = cfg.n_layers;
             let rcfg = h.rules.config();

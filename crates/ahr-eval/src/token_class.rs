@@ -30,6 +30,11 @@ use crate::judge::par_map;
 pub const FIT_SEQUENCES: usize = 16;
 /// Seed of the training sequences' stream.
 pub const FIT_SEED: u64 = 0x746f_6b65_6e73;
+/// A prior ([`fit_prior`]) is chosen among the fitted settings on this many further training
+/// sequences (the fit's own 16 overrate the settings fitted to them) …
+pub const SELECT_SEQUENCES: usize = 64;
+/// … of this stream.
+pub const SELECT_SEED: u64 = 0x7365_6c65_6374;
 /// Token ids that may form a class of their own …
 pub const MAX_SINGLE_CLASSES: usize = 24;
 /// … if at least this share of the training tokens is theirs.
@@ -189,6 +194,84 @@ impl TokenClassRule {
     }
 }
 
+impl TokenClassRule {
+    /// The rule as a per-token table for a policy to start from ([`ahr_policy::PriorTable`]):
+    /// every token id of the vocabulary at its class's option, per layer (indices into the
+    /// rules' menu `cfg.menu`).
+    pub fn table(&self, cfg: &ModelConfig, classes: &TokenClasses, source: String) -> ahr_policy::PriorTable {
+        let c_n = classes.len();
+        let options = (0..cfg.n_layers)
+            .map(|l| (0..cfg.vocab_size).map(|t| self.options[l * c_n + classes.class(t as u32)]).collect())
+            .collect();
+        ahr_policy::PriorTable { source, menu: cfg.menu.iter().map(|o| o.to_string()).collect(), options }
+    }
+}
+
+/// The family's setting for one memory target, fitted for a policy to start from.
+#[derive(Clone, Debug)]
+pub struct FittedPrior {
+    /// Its table (its `source` names the family, the target and the setting).
+    pub table: ahr_policy::PriorTable,
+    /// Its point on the training sequences it was chosen on ([`SELECT_SEQUENCES`]).
+    pub train: crate::harness::Point,
+    /// Settings the fit found (the table is the best of them).
+    pub candidates: usize,
+}
+
+/// Fit the family at `fraction` of the exact bytes on the task's training sequences (as the judge
+/// does) and keep, of the settings found, the one with the lowest loss within the target on
+/// [`SELECT_SEQUENCES`] other training sequences (the smallest one if none fits): the judge
+/// picks the family's best setting on its held-out sequences; a prior must not see them.
+pub fn fit_prior(
+    model: &ahr_tpa::Model,
+    task: &ahr_tasks::Task,
+    spec: &ahr_env::EnvSpec,
+    fraction: f64,
+    workers: usize,
+    dev: &burn::tensor::Device,
+    progress: impl FnMut(&FitRound),
+) -> Result<FittedPrior> {
+    anyhow::ensure!(fraction > 0.0 && fraction <= 1.0, "the memory fraction must be in (0, 1], not {fraction}");
+    let cfg = model.config();
+    let train = Harness::training(model, task, spec, FIT_SEQUENCES, FIT_SEED, dev)?;
+    let bytes = train.metric() == ahr_tasks::Metric::BitsPerByte;
+    let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, bytes);
+    let target = fraction * cost::exact_bytes_per_token(cfg) as f64;
+    let fitted = fit(&train, &classes, &[target], Some(&cfg.menu), workers, progress)?;
+    let rcfg = train.rules.config();
+    let select = Harness::training(model, task, spec, SELECT_SEQUENCES, SELECT_SEED, dev)?;
+    let points = par_map(&fitted, workers, |rule| {
+        select.batch_rule_point(
+            Family::TokenClass.name(),
+            PointKind::Rule(Family::TokenClass),
+            &rule.setting(rcfg, &classes),
+            &|b| Ok(rule.choices(&classes, cfg.n_layers, b)),
+        )
+    })?;
+    let within = |p: &crate::harness::Point| p.kv_bytes_per_token <= target * (1.0 + 1e-9);
+    let best = (0..points.len())
+        .min_by(|&a, &b| {
+            let key = |i: usize| {
+                (!within(&points[i]), if within(&points[i]) { points[i].loss } else { points[i].kv_bytes_per_token })
+            };
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        })
+        .ok_or_else(|| anyhow::anyhow!("the fit found no setting"))?;
+    let train_point = points[best].clone();
+    let source = format!(
+        "token-class at {:.1} % of the exact bytes (fitted on {} training sequences, the best of {} settings on {} \
+         others): {}",
+        100.0 * fraction,
+        FIT_SEQUENCES,
+        fitted.len(),
+        SELECT_SEQUENCES,
+        train_point.setting
+    );
+    let candidates = fitted.len();
+    Ok(FittedPrior { table: fitted[best].table(rcfg, &classes, source), train: train_point, candidates })
+}
+
 /// One round of a fit, as it starts.
 #[derive(Clone, Copy, Debug)]
 pub struct FitRound {
@@ -206,11 +289,13 @@ pub struct FitRound {
 
 /// Fit the family on `train` (training sequences) for each memory target (time-averaged bytes
 /// per token); the settings found, without repeats, for the judge to run on its held-out
-/// sequences. `progress` sees each round as it starts.
+/// sequences. Only the options in `only` take part, when given (a policy's own menu for a prior;
+/// the judge's rules use the whole of theirs). `progress` sees each round as it starts.
 pub fn fit(
     train: &Harness,
     classes: &TokenClasses,
     targets: &[f64],
+    only: Option<&[ahr_tpa::StoreOption]>,
     workers: usize,
     mut progress: impl FnMut(&FitRound),
 ) -> Result<Vec<TokenClassRule>> {
@@ -235,7 +320,10 @@ pub fn fit(
     };
     let mut found = BTreeSet::new();
     for &target in targets {
-        let allowed: Vec<usize> = (0..o_n).filter(|&o| uniform[o] <= OPTION_REACH * target || o == exact).collect();
+        let allowed: Vec<usize> = (0..o_n)
+            .filter(|&o| only.is_none_or(|m| m.contains(&cfg.menu[o])))
+            .filter(|&o| uniform[o] <= OPTION_REACH * target || o == exact)
+            .collect();
         // The richest single option within the target, and within half of it: starting low
         // leaves the fit room to buy where it pays; starting at the target leaves only swaps,
         // whose gains the linear estimate adds up less well (either can win, so both run).
@@ -369,7 +457,7 @@ mod tests {
         let exact = cost::exact_bytes_per_token(&cfg) as f64;
         let targets = [0.2 * exact, 0.5 * exact];
         let mut rounds = 0;
-        let found = fit(&train, &classes, &targets, 2, |_| rounds += 1).unwrap();
+        let found = fit(&train, &classes, &targets, None, 2, |_| rounds += 1).unwrap();
         assert!(rounds >= targets.len() && !found.is_empty(), "{rounds} rounds, {} settings", found.len());
         let rcfg = train.rules.config();
         let l_n = cfg.n_layers;
@@ -384,7 +472,50 @@ mod tests {
             );
         }
         assert!(found.iter().any(|r| r.options.iter().any(|&o| o != r.options[0])), "no setting tells classes apart");
-        assert_eq!(fit(&train, &classes, &targets, 1, |_| {}).unwrap(), found, "workers change the fit");
+        assert_eq!(fit(&train, &classes, &targets, None, 1, |_| {}).unwrap(), found, "workers change the fit");
+    }
+
+    /// `fit_prior`'s table is its fitted rule token by token: read back against the policies'
+    /// menu (with schedules of its own, which the judge's rules-only schedules sort in among; those
+    /// stay out), its choices on the selection sequences hold the bytes and loss of the point it
+    /// reports, within the target.
+    #[test]
+    fn a_fitted_prior_is_its_rule_as_a_table() {
+        let dev = ahr_tpa::device::from_env();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tmp.path().join("env.toml");
+        let text = std::fs::read_to_string(root.join("envs/mqar-tiny.toml")).unwrap();
+        let schedules = "[env]\nrecent = [2, 16]\nschedules = [\"full/4/rank:1/12\"]\n";
+        std::fs::write(&env, text.replace("[env]\n", schedules)).unwrap();
+        let ahr_train::EnvRun { spec, model, task } =
+            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &env, &dev).unwrap();
+        let cfg = model.config().clone();
+        let rules = Harness::training(&model, &task, &spec, 1, FIT_SEED, &dev).unwrap();
+        assert!(rules.rules.config().menu.iter().any(|o| !cfg.menu.contains(o)), "the rules have options of their own");
+        assert!(
+            rules.rules.config().menu[..cfg.menu.len()] != cfg.menu[..],
+            "the policies' options are not the first of the rules' menu"
+        );
+        let fitted = fit_prior(&model, &task, &spec, 0.3, 2, &dev, |_| {}).unwrap();
+        let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+        let prefer = fitted.table.resolve(&names, cfg.n_layers, cfg.vocab_size).unwrap();
+        assert!(fitted.table.source.starts_with("token-class at 30.0 %"), "{}", fitted.table.source);
+        let select = Harness::training(&model, &task, &spec, SELECT_SEQUENCES, SELECT_SEED, &dev).unwrap();
+        // The harness runs choices in the rules' menu: the table's options by name there.
+        let rules_menu = &select.rules.config().menu;
+        let in_rules: Vec<usize> =
+            prefer.iter().map(|&o| rules_menu.iter().position(|r| *r == cfg.menu[o]).unwrap()).collect();
+        let l_n = cfg.n_layers;
+        let p = select
+            .batch_rule_point("t", PointKind::Rule(Family::TokenClass), "", &|b| {
+                Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
+                    in_rules[b.inputs[s * b.seq_len + t] as usize * l_n + l]
+                }))
+            })
+            .unwrap();
+        assert_eq!((p.kv_bytes_per_token, p.loss), (fitted.train.kv_bytes_per_token, fitted.train.loss));
+        assert!(p.kv_bytes_per_token <= 0.3 * cost::exact_bytes_per_token(&cfg) as f64 * (1.0 + 1e-9));
     }
 
     #[test]

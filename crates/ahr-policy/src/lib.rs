@@ -12,5 +12,5 @@ pub mod net;
 pub mod obs;
 
 pub use dist::MaskedMultiCategorical;
-pub use net::{ActorCritic, PolicyConfig, PolicyKind, resolve_prior};
+pub use net::{ActorCritic, PolicyConfig, PolicyKind, PriorTable, resolve_prior};
 pub use obs::{Granularity, ObsBatch, ObsSpec, RunningNorm};

@@ -32,6 +32,53 @@ pub fn resolve_prior(names: &[String], menu: &[String], heads: usize) -> Result<
     }
 }
 
+/// A per-token rule as a file ([`PolicyConfig::prior_table`]): for each layer and token id the
+/// menu option it stores the token at, as an index into `menu` (option names as the menu spells
+/// them, so a table resolves against any menu that holds the options it uses).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorTable {
+    /// Where the table comes from (e.g. `token-class`, with its setting).
+    pub source: String,
+    /// The menu its indices refer to (option names; it may list options the table does not use).
+    pub menu: Vec<String>,
+    /// `options[layer][token]`: an index into `menu`.
+    pub options: Vec<Vec<usize>>,
+}
+
+impl PriorTable {
+    /// Read a table file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a prior table: {e}", path.display()))
+    }
+
+    /// The table as indices into the model's `menu`, `[token][layer]` flattened, checked against
+    /// the vocabulary and layer count (extra action heads beyond the layers, e.g. reviews, get
+    /// no prior).
+    pub fn resolve(&self, menu: &[String], layers: usize, vocab: usize) -> Result<Vec<usize>, String> {
+        if self.options.len() != layers {
+            return Err(format!("prior table: {} layers for a model of {layers}", self.options.len()));
+        }
+        let to_menu = |o: usize| {
+            let name = self.menu.get(o).ok_or_else(|| format!("prior table: option {o} of {}", self.menu.len()))?;
+            menu.iter()
+                .position(|m| m == name)
+                .ok_or_else(|| format!("prior table: \"{name}\" is not an option of this menu ({})", menu.join(", ")))
+        };
+        let mut out = vec![0; vocab * layers];
+        for (l, row) in self.options.iter().enumerate() {
+            if row.len() != vocab {
+                return Err(format!("prior table: layer {l} has {} tokens for a vocabulary of {vocab}", row.len()));
+            }
+            for (t, &o) in row.iter().enumerate() {
+                out[t * layers + l] = to_menu(o)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Network family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,11 +108,27 @@ pub struct PolicyConfig {
     /// The preferred option's head start (logits; with the policy head's near-zero start,
     /// probability `e^x / (e^x + options − 1)`).
     pub prior_logit: f32,
+    /// A per-token rule to start from: a [`PriorTable`] file (e.g. written by `ahr fit-rule`,
+    /// the judge's fitted `token-class` rule) naming, per layer and token id, the option the
+    /// untrained actor prefers by `prior_logit`. It becomes a trainable logit table `[vocab,
+    /// heads × options]` added to the actor's output, so PPO starts at the rule and learns where
+    /// context should overrule it. Needs the token input; read once when training starts (the
+    /// trained table travels in the weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_table: Option<String>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { kind: PolicyKind::Mlp, hidden: 64, token_embed_dim: 16, window: 1, prior: Vec::new(), prior_logit: 4.0 }
+        Self {
+            kind: PolicyKind::Mlp,
+            hidden: 64,
+            token_embed_dim: 16,
+            window: 1,
+            prior: Vec::new(),
+            prior_logit: 4.0,
+            prior_table: None,
+        }
     }
 }
 
@@ -152,6 +215,9 @@ impl AttnPool {
 #[derive(Module, Debug)]
 pub struct ActorCritic {
     token_embed: Option<Embedding>,
+    /// Per-token actor logits `[vocab, heads × options]` added to the actor's output
+    /// ([`PolicyConfig::prior_table`]).
+    token_prior: Option<Embedding>,
     actor_pool: Option<AttnPool>,
     critic_pool: Option<AttnPool>,
     actor: Mlp,
@@ -165,7 +231,7 @@ pub struct ActorCritic {
 pub struct ObsTensors {
     /// Normalised features `[N, obs_dim]`.
     pub features: Tensor<2>,
-    /// Token ids `[N]` when the policy embeds tokens.
+    /// Token ids `[N]` when the policy embeds tokens or has a per-token prior.
     pub tokens: Option<Tensor<1, Int>>,
     /// Validity masks `[N, heads, options]`.
     pub masks: Tensor<3, Bool>,
@@ -185,6 +251,11 @@ impl ActorCritic {
             token_embed: (embed_dim > 0).then(|| {
                 EmbeddingConfig::new(dims.vocab_size, embed_dim)
                     .with_initializer(Initializer::Normal { mean: 0.0, std: 0.1 })
+                    .init(device)
+            }),
+            token_prior: (config.prior_table.is_some() && dims.vocab_size > 0).then(|| {
+                EmbeddingConfig::new(dims.vocab_size, dims.heads * dims.options)
+                    .with_initializer(Initializer::Zeros)
                     .init(device)
             }),
             actor: Mlp::new(d_in, config.hidden, dims.heads * dims.options, 0.01, device),
@@ -209,6 +280,33 @@ impl ActorCritic {
         self
     }
 
+    /// This network with its per-token logit table set so that token `t` prefers option
+    /// `prefer[t · layers + l]` on head `l` by `logit` (the other entries zero; heads beyond
+    /// `layers` get no prior). Errors if the network has no table (no `prior_table` in its
+    /// config, or no token input) or the sizes differ.
+    pub fn with_token_prior(mut self, prefer: &[usize], layers: usize, logit: f32) -> Result<Self, String> {
+        let PolicyDims { heads, options, vocab_size, .. } = self.dims;
+        let Some(table) = self.token_prior.take() else {
+            return Err("a per-token prior needs `[policy] prior_table` and the token input".into());
+        };
+        if prefer.len() != vocab_size * layers || layers > heads {
+            return Err(format!("per-token prior: {} entries for {vocab_size} tokens × {layers} layers", prefer.len()));
+        }
+        let mut w = vec![0f32; vocab_size * heads * options];
+        for (i, &o) in prefer.iter().enumerate() {
+            if o >= options {
+                return Err(format!("per-token prior: option {o} of {options}"));
+            }
+            let (t, l) = (i / layers, i % layers);
+            w[t * heads * options + l * options + o] = logit;
+        }
+        let device = self.actor.out.weight.device();
+        let weight =
+            table.weight.map(|_| Tensor::from_data(TensorData::new(w, [vocab_size, heads * options]), &device));
+        self.token_prior = Some(Embedding { weight });
+        Ok(self)
+    }
+
     /// The environment-fixed sizes.
     pub fn dims(&self) -> PolicyDims {
         self.dims
@@ -219,7 +317,7 @@ impl ActorCritic {
         let PolicyDims { obs_dim, heads, options, .. } = self.dims;
         let n = obs.len;
         let features = Tensor::from_data(TensorData::new(norm.normalize(&obs.features), [n, obs_dim]), device);
-        let tokens = self.token_embed.as_ref().map(|_| {
+        let tokens = (self.token_embed.is_some() || self.token_prior.is_some()).then(|| {
             let ids: Vec<i64> = obs.tokens.iter().map(|&t| t as i64).collect();
             Tensor::from_data(TensorData::new(ids, [n]), device)
         });
@@ -249,7 +347,15 @@ impl ActorCritic {
     /// - returns `[N, heads, options]`.
     pub fn logits(&self, obs: &ObsTensors) -> Tensor<3> {
         let n = obs.features.dims()[0];
-        self.actor.forward(self.input(&self.actor_pool, obs)).reshape([n, self.dims.heads, self.dims.options])
+        let logits = self.actor.forward(self.input(&self.actor_pool, obs));
+        let logits = match (&self.token_prior, &obs.tokens) {
+            (Some(table), Some(tokens)) => {
+                let [_, width] = logits.dims();
+                logits + table.forward(tokens.clone().reshape([n, 1])).reshape([n, width])
+            }
+            _ => logits,
+        };
+        logits.reshape([n, self.dims.heads, self.dims.options])
     }
 
     /// The most probable valid option per head for each row: deployment's decisions.
@@ -327,5 +433,63 @@ mod tests {
             let picks = net.act_deterministic(&obs, &RunningNorm::new(dims.obs_dim), &dev);
             assert_eq!(picks, [3, 1].repeat(9), "{kind:?}");
         }
+    }
+
+    /// A prior table resolves by option name to `[token][layer]` menu indices (hand-computed),
+    /// refuses tables of another shape or with unknown options, and starts the untrained actor
+    /// at its per-token choice on the write heads (a review head beyond the layers keeps no
+    /// prior), with or without the token embedding.
+    #[test]
+    fn a_prior_table_starts_each_token_at_its_option() {
+        let dev = ahr_tpa::device::from_env();
+        let menu: Vec<String> = ["drop", "rank:1", "full", "recent:4"].map(String::from).to_vec();
+        let table = PriorTable {
+            source: "test".into(),
+            menu: ["recent:4", "drop", "full"].map(String::from).to_vec(),
+            options: vec![vec![0, 1, 2], vec![2, 2, 1]],
+        };
+        // token 0: recent:4 (3), full (2); token 1: drop (0), full (2); token 2: full (2), drop (0)
+        let prefer = table.resolve(&menu, 2, 3).unwrap();
+        assert_eq!(prefer, vec![3, 2, 0, 2, 2, 0]);
+        assert!(table.resolve(&menu, 3, 3).unwrap_err().contains("2 layers for a model of 3"));
+        assert!(table.resolve(&menu, 2, 4).unwrap_err().contains("3 tokens for a vocabulary of 4"));
+        // Options the table does not use need not be on the menu; those it uses must.
+        let mut odd = PriorTable { menu: [&table.menu[..], &["rank:2".to_string()]].concat(), ..table.clone() };
+        assert_eq!(odd.resolve(&menu, 2, 3), Ok(prefer.clone()));
+        odd.options[1][2] = 3;
+        assert!(odd.resolve(&menu, 2, 3).unwrap_err().contains("\"rank:2\" is not an option"));
+        odd.options[1][2] = 4;
+        assert!(odd.resolve(&menu, 2, 3).unwrap_err().contains("option 4 of 4"));
+        for embed in [0, 4] {
+            let cfg = PolicyConfig {
+                hidden: 16,
+                token_embed_dim: embed,
+                prior_table: Some("table.json".into()),
+                ..PolicyConfig::default()
+            };
+            // Three heads: two layers and a review head.
+            let dims = PolicyDims { obs_dim: 5, vocab_size: 3, heads: 3, options: 4 };
+            let net = ActorCritic::new(&cfg, dims, &dev).with_token_prior(&prefer, 2, 6.0).unwrap();
+            let obs = ObsBatch {
+                features: (0..6 * 5).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
+                tokens: vec![0, 1, 2, 2, 1, 0],
+                masks: vec![true; 6 * 12],
+                len: 6,
+            };
+            let picks = net.act_deterministic(&obs, &RunningNorm::new(dims.obs_dim), &dev);
+            for (row, &t) in obs.tokens.iter().enumerate() {
+                let t = t as usize;
+                assert_eq!(&picks[row * 3..row * 3 + 2], &prefer[t * 2..t * 2 + 2], "embed {embed}, token {t}");
+            }
+            let logits = net.logits(&net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
+            let review = logits.narrow(1, 2, 1).into_data().try_to_vec::<f32>().unwrap();
+            assert!(review.iter().all(|x| x.abs() < 0.5), "the review head has no prior: {review:?}");
+        }
+        let plain = ActorCritic::new(
+            &PolicyConfig::default(),
+            PolicyDims { obs_dim: 5, vocab_size: 3, heads: 2, options: 4 },
+            &dev,
+        );
+        assert!(plain.with_token_prior(&prefer, 2, 6.0).unwrap_err().contains("needs `[policy] prior_table`"));
     }
 }

@@ -88,6 +88,38 @@ fn export_then_load_is_bit_identical_with_identical_decisions() {
     let decide = |n: &ActorCritic| n.act_deterministic(&o, &manifest.norm, &dev);
     assert_eq!(decide(&loaded), decide(&net));
     assert_eq!(decide(&from_safetensors), decide(&net));
+
+    // A policy started from a per-token table: the (trained) table travels in both files.
+    let policy = PolicyConfig { prior_table: Some("table.json".into()), ..PolicyConfig::default() };
+    let prefer: Vec<usize> = (0..cfg.vocab_size * cfg.n_layers).map(|i| i % manifest.dims.options).collect();
+    let tabled = ActorCritic::new(&policy, manifest.dims, &dev).with_token_prior(&prefer, cfg.n_layers, 3.0).unwrap();
+    let manifest = Manifest { policy, ..manifest.clone() };
+    let dir = tempfile::tempdir().unwrap();
+    save_policy(dir.path(), &manifest, &tabled).unwrap();
+    let (loaded_manifest, loaded) = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap();
+    assert_eq!(loaded_manifest, manifest);
+    assert_eq!(bits(&loaded), bits(&tabled));
+    assert_ne!(bits(&loaded), bits(&net), "the table is in the weights");
+    let fresh = ActorCritic::new(&manifest.policy, manifest.dims, &dev);
+    assert_eq!(bits(&load_safetensors(dir.path(), fresh).unwrap()), bits(&tabled));
+    assert_eq!(decide(&loaded), decide(&tabled));
+}
+
+/// A policy exported before networks could hold a per-token table (its record has no such
+/// field) still loads and decides.
+#[test]
+fn a_policy_from_before_the_prior_table_loads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("policies/models/mqar-tiny/config.json")).unwrap();
+    let cfg: ModelConfig = serde_json::from_str(&text).unwrap();
+    let dir = root.join("policies/mqar-tiny-budget-seed1");
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+    let manifest: Manifest = serde_json::from_str(&text).unwrap();
+    assert!(!text.contains("prior_table"));
+    let dev = ahr_tpa::device::from_env();
+    let (_, net) = load_policy(&dir, &cfg, &manifest.model_fingerprint, &dev).unwrap();
+    let picks = net.act_deterministic(&obs(&manifest), &manifest.norm, &dev);
+    assert_eq!(picks.len(), 9 * manifest.dims.heads);
 }
 
 #[test]

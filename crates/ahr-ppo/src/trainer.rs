@@ -169,6 +169,14 @@ impl Trainer {
         self
     }
 
+    /// Start the actor from a per-token rule: `prefer[t · layers + l]` is token `t`'s option on
+    /// layer `l` ([`ahr_policy::PolicyConfig::prior_table`], resolved by
+    /// [`ahr_policy::PriorTable::resolve`]). Call as [`Trainer::with_prior`].
+    pub fn with_token_prior(mut self, prefer: &[usize], layers: usize) -> Result<Self, String> {
+        self.net = self.net.with_token_prior(prefer, layers, self.cfg.policy.prior_logit)?;
+        Ok(self)
+    }
+
     /// This trainer as one rank of a DD-PPO group (module docs): every rank builds its trainer with
     /// the same arguments and its own environments (the same number on every rank), then calls
     /// this; the policy becomes rank 0's and rank r's environments are numbered (seeded) from

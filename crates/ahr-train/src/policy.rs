@@ -176,6 +176,16 @@ pub fn train_policy_distributed(
         })
         .transpose()
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    let token_prior = ppo
+        .policy
+        .prior_table
+        .as_ref()
+        .map(|path| {
+            let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
+            ahr_policy::PriorTable::load(Path::new(path))?.resolve(&names, cfg.n_layers, cfg.vocab_size)
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: [policy] prior_table: {e}", a.config.display()))?;
     let run_dir = a.run_dir();
     let resolved =
         ResolvedPolicyRun { ppo: ppo.clone(), env: spec.clone(), seed: a.seed, model_fingerprint: fp.clone() };
@@ -212,6 +222,9 @@ pub fn train_policy_distributed(
     let mut trainer = Trainer::new(ppo.clone(), envs, a.workers, a.seed, lambda, budget, dev.clone())?;
     if let Some(prefer) = &prior {
         trainer = trainer.with_prior(prefer);
+    }
+    if let Some(prefer) = &token_prior {
+        trainer = trainer.with_token_prior(prefer, cfg.n_layers).map_err(anyhow::Error::msg)?;
     }
     let mut trainer = trainer.with_comm(*comm);
     // Records load lazily from their files: a rank's copy of rank 0's checkpoint lives as long as the run.

@@ -306,6 +306,15 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         }
         s.push('\n');
     }
+    if !a.prior_changes.is_empty() {
+        s.push_str(
+            "\n## Against the per-token table the policy started from\n\n\
+             | layer | decisions changed | to a richer option | to a cheaper option |\n|---|---:|---:|---:|\n",
+        );
+        for c in &a.prior_changes {
+            s.push_str(&format!("| {} | {} | {} | {} |\n", c.layer, pct(c.changed), pct(c.richer), pct(c.cheaper)));
+        }
+    }
     s.push_str("\n## Bytes kept by position\n\n![position](bytes_by_position.png)\n\n");
     s.push_str(&table(&a.by_position, "positions"));
     s.push_str("\n## Bytes kept by the model's predictive entropy (/ ln V)\n\n![entropy](bytes_by_entropy.png)\n\n");
