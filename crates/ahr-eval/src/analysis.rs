@@ -149,6 +149,10 @@ pub struct Analysis {
     pub uniform: Vec<Outcome>,
     /// `[layer][option]` fraction of tokens.
     pub options_by_layer: Vec<Vec<f64>>,
+    /// Per layer, the share of decisions that differ from their token id's most common option in
+    /// that layer: what no per-token table (a vocabulary rule) reproduces — 0 when the token alone
+    /// decides.
+    pub beyond_token: Vec<f64>,
     /// Bytes kept by position bucket.
     pub by_position: Vec<Bucket>,
     /// Bytes kept by quintile of the model's predictive entropy.
@@ -269,6 +273,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             options_by_layer[l][o] += 1.0 / decisions.len() as f64;
         }
     }
+    let beyond_token = beyond_token(&decisions, l_n, cfg.vocab_size, menu.len());
     let by_position = position_buckets(&decisions, seq_len);
     let by_entropy = quantile_buckets(&decisions, |d| d.entropy as f64, "entropy");
     let by_token = if decisions.iter().any(|d| d.role.is_some()) {
@@ -395,6 +400,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         policy,
         uniform,
         options_by_layer,
+        beyond_token,
         by_position,
         by_entropy,
         by_token,
@@ -409,6 +415,20 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         prior_changes,
     };
     Ok(analysis)
+}
+
+/// Per layer, the share of decisions off their token's most common option (ties: the first).
+fn beyond_token(decisions: &[Decision], layers: usize, vocab: usize, options: usize) -> Vec<f64> {
+    (0..layers)
+        .map(|l| {
+            let mut counts = vec![0usize; vocab * options];
+            for d in decisions {
+                counts[d.token as usize * options + d.options[l]] += 1;
+            }
+            let modal: usize = counts.chunks(options).map(|c| c.iter().copied().max().unwrap_or(0)).sum();
+            1.0 - modal as f64 / decisions.len().max(1) as f64
+        })
+        .collect()
 }
 
 /// Per layer, the decisions' departures from the table `prefer` (`[token][layer]` menu indices),
@@ -911,6 +931,11 @@ mod tests {
             at(1, vec![r1, 0]),    // layer 0 cheaper
         ];
         let c = prior_changes(&decisions, &prefer, &cfg, 16);
+        // Token 0's layer 0 goes r1 / full (one of two off its mode), token 1's full / r1 (one of
+        // two); layer 1: token 0 r1 / drop, token 1 r1 / drop — one of four each way.
+        assert_eq!(beyond_token(&decisions, 2, cfg.vocab_size, cfg.menu.len()), vec![0.5, 0.5]);
+        assert_eq!(beyond_token(&decisions[..2], 2, cfg.vocab_size, cfg.menu.len()), vec![0.5, 0.5]);
+        assert_eq!(beyond_token(&decisions[..1], 2, cfg.vocab_size, cfg.menu.len()), vec![0.0, 0.0]);
         assert_eq!((c[0].changed, c[0].richer, c[0].cheaper), (0.5, 0.25, 0.25));
         assert_eq!((c[1].changed, c[1].richer, c[1].cheaper), (0.5, 0.25, 0.25));
         assert_eq!(prior_changes(&decisions[..1], &prefer, &cfg, 16)[1].changed, 0.0);

@@ -306,6 +306,10 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
         }
         s.push('\n');
     }
+    s.push_str(&format!(
+        "\nDecisions off their token's most common option (what no per-token table reproduces): {}.\n",
+        a.beyond_token.iter().enumerate().map(|(l, f)| format!("layer {l} {}", pct(*f))).collect::<Vec<_>>().join(", ")
+    ));
     if !a.prior_changes.is_empty() {
         s.push_str(
             "\n## Against the per-token table the policy started from\n\n\
