@@ -33,3 +33,10 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
   --policy policies/text-demote-python-table-seed3 --policy policies/text-demote-python-table-init \
   --sequences 128 --fractions 0.1 --workers 2 --out judge-256
 for d in judge-1024 judge-256; do scripts/judge-table.py $d/metrics.json.gz > $d/policies.md; done
+# the mended 1024-byte table (after 029d92a: the policies' menu by name, chosen on 64 other training windows;
+# 20 min with one worker) and the table as a policy (one iteration; env evaluation only)
+ahr fit-rule --model policies/models/text-python --env envs/text-python-short.toml --fraction 0.03 --workers 1 \
+  --out configs/prior/text-python-short-3pct-v2.json
+sed 's|text-python-short-3pct.json|text-python-short-3pct-v2.json|' configs/ppo/text-python-table.toml > /tmp/text-python-table-v2.toml
+ahr train-policy --model policies/models/text-python --env envs/text-python-short.toml --config /tmp/text-python-table-v2.toml \
+  --out /tmp/text-python-table-v2-init --run-dir /tmp/run-v2-init --seed 1 --workers 1 --total-timesteps 16384
