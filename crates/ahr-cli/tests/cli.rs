@@ -216,6 +216,11 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     std::fs::write(t("prior.toml"), tiny_ppo.replace("[policy]", "[policy]\nprior = [\"rank:9\"]")).unwrap();
     std::fs::write(t("table.toml"), format!("{tiny_ppo}prior_table = \"nope.json\"\n")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
+    let train = |env: &str, config: &str, out: &str| -> Vec<String> {
+        let argv =
+            ["train-policy", "--model", "policies/models/mqar-tiny", "--env", env, "--config", config, "--out", out];
+        argv.into_iter().map(String::from).collect()
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
@@ -274,108 +279,21 @@ fn bad_input_gives_a_message_and_exit_code_1() {
                 .collect(),
             "`x`",
         ),
+        (train(&t("odd.toml"), &t("partner.toml"), &t("p1")), "[env] streams: must be even"),
         (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                &t("odd.toml"),
-                "--config",
-                &t("partner.toml"),
-                "--out",
-                &t("p1"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            "[env] streams: must be even",
-        ),
-        (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                &t("review.toml"),
-                "--config",
-                "configs/ppo/tiny.toml",
-                "--out",
-                &t("p1"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            train(&t("review.toml"), "configs/ppo/tiny.toml", &t("p1")),
             "a review age in queries (e.g. 16), \"spike\" or \"spike-tokens\"",
         ),
+        (train("envs/mqar-tiny.toml", &t("loose.toml"), &t("p2")), "[reward] budget_start: needs a budget"),
         (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                "envs/mqar-tiny.toml",
-                "--config",
-                &t("loose.toml"),
-                "--out",
-                &t("p2"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            "[reward] budget_start: needs a budget",
-        ),
-        (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                &t("exclude.toml"),
-                "--config",
-                "configs/ppo/tiny.toml",
-                "--out",
-                &t("p3"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            train(&t("exclude.toml"), "configs/ppo/tiny.toml", &t("p3")),
             "[env] exclude: invalid input: full: is the exact option",
         ),
         (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                "envs/mqar-tiny.toml",
-                "--config",
-                &t("prior.toml"),
-                "--out",
-                &t("p4"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            train("envs/mqar-tiny.toml", &t("prior.toml"), &t("p4")),
             "[policy] prior: \"rank:9\" is not an option of this menu",
         ),
-        (
-            vec![
-                "train-policy",
-                "--model",
-                "policies/models/mqar-tiny",
-                "--env",
-                "envs/mqar-tiny.toml",
-                "--config",
-                &t("table.toml"),
-                "--out",
-                &t("p5"),
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
-            "[policy] prior_table: nope.json",
-        ),
+        (train("envs/mqar-tiny.toml", &t("table.toml"), &t("p5")), "[policy] prior_table: nope.json"),
         (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
                 .into_iter()

@@ -440,8 +440,7 @@ fn prior_changes(
     seq_len: usize,
 ) -> Vec<PriorChange> {
     let l_n = cfg.n_layers;
-    let bytes: Vec<f64> =
-        cfg.menu.iter().map(|&o| cost::sequence_cost(cfg, seq_len, |_, _| (o, None)).kv_bytes_per_token).collect();
+    let bytes = cost::uniform_bytes_per_token(cfg, seq_len);
     let n = decisions.len().max(1) as f64;
     (0..l_n)
         .map(|l| {

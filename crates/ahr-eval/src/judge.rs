@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, PerLayer, Scores};
 use crate::harness::{Harness, Point, PointKind, mark_front};
-use crate::token_class::{self, TokenClasses};
+use crate::token_class;
 
 /// Options of one evaluation.
 #[derive(Clone, Debug)]
@@ -636,10 +636,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     for family in order {
         let started = Instant::now();
         if family == Family::TokenClass {
-            let train =
-                Harness::training(&model, &task, &spec, token_class::FIT_SEQUENCES, token_class::FIT_SEED, dev)?;
-            let bytes = metric == Metric::BitsPerByte;
-            let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, bytes);
+            let (train, classes) = token_class::fitting_set(&model, &task, &spec, dev)?;
             let fitted =
                 token_class::fit(&train, &classes, &targets, None, a.workers, |r| report(Progress::Fitting(r)))?;
             report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });

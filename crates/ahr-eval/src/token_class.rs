@@ -35,6 +35,20 @@ pub const FIT_SEED: u64 = 0x746f_6b65_6e73;
 pub const SELECT_SEQUENCES: usize = 64;
 /// … of this stream.
 pub const SELECT_SEED: u64 = 0x7365_6c65_6374;
+/// The training sequences the family is fitted on ([`FIT_SEQUENCES`] of the [`FIT_SEED`] stream)
+/// and the token classes counted on them (bytes named by their character for byte-level tasks).
+pub fn fitting_set<'a>(
+    model: &'a ahr_tpa::Model,
+    task: &'a ahr_tasks::Task,
+    spec: &'a ahr_env::EnvSpec,
+    dev: &'a burn::tensor::Device,
+) -> Result<(Harness<'a>, TokenClasses)> {
+    let train = Harness::training(model, task, spec, FIT_SEQUENCES, FIT_SEED, dev)?;
+    let bytes = train.metric() == ahr_tasks::Metric::BitsPerByte;
+    let classes = TokenClasses::of_batches(train.batches(), model.config().vocab_size, bytes);
+    Ok((train, classes))
+}
+
 /// Token ids that may form a class of their own …
 pub const MAX_SINGLE_CLASSES: usize = 24;
 /// … if at least this share of the training tokens is theirs.
@@ -192,9 +206,7 @@ impl TokenClassRule {
             .collect::<Vec<_>>()
             .join(" | ")
     }
-}
 
-impl TokenClassRule {
     /// The rule as a per-token table for a policy to start from ([`ahr_policy::PriorTable`]):
     /// every token id of the vocabulary at its class's option, per layer (indices into the
     /// rules' menu `cfg.menu`).
@@ -233,9 +245,7 @@ pub fn fit_prior(
 ) -> Result<FittedPrior> {
     anyhow::ensure!(fraction > 0.0 && fraction <= 1.0, "the memory fraction must be in (0, 1], not {fraction}");
     let cfg = model.config();
-    let train = Harness::training(model, task, spec, FIT_SEQUENCES, FIT_SEED, dev)?;
-    let bytes = train.metric() == ahr_tasks::Metric::BitsPerByte;
-    let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, bytes);
+    let (train, classes) = fitting_set(model, task, spec, dev)?;
     let target = fraction * cost::exact_bytes_per_token(cfg) as f64;
     let fitted = fit(&train, &classes, &[target], Some(&cfg.menu), workers, progress)?;
     let rcfg = train.rules.config();
@@ -248,14 +258,12 @@ pub fn fit_prior(
             &|b| Ok(rule.choices(&classes, cfg.n_layers, b)),
         )
     })?;
-    let within = |p: &crate::harness::Point| p.kv_bytes_per_token <= target * (1.0 + 1e-9);
+    let within = |i: &usize| points[*i].kv_bytes_per_token <= target * (1.0 + 1e-9);
     let best = (0..points.len())
-        .min_by(|&a, &b| {
-            let key = |i: usize| {
-                (!within(&points[i]), if within(&points[i]) { points[i].loss } else { points[i].kv_bytes_per_token })
-            };
-            let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        .filter(within)
+        .min_by(|&a, &b| points[a].loss.total_cmp(&points[b].loss))
+        .or_else(|| {
+            (0..points.len()).min_by(|&a, &b| points[a].kv_bytes_per_token.total_cmp(&points[b].kv_bytes_per_token))
         })
         .ok_or_else(|| anyhow::anyhow!("the fit found no setting"))?;
     let train_point = points[best].clone();
@@ -287,6 +295,16 @@ pub struct FitRound {
     pub moves: usize,
 }
 
+impl std::fmt::Display for FitRound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "token-class: fitting at {:.1} bytes/token, round {}: {} single changes from loss {:.4} at {:.1} bytes/token",
+            self.target, self.round, self.moves, self.loss, self.bytes
+        )
+    }
+}
+
 /// Fit the family on `train` (training sequences) for each memory target (time-averaged bytes
 /// per token); the settings found, without repeats, for the judge to run on its held-out
 /// sequences. Only the options in `only` take part, when given (a policy's own menu for a prior;
@@ -301,8 +319,7 @@ pub fn fit(
 ) -> Result<Vec<TokenClassRule>> {
     let cfg = train.rules.config();
     let (o_n, l_n, c_n, t_n) = (cfg.menu.len(), cfg.n_layers, classes.len(), train.seq_len());
-    let uniform: Vec<f64> =
-        cfg.menu.iter().map(|&o| cost::sequence_cost(cfg, t_n, |_, _| (o, None)).kv_bytes_per_token).collect();
+    let uniform = cost::uniform_bytes_per_token(cfg, t_n);
     let exact = cfg.exact_index();
     let measured: Mutex<HashMap<Vec<usize>, (f64, f64)>> = Mutex::default();
     // (mean loss, bytes per token) of a setting on the training sequences.

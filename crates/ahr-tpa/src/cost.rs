@@ -139,6 +139,12 @@ pub fn sequence_bytes(
     total / full_cache_steps_per_token(seq_len) / seq_len.max(1) as f64
 }
 
+/// Time-averaged KV bytes per token (all layers) of each menu option chosen for every token of a
+/// `seq_len`-token sequence, in menu order ([`sequence_cost`] of the uniform choice).
+pub fn uniform_bytes_per_token(cfg: &ModelConfig, seq_len: usize) -> Vec<f64> {
+    cfg.menu.iter().map(|&o| sequence_cost(cfg, seq_len, |_, _| (o, None)).kv_bytes_per_token).collect()
+}
+
 /// The cost of one sequence of `seq_len` tokens in which token t of layer l is stored as
 /// `entry(t, l).0` and evicted from query `entry(t, l).1` on (`None` = never), in O(T·L): a
 /// token's bytes and FLOPs are constant over at most two spans of queries (its first form, then

@@ -40,20 +40,12 @@ pub fn eval(
 /// `ahr fit-rule`: the `token-class` rule fitted at `fraction` of the exact bytes, written to
 /// `out` as a per-token prior table; prints the setting and its training point.
 pub fn fit_rule(model: &Path, env: &Path, fraction: f64, workers: usize, out: &Path, common: &Common) -> Result<()> {
-    if !(fraction > 0.0 && fraction <= 1.0) {
-        anyhow::bail!("--fraction: {fraction} is not a fraction of the exact memory in (0, 1]");
-    }
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
     let dev = device(&common.device)?;
     let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(model, env, &dev)?;
-    let fitted = ahr_eval::token_class::fit_prior(&model, &task, &spec, fraction, workers, &dev, |r| {
-        eprintln!(
-            "token-class: fitting at {:.1} bytes/token, round {}: {} single changes from loss {:.4} at {:.1} bytes/token",
-            r.target, r.round, r.moves, r.loss, r.bytes
-        )
-    })?;
+    let fitted = ahr_eval::token_class::fit_prior(&model, &task, &spec, fraction, workers, &dev, |r| eprintln!("{r}"))?;
     let exact = ahr_tpa::cost::exact_bytes_per_token(model.config()) as f64;
     let p = &fitted.train;
     println!("{}", p.setting);
