@@ -172,7 +172,8 @@ pub enum Command {
         /// Policy directory for the first model (repeatable).
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
-        /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu option).
+        /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu
+        /// option). Every family but `token-table` by default (its fit takes hours at 1024 tokens).
         #[arg(
             long,
             value_delimiter = ',',
@@ -207,6 +208,10 @@ pub enum Command {
         /// Env spec (task and menu; the rule uses the policies' menu only).
         #[arg(long)]
         env: PathBuf,
+        /// The vocabulary rule: `token-class` (frequent tokens one by one, the rest in ranges) or
+        /// `token-table` (every token seen often enough a class of its own).
+        #[arg(long, default_value = "token-class")]
+        family: String,
         /// Memory target as a fraction of the exact choice's bytes.
         #[arg(long)]
         fraction: f64,

@@ -61,8 +61,8 @@ fn main() {
             commands::eval::eval(models, env, policies, &baselines, sequences, fractions, workers, &out, &common)
                 .map(|_| ())
         }
-        Command::FitRule { model, env, fraction, workers, out, common } => {
-            commands::eval::fit_rule(&model, &env, fraction, workers, &out, &common)
+        Command::FitRule { model, env, family, fraction, workers, out, common } => {
+            commands::eval::fit_rule(&model, &env, &family, fraction, workers, &out, &common)
         }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {

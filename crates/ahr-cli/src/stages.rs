@@ -125,7 +125,7 @@ pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> 
             eprintln!("{family}: {settings} settings to run (search {seconds:.0} s)")
         }
         ahr_eval::Progress::Warning(w) => eprintln!("warning: {w}"),
-        ahr_eval::Progress::Fitting(r) => eprintln!("{r}"),
+        ahr_eval::Progress::Fitting { family, round } => eprintln!("{family}: {round}"),
         ahr_eval::Progress::Point(p) => {
             eprintln!(
                 "{:<26} {:<34} metric {:.4}  bytes/token {:.1}",

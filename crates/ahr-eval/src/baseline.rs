@@ -73,13 +73,16 @@ pub enum Family {
     /// range of the others) at its own menu option, fitted on training sequences
     /// ([`crate::token_class`]) — what a policy that reads the token must do better than.
     TokenClass,
+    /// The same fit with nearly every token id a class of its own ([`crate::token_class::TABLE`]):
+    /// a per-byte table for text — finer than `token-class`, fitted on fewer occurrences each.
+    TokenTable,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 18] = [
+    pub const ALL: [Family; 19] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -97,6 +100,7 @@ impl Family {
         Family::Spike,
         Family::SupersededSpike,
         Family::TokenClass,
+        Family::TokenTable,
         Family::Random,
     ];
 
@@ -120,7 +124,17 @@ impl Family {
             Family::Spike => "spike",
             Family::SupersededSpike => "superseded-spike",
             Family::TokenClass => "token-class",
+            Family::TokenTable => "token-table",
             Family::Random => "random",
+        }
+    }
+
+    /// The grain of a fitted vocabulary family (`None` for the others).
+    pub fn grain(self) -> Option<crate::token_class::Grain> {
+        match self {
+            Family::TokenClass => Some(crate::token_class::CLASSES),
+            Family::TokenTable => Some(crate::token_class::TABLE),
+            _ => None,
         }
     }
 

@@ -307,7 +307,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
         match family {
             // Uniform runs every option; token-class settings are fitted on training sequences
             // (`eval`, `token_class::fit`), not searched on the held-out ones.
-            Family::Uniform | Family::TokenClass => {}
+            Family::Uniform | Family::TokenClass | Family::TokenTable => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
                 let mut sinks = streaming_sinks(t_n);
@@ -554,8 +554,13 @@ pub enum Progress<'a> {
         /// Wall time of the search.
         seconds: f64,
     },
-    /// A round of a fitted family's fit (`token-class`) starts.
-    Fitting(&'a token_class::FitRound),
+    /// A round of a fitted family's fit (`token-class`, `token-table`) starts.
+    Fitting {
+        /// The family.
+        family: Family,
+        /// The round.
+        round: &'a token_class::FitRound,
+    },
     /// A point (policy, rule setting or extra model) is finished.
     Point(&'a Point),
     /// Something the reader of the results must know (also kept in the notes).
@@ -635,10 +640,11 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     order.sort_by_key(|f| f.search_decodes());
     for family in order {
         let started = Instant::now();
-        if family == Family::TokenClass {
-            let (train, classes) = token_class::fitting_set(&model, &task, &spec, dev)?;
-            let fitted =
-                token_class::fit(&train, &classes, &targets, None, a.workers, |r| report(Progress::Fitting(r)))?;
+        if let Some(grain) = family.grain() {
+            let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
+            let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
+                report(Progress::Fitting { family, round })
+            })?;
             report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
             let l_n = cfg.n_layers;
             let rcfg = h.rules.config();
@@ -850,14 +856,21 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  per-(layer, class) option minimising Δloss + price·Δbytes at the price that fits, filled \
                  greedily, re-measured and chosen again ({} rounds); the choices at {:?} of each target run \
                  on the held-out sequences",
-                100.0 * token_class::MIN_SINGLE_SHARE,
-                token_class::MAX_SINGLE_CLASSES,
+                100.0 * token_class::CLASSES.min_single_share,
+                token_class::CLASSES.max_single,
                 token_class::RANGE_CLASSES,
                 token_class::OPTION_REACH,
                 token_class::FIT_SEQUENCES,
                 token_class::START_LOW,
                 token_class::ROUNDS,
                 token_class::TARGET_SHARES
+            ),
+            Family::TokenTable => format!(
+                "token-table: token-class's fit with every token id of ≥ {:.1} % of the training tokens a class \
+                 of its own (the rest in {} ranges), on {} training sequences — a per-byte table for text",
+                100.0 * token_class::TABLE.min_single_share,
+                token_class::RANGE_CLASSES,
+                token_class::TABLE.fit_sequences
             ),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"

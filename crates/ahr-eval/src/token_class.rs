@@ -26,7 +26,7 @@ use crate::baseline::Family;
 use crate::harness::{Harness, PointKind};
 use crate::judge::par_map;
 
-/// Training sequences the classes are counted and the options fitted on.
+/// Training sequences `token-class`'s classes are counted and its options fitted on.
 pub const FIT_SEQUENCES: usize = 16;
 /// Seed of the training sequences' stream.
 pub const FIT_SEED: u64 = 0x746f_6b65_6e73;
@@ -35,24 +35,41 @@ pub const FIT_SEED: u64 = 0x746f_6b65_6e73;
 pub const SELECT_SEQUENCES: usize = 64;
 /// … of this stream.
 pub const SELECT_SEED: u64 = 0x7365_6c65_6374;
-/// The training sequences the family is fitted on ([`FIT_SEQUENCES`] of the [`FIT_SEED`] stream)
-/// and the token classes counted on them (bytes named by their character for byte-level tasks).
+/// The training sequences a family of `grain` is fitted on (`grain.fit_sequences` of the
+/// [`FIT_SEED`] stream) and its token classes counted on them (bytes named by their character for
+/// byte-level tasks).
 pub fn fitting_set<'a>(
     model: &'a ahr_tpa::Model,
     task: &'a ahr_tasks::Task,
     spec: &'a ahr_env::EnvSpec,
+    grain: Grain,
     dev: &'a burn::tensor::Device,
 ) -> Result<(Harness<'a>, TokenClasses)> {
-    let train = Harness::training(model, task, spec, FIT_SEQUENCES, FIT_SEED, dev)?;
+    let train = Harness::training(model, task, spec, grain.fit_sequences, FIT_SEED, dev)?;
     let bytes = train.metric() == ahr_tasks::Metric::BitsPerByte;
-    let classes = TokenClasses::of_batches(train.batches(), model.config().vocab_size, bytes);
+    let classes = TokenClasses::of_batches(train.batches(), model.config().vocab_size, bytes, grain);
     Ok((train, classes))
 }
 
-/// Token ids that may form a class of their own …
-pub const MAX_SINGLE_CLASSES: usize = 24;
-/// … if at least this share of the training tokens is theirs.
-pub const MIN_SINGLE_SHARE: f64 = 0.01;
+/// How finely a vocabulary rule tells tokens apart: which ids form a class of their own
+/// ([`TokenClasses::from_counts`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Grain {
+    /// At most this many ids (the most frequent) have a class of their own …
+    pub max_single: usize,
+    /// … each with at least this share of the training tokens.
+    pub min_single_share: f64,
+    /// Training sequences the classes are counted and the rule fitted on.
+    pub fit_sequences: usize,
+}
+
+/// `token-class`: the frequent ids (spaces, newlines, common letters) one by one.
+pub const CLASSES: Grain = Grain { max_single: 24, min_single_share: 0.01, fit_sequences: FIT_SEQUENCES };
+/// `token-table`: every id seen often enough to be fitted on its own (0.2 % of the training
+/// tokens: 33 occurrences in 64 sequences of 256 bytes), fitted on 4× `token-class`'s sequences
+/// (on 16 it overfits: 2026-12-04, `docs/FINDINGS.md`) — a per-byte table for text, and a slow
+/// fit (classes × sequences).
+pub const TABLE: Grain = Grain { max_single: usize::MAX, min_single_share: 0.002, fit_sequences: 4 * FIT_SEQUENCES };
 /// Classes of the other ids: contiguous id ranges holding equal shares of their training tokens.
 pub const RANGE_CLASSES: usize = 8;
 /// Rounds of measuring around the current choice and choosing again.
@@ -75,19 +92,19 @@ pub struct TokenClasses {
 
 impl TokenClasses {
     /// Classes from training counts per token id (`counts.len()` = the vocabulary; `bytes`: name
-    /// tokens by their character, else `#id`): the ids with
-    /// at least [`MIN_SINGLE_SHARE`] of the tokens, most frequent first and at most
-    /// [`MAX_SINGLE_CLASSES`], one class each; every other id, in id order, in one of
+    /// tokens by their character, else `#id`): the ids with at least `grain.min_single_share` of
+    /// the tokens, most frequent first and at most `grain.max_single`, one class each; every
+    /// other id, in id order, in one of
     /// [`RANGE_CLASSES`] contiguous ranges cut where their cumulative count passes k / ranges of
     /// their total (ids never seen join the range they lie in).
-    pub fn from_counts(counts: &[u64], bytes: bool) -> Self {
+    pub fn from_counts(counts: &[u64], bytes: bool, grain: Grain) -> Self {
         let total: u64 = counts.iter().sum();
         let mut by_count: Vec<usize> = (0..counts.len()).collect();
         by_count.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
         let singles: Vec<usize> = by_count
             .into_iter()
-            .take(MAX_SINGLE_CLASSES)
-            .filter(|&id| total > 0 && counts[id] as f64 >= MIN_SINGLE_SHARE * total as f64)
+            .take(grain.max_single)
+            .filter(|&id| total > 0 && counts[id] as f64 >= grain.min_single_share * total as f64)
             .collect();
         let mut names: Vec<String> = singles.iter().map(|&id| token_name(id, bytes)).collect();
         let mut class_of = vec![u16::MAX; counts.len()];
@@ -113,9 +130,9 @@ impl TokenClasses {
         Self { class_of, names }
     }
 
-    /// Classes from the tokens of `batches` (vocabulary `vocab`; `bytes`: tokens are bytes, named
-    /// by their character).
-    pub fn of_batches<'b>(batches: impl Iterator<Item = &'b Batch>, vocab: usize, bytes: bool) -> Self {
+    /// Classes of `grain` from the tokens of `batches` (vocabulary `vocab`; `bytes`: tokens are
+    /// bytes, named by their character).
+    pub fn of_batches<'b>(batches: impl Iterator<Item = &'b Batch>, vocab: usize, bytes: bool, grain: Grain) -> Self {
         let mut counts = vec![0u64; vocab];
         for b in batches {
             for &x in &b.inputs {
@@ -124,7 +141,7 @@ impl TokenClasses {
                 }
             }
         }
-        Self::from_counts(&counts, bytes)
+        Self::from_counts(&counts, bytes, grain)
     }
 
     /// Number of classes.
@@ -230,33 +247,32 @@ pub struct FittedPrior {
     pub candidates: usize,
 }
 
-/// Fit the family at `fraction` of the exact bytes on the task's training sequences (as the judge
-/// does) and keep, of the settings found, the one with the lowest loss within the target on
+/// Fit a vocabulary family (`token-class` or `token-table`: [`Family::grain`]) at `fraction` of
+/// the exact bytes on the task's training sequences (as the judge does) and keep, of the settings found, the one with the lowest loss within the target on
 /// [`SELECT_SEQUENCES`] other training sequences (the smallest one if none fits): the judge
 /// picks the family's best setting on its held-out sequences; a prior must not see them.
 pub fn fit_prior(
     model: &ahr_tpa::Model,
     task: &ahr_tasks::Task,
     spec: &ahr_env::EnvSpec,
+    family: Family,
     fraction: f64,
     workers: usize,
     dev: &burn::tensor::Device,
     progress: impl FnMut(&FitRound),
 ) -> Result<FittedPrior> {
+    let grain = family.grain().ok_or_else(|| anyhow::anyhow!("`{}` is not a fitted vocabulary rule", family.name()))?;
     anyhow::ensure!(fraction > 0.0 && fraction <= 1.0, "the memory fraction must be in (0, 1], not {fraction}");
     let cfg = model.config();
-    let (train, classes) = fitting_set(model, task, spec, dev)?;
+    let (train, classes) = fitting_set(model, task, spec, grain, dev)?;
     let target = fraction * cost::exact_bytes_per_token(cfg) as f64;
     let fitted = fit(&train, &classes, &[target], Some(&cfg.menu), workers, progress)?;
     let rcfg = train.rules.config();
     let select = Harness::training(model, task, spec, SELECT_SEQUENCES, SELECT_SEED, dev)?;
     let points = par_map(&fitted, workers, |rule| {
-        select.batch_rule_point(
-            Family::TokenClass.name(),
-            PointKind::Rule(Family::TokenClass),
-            &rule.setting(rcfg, &classes),
-            &|b| Ok(rule.choices(&classes, cfg.n_layers, b)),
-        )
+        select.batch_rule_point(family.name(), PointKind::Rule(family), &rule.setting(rcfg, &classes), &|b| {
+            Ok(rule.choices(&classes, cfg.n_layers, b))
+        })
     })?;
     let within = |i: &usize| points[*i].kv_bytes_per_token <= target * (1.0 + 1e-9);
     let best = (0..points.len())
@@ -268,10 +284,11 @@ pub fn fit_prior(
         .ok_or_else(|| anyhow::anyhow!("the fit found no setting"))?;
     let train_point = points[best].clone();
     let source = format!(
-        "token-class at {:.1} % of the exact bytes (fitted on {} training sequences, the best of {} settings on {} \
+        "{} at {:.1} % of the exact bytes (fitted on {} training sequences, the best of {} settings on {} \
          others): {}",
+        family.name(),
         100.0 * fraction,
-        FIT_SEQUENCES,
+        grain.fit_sequences,
         fitted.len(),
         SELECT_SEQUENCES,
         train_point.setting
@@ -293,14 +310,16 @@ pub struct FitRound {
     pub bytes: f64,
     /// Single changes about to be measured.
     pub moves: usize,
+    /// Token classes the rule tells apart.
+    pub classes: usize,
 }
 
 impl std::fmt::Display for FitRound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "token-class: fitting at {:.1} bytes/token, round {}: {} single changes from loss {:.4} at {:.1} bytes/token",
-            self.target, self.round, self.moves, self.loss, self.bytes
+            "fitting {} classes at {:.1} bytes/token, round {}: {} single changes from loss {:.4} at {:.1} bytes/token",
+            self.classes, self.target, self.round, self.moves, self.loss, self.bytes
         )
     }
 }
@@ -368,7 +387,7 @@ pub fn fit(
                         s
                     })
                     .collect();
-                progress(&FitRound { target, round, loss: loss0, bytes: bytes0, moves: moves.len() });
+                progress(&FitRound { target, round, loss: loss0, bytes: bytes0, moves: moves.len(), classes: c_n });
                 let results = par_map(&moved, workers, measure)?;
                 // Per (layer, class): (option, Δloss, Δbytes), staying put included.
                 let mut deltas: Vec<Vec<(usize, f64, f64)>> = state.iter().map(|&o| vec![(o, 0.0, 0.0)]).collect();
@@ -470,7 +489,7 @@ mod tests {
         let inputs = |h: &Harness| h.batches().flat_map(|b| b.inputs.clone()).collect::<Vec<u32>>();
         assert_eq!(inputs(&train).len(), 4 * train.seq_len());
         assert_ne!(inputs(&train), inputs(&held_out), "fitted on the held-out sequences");
-        let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, false);
+        let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, false, CLASSES);
         let exact = cost::exact_bytes_per_token(&cfg) as f64;
         let targets = [0.2 * exact, 0.5 * exact];
         let mut rounds = 0;
@@ -514,7 +533,7 @@ mod tests {
             rules.rules.config().menu[..cfg.menu.len()] != cfg.menu[..],
             "the policies' options are not the first of the rules' menu"
         );
-        let fitted = fit_prior(&model, &task, &spec, 0.3, 2, &dev, |_| {}).unwrap();
+        let fitted = fit_prior(&model, &task, &spec, Family::TokenClass, 0.3, 2, &dev, |_| {}).unwrap();
         let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
         let prefer = fitted.table.resolve(&names, cfg.n_layers, cfg.vocab_size).unwrap();
         assert!(fitted.table.source.starts_with("token-class at 30.0 %"), "{}", fitted.table.source);
@@ -535,6 +554,23 @@ mod tests {
         assert!(p.kv_bytes_per_token <= 0.3 * cost::exact_bytes_per_token(&cfg) as f64 * (1.0 + 1e-9));
     }
 
+    /// `token-table` counts its classes on 4× the windows of `token-class`, and tells at least as
+    /// many ids apart (every id of ≥ 0.2 % of the tokens rather than the 24 most frequent of ≥ 1 %).
+    #[test]
+    fn the_table_grain_fits_more_classes_on_more_windows() {
+        let dev = ahr_tpa::device::from_env();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let ahr_train::EnvRun { spec, model, task } =
+            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev)
+                .unwrap();
+        let (coarse, c) = fitting_set(&model, &task, &spec, CLASSES, &dev).unwrap();
+        let (fine, t) = fitting_set(&model, &task, &spec, TABLE, &dev).unwrap();
+        let tokens = |h: &Harness| h.batches().map(|b| b.inputs.len()).sum::<usize>();
+        assert_eq!(tokens(&coarse), FIT_SEQUENCES * coarse.seq_len());
+        assert_eq!(tokens(&fine), 4 * tokens(&coarse));
+        assert!(t.len() > c.len(), "{} table classes, {} classes", t.len(), c.len());
+    }
+
     #[test]
     fn frequent_ids_get_classes_and_the_rest_equal_ranges() {
         // 40 ids: id 5 holds half the tokens, id 7 a quarter; the other 38 one each except id 39.
@@ -542,7 +578,7 @@ mod tests {
         counts[39] = 0;
         counts[5] = 80;
         counts[7] = 40;
-        let c = TokenClasses::from_counts(&counts, true);
+        let c = TokenClasses::from_counts(&counts, true, CLASSES);
         assert_eq!(c.class(5), 0);
         assert_eq!(c.class(7), 1);
         assert_eq!(c.name(0), "\\x05");
@@ -555,8 +591,16 @@ mod tests {
         // Ranges are contiguous and in id order.
         let rare: Vec<usize> = (0..40).filter(|&i| i != 5 && i != 7).map(|i| c.class(i)).collect();
         assert!(rare.windows(2).all(|w| w[0] <= w[1]), "{rare:?}");
-        assert_eq!(TokenClasses::from_counts(&[0, 0, 0], false).len(), 1, "nothing seen: one range");
+        assert_eq!(TokenClasses::from_counts(&[0, 0, 0], false, CLASSES).len(), 1, "nothing seen: one range");
         assert_eq!(c.class(1000), c.len() - 1);
+        // The table's grain: every id with ≥ 0.2 % of the 157 tokens (one occurrence is 0.64 %)
+        // is its own class, most frequent first, then ids in order; only the unseen id 39 is left
+        // for the ranges (one range: its cumulative count never passes a share of zero).
+        let t = TokenClasses::from_counts(&counts, true, TABLE);
+        assert_eq!(t.len(), 39 + 1);
+        assert_eq!((t.class(5), t.class(7), t.class(0), t.class(4), t.class(6)), (0, 1, 2, 6, 7));
+        assert_eq!(t.class(39), 39);
+        assert_eq!(t.name(39), "'–'", "a range of one id");
     }
 
     #[test]

@@ -110,7 +110,8 @@ fn export_then_load_is_bit_identical_with_identical_decisions() {
 #[test]
 fn a_policy_from_before_the_prior_table_loads() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join("policies/models/mqar-tiny/config.json")).unwrap();
+    let text = std::fs::read_to_string(root.join("policies/models/mqar-tiny/config.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
     let cfg: ModelConfig = serde_json::from_str(&text).unwrap();
     let dir = root.join("policies/mqar-tiny-budget-seed1");
     let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();

@@ -37,15 +37,27 @@ pub fn eval(
     crate::stages::judge(&args, out, &dev)
 }
 
-/// `ahr fit-rule`: the `token-class` rule fitted at `fraction` of the exact bytes, written to
-/// `out` as a per-token prior table; prints the setting and its training point.
-pub fn fit_rule(model: &Path, env: &Path, fraction: f64, workers: usize, out: &Path, common: &Common) -> Result<()> {
+/// `ahr fit-rule`: a fitted vocabulary rule (`family`: `token-class` or `token-table`) at
+/// `fraction` of the exact bytes, written to `out` as a per-token prior table; prints the setting
+/// and its training point.
+pub fn fit_rule(
+    model: &Path,
+    env: &Path,
+    family: &str,
+    fraction: f64,
+    workers: usize,
+    out: &Path,
+    common: &Common,
+) -> Result<()> {
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
+    let family: ahr_eval::Family = family.parse().map_err(anyhow::Error::msg)?;
     let dev = device(&common.device)?;
     let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(model, env, &dev)?;
-    let fitted = ahr_eval::token_class::fit_prior(&model, &task, &spec, fraction, workers, &dev, |r| eprintln!("{r}"))?;
+    let fitted = ahr_eval::token_class::fit_prior(&model, &task, &spec, family, fraction, workers, &dev, |r| {
+        eprintln!("{family}: {r}")
+    })?;
     let exact = ahr_tpa::cost::exact_bytes_per_token(model.config()) as f64;
     let p = &fitted.train;
     println!("{}", p.setting);
