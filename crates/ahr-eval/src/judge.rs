@@ -305,8 +305,8 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             continue; // scored by its own cache, a rule evicts from plain slots (`own_cache`)
         }
         match family {
-            // Uniform runs every option; token-class settings are fitted on training sequences
-            // (`eval`, `token_class::fit`), not searched on the held-out ones.
+            // Uniform runs every option; the vocabulary families' settings are fitted on training
+            // sequences (`eval`, `token_class::fit`), not searched on the held-out ones.
             Family::Uniform | Family::TokenClass | Family::TokenTable => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };

@@ -4,6 +4,8 @@
 //! (a window, a demotion schedule, a rank, drop or exact), the same for all its occurrences; the
 //! classes are the task's frequent token ids one by one and the rest cut into ranges of ids, and
 //! the options are fitted on *training* sequences (never the held-out ones the judge scores on).
+//! The `token-table` family is the same fit at a finer [`Grain`] ([`TABLE`]: nearly every token
+//! id a class of its own, fitted on more sequences).
 //!
 //! The fit, per memory target m: start from one option for everything (the richest whose memory
 //! fits m, and — a second fit — the richest within m / 2); measure on the training sequences
