@@ -31,3 +31,13 @@ for S in 1 2 3; do
   ahr analyze --model policies/models/text-python --policy policies/text-python-table-v2-seed$S \
     --env envs/text-python-short.toml --sequences 32 --lengths none --no-ablation --out analyze-1024/text-python-table-v2-seed$S
 done
+# the same from the table at prior_logit 3 (configs/ppo/text-python-table-v2-logit3.toml), beside .ci/run
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short.toml \
+    --config configs/ppo/text-python-table-v2-logit3.toml --out policies/text-python-table-v2-logit3-seed$S \
+    --run-dir runs/v2l3/seed$S --seed $S --workers 1 &
+done; wait
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-table-v2-logit3-seed1 --policy policies/text-python-table-v2-logit3-seed2 \
+  --policy policies/text-python-table-v2-logit3-seed3 --baselines token-class,tova --sequences 128 --fractions 0.03 \
+  --workers 2 --out judge-1024-logit3
