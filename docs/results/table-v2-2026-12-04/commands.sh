@@ -37,7 +37,8 @@ for S in 1 2 3; do
     --config configs/ppo/text-python-table-v2-logit3.toml --out policies/text-python-table-v2-logit3-seed$S \
     --run-dir runs/v2l3/seed$S --seed $S --workers 1 &
 done; wait
-# (the judge below was started and stopped unfinished: it did not fit in the session)
+# (the three-policy judge below was started and stopped unfinished; seed 1 alone, token-class only:
+#  ahr eval … --policy policies/text-python-table-v2-logit3-seed1 --baselines token-class … --out judge-1024-logit3-seed1)
 ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
   --policy policies/text-python-table-v2-logit3-seed1 --policy policies/text-python-table-v2-logit3-seed2 \
   --policy policies/text-python-table-v2-logit3-seed3 --baselines token-class,tova --sequences 128 --fractions 0.03 \
