@@ -173,7 +173,8 @@ pub enum Command {
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
         /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu
-        /// option). Every family but `token-table` by default (its fit takes hours at 1024 tokens).
+        /// option). Every family but the opt-in `token-table` by default (`Family::opt_in`: its fit
+        /// takes hours at 1024 tokens).
         #[arg(
             long,
             value_delimiter = ',',

@@ -73,8 +73,9 @@ pub enum Family {
     /// range of the others) at its own menu option, fitted on training sequences
     /// ([`crate::token_class`]) — what a policy that reads the token must do better than.
     TokenClass,
-    /// The same fit with nearly every token id a class of its own ([`crate::token_class::TABLE`]):
-    /// a per-byte table for text — finer than `token-class`, fitted on fewer occurrences each.
+    /// The same fit with nearly every token id a class of its own, on 4× the training sequences
+    /// ([`crate::token_class::TABLE`]): a per-byte table for text — finer than `token-class`, and
+    /// opt-in ([`Family::opt_in`]).
     TokenTable,
     /// Keep each token with a probability that matches a memory target.
     Random,
@@ -127,6 +128,13 @@ impl Family {
             Family::TokenTable => "token-table",
             Family::Random => "random",
         }
+    }
+
+    /// Whether the family runs only when named (`ahr eval --baselines`): left out of `eval`'s
+    /// default list and the quickstart's judge because its fit takes an hour or more per memory
+    /// target at 1024 tokens.
+    pub fn opt_in(self) -> bool {
+        self == Family::TokenTable
     }
 
     /// The grain of a fitted vocabulary family (`None` for the others).

@@ -250,8 +250,9 @@ pub struct FittedPrior {
 }
 
 /// Fit a vocabulary family (`token-class` or `token-table`: [`Family::grain`]) at `fraction` of
-/// the exact bytes on the task's training sequences (as the judge does) and keep, of the settings found, the one with the lowest loss within the target on
-/// [`SELECT_SEQUENCES`] other training sequences (the smallest one if none fits): the judge
+/// the exact bytes on the task's training sequences (as the judge does) and keep, of the settings
+/// found, the one with the lowest loss within the target on [`SELECT_SEQUENCES`] other training
+/// sequences (the smallest one if none fits): the judge
 /// picks the family's best setting on its held-out sequences; a prior must not see them.
 pub fn fit_prior(
     model: &ahr_tpa::Model,
@@ -474,6 +475,15 @@ fn choose(deltas: &[Vec<(usize, f64, f64)>], bytes0: f64, target: f64) -> Option
 mod tests {
     use super::*;
 
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// The committed tiny MQAR model with the task and menu of `env`.
+    fn tiny(env: &std::path::Path, dev: &burn::tensor::Device) -> ahr_train::EnvRun {
+        ahr_train::EnvRun::load(&root().join("policies/models/mqar-tiny"), env, dev).unwrap()
+    }
+
     /// On the committed tiny MQAR model (keys and values from disjoint id ranges: the vocabulary
     /// tells a value): the fit reads training sequences, not the held-out ones; every setting it
     /// gives fits its target on them (bytes add up exactly); some tell classes apart; it is
@@ -481,10 +491,7 @@ mod tests {
     #[test]
     fn fit_on_training_sequences_fits_its_targets() {
         let dev = ahr_tpa::device::from_env();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ahr_train::EnvRun { spec, model, task } =
-            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev)
-                .unwrap();
+        let ahr_train::EnvRun { spec, model, task } = tiny(&root().join("envs/mqar-tiny.toml"), &dev);
         let cfg = model.config().clone();
         let train = Harness::training(&model, &task, &spec, 4, FIT_SEED, &dev).unwrap();
         let held_out = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
@@ -520,14 +527,12 @@ mod tests {
     #[test]
     fn a_fitted_prior_is_its_rule_as_a_table() {
         let dev = ahr_tpa::device::from_env();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let tmp = tempfile::tempdir().unwrap();
         let env = tmp.path().join("env.toml");
-        let text = std::fs::read_to_string(root.join("envs/mqar-tiny.toml")).unwrap();
+        let text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
         let schedules = "[env]\nrecent = [2, 16]\nschedules = [\"full/4/rank:1/12\"]\n";
         std::fs::write(&env, text.replace("[env]\n", schedules)).unwrap();
-        let ahr_train::EnvRun { spec, model, task } =
-            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &env, &dev).unwrap();
+        let ahr_train::EnvRun { spec, model, task } = tiny(&env, &dev);
         let cfg = model.config().clone();
         let rules = Harness::training(&model, &task, &spec, 1, FIT_SEED, &dev).unwrap();
         assert!(rules.rules.config().menu.iter().any(|o| !cfg.menu.contains(o)), "the rules have options of their own");
@@ -561,10 +566,7 @@ mod tests {
     #[test]
     fn the_table_grain_fits_more_classes_on_more_windows() {
         let dev = ahr_tpa::device::from_env();
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let ahr_train::EnvRun { spec, model, task } =
-            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev)
-                .unwrap();
+        let ahr_train::EnvRun { spec, model, task } = tiny(&root().join("envs/mqar-tiny.toml"), &dev);
         let (coarse, c) = fitting_set(&model, &task, &spec, CLASSES, &dev).unwrap();
         let (fine, t) = fitting_set(&model, &task, &spec, TABLE, &dev).unwrap();
         let tokens = |h: &Harness| h.batches().map(|b| b.inputs.len()).sum::<usize>();

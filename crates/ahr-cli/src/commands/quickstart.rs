@@ -108,9 +108,9 @@ pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers:
         policies: vec![policy],
         // Every family but the surprisal and spike rules with their own cache: on the default
         // task (V = 8192) their searches decode token by token tens to hundreds of times, longer
-        // than the rest of the judge; the optimistic full-cache surprisal rule runs. `token-table`
-        // stays out as in `ahr eval`'s default (its fit is the slowest of all).
-        families: Family::ALL.into_iter().filter(|f| !f.search_decodes() && *f != Family::TokenTable).collect(),
+        // than the rest of the judge; the optimistic full-cache surprisal rule runs. The opt-in
+        // families stay out as in `ahr eval`'s default.
+        families: Family::ALL.into_iter().filter(|f| !f.search_decodes() && !f.opt_in()).collect(),
         sequences,
         // Every family at the policy's memory (the verdict); `ahr eval` also searches fixed
         // targets (10 / 25 / 50 %), which would triple this stage.
