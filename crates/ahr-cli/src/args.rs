@@ -188,6 +188,10 @@ pub enum Command {
         /// bytes (comma-separated; each family is searched at each).
         #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
         fractions: Vec<f64>,
+        /// Training sequences the fitted vocabulary rules (`token-class`, `token-table`) are
+        /// fitted on (default: each family's own, 16 and 64).
+        #[arg(long)]
+        fit_sequences: Option<usize>,
         /// Threads evaluating points side by side (default: the available cores; the numbers do
         /// not depend on it).
         #[arg(long, default_value_t = default_workers())]

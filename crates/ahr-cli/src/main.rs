@@ -57,8 +57,20 @@ fn main() {
             )
             .map(|_| ())
         }
-        Command::Eval { models, env, policies, baselines, sequences, fractions, workers, out, common } => {
-            commands::eval::eval(models, env, policies, &baselines, sequences, fractions, workers, &out, &common)
+        Command::Eval {
+            models,
+            env,
+            policies,
+            baselines,
+            sequences,
+            fractions,
+            fit_sequences,
+            workers,
+            out,
+            common,
+        } => {
+            let sizes = commands::eval::Sizes { sequences, fit_sequences };
+            commands::eval::eval(models, env, policies, &baselines, sizes, fractions, workers, &out, &common)
                 .map(|_| ())
         }
         Command::FitRule { model, env, family, fraction, workers, out, common } => {

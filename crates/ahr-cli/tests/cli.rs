@@ -303,6 +303,14 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             "`tova` is not a fitted vocabulary rule",
         ),
         (
+            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fit-sequences", "0"]
+                .into_iter()
+                .chain(["--out", &t("judge")])
+                .map(String::from)
+                .collect(),
+            "--fit-sequences must be at least 1",
+        ),
+        (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
                 .into_iter()
                 .map(String::from)

@@ -48,6 +48,9 @@ pub struct EvalArgs {
     /// Threads evaluating points side by side (each point is computed by one thread; the
     /// result does not depend on how many).
     pub workers: usize,
+    /// Training sequences the fitted vocabulary families (`token-class`, `token-table`) are
+    /// fitted on (`None`: each family's own, [`token_class::Grain::fit_sequences`]).
+    pub fit_sequences: Option<usize>,
 }
 
 /// A family's best setting at a memory target.
@@ -641,6 +644,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     for family in order {
         let started = Instant::now();
         if let Some(grain) = family.grain() {
+            let grain = token_class::Grain { fit_sequences: a.fit_sequences.unwrap_or(grain.fit_sequences), ..grain };
             let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
             let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
                 report(Progress::Fitting { family, round })
@@ -730,6 +734,11 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         })
         .collect();
     notes.extend(family_notes(&a.families));
+    if let Some(n) = a.fit_sequences.filter(|_| a.families.iter().any(|f| f.grain().is_some())) {
+        notes.push(format!(
+            "fitted vocabulary families: fitted on {n} training sequences (--fit-sequences), not as above"
+        ));
+    }
     Ok(EvalOutput {
         metric,
         higher_is_better: metric.higher_is_better(),

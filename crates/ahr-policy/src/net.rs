@@ -17,13 +17,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::obs::{ObsBatch, RunningNorm};
 
+/// The [`PolicyConfig::prior`] entry that gives its head no preference.
+pub const NO_PRIOR: &str = "-";
+
 /// [`PolicyConfig::prior`]'s option names as indices into `menu` (option names as the menu
-/// spells them), one per head: a single name applies to every head.
-pub fn resolve_prior(names: &[String], menu: &[String], heads: usize) -> Result<Vec<usize>, String> {
-    let index = |name: &String| {
-        menu.iter()
-            .position(|m| m == name)
-            .ok_or_else(|| format!("[policy] prior: \"{name}\" is not an option of this menu ({})", menu.join(", ")))
+/// spells them), one per head: a single name applies to every head; [`NO_PRIOR`] leaves its
+/// head without a preference (`None`).
+pub fn resolve_prior(names: &[String], menu: &[String], heads: usize) -> Result<Vec<Option<usize>>, String> {
+    let index = |name: &String| match name.as_str() {
+        NO_PRIOR => Ok(None),
+        _ => menu.iter().position(|m| m == name).map(Some).ok_or_else(|| {
+            format!("[policy] prior: \"{name}\" is not an option of this menu ({}, or \"{NO_PRIOR}\")", menu.join(", "))
+        }),
     };
     match names.len() {
         1 => Ok(vec![index(&names[0])?; heads]),
@@ -101,9 +106,12 @@ pub struct PolicyConfig {
     pub token_embed_dim: usize,
     /// Feature vectors per observation (the current one and `window − 1` before it).
     pub window: usize,
-    /// A rule to start from: per layer the menu option (by name, e.g. `"recent:4"`, `"rank:1"`;
-    /// one name for every layer) that the untrained actor prefers by `prior_logit` nats over
-    /// the others, so that PPO improves on a known rule instead of a uniform draw. Empty: none.
+    /// A rule to start from: per action head (the layers' write heads, then their review heads
+    /// if the env has reviews) the menu option (by name, e.g. `"recent:4"`, `"rank:1"`,
+    /// `"full/16/drop"`; one name for every head) that the untrained actor prefers by
+    /// `prior_logit` nats over the others, so that PPO improves on a known rule instead of a
+    /// uniform draw; `"-"` leaves a head without a preference (e.g. the write heads when
+    /// `prior_table` sets them). Empty: none.
     pub prior: Vec<String>,
     /// The preferred option's head start (logits; with the policy head's near-zero start,
     /// probability `e^x / (e^x + options − 1)`).
@@ -265,12 +273,14 @@ impl ActorCritic {
     }
 
     /// This network with the actor's output biases set so that head `h` prefers option
-    /// `prefer[h]` by `logit` (see [`PolicyConfig::prior`]); the other biases are zero.
-    pub fn with_prior(mut self, prefer: &[usize], logit: f32) -> Self {
+    /// `prefer[h]` by `logit` (see [`PolicyConfig::prior`]; `None`: no preference); the other
+    /// biases are zero.
+    pub fn with_prior(mut self, prefer: &[Option<usize>], logit: f32) -> Self {
         let PolicyDims { heads, options, .. } = self.dims;
         assert_eq!(prefer.len(), heads, "one preferred option per head");
         let mut bias = vec![0f32; heads * options];
-        for (h, &o) in prefer.iter().enumerate() {
+        for (h, o) in prefer.iter().enumerate() {
+            let Some(o) = *o else { continue };
             assert!(o < options, "option {o} of {options}");
             bias[h * options + o] = logit;
         }
@@ -397,14 +407,16 @@ mod tests {
 
     /// A prior makes the untrained actor pick the rule's option on every head (its logit leads by
     /// the prior's head start, the rest stay near zero), for both network kinds; names resolve
-    /// against the menu, one for all heads or one per head, and bad ones are errors.
+    /// against the menu, one for all heads or one per head (`"-"`: none for that head), and bad
+    /// ones are errors.
     #[test]
     fn a_prior_starts_the_actor_at_its_rule() {
         let dev = ahr_tpa::device::from_env();
         let menu: Vec<String> = ["drop", "rank:1", "full", "recent:4"].map(String::from).to_vec();
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(resolve_prior(&names(&["recent:4", "rank:1"]), &menu, 2), Ok(vec![3, 1]));
-        assert_eq!(resolve_prior(&names(&["full"]), &menu, 2), Ok(vec![2, 2]));
+        assert_eq!(resolve_prior(&names(&["recent:4", "rank:1"]), &menu, 2), Ok(vec![Some(3), Some(1)]));
+        assert_eq!(resolve_prior(&names(&["full"]), &menu, 2), Ok(vec![Some(2), Some(2)]));
+        assert_eq!(resolve_prior(&names(&["-", "rank:1"]), &menu, 2), Ok(vec![None, Some(1)]));
         assert!(resolve_prior(&names(&["rank:2"]), &menu, 2).unwrap_err().contains("\"rank:2\" is not an option"));
         assert!(
             resolve_prior(&names(&["drop", "drop", "drop"]), &menu, 2).unwrap_err().contains("3 options for 2 layers")
@@ -412,7 +424,7 @@ mod tests {
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
             let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 0, window, ..PolicyConfig::default() };
             let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 0, heads: 2, options: 4 };
-            let net = ActorCritic::new(&cfg, dims, &dev).with_prior(&[3, 1], cfg.prior_logit);
+            let net = ActorCritic::new(&cfg, dims, &dev).with_prior(&[Some(3), Some(1)], cfg.prior_logit);
             let obs = ObsBatch {
                 features: (0..9 * 5 * window).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
                 tokens: vec![0; 9],
@@ -432,6 +444,18 @@ mod tests {
             }
             let picks = net.act_deterministic(&obs, &RunningNorm::new(dims.obs_dim), &dev);
             assert_eq!(picks, [3, 1].repeat(9), "{kind:?}");
+            // `"-"` (None): that head keeps the near-zero start, the other its preference.
+            let half = ActorCritic::new(&cfg, dims, &dev).with_prior(&[None, Some(1)], cfg.prior_logit);
+            let logits = half.logits(&half.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
+            let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+            for (row, l) in logits.chunks(4).enumerate() {
+                for (o, x) in l.iter().enumerate() {
+                    match row % 2 == 1 && o == 1 {
+                        true => assert!((x - 4.0).abs() < 0.5, "{kind:?} row {row}: preferred logit {x}"),
+                        false => assert!(x.abs() < 0.5, "{kind:?} row {row}: logit {x} of option {o}"),
+                    }
+                }
+            }
         }
     }
 

@@ -164,7 +164,7 @@ impl Trainer {
     /// `[policy] prior_logit` ([`ahr_policy::PolicyConfig::prior`]). Call before
     /// [`Trainer::with_comm`] (which gives every rank rank 0's network); a resumed run loads its
     /// checkpoint's network over it.
-    pub fn with_prior(mut self, prefer: &[usize]) -> Self {
+    pub fn with_prior(mut self, prefer: &[Option<usize>]) -> Self {
         self.net = self.net.with_prior(prefer, self.cfg.policy.prior_logit);
         self
     }

@@ -9,6 +9,14 @@ use anyhow::Result;
 use crate::args::Common;
 use crate::device::device;
 
+/// How many sequences the judge reads.
+pub struct Sizes {
+    /// Held-out sequences per point (`None`: all).
+    pub sequences: Option<usize>,
+    /// Training sequences the fitted vocabulary rules are fitted on (`None`: each family's own).
+    pub fit_sequences: Option<usize>,
+}
+
 /// Run the judge, write the report into `out` and print a line per point on stderr.
 #[allow(clippy::too_many_arguments)]
 pub fn eval(
@@ -16,7 +24,7 @@ pub fn eval(
     env: PathBuf,
     policies: Vec<PathBuf>,
     families: &[String],
-    sequences: Option<usize>,
+    Sizes { sequences, fit_sequences }: Sizes,
     fractions: Vec<f64>,
     workers: usize,
     out: &std::path::Path,
@@ -33,7 +41,10 @@ pub fn eval(
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
-    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers };
+    if fit_sequences == Some(0) {
+        anyhow::bail!("--fit-sequences must be at least 1");
+    }
+    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers, fit_sequences };
     crate::stages::judge(&args, out, &dev)
 }
 
