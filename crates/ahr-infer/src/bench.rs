@@ -129,8 +129,21 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// Run the benchmark at every `ctxs` × `batches`, `reps` timed steps per cache; the policy's option
-/// mix is measured on `prompts` (one row per stream). `log` sees each finished run.
+/// mix is measured on `prompts` (one row per stream). `log` sees each finished run. Every step runs
+/// on a worker of the decode pool ([`ahr_tpa::host::on_workers`]), as a serving loop would.
 pub fn decode(
+    model: &Model,
+    policy: Option<(&RankPolicy, &[Vec<u32>])>,
+    ctxs: &[usize],
+    batches: &[usize],
+    reps: usize,
+    dev: &Device,
+    log: impl FnMut(&DecodeRun) + Send,
+) -> Result<DecodeReport, InferError> {
+    ahr_tpa::host::on_workers(|| decode_here(model, policy, ctxs, batches, reps, dev, log))
+}
+
+fn decode_here(
     model: &Model,
     policy: Option<(&RankPolicy, &[Vec<u32>])>,
     ctxs: &[usize],

@@ -113,8 +113,13 @@ impl<'a> Generator<'a> {
     /// Prompts must share one length (≥ 1); the last generated token is not fed back, so the
     /// cache ends holding `prompt + max_new_tokens − 1` tokens (the whole prompt when
     /// `max_new_tokens` is 0). The policy's features see a horizon of `prompt + max_new_tokens`
-    /// tokens (the rank environment's episode length).
+    /// tokens (the rank environment's episode length). Every step runs on a worker of the decode
+    /// pool ([`ahr_tpa::host::on_workers`]).
     pub fn run(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<Generation, InferError> {
+        ahr_tpa::host::on_workers(|| self.run_here(prompts, max_new_tokens))
+    }
+
+    fn run_here(&self, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<Generation, InferError> {
         let cfg = self.model.config();
         let (b_n, l_n) = (prompts.len(), cfg.n_layers);
         let prompt_len = prompts.first().map_or(0, Vec::len);

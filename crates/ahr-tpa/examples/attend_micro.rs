@@ -4,6 +4,16 @@ use ahr_tpa::host::{HeadDims, HostGroup, HostKind, StepQuery, Tiles, attend};
 use std::time::Instant;
 
 fn main() {
+    // SPLIT=1: the cache split across the cores, called as the decode loops call it (on a worker
+    // of the decode pool); OUTSIDE=1 as well: called from the main thread, each call handing its
+    // pieces to the pool (what every decode step did before `on_workers`).
+    match std::env::var("OUTSIDE").is_ok() {
+        true => run(),
+        false => ahr_tpa::host::on_workers(run),
+    }
+}
+
+fn run() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16384);
     let reps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(200);
     let dims = HeadDims { heads: 3, kv_heads: 3, head_dim: 16 };

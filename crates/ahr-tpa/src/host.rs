@@ -222,6 +222,26 @@ pub struct StepQuery<'a> {
 /// threads when asked) and merges them in order, so the result does not depend on the threads.
 pub const SPLIT_BLOCKS: usize = 64;
 
+/// Runs `f` on a worker thread of the decode pool (rayon's, built once with a thread per core), so
+/// that the kernel's parallel parts — a long cache split across cores at batch 1, streams side by
+/// side — start on the worker's own thread and the others steal from it, instead of each call
+/// handing its work from an outside thread to the pool and sleeping until it is done (measured:
+/// ~20 µs per hand-off on the 2-vCPU box, half of a 16k-token `rank:1` layer). A decode loop —
+/// `ahr bench decode`, `generate` — calls this once around all its steps; from inside a rayon
+/// worker, `f` runs where it is.
+pub fn on_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    match rayon::current_thread_index() {
+        Some(_) => f(),
+        None => match POOL
+            .get_or_init(|| rayon::ThreadPoolBuilder::new().thread_name(|i| format!("ahr-decode-{i}")).build().ok())
+        {
+            Some(pool) => pool.install(f),
+            None => f(),
+        },
+    }
+}
+
 /// Attention of one stream's new token over its cached groups and itself.
 ///
 /// Writes the output `[h, d_h]` into `out` and each head's log-sum-exp of its scores into `lse`
