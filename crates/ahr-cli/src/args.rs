@@ -189,9 +189,10 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
         fractions: Vec<f64>,
         /// Training sequences the fitted vocabulary rules (`token-class`, `token-table`) are
-        /// fitted on (default: each family's own, 16 and 64).
-        #[arg(long)]
-        fit_sequences: Option<usize>,
+        /// fitted on, comma-separated: one fit per count, the settings of every fit judged
+        /// (default: each family's own, 16 and 64).
+        #[arg(long, value_delimiter = ',')]
+        fit_sequences: Vec<usize>,
         /// Threads evaluating points side by side (default: the available cores; the numbers do
         /// not depend on it).
         #[arg(long, default_value_t = default_workers())]

@@ -671,6 +671,24 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
         std::fs::read_to_string(dir.join("pareto.csv")).unwrap()
     };
     assert_eq!(csv_with("1"), csv_with("3"));
+    // `--fit-sequences 4,8` judges the settings of both fits, each once: its token-class rows are
+    // the union of the rows of a fit on 4 and a fit on 8 training sequences.
+    let class_rows = |counts: &str| {
+        let dir = tmp.join(format!("eval-fit-{counts}"));
+        let argv = ["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "8"];
+        let more = ["--baselines", "token-class", "--fit-sequences", counts, "--out", dir.to_str().unwrap()];
+        let (code, _, stderr) = ahr(&[&argv[..], &more[..]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        let csv = std::fs::read_to_string(dir.join("pareto.csv")).unwrap();
+        // Without the last column, `on_front`, which depends on the run's other points.
+        csv.lines()
+            .filter(|l| l.starts_with("token-class,"))
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (four, eight, both) = (class_rows("4"), class_rows("8"), class_rows("4,8"));
+    assert!(!four.is_empty() && four != eight, "the two fits should differ: {four:?}");
+    assert_eq!(both, four.union(&eight).cloned().collect(), "every fit's settings, each once");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     let verdict = &metrics["policies"][0];

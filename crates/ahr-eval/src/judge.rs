@@ -49,8 +49,10 @@ pub struct EvalArgs {
     /// result does not depend on how many).
     pub workers: usize,
     /// Training sequences the fitted vocabulary families (`token-class`, `token-table`) are
-    /// fitted on (`None`: each family's own, [`token_class::Grain::fit_sequences`]).
-    pub fit_sequences: Option<usize>,
+    /// fitted on, one fit per count, every fit's settings judged (a greedy fit is not monotone
+    /// in its data: the best of several is the family's best); empty: each family's own
+    /// ([`token_class::Grain::fit_sequences`]).
+    pub fit_sequences: Vec<usize>,
 }
 
 /// A family's best setting at a memory target.
@@ -644,22 +646,31 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     for family in order {
         let started = Instant::now();
         if let Some(grain) = family.grain() {
-            let grain = token_class::Grain { fit_sequences: a.fit_sequences.unwrap_or(grain.fit_sequences), ..grain };
-            let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
-            let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
-                report(Progress::Fitting { family, round })
-            })?;
-            report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
-            let l_n = cfg.n_layers;
-            let rcfg = h.rules.config();
-            points.extend(par_map(&fitted, a.workers, |rule| {
-                let p =
-                    h.batch_rule_point(family.name(), PointKind::Rule(family), &rule.setting(rcfg, &classes), &|b| {
+            let counts = match a.fit_sequences.is_empty() {
+                true => vec![grain.fit_sequences],
+                false => a.fit_sequences.clone(),
+            };
+            let mut seen = std::collections::HashSet::new();
+            for fit_sequences in counts {
+                let grain = token_class::Grain { fit_sequences, ..grain };
+                let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
+                let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
+                    report(Progress::Fitting { family, round })
+                })?;
+                let rcfg = h.rules.config();
+                // Fits on other data may land on the same setting: each is judged once.
+                let fitted: Vec<_> = fitted.into_iter().filter(|r| seen.insert(r.setting(rcfg, &classes))).collect();
+                report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
+                let l_n = cfg.n_layers;
+                points.extend(par_map(&fitted, a.workers, |rule| {
+                    let setting = rule.setting(rcfg, &classes);
+                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), &setting, &|b| {
                         Ok(rule.choices(&classes, l_n, b))
                     })?;
-                log(&p);
-                Ok(p)
-            })?);
+                    log(&p);
+                    Ok(p)
+                })?);
+            }
             continue;
         }
         let found: Vec<Baseline> = match family {
@@ -734,9 +745,11 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         })
         .collect();
     notes.extend(family_notes(&a.families));
-    if let Some(n) = a.fit_sequences.filter(|_| a.families.iter().any(|f| f.grain().is_some())) {
+    if !a.fit_sequences.is_empty() && a.families.iter().any(|f| f.grain().is_some()) {
         notes.push(format!(
-            "fitted vocabulary families: fitted on {n} training sequences (--fit-sequences), not as above"
+            "fitted vocabulary families: one fit on each of {:?} training sequences (--fit-sequences), not as \
+             above; every fit's settings judged",
+            a.fit_sequences
         ));
     }
     Ok(EvalOutput {

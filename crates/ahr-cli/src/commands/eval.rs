@@ -13,8 +13,9 @@ use crate::device::device;
 pub struct Sizes {
     /// Held-out sequences per point (`None`: all).
     pub sequences: Option<usize>,
-    /// Training sequences the fitted vocabulary rules are fitted on (`None`: each family's own).
-    pub fit_sequences: Option<usize>,
+    /// Training sequences the fitted vocabulary rules are fitted on, one fit per count (empty:
+    /// each family's own).
+    pub fit_sequences: Vec<usize>,
 }
 
 /// Run the judge, write the report into `out` and print a line per point on stderr.
@@ -41,7 +42,7 @@ pub fn eval(
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
-    if fit_sequences == Some(0) {
+    if fit_sequences.contains(&0) {
         anyhow::bail!("--fit-sequences must be at least 1");
     }
     let args = EvalArgs { models, env, policies, families, sequences, fractions, workers, fit_sequences };

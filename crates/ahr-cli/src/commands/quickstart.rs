@@ -116,7 +116,7 @@ pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers:
         // targets (10 / 25 / 50 %), which would triple this stage.
         fractions: Vec::new(),
         workers,
-        fit_sequences: None,
+        fit_sequences: Vec::new(),
     };
     stages::judge(&args, &eval_dir, &dev)?;
     println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
