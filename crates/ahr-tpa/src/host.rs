@@ -225,8 +225,9 @@ pub const SPLIT_BLOCKS: usize = 64;
 /// Runs `f` on a worker thread of the decode pool (rayon's, built once with a thread per core), so
 /// that the kernel's parallel parts — a long cache split across cores at batch 1, streams side by
 /// side — start on the worker's own thread and the others steal from it, instead of each call
-/// handing its work from an outside thread to the pool and sleeping until it is done (measured:
-/// ~20 µs per hand-off on the 2-vCPU box, half of a 16k-token `rank:1` layer). A decode loop —
+/// handing its work from an outside thread to the pool and sleeping until it is done (measured on
+/// the 2-vCPU box: 10–20 µs per hand-off, against ~30 µs for a 16k-token `rank:1` layer split over
+/// both cores). A decode loop —
 /// `ahr bench decode`, `generate` — calls this once around all its steps; from inside a rayon
 /// worker, `f` runs where it is.
 pub fn on_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
