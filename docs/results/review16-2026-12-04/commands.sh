@@ -34,4 +34,9 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
   --policy policies/text-demote-python-table-seed1 --policy policies/text-demote-python-table-seed2 \
   --policy policies/text-demote-python-table-seed3 --baselines token-class --fit-sequences 64 \
   --sequences 128 --fractions 0.1 --workers 2 --out judge-256-class64
+# the thirty-first session's logit-3 policies, all three (that session judged seed 1 only)
+ahr eval --model policies/models/text-python --env envs/text-python-short.toml \
+  --policy policies/text-python-table-v2-logit3-seed1 --policy policies/text-python-table-v2-logit3-seed2 \
+  --policy policies/text-python-table-v2-logit3-seed3 --baselines token-class,tova --sequences 128 --fractions 0.03 \
+  --workers 2 --out judge-1024-logit3
 for d in judge-*; do scripts/judge-table.py $d/metrics.json.gz > $d/policies.md; done
