@@ -650,6 +650,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 true => vec![grain.fit_sequences],
                 false => a.fit_sequences.clone(),
             };
+            let (rcfg, l_n) = (h.rules.config(), cfg.n_layers);
             let mut seen = std::collections::HashSet::new();
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, ..grain };
@@ -657,14 +658,15 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
                     report(Progress::Fitting { family, round })
                 })?;
-                let rcfg = h.rules.config();
                 // Fits on other data may land on the same setting: each is judged once.
-                let fitted: Vec<_> = fitted.into_iter().filter(|r| seen.insert(r.setting(rcfg, &classes))).collect();
+                let fitted: Vec<_> = fitted
+                    .into_iter()
+                    .map(|rule| (rule.setting(rcfg, &classes), rule))
+                    .filter(|(setting, _)| seen.insert(setting.clone()))
+                    .collect();
                 report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
-                let l_n = cfg.n_layers;
-                points.extend(par_map(&fitted, a.workers, |rule| {
-                    let setting = rule.setting(rcfg, &classes);
-                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), &setting, &|b| {
+                points.extend(par_map(&fitted, a.workers, |(setting, rule)| {
+                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), setting, &|b| {
                         Ok(rule.choices(&classes, l_n, b))
                     })?;
                     log(&p);

@@ -424,38 +424,32 @@ mod tests {
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
             let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 0, window, ..PolicyConfig::default() };
             let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 0, heads: 2, options: 4 };
-            let net = ActorCritic::new(&cfg, dims, &dev).with_prior(&[Some(3), Some(1)], cfg.prior_logit);
             let obs = ObsBatch {
                 features: (0..9 * 5 * window).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
                 tokens: vec![0; 9],
                 masks: vec![true; 9 * 8],
                 len: 9,
             };
-            let logits = net.logits(&net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
-            let logits = logits.into_data().try_to_vec::<f32>().unwrap();
-            for (row, l) in logits.chunks(4).enumerate() {
-                let want = [3, 1][row % 2];
-                for (o, x) in l.iter().enumerate() {
-                    match o == want {
-                        true => assert!((x - 4.0).abs() < 0.5, "{kind:?} row {row}: preferred logit {x}"),
-                        false => assert!(x.abs() < 0.5, "{kind:?} row {row}: logit {x} of option {o}"),
+            // The preferred option's logit leads by the head start, every other one stays near
+            // zero (on a head without a preference, all of them).
+            let started_at = |prefer: [Option<usize>; 2]| {
+                let net = ActorCritic::new(&cfg, dims, &dev).with_prior(&prefer, cfg.prior_logit);
+                let logits = net.logits(&net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
+                let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+                for (row, l) in logits.chunks(4).enumerate() {
+                    for (o, x) in l.iter().enumerate() {
+                        match prefer[row % 2] == Some(o) {
+                            true => assert!((x - 4.0).abs() < 0.5, "{kind:?} row {row}: preferred logit {x}"),
+                            false => assert!(x.abs() < 0.5, "{kind:?} row {row}: logit {x} of option {o}"),
+                        }
                     }
                 }
-            }
+                net
+            };
+            let net = started_at([Some(3), Some(1)]);
             let picks = net.act_deterministic(&obs, &RunningNorm::new(dims.obs_dim), &dev);
             assert_eq!(picks, [3, 1].repeat(9), "{kind:?}");
-            // `"-"` (None): that head keeps the near-zero start, the other its preference.
-            let half = ActorCritic::new(&cfg, dims, &dev).with_prior(&[None, Some(1)], cfg.prior_logit);
-            let logits = half.logits(&half.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
-            let logits = logits.into_data().try_to_vec::<f32>().unwrap();
-            for (row, l) in logits.chunks(4).enumerate() {
-                for (o, x) in l.iter().enumerate() {
-                    match row % 2 == 1 && o == 1 {
-                        true => assert!((x - 4.0).abs() < 0.5, "{kind:?} row {row}: preferred logit {x}"),
-                        false => assert!(x.abs() < 0.5, "{kind:?} row {row}: logit {x} of option {o}"),
-                    }
-                }
-            }
+            started_at([None, Some(1)]);
         }
     }
 

@@ -227,9 +227,8 @@ pub const SPLIT_BLOCKS: usize = 64;
 /// side — start on the worker's own thread and the others steal from it, instead of each call
 /// handing its work from an outside thread to the pool and sleeping until it is done (measured on
 /// the 2-vCPU box: 10–20 µs per hand-off, against ~30 µs for a 16k-token `rank:1` layer split over
-/// both cores). A decode loop —
-/// `ahr bench decode`, `generate` — calls this once around all its steps; from inside a rayon
-/// worker, `f` runs where it is.
+/// both cores). A decode loop — `ahr bench decode`, `generate` — calls this once around all its
+/// steps; from inside a rayon worker, `f` runs where it is.
 pub fn on_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     match rayon::current_thread_index() {
