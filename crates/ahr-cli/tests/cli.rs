@@ -451,7 +451,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let recent = tmp.join("recent.toml");
     std::fs::write(&recent, text.replace("[env]\n", "[env]\nrecent = [4]\n")).unwrap();
     let review = tmp.join("review.toml");
-    std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = 3\n")).unwrap();
+    // (reviews that may also keep a token to age 6: inference must move it as the env does)
+    std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = { age = 3, keep = [6] }\n")).unwrap();
     let spike = tmp.join("spike.toml");
     // (without `rank:1`: inference then runs the policy's smaller menu; with the token-equality
     // features, which inference computes from the ids it decodes)
@@ -521,17 +522,30 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     // makes the environment's decisions (writes and reviews) and holds what it charged.
     let p = tmp.join("policy-3");
     let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
-    assert!(manifest.contains("\"review\": 3") && manifest.contains("attn_received"), "{manifest}");
+    let json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(json["review"], serde_json::json!({ "age": 3, "keep": [6] }), "{manifest}");
+    assert!(manifest.contains("attn_received") && manifest.contains("\"full/6/drop\""), "{manifest}");
     inference_matches(model, &p, &review);
     let out = tmp.join("eval-review");
     let p = p.to_str().unwrap();
-    let argv = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,streaming-llm"];
+    let argv =
+        ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "uniform,streaming-llm,token-class"];
     let (code, _, stderr) =
         ahr(&[&argv[..], &["--env", review.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat());
     assert_eq!(code, 0, "{stderr}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["policies"][0]["name"], "policy:policy-3");
+    // The fitted byte rule writes what a policy's write heads can: no schedule only reviews make.
+    let fitted: Vec<&str> = metrics["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "token-class")
+        .map(|p| p["setting"].as_str().unwrap())
+        .collect();
+    assert!(!fitted.is_empty(), "no token-class points");
+    assert!(fitted.iter().all(|s| !s.contains("/3/") && !s.contains("/6/drop")), "{fitted:?}");
     // Spike reviews: the same heads, their own features, and inference drops what the
     // environment dropped, when it dropped it.
     let p = tmp.join("policy-5");

@@ -35,7 +35,8 @@ pub struct EnvSettings {
     pub positions_seen: Option<usize>,
     /// Second decisions (DESIGN.md §10, per-token mode). `review = 16`: every token kept at a
     /// plain option comes up again this many queries after it was written — keep, a nested lower
-    /// rank, or drop — with the attention it has received as features. `review = "spike"`: a kept
+    /// rank, or drop — with the attention it has received as features; `review = { age = 16, keep
+    /// = [32, 64] }` may also keep it as it is to a later age and drop it there. `review = "spike"`: a kept
     /// token comes up one step after it topped a query's attention row in its layer, as often as
     /// that happens — keep, or drop from the next query on (the menu needs `drop`). Absent:
     /// write-time decisions only.
@@ -201,7 +202,7 @@ impl EnvSpec {
         let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
         let model = model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))?;
         match self.env.review {
-            Some(at @ ahr_tpa::ReviewAt::Age(age)) => {
+            Some(at @ ahr_tpa::ReviewAt::Age { age, .. }) => {
                 let extra = at.menu_extras(model.config());
                 if let Some(o) = extra.iter().find(|o| self.env.schedules.contains(o)) {
                     return Err(format!(
@@ -243,7 +244,7 @@ impl EnvSpec {
                 "a partner baseline pairs the streams: it needs \"per-token\"",
             ));
         }
-        if self.env.review == Some(ahr_tpa::ReviewAt::Age(0)) {
+        if matches!(self.env.review, Some(ahr_tpa::ReviewAt::Age { age: 0, .. })) {
             return Err(Invalid::new("[env] review", "must be at least 1 query"));
         }
         if self.env.review.is_some() && self.env.granularity != Granularity::PerToken {

@@ -284,15 +284,25 @@ fn demotion_schedules_are_charged_memory_peak_and_flops_as_the_cost_model_says()
 /// options the tokens ended with, and a review is counted when it changes a token.
 #[test]
 fn reviews_are_masked_and_charged_as_the_options_they_produce() {
+    reviews_are_masked_and_charged(&[]);
+}
+
+/// The same with reviews that may keep a token to age 5 or 9 and drop it there.
+#[test]
+fn reviews_that_keep_to_a_later_age_are_charged_to_that_age() {
+    reviews_are_masked_and_charged(&[5, 9]);
+}
+
+fn reviews_are_masked_and_charged(keep: &[usize]) {
     let (model, task, _) = parts();
     let age = 3;
+    let at = ahr_tpa::ReviewAt::Age { age, keep: ahr_tpa::KeepAges::new(age, keep).unwrap() };
     let base = model.config().clone();
-    let model = model.with_timed(&ahr_tpa::review_options(&base, age)).unwrap();
+    let model = model.with_timed(&at.menu_extras(&base)).unwrap();
     let cfg = model.config().clone();
     let (l_n, m) = (cfg.n_layers, cfg.menu.len());
     let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
-    let mut env =
-        RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(ahr_tpa::ReviewAt::Age(age));
+    let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(at);
     assert_eq!(env.heads(), 2 * l_n);
     let spec = env.obs_spec();
     assert!(spec.features.iter().any(|f| f == "layer1.attn_received"));
@@ -322,6 +332,8 @@ fn reviews_are_masked_and_charged_as_the_options_they_produce() {
                     let written = effective[t - age][l];
                     assert_eq!(ok[0], written.min(ok[0]));
                     assert!(ok.contains(&written) && ok.len() >= 2, "{ok:?}");
+                    let longer = ok.iter().filter(|&&o| cfg.menu[o].window().is_some_and(|w| w > age)).count();
+                    assert_eq!(longer, if cfg.menu[written] == ahr_tpa::StoreOption::Drop { 0 } else { keep.len() });
                 }
                 let pick = ok[(t * 7 + l) % ok.len()];
                 actions.push(pick);

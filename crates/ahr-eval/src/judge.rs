@@ -651,11 +651,17 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 false => a.fit_sequences.clone(),
             };
             let (rcfg, l_n) = (h.rules.config(), cfg.n_layers);
+            // The options a policy's write heads may choose: a review's schedules are what only
+            // reviews produce (a fitted rule taking them differs from the same rule judged beside
+            // policies without reviews only in where its greedy search wanders).
+            let review_only = spec.env.review.map(|at| at.menu_extras(rcfg)).unwrap_or_default();
+            let writable: Vec<_> = rcfg.menu.iter().copied().filter(|o| !review_only.contains(o)).collect();
+            let only = (!review_only.is_empty()).then_some(&writable[..]);
             let mut seen = std::collections::HashSet::new();
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, ..grain };
                 let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
-                let fitted = token_class::fit(&train, &classes, &targets, None, a.workers, |round| {
+                let fitted = token_class::fit(&train, &classes, &targets, only, a.workers, |round| {
                     report(Progress::Fitting { family, round })
                 })?;
                 // Fits on other data may land on the same setting: each is judged once.
@@ -752,6 +758,14 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             "fitted vocabulary families: one fit on each of {:?} training sequences (--fit-sequences), not as \
              above; every fit's settings judged",
             a.fit_sequences
+        ));
+    }
+    if let Some(at) = spec.env.review.filter(|at| !at.menu_extras(h.rules.config()).is_empty())
+        && a.families.iter().any(|f| f.grain().is_some())
+    {
+        notes.push(format!(
+            "fitted vocabulary families: fitted over the options a write may choose (the schedules only a review at \
+             {at} produces left out, as a policy's write heads leave them)"
         ));
     }
     Ok(EvalOutput {

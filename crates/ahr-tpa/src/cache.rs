@@ -411,8 +411,9 @@ impl KvCache {
 
     /// Apply the review decisions for the token `age` queries old (position `position − 1 −
     /// age`): `effective[b * n_layers + l]` is the menu option that token now has in stream b,
-    /// layer l — its own (kept as it is), or the schedule `first/age/then` its own option
-    /// becomes (`then` = drop, or a nested lower rank). Tokens not under review (dropped, timed)
+    /// layer l — its own (kept as it is), the schedule `first/age/then` its own option becomes
+    /// (`then` = drop, or a nested lower rank), or `first/W/drop` with W > age (kept as it is to
+    /// age W, then evicted; writes must not use that option). Tokens not under review (dropped, timed)
     /// must be given their own option. Call after [`KvCache::push`]; the decision holds from the
     /// next query on.
     pub fn review(&mut self, effective: &[usize]) -> Result<()> {
@@ -436,36 +437,58 @@ impl KvCache {
             else {
                 continue; // dropped or timed: nothing to review
             };
-            let target = self.menu.get(eff).copied();
-            let then = match target {
-                Some(_) if eff == o => None,
+            // Where the token goes: kept as it is (to the end), moved on now (`first/age/then`), or
+            // kept as it is to a later age W and dropped there (`first/W/drop`, W > age: a timed
+            // slot only reviews fill, so its tokens stay in position order and expire first-in
+            // first-out).
+            enum Move {
+                Keep,
+                Now(crate::config::Form),
+                Until,
+            }
+            let to = match self.menu.get(eff).copied() {
+                Some(_) if eff == o => Move::Keep,
                 Some(StoreOption::Schedule { first, window, then, then_for: None })
                     if window == age && first.option() == self.menu[o] =>
                 {
-                    Some(then)
+                    Move::Now(then)
+                }
+                Some(StoreOption::Schedule { first, window, then: crate::config::Form::Drop, then_for: None })
+                    if window > age
+                        && first.option() == self.menu[o]
+                        && layer.positions[eff].back().is_none_or(|&p| p < r) =>
+                {
+                    Move::Until
                 }
                 _ => {
                     return Err(Error::Input(format!(
-                        "review: option {eff} is neither {} nor {}/{age}/<then> for the token at {r}",
-                        self.menu[o], self.menu[o]
+                        "review: option {eff} is neither {} nor {}/{age}/<then> nor {}/<W > {age}>/drop (filled by \
+                         reviews alone) for the token at {r}",
+                        self.menu[o], self.menu[o], self.menu[o]
                     )));
                 }
             };
             layer.positions[o].pop_front();
-            if then == Some(crate::config::Form::Drop) {
+            if matches!(to, Move::Now(crate::config::Form::Drop)) {
                 LayerCache::drop_front(&mut layer.slots[o], 1);
                 self.counts[s][l][o] -= 1;
                 continue;
             }
             let token = LayerCache::take_front(&mut layer.slots[o], 1).expect("a tracked token is held");
-            match then {
-                None => LayerCache::append(&mut layer.settled[o], token),
-                Some(crate::config::Form::Rank(rho)) => {
+            match to {
+                Move::Keep => LayerCache::append(&mut layer.settled[o], token),
+                Move::Until => {
+                    LayerCache::append(&mut layer.slots[eff], token);
+                    layer.positions[eff].push_back(r);
+                    self.counts[s][l][o] -= 1;
+                    self.counts[s][l][eff] += 1;
+                }
+                Move::Now(crate::config::Form::Rank(rho)) => {
                     LayerCache::append(&mut layer.late[eff], truncated(token, rho, self.dims));
                     self.counts[s][l][o] -= 1;
                     self.late_counts[s][l][eff] += 1;
                 }
-                Some(crate::config::Form::Drop | crate::config::Form::Full) => {
+                Move::Now(crate::config::Form::Drop | crate::config::Form::Full) => {
                     unreachable!("dropped above; parsing keeps later forms cheaper")
                 }
             }

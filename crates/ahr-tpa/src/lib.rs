@@ -30,5 +30,6 @@ pub use error::{Error, Invalid, Result};
 pub use host_step::HostModel;
 pub use model::{Model, StepOutput};
 pub use review::{
-    REVIEW_FEATURES, ReviewAt, ReviewBook, Reviewed, SPIKE_FEATURES, SPIKE_TOKEN_FEATURES, review_options,
+    KeepAges, MAX_KEEP_AGES, REVIEW_FEATURES, ReviewAt, ReviewBook, Reviewed, SPIKE_FEATURES, SPIKE_TOKEN_FEATURES,
+    review_options,
 };

@@ -74,12 +74,63 @@ pub const SPIKE_TOKEN_FEATURES: [&str; 9] = [
     "review_next_match",   // 1 if the token after that row is its own token again
 ];
 
+/// The most later ages a review may keep its token to ([`KeepAges`]).
+pub const MAX_KEEP_AGES: usize = 6;
+
+/// The later ages an age review may keep its token to, then drop it (`keep = [32, 64]`): "keep it
+/// for a while longer" as a second decision, so a byte kept exactly while recent is neither
+/// dropped at its review nor kept to the end of the sequence. Increasing, each above the review
+/// age, at most [`MAX_KEEP_AGES`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepAges([u32; MAX_KEEP_AGES]);
+
+impl KeepAges {
+    /// No later ages: a review keeps (to the end), demotes or drops.
+    pub const NONE: KeepAges = KeepAges([0; MAX_KEEP_AGES]);
+
+    /// The ages `ages` after a review at `age`, checked.
+    pub fn new(age: usize, ages: &[usize]) -> std::result::Result<Self, String> {
+        if ages.len() > MAX_KEEP_AGES {
+            return Err(format!("at most {MAX_KEEP_AGES} keep ages, found {}", ages.len()));
+        }
+        let mut prev = age;
+        let mut out = [0u32; MAX_KEEP_AGES];
+        for (slot, &a) in out.iter_mut().zip(ages) {
+            if a <= prev {
+                return Err(format!(
+                    "keep ages must increase and lie above the review age {age}, found {a} after {prev}"
+                ));
+            }
+            *slot = u32::try_from(a).map_err(|_| format!("keep age {a} is too large"))?;
+            prev = a;
+        }
+        Ok(Self(out))
+    }
+
+    /// The ages, in increasing order.
+    pub fn ages(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().take_while(|&&a| a > 0).map(|&a| a as usize)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+}
+
 /// When a kept token comes up for its second decision (`[env] review`): `16` (an age),
+/// `{ age = 16, keep = [32, 64] }` (an age whose review may also keep the token to a later age),
 /// `"spike"` or `"spike-tokens"`, in configs and manifests alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReviewAt {
-    /// `age` queries after it was written (DESIGN.md §10).
-    Age(usize),
+    /// `age` queries after it was written (DESIGN.md §10); the review may also keep the token
+    /// exactly as it is to each of `keep`'s later ages, and drop it there.
+    Age {
+        /// The review age.
+        age: usize,
+        /// Later ages the review may keep the token to.
+        keep: KeepAges,
+    },
     /// One step after it topped a query's attention row in its layer; with `tokens`, the review
     /// also sees [`SPIKE_TOKEN_FEATURES`]' token-equality facts.
     Spike {
@@ -91,7 +142,14 @@ pub enum ReviewAt {
 impl Serialize for ReviewAt {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            ReviewAt::Age(a) => s.serialize_u64(*a as u64),
+            ReviewAt::Age { age, keep } if keep.is_empty() => s.serialize_u64(*age as u64),
+            ReviewAt::Age { age, keep } => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("age", age)?;
+                m.serialize_entry("keep", &keep.ages().collect::<Vec<_>>())?;
+                m.end()
+            }
             ReviewAt::Spike { tokens: false } => s.serialize_str("spike"),
             ReviewAt::Spike { tokens: true } => s.serialize_str("spike-tokens"),
         }
@@ -101,18 +159,34 @@ impl Serialize for ReviewAt {
 impl<'de> Deserialize<'de> for ReviewAt {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
+        impl<'v> serde::de::Visitor<'v> for Visitor {
             type Value = ReviewAt;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a review age in queries (e.g. 16), \"spike\" or \"spike-tokens\"")
+                f.write_str(
+                    "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] }, \"spike\" or \"spike-tokens\"",
+                )
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ReviewAt, E> {
-                Ok(ReviewAt::Age(v as usize))
+                Ok(ReviewAt::at_age(v as usize))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<ReviewAt, E> {
                 usize::try_from(v)
-                    .map(ReviewAt::Age)
+                    .map(ReviewAt::at_age)
                     .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, mut map: A) -> std::result::Result<ReviewAt, A::Error> {
+                use serde::de::Error as _;
+                let (mut age, mut keep): (Option<usize>, Option<Vec<usize>>) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "age" => age = Some(map.next_value()?),
+                        "keep" => keep = Some(map.next_value()?),
+                        other => return Err(A::Error::unknown_field(other, &["age", "keep"])),
+                    }
+                }
+                let age = age.ok_or_else(|| A::Error::missing_field("age"))?;
+                let keep = KeepAges::new(age, &keep.unwrap_or_default()).map_err(A::Error::custom)?;
+                Ok(ReviewAt::Age { age, keep })
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ReviewAt, E> {
                 match v {
@@ -130,10 +204,15 @@ impl ReviewAt {
     /// Spike-triggered reviews.
     pub const SPIKE: ReviewAt = ReviewAt::Spike { tokens: false };
 
+    /// Reviews at `age` that keep (to the end), demote or drop.
+    pub fn at_age(age: usize) -> Self {
+        ReviewAt::Age { age, keep: KeepAges::NONE }
+    }
+
     /// The review age (`None` for spike reviews).
     pub fn age(self) -> Option<usize> {
         match self {
-            ReviewAt::Age(a) => Some(a),
+            ReviewAt::Age { age, .. } => Some(age),
             ReviewAt::Spike { .. } => None,
         }
     }
@@ -141,7 +220,7 @@ impl ReviewAt {
     /// The names of the per-layer review features this trigger observes.
     pub fn features(self) -> &'static [&'static str] {
         match self {
-            ReviewAt::Age(_) => &REVIEW_FEATURES,
+            ReviewAt::Age { .. } => &REVIEW_FEATURES,
             ReviewAt::Spike { tokens: false } => &SPIKE_FEATURES,
             ReviewAt::Spike { tokens: true } => &SPIKE_TOKEN_FEATURES,
         }
@@ -150,7 +229,7 @@ impl ReviewAt {
     /// The schedules only reviews produce (added to the menu; writes are masked off them).
     pub fn menu_extras(self, cfg: &ModelConfig) -> Vec<StoreOption> {
         match self {
-            ReviewAt::Age(age) => review_options(cfg, age),
+            ReviewAt::Age { age, keep } => review_options(cfg, age, keep),
             ReviewAt::Spike { .. } => Vec::new(),
         }
     }
@@ -159,7 +238,10 @@ impl ReviewAt {
 impl std::fmt::Display for ReviewAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReviewAt::Age(a) => write!(f, "{a}"),
+            ReviewAt::Age { age, keep } if keep.is_empty() => write!(f, "{age}"),
+            ReviewAt::Age { age, keep } => {
+                write!(f, "{age}, keep to {}", keep.ages().map(|a| a.to_string()).collect::<Vec<_>>().join("/"))
+            }
             ReviewAt::Spike { tokens: false } => write!(f, "spike"),
             ReviewAt::Spike { tokens: true } => write!(f, "spike-tokens"),
         }
@@ -167,9 +249,10 @@ impl std::fmt::Display for ReviewAt {
 }
 
 /// The schedules a review at `age` can turn a plain kept option of the menu into: `F/age/drop`
-/// for every kept `F`, and `rank:ρ/age/rank:ρ'` for each menu rank ρ' < ρ (a dense token can be
-/// kept or dropped: its factors are not kept beside it).
-pub fn review_options(cfg: &ModelConfig, age: usize) -> Vec<StoreOption> {
+/// for every kept `F`, `rank:ρ/age/rank:ρ'` for each menu rank ρ' < ρ (a dense token can be
+/// kept or dropped: its factors are not kept beside it), and `F/W/drop` for each later age `W` in
+/// `keep` (kept as it is to age W, then dropped).
+pub fn review_options(cfg: &ModelConfig, age: usize, keep: KeepAges) -> Vec<StoreOption> {
     let ranks: Vec<usize> =
         cfg.menu.iter().filter_map(|o| if let StoreOption::Rank(r) = o { Some(*r) } else { None }).collect();
     let mut out = Vec::new();
@@ -179,6 +262,9 @@ pub fn review_options(cfg: &ModelConfig, age: usize) -> Vec<StoreOption> {
             for &lower in ranks.iter().filter(|&&r| r < rho) {
                 out.push(StoreOption::Schedule { first, window: age, then: Form::Rank(lower), then_for: None });
             }
+        }
+        for window in keep.ages() {
+            out.push(StoreOption::Schedule { first, window, then: Form::Drop, then_for: None });
         }
     }
     out
@@ -253,7 +339,7 @@ impl ReviewBook {
     /// spike reviews need `drop` in the menu.
     pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
         let (allowed, write_allowed) = match at {
-            ReviewAt::Age(age) => Self::age_actions(cfg, age)?,
+            ReviewAt::Age { age, keep } => Self::age_actions(cfg, age, keep)?,
             ReviewAt::Spike { .. } => Self::spike_actions(cfg)?,
         };
         Ok(Self {
@@ -273,12 +359,12 @@ impl ReviewBook {
 
     /// Reviews at `age`: per write option, the review actions it allows (itself, and the schedules
     /// [`review_options`] makes of it); writes may not choose those schedules.
-    fn age_actions(cfg: &ModelConfig, age: usize) -> Result<(Vec<Vec<usize>>, Vec<bool>)> {
+    fn age_actions(cfg: &ModelConfig, age: usize, keep: KeepAges) -> Result<(Vec<Vec<usize>>, Vec<bool>)> {
         if age == 0 {
             return Err(Error::Input("a review age must be at least 1 query".into()));
         }
         let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("review at age {age}: {e}")));
-        let review_only = review_options(cfg, age);
+        let review_only = review_options(cfg, age, keep);
         let mut allowed = Vec::with_capacity(cfg.menu.len());
         for (i, o) in cfg.menu.iter().enumerate() {
             let mut ok = vec![i];
@@ -373,7 +459,7 @@ impl ReviewBook {
                 let (position, _) = self.under[b][l]?;
                 entries.binary_search_by_key(&position, |e| e.position).ok()
             }
-            ReviewAt::Age(age) => (t >= age && entries.len() == age).then_some(0),
+            ReviewAt::Age { age, .. } => (t >= age && entries.len() == age).then_some(0),
         }
     }
 
@@ -657,4 +743,59 @@ fn query(pending: &PendingToken, l: usize) -> Result<Vec<f32>> {
         (None, None) => return Err(Error::Input("every family projects a query".into())),
     };
     to_host(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, Serialize)]
+    struct Env {
+        review: ReviewAt,
+    }
+
+    fn parse(s: &str) -> std::result::Result<ReviewAt, String> {
+        toml::from_str::<Env>(s).map(|e| e.review).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keep_ages_read_and_write_as_a_table_and_plain_ages_as_a_number() {
+        let at = parse("review = { age = 16, keep = [32, 64] }").unwrap();
+        assert_eq!(at, ReviewAt::Age { age: 16, keep: KeepAges::new(16, &[32, 64]).unwrap() });
+        let json = serde_json::to_string(&Env { review: at }).unwrap();
+        assert_eq!(json, r#"{"review":{"age":16,"keep":[32,64]}}"#);
+        assert_eq!(serde_json::from_str::<Env>(&json).unwrap().review, at);
+        assert_eq!(at.to_string(), "16, keep to 32/64");
+        let plain = parse("review = 16").unwrap();
+        assert_eq!(plain, ReviewAt::at_age(16));
+        assert_eq!(parse("review = { age = 16 }").unwrap(), plain);
+        assert_eq!(serde_json::to_string(&Env { review: plain }).unwrap(), r#"{"review":16}"#);
+    }
+
+    #[test]
+    fn bad_keep_ages_are_clear_errors() {
+        for (text, says) in [
+            ("review = { age = 16, keep = [16] }", "above the review age 16, found 16"),
+            ("review = { age = 16, keep = [64, 32] }", "found 32 after 64"),
+            ("review = { age = 4, keep = [5, 6, 7, 8, 9, 10, 11] }", "at most 6 keep ages"),
+            ("review = { keep = [32] }", "missing field `age`"),
+            ("review = { age = 16, kept = [32] }", "unknown field `kept`"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn keep_ages_add_a_drop_at_each_later_age_for_every_kept_form() {
+        let cfg = ModelConfig::tiny();
+        let keep = KeepAges::new(3, &[8]).unwrap();
+        let names: Vec<String> = review_options(&cfg, 3, keep).iter().map(|o| o.to_string()).collect();
+        let kept: Vec<String> = cfg.menu.iter().filter(|o| **o != StoreOption::Drop).map(|o| o.to_string()).collect();
+        for f in &kept {
+            assert!(names.contains(&format!("{f}/3/drop")), "{names:?}");
+            assert!(names.contains(&format!("{f}/8/drop")), "{names:?}");
+        }
+        assert_eq!(names.len(), review_options(&cfg, 3, KeepAges::NONE).len() + kept.len());
+    }
 }

@@ -314,16 +314,27 @@ fn demotion_schedules_decode_like_the_parallel_forward_and_hold_what_the_cost_mo
 }
 
 /// Review decisions (DESIGN.md §10): random write options and random allowed review actions at
-/// age 3 decode, through both storages, exactly like the parallel forward of the options the
-/// tokens ended with, and the cache holds what the cost model charges those options after every
-/// step; with every token exact, the attention the book says a token received equals the parallel
-/// forward's attention maps.
+/// age 3 (and, with keep ages 5 and 9, reviews that keep a token to a later age) decode, through
+/// both storages, exactly like the parallel forward of the options the tokens ended with, and the
+/// cache holds what the cost model charges those options after every step; with every token
+/// exact, the attention the book says a token received equals the parallel forward's attention
+/// maps.
 #[test]
 fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_received() {
-    use ahr_tpa::{ReviewBook, review_options};
-    let (b, t, age) = (2, 80, 3);
+    review_decisions_decode_like_their_schedules(ahr_tpa::ReviewAt::at_age(3));
+}
+
+#[test]
+fn reviews_that_keep_to_a_later_age_decode_like_their_schedules() {
+    let keep = ahr_tpa::KeepAges::new(3, &[5, 9]).unwrap();
+    review_decisions_decode_like_their_schedules(ahr_tpa::ReviewAt::Age { age: 3, keep });
+}
+
+fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
+    use ahr_tpa::ReviewBook;
+    let (b, t, age) = (2, 80, at.age().unwrap());
     let base = ModelConfig::tiny();
-    let cfg = base.with_timed(&review_options(&base, age)).unwrap();
+    let cfg = base.with_timed(&at.menu_extras(&base)).unwrap();
     let l_n = cfg.n_layers;
     let model = randomize(Model::new(&cfg, &device()), 60, 0.4);
     let mut rng = StdRng::seed_from_u64(61);
@@ -331,7 +342,7 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
     let plain: Vec<usize> = (0..cfg.menu.len()).filter(|&o| !cfg.menu[o].is_timed()).collect();
     let run = |storage: Storage, rng: &mut StdRng, all_exact: bool| {
         let mut cache = ahr_tpa::KvCache::with_storage(&cfg, b, storage).with_review(age);
-        let mut book = ReviewBook::new(&cfg, b, ahr_tpa::ReviewAt::Age(age)).unwrap();
+        let mut book = ReviewBook::new(&cfg, b, at).unwrap();
         let mut effective = Choices::exact(&cfg, b, t);
         let mut logits = vec![0f32; b * t * cfg.vocab_size];
         let mut received = Vec::new(); // (stream, layer, position, attention received)
@@ -392,6 +403,12 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
             .filter(|&(s, k)| effective.get(s, k, 1) > cfg.exact_index())
             .count();
         assert!(changed > 10, "reviews should change some tokens ({changed})");
+        let kept_longer = (0..b)
+            .flat_map(|s| (0..t).flat_map(move |k| (0..l_n).map(move |l| (s, k, l))))
+            .filter(|&(s, k, l)| cfg.menu[effective.get(s, k, l)].window().is_some_and(|w| w > age))
+            .count();
+        let has_keep = matches!(at, ahr_tpa::ReviewAt::Age { keep, .. } if !keep.is_empty());
+        assert_eq!(kept_longer > 10, has_keep, "tokens kept to a later age: {kept_longer}");
         let par = to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), &effective).unwrap());
         let err = max_rel_err(&logits, &par);
         assert!(err < 2e-4, "{storage:?} decode with reviews vs parallel: max rel err {err}");
