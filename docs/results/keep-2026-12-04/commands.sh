@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Thirty-third session, 2026-12-04, the 2-vCPU box (AMD EPYC, AVX-512), release builds of f927118's
+# working tree. Run from the repository root; outputs land in docs/results/keep-2026-12-04/.
+# The thirty-third session's machine was shut down after training; the thirty-fourth (same day,
+# a fresh machine, release build of ef0fef4) trained the three seeds again — every eval.json and
+# held-out line came out byte-identical — and ran the judge and the analyses below.
+set -euo pipefail
+# the start is the table (reviews at 16 dropping, as envs/text-python-short-review16.toml): one
+# iteration reads 1.6508 nats at 2.9 % on the env's 256 held-out windows
+ahr train-policy --model policies/models/text-python --env envs/text-python-short-keep.toml \
+  --config configs/ppo/text-python-table-v2-keep.toml --out /tmp/r33/init --run-dir /tmp/r33/init-run \
+  --seed 1 --workers 2 --total-timesteps 16384
+# 1024-byte text at 3 % with reviews at age 16 that may keep a byte to 32, 64, 128 or 256: three
+# seeds side by side (384 iterations, 20 min)
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short-keep.toml \
+    --config configs/ppo/text-python-table-v2-keep.toml --out policies/text-python-table-v2-keep-seed$S \
+    --run-dir runs/text-python-table-v2-keep-seed$S --seed $S --workers 1 \
+    > docs/results/keep-2026-12-04/train/text-python-table-v2-keep-seed$S/train.log 2>&1 &
+done; wait
+cd docs/results/keep-2026-12-04
+ahr eval --model ../../../policies/models/text-python --env ../../../envs/text-python-short-keep.toml \
+  --policy ../../../policies/text-python-table-v2-keep-seed1 --policy ../../../policies/text-python-table-v2-keep-seed2 \
+  --policy ../../../policies/text-python-table-v2-keep-seed3 --baselines token-class,tova --sequences 128 \
+  --fractions 0.03 --workers 2 --out judge-1024-keep > judge-1024-keep.log 2>&1
