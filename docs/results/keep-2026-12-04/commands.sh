@@ -22,4 +22,14 @@ cd docs/results/keep-2026-12-04
 ahr eval --model ../../../policies/models/text-python --env ../../../envs/text-python-short-keep.toml \
   --policy ../../../policies/text-python-table-v2-keep-seed1 --policy ../../../policies/text-python-table-v2-keep-seed2 \
   --policy ../../../policies/text-python-table-v2-keep-seed3 --baselines token-class,tova --sequences 128 \
-  --fractions 0.03 --workers 2 --out judge-1024-keep > judge-1024-keep.log 2>&1
+  --fractions 0.03 --workers 2 --out judge-1024-keep > judge-1024-keep.log 2>&1   # 38 min
+mv judge-1024-keep.log judge-1024-keep/judge.log
+gzip -9 judge-1024-keep/metrics.json judge-1024-keep/points.jsonl
+../../../scripts/judge-table.py judge-1024-keep/metrics.json.gz > judge-1024-keep/policies.md
+# what the policies do (32 held-out windows; seed 1 with the feature ablation: 4 min)
+for S in 1 2 3; do
+  A=--no-ablation; [ $S = 1 ] && A=
+  ahr analyze --model ../../../policies/models/text-python --policy ../../../policies/text-python-table-v2-keep-seed$S \
+    --env ../../../envs/text-python-short-keep.toml --sequences 32 --lengths none $A \
+    --out analyze-1024/text-python-table-v2-keep-seed$S > analyze-1024/analyze-seed$S.log 2>&1
+done
