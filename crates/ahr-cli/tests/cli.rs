@@ -282,7 +282,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
         (train(&t("odd.toml"), &t("partner.toml"), &t("p1")), "[env] streams: must be even"),
         (
             train(&t("review.toml"), "configs/ppo/tiny.toml", &t("p1")),
-            "a review age in queries (e.g. 16), \"spike\" or \"spike-tokens\"",
+            "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] }, \"spike\" or \"spike-tokens\"",
         ),
         (train("envs/mqar-tiny.toml", &t("loose.toml"), &t("p2")), "[reward] budget_start: needs a budget"),
         (
