@@ -33,3 +33,9 @@ for S in 1 2 3; do
     --env ../../../envs/text-python-short-keep.toml --sequences 32 --lengths none $A \
     --out analyze-1024/text-python-table-v2-keep-seed$S > analyze-1024/analyze-seed$S.log 2>&1
 done
+# the byte table given every storage the keep reviews produce as a write option (no reviews):
+# keep-storage-as-writes.toml, token-class alone at seed 1's memory (3.17 %; 45 min beside CI, niced)
+ahr eval --model ../../../policies/models/text-python --env keep-storage-as-writes.toml --baselines token-class \
+  --sequences 128 --fractions 0.0317 --workers 2 --out judge-1024-keep-writes > judge-1024-keep-writes.log 2>&1
+mv judge-1024-keep-writes.log judge-1024-keep-writes/judge.log
+gzip -9 judge-1024-keep-writes/metrics.json judge-1024-keep-writes/points.jsonl
