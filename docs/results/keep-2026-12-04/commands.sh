@@ -39,3 +39,21 @@ ahr eval --model ../../../policies/models/text-python --env keep-storage-as-writ
   --sequences 128 --fractions 0.0317 --workers 2 --out judge-1024-keep-writes > judge-1024-keep-writes.log 2>&1
 mv judge-1024-keep-writes.log judge-1024-keep-writes/judge.log
 gzip -9 judge-1024-keep-writes/metrics.json judge-1024-keep-writes/points.jsonl
+# three more seeds (4-6, side by side, 17 min) and the policies alone on the judge's 128 windows with
+# TOVA (paired); against token-class unpaired, from judge-1024-keep's fitted settings (same windows,
+# same write menu)
+cd ../../..
+for S in 4 5 6; do
+  ahr train-policy --model policies/models/text-python --env envs/text-python-short-keep.toml \
+    --config configs/ppo/text-python-table-v2-keep.toml --out policies/text-python-table-v2-keep-seed$S \
+    --run-dir runs/text-python-table-v2-keep-seed$S --seed $S --workers 1 \
+    > docs/results/keep-2026-12-04/train/text-python-table-v2-keep-seed$S/train.log 2>&1 &
+done; wait
+cd docs/results/keep-2026-12-04
+ahr eval --model ../../../policies/models/text-python --env ../../../envs/text-python-short-keep.toml \
+  --policy ../../../policies/text-python-table-v2-keep-seed4 --policy ../../../policies/text-python-table-v2-keep-seed5 \
+  --policy ../../../policies/text-python-table-v2-keep-seed6 --baselines tova --sequences 128 --fractions 0.03 \
+  --workers 2 --out judge-1024-keep-seeds456 > judge-1024-keep-seeds456.log 2>&1
+mv judge-1024-keep-seeds456.log judge-1024-keep-seeds456/judge.log
+gzip -9 judge-1024-keep-seeds456/metrics.json judge-1024-keep-seeds456/points.jsonl
+../../../scripts/judge-table.py judge-1024-keep-seeds456/metrics.json.gz > judge-1024-keep-seeds456/policies.md
