@@ -643,6 +643,14 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     targets.extend(points.iter().map(|p| p.kv_bytes_per_token));
     let mut order = a.families.clone();
     order.sort_by_key(|f| f.search_decodes());
+    let (rcfg, l_n) = (h.rules.config(), cfg.n_layers);
+    // The fitted families choose among the options a policy's write heads may choose: a review's
+    // schedules are what only reviews produce (a fitted rule taking them differs from the same
+    // rule judged beside policies without reviews only in where its greedy search wanders).
+    let review_only = spec.env.review.map(|at| at.menu_extras(rcfg)).unwrap_or_default();
+    let writable: Vec<_> = rcfg.menu.iter().copied().filter(|o| !review_only.contains(o)).collect();
+    let only = (!review_only.is_empty()).then_some(&writable[..]);
+    let fits = a.families.iter().any(|f| f.grain().is_some());
     for family in order {
         let started = Instant::now();
         if let Some(grain) = family.grain() {
@@ -650,13 +658,6 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 true => vec![grain.fit_sequences],
                 false => a.fit_sequences.clone(),
             };
-            let (rcfg, l_n) = (h.rules.config(), cfg.n_layers);
-            // The options a policy's write heads may choose: a review's schedules are what only
-            // reviews produce (a fitted rule taking them differs from the same rule judged beside
-            // policies without reviews only in where its greedy search wanders).
-            let review_only = spec.env.review.map(|at| at.menu_extras(rcfg)).unwrap_or_default();
-            let writable: Vec<_> = rcfg.menu.iter().copied().filter(|o| !review_only.contains(o)).collect();
-            let only = (!review_only.is_empty()).then_some(&writable[..]);
             let mut seen = std::collections::HashSet::new();
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, ..grain };
@@ -753,16 +754,14 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         })
         .collect();
     notes.extend(family_notes(&a.families));
-    if !a.fit_sequences.is_empty() && a.families.iter().any(|f| f.grain().is_some()) {
+    if !a.fit_sequences.is_empty() && fits {
         notes.push(format!(
             "fitted vocabulary families: one fit on each of {:?} training sequences (--fit-sequences), not as \
              above; every fit's settings judged",
             a.fit_sequences
         ));
     }
-    if let Some(at) = spec.env.review.filter(|at| !at.menu_extras(h.rules.config()).is_empty())
-        && a.families.iter().any(|f| f.grain().is_some())
-    {
+    if let Some(at) = spec.env.review.filter(|_| only.is_some() && fits) {
         notes.push(format!(
             "fitted vocabulary families: fitted over the options a write may choose (the schedules only a review at \
              {at} produces left out, as a policy's write heads leave them)"
