@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Median over rounds of each run's median step (ms) for the before/after decode files
-(`decode-{before,after}-roundR.json`, from `ahr bench decode`) in DIR; the speed-up over dense MHA
-and the ratio to the bandwidth bound, per (ctx, batch, cache). Usage: decode-summary.py DIR"""
+(`decode[-TAG]-{before,after}-roundR.json`, from `ahr bench decode`) in DIR; the speed-up over dense
+MHA and the ratio to the bandwidth bound, per (ctx, batch, cache). Usage: decode-summary.py DIR [TAG]"""
 import glob, json, statistics, sys
-if len(sys.argv) != 2:
+if len(sys.argv) not in (2, 3):
     sys.exit(__doc__)
 here = sys.argv[1]
+prefix = "decode" + (f"-{sys.argv[2]}" if len(sys.argv) == 3 else "")
 rows = {}
 for name in ("before", "after"):
-    for f in sorted(glob.glob(f"{here}/decode-{name}-round*.json")):
+    for f in sorted(glob.glob(f"{here}/{prefix}-{name}-round*.json")):
         for r in json.load(open(f))["runs"]:
             rows.setdefault((r["ctx"], r["batch"], r["cache"]), {}).setdefault(name, []).append((r["step_ms"], r["bound_ms"]))
 print("| ctx | batch | cache | before ms | × MHA | / bound | after ms | × MHA | / bound | after / before |")
