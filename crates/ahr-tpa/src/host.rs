@@ -230,13 +230,12 @@ pub struct StepQuery<'a> {
 /// threads when asked) and merges them in order, so the result does not depend on the threads.
 pub const SPLIT_BLOCKS: usize = 64;
 
-/// Cached blocks from which a stream's layer prefetches each next block while computing one
-/// (`Ahead`): 4096 tokens, a cache long enough to be split into pieces. Shorter caches (PPO
-/// rollouts, short requests) are mostly held in L2 or L3 from one step to the next, where the
-/// hardware prefetchers suffice and the extra instructions cost: with prefetching from any length,
-/// rollouts at L = 128–1024 were 4–10 % slower, and with it from 2048 tokens those at L = 2048
-/// 1–6 % (2026-12-04).
-pub const PREFETCH_BLOCKS: usize = SPLIT_BLOCKS;
+/// Cache bytes of a stream's layer from which each pass prefetches the next block while computing
+/// one (`Ahead`): half a MiB, more than an L2 share keeps from one step to the next. Smaller
+/// caches (PPO rollouts at L ≤ 2048, short requests) come from L2 or L3, where the hardware
+/// prefetchers suffice and the extra instructions cost: with prefetching at any size, rollouts at
+/// L = 128–2048 were 2–10 % slower (2026-12-04).
+pub const PREFETCH_BYTES: usize = 1 << 19;
 
 /// Runs `f` on a worker thread of the decode pool (rayon's, built once with a thread per core), so
 /// that the kernel's parallel parts — a long cache split across cores at batch 1, streams side by
@@ -279,7 +278,7 @@ pub fn attend(
         .enumerate()
         .flat_map(|(g, group)| (0..group.tiles.blocks().count()).map(move |b| (g, b)))
         .collect();
-    let prefetch = pieces.len() >= PREFETCH_BLOCKS;
+    let prefetch = groups.iter().map(|g| g.tiles.bytes()).sum::<usize>() >= PREFETCH_BYTES;
     let chunks: Vec<&[Piece]> = match pieces.is_empty() {
         true => vec![&[]],
         false => pieces.chunks(SPLIT_BLOCKS).collect(),
@@ -327,7 +326,7 @@ struct Attend<'g, 'q> {
     q: StepQuery<'q>,
     /// Whether this piece holds the token itself (the first one does).
     own: bool,
-    /// Whether to prefetch each next block ([`PREFETCH_BLOCKS`]).
+    /// Whether to prefetch each next block ([`PREFETCH_BYTES`]).
     prefetch: bool,
 }
 
@@ -475,8 +474,9 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
     let mut max: [f32; C] = std::array::from_fn(|c| heads[c].max);
     let mut own: [f32; C] = std::array::from_fn(|c| heads[c].own);
     let (mut z, mut zs) = ([[zero; FV]; C], [[zero; FV]; C]);
-    // Prefetch slots of a block: one per exp vector step, then one per value row.
-    let slots = C * N.div_ceil(FV) + dh;
+    // Prefetch slots of a block: one per exp vector step (the first run of what the pass reads of
+    // the next block), then one per value row (the second).
+    let exp_steps = C * N.div_ceil(FV);
     for (j, &(g, b)) in pieces.iter().enumerate() {
         // What this pass will read of the piece's next block, fetched into L1 while this one is
         // computed (below).
@@ -484,7 +484,7 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
             Some(&(g, b)) if prefetch => pass_rows(dims, groups[g], b, c0, C),
             _ => [&[][..]; 2],
         };
-        let next = Ahead::new(next, slots);
+        let next = Ahead::new(next, [exp_steps, dh]);
         let g = groups[g];
         // The block as one row of N vectors per feature.
         let data: &[Vecs<S, N>] = pulp::bytemuck::cast_slice(g.tiles.block(b));
@@ -525,7 +525,7 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
             // Outer steps of FV vectors, so that each fold lane's sums stay in a register (with
             // `k % FV` over a loop the compiler does not unroll, they went through the stack).
             for k0 in (0..N).step_by(FV) {
-                next.fetch(c * N.div_ceil(FV) + k0 / FV);
+                next.fetch(0, c * N.div_ceil(FV) + k0 / FV);
                 for f in 0..FV {
                     let k = k0 + f;
                     let d = simd.sub_f32s(s[c][k], m);
@@ -557,7 +557,7 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
                     }
                     for i in 0..dh {
                         if r == 0 {
-                            next.fetch(slots - dh + i);
+                            next.fetch(1, i);
                         }
                         let x = &data[values + r * stride + h + i];
                         spread_shared::<S, N, FV, C>(simd, &w, x, acc, i, dh);
@@ -566,7 +566,7 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
             }
             HostKind::Dense => {
                 for i in 0..dh {
-                    next.fetch(slots - dh + i);
+                    next.fetch(1, i);
                     for (c, w) in s.iter().enumerate() {
                         let x = &data[kvh * dh + dims.kv_offset(c0 + c) + i];
                         spread::<S, N, FV>(simd, w, x, &mut acc[c * dh + i]);
@@ -584,63 +584,63 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
     }
 }
 
-/// The block after the one being computed, prefetched in even parts spread over the block's work.
+/// What a pass reads of the block after the one being computed, prefetched in even parts spread
+/// over the block's work: its first run over the exp steps, its second over the value rows.
 ///
 /// Streamed from memory, with the hardware prefetchers alone a `rank:1` cache was read at about
 /// half the bandwidth a dense one was (measured on the 2-vCPU AMD box: 15 against 25–31 GB/s; they
 /// run little ahead of a loop that does as much arithmetic per cache line as a factor block does);
 /// fetching the whole next block in one burst at the start of each block fixed that but made
 /// caches held in L3 up to twice as slow (the burst fills the miss queue). A part at each exp step
-/// and each value row keeps a block ahead without the burst. Only a hint: the results are the
-/// same bits with or without it (x86-64 only; elsewhere nothing is prefetched).
+/// and each value row keeps a block ahead without the burst; each part is one slice, so a slot
+/// costs a few instructions besides its prefetches. Only a hint: the results are the same bits
+/// with or without it (x86-64 only; elsewhere nothing is prefetched).
 #[derive(Clone, Copy)]
 struct Ahead<'a> {
-    /// The rows to fetch, as up to two runs of the block.
-    rows: [&'a [f32]; 2],
-    /// Values per part: whole cache lines.
-    part: usize,
+    /// The two runs to fetch …
+    runs: [&'a [f32]; 2],
+    /// … each in parts of this many values (whole cache lines).
+    part: [usize; 2],
 }
 
 impl<'a> Ahead<'a> {
     const LINE: usize = 64 / size_of::<f32>();
 
-    /// `rows` in `parts` parts (the last ones may be empty).
+    /// Run `k` of `runs` in `parts[k]` parts (the last ones may be empty).
     #[inline(always)]
-    fn new(rows: [&'a [f32]; 2], parts: usize) -> Self {
-        let lines = rows[0].len().div_ceil(Self::LINE) + rows[1].len().div_ceil(Self::LINE);
-        Self { rows, part: lines.div_ceil(parts) * Self::LINE }
+    fn new(runs: [&'a [f32]; 2], parts: [usize; 2]) -> Self {
+        let part = |k: usize| runs[k].len().div_ceil(Self::LINE).div_ceil(parts[k].max(1)) * Self::LINE;
+        Self { runs, part: [part(0), part(1)] }
     }
 
-    /// Prefetch the cache lines of part `i`.
+    /// Prefetch the cache lines of part `i` of run `k`.
     #[inline(always)]
-    fn fetch(self, i: usize) {
-        self.lines(i, prefetch_line);
+    fn fetch(self, k: usize, i: usize) {
+        self.lines(k, i).iter().step_by(Self::LINE).for_each(prefetch_line);
     }
 
-    /// The first value of each cache line of part `i` (counting lines from each run's start).
+    /// Part `i` of run `k`: the values whose cache lines it fetches (empty past the run's end).
     #[inline(always)]
-    fn lines(self, i: usize, mut each: impl FnMut(&'a f32)) {
-        let (mut from, mut to) = (i * self.part, (i + 1) * self.part);
-        for run in self.rows {
-            let padded = run.len().next_multiple_of(Self::LINE);
-            run.get(from.min(run.len())..to.min(run.len()))
-                .unwrap_or(&[])
-                .iter()
-                .step_by(Self::LINE)
-                .for_each(&mut each);
-            (from, to) = (from.saturating_sub(padded), to.saturating_sub(padded));
-        }
+    fn lines(self, k: usize, i: usize) -> &'a [f32] {
+        let (run, part) = (self.runs[k], self.part[k]);
+        let from = (i * part).min(run.len());
+        &run[from..(from + part).min(run.len())]
     }
 }
 
-/// The rows of block `b` of `group` that a pass over heads `c0 .. c0 + chunk` reads: a dense
-/// block's keys and values of those heads; all of a factor block in the first pass (its `B` rows
-/// are every head's), nothing in later ones (the first pass read it a piece ago: in L2).
+/// The rows of block `b` of `group` that a pass over heads `c0 .. c0 + chunk` reads, as two runs: a
+/// dense block's keys and values of those heads; the two halves of a factor block in the first
+/// pass (its `B` rows are every head's), nothing in later ones (the first pass read it a piece
+/// ago: in L2).
 #[inline(always)]
 fn pass_rows(dims: HeadDims, group: &HostGroup, b: usize, c0: usize, chunk: usize) -> [&[f32]; 2] {
     let block = group.tiles.block(b);
     match group.kind {
-        HostKind::Factors { .. } if c0 == 0 => [block, &[]],
+        HostKind::Factors { .. } if c0 == 0 => {
+            let half = (block.len() / 2).next_multiple_of(Ahead::LINE).min(block.len());
+            let (first, second) = block.split_at(half);
+            [first, second]
+        }
         HostKind::Factors { .. } => [&[]; 2],
         HostKind::Dense => {
             let heads = (dims.kv_offset(c0) * LANES)..((dims.kv_offset(c0 + chunk - 1) + dims.head_dim) * LANES);
@@ -1308,19 +1308,22 @@ mod tests {
         }
     }
 
-    /// The parts of a prefetch cover every cache line of both runs once, in order, whatever the
-    /// number of parts (more parts than lines included), and nothing beyond them.
+    /// The parts of each run of a prefetch cover every cache line of the run once, in order,
+    /// whatever the number of parts (more parts than lines included), and nothing beyond it.
     #[test]
     fn prefetch_parts_cover_every_line_once() {
         let block: Vec<f32> = (0..1000).map(|x| x as f32).collect();
         for (a, b) in [(0..200, 600..750), (0..0, 5..37), (3..3, 0..0), (0..1000, 0..0)] {
-            let rows = [&block[a.clone()], &block[b.clone()]];
-            let want: Vec<f32> = a.clone().step_by(16).chain(b.clone().step_by(16)).map(|x| x as f32).collect();
-            for parts in [1, 2, 7, 28, 100] {
-                let ahead = Ahead::new(rows, parts);
-                let mut got = Vec::new();
-                (0..parts + 3).for_each(|i| ahead.lines(i, |x| got.push(*x)));
-                assert_eq!(got, want, "runs {a:?} {b:?}, {parts} parts");
+            let runs = [&block[a.clone()], &block[b.clone()]];
+            for parts in [[1, 1], [2, 7], [28, 16], [100, 3]] {
+                let ahead = Ahead::new(runs, parts);
+                for (k, range) in [a.clone(), b.clone()].into_iter().enumerate() {
+                    let want: Vec<f32> = range.clone().step_by(Ahead::LINE).map(|x| x as f32).collect();
+                    let got: Vec<f32> = (0..parts[k] + 3)
+                        .flat_map(|i| ahead.lines(k, i).iter().step_by(Ahead::LINE).copied())
+                        .collect();
+                    assert_eq!(got, want, "run {k} {range:?}, {parts:?} parts");
+                }
             }
         }
     }
