@@ -644,12 +644,18 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     let mut order = a.families.clone();
     order.sort_by_key(|f| f.search_decodes());
     let (rcfg, l_n) = (h.rules.config(), cfg.n_layers);
-    // The fitted families choose among the options a policy's write heads may choose: a review's
-    // schedules are what only reviews produce (a fitted rule taking them differs from the same
-    // rule judged beside policies without reviews only in where its greedy search wanders).
+    // The fitted families choose first among the options a policy's write heads may choose, then
+    // — from where that led — among the whole menu, the schedules only a review produces included
+    // (kept for a while, then dropped or demoted): a rule may write those storages outright, and
+    // a policy reaches them (in one stage, the greedy search wandered off through the larger menu
+    // and fitted a weaker rule than over the write options alone).
     let review_only = spec.env.review.map(|at| at.menu_extras(rcfg)).unwrap_or_default();
     let writable: Vec<_> = rcfg.menu.iter().copied().filter(|o| !review_only.contains(o)).collect();
     let only = (!review_only.is_empty()).then_some(&writable[..]);
+    let stages: Vec<Option<&[ahr_tpa::StoreOption]>> = match only {
+        Some(w) => vec![Some(w), None],
+        None => vec![None],
+    };
     let fits = a.families.iter().any(|f| f.grain().is_some());
     for family in order {
         let started = Instant::now();
@@ -662,7 +668,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, ..grain };
                 let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
-                let fitted = token_class::fit(&train, &classes, &targets, only, a.workers, |round| {
+                let fitted = token_class::fit(&train, &classes, &targets, &stages, a.workers, |round| {
                     report(Progress::Fitting { family, round })
                 })?;
                 // Fits on other data may land on the same setting: each is judged once.
@@ -763,8 +769,8 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     }
     if let Some(at) = spec.env.review.filter(|_| only.is_some() && fits) {
         notes.push(format!(
-            "fitted vocabulary families: fitted over the options a write may choose (the schedules only a review at \
-             {at} produces left out, as a policy's write heads leave them)"
+            "fitted vocabulary families: fitted in two stages, over the options a write may choose, then from the \
+             best setting at each target over the whole menu (the schedules only a review at {at} produces included)"
         ));
     }
     Ok(EvalOutput {
