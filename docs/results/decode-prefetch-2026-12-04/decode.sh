@@ -41,3 +41,5 @@ for round in 1 2 3; do
     done
   done
 done
+# Afterwards, batch 1 at 16k alone, fifteen more rounds (the first run put it at the line):
+CTX=16384 BATCH=1 TAG=16k-b1-more ROUNDS="$(seq -s ' ' 1 15)" "$side" /tmp/bin/ahr34 /tmp/bin/ahr35 "$here"
