@@ -234,7 +234,7 @@ pub const SPLIT_BLOCKS: usize = 64;
 /// one (`Ahead`): half a MiB, more than an L2 share keeps from one step to the next. Smaller
 /// caches (PPO rollouts at L ≤ 2048, short requests) come from L2 or L3, where the hardware
 /// prefetchers suffice and the extra instructions cost: with prefetching at any size, rollouts at
-/// L = 128–2048 were 2–10 % slower (2026-12-04).
+/// L = 128–2048 were 2–10 % slower (2026-12-04, exploratory runs).
 pub const PREFETCH_BYTES: usize = 1 << 19;
 
 /// Runs `f` on a worker thread of the decode pool (rayon's, built once with a thread per core), so
