@@ -9,7 +9,10 @@ here = sys.argv[1]
 prefix = "decode" + (f"-{sys.argv[2]}" if len(sys.argv) == 3 else "")
 rows = {}
 for name in ("before", "after"):
-    for f in sorted(glob.glob(f"{here}/{prefix}-{name}-round*.json")):
+    files = sorted(glob.glob(f"{here}/{prefix}-{name}-round*.json"))
+    if not files:
+        sys.exit(f"decode-summary.py: no {prefix}-{name}-round*.json in {here}")
+    for f in files:
         for r in json.load(open(f))["runs"]:
             rows.setdefault((r["ctx"], r["batch"], r["cache"]), {}).setdefault(name, []).append((r["step_ms"], r["bound_ms"]))
 print("| ctx | batch | cache | before ms | × MHA | / bound | after ms | × MHA | / bound | after / before |")
