@@ -257,6 +257,12 @@ pub fn on_workers<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// Whether [`attend`] with `parallel` runs a stream holding `groups` on more than one thread (its
+/// cache spans more than [`SPLIT_BLOCKS`] blocks).
+pub fn splits(groups: &[&HostGroup]) -> bool {
+    groups.iter().map(|g| g.tiles.blocks().count()).sum::<usize>() > SPLIT_BLOCKS
+}
+
 /// Attention of one stream's new token over its cached groups and itself.
 ///
 /// Writes the output `[h, d_h]` into `out` and each head's log-sum-exp of its scores into `lse`

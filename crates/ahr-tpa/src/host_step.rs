@@ -42,6 +42,15 @@ const PARALLEL_TOKENS: usize = 4096;
 /// Multiply-adds above which a linear map runs its column blocks on rayon's threads.
 const PARALLEL_WORK: usize = 1 << 22;
 
+/// The same where the pool's threads are known to be awake: called from a worker of rayon's pool
+/// (a decode loop inside [`host::on_workers`](crate::host::on_workers)) right after the step's
+/// attention ran on every core, sharing the work costs a join rather than a wake-up. The tied LM
+/// head of a decode step at batch 1 (`[d, V]`, 0.4 M multiply-adds and 1.5 MB of `W` for the `mqar`
+/// preset, read from L3 at each step) then runs on every core, each reading its share of `W`.
+/// After an attention on one thread the other threads sleep, and waking one cost more than it saved
+/// (1k-token caches, batch 1: 0.035 → 0.049 ms a step, 2026-12-05, exploratory run).
+const PARALLEL_WORK_AWAKE: usize = 1 << 16;
+
 impl HostLinear {
     fn new(l: &Linear) -> Result<Self> {
         let [d_in, d_out] = l.weight.dims();
@@ -71,10 +80,18 @@ impl HostLinear {
 
     /// `xs` `[n, d_in]` → `[n, d_out]`; each output is `b + Σ_i x_i·W_i` summed in order of i.
     fn forward(&self, xs: &[f32], n: usize) -> Vec<f32> {
+        self.forward_awake(xs, n, false)
+    }
+
+    /// [`Self::forward`], told whether the pool's threads are awake ([`PARALLEL_WORK_AWAKE`]).
+    fn forward_awake(&self, xs: &[f32], n: usize, awake: bool) -> Vec<f32> {
         debug_assert_eq!(xs.len(), n * self.d_in);
         let mut ys = vec![0f32; n * self.d_out];
         let blocks = self.d_out.div_ceil(COLUMNS);
-        if n * self.d_in * self.d_out < PARALLEL_WORK {
+        let work = n * self.d_in * self.d_out;
+        let awake = awake && rayon::current_thread_index().is_some() && work >= PARALLEL_WORK_AWAKE;
+        let threads = rayon::current_num_threads().min(blocks);
+        if threads < 2 || (work < PARALLEL_WORK && !awake) {
             pulp::Arch::new().dispatch(Columns {
                 linear: self,
                 xs,
@@ -85,17 +102,20 @@ impl HostLinear {
             });
             return ys;
         }
-        // Side by side: each block of columns into a buffer of its own `[n, width]`, then copied.
-        let mut chunks: Vec<Vec<f32>> =
-            (0..blocks).map(|c| vec![0f32; n * COLUMNS.min(self.d_out - c * COLUMNS)]).collect();
-        chunks.par_iter_mut().enumerate().for_each(|(c, out)| {
+        // Side by side: a run of column blocks per thread, each into a buffer of its own
+        // `[n, width]`, then copied. Every column is summed as above, so the bits do not change.
+        let runs: Vec<std::ops::Range<usize>> =
+            (0..threads).map(|t| t * blocks / threads..(t + 1) * blocks / threads).collect();
+        let width = |run: &std::ops::Range<usize>| (run.end * COLUMNS).min(self.d_out) - run.start * COLUMNS;
+        let mut chunks: Vec<Vec<f32>> = runs.iter().map(|run| vec![0f32; n * width(run)]).collect();
+        chunks.par_iter_mut().zip(&runs).for_each(|(out, run)| {
             let stride = out.len() / n;
-            pulp::Arch::new().dispatch(Columns { linear: self, xs, n, blocks: c..c + 1, out, stride });
+            pulp::Arch::new().dispatch(Columns { linear: self, xs, n, blocks: run.clone(), out, stride });
         });
-        for (c, chunk) in chunks.iter().enumerate() {
-            let width = chunk.len() / n;
+        for (chunk, run) in chunks.iter().zip(&runs) {
+            let width = width(run);
             for r in 0..n {
-                let at = r * self.d_out + c * COLUMNS;
+                let at = r * self.d_out + run.start * COLUMNS;
                 ys[at..at + width].copy_from_slice(&chunk[r * width..(r + 1) * width]);
             }
         }
@@ -254,11 +274,13 @@ impl HostModel {
         let (h, l_n) = (cfg.n_heads, cfg.n_layers);
         let mut layers = Vec::with_capacity(l_n);
         let mut stats = vec![0f32; b_n * l_n * (3 + h)];
+        let mut awake = false;
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm_rows(&x, d, cfg.norm_eps);
             let proj = self.project(layer, &normed, b_n, &rope);
             let groups = cache.layer(l);
-            let (out, layer_stats) = self.attend(&proj, &groups, with_stats);
+            let (out, layer_stats, threads) = self.attend(&proj, &groups, with_stats);
+            awake = threads;
             let o = layer.o.forward(&out, b_n);
             x.iter_mut().zip(&o).for_each(|(a, o)| *a += o);
             if let Some([gate, up, down]) = &layer.mlp {
@@ -275,7 +297,7 @@ impl HostModel {
             layers.push(proj.tensors(cfg, b_n, device));
         }
         let hidden = rms_norm_rows(&x, d, cfg.norm_eps);
-        let logits = self.head.forward(&hidden, b_n);
+        let logits = self.head.forward_awake(&hidden, b_n, awake);
         let stats = Tensor::<3>::from_data(TensorData::new(stats, [b_n, l_n, 3 + h]), device);
         Ok(StepOutput {
             logits: Tensor::from_data(TensorData::new(logits, [b_n, cfg.vocab_size]), device),
@@ -312,13 +334,14 @@ impl HostModel {
     }
 
     /// Attention of every stream over its cache: outputs `[B, h·d_h]` and statistics `[B, 3 + h]`
-    /// (entropy, maximum weight, key norm — zeros unless `with_stats` — then the log-sum-exps).
+    /// (entropy, maximum weight, key norm — zeros unless `with_stats` — then the log-sum-exps), and
+    /// whether it ran on rayon's threads.
     fn attend(
         &self,
         p: &HostProjected,
         caches: &[&crate::cache::LayerCache],
         with_stats: bool,
-    ) -> (Vec<f32>, Vec<f32>) {
+    ) -> (Vec<f32>, Vec<f32>, bool) {
         let cfg = &self.config;
         let b_n = caches.len();
         let (h, dh, rq, r) = (cfg.n_heads, cfg.head_dim, cfg.q_rank, cfg.kv_rank_max);
@@ -398,7 +421,8 @@ impl HostModel {
         } else {
             rows.for_each(|(s, (o, st))| one(s, o, st));
         }
-        (out, stats)
+        let on_threads = threads && (b_n > 1 || (split && host::splits(&caches[0].host_groups().collect::<Vec<_>>())));
+        (out, stats, on_threads)
     }
 }
 
@@ -465,17 +489,24 @@ mod tests {
     /// a bias), on one thread and side by side (above `PARALLEL_WORK`).
     #[test]
     fn blocked_linear_maps_equal_the_plain_sum() {
-        for (n, d_in, d_out) in [(3, 5, 70), (70, 64, 1000)] {
+        // Small (one thread), large (threads from anywhere), and in between: threads only from a
+        // worker of a pool told its threads are awake (three threads here, so the runs of column
+        // blocks are uneven and the last holds the partial block).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (n, d_in, d_out) in [(3, 5, 70), (70, 64, 1000), (2, 48, 1000)] {
             let at = |i: usize, o: usize| ((i * 31 + o * 17) % 23) as f32 / 23.0 - 0.5;
             let bias: Vec<f32> = (0..d_out).map(|o| o as f32 * 0.01).collect();
             let lin = HostLinear::blocked(at, d_in, d_out, Some(bias.clone()));
-            assert_eq!(n * d_in * d_out >= PARALLEL_WORK, n == 70, "one case per path");
+            let work = n * d_in * d_out;
+            assert_eq!(work >= PARALLEL_WORK, n == 70, "one case per path");
+            assert_eq!((PARALLEL_WORK_AWAKE..PARALLEL_WORK).contains(&work), n == 2, "one case per path");
             let xs: Vec<f32> = (0..n * d_in).map(|k| ((k * 7) % 11) as f32 / 11.0 - 0.3).collect();
-            let ys = lin.forward(&xs, n);
-            for r in 0..n {
-                for o in 0..d_out {
-                    let want = (0..d_in).fold(bias[o], |acc, i| xs[r * d_in + i].mul_add(at(i, o), acc));
-                    assert_eq!(ys[r * d_out + o], want, "row {r}, column {o}");
+            for ys in [lin.forward(&xs, n), pool.install(|| lin.forward_awake(&xs, n, true))] {
+                for r in 0..n {
+                    for o in 0..d_out {
+                        let want = (0..d_in).fold(bias[o], |acc, i| xs[r * d_in + i].mul_add(at(i, o), acc));
+                        assert_eq!(ys[r * d_out + o], want, "row {r}, column {o}");
+                    }
                 }
             }
         }
