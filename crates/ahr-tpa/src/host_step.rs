@@ -48,7 +48,9 @@ const PARALLEL_WORK: usize = 1 << 22;
 /// head of a decode step at batch 1 (`[d, V]`, 0.4 M multiply-adds and 1.5 MB of `W` for the `mqar`
 /// preset, read from L3 at each step) then runs on every core, each reading its share of `W`.
 /// After an attention on one thread the other threads sleep, and waking one cost more than it saved
-/// (1k-token caches, batch 1: 0.035 → 0.049 ms a step, 2026-12-05, exploratory run).
+/// (1k-token caches, batch 1: 0.035 → 0.049 ms a step). With the split, a step at 16k tokens, batch
+/// 1, took 0.86–0.90 of the time, at 1k tokens, batch 8, 0.88–0.92 for dense and `rank:1` caches
+/// (`docs/results/decode-head-2026-12-05/`).
 const PARALLEL_WORK_AWAKE: usize = 1 << 16;
 
 impl HostLinear {
