@@ -1,5 +1,6 @@
 //! Micro-benchmark of the host decode kernel alone (`host::attend`): ns per cached token for
-//! dense and rank-ρ groups of the `mqar` preset's shape. `cargo run --release --example attend_micro`.
+//! dense and rank-ρ groups of the `mqar` preset's shape (3 heads × 16; HEADS and HEAD_DIM for
+//! another). `cargo run --release --example attend_micro -- [TOKENS] [REPS] [ONLY]`.
 use ahr_tpa::host::{HeadDims, HostGroup, HostKind, StepQuery, Tiles, attend};
 use std::time::Instant;
 
@@ -16,15 +17,17 @@ fn main() {
 fn run() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16384);
     let reps: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(200);
-    let dims = HeadDims { heads: 3, kv_heads: 3, head_dim: 16 };
+    let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (heads, head_dim) = (var("HEADS", 3), var("HEAD_DIM", 16));
+    let dims = HeadDims { heads, kv_heads: heads, head_dim };
     let mut seed = 1u32;
     let mut rnd = || {
         seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
         (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
     };
-    let q: Vec<f32> = (0..48).map(|_| rnd()).collect();
-    let k: Vec<f32> = (0..48).map(|_| rnd()).collect();
-    let v: Vec<f32> = (0..48).map(|_| rnd()).collect();
+    let q: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
+    let k: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
+    let v: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
     let only: Option<usize> = std::env::args().nth(3).and_then(|s| s.parse().ok());
     let kinds = [HostKind::Dense, HostKind::Factors { rank: 1 }, HostKind::Factors { rank: 2 }];
     for (i, kind) in kinds.into_iter().enumerate() {
@@ -38,7 +41,7 @@ fn run() {
         }
         let g = HostGroup { kind, tiles };
         let groups = [&g];
-        let (mut out, mut lse) = (vec![0f32; 48], vec![0f32; 3]);
+        let (mut out, mut lse) = (vec![0f32; heads * head_dim], vec![0f32; heads]);
         let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &k, value: &v };
         let mut times = Vec::new();
         // With FLUSH, 64 MiB are read between steps, so the cache streams from memory (as in

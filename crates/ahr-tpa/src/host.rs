@@ -290,7 +290,15 @@ pub fn attend(
         false => pieces.chunks(SPLIT_BLOCKS).collect(),
     };
     let part = |(i, chunk): (usize, &&[Piece])| {
-        pulp::Arch::new().dispatch(Attend { dims, groups, pieces: chunk, q, own: i == 0, prefetch })
+        pulp::Arch::new().dispatch(Attend {
+            dims,
+            groups,
+            pieces: chunk,
+            q,
+            own: i == 0,
+            prefetch,
+            span_bytes: SPAN_BYTES,
+        })
     };
     let parts: Vec<Partial> = match parallel && chunks.len() > 1 {
         true => chunks.par_iter().enumerate().map(part).collect(),
@@ -334,6 +342,8 @@ struct Attend<'g, 'q> {
     own: bool,
     /// Whether to prefetch each next block ([`PREFETCH_BYTES`]).
     prefetch: bool,
+    /// Bytes of a span of blocks that all passes read before the next ([`SPAN_BYTES`]).
+    span_bytes: usize,
 }
 
 impl pulp::WithSimd for Attend<'_, '_> {
@@ -418,7 +428,7 @@ const CHUNK: usize = 3;
 /// is the same for every vector width.
 #[inline(always)]
 fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: Attend<'_, '_>) -> Partial {
-    let Attend { dims, groups, pieces, q, own, prefetch } = piece;
+    let Attend { dims, groups, pieces, q, own, prefetch, span_bytes } = piece;
     assert!(N * S::F32_LANES == LANES && FV * S::F32_LANES == FOLD, "{} lanes per vector", S::F32_LANES);
     let HeadDims { heads: h, head_dim: dh, .. } = dims;
     let mut heads: Vec<Running> = (0..h)
@@ -438,24 +448,53 @@ fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: 
     let shared = pieces.iter().any(|&(g, _)| matches!(groups[g].kind, HostKind::Factors { .. }));
     let most = if shared { CHUNK } else { (12 / N).clamp(1, CHUNK) };
     let chunk = h.div_ceil(h.div_ceil(most));
-    for c0 in (0..h).step_by(chunk) {
-        let pass = Pass { dims, groups, pieces, q: &q, c0, prefetch };
-        let (heads, acc, t) = (&mut heads[c0..], &mut acc[c0 * dh..], &mut contracted[..]);
-        match chunk.min(h - c0) {
-            1 => heads_pass::<S, N, FV, 1>(simd, pass, t, heads, acc),
-            2 => heads_pass::<S, N, FV, 2>(simd, pass, t, heads, acc),
-            _ => heads_pass::<S, N, FV, 3>(simd, pass, t, heads, acc),
+    // With factor blocks and more than one pass, every pass reads every block's shared rows: the
+    // passes take the piece a span at a time, so that the later ones find the span in L2 (a whole
+    // piece of a realistic model's factors — 8 heads × 64 at rank 2, 4.7 MB — is read from memory
+    // again by each pass otherwise). Each head still meets the blocks in order: the same bits.
+    let span_bytes = if shared && chunk < h { span_bytes } else { usize::MAX };
+    for span in spans(groups, pieces, span_bytes) {
+        for c0 in (0..h).step_by(chunk) {
+            let pass = Pass { dims, groups, pieces, span: span.clone(), q: &q, c0, prefetch };
+            let (heads, acc, t) = (&mut heads[c0..], &mut acc[c0 * dh..], &mut contracted[..]);
+            match chunk.min(h - c0) {
+                1 => heads_pass::<S, N, FV, 1>(simd, pass, t, heads, acc),
+                2 => heads_pass::<S, N, FV, 2>(simd, pass, t, heads, acc),
+                _ => heads_pass::<S, N, FV, 3>(simd, pass, t, heads, acc),
+            }
         }
     }
     Partial { heads, acc }
 }
 
-/// What one pass over a piece reads: the cache, the query, the first head of the chunk.
-#[derive(Clone, Copy)]
+/// Cache bytes of a span of blocks that every pass over a piece reads before the next span
+/// ([`attend_piece`]): a quarter of a 1 MiB L2, so the span stays there between passes.
+const SPAN_BYTES: usize = 1 << 18;
+
+/// `pieces` cut into runs of consecutive blocks of at most `most` bytes (at least one block each).
+fn spans(groups: &[&HostGroup], pieces: &[Piece], most: usize) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (j, &(g, _)) in pieces.iter().enumerate() {
+        let block = groups[g].tiles.width() * LANES * size_of::<f32>();
+        if j > start && bytes + block > most {
+            spans.push(start..j);
+            (start, bytes) = (j, 0);
+        }
+        bytes += block;
+    }
+    spans.push(start..pieces.len());
+    spans
+}
+
+/// What one pass over a span of a piece reads: the cache, the query, the first head of the chunk.
+#[derive(Clone)]
 struct Pass<'a, 'q> {
     dims: HeadDims,
     groups: &'a [&'a HostGroup],
     pieces: &'a [Piece],
+    /// The blocks of `pieces` this pass computes (the block after the last one is prefetched).
+    span: std::ops::Range<usize>,
     q: &'a StepQuery<'q>,
     c0: usize,
     prefetch: bool,
@@ -473,17 +512,22 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
     heads: &mut [Running],
     acc: &mut [Folded],
 ) {
-    let Pass { dims, groups, pieces, q, c0, prefetch } = pass;
+    let Pass { dims, groups, pieces, span, q, c0, prefetch } = pass;
     let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
-    let zero = simd.splat_f32s(0.0);
     let (guard, cap) = (simd.splat_f32s(-88.0), simd.splat_f32s(-87.0));
     let mut max: [f32; C] = std::array::from_fn(|c| heads[c].max);
     let mut own: [f32; C] = std::array::from_fn(|c| heads[c].own);
-    let (mut z, mut zs) = ([[zero; FV]; C], [[zero; FV]; C]);
+    // The sums so far (zero before a piece's first span).
+    let (mut z, mut zs) = ([[simd.splat_f32s(0.0); FV]; C], [[simd.splat_f32s(0.0); FV]; C]);
+    for c in 0..C {
+        z[c].copy_from_slice(pulp::bytemuck::cast_slice(&heads[c].z));
+        zs[c].copy_from_slice(pulp::bytemuck::cast_slice(&heads[c].zs));
+    }
     // Prefetch slots of a block: one per exp vector step (the first run of what the pass reads of
     // the next block), then one per value row (the second).
     let exp_steps = C * N.div_ceil(FV);
-    for (j, &(g, b)) in pieces.iter().enumerate() {
+    for j in span {
+        let (g, b) = pieces[j];
         // What this pass will read of the piece's next block, fetched into L1 while this one is
         // computed (below).
         let next = match pieces.get(j + 1) {
@@ -636,7 +680,7 @@ impl<'a> Ahead<'a> {
 
 /// The rows of block `b` of `group` that a pass over heads `c0 .. c0 + chunk` reads, as two runs: a
 /// dense block's keys and values of those heads; the two halves of a factor block in the first
-/// pass (its `B` rows are every head's), nothing in later ones (the first pass read it a piece
+/// pass (its `B` rows are every head's), nothing in later ones (the first pass read it a span
 /// ago: in L2).
 #[inline(always)]
 fn pass_rows(dims: HeadDims, group: &HostGroup, b: usize, c0: usize, chunk: usize) -> [&[f32]; 2] {
@@ -1289,16 +1333,26 @@ mod tests {
                     key: &key,
                     value: &value,
                 };
-                let attend = |prefetch| Attend { dims, groups: &groups, pieces: &pieces, q, own: true, prefetch };
+                let attend = |prefetch, span_bytes| Attend {
+                    dims,
+                    groups: &groups,
+                    pieces: &pieces,
+                    q,
+                    own: true,
+                    prefetch,
+                    span_bytes,
+                };
                 let bits = |part: Partial| {
                     let (mut out, mut lse) = (vec![0f32; heads * head_dim], vec![0f32; heads]);
                     let stats = finish(dims, vec![part], q, &mut out, &mut lse);
                     out.iter().chain(&lse).chain(&stats).map(|x| x.to_bits()).collect::<Vec<u32>>()
                 };
-                let scalar = bits(pulp::WithSimd::with_simd(attend(false), pulp::Scalar::new()));
-                // Prefetching (a hint) changes nothing either.
-                for prefetch in [false, true] {
-                    let attend = attend(prefetch);
+                let scalar = bits(pulp::WithSimd::with_simd(attend(false, usize::MAX), pulp::Scalar::new()));
+                // Prefetching (a hint) changes nothing either, nor do the passes taking the piece
+                // a block at a time (more than three heads: several passes over factor blocks).
+                for (prefetch, span_bytes) in [(false, usize::MAX), (true, usize::MAX), (true, 1), (false, SPAN_BYTES)]
+                {
+                    let attend = attend(prefetch, span_bytes);
                     assert_eq!(bits(pulp::WithSimd::with_simd(attend, pulp::Scalar::new())), scalar, "{dims:?}");
                     #[cfg(target_arch = "x86_64")]
                     {
