@@ -1082,19 +1082,26 @@ pub struct MaskedInputs<'a> {
 /// `[B, T, h · d_h]`. Memory is O(T) per query instead of the tensor path's `[B, h, T, T]` maps;
 /// keys and values are laid out feature-major per head, so every inner loop runs over
 /// contiguous keys (compiled by [`pulp`] for the widest instruction set the CPU has).
+///
+/// Blocks of [`KEYS`] earlier keys that no key of is visible to a query are skipped: their scores,
+/// weights and values would add exact zeros to sums that are nonzero or +0 already, so the result is
+/// the same bits with or without the skipping (a test holds them together). Where a cache keeps a
+/// few percent of the tokens — short windows and a few long-kept ones, as the judge's fits and the
+/// policies on long text do — most blocks hold no visible key.
 pub fn masked_attention(x: &MaskedInputs<'_>) -> Vec<f32> {
-    pulp::Arch::new().dispatch(Masked(x))
+    pulp::Arch::new().dispatch(Masked(x, true))
 }
 
-/// [`masked_attention`]'s argument, for [`pulp`]'s dispatch.
-struct Masked<'a, 'b>(&'a MaskedInputs<'b>);
+/// [`masked_attention`]'s argument, for [`pulp`]'s dispatch, and whether to skip blocks without
+/// visible keys.
+struct Masked<'a, 'b>(&'a MaskedInputs<'b>, bool);
 
 impl pulp::WithSimd for Masked<'_, '_> {
     type Output = Vec<f32>;
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
-        masked_inner(simd, self.0)
+        masked_inner(simd, self.0, self.1)
     }
 }
 
@@ -1102,7 +1109,7 @@ impl pulp::WithSimd for Masked<'_, '_> {
 const ACC: usize = 8;
 
 #[inline(always)]
-fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>) -> Vec<f32> {
+fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec<f32> {
     let [b_n, t_n, h_n, dh] = x.dims;
     let at = |b: usize, t: usize, h: usize| ((b * t_n + t) * h_n + h) * dh;
     // One head's keys or values feature-major: `[d_h][T]`.
@@ -1118,11 +1125,23 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>) -> Vec<f32> {
     let mut out = vec![0f32; b_n * t_n * h_n * dh];
     let (mut ks, mut vs, mut kl, mut vl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut w, mut wl, mut later) = (vec![0f32; t_n], vec![0f32; t_n], vec![0f32; t_n]);
-    // One query's row of visibility and of later forms, built from the per-key thresholds.
+    // One query's row of visibility and of later forms, kept up to date from query to query: a
+    // key joins the row when it becomes an earlier key, leaves it at its `until`, turns to its
+    // later form at its `from` — the values a row built afresh for each query would hold.
     let (mut keep_row, mut mask_row) = (vec![0f32; t_n], vec![0f32; t_n]);
+    // Visible keys per block of KEYS, and the earlier keys the query computes (`live_runs`).
+    let (mut visible, mut runs) = (vec![0u32; t_n.div_ceil(KEYS)], Vec::new());
     let lo = x.min_exponent;
     for b in 0..b_n {
+        let stored = &x.stored[b * t_n..(b + 1) * t_n];
+        let until = x.until.map(|u| &u[b * t_n..(b + 1) * t_n]);
+        let from = x.late.map(|(_, _, f)| &f[b * t_n..(b + 1) * t_n]);
+        // The keys whose `until` (`from`) is query s, for every s.
+        let (leave, turn) = (Events::new(until, t_n), Events::new(from, t_n));
         for h in 0..h_n {
+            keep_row.fill(0.0);
+            mask_row.fill(0.0);
+            visible.fill(0);
             gather(&x.k_stored, b, h, &mut ks);
             gather(&x.v_stored, b, h, &mut vs);
             if let Some((k_late, v_late, _)) = x.late {
@@ -1132,51 +1151,71 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>) -> Vec<f32> {
             for s in 0..t_n {
                 let q = &x.q[at(b, s, h)..at(b, s, h) + dh];
                 let own = dot(q, &x.k_exact[at(b, s, h)..at(b, s, h) + dh]);
-                let keys = b * t_n..b * t_n + s;
-                let keep: &[f32] = match x.until {
-                    None => &x.stored[keys],
-                    Some(until) => {
-                        for ((v, u), k) in keep_row.iter_mut().zip(&until[keys.clone()]).zip(&x.stored[keys]) {
-                            *v = if s < *u { *k } else { 0.0 };
+                if skip {
+                    // Key s − 1 joins the earlier keys, visible while s < until; keys whose until
+                    // is s leave; keys whose from is s turn to their later form.
+                    if let Some(k) = s.checked_sub(1) {
+                        keep_row[k] = if until.is_none_or(|u| s < u[k]) { stored[k] } else { 0.0 };
+                        visible[k / KEYS] += u32::from(keep_row[k] != 0.0);
+                    }
+                    for &k in leave.at(s) {
+                        if k < s && keep_row[k] != 0.0 {
+                            keep_row[k] = 0.0;
+                            visible[k / KEYS] -= 1;
                         }
-                        &keep_row[..s]
                     }
-                };
-                let mask: Option<&[f32]> = x.late.map(|(_, _, from)| {
-                    for (m, f) in mask_row.iter_mut().zip(&from[b * t_n..b * t_n + s + 1]) {
-                        *m = if s >= *f { 1.0 } else { 0.0 };
+                    if let Some(from) = from {
+                        mask_row[s] = if s >= from[s] { 1.0 } else { 0.0 };
+                        for &k in turn.at(s).iter().filter(|&&k| k < s) {
+                            mask_row[k] = 1.0;
+                        }
                     }
-                    &mask_row[..s + 1]
-                });
+                } else {
+                    // Without skipping, the rows built afresh for each query, every block live:
+                    // the reference a test holds the kept rows and the skipping to.
+                    for k in 0..s {
+                        keep_row[k] = if until.is_none_or(|u| s < u[k]) { stored[k] } else { 0.0 };
+                    }
+                    if let Some(from) = from {
+                        for k in 0..=s {
+                            mask_row[k] = if s >= from[k] { 1.0 } else { 0.0 };
+                        }
+                    }
+                }
+                let keep = &keep_row[..s];
+                let mask: Option<&[f32]> = from.map(|_| &mask_row[..s + 1]);
+                live_runs(&visible, s, skip, &mut runs);
                 // Scores of the earlier keys in their stored form, blended with the later form.
                 let scores = &mut w[..s];
-                contract_keys(scores, q, &ks, t_n);
+                contract_keys(scores, q, &ks, t_n, &runs);
                 if let Some(m) = mask {
                     let late = &mut later[..s];
-                    contract_keys(late, q, &kl, t_n);
+                    contract_keys(late, q, &kl, t_n, &runs);
                     for ((sc, la), m) in scores.iter_mut().zip(late.iter()).zip(&m[..s]) {
                         *sc = *sc * (1.0 - m) + la * m;
                     }
                 }
                 // Softmax over the visible keys and the token itself.
-                let max = visible_max(scores, keep, own);
+                let max = visible_max(scores, keep, own, &runs);
                 let w_own = exp_lane((own - max).clamp(lo, 0.0));
-                let total = exp_weights(simd, scores, keep, max, lo) + w_own;
+                let total = exp_weights(simd, scores, keep, max, lo, &runs) + w_own;
                 // Values: the weight of a key seen in its later form goes to its later value.
                 let weights = &mut w[..s];
                 let m_own = mask.map_or(0.0, |m| m[s]);
                 if let Some(m) = mask {
-                    for ((wv, wlv), m) in weights.iter_mut().zip(wl[..s].iter_mut()).zip(&m[..s]) {
-                        *wlv = *wv * m;
-                        *wv *= 1.0 - m;
+                    for r in &runs {
+                        for ((wv, wlv), m) in weights[r.clone()].iter_mut().zip(&mut wl[r.clone()]).zip(&m[r.clone()]) {
+                            *wlv = *wv * m;
+                            *wv *= 1.0 - m;
+                        }
                     }
                 }
                 let v_own = &x.v_exact[at(b, s, h)..at(b, s, h) + dh];
                 let dst = &mut out[at(b, s, h)..at(b, s, h) + dh];
                 for d in 0..dh {
-                    let mut acc = dot_slice(weights, &vs[d * t_n..d * t_n + s]);
+                    let mut acc = dot_slice(weights, &vs[d * t_n..d * t_n + s], &runs);
                     if mask.is_some() {
-                        acc += dot_slice(&wl[..s], &vl[d * t_n..d * t_n + s]);
+                        acc += dot_slice(&wl[..s], &vl[d * t_n..d * t_n + s], &runs);
                     }
                     // Its own token: the tensor path adds its stored/later value with the diagonal
                     // weight, then moves that weight over to the exact value.
@@ -1190,13 +1229,78 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>) -> Vec<f32> {
     out
 }
 
-/// The largest score among the visible keys (`keep ≠ 0`) and `init`.
+/// The keys a query must compute, as ranges over its earlier keys `0..n`: the blocks of [`KEYS`]
+/// holding a visible key (`visible[j] > 0`; every block without `skip`), consecutive ones merged,
+/// then the keys past the last whole block. Every range starts at a multiple of [`KEYS`], so chunks
+/// of [`ACC`] and vectors of any width inside it sit where they sit in `0..n`: the partial sums
+/// get the same terms in the same order, less the exact zeros of the skipped keys.
+fn live_runs(visible: &[u32], n: usize, skip: bool, runs: &mut Vec<std::ops::Range<usize>>) {
+    runs.clear();
+    let mut push = |r: std::ops::Range<usize>| match runs.last_mut() {
+        Some(last) if last.end == r.start => last.end = r.end,
+        _ => runs.push(r),
+    };
+    for (j, &count) in visible[..n / KEYS].iter().enumerate() {
+        if !skip || count > 0 {
+            push(j * KEYS..(j + 1) * KEYS);
+        }
+    }
+    let whole = n / KEYS * KEYS;
+    if whole < n {
+        push(whole..n);
+    }
+}
+
+/// Keys by the query at which something happens to them (their `until` or `from`), for
+/// [`masked_inner`]'s rows: `at(s)` lists the keys whose threshold is `s` (none without
+/// thresholds; thresholds past the sequence never come).
+struct Events {
+    /// `keys[first[s]..first[s + 1]]` are query s's.
+    first: Vec<usize>,
+    keys: Vec<usize>,
+}
+
+impl Events {
+    fn new(thresholds: Option<&[usize]>, t_n: usize) -> Self {
+        let Some(thresholds) = thresholds else {
+            return Self { first: vec![0; t_n + 1], keys: Vec::new() };
+        };
+        let mut first = vec![0; t_n + 1];
+        for &s in thresholds.iter().filter(|&&s| s < t_n) {
+            first[s + 1] += 1;
+        }
+        for s in 0..t_n {
+            first[s + 1] += first[s];
+        }
+        let mut keys = vec![0; first[t_n]];
+        let mut next = first.clone();
+        for (k, &s) in thresholds.iter().enumerate().filter(|&(_, &s)| s < t_n) {
+            keys[next[s]] = k;
+            next[s] += 1;
+        }
+        Self { first, keys }
+    }
+
+    fn at(&self, s: usize) -> &[usize] {
+        &self.keys[self.first[s]..self.first[s + 1]]
+    }
+}
+
+/// The chunks of [`ACC`] inside `runs` that lie wholly in `0..n`, by index.
 #[inline(always)]
-fn visible_max(scores: &[f32], keep: &[f32], init: f32) -> f32 {
+fn chunks_in(runs: &[std::ops::Range<usize>], n: usize) -> impl Iterator<Item = usize> + '_ {
+    let whole = n / ACC * ACC;
+    runs.iter().flat_map(move |r| r.start / ACC..r.end.min(whole) / ACC)
+}
+
+/// The largest score among the visible keys (`keep ≠ 0`) in `runs` and `init`.
+#[inline(always)]
+fn visible_max(scores: &[f32], keep: &[f32], init: f32, runs: &[std::ops::Range<usize>]) -> f32 {
     let mut max = [init; ACC];
     let (sc, sr) = scores.as_chunks::<ACC>();
     let (kc, kr) = keep.as_chunks::<ACC>();
-    for (s, k) in sc.iter().zip(kc) {
+    for c in chunks_in(runs, scores.len()) {
+        let (s, k) = (&sc[c], &kc[c]);
         for i in 0..ACC {
             max[i] = max[i].max(if k[i] != 0.0 { s[i] } else { f32::NEG_INFINITY });
         }
@@ -1205,28 +1309,42 @@ fn visible_max(scores: &[f32], keep: &[f32], init: f32) -> f32 {
     max.iter().fold(tail, |a, b| a.max(*b))
 }
 
-/// Scores → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum in
+/// Scores in `runs` → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum in
 /// [`ACC`] partial sums. The `exp` runs on vectors of the instruction set ([`exp_vec`] gives
 /// [`exp_lane`]'s bits), the sums in plain chunks of [`ACC`], so the result is the same for
-/// every vector width.
+/// every vector width. Scores outside `runs` are left as they are: nothing reads them.
 #[inline(always)]
-fn exp_weights<S: pulp::Simd>(simd: S, scores: &mut [f32], keep: &[f32], max: f32, lo: f32) -> f32 {
+fn exp_weights<S: pulp::Simd>(
+    simd: S,
+    scores: &mut [f32],
+    keep: &[f32],
+    max: f32,
+    lo: f32,
+    runs: &[std::ops::Range<usize>],
+) -> f32 {
     let (lo_v, max_v, zero, cap) =
         (simd.splat_f32s(lo), simd.splat_f32s(max), simd.splat_f32s(0.0), simd.splat_f32s(-87.0));
-    let (sv, st) = S::as_mut_simd_f32s(scores);
-    let (kv, kt) = S::as_simd_f32s(keep);
-    for (s, k) in sv.iter_mut().zip(kv) {
-        let d = simd.min_f32s(simd.max_f32s(simd.sub_f32s(*s, max_v), lo_v), zero);
-        *s = simd.mul_f32s(exp_vec(simd, d, cap), *k);
-    }
-    for (s, k) in st.iter_mut().zip(kt) {
-        *s = exp_lane((*s - max).clamp(lo, 0.0)) * k;
+    let n = scores.len();
+    let lanes = S::F32_LANES;
+    let whole = n / lanes * lanes;
+    {
+        let (sv, st) = S::as_mut_simd_f32s(scores);
+        let (kv, kt) = S::as_simd_f32s(keep);
+        for r in runs {
+            for j in r.start / lanes..r.end.min(whole) / lanes {
+                let d = simd.min_f32s(simd.max_f32s(simd.sub_f32s(sv[j], max_v), lo_v), zero);
+                sv[j] = simd.mul_f32s(exp_vec(simd, d, cap), kv[j]);
+            }
+        }
+        for (s, k) in st.iter_mut().zip(kt) {
+            *s = exp_lane((*s - max).clamp(lo, 0.0)) * k;
+        }
     }
     let mut total = [0f32; ACC];
     let (sc, sr) = scores.as_chunks::<ACC>();
-    for s in sc {
+    for c in chunks_in(runs, n) {
         for i in 0..ACC {
-            total[i] += s[i];
+            total[i] += sc[c][i];
         }
     }
     total.iter().sum::<f32>() + sr.iter().sum::<f32>()
@@ -1235,22 +1353,26 @@ fn exp_weights<S: pulp::Simd>(simd: S, scores: &mut [f32], keep: &[f32], max: f3
 /// Keys scored per block of this many, the sums in registers over the features.
 const KEYS: usize = 32;
 
-/// `dst[u] = Σ_d q[d] · keys[d·stride + u]` for the first `dst.len()` keys of a feature-major
-/// `[d_h][stride]` layout, summed in feature order from 0 (`0 + q₀k₀ + q₁k₁ + …`, unfused, as a
-/// feature-by-feature `dst += q_d · row_d` would), a block of [`KEYS`] keys at a time.
+/// `dst[u] = Σ_d q[d] · keys[d·stride + u]` for the keys `u` in `runs` (of `0..dst.len()`) of a
+/// feature-major `[d_h][stride]` layout, summed in feature order from 0 (`0 + q₀k₀ + q₁k₁ + …`,
+/// unfused, as a feature-by-feature `dst += q_d · row_d` would), a block of [`KEYS`] keys at a
+/// time. Other keys are left as they are.
 #[inline(always)]
-fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
+fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: &[std::ops::Range<usize>]) {
     let n = dst.len();
+    let whole = n / KEYS;
     let (blocks, tail) = dst.as_chunks_mut::<KEYS>();
-    for (j, out) in blocks.iter_mut().enumerate() {
-        let mut acc = [0f32; KEYS];
-        for (d, &qd) in q.iter().enumerate() {
-            let row: &[f32; KEYS] = keys[d * stride + j * KEYS..][..KEYS].try_into().expect("a block of keys");
-            for i in 0..KEYS {
-                acc[i] += qd * row[i];
+    for r in runs {
+        for j in r.start / KEYS..(r.end / KEYS).min(whole) {
+            let mut acc = [0f32; KEYS];
+            for (d, &qd) in q.iter().enumerate() {
+                let row: &[f32; KEYS] = keys[d * stride + j * KEYS..][..KEYS].try_into().expect("a block of keys");
+                for i in 0..KEYS {
+                    acc[i] += qd * row[i];
+                }
             }
+            blocks[j] = acc;
         }
-        *out = acc;
     }
     let start = n - tail.len();
     tail.fill(0.0);
@@ -1261,13 +1383,14 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize) {
     }
 }
 
-/// `Σ a·b` in [`ACC`] partial sums.
+/// `Σ a·b` over the keys in `runs` (of `0..a.len()`), in [`ACC`] partial sums.
 #[inline(always)]
-fn dot_slice(a: &[f32], b: &[f32]) -> f32 {
+fn dot_slice(a: &[f32], b: &[f32], runs: &[std::ops::Range<usize>]) -> f32 {
     let mut acc = [0f32; ACC];
     let (ac, ar) = a.as_chunks::<ACC>();
     let (bc, br) = b.as_chunks::<ACC>();
-    for (x, y) in ac.iter().zip(bc) {
+    for c in chunks_in(runs, a.len()) {
+        let (x, y) = (&ac[c], &bc[c]);
         for i in 0..ACC {
             acc[i] += x[i] * y[i];
         }
@@ -1370,6 +1493,42 @@ mod tests {
 
     /// The parts of each run of a prefetch cover every cache line of the run once, in order,
     /// whatever the number of parts (more parts than lines included), and nothing beyond it.
+    #[test]
+    fn masked_attention_skips_invisible_blocks_without_changing_a_bit() {
+        let mut seed = 5u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        };
+        let [b_n, t_n, h_n, dh] = [2, 230, 2, 5];
+        let n = b_n * t_n * h_n * dh;
+        let mut v = |n: usize| (0..n).map(|_| rnd()).collect::<Vec<f32>>();
+        let (q, k_exact, v_exact, k_stored, v_stored, k_late, v_late) = (v(n), v(n), v(n), v(n), v(n), v(n), v(n));
+        // A few long-kept tokens, the rest in windows of 8 (`until`), some demoted from 100 on: most
+        // blocks of 32 hold no visible key for most queries.
+        let stored: Vec<f32> = (0..b_n * t_n).map(|i| f32::from(u8::from(i % 23 != 3))).collect();
+        let until: Vec<usize> = (0..b_n * t_n).map(|i| if i % 97 == 0 { t_n } else { i % t_n + 8 }).collect();
+        let from: Vec<usize> = (0..b_n * t_n).map(|i| if i % 3 == 0 { (i % t_n).max(100) } else { t_n }).collect();
+        for (until, late) in [(None, false), (Some(&until[..]), false), (Some(&until[..]), true)] {
+            let x = MaskedInputs {
+                dims: [b_n, t_n, h_n, dh],
+                q: q.clone(),
+                k_exact: k_exact.clone(),
+                v_exact: v_exact.clone(),
+                k_stored: k_stored.clone(),
+                v_stored: v_stored.clone(),
+                stored: &stored,
+                until,
+                late: late.then_some((&k_late[..], &v_late[..], &from[..])),
+                min_exponent: -30.0,
+            };
+            let bits = |out: Vec<f32>| out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let every = bits(pulp::WithSimd::with_simd(Masked(&x, false), pulp::Scalar::new()));
+            assert_eq!(bits(pulp::WithSimd::with_simd(Masked(&x, true), pulp::Scalar::new())), every);
+            assert_eq!(bits(masked_attention(&x)), every, "until {}, late {late}", until.is_some());
+        }
+    }
+
     #[test]
     fn prefetch_parts_cover_every_line_once() {
         let block: Vec<f32> = (0..1000).map(|x| x as f32).collect();
