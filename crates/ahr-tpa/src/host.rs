@@ -1142,6 +1142,8 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
             keep_row.fill(0.0);
             mask_row.fill(0.0);
             visible.fill(0);
+            // Whole blocks (`j < s / KEYS`) without a visible key: none, and every block is computed.
+            let mut empty = 0;
             gather(&x.k_stored, b, h, &mut ks);
             gather(&x.v_stored, b, h, &mut vs);
             if let Some((k_late, v_late, _)) = x.late {
@@ -1158,10 +1160,14 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
                         keep_row[k] = if until.is_none_or(|u| s < u[k]) { stored[k] } else { 0.0 };
                         visible[k / KEYS] += u32::from(keep_row[k] != 0.0);
                     }
+                    if s > 0 && s % KEYS == 0 && visible[s / KEYS - 1] == 0 {
+                        empty += 1;
+                    }
                     for &k in leave.at(s) {
                         if k < s && keep_row[k] != 0.0 {
                             keep_row[k] = 0.0;
                             visible[k / KEYS] -= 1;
+                            empty += usize::from(visible[k / KEYS] == 0 && k / KEYS < s / KEYS);
                         }
                     }
                     if let Some(from) = from {
@@ -1184,7 +1190,7 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
                 }
                 let keep = &keep_row[..s];
                 let mask: Option<&[f32]> = from.map(|_| &mask_row[..s + 1]);
-                live_runs(&visible, s, skip, &mut runs);
+                live_runs(&visible, s, skip && empty > 0, &mut runs);
                 // Scores of the earlier keys in their stored form, blended with the later form.
                 let scores = &mut w[..s];
                 contract_keys(scores, q, &ks, t_n, &runs);
@@ -1236,6 +1242,10 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
 /// get the same terms in the same order, less the exact zeros of the skipped keys.
 fn live_runs(visible: &[u32], n: usize, skip: bool, runs: &mut Vec<std::ops::Range<usize>>) {
     runs.clear();
+    if !skip {
+        runs.extend((n > 0).then_some(0..n));
+        return;
+    }
     let mut push = |r: std::ops::Range<usize>| match runs.last_mut() {
         Some(last) if last.end == r.start => last.end = r.end,
         _ => runs.push(r),
@@ -1286,25 +1296,26 @@ impl Events {
     }
 }
 
-/// The chunks of [`ACC`] inside `runs` that lie wholly in `0..n`, by index.
+/// The parts of `runs` made of whole chunks of [`ACC`] in `0..n` (the keys past the last whole
+/// chunk are every pass's tail), as ranges of keys.
 #[inline(always)]
-fn chunks_in(runs: &[std::ops::Range<usize>], n: usize) -> impl Iterator<Item = usize> + '_ {
+fn whole_chunks(runs: &[std::ops::Range<usize>], n: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let whole = n / ACC * ACC;
-    runs.iter().flat_map(move |r| r.start / ACC..r.end.min(whole) / ACC)
+    runs.iter().map(move |r| r.start..r.end.min(whole)).filter(|r| !r.is_empty())
 }
 
 /// The largest score among the visible keys (`keep ≠ 0`) in `runs` and `init`.
 #[inline(always)]
 fn visible_max(scores: &[f32], keep: &[f32], init: f32, runs: &[std::ops::Range<usize>]) -> f32 {
     let mut max = [init; ACC];
-    let (sc, sr) = scores.as_chunks::<ACC>();
-    let (kc, kr) = keep.as_chunks::<ACC>();
-    for c in chunks_in(runs, scores.len()) {
-        let (s, k) = (&sc[c], &kc[c]);
-        for i in 0..ACC {
-            max[i] = max[i].max(if k[i] != 0.0 { s[i] } else { f32::NEG_INFINITY });
+    for r in whole_chunks(runs, scores.len()) {
+        for (s, k) in scores[r.clone()].as_chunks::<ACC>().0.iter().zip(keep[r].as_chunks::<ACC>().0) {
+            for i in 0..ACC {
+                max[i] = max[i].max(if k[i] != 0.0 { s[i] } else { f32::NEG_INFINITY });
+            }
         }
     }
+    let (sr, kr) = (scores.as_chunks::<ACC>().1, keep.as_chunks::<ACC>().1);
     let tail = sr.iter().zip(kr).filter(|(_, k)| **k != 0.0).fold(init, |m, (s, _)| m.max(*s));
     max.iter().fold(tail, |a, b| a.max(*b))
 }
@@ -1331,9 +1342,10 @@ fn exp_weights<S: pulp::Simd>(
         let (sv, st) = S::as_mut_simd_f32s(scores);
         let (kv, kt) = S::as_simd_f32s(keep);
         for r in runs {
-            for j in r.start / lanes..r.end.min(whole) / lanes {
-                let d = simd.min_f32s(simd.max_f32s(simd.sub_f32s(sv[j], max_v), lo_v), zero);
-                sv[j] = simd.mul_f32s(exp_vec(simd, d, cap), kv[j]);
+            let vectors = r.start / lanes..r.end.min(whole) / lanes;
+            for (s, k) in sv[vectors.clone()].iter_mut().zip(&kv[vectors]) {
+                let d = simd.min_f32s(simd.max_f32s(simd.sub_f32s(*s, max_v), lo_v), zero);
+                *s = simd.mul_f32s(exp_vec(simd, d, cap), *k);
             }
         }
         for (s, k) in st.iter_mut().zip(kt) {
@@ -1341,13 +1353,14 @@ fn exp_weights<S: pulp::Simd>(
         }
     }
     let mut total = [0f32; ACC];
-    let (sc, sr) = scores.as_chunks::<ACC>();
-    for c in chunks_in(runs, n) {
-        for i in 0..ACC {
-            total[i] += sc[c][i];
+    for r in whole_chunks(runs, n) {
+        for s in scores[r].as_chunks::<ACC>().0 {
+            for i in 0..ACC {
+                total[i] += s[i];
+            }
         }
     }
-    total.iter().sum::<f32>() + sr.iter().sum::<f32>()
+    total.iter().sum::<f32>() + scores.as_chunks::<ACC>().1.iter().sum::<f32>()
 }
 
 /// Keys scored per block of this many, the sums in registers over the features.
@@ -1387,14 +1400,14 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: 
 #[inline(always)]
 fn dot_slice(a: &[f32], b: &[f32], runs: &[std::ops::Range<usize>]) -> f32 {
     let mut acc = [0f32; ACC];
-    let (ac, ar) = a.as_chunks::<ACC>();
-    let (bc, br) = b.as_chunks::<ACC>();
-    for c in chunks_in(runs, a.len()) {
-        let (x, y) = (&ac[c], &bc[c]);
-        for i in 0..ACC {
-            acc[i] += x[i] * y[i];
+    for r in whole_chunks(runs, a.len()) {
+        for (x, y) in a[r.clone()].as_chunks::<ACC>().0.iter().zip(b[r].as_chunks::<ACC>().0) {
+            for i in 0..ACC {
+                acc[i] += x[i] * y[i];
+            }
         }
     }
+    let (ar, br) = (a.as_chunks::<ACC>().1, b[..a.len()].as_chunks::<ACC>().1);
     ar.iter().zip(br).map(|(x, y)| x * y).sum::<f32>() + acc.iter().sum::<f32>()
 }
 
