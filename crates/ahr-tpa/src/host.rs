@@ -1388,6 +1388,20 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: 
         }
     }
     let start = n - tail.len();
+    if !tail.is_empty() && start + KEYS <= stride {
+        // The last keys as a whole block, read on into the row's later keys (the same sums per
+        // key, in registers, instead of a scalar loop); only the first ones are kept.
+        let mut acc = [0f32; KEYS];
+        for (d, &qd) in q.iter().enumerate() {
+            let row: &[f32; KEYS] = keys[d * stride + start..][..KEYS].try_into().expect("a block of keys");
+            for i in 0..KEYS {
+                acc[i] += qd * row[i];
+            }
+        }
+        let kept = tail.len();
+        tail.copy_from_slice(&acc[..kept]);
+        return;
+    }
     tail.fill(0.0);
     for (d, &qd) in q.iter().enumerate() {
         for (x, k) in tail.iter_mut().zip(&keys[d * stride + start..d * stride + n]) {
@@ -1506,6 +1520,24 @@ mod tests {
 
     /// The parts of each run of a prefetch cover every cache line of the run once, in order,
     /// whatever the number of parts (more parts than lines included), and nothing beyond it.
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // runs of one range are what most queries have
+    fn contract_keys_sums_each_key_in_feature_order() {
+        let (dh, stride) = (5, 80);
+        let q: Vec<f32> = (0..dh).map(|d| 0.37 * d as f32 - 0.6).collect();
+        let keys: Vec<f32> = (0..dh * stride).map(|i| ((i * 29) % 31) as f32 / 7.0 - 2.1).collect();
+        // Whole blocks only, a tail read on as a block, a tail at the row's end (scalar), and
+        // runs that skip the middle block.
+        for (n, runs) in [(64, vec![0..64]), (45, vec![0..45]), (70, vec![0..70]), (70, vec![0..32, 64..70])] {
+            let mut dst = vec![f32::NAN; n];
+            contract_keys(&mut dst, &q, &keys, stride, &runs);
+            for u in runs.iter().flat_map(|r| r.clone()) {
+                let want = (0..dh).fold(0.0f32, |a, d| a + q[d] * keys[d * stride + u]);
+                assert_eq!(dst[u].to_bits(), want.to_bits(), "n {n}, key {u}");
+            }
+        }
+    }
+
     #[test]
     fn masked_attention_skips_invisible_blocks_without_changing_a_bit() {
         let mut seed = 5u32;
