@@ -300,7 +300,7 @@ pub fn attend(
             span_bytes: SPAN_BYTES,
         })
     };
-    let parts: Vec<Partial> = match parallel && chunks.len() > 1 {
+    let parts: Vec<Partial> = match parallel && splits(groups) {
         true => chunks.par_iter().enumerate().map(part).collect(),
         false => chunks.iter().enumerate().map(part).collect(),
     };
@@ -1251,7 +1251,7 @@ fn live_runs(visible: &[u32], n: usize, skip: bool, runs: &mut Vec<std::ops::Ran
         _ => runs.push(r),
     };
     for (j, &count) in visible[..n / KEYS].iter().enumerate() {
-        if !skip || count > 0 {
+        if count > 0 {
             push(j * KEYS..(j + 1) * KEYS);
         }
     }
@@ -1377,29 +1377,15 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: 
     let (blocks, tail) = dst.as_chunks_mut::<KEYS>();
     for r in runs {
         for j in r.start / KEYS..(r.end / KEYS).min(whole) {
-            let mut acc = [0f32; KEYS];
-            for (d, &qd) in q.iter().enumerate() {
-                let row: &[f32; KEYS] = keys[d * stride + j * KEYS..][..KEYS].try_into().expect("a block of keys");
-                for i in 0..KEYS {
-                    acc[i] += qd * row[i];
-                }
-            }
-            blocks[j] = acc;
+            blocks[j] = key_block(q, keys, stride, j * KEYS);
         }
     }
     let start = n - tail.len();
     if !tail.is_empty() && start + KEYS <= stride {
         // The last keys as a whole block, read on into the row's later keys (the same sums per
-        // key, in registers, instead of a scalar loop); only the first ones are kept.
-        let mut acc = [0f32; KEYS];
-        for (d, &qd) in q.iter().enumerate() {
-            let row: &[f32; KEYS] = keys[d * stride + start..][..KEYS].try_into().expect("a block of keys");
-            for i in 0..KEYS {
-                acc[i] += qd * row[i];
-            }
-        }
+        // key, instead of a scalar loop); only the first ones are kept.
         let kept = tail.len();
-        tail.copy_from_slice(&acc[..kept]);
+        tail.copy_from_slice(&key_block(q, keys, stride, start)[..kept]);
         return;
     }
     tail.fill(0.0);
@@ -1408,6 +1394,20 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: 
             *x += qd * k;
         }
     }
+}
+
+/// [`contract_keys`] for the [`KEYS`] keys from `first` on, the sums in registers (a function, not
+/// a closure: [`pulp`] compiles only inlined functions with the instruction set).
+#[inline(always)]
+fn key_block(q: &[f32], keys: &[f32], stride: usize, first: usize) -> [f32; KEYS] {
+    let mut acc = [0f32; KEYS];
+    for (d, &qd) in q.iter().enumerate() {
+        let row: &[f32; KEYS] = keys[d * stride + first..][..KEYS].try_into().expect("a block of keys");
+        for i in 0..KEYS {
+            acc[i] += qd * row[i];
+        }
+    }
+    acc
 }
 
 /// `Σ a·b` over the keys in `runs` (of `0..a.len()`), in [`ACC`] partial sums.
@@ -1429,6 +1429,14 @@ fn dot_slice(a: &[f32], b: &[f32], runs: &[std::ops::Range<usize>]) -> f32 {
 mod tests {
     use super::*;
 
+    /// Fixed draws in `[-w, w)` from a linear congruential generator seeded with `seed`.
+    fn uniform(mut seed: u32, w: f32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * (2.0 * w) - w
+        }
+    }
+
     #[test]
     fn exp_matches_std_over_the_softmax_range() {
         for i in 0..=20_000 {
@@ -1446,11 +1454,7 @@ mod tests {
     /// materialised and TPA-factored queries, head counts that split into chunks.
     #[test]
     fn every_vector_width_computes_the_same_bits() {
-        let mut seed = 11u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-        };
+        let mut rnd = uniform(11, 2.0);
         for (heads, kv_heads, head_dim) in [(3, 3, 16), (5, 5, 7), (4, 2, 32)] {
             let dims = HeadDims { heads, kv_heads, head_dim };
             let mut groups = Vec::new();
@@ -1540,11 +1544,7 @@ mod tests {
 
     #[test]
     fn masked_attention_skips_invisible_blocks_without_changing_a_bit() {
-        let mut seed = 5u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-        };
+        let mut rnd = uniform(5, 2.0);
         let [b_n, t_n, h_n, dh] = [2, 230, 2, 5];
         let n = b_n * t_n * h_n * dh;
         let mut v = |n: usize| (0..n).map(|_| rnd()).collect::<Vec<f32>>();
@@ -1600,11 +1600,7 @@ mod tests {
     fn pieces_merge_to_the_reference_softmax_on_any_thread_count() {
         let dims = HeadDims { heads: 2, kv_heads: 2, head_dim: 4 };
         let (h, dh) = (2, 4);
-        let mut seed = 7u32;
-        let mut rnd = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = uniform(7, 1.0);
         let n = SPLIT_BLOCKS * LANES * 2 + 77;
         let mut dense = HostGroup { kind: HostKind::Dense, tiles: Tiles::new(dims.width(HostKind::Dense)) };
         let rank2 = HostKind::Factors { rank: 2 };
