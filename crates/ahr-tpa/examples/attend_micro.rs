@@ -1,6 +1,6 @@
 //! Micro-benchmark of the host decode kernel alone (`host::attend`): ns per cached token for
 //! dense and rank-ρ groups of the `mqar` preset's shape (3 heads × 16; HEADS and HEAD_DIM for
-//! another). `cargo run --release --example attend_micro -- [TOKENS] [REPS] [ONLY]`.
+//! another; Q_RANK=m for a TPA query of rank m, contracted in FlashTPA's order). `cargo run --release --example attend_micro -- [TOKENS] [REPS] [ONLY]`.
 use ahr_tpa::host::{HeadDims, HostGroup, HostKind, StepQuery, Tiles, attend};
 use std::time::Instant;
 
@@ -28,6 +28,10 @@ fn run() {
     let q: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
     let k: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
     let v: Vec<f32> = (0..heads * head_dim).map(|_| rnd()).collect();
+    // A factored query: B_Q's rows (m × d_h) contracted with each cached B_K row, mixed by A_Q.
+    let q_rank = var("Q_RANK", 0);
+    let rows: Vec<f32> = (0..q_rank * head_dim).map(|_| rnd()).collect();
+    let mix: Vec<f32> = (0..heads * q_rank).map(|_| rnd()).collect();
     let only: Option<usize> = std::env::args().nth(3).and_then(|s| s.parse().ok());
     let kinds = [HostKind::Dense, HostKind::Factors { rank: 1 }, HostKind::Factors { rank: 2 }];
     for (i, kind) in kinds.into_iter().enumerate() {
@@ -42,7 +46,13 @@ fn run() {
         let g = HostGroup { kind, tiles };
         let groups = [&g];
         let (mut out, mut lse) = (vec![0f32; heads * head_dim], vec![0f32; heads]);
-        let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &k, value: &v };
+        let query = StepQuery {
+            rows: if q_rank > 0 { &rows } else { &q },
+            head_mix: (q_rank > 0).then_some(&mix[..]),
+            query: &q,
+            key: &k,
+            value: &v,
+        };
         let mut times = Vec::new();
         // With FLUSH, 64 MiB are read between steps, so the cache streams from memory (as in
         // `ahr bench decode`, where every cache kind is timed in turn).

@@ -435,11 +435,6 @@ fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: 
         .map(|hh| Running::new(dot(&q.query[hh * dh..(hh + 1) * dh], &q.key[hh * dh..(hh + 1) * dh]), own))
         .collect();
     let mut acc = vec![[0f32; FOLD]; h * dh];
-    let rows = match q.head_mix {
-        Some(_) => q.rows.len() / dh,
-        None => 0,
-    };
-    let mut contracted: Vec<Vecs<S, N>> = vec![[simd.splat_f32s(0.0); N]; rows];
     // Equal chunks of at most CHUNK heads. With factor groups, one pass reads a block's shared
     // factor rows once for all of them (a pass per head read them once per head: on a core whose
     // L2 feeds L1 32 bytes a cycle, that traffic bounded a rank-1 cache more than arithmetic).
@@ -453,14 +448,39 @@ fn attend_piece<S: pulp::Simd, const N: usize, const FV: usize>(simd: S, piece: 
     // piece of a realistic model's factors — 8 heads × 64 at rank 2, 4.7 MB — is read from memory
     // again by each pass otherwise). Each head still meets the blocks in order: the same bits.
     let span_bytes = if shared && chunk < h { span_bytes } else { usize::MAX };
-    for span in spans(groups, pieces, span_bytes) {
+    let spans = spans(groups, pieces, span_bytes);
+    // With TPA's query factors, a factor block's keys are first contracted with the m rows of
+    // `B_Q` (FlashTPA's order): the first pass over a span keeps what it contracted, one row of
+    // vectors per (block, rank, m), and the later passes read it back instead of contracting
+    // again (which tripled the keys' multiply-adds at 8 heads). One pass keeps one block's.
+    let rows = match q.head_mix {
+        Some(_) => q.rows.len() / dh,
+        None => 0,
+    };
+    let contracted_rows = |span: &std::ops::Range<usize>| -> usize {
+        let rank = |&(g, _): &Piece| match groups[g].kind {
+            HostKind::Factors { rank } => rank,
+            HostKind::Dense => 0,
+        };
+        match chunk < h {
+            true => pieces[span.clone()].iter().map(rank).sum::<usize>() * rows,
+            false => pieces[span.clone()].iter().map(rank).max().unwrap_or(0) * rows,
+        }
+    };
+    let most_rows = spans.iter().map(contracted_rows).max().unwrap_or(0);
+    let mut contracted: Vec<Vecs<S, N>> = vec![[simd.splat_f32s(0.0); N]; most_rows];
+    for span in spans {
         for c0 in (0..h).step_by(chunk) {
-            let pass = Pass { dims, groups, pieces, span: span.clone(), q: &q, c0, prefetch };
+            let pass = Pass { dims, groups, pieces, span: span.clone(), q: &q, c0, prefetch, keep: chunk < h };
             let (heads, acc, t) = (&mut heads[c0..], &mut acc[c0 * dh..], &mut contracted[..]);
-            match chunk.min(h - c0) {
-                1 => heads_pass::<S, N, FV, 1>(simd, pass, t, heads, acc),
-                2 => heads_pass::<S, N, FV, 2>(simd, pass, t, heads, acc),
-                _ => heads_pass::<S, N, FV, 3>(simd, pass, t, heads, acc),
+            // Without query factors the pass compiles without the bookkeeping of `contracted`.
+            match (chunk.min(h - c0), rows > 0) {
+                (1, false) => heads_pass::<S, N, FV, 1, false>(simd, pass, t, heads, acc),
+                (2, false) => heads_pass::<S, N, FV, 2, false>(simd, pass, t, heads, acc),
+                (_, false) => heads_pass::<S, N, FV, 3, false>(simd, pass, t, heads, acc),
+                (1, true) => heads_pass::<S, N, FV, 1, true>(simd, pass, t, heads, acc),
+                (2, true) => heads_pass::<S, N, FV, 2, true>(simd, pass, t, heads, acc),
+                (_, true) => heads_pass::<S, N, FV, 3, true>(simd, pass, t, heads, acc),
             }
         }
     }
@@ -498,21 +518,27 @@ struct Pass<'a, 'q> {
     q: &'a StepQuery<'q>,
     c0: usize,
     prefetch: bool,
+    /// Whether the passes over the span share what the first one contracted with `B_Q`'s rows
+    /// (one block after another in `contracted`), or each block overwrites the last.
+    keep: bool,
 }
 
 /// Heads `c0 .. c0 + C` over every block of the piece: per block the scores `s_h`, the running
 /// softmax (raised to the block's largest score when it grows) and `acc[h][i] += Σ_lanes e_h ⊙
 /// V[h, i]` folded to [`FOLD`] partial sums. The softmax state lives in registers for the whole
-/// pass; `heads` and `acc` start at head `c0`, `contracted` is scratch for TPA query rows.
+/// pass; `heads` and `acc` start at head `c0`, `contracted` holds the factor keys contracted with
+/// TPA's query rows (written by the span's first pass, read by the others: [`Pass::keep`]).
 #[inline(always)]
-fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
+fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize, const MIX: bool>(
     simd: S,
     pass: Pass<'_, '_>,
     contracted: &mut [Vecs<S, N>],
     heads: &mut [Running],
     acc: &mut [Folded],
 ) {
-    let Pass { dims, groups, pieces, span, q, c0, prefetch } = pass;
+    let Pass { dims, groups, pieces, span, q, c0, prefetch, keep } = pass;
+    let m = q.head_mix.map_or(0, |_| q.rows.len() / dims.head_dim);
+    let mut t0 = 0;
     let HeadDims { heads: h, kv_heads: kvh, head_dim: dh } = dims;
     let (guard, cap) = (simd.splat_f32s(-88.0), simd.splat_f32s(-87.0));
     let mut max: [f32; C] = std::array::from_fn(|c| heads[c].max);
@@ -538,7 +564,14 @@ fn heads_pass<S: pulp::Simd, const N: usize, const FV: usize, const C: usize>(
         let g = groups[g];
         // The block as one row of N vectors per feature.
         let data: &[Vecs<S, N>] = pulp::bytemuck::cast_slice(g.tiles.block(b));
-        let mut s = scores::<S, N, C>(simd, dims, g.kind, data, q, c0, contracted);
+        let mut s = match g.kind {
+            HostKind::Factors { rank } if MIX => {
+                let t = &mut contracted[t0..t0 + rank * m];
+                t0 += if keep { rank * m } else { 0 };
+                scores::<S, N, C>(simd, dims, g.kind, data, q, c0, t)
+            }
+            _ => scores::<S, N, C>(simd, dims, g.kind, data, q, c0, &mut []),
+        };
         // Lanes holding no token: evicted ones at the front of the first block, padding at the
         // end of the last.
         let lo = if b == 0 { g.tiles.skip() } else { 0 };
@@ -716,7 +749,8 @@ fn prefetch_line(x: &f32) {
 
 /// Scores `s_h` of one block for heads `c0 .. c0 + C`: `q_h · K_h` for dense keys; for rank-ρ
 /// factors `Σ_r A_K,r[h] ⊙ (B_K,r · q_h) / ρ`, or with TPA query factors FlashTPA's order
-/// (`t_j = B_K,r · B_Q,j` once, then `Σ_j A_Q[h, j] t_j`).
+/// (`t_j = B_K,r · B_Q,j` once, then `Σ_j A_Q[h, j] t_j`): the pass over heads 0.. computes the
+/// `t` into `contracted` `[ρ·m]`, later passes read them from there.
 #[inline(always)]
 fn scores<S: pulp::Simd, const N: usize, const C: usize>(
     simd: S,
@@ -742,9 +776,13 @@ fn scores<S: pulp::Simd, const N: usize, const C: usize>(
                 let u: [Vecs<S, N>; C] = match q.head_mix {
                     None => contract_each::<S, N, C>(simd, data, head_rows(q.rows, c0, dh), [keys; C], dh),
                     Some(mix) => {
-                        let m = contracted.len();
-                        for (j, t) in contracted.iter_mut().enumerate() {
-                            [*t] = contract_each::<S, N, 1>(simd, data, [&q.rows[j * dh..(j + 1) * dh]], [keys], dh);
+                        let m = contracted.len() / rank;
+                        let contracted = &mut contracted[r * m..(r + 1) * m];
+                        if c0 == 0 {
+                            for (j, t) in contracted.iter_mut().enumerate() {
+                                [*t] =
+                                    contract_each::<S, N, 1>(simd, data, [&q.rows[j * dh..(j + 1) * dh]], [keys], dh);
+                            }
                         }
                         let mut u = [[zero; N]; C];
                         for (c, u) in u.iter_mut().enumerate() {
@@ -1598,8 +1636,15 @@ mod tests {
     /// the pieces run on one thread or several.
     #[test]
     fn pieces_merge_to_the_reference_softmax_on_any_thread_count() {
-        let dims = HeadDims { heads: 2, kv_heads: 2, head_dim: 4 };
-        let (h, dh) = (2, 4);
+        // Two heads (one pass) with the materialised query; five (two passes over each span,
+        // the second reading the first's contractions) with TPA query factors of rank 3.
+        reference_softmax(2, None);
+        reference_softmax(5, Some(3));
+    }
+
+    fn reference_softmax(h: usize, q_rank: Option<usize>) {
+        let dh = 4;
+        let dims = HeadDims { heads: h, kv_heads: h, head_dim: dh };
         let mut rnd = uniform(7, 1.0);
         let n = SPLIT_BLOCKS * LANES * 2 + 77;
         let mut dense = HostGroup { kind: HostKind::Dense, tiles: Tiles::new(dims.width(HostKind::Dense)) };
@@ -1614,10 +1659,24 @@ mod tests {
             factors.tiles.push(&t);
         }
         dense.tiles.pop_front(5);
-        let q: Vec<f32> = (0..h * dh).map(|_| rnd()).collect();
+        // With query factors, B_Q's rows and A_Q's mix; the materialised query (for dense keys
+        // and the token itself) is their product, as the model forms it.
+        let m = q_rank.unwrap_or(0);
+        let rows: Vec<f32> = (0..m * dh).map(|_| rnd()).collect();
+        let mix: Vec<f32> = (0..h * m).map(|_| rnd()).collect();
+        let q: Vec<f32> = match q_rank {
+            None => (0..h * dh).map(|_| rnd()).collect(),
+            Some(_) => (0..h * dh).map(|x| (0..m).map(|j| mix[x / dh * m + j] * rows[j * dh + x % dh]).sum()).collect(),
+        };
         let (key, value): (Vec<f32>, Vec<f32>) =
             ((0..h * dh).map(|_| rnd()).collect(), (0..h * dh).map(|_| rnd()).collect());
-        let query = StepQuery { rows: &q, head_mix: None, query: &q, key: &key, value: &value };
+        let query = StepQuery {
+            rows: if m > 0 { &rows } else { &q },
+            head_mix: (m > 0).then_some(&mix[..]),
+            query: &q,
+            key: &key,
+            value: &value,
+        };
         let groups = [&dense, &factors];
         let run = |parallel| {
             let (mut out, mut lse) = (vec![0f32; h * dh], vec![0f32; h]);
@@ -1631,8 +1690,13 @@ mod tests {
         let (mut ent, mut top) = (0.0, 0.0);
         for hh in 0..h {
             let mut kv: Vec<(f64, Vec<f64>)> = Vec::new();
-            let qh = &q[hh * dh..(hh + 1) * dh];
-            let score = |k: &[f64]| qh.iter().zip(k).map(|(a, b)| *a as f64 * b).sum::<f64>();
+            let qh: Vec<f64> = match q_rank {
+                None => q[hh * dh..(hh + 1) * dh].iter().map(|&x| x as f64).collect(),
+                Some(_) => {
+                    (0..dh).map(|i| (0..m).map(|j| mix[hh * m + j] as f64 * rows[j * dh + i] as f64).sum()).collect()
+                }
+            };
+            let score = |k: &[f64]| qh.iter().zip(k).map(|(a, b)| a * b).sum::<f64>();
             for t in 0..dense.tiles.len() {
                 let tok: Vec<f64> = dense.tiles.token(t).iter().map(|&x| x as f64).collect();
                 kv.push((score(&tok[hh * dh..(hh + 1) * dh]), tok[(h + hh) * dh..(h + hh + 1) * dh].to_vec()));
@@ -1651,18 +1715,23 @@ mod tests {
             }
             let own: Vec<f64> = key[hh * dh..(hh + 1) * dh].iter().map(|&x| x as f64).collect();
             kv.push((score(&own), value[hh * dh..(hh + 1) * dh].iter().map(|&x| x as f64).collect()));
-            let m = kv.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = kv.iter().map(|x| (x.0 - m).exp()).sum();
-            assert!((lse[hh] as f64 - (m + z.ln())).abs() < 1e-4, "head {hh}: lse {} vs {}", lse[hh], m + z.ln());
+            let top_score = kv.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = kv.iter().map(|x| (x.0 - top_score).exp()).sum();
+            assert!(
+                (lse[hh] as f64 - (top_score + z.ln())).abs() < 1e-4,
+                "head {hh}: lse {} vs {}",
+                lse[hh],
+                top_score + z.ln()
+            );
             for i in 0..dh {
-                let want: f64 = kv.iter().map(|x| (x.0 - m).exp() / z * x.1[i]).sum();
+                let want: f64 = kv.iter().map(|x| (x.0 - top_score).exp() / z * x.1[i]).sum();
                 assert!(
                     (out[hh * dh + i] as f64 - want).abs() < 1e-4,
                     "head {hh}, feature {i}: {} vs {want}",
                     out[hh * dh + i]
                 );
             }
-            ent += kv.iter().map(|x| (x.0 - m).exp() / z).map(|p| -p * p.ln()).sum::<f64>();
+            ent += kv.iter().map(|x| (x.0 - top_score).exp() / z).map(|p| -p * p.ln()).sum::<f64>();
             top += 1.0 / z;
         }
         assert!((entropy as f64 - ent / h as f64).abs() < 1e-3, "entropy {entropy} vs {}", ent / h as f64);
