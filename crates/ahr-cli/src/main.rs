@@ -93,7 +93,7 @@ fn main() {
         Command::Bench(BenchCommand::Rollout { model, env, workers, num_envs, iterations, out, common }) => {
             commands::bench::bench_rollout(&model, &env, &workers, num_envs, iterations, out.as_deref(), &common)
         }
-        Command::Bench(BenchCommand::Decode { model, policy, env, ctx, batch, reps, out, common }) => {
+        Command::Bench(BenchCommand::Decode { model, policy, env, ctx, batch, reps, cold, out, common }) => {
             commands::bench::bench_decode(
                 &model,
                 policy.as_deref(),
@@ -101,6 +101,7 @@ fn main() {
                 &ctx,
                 &batch,
                 reps,
+                cold,
                 out.as_deref(),
                 &common,
             )

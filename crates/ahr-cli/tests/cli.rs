@@ -717,11 +717,13 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     assert_eq!(judged, default_families, "every default family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");
-    let argv = ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1"];
+    let argv =
+        ["bench", "decode", "--model", m, "--policy", p, "--ctx", "64", "--batch", "1,2", "--reps", "1", "--cold"];
     let (code, _, stderr) = ahr(&[&argv[..], &["--out", out.to_str().unwrap()]].concat());
     assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(report["bandwidth_gbps"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["cold"], true);
     let caches: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["cache"].as_str().unwrap()).collect();
     for c in ["dense-mha", "uniform:drop", "uniform:full", "policy"] {
         assert!(caches.contains(&c), "{c} missing from {caches:?}");

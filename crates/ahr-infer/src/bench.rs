@@ -1,7 +1,10 @@
 //! The decode benchmark behind `ahr bench decode`: per-step latency of a dense MHA twin, every
 //! uniform menu choice and a policy's ragged cache, side by side and like with like (every cache
 //! built and warmed up first, each repeat times every cache once in a fresh random order), with
-//! the memory-bandwidth bound `(cache + weight bytes) / read bandwidth`.
+//! the memory-bandwidth bound `(cache + weight bytes) / read bandwidth`. With `cold`, every
+//! timed step starts from caches swept clean ([`COLD_SWEEP_BYTES`] read on every core first), so
+//! every cache and weight streams from memory — a server's state once its requests' caches
+//! together outgrow the last-level cache — whatever part of it this machine's L3 would keep.
 
 use std::time::Instant;
 
@@ -45,6 +48,8 @@ pub struct DecodeReport {
     pub bandwidth_gbps: f64,
     /// Bytes of the model's weights (read once per step).
     pub weight_bytes: usize,
+    /// Whether every timed step started from swept caches ([`COLD_SWEEP_BYTES`]).
+    pub cold: bool,
     /// The policy's option mix per layer `[layer][option]` as fractions (when a policy is given).
     pub policy_mix: Option<Vec<Vec<f64>>>,
     /// Every measurement.
@@ -108,6 +113,17 @@ fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Ve
         .collect()
 }
 
+/// Bytes read on every core before each timed step with `cold`: four times the 32 MiB L3 of the
+/// machine the benchmarks were measured on, so nothing of the cache or the weights is left there.
+pub const COLD_SWEEP_BYTES: usize = 128 << 20;
+
+/// Read `buf` on every thread of the pool (each a part), so that every core's caches hold it.
+fn sweep(buf: &[f32]) {
+    use rayon::prelude::*;
+    let part = buf.len().div_ceil(rayon::current_num_threads().max(1));
+    std::hint::black_box(buf.par_chunks(part).map(|c| c.iter().sum::<f32>()).sum::<f32>());
+}
+
 /// Warm-up steps before any cache is timed.
 const WARMUP_STEPS: usize = 3;
 
@@ -129,18 +145,20 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// Run the benchmark at every `ctxs` × `batches`, `reps` timed steps per cache; the policy's option
-/// mix is measured on `prompts` (one row per stream). `log` sees each finished run. Every step runs
-/// on a worker of the decode pool ([`ahr_tpa::host::on_workers`]), as a serving loop would.
+/// mix is measured on `prompts` (one row per stream); with `cold` each timed step starts from swept
+/// caches ([`COLD_SWEEP_BYTES`]). `log` sees each finished run. Every step runs on a worker of the
+/// decode pool ([`ahr_tpa::host::on_workers`]), as a serving loop would.
 pub fn decode(
     model: &Model,
     policy: Option<(&RankPolicy, &[Vec<u32>])>,
     ctxs: &[usize],
     batches: &[usize],
     reps: usize,
+    cold: bool,
     dev: &Device,
     log: impl FnMut(&DecodeRun) + Send,
 ) -> Result<DecodeReport, InferError> {
-    ahr_tpa::host::on_workers(|| decode_here(model, policy, ctxs, batches, reps, dev, log))
+    ahr_tpa::host::on_workers(|| decode_here(model, policy, ctxs, batches, reps, cold, dev, log))
 }
 
 fn decode_here(
@@ -149,6 +167,7 @@ fn decode_here(
     ctxs: &[usize],
     batches: &[usize],
     reps: usize,
+    cold: bool,
     dev: &Device,
     mut log: impl FnMut(&DecodeRun),
 ) -> Result<DecodeReport, InferError> {
@@ -169,6 +188,7 @@ fn decode_here(
     let (host, mha_host) = (model.host_model(dev)?, mha.host_model(dev)?);
     let bandwidth_gbps = measure_bandwidth(dev);
     let weight_bytes = burn::module::Module::num_params(model) * 4;
+    let swept = cold.then(|| vec![1f32; COLD_SWEEP_BYTES / size_of::<f32>()]);
     let mut runs = Vec::new();
     for &ctx in ctxs {
         for &batch in batches {
@@ -200,6 +220,9 @@ fn decode_here(
             for _ in 0..reps {
                 order.shuffle(&mut rng);
                 for &k in &order {
+                    if let Some(buf) = &swept {
+                        sweep(buf);
+                    }
                     times[k].push(time_step(kinds[k].1, host_of(k), &caches[k], dev)?);
                 }
             }
@@ -227,5 +250,5 @@ fn decode_here(
             }
         }
     }
-    Ok(DecodeReport { bandwidth_gbps, weight_bytes, policy_mix: mix, runs })
+    Ok(DecodeReport { bandwidth_gbps, weight_bytes, cold, policy_mix: mix, runs })
 }

@@ -96,6 +96,7 @@ pub fn bench_decode(
     ctxs: &[usize],
     batches: &[usize],
     reps: usize,
+    cold: bool,
     out: Option<&std::path::Path>,
     common: &Common,
 ) -> Result<DecodeReport> {
@@ -124,6 +125,7 @@ pub fn bench_decode(
         ctxs,
         batches,
         reps,
+        cold,
         &dev,
         |r| {
             eprintln!(
