@@ -13,7 +13,7 @@ use ahr_policy::ObsBatch;
 use ahr_tasks::{Batch, IGNORE, Metric, Metrics, Task};
 use ahr_tpa::attention::LayerMaps;
 use ahr_tpa::{Choices, Model, StoreOption, cost};
-use ahr_train::evaluate::label_logprobs;
+use ahr_train::evaluate::{HeadAt, label_logprobs_resumed};
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -135,7 +135,28 @@ pub struct Harness<'a> {
     /// Memory already measured, by the rule's full description: the searches at several targets
     /// probe the same settings (their bisections share the first steps).
     measured: Mutex<HashMap<String, f64>>,
+    /// The last layer's inputs under the earlier layers' choices met more than once.
+    prefixes: Mutex<Prefixes>,
 }
+
+/// The input of the model's last layer, kept per batch for choices of the earlier layers that
+/// points meet more than once: a search that moves only the last layer's options from a setting
+/// (the token-class fit's moves there, a per-layer rule's last axis) then forwards the earlier
+/// layers once per setting of theirs, not once per point. The last layer sees the same input
+/// either way, so every point is the same bits.
+#[derive(Default)]
+struct Prefixes {
+    /// (batch, hash of [`Choices::layers_key`]) of every key met: a key's second meeting keeps
+    /// its input, so the keys met once (a move in an earlier layer) cost no memory.
+    seen: std::collections::HashSet<(usize, u64)>,
+    /// Kept inputs by (batch, key), oldest first, at most [`PREFIX_BYTES`] of them.
+    kept: std::collections::VecDeque<((usize, Vec<u8>), Tensor<3>)>,
+    /// Forwards that started at the last layer (for tests).
+    resumed: usize,
+}
+
+/// Bytes of last-layer inputs [`Prefixes`] keeps at most (the oldest are dropped first).
+const PREFIX_BYTES: usize = 256 << 20;
 
 /// Pooled and per-sequence sums of one point.
 #[derive(Default)]
@@ -241,7 +262,17 @@ impl<'a> Harness<'a> {
             bail!("the task gave no sequences to evaluate on");
         }
         let rules = model.clone().with_timed(&demotion_stores(cfg, t_n))?;
-        Ok(Self { model, rules, task, spec, sequences: seen, dev, prepared, measured: Mutex::default() })
+        Ok(Self {
+            model,
+            rules,
+            task,
+            spec,
+            sequences: seen,
+            dev,
+            prepared,
+            measured: Mutex::default(),
+            prefixes: Mutex::default(),
+        })
     }
 
     /// The task's metric.
@@ -345,10 +376,10 @@ impl<'a> Harness<'a> {
         let cfg = self.rules.config();
         let mut tally = Tally::default();
         let mut sum = cost::SequenceCost::default();
-        for p in &self.prepared {
+        for (i, p) in self.prepared.iter().enumerate() {
             let choices = rule(p)?;
             let batch = &p.batch;
-            self.score(batch, &choices, &mut tally)?;
+            self.score(i, batch, &choices, &mut tally)?;
             for b in 0..batch.batch_size {
                 let c = cost::sequence_cost(cfg, batch.seq_len, |t, l| entry(cfg, &choices, b, t, l));
                 sum.kv_bytes_per_token += c.kv_bytes_per_token;
@@ -377,9 +408,45 @@ impl<'a> Harness<'a> {
         })
     }
 
-    /// Add one batch's pooled and per-sequence loss and accuracy under `choices`.
-    fn score(&self, batch: &Batch, choices: &Choices, tally: &mut Tally) -> Result<()> {
-        let Some((logp, logits, labels)) = label_logprobs(&self.rules, batch, choices, self.dev)? else {
+    /// Add one batch's (prepared batch `index`) pooled and per-sequence loss and accuracy under
+    /// `choices`, the forward started at the last layer where its input is kept ([`Prefixes`]).
+    fn score(&self, index: usize, batch: &Batch, choices: &Choices, tally: &mut Tally) -> Result<()> {
+        let last = self.rules.config().n_layers - 1;
+        let key = (last > 0).then(|| choices.layers_key(0..last));
+        let lock = || self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let (from, capture) = match &key {
+            None => (None, None),
+            Some(key) => {
+                let mut prefixes = lock();
+                match prefixes.kept.iter().find(|((i, k), _)| *i == index && k == key) {
+                    Some((_, x)) => {
+                        let x = x.clone();
+                        prefixes.resumed += 1;
+                        (Some((last, x)), None)
+                    }
+                    None => {
+                        let hash = std::hash::BuildHasher::hash_one(
+                            &std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(),
+                            key,
+                        );
+                        (None, (!prefixes.seen.insert((index, hash))).then_some(last))
+                    }
+                }
+            }
+        };
+        let (out, captured) =
+            label_logprobs_resumed(&self.rules, batch, choices, self.dev, HeadAt::Labelled, from, capture)?;
+        if let (Some(x), Some(key)) = (captured, key) {
+            let mut prefixes = lock();
+            if !prefixes.kept.iter().any(|((i, k), _)| *i == index && *k == key) {
+                let bytes = |x: &Tensor<3>| x.dims().iter().product::<usize>() * size_of::<f32>();
+                prefixes.kept.push_back(((index, key), x));
+                while prefixes.kept.iter().map(|(_, x)| bytes(x)).sum::<usize>() > PREFIX_BYTES {
+                    prefixes.kept.pop_front();
+                }
+            }
+        }
+        let Some((logp, logits, labels)) = out else {
             tally.per_sequence.extend((0..batch.batch_size).map(|_| Metrics::default()));
             return Ok(());
         };
@@ -564,6 +631,76 @@ mod tests {
             }
         }
         assert!(differs, "scores from the full cache should change some decision on this model");
+    }
+
+    /// Points whose earlier layers' choices repeat start their forwards at the last layer (its
+    /// input kept from an earlier point) and come out the same bits as points computed afresh:
+    /// settings moving only the last layer's options, with an earlier layer's eviction, then one
+    /// moving the first layer's.
+    #[test]
+    fn points_resumed_at_the_last_layer_equal_fresh_ones() {
+        let dev = ahr_tpa::device::from_env();
+        // The committed tiny MQAR model: trained, so every layer's choices move its loss (a
+        // freshly initialised one's attention outputs start at zero).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let run =
+            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev);
+        let ahr_train::EnvRun { spec, model, task } = run.unwrap();
+        let cfg = model.config().clone();
+        assert!(cfg.n_layers >= 2);
+        let h = Harness::new(&model, &task, &spec, 12, &dev, false).unwrap();
+        let (l_n, exact, last) = (cfg.n_layers, cfg.exact_index(), cfg.n_layers - 1);
+        let rank1 = cfg.option_index(StoreOption::Rank(1)).unwrap();
+        // (first layers' option every third token, their eviction after 5 queries, last layer's option)
+        let settings = [
+            (exact, false, exact),
+            (rank1, true, exact),
+            (rank1, true, rank1),
+            (rank1, true, 0),
+            (rank1, true, exact),
+            (exact, false, rank1),
+            (rank1, false, rank1),
+        ];
+        let point = |h: &Harness, &(early, evict, late): &(usize, bool, usize)| {
+            h.batch_rule_point("moves", PointKind::Rule(crate::Family::Uniform), "", &|b| {
+                let option = |t: usize, l: usize| {
+                    if l == last {
+                        late
+                    } else if t.is_multiple_of(3) {
+                        early
+                    } else {
+                        exact
+                    }
+                };
+                let choices = Choices::from_fn(b.batch_size, b.seq_len, l_n, |_, t, l| option(t, l));
+                let ev = (0..b.batch_size * b.seq_len * l_n)
+                    .map(|i| {
+                        let (t, l) = (i / l_n % b.seq_len, i % l_n);
+                        if evict && l < last && t % 2 == 1 { (t + 6) as u32 } else { NEVER }
+                    })
+                    .collect();
+                Ok(choices.with_evictions(ev))
+            })
+            .unwrap()
+        };
+        let bits = |p: &Point| {
+            let rows = p.per_sequence.iter().map(|m| (m.loss_sum.to_bits(), m.correct, m.count));
+            (p.loss.to_bits(), p.metric.to_bits(), p.kv_bytes_per_token.to_bits(), rows.collect::<Vec<_>>())
+        };
+        for (i, s) in settings.iter().enumerate() {
+            let fresh = Harness::new(&model, &task, &spec, 12, &dev, false).unwrap();
+            assert_eq!(bits(&point(&h, s)), bits(&point(&fresh, s)), "setting {i}: {s:?}");
+        }
+        // The check can fail: the earlier layers' options and evictions both move the loss.
+        let fresh = Harness::new(&model, &task, &spec, 12, &dev, false).unwrap();
+        let loss = |s| bits(&point(&fresh, &s)).0;
+        assert_ne!(loss((exact, false, exact)), loss((rank1, false, exact)), "the first layers' options");
+        assert_ne!(loss((rank1, true, exact)), loss((rank1, false, exact)), "the first layers' evictions");
+        // Two batches (12 sequences in eights): the earlier layers' setting of points 1–4 is met
+        // a second time at point 2 (kept there) and read back at 3 and 4; that of points 0 and 5
+        // is kept at 5; point 6's is met once.
+        let resumed = h.prefixes.lock().unwrap().resumed;
+        assert_eq!(resumed, 2 * 2, "forwards started at the last layer");
     }
 
     /// A policy's per-sequence sums (token-by-token decode in the environment, episodes of

@@ -117,6 +117,18 @@ impl Choices {
         }
     }
 
+    /// Everything the forward of layers `layers` reads of these choices — each (sequence, token)'s
+    /// option and eviction in those layers — as bytes: choices with equal keys give those layers
+    /// the same inputs ([`Choices::layer_tensors`]).
+    pub fn layers_key(&self, layers: std::ops::Range<usize>) -> Vec<u8> {
+        let cells = (0..self.batch * self.seq_len).flat_map(|i| layers.clone().map(move |l| i * self.n_layers + l));
+        let mut key: Vec<u8> = cells.clone().map(|c| self.data[c]).collect();
+        if let Some(e) = &self.evicted_at {
+            key.extend(cells.flat_map(|c| e[c].to_le_bytes()));
+        }
+        key
+    }
+
     /// `[batch, seq_len, n_layers]`.
     pub fn dims(&self) -> [usize; 3] {
         [self.batch, self.seq_len, self.n_layers]

@@ -264,21 +264,60 @@ impl Model {
         Ok((self.logits(hidden), maps))
     }
 
+    /// [`Model::forward_hidden`] that starts at layer `from.0` with `from.1` as its input — what
+    /// an earlier forward of the same tokens captured there, under choices equal to `choices` in
+    /// the layers before it ([`Choices::layers_key`]), so the result is the same bits — and
+    /// returns the input of layer `capture` as well.
+    pub fn forward_hidden_resumed(
+        &self,
+        tokens: Tensor<2, Int>,
+        choices: &Choices,
+        from: Option<(usize, Tensor<3>)>,
+        capture: Option<usize>,
+    ) -> Result<(Tensor<3>, Option<Tensor<3>>)> {
+        let (hidden, _, captured) = self.run_blocks_from(tokens, choices, false, from, capture)?;
+        Ok((hidden, captured))
+    }
+
     fn run_blocks(&self, tokens: Tensor<2, Int>, choices: &Choices, maps: bool) -> Result<(Tensor<3>, Vec<LayerMaps>)> {
+        self.run_blocks_from(tokens, choices, maps, None, None).map(|(hidden, maps, _)| (hidden, maps))
+    }
+
+    fn run_blocks_from(
+        &self,
+        tokens: Tensor<2, Int>,
+        choices: &Choices,
+        maps: bool,
+        from: Option<(usize, Tensor<3>)>,
+        capture: Option<usize>,
+    ) -> Result<(Tensor<3>, Vec<LayerMaps>, Option<Tensor<3>>)> {
         let [b, t] = tokens.dims();
         choices.check(&self.config, b, t).map_err(|e| Error::Input(e.to_string()))?;
         let device = tokens.device();
         let rope = RopeTables::new(0, t, self.config.head_dim, self.config.rope_base, &device);
         let eps = self.config.norm_eps;
-        let mut x = self.embed_at(tokens, 0)?;
-        let mut probs = Vec::new();
-        for (l, block) in self.blocks.iter().enumerate() {
+        let (start, mut x) = match from {
+            Some((start, x)) if start < self.blocks.len() && x.dims() == [b, t, self.config.d_model] => (start, x),
+            Some((start, x)) => {
+                return Err(Error::Input(format!(
+                    "resuming at layer {start} of {} with an input of shape {:?}",
+                    self.blocks.len(),
+                    x.dims()
+                )));
+            }
+            None => (0, self.embed_at(tokens, 0)?),
+        };
+        let (mut probs, mut captured) = (Vec::new(), None);
+        for (l, block) in self.blocks.iter().enumerate().skip(start) {
+            if capture == Some(l) {
+                captured = Some(x.clone());
+            }
             let lct = choices.layer_tensors(&self.config, l, &device);
             let (next, p) = block.forward(x, &rope, &lct, eps, maps);
             probs.extend(p);
             x = next;
         }
-        Ok((rms_norm(x, eps), probs))
+        Ok((rms_norm(x, eps), probs, captured))
     }
 
     /// The factor-fit objective ([`Attention::factor_fit_loss`] summed over layers) on `tokens`:

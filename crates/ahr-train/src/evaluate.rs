@@ -57,12 +57,15 @@ impl std::str::FromStr for HeadAt {
 }
 
 /// Label log-probabilities `[N]`, logits `[N, V]` and labels `[N]` at the labelled positions.
+pub type LabelLogprobs = (Tensor<1>, Tensor<2>, Tensor<1, Int>);
+
+/// [`LabelLogprobs`] of `batch` under `choices` (`None` when nothing is labelled).
 pub fn label_logprobs(
     model: &Model,
     batch: &Batch,
     choices: &Choices,
     device: &Device,
-) -> Result<Option<(Tensor<1>, Tensor<2>, Tensor<1, Int>)>> {
+) -> Result<Option<LabelLogprobs>> {
     label_logprobs_with(model, batch, choices, device, HeadAt::Labelled)
 }
 
@@ -73,23 +76,37 @@ pub fn label_logprobs_with(
     choices: &Choices,
     device: &Device,
     head_at: HeadAt,
-) -> Result<Option<(Tensor<1>, Tensor<2>, Tensor<1, Int>)>> {
+) -> Result<Option<LabelLogprobs>> {
+    label_logprobs_resumed(model, batch, choices, device, head_at, None, None).map(|(out, _)| out)
+}
+
+/// [`label_logprobs_with`] whose forward starts at layer `from.0` with `from.1` as its input and
+/// also returns the input of layer `capture` ([`Model::forward_hidden_resumed`]).
+pub fn label_logprobs_resumed(
+    model: &Model,
+    batch: &Batch,
+    choices: &Choices,
+    device: &Device,
+    head_at: HeadAt,
+    from: Option<(usize, Tensor<3>)>,
+    capture: Option<usize>,
+) -> Result<(Option<LabelLogprobs>, Option<Tensor<3>>)> {
     let Some((idx, labels, n)) = labelled_positions(batch, device) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let vocab = model.config().vocab_size;
     if let Some(bad) = batch.labels.iter().find(|&&l| l != IGNORE && l as usize >= vocab) {
         bail!("label {bad} is outside the model's vocabulary of {vocab}");
     }
     let tokens = model.tokens(&batch.inputs, batch.batch_size, batch.seq_len, device)?;
-    let hidden = model.forward_hidden(tokens, choices)?;
+    let (hidden, captured) = model.forward_hidden_resumed(tokens, choices, from, capture)?;
     let [b, t, d] = hidden.dims();
     let logits = match head_at {
         HeadAt::Labelled => model.head(hidden.reshape([b * t, d]).select(0, idx)),
         HeadAt::All => model.head(hidden.reshape([b * t, d])).select(0, idx),
     };
     let logp = log_softmax(logits.clone(), 1).gather(1, labels.clone().reshape([n, 1])).reshape([n]);
-    Ok(Some((logp, logits, labels)))
+    Ok((Some((logp, logits, labels)), captured))
 }
 
 /// Evaluate `model` on the task's held-out data under `spec`.
