@@ -1,5 +1,9 @@
 //! glibc allocator settings for tensor workloads.
 //!
+//! The `ahr` binary gives Rust's allocations to mimalloc (its `#[global_allocator]`); what still
+//! goes through glibc's malloc is libtorch's memory (`tch` devices) and the PyTorch reference of
+//! `bench train`, which these settings are for.
+//!
 //! glibc hands blocks above its mmap threshold back to the OS when they are freed, and trims the
 //! top of the heap once more than 128 KiB is free there; a training step's tensors are that large,
 //! so every step faults its buffers back in page by page (a sixth of a libtorch step in `perf`).

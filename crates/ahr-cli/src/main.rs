@@ -7,6 +7,14 @@ use ahr_cli::commands;
 use ahr_train::PretrainArgs;
 use clap::Parser;
 
+/// Rust's allocations go to mimalloc: a decode step, a rollout step and the judge's forwards
+/// allocate and free many small vectors and tensors per token, and glibc's malloc and free were
+/// ~15 % of a rollout worker's time in `perf` (docs/BENCHMARKS.md, "mimalloc"). Allocation never
+/// changes a computed value, so every result is the same bits. libtorch (`tch`) allocates through
+/// glibc still, with [`ahr_cli::alloc::keep_freed_tensor_memory`]'s thresholds.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     ahr_cli::alloc::keep_freed_tensor_memory();
     let cli = Cli::parse();
