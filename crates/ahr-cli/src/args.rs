@@ -344,9 +344,10 @@ pub enum BenchCommand {
         /// fresh random order); the median is reported, every repeat saved.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Start every timed step from swept CPU caches (128 MiB read on every core first), so that
-        /// every KV cache and weight streams from memory, as on a server whose requests' caches
-        /// together outgrow the L3; without it, a small model's caches partly stay in L3.
+        /// Start every timed step from swept CPU caches (four times the largest cache, at least
+        /// 128 MiB, read across the cores first), so that every KV cache and weight streams from
+        /// memory, as on a server whose requests' caches together outgrow the L3; without it, a
+        /// small model's caches partly stay in L3.
         #[arg(long)]
         cold: bool,
         /// Output JSON file.

@@ -724,6 +724,7 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert!(report["bandwidth_gbps"].as_f64().unwrap() > 0.0);
     assert_eq!(report["cold"], true);
+    assert!(report["cold_sweep_bytes"].as_u64().unwrap() >= ahr_infer::bench::COLD_SWEEP_BYTES as u64);
     let caches: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["cache"].as_str().unwrap()).collect();
     for c in ["dense-mha", "uniform:drop", "uniform:full", "policy"] {
         assert!(caches.contains(&c), "{c} missing from {caches:?}");

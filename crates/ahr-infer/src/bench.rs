@@ -2,7 +2,7 @@
 //! uniform menu choice and a policy's ragged cache, side by side and like with like (every cache
 //! built and warmed up first, each repeat times every cache once in a fresh random order), with
 //! the memory-bandwidth bound `(cache + weight bytes) / read bandwidth`. With `cold`, every
-//! timed step starts from caches swept clean ([`COLD_SWEEP_BYTES`] read on every core first), so
+//! timed step starts from caches swept clean ([`cold_sweep_bytes`] read on every core first), so
 //! every cache and weight streams from memory — a server's state once its requests' caches
 //! together outgrow the last-level cache — whatever part of it this machine's L3 would keep.
 
@@ -48,17 +48,21 @@ pub struct DecodeReport {
     pub bandwidth_gbps: f64,
     /// Bytes of the model's weights (read once per step).
     pub weight_bytes: usize,
-    /// Whether every timed step started from swept caches ([`COLD_SWEEP_BYTES`]).
+    /// Whether every timed step started from swept caches.
     pub cold: bool,
+    /// Bytes read before each timed step when `cold` ([`cold_sweep_bytes`]), else 0.
+    pub cold_sweep_bytes: usize,
     /// The policy's option mix per layer `[layer][option]` as fractions (when a policy is given).
     pub policy_mix: Option<Vec<Vec<f64>>>,
     /// Every measurement.
     pub runs: Vec<DecodeRun>,
 }
 
-/// Read bandwidth: the best of ten full reads (sum) of a 256 MiB tensor.
+/// Read bandwidth from memory: the best of ten full reads (sum) of a tensor of at least 256 MiB and
+/// of four times the largest CPU cache ([`cold_sweep_bytes`]), so that the cache serves little of
+/// it (a 256 MiB tensor fitted in a 260 MiB L3).
 fn measure_bandwidth(dev: &Device) -> f64 {
-    let n = 64 << 20;
+    let n = cold_sweep_bytes().max(256 << 20) / size_of::<f32>();
     let x = burn::tensor::Tensor::<1>::ones([n], dev);
     let mut best = f64::MAX;
     for _ in 0..10 {
@@ -113,9 +117,46 @@ fn counts_for(menu: &[ahr_tpa::StoreOption], mix: &[Vec<f64>], ctx: usize) -> Ve
         .collect()
 }
 
-/// Bytes read on every core before each timed step with `cold`: four times the 32 MiB L3 of the
-/// machine the benchmarks were measured on, so nothing of the cache or the weights is left there.
+/// Bytes read before each timed step with `cold` at least: four times the 32 MiB L3 of the machine
+/// the first cold benchmarks were measured on. [`cold_sweep_bytes`] takes more where the L3 is larger.
 pub const COLD_SWEEP_BYTES: usize = 128 << 20;
+
+/// What a cold step sweeps: four times this machine's largest cache (Linux sysfs, cpu 0), and at
+/// least [`COLD_SWEEP_BYTES`] — so that nothing of the KV cache or the weights is left in it
+/// (a fixed 128 MiB left half of a 260 MiB L3 untouched).
+pub fn cold_sweep_bytes() -> usize {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let largest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| parse_cache_size(&std::fs::read_to_string(e.path().join("size")).ok()?))
+        .max()
+        .unwrap_or(0);
+    sweep_for_cache(largest)
+}
+
+/// [`cold_sweep_bytes`] for a largest cache of `bytes`.
+fn sweep_for_cache(bytes: usize) -> usize {
+    (4 * bytes).max(COLD_SWEEP_BYTES)
+}
+
+/// A sysfs cache size (`"266240K"`, `"32M"`, `"1G"`, or bytes) in bytes.
+fn parse_cache_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<usize>().ok().map(|n| n * scale)
+}
 
 /// Read `buf` on every thread of the pool (each a part), so that every core's caches hold it.
 fn sweep(buf: &[f32]) {
@@ -146,7 +187,7 @@ fn median(xs: &[f64]) -> f64 {
 
 /// Run the benchmark at every `ctxs` × `batches`, `reps` timed steps per cache; the policy's option
 /// mix is measured on `prompts` (one row per stream); with `cold` each timed step starts from swept
-/// caches ([`COLD_SWEEP_BYTES`]). `log` sees each finished run. Every step runs on a worker of the
+/// caches ([`cold_sweep_bytes`]). `log` sees each finished run. Every step runs on a worker of the
 /// decode pool ([`ahr_tpa::host::on_workers`]), as a serving loop would.
 pub fn decode(
     model: &Model,
@@ -188,7 +229,8 @@ fn decode_here(
     let (host, mha_host) = (model.host_model(dev)?, mha.host_model(dev)?);
     let bandwidth_gbps = measure_bandwidth(dev);
     let weight_bytes = burn::module::Module::num_params(model) * 4;
-    let swept = cold.then(|| vec![1f32; COLD_SWEEP_BYTES / size_of::<f32>()]);
+    let cold_sweep_bytes = if cold { cold_sweep_bytes() } else { 0 };
+    let swept = cold.then(|| vec![1f32; cold_sweep_bytes / size_of::<f32>()]);
     let mut runs = Vec::new();
     for &ctx in ctxs {
         for &batch in batches {
@@ -250,5 +292,26 @@ fn decode_here(
             }
         }
     }
-    Ok(DecodeReport { bandwidth_gbps, weight_bytes, cold, policy_mix: mix, runs })
+    Ok(DecodeReport { bandwidth_gbps, weight_bytes, cold, cold_sweep_bytes, policy_mix: mix, runs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sysfs sizes as Linux writes them, and the sweep they ask for: four times the largest cache,
+    /// never less than the 128 MiB floor.
+    #[test]
+    fn cold_sweeps_four_times_the_largest_cache() {
+        assert_eq!(parse_cache_size("266240K\n"), Some(260 << 20));
+        assert_eq!(parse_cache_size("32M"), Some(32 << 20));
+        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
+        assert_eq!(parse_cache_size("4096"), Some(4096));
+        assert_eq!(parse_cache_size("12 KiB"), None);
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(sweep_for_cache(260 << 20), 1040 << 20);
+        assert_eq!(sweep_for_cache(32 << 20), 128 << 20);
+        assert_eq!(sweep_for_cache(0), COLD_SWEEP_BYTES);
+        assert!(cold_sweep_bytes() >= COLD_SWEEP_BYTES);
+    }
 }
