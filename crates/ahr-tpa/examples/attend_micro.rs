@@ -54,9 +54,10 @@ fn run() {
             value: &v,
         };
         let mut times = Vec::new();
-        // With FLUSH, 64 MiB are read between steps, so the cache streams from memory (as in
-        // `ahr bench decode`, where every cache kind is timed in turn).
-        let flush = std::env::var("FLUSH").is_ok().then(|| vec![1f32; 16 << 20]);
+        // With FLUSH, 64 MiB (FLUSH=n: n MiB, more than the L3 where it is larger) are read
+        // between steps, so the cache streams from memory (as in `ahr bench decode`, where every
+        // cache kind is timed in turn).
+        let flush = std::env::var("FLUSH").ok().map(|v| vec![1f32; v.parse::<usize>().unwrap_or(0).max(64) << 18]);
         for _ in 0..reps {
             if let Some(f) = &flush {
                 std::hint::black_box(f.iter().sum::<f32>());

@@ -13,3 +13,8 @@ for round in 1 2 3 4 5; do
       --ctx 16384 --batch 1,8 --reps 25 $flag --out "$out/decode-mqar-$mode-round$round.json" > "$out/decode-mqar-$mode-round$round.log" 2>&1
   done
 done
+# One probe each (the binary of this change), threads of the decode pool fixed:
+#   RAYON_NUM_THREADS=1|2 AHR bench decode --model policies/models/mqar --ctx 16384 --batch 1 --reps 15 --cold \
+#     --out decode-mqar-cold-threads1|2.json
+# The kernel alone, three rounds:
+#   FLUSH=1040 [SPLIT=1] cargo run --release -q -p ahr-tpa --example attend_micro -- 16384 200 > attend-micro-flush1040[-split]-roundR.txt
