@@ -59,10 +59,10 @@ pub struct DecodeReport {
 }
 
 /// Read bandwidth from memory: the best of ten full reads (sum) of a tensor of at least 256 MiB and
-/// of four times the largest CPU cache ([`cold_sweep_bytes`]), so that the cache serves little of
-/// it (a 256 MiB tensor fitted in a 260 MiB L3).
-fn measure_bandwidth(dev: &Device) -> f64 {
-    let n = cold_sweep_bytes().max(256 << 20) / size_of::<f32>();
+/// of `sweep_bytes` (four times the largest CPU cache, [`cold_sweep_bytes`]), so that the cache
+/// serves little of it (a 256 MiB tensor fitted in a 260 MiB L3).
+fn measure_bandwidth(dev: &Device, sweep_bytes: usize) -> f64 {
+    let n = sweep_bytes.max(256 << 20) / size_of::<f32>();
     let x = burn::tensor::Tensor::<1>::ones([n], dev);
     let mut best = f64::MAX;
     for _ in 0..10 {
@@ -227,10 +227,11 @@ fn decode_here(
     mha_cfg.validate().map_err(|e| InferError::Input(format!("dense MHA twin: {e}")))?;
     let mha = Model::new(&mha_cfg, dev);
     let (host, mha_host) = (model.host_model(dev)?, mha.host_model(dev)?);
-    let bandwidth_gbps = measure_bandwidth(dev);
+    let sweep_bytes = cold_sweep_bytes();
+    let bandwidth_gbps = measure_bandwidth(dev, sweep_bytes);
     let weight_bytes = burn::module::Module::num_params(model) * 4;
-    let cold_sweep_bytes = if cold { cold_sweep_bytes() } else { 0 };
-    let swept = cold.then(|| vec![1f32; cold_sweep_bytes / size_of::<f32>()]);
+    let cold_sweep_bytes = if cold { sweep_bytes } else { 0 };
+    let swept = cold.then(|| vec![1f32; sweep_bytes / size_of::<f32>()]);
     let mut runs = Vec::new();
     for &ctx in ctxs {
         for &batch in batches {
