@@ -15,3 +15,7 @@ for round in 1 2 3; do
     done
   done
 done
+# Peak RSS of a rollout process (the re-assignment model, L = 1024, 2 workers, 4 rollouts), one run each:
+#   /usr/bin/time -f "%M" -o $OUT/rollout-L1024-<before|after>.maxrss-kb BIN bench rollout \
+#     --model policies/models/mqar-tiny-updates-1024-ft3 --env docs/results/rollout-2026-12-03/mqar-tiny-updates-1024.toml \
+#     --workers 2 --num-envs 4 --iterations 4 --out /tmp/r.json
