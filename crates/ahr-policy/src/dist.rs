@@ -1,9 +1,10 @@
 //! Masked multi-categorical distribution: one categorical per head (per layer), invalid options
 //! masked to a large negative logit before sampling, log-probability and entropy.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Int, Tensor};
 use rand::{Rng, RngExt};
+
+use crate::ops::{exp, exp_in_place, log_softmax};
 
 /// Logit given to invalid options.
 const MASKED_LOGIT: f32 = -1.0e9;
@@ -36,13 +37,15 @@ impl MaskedMultiCategorical {
     /// Joint entropy (sum over heads), `[N]`.
     pub fn entropy(&self) -> Tensor<1> {
         let [n, _, _] = self.log_probs.dims();
-        let p = self.log_probs.clone().exp();
+        let p = exp(self.log_probs.clone());
         (p * self.log_probs.clone()).sum_dims(&[1, 2]).neg().reshape([n])
     }
 
     /// Probabilities on the host, `[N·H·M]` row-major.
     pub fn probs_host(&self) -> Vec<f32> {
-        self.log_probs.clone().exp().into_data().try_to_vec::<f32>().expect("probabilities should be f32")
+        let mut p = self.log_probs.clone().into_data().try_to_vec::<f32>().expect("log-probabilities should be f32");
+        exp_in_place(&mut p);
+        p
     }
 }
 

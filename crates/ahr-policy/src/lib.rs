@@ -10,6 +10,7 @@ pub mod dist;
 pub mod export;
 pub mod net;
 pub mod obs;
+pub mod ops;
 pub mod tanh;
 
 pub use dist::MaskedMultiCategorical;

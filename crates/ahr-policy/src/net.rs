@@ -15,6 +15,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::obs::{ObsBatch, RunningNorm};
+use crate::ops::tanh;
 
 /// The [`PolicyConfig::prior`] entry that gives its head no preference.
 pub const NO_PRIOR: &str = "-";
@@ -155,31 +156,6 @@ pub struct PolicyDims {
 fn layer(d_in: usize, d_out: usize, gain: f64, device: &Device) -> Linear {
     let l = LinearConfig::new(d_in, d_out).with_initializer(Initializer::Orthogonal { gain }).init(device);
     Linear { weight: l.weight, bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))) }
-}
-
-/// The hidden layers' activation: `tanh`, computed by [`crate::tanh`] on burn's CPU backend — the
-/// same bits as burn's `tanh` there (the C library's `tanhf`), five times faster and evaluated
-/// once, where burn's autodiff evaluates it again in the backward pass. Tracked by autodiff as
-/// `y + (x − x̄)·(1 − y²)` with `y` and `1 − y²` constants and `x̄` detached: the value is `y`
-/// (`x − x̄` is exactly zero) and the gradient `grad·(1 − y²)`, the product burn's own `tanh`
-/// backward forms. Other backends (libtorch) keep burn's `tanh`.
-fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if device.clone().inner() != Device::flex() {
-        return burn::tensor::activation::tanh(x);
-    }
-    let shape = x.shape();
-    let Ok(mut y) = x.to_data().try_into_vec::<f32>() else {
-        return burn::tensor::activation::tanh(x);
-    };
-    crate::tanh::tanh_in_place(&mut y);
-    if !x.is_tracked() {
-        return Tensor::from_data(TensorData::new(y, shape), &device);
-    }
-    let slope: Vec<f32> = y.iter().map(|v| 1.0 - v * v).collect();
-    let y = Tensor::<D>::from_data(TensorData::new(y, shape.clone()), &device);
-    let slope = Tensor::<D>::from_data(TensorData::new(slope, shape), &device);
-    y + (x.clone() - x.detach()) * slope
 }
 
 /// Two tanh layers and an output layer.
@@ -533,30 +509,5 @@ mod tests {
             &dev,
         );
         assert!(plain.with_token_prior(&prefer, 2, 6.0).unwrap_err().contains("needs `[policy] prior_table`"));
-    }
-
-    /// The policy's `tanh` gives burn's values and, under autodiff, burn's gradients, bit for bit.
-    #[test]
-    fn the_activation_matches_burns_tanh_and_its_gradient() {
-        let dev = Device::flex().autodiff();
-        let vals: Vec<f32> = (0..64 * 48).map(|i| ((i * 7919 % 10007) as f32 / 1500.0 - 3.3) * 1.7).collect();
-        let w: Vec<f32> = (0..64 * 48).map(|i| (i * 104729 % 8191) as f32 / 4096.0 - 1.0).collect();
-        let run = |ours: bool| {
-            let x = Tensor::<2>::from_data(TensorData::new(vals.clone(), [64, 48]), &dev).require_grad();
-            let wt = Tensor::<2>::from_data(TensorData::new(w.clone(), [64, 48]), &dev);
-            let h = x.clone() * 1.5;
-            let y = if ours { tanh(h) } else { burn::tensor::activation::tanh(h) };
-            let grads = (y.clone() * wt).sum().backward();
-            let g = x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
-            (y.into_data().try_to_vec::<f32>().unwrap(), g)
-        };
-        let (ours, burns) = (run(true), run(false));
-        let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-        assert_eq!(differ(&ours.0, &burns.0), 0, "values");
-        assert_eq!(differ(&ours.1, &burns.1), 0, "gradients");
-        // Outside autodiff (rollouts, inference) too.
-        let plain = Tensor::<2>::from_data(TensorData::new(vals.clone(), [64, 48]), &Device::flex());
-        let (a, b) = (tanh(plain.clone()), burn::tensor::activation::tanh(plain));
-        assert_eq!(differ(&a.into_data().try_to_vec().unwrap(), &b.into_data().try_to_vec().unwrap()), 0, "plain");
     }
 }

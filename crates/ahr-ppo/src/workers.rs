@@ -113,7 +113,8 @@ fn rollout(slot: &mut Slot, snap: &Snapshot, s: &RolloutSettings) -> Result<Chun
         let t = snap.net.obs_tensors(&obs, &snap.norm, &s.device);
         let dist = MaskedMultiCategorical::new(snap.net.logits(&t), t.masks.clone());
         let logp_all = dist.log_probs().into_data().try_to_vec::<f32>().expect("log-probs should be f32");
-        let probs: Vec<f32> = logp_all.iter().map(|l| l.exp()).collect();
+        let mut probs = logp_all.clone();
+        ahr_policy::ops::exp_in_place(&mut probs);
         let actions = sample_host(&probs, options, &mut rng);
         let values = snap.net.value(&t).into_data().try_to_vec::<f32>().expect("values should be f32");
         for r in 0..rows {
