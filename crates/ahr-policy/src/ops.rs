@@ -38,7 +38,7 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Below this every `f32` `expf` is `+0` (`ln 2⁻¹⁵⁰ ≈ −103.97`; checked against the C library for
-/// every float below it by `examples/tanh_exhaustive.rs`).
+/// every float below it by `examples/exp_underflow.rs`).
 pub const EXP_ZERO_BELOW: f32 = -104.0;
 
 /// `exp(x)` as the C library computes it, `+0` without the call where `x` <
@@ -113,7 +113,7 @@ mod tests {
     }
 
     /// `exp_in_place` is the C library's `expf` on every float from −200 to 90 and at ±∞ (the
-    /// region below −104 is checked exhaustively by the example).
+    /// region below −104 is checked exhaustively by `examples/exp_underflow.rs`).
     #[test]
     fn exp_in_place_is_the_c_librarys_expf() {
         let mut xs: Vec<f32> = (0..=290_000).map(|i| -200.0 + i as f32 * 1e-3).collect();
