@@ -12,10 +12,10 @@
 //! the return is exactly `−w_task·Σ loss − …`.
 
 use ahr_policy::obs::{LAYER_FEATURES, SequenceHistory, observe, with_review};
+use ahr_policy::ops::log_softmax;
 use ahr_policy::{ObsBatch, ObsSpec};
 use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewAt, ReviewBook, cost};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::spec::{RewardConfig, TaskBaseline};

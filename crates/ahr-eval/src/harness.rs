@@ -10,12 +10,12 @@ use std::sync::Mutex;
 
 use ahr_env::{EnvSpec, PolicyEval};
 use ahr_policy::ObsBatch;
+use ahr_policy::ops::{exp, log_softmax};
 use ahr_tasks::{Batch, IGNORE, Metric, Metrics, Task};
 use ahr_tpa::attention::LayerMaps;
 use ahr_tpa::{Choices, Model, StoreOption, cost};
 use ahr_train::evaluate::{HeadAt, label_logprobs_resumed};
 use anyhow::{Result, anyhow, bail};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -242,7 +242,7 @@ impl<'a> Harness<'a> {
                 (model.forward(tokens, &exact)?, Vec::new())
             };
             let logp = log_softmax(logits, 2);
-            let ent = host((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b_n * t_n]))?;
+            let ent = host((exp(logp.clone()) * logp.clone()).sum_dim(2).neg().reshape([b_n * t_n]))?;
             let entropy = ent.chunks(t_n).map(|c| c.iter().map(|e| e / ln_v).collect()).collect();
             // Surprisal of token t: −log p(x_t) under position t − 1's prediction (1 at t = 0).
             let next: Vec<i64> =

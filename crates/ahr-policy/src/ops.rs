@@ -1,7 +1,7 @@
 //! Element-wise tensor functions of the policy computed on the host where burn's CPU backend is
-//! slow, with burn's bits: `tanh` (vectorised, [`crate::tanh`]) and `exp` (the C library's
-//! `expf`, without its error path where the result is certainly zero), and `log_softmax` built
-//! from that `exp` exactly as burn composes it.
+//! slow, with burn's bits: `tanh` ([`crate::tanh`]) and `exp` (the C library's `expf`,
+//! [`ahr_tpa::expf`]), both vectorised, and `log_softmax` built from that `exp` exactly as burn
+//! composes it.
 //!
 //! Under autodiff each is tracked as `y + (x − x̄)·s` with `y` (the value) and `s` (its slope)
 //! constants and `x̄` detached: the value is `y` — `x − x̄` is exactly zero — and the gradient
@@ -37,19 +37,8 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     on_host(&x, crate::tanh::tanh_in_place, |y| 1.0 - y * y).unwrap_or_else(|| burn::tensor::activation::tanh(x))
 }
 
-/// Below this every `f32` `expf` is `+0` (`ln 2⁻¹⁵⁰ ≈ −103.97`; checked against the C library for
-/// every float below it by `examples/exp_underflow.rs`).
-pub const EXP_ZERO_BELOW: f32 = -104.0;
-
-/// `exp(x)` as the C library computes it, `+0` without the call where `x` <
-/// [`EXP_ZERO_BELOW`]: glibc's `expf` takes a slow error path (it sets `errno` on underflow) for
-/// each of those, and a masked option's logit (−10⁹) is one — a third of a PPO update's time on
-/// menus with many masked options.
-pub fn exp_in_place(xs: &mut [f32]) {
-    for x in xs {
-        *x = if *x < EXP_ZERO_BELOW { 0.0 } else { x.exp() };
-    }
-}
+/// `exp(x)` as the C library computes it, vectorised ([`ahr_tpa::expf`]).
+pub use ahr_tpa::expf::exp_in_place;
 
 /// `exp`, burn's bits ([`exp_in_place`]); slope `y`, as burn's backward forms it.
 pub fn exp<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -112,8 +101,8 @@ mod tests {
         }
     }
 
-    /// `exp_in_place` is the C library's `expf` on every float from −200 to 90 and at ±∞ (the
-    /// region below −104 is checked exhaustively by `examples/exp_underflow.rs`).
+    /// `exp_in_place` is the C library's `expf` on every float from −200 to 90 and at ±∞ (every
+    /// float: `cargo run --release -p ahr-tpa --example expf_exhaustive`).
     #[test]
     fn exp_in_place_is_the_c_librarys_expf() {
         let mut xs: Vec<f32> = (0..=290_000).map(|i| -200.0 + i as f32 * 1e-3).collect();

@@ -288,7 +288,7 @@ impl HostModel {
             if let Some([gate, up, down]) = &layer.mlp {
                 let normed = rms_norm_rows(&x, d, cfg.norm_eps);
                 let (g, u) = (gate.forward(&normed, b_n), up.forward(&normed, b_n));
-                let act: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| silu(g) * u).collect();
+                let act = swiglu(&g, &u);
                 let y = down.forward(&act, b_n);
                 x.iter_mut().zip(&y).for_each(|(a, y)| *a += y);
             }
@@ -479,8 +479,12 @@ fn rms_norm_rows(x: &[f32], d: usize, eps: f64) -> Vec<f32> {
         .collect()
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+/// `silu(g)·u` element-wise, `silu(x) = x / (1 + e^−x)`, the exponentials vectorised
+/// ([`crate::expf`]).
+fn swiglu(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let mut e: Vec<f32> = g.iter().map(|x| -x).collect();
+    crate::expf::exp_in_place(&mut e);
+    g.iter().zip(u).zip(e).map(|((&g, &u), e)| g / (1.0 + e) * u).collect()
 }
 
 #[cfg(test)]

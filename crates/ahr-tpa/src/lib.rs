@@ -14,6 +14,7 @@ pub mod config;
 pub mod cost;
 pub mod device;
 pub mod error;
+pub mod expf;
 pub mod grad;
 pub mod host;
 pub mod host_step;

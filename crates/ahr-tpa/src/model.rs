@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use burn::tensor::activation;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::attention::{Attention, LayerMaps};
@@ -41,6 +41,22 @@ impl SwiGlu {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.proj.forward(silu(self.fc1.forward(x.clone())) * self.fc2.forward(x))
     }
+}
+
+/// burn's `silu` (`x · sigmoid(x)`), its sigmoid computed on the host on the plain CPU device (no
+/// gradients), where burn calls the C library's `expf` once per element: the same bits
+/// ([`crate::expf`]), vectorised. Training forwards and other devices use burn's.
+fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if device != Device::flex() || device.is_autodiff() || x.is_tracked() {
+        return activation::silu(x);
+    }
+    let shape = x.shape();
+    let Ok(mut s) = x.to_data().try_into_vec::<f32>() else {
+        return activation::silu(x);
+    };
+    crate::expf::sigmoid_in_place(&mut s);
+    x * Tensor::from_data(TensorData::new(s, shape), &device)
 }
 
 /// One pre-norm block.
