@@ -105,7 +105,14 @@ pub fn label_logprobs_resumed(
         HeadAt::Labelled => model.head(hidden.reshape([b * t, d]).select(0, idx)),
         HeadAt::All => model.head(hidden.reshape([b * t, d])).select(0, idx),
     };
-    let logp = log_softmax(logits.clone(), 1).gather(1, labels.clone().reshape([n, 1])).reshape([n]);
+    // Untracked (the judge, evaluation): `exp` vectorised on the host, the same bits
+    // (`ahr_policy::ops`); a training step keeps burn's, whose backward pass it was trained with.
+    let logp = if logits.is_tracked() {
+        log_softmax(logits.clone(), 1)
+    } else {
+        ahr_policy::ops::log_softmax(logits.clone(), 1)
+    };
+    let logp = logp.gather(1, labels.clone().reshape([n, 1])).reshape([n]);
     Ok((Some((logp, logits, labels)), captured))
 }
 
