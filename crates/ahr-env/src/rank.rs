@@ -75,6 +75,8 @@ pub struct RankEnv {
     /// Normalisers: exact bytes per token and exact attention FLOPs of a whole episode.
     exact_bytes: f64,
     exact_flops_episode: f64,
+    /// The model's attention FLOPs per cached entry of each option.
+    step_flops: cost::StepFlops,
     /// Observation layout version (the current one unless a policy of an older one is run).
     obs_version: u32,
     /// The run policy's training length, where its position features stop ([`Self::with_positions_seen`]).
@@ -122,6 +124,7 @@ impl RankEnv {
             held_out: false,
             exact_bytes: cost::exact_bytes_per_token(&cfg) as f64,
             exact_flops_episode: 1.0,
+            step_flops: cost::StepFlops::new(&cfg),
             obs_version: ahr_policy::obs::OBS_VERSION,
             positions_seen: None,
             history: Vec::new(),
@@ -411,9 +414,8 @@ impl VecEnv for RankEnv {
         if self.t < len {
             let fwd = self.forward()?;
             for b in 0..b_n {
-                let flops: usize = (0..l_n)
-                    .map(|l| cost::step_attention_flops(&cfg, self.cache.counts(b, l), self.cache.late_counts(b, l)))
-                    .sum();
+                let flops: usize =
+                    (0..l_n).map(|l| self.step_flops.step(self.cache.counts(b, l), self.cache.late_counts(b, l))).sum();
                 let flops = flops as f64 / self.exact_flops_episode;
                 self.running[b].flops += flops;
                 reward[b] -= (self.reward.w_task * self.task_term(&fwd, b) + self.reward.lambda_flops * flops) as f32;

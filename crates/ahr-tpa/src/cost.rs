@@ -205,11 +205,12 @@ pub fn sequence_cost(
 /// Attention FLOPs of a whole sequence's decode when every layer keeps the exact option (the
 /// normaliser of the reward's FLOPs term).
 pub fn exact_sequence_flops(cfg: &ModelConfig, seq_len: usize) -> f64 {
+    let (per, exact) = (StepFlops::new(cfg), cfg.exact_index());
     let mut counts = vec![0; cfg.menu.len()];
     (1..seq_len)
         .map(|t| {
-            counts[cfg.exact_index()] = t;
-            cfg.n_layers as f64 * step_attention_flops(cfg, &counts, &[]) as f64
+            counts[exact] = t;
+            cfg.n_layers as f64 * per.step(&counts, &[]) as f64
         })
         .sum()
 }
@@ -261,11 +262,36 @@ pub fn projection_flops_per_token(cfg: &ModelConfig) -> usize {
 /// (counts per menu option of the entries it sees in their first form, in menu order; `late`:
 /// counts per menu option of the entries already in their later form) plus its own exact entry.
 pub fn step_attention_flops(cfg: &ModelConfig, entries_per_option: &[usize], late: &[usize]) -> usize {
-    let first: usize =
-        cfg.menu.iter().zip(entries_per_option).map(|(o, n)| n * attention_flops_per_entry(cfg, *o)).sum();
-    let later: usize =
-        cfg.menu.iter().zip(late).filter_map(|(o, n)| Some(n * attention_flops_per_entry(cfg, o.later(0)?.1))).sum();
-    first + later + attention_flops_per_entry(cfg, cfg.exact_option())
+    StepFlops::new(cfg).step(entries_per_option, late)
+}
+
+/// [`step_attention_flops`] with each menu option's FLOPs per entry looked up once (an
+/// environment computes a step's FLOPs for every stream and layer at every step).
+#[derive(Clone, Debug, Default)]
+pub struct StepFlops {
+    /// Per menu option: FLOPs per entry in its first form, and in its later form (0 without one).
+    first: Vec<usize>,
+    later: Vec<usize>,
+    /// The query's own exact entry.
+    own: usize,
+}
+
+impl StepFlops {
+    /// The table of `cfg`'s menu.
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let per = |o| attention_flops_per_entry(cfg, o);
+        Self {
+            first: cfg.menu.iter().map(|&o| per(o)).collect(),
+            later: cfg.menu.iter().map(|o| o.later(0).map_or(0, |(_, then)| per(then))).collect(),
+            own: per(cfg.exact_option()),
+        }
+    }
+
+    /// FLOPs of one step in one layer, as [`step_attention_flops`].
+    pub fn step(&self, entries_per_option: &[usize], late: &[usize]) -> usize {
+        let dot = |per: &[usize], n: &[usize]| per.iter().zip(n).map(|(f, n)| f * n).sum::<usize>();
+        dot(&self.first, entries_per_option) + dot(&self.later, late) + self.own
+    }
 }
 
 #[cfg(test)]
