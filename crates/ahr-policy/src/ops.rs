@@ -15,13 +15,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// `y`; `None` where the device is not burn's CPU backend (or the values are not `f32`): the
 /// caller then uses burn's own function.
 fn on_host<const D: usize>(x: &Tensor<D>, f: impl FnOnce(&mut [f32]), slope: impl Fn(f32) -> f32) -> Option<Tensor<D>> {
-    let device = x.device();
-    if device.clone().inner() != Device::flex() {
-        return None;
-    }
-    let shape = x.shape();
-    let mut y = x.to_data().try_into_vec::<f32>().ok()?;
-    f(&mut y);
+    let y = ahr_tpa::host::map_on_host(x, f)?;
+    let (device, shape) = (x.device(), x.shape());
     if !x.is_tracked() {
         return Some(Tensor::from_data(TensorData::new(y, shape), &device));
     }

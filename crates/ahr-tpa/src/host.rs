@@ -18,7 +18,7 @@
 //! The last block of a group is padded to [`LANES`] tokens with zeros; the padded lanes get no
 //! attention weight. Bytes are reported for the tokens held, as the cost model counts them.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use crate::cost::CACHE_ELEMENT_BYTES;
 use crate::error::{Error, Result};
@@ -26,6 +26,18 @@ use crate::error::{Error, Result};
 /// A tensor's values in host memory (row-major).
 pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data().try_to_vec::<f32>().map_err(|e| Error::Input(format!("cannot read tensor data as f32: {e:?}")))
+}
+
+/// `f` applied in host memory to a copy of `x`'s values where `x` lives on burn's CPU backend
+/// (with or without autodiff) as `f32`; `None` elsewhere, where the caller uses burn's own function.
+/// For element-wise functions computed faster than burn's with its bits ([`crate::expf`]).
+pub fn map_on_host<const D: usize>(x: &Tensor<D>, f: impl FnOnce(&mut [f32])) -> Option<Vec<f32>> {
+    if x.device().inner() != Device::flex() {
+        return None;
+    }
+    let mut values = x.to_data().try_into_vec::<f32>().ok()?;
+    f(&mut values);
+    Some(values)
 }
 
 /// Tokens per block.

@@ -43,20 +43,17 @@ impl SwiGlu {
     }
 }
 
-/// burn's `silu` (`x · sigmoid(x)`), its sigmoid computed on the host on the plain CPU device (no
-/// gradients), where burn calls the C library's `expf` once per element: the same bits
+/// burn's `silu` (`x · sigmoid(x)`), its sigmoid computed on the host on the CPU backend where
+/// nothing is tracked, where burn calls the C library's `expf` once per element: the same bits
 /// ([`crate::expf`]), vectorised. Training forwards and other devices use burn's.
 fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if device != Device::flex() || device.is_autodiff() || x.is_tracked() {
-        return activation::silu(x);
+    if !x.is_tracked()
+        && let Some(s) = crate::host::map_on_host(&x, crate::expf::sigmoid_in_place)
+    {
+        let (shape, device) = (x.shape(), x.device());
+        return x * Tensor::from_data(TensorData::new(s, shape), &device);
     }
-    let shape = x.shape();
-    let Ok(mut s) = x.to_data().try_into_vec::<f32>() else {
-        return activation::silu(x);
-    };
-    crate::expf::sigmoid_in_place(&mut s);
-    x * Tensor::from_data(TensorData::new(s, shape), &device)
+    activation::silu(x)
 }
 
 /// One pre-norm block.
