@@ -11,12 +11,12 @@ use clap::Parser;
 /// allocate and free many small vectors and tensors per token, and glibc's malloc and free were
 /// ~15 % of a rollout worker's time in `perf` (docs/BENCHMARKS.md, "mimalloc"). Allocation never
 /// changes a computed value, so every result is the same bits. libtorch (`tch`) allocates through
-/// glibc still, with [`ahr_cli::alloc::keep_freed_tensor_memory`]'s thresholds.
+/// glibc still; [`ahr_cli::alloc::keep_freed_memory`] sets both allocators.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    ahr_cli::alloc::keep_freed_tensor_memory();
+    ahr_cli::alloc::keep_freed_memory();
     let cli = Cli::parse();
     // Lives to the end of `main`, where dropping it ends MPI (on success only: errors abort).
     let launch = ahr_dist::Launch::init().unwrap_or_else(|e| {
