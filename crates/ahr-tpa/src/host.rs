@@ -1172,8 +1172,20 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
             }
         }
     };
+    // One head's values chunk-major, `[⌈T / ACC⌉][d_h][ACC]` (see [`weighted_values`]).
+    let gather_values = |src: &[f32], b: usize, h: usize, dst: &mut Vec<f32>| {
+        dst.clear();
+        dst.resize(t_n.div_ceil(ACC) * dh * ACC, 0.0);
+        for t in 0..t_n {
+            let row = &src[at(b, t, h)..at(b, t, h) + dh];
+            for (d, v) in row.iter().enumerate() {
+                dst[value_index(dh, t, d)] = *v;
+            }
+        }
+    };
     let mut out = vec![0f32; b_n * t_n * h_n * dh];
     let (mut ks, mut vs, mut kl, mut vl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sum_v, mut sum_l, mut wide) = (vec![0f32; dh], vec![0f32; dh], Vec::new());
     let (mut w, mut wl, mut later) = (vec![0f32; t_n], vec![0f32; t_n], vec![0f32; t_n]);
     // One query's row of visibility and of later forms, kept up to date from query to query: a
     // key joins the row when it becomes an earlier key, leaves it at its `until`, turns to its
@@ -1195,10 +1207,10 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
             // Whole blocks (`j < s / KEYS`) without a visible key: none, and every block is computed.
             let mut empty = 0;
             gather(&x.k_stored, b, h, &mut ks);
-            gather(&x.v_stored, b, h, &mut vs);
+            gather_values(&x.v_stored, b, h, &mut vs);
             if let Some((k_late, v_late, _)) = x.late {
                 gather(k_late, b, h, &mut kl);
-                gather(v_late, b, h, &mut vl);
+                gather_values(v_late, b, h, &mut vl);
             }
             for s in 0..t_n {
                 let q = &x.q[at(b, s, h)..at(b, s, h) + dh];
@@ -1243,16 +1255,16 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
                 live_runs(&visible, s, skip && empty > 0, &mut runs);
                 // Scores of the earlier keys in their stored form, blended with the later form.
                 let scores = &mut w[..s];
-                contract_keys(scores, q, &ks, t_n, &runs);
+                contract_keys(simd, scores, q, &ks, t_n, &runs);
                 if let Some(m) = mask {
                     let late = &mut later[..s];
-                    contract_keys(late, q, &kl, t_n, &runs);
+                    contract_keys(simd, late, q, &kl, t_n, &runs);
                     for ((sc, la), m) in scores.iter_mut().zip(late.iter()).zip(&m[..s]) {
                         *sc = *sc * (1.0 - m) + la * m;
                     }
                 }
                 // Softmax over the visible keys and the token itself.
-                let max = visible_max(scores, keep, own, &runs);
+                let max = visible_max(simd, scores, keep, own, &runs);
                 let w_own = exp_lane((own - max).clamp(lo, 0.0));
                 let total = exp_weights(simd, scores, keep, max, lo, &runs) + w_own;
                 // Values: the weight of a key seen in its later form goes to its later value.
@@ -1268,15 +1280,20 @@ fn masked_inner<S: pulp::Simd>(simd: S, x: &MaskedInputs<'_>, skip: bool) -> Vec
                 }
                 let v_own = &x.v_exact[at(b, s, h)..at(b, s, h) + dh];
                 let dst = &mut out[at(b, s, h)..at(b, s, h) + dh];
+                weighted_values(simd, weights, &vs, &runs, &mut wide, &mut sum_v);
+                if mask.is_some() {
+                    weighted_values(simd, &wl[..s], &vl, &runs, &mut wide, &mut sum_l);
+                }
                 for d in 0..dh {
-                    let mut acc = dot_slice(weights, &vs[d * t_n..d * t_n + s], &runs);
+                    let mut acc = sum_v[d];
                     if mask.is_some() {
-                        acc += dot_slice(&wl[..s], &vl[d * t_n..d * t_n + s], &runs);
+                        acc += sum_l[d];
                     }
                     // Its own token: the tensor path adds its stored/later value with the diagonal
                     // weight, then moves that weight over to the exact value.
-                    let stored = vs[d * t_n + s];
-                    let own_form = if m_own != 0.0 { stored * (1.0 - m_own) + vl[d * t_n + s] * m_own } else { stored };
+                    let stored = vs[value_index(dh, s, d)];
+                    let own_form =
+                        if m_own != 0.0 { stored * (1.0 - m_own) + vl[value_index(dh, s, d)] * m_own } else { stored };
                     dst[d] = (acc + w_own * own_form + w_own * (v_own[d] - stored)) / total;
                 }
             }
@@ -1354,20 +1371,34 @@ fn whole_chunks(runs: &[std::ops::Range<usize>], n: usize) -> impl Iterator<Item
     runs.iter().map(move |r| r.start..r.end.min(whole)).filter(|r| !r.is_empty())
 }
 
-/// The largest score among the visible keys (`keep ≠ 0`) in `runs` and `init`.
+/// The largest score among the visible keys (`keep ≠ 0`) in `runs` and `init`, in vectors of the
+/// instruction set (a maximum is exact: any grouping gives the same value). The last run always
+/// reaches `scores.len()` ([`live_runs`]), so the keys past the last whole vector are in it.
 #[inline(always)]
-fn visible_max(scores: &[f32], keep: &[f32], init: f32, runs: &[std::ops::Range<usize>]) -> f32 {
-    let mut max = [init; ACC];
-    for r in whole_chunks(runs, scores.len()) {
-        for (s, k) in scores[r.clone()].as_chunks::<ACC>().0.iter().zip(keep[r].as_chunks::<ACC>().0) {
-            for i in 0..ACC {
-                max[i] = max[i].max(if k[i] != 0.0 { s[i] } else { f32::NEG_INFINITY });
-            }
+fn visible_max<S: pulp::Simd>(
+    simd: S,
+    scores: &[f32],
+    keep: &[f32],
+    init: f32,
+    runs: &[std::ops::Range<usize>],
+) -> f32 {
+    let (n, lanes) = (scores.len(), S::F32_LANES);
+    let whole = n / lanes * lanes;
+    let (sv, kv) = (S::as_simd_f32s(&scores[..whole]).0, S::as_simd_f32s(&keep[..whole]).0);
+    let (zero, hidden) = (simd.splat_f32s(0.0), simd.splat_f32s(f32::NEG_INFINITY));
+    let mut max = [simd.splat_f32s(init); 2];
+    for r in runs {
+        let vectors = r.start / lanes..r.end.min(whole) / lanes;
+        for (i, (s, k)) in sv[vectors.clone()].iter().zip(&kv[vectors]).enumerate() {
+            let m = &mut max[i % 2];
+            *m = simd.max_f32s(*m, simd.select_f32s(simd.equal_f32s(*k, zero), hidden, *s));
         }
     }
-    let (sr, kr) = (scores.as_chunks::<ACC>().1, keep.as_chunks::<ACC>().1);
-    let tail = sr.iter().zip(kr).filter(|(_, k)| **k != 0.0).fold(init, |m, (s, _)| m.max(*s));
-    max.iter().fold(tail, |a, b| a.max(*b))
+    let mut out = [0f32; 64];
+    let out = &mut out[..2 * lanes];
+    S::as_mut_simd_f32s(out).0.copy_from_slice(&max);
+    let tail = (whole..n).filter(|&u| keep[u] != 0.0).fold(init, |m, u| m.max(scores[u]));
+    out.iter().fold(tail, |a, b| a.max(*b))
 }
 
 /// Scores in `runs` → weights `exp(clamp(s − max, lo, 0)) · keep`, in place; returns their sum in
@@ -1421,12 +1452,29 @@ const KEYS: usize = 32;
 /// unfused, as a feature-by-feature `dst += q_d · row_d` would), a block of [`KEYS`] keys at a
 /// time. Other keys are left as they are.
 #[inline(always)]
-fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: &[std::ops::Range<usize>]) {
+fn contract_keys<S: pulp::Simd>(
+    simd: S,
+    dst: &mut [f32],
+    q: &[f32],
+    keys: &[f32],
+    stride: usize,
+    runs: &[std::ops::Range<usize>],
+) {
     let n = dst.len();
     let whole = n / KEYS;
     let (blocks, tail) = dst.as_chunks_mut::<KEYS>();
     for r in runs {
-        for j in r.start / KEYS..(r.end / KEYS).min(whole) {
+        // Several blocks at a time where the run has them (eight vectors of sums in flight, where
+        // one block's one or two wait on each other's latency), then one at a time.
+        let (mut j, end) = (r.start / KEYS, (r.end / KEYS).min(whole));
+        let step = 8 * S::F32_LANES / KEYS;
+        if step > 1 && (8 * S::F32_LANES).is_multiple_of(KEYS) {
+            while j + step <= end {
+                key_vectors(simd, q, keys, stride, j * KEYS, blocks[j..j + step].as_flattened_mut());
+                j += step;
+            }
+        }
+        for j in j..end {
             blocks[j] = key_block(q, keys, stride, j * KEYS);
         }
     }
@@ -1446,6 +1494,22 @@ fn contract_keys(dst: &mut [f32], q: &[f32], keys: &[f32], stride: usize, runs: 
     }
 }
 
+/// [`key_block`]'s sums for the `8 · lanes` keys from `first` on, into `dst`, in eight vectors of
+/// the instruction set (each key's sum formed alike: `0 + q₀k₀ + q₁k₁ + …`, unfused).
+#[inline(always)]
+fn key_vectors<S: pulp::Simd>(simd: S, q: &[f32], keys: &[f32], stride: usize, first: usize, dst: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let mut acc = [simd.splat_f32s(0.0); 8];
+    for (d, &qd) in q.iter().enumerate() {
+        let qv = simd.splat_f32s(qd);
+        let rows = S::as_simd_f32s(&keys[d * stride + first..][..8 * lanes]).0;
+        for (a, k) in acc.iter_mut().zip(rows) {
+            *a = simd.add_f32s(*a, simd.mul_f32s(qv, *k));
+        }
+    }
+    S::as_mut_simd_f32s(&mut dst[..8 * lanes]).0.copy_from_slice(&acc);
+}
+
 /// [`contract_keys`] for the [`KEYS`] keys from `first` on, the sums in registers (a function, not
 /// a closure: [`pulp`] compiles only inlined functions with the instruction set).
 #[inline(always)]
@@ -1460,8 +1524,111 @@ fn key_block(q: &[f32], keys: &[f32], stride: usize, first: usize) -> [f32; KEYS
     acc
 }
 
-/// `Σ a·b` over the keys in `runs` (of `0..a.len()`), in [`ACC`] partial sums.
+/// Where [`weighted_values`]' chunk-major layout `[⌈T / ACC⌉][d_h][ACC]` keeps value `u`'s feature `d`.
 #[inline(always)]
+fn value_index(dh: usize, u: usize, d: usize) -> usize {
+    ((u / ACC) * dh + d) * ACC + u % ACC
+}
+
+/// `out[d] = Σ_u w[u] · v_u[d]` over the keys `u` in `runs` (of `0..w.len()`) for every feature
+/// `d` of values laid out chunk-major ([`value_index`]), each feature's sum formed as
+/// [`dot_slice`] forms it over a feature-major row — [`ACC`] partial sums over the whole chunks,
+/// then the keys past the last whole chunk, then the partial sums in order — so the same bits, in
+/// one pass over the weights for every feature instead of one pass per feature. On vectors of
+/// `k·ACC` lanes one vector holds the partial sums of `k` features, updated with the chunk's
+/// weights `k` times over (`wide`, written here).
+#[inline(always)]
+fn weighted_values<S: pulp::Simd>(
+    simd: S,
+    w: &[f32],
+    vals: &[f32],
+    runs: &[std::ops::Range<usize>],
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (lanes, dh) = (S::F32_LANES, out.len());
+    if lanes.is_multiple_of(ACC) && (dh * ACC).is_multiple_of(lanes) {
+        match dh * ACC / lanes {
+            8 => return weighted_values_vec::<S, 8>(simd, w, vals, runs, wide, out),
+            16 => return weighted_values_vec::<S, 16>(simd, w, vals, runs, wide, out),
+            _ => {}
+        }
+    }
+    weighted_values_scalar(w, vals, runs, out);
+}
+
+/// [`weighted_values`] with `N` vectors of partial sums held in registers across the keys.
+#[inline(always)]
+fn weighted_values_vec<S: pulp::Simd, const N: usize>(
+    simd: S,
+    w: &[f32],
+    vals: &[f32],
+    runs: &[std::ops::Range<usize>],
+    wide: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (lanes, dh) = (S::F32_LANES, out.len());
+    let copies = lanes / ACC;
+    let n = w.len();
+    let chunks = n / ACC;
+    wide.resize(chunks * lanes, 0.0);
+    for r in whole_chunks(runs, n) {
+        for c in r.start / ACC..r.end / ACC {
+            for k in 0..copies {
+                wide[(c * copies + k) * ACC..][..ACC].copy_from_slice(&w[c * ACC..(c + 1) * ACC]);
+            }
+        }
+    }
+    let (wv, _) = S::as_simd_f32s(&wide[..chunks * lanes]);
+    let (vv, _) = S::as_simd_f32s(&vals[..chunks * dh * ACC]);
+    let mut acc = [simd.splat_f32s(0.0); N];
+    for r in whole_chunks(runs, n) {
+        for c in r.start / ACC..r.end / ACC {
+            let (wc, v) = (wv[c], &vv[c * N..(c + 1) * N]);
+            for i in 0..N {
+                acc[i] = simd.add_f32s(acc[i], simd.mul_f32s(wc, v[i]));
+            }
+        }
+    }
+    let mut sums = [0f32; 32 * ACC];
+    let sums = &mut sums[..dh * ACC];
+    for (dst, a) in S::as_mut_simd_f32s(sums).0.iter_mut().zip(&acc) {
+        *dst = *a;
+    }
+    for (d, o) in out.iter_mut().enumerate() {
+        *o = value_tail(w, vals, dh, d) + sums[d * ACC..(d + 1) * ACC].iter().sum::<f32>();
+    }
+}
+
+/// [`weighted_values`] in plain chunks of [`ACC`], one feature at a time.
+#[inline(always)]
+fn weighted_values_scalar(w: &[f32], vals: &[f32], runs: &[std::ops::Range<usize>], out: &mut [f32]) {
+    let dh = out.len();
+    for (d, o) in out.iter_mut().enumerate() {
+        let mut acc = [0f32; ACC];
+        for r in whole_chunks(runs, w.len()) {
+            for c in r.start / ACC..r.end / ACC {
+                let v = &vals[value_index(dh, c * ACC, d)..][..ACC];
+                for i in 0..ACC {
+                    acc[i] += w[c * ACC + i] * v[i];
+                }
+            }
+        }
+        *o = value_tail(w, vals, dh, d) + acc.iter().sum::<f32>();
+    }
+}
+
+/// Feature `d`'s sum over the keys past the last whole chunk of `0..w.len()` (as [`dot_slice`]'s).
+#[inline(always)]
+fn value_tail(w: &[f32], vals: &[f32], dh: usize, d: usize) -> f32 {
+    let whole = w.len() / ACC * ACC;
+    (whole..w.len()).map(|u| w[u] * vals[value_index(dh, u, d)]).sum::<f32>()
+}
+
+/// `Σ a·b` over the keys in `runs` (of `0..a.len()`), in [`ACC`] partial sums: the reference
+/// [`weighted_values`] is held to (the kernel's form, one feature at a time, before it did all
+/// features at once).
+#[cfg(test)]
 fn dot_slice(a: &[f32], b: &[f32], runs: &[std::ops::Range<usize>]) -> f32 {
     let mut acc = [0f32; ACC];
     for r in whole_chunks(runs, a.len()) {
@@ -1572,30 +1739,122 @@ mod tests {
         }
     }
 
-    /// The parts of each run of a prefetch cover every cache line of the run once, in order,
-    /// whatever the number of parts (more parts than lines included), and nothing beyond it.
+    /// Runs `check(simd, name)` with the scalar fallback and, where the CPU has them, AVX2 and
+    /// AVX-512.
+    macro_rules! every_simd {
+        ($check:expr) => {{
+            $check(pulp::Scalar::new(), "scalar");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    $check(simd, "AVX2");
+                }
+                if let Some(simd) = pulp::x86::V4::try_new() {
+                    $check(simd, "AVX-512");
+                }
+            }
+        }};
+    }
+
+    /// Each key's score is `0 + q₀k₀ + q₁k₁ + …` in feature order, unfused, whether its block is
+    /// scored alone or with others in vectors, on every instruction set.
     #[test]
     #[allow(clippy::single_range_in_vec_init)] // runs of one range are what most queries have
     fn contract_keys_sums_each_key_in_feature_order() {
-        let (dh, stride) = (5, 80);
+        let (dh, stride) = (5, 400);
         let q: Vec<f32> = (0..dh).map(|d| 0.37 * d as f32 - 0.6).collect();
         let keys: Vec<f32> = (0..dh * stride).map(|i| ((i * 29) % 31) as f32 / 7.0 - 2.1).collect();
-        // Whole blocks only, a tail read on as a block, a tail at the row's end (scalar), and
-        // runs that skip the middle block.
-        for (n, runs) in [(64, vec![0..64]), (45, vec![0..45]), (70, vec![0..70]), (70, vec![0..32, 64..70])] {
-            let mut dst = vec![f32::NAN; n];
-            contract_keys(&mut dst, &q, &keys, stride, &runs);
-            for u in runs.iter().flat_map(|r| r.clone()) {
-                let want = (0..dh).fold(0.0f32, |a, d| a + q[d] * keys[d * stride + u]);
-                assert_eq!(dst[u].to_bits(), want.to_bits(), "n {n}, key {u}");
+        // Whole blocks only, a tail read on as a block, a tail at the row's end (scalar), runs
+        // that skip the middle block, and runs long enough for several blocks at a time.
+        let cases = [
+            (64, vec![0..64]),
+            (45, vec![0..45]),
+            (70, vec![0..70]),
+            (70, vec![0..32, 64..70]),
+            (400, vec![0..400]),
+            (390, vec![0..96, 160..390]),
+        ];
+        struct Check<'a>(&'a [f32], &'a [f32], usize, usize, &'a [std::ops::Range<usize>]);
+        impl pulp::WithSimd for Check<'_> {
+            type Output = Vec<f32>;
+            fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+                let Check(q, keys, stride, n, runs) = self;
+                let mut dst = vec![f32::NAN; n];
+                contract_keys(simd, &mut dst, q, keys, stride, runs);
+                dst
             }
+        }
+        for (n, runs) in cases {
+            every_simd!(|simd, name| {
+                let dst = pulp::WithSimd::with_simd(Check(&q, &keys, stride, n, &runs), simd);
+                for u in runs.iter().flat_map(|r| r.clone()) {
+                    let want = (0..dh).fold(0.0f32, |a, d| a + q[d] * keys[d * stride + u]);
+                    assert_eq!(dst[u].to_bits(), want.to_bits(), "{name}, n {n}, key {u}");
+                }
+            });
+        }
+    }
+
+    /// The weighted values of every feature in one pass, on every instruction set, are the bits of
+    /// [`dot_slice`] over feature-major rows (the kernel's form before); the visible maximum is
+    /// the maximum over the visible keys in the runs.
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)]
+    fn weighted_values_and_maximum_match_their_references() {
+        struct Check<'a>(&'a [f32], &'a [f32], &'a [f32], &'a [std::ops::Range<usize>], usize);
+        impl pulp::WithSimd for Check<'_> {
+            type Output = (Vec<f32>, f32);
+            fn with_simd<S: pulp::Simd>(self, simd: S) -> (Vec<f32>, f32) {
+                let Check(w, vals, keep, runs, dh) = self;
+                let (mut out, mut wide) = (vec![f32::NAN; dh], Vec::new());
+                weighted_values(simd, w, vals, runs, &mut wide, &mut out);
+                let scores: Vec<f32> = w.iter().map(|x| x - 1.0).collect();
+                (out, visible_max(simd, &scores, &keep[..w.len()], -1.5, runs))
+            }
+        }
+        let mut rnd = uniform(11, 3.0);
+        let t_n: usize = 300;
+        for dh in [5, 16, 32] {
+            let rows: Vec<f32> = (0..dh * t_n).map(|_| rnd()).collect(); // feature-major [d_h][T]
+            let mut chunked = vec![0f32; t_n.div_ceil(ACC) * dh * ACC];
+            for d in 0..dh {
+                for u in 0..t_n {
+                    chunked[value_index(dh, u, d)] = rows[d * t_n + u];
+                }
+            }
+            let w: Vec<f32> = (0..t_n).map(|_| rnd().abs()).collect();
+            let keep: Vec<f32> = (0..t_n).map(|u| f32::from(u8::from(u % 7 != 2))).collect();
+            // The last run reaches the end, as `live_runs` makes it.
+            for (n, runs) in [(300, vec![0..300]), (293, vec![0..64, 128..293]), (37, vec![32..37]), (5, vec![0..5])] {
+                let want: Vec<u32> =
+                    (0..dh).map(|d| dot_slice(&w[..n], &rows[d * t_n..d * t_n + n], &runs).to_bits()).collect();
+                let visible = runs.iter().flat_map(|r| r.clone()).filter(|&u| keep[u] != 0.0);
+                let max = visible.fold(-1.5f32, |m, u| m.max(w[u] - 1.0));
+                every_simd!(|simd, name| {
+                    let (got, got_max) = pulp::WithSimd::with_simd(Check(&w[..n], &chunked, &keep, &runs, dh), simd);
+                    let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(got, want, "{name}, d_h {dh}, n {n}");
+                    assert_eq!(got_max.to_bits(), max.to_bits(), "{name}, d_h {dh}, n {n}");
+                });
+            }
+            let mut out = vec![0f32; dh];
+            weighted_values_scalar(&w, &chunked, &[0..t_n], &mut out);
+            let want: Vec<f32> = (0..dh).map(|d| dot_slice(&w, &rows[d * t_n..(d + 1) * t_n], &[0..t_n])).collect();
+            assert_eq!(out, want, "the plain path, d_h {dh}");
         }
     }
 
     #[test]
     fn masked_attention_skips_invisible_blocks_without_changing_a_bit() {
+        // A head of 5 (the plain paths) and of 16 (the vector paths of the values and the keys).
+        for dh in [5, 16] {
+            masked_skipping_case(dh);
+        }
+    }
+
+    fn masked_skipping_case(dh: usize) {
         let mut rnd = uniform(5, 2.0);
-        let [b_n, t_n, h_n, dh] = [2, 230, 2, 5];
+        let [b_n, t_n, h_n] = [2, 230, 2];
         let n = b_n * t_n * h_n * dh;
         let mut v = |n: usize| (0..n).map(|_| rnd()).collect::<Vec<f32>>();
         let (q, k_exact, v_exact, k_stored, v_stored, k_late, v_late) = (v(n), v(n), v(n), v(n), v(n), v(n), v(n));
@@ -1619,11 +1878,18 @@ mod tests {
             };
             let bits = |out: Vec<f32>| out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
             let every = bits(pulp::WithSimd::with_simd(Masked(&x, false), pulp::Scalar::new()));
-            assert_eq!(bits(pulp::WithSimd::with_simd(Masked(&x, true), pulp::Scalar::new())), every);
+            every_simd!(|simd, name| {
+                for skip in [false, true] {
+                    let got = bits(pulp::WithSimd::with_simd(Masked(&x, skip), simd));
+                    assert_eq!(got, every, "{name}, skip {skip}, until {}, late {late}, d_h {dh}", until.is_some());
+                }
+            });
             assert_eq!(bits(masked_attention(&x)), every, "until {}, late {late}", until.is_some());
         }
     }
 
+    /// The parts of each run of a prefetch cover every cache line of the run once, in order,
+    /// whatever the number of parts (more parts than lines included), and nothing beyond it.
     #[test]
     fn prefetch_parts_cover_every_line_once() {
         let block: Vec<f32> = (0..1000).map(|x| x as f32).collect();
