@@ -6,9 +6,10 @@
 //!
 //! **mimalloc** returns freed pages to the OS (`MADV_DONTNEED`) after its purge delay (1 s); a
 //! pretraining step's activations are freed and allocated again every step, so the kernel cleared
-//! fresh pages for them over and over (38 % of text pretraining in `perf`, ~86k page faults in 6
-//! steps). With [`PURGE_DELAY_MS`] = −1 freed pages stay committed and are reused: ~1.6k faults,
-//! text pretraining 1.17× faster (docs/BENCHMARKS.md, "mimalloc keeps freed memory").
+//! fresh pages for them over and over (38 % of text pretraining in `perf`, 84k–94k page faults in
+//! 6 steps). With [`PURGE_DELAY_MS`] = −1 freed pages stay committed and are reused: ~1.5k faults,
+//! text pretraining 1.16× faster, for up to 20 % more peak memory (docs/BENCHMARKS.md, "mimalloc
+//! keeps freed memory").
 //!
 //! **glibc** hands blocks above its mmap threshold back to the OS when they are freed, and trims
 //! the top of the heap once more than 128 KiB is free there; a training step's tensors are that

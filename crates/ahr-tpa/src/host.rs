@@ -1646,6 +1646,23 @@ fn dot_slice(a: &[f32], b: &[f32], runs: &[std::ops::Range<usize>]) -> f32 {
 mod tests {
     use super::*;
 
+    /// Runs `check(simd, name)` with the scalar fallback and, where the CPU has them, AVX2 and
+    /// AVX-512.
+    macro_rules! every_simd {
+        ($check:expr) => {{
+            $check(pulp::Scalar::new(), "scalar");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    $check(simd, "AVX2");
+                }
+                if let Some(simd) = pulp::x86::V4::try_new() {
+                    $check(simd, "AVX-512");
+                }
+            }
+        }};
+    }
+
     /// Fixed draws in `[-w, w)` from a linear congruential generator seeded with `seed`.
     fn uniform(mut seed: u32, w: f32) -> impl FnMut() -> f32 {
         move || {
@@ -1724,36 +1741,12 @@ mod tests {
                 for (prefetch, span_bytes) in [(false, usize::MAX), (true, usize::MAX), (true, 1), (false, SPAN_BYTES)]
                 {
                     let attend = attend(prefetch, span_bytes);
-                    assert_eq!(bits(pulp::WithSimd::with_simd(attend, pulp::Scalar::new())), scalar, "{dims:?}");
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        if let Some(simd) = pulp::x86::V3::try_new() {
-                            assert_eq!(bits(pulp::WithSimd::with_simd(attend, simd)), scalar, "AVX2, {dims:?}");
-                        }
-                        if let Some(simd) = pulp::x86::V4::try_new() {
-                            assert_eq!(bits(pulp::WithSimd::with_simd(attend, simd)), scalar, "AVX-512, {dims:?}");
-                        }
-                    }
+                    every_simd!(|simd, name| {
+                        assert_eq!(bits(pulp::WithSimd::with_simd(attend, simd)), scalar, "{name}, {dims:?}");
+                    });
                 }
             }
         }
-    }
-
-    /// Runs `check(simd, name)` with the scalar fallback and, where the CPU has them, AVX2 and
-    /// AVX-512.
-    macro_rules! every_simd {
-        ($check:expr) => {{
-            $check(pulp::Scalar::new(), "scalar");
-            #[cfg(target_arch = "x86_64")]
-            {
-                if let Some(simd) = pulp::x86::V3::try_new() {
-                    $check(simd, "AVX2");
-                }
-                if let Some(simd) = pulp::x86::V4::try_new() {
-                    $check(simd, "AVX-512");
-                }
-            }
-        }};
     }
 
     /// Each key's score is `0 + q₀k₀ + q₁k₁ + …` in feature order, unfused, whether its block is
