@@ -84,3 +84,57 @@ impl ModelFile {
         Ok(file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::policy::load_ppo_config;
+
+    /// The `.toml` files of a folder under the workspace root, sorted.
+    fn committed(folder: &str) -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(folder);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Every preset the repository ships parses and passes the checks its command runs first, so a
+    /// recipe in the docs cannot name a preset that an edit to a config struct broke.
+    #[test]
+    fn every_committed_preset_loads() {
+        let mut failures = Vec::new();
+        let models = committed("configs/model");
+        for path in &models {
+            if let Err(e) = ModelFile::load(path) {
+                failures.push(format!("{e:#}"));
+            }
+        }
+        let ppo = committed("configs/ppo");
+        for path in &ppo {
+            if let Err(e) = load_ppo_config(path) {
+                failures.push(format!("{e:#}"));
+            }
+        }
+        let envs = committed("envs");
+        for path in &envs {
+            if let Err(e) = EnvFile::load(path) {
+                failures.push(e.to_string());
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        // The folders were found and read (an empty listing would pass the loop vacuously).
+        assert!(
+            models.len() > 10 && ppo.len() > 10 && envs.len() > 10,
+            "{} {} {}",
+            models.len(),
+            ppo.len(),
+            envs.len()
+        );
+    }
+}
