@@ -153,6 +153,20 @@ fn pretrain_writes_a_model_and_a_rank_curve_and_resume_is_exact() {
     };
     let err = run(&other, &ahr_tpa::device::from_env()).unwrap_err().to_string();
     assert!(err.contains("--init") && err.contains("differs"), "{err}");
+    // A larger RoPE base is the one change allowed (long-context fine-tuning): the weights load,
+    // and the first step's loss is the loaded model's under the new angles, not a fresh one's.
+    let rebased = tmp.path().join("rebased.toml");
+    let preset = std::fs::read_to_string(root().join("configs/model/tiny.toml")).unwrap();
+    std::fs::write(&rebased, preset.replace("[model]\n", "[model]\nrope_base = 500000.0\n")).unwrap();
+    let rebased_run = PretrainArgs {
+        model_config: rebased,
+        init: Some(straight.clone()),
+        ..args(&tmp.path().join("rebased"), 1, None, false)
+    };
+    run(&rebased_run, &ahr_tpa::device::from_env()).unwrap();
+    let cfg = ahr_tpa::ModelConfig::load_json(&tmp.path().join("rebased/config.json")).unwrap();
+    assert_eq!(cfg.rope_base, 500000.0);
+    assert!(gap(&logits(&tmp.path().join("rebased"))) < gap(&logits(&fresh)));
 
     // eval-model and logits through the binary.
     let model = straight.to_str().unwrap();

@@ -221,8 +221,9 @@ pub struct PretrainArgs {
     pub seed: u64,
     /// Continue from `out/checkpoint`.
     pub resume: bool,
-    /// Start from this model directory's weights (same model config) instead of a fresh
-    /// initialisation: fine-tuning, e.g. onto a harder task variant.
+    /// Start from this model directory's weights (same model config, the RoPE base aside) instead
+    /// of a fresh initialisation: fine-tuning, e.g. onto a harder task variant or, with a larger
+    /// `rope_base`, onto reading further back.
     pub init: Option<PathBuf>,
     /// Stop after this many steps in this invocation, leaving a checkpoint to `--resume` from.
     pub stop_after: Option<u64>,
@@ -514,9 +515,12 @@ pub fn run_distributed(
         }
         if let Some(dir) = &args.init {
             let from = ahr_tpa::ModelConfig::load_json(&dir.join(ahr_tpa::checkpoint::CONFIG_FILE))?;
-            if from != cfg {
+            // The RoPE base may change (long-context fine-tuning raises it: no weight depends on it).
+            let shape = ahr_tpa::ModelConfig { rope_base: cfg.rope_base, ..from };
+            if shape != cfg {
                 bail!(
-                    "--init {}: its model config differs from {}'s; fine-tuning needs the same shape",
+                    "--init {}: its model config differs from {}'s; fine-tuning needs the same shape \
+                     (only rope_base may change)",
                     dir.display(),
                     args.model_config.display()
                 );
