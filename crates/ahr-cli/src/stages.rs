@@ -27,6 +27,15 @@ pub fn pretrain(args: &PretrainArgs, dev: &Device, comm: &Comm) -> Result<()> {
         for w in file.pretrain.warnings(&file.model) {
             eprintln!("warning: {w}");
         }
+        if let Some(dir) = &args.init {
+            let from = ahr_tpa::ModelConfig::load_json(&dir.join(ahr_tpa::checkpoint::CONFIG_FILE))?;
+            if from.rope_base != file.model.rope_base {
+                eprintln!(
+                    "note: --init: RoPE base {} -> {} (fine-tuning to the new angles)",
+                    from.rope_base, file.model.rope_base
+                );
+            }
+        }
     }
     // Periodic validation runs under the exact choice, or the lowest fitted rank (factor fitting).
     let under = match file.pretrain.validation_spec(&file.model) {

@@ -100,6 +100,15 @@ fn factor_fit_moves_the_rank_options_toward_exact_and_leaves_the_exact_choice_al
             assert!(after < 0.5 * before, "{objective}, rank:{r}: {before} -> {after}");
         }
     }
+    // A fit under other RoPE angles than the model was trained with would fit the wrong forward.
+    let rebased = tmp.path().join("rebased-fit.toml");
+    let recipe = "learning_rate = 1e-2\nobjective = \"score-fit\"";
+    let text = preset.replace("learning_rate = 1e-3", recipe).replace("[model]\n", "[model]\nrope_base = 500000.0\n");
+    std::fs::write(&rebased, text).unwrap();
+    let fit =
+        PretrainArgs { model_config: rebased, init: Some(base.clone()), ..args(&tmp.path().join("r"), 1, None, false) };
+    let err = run(&fit, &dev).unwrap_err().to_string();
+    assert!(err.contains("RoPE base must stay 10000"), "{err}");
 }
 
 #[test]

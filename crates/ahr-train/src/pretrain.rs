@@ -525,6 +525,16 @@ pub fn run_distributed(
                     args.model_config.display()
                 );
             }
+            if from.rope_base != cfg.rope_base && pc.objective.fits_factors() {
+                bail!(
+                    "--init {}: factor fitting keeps the exact choice's answers, so the RoPE base must stay {} \
+                     ({} says {})",
+                    dir.display(),
+                    from.rope_base,
+                    args.model_config.display(),
+                    cfg.rope_base
+                );
+            }
             model = load_record(model, &dir.join(ahr_tpa::checkpoint::WEIGHTS_FILE))?;
         }
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
