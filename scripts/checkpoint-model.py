@@ -15,8 +15,10 @@ import shutil
 import sys
 import tomllib
 
-# ModelConfig's fields (crates/ahr-tpa/src/config.rs); those the preset leaves out take their defaults
-# when the model loads, as they do in `ahr pretrain`.
+# ModelConfig's fields in the struct's order (crates/ahr-tpa/src/config.rs): config.json is written in
+# this order, not the preset's, so the same checkpoint always gives the same bytes and the same model
+# fingerprint (what a next stage's `--init` records). Those the preset leaves out take their
+# defaults when the model loads, as they do in `ahr pretrain`.
 FIELDS = ["vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "attention", "kv_heads", "q_rank",
           "kv_rank_max", "menu", "factor_bias", "mlp", "max_positions", "tied_embeddings", "rope_base", "norm_eps"]
 
@@ -28,7 +30,13 @@ def main(argv):
     ckpt = os.path.join(run, "checkpoint")
     if not os.path.isfile(os.path.join(ckpt, "model.bpk")):
         sys.exit(f"{run}: no checkpoint/model.bpk (not a pretraining run directory?)")
-    model = tomllib.load(open(preset, "rb"))["model"]
+    try:
+        with open(preset, "rb") as f:
+            model = tomllib.load(f)["model"]
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        sys.exit(f"{preset}: {e}")
+    except KeyError:
+        sys.exit(f"{preset}: no [model] table")
     unknown = set(model) - set(FIELDS)
     if unknown:
         sys.exit(f"{preset}: [model] keys this script does not know: {sorted(unknown)}")

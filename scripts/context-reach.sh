@@ -19,8 +19,12 @@ if [ -f "$MODEL/checkpoint/model.bpk" ] && [ ! -f "$MODEL/config.json" ]; then
   "$(dirname "$0")/checkpoint-model.py" "$MODEL" "$MODEL_CONFIG" "$OUT/model"
   MODEL=$OUT/model
 fi
-"$AHR" eval --model "$MODEL" --env "$ENV" --baselines uniform --sequences "$SEQ" --fractions 0.5 --workers 1 \
-  --out "$OUT/judge" > "$OUT/eval.log" 2>&1
+if ! "$AHR" eval --model "$MODEL" --env "$ENV" --baselines uniform --sequences "$SEQ" --fractions 0.5 --workers 1 \
+  --out "$OUT/judge" > "$OUT/eval.log" 2>&1; then
+  echo "$0: ahr eval failed ($OUT/eval.log):" >&2
+  tail -5 "$OUT/eval.log" >&2
+  exit 1
+fi
 (python3 - "$OUT/judge/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
