@@ -589,15 +589,22 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert!(stdout.contains("of exact") && stderr.contains("round 1"), "{stdout}{stderr}");
     let config = tmp.join("table.toml");
     std::fs::write(&config, format!("{text}prior_table = {:?}\n", table.to_str().unwrap())).unwrap();
+    // (with observation version 4: the repeat features, which inference computes from the ids)
+    let repeats = tmp.join("repeats.toml");
+    let env_text = std::fs::read_to_string(root().join("envs/mqar-tiny.toml")).unwrap();
+    std::fs::write(&repeats, env_text.replace("[env]\n", "[env]\nobs_version = 4\n")).unwrap();
+    let r = repeats.to_str().unwrap();
     let policy = tmp.join("policy-table");
-    let argv = ["train-policy", "--model", m, "--env", "envs/mqar-tiny.toml", "--config", config.to_str().unwrap()];
+    let argv = ["train-policy", "--model", m, "--env", r, "--config", config.to_str().unwrap()];
     let run_dir = tmp.join("run-table");
     let rest = ["--out", policy.to_str().unwrap(), "--run-dir", run_dir.to_str().unwrap()];
     let (code, _, stderr) = ahr(&[&argv[..], &rest[..]].concat());
     assert_eq!(code, 0, "{stderr}");
-    inference_matches(model, &policy, &root().join("envs/mqar-tiny.toml"));
+    let manifest = std::fs::read_to_string(policy.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"repeat_len\"") && manifest.contains("\"repeat_dist\""), "{manifest}");
+    inference_matches(model, &policy, &repeats);
     let out = tmp.join("analyze-table");
-    let argv = ["analyze", "--model", m, "--policy", policy.to_str().unwrap(), "--env", "envs/mqar-tiny.toml"];
+    let argv = ["analyze", "--model", m, "--policy", policy.to_str().unwrap(), "--env", r];
     let rest = ["--sequences", "8", "--lengths", "none", "--no-ablation", "--out", out.to_str().unwrap()];
     let (code, _, stderr) = ahr(&[&argv[..], &rest[..]].concat());
     assert_eq!(code, 0, "{stderr}");

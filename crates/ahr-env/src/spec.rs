@@ -253,7 +253,7 @@ impl EnvSpec {
         if ahr_policy::obs::global_features(self.env.obs_version).is_none() {
             return Err(Invalid::new(
                 "[env] obs_version",
-                format!("{} is unknown (1 to {})", self.env.obs_version, ahr_policy::obs::OBS_VERSION),
+                format!("{} is unknown (1 to {})", self.env.obs_version, ahr_policy::obs::MAX_OBS_VERSION),
             ));
         }
         if let Some(o) = self.env.schedules.iter().find(|o| !matches!(o, ahr_tpa::StoreOption::Schedule { .. })) {

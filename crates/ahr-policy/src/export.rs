@@ -129,7 +129,11 @@ impl Manifest {
         let Some(expected) = ObsSpec::rank_version(self.obs.version, model.n_layers, model.vocab_size) else {
             return Err(Invalid::new(
                 "obs.version",
-                format!("{} is unknown to this build (it reads 1 to {})", self.obs.version, crate::obs::OBS_VERSION),
+                format!(
+                    "{} is unknown to this build (it reads 1 to {})",
+                    self.obs.version,
+                    crate::obs::MAX_OBS_VERSION
+                ),
             ));
         };
         let expected = match self.review {

@@ -6,11 +6,17 @@ use ahr_tpa::{KvCache, ModelConfig, cost};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-/// Version of the feature layout below; bump it whenever a feature is added, removed or moved.
-/// Version 1 ([`GLOBAL_FEATURES_V1`]) normalised positions by the episode's final length, which a
-/// server generating open-endedly does not know; version 2 ([`GLOBAL_FEATURES_V2`]) lacked the
-/// token's surprisal. Both are still read so that their policies load.
+/// Version of the feature layout rank environments build unless `[env] obs_version` names another
+/// ([`GLOBAL_FEATURES`]). Version 1 ([`GLOBAL_FEATURES_V1`]) normalised positions by the episode's
+/// final length, which a server generating open-endedly does not know; version 2
+/// ([`GLOBAL_FEATURES_V2`]) lacked the token's surprisal. Both are still read so that their
+/// policies load. Version 4 ([`GLOBAL_FEATURES_V4`]) adds what the context says of the token's
+/// repeats; it is opt-in until it has shown what it is worth.
 pub const OBS_VERSION: u32 = 3;
+
+/// The newest feature layout this build knows; add a version whenever a feature is added,
+/// removed or moved.
+pub const MAX_OBS_VERSION: u32 = 4;
 
 /// Global (per token) features of the current version, in order: every one causal and
 /// independent of how long the sequence will be (DESIGN.md §5).
@@ -22,6 +28,22 @@ pub const GLOBAL_FEATURES: [&str; 7] = [
     "entropy_mean", // mean of pred_entropy over positions 0..=t: how hard the context has been so far
     "cache_fill",   // bytes held / bytes if every earlier token were exact
     "budget_left",  // budget mode: target fraction − fraction used so far (0 otherwise)
+];
+
+/// Global features of version 4: [`GLOBAL_FEATURES`], then whether the token continues a string
+/// the context already holds ([`SequenceHistory::push_token`]) — content a per-token table
+/// cannot see: a byte that repeats an earlier string has a copy in the cache already, and one
+/// that starts a new string is what a later repeat will read.
+pub const GLOBAL_FEATURES_V4: [&str; 9] = [
+    "position",
+    "log_position",
+    "pred_entropy",
+    "surprisal",
+    "entropy_mean",
+    "cache_fill",
+    "budget_left",
+    "repeat_len", // ln(1 + n): n the longest run of tokens ending at t that also ends at an earlier position
+    "repeat_dist", // ln(1 + t − j): j the latest earlier position where that run ends (0 when n = 0)
 ];
 
 /// Global features of version 2 (policies trained before 2026-12-02's eleventh session).
@@ -44,6 +66,7 @@ pub fn global_features(version: u32) -> Option<&'static [&'static str]> {
         1 => Some(&GLOBAL_FEATURES_V1),
         2 => Some(&GLOBAL_FEATURES_V2),
         3 => Some(&GLOBAL_FEATURES),
+        4 => Some(&GLOBAL_FEATURES_V4),
         _ => None,
     }
 }
@@ -64,6 +87,20 @@ pub struct SequenceHistory {
     /// The previous position's next-token logits and their log-sum-exp (empty at t = 0).
     prev_logits: Vec<f32>,
     prev_lse: f32,
+    /// The tokens so far (version 4 on) …
+    tokens: Vec<u32>,
+    /// … and, per earlier position j, the length of the longest run of tokens ending at both j and
+    /// the latest position (saturating).
+    runs: Vec<u16>,
+}
+
+/// The longest earlier repeat of the tokens ending at t ([`SequenceHistory::push_token`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repeat {
+    /// Its length in tokens (0: token t never occurred before).
+    pub len: usize,
+    /// How far back its latest earlier occurrence ends (t − j; 0 when `len` is 0).
+    pub dist: usize,
 }
 
 impl SequenceHistory {
@@ -83,6 +120,29 @@ impl SequenceHistory {
             }
             _ => 1.0,
         }
+    }
+
+    /// Take in token t; the longest run of tokens ending at t that also ends at an earlier
+    /// position j, and the distance to the latest such j. O(t) per token: each earlier run grows
+    /// by one where the token matches and restarts elsewhere (the suffix-matching recurrence).
+    pub fn push_token(&mut self, token: u32) -> Repeat {
+        let t = self.tokens.len();
+        self.runs.push(0);
+        let mut best = Repeat::default();
+        // Descending, so that runs[j − 1] is still the previous position's run when j reads it.
+        for j in (0..t).rev() {
+            let run = if self.tokens[j] == token {
+                j.checked_sub(1).map_or(0, |i| self.runs[i]).saturating_add(1)
+            } else {
+                0
+            };
+            self.runs[j] = run;
+            if run as usize > best.len {
+                best = Repeat { len: run as usize, dist: t - j };
+            }
+        }
+        self.tokens.push(token);
+        best
     }
 
     /// Remember position t's next-token logits (one row) and their log-sum-exp, for the
@@ -113,6 +173,8 @@ pub struct TokenFeatures<'a> {
     pub surprisal: f32,
     /// Mean of `pred_entropy` over positions 0..=t.
     pub entropy_mean: f32,
+    /// The longest earlier repeat of the tokens ending at t (version 4 on).
+    pub repeat: Repeat,
     /// Cache bytes this stream holds before t is stored, all layers.
     pub held_bytes: usize,
     /// Bytes per token of the exact choice, all layers.
@@ -147,7 +209,7 @@ impl TokenFeatures<'_> {
                 ]);
             }
             2 => out.extend([t, (1.0 + t).ln(), self.pred_entropy, self.entropy_mean, fill as f32, budget_left]),
-            _ => out.extend([
+            3 => out.extend([
                 t,
                 (1.0 + t).ln(),
                 self.pred_entropy,
@@ -156,6 +218,21 @@ impl TokenFeatures<'_> {
                 fill as f32,
                 budget_left,
             ]),
+            _ => {
+                // The distance stops where the positions do (within the sequences it was trained on).
+                let dist = self.positions_seen.map_or(self.repeat.dist, |n| self.repeat.dist.min(n.saturating_sub(1)));
+                out.extend([
+                    t,
+                    (1.0 + t).ln(),
+                    self.pred_entropy,
+                    self.surprisal,
+                    self.entropy_mean,
+                    fill as f32,
+                    budget_left,
+                    (1.0 + self.repeat.len as f32).ln(),
+                    (1.0 + dist as f32).ln(),
+                ]);
+            }
         }
         out.extend_from_slice(self.layer_stats);
     }
@@ -194,6 +271,7 @@ pub fn observe(
     for b in 0..b_n {
         let pred_entropy = predictive[b].entropy / ln_v;
         let surprisal = history[b].surprisal(ids[b]);
+        let repeat = if version >= 4 { history[b].push_token(ids[b]) } else { Repeat::default() };
         history[b].push_prediction(&logits[b * v..(b + 1) * v], predictive[b].lse);
         TokenFeatures {
             version,
@@ -203,6 +281,7 @@ pub fn observe(
             pred_entropy,
             surprisal,
             entropy_mean: history[b].push_entropy(pred_entropy),
+            repeat,
             held_bytes: cache.stream_bytes(b),
             exact_bytes: cost::exact_bytes_per_token(cfg),
             budget,
@@ -501,6 +580,7 @@ mod tests {
                 pred_entropy: 0.9,
                 surprisal: 0.75,
                 entropy_mean: 0.5,
+                repeat: Repeat { len: 3, dist: 40 },
                 held_bytes: 700,
                 exact_bytes: 200,
                 budget: Some(0.3),
@@ -531,5 +611,51 @@ mod tests {
         assert_eq!(beyond[2..5], v2[2..5]);
         assert_eq!(beyond[7..], v2[7..]);
         assert_ne!(at_seen(OBS_VERSION, 50, 64, None)[..2], v2[..2]);
+        // Version 4: version 3's features, then ln(1 + run) and ln(1 + distance), the distance
+        // stopping where the positions do.
+        let v4 = at(4, 8);
+        assert_eq!((v4.len(), &v4[..7], &v4[9..]), (v2.len() + 2, &v2[..7], &v2[7..]));
+        assert_eq!(v4[7..9], [4f32.ln(), 41f32.ln()]);
+        assert_eq!(at(4, 8), at(4, 4096));
+        assert_eq!(at_seen(4, 7, 8, Some(8))[8], 8f32.ln());
+    }
+
+    /// The repeat of a hand-worked sequence: a b c a b c b.
+    #[test]
+    fn repeats_by_hand() {
+        let mut h = SequenceHistory::default();
+        let got: Vec<(usize, usize)> = [1u32, 2, 3, 1, 2, 3, 2]
+            .iter()
+            .map(|&x| {
+                let r = h.push_token(x);
+                (r.len, r.dist)
+            })
+            .collect();
+        // t = 3…5 repeat "a", "ab", "abc" from 3 back; at t = 6 "b" alone, latest at 4.
+        assert_eq!(got, vec![(0, 0), (0, 0), (0, 0), (1, 3), (2, 3), (3, 3), (1, 2)]);
+    }
+
+    /// Against the definition, by brute force, on a small alphabet (long runs, many ties).
+    #[test]
+    fn repeats_match_brute_force() {
+        let mut state = 12345u64;
+        let tokens: Vec<u32> = (0..300)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) % 3) as u32
+            })
+            .collect();
+        let mut h = SequenceHistory::default();
+        for t in 0..tokens.len() {
+            let got = h.push_token(tokens[t]);
+            let run = |j: usize| (0..=j).take_while(|&k| tokens[j - k] == tokens[t - k]).count();
+            let (mut len, mut dist) = (0, 0);
+            for j in 0..t {
+                if run(j) > len || (run(j) == len && len > 0) {
+                    (len, dist) = (run(j), t - j);
+                }
+            }
+            assert_eq!((got.len, got.dist), (len, dist), "t = {t}");
+        }
     }
 }
