@@ -193,6 +193,12 @@ pub enum Command {
         /// (default: each family's own, 16 and 64).
         #[arg(long, value_delimiter = ',')]
         fit_sequences: Vec<usize>,
+        /// Keep the fitted rules' measurements (loss and bytes of every setting tried on the
+        /// training sequences) in files in this directory, so a later judge or `fit-rule` on the
+        /// same model and task measures each setting once (a killed fit goes on from there; the
+        /// results do not depend on it).
+        #[arg(long)]
+        fit_cache: Option<PathBuf>,
         /// Threads evaluating points side by side (default: the available cores; the numbers do
         /// not depend on it).
         #[arg(long, default_value_t = default_workers())]
@@ -221,6 +227,9 @@ pub enum Command {
         /// Memory target as a fraction of the exact choice's bytes.
         #[arg(long)]
         fraction: f64,
+        /// Keep the fit's measurements in files in this directory (as `ahr eval --fit-cache`).
+        #[arg(long)]
+        fit_cache: Option<PathBuf>,
         /// Threads measuring settings side by side (the result does not depend on it).
         #[arg(long, default_value_t = default_workers())]
         workers: usize,

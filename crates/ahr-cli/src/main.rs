@@ -73,16 +73,17 @@ fn main() {
             sequences,
             fractions,
             fit_sequences,
+            fit_cache,
             workers,
             out,
             common,
         } => {
-            let sizes = commands::eval::Sizes { sequences, fit_sequences };
+            let sizes = commands::eval::Sizes { sequences, fit_sequences, fit_cache };
             commands::eval::eval(models, env, policies, &baselines, sizes, fractions, workers, &out, &common)
                 .map(|_| ())
         }
-        Command::FitRule { model, env, family, fraction, workers, out, common } => {
-            commands::eval::fit_rule(&model, &env, &family, fraction, workers, &out, &common)
+        Command::FitRule { model, env, family, fraction, fit_cache, workers, out, common } => {
+            commands::eval::fit_rule(&model, &env, &family, fraction, fit_cache, workers, &out, &common)
         }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {

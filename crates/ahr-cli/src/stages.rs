@@ -135,6 +135,9 @@ pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> 
         }
         ahr_eval::Progress::Warning(w) => eprintln!("warning: {w}"),
         ahr_eval::Progress::Fitting { family, round } => eprintln!("{family}: {round}"),
+        ahr_eval::Progress::Measured { family, path, settings } => {
+            eprintln!("{family}: {settings} settings measured before, in {}", path.display())
+        }
         ahr_eval::Progress::Point(p) => {
             eprintln!(
                 "{:<26} {:<34} metric {:.4}  bytes/token {:.1}",

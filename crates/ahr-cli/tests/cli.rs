@@ -584,9 +584,24 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     // makes the environment's decisions in inference.
     let table = tmp.join("table.json");
     let argv = ["fit-rule", "--model", m, "--env", "envs/mqar-tiny.toml", "--fraction", "0.3", "--workers", "1"];
-    let (code, stdout, stderr) = ahr(&[&argv[..], &["--out", table.to_str().unwrap()]].concat());
+    let fits = tmp.join("fits");
+    let cached = ["--fit-cache", fits.to_str().unwrap()];
+    let (code, stdout, stderr) = ahr(&[&argv[..], &cached, &["--out", table.to_str().unwrap()]].concat());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("of exact") && stderr.contains("round 1"), "{stdout}{stderr}");
+    // Again from the kept measurements: the same table, nothing measured twice.
+    let kept = || {
+        std::fs::read_dir(&fits)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before = kept();
+    let again = tmp.join("table-again.json");
+    let (code, _, stderr) = ahr(&[&argv[..], &cached, &["--out", again.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&table).unwrap());
+    assert!(before.len() == 1 && before[0].lines().count() > 1 && kept() == before, "{before:?}");
     let config = tmp.join("table.toml");
     std::fs::write(&config, format!("{text}prior_table = {:?}\n", table.to_str().unwrap())).unwrap();
     // (with observation version 4: the repeat features, which inference computes from the ids)

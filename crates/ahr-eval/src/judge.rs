@@ -53,6 +53,9 @@ pub struct EvalArgs {
     /// in its data: the best of several is the family's best); empty: each family's own
     /// ([`token_class::Grain::fit_sequences`]).
     pub fit_sequences: Vec<usize>,
+    /// Keep the fitted families' measurements in files in this directory, reused by later fits
+    /// on the same model and training sequences ([`token_class::Measurements::open`]).
+    pub fit_cache: Option<PathBuf>,
 }
 
 /// A family's best setting at a memory target.
@@ -566,6 +569,15 @@ pub enum Progress<'a> {
         /// The round.
         round: &'a token_class::FitRound,
     },
+    /// A fitted family's measurements were read back from a file ([`EvalArgs::fit_cache`]).
+    Measured {
+        /// The family.
+        family: Family,
+        /// The file.
+        path: &'a std::path::Path,
+        /// Settings measured there before.
+        settings: usize,
+    },
     /// A point (policy, rule setting or extra model) is finished.
     Point(&'a Point),
     /// Something the reader of the results must know (also kept in the notes).
@@ -668,7 +680,18 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, ..grain };
                 let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
-                let fitted = token_class::fit(&train, &classes, &targets, &stages, a.workers, |round| {
+                let measured = match &a.fit_cache {
+                    Some(dir) => {
+                        let cache = token_class::FitCache { dir: dir.clone(), model_fingerprint: fp.clone() };
+                        let m = token_class::Measurements::open(&cache, family, &train, &classes)?;
+                        if let Some(path) = m.path() {
+                            report(Progress::Measured { family, path, settings: m.len() });
+                        }
+                        m
+                    }
+                    None => token_class::Measurements::in_memory(),
+                };
+                let fitted = token_class::fit(&train, &classes, &targets, &stages, a.workers, &measured, |round| {
                     report(Progress::Fitting { family, round })
                 })?;
                 // Fits on other data may land on the same setting: each is judged once.

@@ -21,11 +21,15 @@
 //! at its best; a policy that does not beat it has learned a vocabulary trick.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ahr_tasks::Batch;
 use ahr_tpa::{Choices, ModelConfig, cost};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::baseline::Family;
 use crate::harness::{Harness, PointKind};
@@ -257,6 +261,8 @@ pub struct FittedPrior {
 /// found, the one with the lowest loss within the target on [`SELECT_SEQUENCES`] other training
 /// sequences (the smallest one if none fits): the judge
 /// picks the family's best setting on its held-out sequences; a prior must not see them.
+/// `cache`: keep the fit's measurements in a file there ([`Measurements::open`]).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_prior(
     model: &ahr_tpa::Model,
     task: &ahr_tasks::Task,
@@ -264,6 +270,7 @@ pub fn fit_prior(
     family: Family,
     fraction: f64,
     workers: usize,
+    cache: Option<&FitCache>,
     dev: &burn::tensor::Device,
     progress: impl FnMut(&FitRound),
 ) -> Result<FittedPrior> {
@@ -272,7 +279,11 @@ pub fn fit_prior(
     let cfg = model.config();
     let (train, classes) = fitting_set(model, task, spec, grain, dev)?;
     let target = fraction * cost::exact_bytes_per_token(cfg) as f64;
-    let fitted = fit(&train, &classes, &[target], &[Some(&cfg.menu)], workers, progress)?;
+    let measured = match cache {
+        Some(c) => Measurements::open(c, family, &train, &classes)?,
+        None => Measurements::in_memory(),
+    };
+    let fitted = fit(&train, &classes, &[target], &[Some(&cfg.menu)], workers, &measured, progress)?;
     let rcfg = train.rules.config();
     let select = Harness::training(model, task, spec, SELECT_SEQUENCES, SELECT_SEED, dev)?;
     let points = par_map(&fitted, workers, |rule| {
@@ -301,6 +312,149 @@ pub fn fit_prior(
     );
     let candidates = fitted.len();
     Ok(FittedPrior { table: fitted[best].table(rcfg, &classes, source), train: train_point, candidates })
+}
+
+/// What a fit has measured: per setting (an option per (layer, class)) its mean loss and bytes per
+/// token on the fitting set. In memory a setting is measured once per fit; in a file
+/// ([`Measurements::open`], `ahr eval` / `ahr fit-rule --fit-cache DIR`) once across fits and
+/// runs — a refit at other memory targets starts from the same uniform settings and their single
+/// changes, and a killed fit goes on from what it measured. Each line is appended as it is
+/// measured; the file is named by a digest of everything a measurement depends on (the model's
+/// fingerprint, the rules' menu, the token classes, the fitting sequences' tokens and labels),
+/// and before any line is trusted the first one is measured again and must come out bit for bit
+/// (another build that measures differently is refused, not believed).
+#[derive(Debug, Default)]
+pub struct Measurements {
+    known: Mutex<HashMap<Vec<usize>, (f64, f64)>>,
+    /// The file lines are appended to.
+    file: Option<(PathBuf, Mutex<std::fs::File>)>,
+    /// The file's first setting, to measure again before the rest is used (taken once).
+    first: Mutex<Option<Measured>>,
+}
+
+/// One line of a measurement file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Measured {
+    options: Vec<usize>,
+    loss: f64,
+    bytes: f64,
+}
+
+/// A fit's measurements kept on disk: the directory and the model's fingerprint
+/// ([`ahr_tpa::checkpoint::fingerprint`]), which with the fitting set names the file.
+#[derive(Clone, Debug)]
+pub struct FitCache {
+    /// Directory of the measurement files (created if missing).
+    pub dir: PathBuf,
+    /// The fingerprint of the model directory the fit runs on.
+    pub model_fingerprint: String,
+}
+
+impl Measurements {
+    /// Measurements kept in memory only.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// The measurements of `family` on the fitting set `train` / `classes` in `cache.dir`, read
+    /// back (a line cut short by a kill is dropped) and appended to from now on.
+    pub fn open(cache: &FitCache, family: Family, train: &Harness, classes: &TokenClasses) -> Result<Self> {
+        let mut h = Sha256::new();
+        h.update(cache.model_fingerprint.as_bytes());
+        for o in &train.rules.config().menu {
+            h.update(format!("\n{o}").as_bytes());
+        }
+        h.update(classes.class_of.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>());
+        for b in train.batches() {
+            h.update([b.batch_size as u64, b.seq_len as u64].map(u64::to_le_bytes).concat());
+            h.update(b.inputs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+            h.update(b.labels.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+        }
+        let digest: String = h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(&cache.dir).with_context(|| format!("creating {}", cache.dir.display()))?;
+        let path = cache.dir.join(format!("{}-{digest}.jsonl", family.name()));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let (mut known, mut first, mut valid) = (HashMap::new(), None, 0);
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let Ok(m) = serde_json::from_str::<Measured>(line.trim_end()) else {
+                // Only the last line may be cut short (a kill while it was written).
+                anyhow::ensure!(
+                    !line.ends_with('\n'),
+                    "{}: line {} is not a measurement; delete the file",
+                    path.display(),
+                    i + 1
+                );
+                break;
+            };
+            valid += line.len();
+            if first.is_none() {
+                first = Some(Measured { options: m.options.clone(), ..m });
+            }
+            known.insert(m.options, (m.loss, m.bytes));
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.set_len(valid as u64).with_context(|| format!("truncating {}", path.display()))?;
+        Ok(Self { known: Mutex::new(known), file: Some((path, Mutex::new(file))), first: Mutex::new(first) })
+    }
+
+    /// Settings measured so far.
+    pub fn len(&self) -> usize {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is measured yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The file, if the measurements are kept in one.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(p, _)| p.as_path())
+    }
+
+    fn get(&self, options: &Vec<usize>) -> Option<(f64, f64)> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).get(options).copied()
+    }
+
+    fn insert(&self, options: &[usize], (loss, bytes): (f64, f64)) -> Result<()> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(options.to_vec(), (loss, bytes));
+        if let Some((path, file)) = &self.file {
+            let line = serde_json::to_string(&Measured { options: options.to_vec(), loss, bytes })? + "\n";
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            file.write_all(line.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Measure the file's first setting again (once) and refuse the file unless it comes out the same.
+    fn check(&self, measure: impl Fn(&Vec<usize>) -> Result<(f64, f64)>) -> Result<()> {
+        let Some(Measured { options, loss, bytes }) = self.first.lock().unwrap_or_else(|e| e.into_inner()).take()
+        else {
+            return Ok(());
+        };
+        let stored = (loss, bytes);
+        let now = measure(&options)?;
+        let same = now.0.to_bits() == stored.0.to_bits() && now.1.to_bits() == stored.1.to_bits();
+        anyhow::ensure!(
+            same,
+            "{}: its first setting measures loss {}, {} bytes/token now and {}, {} there — written by a \
+             build that measures differently; delete the file",
+            self.path().map_or_else(String::new, |p| p.display().to_string()),
+            now.0,
+            now.1,
+            stored.0,
+            stored.1
+        );
+        Ok(())
+    }
 }
 
 /// One round of a fit, as it starts.
@@ -346,12 +500,14 @@ impl std::fmt::Display for FitRound {
 /// than over the write options alone, 2026-12-04). A policy's own menu for a prior; the judge
 /// fits over the options a write may choose, then the whole menu. `progress` sees each round as
 /// it starts.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     train: &Harness,
     classes: &TokenClasses,
     targets: &[f64],
     stages: &[Option<&[ahr_tpa::StoreOption]>],
     workers: usize,
+    measured: &Measurements,
     mut progress: impl FnMut(&FitRound),
 ) -> Result<Vec<TokenClassRule>> {
     anyhow::ensure!(!stages.is_empty(), "a fit needs at least one stage");
@@ -359,18 +515,21 @@ pub fn fit(
     let (o_n, l_n, c_n, t_n) = (cfg.menu.len(), cfg.n_layers, classes.len(), train.seq_len());
     let uniform = cost::uniform_bytes_per_token(cfg, t_n);
     let exact = cfg.exact_index();
-    let measured: Mutex<HashMap<Vec<usize>, (f64, f64)>> = Mutex::default();
     // (mean loss, bytes per token) of a setting on the training sequences.
-    let measure = |options: &Vec<usize>| -> Result<(f64, f64)> {
-        if let Some(&m) = measured.lock().unwrap_or_else(|e| e.into_inner()).get(options) {
-            return Ok(m);
-        }
+    let fresh = |options: &Vec<usize>| -> Result<(f64, f64)> {
         let rule = TokenClassRule { options: options.clone() };
         let p = train.batch_rule_point("token-class", PointKind::Rule(Family::TokenClass), "", &|b| {
             Ok(rule.choices(classes, l_n, b))
         })?;
-        let m = (p.loss, p.kv_bytes_per_token);
-        measured.lock().unwrap_or_else(|e| e.into_inner()).insert(options.clone(), m);
+        Ok((p.loss, p.kv_bytes_per_token))
+    };
+    measured.check(fresh)?;
+    let measure = |options: &Vec<usize>| -> Result<(f64, f64)> {
+        if let Some(m) = measured.get(options) {
+            return Ok(m);
+        }
+        let m = fresh(options)?;
+        measured.insert(options, m)?;
         Ok(m)
     };
     let mut found = BTreeSet::new();
@@ -549,7 +708,7 @@ mod tests {
         let exact = cost::exact_bytes_per_token(&cfg) as f64;
         let targets = [0.2 * exact, 0.5 * exact];
         let mut rounds = 0;
-        let found = fit(&train, &classes, &targets, &[None], 2, |_| rounds += 1).unwrap();
+        let found = fit(&train, &classes, &targets, &[None], 2, &Measurements::in_memory(), |_| rounds += 1).unwrap();
         assert!(rounds >= targets.len() && !found.is_empty(), "{rounds} rounds, {} settings", found.len());
         let rcfg = train.rules.config();
         for rule in &found {
@@ -557,7 +716,62 @@ mod tests {
             assert!(!over, "{} over every target", rule.setting(rcfg, &classes));
         }
         assert!(found.iter().any(|r| r.options.iter().any(|&o| o != r.options[0])), "no setting tells classes apart");
-        assert_eq!(fit(&train, &classes, &targets, &[None], 1, |_| {}).unwrap(), found, "workers change the fit");
+        assert_eq!(
+            fit(&train, &classes, &targets, &[None], 1, &Measurements::in_memory(), |_| {}).unwrap(),
+            found,
+            "workers change the fit"
+        );
+    }
+
+    /// Measurements kept in a file: a second fit reads them back and measures nothing new, to the
+    /// same settings; a line cut short is dropped; a file whose first line no longer measures the
+    /// same is refused; other fitting sequences get another file.
+    #[test]
+    fn fit_measurements_are_kept_and_checked() {
+        let dev = ahr_tpa::device::from_env();
+        let ahr_train::EnvRun { spec, model, task } = tiny(&root().join("envs/mqar-tiny.toml"), &dev);
+        let cfg = model.config().clone();
+        let train = Harness::training(&model, &task, &spec, 2, FIT_SEED, &dev).unwrap();
+        let classes = TokenClasses::of_batches(train.batches(), cfg.vocab_size, false, CLASSES);
+        let targets = [0.3 * cost::exact_bytes_per_token(&cfg) as f64];
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = FitCache { dir: tmp.path().join("fits"), model_fingerprint: "model-a".into() };
+        let family = Family::TokenClass;
+        let found = fit(&train, &classes, &targets, &[None], 2, &Measurements::in_memory(), |_| {}).unwrap();
+        let first = Measurements::open(&cache, family, &train, &classes).unwrap();
+        assert!(first.is_empty());
+        assert_eq!(fit(&train, &classes, &targets, &[None], 2, &first, |_| {}).unwrap(), found);
+        let (n, path) = (first.len(), first.path().unwrap().to_path_buf());
+        drop(first);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(n > 0 && text.lines().count() == n, "{n} settings, {} lines", text.lines().count());
+        // A kill in the middle of a line: the line is dropped and the file cut back to whole lines.
+        std::fs::write(&path, format!("{text}{{\"options\":[1,")).unwrap();
+        let again = Measurements::open(&cache, family, &train, &classes).unwrap();
+        assert_eq!((again.len(), std::fs::read_to_string(&path).unwrap()), (n, text.clone()));
+        assert_eq!(fit(&train, &classes, &targets, &[None], 1, &again, |_| {}).unwrap(), found);
+        assert_eq!(again.len(), n, "a refit measured settings again");
+        drop(again);
+        // The first line altered: refused when the fit measures it again.
+        let (head, rest) = text.split_once('\n').unwrap();
+        let mut line: serde_json::Value = serde_json::from_str(head).unwrap();
+        line["loss"] = serde_json::json!(line["loss"].as_f64().unwrap() + 1e-9);
+        std::fs::write(&path, format!("{line}\n{rest}")).unwrap();
+        let stale = Measurements::open(&cache, family, &train, &classes).unwrap();
+        let err = fit(&train, &classes, &targets, &[None], 1, &stale, |_| {}).unwrap_err().to_string();
+        assert!(err.contains("measures differently"), "{err}");
+        // Other fitting sequences, another model: other files.
+        let other = Harness::training(&model, &task, &spec, 3, FIT_SEED, &dev).unwrap();
+        let other_path = |c: &FitCache, h: &Harness| {
+            Measurements::open(c, family, h, &classes).unwrap().path().unwrap().to_path_buf()
+        };
+        assert_ne!(other_path(&cache, &other), path);
+        let model_b = FitCache { model_fingerprint: "model-b".into(), ..cache.clone() };
+        assert_ne!(other_path(&model_b, &train), path);
+        // Not a measurement file at all: an error, not a guess.
+        std::fs::write(&path, "not json\n{}\n").unwrap();
+        let err = Measurements::open(&cache, family, &train, &classes).unwrap_err().to_string();
+        assert!(err.contains("line 1 is not a measurement"), "{err}");
     }
 
     /// A fit in two stages keeps what the first alone finds (the first stage is that fit) and goes
@@ -579,9 +793,12 @@ mod tests {
             .collect();
         assert_eq!(few.len(), 2, "{:?}", rcfg.menu);
         let targets = [0.3 * cost::exact_bytes_per_token(&cfg) as f64];
-        let first = fit(&train, &classes, &targets, &[Some(&few)], 2, |_| {}).unwrap();
+        let first = fit(&train, &classes, &targets, &[Some(&few)], 2, &Measurements::in_memory(), |_| {}).unwrap();
         let mut stages = Vec::new();
-        let both = fit(&train, &classes, &targets, &[Some(&few), None], 2, |r| stages.push(r.stage)).unwrap();
+        let both = fit(&train, &classes, &targets, &[Some(&few), None], 2, &Measurements::in_memory(), |r| {
+            stages.push(r.stage)
+        })
+        .unwrap();
         assert!(stages.contains(&(1, 2)) && stages.contains(&(2, 2)), "{stages:?}");
         assert!(first.iter().all(|r| both.contains(r)), "the second stage lost what the first found");
         let beyond = |r: &TokenClassRule| r.options.iter().any(|&o| !few.contains(&rcfg.menu[o]));
@@ -621,7 +838,7 @@ mod tests {
             rules.rules.config().menu[..cfg.menu.len()] != cfg.menu[..],
             "the policies' options are not the first of the rules' menu"
         );
-        let fitted = fit_prior(&model, &task, &spec, Family::TokenClass, 0.3, 2, &dev, |_| {}).unwrap();
+        let fitted = fit_prior(&model, &task, &spec, Family::TokenClass, 0.3, 2, None, &dev, |_| {}).unwrap();
         let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
         let prefer = fitted.table.resolve(&names, cfg.n_layers, cfg.vocab_size).unwrap();
         assert!(fitted.table.source.starts_with("token-class at 30.0 %"), "{}", fitted.table.source);

@@ -16,6 +16,8 @@ pub struct Sizes {
     /// Training sequences the fitted vocabulary rules are fitted on, one fit per count (empty:
     /// each family's own).
     pub fit_sequences: Vec<usize>,
+    /// Where the fitted rules' measurements are kept between runs (`None`: in memory).
+    pub fit_cache: Option<PathBuf>,
 }
 
 /// Run the judge, write the report into `out` and print a line per point on stderr.
@@ -25,7 +27,7 @@ pub fn eval(
     env: PathBuf,
     policies: Vec<PathBuf>,
     families: &[String],
-    Sizes { sequences, fit_sequences }: Sizes,
+    Sizes { sequences, fit_sequences, fit_cache }: Sizes,
     fractions: Vec<f64>,
     workers: usize,
     out: &std::path::Path,
@@ -45,18 +47,20 @@ pub fn eval(
     if fit_sequences.contains(&0) {
         anyhow::bail!("--fit-sequences must be at least 1");
     }
-    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers, fit_sequences };
+    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers, fit_sequences, fit_cache };
     crate::stages::judge(&args, out, &dev)
 }
 
 /// `ahr fit-rule`: a fitted vocabulary rule (`family`: `token-class` or `token-table`) at
 /// `fraction` of the exact bytes, written to `out` as a per-token prior table; prints the setting
-/// and its training point.
+/// and its training point; `fit_cache`: keep its measurements in files there.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_rule(
     model: &Path,
     env: &Path,
     family: &str,
     fraction: f64,
+    fit_cache: Option<PathBuf>,
     workers: usize,
     out: &Path,
     common: &Common,
@@ -66,10 +70,17 @@ pub fn fit_rule(
     }
     let family: ahr_eval::Family = family.parse().map_err(anyhow::Error::msg)?;
     let dev = device(&common.device)?;
+    let cache = match fit_cache {
+        Some(dir) => {
+            Some(ahr_eval::token_class::FitCache { dir, model_fingerprint: ahr_tpa::checkpoint::fingerprint(model)? })
+        }
+        None => None,
+    };
     let ahr_train::EnvRun { spec, model, task } = ahr_train::EnvRun::load(model, env, &dev)?;
-    let fitted = ahr_eval::token_class::fit_prior(&model, &task, &spec, family, fraction, workers, &dev, |r| {
-        eprintln!("{family}: {r}")
-    })?;
+    let fitted =
+        ahr_eval::token_class::fit_prior(&model, &task, &spec, family, fraction, workers, cache.as_ref(), &dev, |r| {
+            eprintln!("{family}: {r}")
+        })?;
     let exact = ahr_tpa::cost::exact_bytes_per_token(model.config()) as f64;
     let p = &fitted.train;
     println!("{}", p.setting);
