@@ -20,3 +20,9 @@ for S in 1 2 3; do
   ahr analyze --model policies/models/text-python-wide --policy policies/text-python-wide-repeats-seed$S \
     --env envs/text-python-short-repeats.toml --sequences 32 --lengths none --out analyze-seed$S
 done
+# the byte-table fit with its measurements kept (release build of 032c44b, nothing else running):
+# first 720 s, again 19 s; both tables byte for byte the committed configs/prior/text-python-wide-short-3pct.json
+for i in first again; do
+  /usr/bin/time -f "wall %e s" ahr fit-rule --model policies/models/text-python-wide --env envs/text-python-short.toml \
+    --fraction 0.03 --workers 2 --fit-cache fit-cache --out table-$i.json
+done
