@@ -209,18 +209,7 @@ impl TokenFeatures<'_> {
                 ]);
             }
             2 => out.extend([t, (1.0 + t).ln(), self.pred_entropy, self.entropy_mean, fill as f32, budget_left]),
-            3 => out.extend([
-                t,
-                (1.0 + t).ln(),
-                self.pred_entropy,
-                self.surprisal,
-                self.entropy_mean,
-                fill as f32,
-                budget_left,
-            ]),
             _ => {
-                // The distance stops where the positions do (within the sequences it was trained on).
-                let dist = self.positions_seen.map_or(self.repeat.dist, |n| self.repeat.dist.min(n.saturating_sub(1)));
                 out.extend([
                     t,
                     (1.0 + t).ln(),
@@ -229,9 +218,14 @@ impl TokenFeatures<'_> {
                     self.entropy_mean,
                     fill as f32,
                     budget_left,
-                    (1.0 + self.repeat.len as f32).ln(),
-                    (1.0 + dist as f32).ln(),
                 ]);
+                // Version 4: version 3's, then the repeat; its distance stops where the positions
+                // do (within the sequences the policy was trained on).
+                if self.version >= 4 {
+                    let (len, dist) = (self.repeat.len, self.repeat.dist);
+                    let dist = self.positions_seen.map_or(dist, |n| dist.min(n.saturating_sub(1)));
+                    out.extend([(1.0 + len as f32).ln(), (1.0 + dist as f32).ln()]);
+                }
             }
         }
         out.extend_from_slice(self.layer_stats);
