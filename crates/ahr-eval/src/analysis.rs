@@ -98,7 +98,8 @@ pub struct Outcome {
     /// Time-averaged KV bytes per token, all layers.
     pub kv_bytes_per_token: f64,
     /// Review decisions (policies with `review`): the share that changed the write-time option
-    /// (demoted or dropped the token); `None` without reviews.
+    /// (demoted the token, dropped it, or kept it to a later age and dropped it there); `None`
+    /// without reviews.
     pub review_change_rate: Option<f64>,
 }
 
