@@ -185,9 +185,10 @@ pub enum Command {
         #[arg(long)]
         sequences: Option<usize>,
         /// Fixed memory targets besides each policy's own, as fractions of the exact choice's
-        /// bytes (comma-separated; each family is searched at each).
+        /// bytes (comma-separated; each family is searched at each; `none`: the policies' own
+        /// targets only).
         #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
-        fractions: Vec<f64>,
+        fractions: Vec<String>,
         /// Training sequences the fitted vocabulary rules (`token-class`, `token-table`) are
         /// fitted on, comma-separated: one fit per count, the settings of every fit judged
         /// (default: each family's own, 16 and 64).

@@ -79,7 +79,7 @@ fn main() {
             common,
         } => {
             let sizes = commands::eval::Sizes { sequences, fit_sequences, fit_cache };
-            commands::eval::eval(models, env, policies, &baselines, sizes, fractions, workers, &out, &common)
+            commands::eval::eval(models, env, policies, &baselines, sizes, &fractions, workers, &out, &common)
                 .map(|_| ())
         }
         Command::FitRule { model, env, family, fraction, fit_cache, workers, out, common } => {

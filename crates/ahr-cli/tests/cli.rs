@@ -334,6 +334,22 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             "--fit-sequences must be at least 1",
         ),
         (
+            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fractions", "none"]
+                .into_iter()
+                .chain(["--out", &t("judge")])
+                .map(String::from)
+                .collect(),
+            "nothing to judge: no --policy and --fractions none",
+        ),
+        (
+            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fractions", "0.1,1.5"]
+                .into_iter()
+                .chain(["--out", &t("judge")])
+                .map(String::from)
+                .collect(),
+            "--fractions: `1.5` is not a fraction of the exact memory in [0, 1] (or `none`)",
+        ),
+        (
             vec!["import-t6", "--weights", &t("none.safetensors"), "--config", &t("none.json"), "--out", &t("m")]
                 .into_iter()
                 .map(String::from)
@@ -732,6 +748,16 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
         std::fs::read_to_string(dir.join("pareto.csv")).unwrap()
     };
     assert_eq!(csv_with("1"), csv_with("3"));
+    // `--fractions none`: the policy's own memory is the only target.
+    let dir = tmp.join("eval-no-fractions");
+    let argv = ["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "8"];
+    let more = ["--baselines", "uniform", "--fractions", "none", "--out", dir.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &more[..]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["targets"], serde_json::json!([]), "fixed targets judged");
+    assert_eq!(metrics["policies"].as_array().map(Vec::len), Some(1), "{metrics}");
     // `--fit-sequences 4,8` judges the settings of both fits, each once: its token-class rows are
     // the union of the rows of a fit on 4 and a fit on 8 training sequences.
     let class_rows = |counts: &str| {

@@ -20,6 +20,20 @@ pub struct Sizes {
     pub fit_cache: Option<PathBuf>,
 }
 
+/// `--fractions`: memory targets as fractions of the exact memory in [0, 1], or `none`.
+pub fn parse_fractions(items: &[String]) -> Result<Vec<f64>> {
+    if items.len() == 1 && items[0].trim() == "none" {
+        return Ok(Vec::new());
+    }
+    items
+        .iter()
+        .map(|s| match s.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => anyhow::bail!("--fractions: `{s}` is not a fraction of the exact memory in [0, 1] (or `none`)"),
+        })
+        .collect()
+}
+
 /// Run the judge, write the report into `out` and print a line per point on stderr.
 #[allow(clippy::too_many_arguments)]
 pub fn eval(
@@ -28,13 +42,14 @@ pub fn eval(
     policies: Vec<PathBuf>,
     families: &[String],
     Sizes { sequences, fit_sequences, fit_cache }: Sizes,
-    fractions: Vec<f64>,
+    fractions: &[String],
     workers: usize,
     out: &std::path::Path,
     common: &Common,
 ) -> Result<EvalOutput> {
-    if let Some(f) = fractions.iter().find(|f| !(0.0..=1.0).contains(*f)) {
-        anyhow::bail!("--fractions: {f} is not a fraction of the exact memory in [0, 1]");
+    let fractions = parse_fractions(fractions)?;
+    if fractions.is_empty() && policies.is_empty() {
+        anyhow::bail!("nothing to judge: no --policy and --fractions none");
     }
     let dev = device(&common.device)?;
     let families = families
