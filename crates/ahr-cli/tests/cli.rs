@@ -244,6 +244,11 @@ fn bad_input_gives_a_message_and_exit_code_1() {
             ["train-policy", "--model", "policies/models/mqar-tiny", "--env", env, "--config", config, "--out", out];
         argv.into_iter().map(String::from).collect()
     };
+    // `ahr eval` on the tiny model and task with one bad flag.
+    let judge = |flag: &str, value: &str| -> Vec<String> {
+        let argv = ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", flag, value];
+        argv.into_iter().chain(["--out", &t("judge")]).map(String::from).collect()
+    };
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![
@@ -325,28 +330,10 @@ fn bad_input_gives_a_message_and_exit_code_1() {
                 .collect(),
             "`tova` is not a fitted vocabulary rule",
         ),
+        (judge("--fit-sequences", "0"), "--fit-sequences must be at least 1"),
+        (judge("--fractions", "none"), "nothing to judge: no --policy and --fractions none"),
         (
-            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fit-sequences", "0"]
-                .into_iter()
-                .chain(["--out", &t("judge")])
-                .map(String::from)
-                .collect(),
-            "--fit-sequences must be at least 1",
-        ),
-        (
-            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fractions", "none"]
-                .into_iter()
-                .chain(["--out", &t("judge")])
-                .map(String::from)
-                .collect(),
-            "nothing to judge: no --policy and --fractions none",
-        ),
-        (
-            ["eval", "--model", "policies/models/mqar-tiny", "--env", "envs/mqar-tiny.toml", "--fractions", "0.1,1.5"]
-                .into_iter()
-                .chain(["--out", &t("judge")])
-                .map(String::from)
-                .collect(),
+            judge("--fractions", "0.1,1.5"),
             "--fractions: `1.5` is not a fraction of the exact memory in [0, 1] (or `none`)",
         ),
         (
