@@ -21,7 +21,7 @@ pub struct Sizes {
 }
 
 /// `--fractions`: memory targets as fractions of the exact memory in [0, 1], or `none`.
-pub fn parse_fractions(items: &[String]) -> Result<Vec<f64>> {
+fn parse_fractions(items: &[String]) -> Result<Vec<f64>> {
     if items.len() == 1 && items[0].trim() == "none" {
         return Ok(Vec::new());
     }
