@@ -16,6 +16,8 @@ sed -e 's/^total_timesteps = .*/total_timesteps = 16384/' -e 's/^learning_rate =
   configs/ppo/text-python-wide-table-review64-10pct.toml > start.toml
 ahr train-policy --model policies/models/text-python-wide --env envs/text-python-short-review64.toml \
   --config start.toml --out start --seed 1 --workers 2
+# (start/train.log is that run's console output as printed, copied into the file by hand; start/eval.json
+# and start/manifest.json are the files it wrote)
 ahr eval --model policies/models/text-python-wide --env envs/text-python-short-review64.toml \
   --policy start --baselines tova --sequences 64 --fractions none --workers 1 --out judge-start-tova
 # three policies side by side, --workers 1 each (37 min)
