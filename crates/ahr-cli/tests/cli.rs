@@ -310,7 +310,8 @@ fn bad_input_gives_a_message_and_exit_code_1() {
         (train(&t("odd.toml"), &t("partner.toml"), &t("p1")), "[env] streams: must be even"),
         (
             train(&t("review.toml"), "configs/ppo/tiny.toml", &t("p1")),
-            "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] }, \"spike\" or \"spike-tokens\"",
+            "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] } (with `again = true`: reviewed again at \
+             each), \"spike\" or \"spike-tokens\"",
         ),
         (train("envs/mqar-tiny.toml", &t("loose.toml"), &t("p2")), "[reward] budget_start: needs a budget"),
         (
@@ -477,8 +478,10 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let recent = tmp.join("recent.toml");
     std::fs::write(&recent, text.replace("[env]\n", "[env]\nrecent = [4]\n")).unwrap();
     let review = tmp.join("review.toml");
-    // (reviews that may also keep a token to age 6: inference must move it as the env does)
-    std::fs::write(&review, text.replace("[env]\n", "[env]\nreview = { age = 3, keep = [6] }\n")).unwrap();
+    // (a chain of reviews at ages 3, 6 and 9: a token kept to 6 or 9 comes up again there;
+    // inference must move it as the env does)
+    let chain = "[env]\nreview = { age = 3, keep = [6, 9], again = true }\n";
+    std::fs::write(&review, text.replace("[env]\n", chain)).unwrap();
     let spike = tmp.join("spike.toml");
     // (without `rank:1`: inference then runs the policy's smaller menu; with the token-equality
     // features, which inference computes from the ids it decodes)
@@ -544,13 +547,15 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, _, stderr) = ahr(&[&eval[..], &["--env", "envs/mqar-tiny.toml", "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("recent") && !stderr.contains("panicked"), "{stderr}");
-    // A policy with review decisions: 2L heads, review features in its manifest, and inference
-    // makes the environment's decisions (writes and reviews) and holds what it charged.
+    // A policy with a chain of review decisions: L heads per write and per review age, review
+    // features per age in its manifest, and inference makes the environment's decisions (writes
+    // and reviews) and holds what it charged.
     let p = tmp.join("policy-3");
     let manifest = std::fs::read_to_string(p.join("manifest.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&manifest).unwrap();
-    assert_eq!(json["review"], serde_json::json!({ "age": 3, "keep": [6] }), "{manifest}");
-    assert!(manifest.contains("attn_received") && manifest.contains("\"full/6/drop\""), "{manifest}");
+    assert_eq!(json["review"], serde_json::json!({ "age": 3, "keep": [6, 9], "again": true }), "{manifest}");
+    let per_age = manifest.contains("layer1.at9.attn_since_review") && manifest.contains("\"full/9/drop\"");
+    assert!(per_age, "{manifest}");
     inference_matches(model, &p, &review);
     let out = tmp.join("eval-review");
     let p = p.to_str().unwrap();
@@ -573,7 +578,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
         .map(|p| p["setting"].as_str().unwrap())
         .collect();
     assert!(!fitted.is_empty(), "no token-class points");
-    assert!(fitted.iter().any(|s| !s.contains("/3/") && !s.contains("/6/drop")), "{fitted:?}");
+    let review_only = |s: &&&str| s.contains("/3/") || s.contains("/6/drop") || s.contains("/9/drop");
+    assert!(fitted.iter().any(|s| !review_only(&s)), "{fitted:?}");
     // Spike reviews: the same heads, their own features, and inference drops what the
     // environment dropped, when it dropped it.
     let p = tmp.join("policy-5");
@@ -655,12 +661,12 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     .unwrap();
     let batch = task.valid_batch(0, streams);
     let prompts: Vec<Vec<u32>> = batch.inputs.chunks(batch.seq_len).map(<[u32]>::to_vec).collect();
-    // Tokens younger than the review age have not had their second decision when a run ends; a
-    // spike review may come at any later step, so only the continuation is compared.
+    // Tokens younger than the (last) review age have not had their last decision when a run
+    // ends; a spike review may come at any later step, so only the continuation is compared.
     let (review, l_n) = (manifest.review, manifest.n_layers);
     let settled = |n: usize| match review {
         Some(ahr_tpa::ReviewAt::Spike { .. }) => n,
-        at => at.and_then(|a| a.age()).unwrap_or(0) * l_n,
+        at => at.and_then(|a| a.stage_ages().last().copied()).unwrap_or(0) * l_n,
     };
     let policy = ahr_infer::RankPolicy::new(manifest, net);
     let generator = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev);

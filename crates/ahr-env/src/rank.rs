@@ -146,7 +146,7 @@ impl RankEnv {
     /// queries after it was written, or (spike reviews) one step after it tops a query's
     /// attention row; the model's menu must hold [`ReviewAt::menu_extras`] (what an env's
     /// `[env] review` adds; only reviews produce them). Actions become L write heads then L
-    /// review heads.
+    /// review heads per review stage (one, or one per age of a chain).
     pub fn with_review(mut self, at: ReviewAt) -> Self {
         self.review = Some(at);
         self
@@ -333,7 +333,7 @@ impl VecEnv for RankEnv {
 
     fn heads(&self) -> usize {
         let l_n = self.model.config().n_layers;
-        if self.review.is_some() { 2 * l_n } else { l_n }
+        l_n * (1 + self.review.map_or(0, |at| at.stages()))
     }
 
     fn options(&self) -> usize {
@@ -386,7 +386,8 @@ impl VecEnv for RankEnv {
             }
             // A review re-prices its token: the charge of what it became, less what its write paid.
             let mut delta = 0.0;
-            for (l, rv) in reviewed.iter().skip(b * l_n).take(l_n).enumerate().filter(|(_, rv)| rv.reviewable) {
+            for rv in reviewed.iter().filter(|rv| rv.stream == b && rv.reviewable) {
+                let l = rv.layer;
                 r.reviews += 1;
                 if rv.effective != rv.written {
                     r.review_changes += 1;

@@ -284,64 +284,108 @@ fn demotion_schedules_are_charged_memory_peak_and_flops_as_the_cost_model_says()
 /// options the tokens ended with, and a review is counted when it changes a token.
 #[test]
 fn reviews_are_masked_and_charged_as_the_options_they_produce() {
-    reviews_are_masked_and_charged(&[]);
+    reviews_are_masked_and_charged(&[], false);
 }
 
 /// The same with reviews that may keep a token to age 5 or 9 and drop it there.
 #[test]
 fn reviews_that_keep_to_a_later_age_are_charged_to_that_age() {
-    reviews_are_masked_and_charged(&[5, 9]);
+    reviews_are_masked_and_charged(&[5, 9], false);
 }
 
-fn reviews_are_masked_and_charged(keep: &[usize]) {
+/// A chain: L review heads per age (3, 5, 9); a token kept to 5 comes up again there and may be
+/// dropped (its own option), kept to 9 or kept to the end; charged as the option it ends with.
+#[test]
+fn a_chain_of_reviews_is_masked_and_charged_as_the_options_it_ends_with() {
+    reviews_are_masked_and_charged(&[5, 9], true);
+}
+
+fn reviews_are_masked_and_charged(keep: &[usize], again: bool) {
+    reviews_are_masked_and_charged_at(ahr_tpa::ReviewAt::Age {
+        age: 3,
+        keep: ahr_tpa::KeepAges::new(3, keep).unwrap(),
+        again,
+    });
+}
+
+fn reviews_are_masked_and_charged_at(at: ahr_tpa::ReviewAt) {
     let (model, task, _) = parts();
-    let age = 3;
-    let at = ahr_tpa::ReviewAt::Age { age, keep: ahr_tpa::KeepAges::new(age, keep).unwrap() };
+    let ages = at.stage_ages();
+    let (age, keep) = (
+        ages[0],
+        match at {
+            ahr_tpa::ReviewAt::Age { keep, .. } => keep.ages().collect::<Vec<_>>(),
+            _ => unreachable!("age reviews"),
+        },
+    );
     let base = model.config().clone();
     let model = model.with_timed(&at.menu_extras(&base)).unwrap();
     let cfg = model.config().clone();
     let (l_n, m) = (cfg.n_layers, cfg.menu.len());
     let reward = RewardConfig { w_task: 0.0, lambda_mem: 1.0, lambda_flops: 1.0, ..Default::default() };
     let mut env = RankEnv::new(model, task, reward, 3, ahr_tpa::device::from_env()).with_review(at);
-    assert_eq!(env.heads(), 2 * l_n);
+    let heads = l_n * (1 + ages.len());
+    assert_eq!(env.heads(), heads);
     let spec = env.obs_spec();
-    assert!(spec.features.iter().any(|f| f == "layer1.attn_received"));
+    let named = if at.is_chain() { "layer1.at9.attn_since_review" } else { "layer1.attn_received" };
+    assert!(spec.features.iter().any(|f| f == named), "{:?}", spec.features);
     let mut obs = env.reset(4).unwrap();
     assert_eq!(obs.features.len(), 3 * spec.dim());
     // Stream 0's options per (t, l) as they end up.
     let mut effective = vec![vec![0usize; l_n]; 16];
-    let mut changed = 0;
+    let (mut changed, mut reviews, mut later) = (0u64, 0u64, 0u64);
     for t in 0..16 {
         let mut actions = Vec::new();
+        // Every stream writes and reviews alike: their masks read stream 0's options before this step.
+        let before = effective.clone();
         for b in 0..3 {
             for l in 0..l_n {
-                let row = &obs.masks[((b * 2 * l_n) + l) * m..((b * 2 * l_n) + l + 1) * m];
+                let row = &obs.masks[(b * heads + l) * m..(b * heads + l + 1) * m];
                 // Writes: rank:2 or exact (review schedules are masked off writes).
                 assert!(!row[cfg.menu.len() - 1], "a review schedule is writable");
                 let w = if (t + l) % 2 == 0 { cfg.exact_index() } else { 2 };
                 assert!(row[w]);
                 actions.push(w);
             }
-            for l in 0..l_n {
-                let row = &obs.masks[((b * 2 * l_n) + l_n + l) * m..((b * 2 * l_n) + l_n + l + 1) * m];
-                let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
-                if t < age {
-                    assert_eq!(ok, vec![cfg.exact_index()], "nothing is under review yet");
-                } else {
-                    // The token written at t − age may stay, be demoted (rank:2 → rank:1) or go.
-                    let written = effective[t - age][l];
-                    assert_eq!(ok[0], written.min(ok[0]));
-                    assert!(ok.contains(&written) && ok.len() >= 2, "{ok:?}");
-                    let longer = ok.iter().filter(|&&o| cfg.menu[o].window().is_some_and(|w| w > age)).count();
-                    assert_eq!(longer, if cfg.menu[written] == ahr_tpa::StoreOption::Drop { 0 } else { keep.len() });
-                }
-                let pick = ok[(t * 7 + l) % ok.len()];
-                actions.push(pick);
-                if b == 0 && t >= age {
-                    if pick != effective[t - age][l] {
-                        changed += 1;
+            for (stage, &a) in ages.iter().enumerate() {
+                for l in 0..l_n {
+                    let head = l_n * (1 + stage) + l;
+                    let row = &obs.masks[(b * heads + head) * m..(b * heads + head + 1) * m];
+                    let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
+                    // Under review at a later age: a token kept to exactly that age.
+                    let under = t >= a && (stage == 0 || cfg.menu[before[t - a][l]].window() == Some(a));
+                    if !under {
+                        assert_eq!(ok, vec![cfg.exact_index()], "nothing is under review at {a} (t = {t})");
+                    } else if stage == 0 {
+                        // The token written at t − age may stay, be demoted (rank:2 → rank:1) or go.
+                        let written = before[t - age][l];
+                        assert_eq!(ok[0], written.min(ok[0]));
+                        assert!(ok.contains(&written) && ok.len() >= 2, "{ok:?}");
+                        let longer = ok.iter().filter(|&&o| cfg.menu[o].window().is_some_and(|w| w > age)).count();
+                        let offered = if at.is_chain() { 1 } else { keep.len() };
+                        assert_eq!(longer, if cfg.menu[written] == ahr_tpa::StoreOption::Drop { 0 } else { offered });
+                    } else {
+                        // Dropped at this age (its own option), kept to the next one, or kept to the end.
+                        let mut want = vec![before[t - a][l]];
+                        want.extend(ages.get(stage + 1).map(|&next| {
+                            let s =
+                                cfg.menu[before[t - a][l]].to_string().replace(&format!("/{a}/"), &format!("/{next}/"));
+                            cfg.option_index(s.parse().unwrap()).unwrap()
+                        }));
+                        want.push(cfg.option_index(cfg.menu[before[t - a][l]].stored_as(cfg.exact_option())).unwrap());
+                        want.sort();
+                        assert_eq!(ok, want, "at {a} (t = {t})");
                     }
-                    effective[t - age][l] = pick;
+                    let pick = ok[(t * 7 + l + stage) % ok.len()];
+                    actions.push(pick);
+                    if b == 0 && under {
+                        reviews += 1;
+                        later += u64::from(stage > 0);
+                        if pick != effective[t - a][l] {
+                            changed += 1;
+                        }
+                        effective[t - a][l] = pick;
+                    }
                 }
             }
             if b == 0 {
@@ -357,7 +401,9 @@ fn reviews_are_masked_and_charged(keep: &[usize]) {
             assert!((stats.peak_frac - c.peak_bytes_per_token / exact_bytes).abs() < 1e-9, "{}", stats.peak_frac);
             let flops = c.flops_per_token * 16.0 / cost::exact_sequence_flops(&cfg, 16);
             assert!((stats.flops_frac - flops).abs() < 1e-9, "{} vs {flops}", stats.flops_frac);
-            assert_eq!(stats.reviews, ((16 - age) * l_n) as u64);
+            assert_eq!(stats.reviews, reviews);
+            assert_eq!(reviews - later, ((16 - age) * l_n) as u64);
+            assert_eq!(later > 0, at.is_chain(), "reviews at later ages: {later}");
             assert_eq!(stats.review_changes, changed);
             assert!(changed > 0);
         } else {

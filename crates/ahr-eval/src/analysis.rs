@@ -228,7 +228,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let seq_len = task.valid_batch(0, 1).seq_len;
     let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
     let l_n = cfg.n_layers;
-    let review_dim = manifest.review.map_or(0, |at| at.features().len() * l_n);
+    let review_dim = manifest.review.map_or(0, |at| at.features().len() * at.stages() * l_n);
     let dim = global.len() + LAYER_FEATURES.len() * l_n + review_dim;
     let window = manifest.policy.window.max(1);
     let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
@@ -311,12 +311,13 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         }
         if let Some(at) = manifest.review {
             // The hindsight features: each across layers, then all of them at once.
+            // (A chain's, each across its ages too.)
             let base = global.len() + LAYER_FEATURES.len() * l_n;
-            let per = at.features().len();
+            let (per, heads) = (at.features().len(), at.stages() * l_n);
             for (k, f) in at.features().iter().enumerate().skip(2) {
-                groups.push((format!("{f} (all layers)"), (0..l_n).map(|l| base + l * per + k).collect(), false));
+                groups.push((format!("{f} (all layers)"), (0..heads).map(|h| base + h * per + k).collect(), false));
             }
-            let all = (0..l_n).flat_map(|l| (2..per).map(move |k| base + l * per + k)).collect();
+            let all = (0..heads).flat_map(|h| (2..per).map(move |k| base + h * per + k)).collect();
             groups.push(("hindsight: attention received (all)".into(), all, false));
         }
         if manifest.dims.vocab_size > 0 {
@@ -521,9 +522,13 @@ impl Runner<'_> {
         let l_n = cfg.n_layers;
         let mut env = make_env(self.model, task, spec, true, self.window, self.dev);
         let mut decisions = Vec::with_capacity(episodes * len);
-        // Review actions: (sequence, position of the token reviewed, its options after review).
-        let mut reviews: Vec<(usize, usize, Vec<usize>)> = Vec::new();
-        let age = self.manifest.review.and_then(|at| at.age());
+        // Review actions: (sequence, position of the token reviewed, layer, its option after
+        // review), in the order taken (a chain's later review overrides an earlier one).
+        let mut reviews: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let ages = self.manifest.review.map(|at| at.stage_ages()).unwrap_or_default();
+        let review_base = ahr_policy::obs::global_features(self.manifest.obs.version).map_or(0, <[_]>::len)
+            + LAYER_FEATURES.len() * l_n;
+        let review_per = self.manifest.review.map_or(0, |at| at.features().len());
         let mut calls = 0usize;
         let stats = ahr_env::run_episodes(env.as_mut(), episodes, 0, |obs| {
             let actions = self.act(obs, ablate);
@@ -534,8 +539,15 @@ impl Runner<'_> {
             for r in 0..obs.len {
                 let newest = &obs.features[r * per + per - self.dim..(r + 1) * per];
                 let row = &actions[r * heads..(r + 1) * heads];
-                if let Some(age) = age.filter(|&a| t >= a) {
-                    reviews.push((episode * streams + r, t - age, row[l_n..].to_vec()));
+                // A token under review at an age shows `review_present`; the others (none, or not
+                // reviewable) keep their option.
+                for (stage, &a) in ages.iter().enumerate().filter(|&(_, &a)| t >= a) {
+                    for l in 0..l_n {
+                        let head = stage * l_n + l;
+                        if newest[review_base + head * review_per] == 1.0 {
+                            reviews.push((episode * streams + r, t - a, l, row[l_n + head]));
+                        }
+                    }
                 }
                 decisions.push(Decision {
                     seq: episode * streams + r,
@@ -557,8 +569,8 @@ impl Runner<'_> {
         decisions.sort_by_key(|d| (d.seq, d.t));
         // A review's action is the option its token ends with (the policy acts within the masks,
         // which allow only the token's own option where it cannot change).
-        for (seq, t, options) in reviews {
-            decisions[seq * len + t].options = options;
+        for (seq, t, l, option) in reviews {
+            decisions[seq * len + t].options[l] = option;
         }
         // What each token stores over the rest of the sequence, as a share of keeping it exact
         // (timed options and reviews let go or demote).

@@ -175,7 +175,7 @@ impl<'a> Generator<'a> {
                     tokens[s].push(id as u32);
                 }
             }
-            // With reviews the policy answers L writes then L reviews per stream.
+            // With reviews the policy answers L writes then L reviews per review stage, per stream.
             let (actions, reviewed) = match &mut book {
                 Some(book) => book.store(&mut cache, out.pending, &decided, t)?,
                 None => {
@@ -186,8 +186,8 @@ impl<'a> Generator<'a> {
             for (s, row) in actions.chunks(l_n).enumerate() {
                 choices[s].extend_from_slice(row);
             }
-            for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.reviewable) {
-                choices[i / l_n][r.position * l_n + i % l_n] = r.effective;
+            for r in reviewed.iter().filter(|r| r.reviewable) {
+                choices[r.stream][r.position * l_n + r.layer] = r.effective;
             }
         }
         let stored = fed;

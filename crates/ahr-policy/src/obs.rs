@@ -288,7 +288,8 @@ pub fn observe(
 }
 
 /// `obs` with the review features of each stream appended to its row and the masks of L write
-/// and L review heads (the one way the environment and `ahr-infer` extend observations).
+/// heads and L review heads per review stage (the one way the environment and `ahr-infer` extend
+/// observations).
 pub fn with_review(obs: ObsBatch, book: &ahr_tpa::ReviewBook, t: usize) -> ObsBatch {
     let b_n = obs.len;
     let review = book.features(t);
@@ -372,10 +373,18 @@ impl ObsSpec {
     }
 
     /// This spec with the review features of every layer appended (`layer<i>.review_present`, …;
-    /// [`ahr_tpa::ReviewAt::features`]).
+    /// [`ahr_tpa::ReviewAt::features`]); a chain's, stage by stage, name their age
+    /// (`layer<i>.at<age>.review_present`, …).
     pub fn with_review(mut self, n_layers: usize, at: ahr_tpa::ReviewAt) -> Self {
-        for l in 0..n_layers {
-            self.features.extend(at.features().iter().map(|f| format!("layer{l}.{f}")));
+        let ages = at.stage_ages();
+        for stage in 0..at.stages() {
+            for l in 0..n_layers {
+                let prefix = match at.is_chain() {
+                    true => format!("layer{l}.at{}", ages[stage]),
+                    false => format!("layer{l}"),
+                };
+                self.features.extend(at.features().iter().map(|f| format!("{prefix}.{f}")));
+            }
         }
         self
     }

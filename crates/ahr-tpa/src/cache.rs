@@ -496,6 +496,65 @@ impl KvCache {
         Ok(())
     }
 
+    /// Apply a chain's later reviews (DESIGN.md §10) for step `self.position`, before its token
+    /// is pushed: `(stream, layer, from, to)` moves the token `W` queries old that is kept at
+    /// `from = F/W/drop` (filled by reviews alone) to `to` — `F/W'/drop` with W' > W (kept as it
+    /// is to the later age W') or `F` itself (kept to the end). A token left at `from` expires in
+    /// the push, as its schedule says.
+    pub fn review_again(&mut self, moves: &[(usize, usize, usize, usize)]) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        if self.review_age.is_none() {
+            return Err(Error::Input("review again: the cache is not in review mode".into()));
+        }
+        for &(s, l, from, to) in moves {
+            let (Some(&f), Some(&t)) = (self.menu.get(from), self.menu.get(to)) else {
+                return Err(Error::Input(format!("review again: option {from} or {to} is outside the menu")));
+            };
+            let StoreOption::Schedule { first, window, then: crate::config::Form::Drop, then_for: None } = f else {
+                return Err(Error::Input(format!("review again: {f} is not a kept-to-an-age option `F/W/drop`")));
+            };
+            let layer = self
+                .streams
+                .get_mut(s)
+                .and_then(|st| st.get_mut(l))
+                .ok_or_else(|| Error::Input(format!("review again: no stream {s}, layer {l}")))?;
+            let r = self.position.checked_sub(window);
+            if r.is_none() || layer.positions[from].front() != r.as_ref() {
+                return Err(Error::Input(format!(
+                    "review again: no token {window} queries old is held at {f} in stream {s}, layer {l}"
+                )));
+            }
+            let r = r.expect("checked above");
+            let later = match t {
+                StoreOption::Schedule { first: f2, window: w2, then: crate::config::Form::Drop, then_for: None }
+                    if f2 == first && w2 > window && layer.positions[to].back().is_none_or(|&p| p < r) =>
+                {
+                    true
+                }
+                _ if t == first.option() => false,
+                _ => {
+                    return Err(Error::Input(format!(
+                        "review again: {f} may become {plain}/<W > {window}>/drop or {plain}, not {t}",
+                        plain = first.option()
+                    )));
+                }
+            };
+            layer.positions[from].pop_front();
+            let token = LayerCache::take_front(&mut layer.slots[from], 1).expect("a tracked token is held");
+            if later {
+                LayerCache::append(&mut layer.slots[to], token);
+                layer.positions[to].push_back(r);
+            } else {
+                LayerCache::append(&mut layer.settled[to], token);
+            }
+            self.counts[s][l][from] -= 1;
+            self.counts[s][l][to] += 1;
+        }
+        Ok(())
+    }
+
     /// A cache whose every stream holds `counts[l][o]` tokens at menu option `o` in layer `l`
     /// (dropped ones counted too; the next position is the largest layer total), filled with
     /// uniform noise: for decode benchmarks, whose cost depends on the shapes held, not on the

@@ -50,6 +50,17 @@ pub const REVIEW_FEATURES: [&str; 5] = [
     "attn_received_last", // what the latest query gave it
 ];
 
+/// Per-layer features of the token under review at one age of a chain (`again = true`), in order:
+/// [`REVIEW_FEATURES`], then the attention it drew since its previous review.
+pub const CHAIN_FEATURES: [&str; 6] = [
+    "review_present",
+    "review_bytes",
+    "attn_received",
+    "attn_received_max",
+    "attn_received_last",
+    "attn_since_review", // attention received since its previous review (since written at the first age)
+];
+
 /// Per-layer features of the token under a spike review ([`ReviewAt::Spike`]), in order.
 pub const SPIKE_FEATURES: [&str; 7] = [
     "review_present",     // 1 if a kept token topped the previous query's row in this layer and can change
@@ -120,16 +131,23 @@ impl KeepAges {
 
 /// When a kept token comes up for its second decision (`[env] review`): `16` (an age),
 /// `{ age = 16, keep = [32, 64] }` (an age whose review may also keep the token to a later age),
-/// `"spike"` or `"spike-tokens"`, in configs and manifests alike.
+/// `{ age = 16, keep = [32, 64], again = true }` (a chain: a token kept to a later age comes up
+/// again there), `"spike"` or `"spike-tokens"`, in configs and manifests alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReviewAt {
     /// `age` queries after it was written (DESIGN.md §10); the review may also keep the token
-    /// exactly as it is to each of `keep`'s later ages, and drop it there.
+    /// exactly as it is to each of `keep`'s later ages, and drop it there. With `again`, a chain:
+    /// the review at `age` may keep the token to the first later age only, and a token kept to a
+    /// later age comes up for review again there — to be dropped, kept to the next age, or kept
+    /// to the end — so a kept token is re-decided at every age of `[age, keep…]` with what it drew
+    /// since.
     Age {
         /// The review age.
         age: usize,
         /// Later ages the review may keep the token to.
         keep: KeepAges,
+        /// Whether a token kept to a later age is reviewed again there (needs `keep`).
+        again: bool,
     },
     /// One step after it topped a query's attention row in its layer; with `tokens`, the review
     /// also sees [`SPIKE_TOKEN_FEATURES`]' token-equality facts.
@@ -142,12 +160,15 @@ pub enum ReviewAt {
 impl Serialize for ReviewAt {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            ReviewAt::Age { age, keep } if keep.is_empty() => s.serialize_u64(*age as u64),
-            ReviewAt::Age { age, keep } => {
+            ReviewAt::Age { age, keep, .. } if keep.is_empty() => s.serialize_u64(*age as u64),
+            ReviewAt::Age { age, keep, again } => {
                 use serde::ser::SerializeMap;
-                let mut m = s.serialize_map(Some(2))?;
+                let mut m = s.serialize_map(Some(2 + usize::from(*again)))?;
                 m.serialize_entry("age", age)?;
                 m.serialize_entry("keep", &keep.ages().collect::<Vec<_>>())?;
+                if *again {
+                    m.serialize_entry("again", again)?;
+                }
                 m.end()
             }
             ReviewAt::Spike { tokens: false } => s.serialize_str("spike"),
@@ -163,7 +184,8 @@ impl<'de> Deserialize<'de> for ReviewAt {
             type Value = ReviewAt;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str(
-                    "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] }, \"spike\" or \"spike-tokens\"",
+                    "a review age in queries (e.g. 16), { age = 16, keep = [32, 64] } (with `again = true`: \
+                     reviewed again at each), \"spike\" or \"spike-tokens\"",
                 )
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<ReviewAt, E> {
@@ -176,17 +198,23 @@ impl<'de> Deserialize<'de> for ReviewAt {
             }
             fn visit_map<A: serde::de::MapAccess<'v>>(self, mut map: A) -> std::result::Result<ReviewAt, A::Error> {
                 use serde::de::Error as _;
-                let (mut age, mut keep): (Option<usize>, Option<Vec<usize>>) = (None, None);
+                let (mut age, mut keep, mut again): (Option<usize>, Option<Vec<usize>>, bool) = (None, None, false);
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "age" => age = Some(map.next_value()?),
                         "keep" => keep = Some(map.next_value()?),
-                        other => return Err(A::Error::unknown_field(other, &["age", "keep"])),
+                        "again" => again = map.next_value()?,
+                        other => return Err(A::Error::unknown_field(other, &["age", "keep", "again"])),
                     }
                 }
                 let age = age.ok_or_else(|| A::Error::missing_field("age"))?;
                 let keep = KeepAges::new(age, &keep.unwrap_or_default()).map_err(A::Error::custom)?;
-                Ok(ReviewAt::Age { age, keep })
+                if again && keep.is_empty() {
+                    return Err(A::Error::custom(
+                        "`again = true` reviews a token again at each keep age: it needs `keep` ages",
+                    ));
+                }
+                Ok(ReviewAt::Age { age, keep, again })
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ReviewAt, E> {
                 match v {
@@ -206,7 +234,27 @@ impl ReviewAt {
 
     /// Reviews at `age` that keep (to the end), demote or drop.
     pub fn at_age(age: usize) -> Self {
-        ReviewAt::Age { age, keep: KeepAges::NONE }
+        ReviewAt::Age { age, keep: KeepAges::NONE, again: false }
+    }
+
+    /// The ages at which one token may come up for review, in order: `[age]`, or for a chain
+    /// (`again`) `[age, keep…]`; empty for spike reviews. Each is one review head per layer.
+    pub fn stage_ages(self) -> Vec<usize> {
+        match self {
+            ReviewAt::Age { age, keep, again: true } => std::iter::once(age).chain(keep.ages()).collect(),
+            ReviewAt::Age { age, .. } => vec![age],
+            ReviewAt::Spike { .. } => Vec::new(),
+        }
+    }
+
+    /// Review heads (and feature groups) per layer: one, or one per age of a chain.
+    pub fn stages(self) -> usize {
+        self.stage_ages().len().max(1)
+    }
+
+    /// Whether a token kept to a later age is reviewed again there.
+    pub fn is_chain(self) -> bool {
+        matches!(self, ReviewAt::Age { again: true, .. })
     }
 
     /// The review age (`None` for spike reviews).
@@ -217,9 +265,10 @@ impl ReviewAt {
         }
     }
 
-    /// The names of the per-layer review features this trigger observes.
+    /// The names of the review features this trigger observes per layer and stage.
     pub fn features(self) -> &'static [&'static str] {
         match self {
+            ReviewAt::Age { again: true, .. } => &CHAIN_FEATURES,
             ReviewAt::Age { .. } => &REVIEW_FEATURES,
             ReviewAt::Spike { tokens: false } => &SPIKE_FEATURES,
             ReviewAt::Spike { tokens: true } => &SPIKE_TOKEN_FEATURES,
@@ -229,7 +278,7 @@ impl ReviewAt {
     /// The schedules only reviews produce (added to the menu; writes are masked off them).
     pub fn menu_extras(self, cfg: &ModelConfig) -> Vec<StoreOption> {
         match self {
-            ReviewAt::Age { age, keep } => review_options(cfg, age, keep),
+            ReviewAt::Age { age, keep, .. } => review_options(cfg, age, keep),
             ReviewAt::Spike { .. } => Vec::new(),
         }
     }
@@ -238,9 +287,13 @@ impl ReviewAt {
 impl std::fmt::Display for ReviewAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReviewAt::Age { age, keep } if keep.is_empty() => write!(f, "{age}"),
-            ReviewAt::Age { age, keep } => {
-                write!(f, "{age}, keep to {}", keep.ages().map(|a| a.to_string()).collect::<Vec<_>>().join("/"))
+            ReviewAt::Age { age, keep, .. } if keep.is_empty() => write!(f, "{age}"),
+            ReviewAt::Age { age, keep, again } => {
+                write!(f, "{age}, keep to {}", keep.ages().map(|a| a.to_string()).collect::<Vec<_>>().join("/"))?;
+                if *again {
+                    write!(f, ", reviewed again at each")?;
+                }
+                Ok(())
             }
             ReviewAt::Spike { tokens: false } => write!(f, "spike"),
             ReviewAt::Spike { tokens: true } => write!(f, "spike-tokens"),
@@ -279,12 +332,23 @@ struct Entry {
     option: usize,
     /// Its stored key `[h · d_h]` as later queries see it (empty when nothing is kept).
     key: Vec<f32>,
-    /// Attention received so far: sum, max, latest (means over heads).
+    /// Attention received so far: sum, max, latest, sum since its previous review (means over heads).
     sum: f32,
     max: f32,
     last: f32,
+    since: f32,
     /// Rows it has topped (spike reviews).
     spikes: u32,
+}
+
+impl Entry {
+    /// Take in the weight one more query gave it.
+    fn drew(&mut self, w: f32) {
+        self.sum += w;
+        self.max = self.max.max(w);
+        self.last = w;
+        self.since += w;
+    }
 }
 
 /// A token's review: where it stood and what it became.
@@ -302,14 +366,34 @@ pub struct Reviewed {
     /// The first query that no longer sees it, when the review dropped it at a moment of its own
     /// (spike reviews); age reviews express a drop through `effective`'s schedule instead.
     pub evicted_at: Option<usize>,
+    /// Its stream.
+    pub stream: usize,
+    /// Its layer.
+    pub layer: usize,
+    /// Its review stage: the index of its age in [`ReviewAt::stage_ages`] (0 for spike reviews
+    /// and single-age reviews).
+    pub stage: usize,
 }
 
 impl Reviewed {
-    /// No token under review.
-    fn none(exact: usize) -> Self {
-        Self { position: usize::MAX, written: exact, effective: exact, reviewable: false, evicted_at: None }
+    /// No token under review at stage `stage` of stream b, layer l.
+    fn none(exact: usize, stream: usize, layer: usize, stage: usize) -> Self {
+        Self {
+            position: usize::MAX,
+            written: exact,
+            effective: exact,
+            reviewable: false,
+            evicted_at: None,
+            stream,
+            layer,
+            stage,
+        }
     }
 }
+
+/// Per option, the review actions it allows; per option, whether a write may choose it; per
+/// option, the chain stage a token kept at it comes up at next.
+type AgeActions = (Vec<Vec<usize>>, Vec<bool>, Vec<Option<usize>>);
 
 /// Hindsight bookkeeping for a batch of streams (see the module docs).
 #[derive(Clone, Debug)]
@@ -319,12 +403,21 @@ pub struct ReviewBook {
     exact_index: usize,
     exact_bytes: f32,
     bytes: Vec<f32>,
-    /// Per write option, the review actions it allows (menu indices, its own first).
+    /// Per option a token under review holds, the review actions it allows (menu indices, its
+    /// own first).
     allowed: Vec<Vec<usize>>,
     /// Options a write may choose (review-only schedules excluded).
     write_allowed: Vec<bool>,
-    /// `[stream][layer]`, oldest first.
+    /// The ages a token may come up at ([`ReviewAt::stage_ages`]; empty for spike reviews).
+    ages: Vec<usize>,
+    /// Per option, the chain stage a token kept at it comes up at next (`F/W/drop` with W a later
+    /// age of a chain); `None` elsewhere.
+    stage_of: Vec<Option<usize>>,
+    /// `[stream][layer]`, oldest first: the last `age` tokens (age reviews) or every kept token
+    /// (spike reviews).
     entries: Vec<Vec<VecDeque<Entry>>>,
+    /// Chains: `[stream][layer][k − 1]`, the tokens kept to the chain's k-th age, oldest first.
+    later: Vec<Vec<Vec<VecDeque<Entry>>>>,
     /// Spike reviews (unused at an age), `[stream][layer]`: the position of the kept token that topped the latest
     /// row and its weight there, and the one that topped the row before (under review now).
     top: Vec<Vec<Option<(usize, f32)>>>,
@@ -338,12 +431,19 @@ impl ReviewBook {
     /// [`ReviewAt::menu_extras`] (which only reviews may produce: writes are masked off them);
     /// spike reviews need `drop` in the menu.
     pub fn new(cfg: &ModelConfig, batch: usize, at: ReviewAt) -> Result<Self> {
-        let (allowed, write_allowed) = match at {
-            ReviewAt::Age { age, keep } => Self::age_actions(cfg, age, keep)?,
-            ReviewAt::Spike { .. } => Self::spike_actions(cfg)?,
+        let (allowed, write_allowed, stage_of) = match at {
+            ReviewAt::Age { age, keep, again } => Self::age_actions(cfg, age, keep, again)?,
+            ReviewAt::Spike { .. } => {
+                let (allowed, write_allowed) = Self::spike_actions(cfg)?;
+                (allowed, write_allowed, vec![None; cfg.menu.len()])
+            }
         };
+        let stages = at.stages();
         Ok(Self {
             at,
+            ages: at.stage_ages(),
+            stage_of,
+            later: vec![vec![vec![VecDeque::new(); stages - 1]; cfg.n_layers]; batch],
             scorer: KeyScorer::new(cfg),
             exact_index: cfg.exact_index(),
             exact_bytes: cost::bytes_per_token(cfg, cfg.exact_option()) as f32,
@@ -358,27 +458,47 @@ impl ReviewBook {
     }
 
     /// Reviews at `age`: per write option, the review actions it allows (itself, and the schedules
-    /// [`review_options`] makes of it); writes may not choose those schedules.
-    fn age_actions(cfg: &ModelConfig, age: usize, keep: KeepAges) -> Result<(Vec<Vec<usize>>, Vec<bool>)> {
+    /// [`review_options`] makes of it); writes may not choose those schedules. A chain (`again`)
+    /// lets the first review keep a token to the first later age only, and a token kept to a later
+    /// age W (`F/W/drop`) be dropped there (its own option), kept to the next age, or kept to the
+    /// end (`F`).
+    fn age_actions(cfg: &ModelConfig, age: usize, keep: KeepAges, again: bool) -> Result<AgeActions> {
         if age == 0 {
             return Err(Error::Input("a review age must be at least 1 query".into()));
         }
         let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("review at age {age}: {e}")));
         let review_only = review_options(cfg, age, keep);
+        let later: Vec<usize> = keep.ages().collect();
+        let kept_to =
+            |first: Form, window: usize| StoreOption::Schedule { first, window, then: Form::Drop, then_for: None };
         let mut allowed = Vec::with_capacity(cfg.menu.len());
+        let mut stage_of = vec![None; cfg.menu.len()];
         for (i, o) in cfg.menu.iter().enumerate() {
             let mut ok = vec![i];
             if let Some(first) = Form::of(*o).filter(|f| *f != Form::Drop) {
                 for &s in &review_only {
-                    if matches!(s, StoreOption::Schedule { first: f, .. } if f == first) {
+                    if let StoreOption::Schedule { first: f, window, .. } = s
+                        && f == first
+                        && (!again || window == age || Some(&window) == later.first())
+                    {
                         ok.push(index(s)?);
                     }
                 }
+            } else if let StoreOption::Schedule { first, window, then: Form::Drop, then_for: None } = *o
+                && again
+                && review_only.contains(o)
+                && let Some(k) = later.iter().position(|&w| w == window)
+            {
+                if let Some(&next) = later.get(k + 1) {
+                    ok.push(index(kept_to(first, next))?);
+                }
+                ok.push(index(first.option())?);
+                stage_of[i] = Some(k + 1);
             }
             allowed.push(ok);
         }
         let write_allowed = cfg.menu.iter().map(|o| !review_only.contains(o)).collect();
-        Ok((allowed, write_allowed))
+        Ok((allowed, write_allowed, stage_of))
     }
 
     /// Spike reviews: a token kept at a plain option may be kept or dropped; every option is
@@ -423,19 +543,23 @@ impl ReviewBook {
             self.tokens.iter_mut().zip(ids).for_each(|(seen, &id)| seen.push(id));
         }
         let entries = &self.entries;
-        let weights = self.scorer.step(out, |l| entries.iter().any(|s| !s[l].is_empty()))?;
+        let later = &self.later;
+        let weights = self.scorer.step(out, |l| {
+            entries.iter().any(|s| !s[l].is_empty()) || later.iter().any(|s| s[l].iter().any(|q| !q.is_empty()))
+        })?;
         let spike = self.is_spike();
         for l in 0..l_n {
             for (b, stream) in self.entries.iter_mut().enumerate() {
                 let mut top: Option<(usize, f32)> = None;
                 for (i, e) in stream[l].iter_mut().enumerate() {
                     let w = weights.weight(b, l, &e.key);
-                    e.sum += w;
-                    e.max = e.max.max(w);
-                    e.last = w;
+                    e.drew(w);
                     if top.is_none_or(|(_, best)| w > best) {
                         top = Some((i, w));
                     }
+                }
+                for e in self.later[b][l].iter_mut().flatten() {
+                    e.drew(weights.weight(b, l, &e.key));
                 }
                 if spike {
                     let top = top.map(|(i, w)| {
@@ -449,136 +573,172 @@ impl ReviewBook {
         Ok(())
     }
 
-    /// The index (in the book) of the entry under review at step t in stream b, layer l: the
-    /// token written at t − age, or (spike reviews) the one that topped the previous row, while
-    /// it is held.
-    fn under_index(&self, b: usize, l: usize, t: usize) -> Option<usize> {
+    /// Action heads per stream: L writes, then L reviews per stage.
+    fn heads(&self) -> usize {
+        self.entries.first().map_or(0, Vec::len) * (1 + self.at.stages())
+    }
+
+    /// The entry under review at step t in stream b, layer l, stage `stage`, and where it is held
+    /// (its index in the book's first queue; `None` for a later stage, whose entry is the front of
+    /// its queue): the token written at t − age, the token kept to the stage's age written that
+    /// long ago, or (spike reviews) the one that topped the previous row, while it is held.
+    fn under(&self, b: usize, l: usize, t: usize, stage: usize) -> Option<(&Entry, Option<usize>)> {
         let entries = &self.entries[b][l];
         match self.at {
             ReviewAt::Spike { .. } => {
                 let (position, _) = self.under[b][l]?;
-                entries.binary_search_by_key(&position, |e| e.position).ok()
+                let i = entries.binary_search_by_key(&position, |e| e.position).ok()?;
+                Some((&entries[i], Some(i)))
             }
-            ReviewAt::Age { age, .. } => (t >= age && entries.len() == age).then_some(0),
+            ReviewAt::Age { age, .. } if stage == 0 => {
+                (t >= age && entries.len() == age).then(|| (&entries[0], Some(0)))
+            }
+            ReviewAt::Age { .. } => {
+                let age = self.ages[stage];
+                let e = self.later[b][l][stage - 1].front().filter(|e| t >= age && e.position == t - age)?;
+                Some((e, None))
+            }
         }
     }
 
-    /// The entry under review at step t in stream b, layer l.
-    fn under_review(&self, b: usize, l: usize, t: usize) -> Option<&Entry> {
-        self.under_index(b, l, t).map(|i| &self.entries[b][l][i])
+    /// The entry under review at step t in stream b, layer l, stage `stage`.
+    fn under_review(&self, b: usize, l: usize, t: usize, stage: usize) -> Option<&Entry> {
+        self.under(b, l, t, stage).map(|(e, _)| e)
     }
 
-    /// Whether the token under review can change (kept at a plain option).
+    /// Whether the token under review can change (kept at a plain option, or kept to an age of a
+    /// chain).
     fn reviewable(&self, e: &Entry) -> bool {
         self.allowed[e.option].len() > 1
     }
 
-    /// `[B][L × features]` features of the tokens under review at step t (zeros where none):
-    /// [`REVIEW_FEATURES`], or [`SPIKE_FEATURES`] / [`SPIKE_TOKEN_FEATURES`] for spike reviews.
+    /// `[B][stages × L × features]` features of the tokens under review at step t (zeros where
+    /// none), stage by stage: [`REVIEW_FEATURES`], [`CHAIN_FEATURES`] for a chain, or
+    /// [`SPIKE_FEATURES`] / [`SPIKE_TOKEN_FEATURES`] for spike reviews.
     pub fn features(&self, t: usize) -> Vec<f32> {
         let l_n = self.entries.first().map_or(0, Vec::len);
-        let per = self.at.features().len();
-        let mut out = Vec::with_capacity(self.entries.len() * l_n * per);
+        let (per, stages) = (self.at.features().len(), self.at.stages());
+        let mut out = Vec::with_capacity(self.entries.len() * stages * l_n * per);
         for b in 0..self.entries.len() {
-            for l in 0..l_n {
-                let Some(e) = self.under_review(b, l, t).filter(|e| self.reviewable(e)) else {
-                    out.extend(std::iter::repeat_n(0.0, per));
-                    continue;
-                };
-                let bytes = self.bytes[e.option] / self.exact_bytes;
-                if self.is_spike() {
-                    let spike = self.under[b][l].map_or(0.0, |(_, w)| w);
-                    let age = ((t - e.position) as f32).ln_1p();
-                    out.extend([1.0, bytes, spike, e.sum, e.last, age, (e.spikes as f32).ln_1p()]);
-                    if self.at == (ReviewAt::Spike { tokens: true }) {
-                        // The row that topped it is t − 1; the token after that row is t's.
-                        let seen = &self.tokens[b];
-                        let at = |i: usize| seen.get(i).copied();
-                        let prefix = e.position > 0 && t > 0 && at(t - 1) == at(e.position - 1);
-                        let next = at(t) == at(e.position);
-                        out.extend([f32::from(u8::from(prefix)), f32::from(u8::from(next))]);
+            for stage in 0..stages {
+                for l in 0..l_n {
+                    let Some(e) = self.under_review(b, l, t, stage).filter(|e| self.reviewable(e)) else {
+                        out.extend(std::iter::repeat_n(0.0, per));
+                        continue;
+                    };
+                    let bytes = self.bytes[e.option] / self.exact_bytes;
+                    if self.is_spike() {
+                        let spike = self.under[b][l].map_or(0.0, |(_, w)| w);
+                        let age = ((t - e.position) as f32).ln_1p();
+                        out.extend([1.0, bytes, spike, e.sum, e.last, age, (e.spikes as f32).ln_1p()]);
+                        if self.at == (ReviewAt::Spike { tokens: true }) {
+                            // The row that topped it is t − 1; the token after that row is t's.
+                            let seen = &self.tokens[b];
+                            let at = |i: usize| seen.get(i).copied();
+                            let prefix = e.position > 0 && t > 0 && at(t - 1) == at(e.position - 1);
+                            let next = at(t) == at(e.position);
+                            out.extend([f32::from(u8::from(prefix)), f32::from(u8::from(next))]);
+                        }
+                    } else if self.at.is_chain() {
+                        out.extend([1.0, bytes, e.sum, e.max, e.last, e.since]);
+                    } else {
+                        out.extend([1.0, bytes, e.sum, e.max, e.last]);
                     }
-                } else {
-                    out.extend([1.0, bytes, e.sum, e.max, e.last]);
                 }
             }
         }
         out
     }
 
-    /// Action masks `[B][2L][menu]` at step t: L write heads (review-only schedules masked), then
-    /// L review heads (the options the token under review may become; its own option alone when
-    /// it cannot change, the exact option when there is none).
+    /// Action masks `[B][L · (1 + stages)][menu]` at step t: L write heads (review-only schedules
+    /// masked), then L review heads per stage (the options the token under review may become; its
+    /// own option alone when it cannot change, the exact option when there is none).
     pub fn masks(&self, t: usize) -> Vec<bool> {
         let (m, l_n) = (self.scorer.menu.len(), self.entries.first().map_or(0, Vec::len));
-        let mut out = Vec::with_capacity(self.entries.len() * 2 * l_n * m);
+        let mut out = Vec::with_capacity(self.entries.len() * self.heads() * m);
         for b in 0..self.entries.len() {
             for _ in 0..l_n {
                 out.extend_from_slice(&self.write_allowed);
             }
-            for l in 0..l_n {
-                let allowed: &[usize] = match self.under_review(b, l, t) {
-                    Some(e) => &self.allowed[e.option],
-                    None => std::slice::from_ref(&self.exact_index),
-                };
-                out.extend((0..m).map(|o| allowed.contains(&o)));
+            for stage in 0..self.at.stages() {
+                for l in 0..l_n {
+                    let allowed: &[usize] = match self.under_review(b, l, t, stage) {
+                        Some(e) => &self.allowed[e.option],
+                        None => std::slice::from_ref(&self.exact_index),
+                    };
+                    out.extend((0..m).map(|o| allowed.contains(&o)));
+                }
             }
         }
         out
     }
 
-    /// Record step t's decisions: `actions[b]` holds L write options then L review actions. The
-    /// tokens under review leave the book (returned, with what each became: a review action
-    /// outside its allowed set keeps the token as it is; a spike review's kept token stays) and
-    /// token t enters it with its stored key (read from `pending` before the cache takes it).
+    /// Record step t's decisions: `actions[b]` holds L write options then L review actions per
+    /// stage. The tokens under review leave their queue (returned stream by stream, stage by
+    /// stage, with what each became: a review action outside its allowed set keeps the token as
+    /// it is; a spike review's kept token stays; a chain's token kept to its next age joins that
+    /// age's queue) and token t enters the book with its stored key (read from `pending` before
+    /// the cache takes it).
     pub fn record(&mut self, pending: &PendingToken, actions: &[usize], t: usize) -> Result<Vec<Reviewed>> {
-        let l_n = self.entries.first().map_or(0, Vec::len);
-        if actions.len() != self.entries.len() * 2 * l_n {
+        let (l_n, heads, stages) = (self.entries.first().map_or(0, Vec::len), self.heads(), self.at.stages());
+        if actions.len() != self.entries.len() * heads {
             return Err(Error::Input(format!(
-                "review: {} actions, expected streams × 2 × layers = {}",
+                "review: {} actions, expected streams × layers × (1 + review stages) = {}",
                 actions.len(),
-                self.entries.len() * 2 * l_n
+                self.entries.len() * heads
             )));
         }
         let spike = self.is_spike();
-        let mut reviewed = Vec::with_capacity(self.entries.len() * l_n);
+        let mut reviewed = Vec::with_capacity(self.entries.len() * stages * l_n);
         for b in 0..self.entries.len() {
-            for l in 0..l_n {
-                let action = actions[b * 2 * l_n + l_n + l];
-                let Some(i) = self.under_index(b, l, t) else {
-                    reviewed.push(Reviewed::none(self.exact_index));
-                    continue;
-                };
-                let e = &self.entries[b][l][i];
-                let effective = if self.allowed[e.option].contains(&action) { action } else { e.option };
-                let mut r = Reviewed {
-                    position: e.position,
-                    written: e.option,
-                    effective,
-                    reviewable: self.reviewable(e),
-                    evicted_at: None,
-                };
-                if !spike {
-                    self.entries[b][l].pop_front();
-                } else if effective != e.option {
-                    r.evicted_at = Some(t + 1);
-                    self.entries[b][l].remove(i);
+            for stage in 0..stages {
+                for l in 0..l_n {
+                    reviewed.push(Reviewed::none(self.exact_index, b, l, stage));
                 }
-                reviewed.push(r);
+            }
+            // Later stages first: a token a review keeps to the next age joins that age's queue
+            // behind the one it reviews now.
+            for stage in (0..stages).rev() {
+                for l in 0..l_n {
+                    let action = actions[b * heads + l_n * (1 + stage) + l];
+                    let Some((e, index)) = self.under(b, l, t, stage) else { continue };
+                    let (position, option, reviewable) = (e.position, e.option, self.reviewable(e));
+                    let effective = if self.allowed[option].contains(&action) { action } else { option };
+                    let r = &mut reviewed[(b * stages + stage) * l_n + l];
+                    r.position = position;
+                    r.written = option;
+                    r.effective = effective;
+                    r.reviewable = reviewable;
+                    let mut taken = None;
+                    if !spike {
+                        taken = match index {
+                            Some(_) => self.entries[b][l].pop_front(),
+                            None => self.later[b][l][stage - 1].pop_front(),
+                        };
+                    } else if effective != option {
+                        r.evicted_at = Some(t + 1);
+                        self.entries[b][l].remove(index.expect("spike reviews read the first queue"));
+                    }
+                    if let (Some(mut e), Some(next)) = (taken, self.stage_of[effective]) {
+                        e.option = effective;
+                        e.since = 0.0;
+                        self.later[b][l][next - 1].push_back(e);
+                    }
+                }
             }
         }
         for l in 0..l_n {
             let keys = self.scorer.stored_keys(
                 pending,
                 l,
-                &(0..self.entries.len()).map(|b| actions[b * 2 * l_n + l]).collect::<Vec<_>>(),
+                &(0..self.entries.len()).map(|b| actions[b * heads + l]).collect::<Vec<_>>(),
             )?;
             for (b, key) in keys.into_iter().enumerate() {
-                let option = actions[b * 2 * l_n + l];
+                let option = actions[b * heads + l];
                 if spike && self.allowed[option].len() == 1 {
                     continue; // dropped or timed: nothing to review
                 }
-                let entry = Entry { position: t, option, key, sum: 0.0, max: 0.0, last: 0.0, spikes: 0 };
+                let entry = Entry { position: t, option, key, sum: 0.0, max: 0.0, last: 0.0, since: 0.0, spikes: 0 };
                 self.entries[b][l].push_back(entry);
             }
         }
@@ -586,9 +746,9 @@ impl ReviewBook {
     }
 
     /// Store step t in `cache` in the one order reviews need: record the decisions (reading
-    /// `pending` before the cache takes it), push the token with its L write options per stream,
-    /// then apply the reviews (they hold from the next query on). Returns the write options
-    /// (`[B·L]`) and the reviews.
+    /// `pending` before the cache takes it), move the tokens a chain's later reviews keep on,
+    /// push the token with its L write options per stream, then apply the first reviews (they
+    /// hold from the next query on). Returns the write options (`[B·L]`) and the reviews.
     pub fn store(
         &mut self,
         cache: &mut KvCache,
@@ -598,19 +758,26 @@ impl ReviewBook {
     ) -> Result<(Vec<usize>, Vec<Reviewed>)> {
         let reviewed = self.record(&pending, actions, t)?;
         let l_n = self.entries.first().map_or(0, Vec::len);
-        let writes: Vec<usize> = actions.chunks(2 * l_n).flat_map(|a| a[..l_n].to_vec()).collect();
+        let writes: Vec<usize> = actions.chunks(self.heads().max(1)).flat_map(|a| a[..l_n].to_vec()).collect();
+        // A chain's later reviews move their tokens before the push, in which a token dropped at
+        // its age expires.
+        let again: Vec<(usize, usize, usize, usize)> = reviewed
+            .iter()
+            .filter(|r| r.stage > 0 && r.reviewable && r.effective != r.written)
+            .map(|r| (r.stream, r.layer, r.written, r.effective))
+            .collect();
+        cache.review_again(&again)?;
         cache.push(pending, &writes)?;
         if self.is_spike() {
             // A dropped token leaves the cache by its place among those held at its option, oldest
             // first: the book's older tokens at that option (the book holds every kept token).
-            for (i, r) in reviewed.iter().enumerate().filter(|(_, r)| r.evicted_at.is_some()) {
-                let (b, l) = (i / l_n, i % l_n);
-                let older = self.entries[b][l].iter().take_while(|e| e.position < r.position);
+            for r in reviewed.iter().filter(|r| r.evicted_at.is_some()) {
+                let older = self.entries[r.stream][r.layer].iter().take_while(|e| e.position < r.position);
                 let place = older.filter(|e| e.option == r.written).count();
-                cache.evict(b, l, r.written, place)?;
+                cache.evict(r.stream, r.layer, r.written, place)?;
             }
         } else {
-            cache.review(&reviewed.iter().map(|r| r.effective).collect::<Vec<_>>())?;
+            cache.review(&reviewed.iter().filter(|r| r.stage == 0).map(|r| r.effective).collect::<Vec<_>>())?;
         }
         Ok((writes, reviewed))
     }
@@ -761,7 +928,7 @@ mod tests {
     #[test]
     fn keep_ages_read_and_write_as_a_table_and_plain_ages_as_a_number() {
         let at = parse("review = { age = 16, keep = [32, 64] }").unwrap();
-        assert_eq!(at, ReviewAt::Age { age: 16, keep: KeepAges::new(16, &[32, 64]).unwrap() });
+        assert_eq!(at, ReviewAt::Age { age: 16, keep: KeepAges::new(16, &[32, 64]).unwrap(), again: false });
         let json = serde_json::to_string(&Env { review: at }).unwrap();
         assert_eq!(json, r#"{"review":{"age":16,"keep":[32,64]}}"#);
         assert_eq!(serde_json::from_str::<Env>(&json).unwrap().review, at);
@@ -773,6 +940,45 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_reads_and_writes_with_again_and_reviews_at_each_age() {
+        let at = parse("review = { age = 16, keep = [32, 64], again = true }").unwrap();
+        assert_eq!(at, ReviewAt::Age { age: 16, keep: KeepAges::new(16, &[32, 64]).unwrap(), again: true });
+        let json = serde_json::to_string(&Env { review: at }).unwrap();
+        assert_eq!(json, r#"{"review":{"age":16,"keep":[32,64],"again":true}}"#);
+        assert_eq!(serde_json::from_str::<Env>(&json).unwrap().review, at);
+        assert_eq!(at.to_string(), "16, keep to 32/64, reviewed again at each");
+        assert_eq!((at.stage_ages(), at.stages(), at.features().len()), (vec![16, 32, 64], 3, 6));
+        let once = parse("review = { age = 16, keep = [32, 64], again = false }").unwrap();
+        assert_eq!((once.stage_ages(), once.stages(), once.features().len()), (vec![16], 1, 5));
+        assert_eq!(ReviewAt::SPIKE.stages(), 1);
+    }
+
+    /// In a chain the first review keeps a token to the first later age only; a token kept to an
+    /// age may be dropped there (its own option), kept to the next age or kept to the end; the
+    /// last age has no next. Writes stay off every review-only schedule.
+    #[test]
+    fn a_chain_allows_one_age_more_at_each_review() {
+        let base = ModelConfig::tiny();
+        let at = parse("review = { age = 3, keep = [5, 9], again = true }").unwrap();
+        let cfg = base.with_timed(&at.menu_extras(&base)).unwrap();
+        let book = ReviewBook::new(&cfg, 1, at).unwrap();
+        let name = |i: &usize| cfg.menu[*i].to_string();
+        let full = cfg.option_index(StoreOption::Full).unwrap();
+        let allowed = |o: &str| {
+            book.allowed[cfg.menu.iter().position(|m| m.to_string() == o).unwrap()].iter().map(name).collect::<Vec<_>>()
+        };
+        assert_eq!(allowed("full"), ["full", "full/3/drop", "full/5/drop"]);
+        assert_eq!(allowed("full/5/drop"), ["full/5/drop", "full/9/drop", "full"]);
+        assert_eq!(allowed("full/9/drop"), ["full/9/drop", "full"]);
+        assert_eq!(allowed("full/3/drop"), ["full/3/drop"]);
+        assert!(allowed("rank:2").contains(&"rank:2/3/rank:1".to_string()));
+        assert_eq!(book.stage_of[cfg.option_index("full/9/drop".parse().unwrap()).unwrap()], Some(2));
+        assert!(
+            book.write_allowed[full] && !book.write_allowed[cfg.option_index("full/5/drop".parse().unwrap()).unwrap()]
+        );
+    }
+
+    #[test]
     fn bad_keep_ages_are_clear_errors() {
         for (text, says) in [
             ("review = { age = 16, keep = [16] }", "above the review age 16, found 16"),
@@ -780,6 +986,7 @@ mod tests {
             ("review = { age = 4, keep = [5, 6, 7, 8, 9, 10, 11] }", "at most 6 keep ages"),
             ("review = { keep = [32] }", "missing field `age`"),
             ("review = { age = 16, kept = [32] }", "unknown field `kept`"),
+            ("review = { age = 16, again = true }", "needs `keep` ages"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");

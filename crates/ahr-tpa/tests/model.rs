@@ -327,15 +327,25 @@ fn review_decisions_decode_like_their_schedules_and_the_book_sees_the_attention_
 #[test]
 fn reviews_that_keep_to_a_later_age_decode_like_their_schedules() {
     let keep = ahr_tpa::KeepAges::new(3, &[5, 9]).unwrap();
-    review_decisions_decode_like_their_schedules(ahr_tpa::ReviewAt::Age { age: 3, keep });
+    review_decisions_decode_like_their_schedules(ahr_tpa::ReviewAt::Age { age: 3, keep, again: false });
+}
+
+/// A chain (`again`): a token kept to age 5 comes up again there and may be dropped, kept to 9
+/// (and reviewed there again) or kept to the end; the same parity, bytes and attention checks.
+#[test]
+fn a_chain_of_reviews_decodes_like_the_schedules_its_tokens_end_with() {
+    let keep = ahr_tpa::KeepAges::new(3, &[5, 9]).unwrap();
+    review_decisions_decode_like_their_schedules(ahr_tpa::ReviewAt::Age { age: 3, keep, again: true });
 }
 
 fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
     use ahr_tpa::ReviewBook;
     let (b, t, age) = (2, 80, at.age().unwrap());
+    let (ages, per) = (at.stage_ages(), at.features().len());
     let base = ModelConfig::tiny();
     let cfg = base.with_timed(&at.menu_extras(&base)).unwrap();
     let l_n = cfg.n_layers;
+    let heads = l_n * (1 + ages.len());
     let model = randomize(Model::new(&cfg, &device()), 60, 0.4);
     let mut rng = StdRng::seed_from_u64(61);
     let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
@@ -345,7 +355,8 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
         let mut book = ReviewBook::new(&cfg, b, at).unwrap();
         let mut effective = Choices::exact(&cfg, b, t);
         let mut logits = vec![0f32; b * t * cfg.vocab_size];
-        let mut received = Vec::new(); // (stream, layer, position, attention received)
+        let mut received = Vec::new(); // (stream, layer, position, stage, attention received, since the last review)
+        let mut reached = vec![0usize; ages.len()]; // reviewable tokens under review, per stage
         let v = cfg.vocab_size;
         for q in 0..t {
             let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
@@ -354,10 +365,12 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
             let features = book.features(q);
             let masks = book.masks(q);
             for s in 0..b {
-                for l in 0..l_n {
-                    let f = &features[(s * l_n + l) * 5..(s * l_n + l + 1) * 5];
-                    if f[0] == 1.0 {
-                        received.push((s, l, q - age, f[2]));
+                for (stage, a) in ages.iter().enumerate() {
+                    for l in 0..l_n {
+                        let f = &features[((s * ages.len() + stage) * l_n + l) * per..][..per];
+                        if f[0] == 1.0 {
+                            received.push((s, l, q - a, stage, f[2], f.get(5).copied().unwrap_or(f[2])));
+                        }
                     }
                 }
             }
@@ -367,8 +380,8 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
                 for _ in 0..l_n {
                     actions.push(if all_exact { cfg.exact_index() } else { plain[rng.random_range(0..plain.len())] });
                 }
-                for l in 0..l_n {
-                    let row = &masks[((s * 2 * l_n) + l_n + l) * m..((s * 2 * l_n) + l_n + l + 1) * m];
+                for head in l_n..heads {
+                    let row = &masks[(s * heads + head) * m..(s * heads + head + 1) * m];
                     let ok: Vec<usize> = (0..m).filter(|&o| row[o]).collect();
                     actions.push(if all_exact { ok[0] } else { ok[rng.random_range(0..ok.len())] });
                 }
@@ -381,10 +394,9 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
                     effective.set(s, q, l, writes[s * l_n + l]);
                 }
             }
-            for (i, r) in reviewed.iter().enumerate() {
-                if r.position != usize::MAX {
-                    effective.set(i / l_n, r.position, i % l_n, r.effective);
-                }
+            for r in reviewed.iter().filter(|r| r.position != usize::MAX) {
+                effective.set(r.stream, r.position, r.layer, r.effective);
+                reached[r.stage] += usize::from(r.reviewable);
             }
             for s in 0..b {
                 let held: usize = (0..=q)
@@ -394,10 +406,33 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
                 assert_eq!(cache.stream_bytes(s), held, "{storage:?}, stream {s}, after step {q}");
             }
         }
-        (logits, effective, received)
+        (logits, effective, received, reached)
+    };
+    // The attention the book says token r received from the queries after it up to its review
+    // age (and since its previous review), against the parallel forward's maps under `effective`.
+    let check_received = |effective: &Choices, received: Vec<(usize, usize, usize, usize, f32, f32)>| {
+        let (_, maps) =
+            model.forward_with_attention_maps(model.tokens(&ids, b, t, &device()).unwrap(), effective).unwrap();
+        let h = cfg.n_heads;
+        let probs: Vec<Vec<f32>> = maps.iter().map(|m| to_vec(m.probs.clone())).collect(); // [B, h, T, T]
+        let drew = |s: usize, l: usize, r: usize, from: usize, to: usize| -> f32 {
+            (from..=to).map(|q| (0..h).map(|hh| probs[l][((s * h + hh) * t + q) * t + r]).sum::<f32>() / h as f32).sum()
+        };
+        for (s, l, r, stage, got, since) in received {
+            let want = drew(s, l, r, r + 1, r + ages[stage]);
+            assert!((got - want).abs() < 1e-4 * want.max(1.0), "stream {s} layer {l} token {r}: {got} vs {want}");
+            let from = if stage == 0 { r + 1 } else { r + ages[stage - 1] + 1 };
+            let want = drew(s, l, r, from, r + ages[stage]);
+            assert!((since - want).abs() < 1e-4 * want.max(1.0), "token {r}, stage {stage}: since {since} vs {want}");
+        }
     };
     for storage in [Storage::Host, Storage::Tensors] {
-        let (logits, effective, _) = run(storage, &mut StdRng::seed_from_u64(62), false);
+        let (logits, effective, received, reached) = run(storage, &mut StdRng::seed_from_u64(62), false);
+        // A chain reviews tokens at every age (at the last one only those kept on twice).
+        assert!(reached.iter().all(|&n| n > 0) && reached[0] > 10, "reviews per stage: {reached:?}");
+        if storage == Storage::Host {
+            check_received(&effective, received);
+        }
         let changed = (0..b)
             .flat_map(|s| (0..t).map(move |k| (s, k)))
             .filter(|&(s, k)| effective.get(s, k, 1) > cfg.exact_index())
@@ -413,18 +448,10 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
         let err = max_rel_err(&logits, &par);
         assert!(err < 2e-4, "{storage:?} decode with reviews vs parallel: max rel err {err}");
     }
-    let (_, exact, received) = run(Storage::Host, &mut rng, true);
+    let (_, exact, received, _) = run(Storage::Host, &mut rng, true);
     assert_eq!(exact, Choices::exact(&cfg, b, t));
-    let (_, maps) = model.forward_with_attention_maps(model.tokens(&ids, b, t, &device()).unwrap(), &exact).unwrap();
-    let h = cfg.n_heads;
     assert_eq!(received.len(), b * l_n * (t - age));
-    for (s, l, r, got) in received {
-        let probs = to_vec(maps[l].probs.clone()); // [B, h, T, T]
-        let want: f32 = (r + 1..=r + age)
-            .map(|q| (0..h).map(|hh| probs[((s * h + hh) * t + q) * t + r]).sum::<f32>() / h as f32)
-            .sum();
-        assert!((got - want).abs() < 1e-4 * want.max(1.0), "stream {s} layer {l} token {r}: {got} vs {want}");
-    }
+    check_received(&exact, received);
 }
 
 /// Spike reviews: the token under review at step q is the kept token that topped query q − 1's

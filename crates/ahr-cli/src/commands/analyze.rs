@@ -122,7 +122,8 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
     if let Some(rate) = a.policy.review_change_rate {
         s.push_str(&format!(
             "- Reviews: {} of the second decisions changed the write-time option (demoted the token, dropped it, \
-             or kept it to a later age and dropped it there); the options below are what tokens ended as.\n",
+             or kept it to a later age and dropped it there; at a chain's later ages: kept it on, to the next age \
+             or to the end); the options below are what tokens ended as.\n",
             pct(rate)
         ));
     }
