@@ -719,10 +719,12 @@ impl ReviewBook {
                         r.evicted_at = Some(t + 1);
                         self.entries[b][l].remove(index.expect("spike reviews read the first queue"));
                     }
-                    if let (Some(mut e), Some(next)) = (taken, self.stage_of[effective]) {
+                    // Kept on to the next age of a chain (not left at its own `F/W/drop`, whose
+                    // token expires at W): it joins that age's queue.
+                    if let Some(mut e) = taken.filter(|_| self.stage_of[effective] == Some(stage + 1)) {
                         e.option = effective;
                         e.since = 0.0;
-                        self.later[b][l][next - 1].push_back(e);
+                        self.later[b][l][stage].push_back(e);
                     }
                 }
             }

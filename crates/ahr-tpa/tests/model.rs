@@ -357,6 +357,7 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
         let mut logits = vec![0f32; b * t * cfg.vocab_size];
         let mut received = Vec::new(); // (stream, layer, position, stage, attention received, since the last review)
         let mut reached = vec![0usize; ages.len()]; // reviewable tokens under review, per stage
+        let mut sent = vec![0usize; ages.len()]; // tokens kept on to a stage's age that reach it in the run
         let v = cfg.vocab_size;
         for q in 0..t {
             let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
@@ -397,6 +398,9 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
             for r in reviewed.iter().filter(|r| r.position != usize::MAX) {
                 effective.set(r.stream, r.position, r.layer, r.effective);
                 reached[r.stage] += usize::from(r.reviewable);
+                if let Some(&a) = ages.get(r.stage + 1).filter(|&&a| cfg.menu[r.effective].window() == Some(a)) {
+                    sent[r.stage + 1] += usize::from(r.position + a < t);
+                }
             }
             for s in 0..b {
                 let held: usize = (0..=q)
@@ -406,6 +410,8 @@ fn review_decisions_decode_like_their_schedules(at: ahr_tpa::ReviewAt) {
                 assert_eq!(cache.stream_bytes(s), held, "{storage:?}, stream {s}, after step {q}");
             }
         }
+        // Every token kept on to a chain's next age comes up for review there (and none else).
+        assert_eq!(reached[1..], sent[1..], "{storage:?}: later reviews per stage vs tokens kept on to them");
         (logits, effective, received, reached)
     };
     // The attention the book says token r received from the queries after it up to its review
