@@ -33,3 +33,8 @@ ahr eval --model policies/models/text-python-wide --env envs/text-python-short-r
   --policy policies/text-python-wide-review16-again-10pct-seed1 --policy policies/text-python-wide-review16-again-10pct-seed2 \
   --policy policies/text-python-wide-review16-again-10pct-seed3 --baselines layer-windows,streaming-llm,uniform \
   --sequences 64 --fractions none --workers 2 --out judge-rules
+# what the chain does and what the hindsight features are worth (32 windows each, beside the judge)
+for S in 1 2 3; do
+  ahr analyze --model policies/models/text-python-wide --policy policies/text-python-wide-review16-again-10pct-seed$S \
+    --env envs/text-python-short-review16-again.toml --sequences 32 --lengths none --out analyze-seed$S
+done
