@@ -28,7 +28,8 @@ ahr eval --model policies/models/text-python-wide --env envs/text-python-short-r
   --policy policies/text-python-wide-review16-again-10pct-seed1 --policy policies/text-python-wide-review16-again-10pct-seed2 \
   --policy policies/text-python-wide-review16-again-10pct-seed3 --baselines tova \
   --sequences 64 --fractions none --workers 2 --out judge-tova
-# ... then per-layer windows, StreamingLLM and uniform
+# ... then per-layer windows, StreamingLLM and uniform (started; it did not finish in the session,
+# so no judge-rules/ is committed)
 ahr eval --model policies/models/text-python-wide --env envs/text-python-short-review16-again.toml \
   --policy policies/text-python-wide-review16-again-10pct-seed1 --policy policies/text-python-wide-review16-again-10pct-seed2 \
   --policy policies/text-python-wide-review16-again-10pct-seed3 --baselines layer-windows,streaming-llm,uniform \
