@@ -487,6 +487,8 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     // features, which inference computes from the ids it decodes)
     let with_spike = "[env]\nreview = \"spike-tokens\"\nexclude = [\"rank:1\"]\n";
     std::fs::write(&spike, text.replace("[env]\n", with_spike)).unwrap();
+    let evict = tmp.join("evict.toml");
+    std::fs::write(&evict, text.replace("[env]\n", "[env]\nevict = { budget = 6 }\n")).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -499,6 +501,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
         (review.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
         (root().join("envs/mqar-tiny.toml"), partner.clone(), "per-token", 1),
         (spike.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
+        (evict.clone(), partner.clone(), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
@@ -588,6 +591,33 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert!(spiked && manifest.contains("review_prefix_match"), "{manifest}");
     assert!(!manifest.contains("\"rank:1\""), "{manifest}");
     inference_matches(model, &p, &spike);
+    // Learned eviction: one head per layer over the budget's candidate slots, judged in its
+    // environment against TOVA at the same budget (the same memory); inference refuses it
+    // plainly, and a rule prior (which it cannot take) is a clear error.
+    let p = tmp.join("policy-6");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(json["evict"], serde_json::json!({ "budget": 6, "store": "full" }));
+    assert_eq!((json["dims"]["heads"].as_u64(), json["dims"]["options"].as_u64()), (Some(2), Some(7)));
+    assert_eq!(json["dims"]["candidate_features"].as_u64(), Some(13));
+    let p = p.to_str().unwrap();
+    let (code, _, stderr) = ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("learned-eviction") && !stderr.contains("panicked"), "{stderr}");
+    let out = tmp.join("eval-evict");
+    let argv = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "tova,tova-ema"];
+    let (code, _, stderr) =
+        ahr(&[&argv[..], &["--env", evict.to_str().unwrap(), "--fractions", "none", "--out", out.to_str().unwrap()]]
+            .concat());
+    assert_eq!(code, 0, "{stderr}");
+    let table = std::fs::read_to_string(out.join("pareto.md")).unwrap();
+    assert!(table.contains("| tova | tova@full | budget=6 |") && table.contains("tova-ema@full"), "{table}");
+    let with_prior = tmp.join("evict-prior.toml");
+    std::fs::write(&with_prior, format!("{text}prior = [\"full\"]\n")).unwrap();
+    let argv = ["train-policy", "--model", m, "--env", evict.to_str().unwrap(), "--config"];
+    let (code, _, stderr) = ahr(&[&argv[..], &[with_prior.to_str().unwrap(), "--out", "/tmp/x"]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("learned eviction") && !stderr.contains("panicked"), "{stderr}");
     // A policy started at the fitted vocabulary rule: `fit-rule` writes the table, training
     // starts from it, and the exported policy (its trained table in the weights) loads and
     // makes the environment's decisions in inference.

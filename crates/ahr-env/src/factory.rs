@@ -28,6 +28,10 @@ pub fn make_env(
     let (v, p) = (spec.env.obs_version, spec.env.positions_seen);
     let rank = |m, t, r, s, d| {
         let env = RankEnv::new(m, t, r, s, d).with_obs_version(v).with_positions_seen(p).with_pairs(spec.env.paired);
+        let env = match spec.env.evict {
+            Some(eviction) => env.with_eviction(eviction),
+            None => env,
+        };
         match spec.env.review {
             Some(at) => env.with_review(at),
             None => env,

@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod evaluate;
+mod evict;
 pub mod factory;
 pub mod history;
 pub mod layer;

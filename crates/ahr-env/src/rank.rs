@@ -11,6 +11,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
+use ahr_policy::evict::Eviction;
 use ahr_policy::obs::{LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::ops::log_softmax;
 use ahr_policy::{ObsBatch, ObsSpec};
@@ -18,6 +19,7 @@ use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewAt, ReviewBook, cost};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::evict::EvictBook;
 use crate::spec::{RewardConfig, TaskBaseline};
 use crate::vec_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 
@@ -87,6 +89,9 @@ pub struct RankEnv {
     review: Option<ReviewAt>,
     /// Review mode: the episode's hindsight bookkeeping.
     book: Option<ReviewBook>,
+    /// Learned eviction: the budget and store, and the episode's book of held tokens.
+    eviction: Option<Eviction>,
+    evict_book: Option<EvictBook>,
     paired: bool,
 }
 
@@ -130,6 +135,8 @@ impl RankEnv {
             history: Vec::new(),
             review: None,
             book: None,
+            eviction: None,
+            evict_book: None,
             paired: false,
         }
     }
@@ -149,6 +156,15 @@ impl RankEnv {
     /// review heads per review stage (one, or one per age of a chain).
     pub fn with_review(mut self, at: ReviewAt) -> Self {
         self.review = Some(at);
+        self
+    }
+
+    /// Learned eviction ([`ahr_policy::evict`]): every token is written at the eviction's store
+    /// option, and once a layer holds more than its budget the action (one head per layer, one
+    /// option per candidate slot) picks the token that leaves. The menu must hold the store
+    /// option; no reviews.
+    pub fn with_eviction(mut self, eviction: Eviction) -> Self {
+        self.eviction = Some(eviction);
         self
     }
 
@@ -203,6 +219,7 @@ impl RankEnv {
             }
             self.book = Some(ReviewBook::new(&cfg, self.streams, at)?);
         }
+        self.evict_book = self.eviction.map(|e| EvictBook::new(&cfg, self.streams, e)).transpose()?;
         self.history = vec![SequenceHistory::default(); self.streams];
         self.t = 0;
         self.exact_flops_episode = cost::exact_sequence_flops(&cfg, self.seq_len()).max(1.0);
@@ -256,23 +273,30 @@ impl RankEnv {
         if let Some(book) = &mut self.book {
             book.observe(&out, &ids)?;
         }
+        if let Some(book) = &mut self.evict_book {
+            book.observe(&out, &ids, t)?;
+        }
         let v = cfg.vocab_size;
         let logits = out.logits.into_data().try_to_vec::<f32>().expect("f32"); // [B, V]
         let pred = ahr_tpa::host::predictive(&logits, v);
-        let obs = observe(
-            cfg,
-            self.obs_version,
-            self.positions_seen,
-            &pred,
-            &logits,
-            out.layer_stats,
-            &self.cache,
-            &ids,
-            t,
-            len,
-            self.reward.budget,
-            &mut self.history,
-        );
+        let obs = if let Some(book) = &self.evict_book {
+            book.obs(t)
+        } else {
+            observe(
+                cfg,
+                self.obs_version,
+                self.positions_seen,
+                &pred,
+                &logits,
+                out.layer_stats,
+                &self.cache,
+                &ids,
+                t,
+                len,
+                self.reward.budget,
+                &mut self.history,
+            )
+        };
         let labels: Vec<i64> = (0..b_n).map(|b| self.batch.labels[b * len + t]).collect();
         let safe: Vec<i64> = labels.iter().map(|&l| if l == IGNORE { 0 } else { l }).collect();
         let nll: Vec<f32> = (0..b_n).map(|b| pred[b].lse - logits[b * v + safe[b] as usize]).collect();
@@ -280,10 +304,12 @@ impl RankEnv {
         let labelled: Vec<bool> = labels.iter().map(|&l| l != IGNORE).collect();
         let loss: Vec<f32> = nll.iter().zip(&labelled).map(|(&n, &l)| if l { n } else { 0.0 }).collect();
         let correct: Vec<bool> = (0..b_n).map(|b| labelled[b] && argmax[b] == safe[b]).collect();
-        debug_assert_eq!(
-            obs.features.len(),
-            b_n * (ahr_policy::obs::global_features(self.obs_version).map_or(0, <[_]>::len)
-                + LAYER_FEATURES.len() * l_n)
+        debug_assert!(
+            self.evict_book.is_some()
+                || obs.features.len()
+                    == b_n
+                        * (ahr_policy::obs::global_features(self.obs_version).map_or(0, <[_]>::len)
+                            + LAYER_FEATURES.len() * l_n)
         );
         let obs = match &self.book {
             Some(book) => with_review(obs, book, t),
@@ -295,7 +321,7 @@ impl RankEnv {
 
 /// `[B·T]` negative log-likelihood of each position's label (0's label where unlabelled) and the
 /// argmax prediction, from one parallel forward of `batch` under `choices`.
-pub(crate) fn parallel_nll(
+pub fn parallel_nll(
     model: &Model,
     batch: &Batch,
     choices: &Choices,
@@ -320,6 +346,9 @@ impl VecEnv for RankEnv {
 
     fn obs_spec(&self) -> ObsSpec {
         let cfg = self.model.config();
+        if let Some(eviction) = self.eviction {
+            return ObsSpec::evict(cfg.n_layers, eviction);
+        }
         let spec = ObsSpec {
             positions_seen: Some(self.task.longest()),
             ..ObsSpec::rank_version(self.obs_version, cfg.n_layers, cfg.vocab_size)
@@ -337,7 +366,10 @@ impl VecEnv for RankEnv {
     }
 
     fn options(&self) -> usize {
-        self.model.config().menu.len()
+        match self.eviction {
+            Some(e) => e.slots(),
+            None => self.model.config().menu.len(),
+        }
     }
 
     fn reset(&mut self, seed: u64) -> Result<ObsBatch, EnvError> {
@@ -358,9 +390,16 @@ impl VecEnv for RankEnv {
         let cfg = self.model.config().clone();
         let (b_n, l_n) = (self.streams, cfg.n_layers);
         let pending = self.pending.take().ok_or_else(|| EnvError::Other("step() before reset()".into()))?;
-        let (writes, reviewed) = match &mut self.book {
-            Some(book) => book.store(&mut self.cache, pending, actions, self.t)?,
-            None => {
+        let mut evicted = Vec::new();
+        let (writes, reviewed) = match (&mut self.book, &mut self.evict_book) {
+            (Some(book), _) => book.store(&mut self.cache, pending, actions, self.t)?,
+            (None, Some(book)) => {
+                let writes = vec![book.option(); b_n * l_n];
+                self.cache.push(pending, &writes)?;
+                evicted = book.evict(&mut self.cache, actions)?;
+                (writes, Vec::new())
+            }
+            (None, None) => {
                 self.cache.push(pending, actions)?;
                 (actions.to_vec(), Vec::new())
             }
@@ -405,6 +444,13 @@ impl VecEnv for RankEnv {
                     };
                     delta += became - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
                 }
+            }
+            // An eviction re-prices its token as a review's drop does.
+            for ev in evicted.iter().filter(|ev| ev.stream == b) {
+                let store = cfg.menu[actions[b * l_n + ev.layer]];
+                r.evictions.push((ev.layer, ev.position, self.t + 1));
+                delta += cost::charged_bytes_evicted(&cfg, store, ev.position, len, Some(self.t + 1))
+                    - cost::charged_bytes(&cfg, store, ev.position, len);
             }
             immediate[b] = -(self.lambda_mem * mem) as f32;
             let mem = mem + delta / (len as f64 * self.exact_bytes);

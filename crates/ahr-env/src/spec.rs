@@ -47,6 +47,11 @@ pub struct EnvSettings {
     /// asks for `baseline = "partner"`.
     #[serde(skip)]
     pub paired: bool,
+    /// Learned eviction ([`ahr_policy::evict`]): `evict = { budget = 51 }` writes every token at
+    /// `store` (default `full`) and, once a layer of a stream holds more than `budget` tokens, the
+    /// policy picks which of them leaves after each query — TOVA's decision at TOVA's memory,
+    /// made by a network that starts at TOVA's score. Absent: write-time decisions.
+    pub evict: Option<ahr_policy::evict::Eviction>,
 }
 
 impl Default for EnvSettings {
@@ -61,6 +66,7 @@ impl Default for EnvSettings {
             positions_seen: None,
             review: None,
             paired: false,
+            evict: None,
         }
     }
 }
@@ -249,6 +255,23 @@ impl EnvSpec {
         }
         if self.env.review.is_some() && self.env.granularity != Granularity::PerToken {
             return Err(Invalid::new("[env] review", "needs granularity = \"per-token\""));
+        }
+        if let Some(e) = self.env.evict {
+            if e.budget == 0 {
+                return Err(Invalid::new("[env] evict", "budget must be at least 1 token"));
+            }
+            if e.store.is_timed() || e.store == ahr_tpa::StoreOption::Drop {
+                return Err(Invalid::new(
+                    "[env] evict",
+                    format!("store must be a plain kept option, found `{}`", e.store),
+                ));
+            }
+            if self.env.review.is_some() {
+                return Err(Invalid::new("[env] evict", "and [env] review are two kinds of second decision: pick one"));
+            }
+            if self.env.granularity != Granularity::PerToken {
+                return Err(Invalid::new("[env] evict", "needs granularity = \"per-token\""));
+            }
         }
         if ahr_policy::obs::global_features(self.env.obs_version).is_none() {
             return Err(Invalid::new(

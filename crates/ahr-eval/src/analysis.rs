@@ -206,6 +206,12 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let cfg = model.config().clone();
     let fp = fingerprint(&a.model)?;
     let (manifest, net) = ahr_policy::export::load_policy(&a.policy, &cfg, &fp, &dev)?;
+    if manifest.evict.is_some() {
+        bail!(
+            "{}: `ahr analyze` does not report on learned-eviction policies yet; judge them with `ahr eval`",
+            a.policy.display()
+        );
+    }
     if manifest.granularity != Granularity::PerToken {
         bail!(
             "{}: the token-level report needs a per-token policy; pass per-layer policies with --compare",

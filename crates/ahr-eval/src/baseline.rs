@@ -27,6 +27,10 @@ pub enum Family {
     H2o,
     /// TOVA: evict the key the current query attends to least, in the rule's own cache.
     Tova,
+    /// TOVA with smoothed scores: evict the key whose recent weights have the least geometric
+    /// mean (an exponential mean of their logs, decay 0.5, 0.8, 0.9 or 0.95 per query), in the
+    /// rule's own cache — one noisy query no longer decides.
+    TovaEma,
     /// H2O scored from the exact full-cache forward's attention: optimistic (no deployed cache can
     /// compute it), kept for comparison.
     H2oFullCache,
@@ -83,12 +87,13 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 19] = [
+    pub const ALL: [Family; 20] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
         Family::H2o,
         Family::Tova,
+        Family::TovaEma,
         Family::H2oFullCache,
         Family::TovaFullCache,
         Family::KNorm,
@@ -113,6 +118,7 @@ impl Family {
             Family::LayerWindows => "layer-windows",
             Family::H2o => "h2o",
             Family::Tova => "tova",
+            Family::TovaEma => "tova-ema",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
@@ -163,6 +169,7 @@ impl Family {
         match self {
             Family::H2o
             | Family::Tova
+            | Family::TovaEma
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -303,6 +310,9 @@ pub enum Baseline {
         store: StoreOption,
         /// The attention the scores come from.
         scores: Scores,
+        /// 0: TOVA. Otherwise `tova-ema`: each key scored by the exponential mean of the log of
+        /// its weights with this decay per query ([`rules::Held::smoothed`]).
+        decay: f32,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -418,6 +428,7 @@ impl Baseline {
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
+            Baseline::Tova { scores: Scores::Cache, decay, .. } if *decay > 0.0 => Family::TovaEma,
             Baseline::Tova { scores: Scores::Cache, .. } => Family::Tova,
             Baseline::H2o { scores: Scores::FullCache, .. } => Family::H2oFullCache,
             Baseline::Tova { scores: Scores::FullCache, .. } => Family::TovaFullCache,
@@ -522,6 +533,7 @@ impl Baseline {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
+            Baseline::Tova { budget, decay, .. } if decay > 0.0 => format!("budget={budget},decay={decay}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
             Baseline::EntropyLadder { lo, hi, .. } => format!("lo={lo:.4},hi={hi:.4}"),
@@ -548,7 +560,9 @@ impl Baseline {
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
-            Baseline::Tova { budget, .. } => rules::tova_evictions(&view.attention[layer], t_n, budget),
+            Baseline::Tova { budget, decay, .. } => {
+                rules::tova_ema_evictions(&view.attention[layer], t_n, budget, decay)
+            }
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
             Baseline::EntropyLadder { lo, .. } => rules::threshold_evictions(view.entropy, lo),
@@ -660,7 +674,7 @@ mod tests {
         let expect = 152.0 * 21.0 / 36.0 * 2.0;
         assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
         // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
-        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache };
+        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0 };
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let h2o = Baseline::H2o { heavy: 1, recent: 1, store, scores: Scores::FullCache };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);

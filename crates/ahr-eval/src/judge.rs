@@ -8,7 +8,9 @@
 //! TOVA: the largest budget; entropy and random: the threshold or keep rate that fills the target),
 //! each with its kept tokens at every storable menu option. All of them are run; the best at
 //! ≤ the target is the family's answer, and a policy beats a family only if its metric is
-//! strictly better than that answer.
+//! strictly better than that answer — by more than [`TIE`], the relative difference by which a
+//! token-by-token decode and a parallel forward of the same storage can differ (a learned evicter
+//! that makes TOVA's decisions ties with TOVA).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,6 +99,18 @@ pub struct Paired {
     pub sequences: usize,
 }
 
+/// Metrics closer than this, relative to the larger, are level: the float difference between a
+/// decode through the cache and a parallel forward of the same storage (~1e-7 relative).
+pub const TIE: f64 = 1e-6;
+
+/// Whether `a` is better than `b` by more than [`TIE`].
+pub fn clearly_better(metric: Metric, a: f64, b: f64) -> bool {
+    metric.better(a, b) && (a - b).abs() > TIE * a.abs().max(b.abs()).max(1e-12)
+}
+
+/// The decays `tova-ema` tries (per query; 0.5 averages about two queries, 0.95 about twenty).
+pub const TOVA_EMA_DECAYS: [f32; 4] = [0.5, 0.8, 0.9, 0.95];
+
 /// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 
@@ -122,7 +136,10 @@ pub fn paired(policy: &[Metrics], rule: &[Metrics], metric: Metric) -> Option<Pa
         (0..BOOTSTRAP_RESAMPLES).map(|_| margin_of(&mut (0..n).map(|_| rng.random_range(0..n)))).collect();
     draws.sort_by(f64::total_cmp);
     let quantile = |q: f64| draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)];
-    let own = |i: usize| sign * (metric.of(&policy[i]) - metric.of(&rule[i]));
+    let own = |i: usize| match (metric.of(&policy[i]), metric.of(&rule[i])) {
+        (a, b) if !clearly_better(metric, a, b) && !clearly_better(metric, b, a) => 0.0,
+        (a, b) => sign * (a - b),
+    };
     Some(Paired {
         margin,
         low: quantile(0.025),
@@ -395,11 +412,15 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     out.push(knorm(budget));
                 }
             }
-            Family::H2o | Family::Tova | Family::H2oFullCache | Family::TovaFullCache => {
+            Family::H2o | Family::Tova | Family::TovaEma | Family::H2oFullCache | Family::TovaFullCache => {
                 let scores = family.scores().expect("an attention family");
-                let tova = |budget| Baseline::Tova { budget, store, scores };
+                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0 };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
-                    if matches!(family, Family::Tova | Family::TovaFullCache) {
+                    if family == Family::TovaEma {
+                        for decay in TOVA_EMA_DECAYS {
+                            out.push(Baseline::Tova { budget, store, scores, decay });
+                        }
+                    } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
                     } else {
                         for quarter in [1, 2, 3] {
@@ -751,7 +772,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                             paired: paired(&p.per_sequence, &rule.per_sequence, metric),
                             ..FamilyBest::of(f, rule)
                         };
-                        families.push((best, metric.better(p.metric, rule.metric)));
+                        families.push((best, clearly_better(metric, p.metric, rule.metric)));
                     }
                     None => no_setting_fits.push(f),
                 }
@@ -855,6 +876,11 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 .into(),
             Family::Tova => "tova@S: per layer, over budget evict the key the current query attends to least \
                 (mean over heads) in the rule's own cache (as h2o); the largest budget within each target"
+                .into(),
+            Family::TovaEma => "tova-ema@S: tova with each held key scored by an exponential mean of the log \
+                of the weights it drew (decay 0.5, 0.8, 0.9, 0.95 per query: a geometric mean of its recent \
+                weights, so one noisy query does not decide), in the rule's own cache; the largest budget within \
+                each target"
                 .into(),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"
@@ -965,6 +991,20 @@ mod tests {
             on_front: false,
             per_sequence: Vec::new(),
         }
+    }
+
+    /// Metrics within a millionth of each other are level: neither better, and a sequence where
+    /// policy and rule differ by float noise counts on neither side.
+    #[test]
+    fn float_noise_is_a_tie() {
+        let bpb = Metric::BitsPerByte;
+        assert!(clearly_better(bpb, 1.7597, 1.7598));
+        assert!(!clearly_better(bpb, 1.759_700_0, 1.759_700_1));
+        assert!(!clearly_better(bpb, 1.7598, 1.7597));
+        assert!(clearly_better(Metric::Accuracy, 0.5, 0.4));
+        let m = |loss_sum: f64| Metrics { loss_sum, correct: 0, count: 100 };
+        let p = paired(&[m(100.0), m(100.0 + 1e-8)], &[m(100.0 + 1e-8), m(99.0)], bpb).unwrap();
+        assert_eq!((p.sequences_better, p.sequences_worse), (0, 1));
     }
 
     /// Hand-computed: two sequences of bits per byte, the policy better on one by a lot and worse

@@ -51,7 +51,7 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
     let option = plain_option(cfg, rule, rule.store())?;
     let fresh = || match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
-        Baseline::Tova { budget, .. } => Ok(Held::current(budget)),
+        Baseline::Tova { budget, decay, .. } => Ok(Held::smoothed(budget, decay)),
         _ => Err(anyhow::anyhow!("{}: only H2O and TOVA are scored by their own cache", rule.name())),
     };
     let mut held = (0..b_n * l_n).map(|_| fresh()).collect::<Result<Vec<Held>>>()?;
@@ -343,6 +343,95 @@ mod tests {
             dropped += e.evictions.len();
         }
         assert!(dropped > 10 && dropped < 4 * t_n / 2, "{dropped} drops");
+    }
+
+    /// Learned eviction ([`ahr_policy::evict`]) starts at `tova-ema`: the untrained actor (its
+    /// scoring network at zero, the smoothed score weighted by κ) run deterministically in the
+    /// rank environment evicts exactly the tokens, at exactly the queries, that `tova-ema` at
+    /// [`ahr_policy::evict::SMOOTH_DECAY`] with its own cache does at the same budget and store
+    /// (and TOVA does not), its memory is the judge's for that rule and its loss the parallel
+    /// forward's under those evictions; a stochastic run evicts others.
+    #[test]
+    fn an_untrained_learned_evicter_is_tova_ema() {
+        use ahr_policy::evict::Eviction;
+        use ahr_policy::net::{ActorCritic, PolicyDims};
+        use ahr_policy::{PolicyConfig, RunningNorm};
+        use ahr_tpa::Choices;
+
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let mut spec = EnvSpec::load(&env_path).unwrap();
+        let budget = 6;
+        spec.env.evict = Some(Eviction { budget, store: StoreOption::Full });
+        spec.env.streams = 4;
+        spec.validate().unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(15);
+        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let cfg = model.config().clone();
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let batch = task.valid_batch(0, 4);
+        let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
+        let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
+        let obs = env.obs_spec();
+        let dims = PolicyDims {
+            obs_dim: obs.dim(),
+            vocab_size: 0,
+            heads: env.heads(),
+            options: env.options(),
+            candidate_features: obs.candidate_features,
+        };
+        assert_eq!((dims.heads, dims.options), (l_n, budget + 1));
+        let net = ActorCritic::new(&PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() }, dims, &dev);
+        let norm = RunningNorm::new(dims.obs_dim);
+        let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
+        let decay = ahr_policy::evict::SMOOTH_DECAY;
+        let tova =
+            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.0 };
+        let plain = evictions(&model, &batch, &tova, &dev).unwrap();
+        let tova = Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay };
+        let judged = evictions(&model, &batch, &tova, &dev).unwrap();
+        assert_ne!(plain, judged, "smoothing should change some eviction on this model");
+        let mut from_env = vec![NEVER; 4 * t_n * l_n];
+        for (b, e) in stats.iter().enumerate() {
+            assert_eq!(e.evictions.len(), l_n * (t_n - budget), "one eviction per layer and query past the budget");
+            for &(l, k, at) in &e.evictions {
+                from_env[(b * t_n + k) * l_n + l] = at as u32;
+            }
+        }
+        assert_eq!(from_env, judged);
+        // Its memory is the judge's for TOVA at the budget (the cost model of those evictions).
+        let exact_bytes = ahr_tpa::cost::exact_bytes_per_token(&cfg) as f64;
+        let tova_bytes = tova.memory(&cfg, t_n).unwrap();
+        for e in &stats {
+            assert!(
+                (e.mem_frac * exact_bytes - tova_bytes).abs() < 1e-9 * tova_bytes,
+                "{} vs {tova_bytes}",
+                e.mem_frac
+            );
+        }
+        // Its loss is the parallel forward's under those evictions (decode = parallel forward).
+        let exact = cfg.exact_option();
+        let choices = Choices::from_fn(4, t_n, l_n, |_, _, _| cfg.option_index(exact).unwrap()).with_evictions(judged);
+        let (nll, _) = ahr_env::rank::parallel_nll(&model, &batch, &choices, &dev).unwrap();
+        for (b, e) in stats.iter().enumerate() {
+            let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
+            let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
+            assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
+        }
+        // Sampling from the same actor evicts other tokens somewhere.
+        let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+        let sampled = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| {
+            let t = net.obs_tensors(o, &norm, &dev);
+            let dist = ahr_policy::MaskedMultiCategorical::new(net.logits(&t), t.masks.clone());
+            ahr_policy::dist::sample_host(&dist.probs_host(), dims.options, &mut rng)
+        })
+        .unwrap();
+        assert_ne!(
+            sampled.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>(),
+            stats.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>()
+        );
     }
 
     /// `superseded-spike`: with no spike heavy enough its last layer is exactly `superseded`'s;

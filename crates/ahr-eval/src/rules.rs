@@ -44,20 +44,40 @@ pub fn superseded_evictions(inputs: &[u32]) -> Vec<u32> {
 pub struct Held {
     budget: usize,
     recent: usize,
-    accumulate: bool,
+    accrue: Accrue,
     held: Vec<usize>,
     score: Vec<f64>,
+}
+
+/// How a held key's score takes in each query's weight `a`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Accrue {
+    /// The current query's alone (TOVA, K-norm).
+    Current,
+    /// Summed over the queries (H2O).
+    Sum,
+    /// An exponential mean of `ln a` with decay d: the key's first query sets `ln a`, each later
+    /// one `d · s + (1 − d) · ln a` — a geometric mean of its recent weights.
+    LogMean(f64),
 }
 
 impl Held {
     /// H2O: at most `heavy + recent` keys; scores accumulate, the `recent` newest are protected.
     pub fn heavy_hitters(heavy: usize, recent: usize) -> Self {
-        Self { budget: heavy + recent, recent, accumulate: true, held: Vec::new(), score: Vec::new() }
+        Self { budget: heavy + recent, recent, accrue: Accrue::Sum, held: Vec::new(), score: Vec::new() }
     }
 
     /// TOVA (and K-norm): at most `budget` keys (at least 1), scored by the current query alone.
     pub fn current(budget: usize) -> Self {
-        Self { budget: budget.max(1), recent: 0, accumulate: false, held: Vec::new(), score: Vec::new() }
+        Self { budget: budget.max(1), recent: 0, accrue: Accrue::Current, held: Vec::new(), score: Vec::new() }
+    }
+
+    /// TOVA with smoothed scores (`tova-ema`): at most `budget` keys, each scored by the
+    /// exponential mean (decay `decay` per query) of the log of the weights it drew; `decay = 0`
+    /// is TOVA.
+    pub fn smoothed(budget: usize, decay: f32) -> Self {
+        let accrue = if decay == 0.0 { Accrue::Current } else { Accrue::LogMean(decay as f64) };
+        Self { accrue, ..Self::current(budget) }
     }
 
     /// The keys held, oldest first (the order a cache slot appends them in).
@@ -75,7 +95,12 @@ impl Held {
         }
         for &k in &self.held {
             let a = attn(k) as f64;
-            self.score[k] = if self.accumulate { self.score[k] + a } else { a };
+            self.score[k] = match self.accrue {
+                Accrue::Current => a,
+                Accrue::Sum => self.score[k] + a,
+                Accrue::LogMean(_) if k == q => (a + 1e-30).ln(),
+                Accrue::LogMean(d) => d * self.score[k] + (1.0 - d) * (a + 1e-30).ln(),
+            };
         }
         let mut evicted = Vec::new();
         while self.held.len() > self.budget {
@@ -121,9 +146,15 @@ pub fn heavy_hitter_evictions(attn: &[f32], seq_len: usize, heavy: usize, recent
 /// keys are held, the held key with the least attention from query q itself is evicted (from
 /// query q + 1 on); no scores accumulate.
 pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
+    tova_ema_evictions(attn, seq_len, budget, 0.0)
+}
+
+/// TOVA with each held key scored by the exponential mean (decay `decay`) of the log of the
+/// weights it drew ([`Held::smoothed`]); `decay = 0` is [`tova_evictions`].
+pub fn tova_ema_evictions(attn: &[f32], seq_len: usize, budget: usize, decay: f32) -> Vec<u32> {
     let t_n = seq_len;
     assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
-    run(Held::current(budget), t_n, |q, k| attn[q * t_n + k])
+    run(Held::smoothed(budget, decay), t_n, |q, k| attn[q * t_n + k])
 }
 
 /// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
@@ -225,6 +256,28 @@ mod tests {
         let e = tova_evictions(&attn, t, 2);
         assert_eq!(e, vec![3, 4, NEVER, NEVER]);
         assert_eq!(peak_held(&e), 3, "budget 2 plus the current token");
+    }
+
+    /// The same four tokens with smoothed scores (decay 0.5, logs): at query 2 token 0 scores
+    /// 0.5 (0.5 ln 1 + 0.5 ln 0.5) + 0.5 ln 0.1 = −1.33, the least, and goes; at query 3 token 1
+    /// scores 0.25 ln 0.5 + 0.25 ln 0.6 + 0.5 ln 0.1 = −1.45, token 2 0.5 ln 0.3 + 0.5 ln 0.5 =
+    /// −0.95, token 3 ln 0.4 = −0.92: token 1 goes, as with TOVA. With query 3 giving 0.3 / 0.3 /
+    /// 0.4 instead, token 1 scores −0.90 and token 2 −1.20: token 2 goes, where TOVA, on the one
+    /// query's tie, takes the older token 1. Decay 0 is TOVA.
+    #[test]
+    fn tova_ema_averages_the_log_weights_a_key_drew() {
+        let t = 4;
+        let mut attn = [
+            1.0, 0.0, 0.0, 0.0, //
+            0.5, 0.5, 0.0, 0.0, //
+            0.1, 0.6, 0.3, 0.0, //
+            0.0, 0.1, 0.5, 0.4,
+        ];
+        assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, 4, NEVER, NEVER]);
+        assert_eq!(tova_ema_evictions(&attn, t, 2, 0.0), tova_evictions(&attn, t, 2));
+        attn[13..].copy_from_slice(&[0.3, 0.3, 0.4]);
+        assert_eq!(tova_evictions(&attn, t, 2), vec![3, 4, NEVER, NEVER]);
+        assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, NEVER, 4, NEVER]);
     }
 
     #[test]

@@ -33,6 +33,14 @@ impl RankPolicy {
     /// Load `dir` and check it against `model` (whose directory has `fingerprint`).
     pub fn load(dir: &Path, model: &Model, fingerprint: &str, device: &Device) -> Result<Self, InferError> {
         let (manifest, net) = load_policy(dir, model.config(), fingerprint, device)?;
+        if let Some(e) = manifest.evict {
+            return Err(InferError::Input(format!(
+                "{}: a learned-eviction policy (evict budget {}) is judged in its environment (`ahr eval`); \
+                 inference does not run its evictions yet",
+                dir.display(),
+                e.budget
+            )));
+        }
         Ok(Self { manifest, net })
     }
 

@@ -57,6 +57,10 @@ pub struct Manifest {
     /// row (L more action heads, review features); absent without reviews.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ahr_tpa::ReviewAt>,
+    /// Learned eviction ([`crate::evict`]): every token written at `store`, the policy picks which
+    /// token leaves a layer holding more than `budget`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evict: Option<crate::evict::Eviction>,
     /// Fingerprint of the text corpus the policy was trained on (`ahr_tasks::Task::data_fingerprint`),
     /// so a judge on a changed corpus can say so; absent for generated tasks and older policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,9 +140,10 @@ impl Manifest {
                 ),
             ));
         };
-        let expected = match self.review {
-            Some(at) => expected.with_review(model.n_layers, at),
-            None => expected,
+        let expected = match (self.review, self.evict) {
+            (_, Some(eviction)) => ObsSpec::evict(model.n_layers, eviction),
+            (Some(at), None) => expected.with_review(model.n_layers, at),
+            (None, None) => expected,
         }
         .windowed(self.policy.window);
         if self.obs.version != expected.version || self.obs.features != expected.features {

@@ -7,6 +7,7 @@
 //! optimiser. Inference code depends on this crate, not on PPO.
 
 pub mod dist;
+pub mod evict;
 pub mod export;
 pub mod net;
 pub mod obs;

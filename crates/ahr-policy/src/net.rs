@@ -149,8 +149,20 @@ pub struct PolicyDims {
     pub vocab_size: usize,
     /// Categorical heads (layers).
     pub heads: usize,
-    /// Options per head (menu size).
+    /// Options per head (menu size; candidate slots under learned eviction).
     pub options: usize,
+    /// Learned eviction ([`crate::evict`]): features per candidate slot, 0 otherwise. The last
+    /// `heads × options × candidate_features` features are the candidates'; the actor scores
+    /// each with one shared network, the critic reads the features before them.
+    #[serde(default)]
+    pub candidate_features: usize,
+}
+
+impl PolicyDims {
+    /// Features before the candidates' (all of them without learned eviction).
+    pub fn global_dim(&self) -> usize {
+        self.obs_dim - self.heads * self.options * self.candidate_features
+    }
 }
 
 fn layer(d_in: usize, d_out: usize, gain: f64, device: &Device) -> Linear {
@@ -230,6 +242,8 @@ pub struct ActorCritic {
     critic_pool: Option<AttnPool>,
     actor: Mlp,
     critic: Mlp,
+    /// Learned eviction: κ, the weight of TOVA's score in every candidate's logit.
+    evict_kappa: Option<Param<Tensor<1>>>,
     #[module(skip)]
     dims: PolicyDims,
 }
@@ -248,6 +262,9 @@ pub struct ObsTensors {
 impl ActorCritic {
     /// A freshly initialised network.
     pub fn new(config: &PolicyConfig, dims: PolicyDims, device: &Device) -> Self {
+        if dims.candidate_features > 0 {
+            return Self::evicting(config, dims, device);
+        }
         let embed_dim = if dims.vocab_size > 0 { config.token_embed_dim } else { 0 };
         let attention = config.kind == PolicyKind::Attention;
         let window = config.window.max(1);
@@ -268,6 +285,32 @@ impl ActorCritic {
             }),
             actor: Mlp::new(d_in, config.hidden, dims.heads * dims.options, 0.01, device),
             critic: Mlp::new(d_in, config.hidden, 1, 1.0, device),
+            evict_kappa: None,
+            dims,
+        }
+    }
+
+    /// The learned-eviction network ([`crate::evict`]): the actor scores one candidate's features
+    /// (output layer at zero, so the untrained actor is `κ × TOVA's score`, κ = `prior_logit`);
+    /// the critic reads the global features.
+    fn evicting(config: &PolicyConfig, dims: PolicyDims, device: &Device) -> Self {
+        let f = dims.candidate_features;
+        let mut actor = Mlp::new(f, config.hidden, 1, 0.01, device);
+        actor.out = Linear {
+            weight: Param::from_tensor(Tensor::zeros([config.hidden, 1], device)),
+            bias: Some(Param::from_tensor(Tensor::zeros([1], device))),
+        };
+        Self {
+            token_embed: None,
+            token_prior: None,
+            actor_pool: None,
+            critic_pool: None,
+            actor,
+            critic: Mlp::new(dims.global_dim(), config.hidden, 1, 1.0, device),
+            evict_kappa: Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![config.prior_logit], [1]),
+                device,
+            ))),
             dims,
         }
     }
@@ -326,7 +369,16 @@ impl ActorCritic {
     pub fn obs_tensors(&self, obs: &ObsBatch, norm: &RunningNorm, device: &Device) -> ObsTensors {
         let PolicyDims { obs_dim, heads, options, .. } = self.dims;
         let n = obs.len;
-        let features = Tensor::from_data(TensorData::new(norm.normalize(&obs.features), [n, obs_dim]), device);
+        let mut normalised = norm.normalize(&obs.features);
+        // Candidates' features are scaled by the environment and read raw: TOVA's score in them
+        // must keep its order across slots.
+        let g = self.dims.global_dim();
+        if g < obs_dim {
+            for (row, raw) in normalised.chunks_mut(obs_dim).zip(obs.features.chunks(obs_dim)) {
+                row[g..].copy_from_slice(&raw[g..]);
+            }
+        }
+        let features = Tensor::from_data(TensorData::new(normalised, [n, obs_dim]), device);
         let tokens = (self.token_embed.is_some() || self.token_prior.is_some()).then(|| {
             let ids: Vec<i64> = obs.tokens.iter().map(|&t| t as i64).collect();
             Tensor::from_data(TensorData::new(ids, [n]), device)
@@ -357,6 +409,15 @@ impl ActorCritic {
     /// - returns `[N, heads, options]`.
     pub fn logits(&self, obs: &ObsTensors) -> Tensor<3> {
         let n = obs.features.dims()[0];
+        if let Some(kappa) = &self.evict_kappa {
+            let PolicyDims { heads, options, candidate_features: f, .. } = self.dims;
+            let g = self.dims.global_dim();
+            let candidates = obs.features.clone().narrow(1, g, heads * options * f).reshape([n * heads * options, f]);
+            let tova = candidates.clone().narrow(1, 0, 1).reshape([n, heads, options]);
+            let learned = self.actor.forward(candidates).reshape([n, heads, options]);
+            let kappa = kappa.val().reshape([1, 1, 1]) * crate::evict::PRIOR_SCALE;
+            return learned + tova * kappa;
+        }
         let logits = self.actor.forward(self.input(&self.actor_pool, obs));
         let logits = match (&self.token_prior, &obs.tokens) {
             (Some(table), Some(tokens)) => {
@@ -378,6 +439,10 @@ impl ActorCritic {
     /// State values `[N]`.
     pub fn value(&self, obs: &ObsTensors) -> Tensor<1> {
         let n = obs.features.dims()[0];
+        if self.evict_kappa.is_some() {
+            let globals = obs.features.clone().narrow(1, 0, self.dims.global_dim());
+            return self.critic.forward(globals).reshape([n]);
+        }
         self.critic.forward(self.input(&self.critic_pool, obs)).reshape([n])
     }
 }
@@ -391,7 +456,7 @@ mod tests {
         let dev = ahr_tpa::device::from_env();
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
             let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 4, window, ..PolicyConfig::default() };
-            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 11, heads: 2, options: 3 };
+            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 11, heads: 2, options: 3, candidate_features: 0 };
             let net = ActorCritic::new(&cfg, dims, &dev);
             let obs = ObsBatch {
                 features: (0..7 * 5 * window).map(|i| (i % 13) as f32 / 13.0).collect(),
@@ -423,7 +488,7 @@ mod tests {
         );
         for (kind, window) in [(PolicyKind::Mlp, 1), (PolicyKind::Attention, 3)] {
             let cfg = PolicyConfig { kind, hidden: 16, token_embed_dim: 0, window, ..PolicyConfig::default() };
-            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 0, heads: 2, options: 4 };
+            let dims = PolicyDims { obs_dim: 5 * window, vocab_size: 0, heads: 2, options: 4, candidate_features: 0 };
             let obs = ObsBatch {
                 features: (0..9 * 5 * window).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
                 tokens: vec![0; 9],
@@ -486,7 +551,7 @@ mod tests {
                 ..PolicyConfig::default()
             };
             // Three heads: two layers and a review head.
-            let dims = PolicyDims { obs_dim: 5, vocab_size: 3, heads: 3, options: 4 };
+            let dims = PolicyDims { obs_dim: 5, vocab_size: 3, heads: 3, options: 4, candidate_features: 0 };
             let net = ActorCritic::new(&cfg, dims, &dev).with_token_prior(&prefer, 2, 6.0).unwrap();
             let obs = ObsBatch {
                 features: (0..6 * 5).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
@@ -505,7 +570,7 @@ mod tests {
         }
         let plain = ActorCritic::new(
             &PolicyConfig::default(),
-            PolicyDims { obs_dim: 5, vocab_size: 3, heads: 2, options: 4 },
+            PolicyDims { obs_dim: 5, vocab_size: 3, heads: 2, options: 4, candidate_features: 0 },
             &dev,
         );
         assert!(plain.with_token_prior(&prefer, 2, 6.0).unwrap_err().contains("needs `[policy] prior_table`"));

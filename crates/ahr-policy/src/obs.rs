@@ -355,6 +355,14 @@ pub struct ObsSpec {
     /// Absent for policies exported before 2026-12-02 (their features grow without bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions_seen: Option<usize>,
+    /// Learned eviction ([`crate::evict`]): features per candidate slot (the last `heads ×
+    /// slots × candidate_features` features); 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub candidate_features: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ObsSpec {
@@ -369,7 +377,27 @@ impl ObsSpec {
         for l in 0..n_layers {
             features.extend(LAYER_FEATURES.iter().map(|f| format!("layer{l}.{f}")));
         }
-        Some(Self { version, features, vocab_size, positions_seen: None })
+        Some(Self { version, features, vocab_size, positions_seen: None, candidate_features: 0 })
+    }
+
+    /// The learned-eviction spec ([`crate::evict`]) for a model with `n_layers` layers:
+    /// [`crate::evict::EVICT_GLOBALS`], then per layer and candidate slot
+    /// (`layer<i>.slot<j>.<feature>`) [`crate::evict::CANDIDATE_FEATURES`]; no token input.
+    pub fn evict(n_layers: usize, eviction: crate::evict::Eviction) -> Self {
+        use crate::evict::{CANDIDATE_FEATURES, EVICT_GLOBALS};
+        let mut features: Vec<String> = EVICT_GLOBALS.iter().map(|s| s.to_string()).collect();
+        for l in 0..n_layers {
+            for j in 0..eviction.slots() {
+                features.extend(CANDIDATE_FEATURES.iter().map(|f| format!("layer{l}.slot{j}.{f}")));
+            }
+        }
+        Self {
+            version: OBS_VERSION,
+            features,
+            vocab_size: 0,
+            positions_seen: None,
+            candidate_features: CANDIDATE_FEATURES.len(),
+        }
     }
 
     /// This spec with the review features of every layer appended (`layer<i>.review_present`, …;
@@ -391,7 +419,13 @@ impl ObsSpec {
 
     /// A plain spec (e.g. CartPole): `dim` unnamed features, no tokens.
     pub fn plain(dim: usize) -> Self {
-        Self { version: 0, features: (0..dim).map(|i| format!("x{i}")).collect(), vocab_size: 0, positions_seen: None }
+        Self {
+            version: 0,
+            features: (0..dim).map(|i| format!("x{i}")).collect(),
+            vocab_size: 0,
+            positions_seen: None,
+            candidate_features: 0,
+        }
     }
 
     /// The spec of the last `window` observations stacked oldest first (`t-2.name`, `t-1.name`, `name`).

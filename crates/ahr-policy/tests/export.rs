@@ -28,14 +28,20 @@ fn bits(net: &ActorCritic) -> Vec<u32> {
 fn setup() -> (ModelConfig, Manifest, ActorCritic) {
     let cfg = ModelConfig::tiny();
     let obs = ObsSpec::rank(cfg.n_layers, cfg.vocab_size);
-    let dims =
-        PolicyDims { obs_dim: obs.dim(), vocab_size: cfg.vocab_size, heads: cfg.n_layers, options: cfg.menu.len() };
+    let dims = PolicyDims {
+        obs_dim: obs.dim(),
+        vocab_size: cfg.vocab_size,
+        heads: cfg.n_layers,
+        options: cfg.menu.len(),
+        candidate_features: 0,
+    };
     let policy = PolicyConfig::default();
     let net = ActorCritic::new(&policy, dims, &ahr_tpa::device::from_env());
     let mut norm = RunningNorm::new(obs.dim());
     norm.update(&(0..obs.dim() * 4).map(|i| (i % 7) as f32).collect::<Vec<_>>(), 4);
     let manifest = Manifest {
         review: None,
+        evict: None,
         format_version: FORMAT_VERSION,
         obs,
         norm,

@@ -46,6 +46,7 @@ pub fn rollout(
             vocab_size: obs.vocab_size,
             heads: first.heads(),
             options: first.options(),
+            candidate_features: obs.candidate_features,
         };
         let rows: usize = envs.iter().map(|e| e.num_envs()).sum();
         let settings =

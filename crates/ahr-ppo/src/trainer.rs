@@ -130,6 +130,7 @@ impl Trainer {
             vocab_size: obs_spec.vocab_size,
             heads: first.heads(),
             options: first.options(),
+            candidate_features: obs_spec.candidate_features,
         };
         if cfg.baseline == crate::AdvantageBaseline::Partner && envs.iter().any(|e| e.group() != 2) {
             return Err(TrainError::Other(

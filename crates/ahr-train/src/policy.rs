@@ -161,6 +161,16 @@ pub fn train_policy_distributed(
             ppo.num_steps
         );
     }
+    if spec.env.evict.is_some() {
+        let p = &ppo.policy;
+        if p.kind != ahr_policy::PolicyKind::Mlp || p.window > 1 || !p.prior.is_empty() || p.prior_table.is_some() {
+            bail!(
+                "{}: learned eviction ([env] evict) scores candidates with an MLP that starts at TOVA's score \
+                 ([policy] prior_logit is its weight): [policy] kind = \"mlp\", window = 1, no prior, no prior_table",
+                a.config.display()
+            );
+        }
+    }
     // Rank episodes restart at every rollout, so a checkpoint at an iteration boundary resumes exactly.
     ppo.reset_each_iteration = true;
     // The env file's granularity and the policy's window decide the environment (per-layer
@@ -265,6 +275,7 @@ pub fn train_policy_distributed(
         model_fingerprint: fp,
         budget: spec.reward.budget,
         review: spec.env.review,
+        evict: spec.env.evict,
         data_fingerprint: task.data_fingerprint().map(str::to_string),
     };
     let net = trainer.policy();

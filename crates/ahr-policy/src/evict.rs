@@ -1,0 +1,177 @@
+//! Learned eviction at a fixed budget (DESIGN-NOTES, "Learned eviction"): every token is written
+//! at one plain option; once a layer of a stream holds more than `budget` tokens, the policy
+//! picks which of them (the token just written included) leaves the cache — TOVA's decision, made
+//! by a network that scores each held token from what it has drawn so far.
+//!
+//! The observation of a step is [`EVICT_GLOBALS`] (for the critic) followed by, per layer and
+//! per candidate slot (held tokens oldest first, the token just written last, `budget + 1` slots,
+//! zeros past the held ones), [`CANDIDATE_FEATURES`]. The actor scores every candidate with one
+//! small network shared by slots and layers, plus `κ ×` [`PRIOR_SCALE`] `×` the first feature
+//! (minus the exponential mean, decay [`SMOOTH_DECAY`], of the log of the weights the token drew:
+//! the judge's `tova-ema` score): with the network's output layer at zero the most probable
+//! eviction is `tova-ema`'s at that decay, and PPO learns where the other features should
+//! overrule it.
+
+use ahr_tpa::StoreOption;
+use serde::{Deserialize, Serialize};
+
+/// `[env] evict = { budget = 51, store = "full" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eviction {
+    /// Tokens each layer of each stream holds at most; one more arrives every query, so from
+    /// query `budget` on one token per layer leaves after every query.
+    pub budget: usize,
+    /// The plain option every token is written at (default `full`).
+    #[serde(default = "full")]
+    pub store: StoreOption,
+}
+
+fn full() -> StoreOption {
+    StoreOption::Full
+}
+
+impl Eviction {
+    /// Candidate slots per layer: the held tokens and the one just written.
+    pub fn slots(&self) -> usize {
+        self.budget + 1
+    }
+}
+
+/// Per-step features the critic reads (the actor reads the candidates only, so its decisions
+/// do not depend on where the sequence is).
+pub const EVICT_GLOBALS: [&str; 2] = [
+    "position",     // t
+    "log_position", // ln(1 + t)
+];
+
+/// The decay of the log-weight mean the actor starts from (the judge's best `tova-ema` on
+/// 1024-byte text at 10 %).
+pub const SMOOTH_DECAY: f32 = 0.9;
+
+/// Per-candidate features, in order. Weights `w` are the attention a query gave the token
+/// (mean over heads); `a(w) = −ln(w + 1e-30) / 10`.
+pub const CANDIDATE_FEATURES: [&str; 13] = [
+    "smooth", // −(exponential mean of ln(w + 1e-30), decay SMOOTH_DECAY) / 10: tova-ema's score
+    "now",    // a(weight from the current query): TOVA's score
+    "prev",   // a(weight from the previous query) (the current one for the token just written)
+    "ema",    // a(exponential mean of the weights, decay 0.8 per query)
+    "max",    // a(largest weight drawn)
+    "mean",   // a(total weight drawn / queries seen)
+    "total",  // ln(1 + total weight drawn): H2O's score
+    "age",    // ln(1 + queries since written) / 7
+    "new",    // 1 for the token just written
+    "layer",  // layer / (layers − 1)
+    "space",  // the token is an ASCII whitespace byte
+    "alnum",  // the token is an ASCII letter or digit
+    "punct",  // the token is ASCII punctuation
+];
+
+/// The scale of the first candidate feature (`smooth`): `κ · PRIOR_SCALE · smooth` is `−κ ×` the
+/// mean log weight.
+pub const PRIOR_SCALE: f32 = 10.0;
+
+/// What a held token has drawn so far, to build its features.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drawn {
+    /// Position it was written at.
+    pub position: usize,
+    /// Its token id.
+    pub token: u32,
+    /// The current query's weight.
+    pub now: f32,
+    /// The previous query's weight.
+    pub prev: f32,
+    /// Exponential mean of the weights it drew.
+    pub ema: f32,
+    /// The largest weight it drew.
+    pub max: f32,
+    /// The total weight it drew.
+    pub total: f32,
+    /// The exponential mean (decay [`SMOOTH_DECAY`]) of `ln(w + 1e-30)` over the weights it drew
+    /// (in f64, as the judge's `tova-ema` keeps it).
+    pub log_mean: f64,
+}
+
+impl Drawn {
+    /// A token written at `position` that drew `w` from its own query.
+    pub fn new(position: usize, token: u32, w: f32) -> Self {
+        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: (w as f64 + 1e-30).ln() }
+    }
+
+    /// Record the weight `w` of the next query.
+    pub fn draw(&mut self, w: f32) {
+        self.prev = self.now;
+        self.now = w;
+        self.ema = 0.8 * self.ema + 0.2 * w;
+        self.max = self.max.max(w);
+        self.total += w;
+        let d = SMOOTH_DECAY as f64; // as the judge widens it
+        self.log_mean = d * self.log_mean + (1.0 - d) * (w as f64 + 1e-30).ln();
+    }
+
+    /// Its [`CANDIDATE_FEATURES`] at query `t` in layer `layer` of `layers`.
+    pub fn features(&self, t: usize, layer: usize, layers: usize) -> [f32; CANDIDATE_FEATURES.len()] {
+        let a = |w: f32| -(w.max(0.0) + 1e-30).ln() / PRIOR_SCALE;
+        let age = t - self.position;
+        let byte = (self.token < 128).then_some(self.token as u8);
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        [
+            (-self.log_mean / PRIOR_SCALE as f64) as f32,
+            a(self.now),
+            a(self.prev),
+            a(self.ema),
+            a(self.max),
+            a(self.total / (age + 1) as f32),
+            self.total.ln_1p(),
+            (age as f32).ln_1p() / 7.0,
+            flag(age == 0),
+            if layers > 1 { layer as f32 / (layers - 1) as f32 } else { 0.0 },
+            flag(byte.is_some_and(|b| b.is_ascii_whitespace())),
+            flag(byte.is_some_and(|b| b.is_ascii_alphanumeric())),
+            flag(byte.is_some_and(|b| b.is_ascii_punctuation())),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-computed features of a token written at 3 that drew 0.5, then 0.1, then 0.
+    #[test]
+    fn features_follow_what_the_token_drew() {
+        let mut d = Drawn::new(3, b'a' as u32, 0.5);
+        let f = d.features(3, 0, 2);
+        assert!((f[0] - 0.5f32.ln().abs() / 10.0).abs() < 1e-6);
+        assert!((f[1] - 0.5f32.ln().abs() / 10.0).abs() < 1e-6);
+        assert_eq!(f[7], 0.0);
+        assert_eq!(f[8], 1.0);
+        d.draw(0.1);
+        d.draw(0.0);
+        let f = d.features(5, 1, 2);
+        // smooth: 0.81 ln 0.5 + 0.09 ln 0.1 + 0.1 ln 1e-30
+        let d = SMOOTH_DECAY as f64;
+        let smooth = d * d * 0.5f64.ln() + d * (1.0 - d) * 0.1f64.ln() + (1.0 - d) * 1e-30f64.ln();
+        assert!((f[0] as f64 + smooth / 10.0).abs() < 1e-6, "smooth {}", f[0]);
+        assert!((f[1] - 30.0 * 10f32.ln() / 10.0).abs() < 1e-3, "now = 0: {}", f[1]);
+        assert!((f[2] - 0.1f32.ln().abs() / 10.0).abs() < 1e-6);
+        let ema = 0.8 * (0.8 * 0.5 + 0.2 * 0.1);
+        assert!((f[3] + (ema as f32).ln() / 10.0).abs() < 1e-6);
+        assert!((f[4] - 0.5f32.ln().abs() / 10.0).abs() < 1e-6);
+        assert!((f[5] + (0.6f32 / 3.0).ln() / 10.0).abs() < 1e-6);
+        assert!((f[6] - 1.6f32.ln()).abs() < 1e-6);
+        assert!((f[7] - 3f32.ln() / 7.0).abs() < 1e-6);
+        assert_eq!(&f[8..], &[0.0, 1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(&Drawn::new(0, b' ' as u32, 1.0).features(0, 0, 1)[9..], &[0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(&Drawn::new(0, 300, 1.0).features(0, 0, 1)[10..], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn the_store_defaults_to_full() {
+        let e: Eviction = serde_json::from_str(r#"{"budget": 51}"#).unwrap();
+        assert_eq!(e, Eviction { budget: 51, store: StoreOption::Full });
+        assert_eq!(e.slots(), 52);
+        assert!(serde_json::from_str::<Eviction>(r#"{"budget": 5, "keep": 3}"#).is_err());
+    }
+}
