@@ -612,6 +612,10 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert_eq!(code, 0, "{stderr}");
     let table = std::fs::read_to_string(out.join("pareto.md")).unwrap();
     assert!(table.contains("| tova | tova@full | budget=6 |") && table.contains("tova-ema@full"), "{table}");
+    // The plain env has the same menu but no candidate slots: refused, not a panic.
+    let (code, _, stderr) = ahr(&[&argv[..], &["--env", "envs/mqar-tiny.toml", "--out", "/tmp/x"]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("trained with evict") && !stderr.contains("panicked"), "{stderr}");
     let with_prior = tmp.join("evict-prior.toml");
     std::fs::write(&with_prior, format!("{text}prior = [\"full\"]\n")).unwrap();
     let argv = ["train-policy", "--model", m, "--env", evict.to_str().unwrap(), "--config"];

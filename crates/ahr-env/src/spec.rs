@@ -192,6 +192,23 @@ impl EnvSpec {
         spec
     }
 
+    /// Whether a policy can run in this env at all: a learned-eviction policy decides over
+    /// candidate slots (`[env] evict` must be its own), any other over menu options (no `evict`).
+    pub fn check_policy(&self, manifest: &ahr_policy::export::Manifest) -> Result<(), String> {
+        let show = |e: Option<ahr_policy::evict::Eviction>| match e {
+            Some(e) => format!("evict = {{ budget = {}, store = \"{}\" }}", e.budget, e.store),
+            None => "no [env] evict".into(),
+        };
+        if manifest.evict != self.env.evict {
+            return Err(format!(
+                "the policy was trained with {}, this env has {}: run it with the env it was trained in",
+                show(manifest.evict),
+                show(self.env.evict)
+            ));
+        }
+        Ok(())
+    }
+
     /// Read and check an env file.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let p = path.display().to_string();

@@ -212,6 +212,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             a.policy.display()
         );
     }
+    spec.check_policy(&manifest).map_err(|e| anyhow::anyhow!("policy {}: {e}", a.policy.display()))?;
     if manifest.granularity != Granularity::PerToken {
         bail!(
             "{}: the token-level report needs a per-token policy; pass per-layer policies with --compare",

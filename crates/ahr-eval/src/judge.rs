@@ -618,7 +618,11 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     let loaded = a
         .policies
         .iter()
-        .map(|dir| Ok((dir, ahr_policy::export::load_policy(dir, &cfg, &fp, dev)?)))
+        .map(|dir| {
+            let (manifest, net) = ahr_policy::export::load_policy(dir, &cfg, &fp, dev)?;
+            spec.check_policy(&manifest).map_err(|e| anyhow::anyhow!("policy {}: {e}", dir.display()))?;
+            Ok((dir, (manifest, net)))
+        })
         .collect::<Result<Vec<_>>>()?;
     let sequences = a.sequences.unwrap_or(task.valid_examples());
     let attention = a.families.iter().any(|f| f.needs_attention());
