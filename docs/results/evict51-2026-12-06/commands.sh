@@ -24,8 +24,10 @@ ahr eval --model policies/models/text-python-wide --env envs/text-python-short-e
 ahr eval --model policies/models/text-tiny --env envs/text-demote.toml \
   --policy policies/text-demote1k-seed1 --policy policies/text-demote1k-seed2 --policy policies/text-demote1k-seed3 \
   --baselines tova,tova-ema --sequences 128 --fractions none --workers 1 --out rejudge-demote
-# 4. PPO: a first attempt (first-attempt/: gamma 0.99, prior_logit 3, learning rate 3e-4, stopped
-#    after ~30 iterations: approx_kl ~1e-4, entropy flat), then the committed config, three seeds
+# 4. PPO: two first attempts, stopped (first-attempt/tova-prior-*: before the prior was tova-ema's,
+#    TOVA's score with prior_logit 2, learning rate 1e-3, gamma 0.99, one seed with --workers 2, 50
+#    iterations; first-attempt/metrics-seed*: tova-ema's, prior_logit 3, learning rate 3e-4, gamma
+#    0.99, ~30 iterations: approx_kl ~1e-4, entropy flat), then the committed config, three seeds
 #    side by side (--workers 1 each)
 for S in 1 2 3; do
   ahr train-policy --model policies/models/text-python-wide --env envs/text-python-short-evict51.toml \
