@@ -58,3 +58,6 @@ ahr eval --model policies/models/text-python-wide --env envs/text-python-short.t
 ahr eval --model policies/models/text-python-wide --env envs/text-python-short.toml \
   --policy policies/text-python-wide-table-seed{1,2,3} \
   --baselines tova,tova-ema --sequences 64 --fractions none --workers 1 --out rejudge-wide3
+ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
+  --policy policies/text-demote-python-table-seed{1,2,3} \
+  --baselines tova,tova-ema --sequences 128 --fractions none --workers 2 --out rejudge-demote-python
