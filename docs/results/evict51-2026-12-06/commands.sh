@@ -68,3 +68,6 @@ for P in policies/text-python-wide-evict51-seed1 policies/text-python-wide-evict
   cargo run --release -p ahr-eval --example evict_agreement -- \
     policies/models/text-python-wide envs/text-python-short-evict51.toml $P 64
 done
+ahr eval --model policies/models/text-python --env envs/text-python-short-keep.toml \
+  --policy policies/text-python-table-v2-keep-seed{1,2,3,4,5,6} \
+  --baselines tova,tova-ema --sequences 64 --fractions none --workers 2 --out rejudge-keep6
