@@ -71,3 +71,9 @@ done
 ahr eval --model policies/models/text-python --env envs/text-python-short-keep.toml \
   --policy policies/text-python-table-v2-keep-seed{1,2,3,4,5,6} \
   --baselines tova,tova-ema --sequences 64 --fractions none --workers 2 --out rejudge-keep6
+ahr eval --model policies/models/text-python-wide --env envs/text-python-short-repeats.toml \
+  --policy policies/text-python-wide-repeats-seed{1,2,3} \
+  --baselines tova-ema --sequences 64 --fractions none --workers 2 --out rejudge-repeats
+ahr eval --model policies/models/text-python-wide --env envs/text-python-short-keep.toml \
+  --policy policies/text-python-wide-keep-seed{1,2,3} \
+  --baselines tova-ema --sequences 64 --fractions none --workers 2 --out rejudge-widekeep
