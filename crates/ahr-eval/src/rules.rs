@@ -57,8 +57,9 @@ enum Accrue {
     /// Summed over the queries (H2O).
     Sum,
     /// An exponential mean of `ln a` with decay d: the key's first query sets `ln a`, each later
-    /// one `d · s + (1 − d) · ln a` — a geometric mean of its recent weights.
-    LogMean(f64),
+    /// one `d · s + (1 − d) · ln a` — a geometric mean of its recent weights
+    /// ([`ahr_policy::evict::smooth_step`], shared with the learned evicter's prior).
+    LogMean(f32),
 }
 
 impl Held {
@@ -76,7 +77,7 @@ impl Held {
     /// exponential mean (decay `decay` per query) of the log of the weights it drew; `decay = 0`
     /// is TOVA.
     pub fn smoothed(budget: usize, decay: f32) -> Self {
-        let accrue = if decay == 0.0 { Accrue::Current } else { Accrue::LogMean(decay as f64) };
+        let accrue = if decay == 0.0 { Accrue::Current } else { Accrue::LogMean(decay) };
         Self { accrue, ..Self::current(budget) }
     }
 
@@ -94,12 +95,12 @@ impl Held {
             self.score.resize(q + 1, 0.0);
         }
         for &k in &self.held {
-            let a = attn(k) as f64;
+            let a = attn(k);
             self.score[k] = match self.accrue {
-                Accrue::Current => a,
-                Accrue::Sum => self.score[k] + a,
-                Accrue::LogMean(_) if k == q => (a + 1e-30).ln(),
-                Accrue::LogMean(d) => d * self.score[k] + (1.0 - d) * (a + 1e-30).ln(),
+                Accrue::Current => a as f64,
+                Accrue::Sum => self.score[k] + a as f64,
+                Accrue::LogMean(_) if k == q => ahr_policy::evict::log_weight(a),
+                Accrue::LogMean(d) => ahr_policy::evict::smooth_step(self.score[k], a, d),
             };
         }
         let mut evicted = Vec::new();

@@ -67,6 +67,19 @@ pub const CANDIDATE_FEATURES: [&str; 13] = [
     "punct",  // the token is ASCII punctuation
 ];
 
+/// The log of a weight as smoothed scores take it: `ln(w + 1e-30)` (finite at w = 0).
+pub fn log_weight(w: f32) -> f64 {
+    (w as f64 + 1e-30).ln()
+}
+
+/// One query's step of the exponential mean of log weights with decay `decay`: the evicter's
+/// `smooth` feature and the judge's `tova-ema` score (`ahr_eval::rules::Held::smoothed`) both
+/// take it from here, so the evicter starts exactly at that rule.
+pub fn smooth_step(mean: f64, w: f32, decay: f32) -> f64 {
+    let d = decay as f64;
+    d * mean + (1.0 - d) * log_weight(w)
+}
+
 /// The scale of the first candidate feature (`smooth`): `κ · PRIOR_SCALE · smooth` is `−κ ×` the
 /// mean log weight.
 pub const PRIOR_SCALE: f32 = 10.0;
@@ -96,7 +109,7 @@ pub struct Drawn {
 impl Drawn {
     /// A token written at `position` that drew `w` from its own query.
     pub fn new(position: usize, token: u32, w: f32) -> Self {
-        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: (w as f64 + 1e-30).ln() }
+        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(w) }
     }
 
     /// Record the weight `w` of the next query.
@@ -106,8 +119,7 @@ impl Drawn {
         self.ema = 0.8 * self.ema + 0.2 * w;
         self.max = self.max.max(w);
         self.total += w;
-        let d = SMOOTH_DECAY as f64; // as the judge widens it
-        self.log_mean = d * self.log_mean + (1.0 - d) * (w as f64 + 1e-30).ln();
+        self.log_mean = smooth_step(self.log_mean, w, SMOOTH_DECAY);
     }
 
     /// Its [`CANDIDATE_FEATURES`] at query `t` in layer `layer` of `layers`.

@@ -369,15 +369,9 @@ impl ActorCritic {
     pub fn obs_tensors(&self, obs: &ObsBatch, norm: &RunningNorm, device: &Device) -> ObsTensors {
         let PolicyDims { obs_dim, heads, options, .. } = self.dims;
         let n = obs.len;
-        let mut normalised = norm.normalize(&obs.features);
-        // Candidates' features are scaled by the environment and read raw: TOVA's score in them
+        // Candidates' features are scaled by the environment and read raw: the prior score in them
         // must keep its order across slots.
-        let g = self.dims.global_dim();
-        if g < obs_dim {
-            for (row, raw) in normalised.chunks_mut(obs_dim).zip(obs.features.chunks(obs_dim)) {
-                row[g..].copy_from_slice(&raw[g..]);
-            }
-        }
+        let normalised = norm.normalize_leading(&obs.features, self.dims.global_dim());
         let features = Tensor::from_data(TensorData::new(normalised, [n, obs_dim]), device);
         let tokens = (self.token_embed.is_some() || self.token_prior.is_some()).then(|| {
             let ids: Vec<i64> = obs.tokens.iter().map(|&t| t as i64).collect();

@@ -539,13 +539,19 @@ impl RunningNorm {
 
     /// `(x − mean) / sqrt(var + 1e-8)`, clipped to ±10 (gym's `NormalizeObservation`).
     pub fn normalize(&self, features: &[f32]) -> Vec<f32> {
+        self.normalize_leading(features, self.mean.len())
+    }
+
+    /// [`RunningNorm::normalize`] of each row's first `lead` features; the rest pass through raw
+    /// (learned eviction's candidates, scaled by the environment).
+    pub fn normalize_leading(&self, features: &[f32], lead: usize) -> Vec<f32> {
         let dim = self.mean.len();
         features
             .iter()
             .enumerate()
-            .map(|(i, &x)| {
-                let j = i % dim;
-                (((x as f64 - self.mean[j]) / (self.var[j] + 1e-8).sqrt()).clamp(-10.0, 10.0)) as f32
+            .map(|(i, &x)| match i % dim {
+                j if j < lead => (((x as f64 - self.mean[j]) / (self.var[j] + 1e-8).sqrt()).clamp(-10.0, 10.0)) as f32,
+                _ => x,
             })
             .collect()
     }
