@@ -23,26 +23,32 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-/// Per row and layer, the allowed candidate with the highest `score(features)` (ties: the oldest).
-fn evict_by(obs: &ObsBatch, heads: usize, slots: usize, score: &dyn Fn(&[f32]) -> f32) -> Vec<usize> {
+/// Per row and layer (in that order): the allowed slots and each slot's candidate features.
+fn candidates(obs: &ObsBatch, heads: usize, slots: usize) -> impl Iterator<Item = (&[bool], Vec<&[f32]>)> {
     let f = CANDIDATE_FEATURES.len();
     let row_dim = EVICT_GLOBALS.len() + heads * slots * f;
-    let mut out = Vec::with_capacity(obs.len * heads);
-    for r in 0..obs.len {
-        for h in 0..heads {
-            let mask = &obs.masks[(r * heads + h) * slots..(r * heads + h + 1) * slots];
-            let base = r * row_dim + EVICT_GLOBALS.len() + h * slots * f;
+    (0..obs.len * heads).map(move |i| {
+        let (r, h) = (i / heads, i % heads);
+        let base = r * row_dim + EVICT_GLOBALS.len() + h * slots * f;
+        let features = (0..slots).map(|j| &obs.features[base + j * f..base + (j + 1) * f]).collect();
+        (&obs.masks[i * slots..(i + 1) * slots], features)
+    })
+}
+
+/// Per row and layer, the allowed candidate with the highest `score(features)` (ties: the oldest).
+fn evict_by(obs: &ObsBatch, heads: usize, slots: usize, score: &dyn Fn(&[f32]) -> f32) -> Vec<usize> {
+    candidates(obs, heads, slots)
+        .map(|(mask, features)| {
             let best = (0..slots).filter(|&j| mask[j]).fold(None::<(usize, f32)>, |best, j| {
-                let s = score(&obs.features[base + j * f..base + (j + 1) * f]);
+                let s = score(features[j]);
                 match best {
                     Some((_, b)) if b >= s => best,
                     _ => Some((j, s)),
                 }
             });
-            out.push(best.map_or(0, |(j, _)| j));
-        }
-    }
-    out
+            best.map_or(0, |(j, _)| j)
+        })
+        .collect()
 }
 
 fn main() -> Result<()> {
@@ -93,17 +99,11 @@ fn main() -> Result<()> {
     for kappa in kappas {
         let mut rng = StdRng::seed_from_u64(0);
         let e = ahr_env::evaluate_rule(&model, &task, &spec, 1, Some(sequences), &dev, |obs| {
-            let f = CANDIDATE_FEATURES.len();
-            let row_dim = EVICT_GLOBALS.len() + heads * slots * f;
             let mut probs = Vec::with_capacity(obs.len * heads * slots);
-            for r in 0..obs.len {
-                for h in 0..heads {
-                    let mask = &obs.masks[(r * heads + h) * slots..(r * heads + h + 1) * slots];
-                    let base = r * row_dim + EVICT_GLOBALS.len() + h * slots * f;
-                    let logit = |j: usize| kappa * PRIOR_SCALE * obs.features[base + j * f + now];
-                    let top = (0..slots).filter(|&j| mask[j]).map(logit).fold(f32::MIN, f32::max);
-                    probs.extend((0..slots).map(|j| if mask[j] { (logit(j) - top).exp() } else { 0.0 }));
-                }
+            for (mask, features) in candidates(obs, heads, slots) {
+                let logit = |j: usize| kappa * PRIOR_SCALE * features[j][now];
+                let top = (0..slots).filter(|&j| mask[j]).map(logit).fold(f32::MIN, f32::max);
+                probs.extend((0..slots).map(|j| if mask[j] { (logit(j) - top).exp() } else { 0.0 }));
             }
             ahr_policy::dist::sample_host(&probs, slots, &mut rng)
         })?;

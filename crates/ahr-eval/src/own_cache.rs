@@ -299,22 +299,31 @@ mod tests {
     use super::*;
     use crate::baseline::PerLayer;
 
+    /// The tiny model (V = 64, weights drawn with `seed`) in `envs/<file>` as `edit` leaves it,
+    /// and the env's task.
+    fn tiny_setup(file: &str, seed: u64, edit: impl FnOnce(&mut EnvSpec)) -> (Device, EnvSpec, Model, ahr_tasks::Task) {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs").join(file);
+        let mut spec = EnvSpec::load(&env_path).unwrap();
+        edit(&mut spec);
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(seed);
+        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let task = ahr_env::load_task(&spec, &env_path, model.config()).unwrap();
+        (dev, spec, model, task)
+    }
+
     /// The judge's spike rule (its own cache, token by token) evicts exactly the last-layer
     /// tokens, at exactly the queries, that a spike-review policy playing the same rule in the
     /// rank environment drops; both drop some and keep some.
     #[test]
     fn the_judged_spike_rule_is_what_spike_reviews_do_in_the_environment() {
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
-        let mut spec = EnvSpec::load(&env_path).unwrap();
-        spec.env.review = Some(ReviewAt::SPIKE);
-        spec.env.recent = vec![2];
-        spec.env.streams = 4;
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(13);
-        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 13, |spec| {
+            spec.env.review = Some(ReviewAt::SPIKE);
+            spec.env.recent = vec![2];
+            spec.env.streams = 4;
+        });
         let cfg = model.config().clone();
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
         let (l_n, t_n) = (cfg.n_layers, task.valid_batch(0, 1).seq_len);
         let (weight, tau) = (0.2, 0.5);
         let index = |o: StoreOption| cfg.option_index(o).unwrap();
@@ -358,18 +367,13 @@ mod tests {
         use ahr_policy::{PolicyConfig, RunningNorm};
         use ahr_tpa::Choices;
 
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
-        let mut spec = EnvSpec::load(&env_path).unwrap();
         let budget = 6;
-        spec.env.evict = Some(Eviction { budget, store: StoreOption::Full });
-        spec.env.streams = 4;
+        let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 15, |spec| {
+            spec.env.evict = Some(Eviction { budget, store: StoreOption::Full });
+            spec.env.streams = 4;
+        });
         spec.validate().unwrap();
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(15);
-        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
         let cfg = model.config().clone();
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
         let batch = task.valid_batch(0, 4);
         let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
@@ -438,14 +442,8 @@ mod tests {
     /// with spikes it drops every token no later than `superseded` does, and some earlier.
     #[test]
     fn superseded_spike_drops_at_the_earlier_of_the_two_rules() {
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny-updates.toml");
-        let spec = EnvSpec::load(&env_path).unwrap();
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(14);
-        let model = spec.model(Model::new(&cfg, &dev)).unwrap();
+        let (dev, _, model, task) = tiny_setup("mqar-tiny-updates.toml", 14, |_| {});
         let cfg = model.config().clone();
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
         let batch = task.valid_batch(0, 2);
         let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
         let per_layer = PerLayer::split(l_n, (2, cfg.exact_option()), (usize::MAX, cfg.exact_option()));
