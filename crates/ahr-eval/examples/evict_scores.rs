@@ -17,39 +17,10 @@
 
 use std::path::PathBuf;
 
-use ahr_policy::ObsBatch;
-use ahr_policy::evict::{CANDIDATE_FEATURES, EVICT_GLOBALS, PRIOR_SCALE};
+use ahr_policy::evict::{CANDIDATE_FEATURES, PRIOR_SCALE, candidates, evict_by};
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-/// Per row and layer (in that order): the allowed slots and each slot's candidate features.
-fn candidates(obs: &ObsBatch, heads: usize, slots: usize) -> impl Iterator<Item = (&[bool], Vec<&[f32]>)> {
-    let f = CANDIDATE_FEATURES.len();
-    let row_dim = EVICT_GLOBALS.len() + heads * slots * f;
-    (0..obs.len * heads).map(move |i| {
-        let (r, h) = (i / heads, i % heads);
-        let base = r * row_dim + EVICT_GLOBALS.len() + h * slots * f;
-        let features = (0..slots).map(|j| &obs.features[base + j * f..base + (j + 1) * f]).collect();
-        (&obs.masks[i * slots..(i + 1) * slots], features)
-    })
-}
-
-/// Per row and layer, the allowed candidate with the highest `score(features)` (ties: the oldest).
-fn evict_by(obs: &ObsBatch, heads: usize, slots: usize, score: &dyn Fn(&[f32]) -> f32) -> Vec<usize> {
-    candidates(obs, heads, slots)
-        .map(|(mask, features)| {
-            let best = (0..slots).filter(|&j| mask[j]).fold(None::<(usize, f32)>, |best, j| {
-                let s = score(features[j]);
-                match best {
-                    Some((_, b)) if b >= s => best,
-                    _ => Some((j, s)),
-                }
-            });
-            best.map_or(0, |(j, _)| j)
-        })
-        .collect()
-}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,7 +59,7 @@ fn main() -> Result<()> {
     println!("|---|---:|---:|");
     for (name, score) in &rules {
         let e = ahr_env::evaluate_rule(&model, &task, &spec, 1, Some(sequences), &dev, |obs| {
-            evict_by(obs, heads, slots, score.as_ref())
+            evict_by(obs, heads, slots, &|_, x| score(x))
         })?;
         println!("| {name} | {:.4} | {:.4} |", e.task_loss / std::f64::consts::LN_2, e.mem_frac);
     }

@@ -158,6 +158,35 @@ struct Prefixes {
 /// Bytes of last-layer inputs [`Prefixes`] keeps at most (the oldest are dropped first).
 const PREFIX_BYTES: usize = 256 << 20;
 
+/// Rows [`schedule_losses`] scores per parallel forward.
+const SCHEDULE_ROWS: usize = 8;
+
+/// One sequence (`seq`, a batch of one) under several eviction schedules (each `[T, L]`, as
+/// [`Choices::with_evictions`] takes them), every key stored at menu index `store`: per schedule,
+/// the loss in bits of every labelled position, in order (parallel forwards of a few rows at a
+/// time). What a counterfactual of one decision compares.
+pub fn schedule_losses(
+    model: &Model,
+    seq: &Batch,
+    store: usize,
+    schedules: &[Vec<u32>],
+    dev: &Device,
+) -> Result<Vec<Vec<f64>>> {
+    let (t_n, l_n) = (seq.seq_len, model.config().n_layers);
+    let per_row = seq.labels.iter().filter(|&&l| l != IGNORE).count();
+    let mut out = Vec::with_capacity(schedules.len());
+    for chunk in schedules.chunks(SCHEDULE_ROWS) {
+        let n = chunk.len();
+        let batch = seq.repeat_each(n);
+        let choices = Choices::from_fn(n, t_n, l_n, |_, _, _| store).with_evictions(chunk.concat());
+        let (logp, _, _) = ahr_train::evaluate::label_logprobs(model, &batch, &choices, dev)?
+            .ok_or_else(|| anyhow!("the sequence has no labelled positions"))?;
+        let logp = logp.into_data().try_to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?;
+        out.extend(logp.chunks(per_row).map(|c| c.iter().map(|&x| -x as f64 / std::f64::consts::LN_2).collect()));
+    }
+    Ok(out)
+}
+
 /// Pooled and per-sequence sums of one point.
 #[derive(Default)]
 struct Tally {

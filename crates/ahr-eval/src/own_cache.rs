@@ -40,6 +40,61 @@ fn let_go(cache: &mut KvCache, held: &mut Vec<usize>, (b, l, option): (usize, us
 /// Per (sequence, token, layer) of `batch` (row-major `[B, T, L]`), the first query that no longer
 /// sees the key when `rule` (H2O or TOVA, any scoring) runs with its own cache at a plain option.
 pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) -> Result<Vec<u32>> {
+    forced_evictions(model, batch, rule, &[], dev)
+}
+
+/// What H2O or TOVA sees at one step of one stream and layer, before it decides: the keys held
+/// once query q's token has joined (oldest first, q last) and the weight query q gives each.
+pub struct RuleStep<'a> {
+    /// Stream (row of the batch).
+    pub stream: usize,
+    /// Layer.
+    pub layer: usize,
+    /// Query position.
+    pub query: usize,
+    /// Held keys' positions, q last.
+    pub held: &'a [usize],
+    /// The weight query q gives the key at a position (0 once evicted).
+    pub weight: &'a dyn Fn(usize) -> f32,
+}
+
+/// [`forced_evictions`] that shows `watch` every step before the rule decides ([`RuleStep`]).
+pub fn watched_evictions(
+    model: &Model,
+    batch: &Batch,
+    rule: &Baseline,
+    forced: &[Option<(usize, usize, usize)>],
+    watch: &mut dyn FnMut(RuleStep),
+    dev: &Device,
+) -> Result<Vec<u32>> {
+    run_cache_scored(model, batch, rule, forced, Some(watch), dev)
+}
+
+/// One decision overruled: [`evictions`] of H2O or TOVA where, per row of `batch` with an entry
+/// `Some((q, l, k))` in `forced`, the rule's eviction after query q in layer l takes key k
+/// instead ([`Held::step_forcing`]; k held there), the rule deciding as before everywhere else.
+/// Rows past `forced`'s end are not overruled.
+pub fn forced_evictions(
+    model: &Model,
+    batch: &Batch,
+    rule: &Baseline,
+    forced: &[Option<(usize, usize, usize)>],
+    dev: &Device,
+) -> Result<Vec<u32>> {
+    run_cache_scored(model, batch, rule, forced, None, dev)
+}
+
+fn run_cache_scored(
+    model: &Model,
+    batch: &Batch,
+    rule: &Baseline,
+    forced: &[Option<(usize, usize, usize)>],
+    mut watch: Option<&mut dyn FnMut(RuleStep)>,
+    dev: &Device,
+) -> Result<Vec<u32>> {
+    if (!forced.is_empty() || watch.is_some()) && !matches!(rule, Baseline::H2o { .. } | Baseline::Tova { .. }) {
+        bail!("{}: only H2O's and TOVA's decisions can be overruled or watched", rule.name());
+    }
     if let Baseline::Surprisal { .. } | Baseline::LayerSurprisal { .. } = rule {
         return surprisal_evictions(model, batch, rule, dev);
     }
@@ -75,7 +130,13 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
         for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
             let i = b * l_n + l;
             let stream_keys = &keys[i];
-            let mut victims = held[i].step(q, |k| weights.weight(b, l, &stream_keys[k]));
+            let weight = |k: usize| weights.weight(b, l, &stream_keys[k]);
+            if let Some(watch) = watch.as_mut() {
+                let keys: Vec<usize> = held[i].keys().iter().copied().chain([q]).collect();
+                watch(RuleStep { stream: b, layer: l, query: q, held: &keys, weight: &weight });
+            }
+            let force = forced.get(b).copied().flatten().filter(|&(fq, fl, _)| (fq, fl) == (q, l)).map(|f| f.2);
+            let mut victims = held[i].step_forcing(q, weight, force);
             // The cache holds the kept and the evicted keys in position order: evicting the newest
             // first leaves the older ones' indices as they are.
             victims.sort_unstable_by(|a, b| b.cmp(a));
@@ -436,6 +497,55 @@ mod tests {
             sampled.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>(),
             stats.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>()
         );
+    }
+
+    /// One decision overruled in the rule's own cache: forcing the rule's own victim is the rule;
+    /// forcing another held key evicts that key at that query and the layer holds as many keys as the
+    /// rule's at every query; the layers before it are untouched. A watch sees what the rule holds.
+    #[test]
+    fn a_forced_eviction_takes_the_forced_key_and_holds_the_rules_memory() {
+        let budget = 6;
+        let (dev, _, model, task) = tiny_setup("mqar-tiny.toml", 16, |_| {});
+        let l_n = model.config().n_layers;
+        let seq = task.valid_batch(0, 1);
+        let t_n = seq.seq_len;
+        let rule =
+            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.9 };
+        let base = evictions(&model, &seq, &rule, &dev).unwrap();
+        let (q, l) = (budget + 3, l_n - 1);
+        let victim = (0..=q).find(|&k| base[k * l_n + l] == (q + 1) as u32).unwrap();
+        let other = (0..=q).find(|&k| k != victim && base[k * l_n + l] > (q + 1) as u32).unwrap();
+        let two = seq.repeat_each(2);
+        let ev = forced_evictions(&model, &two, &rule, &[Some((q, l, victim)), Some((q, l, other))], &dev).unwrap();
+        let (own, forced) = ev.split_at(t_n * l_n);
+        assert_eq!(own, &base[..], "forcing the rule's own victim is the rule");
+        assert_eq!(forced[other * l_n + l], (q + 1) as u32);
+        assert!(forced[victim * l_n + l] > (q + 1) as u32, "the rule's victim stays past q");
+        let held = |ev: &[u32], p: usize| (0..=p).filter(|&k| ev[k * l_n + l] as usize > p).count();
+        for p in 0..t_n {
+            assert_eq!(held(forced, p), held(&base, p), "query {p}");
+        }
+        // The layers before it never read its cache: their evictions are the rule's.
+        for k in 0..t_n {
+            for m in 0..l {
+                assert_eq!(base[k * l_n + m], forced[k * l_n + m]);
+            }
+        }
+        assert!(
+            forced_evictions(&model, &two, &Baseline::Uniform { option: StoreOption::Full }, &[None], &dev).is_err()
+        );
+        // A watch sees, before each decision, the keys the rule holds then (q last) and the
+        // weights the query gives them (a distribution over those keys, head by head).
+        let mut steps = 0;
+        let mut watch = |s: RuleStep| {
+            let want: Vec<usize> = (0..=s.query).filter(|&k| base[k * l_n + s.layer] as usize > s.query).collect();
+            assert_eq!(s.held, &want[..], "layer {} query {}", s.layer, s.query);
+            let total: f32 = s.held.iter().map(|&k| (s.weight)(k)).sum();
+            assert!((total - 1.0).abs() < 1e-4, "weights sum to {total}");
+            steps += 1;
+        };
+        assert_eq!(watched_evictions(&model, &seq, &rule, &[], &mut watch, &dev).unwrap(), base);
+        assert_eq!(steps, t_n * l_n);
     }
 
     /// `superseded-spike`: with no spike heavy enough its last layer is exactly `superseded`'s;

@@ -90,6 +90,13 @@ impl Held {
     /// While over budget, the lowest-scored key outside the protected newest is evicted from query
     /// q + 1 on (the older on ties). Returns the evicted keys, in eviction order.
     pub fn step(&mut self, q: usize, attn: impl Fn(usize) -> f32) -> Vec<usize> {
+        self.step_forcing(q, attn, None)
+    }
+
+    /// [`Held::step`], except that when the step evicts, `forced` (a held key, when given) is the
+    /// first to go instead of the lowest-scored one: a counterfactual of one decision, the rule
+    /// deciding as before from then on.
+    pub fn step_forcing(&mut self, q: usize, attn: impl Fn(usize) -> f32, forced: Option<usize>) -> Vec<usize> {
         self.held.push(q);
         if self.score.len() <= q {
             self.score.resize(q + 1, 0.0);
@@ -104,6 +111,11 @@ impl Held {
             };
         }
         let mut evicted = Vec::new();
+        if let Some(i) =
+            forced.filter(|_| self.held.len() > self.budget).and_then(|k| self.held.iter().position(|&h| h == k))
+        {
+            evicted.push(self.held.remove(i));
+        }
         while self.held.len() > self.budget {
             let oldest_protected = (q + 1).saturating_sub(self.recent);
             let victim = self
@@ -279,6 +291,35 @@ mod tests {
         attn[13..].copy_from_slice(&[0.3, 0.3, 0.4]);
         assert_eq!(tova_evictions(&attn, t, 2), vec![3, 4, NEVER, NEVER]);
         assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, NEVER, 4, NEVER]);
+    }
+
+    /// TOVA on the four tokens of `tova_ema_averages_the_log_weights_a_key_drew` evicts 0 after
+    /// query 2 and 1 after query 3. Forcing token 2 out after query 2 keeps 0, which query 3 then
+    /// scores 0 (the least) and evicts; forcing a key not held, or at a step that evicts nothing,
+    /// changes nothing.
+    #[test]
+    fn a_forced_eviction_overrules_one_decision_and_the_rule_goes_on() {
+        let t = 4;
+        let attn = [
+            1.0, 0.0, 0.0, 0.0, //
+            0.5, 0.5, 0.0, 0.0, //
+            0.1, 0.6, 0.3, 0.0, //
+            0.0, 0.1, 0.5, 0.4,
+        ];
+        let run_forcing = |forced: &[Option<usize>]| {
+            let mut rule = Held::current(2);
+            let mut evicted = vec![NEVER; t];
+            for q in 0..t {
+                for k in rule.step_forcing(q, |k| attn[q * t + k], forced[q]) {
+                    evicted[k] = (q + 1) as u32;
+                }
+            }
+            evicted
+        };
+        assert_eq!(run_forcing(&[None; 4]), tova_evictions(&attn, t, 2));
+        assert_eq!(run_forcing(&[None, None, Some(2), None]), vec![4, NEVER, 3, NEVER]);
+        assert_eq!(run_forcing(&[None, None, Some(0), None]), tova_evictions(&attn, t, 2), "the rule's own victim");
+        assert_eq!(run_forcing(&[Some(0), None, Some(3), None]), tova_evictions(&attn, t, 2), "nothing to overrule");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 use ahr_tpa::StoreOption;
 use serde::{Deserialize, Serialize};
 
+use crate::ObsBatch;
+
 /// `[env] evict = { budget = 51, store = "full" }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +148,37 @@ impl Drawn {
     }
 }
 
+/// The candidates of an eviction observation (`layers` layers, `slots` slots each): per row and
+/// layer, in that order, the allowed slots and each slot's [`CANDIDATE_FEATURES`].
+pub fn candidates(obs: &ObsBatch, layers: usize, slots: usize) -> impl Iterator<Item = (&[bool], Vec<&[f32]>)> {
+    let f = CANDIDATE_FEATURES.len();
+    let row_dim = EVICT_GLOBALS.len() + layers * slots * f;
+    (0..obs.len * layers).map(move |i| {
+        let (r, l) = (i / layers, i % layers);
+        let base = r * row_dim + EVICT_GLOBALS.len() + l * slots * f;
+        let features = (0..slots).map(|j| &obs.features[base + j * f..base + (j + 1) * f]).collect();
+        (&obs.masks[i * slots..(i + 1) * slots], features)
+    })
+}
+
+/// A hand-written or fitted evicter's actions: per row and layer the allowed candidate with the
+/// highest `score(layer, features)` (ties: the oldest).
+pub fn evict_by(obs: &ObsBatch, layers: usize, slots: usize, score: &dyn Fn(usize, &[f32]) -> f32) -> Vec<usize> {
+    candidates(obs, layers, slots)
+        .enumerate()
+        .map(|(i, (mask, features))| {
+            let best = (0..slots).filter(|&j| mask[j]).fold(None::<(usize, f32)>, |best, j| {
+                let s = score(i % layers, features[j]);
+                match best {
+                    Some((_, b)) if b >= s => best,
+                    _ => Some((j, s)),
+                }
+            });
+            best.map_or(0, |(j, _)| j)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +210,31 @@ mod tests {
         assert_eq!(&f[8..], &[0.0, 1.0, 0.0, 1.0, 0.0]);
         assert_eq!(&Drawn::new(0, b' ' as u32, 1.0).features(0, 0, 1)[9..], &[0.0, 1.0, 0.0, 0.0]);
         assert_eq!(&Drawn::new(0, 300, 1.0).features(0, 0, 1)[10..], &[0.0, 0.0, 0.0]);
+    }
+
+    /// Two rows, two layers, three slots: each layer's candidates read from their own place; the
+    /// highest allowed score leaves, the older on ties; a layer below budget allows slot 0 only.
+    #[test]
+    fn evict_by_picks_the_highest_allowed_score_per_layer() {
+        let (layers, slots, f) = (2, 3, CANDIDATE_FEATURES.len());
+        let mut obs = ObsBatch { len: 2, ..Default::default() };
+        // Per row: globals, then per layer and slot the features, the first one set to `score`.
+        let scores = [[[0.1, 0.9, 0.5], [0.2, 0.2, 0.1]], [[0.3, 0.1, 0.0], [0.0, 0.4, 0.8]]];
+        for row in &scores {
+            obs.features.extend([0.0; EVICT_GLOBALS.len()]);
+            for layer in row {
+                for &s in layer {
+                    obs.features.push(s);
+                    obs.features.extend(std::iter::repeat_n(0.0, f - 1));
+                }
+            }
+        }
+        obs.masks = [[true, true, true], [true, true, true], [true, false, false], [true, true, false]].concat();
+        let seen: Vec<Vec<f32>> =
+            candidates(&obs, layers, slots).map(|(_, x)| x.iter().map(|c| c[0]).collect()).collect();
+        assert_eq!(seen, vec![vec![0.1, 0.9, 0.5], vec![0.2, 0.2, 0.1], vec![0.3, 0.1, 0.0], vec![0.0, 0.4, 0.8]]);
+        assert_eq!(evict_by(&obs, layers, slots, &|_, x| x[0]), vec![1, 0, 0, 1]);
+        assert_eq!(evict_by(&obs, layers, slots, &|l, x| if l == 0 { -x[0] } else { x[0] }), vec![0, 0, 0, 1]);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct LayerMaps {
     pub probs: Tensor<4>,
     /// L2 norm of each token's exact key over all heads, `[B, T]` (the decode's `key_norm`).
     pub key_norms: Tensor<2>,
+    /// L2 norm of each token's exact value per head, `[B, h, T]` (what a weight is multiplied
+    /// by: value-aware eviction scores read `weight × value norm`).
+    pub value_norms: Tensor<3>,
 }
 
 /// Sizes an attention layer needs at run time.
@@ -328,6 +331,7 @@ impl Attention {
         let q = self.query(&p);
         let (k_exact, v_exact) = self.exact_kv(&p);
         let key_norms = k_exact.clone().square().sum_dim(3).sum_dim(2).sqrt().reshape([b, t]);
+        let value_norms = v_exact.clone().square().sum_dim(3).sqrt().reshape([b, t, h]).swap_dims(1, 2);
 
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
         let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
@@ -382,7 +386,7 @@ impl Attention {
         };
         let out = out + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
-        (self.o.forward(out), LayerMaps { probs, key_norms })
+        (self.o.forward(out), LayerMaps { probs, key_norms, value_norms })
     }
 
     /// One decode step for every stream, reading `caches[b]` for stream `b`.

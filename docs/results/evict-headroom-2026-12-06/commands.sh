@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Is there room above tova-ema for a budgeted evicter at 10 % on text-python-wide? (the learned
+# evicter of the forty-ninth session is level with it). 2026-12-06, the 2-vCPU AMD EPYC box,
+# release build of the fiftieth session's first commit. Model policies/models/text-python-wide,
+# env envs/text-python-short-evict51.toml (budget 51 per layer, 9.9 % of the exact memory).
+set -euo pipefail
+# 1. rules that evict from the full-cache attention maps (tova-full-cache's proxy): TOVA, tova-ema,
+#    an oracle that knows the next H queries' attention, the same with weight × value norm (VATP),
+#    and per-layer budgets at the same total (oracle-64.md; 64 windows, ~15 min beside step 2)
+EVICT_SPLITS=31/71,41/61,61/41,71/31 cargo run --release -p ahr-eval --example evict_oracle -- \
+  policies/models/text-python-wide envs/text-python-short-evict51.toml 64 1,4,16,64,all > oracle-64.md
+# 2. one decision overruled: at 2 sampled queries of 16 windows, per layer, each of the 51 other
+#    held bytes evicted in place of tova-ema's victim, the rule deciding from its own cache after
+#    that (counterfactual.md, counterfactual.jsonl; ~15 min)
+EVICT_COUNTERFACTUAL_RAW=counterfactual.jsonl cargo run --release -p ahr-eval --example evict_counterfactual -- \
+  policies/models/text-python-wide envs/text-python-short-evict51.toml 16 2 52 > counterfactual.md
