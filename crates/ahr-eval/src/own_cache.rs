@@ -44,7 +44,8 @@ pub fn evictions(model: &Model, batch: &Batch, rule: &Baseline, dev: &Device) ->
 }
 
 /// What H2O or TOVA sees at one step of one stream and layer, before it decides: the keys held
-/// once query q's token has joined (oldest first, q last) and the weight query q gives each.
+/// once query q's token has joined (oldest first, q last), the weight query q gives each and the
+/// keys themselves as the cache stores them.
 pub struct RuleStep<'a> {
     /// Stream (row of the batch).
     pub stream: usize,
@@ -56,15 +57,24 @@ pub struct RuleStep<'a> {
     pub held: &'a [usize],
     /// The weight query q gives the key at a position (0 once evicted).
     pub weight: &'a dyn Fn(usize) -> f32,
+    /// The stored key `[h · d_h]` of every position (empty once evicted or not yet written).
+    pub keys: &'a [Vec<f32>],
 }
 
-/// [`forced_evictions`] that shows `watch` every step before the rule decides ([`RuleStep`]).
+/// An evicter watching a rule's cache ([`watched_evictions`]): a key it returns leaves instead of
+/// the rule's choice.
+pub type Watch<'a> = dyn FnMut(RuleStep) -> Option<usize> + 'a;
+
+/// [`forced_evictions`] that shows `watch` every step before the rule decides ([`RuleStep`]);
+/// where the step evicts, a key `watch` returns (one of those held) leaves instead of the rule's
+/// choice — any evicter that scores the held keys from what the rule's cache shows runs this way
+/// at the rule's memory.
 pub fn watched_evictions(
     model: &Model,
     batch: &Batch,
     rule: &Baseline,
     forced: &[Option<(usize, usize, usize)>],
-    watch: &mut dyn FnMut(RuleStep),
+    watch: &mut Watch,
     dev: &Device,
 ) -> Result<Vec<u32>> {
     run_cache_scored(model, batch, rule, forced, Some(watch), dev)
@@ -89,7 +99,7 @@ fn run_cache_scored(
     batch: &Batch,
     rule: &Baseline,
     forced: &[Option<(usize, usize, usize)>],
-    mut watch: Option<&mut dyn FnMut(RuleStep)>,
+    mut watch: Option<&mut Watch>,
     dev: &Device,
 ) -> Result<Vec<u32>> {
     if (!forced.is_empty() || watch.is_some()) && !matches!(rule, Baseline::H2o { .. } | Baseline::Tova { .. }) {
@@ -131,11 +141,18 @@ fn run_cache_scored(
             let i = b * l_n + l;
             let stream_keys = &keys[i];
             let weight = |k: usize| weights.weight(b, l, &stream_keys[k]);
+            let mut force = forced.get(b).copied().flatten().filter(|&(fq, fl, _)| (fq, fl) == (q, l)).map(|f| f.2);
             if let Some(watch) = watch.as_mut() {
-                let keys: Vec<usize> = held[i].keys().iter().copied().chain([q]).collect();
-                watch(RuleStep { stream: b, layer: l, query: q, held: &keys, weight: &weight });
+                let positions: Vec<usize> = held[i].keys().iter().copied().chain([q]).collect();
+                let step =
+                    RuleStep { stream: b, layer: l, query: q, held: &positions, weight: &weight, keys: stream_keys };
+                if let Some(k) = watch(step) {
+                    if !positions.contains(&k) {
+                        bail!("stream {b} layer {l} query {q}: an evicter chose key {k}, which is not held");
+                    }
+                    force = Some(k);
+                }
             }
-            let force = forced.get(b).copied().flatten().filter(|&(fq, fl, _)| (fq, fl) == (q, l)).map(|f| f.2);
             let mut victims = held[i].step_forcing(q, weight, force);
             // The cache holds the kept and the evicted keys in position order: evicting the newest
             // first leaves the older ones' indices as they are.
@@ -501,7 +518,8 @@ mod tests {
 
     /// One decision overruled in the rule's own cache: forcing the rule's own victim is the rule;
     /// forcing another held key evicts that key at that query and the layer holds as many keys as the
-    /// rule's at every query; the layers before it are untouched. A watch sees what the rule holds.
+    /// rule's at every query; the layers before it are untouched. A watch sees what the rule holds, and
+    /// a key it returns is evicted as a forced one is.
     #[test]
     fn a_forced_eviction_takes_the_forced_key_and_holds_the_rules_memory() {
         let budget = 6;
@@ -543,9 +561,15 @@ mod tests {
             let total: f32 = s.held.iter().map(|&k| (s.weight)(k)).sum();
             assert!((total - 1.0).abs() < 1e-4, "weights sum to {total}");
             steps += 1;
+            None
         };
         assert_eq!(watched_evictions(&model, &seq, &rule, &[], &mut watch, &dev).unwrap(), base);
         assert_eq!(steps, t_n * l_n);
+        // A key the watch returns leaves instead of the rule's choice: the forced run's evictions.
+        let mut overrule = |s: RuleStep| ((s.query, s.layer) == (q, l)).then_some(other);
+        assert_eq!(watched_evictions(&model, &seq, &rule, &[], &mut overrule, &dev).unwrap(), forced);
+        let mut wrong = |s: RuleStep| (s.query == q).then_some(q + 1);
+        assert!(watched_evictions(&model, &seq, &rule, &[], &mut wrong, &dev).is_err());
     }
 
     /// `superseded-spike`: with no spike heavy enough its last layer is exactly `superseded`'s;

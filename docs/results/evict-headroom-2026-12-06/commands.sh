@@ -14,3 +14,16 @@ EVICT_SPLITS=31/71,41/61,61/41,71/31 cargo run --release -p ahr-eval --example e
 #    that (counterfactual.md, counterfactual.jsonl; ~15 min)
 EVICT_COUNTERFACTUAL_RAW=counterfactual.jsonl cargo run --release -p ahr-eval --example evict_counterfactual -- \
   policies/models/text-python-wide envs/text-python-short-evict51.toml 16 2 52 > counterfactual.md
+# 3. labels for a learned score: on 60 training windows (seed 1), 2 sampled queries each, both
+#    layers (240 decisions, 12,480 candidates), each held byte evicted in place of tova-ema's victim
+#    as in step 2; a ridge fit of Δ on the environment's 13 candidate features (and on those plus two
+#    key features: the nearest twin's cosine, the cosine with the mean key), 5 folds by window; then
+#    the fits run as evicters with the rule's cache on the judge's 64 held-out windows. The first run
+#    computed the labels (~27 min; distill-first-run.md, from the example before the key features,
+#    the harness rows and the paired margins were added); distill.md is the example as committed,
+#    reading them back (~10 min); distill-labels.json holds the labels and both fits' weights (the
+#    features are computed again from the windows whenever the labels are read).
+EVICT_DISTILL_OUT=distill-labels.json cargo run --release -p ahr-eval --example evict_distill -- \
+  policies/models/text-python-wide envs/text-python-short-evict51.toml 60 2 64 > distill-first-run.md
+EVICT_DISTILL_LABELS=distill-labels.json EVICT_DISTILL_MIX=0.3 cargo run --release -p ahr-eval --example evict_distill -- \
+  policies/models/text-python-wide envs/text-python-short-evict51.toml 0 0 64 > distill.md
