@@ -622,6 +622,20 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, _, stderr) = ahr(&[&argv[..], &[with_prior.to_str().unwrap(), "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("learned eviction") && !stderr.contains("panicked"), "{stderr}");
+    // A store the model's menu lacks: refused when the env is loaded, before a run directory exists.
+    let off_menu = tmp.join("evict-rank9.toml");
+    std::fs::write(
+        &off_menu,
+        std::fs::read_to_string(&evict).unwrap().replace("budget = 6", "budget = 6, store = \"rank:9\""),
+    )
+    .unwrap();
+    let run_dir = tmp.join("never-written");
+    let argv =
+        ["train-policy", "--model", m, "--env", off_menu.to_str().unwrap(), "--config", partner.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("[env] evict") && stderr.contains("rank:9") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!run_dir.exists(), "nothing written for a refused env");
     // A policy started at the fitted vocabulary rule: `fit-rule` writes the table, training
     // starts from it, and the exported policy (its trained table in the weights) loads and
     // makes the environment's decisions in inference.

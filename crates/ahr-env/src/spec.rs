@@ -224,6 +224,11 @@ impl EnvSpec {
         let model = model.without(&self.env.exclude).map_err(|e| format!("[env] exclude: {e}"))?;
         let model = model.with_recent(&self.env.recent).map_err(|e| format!("[env] recent: {e}"))?;
         let model = model.with_timed(&self.env.schedules).map_err(|e| format!("[env] schedules: {e}"))?;
+        // Learned eviction writes every token at its store: the menu must hold it (checked here,
+        // before a run writes anything, not at the first episode).
+        if let Some(e) = self.env.evict {
+            model.config().option_index(e.store).map_err(|err| format!("[env] evict: {err}"))?;
+        }
         match self.env.review {
             Some(at @ ahr_tpa::ReviewAt::Age { age, .. }) => {
                 let extra = at.menu_extras(model.config());
