@@ -362,7 +362,7 @@ impl VecEnv for RankEnv {
 
     fn heads(&self) -> usize {
         let l_n = self.model.config().n_layers;
-        l_n * (1 + self.review.map_or(0, |at| at.stages()))
+        self.review.map_or(l_n, |at| at.heads(l_n))
     }
 
     fn options(&self) -> usize {

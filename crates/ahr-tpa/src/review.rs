@@ -252,6 +252,12 @@ impl ReviewAt {
         self.stage_ages().len().max(1)
     }
 
+    /// Action heads per stream of a model with `layers` layers: a write head per layer, then a
+    /// review head per layer and stage.
+    pub fn heads(self, layers: usize) -> usize {
+        layers * (1 + self.stages())
+    }
+
     /// Whether a token kept to a later age is reviewed again there.
     pub fn is_chain(self) -> bool {
         matches!(self, ReviewAt::Age { again: true, .. })
@@ -575,7 +581,7 @@ impl ReviewBook {
 
     /// Action heads per stream: L writes, then L reviews per stage.
     fn heads(&self) -> usize {
-        self.entries.first().map_or(0, Vec::len) * (1 + self.at.stages())
+        self.at.heads(self.entries.first().map_or(0, Vec::len))
     }
 
     /// The entry under review at step t in stream b, layer l, stage `stage`, and where it is held
@@ -953,6 +959,7 @@ mod tests {
         let once = parse("review = { age = 16, keep = [32, 64], again = false }").unwrap();
         assert_eq!((once.stage_ages(), once.stages(), once.features().len()), (vec![16], 1, 5));
         assert_eq!(ReviewAt::SPIKE.stages(), 1);
+        assert_eq!((at.heads(2), once.heads(2), ReviewAt::SPIKE.heads(3)), (8, 4, 6));
     }
 
     /// In a chain the first review keeps a token to the first later age only; a token kept to an
