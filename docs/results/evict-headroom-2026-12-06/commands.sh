@@ -27,3 +27,15 @@ EVICT_DISTILL_OUT=distill-labels.json cargo run --release -p ahr-eval --example 
   policies/models/text-python-wide envs/text-python-short-evict51.toml 60 2 64 > distill-first-run.md
 EVICT_DISTILL_LABELS=distill-labels.json EVICT_DISTILL_MIX=0.3 cargo run --release -p ahr-eval --example evict_distill -- \
   policies/models/text-python-wide envs/text-python-short-evict51.toml 0 0 64 > distill.md
+# 4. the same at half the budget: 25 bytes per layer (5.0 % of the exact memory), the env written
+#    from the 51 one (budget25/; the three runs side by side with CI, ~25 min)
+sed 's/budget = 51/budget = 25/' envs/text-python-short-evict51.toml > /tmp/evict25.toml
+cargo run --release -p ahr-eval --example evict_oracle -- \
+  policies/models/text-python-wide /tmp/evict25.toml 64 4,16 > budget25/oracle-64.md
+EVICT_COUNTERFACTUAL_RAW=budget25/counterfactual.jsonl cargo run --release -p ahr-eval --example evict_counterfactual -- \
+  policies/models/text-python-wide /tmp/evict25.toml 16 2 26 > budget25/counterfactual.md
+EVICT_DISTILL_OUT=budget25/distill-labels.json EVICT_DISTILL_MIX=0.3 cargo run --release -p ahr-eval --example evict_distill -- \
+  policies/models/text-python-wide /tmp/evict25.toml 60 2 64 > budget25/distill.md
+# 5. the judge's TOVA and tova-ema at that budget (their own cache, decays 0.5-0.95; budget25/judge-tova/, 46 s)
+ahr eval --model policies/models/text-python-wide --env /tmp/evict25.toml --baselines tova,tova-ema \
+  --sequences 64 --fractions 0.0503 --workers 2 --out budget25/judge-tova > budget25/judge-tova/eval.log
