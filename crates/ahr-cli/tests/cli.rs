@@ -597,7 +597,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let p = tmp.join("policy-6");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(json["evict"], serde_json::json!({ "budget": 6, "store": "full" }));
+    assert_eq!(json["evict"], serde_json::json!({ "budget": 6, "store": "full", "decay": 0.9 }));
     assert_eq!((json["dims"]["heads"].as_u64(), json["dims"]["options"].as_u64()), (Some(2), Some(7)));
     assert_eq!(json["dims"]["candidate_features"].as_u64(), Some(13));
     let p = p.to_str().unwrap();
@@ -636,6 +636,18 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert_eq!(code, 1);
     assert!(stderr.contains("[env] evict") && stderr.contains("rank:9") && !stderr.contains("panicked"), "{stderr}");
     assert!(!run_dir.exists(), "nothing written for a refused env");
+    // A smoothing decay outside [0, 1): refused as well.
+    let bad_decay = tmp.join("evict-decay.toml");
+    std::fs::write(
+        &bad_decay,
+        std::fs::read_to_string(&evict).unwrap().replace("budget = 6", "budget = 6, decay = 1.5"),
+    )
+    .unwrap();
+    let argv =
+        ["train-policy", "--model", m, "--env", bad_decay.to_str().unwrap(), "--config", partner.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("decay") && stderr.contains("1.5") && !stderr.contains("panicked"), "{stderr}");
     // A policy started at the fitted vocabulary rule: `fit-rule` writes the table, training
     // starts from it, and the exported policy (its trained table in the weights) loads and
     // makes the environment's decisions in inference.

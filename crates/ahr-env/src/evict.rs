@@ -66,7 +66,7 @@ impl EvictBook {
                     drawn.draw(weights.weight(b, l, k));
                 }
                 let w = weights.weight(b, l, &key);
-                held.push((Drawn::new(t, ids[b], w), key));
+                held.push((Drawn::new(t, ids[b], w, self.eviction.decay), key));
             }
         }
         Ok(())

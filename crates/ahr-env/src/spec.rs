@@ -196,7 +196,7 @@ impl EnvSpec {
     /// candidate slots (`[env] evict` must be its own), any other over menu options (no `evict`).
     pub fn check_policy(&self, manifest: &ahr_policy::export::Manifest) -> Result<(), String> {
         let show = |e: Option<ahr_policy::evict::Eviction>| match e {
-            Some(e) => format!("evict = {{ budget = {}, store = \"{}\" }}", e.budget, e.store),
+            Some(e) => format!("evict = {{ budget = {}, store = \"{}\", decay = {} }}", e.budget, e.store, e.decay),
             None => "no [env] evict".into(),
         };
         if manifest.evict != self.env.evict {
@@ -281,6 +281,9 @@ impl EnvSpec {
         if let Some(e) = self.env.evict {
             if e.budget == 0 {
                 return Err(Invalid::new("[env] evict", "budget must be at least 1 token"));
+            }
+            if !(0.0..1.0).contains(&e.decay) {
+                return Err(Invalid::new("[env] evict", format!("decay must be in [0, 1), found {}", e.decay)));
             }
             if e.store.is_timed() || e.store == ahr_tpa::StoreOption::Drop {
                 return Err(Invalid::new(

@@ -40,6 +40,9 @@ const F: usize = CANDIDATE_FEATURES.len() + 2;
 /// The training stream's seed (the windows the labels come from; never the held-out ones).
 const TRAIN_SEED: u64 = 1;
 
+/// The decay of the rule the labels overrule (`tova-ema`) and of the features' `smooth`.
+const RULE_DECAY: f32 = 0.9;
+
 /// Ridge penalty of the fit.
 const RIDGE: f64 = 1e-3;
 
@@ -62,11 +65,12 @@ struct Book {
     drawn: Vec<Vec<Option<Drawn>>>,
     layers: usize,
     seq_len: usize,
+    decay: f32,
 }
 
 impl Book {
     fn new(streams: usize, layers: usize, seq_len: usize) -> Self {
-        Self { drawn: vec![vec![None; seq_len]; streams * layers], layers, seq_len }
+        Self { drawn: vec![vec![None; seq_len]; streams * layers], layers, seq_len, decay: RULE_DECAY }
     }
 
     /// Record a step (every held key draws the query's weight; the new one joins) and return the
@@ -77,7 +81,7 @@ impl Book {
         for &k in &s.held[..s.held.len() - 1] {
             book[k].as_mut().expect("a held key was written").draw((s.weight)(k));
         }
-        book[s.query] = Some(Drawn::new(s.query, token, (s.weight)(s.query)));
+        book[s.query] = Some(Drawn::new(s.query, token, (s.weight)(s.query), self.decay));
         let keys: Vec<&[f32]> = s.held.iter().map(|&k| s.keys[k].as_slice()).collect();
         let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -206,7 +210,7 @@ fn main() -> Result<()> {
     let cfg = model.config().clone();
     let store = cfg.option_index(eviction.store).map_err(|e| anyhow!("{e}"))?;
     let (budget, l_n) = (eviction.budget, cfg.n_layers);
-    let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: 0.9 };
+    let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: RULE_DECAY };
     let mut rng = StdRng::seed_from_u64(0);
 
     // Labels (or those an earlier run wrote: `EVICT_DISTILL_LABELS=FILE`, its `EVICT_DISTILL_OUT`;

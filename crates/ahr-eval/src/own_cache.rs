@@ -440,14 +440,14 @@ mod tests {
     /// forward's under those evictions; a stochastic run evicts others.
     #[test]
     fn an_untrained_learned_evicter_is_tova_ema() {
-        use ahr_policy::evict::Eviction;
+        use ahr_policy::evict::{Eviction, SMOOTH_DECAY};
         use ahr_policy::net::{ActorCritic, PolicyDims};
         use ahr_policy::{PolicyConfig, RunningNorm};
         use ahr_tpa::Choices;
 
         let budget = 6;
         let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 15, |spec| {
-            spec.env.evict = Some(Eviction { budget, store: StoreOption::Full });
+            spec.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: SMOOTH_DECAY });
             spec.env.streams = 4;
         });
         spec.validate().unwrap();
@@ -467,7 +467,7 @@ mod tests {
         let net = ActorCritic::new(&PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() }, dims, &dev);
         let norm = RunningNorm::new(dims.obs_dim);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
-        let decay = ahr_policy::evict::SMOOTH_DECAY;
+        let decay = SMOOTH_DECAY;
         let tova =
             Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.0 };
         let plain = evictions(&model, &batch, &tova, &dev).unwrap();
@@ -494,13 +494,30 @@ mod tests {
         }
         // Its loss is the parallel forward's under those evictions (decode = parallel forward).
         let exact = cfg.exact_option();
-        let choices = Choices::from_fn(4, t_n, l_n, |_, _, _| cfg.option_index(exact).unwrap()).with_evictions(judged);
+        let choices =
+            Choices::from_fn(4, t_n, l_n, |_, _, _| cfg.option_index(exact).unwrap()).with_evictions(judged.clone());
         let (nll, _) = ahr_env::rank::parallel_nll(&model, &batch, &choices, &dev).unwrap();
         for (b, e) in stats.iter().enumerate() {
             let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
             let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
             assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
         }
+        // With another decay in the env the same actor is `tova-ema` at that decay.
+        let mut half = spec.clone();
+        half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5 });
+        let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
+        let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
+        let rule =
+            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.5 };
+        let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
+        assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
+        let mut from_env = vec![NEVER; 4 * t_n * l_n];
+        for (b, e) in stats.iter().enumerate() {
+            for &(l, k, at) in &e.evictions {
+                from_env[(b * t_n + k) * l_n + l] = at as u32;
+            }
+        }
+        assert_eq!(from_env, judged_half);
         // Sampling from the same actor evicts other tokens somewhere.
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ObsBatch;
 
-/// `[env] evict = { budget = 51, store = "full" }`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `[env] evict = { budget = 51, store = "full", decay = 0.9 }`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Eviction {
     /// Tokens each layer of each stream holds at most; one more arrives every query, so from
@@ -27,10 +27,19 @@ pub struct Eviction {
     /// The plain option every token is written at (default `full`).
     #[serde(default = "full")]
     pub store: StoreOption,
+    /// The decay of the `smooth` feature, the exponential mean of a candidate's log weights the
+    /// actor starts from (default [`SMOOTH_DECAY`]): set it to the judge's best `tova-ema` decay
+    /// at the budget (0.9 at 10 % of 1024-byte text, 0.5 at 5 %).
+    #[serde(default = "smooth_decay")]
+    pub decay: f32,
 }
 
 fn full() -> StoreOption {
     StoreOption::Full
+}
+
+fn smooth_decay() -> f32 {
+    SMOOTH_DECAY
 }
 
 impl Eviction {
@@ -47,14 +56,14 @@ pub const EVICT_GLOBALS: [&str; 2] = [
     "log_position", // ln(1 + t)
 ];
 
-/// The decay of the log-weight mean the actor starts from (the judge's best `tova-ema` on
-/// 1024-byte text at 10 %).
+/// The default decay of the log-weight mean the actor starts from (the judge's best `tova-ema`
+/// on 1024-byte text at 10 %; [`Eviction::decay`]).
 pub const SMOOTH_DECAY: f32 = 0.9;
 
 /// Per-candidate features, in order. Weights `w` are the attention a query gave the token
 /// (mean over heads); `a(w) = −ln(w + 1e-30) / 10`.
 pub const CANDIDATE_FEATURES: [&str; 13] = [
-    "smooth", // −(exponential mean of ln(w + 1e-30), decay SMOOTH_DECAY) / 10: tova-ema's score
+    "smooth", // −(exponential mean of ln(w + 1e-30), the eviction's decay) / 10: tova-ema's score
     "now",    // a(weight from the current query): TOVA's score
     "prev",   // a(weight from the previous query) (the current one for the token just written)
     "ema",    // a(exponential mean of the weights, decay 0.8 per query)
@@ -103,15 +112,18 @@ pub struct Drawn {
     pub max: f32,
     /// The total weight it drew.
     pub total: f32,
-    /// The exponential mean (decay [`SMOOTH_DECAY`]) of `ln(w + 1e-30)` over the weights it drew
-    /// (in f64, as the judge's `tova-ema` keeps it).
+    /// The exponential mean (decay `decay`) of `ln(w + 1e-30)` over the weights it drew (in f64,
+    /// as the judge's `tova-ema` keeps it).
     pub log_mean: f64,
+    /// The decay of `log_mean` per query ([`Eviction::decay`]).
+    pub decay: f32,
 }
 
 impl Drawn {
-    /// A token written at `position` that drew `w` from its own query.
-    pub fn new(position: usize, token: u32, w: f32) -> Self {
-        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(w) }
+    /// A token written at `position` that drew `w` from its own query; its `smooth` feature
+    /// decays by `decay` per query.
+    pub fn new(position: usize, token: u32, w: f32, decay: f32) -> Self {
+        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(w), decay }
     }
 
     /// Record the weight `w` of the next query.
@@ -121,7 +133,7 @@ impl Drawn {
         self.ema = 0.8 * self.ema + 0.2 * w;
         self.max = self.max.max(w);
         self.total += w;
-        self.log_mean = smooth_step(self.log_mean, w, SMOOTH_DECAY);
+        self.log_mean = smooth_step(self.log_mean, w, self.decay);
     }
 
     /// Its [`CANDIDATE_FEATURES`] at query `t` in layer `layer` of `layers`.
@@ -186,7 +198,7 @@ mod tests {
     /// Hand-computed features of a token written at 3 that drew 0.5, then 0.1, then 0.
     #[test]
     fn features_follow_what_the_token_drew() {
-        let mut d = Drawn::new(3, b'a' as u32, 0.5);
+        let mut d = Drawn::new(3, b'a' as u32, 0.5, SMOOTH_DECAY);
         let f = d.features(3, 0, 2);
         assert!((f[0] - 0.5f32.ln().abs() / 10.0).abs() < 1e-6);
         assert!((f[1] - 0.5f32.ln().abs() / 10.0).abs() < 1e-6);
@@ -208,8 +220,8 @@ mod tests {
         assert!((f[6] - 1.6f32.ln()).abs() < 1e-6);
         assert!((f[7] - 3f32.ln() / 7.0).abs() < 1e-6);
         assert_eq!(&f[8..], &[0.0, 1.0, 0.0, 1.0, 0.0]);
-        assert_eq!(&Drawn::new(0, b' ' as u32, 1.0).features(0, 0, 1)[9..], &[0.0, 1.0, 0.0, 0.0]);
-        assert_eq!(&Drawn::new(0, 300, 1.0).features(0, 0, 1)[10..], &[0.0, 0.0, 0.0]);
+        assert_eq!(&Drawn::new(0, b' ' as u32, 1.0, SMOOTH_DECAY).features(0, 0, 1)[9..], &[0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(&Drawn::new(0, 300, 1.0, SMOOTH_DECAY).features(0, 0, 1)[10..], &[0.0, 0.0, 0.0]);
     }
 
     /// Two rows, two layers, three slots: each layer's candidates read from their own place; the
@@ -240,8 +252,10 @@ mod tests {
     #[test]
     fn the_store_defaults_to_full() {
         let e: Eviction = serde_json::from_str(r#"{"budget": 51}"#).unwrap();
-        assert_eq!(e, Eviction { budget: 51, store: StoreOption::Full });
+        assert_eq!(e, Eviction { budget: 51, store: StoreOption::Full, decay: SMOOTH_DECAY });
         assert_eq!(e.slots(), 52);
-        assert!(serde_json::from_str::<Eviction>(r#"{"budget": 5, "keep": 3}"#).is_err());
+        let e: Eviction = serde_json::from_str(r#"{"budget": 25, "decay": 0.5}"#).unwrap();
+        assert_eq!((e.decay, e.slots()), (0.5, 26));
+        assert!(serde_json::from_str::<Eviction>(r#"{"budget": 5, "kept": 3}"#).is_err(), "unknown fields");
     }
 }
