@@ -282,7 +282,7 @@ impl Attention {
         {
             return out;
         }
-        self.forward_with_probs(x, rope, choices).0
+        self.attend(x, rope, choices).0
     }
 
     /// [`Attention::forward`] with the scores, softmax and weighted values computed in host memory.
@@ -325,13 +325,29 @@ impl Attention {
         choices: &LayerChoiceTensors,
     ) -> (Tensor<3>, LayerMaps) {
         let [b, t, _] = x.dims();
+        let h = self.dims.heads;
+        let (out, probs, [k_exact, v_exact]) = self.attend(x, rope, choices);
+        let key_norms = k_exact.square().sum_dim(3).sum_dim(2).sqrt().reshape([b, t]);
+        let value_norms = v_exact.square().sum_dim(3).sqrt().reshape([b, t, h]).swap_dims(1, 2);
+        (out, LayerMaps { probs, key_norms, value_norms })
+    }
+
+    /// The tensor path of [`Attention::forward`]: the output, the attention weights
+    /// `[B, h, T, T]` and the exact K and V `[B, T, h, d_h]` (for [`LayerMaps`]'s norms, computed
+    /// only when a rule reads them).
+    fn attend(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeTables,
+        choices: &LayerChoiceTensors,
+    ) -> (Tensor<3>, Tensor<4>, [Tensor<4>; 2]) {
+        let [b, t, _] = x.dims();
         let device = x.device();
         let (h, dh) = (self.dims.heads, self.dims.head_dim);
         let p = self.project(x, rope);
         let q = self.query(&p);
         let (k_exact, v_exact) = self.exact_kv(&p);
-        let key_norms = k_exact.clone().square().sum_dim(3).sum_dim(2).sqrt().reshape([b, t]);
-        let value_norms = v_exact.clone().square().sum_dim(3).sqrt().reshape([b, t, h]).swap_dims(1, 2);
+        let exact = [k_exact.clone(), v_exact.clone()];
 
         let swap = |x: Tensor<4>| x.swap_dims(1, 2); // [B, h, T, d_h]
         let (k_stored, v_stored) = self.stored_kv(&p, &choices.weights);
@@ -386,7 +402,7 @@ impl Attention {
         };
         let out = out + p_own * (v_exact - v_stored);
         let out = out.swap_dims(1, 2).reshape([b, t, h * dh]);
-        (self.o.forward(out), LayerMaps { probs, key_norms, value_norms })
+        (self.o.forward(out), probs, exact)
     }
 
     /// One decode step for every stream, reading `caches[b]` for stream `b`.
