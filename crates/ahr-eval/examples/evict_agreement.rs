@@ -24,13 +24,13 @@ fn main() -> Result<()> {
     };
     let sequences: usize = sequences.parse().context("SEQUENCES")?;
     let dev = ahr_tpa::device::from_env();
-    let ahr_train::EnvRun { spec, model, task } =
-        ahr_train::EnvRun::load(&PathBuf::from(model_dir), &PathBuf::from(env), &dev)?;
+    let run = ahr_train::EnvRun::load(&PathBuf::from(model_dir), &PathBuf::from(env), &dev)?;
+    let (eviction, _) = run.eviction().map_err(|e| anyhow::anyhow!("{env}: {e}"))?;
+    let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
     let fp = ahr_tpa::checkpoint::fingerprint(&PathBuf::from(model_dir))?;
     let (manifest, net) = ahr_policy::export::load_policy(&PathBuf::from(policy), &cfg, &fp, &dev)?;
     spec.check_policy(&manifest).map_err(anyhow::Error::msg)?;
-    let Some(eviction) = spec.env.evict else { bail!("{env}: not a learned-eviction env") };
     let streams = spec.env.streams;
     let episodes = sequences.div_ceil(streams);
     let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);

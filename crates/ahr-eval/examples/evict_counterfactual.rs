@@ -41,11 +41,10 @@ fn main() -> Result<()> {
     let points: usize = points.parse().context("POINTS")?;
     let tried: usize = candidates.parse().context("CANDIDATES")?;
     let dev = ahr_tpa::device::from_env();
-    let ahr_train::EnvRun { spec, model, task } =
-        ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
-    let Some(eviction) = spec.env.evict else { bail!("{env}: not a learned-eviction env ([env] evict)") };
+    let run = ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
+    let (eviction, store) = run.eviction().map_err(|e| anyhow!("{env}: {e}"))?;
+    let ahr_train::EnvRun { model, task, .. } = run;
     let cfg = model.config().clone();
-    let store = cfg.option_index(eviction.store).map_err(|e| anyhow!("{e}"))?;
     let budget = eviction.budget;
     let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: 0.9 };
     let l_n = cfg.n_layers;

@@ -204,11 +204,10 @@ fn main() -> Result<()> {
     let points: usize = points.parse().context("POINTS")?;
     let held_out: usize = held_out.parse().context("HELD_OUT")?;
     let dev = ahr_tpa::device::from_env();
-    let ahr_train::EnvRun { spec, model, task } =
-        ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
-    let Some(eviction) = spec.env.evict else { bail!("{env}: not a learned-eviction env ([env] evict)") };
+    let run = ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
+    let (eviction, store) = run.eviction().map_err(|e| anyhow!("{env}: {e}"))?;
+    let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
-    let store = cfg.option_index(eviction.store).map_err(|e| anyhow!("{e}"))?;
     let (budget, l_n) = (eviction.budget, cfg.n_layers);
     let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: RULE_DECAY };
     let mut rng = StdRng::seed_from_u64(0);

@@ -86,11 +86,10 @@ fn main() -> Result<()> {
         .map(|h| if h == "all" { Ok(usize::MAX / 2) } else { h.parse().context("HORIZONS") })
         .collect::<Result<_>>()?;
     let dev = ahr_tpa::device::from_env();
-    let ahr_train::EnvRun { spec, model, task } =
-        ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
-    let Some(eviction) = spec.env.evict else { bail!("{env}: not a learned-eviction env ([env] evict)") };
+    let run = ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
+    let (eviction, store) = run.eviction().map_err(|e| anyhow!("{env}: {e}"))?;
+    let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
-    let store = cfg.option_index(eviction.store).map_err(|e| anyhow!("{e}"))?;
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let exact = cost::exact_bytes_per_token(&cfg) as f64;
     let budget = eviction.budget;

@@ -29,9 +29,9 @@ fn main() -> Result<()> {
     };
     let sequences: usize = sequences.parse().context("SEQUENCES")?;
     let dev = ahr_tpa::device::from_env();
-    let ahr_train::EnvRun { spec, model, task } =
-        ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
-    let Some(eviction) = spec.env.evict else { bail!("{env}: not a learned-eviction env ([env] evict)") };
+    let run = ahr_train::EnvRun::load(&PathBuf::from(model), &PathBuf::from(env), &dev)?;
+    let (eviction, _) = run.eviction().map_err(|e| anyhow::anyhow!("{env}: {e}"))?;
+    let ahr_train::EnvRun { spec, model, task } = run;
     let (heads, slots) = (model.config().n_layers, eviction.slots());
     let col = |name: &str| CANDIDATE_FEATURES.iter().position(|&c| c == name).expect("a candidate feature");
     let (smooth, now, prev, ema) = (col("smooth"), col("now"), col("prev"), col("ema"));

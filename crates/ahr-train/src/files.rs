@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ahr_tpa::checkpoint::load_model;
 use ahr_tpa::{Model, ModelConfig};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,14 @@ impl EnvRun {
         let model = load_env_model(model_dir, &spec, env_path, device)?;
         let task = ahr_env::load_task(&spec, env_path, model.config()).map_err(anyhow::Error::msg)?;
         Ok(Self { spec, model, task })
+    }
+
+    /// The env's learned eviction (`[env] evict`) and the menu index its tokens are written at;
+    /// an error when the env has none.
+    pub fn eviction(&self) -> Result<(ahr_policy::evict::Eviction, usize)> {
+        let Some(eviction) = self.spec.env.evict else { bail!("not a learned-eviction env ([env] evict)") };
+        let store = self.model.config().option_index(eviction.store).map_err(anyhow::Error::msg)?;
+        Ok((eviction, store))
     }
 }
 
