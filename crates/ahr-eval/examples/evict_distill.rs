@@ -73,15 +73,20 @@ impl Book {
         Self { drawn: vec![vec![None; seq_len]; streams * layers], layers, seq_len, decay: RULE_DECAY }
     }
 
-    /// Record a step (every held key draws the query's weight; the new one joins) and return the
-    /// held keys' features.
-    fn step(&mut self, s: &RuleStep, token: u32) -> Vec<Vec<f32>> {
+    /// Record a step: every held key draws the query's weight, the new one joins.
+    fn observe(&mut self, s: &RuleStep, token: u32) {
         assert!(s.query < self.seq_len);
         let book = &mut self.drawn[s.stream * self.layers + s.layer];
         for &k in &s.held[..s.held.len() - 1] {
             book[k].as_mut().expect("a held key was written").draw((s.weight)(k));
         }
         book[s.query] = Some(Drawn::new(s.query, token, (s.weight)(s.query), self.decay));
+    }
+
+    /// The held keys' features at a step already observed (the key similarities cost
+    /// O(held² · d): only at the steps that decide).
+    fn features(&self, s: &RuleStep) -> Vec<Vec<f32>> {
+        let book = &self.drawn[s.stream * self.layers + s.layer];
         let keys: Vec<&[f32]> = s.held.iter().map(|&k| s.keys[k].as_slice()).collect();
         let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
@@ -238,8 +243,9 @@ fn main() -> Result<()> {
         // The decisions seen, their victim and Δ filled in below.
         let mut seen: Vec<Decision> = Vec::new();
         let mut watch = |s: RuleStep| {
-            let features = book.step(&s, seq.inputs[s.query]);
+            book.observe(&s, seq.inputs[s.query]);
             if queries.contains(&s.query) {
+                let features = book.features(&s);
                 seen.push(Decision {
                     window: w,
                     query: s.query,
@@ -365,8 +371,9 @@ fn main() -> Result<()> {
         let run = |batch: &Batch| {
             let mut book = Book::new(batch.batch_size, l_n, batch.seq_len);
             let mut watch = |s: RuleStep| {
-                let features = book.step(&s, batch.inputs[s.stream * batch.seq_len + s.query]);
+                book.observe(&s, batch.inputs[s.stream * batch.seq_len + s.query]);
                 (s.held.len() > budget).then(|| {
+                    let features = book.features(&s);
                     let best = (0..features.len())
                         .max_by(|&a, &b| {
                             score(s.layer, &features[a]).total_cmp(&score(s.layer, &features[b])).then(b.cmp(&a))

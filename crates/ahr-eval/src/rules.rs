@@ -253,6 +253,14 @@ mod tests {
         assert_eq!(peak_held(&e), 4, "budget 3 plus the current token");
     }
 
+    /// Four tokens' attention `[T, T]` (query × key): the fixture of the TOVA tests below.
+    const FOUR_TOKENS: [f32; 16] = [
+        1.0, 0.0, 0.0, 0.0, //
+        0.5, 0.5, 0.0, 0.0, //
+        0.1, 0.6, 0.3, 0.0, //
+        0.0, 0.1, 0.5, 0.4,
+    ];
+
     #[test]
     fn tova_evicts_the_key_the_current_query_ignores() {
         // Four tokens, budget 2. Query 2 attends 0.1 / 0.6 / 0.3 to tokens 0 / 1 / 2: token 0
@@ -260,12 +268,7 @@ mod tests {
         // token 1 goes from query 4 on (past the end) — TOVA looks at the current query only,
         // although token 1 drew the most attention in total.
         let t = 4;
-        let attn = [
-            1.0, 0.0, 0.0, 0.0, //
-            0.5, 0.5, 0.0, 0.0, //
-            0.1, 0.6, 0.3, 0.0, //
-            0.0, 0.1, 0.5, 0.4,
-        ];
+        let attn = FOUR_TOKENS;
         let e = tova_evictions(&attn, t, 2);
         assert_eq!(e, vec![3, 4, NEVER, NEVER]);
         assert_eq!(peak_held(&e), 3, "budget 2 plus the current token");
@@ -280,12 +283,7 @@ mod tests {
     #[test]
     fn tova_ema_averages_the_log_weights_a_key_drew() {
         let t = 4;
-        let mut attn = [
-            1.0, 0.0, 0.0, 0.0, //
-            0.5, 0.5, 0.0, 0.0, //
-            0.1, 0.6, 0.3, 0.0, //
-            0.0, 0.1, 0.5, 0.4,
-        ];
+        let mut attn = FOUR_TOKENS;
         assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, 4, NEVER, NEVER]);
         assert_eq!(tova_ema_evictions(&attn, t, 2, 0.0), tova_evictions(&attn, t, 2));
         attn[13..].copy_from_slice(&[0.3, 0.3, 0.4]);
@@ -300,12 +298,7 @@ mod tests {
     #[test]
     fn a_forced_eviction_overrules_one_decision_and_the_rule_goes_on() {
         let t = 4;
-        let attn = [
-            1.0, 0.0, 0.0, 0.0, //
-            0.5, 0.5, 0.0, 0.0, //
-            0.1, 0.6, 0.3, 0.0, //
-            0.0, 0.1, 0.5, 0.4,
-        ];
+        let attn = FOUR_TOKENS;
         let run_forcing = |forced: &[Option<usize>]| {
             let mut rule = Held::current(2);
             let mut evicted = vec![NEVER; t];
