@@ -592,18 +592,21 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert!(!manifest.contains("\"rank:1\""), "{manifest}");
     inference_matches(model, &p, &spike);
     // Learned eviction: one head per layer over the budget's candidate slots, judged in its
-    // environment against TOVA at the same budget (the same memory); inference refuses it
-    // plainly, and a rule prior (which it cannot take) is a clear error.
+    // environment against TOVA at the same budget (the same memory); inference evicts what the
+    // environment evicted and holds the budget; a rule prior (which it cannot take) is a clear error.
     let p = tmp.join("policy-6");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(json["evict"], serde_json::json!({ "budget": 6, "store": "full", "decay": 0.9 }));
     assert_eq!((json["dims"]["heads"].as_u64(), json["dims"]["options"].as_u64()), (Some(2), Some(7)));
     assert_eq!(json["dims"]["candidate_features"].as_u64(), Some(13));
+    inference_matches(model, &p, &evict);
     let p = p.to_str().unwrap();
-    let (code, _, stderr) = ahr(&["generate", "--model", m, "--policy", p, "--tokens", "3,40,5,41,3"]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("learned-eviction") && !stderr.contains("panicked"), "{stderr}");
+    let tokens = "3,40,5,41,3,7,9,11,40,5,41";
+    let argv = ["generate", "--model", m, "--policy", p, "--tokens", tokens, "--max-new-tokens", "4"];
+    let (code, stdout, stderr) = ahr(&argv);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("bytes held"), "{stdout}");
     let out = tmp.join("eval-evict");
     let argv = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "tova,tova-ema"];
     let (code, _, stderr) =
@@ -708,6 +711,11 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     let spec = ahr_env::EnvSpec::load(&root().join(env)).unwrap();
     let task = ahr_tasks::Task::load(&spec.task).unwrap();
     let streams = spec.env.streams;
+    // The tokens that left at a moment of their own (learned evictions, spike reviews' drops).
+    let mut held_out = ahr_env::make_env(&model, &task, &spec, true, manifest.policy.window, &dev);
+    let act = |obs: &ahr_policy::ObsBatch| net.act_deterministic(obs, &manifest.norm, &dev);
+    let env_evictions: Vec<Vec<(usize, usize, usize)>> =
+        ahr_env::run_episodes(held_out.as_mut(), streams, 0, act).unwrap().into_iter().map(|e| e.evictions).collect();
     let env_eval = ahr_env::evaluate_policy(
         &model,
         &task,
@@ -728,6 +736,7 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
         Some(ahr_tpa::ReviewAt::Spike { .. }) => n,
         at => at.and_then(|a| a.stage_ages().last().copied()).unwrap_or(0) * l_n,
     };
+    let manifest_evicts = manifest.evict.is_some();
     let policy = ahr_infer::RankPolicy::new(manifest, net);
     let generator = ahr_infer::Generator::new(&model, ahr_infer::Chooser::Policy(&policy), &dev);
     let run = generator.run(&prompts, 0).unwrap();
@@ -748,9 +757,29 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
         }
     }
     assert_eq!(counts, env_eval.option_counts, "same decisions in the environment and at inference");
+    let sorted = |rows: &[Vec<(usize, usize, usize)>]| -> Vec<Vec<(usize, usize, usize)>> {
+        rows.iter()
+            .map(|r| r.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+            .collect()
+    };
+    assert_eq!(sorted(&run.evictions), sorted(&env_evictions), "the same evictions, at the same queries");
+    if manifest_evicts {
+        assert!(run.evictions.iter().all(|r| !r.is_empty()), "a learned evicter over its budget evicts");
+        // A prefix's evictions do not depend on how many tokens the caller asks for.
+        let fed = short.tokens[0].len() - 1;
+        let early = |g: &ahr_infer::Generation| {
+            g.evictions.iter().map(|r| r.iter().filter(|e| e.2 <= fed).copied().collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        assert_eq!(early(&short), early(&long), "evictions for a prefix changed with max_new_tokens");
+    }
     assert_eq!(run.memory.bytes_held, run.memory.cost_model_bytes);
-    // The peak the environment reports (without expiring options or reviews, the final cache).
-    let held = if spec.env.review.is_some() { run.memory.peak_bytes } else { run.memory.bytes_held };
+    // The peak the environment reports (without expiring options, reviews or evictions, the final
+    // cache).
+    let held = if spec.env.review.is_some() || spec.env.evict.is_some() {
+        run.memory.peak_bytes
+    } else {
+        run.memory.bytes_held
+    };
     let per_token = held as f64 / (streams * batch.seq_len) as f64;
     let peak = env_eval.peak_kv_bytes_per_token;
     assert!((per_token - peak).abs() < 1e-6, "{per_token} vs {peak}");

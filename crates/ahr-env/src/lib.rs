@@ -6,7 +6,6 @@
 
 pub mod budget;
 pub mod evaluate;
-mod evict;
 pub mod factory;
 pub mod history;
 pub mod layer;

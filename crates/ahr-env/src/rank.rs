@@ -11,7 +11,7 @@
 //! per episode. Position 0's loss (which no choice affects) is added to the first reward so that
 //! the return is exactly `−w_task·Σ loss − …`.
 
-use ahr_policy::evict::Eviction;
+use ahr_policy::evict::{EvictBook, Eviction};
 use ahr_policy::obs::{LAYER_FEATURES, SequenceHistory, observe, with_review};
 use ahr_policy::ops::log_softmax;
 use ahr_policy::{ObsBatch, ObsSpec};
@@ -19,7 +19,6 @@ use ahr_tasks::{Batch, IGNORE, Task};
 use ahr_tpa::{Choices, HostModel, KvCache, Model, PendingToken, ReviewAt, ReviewBook, cost};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::evict::EvictBook;
 use crate::spec::{RewardConfig, TaskBaseline};
 use crate::vec_env::{EnvError, EpisodeStats, VecEnv, VecStep};
 

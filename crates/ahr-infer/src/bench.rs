@@ -243,7 +243,12 @@ fn decode_here(
                 kinds.push((format!("uniform:{o}"), model, cfg.clone(), counts_for(&cfg.menu, &one, ctx)));
             }
             if let Some(mix) = &mix {
-                kinds.push(("policy".into(), model, cfg.clone(), counts_for(&cfg.menu, mix, ctx)));
+                let mut counts = counts_for(&cfg.menu, mix, ctx);
+                // A learned-eviction policy holds at most its budget per layer, all at its store.
+                if let Some(e) = policy.and_then(|(p, _)| p.manifest().evict) {
+                    counts.iter_mut().flatten().for_each(|c| *c = (*c).min(e.budget));
+                }
+                kinds.push(("policy".into(), model, cfg.clone(), counts));
             }
             // Like with like: every cache is built first and warmed up, then each repeat times one
             // step of every cache in a fresh random order, so drift and cache effects spread evenly.

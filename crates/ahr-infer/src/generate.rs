@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use ahr_policy::evict::EvictBook;
 use ahr_policy::export::{ExportError, Manifest, load_policy};
 use ahr_policy::obs::{FeatureWindow, Granularity, SequenceHistory, observe, with_review};
 use ahr_policy::{ActorCritic, ObsBatch};
@@ -33,14 +34,6 @@ impl RankPolicy {
     /// Load `dir` and check it against `model` (whose directory has `fingerprint`).
     pub fn load(dir: &Path, model: &Model, fingerprint: &str, device: &Device) -> Result<Self, InferError> {
         let (manifest, net) = load_policy(dir, model.config(), fingerprint, device)?;
-        if let Some(e) = manifest.evict {
-            return Err(InferError::Input(format!(
-                "{}: a learned-eviction policy (evict budget {}) is judged in its environment (`ahr eval`); \
-                 inference does not run its evictions yet",
-                dir.display(),
-                e.budget
-            )));
-        }
         Ok(Self { manifest, net })
     }
 
@@ -91,8 +84,13 @@ pub struct Generation {
     pub tokens: Vec<Vec<u32>>,
     /// Prompt length (equal for every stream).
     pub prompt_len: usize,
-    /// Per stream: menu index per stored token and layer, `[t * n_layers + l]`.
+    /// Per stream: menu index per stored token and layer, `[t * n_layers + l]` (what a review made
+    /// of it; a learned-eviction policy's tokens keep their store option, see `evictions`).
     pub choices: Vec<Vec<usize>>,
+    /// Per stream, the tokens that left the cache at a moment of their own — a learned-eviction
+    /// policy's evictions and spike reviews' drops — in order: `(layer, position, at)`, `at` the
+    /// first query that no longer sees it (the environment's `EpisodeStats::evictions`).
+    pub evictions: Vec<Vec<(usize, usize, usize)>>,
     /// Cache bytes at the end.
     pub memory: MemoryReport,
 }
@@ -162,6 +160,14 @@ impl<'a> Generator<'a> {
             }
             None => None,
         };
+        // A learned-eviction policy: every token is written at its store; once a layer holds more
+        // than the budget, the policy picks after each query which token leaves (the
+        // environment's book, so inference evicts what the environment evicted).
+        let mut evict_book = match self.chooser {
+            Chooser::Policy(p) => p.manifest.evict.map(|e| EvictBook::new(cfg, b_n, e)).transpose()?,
+            _ => None,
+        };
+        let mut evictions: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); b_n];
         let mut state = PolicyState::default();
         let host = self.model.host_model(&self.device)?;
         for t in 0..fed {
@@ -170,10 +176,16 @@ impl<'a> Generator<'a> {
             if let Some(book) = &mut book {
                 book.observe(&out, &ids)?;
             }
-            let decided = match self.chooser {
-                Chooser::Exact => vec![cfg.exact_index(); b_n * l_n],
-                Chooser::Uniform(i) => vec![i; b_n * l_n],
-                Chooser::Policy(p) => {
+            if let Some(book) = &mut evict_book {
+                book.observe(&out, &ids, t)?;
+            }
+            let decided = match (self.chooser, &evict_book) {
+                (Chooser::Exact, _) => vec![cfg.exact_index(); b_n * l_n],
+                (Chooser::Uniform(i), _) => vec![i; b_n * l_n],
+                (Chooser::Policy(p), Some(evict)) => {
+                    p.net.act_deterministic(&evict.obs(t), &p.manifest.norm, &self.device)
+                }
+                (Chooser::Policy(p), None) => {
                     state.decide(p, self.model, &out, &cache, book.as_ref(), &ids, t, total, &self.device)
                 }
             };
@@ -184,9 +196,18 @@ impl<'a> Generator<'a> {
                 }
             }
             // With reviews the policy answers L writes then L reviews per review stage, per stream.
-            let (actions, reviewed) = match &mut book {
-                Some(book) => book.store(&mut cache, out.pending, &decided, t)?,
-                None => {
+            // Under learned eviction they are the slots that leave, the writes all at its store.
+            let (actions, reviewed) = match (&mut book, &mut evict_book) {
+                (Some(book), _) => book.store(&mut cache, out.pending, &decided, t)?,
+                (None, Some(evict)) => {
+                    let writes = vec![evict.option(); b_n * l_n];
+                    cache.push(out.pending, &writes)?;
+                    for ev in evict.evict(&mut cache, &decided)? {
+                        evictions[ev.stream].push((ev.layer, ev.position, t + 1));
+                    }
+                    (writes, Vec::new())
+                }
+                (None, None) => {
                     cache.push(out.pending, &decided)?;
                     (decided, Vec::new())
                 }
@@ -196,14 +217,25 @@ impl<'a> Generator<'a> {
             }
             for r in reviewed.iter().filter(|r| r.reviewable) {
                 choices[r.stream][r.position * l_n + r.layer] = r.effective;
+                if let Some(at) = r.evicted_at.filter(|_| r.effective != r.written) {
+                    evictions[r.stream].push((r.layer, r.position, at));
+                }
             }
         }
         let stored = fed;
-        // What the next query would see: every kept token in its current form (expired ones gone).
+        // What the next query would see: every kept token in its current form (expired and
+        // evicted ones gone).
+        let evicted: std::collections::HashSet<(usize, usize, usize)> = evictions
+            .iter()
+            .enumerate()
+            .flat_map(|(s, row)| row.iter().map(move |&(l, position, _)| (s, position, l)))
+            .collect();
         let cost_model_bytes = choices
             .iter()
-            .flat_map(|row| row.iter().enumerate().map(|(i, &c)| (i / l_n, c)))
-            .map(|(t, c)| cost::bytes_at(cfg, cfg.menu[c], t, stored))
+            .enumerate()
+            .flat_map(|(s, row)| row.iter().enumerate().map(move |(i, &c)| (s, i / l_n, i % l_n, c)))
+            .filter(|&(s, t, l, _)| !evicted.contains(&(s, t, l)))
+            .map(|(_, t, _, c)| cost::bytes_at(cfg, cfg.menu[c], t, stored))
             .sum();
         let memory = MemoryReport {
             tokens_cached: stored,
@@ -213,7 +245,7 @@ impl<'a> Generator<'a> {
             exact_bytes: b_n * stored * cost::exact_bytes_per_token(cfg),
             dense_mha_bytes: b_n * stored * cost::dense_mha_bytes_per_token(cfg),
         };
-        Ok(Generation { tokens, prompt_len, choices, memory })
+        Ok(Generation { tokens, prompt_len, choices, evictions, memory })
     }
 }
 

@@ -31,6 +31,9 @@ pub struct GenerateReport {
     pub fraction_of_dense_mha: f64,
     /// Chosen options per layer, counted over the stored tokens, `[layer][option]`.
     pub option_counts: Vec<Vec<usize>>,
+    /// Tokens that left the cache at a moment of their own (a learned-eviction policy's evictions,
+    /// spike reviews' drops), per layer.
+    pub evicted: Vec<usize>,
     /// The menu.
     pub menu: Vec<String>,
 }
@@ -82,6 +85,10 @@ pub fn generate(
     for (i, &c) in run.choices[0].iter().enumerate() {
         option_counts[i % cfg.n_layers][c] += 1;
     }
+    let mut evicted = vec![0usize; cfg.n_layers];
+    for &(l, _, _) in &run.evictions[0] {
+        evicted[l] += 1;
+    }
     let m = run.memory.clone();
     let report = GenerateReport {
         text: (256..=264)
@@ -94,6 +101,7 @@ pub fn generate(
         fraction_of_dense_mha: m.bytes_held as f64 / m.dense_mha_bytes.max(1) as f64,
         memory: m,
         option_counts,
+        evicted,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
     };
     match &report.text {
@@ -111,6 +119,10 @@ pub fn generate(
         mm.dense_mha_bytes,
         100.0 * report.fraction_of_dense_mha
     );
+    if report.evicted.iter().any(|&n| n > 0) {
+        let per_layer: Vec<String> = report.evicted.iter().map(usize::to_string).collect();
+        println!("evicted per layer: {}", per_layer.join(", "));
+    }
     if let Some(path) = out {
         super::write_json(path, &report)?;
     }
