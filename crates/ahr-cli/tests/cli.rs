@@ -607,6 +607,23 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, stdout, stderr) = ahr(&argv);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("bytes held"), "{stdout}");
+    // `analyze`: the policy against tova-ema (its start) and TOVA at the same budget, with its
+    // evictions against the rule's per layer and per token role.
+    let out = tmp.join("analyze-evict");
+    let argv = ["analyze", "--model", m, "--policy", p, "--env", evict.to_str().unwrap(), "--sequences", "8"];
+    let (code, _, stderr) = ahr(&[&argv[..], &["--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("What the learned evicter does") && report.contains("Against `tova-ema@full"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    let mem: Vec<f64> = json["outcomes"].as_array().unwrap().iter().map(|o| o["mem_frac"].as_f64().unwrap()).collect();
+    assert!(mem.len() == 3 && mem.iter().all(|m| (m - mem[0]).abs() < 1e-9 && *m > 0.0), "the same memory: {mem:?}");
+    let layers = json["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert!(layers.iter().all(|l| l["tokens"].as_u64() == Some(8 * 32)), "{layers:?}");
+    let classes: Vec<&str> = json["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert!(classes.contains(&"key") && classes.contains(&"value"), "{classes:?}");
     let out = tmp.join("eval-evict");
     let argv = ["eval", "--model", m, "--policy", p, "--sequences", "8", "--baselines", "tova,tova-ema"];
     let (code, _, stderr) =
@@ -711,11 +728,6 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
     let spec = ahr_env::EnvSpec::load(&root().join(env)).unwrap();
     let task = ahr_tasks::Task::load(&spec.task).unwrap();
     let streams = spec.env.streams;
-    // The tokens that left at a moment of their own (learned evictions, spike reviews' drops).
-    let mut held_out = ahr_env::make_env(&model, &task, &spec, true, manifest.policy.window, &dev);
-    let act = |obs: &ahr_policy::ObsBatch| net.act_deterministic(obs, &manifest.norm, &dev);
-    let env_evictions: Vec<Vec<(usize, usize, usize)>> =
-        ahr_env::run_episodes(held_out.as_mut(), streams, 0, act).unwrap().into_iter().map(|e| e.evictions).collect();
     let env_eval = ahr_env::evaluate_policy(
         &model,
         &task,
@@ -762,7 +774,7 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
             .map(|r| r.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
             .collect()
     };
-    assert_eq!(sorted(&run.evictions), sorted(&env_evictions), "the same evictions, at the same queries");
+    assert_eq!(sorted(&run.evictions), sorted(&env_eval.evictions), "the same evictions, at the same queries");
     if manifest_evicts {
         assert!(run.evictions.iter().all(|r| !r.is_empty()), "a learned evicter over its budget evicts");
         // A prefix's evictions do not depend on how many tokens the caller asks for.

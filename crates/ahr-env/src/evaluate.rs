@@ -46,6 +46,10 @@ pub struct PolicyEval {
     /// held-out example i), for paired comparisons on the same sequences.
     #[serde(skip)]
     pub per_sequence: Vec<ahr_tasks::Metrics>,
+    /// Per held-out sequence, the tokens that left at a moment of their own (learned evictions,
+    /// spike reviews' drops): `(layer, position, at)`, `at` the first query that no longer sees it.
+    #[serde(skip)]
+    pub evictions: Vec<Vec<(usize, usize, usize)>>,
 }
 
 /// Run the policy deterministically over held-out sequences (the model's fixed held-out set).
@@ -120,5 +124,6 @@ pub fn evaluate_rule(
         options_by_position,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
         per_sequence: stats.iter().map(EpisodeStats::metrics).collect(),
+        evictions: stats.into_iter().map(|e| e.evictions).collect(),
     })
 }

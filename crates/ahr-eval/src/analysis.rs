@@ -208,7 +208,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let (manifest, net) = ahr_policy::export::load_policy(&a.policy, &cfg, &fp, &dev)?;
     if manifest.evict.is_some() {
         bail!(
-            "{}: `ahr analyze` does not report on learned-eviction policies yet; judge them with `ahr eval`",
+            "{}: a learned-eviction policy is analysed by `ahr_eval::eviction::analyze_eviction` (what `ahr analyze` runs for it)",
             a.policy.display()
         );
     }

@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod baseline;
+pub mod eviction;
 pub mod harness;
 pub mod judge;
 pub mod own_cache;

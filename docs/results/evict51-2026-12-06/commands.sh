@@ -62,11 +62,13 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
   --policy policies/text-demote-python-table-seed{1,2,3} \
   --baselines tova,tova-ema --sequences 128 --fractions none --workers 2 --out rejudge-demote-python
 # 7. how far the trained evicters' evictions moved from tova-ema's (agreement/; 25 s each; the
-#    untrained start-policy as the check: 0 %)
+#    untrained start-policy as the check: 0 %). Run then with examples/evict_agreement.rs, since
+#    folded into `ahr analyze` (fifty-first session: its "Evictions against tova-ema, per layer"
+#    table is the same count, the kept-to-the-end column split by which of the two keeps it):
 for P in policies/text-python-wide-evict51-seed1 policies/text-python-wide-evict51-seed2 \
          policies/text-python-wide-evict51-seed3 start-policy; do
-  cargo run --release -p ahr-eval --example evict_agreement -- \
-    policies/models/text-python-wide envs/text-python-short-evict51.toml $P 64
+  ahr analyze --model policies/models/text-python-wide --env envs/text-python-short-evict51.toml \
+    --policy $P --sequences 64 --out agreement/$(basename $P)
 done
 ahr eval --model policies/models/text-python --env envs/text-python-short-keep.toml \
   --policy policies/text-python-table-v2-keep-seed{1,2,3,4,5,6} \

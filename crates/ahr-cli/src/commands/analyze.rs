@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ahr_eval::analysis::{Analysis, AnalyzeArgs, Bucket, Outcome};
+use ahr_eval::eviction::{ClassKeep, EvictionAnalysis};
 use anyhow::{Result, bail};
 
 use crate::args::Common;
@@ -23,14 +24,129 @@ pub fn parse_lengths(items: &[String]) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Run `ahr analyze` and write its files into `out`.
-pub fn analyze(a: &AnalyzeArgs, out: &Path, common: &Common) -> Result<Analysis> {
-    let analysis = ahr_eval::analysis::analyze(a, &device(&common.device)?)?;
-    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+/// Run `ahr analyze` and write its files into `out`: `analysis.json` and `report.md`, with the
+/// bar charts for a per-token policy; a learned-eviction policy gets its own report
+/// ([`ahr_eval::eviction`]).
+pub fn analyze(a: &AnalyzeArgs, out: &Path, common: &Common) -> Result<()> {
+    let dev = device(&common.device)?;
+    let create = || std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()));
+    if ahr_policy::export::load_manifest(&a.policy)?.evict.is_some() {
+        let analysis = ahr_eval::eviction::analyze_eviction(a, &dev)?;
+        create()?;
+        super::write_json(&out.join("analysis.json"), &analysis)?;
+        ahr_tpa::checkpoint::write_atomic(&out.join("report.md"), eviction_report(&analysis, a).as_bytes())?;
+        return Ok(());
+    }
+    let analysis = ahr_eval::analysis::analyze(a, &dev)?;
+    create()?;
     super::write_json(&out.join("analysis.json"), &analysis)?;
     write_plots(out, &analysis)?;
     ahr_tpa::checkpoint::write_atomic(&out.join("report.md"), report(&analysis, a).as_bytes())?;
-    Ok(analysis)
+    Ok(())
+}
+
+/// `report.md` for a learned evicter: findings with their numbers, then the tables.
+fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
+    let policy = &e.outcomes[0];
+    let mut s = format!(
+        "# What the learned evicter does\n\nModel `{}`, policy `{}`, env `{}`; {} held-out sequences of {} tokens; \
+         metric: {}.\n\nEvery token is written `{}`; each layer holds at most {} tokens ({} of the exact choice's KV \
+         bytes, time-averaged); after each query the policy picks which leaves. It starts at `tova-ema` with decay {} \
+         (the rules below run with their own caches at the same budget: the same memory at every step).\n\n\
+         ## Findings\n\n",
+        args.model.display(),
+        args.policy.display(),
+        args.env.display(),
+        e.sequences,
+        e.seq_len,
+        e.metric,
+        e.store,
+        e.budget,
+        pct(policy.mem_frac),
+        e.decay,
+    );
+    for (rule, p) in &e.margins {
+        let verdict = if p.low > 0.0 {
+            "the policy is better"
+        } else if p.high < 0.0 {
+            "the rule is better"
+        } else {
+            "level (the interval holds zero)"
+        };
+        s.push_str(&format!(
+            "- Against `{rule}`: margin {:+.4} [{:+.4}, {:+.4}] (paired, 95 %; positive favours the policy): {verdict}; \
+             {} sequences favour the policy, {} the rule.\n",
+            p.margin, p.low, p.high, p.sequences_better, p.sequences_worse
+        ));
+    }
+    for l in &e.layers {
+        s.push_str(&format!(
+            "- Layer {}: {} of the tokens leave at another query than under `tova-ema`; the policy keeps {} to the end \
+             that the rule evicts, the rule {} that the policy evicts.\n",
+            l.layer,
+            pct(l.differs),
+            pct(l.kept_by_policy_only),
+            pct(l.kept_by_rule_only)
+        ));
+    }
+    let shift = |c: &ClassKeep| c.policy_held - c.rule_held;
+    if let (Some(up), Some(down)) = (
+        e.classes.iter().max_by(|x, y| shift(x).total_cmp(&shift(y))),
+        e.classes.iter().min_by(|x, y| shift(x).total_cmp(&shift(y))),
+    ) {
+        s.push_str(&format!(
+            "- By class: the policy holds {} tokens {:+.1} queries longer on average than the rule ({:.1} against {:.1}), \
+             {} tokens {:+.1} ({:.1} against {:.1}).\n",
+            up.class,
+            shift(up),
+            up.policy_held,
+            up.rule_held,
+            down.class,
+            shift(down),
+            down.policy_held,
+            down.rule_held
+        ));
+    }
+    s.push_str(&format!(
+        "\n## The metric at the same memory\n\n| | {} | KV bytes (of exact) | bytes/token |\n|---|---:|---:|---:|\n",
+        e.metric
+    ));
+    for o in &e.outcomes {
+        s.push_str(&format!("| {} | {:.4} | {} | {:.1} |\n", o.name, o.metric, pct(o.mem_frac), o.kv_bytes_per_token));
+    }
+    s.push_str(
+        "\n## Evictions against `tova-ema`, per layer\n\n| layer | tokens | another query | kept by the policy only | \
+         kept by the rule only |\n|---|---:|---:|---:|---:|\n",
+    );
+    for l in &e.layers {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            l.layer,
+            l.tokens,
+            pct(l.differs),
+            pct(l.kept_by_policy_only),
+            pct(l.kept_by_rule_only)
+        ));
+    }
+    s.push_str(
+        "\n## How long a token is held, per class (queries; tokens × layers)\n\n| class | n | held, policy | held, rule | \
+         kept to the end, policy | kept to the end, rule | policy longer | policy shorter |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for c in &e.classes {
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+            c.class,
+            c.count,
+            c.policy_held,
+            c.rule_held,
+            pct(c.policy_kept),
+            pct(c.rule_kept),
+            pct(c.longer),
+            pct(c.shorter)
+        ));
+    }
+    s
 }
 
 fn write_plots(out: &Path, a: &Analysis) -> Result<()> {
