@@ -5,8 +5,12 @@
 //! `mean` are the same idea over the previous query, an exponential mean (decay 0.8), the
 //! largest and the mean weight drawn; `total` is H2O's score without its recent window (the least
 //! total weight); `now+prev`, `now+ema`: the sum of the two features (geometric means of the
-//! weights), and so on; `smooth` the exponential mean of the log weights at decay 0.9 (the
-//! judge's `tova-ema` at that decay, where the learned evicter starts). `sampled κ` (κ from
+//! weights), and so on; `smooth` the exponential mean of the log weights at the env's decay (the
+//! judge's `tova-ema` at that decay, where the learned evicter starts). With `EVICT_CLASS_BIAS`
+//! (comma-separated β) also `smooth` with a byte-class bias, the rule a practitioner adds once the
+//! byte table has shown that classes matter: whitespace or punctuation kept longer (`smooth −
+//! β·class`), letters and digits evicted sooner (`smooth + β·class`); β = 0.1 weighs a class like a
+//! factor e in the smoothed weight. `sampled κ` (κ from
 //! `EVICT_KAPPAS`, comma-separated; default 2, 4, 8) draws the eviction with probability ∝ w^−κ,
 //! w the current query's weight (seed 0). Every rule holds the same bytes at every step.
 //!
@@ -50,8 +54,20 @@ fn main() -> Result<()> {
         ("2 now+ema", Box::new(move |x: &[f32]| 2.0 * x[now] + x[ema])),
         ("now+2 ema", Box::new(move |x: &[f32]| x[now] + 2.0 * x[ema])),
         ("prev+ema", Box::new(move |x: &[f32]| x[prev] + x[ema])),
-        ("smooth (tova-ema, decay 0.9)", Box::new(move |x: &[f32]| x[smooth])),
     ];
+    let mut rules: Vec<(String, Score)> = rules.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+    rules.push((format!("smooth (tova-ema, decay {})", eviction.decay), Box::new(move |x: &[f32]| x[smooth])));
+    let biases: Vec<f32> = match std::env::var("EVICT_CLASS_BIAS") {
+        Ok(v) => v.split(',').filter(|s| !s.is_empty()).map(|s| s.parse()).collect::<Result<_, _>>()?,
+        Err(_) => Vec::new(),
+    };
+    for beta in biases {
+        for (class, sign) in [("space", -1.0f32), ("punct", -1.0), ("alnum", 1.0)] {
+            let c = col(class);
+            let name = format!("smooth {} {beta}·{class}", if sign < 0.0 { "−" } else { "+" });
+            rules.push((name, Box::new(move |x: &[f32]| x[smooth] + sign * beta * x[c])));
+        }
+    }
     println!(
         "| eviction score ({sequences} held-out sequences, budget {}) | bits/byte | memory (of exact) |",
         eviction.budget

@@ -313,6 +313,9 @@ pub enum Baseline {
         /// 0: TOVA. Otherwise `tova-ema`: each key scored by the exponential mean of the log of
         /// its weights with this decay per query ([`rules::Held::smoothed`]).
         decay: f32,
+        /// A log-weight floor ([`rules::Held::with_floor`]): keys scored below it leave too, so
+        /// `budget` is a cap and the memory varies (`None`: a fixed budget).
+        floor: Option<f32>,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -533,6 +536,7 @@ impl Baseline {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
+            Baseline::Tova { budget, decay, floor: Some(f), .. } => format!("budget={budget},decay={decay},floor={f}"),
             Baseline::Tova { budget, decay, .. } if decay > 0.0 => format!("budget={budget},decay={decay}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
             Baseline::Entropy { tau, .. } => format!("tau={tau:.4}"),
@@ -560,8 +564,8 @@ impl Baseline {
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
-            Baseline::Tova { budget, decay, .. } => {
-                rules::tova_ema_evictions(&view.attention[layer], t_n, budget, decay)
+            Baseline::Tova { budget, decay, floor, .. } => {
+                rules::map_evictions(rules::Held::tova(budget, decay, floor), &view.attention[layer], t_n)
             }
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
             Baseline::Entropy { tau, .. } => rules::threshold_evictions(view.entropy, tau),
@@ -674,7 +678,7 @@ mod tests {
         let expect = 152.0 * 21.0 / 36.0 * 2.0;
         assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
         // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
-        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0 };
+        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0, floor: None };
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let h2o = Baseline::H2o { heavy: 1, recent: 1, store, scores: Scores::FullCache };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);

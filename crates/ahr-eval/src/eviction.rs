@@ -146,16 +146,19 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let (policy, eval) = h.env_point("policy", "", &spec, manifest.policy.window, |obs| {
         net.act_deterministic(obs, &manifest.norm, dev)
     })?;
-    let rule =
-        |decay: f32| Baseline::Tova { budget: eviction.budget, store: eviction.store, scores: Scores::Cache, decay };
+    let rule = |decay: f32| Baseline::Tova {
+        budget: eviction.budget,
+        store: eviction.store,
+        scores: Scores::Cache,
+        decay,
+        floor: None,
+    };
     let (ema, tova) = (rule(eviction.decay), rule(0.0));
     eprintln!("rules: {} and {}", ema.name(), tova.name());
     let (ema_point, tova_point) = (h.rule_point(&ema)?, h.rule_point(&tova)?);
     let margins = [(&ema, &ema_point), (&tova, &tova_point)]
         .into_iter()
-        .filter_map(|(r, p)| {
-            Some((format!("{}@{}", r.name(), r.setting()), paired(&policy.per_sequence, &p.per_sequence, metric)?))
-        })
+        .filter_map(|(r, p)| Some((label(r), paired(&policy.per_sequence, &p.per_sequence, metric)?)))
         .collect();
 
     // Token by token: when each token leaves under the policy (from its environment) and under

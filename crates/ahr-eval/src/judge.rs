@@ -414,11 +414,11 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             }
             Family::H2o | Family::Tova | Family::TovaEma | Family::H2oFullCache | Family::TovaFullCache => {
                 let scores = family.scores().expect("an attention family");
-                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0 };
+                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0, floor: None };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if family == Family::TovaEma {
                         for decay in TOVA_EMA_DECAYS {
-                            out.push(Baseline::Tova { budget, store, scores, decay });
+                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));

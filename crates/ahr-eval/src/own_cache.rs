@@ -116,7 +116,7 @@ fn run_cache_scored(
     let option = plain_option(cfg, rule, rule.store())?;
     let fresh = || match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
-        Baseline::Tova { budget, decay, .. } => Ok(Held::smoothed(budget, decay)),
+        Baseline::Tova { budget, decay, floor, .. } => Ok(Held::tova(budget, decay, floor)),
         _ => Err(anyhow::anyhow!("{}: only H2O and TOVA are scored by their own cache", rule.name())),
     };
     let mut held = (0..b_n * l_n).map(|_| fresh()).collect::<Result<Vec<Held>>>()?;
@@ -468,10 +468,21 @@ mod tests {
         let norm = RunningNorm::new(dims.obs_dim);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let decay = SMOOTH_DECAY;
-        let tova =
-            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.0 };
+        let tova = Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay: 0.0,
+            floor: None,
+        };
         let plain = evictions(&model, &batch, &tova, &dev).unwrap();
-        let tova = Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay };
+        let tova = Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay,
+            floor: None,
+        };
         let judged = evictions(&model, &batch, &tova, &dev).unwrap();
         assert_ne!(plain, judged, "smoothing should change some eviction on this model");
         let mut from_env = vec![NEVER; 4 * t_n * l_n];
@@ -507,8 +518,13 @@ mod tests {
         half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5 });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
-        let rule =
-            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.5 };
+        let rule = Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay: 0.5,
+            floor: None,
+        };
         let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
         assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
         let mut from_env = vec![NEVER; 4 * t_n * l_n];
@@ -544,8 +560,13 @@ mod tests {
         let l_n = model.config().n_layers;
         let seq = task.valid_batch(0, 1);
         let t_n = seq.seq_len;
-        let rule =
-            Baseline::Tova { budget, store: StoreOption::Full, scores: crate::baseline::Scores::Cache, decay: 0.9 };
+        let rule = Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay: 0.9,
+            floor: None,
+        };
         let base = evictions(&model, &seq, &rule, &dev).unwrap();
         let (q, l) = (budget + 3, l_n - 1);
         let victim = (0..=q).find(|&k| base[k * l_n + l] == (q + 1) as u32).unwrap();

@@ -45,6 +45,9 @@ pub struct Held {
     budget: usize,
     recent: usize,
     accrue: Accrue,
+    /// A log-weight floor (TOVA and `tova-ema` only): after each query every held key whose score
+    /// (as a log weight) is below it leaves too, so memory follows the attention, up to `budget`.
+    floor: Option<f64>,
     held: Vec<usize>,
     score: Vec<f64>,
 }
@@ -65,12 +68,19 @@ enum Accrue {
 impl Held {
     /// H2O: at most `heavy + recent` keys; scores accumulate, the `recent` newest are protected.
     pub fn heavy_hitters(heavy: usize, recent: usize) -> Self {
-        Self { budget: heavy + recent, recent, accrue: Accrue::Sum, held: Vec::new(), score: Vec::new() }
+        Self { budget: heavy + recent, recent, accrue: Accrue::Sum, floor: None, held: Vec::new(), score: Vec::new() }
     }
 
     /// TOVA (and K-norm): at most `budget` keys (at least 1), scored by the current query alone.
     pub fn current(budget: usize) -> Self {
-        Self { budget: budget.max(1), recent: 0, accrue: Accrue::Current, held: Vec::new(), score: Vec::new() }
+        Self {
+            budget: budget.max(1),
+            recent: 0,
+            accrue: Accrue::Current,
+            floor: None,
+            held: Vec::new(),
+            score: Vec::new(),
+        }
     }
 
     /// TOVA with smoothed scores (`tova-ema`): at most `budget` keys, each scored by the
@@ -79,6 +89,25 @@ impl Held {
     pub fn smoothed(budget: usize, decay: f32) -> Self {
         let accrue = if decay == 0.0 { Accrue::Current } else { Accrue::LogMean(decay) };
         Self { accrue, ..Self::current(budget) }
+    }
+
+    /// This rule with a log-weight floor: after each query, once the budget is kept, every held
+    /// key whose score is below `floor` (TOVA: `ln` of the current weight; `tova-ema`: the
+    /// smoothed log weight) leaves as well, the older first — the budget becomes a cap and the
+    /// memory held varies with the attention. Not for H2O (its score is a sum).
+    pub fn with_floor(mut self, floor: f64) -> Self {
+        assert!(self.accrue != Accrue::Sum, "a floor is a log weight: TOVA and tova-ema only");
+        self.floor = Some(floor);
+        self
+    }
+
+    /// TOVA (`decay = 0`) or `tova-ema`, with a floor where given ([`Held::with_floor`]).
+    pub fn tova(budget: usize, decay: f32, floor: Option<f32>) -> Self {
+        let rule = Self::smoothed(budget, decay);
+        match floor {
+            Some(f) => rule.with_floor(f as f64),
+            None => rule,
+        }
     }
 
     /// The keys held, oldest first (the order a cache slot appends them in).
@@ -128,6 +157,13 @@ impl Held {
             let Some(i) = victim else { break };
             evicted.push(self.held.remove(i));
         }
+        if let Some(floor) = self.floor {
+            let log_score = |score: f64| if self.accrue == Accrue::Current { (score + 1e-30).ln() } else { score };
+            let (keep, below): (Vec<usize>, Vec<usize>) =
+                self.held.iter().partition(|&&k| log_score(self.score[k]) >= floor);
+            self.held = keep;
+            evicted.extend(below);
+        }
         evicted
     }
 }
@@ -165,9 +201,15 @@ pub fn tova_evictions(attn: &[f32], seq_len: usize, budget: usize) -> Vec<u32> {
 /// TOVA with each held key scored by the exponential mean (decay `decay`) of the log of the
 /// weights it drew ([`Held::smoothed`]); `decay = 0` is [`tova_evictions`].
 pub fn tova_ema_evictions(attn: &[f32], seq_len: usize, budget: usize, decay: f32) -> Vec<u32> {
+    map_evictions(Held::smoothed(budget, decay), attn, seq_len)
+}
+
+/// Any budgeted rule ([`Held`]) on one layer of one sequence whose attention map is `attn`
+/// (`[T, T]`, query × key).
+pub fn map_evictions(rule: Held, attn: &[f32], seq_len: usize) -> Vec<u32> {
     let t_n = seq_len;
     assert_eq!(attn.len(), t_n * t_n, "attention must be [T, T]");
-    run(Held::smoothed(budget, decay), t_n, |q, k| attn[q * t_n + k])
+    run(rule, t_n, |q, k| attn[q * t_n + k])
 }
 
 /// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
@@ -289,6 +331,30 @@ mod tests {
         attn[13..].copy_from_slice(&[0.3, 0.3, 0.4]);
         assert_eq!(tova_evictions(&attn, t, 2), vec![3, 4, NEVER, NEVER]);
         assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, NEVER, 4, NEVER]);
+    }
+
+    /// A floor of ln 0.35 on TOVA with a cap of 3 (hand-computed on the four tokens): query 0
+    /// gives token 0 weight 1 (kept); query 1 gives 0.5 / 0.5 (both kept); query 2 gives 0.1 / 0.6 /
+    /// 0.3, under the cap, but tokens 0 and 2 are below the floor and leave from query 3 on; query 3
+    /// gives token 1 0.1 and token 3 0.4: token 1 leaves. The cap still binds first: with cap 1,
+    /// query 1 evicts token 0 (the older on the tie), query 2 token 2 (0.3 against 0.6), query 3
+    /// token 1 (0.1 against 0.4), and the floor finds nothing left below it. On
+    /// `tova-ema` (decay 0.5) the floor compares the smoothed log weight: at query 2 token 0 scores
+    /// −1.33 and token 2 ln 0.3 = −1.20, both below ln 0.35 = −1.05; token 1 −0.60 stays; at query
+    /// 3 token 1 scores 0.5 · (−0.60) + 0.5 ln 0.1 = −1.45: it goes.
+    #[test]
+    fn a_floor_evicts_every_key_below_it_up_to_the_cap() {
+        let t = 4;
+        let floor = 0.35f32.ln();
+        let e = map_evictions(Held::tova(3, 0.0, Some(floor)), &FOUR_TOKENS, t);
+        assert_eq!(e, vec![3, 4, 3, NEVER]);
+        let e = map_evictions(Held::tova(1, 0.0, Some(floor)), &FOUR_TOKENS, t);
+        assert_eq!(e, vec![2, 4, 3, NEVER], "the cap first");
+        assert_eq!(map_evictions(Held::tova(3, 0.5, Some(floor)), &FOUR_TOKENS, t), vec![3, 4, 3, NEVER]);
+        assert_eq!(
+            map_evictions(Held::tova(2, 0.5, None), &FOUR_TOKENS, t),
+            tova_ema_evictions(&FOUR_TOKENS, t, 2, 0.5)
+        );
     }
 
     /// TOVA on the four tokens of `tova_ema_averages_the_log_weights_a_key_drew` evicts 0 after
