@@ -196,7 +196,16 @@ impl EnvSpec {
     /// candidate slots (`[env] evict` must be its own), any other over menu options (no `evict`).
     pub fn check_policy(&self, manifest: &ahr_policy::export::Manifest) -> Result<(), String> {
         let show = |e: Option<ahr_policy::evict::Eviction>| match e {
-            Some(e) => format!("evict = {{ budget = {}, store = \"{}\", decay = {} }}", e.budget, e.store, e.decay),
+            Some(e) => format!(
+                "evict = {{ budget = {}, store = \"{}\", decay = {}, score = \"{}\" }}",
+                e.budget,
+                e.store,
+                e.decay,
+                match e.score {
+                    ahr_policy::evict::EvictScore::Weight => "weight",
+                    ahr_policy::evict::EvictScore::Output => "output",
+                }
+            ),
             None => "no [env] evict".into(),
         };
         if manifest.evict != self.env.evict {

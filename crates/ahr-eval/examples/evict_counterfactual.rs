@@ -46,7 +46,8 @@ fn main() -> Result<()> {
     let ahr_train::EnvRun { model, task, .. } = run;
     let cfg = model.config().clone();
     let budget = eviction.budget;
-    let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: 0.9, floor: None };
+    let rule =
+        Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: 0.9, floor: None, output: false };
     let l_n = cfg.n_layers;
     let held_out = task.valid_batch(0, sequences);
     let mut rng = StdRng::seed_from_u64(0);

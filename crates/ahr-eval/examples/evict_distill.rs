@@ -214,7 +214,14 @@ fn main() -> Result<()> {
     let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
     let (budget, l_n) = (eviction.budget, cfg.n_layers);
-    let rule = Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: RULE_DECAY, floor: None };
+    let rule = Baseline::Tova {
+        budget,
+        store: eviction.store,
+        scores: Scores::Cache,
+        decay: RULE_DECAY,
+        floor: None,
+        output: false,
+    };
     let mut rng = StdRng::seed_from_u64(0);
 
     // Labels (or those an earlier run wrote: `EVICT_DISTILL_LABELS=FILE`, its `EVICT_DISTILL_OUT`;

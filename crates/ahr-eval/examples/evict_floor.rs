@@ -51,13 +51,19 @@ fn main() -> Result<()> {
         scores: Scores::Cache,
         decay,
         floor: floor.map(f32::ln),
+        output: false,
     };
     println!("| rule ({} held-out sequences, decay {decay}) | bits/byte | bytes/token | of exact |", h.sequences);
     println!("|---|---:|---:|---:|");
     let mut curve = Vec::new();
     let row = |name: String, b: &Baseline| -> Result<(f64, f64)> {
         let p = h.rule_point(b)?;
-        println!("| {name} | {:.4} | {:.1} | {:.2} % |", p.metric, p.kv_bytes_per_token, 100.0 * p.kv_bytes_per_token / exact);
+        println!(
+            "| {name} | {:.4} | {:.1} | {:.2} % |",
+            p.metric,
+            p.kv_bytes_per_token,
+            100.0 * p.kv_bytes_per_token / exact
+        );
         Ok((p.kv_bytes_per_token, p.metric))
     };
     for &b in &budgets {
@@ -75,7 +81,10 @@ fn main() -> Result<()> {
         for &floor in &floors {
             let (mem, metric) = row(format!("cap {cap}, floor {floor}"), &rule(cap, Some(floor)))?;
             if let Some(fixed) = at(mem) {
-                gains.push(format!("cap {cap}, floor {floor}: {:+.4} bits/byte at {mem:.1} bytes/token", fixed - metric));
+                gains.push(format!(
+                    "cap {cap}, floor {floor}: {:+.4} bits/byte at {mem:.1} bytes/token",
+                    fixed - metric
+                ));
             }
         }
     }

@@ -31,6 +31,12 @@ pub enum Family {
     /// mean (an exponential mean of their logs, decay 0.5, 0.8, 0.9 or 0.95 per query), in the
     /// rule's own cache — one noisy query no longer decides.
     TovaEma,
+    /// `tova-ema` scored by what evicting a key would change: per query head the attention output
+    /// moves by `w (o − v) / (1 − w)` (w the head's weight on the key, v its value, o the head's
+    /// output); the key moving the heads' outputs least (summed norms, smoothed as `tova-ema`'s)
+    /// goes, in the rule's own cache — a key whose value the head outputs anyway is cheap however
+    /// much weight it draws.
+    TovaOut,
     /// H2O scored from the exact full-cache forward's attention: optimistic (no deployed cache can
     /// compute it), kept for comparison.
     H2oFullCache,
@@ -87,13 +93,14 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 20] = [
+    pub const ALL: [Family; 21] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
         Family::H2o,
         Family::Tova,
         Family::TovaEma,
+        Family::TovaOut,
         Family::H2oFullCache,
         Family::TovaFullCache,
         Family::KNorm,
@@ -119,6 +126,7 @@ impl Family {
             Family::H2o => "h2o",
             Family::Tova => "tova",
             Family::TovaEma => "tova-ema",
+            Family::TovaOut => "tova-out",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
@@ -170,6 +178,7 @@ impl Family {
             Family::H2o
             | Family::Tova
             | Family::TovaEma
+            | Family::TovaOut
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -316,6 +325,9 @@ pub enum Baseline {
         /// A log-weight floor ([`rules::Held::with_floor`]): keys scored below it leave too, so
         /// `budget` is a cap and the memory varies (`None`: a fixed budget).
         floor: Option<f32>,
+        /// Score keys by the attention output they move instead of their weight (`tova-out`,
+        /// [`crate::own_cache::output_moved`]; own cache only).
+        output: bool,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -431,6 +443,7 @@ impl Baseline {
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
+            Baseline::Tova { scores: Scores::Cache, output: true, .. } => Family::TovaOut,
             Baseline::Tova { scores: Scores::Cache, decay, .. } if *decay > 0.0 => Family::TovaEma,
             Baseline::Tova { scores: Scores::Cache, .. } => Family::Tova,
             Baseline::H2o { scores: Scores::FullCache, .. } => Family::H2oFullCache,
@@ -678,7 +691,7 @@ mod tests {
         let expect = 152.0 * 21.0 / 36.0 * 2.0;
         assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
         // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
-        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0, floor: None };
+        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0, floor: None, output: false };
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let h2o = Baseline::H2o { heavy: 1, recent: 1, store, scores: Scores::FullCache };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);

@@ -152,6 +152,7 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         scores: Scores::Cache,
         decay,
         floor: None,
+        output: false,
     };
     let (ema, tova) = (rule(eviction.decay), rule(0.0));
     eprintln!("rules: {} and {}", ema.name(), tova.name());

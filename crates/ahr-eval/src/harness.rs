@@ -647,7 +647,7 @@ mod tests {
         let mut differs = false;
         for scores in [Scores::Cache, Scores::FullCache] {
             for rule in [
-                Baseline::Tova { budget: 5, store: StoreOption::Full, scores, decay: 0.0, floor: None },
+                Baseline::Tova { budget: 5, store: StoreOption::Full, scores, decay: 0.0, floor: None, output: false },
                 Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
             ] {
                 let choices = h.rule_choices(p, &rule).unwrap();

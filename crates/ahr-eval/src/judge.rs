@@ -412,13 +412,19 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     out.push(knorm(budget));
                 }
             }
-            Family::H2o | Family::Tova | Family::TovaEma | Family::H2oFullCache | Family::TovaFullCache => {
+            Family::H2o
+            | Family::Tova
+            | Family::TovaEma
+            | Family::TovaOut
+            | Family::H2oFullCache
+            | Family::TovaFullCache => {
                 let scores = family.scores().expect("an attention family");
-                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0, floor: None };
+                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0, floor: None, output: false };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
-                    if family == Family::TovaEma {
+                    if matches!(family, Family::TovaEma | Family::TovaOut) {
+                        let output = family == Family::TovaOut;
                         for decay in TOVA_EMA_DECAYS {
-                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None });
+                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None, output });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
@@ -885,6 +891,11 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 of the weights it drew (decay 0.5, 0.8, 0.9, 0.95 per query: a geometric mean of its recent \
                 weights, so one noisy query does not decide), in the rule's own cache; the largest budget within \
                 each target"
+                .into(),
+            Family::TovaOut => "tova-out@S: tova-ema with each held key scored by what evicting it would change: \
+                per query head the attention output moves by w (o − v) / (1 − w) (w the head's weight on the key, v \
+                its value, o the head's output), summed over heads, its log smoothed as tova-ema's (decay 0.5, 0.8, \
+                0.9, 0.95); in the rule's own cache; the largest budget within each target"
                 .into(),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"

@@ -8,6 +8,7 @@
 //! it with the rule's own cache ([`surprisal_evictions`]).
 
 use ahr_policy::ObsBatch;
+use ahr_policy::evict::output_moved;
 use ahr_policy::obs::SequenceHistory;
 use ahr_tasks::Batch;
 use ahr_tpa::review::KeyScorer;
@@ -59,6 +60,10 @@ pub struct RuleStep<'a> {
     pub weight: &'a dyn Fn(usize) -> f32,
     /// The stored key `[h · d_h]` of every position (empty once evicted or not yet written).
     pub keys: &'a [Vec<f32>],
+    /// The stored value `[h · d_h]` of every position, as `keys`.
+    pub values: &'a [Vec<f32>],
+    /// The weight each query head gives the key at a position (`[h]`; zeros once evicted).
+    pub head_weights: &'a dyn Fn(usize) -> Vec<f32>,
 }
 
 /// An evicter watching a rule's cache ([`watched_evictions`]): a key it returns leaves instead of
@@ -122,6 +127,11 @@ fn run_cache_scored(
     let mut held = (0..b_n * l_n).map(|_| fresh()).collect::<Result<Vec<Held>>>()?;
     // Per (stream, layer): the stored key of every token, by position (empty once evicted).
     let mut keys = vec![vec![Vec::new(); t_n]; b_n * l_n];
+    // The values as well, for a watch or a rule scored by the output it moves (empty otherwise).
+    let output = matches!(rule, Baseline::Tova { output: true, .. });
+    let with_values = watch.is_some() || output;
+    let mut values = vec![vec![Vec::new(); if with_values { t_n } else { 0 }]; b_n * l_n];
+    let mut moved = vec![0f32; t_n];
     let scorer = KeyScorer::new(cfg);
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
@@ -135,17 +145,39 @@ fn run_cache_scored(
             for (b, key) in scorer.stored_keys(&out.pending, l, &options)?.into_iter().enumerate() {
                 keys[b * l_n + l][q] = key;
             }
+            if with_values {
+                for (b, value) in scorer.stored_values(&out.pending, l, &options)?.into_iter().enumerate() {
+                    values[b * l_n + l][q] = value;
+                }
+            }
         }
         cache.push(out.pending, &vec![option; b_n * l_n])?;
         for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
             let i = b * l_n + l;
             let stream_keys = &keys[i];
-            let weight = |k: usize| weights.weight(b, l, &stream_keys[k]);
+            let head_weights = |k: usize| weights.head_weights(b, l, &stream_keys[k]);
+            if output {
+                let positions: Vec<usize> = held[i].keys().iter().copied().chain([q]).collect();
+                let per_head: Vec<Vec<f32>> = positions.iter().map(|&k| head_weights(k)).collect();
+                let vals: Vec<&[f32]> = positions.iter().map(|&k| values[i][k].as_slice()).collect();
+                for (&k, m) in positions.iter().zip(output_moved(&per_head, &vals, cfg.head_dim)) {
+                    moved[k] = m;
+                }
+            }
+            let weight = |k: usize| if output { moved[k] } else { weights.weight(b, l, &stream_keys[k]) };
             let mut force = forced.get(b).copied().flatten().filter(|&(fq, fl, _)| (fq, fl) == (q, l)).map(|f| f.2);
             if let Some(watch) = watch.as_mut() {
                 let positions: Vec<usize> = held[i].keys().iter().copied().chain([q]).collect();
-                let step =
-                    RuleStep { stream: b, layer: l, query: q, held: &positions, weight: &weight, keys: stream_keys };
+                let step = RuleStep {
+                    stream: b,
+                    layer: l,
+                    query: q,
+                    held: &positions,
+                    weight: &weight,
+                    keys: stream_keys,
+                    values: &values[i],
+                    head_weights: &head_weights,
+                };
                 if let Some(k) = watch(step) {
                     if !positions.contains(&k) {
                         bail!("stream {b} layer {l} query {q}: an evicter chose key {k}, which is not held");
@@ -162,6 +194,9 @@ fn run_cache_scored(
                 cache.evict(b, l, option, index)?;
                 evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
                 keys[i][k] = Vec::new();
+                if let Some(v) = values[i].get_mut(k) {
+                    *v = Vec::new();
+                }
             }
         }
     }
@@ -440,14 +475,15 @@ mod tests {
     /// forward's under those evictions; a stochastic run evicts others.
     #[test]
     fn an_untrained_learned_evicter_is_tova_ema() {
-        use ahr_policy::evict::{Eviction, SMOOTH_DECAY};
+        use ahr_policy::evict::{EvictScore, Eviction, SMOOTH_DECAY};
         use ahr_policy::net::{ActorCritic, PolicyDims};
         use ahr_policy::{PolicyConfig, RunningNorm};
         use ahr_tpa::Choices;
 
         let budget = 6;
         let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 15, |spec| {
-            spec.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: SMOOTH_DECAY });
+            spec.env.evict =
+                Some(Eviction { budget, store: StoreOption::Full, decay: SMOOTH_DECAY, score: EvictScore::Weight });
             spec.env.streams = 4;
         });
         spec.validate().unwrap();
@@ -474,6 +510,7 @@ mod tests {
             scores: crate::baseline::Scores::Cache,
             decay: 0.0,
             floor: None,
+            output: false,
         };
         let plain = evictions(&model, &batch, &tova, &dev).unwrap();
         let tova = Baseline::Tova {
@@ -482,6 +519,7 @@ mod tests {
             scores: crate::baseline::Scores::Cache,
             decay,
             floor: None,
+            output: false,
         };
         let judged = evictions(&model, &batch, &tova, &dev).unwrap();
         assert_ne!(plain, judged, "smoothing should change some eviction on this model");
@@ -515,7 +553,7 @@ mod tests {
         }
         // With another decay in the env the same actor is `tova-ema` at that decay.
         let mut half = spec.clone();
-        half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5 });
+        half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Weight });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let rule = Baseline::Tova {
@@ -524,6 +562,7 @@ mod tests {
             scores: crate::baseline::Scores::Cache,
             decay: 0.5,
             floor: None,
+            output: false,
         };
         let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
         assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
@@ -534,6 +573,29 @@ mod tests {
             }
         }
         assert_eq!(from_env, judged_half);
+        // With `score = "output"` the same actor is `tova-out` (the environment's book scores the
+        // candidates by the output they move, as the judge's rule does in its own cache).
+        let mut out = half.clone();
+        out.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Output });
+        let mut env = ahr_env::make_env(&model, &task, &out, true, 1, &dev);
+        let stats_out = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
+        let tova_out = Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay: 0.5,
+            floor: None,
+            output: true,
+        };
+        let judged_out = evictions(&model, &batch, &tova_out, &dev).unwrap();
+        assert_ne!(judged_out, judged_half, "the output should change some eviction on this model");
+        let mut from_env = vec![NEVER; 4 * t_n * l_n];
+        for (b, e) in stats_out.iter().enumerate() {
+            for &(l, k, at) in &e.evictions {
+                from_env[(b * t_n + k) * l_n + l] = at as u32;
+            }
+        }
+        assert_eq!(from_env, judged_out);
         // Sampling from the same actor evicts other tokens somewhere.
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
@@ -566,6 +628,7 @@ mod tests {
             scores: crate::baseline::Scores::Cache,
             decay: 0.9,
             floor: None,
+            output: false,
         };
         let base = evictions(&model, &seq, &rule, &dev).unwrap();
         let (q, l) = (budget + 3, l_n - 1);
@@ -654,5 +717,63 @@ mod tests {
         assert_eq!(act(0.0, 0.9), vec![2, 1, 1, 1, 2, 1, 1, 1]);
         assert_eq!(act(0.8, 0.5), vec![2, 1, 1, 1, 2, 1, 1, 1]);
         assert!(spike_actions(&obs, &names[..3], &[2, 1], 0, 0.0, 0.5).unwrap_err().to_string().contains("layer1"));
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    /// `tova-out` with its own cache is `tova-ema`'s cache watched by an evicter that scores every
+    /// held key by `output_moved` (smoothed as `tova-ema` smooths weights): the same evictions, and
+    /// other evictions than `tova-ema`'s somewhere; the same number of keys held at every query.
+    #[test]
+    fn tova_out_evicts_the_key_that_moves_the_output_least() {
+        let dev = ahr_tpa::device::from_env();
+        let cfg = ahr_tpa::ModelConfig { vocab_size: 64, ..ahr_tpa::ModelConfig::tiny() };
+        let model = Model::new(&cfg, &dev);
+        let env_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = ahr_env::EnvSpec::load(&env_path).unwrap();
+        let task = ahr_tasks::Task::load(&spec.task).unwrap();
+        let batch = task.valid_batch(0, 2);
+        let (t_n, l_n, budget, decay) = (batch.seq_len, cfg.n_layers, 5, 0.5);
+        let rule = |output| Baseline::Tova {
+            budget,
+            store: StoreOption::Full,
+            scores: crate::baseline::Scores::Cache,
+            decay,
+            floor: None,
+            output,
+        };
+        let judged = evictions(&model, &batch, &rule(true), &dev).unwrap();
+        let mut smoothed = vec![0f64; 2 * l_n * t_n];
+        let mut watch = |s: RuleStep| {
+            let weights: Vec<Vec<f32>> = s.held.iter().map(|&k| (s.head_weights)(k)).collect();
+            let values: Vec<&[f32]> = s.held.iter().map(|&k| s.values[k].as_slice()).collect();
+            let base = (s.stream * l_n + s.layer) * t_n;
+            for (&k, m) in s.held.iter().zip(output_moved(&weights, &values, cfg.head_dim)) {
+                let x = &mut smoothed[base + k];
+                *x = if k == s.query {
+                    ahr_policy::evict::log_weight(m)
+                } else {
+                    ahr_policy::evict::smooth_step(*x, m, decay)
+                };
+            }
+            (s.held.len() > budget).then(|| {
+                *s.held
+                    .iter()
+                    .min_by(|&&a, &&b| smoothed[base + a].total_cmp(&smoothed[base + b]).then(a.cmp(&b)))
+                    .unwrap()
+            })
+        };
+        let watched = watched_evictions(&model, &batch, &rule(false), &[], &mut watch, &dev).unwrap();
+        assert_eq!(judged, watched);
+        assert_ne!(
+            judged,
+            evictions(&model, &batch, &rule(false), &dev).unwrap(),
+            "the output should change some eviction"
+        );
+        let evicted = judged.iter().filter(|&&e| e != NEVER).count();
+        assert_eq!(evicted, 2 * l_n * (t_n - budget), "one eviction per layer and query past the budget");
     }
 }

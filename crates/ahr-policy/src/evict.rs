@@ -33,6 +33,68 @@ pub struct Eviction {
     /// at the budget (0.9 at 10 % of 1024-byte text, 0.5 at 5 %).
     #[serde(default = "smooth_decay")]
     pub decay: f32,
+    /// What the `smooth` feature smooths (default `weight`, `tova-ema`'s score): with `output`,
+    /// the attention output a candidate moves ([`output_moved`], the judge's `tova-out`), so the
+    /// actor starts at that rule. The other features stay the weights drawn.
+    #[serde(default, skip_serializing_if = "EvictScore::is_weight")]
+    pub score: EvictScore,
+}
+
+/// What the evicter's prior score smooths ([`Eviction::score`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvictScore {
+    /// The weight the queries give a candidate (mean over heads): `tova-ema`.
+    #[default]
+    Weight,
+    /// The attention output evicting it would move ([`output_moved`]): `tova-out`.
+    Output,
+}
+
+impl EvictScore {
+    fn is_weight(&self) -> bool {
+        *self == EvictScore::Weight
+    }
+}
+
+/// Each head's attention output over the held keys, `[h · d_h]`: `Σ_j w_jh v_jh` (`weights[j]`
+/// key j's weight per head, `values[j]` its value `[h · d_h]`).
+pub fn head_outputs(weights: &[Vec<f32>], values: &[&[f32]], head_dim: usize) -> Vec<f32> {
+    let heads = weights.first().map_or(0, Vec::len);
+    let mut outputs = vec![0f32; heads * head_dim];
+    for (w, v) in weights.iter().zip(values) {
+        for (h, &wh) in w.iter().enumerate() {
+            for d in 0..head_dim {
+                outputs[h * head_dim + d] += wh * v[h * head_dim + d];
+            }
+        }
+    }
+    outputs
+}
+
+/// What evicting each held key would change at one query: per head the attention output moves by
+/// `w (o − v) / (1 − w)` (`w` the head's weight on the key, `v` its value, `o` the head's output
+/// over the held keys, [`head_outputs`]), and a key's score is the sum over heads of that move's
+/// norm (the judge's `tova-out`; arguments as [`head_outputs`]').
+pub fn output_moved(weights: &[Vec<f32>], values: &[&[f32]], head_dim: usize) -> Vec<f32> {
+    let heads = weights.first().map_or(0, Vec::len);
+    let outputs = head_outputs(weights, values, head_dim);
+    weights
+        .iter()
+        .zip(values)
+        .map(|(w, v)| {
+            let moved: f64 = (0..heads)
+                .map(|h| {
+                    let dist: f64 = (0..head_dim)
+                        .map(|d| ((v[h * head_dim + d] - outputs[h * head_dim + d]) as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    w[h] as f64 * dist / (1.0 - w[h] as f64).max(1e-6)
+                })
+                .sum();
+            moved as f32
+        })
+        .collect()
 }
 
 fn full() -> StoreOption {
@@ -124,17 +186,28 @@ impl Drawn {
     /// A token written at `position` that drew `w` from its own query; its `smooth` feature
     /// decays by `decay` per query.
     pub fn new(position: usize, token: u32, w: f32, decay: f32) -> Self {
-        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(w), decay }
+        Self::with_prior(position, token, w, w, decay)
+    }
+
+    /// [`Drawn::new`] whose `smooth` feature smooths `prior` instead of the weight
+    /// ([`EvictScore::Output`]).
+    pub fn with_prior(position: usize, token: u32, w: f32, prior: f32, decay: f32) -> Self {
+        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(prior), decay }
     }
 
     /// Record the weight `w` of the next query.
     pub fn draw(&mut self, w: f32) {
+        self.draw_with_prior(w, w);
+    }
+
+    /// Record the weight `w` of the next query, and `prior` as what `smooth` smooths.
+    pub fn draw_with_prior(&mut self, w: f32, prior: f32) {
         self.prev = self.now;
         self.now = w;
         self.ema = 0.8 * self.ema + 0.2 * w;
         self.max = self.max.max(w);
         self.total += w;
-        self.log_mean = smooth_step(self.log_mean, w, self.decay);
+        self.log_mean = smooth_step(self.log_mean, prior, self.decay);
     }
 
     /// Its [`CANDIDATE_FEATURES`] at query `t` in layer `layer` of `layers`.
@@ -204,11 +277,14 @@ pub struct EvictBook {
     /// The menu index of `eviction.store`.
     option: usize,
     layers: usize,
+    head_dim: usize,
     scorer: KeyScorer,
-    /// Per (stream, layer): the held tokens in position order (the newest last), with their
-    /// stored keys.
-    held: Vec<Vec<(Drawn, Vec<f32>)>>,
+    /// Per (stream, layer): the held tokens in position order (the newest last).
+    held: Vec<Vec<Held>>,
 }
+
+/// A held token: what it drew, its stored key and (for [`EvictScore::Output`]) value.
+type Held = (Drawn, Vec<f32>, Vec<f32>);
 
 /// A token a step's actions evicted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +306,7 @@ impl EvictBook {
             eviction,
             option,
             layers: cfg.n_layers,
+            head_dim: cfg.head_dim,
             scorer: KeyScorer::new(cfg),
             held: vec![Vec::new(); streams * cfg.n_layers],
         })
@@ -245,15 +322,32 @@ impl EvictBook {
     pub fn observe(&mut self, out: &StepOutput, ids: &[u32], t: usize) -> ahr_tpa::Result<()> {
         let weights = self.scorer.step(out, |_| true)?;
         let options = vec![self.option; ids.len()];
+        let output = self.eviction.score == EvictScore::Output;
         for l in 0..self.layers {
             let keys = self.scorer.stored_keys(&out.pending, l, &options)?;
+            let values = if output { self.scorer.stored_values(&out.pending, l, &options)? } else { Vec::new() };
+            let mut values = values.into_iter();
             for (b, key) in keys.into_iter().enumerate() {
                 let held = &mut self.held[b * self.layers + l];
-                for (drawn, k) in held.iter_mut() {
-                    drawn.draw(weights.weight(b, l, k));
-                }
                 let w = weights.weight(b, l, &key);
-                held.push((Drawn::new(t, ids[b], w, self.eviction.decay), key));
+                held.push((Drawn::new(t, ids[b], w, self.eviction.decay), key, values.next().unwrap_or_default()));
+                let prior = if output {
+                    let per_head: Vec<Vec<f32>> = held.iter().map(|(_, k, _)| weights.head_weights(b, l, k)).collect();
+                    let vals: Vec<&[f32]> = held.iter().map(|(_, _, v)| v.as_slice()).collect();
+                    output_moved(&per_head, &vals, self.head_dim)
+                } else {
+                    Vec::new()
+                };
+                let new = held.len() - 1;
+                for (j, (drawn, k, _)) in held.iter_mut().enumerate() {
+                    let w = weights.weight(b, l, k);
+                    match (prior.get(j), j == new) {
+                        (Some(&p), true) => *drawn = Drawn::with_prior(t, ids[b], w, p, self.eviction.decay),
+                        (Some(&p), false) => drawn.draw_with_prior(w, p),
+                        (None, false) => drawn.draw(w),
+                        (None, true) => {}
+                    }
+                }
             }
         }
         Ok(())
@@ -270,7 +364,7 @@ impl EvictBook {
             obs.features.extend([t as f32, (t as f32).ln_1p()]);
             for l in 0..self.layers {
                 let held = &self.held[b * self.layers + l];
-                for (drawn, _) in held {
+                for (drawn, _, _) in held {
                     obs.features.extend(drawn.features(t, l, self.layers));
                 }
                 obs.features.extend(std::iter::repeat_n(0.0, (slots - held.len()) * f));
@@ -359,10 +453,36 @@ mod tests {
         assert_eq!(evict_by(&obs, layers, slots, &|l, x| if l == 0 { -x[0] } else { x[0] }), vec![0, 0, 0, 1]);
     }
 
+    /// Two heads of width 1, two held keys. Head 0 weighs them 0.5 / 0.5 with values 1 / 3
+    /// (output 2), head 1 0.2 / 0.8 with values 0 / 1 (output 0.8). Key 0 moves head 0 by
+    /// 0.5 · |1 − 2| / 0.5 = 1 and head 1 by 0.2 · |0 − 0.8| / 0.8 = 0.2: 1.2; key 1 moves them by
+    /// 0.5 · 1 / 0.5 = 1 and 0.8 · 0.2 / 0.2 = 0.8: 1.8.
+    #[test]
+    fn output_moved_is_the_heads_output_change_summed() {
+        let weights = vec![vec![0.5, 0.2], vec![0.5, 0.8]];
+        let (v0, v1) = ([1.0, 0.0], [3.0, 1.0]);
+        let values: Vec<&[f32]> = vec![&v0, &v1];
+        let out = head_outputs(&weights, &values, 1);
+        assert!((out[0] - 2.0).abs() < 1e-6 && (out[1] - 0.8).abs() < 1e-6, "{out:?}");
+        let moved = output_moved(&weights, &values, 1);
+        assert!((moved[0] - 1.2).abs() < 1e-5 && (moved[1] - 1.8).abs() < 1e-5, "{moved:?}");
+    }
+
     #[test]
     fn the_store_defaults_to_full() {
         let e: Eviction = serde_json::from_str(r#"{"budget": 51}"#).unwrap();
-        assert_eq!(e, Eviction { budget: 51, store: StoreOption::Full, decay: SMOOTH_DECAY });
+        assert_eq!(
+            e,
+            Eviction { budget: 51, store: StoreOption::Full, decay: SMOOTH_DECAY, score: EvictScore::Weight }
+        );
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"budget":51,"store":"full","decay":0.9}"#,
+            "older manifests"
+        );
+        let out: Eviction = serde_json::from_str(r#"{"budget": 25, "decay": 0.5, "score": "output"}"#).unwrap();
+        assert_eq!(out.score, EvictScore::Output);
+        assert!(serde_json::to_string(&out).unwrap().contains(r#""score":"output""#));
         assert_eq!(e.slots(), 52);
         let e: Eviction = serde_json::from_str(r#"{"budget": 25, "decay": 0.5}"#).unwrap();
         assert_eq!((e.decay, e.slots()), (0.5, 26));

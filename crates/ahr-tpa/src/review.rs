@@ -822,7 +822,15 @@ impl StepWeights {
         if key.is_empty() {
             return 0.0;
         }
+        self.head_weights(b, l, key).into_iter().sum::<f32>() / self.heads as f32
+    }
+
+    /// The weight each query head gave `key` (`[h]`; zeros for an empty key).
+    pub fn head_weights(&self, b: usize, l: usize, key: &[f32]) -> Vec<f32> {
         let (h, dh) = (self.heads, self.head_dim);
+        if key.is_empty() {
+            return vec![0.0; h];
+        }
         let scale = 1.0 / (dh as f32).sqrt();
         let q_b = &self.queries[l][b * h * dh..(b + 1) * h * dh];
         let lse_b = &self.lse[(b * self.layers + l) * h..(b * self.layers + l + 1) * h];
@@ -832,8 +840,7 @@ impl StepWeights {
                     q_b[hh * dh..(hh + 1) * dh].iter().zip(&key[hh * dh..(hh + 1) * dh]).map(|(a, k)| a * k).sum();
                 (s * scale - lse_b[hh]).exp()
             })
-            .sum::<f32>()
-            / h as f32
+            .collect()
     }
 }
 
@@ -865,14 +872,26 @@ impl KeyScorer {
     /// Each stream's stored key `[h · d_h]` of the token in `pending` for layer l under its
     /// write option (empty for drop).
     pub fn stored_keys(&self, pending: &PendingToken, l: usize, options: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.stored(pending, l, options, false)
+    }
+
+    /// The same for the stored values (`[h · d_h]` per stream, empty for drop).
+    pub fn stored_values(&self, pending: &PendingToken, l: usize, options: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.stored(pending, l, options, true)
+    }
+
+    fn stored(&self, pending: &PendingToken, l: usize, options: &[usize], values: bool) -> Result<Vec<Vec<f32>>> {
         let (h, kvh, dh) = (self.heads, self.kv_heads, self.head_dim);
         let p = &pending.layers[l];
         let factors = match &p.kv_factors {
-            Some([ak, bk, _, _]) => Some((to_host(ak.clone())?, to_host(bk.clone())?, ak.dims()[3])),
+            Some([ak, bk, av, bv]) => {
+                let (a, b) = if values { (av, bv) } else { (ak, bk) };
+                Some((to_host(a.clone())?, to_host(b.clone())?, a.dims()[3]))
+            }
             None => None,
         };
         let dense = match &p.kv_dense {
-            Some((k, _)) => Some(to_host(k.clone())?),
+            Some((k, v)) => Some(to_host(if values { v.clone() } else { k.clone() })?),
             None => None,
         };
         let mut out = Vec::with_capacity(options.len());
