@@ -26,7 +26,9 @@ done
 EVICT_KAPPAS="" EVICT_CLASS_BIAS=0.05,0.1,0.2,0.4 cargo run --release -p ahr-eval --example evict_scores -- \
   policies/models/text-python-wide envs/text-python-short-evict25.toml 64 > evict-scores.md
 # 5. the write-time families at 5 % on the same text with windows and demotion schedules on the menu
-#    (the env the byte table needs: envs/text-python-short.toml), 64 windows (judge-short/)
+#    (the env the byte table needs: envs/text-python-short.toml), 64 windows (judge-short/; stopped
+#    after 80 min, in streaming-llm, to free the CPU for CI: eval-partial.log holds token-class's 12
+#    settings and the layer-windows grid; h2o did not run)
 ahr eval --model policies/models/text-python-wide --env envs/text-python-short.toml \
   --baselines token-class,layer-windows,streaming-llm,h2o --sequences 64 --fractions 0.0503 --workers 1 \
   --out judge-short
