@@ -178,7 +178,7 @@ pub enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "uniform,streaming-llm,layer-windows,h2o,tova,tova-ema,h2o-full-cache,tova-full-cache,k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,token-class,random"
+            default_value = "uniform,streaming-llm,layer-windows,h2o,tova,tova-ema,tova-out,h2o-full-cache,tova-full-cache,k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,layer-surprisal,superseded,spike,superseded-spike,token-class,random"
         )]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).
