@@ -52,10 +52,15 @@ pub fn eval(
         anyhow::bail!("nothing to judge: no --policy and --fractions none");
     }
     let dev = device(&common.device)?;
-    let families = families
-        .iter()
-        .map(|f| f.parse::<Family>().map_err(|e| anyhow::anyhow!("--baselines: {e}")))
-        .collect::<Result<Vec<_>>>()?;
+    // No --baselines: every default family, from the one list (`Family::ALL`).
+    let families = if families.is_empty() {
+        Family::ALL.into_iter().filter(|f| !f.opt_in()).collect()
+    } else {
+        families
+            .iter()
+            .map(|f| f.parse::<Family>().map_err(|e| anyhow::anyhow!("--baselines: {e}")))
+            .collect::<Result<Vec<_>>>()?
+    };
     if workers == 0 {
         anyhow::bail!("--workers must be at least 1");
     }
