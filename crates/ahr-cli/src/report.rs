@@ -62,10 +62,7 @@ pub fn markdown(o: &EvalOutput) -> String {
         ));
         for (b, beats) in &v.families {
             let (interval, counts) = b.paired.as_ref().map_or((String::new(), String::new()), |p| {
-                (
-                    format!("{:+.4} [{:+.4}, {:+.4}]", p.margin, p.low, p.high),
-                    format!("{} / {} of {}", p.sequences_better, p.sequences_worse, p.sequences),
-                )
+                (p.to_string(), format!("{} / {} of {}", p.sequences_better, p.sequences_worse, p.sequences))
             });
             md.push_str(&format!(
                 "| {} | {} | {} | {interval} | {counts} |\n",

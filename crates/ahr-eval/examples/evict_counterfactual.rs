@@ -19,7 +19,6 @@
 use std::path::PathBuf;
 
 use ahr_eval::Baseline;
-use ahr_eval::baseline::Scores;
 use ahr_eval::harness::schedule_losses;
 use ahr_eval::own_cache;
 use ahr_tasks::IGNORE;
@@ -46,8 +45,7 @@ fn main() -> Result<()> {
     let ahr_train::EnvRun { model, task, .. } = run;
     let cfg = model.config().clone();
     let budget = eviction.budget;
-    let rule =
-        Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay: 0.9, floor: None, output: false };
+    let rule = Baseline::tova_ema(budget, eviction.store, 0.9);
     let l_n = cfg.n_layers;
     let held_out = task.valid_batch(0, sequences);
     let mut rng = StdRng::seed_from_u64(0);

@@ -19,7 +19,6 @@
 
 use std::path::PathBuf;
 
-use ahr_eval::baseline::Scores;
 use ahr_eval::harness::{Harness, schedule_losses};
 use ahr_eval::own_cache::{self, RuleStep};
 use ahr_eval::{Baseline, Family, PointKind};
@@ -214,14 +213,7 @@ fn main() -> Result<()> {
     let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
     let (budget, l_n) = (eviction.budget, cfg.n_layers);
-    let rule = Baseline::Tova {
-        budget,
-        store: eviction.store,
-        scores: Scores::Cache,
-        decay: RULE_DECAY,
-        floor: None,
-        output: false,
-    };
+    let rule = Baseline::tova_ema(budget, eviction.store, RULE_DECAY);
     let mut rng = StdRng::seed_from_u64(0);
 
     // Labels (or those an earlier run wrote: `EVICT_DISTILL_LABELS=FILE`, its `EVICT_DISTILL_OUT`;
@@ -394,7 +386,7 @@ fn main() -> Result<()> {
         };
         let p = h.batch_rule_point(name, PointKind::Rule(Family::TovaEma), "", &run)?;
         let against = match first.as_ref().and_then(|rule| ahr_eval::judge::paired(&p.per_sequence, rule, h.metric())) {
-            Some(m) => format!("{:+.4} [{:+.4}, {:+.4}]", m.margin, m.low, m.high),
+            Some(m) => m.to_string(),
             None => "—".into(),
         };
         println!("| {name} | {:.4} | {:.4} | {against} |", p.metric, p.kv_bytes_per_token / exact);

@@ -23,7 +23,6 @@
 
 use std::path::PathBuf;
 
-use ahr_eval::baseline::Scores;
 use ahr_eval::harness::Harness;
 use ahr_eval::own_cache::{self, RuleStep};
 use ahr_eval::{Baseline, Family, PointKind};
@@ -94,8 +93,7 @@ fn main() -> Result<()> {
     let ahr_train::EnvRun { spec, model, task } = run;
     let cfg = model.config().clone();
     let (l_n, dh, budget, decay) = (cfg.n_layers, cfg.head_dim, eviction.budget, eviction.decay);
-    let rule =
-        Baseline::Tova { budget, store: eviction.store, scores: Scores::Cache, decay, floor: None, output: false };
+    let rule = Baseline::tova_ema(budget, eviction.store, decay);
 
     let mut rows: Vec<(String, Score)> = vec![
         ("weight (tova-ema)".into(), Box::new(|s: &Seen| s.mean_weight())),
@@ -163,7 +161,7 @@ fn main() -> Result<()> {
         };
         let p = h.batch_rule_point(name, PointKind::Rule(Family::TovaEma), "", &run)?;
         let against = match first.as_ref().and_then(|rule| ahr_eval::judge::paired(&p.per_sequence, rule, h.metric())) {
-            Some(m) => format!("{:+.4} [{:+.4}, {:+.4}]", m.margin, m.low, m.high),
+            Some(m) => m.to_string(),
             None => "—".into(),
         };
         println!("| {name} | {:.4} | {:.4} | {against} |", p.metric, p.kv_bytes_per_token / exact);

@@ -519,6 +519,17 @@ impl Baseline {
         }
     }
 
+    /// TOVA (`decay = 0`) or `tova-ema` at a fixed `budget`, with its own cache.
+    pub fn tova_ema(budget: usize, store: StoreOption, decay: f32) -> Self {
+        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: false }
+    }
+
+    /// `tova-out` at a fixed `budget`: keys scored by the attention output they move, smoothed
+    /// with `decay`, with its own cache.
+    pub fn tova_out(budget: usize, store: StoreOption, decay: f32) -> Self {
+        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: true }
+    }
+
     /// The point's name: the family, with the storage of kept tokens (`streaming-llm@rank:1`).
     pub fn name(&self) -> String {
         match self {
@@ -691,7 +702,7 @@ mod tests {
         let expect = 152.0 * 21.0 / 36.0 * 2.0;
         assert!((w.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9, "{:?}", w.memory(&cfg, 8));
         // TOVA with budget 2 holds 1, 2, then 3 keys at every later step: the same counts.
-        let tova = Baseline::Tova { budget: 2, store, scores: Scores::Cache, decay: 0.0, floor: None, output: false };
+        let tova = Baseline::tova_ema(2, store, 0.0);
         assert!((tova.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);
         let h2o = Baseline::H2o { heavy: 1, recent: 1, store, scores: Scores::FullCache };
         assert!((h2o.memory(&cfg, 8).unwrap() - expect).abs() < 1e-9);

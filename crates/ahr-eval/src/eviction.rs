@@ -18,7 +18,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::analysis::{AnalyzeArgs, Outcome};
-use crate::baseline::{Baseline, Scores};
+use crate::baseline::Baseline;
 use crate::harness::{Harness, Point};
 use crate::judge::{Paired, paired};
 use crate::rules::NEVER;
@@ -146,14 +146,7 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let (policy, eval) = h.env_point("policy", "", &spec, manifest.policy.window, |obs| {
         net.act_deterministic(obs, &manifest.norm, dev)
     })?;
-    let rule = |decay: f32| Baseline::Tova {
-        budget: eviction.budget,
-        store: eviction.store,
-        scores: Scores::Cache,
-        decay,
-        floor: None,
-        output: false,
-    };
+    let rule = |decay: f32| Baseline::tova_ema(eviction.budget, eviction.store, decay);
     let (ema, tova) = (rule(eviction.decay), rule(0.0));
     eprintln!("rules: {} and {}", ema.name(), tova.name());
     let (ema_point, tova_point) = (h.rule_point(&ema)?, h.rule_point(&tova)?);

@@ -99,6 +99,13 @@ pub struct Paired {
     pub sequences: usize,
 }
 
+/// The margin and its interval as the reports write them: `+0.0027 [+0.0013, +0.0040]`.
+impl std::fmt::Display for Paired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:+.4} [{:+.4}, {:+.4}]", self.margin, self.low, self.high)
+    }
+}
+
 /// Metrics closer than this, relative to the larger, are level: the float difference between a
 /// decode through the cache and a parallel forward of the same storage (~1e-7 relative).
 pub const TIE: f64 = 1e-6;

@@ -504,23 +504,9 @@ mod tests {
         let norm = RunningNorm::new(dims.obs_dim);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let decay = SMOOTH_DECAY;
-        let tova = Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay: 0.0,
-            floor: None,
-            output: false,
-        };
+        let tova = Baseline::tova_ema(budget, StoreOption::Full, 0.0);
         let plain = evictions(&model, &batch, &tova, &dev).unwrap();
-        let tova = Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay,
-            floor: None,
-            output: false,
-        };
+        let tova = Baseline::tova_ema(budget, StoreOption::Full, decay);
         let judged = evictions(&model, &batch, &tova, &dev).unwrap();
         assert_ne!(plain, judged, "smoothing should change some eviction on this model");
         let mut from_env = vec![NEVER; 4 * t_n * l_n];
@@ -556,14 +542,7 @@ mod tests {
         half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Weight });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
-        let rule = Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay: 0.5,
-            floor: None,
-            output: false,
-        };
+        let rule = Baseline::tova_ema(budget, StoreOption::Full, 0.5);
         let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
         assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
         let mut from_env = vec![NEVER; 4 * t_n * l_n];
@@ -579,14 +558,7 @@ mod tests {
         out.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Output });
         let mut env = ahr_env::make_env(&model, &task, &out, true, 1, &dev);
         let stats_out = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
-        let tova_out = Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay: 0.5,
-            floor: None,
-            output: true,
-        };
+        let tova_out = Baseline::tova_out(budget, StoreOption::Full, 0.5);
         let judged_out = evictions(&model, &batch, &tova_out, &dev).unwrap();
         assert_ne!(judged_out, judged_half, "the output should change some eviction on this model");
         let mut from_env = vec![NEVER; 4 * t_n * l_n];
@@ -622,14 +594,7 @@ mod tests {
         let l_n = model.config().n_layers;
         let seq = task.valid_batch(0, 1);
         let t_n = seq.seq_len;
-        let rule = Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay: 0.9,
-            floor: None,
-            output: false,
-        };
+        let rule = Baseline::tova_ema(budget, StoreOption::Full, 0.9);
         let base = evictions(&model, &seq, &rule, &dev).unwrap();
         let (q, l) = (budget + 3, l_n - 1);
         let victim = (0..=q).find(|&k| base[k * l_n + l] == (q + 1) as u32).unwrap();
@@ -737,15 +702,7 @@ mod output_tests {
         let task = ahr_tasks::Task::load(&spec.task).unwrap();
         let batch = task.valid_batch(0, 2);
         let (t_n, l_n, budget, decay) = (batch.seq_len, cfg.n_layers, 5, 0.5);
-        let rule = |output| Baseline::Tova {
-            budget,
-            store: StoreOption::Full,
-            scores: crate::baseline::Scores::Cache,
-            decay,
-            floor: None,
-            output,
-        };
-        let judged = evictions(&model, &batch, &rule(true), &dev).unwrap();
+        let judged = evictions(&model, &batch, &Baseline::tova_out(budget, StoreOption::Full, decay), &dev).unwrap();
         let mut smoothed = vec![0f64; 2 * l_n * t_n];
         let mut watch = |s: RuleStep| {
             let weights: Vec<Vec<f32>> = s.held.iter().map(|&k| (s.head_weights)(k)).collect();
@@ -766,11 +723,12 @@ mod output_tests {
                     .unwrap()
             })
         };
-        let watched = watched_evictions(&model, &batch, &rule(false), &[], &mut watch, &dev).unwrap();
+        let tova_ema = Baseline::tova_ema(budget, StoreOption::Full, decay);
+        let watched = watched_evictions(&model, &batch, &tova_ema, &[], &mut watch, &dev).unwrap();
         assert_eq!(judged, watched);
         assert_ne!(
             judged,
-            evictions(&model, &batch, &rule(false), &dev).unwrap(),
+            evictions(&model, &batch, &tova_ema, &dev).unwrap(),
             "the output should change some eviction"
         );
         let evicted = judged.iter().filter(|&&e| e != NEVER).count();

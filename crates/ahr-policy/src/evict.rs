@@ -329,23 +329,28 @@ impl EvictBook {
             let mut values = values.into_iter();
             for (b, key) in keys.into_iter().enumerate() {
                 let held = &mut self.held[b * self.layers + l];
-                let w = weights.weight(b, l, &key);
-                held.push((Drawn::new(t, ids[b], w, self.eviction.decay), key, values.next().unwrap_or_default()));
-                let prior = if output {
-                    let per_head: Vec<Vec<f32>> = held.iter().map(|(_, k, _)| weights.head_weights(b, l, k)).collect();
-                    let vals: Vec<&[f32]> = held.iter().map(|(_, _, v)| v.as_slice()).collect();
-                    output_moved(&per_head, &vals, self.head_dim)
-                } else {
-                    Vec::new()
-                };
+                let decay = self.eviction.decay;
+                if !output {
+                    for (drawn, k, _) in held.iter_mut() {
+                        drawn.draw(weights.weight(b, l, k));
+                    }
+                    let w = weights.weight(b, l, &key);
+                    held.push((Drawn::new(t, ids[b], w, decay), key, Vec::new()));
+                    continue;
+                }
+                // The new token joins first (its own query weighs it too); each held token's
+                // weight is the mean of its per-head weights, which the output score needs anyway.
+                held.push((Drawn::new(t, ids[b], 0.0, decay), key, values.next().unwrap_or_default()));
+                let per_head: Vec<Vec<f32>> = held.iter().map(|(_, k, _)| weights.head_weights(b, l, k)).collect();
+                let vals: Vec<&[f32]> = held.iter().map(|(_, _, v)| v.as_slice()).collect();
+                let moved = output_moved(&per_head, &vals, self.head_dim);
                 let new = held.len() - 1;
-                for (j, (drawn, k, _)) in held.iter_mut().enumerate() {
-                    let w = weights.weight(b, l, k);
-                    match (prior.get(j), j == new) {
-                        (Some(&p), true) => *drawn = Drawn::with_prior(t, ids[b], w, p, self.eviction.decay),
-                        (Some(&p), false) => drawn.draw_with_prior(w, p),
-                        (None, false) => drawn.draw(w),
-                        (None, true) => {}
+                for (j, ((drawn, _, _), (h, m))) in held.iter_mut().zip(per_head.iter().zip(moved)).enumerate() {
+                    let w = h.iter().sum::<f32>() / h.len() as f32;
+                    if j == new {
+                        *drawn = Drawn::with_prior(t, ids[b], w, m, decay);
+                    } else {
+                        drawn.draw_with_prior(w, m);
                     }
                 }
             }

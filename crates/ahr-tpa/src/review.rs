@@ -822,25 +822,25 @@ impl StepWeights {
         if key.is_empty() {
             return 0.0;
         }
-        self.head_weights(b, l, key).into_iter().sum::<f32>() / self.heads as f32
+        (0..self.heads).map(|hh| self.head_weight(b, l, key, hh)).sum::<f32>() / self.heads as f32
     }
 
     /// The weight each query head gave `key` (`[h]`; zeros for an empty key).
     pub fn head_weights(&self, b: usize, l: usize, key: &[f32]) -> Vec<f32> {
-        let (h, dh) = (self.heads, self.head_dim);
         if key.is_empty() {
-            return vec![0.0; h];
+            return vec![0.0; self.heads];
         }
+        (0..self.heads).map(|hh| self.head_weight(b, l, key, hh)).collect()
+    }
+
+    /// The weight query head `hh` gave a (non-empty) `key` in stream b, layer l.
+    fn head_weight(&self, b: usize, l: usize, key: &[f32], hh: usize) -> f32 {
+        let (h, dh) = (self.heads, self.head_dim);
+        let q = &self.queries[l][(b * h + hh) * dh..(b * h + hh + 1) * dh];
+        let lse = self.lse[(b * self.layers + l) * h + hh];
+        let s: f32 = q.iter().zip(&key[hh * dh..(hh + 1) * dh]).map(|(a, k)| a * k).sum();
         let scale = 1.0 / (dh as f32).sqrt();
-        let q_b = &self.queries[l][b * h * dh..(b + 1) * h * dh];
-        let lse_b = &self.lse[(b * self.layers + l) * h..(b * self.layers + l + 1) * h];
-        (0..h)
-            .map(|hh| {
-                let s: f32 =
-                    q_b[hh * dh..(hh + 1) * dh].iter().zip(&key[hh * dh..(hh + 1) * dh]).map(|(a, k)| a * k).sum();
-                (s * scale - lse_b[hh]).exp()
-            })
-            .collect()
+        (s * scale - lse).exp()
     }
 }
 

@@ -74,9 +74,9 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
             "level (the interval holds zero)"
         };
         s.push_str(&format!(
-            "- Against `{rule}`: margin {:+.4} [{:+.4}, {:+.4}] (paired, 95 %; positive favours the policy): {verdict}; \
+            "- Against `{rule}`: margin {p} (paired, 95 %; positive favours the policy): {verdict}; \
              {} sequences favour the policy, {} the rule.\n",
-            p.margin, p.low, p.high, p.sequences_better, p.sequences_worse
+            p.sequences_better, p.sequences_worse
         ));
     }
     for l in &e.layers {
