@@ -617,6 +617,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert!(report.contains("What the learned evicter does") && report.contains("Against `tova-ema@full"), "{report}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    assert_eq!(json["start"], "tova-ema@full (budget=6,decay=0.9)", "compared with the rule it starts from");
     let mem: Vec<f64> = json["outcomes"].as_array().unwrap().iter().map(|o| o["mem_frac"].as_f64().unwrap()).collect();
     assert!(mem.len() == 3 && mem.iter().all(|m| (m - mem[0]).abs() < 1e-9 && *m > 0.0), "the same memory: {mem:?}");
     let layers = json["layers"].as_array().unwrap();

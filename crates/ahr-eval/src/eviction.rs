@@ -1,15 +1,16 @@
 //! What a learned evicter does (`ahr analyze` on a policy trained with `[env] evict`).
 //!
 //! The policy runs deterministically over held-out sequences in its environment; the rule it
-//! starts from — `tova-ema` at the eviction's decay — and TOVA run with their own caches at the
-//! same budget (so all three hold the same number of tokens at every step: the same memory).
-//! Reported: the metric of each with the policy's paired margins over the two rules; per layer,
-//! the share of tokens that leave at another query than under `tova-ema` and the shares only one
-//! of the two keeps to the end; per token class (the task's roles for MQAR, the byte's ASCII
+//! starts from — `tova-ema` at the eviction's decay, or `tova-out` with `score = "output"` — and
+//! TOVA run with their own caches at the same budget (so all three hold the same number of tokens
+//! at every step: the same memory). Reported: the metric of each with the policy's paired margins
+//! over the two rules; per layer, the share of tokens that leave at another query than under the
+//! start rule and the shares only one of the two keeps to the end; per token class (the task's roles for MQAR, the byte's ASCII
 //! class for byte-level text), how long each keeps a token.
 
 use std::collections::BTreeMap;
 
+use ahr_policy::evict::EvictScore;
 use ahr_tasks::TokenRole;
 use ahr_tpa::cost;
 use ahr_train::EnvRun;
@@ -40,13 +41,15 @@ pub struct EvictionAnalysis {
     pub store: String,
     /// The decay of the rule the policy starts from.
     pub decay: f32,
-    /// The policy, `tova-ema` at `decay` and TOVA, in that order, at the same budget.
+    /// The rule the policy starts from (`tova-ema` or `tova-out`, at `decay`), as `outcomes` names it.
+    pub start: String,
+    /// The policy, the rule it starts from and TOVA, in that order, at the same budget.
     pub outcomes: Vec<Outcome>,
     /// The policy's paired margin over each rule (positive: the policy is better), by rule name.
     pub margins: Vec<(String, Paired)>,
-    /// Per layer, the policy's evictions against `tova-ema`'s.
+    /// Per layer, the policy's evictions against the start rule's.
     pub layers: Vec<LayerAgreement>,
-    /// Per token class, how long the policy and `tova-ema` keep a token.
+    /// Per token class, how long the policy and the start rule keep a token.
     pub classes: Vec<ClassKeep>,
 }
 
@@ -146,17 +149,21 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let (policy, eval) = h.env_point("policy", "", &spec, manifest.policy.window, |obs| {
         net.act_deterministic(obs, &manifest.norm, dev)
     })?;
-    let rule = |decay: f32| Baseline::tova_ema(eviction.budget, eviction.store, decay);
-    let (ema, tova) = (rule(eviction.decay), rule(0.0));
-    eprintln!("rules: {} and {}", ema.name(), tova.name());
-    let (ema_point, tova_point) = (h.rule_point(&ema)?, h.rule_point(&tova)?);
-    let margins = [(&ema, &ema_point), (&tova, &tova_point)]
+    let (budget, store, decay) = (eviction.budget, eviction.store, eviction.decay);
+    let start = match eviction.score {
+        EvictScore::Weight => Baseline::tova_ema(budget, store, decay),
+        EvictScore::Output => Baseline::tova_out(budget, store, decay),
+    };
+    let tova = Baseline::tova_ema(budget, store, 0.0);
+    eprintln!("rules: {} and {}", start.name(), tova.name());
+    let (start_point, tova_point) = (h.rule_point(&start)?, h.rule_point(&tova)?);
+    let margins = [(&start, &start_point), (&tova, &tova_point)]
         .into_iter()
         .filter_map(|(r, p)| Some((label(r), paired(&policy.per_sequence, &p.per_sequence, metric)?)))
         .collect();
 
     // Token by token: when each token leaves under the policy (from its environment) and under
-    // `tova-ema` (its own cache, the same sequences in the same order).
+    // the start rule (its own cache, the same sequences in the same order).
     let l_n = cfg.n_layers;
     let t_n = h.seq_len();
     let byte_level = (256..=264).contains(&cfg.vocab_size);
@@ -164,7 +171,7 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let mut classes: BTreeMap<String, [f64; 7]> = BTreeMap::new();
     for e in 0..sequences / streams {
         let batch = task.valid_batch(e as u64, streams);
-        let judged = crate::own_cache::evictions(&model, &batch, &ema, dev)?;
+        let judged = crate::own_cache::evictions(&model, &batch, &start, dev)?;
         for b in 0..streams {
             let mut learned = vec![NEVER; t_n * l_n];
             for &(l, k, at) in &eval.evictions[e * streams + b] {
@@ -230,9 +237,10 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         budget: eviction.budget,
         store: eviction.store.to_string(),
         decay: eviction.decay,
+        start: label(&start),
         outcomes: vec![
             outcome("policy", &policy, exact_bytes),
-            outcome(&label(&ema), &ema_point, exact_bytes),
+            outcome(&label(&start), &start_point, exact_bytes),
             outcome(&label(&tova), &tova_point, exact_bytes),
         ],
         margins,

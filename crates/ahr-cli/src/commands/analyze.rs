@@ -51,7 +51,7 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
     let mut s = format!(
         "# What the learned evicter does\n\nModel `{}`, policy `{}`, env `{}`; {} held-out sequences of {} tokens; \
          metric: {}.\n\nEvery token is written `{}`; each layer holds at most {} tokens ({} of the exact choice's KV \
-         bytes, time-averaged); after each query the policy picks which leaves. It starts at `tova-ema` with decay {} \
+         bytes, time-averaged); after each query the policy picks which leaves. It starts at `{}` \
          (the rules below run with their own caches at the same budget: the same memory at every step).\n\n\
          ## Findings\n\n",
         args.model.display(),
@@ -63,7 +63,7 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
         e.store,
         e.budget,
         pct(policy.mem_frac),
-        e.decay,
+        e.start,
     );
     for (rule, p) in &e.margins {
         let verdict = if p.low > 0.0 {
@@ -81,10 +81,11 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
     }
     for l in &e.layers {
         s.push_str(&format!(
-            "- Layer {}: {} of the tokens leave at another query than under `tova-ema`; the policy keeps {} to the end \
+            "- Layer {}: {} of the tokens leave at another query than under `{}`; the policy keeps {} to the end \
              that the rule evicts, the rule {} that the policy evicts.\n",
             l.layer,
             pct(l.differs),
+            e.start,
             pct(l.kept_by_policy_only),
             pct(l.kept_by_rule_only)
         ));
@@ -114,10 +115,11 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
     for o in &e.outcomes {
         s.push_str(&format!("| {} | {:.4} | {} | {:.1} |\n", o.name, o.metric, pct(o.mem_frac), o.kv_bytes_per_token));
     }
-    s.push_str(
-        "\n## Evictions against `tova-ema`, per layer\n\n| layer | tokens | another query | kept by the policy only | \
+    s.push_str(&format!(
+        "\n## Evictions against `{}`, per layer\n\n| layer | tokens | another query | kept by the policy only | \
          kept by the rule only |\n|---|---:|---:|---:|---:|\n",
-    );
+        e.start
+    ));
     for l in &e.layers {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} |\n",
