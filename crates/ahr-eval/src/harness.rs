@@ -410,7 +410,10 @@ impl<'a> Harness<'a> {
             let batch = &p.batch;
             self.score(i, batch, &choices, &mut tally)?;
             for b in 0..batch.batch_size {
-                let c = cost::sequence_cost(cfg, batch.seq_len, |t, l| entry(cfg, &choices, b, t, l));
+                let c = cost::sequence_cost_demoted(cfg, batch.seq_len, |t, l| {
+                    let (o, e) = entry(cfg, &choices, b, t, l);
+                    (o, e, choices.demoted_at(b, t, l))
+                });
                 sum.kv_bytes_per_token += c.kv_bytes_per_token;
                 sum.peak_bytes_per_token += c.peak_bytes_per_token;
                 sum.flops_per_token += c.flops_per_token;

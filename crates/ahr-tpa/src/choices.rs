@@ -20,13 +20,24 @@ pub struct Choices {
     /// key t in layer l (`u32::MAX` = never). Cache-eviction rules (sink + window, heavy
     /// hitters) are expressed this way; a storage choice is made once, an eviction later.
     evicted_at: Option<Vec<u32>>,
+    /// Demotion (parallel forward only): `[B, T, L]` first query position that sees key t of layer
+    /// l in the later form (`u32::MAX` = never), and that form — a nested lower rank of what the
+    /// token's own option stores. Overrides the option's own schedule where set.
+    demoted_at: Option<(Vec<u32>, StoreOption)>,
 }
 
 impl Choices {
     /// Every entry set to menu index `option`.
     pub fn filled(batch: usize, seq_len: usize, n_layers: usize, option: usize) -> Self {
         let option = u8::try_from(option).expect("menu index should fit in u8");
-        Self { batch, seq_len, n_layers, data: vec![option; batch * seq_len * n_layers], evicted_at: None }
+        Self {
+            batch,
+            seq_len,
+            n_layers,
+            data: vec![option; batch * seq_len * n_layers],
+            evicted_at: None,
+            demoted_at: None,
+        }
     }
 
     /// The exact (richest) option everywhere.
@@ -49,7 +60,7 @@ impl Choices {
                 }
             }
         }
-        Self { batch, seq_len, n_layers, data, evicted_at: None }
+        Self { batch, seq_len, n_layers, data, evicted_at: None, demoted_at: None }
     }
 
     /// Independent draws from `weights` (one weight per menu option) for every entry.
@@ -86,6 +97,25 @@ impl Choices {
         self
     }
 
+    /// These choices with demotions `[B, T, L]` (row-major like the choices): from query
+    /// `demoted_at` on key t is seen as `form` (`u32::MAX` = never) — a token whose own option is
+    /// dense or a higher rank moved to a nested lower rank at a query of its own, as a two-tier
+    /// cache does. Parallel forward only; the harness charges it ([`crate::cost::sequence_cost_demoted`]).
+    pub fn with_demotions(mut self, demoted_at: Vec<u32>, form: StoreOption) -> Self {
+        assert_eq!(demoted_at.len(), self.data.len(), "one demotion position per (sequence, token, layer)");
+        assert!(matches!(form, StoreOption::Rank(_)), "a demotion keeps a plain rank");
+        self.demoted_at = Some((demoted_at, form));
+        self
+    }
+
+    /// The first query position that sees key `t` of sequence `b` in layer `l` in its demoted
+    /// form, set by [`Choices::with_demotions`].
+    pub fn demoted_at(&self, b: usize, t: usize, l: usize) -> Option<(usize, StoreOption)> {
+        let (at, form) = self.demoted_at.as_ref()?;
+        let d = at[(b * self.seq_len + t) * self.n_layers + l];
+        (d != u32::MAX).then_some((d as usize, *form))
+    }
+
     /// The first query position that no longer sees key `t` of sequence `b` in layer `l`.
     pub fn evicted_at(&self, b: usize, t: usize, l: usize) -> Option<usize> {
         let e = self.evicted_at.as_ref()?[(b * self.seq_len + t) * self.n_layers + l];
@@ -113,7 +143,8 @@ impl Choices {
             seq_len: self.seq_len,
             n_layers: self.n_layers,
             data: self.data[cells.clone()].to_vec(),
-            evicted_at: self.evicted_at.as_ref().map(|e| e[cells].to_vec()),
+            evicted_at: self.evicted_at.as_ref().map(|e| e[cells.clone()].to_vec()),
+            demoted_at: self.demoted_at.as_ref().map(|(d, f)| (d[cells].to_vec(), *f)),
         }
     }
 
@@ -124,7 +155,11 @@ impl Choices {
         let cells = (0..self.batch * self.seq_len).flat_map(|i| layers.clone().map(move |l| i * self.n_layers + l));
         let mut key: Vec<u8> = cells.clone().map(|c| self.data[c]).collect();
         if let Some(e) = &self.evicted_at {
-            key.extend(cells.flat_map(|c| e[c].to_le_bytes()));
+            key.extend(cells.clone().flat_map(|c| e[c].to_le_bytes()));
+        }
+        if let Some((d, form)) = &self.demoted_at {
+            key.extend(form.to_string().bytes());
+            key.extend(cells.flat_map(|c| d[c].to_le_bytes()));
         }
         key
     }
@@ -166,7 +201,11 @@ impl Choices {
             (0..b_n * t_n).map(|i| self.visible_until(cfg, i / t_n, i % t_n, layer).unwrap_or(t_n).min(t_n)).collect()
         });
         // Demotions to a kept form: from query `at` on, key t is seen in its later form.
-        let demoted = |b: usize, t: usize| option(b, t).later(t).filter(|(_, then)| *then != StoreOption::Drop);
+        let demoted = |b: usize, t: usize| {
+            self.demoted_at(b, t, layer)
+                .or_else(|| option(b, t).later(t))
+                .filter(|(_, then)| *then != StoreOption::Drop)
+        };
         let late = (0..b_n).any(|b| (0..t_n).any(|t| demoted(b, t).is_some())).then(|| {
             let later = FormWeights::new(cfg, b_n, t_n, |b, t| demoted(b, t).map_or(StoreOption::Drop, |(_, f)| f));
             LateForms {

@@ -154,6 +154,31 @@ pub fn sequence_cost(
     seq_len: usize,
     entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>),
 ) -> SequenceCost {
+    sequence_cost_demoted(cfg, seq_len, |t, l| {
+        let (o, e) = entry(t, l);
+        (o, e, None)
+    })
+}
+
+/// Bytes per layer kept beside a token stored as `first` so that it can be demoted to `then` at
+/// a query of its own (a two-tier cache, `Choices::with_demotions`): a dense token keeps the
+/// factors of its later rank (they cannot be recomputed without its hidden state); a factor
+/// token nests every lower rank and keeps nothing more.
+pub fn demotion_shadow_bytes(cfg: &ModelConfig, first: StoreOption, then: StoreOption) -> usize {
+    match (first.stored_as(cfg.exact_option()), then) {
+        (StoreOption::Full, StoreOption::Rank(_)) => bytes_per_token(cfg, then),
+        _ => 0,
+    }
+}
+
+/// [`sequence_cost`] where a token may also be demoted at a query of its own: `entry(t, l).2 =
+/// Some((at, then))` — seen as `then` from query `at` on, its first form charged with
+/// [`demotion_shadow_bytes`] until then (what `Choices::with_demotions` forwards).
+pub fn sequence_cost_demoted(
+    cfg: &ModelConfig,
+    seq_len: usize,
+    entry: impl Fn(usize, usize) -> (StoreOption, Option<usize>, Option<(usize, StoreOption)>),
+) -> SequenceCost {
     let t_n = seq_len;
     let exact = cfg.exact_option();
     // `diff[q]` changes the running total from query q on; `[a, b)` gets `v` added.
@@ -170,14 +195,15 @@ pub fn sequence_cost(
         let mut bytes = vec![0i64; t_n + 1];
         let mut reads = vec![0i64; t_n + 1];
         for t in 0..t_n {
-            let (o, e) = entry(t, l);
+            let (o, e, demoted) = entry(t, l);
             let until = t + held_steps(o, t, t_n, e);
-            let (switch, then) = match o.later(t) {
+            let shadow = demoted.map_or(0, |(_, then)| demotion_shadow_bytes(cfg, o, then));
+            let (switch, then) = match demoted.or_else(|| o.later(t)) {
                 Some((at, then)) => (at.clamp(t, until), Some(then)),
                 None => (until, None),
             };
             // Held from its own step; read by the queries after it (`form_at`).
-            span(&mut bytes, t, switch, bytes_per_token(cfg, o));
+            span(&mut bytes, t, switch, bytes_per_token(cfg, o) + shadow);
             span(&mut reads, t + 1, switch, attention_flops_per_entry(cfg, o.stored_as(exact)));
             if let Some(then) = then {
                 span(&mut bytes, switch, until, bytes_per_token(cfg, then));
@@ -195,8 +221,10 @@ pub fn sequence_cost(
         }
     }
     let t = t_n.max(1) as f64;
+    // Σ_q held[q] is every token's byte-steps: the time average as `sequence_bytes` takes it.
+    let byte_steps: i64 = held.iter().sum();
     SequenceCost {
-        kv_bytes_per_token: sequence_bytes(cfg, t_n, &entry),
+        kv_bytes_per_token: byte_steps as f64 / full_cache_steps_per_token(t_n) / t,
         peak_bytes_per_token: held.iter().copied().max().unwrap_or(0) as f64 / t,
         flops_per_token: flops as f64 / t,
     }
@@ -474,6 +502,44 @@ mod tests {
         first[i] = 1;
         late[i] = 1;
         assert_eq!(step_attention_flops(&cfg, &first, &late), f + p1 + f);
+    }
+
+    /// A demotion at a query of the token's own is charged as the schedule making the same move
+    /// (a dense token with its rank-1 factors beside it, then those factors alone), and a factor
+    /// token demoted to a nested rank keeps nothing beside it: T = 6, one layer, token 1 dense
+    /// to query 2 then rank 1 (as `full/1/rank:1`), token 2 rank 2 to query 3 then rank 1,
+    /// evicted from 5.
+    #[test]
+    fn demotions_at_own_queries_are_charged_like_schedules() {
+        let mut cfg = ModelConfig::mqar();
+        cfg.n_layers = 1;
+        let demote: StoreOption = "full/1/rank:1".parse().unwrap();
+        let cfg = cfg.with_timed(&[demote]).unwrap();
+        let (full, r1, r2) = (384, 152, 304);
+        assert_eq!(demotion_shadow_bytes(&cfg, StoreOption::Full, StoreOption::Rank(1)), r1);
+        assert_eq!(demotion_shadow_bytes(&cfg, StoreOption::Rank(2), StoreOption::Rank(1)), 0);
+        let scheduled = sequence_cost(&cfg, 6, |t, _| if t == 1 { (demote, None) } else { (StoreOption::Drop, None) });
+        let own = sequence_cost_demoted(&cfg, 6, |t, _| match t {
+            1 => (StoreOption::Full, None, Some((3, StoreOption::Rank(1)))),
+            _ => (StoreOption::Drop, None, None),
+        });
+        assert_eq!(own, scheduled);
+        let c = sequence_cost_demoted(&cfg, 6, |t, _| match t {
+            1 => (StoreOption::Full, None, Some((3, StoreOption::Rank(1)))),
+            2 => (StoreOption::Rank(2), Some(5), Some((4, StoreOption::Rank(1)))),
+            _ => (StoreOption::Drop, None, None),
+        });
+        // Held per step: q=1: 536; q=2: 536 + 304; q=3: 152 + 304; q=4: 152 + 152; q=5: 152.
+        let held = [0, full + r1, full + r1 + r2, r1 + r2, r1 + r1, r1];
+        let total: usize = held.iter().sum();
+        assert!((c.kv_bytes_per_token - total as f64 / 3.5 / 6.0).abs() < 1e-9, "{c:?}");
+        assert!((c.peak_bytes_per_token - (full + r1 + r2) as f64 / 6.0).abs() < 1e-9, "{c:?}");
+        // Without demotions the plain options are charged as before.
+        let plain = sequence_cost_demoted(&cfg, 6, |t, _| match t {
+            1 => (StoreOption::Full, None, None),
+            _ => (StoreOption::Drop, None, None),
+        });
+        assert!((plain.kv_bytes_per_token - (5 * full) as f64 / 3.5 / 6.0).abs() < 1e-9, "{plain:?}");
     }
 
     #[test]

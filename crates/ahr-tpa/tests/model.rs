@@ -313,6 +313,43 @@ fn demotion_schedules_decode_like_the_parallel_forward_and_hold_what_the_cost_mo
     }
 }
 
+/// Demotions at a query of each token's own (`Choices::with_demotions`, what a two-tier cache
+/// does) read like the demotion schedules that make the same moves: random `F/W/rank:1[/M]`
+/// tokens forwarded as their schedules, and again as their plain first form `F` with the demotion
+/// query and the expiry given per token, give the same logits; without the demotions they differ.
+#[test]
+fn per_token_demotions_forward_like_the_schedules_that_make_them() {
+    let (b, t) = (2, 40);
+    let timed: Vec<StoreOption> =
+        ["full/3/rank:1", "rank:2/5/rank:1", "full/4/rank:1/6"].iter().map(|s| s.parse().unwrap()).collect();
+    let cfg = ModelConfig::tiny().with_timed(&timed).unwrap();
+    let model = randomize(Model::new(&cfg, &device()), 60, 0.4);
+    let mut rng = StdRng::seed_from_u64(61);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let first_timed = cfg.exact_index() + 1;
+    let scheduled = Choices::from_fn(b, t, cfg.n_layers, |_, _, _| rng.random_range(first_timed..cfg.menu.len()));
+    let cell = |s: usize, k: usize, l: usize| (s * t + k) * cfg.n_layers + l;
+    let (mut demoted, mut evicted) = (vec![u32::MAX; b * t * cfg.n_layers], vec![u32::MAX; b * t * cfg.n_layers]);
+    let mut plain = scheduled.clone();
+    for (s, k, l) in (0..b).flat_map(|s| (0..t).flat_map(move |k| (0..2).map(move |l| (s, k, l)))) {
+        let o = cfg.menu[scheduled.get(s, k, l)];
+        plain.set(s, k, l, cfg.option_index(o.stored_as(cfg.exact_option())).unwrap());
+        let (at, then) = o.later(k).unwrap();
+        assert_eq!(then, StoreOption::Rank(1));
+        demoted[cell(s, k, l)] = at as u32;
+        if let Some(end) = o.expires_at(k) {
+            evicted[cell(s, k, l)] = end as u32;
+        }
+    }
+    let forward = |c: &Choices| to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), c).unwrap());
+    let par = forward(&scheduled);
+    let undemoted = plain.clone().with_evictions(evicted.clone());
+    assert!(max_rel_err(&forward(&undemoted), &par) > 1e-3, "the demotions should change later logits");
+    let explicit = undemoted.with_demotions(demoted, StoreOption::Rank(1));
+    let err = max_rel_err(&forward(&explicit), &par);
+    assert!(err < 1e-5, "per-token demotions vs schedules: max rel err {err}");
+}
+
 /// Review decisions (DESIGN.md §10): random write options and random allowed review actions at
 /// age 3 (and, with keep ages 5 and 9, reviews that keep a token to a later age) decode, through
 /// both storages, exactly like the parallel forward of the options the tokens ended with, and the
