@@ -173,8 +173,9 @@ pub enum Command {
         #[arg(long = "policy")]
         policies: Vec<PathBuf>,
         /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu
-        /// option). Omitted: every family but the opt-in `token-table` (`Family::opt_in`: its fit
-        /// takes hours at 1024 tokens), in report order.
+        /// option). Omitted: every family but the opt-in ones (`Family::opt_in`): `token-table`
+        /// (its fit takes hours at 1024 tokens) and `tova-tiers` (two-tier eviction: settings only
+        /// where the menu holds two factor ranks), in report order.
         #[arg(long, value_delimiter = ',')]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).

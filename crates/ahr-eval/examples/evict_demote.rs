@@ -16,6 +16,9 @@
 //! `EVICT_SHADOW_AGE` (A: only keys tier 1 lets go within A queries of their step are demoted, the
 //! others dropped, so the factors need to be kept beside a dense token for its first A queries
 //! only — the charge the last column but one counts; default: every key, factors kept throughout),
+//! `EVICT_OWN=1` (tier 1 at a factor rank only: run the two tiers with their own cache,
+//! `own_cache::tiered_evictions` — the rule then decides on the cache it keeps, with the attention
+//! the rank-1 keys draw — instead of the estimate),
 //! `EVICT_RANK` (the demoted form's rank, default 1), `EVICT_STORE` (tier 1's storage, default
 //! `full`; a rank above `EVICT_RANK` nests it, so no factors are kept beside it).
 //!
@@ -28,7 +31,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 
 use ahr_eval::harness::Harness;
-use ahr_eval::rules::NEVER;
+use ahr_eval::rules::{self, NEVER};
 use ahr_eval::{Baseline, Family, PointKind, own_cache};
 use ahr_tasks::{Batch, Metrics};
 use ahr_tpa::cost::full_cache_steps_per_token;
@@ -36,18 +39,17 @@ use ahr_tpa::{Choices, StoreOption};
 use anyhow::{Context, Result, bail};
 
 /// Per (sequence, token, layer) of a `[B, T, L]` eviction schedule of tier 1 (`first`), the query
-/// from which each key tier 1 let go leaves tier 2 too: when the `b2`-th key let go after it joins.
-/// Only keys let go within `age` queries of their own step join tier 2 (the others leave at once).
+/// from which each key tier 1 let go leaves tier 2 too ([`rules::second_tier`] per layer). Only keys
+/// let go within `age` queries of their own step join tier 2 (the others leave at once).
 fn second_tier(first: &[u32], [b_n, t_n, l_n]: [usize; 3], b2: usize, age: usize) -> Vec<u32> {
     let mut out = first.to_vec();
     for b in 0..b_n {
         for l in 0..l_n {
             let at = |t: usize| (b * t_n + t) * l_n + l;
-            let young = |t: usize| first[at(t)] != NEVER && first[at(t)] as usize <= t + age;
-            let mut demoted: Vec<usize> = (0..t_n).filter(|&t| young(t)).collect();
-            demoted.sort_by_key(|&t| (first[at(t)], t));
-            for (i, &t) in demoted.iter().enumerate() {
-                out[at(t)] = demoted.get(i + b2).map_or(NEVER, |&later| first[at(later)]);
+            let column: Vec<u32> = (0..t_n).map(|t| first[at(t)]).collect();
+            let young = |t: usize| column[t] as usize <= t + age;
+            for (t, e) in rules::second_tier(&column, b2, young).into_iter().enumerate() {
+                out[at(t)] = e;
             }
         }
     }
@@ -94,10 +96,15 @@ fn main() -> Result<()> {
         bail!("EVICT_STORE: dense or a rank above EVICT_RANK's {rank}, not {store}");
     }
     let shadow = ahr_tpa::cost::demotion_shadow_bytes(&cfg, store, form) as u64;
+    let own = var("EVICT_OWN", "0") == "1";
+    if own && shadow > 0 {
+        bail!("EVICT_OWN: the cache demotes factor tokens only (EVICT_STORE a rank above EVICT_RANK)");
+    }
     let exact = ahr_tpa::cost::exact_bytes_per_token(&cfg) as f64;
     let score = if output { "tova-out" } else { "tova-ema" };
     println!(
-        "| tier 1: {score} (decay {decay}) B1 at {store}; tier 2: the last B2 it let go at {form} ({} held-out windows) | bits/byte | memory (of exact) | against the first row, paired (95 %; positive: better) | memory with factors to age {} | memory if demoting were free |",
+        "| tier 1: {score} (decay {decay}) B1 at {store}; tier 2: the last B2 it let go at {form}, {} ({} held-out windows) | bits/byte | memory (of exact) | against the first row, paired (95 %; positive: better) | memory with factors to age {} | memory if demoting were free |",
+        if own { "with their own cache" } else { "tier 1 deciding on a cache without tier 2" },
         h.sequences,
         shadow_age.map_or("—".into(), |a| a.to_string()),
     );
@@ -111,8 +118,12 @@ fn main() -> Result<()> {
         let shadow_steps = RefCell::new([0f64; 3]);
         let run = |batch: &Batch| {
             let dims = [batch.batch_size, batch.seq_len, l_n];
-            let tier1 = own_cache::evictions(&h.rules, batch, &rule, &dev)?;
             let choices = Choices::from_fn(dims[0], dims[1], l_n, |_, _, _| first_form);
+            if own {
+                let tiers = own_cache::tiered_evictions(&h.rules, batch, &rule, b2, form, &dev)?;
+                return Ok(choices.with_evictions(tiers.evicted_at).with_demotions(tiers.demoted_at, form));
+            }
+            let tier1 = own_cache::evictions(&h.rules, batch, &rule, &dev)?;
             if b2 == 0 {
                 return Ok(choices.with_evictions(tier1));
             }

@@ -52,6 +52,7 @@ fn main() -> Result<()> {
         decay,
         floor: floor.map(f32::ln),
         output: false,
+        tier2: None,
     };
     println!("| rule ({} held-out sequences, decay {decay}) | bits/byte | bytes/token | of exact |", h.sequences);
     println!("|---|---:|---:|---:|");

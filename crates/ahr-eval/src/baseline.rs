@@ -37,6 +37,11 @@ pub enum Family {
     /// goes, in the rule's own cache — a key whose value the head outputs anyway is cheap however
     /// much weight it draws.
     TovaOut,
+    /// A two-tier cache: `tova-out` keeps its budget at a factor rank, and each key it lets go
+    /// drops to a lower, nested rank (its leading components: nothing kept beside it) and leaves
+    /// once a second budget of keys let go after it have followed — first in, first out
+    /// ([`crate::own_cache::tiered_evictions`]). Factor stores only; opt-in ([`Family::opt_in`]).
+    TovaTiers,
     /// H2O scored from the exact full-cache forward's attention: optimistic (no deployed cache can
     /// compute it), kept for comparison.
     H2oFullCache,
@@ -93,7 +98,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 21] = [
+    pub const ALL: [Family; 22] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -101,6 +106,7 @@ impl Family {
         Family::Tova,
         Family::TovaEma,
         Family::TovaOut,
+        Family::TovaTiers,
         Family::H2oFullCache,
         Family::TovaFullCache,
         Family::KNorm,
@@ -127,6 +133,7 @@ impl Family {
             Family::Tova => "tova",
             Family::TovaEma => "tova-ema",
             Family::TovaOut => "tova-out",
+            Family::TovaTiers => "tova-tiers",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
@@ -145,10 +152,11 @@ impl Family {
     }
 
     /// Whether the family runs only when named (`ahr eval --baselines`): left out of `eval`'s
-    /// default list and the quickstart's judge because its fit takes an hour or more per memory
-    /// target at 1024 tokens.
+    /// default list and the quickstart's judge — `token-table` because its fit takes an hour or
+    /// more per memory target at 1024 tokens, `tova-tiers` because it has settings only where the
+    /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid.
     pub fn opt_in(self) -> bool {
-        self == Family::TokenTable
+        matches!(self, Family::TokenTable | Family::TovaTiers)
     }
 
     /// The grain of a fitted vocabulary family (`None` for the others).
@@ -179,6 +187,7 @@ impl Family {
             | Family::Tova
             | Family::TovaEma
             | Family::TovaOut
+            | Family::TovaTiers
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -328,6 +337,10 @@ pub enum Baseline {
         /// Score keys by the attention output they move instead of their weight (`tova-out`,
         /// [`crate::own_cache::output_moved`]; own cache only).
         output: bool,
+        /// A second tier (`tova-tiers`, own cache only): each key let go drops to this lower rank
+        /// of `store` and leaves once this many keys let go after it have joined (`None`: keys
+        /// let go leave at once).
+        tier2: Option<(usize, StoreOption)>,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -443,6 +456,7 @@ impl Baseline {
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
+            Baseline::Tova { scores: Scores::Cache, tier2: Some(_), .. } => Family::TovaTiers,
             Baseline::Tova { scores: Scores::Cache, output: true, .. } => Family::TovaOut,
             Baseline::Tova { scores: Scores::Cache, decay, .. } if *decay > 0.0 => Family::TovaEma,
             Baseline::Tova { scores: Scores::Cache, .. } => Family::Tova,
@@ -521,13 +535,35 @@ impl Baseline {
 
     /// TOVA (`decay = 0`) or `tova-ema` at a fixed `budget`, with its own cache.
     pub fn tova_ema(budget: usize, store: StoreOption, decay: f32) -> Self {
-        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: false }
+        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: false, tier2: None }
     }
 
     /// `tova-out` at a fixed `budget`: keys scored by the attention output they move, smoothed
     /// with `decay`, with its own cache.
     pub fn tova_out(budget: usize, store: StoreOption, decay: f32) -> Self {
-        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: true }
+        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: true, tier2: None }
+    }
+
+    /// `tova-tiers`: `tova-out` at `budget` keys stored at `store` (a factor rank), each key it lets
+    /// go kept at the lower rank `to` until `size` keys let go after it have followed.
+    pub fn tova_tiers(budget: usize, store: StoreOption, decay: f32, size: usize, to: StoreOption) -> Self {
+        Baseline::Tova {
+            budget,
+            store,
+            scores: Scores::Cache,
+            decay,
+            floor: None,
+            output: true,
+            tier2: Some((size, to)),
+        }
+    }
+
+    /// The second tier of a two-tier rule (`tova-tiers`): its size and rank.
+    pub fn tier2(&self) -> Option<(usize, StoreOption)> {
+        match *self {
+            Baseline::Tova { tier2, .. } => tier2,
+            _ => None,
+        }
     }
 
     /// The point's name: the family, with the storage of kept tokens (`streaming-llm@rank:1`).
@@ -560,6 +596,9 @@ impl Baseline {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
+            Baseline::Tova { budget, decay, tier2: Some((size, to)), .. } => {
+                format!("budget={budget},decay={decay},then {size} at {to}")
+            }
             Baseline::Tova { budget, decay, floor: Some(f), .. } => format!("budget={budget},decay={decay},floor={f}"),
             Baseline::Tova { budget, decay, .. } if decay > 0.0 => format!("budget={budget},decay={decay}"),
             Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } => format!("budget={budget}"),
@@ -669,7 +708,20 @@ impl Baseline {
                 }
                 let maps = [attn];
                 let view = SequenceView { attention: &maps, ..SequenceView::blank(t_n) };
-                layer_bytes(&self.evictions(&view, 0))
+                let first = self.evictions(&view, 0);
+                match self.tier2() {
+                    None => layer_bytes(&first),
+                    Some((size, to)) => {
+                        let last = rules::second_tier(&first, size, |_| true);
+                        let mut one = cfg.clone();
+                        one.n_layers = 1;
+                        let at = |e: u32| (e != NEVER).then_some(e as usize);
+                        cost::sequence_cost_demoted(&one, t_n, |t, _| {
+                            (store, at(last[t]), at(first[t]).map(|d| (d, to)))
+                        })
+                        .kv_bytes_per_token
+                    }
+                }
             }
         };
         Some(bytes * cfg.n_layers as f64)
@@ -689,6 +741,28 @@ mod tests {
         let b = Baseline::StreamingLlm { sinks: 16, window: 0, store: StoreOption::Rank(1) };
         assert_eq!(b.name(), "streaming-llm@rank:1");
         assert_eq!(b.setting(), "sinks=16,window=0");
+    }
+
+    /// Memory of a two-tier setting by hand: T = 8, the mqar preset (rank 2: 304 B per layer,
+    /// rank 1: 152 B), budget 2 at rank 2 with 2 more at rank 1. The first tier holds 1, 2, 3, 3, …
+    /// keys at queries 0–7 (the budget and the newest: 21 key-steps), one key leaving it after each
+    /// query from 2 on, so the second holds 0, 0, 0, 1, 2, 2, 2, 2 (9); over (T+1)/2 · T = 36, two
+    /// layers. With no second tier, `tova-out`'s memory.
+    #[test]
+    fn memory_of_two_tiers_by_hand() {
+        let cfg = ModelConfig::mqar();
+        let (r1, r2) = (StoreOption::Rank(1), StoreOption::Rank(2));
+        let tiers = Baseline::tova_tiers(2, r2, 0.5, 2, r1).memory(&cfg, 8).unwrap();
+        assert!((tiers - 2.0 * (21.0 * 304.0 + 9.0 * 152.0) / 36.0).abs() < 1e-9, "{tiers}");
+        let none = Baseline::tova_tiers(2, r2, 0.5, 0, r1).memory(&cfg, 8).unwrap();
+        let tova = Baseline::tova_out(2, r2, 0.5).memory(&cfg, 8).unwrap();
+        assert!((none - tova).abs() < 1e-9 && (tova - 2.0 * 21.0 * 304.0 / 36.0).abs() < 1e-9, "{none} {tova}");
+        let b = Baseline::tova_tiers(2, r2, 0.5, 2, r1);
+        assert_eq!(
+            (b.family(), b.name(), b.setting()),
+            (Family::TovaTiers, "tova-tiers@rank:2".into(), "budget=2,decay=0.5,then 2 at rank:1".into())
+        );
+        assert!(Family::TovaTiers.opt_in());
     }
 
     /// Memory of data-independent settings, by hand: T = 8, 1 sink + window 1 at rank:1 (152 B

@@ -351,10 +351,15 @@ impl<'a> Harness<'a> {
                 }
             }
         }
+        let choices = Choices::from_fn(b_n, t_n, l_n, |s, t, l| stores[(s * t_n + t) * l_n + l]);
+        if let Some((size, to)) = rule.tier2() {
+            let tiers = own_cache::tiered_evictions(&self.rules, &p.batch, rule, size, to, self.dev)?;
+            return Ok(choices.with_evictions(tiers.evicted_at).with_demotions(tiers.demoted_at, to));
+        }
         if own_cache {
             ev = own_cache::evictions(&self.rules, &p.batch, rule, self.dev)?;
         }
-        Ok(Choices::from_fn(b_n, t_n, l_n, |s, t, l| stores[(s * t_n + t) * l_n + l]).with_evictions(ev))
+        Ok(choices.with_evictions(ev))
     }
 
     /// Time-averaged KV bytes per token of a rule over the prepared sequences, without running
@@ -369,7 +374,8 @@ impl<'a> Harness<'a> {
         for p in &self.prepared {
             let c = self.rule_choices(p, rule)?;
             for b in 0..p.batch.batch_size {
-                total += cost::sequence_bytes(cfg, p.batch.seq_len, |t, l| entry(cfg, &c, b, t, l));
+                total += cost::sequence_cost_demoted(cfg, p.batch.seq_len, |t, l| entry(cfg, &c, b, t, l))
+                    .kv_bytes_per_token;
             }
         }
         let m = total / self.sequences as f64;
@@ -410,10 +416,7 @@ impl<'a> Harness<'a> {
             let batch = &p.batch;
             self.score(i, batch, &choices, &mut tally)?;
             for b in 0..batch.batch_size {
-                let c = cost::sequence_cost_demoted(cfg, batch.seq_len, |t, l| {
-                    let (o, e) = entry(cfg, &choices, b, t, l);
-                    (o, e, choices.demoted_at(b, t, l))
-                });
+                let c = cost::sequence_cost_demoted(cfg, batch.seq_len, |t, l| entry(cfg, &choices, b, t, l));
                 sum.kv_bytes_per_token += c.kv_bytes_per_token;
                 sum.peak_bytes_per_token += c.peak_bytes_per_token;
                 sum.flops_per_token += c.flops_per_token;
@@ -555,8 +558,14 @@ pub fn demotion_stores(cfg: &ahr_tpa::ModelConfig, seq_len: usize) -> Vec<StoreO
 }
 
 /// Token t of sequence b in layer l as the cost model sees it.
-fn entry(cfg: &ahr_tpa::ModelConfig, c: &Choices, b: usize, t: usize, l: usize) -> (StoreOption, Option<usize>) {
-    (cfg.menu[c.get(b, t, l)], c.evicted_at(b, t, l))
+fn entry(
+    cfg: &ahr_tpa::ModelConfig,
+    c: &Choices,
+    b: usize,
+    t: usize,
+    l: usize,
+) -> (StoreOption, Option<usize>, Option<(usize, StoreOption)>) {
+    (cfg.menu[c.get(b, t, l)], c.evicted_at(b, t, l), c.demoted_at(b, t, l))
 }
 
 /// Mark the Pareto front: a better metric and fewer bytes are better.
@@ -650,7 +659,15 @@ mod tests {
         let mut differs = false;
         for scores in [Scores::Cache, Scores::FullCache] {
             for rule in [
-                Baseline::Tova { budget: 5, store: StoreOption::Full, scores, decay: 0.0, floor: None, output: false },
+                Baseline::Tova {
+                    budget: 5,
+                    store: StoreOption::Full,
+                    scores,
+                    decay: 0.0,
+                    floor: None,
+                    output: false,
+                    tier2: None,
+                },
                 Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
             ] {
                 let choices = h.rule_choices(p, &rule).unwrap();
@@ -663,6 +680,31 @@ mod tests {
             }
         }
         assert!(differs, "scores from the full cache should change some decision on this model");
+    }
+
+    /// A two-tier rule (`tova-tiers`) through the harness: its points are charged what its
+    /// data-independent memory says (the second tier's keys at their lower rank from the query the
+    /// first tier let them go), and its choices carry the demotions of its own-cache run.
+    #[test]
+    fn a_two_tier_point_is_charged_its_memory() {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(12);
+        let model = Model::new(&cfg, &dev);
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let h = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
+        let rule = Baseline::tova_tiers(5, StoreOption::Rank(3), 0.5, 4, StoreOption::Rank(1));
+        let choices = h.rule_choices(&h.prepared[0], &rule).unwrap();
+        let demoted = (0..h.seq_len()).filter(|&t| choices.demoted_at(0, t, 0).is_some()).count();
+        assert!(demoted > h.seq_len() / 2, "the first tier lets most keys go to the second: {demoted}");
+        let point = h.rule_point(&rule).unwrap();
+        let memory = rule.memory(h.rules.config(), h.seq_len()).unwrap();
+        assert!((point.kv_bytes_per_token - memory).abs() < 1e-9 * memory, "{} vs {memory}", point.kv_bytes_per_token);
+        let one_tier = Baseline::tova_out(5, StoreOption::Rank(3), 0.5).memory(h.rules.config(), h.seq_len()).unwrap();
+        assert!(memory > one_tier, "the second tier holds bytes of its own");
+        assert_eq!(rule.family(), Family::TovaTiers);
     }
 
     /// Points whose earlier layers' choices repeat start their forwards at the last layer (its

@@ -118,6 +118,9 @@ pub fn clearly_better(metric: Metric, a: f64, b: f64) -> bool {
 /// The decays `tova-ema` tries (per query; 0.5 averages about two queries, 0.95 about twenty).
 pub const TOVA_EMA_DECAYS: [f32; 4] = [0.5, 0.8, 0.9, 0.95];
 
+/// `tova-tiers`' second tier, as a share `numerator / denominator` of the first tier's budget.
+pub const TIER2_SHARES: [(usize, usize); 3] = [(1, 2), (1, 1), (2, 1)];
+
 /// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 
@@ -426,12 +429,20 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             | Family::H2oFullCache
             | Family::TovaFullCache => {
                 let scores = family.scores().expect("an attention family");
-                let tova = |budget| Baseline::Tova { budget, store, scores, decay: 0.0, floor: None, output: false };
+                let tova = |budget| Baseline::Tova {
+                    budget,
+                    store,
+                    scores,
+                    decay: 0.0,
+                    floor: None,
+                    output: false,
+                    tier2: None,
+                };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if matches!(family, Family::TovaEma | Family::TovaOut) {
                         let output = family == Family::TovaOut;
                         for decay in TOVA_EMA_DECAYS {
-                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None, output });
+                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None, output, tier2: None });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
@@ -439,6 +450,22 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                         for quarter in [1, 2, 3] {
                             let heavy = budget * quarter / 4;
                             out.push(Baseline::H2o { heavy, recent: budget - heavy, store, scores });
+                        }
+                    }
+                }
+            }
+            Family::TovaTiers => {
+                // A factor store and each lower rank of the menu (nested: a demotion keeps the
+                // leading components); per share of the second tier, the largest budget that fits.
+                let StoreOption::Rank(rank) = store else { continue };
+                let lower = stores(cfg).into_iter().filter(|o| matches!(o, StoreOption::Rank(r) if *r < rank));
+                for to in lower.collect::<Vec<_>>() {
+                    for (num, den) in TIER2_SHARES {
+                        let at = |budget: usize| Baseline::tova_tiers(budget, store, 0.5, budget * num / den, to);
+                        if let Some(budget) = largest_fitting(1, t_n, |b| fits(&at(b))) {
+                            for decay in TOVA_EMA_DECAYS {
+                                out.push(Baseline::tova_tiers(budget, store, decay, budget * num / den, to));
+                            }
                         }
                     }
                 }
@@ -903,6 +930,12 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 per query head the attention output moves by w (o − v) / (1 − w) (w the head's weight on the key, v \
                 its value, o the head's output), summed over heads, its log smoothed as tova-ema's (decay 0.5, 0.8, \
                 0.9, 0.95); in the rule's own cache; the largest budget within each target"
+                .into(),
+            Family::TovaTiers => "tova-tiers@S: a two-tier cache — tova-out at a factor rank S, each key it lets go \
+                kept at a lower rank of the menu (its leading components) until as many keys let go after it as \
+                the second tier holds (½, 1 or 2 × the budget) have followed, first in, first out; in the rule's \
+                own cache (the first tier's weights include the attention the second tier draws); the largest \
+                budget within each target"
                 .into(),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"

@@ -82,7 +82,35 @@ pub fn watched_evictions(
     watch: &mut Watch,
     dev: &Device,
 ) -> Result<Vec<u32>> {
-    run_cache_scored(model, batch, rule, forced, Some(watch), dev)
+    Ok(run_cache_scored(model, batch, rule, forced, Some(watch), None, dev)?.0)
+}
+
+/// What a two-tier run decided, per (sequence, token, layer) of the batch (`[B, T, L]`, `NEVER`
+/// = never): the first query that sees the key in the second tier's form, and the first that
+/// no longer sees it.
+pub struct Tiers {
+    /// Demotion queries.
+    pub demoted_at: Vec<u32>,
+    /// Eviction queries.
+    pub evicted_at: Vec<u32>,
+}
+
+/// H2O or TOVA (any scoring) as the first tier of a two-tier cache, run with that cache
+/// ([`KvCache::demote`]): each key the rule lets go drops to `to`, a lower rank of the rule's
+/// factor store (its leading components, nothing kept beside it), and leaves for good once
+/// `tier2` keys it let go after it have joined that tier (first in, first out). The rule scores
+/// the keys of its own tier, with the attention the whole two-tier cache gives them.
+pub fn tiered_evictions(
+    model: &Model,
+    batch: &Batch,
+    rule: &Baseline,
+    tier2: usize,
+    to: StoreOption,
+    dev: &Device,
+) -> Result<Tiers> {
+    let to = plain_option(model.config(), rule, to)?;
+    let (evicted_at, demoted_at) = run_cache_scored(model, batch, rule, &[], None, Some((tier2, to)), dev)?;
+    Ok(Tiers { demoted_at: demoted_at.expect("a two-tier run records its demotions"), evicted_at })
 }
 
 /// One decision overruled: [`evictions`] of H2O or TOVA where, per row of `batch` with an entry
@@ -96,25 +124,29 @@ pub fn forced_evictions(
     forced: &[Option<(usize, usize, usize)>],
     dev: &Device,
 ) -> Result<Vec<u32>> {
-    run_cache_scored(model, batch, rule, forced, None, dev)
+    Ok(run_cache_scored(model, batch, rule, forced, None, None, dev)?.0)
 }
 
+/// The rule's run with its own cache: evictions, and with a second tier `(size, option)` the
+/// demotions into it.
 fn run_cache_scored(
     model: &Model,
     batch: &Batch,
     rule: &Baseline,
     forced: &[Option<(usize, usize, usize)>],
     mut watch: Option<&mut Watch>,
+    tier2: Option<(usize, usize)>,
     dev: &Device,
-) -> Result<Vec<u32>> {
-    if (!forced.is_empty() || watch.is_some()) && !matches!(rule, Baseline::H2o { .. } | Baseline::Tova { .. }) {
-        bail!("{}: only H2O's and TOVA's decisions can be overruled or watched", rule.name());
+) -> Result<(Vec<u32>, Option<Vec<u32>>)> {
+    let scored = matches!(rule, Baseline::H2o { .. } | Baseline::Tova { .. });
+    if (!forced.is_empty() || watch.is_some() || tier2.is_some()) && !scored {
+        bail!("{}: only H2O's and TOVA's decisions can be overruled, watched or tiered", rule.name());
     }
     if let Baseline::Surprisal { .. } | Baseline::LayerSurprisal { .. } = rule {
-        return surprisal_evictions(model, batch, rule, dev);
+        return Ok((surprisal_evictions(model, batch, rule, dev)?, None));
     }
     if let Baseline::Spike { .. } = rule {
-        return spike_evictions(model, batch, rule, dev);
+        return Ok((spike_evictions(model, batch, rule, dev)?, None));
     }
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
@@ -135,6 +167,9 @@ fn run_cache_scored(
     let scorer = KeyScorer::new(cfg);
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
+    let mut demoted_at = tier2.map(|_| vec![NEVER; b_n * t_n * l_n]);
+    // Per (stream, layer): the positions in the second tier, in the order they joined it.
+    let mut second = vec![std::collections::VecDeque::new(); b_n * l_n];
     let options = vec![option; b_n];
     let host = model.host_model(dev)?;
     for q in 0..t_n {
@@ -191,16 +226,33 @@ fn run_cache_scored(
             victims.sort_unstable_by(|a, b| b.cmp(a));
             for &k in &victims {
                 let index = held[i].keys().iter().chain(&victims).filter(|&&p| p < k).count();
-                cache.evict(b, l, option, index)?;
-                evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+                let cell = (b * t_n + k) * l_n + l;
+                match (tier2, demoted_at.as_mut()) {
+                    (Some((_, to)), Some(demoted)) => {
+                        cache.demote(b, l, option, index, to)?;
+                        demoted[cell] = (q + 1) as u32;
+                        second[i].push_back(k);
+                    }
+                    _ => {
+                        cache.evict(b, l, option, index)?;
+                        evicted_at[cell] = (q + 1) as u32;
+                    }
+                }
                 keys[i][k] = Vec::new();
                 if let Some(v) = values[i].get_mut(k) {
                     *v = Vec::new();
                 }
             }
+            if let Some((size, to)) = tier2 {
+                while second[i].len() > size {
+                    let k = second[i].pop_front().expect("a key in the second tier");
+                    cache.evict(b, l, to, 0)?;
+                    evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
+                }
+            }
         }
     }
-    Ok(evicted_at)
+    Ok((evicted_at, demoted_at))
 }
 
 /// Per (sequence, token, layer) of `batch` (`[B, T, L]`), the first query that no longer sees
@@ -636,6 +688,51 @@ mod tests {
         assert_eq!(watched_evictions(&model, &seq, &rule, &[], &mut overrule, &dev).unwrap(), forced);
         let mut wrong = |s: RuleStep| (s.query == q).then_some(q + 1);
         assert!(watched_evictions(&model, &seq, &rule, &[], &mut wrong, &dev).is_err());
+    }
+
+    /// Two tiers with their own cache: with no room in the second tier every key leaves when the
+    /// rule lets it go (the single-tier run, demoted and evicted at the same query); with room, the
+    /// first tier holds the rule's budget (and the newest key), the second at most its size, keys
+    /// leave it first in, first out, and the second tier's attention makes the rule let other keys
+    /// go than the single-tier rule. A dense store cannot be demoted.
+    #[test]
+    fn a_second_tier_keeps_what_the_rule_lets_go_first_in_first_out() {
+        let (budget, size) = (5, 3);
+        let (dev, _, model, task) = tiny_setup("mqar-tiny.toml", 16, |_| {});
+        let l_n = model.config().n_layers;
+        let seq = task.valid_batch(0, 2);
+        let t_n = seq.seq_len;
+        let rule = Baseline::tova_ema(budget, StoreOption::Rank(2), 0.5);
+        let base = evictions(&model, &seq, &rule, &dev).unwrap();
+        let none = tiered_evictions(&model, &seq, &rule, 0, StoreOption::Rank(1), &dev).unwrap();
+        assert_eq!(none.evicted_at, base, "an empty second tier is the rule");
+        assert_eq!(none.demoted_at, base);
+        let two = tiered_evictions(&model, &seq, &rule, size, StoreOption::Rank(1), &dev).unwrap();
+        for (b, l) in (0..2).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
+            let at = |v: &[u32], k: usize| v[(b * t_n + k) * l_n + l] as usize;
+            let mut order: Vec<usize> = (0..t_n).filter(|&k| at(&two.demoted_at, k) < t_n).collect();
+            order.sort_by_key(|&k| at(&two.demoted_at, k));
+            for p in 0..t_n {
+                let first = (0..=p).filter(|&k| at(&two.demoted_at, k) > p).count();
+                let second = (0..=p).filter(|&k| at(&two.demoted_at, k) <= p && at(&two.evicted_at, k) > p).count();
+                assert_eq!(first, (p + 1).min(budget + 1), "stream {b} layer {l} query {p}: the first tier");
+                assert_eq!(second, (p + 1 - first).min(size), "stream {b} layer {l} query {p}: the second tier");
+            }
+            let leave: Vec<usize> = order.iter().map(|&k| at(&two.evicted_at, k)).collect();
+            assert!(leave.windows(2).all(|w| w[0] <= w[1]), "first in, first out: {leave:?}");
+        }
+        assert_ne!(two.demoted_at, base, "the second tier's attention changes what the rule lets go");
+        assert!(
+            tiered_evictions(
+                &model,
+                &seq,
+                &Baseline::tova_ema(budget, StoreOption::Full, 0.5),
+                2,
+                StoreOption::Rank(1),
+                &dev
+            )
+            .is_err()
+        );
     }
 
     /// `superseded-spike`: with no spike heavy enough its last layer is exactly `superseded`'s;

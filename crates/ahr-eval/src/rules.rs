@@ -212,6 +212,20 @@ pub fn map_evictions(rule: Held, attn: &[f32], seq_len: usize) -> Vec<u32> {
     run(rule, t_n, |q, k| attn[q * t_n + k])
 }
 
+/// The second tier of a two-tier cache, for one layer's keys: `first[k]` is the query from which
+/// key k leaves the first tier (`NEVER`: never); the keys `joins` admits move to the second tier
+/// there, and each leaves it once `size` keys that joined after it have arrived (first in, first
+/// out). Returns each key's last query plus one (`first[k]` for keys that never join).
+pub fn second_tier(first: &[u32], size: usize, joins: impl Fn(usize) -> bool) -> Vec<u32> {
+    let mut out = first.to_vec();
+    let mut order: Vec<usize> = (0..first.len()).filter(|&k| first[k] != NEVER && joins(k)).collect();
+    order.sort_by_key(|&k| (first[k], k));
+    for (i, &k) in order.iter().enumerate() {
+        out[k] = order.get(i + size).map_or(NEVER, |&later| first[later]);
+    }
+    out
+}
+
 /// K-norm (Devoto et al. 2024) on one layer of one sequence: `norms[k]` is key k's L2 norm.
 /// After query q's token enters the cache, while more than `budget` keys are held, the held key
 /// with the largest norm is evicted (from query q + 1 on; the newest may go at once) — low-norm

@@ -272,8 +272,13 @@ impl LayerCache {
             }
             return;
         }
+        Self::take_at(slot, index);
+    }
+
+    /// Take the `index`-th token (oldest first) out of `slot`, the others keeping their order.
+    fn take_at(slot: &mut Option<Slot>, index: usize) -> Option<Slot> {
         let front = if index > 0 { Self::take_front(slot, index) } else { None };
-        Self::drop_front(slot, 1);
+        let taken = Self::take_front(slot, 1);
         if let Some(front) = front {
             let rest = slot.take();
             *slot = Some(front);
@@ -281,6 +286,7 @@ impl LayerCache {
                 Self::append(slot, rest);
             }
         }
+        taken
     }
 
     /// Append `new` (same kind) to `slot`.
@@ -708,6 +714,31 @@ impl KvCache {
         }
         LayerCache::remove(slot, index);
         self.counts[stream][layer][option] -= 1;
+        Ok(())
+    }
+
+    /// Demote the `index`-th token (oldest first) held at plain factor option `from` in `stream`,
+    /// `layer` to plain option `to`, a lower rank: its leading components, nothing recomputed
+    /// (nested ranks), seen in that form from the next query on — how a two-tier cache moves a
+    /// key out of its first tier. The token joins `to`'s tokens as the newest, so a rule that
+    /// evicts `to` oldest first evicts in the order it demoted. Not for a cache in review mode.
+    pub fn demote(&mut self, stream: usize, layer: usize, from: usize, index: usize, to: usize) -> Result<()> {
+        let plain = |o: usize| self.menu.get(o).is_some_and(|m| !m.is_timed()).then(|| self.kinds[o]).flatten();
+        let (Some(HostKind::Factors { rank }), Some(HostKind::Factors { rank: rho })) = (plain(from), plain(to)) else {
+            return Err(Error::Input(format!("demote: options {from} and {to} are not plain factor options")));
+        };
+        if rho >= rank || self.review_age.is_some() {
+            return Err(Error::Input(format!("demote: rank {rank} to rank {rho} (a lower rank, outside review mode)")));
+        }
+        let layer_cache = &mut self.streams[stream][layer];
+        let held = layer_cache.slots[from].as_ref().map_or(0, Slot::len);
+        if index >= held {
+            return Err(Error::Input(format!("demote: token {index} of {held} held at option {from}")));
+        }
+        let token = LayerCache::take_at(&mut layer_cache.slots[from], index).expect("a held token");
+        LayerCache::append(&mut layer_cache.slots[to], truncated(token, rho, self.dims));
+        self.counts[stream][layer][from] -= 1;
+        self.counts[stream][layer][to] += 1;
         Ok(())
     }
 

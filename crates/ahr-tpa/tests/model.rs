@@ -350,6 +350,91 @@ fn per_token_demotions_forward_like_the_schedules_that_make_them() {
     assert!(err < 1e-5, "per-token demotions vs schedules: max rel err {err}");
 }
 
+/// A two-tier cache (`KvCache::demote`): every token written at rank 3; after each step a random
+/// held rank-3 token of each stream and layer may be demoted to rank 1 (joining that tier as its
+/// newest), and the oldest rank-1 token may be evicted. Through both storages the decode equals
+/// the parallel forward of the same moves (`Choices::with_demotions` and `with_evictions`), and
+/// the cache holds what the cost model charges (nested: nothing kept beside a factor token).
+#[test]
+fn a_two_tier_cache_decodes_like_its_demotions_in_the_parallel_forward() {
+    let (b, t) = (2, 30);
+    let cfg = ModelConfig::tiny();
+    let (from, to) = (cfg.option_index(StoreOption::Rank(3)).unwrap(), cfg.option_index(StoreOption::Rank(1)).unwrap());
+    let model = randomize(Model::new(&cfg, &device()), 70, 0.4);
+    let ids = {
+        let mut rng = StdRng::seed_from_u64(71);
+        (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect::<Vec<u32>>()
+    };
+    let l_n = cfg.n_layers;
+    let cell = |s: usize, k: usize, l: usize| (s * t + k) * l_n + l;
+    let mut runs = Vec::new();
+    for storage in [Storage::Host, Storage::Tensors] {
+        let mut rng = StdRng::seed_from_u64(72);
+        let (mut demoted, mut evicted) = (vec![u32::MAX; b * t * l_n], vec![u32::MAX; b * t * l_n]);
+        // Per (stream, layer): positions in tier 1 and in tier 2, oldest first.
+        let mut tiers = vec![(Vec::new(), std::collections::VecDeque::new()); b * l_n];
+        let mut cache = KvCache::with_storage(&cfg, b, storage);
+        let mut logits = Vec::new();
+        for q in 0..t {
+            let step_ids: Vec<u32> = (0..b).map(|s| ids[s * t + q]).collect();
+            let (out, pending) = model.step(model.tokens(&step_ids, b, 1, &device()).unwrap(), &cache).unwrap();
+            logits.push(to_vec(out));
+            cache.push(pending, &vec![from; b * l_n]).unwrap();
+            for (s, l) in (0..b).flat_map(|s| (0..l_n).map(move |l| (s, l))) {
+                let (first, second) = &mut tiers[s * l_n + l];
+                first.push(q);
+                if rng.random_range(0..2) == 0 {
+                    let index = rng.random_range(0..first.len());
+                    cache.demote(s, l, from, index, to).unwrap();
+                    let k = first.remove(index);
+                    demoted[cell(s, k, l)] = (q + 1) as u32;
+                    second.push_back(k);
+                }
+                if rng.random_range(0..10) < 3
+                    && let Some(k) = second.pop_front()
+                {
+                    cache.evict(s, l, to, 0).unwrap();
+                    evicted[cell(s, k, l)] = (q + 1) as u32;
+                }
+            }
+            for s in 0..b {
+                let bytes = |o| cost::bytes_per_token(&cfg, o);
+                let expect: usize = tiers[s * l_n..(s + 1) * l_n]
+                    .iter()
+                    .map(|(first, second)| {
+                        first.len() * bytes(StoreOption::Rank(3)) + second.len() * bytes(StoreOption::Rank(1))
+                    })
+                    .sum();
+                assert_eq!(cache.stream_bytes(s), expect, "{storage:?}, stream {s}, after step {q}");
+            }
+        }
+        // Logits `[B, T, V]` from the steps' `[B, V]`.
+        let v = cfg.vocab_size;
+        let logits: Vec<f32> = (0..b)
+            .flat_map(|s| (0..t).flat_map(|q| logits[q][s * v..(s + 1) * v].to_vec()).collect::<Vec<_>>())
+            .collect();
+        runs.push((logits, demoted, evicted));
+    }
+    let (logits, demoted, evicted) = &runs[0];
+    assert_eq!((demoted, evicted), (&runs[1].1, &runs[1].2), "both storages make the same moves");
+    assert!(demoted.iter().filter(|&&d| d != u32::MAX).count() > b * l_n * 5, "the test should demote");
+    assert!(evicted.iter().filter(|&&e| e != u32::MAX).count() > b * l_n * 2, "the test should evict");
+    let choices = Choices::filled(b, t, l_n, from).with_evictions(evicted.clone());
+    let forward = |c: &Choices| to_vec(model.forward(model.tokens(&ids, b, t, &device()).unwrap(), c).unwrap());
+    assert!(max_rel_err(&forward(&choices), logits) > 1e-3, "the demotions should change later logits");
+    let par = forward(&choices.with_demotions(demoted.clone(), StoreOption::Rank(1)));
+    for (storage, (logits, ..)) in ["host", "tensors"].iter().zip(&runs) {
+        let err = max_rel_err(logits, &par);
+        assert!(err < 2e-4, "{storage} decode vs parallel: max rel err {err}");
+    }
+    // Demoting to a rank that is not lower, or from a dense option, is refused.
+    let mut cache = KvCache::with_storage(&cfg, 1, Storage::Host);
+    let (_, pending) = model.step(model.tokens(&ids[..1], 1, 1, &device()).unwrap(), &cache).unwrap();
+    cache.push(pending, &vec![to; l_n]).unwrap();
+    assert!(cache.demote(0, 0, to, 0, from).is_err());
+    assert!(cache.demote(0, 0, cfg.exact_index(), 0, to).is_err());
+}
+
 /// Review decisions (DESIGN.md §10): random write options and random allowed review actions at
 /// age 3 (and, with keep ages 5 and 9, reviews that keep a token to a later age) decode, through
 /// both storages, exactly like the parallel forward of the options the tokens ended with, and the

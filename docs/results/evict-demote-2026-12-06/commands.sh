@@ -15,3 +15,5 @@ for a in 2 8 32; do
   EVICT_SHADOW_AGE=$a EVICT_TIERS=25:0,24:6,23:10,22:16,20:26 $ex $m $e 64 > $o/full-rank1-age$a.md
 done
 EVICT_TIERS=25:0,26:0,27:0 $ex $m $e 64 > $o/full-curve.md   # the dense curve between 25 and 30
+# the rank-2 first tier run with its own two-tier cache (KvCache::demote; the judge's tova-tiers), against the estimate above
+EVICT_OWN=1 EVICT_STORE=rank:2 EVICT_TIERS=66:0,60:12,55:22,50:32,45:42 $ex $m $e 64 > $o/rank2-rank1-own.md
