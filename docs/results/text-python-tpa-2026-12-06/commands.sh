@@ -10,3 +10,8 @@ ex="cargo run --release -p ahr-eval --example evict_demote --"; m=policies/model
 o=docs/results/text-python-tpa-2026-12-06
 EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_TIERS=26:0,30:0,22:16,20:24,16:40 $ex $m $e 64 > $o/tiers-rank1.md
 EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_RANK=2 EVICT_TIERS=26:0,20:12,16:20 $ex $m $e 64 > $o/tiers-rank2.md
+# the other smoothings: tova-out's best decay on this model is not 0.5
+for d in 0.8 0.9 0.95; do
+  EVICT_DECAY=$d EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_RANK=2 EVICT_TIERS=26:0,16:20 $ex $m $e 64 > $o/tiers-rank2-decay$d.md
+done
+EVICT_DECAY=0.9 EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_TIERS=26:0,16:40,20:24 $ex $m $e 64 > $o/tiers-rank1-decay0.9.md
