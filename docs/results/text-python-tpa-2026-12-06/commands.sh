@@ -15,3 +15,6 @@ for d in 0.8 0.9 0.95; do
   EVICT_DECAY=$d EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_RANK=2 EVICT_TIERS=26:0,16:20 $ex $m $e 64 > $o/tiers-rank2-decay$d.md
 done
 EVICT_DECAY=0.9 EVICT_OWN=1 EVICT_STORE=rank:4 EVICT_TIERS=26:0,16:40,20:24 $ex $m $e 64 > $o/tiers-rank1-decay0.9.md
+# at the training length and at twice it (the same held-out bytes in 128 windows of 2048)
+ahr eval-model --model $m --env envs/text-python.toml --out $o/eval-exact-1024.json
+ahr eval-model --model $m --env docs/results/text-python-wide-2026-12-05/reach-2048.toml --out $o/eval-exact-2048.json
