@@ -674,11 +674,14 @@ impl Baseline {
                     .sum(),
             );
         }
-        let layer_bytes = |ev: &[u32]| {
+        // One layer whose key t leaves at `ev[t]` and, with a second tier, drops to its rank at
+        // `demoted[t]`.
+        let layer_bytes = |ev: &[u32], demoted: Option<(&[u32], StoreOption)>| {
             let mut one = cfg.clone();
             one.n_layers = 1;
-            cost::sequence_cost(&one, t_n, |t, _| (store, (ev[t] != NEVER).then_some(ev[t] as usize)))
-                .kv_bytes_per_token
+            let at = |e: u32| (e != NEVER).then_some(e as usize);
+            let demoted = |t: usize| demoted.and_then(|(d, to)| at(d[t]).map(|d| (d, to)));
+            cost::sequence_cost_demoted(&one, t_n, |t, _| (store, at(ev[t]), demoted(t))).kv_bytes_per_token
         };
         let bytes = match *self {
             Baseline::Entropy { .. }
@@ -690,13 +693,13 @@ impl Baseline {
             Baseline::Random { keep, .. } => keep * cost::bytes_per_token(cfg, store) as f64,
             Baseline::LayerWindows(_) => unreachable!("returned above"),
             Baseline::Uniform { .. } | Baseline::StreamingLlm { .. } => {
-                layer_bytes(&self.evictions(&SequenceView::blank(t_n), 0))
+                layer_bytes(&self.evictions(&SequenceView::blank(t_n), 0), None)
             }
             Baseline::KNorm { .. } => {
                 // Any norms give the same counts.
                 let norms = [vec![0.0; t_n]];
                 let view = SequenceView { key_norms: &norms, ..SequenceView::blank(t_n) };
-                layer_bytes(&self.evictions(&view, 0))
+                layer_bytes(&self.evictions(&view, 0), None)
             }
             Baseline::H2o { .. } | Baseline::Tova { .. } => {
                 // Any attention gives the same counts; a causal uniform one will do.
@@ -710,17 +713,8 @@ impl Baseline {
                 let view = SequenceView { attention: &maps, ..SequenceView::blank(t_n) };
                 let first = self.evictions(&view, 0);
                 match self.tier2() {
-                    None => layer_bytes(&first),
-                    Some((size, to)) => {
-                        let last = rules::second_tier(&first, size, |_| true);
-                        let mut one = cfg.clone();
-                        one.n_layers = 1;
-                        let at = |e: u32| (e != NEVER).then_some(e as usize);
-                        cost::sequence_cost_demoted(&one, t_n, |t, _| {
-                            (store, at(last[t]), at(first[t]).map(|d| (d, to)))
-                        })
-                        .kv_bytes_per_token
-                    }
+                    None => layer_bytes(&first, None),
+                    Some((size, to)) => layer_bytes(&rules::second_tier(&first, size, |_| true), Some((&first, to))),
                 }
             }
         };

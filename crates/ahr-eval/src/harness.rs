@@ -641,18 +641,24 @@ mod tests {
         choices(&ev)
     }
 
+    /// `envs/mqar-tiny.toml` with an untrained tiny model (vocabulary 64) seeded with `seed`.
+    fn untrained_tiny(seed: u64) -> (Device, EnvSpec, Model, Task) {
+        let dev = ahr_tpa::device::from_env();
+        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
+        let spec = EnvSpec::load(&env_path).unwrap();
+        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
+        dev.seed(seed);
+        let model = Model::new(&cfg, &dev);
+        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        (dev, spec, model, task)
+    }
+
     /// H2O and TOVA scored by their own cache (a decode with evictions) make exactly the decisions
     /// of the rule run query by query over parallel forwards, and differ from the full-cache-scored
     /// variants.
     #[test]
     fn rules_scored_by_their_own_cache_equal_the_step_by_step_rule() {
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
-        let spec = EnvSpec::load(&env_path).unwrap();
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(11);
-        let model = Model::new(&cfg, &dev);
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let (dev, spec, model, task) = untrained_tiny(11);
         let h = Harness::new(&model, &task, &spec, 4, &dev, true).unwrap();
         let p = &h.prepared[0];
         let rank1 = StoreOption::Rank(1);
@@ -687,13 +693,7 @@ mod tests {
     /// first tier let them go), and its choices carry the demotions of its own-cache run.
     #[test]
     fn a_two_tier_point_is_charged_its_memory() {
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
-        let spec = EnvSpec::load(&env_path).unwrap();
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(12);
-        let model = Model::new(&cfg, &dev);
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let (dev, spec, model, task) = untrained_tiny(12);
         let h = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
         let rule = Baseline::tova_tiers(5, StoreOption::Rank(3), 0.5, 4, StoreOption::Rank(1));
         let choices = h.rule_choices(&h.prepared[0], &rule).unwrap();
@@ -783,14 +783,9 @@ mod tests {
     /// sequence, which a paired comparison relies on.
     #[test]
     fn policy_and_rule_points_pair_the_same_sequences() {
-        let dev = ahr_tpa::device::from_env();
-        let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
-        let spec = EnvSpec::load(&env_path).unwrap();
+        let (dev, spec, model, task) = untrained_tiny(11);
         assert_ne!(spec.env.streams, 8, "the environment should batch differently from the harness");
-        let cfg = ModelConfig { vocab_size: 64, ..ModelConfig::tiny() };
-        dev.seed(11);
-        let model = Model::new(&cfg, &dev);
-        let task = ahr_env::load_task(&spec, &env_path, &cfg).unwrap();
+        let cfg = model.config().clone();
         // 10 sequences: the environment runs 3 rounds of 4 and must count only the first 10.
         let h = Harness::new(&model, &task, &spec, 10, &dev, false).unwrap();
         let exact = cfg.option_index(cfg.exact_option()).unwrap();

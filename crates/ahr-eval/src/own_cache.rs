@@ -167,9 +167,12 @@ fn run_cache_scored(
     let scorer = KeyScorer::new(cfg);
     let mut cache = KvCache::new(cfg, b_n, dev);
     let mut evicted_at = vec![NEVER; b_n * t_n * l_n];
-    let mut demoted_at = tier2.map(|_| vec![NEVER; b_n * t_n * l_n]);
-    // Per (stream, layer): the positions in the second tier, in the order they joined it.
-    let mut second = vec![std::collections::VecDeque::new(); b_n * l_n];
+    let mut second = tier2.map(|(size, to)| SecondTier {
+        size,
+        to,
+        demoted_at: vec![NEVER; b_n * t_n * l_n],
+        held: vec![std::collections::VecDeque::new(); b_n * l_n],
+    });
     let options = vec![option; b_n];
     let host = model.host_model(dev)?;
     for q in 0..t_n {
@@ -227,13 +230,13 @@ fn run_cache_scored(
             for &k in &victims {
                 let index = held[i].keys().iter().chain(&victims).filter(|&&p| p < k).count();
                 let cell = (b * t_n + k) * l_n + l;
-                match (tier2, demoted_at.as_mut()) {
-                    (Some((_, to)), Some(demoted)) => {
-                        cache.demote(b, l, option, index, to)?;
-                        demoted[cell] = (q + 1) as u32;
-                        second[i].push_back(k);
+                match second.as_mut() {
+                    Some(tier) => {
+                        cache.demote(b, l, option, index, tier.to)?;
+                        tier.demoted_at[cell] = (q + 1) as u32;
+                        tier.held[i].push_back(k);
                     }
-                    _ => {
+                    None => {
                         cache.evict(b, l, option, index)?;
                         evicted_at[cell] = (q + 1) as u32;
                     }
@@ -243,16 +246,28 @@ fn run_cache_scored(
                     *v = Vec::new();
                 }
             }
-            if let Some((size, to)) = tier2 {
-                while second[i].len() > size {
-                    let k = second[i].pop_front().expect("a key in the second tier");
-                    cache.evict(b, l, to, 0)?;
+            if let Some(tier) = second.as_mut() {
+                while tier.held[i].len() > tier.size {
+                    let k = tier.held[i].pop_front().expect("a key in the second tier");
+                    cache.evict(b, l, tier.to, 0)?;
                     evicted_at[(b * t_n + k) * l_n + l] = (q + 1) as u32;
                 }
             }
         }
     }
-    Ok((evicted_at, demoted_at))
+    Ok((evicted_at, second.map(|tier| tier.demoted_at)))
+}
+
+/// The second tier of a two-tier run ([`tiered_evictions`]).
+struct SecondTier {
+    /// Keys it holds at most.
+    size: usize,
+    /// The menu index its keys are kept at.
+    to: usize,
+    /// Per (sequence, token, layer): the query the key joined it (`NEVER`: never).
+    demoted_at: Vec<u32>,
+    /// Per (stream, layer): the keys it holds, in the order they joined.
+    held: Vec<std::collections::VecDeque<usize>>,
 }
 
 /// Per (sequence, token, layer) of `batch` (`[B, T, L]`), the first query that no longer sees
