@@ -489,6 +489,10 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     std::fs::write(&spike, text.replace("[env]\n", with_spike)).unwrap();
     let evict = tmp.join("evict.toml");
     std::fs::write(&evict, text.replace("[env]\n", "[env]\nevict = { budget = 6 }\n")).unwrap();
+    // (with a second tier: what the policy lets go stays at rank 1 for a while)
+    let tiers = tmp.join("tiers.toml");
+    let tiered = "[env]\nevict = { budget = 5, store = \"rank:2\", tier2 = { size = 3, store = \"rank:1\" } }\n";
+    std::fs::write(&tiers, text.replace("[env]\n", tiered)).unwrap();
     let attention = tmp.join("attention.toml");
     let text = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(&attention, format!("{text}kind = \"attention\"\nwindow = 3\n")).unwrap();
@@ -502,6 +506,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
         (root().join("envs/mqar-tiny.toml"), partner.clone(), "per-token", 1),
         (spike.clone(), root().join("configs/ppo/tiny.toml"), "per-token", 1),
         (evict.clone(), partner.clone(), "per-token", 1),
+        (tiers.clone(), partner.clone(), "per-token", 1),
     ];
     for (i, (env, config, granularity, window)) in cases.into_iter().enumerate() {
         let (policy, run_dir) = (tmp.join(format!("policy-{i}")), tmp.join(format!("run-{i}")));
@@ -669,6 +674,26 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, _, stderr) = ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("decay") && stderr.contains("1.5") && !stderr.contains("panicked"), "{stderr}");
+    // A learned evicter with a second tier: inference demotes and evicts what the environment did
+    // and holds what it charged; a second tier above the store, or beside a dense one, is refused.
+    inference_matches(model, &tmp.join("policy-7"), &tiers);
+    for (bad, says) in [
+        ("store = \"rank:2\", tier2 = { size = 3, store = \"rank:2\" }", "rank:2"),
+        ("tier2 = { size = 3, store = \"rank:1\" }", "factor rank"),
+    ] {
+        let path = tmp.join("evict-tier.toml");
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&evict).unwrap().replace("budget = 6", &format!("budget = 6, {bad}")),
+        )
+        .unwrap();
+        let argv =
+            ["train-policy", "--model", m, "--env", path.to_str().unwrap(), "--config", partner.to_str().unwrap()];
+        let (code, _, stderr) =
+            ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
+        assert_eq!(code, 1);
+        assert!(stderr.contains("second tier") && stderr.contains(says) && !stderr.contains("panicked"), "{stderr}");
+    }
     // A policy started at the fitted vocabulary rule: `fit-rule` writes the table, training
     // starts from it, and the exported policy (its trained table in the weights) loads and
     // makes the environment's decisions in inference.
@@ -776,6 +801,10 @@ fn inference_matches(model_dir: &Path, policy_dir: &Path, env: &Path) {
             .collect()
     };
     assert_eq!(sorted(&run.evictions), sorted(&env_eval.evictions), "the same evictions, at the same queries");
+    assert_eq!(sorted(&run.demotions), sorted(&env_eval.demotions), "the same demotions, at the same queries");
+    if spec.env.evict.is_some_and(|e| e.tier2.is_some()) {
+        assert!(run.demotions.iter().all(|r| !r.is_empty()), "a learned evicter with a second tier demotes");
+    }
     if manifest_evicts {
         assert!(run.evictions.iter().all(|r| !r.is_empty()), "a learned evicter over its budget evicts");
         // A prefix's evictions do not depend on how many tokens the caller asks for.

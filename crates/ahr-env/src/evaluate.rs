@@ -50,6 +50,10 @@ pub struct PolicyEval {
     /// spike reviews' drops): `(layer, position, at)`, `at` the first query that no longer sees it.
     #[serde(skip)]
     pub evictions: Vec<Vec<(usize, usize, usize)>>,
+    /// Per held-out sequence, the tokens a learned evicter let go into its second tier:
+    /// `(layer, position, at)`, `at` the first query that sees them at the tier's rank.
+    #[serde(skip)]
+    pub demotions: Vec<Vec<(usize, usize, usize)>>,
 }
 
 /// Run the policy deterministically over held-out sequences (the model's fixed held-out set).
@@ -124,6 +128,7 @@ pub fn evaluate_rule(
         options_by_position,
         menu: cfg.menu.iter().map(|o| o.to_string()).collect(),
         per_sequence: stats.iter().map(EpisodeStats::metrics).collect(),
+        demotions: stats.iter().map(|e| e.demotions.clone()).collect(),
         evictions: stats.into_iter().map(|e| e.evictions).collect(),
     })
 }

@@ -114,6 +114,7 @@ impl VecEnv for LayerEnv {
                 reviews: 0,
                 review_changes: 0,
                 evictions: Vec::new(),
+                demotions: Vec::new(),
                 ret: r,
                 len: 1,
                 task_loss: loss / labelled.max(1) as f64,

@@ -36,6 +36,7 @@ struct Running {
     reviews: u64,
     review_changes: u64,
     evictions: Vec<(usize, usize, usize)>,
+    demotions: Vec<(usize, usize, usize)>,
 }
 
 /// What one forward step left for the agent to see and for the reward to use.
@@ -444,12 +445,16 @@ impl VecEnv for RankEnv {
                     delta += became - cost::charged_bytes(&cfg, cfg.menu[rv.written], rv.position, len);
                 }
             }
-            // An eviction re-prices its token as a review's drop does.
+            // An eviction re-prices its token from the next query on (as a review's drop does), a
+            // demotion into the second tier at its lower rank.
             for ev in evicted.iter().filter(|ev| ev.stream == b) {
-                let store = cfg.menu[actions[b * l_n + ev.layer]];
-                r.evictions.push((ev.layer, ev.position, self.t + 1));
-                delta += cost::charged_bytes_evicted(&cfg, store, ev.position, len, Some(self.t + 1))
-                    - cost::charged_bytes(&cfg, store, ev.position, len);
+                let at = self.t + 1;
+                let now = ev.to.map_or(ahr_tpa::StoreOption::Drop, |o| cfg.menu[o]);
+                match ev.to {
+                    Some(_) => r.demotions.push((ev.layer, ev.position, at)),
+                    None => r.evictions.push((ev.layer, ev.position, at)),
+                }
+                delta += cost::recharged_bytes(&cfg, cfg.menu[ev.from], now, at, len);
             }
             immediate[b] = -(self.lambda_mem * mem) as f32;
             let mem = mem + delta / (len as f64 * self.exact_bytes);
@@ -491,6 +496,7 @@ impl VecEnv for RankEnv {
                     reviews: r.reviews,
                     review_changes: r.review_changes,
                     evictions: std::mem::take(&mut r.evictions),
+                    demotions: std::mem::take(&mut r.demotions),
                 }
             })
             .collect();

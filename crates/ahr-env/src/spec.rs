@@ -197,14 +197,16 @@ impl EnvSpec {
     pub fn check_policy(&self, manifest: &ahr_policy::export::Manifest) -> Result<(), String> {
         let show = |e: Option<ahr_policy::evict::Eviction>| match e {
             Some(e) => format!(
-                "evict = {{ budget = {}, store = \"{}\", decay = {}, score = \"{}\" }}",
+                "evict = {{ budget = {}, store = \"{}\", decay = {}, score = \"{}\"{} }}",
                 e.budget,
                 e.store,
                 e.decay,
                 match e.score {
                     ahr_policy::evict::EvictScore::Weight => "weight",
                     ahr_policy::evict::EvictScore::Output => "output",
-                }
+                },
+                e.tier2
+                    .map_or(String::new(), |t| format!(", tier2 = {{ size = {}, store = \"{}\" }}", t.size, t.store))
             ),
             None => "no [env] evict".into(),
         };
@@ -236,7 +238,21 @@ impl EnvSpec {
         // Learned eviction writes every token at its store: the menu must hold it (checked here,
         // before a run writes anything, not at the first episode).
         if let Some(e) = self.env.evict {
-            model.config().option_index(e.store).map_err(|err| format!("[env] evict: {err}"))?;
+            let cfg = model.config();
+            cfg.option_index(e.store).map_err(|err| format!("[env] evict: {err}"))?;
+            if let Some(tier) = e.tier2 {
+                cfg.option_index(tier.store).map_err(|err| format!("[env] evict: tier2: {err}"))?;
+                match (e.store.stored_as(cfg.exact_option()), tier.store) {
+                    (ahr_tpa::StoreOption::Rank(rank), ahr_tpa::StoreOption::Rank(rho)) if rho < rank => {}
+                    _ => {
+                        return Err(format!(
+                            "[env] evict: a second tier at {} needs the store ({}) to be a factor rank above it \
+                             (demotion keeps the leading components of nested ranks)",
+                            tier.store, e.store
+                        ));
+                    }
+                }
+            }
         }
         match self.env.review {
             Some(at @ ahr_tpa::ReviewAt::Age { age, .. }) => {
@@ -299,6 +315,17 @@ impl EnvSpec {
                     "[env] evict",
                     format!("store must be a plain kept option, found `{}`", e.store),
                 ));
+            }
+            if let Some(tier) = e.tier2 {
+                if tier.size == 0 || !matches!(tier.store, ahr_tpa::StoreOption::Rank(_)) {
+                    return Err(Invalid::new(
+                        "[env] evict",
+                        format!(
+                            "tier2 needs size ≥ 1 and a plain `rank:ρ` store, found {} at `{}`",
+                            tier.size, tier.store
+                        ),
+                    ));
+                }
             }
             if self.env.review.is_some() {
                 return Err(Invalid::new("[env] evict", "and [env] review are two kinds of second decision: pick one"));

@@ -41,6 +41,9 @@ pub struct EpisodeStats {
     /// Tokens a spike review dropped, `(layer, position, first query that no longer sees it)`
     /// (their option counts say `drop`; this says when).
     pub evictions: Vec<(usize, usize, usize)>,
+    /// Tokens a learned evicter let go into its second tier, `(layer, position, at)`, `at` the
+    /// first query that sees them at the tier's rank (their final leave is in `evictions`).
+    pub demotions: Vec<(usize, usize, usize)>,
 }
 
 impl EpisodeStats {

@@ -558,6 +558,17 @@ impl Baseline {
         }
     }
 
+    /// [`Baseline::tova_tiers`] with `tova-ema`'s score (the smoothed weight) in the first tier —
+    /// where the weights, not the output a key moves, are the better score.
+    pub fn tova_ema_tiers(budget: usize, store: StoreOption, decay: f32, size: usize, to: StoreOption) -> Self {
+        match Baseline::tova_tiers(budget, store, decay, size, to) {
+            Baseline::Tova { budget, store, scores, decay, floor, tier2, .. } => {
+                Baseline::Tova { budget, store, scores, decay, floor, output: false, tier2 }
+            }
+            _ => unreachable!("tova_tiers is a Tova rule"),
+        }
+    }
+
     /// The second tier of a two-tier rule (`tova-tiers`): its size and rank.
     pub fn tier2(&self) -> Option<(usize, StoreOption)> {
         match *self {
@@ -596,8 +607,9 @@ impl Baseline {
                 format!("{}; L{}: predicted (at most {tau:.4}) to the end", per_layer.setting(), per_layer.layers - 1)
             }
             Baseline::H2o { heavy, recent, .. } => format!("heavy={heavy},recent={recent}"),
-            Baseline::Tova { budget, decay, tier2: Some((size, to)), .. } => {
-                format!("budget={budget},decay={decay},then {size} at {to}")
+            Baseline::Tova { budget, decay, tier2: Some((size, to)), output, .. } => {
+                let score = if output { "" } else { ",score=weight" };
+                format!("budget={budget},decay={decay}{score},then {size} at {to}")
             }
             Baseline::Tova { budget, decay, floor: Some(f), .. } => format!("budget={budget},decay={decay},floor={f}"),
             Baseline::Tova { budget, decay, .. } if decay > 0.0 => format!("budget={budget},decay={decay}"),
@@ -756,6 +768,12 @@ mod tests {
             (b.family(), b.name(), b.setting()),
             (Family::TovaTiers, "tova-tiers@rank:2".into(), "budget=2,decay=0.5,then 2 at rank:1".into())
         );
+        let w = Baseline::tova_ema_tiers(2, r2, 0.5, 2, r1);
+        assert_eq!(
+            (w.family(), w.name(), w.setting()),
+            (Family::TovaTiers, "tova-tiers@rank:2".into(), "budget=2,decay=0.5,score=weight,then 2 at rank:1".into())
+        );
+        assert_eq!(w.memory(&cfg, 8), b.memory(&cfg, 8), "the score does not change what the tiers hold");
         assert!(Family::TovaTiers.opt_in());
     }
 

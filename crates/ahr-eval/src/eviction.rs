@@ -1,7 +1,9 @@
 //! What a learned evicter does (`ahr analyze` on a policy trained with `[env] evict`).
 //!
 //! The policy runs deterministically over held-out sequences in its environment; the rule it
-//! starts from — `tova-ema` at the eviction's decay, or `tova-out` with `score = "output"` — and
+//! starts from — `tova-ema` at the eviction's decay, or `tova-out` with `score = "output"`, with
+//! the eviction's second tier where it has one (`tova-tiers`; a token then "leaves" when it leaves
+//! the first tier) — and
 //! TOVA run with their own caches at the same budget (so all three hold the same number of tokens
 //! at every step: the same memory). Reported: the metric of each with the policy's paired margins
 //! over the two rules; per layer, the share of tokens that leave at another query than under the
@@ -150,10 +152,15 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         net.act_deterministic(obs, &manifest.norm, dev)
     })?;
     let (budget, store, decay) = (eviction.budget, eviction.store, eviction.decay);
-    let start = match eviction.score {
+    let mut start = match eviction.score {
         EvictScore::Weight => Baseline::tova_ema(budget, store, decay),
         EvictScore::Output => Baseline::tova_out(budget, store, decay),
     };
+    // With a second tier the start rule keeps what it lets go there too (`tova-tiers` for the
+    // output score), and "leaves" below means leaves the first tier.
+    if let (Baseline::Tova { tier2, .. }, Some(t)) = (&mut start, eviction.tier2) {
+        *tier2 = Some((t.size, t.store));
+    }
     let tova = Baseline::tova_ema(budget, store, 0.0);
     eprintln!("rules: {} and {}", start.name(), tova.name());
     let (start_point, tova_point) = (h.rule_point(&start)?, h.rule_point(&tova)?);
@@ -171,10 +178,14 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let mut classes: BTreeMap<String, [f64; 7]> = BTreeMap::new();
     for e in 0..sequences / streams {
         let batch = task.valid_batch(e as u64, streams);
-        let judged = crate::own_cache::evictions(&model, &batch, &start, dev)?;
+        let judged = match start.tier2() {
+            Some((size, to)) => crate::own_cache::tiered_evictions(&model, &batch, &start, size, to, dev)?.demoted_at,
+            None => crate::own_cache::evictions(&model, &batch, &start, dev)?,
+        };
         for b in 0..streams {
             let mut learned = vec![NEVER; t_n * l_n];
-            for &(l, k, at) in &eval.evictions[e * streams + b] {
+            let left = if start.tier2().is_some() { &eval.demotions } else { &eval.evictions };
+            for &(l, k, at) in &left[e * streams + b] {
                 learned[k * l_n + l] = at as u32;
             }
             for k in 0..t_n {

@@ -459,12 +459,17 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                 // leading components); per share of the second tier, the largest budget that fits.
                 let StoreOption::Rank(rank) = store else { continue };
                 let lower = stores(cfg).into_iter().filter(|o| matches!(o, StoreOption::Rank(r) if *r < rank));
+                // The first tier scored as `tova-out` and as `tova-ema` (which is better depends
+                // on the model).
                 for to in lower.collect::<Vec<_>>() {
                     for (num, den) in TIER2_SHARES {
                         let at = |budget: usize| Baseline::tova_tiers(budget, store, 0.5, budget * num / den, to);
                         if let Some(budget) = largest_fitting(1, t_n, |b| fits(&at(b))) {
-                            for decay in TOVA_EMA_DECAYS {
-                                out.push(Baseline::tova_tiers(budget, store, decay, budget * num / den, to));
+                            let size = budget * num / den;
+                            for rule in [Baseline::tova_tiers, Baseline::tova_ema_tiers] {
+                                for decay in TOVA_EMA_DECAYS {
+                                    out.push(rule(budget, store, decay, size, to));
+                                }
                             }
                         }
                     }
@@ -931,7 +936,8 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 its value, o the head's output), summed over heads, its log smoothed as tova-ema's (decay 0.5, 0.8, \
                 0.9, 0.95); in the rule's own cache; the largest budget within each target"
                 .into(),
-            Family::TovaTiers => "tova-tiers@S: a two-tier cache — tova-out at a factor rank S, each key it lets go \
+            Family::TovaTiers => "tova-tiers@S: a two-tier cache — tova-out or tova-ema (`score=weight`) at a factor \
+                rank S, each key it lets go \
                 kept at a lower rank of the menu (its leading components) until as many keys let go after it as \
                 the second tier holds (½, 1 or 2 × the budget) have followed, first in, first out; in the rule's \
                 own cache (the first tier's weights include the attention the second tier draws); the largest \

@@ -549,8 +549,13 @@ mod tests {
 
         let budget = 6;
         let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 15, |spec| {
-            spec.env.evict =
-                Some(Eviction { budget, store: StoreOption::Full, decay: SMOOTH_DECAY, score: EvictScore::Weight });
+            spec.env.evict = Some(Eviction {
+                budget,
+                store: StoreOption::Full,
+                decay: SMOOTH_DECAY,
+                score: EvictScore::Weight,
+                tier2: None,
+            });
             spec.env.streams = 4;
         });
         spec.validate().unwrap();
@@ -606,7 +611,8 @@ mod tests {
         }
         // With another decay in the env the same actor is `tova-ema` at that decay.
         let mut half = spec.clone();
-        half.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Weight });
+        half.env.evict =
+            Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Weight, tier2: None });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let rule = Baseline::tova_ema(budget, StoreOption::Full, 0.5);
@@ -622,7 +628,8 @@ mod tests {
         // With `score = "output"` the same actor is `tova-out` (the environment's book scores the
         // candidates by the output they move, as the judge's rule does in its own cache).
         let mut out = half.clone();
-        out.env.evict = Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Output });
+        out.env.evict =
+            Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Output, tier2: None });
         let mut env = ahr_env::make_env(&model, &task, &out, true, 1, &dev);
         let stats_out = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let tova_out = Baseline::tova_out(budget, StoreOption::Full, 0.5);
@@ -648,6 +655,87 @@ mod tests {
             sampled.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>(),
             stats.iter().map(|e| e.evictions.clone()).collect::<Vec<_>>()
         );
+    }
+
+    /// With a second tier (`tier2 = { size, store }`) the untrained learned evicter deterministically
+    /// demotes and evicts exactly what the judge's `tova-tiers` does with its own cache, at the same
+    /// queries; its memory is the rule's and its loss the parallel forward's under those demotions
+    /// and evictions. A dense store cannot have a second tier.
+    #[test]
+    fn an_untrained_learned_evicter_with_a_second_tier_is_tova_tiers() {
+        use ahr_policy::evict::{EvictScore, Eviction, SecondTier};
+        use ahr_policy::net::{ActorCritic, PolicyDims};
+        use ahr_policy::{PolicyConfig, RunningNorm};
+        use ahr_tpa::Choices;
+
+        let (budget, size, decay) = (5, 3, 0.5);
+        let eviction = Eviction {
+            budget,
+            store: StoreOption::Rank(2),
+            decay,
+            score: EvictScore::Output,
+            tier2: Some(SecondTier { size, store: StoreOption::Rank(1) }),
+        };
+        let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 16, |spec| {
+            spec.env.evict = Some(eviction);
+            spec.env.streams = 2;
+        });
+        spec.validate().unwrap();
+        let cfg = model.config().clone();
+        let batch = task.valid_batch(0, 2);
+        let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
+        let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
+        let obs = env.obs_spec();
+        let dims = PolicyDims {
+            obs_dim: obs.dim(),
+            vocab_size: 0,
+            heads: env.heads(),
+            options: env.options(),
+            candidate_features: obs.candidate_features,
+        };
+        let net = ActorCritic::new(&PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() }, dims, &dev);
+        let norm = RunningNorm::new(dims.obs_dim);
+        let stats = ahr_env::run_episodes(env.as_mut(), 2, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
+        let rule = Baseline::tova_tiers(budget, StoreOption::Rank(2), decay, size, StoreOption::Rank(1));
+        let judged = tiered_evictions(&model, &batch, &rule, size, StoreOption::Rank(1), &dev).unwrap();
+        let single = evictions(&model, &batch, &Baseline::tova_out(budget, StoreOption::Rank(2), decay), &dev).unwrap();
+        assert_ne!(judged.demoted_at, single, "the second tier should change some decision on this model");
+        let mut demoted = vec![NEVER; 2 * t_n * l_n];
+        let mut evicted = vec![NEVER; 2 * t_n * l_n];
+        for (b, e) in stats.iter().enumerate() {
+            assert_eq!(e.demotions.len(), l_n * (t_n - budget), "one demotion per layer and query past the budget");
+            assert_eq!(e.evictions.len(), l_n * (t_n - budget).saturating_sub(size), "the second tier's overflow");
+            for &(l, k, at) in &e.demotions {
+                demoted[(b * t_n + k) * l_n + l] = at as u32;
+            }
+            for &(l, k, at) in &e.evictions {
+                evicted[(b * t_n + k) * l_n + l] = at as u32;
+            }
+        }
+        assert_eq!(demoted, judged.demoted_at);
+        assert_eq!(evicted, judged.evicted_at);
+        let exact_bytes = ahr_tpa::cost::exact_bytes_per_token(&cfg) as f64;
+        let rule_bytes = rule.memory(&cfg, t_n).unwrap();
+        for e in &stats {
+            assert!(
+                (e.mem_frac * exact_bytes - rule_bytes).abs() < 1e-9 * rule_bytes,
+                "{} vs {rule_bytes}",
+                e.mem_frac
+            );
+        }
+        let store = cfg.option_index(StoreOption::Rank(2)).unwrap();
+        let choices = Choices::from_fn(2, t_n, l_n, |_, _, _| store)
+            .with_evictions(judged.evicted_at.clone())
+            .with_demotions(judged.demoted_at.clone(), StoreOption::Rank(1));
+        let (nll, _) = ahr_env::rank::parallel_nll(&model, &batch, &choices, &dev).unwrap();
+        for (b, e) in stats.iter().enumerate() {
+            let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
+            let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
+            assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
+        }
+        let mut dense = spec.clone();
+        dense.env.evict = Some(Eviction { store: StoreOption::Full, ..eviction });
+        assert!(dense.model(model.clone()).is_err(), "a dense store has no nested lower rank");
     }
 
     /// One decision overruled in the rule's own cache: forcing the rule's own victim is the rule;

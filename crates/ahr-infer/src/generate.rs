@@ -91,6 +91,10 @@ pub struct Generation {
     /// policy's evictions and spike reviews' drops — in order: `(layer, position, at)`, `at` the
     /// first query that no longer sees it (the environment's `EpisodeStats::evictions`).
     pub evictions: Vec<Vec<(usize, usize, usize)>>,
+    /// Per stream, the tokens a learned evicter let go into its second tier, in order:
+    /// `(layer, position, at)`, `at` the first query that sees them at the tier's rank (the
+    /// environment's `EpisodeStats::demotions`; those that left it later are in `evictions` too).
+    pub demotions: Vec<Vec<(usize, usize, usize)>>,
     /// Cache bytes at the end.
     pub memory: MemoryReport,
 }
@@ -168,6 +172,9 @@ impl<'a> Generator<'a> {
             _ => None,
         };
         let mut evictions: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); b_n];
+        let mut demotions: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); b_n];
+        // Per (stream, position, layer): the menu index a demoted token is held at now.
+        let mut demoted_to = std::collections::HashMap::new();
         let mut state = PolicyState::default();
         let host = self.model.host_model(&self.device)?;
         for t in 0..fed {
@@ -203,7 +210,13 @@ impl<'a> Generator<'a> {
                     let writes = vec![evict.option(); b_n * l_n];
                     cache.push(out.pending, &writes)?;
                     for ev in evict.evict(&mut cache, &decided)? {
-                        evictions[ev.stream].push((ev.layer, ev.position, t + 1));
+                        match ev.to {
+                            Some(to) => {
+                                demotions[ev.stream].push((ev.layer, ev.position, t + 1));
+                                demoted_to.insert((ev.stream, ev.position, ev.layer), to);
+                            }
+                            None => evictions[ev.stream].push((ev.layer, ev.position, t + 1)),
+                        }
                     }
                     (writes, Vec::new())
                 }
@@ -235,7 +248,7 @@ impl<'a> Generator<'a> {
             .enumerate()
             .flat_map(|(s, row)| row.iter().enumerate().map(move |(i, &c)| (s, i / l_n, i % l_n, c)))
             .filter(|&(s, t, l, _)| !evicted.contains(&(s, t, l)))
-            .map(|(_, t, _, c)| cost::bytes_at(cfg, cfg.menu[c], t, stored))
+            .map(|(s, t, l, c)| cost::bytes_at(cfg, cfg.menu[*demoted_to.get(&(s, t, l)).unwrap_or(&c)], t, stored))
             .sum();
         let memory = MemoryReport {
             tokens_cached: stored,
@@ -245,7 +258,7 @@ impl<'a> Generator<'a> {
             exact_bytes: b_n * stored * cost::exact_bytes_per_token(cfg),
             dense_mha_bytes: b_n * stored * cost::dense_mha_bytes_per_token(cfg),
         };
-        Ok(Generation { tokens, prompt_len, choices, evictions, memory })
+        Ok(Generation { tokens, prompt_len, choices, evictions, demotions, memory })
     }
 }
 

@@ -38,6 +38,22 @@ pub struct Eviction {
     /// actor starts at that rule. The other features stay the weights drawn.
     #[serde(default, skip_serializing_if = "EvictScore::is_weight")]
     pub score: EvictScore,
+    /// A second tier (`tier2 = { size = 20, store = "rank:2" }`): a token the policy lets go is
+    /// not dropped but kept at a lower nested rank among the last `size` it let go, first in,
+    /// first out — the judge's `tova-tiers` with the policy as its first tier. The store must be
+    /// a factor rank and the tier's a lower one (demotion keeps the leading components).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier2: Option<SecondTier>,
+}
+
+/// The second tier of a learned evicter ([`Eviction::tier2`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondTier {
+    /// Tokens it holds per layer at most; the oldest leaves when one more joins.
+    pub size: usize,
+    /// The lower rank its tokens are kept at (a plain `rank:ρ` of the menu).
+    pub store: StoreOption,
 }
 
 /// What the evicter's prior score smooths ([`Eviction::score`]).
@@ -109,6 +125,11 @@ impl Eviction {
     /// Candidate slots per layer: the held tokens and the one just written.
     pub fn slots(&self) -> usize {
         self.budget + 1
+    }
+
+    /// The tokens each layer holds at most after a query: the budget and the second tier.
+    pub fn held(&self) -> usize {
+        self.budget + self.tier2.map_or(0, |t| t.size)
     }
 }
 
@@ -281,12 +302,16 @@ pub struct EvictBook {
     scorer: KeyScorer,
     /// Per (stream, layer): the held tokens in position order (the newest last).
     held: Vec<Vec<Held>>,
+    /// With a second tier: its menu index and, per (stream, layer), the positions it holds in
+    /// the order they joined.
+    second: Option<(usize, Vec<std::collections::VecDeque<usize>>)>,
 }
 
 /// A held token: what it drew, its stored key and (for [`EvictScore::Output`]) value.
 type Held = (Drawn, Vec<f32>, Vec<f32>);
 
-/// A token a step's actions evicted.
+/// A token a step's actions moved: let go by the policy (to the second tier where there is one)
+/// or pushed out of the second tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Evicted {
     /// The stream it left.
@@ -295,13 +320,34 @@ pub struct Evicted {
     pub layer: usize,
     /// The position it was written at.
     pub position: usize,
+    /// The menu index it was held at until now.
+    pub from: usize,
+    /// The menu index it is held at from the next query on (`None`: it left the cache).
+    pub to: Option<usize>,
 }
 
 impl EvictBook {
     /// An empty book for `streams` streams of a model with config `cfg` (its menu must hold the
     /// eviction's store option as a plain option).
     pub fn new(cfg: &ModelConfig, streams: usize, eviction: Eviction) -> ahr_tpa::Result<Self> {
-        let option = cfg.option_index(eviction.store).map_err(|e| Error::Input(format!("[env] evict: {e}")))?;
+        let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("[env] evict: {e}")));
+        let option = index(eviction.store)?;
+        let second = match eviction.tier2 {
+            Some(tier) => {
+                let nested = match (eviction.store.stored_as(cfg.exact_option()), tier.store) {
+                    (StoreOption::Rank(rank), StoreOption::Rank(rho)) => rho < rank,
+                    _ => false,
+                };
+                if !nested {
+                    return Err(Error::Input(format!(
+                        "[env] evict: a second tier at {} needs the store ({}) to be a factor rank above it",
+                        tier.store, eviction.store
+                    )));
+                }
+                Some((index(tier.store)?, vec![std::collections::VecDeque::new(); streams * cfg.n_layers]))
+            }
+            None => None,
+        };
         Ok(Self {
             eviction,
             option,
@@ -309,6 +355,7 @@ impl EvictBook {
             head_dim: cfg.head_dim,
             scorer: KeyScorer::new(cfg),
             held: vec![Vec::new(); streams * cfg.n_layers],
+            second,
         })
     }
 
@@ -381,7 +428,8 @@ impl EvictBook {
     }
 
     /// Apply `actions` (a slot per stream and layer) after step t's token was pushed to `cache`:
-    /// in every layer over its budget the chosen token leaves from query t + 1 on.
+    /// in every layer over its budget the chosen token leaves from query t + 1 on — dropped, or
+    /// demoted into the second tier, whose oldest token is dropped once it holds more than its size.
     pub fn evict(&mut self, cache: &mut KvCache, actions: &[usize]) -> ahr_tpa::Result<Vec<Evicted>> {
         let mut out = Vec::new();
         for (i, held) in self.held.iter_mut().enumerate() {
@@ -393,8 +441,25 @@ impl EvictBook {
                 return Err(Error::Input(format!("evict: slot {slot} of {} candidates", held.len())));
             }
             let (stream, layer) = (i / self.layers, i % self.layers);
-            cache.evict(stream, layer, self.option, slot)?;
-            out.push(Evicted { stream, layer, position: held.remove(slot).0.position });
+            let position = held.remove(slot).0.position;
+            let from = self.option;
+            match self.second.as_mut() {
+                None => {
+                    cache.evict(stream, layer, from, slot)?;
+                    out.push(Evicted { stream, layer, position, from, to: None });
+                }
+                Some((to, tiers)) => {
+                    cache.demote(stream, layer, from, slot, *to)?;
+                    out.push(Evicted { stream, layer, position, from, to: Some(*to) });
+                    let size = self.eviction.tier2.map_or(0, |t| t.size);
+                    tiers[i].push_back(position);
+                    while tiers[i].len() > size {
+                        let position = tiers[i].pop_front().expect("a token in the second tier");
+                        cache.evict(stream, layer, *to, 0)?;
+                        out.push(Evicted { stream, layer, position, from: *to, to: None });
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -478,7 +543,13 @@ mod tests {
         let e: Eviction = serde_json::from_str(r#"{"budget": 51}"#).unwrap();
         assert_eq!(
             e,
-            Eviction { budget: 51, store: StoreOption::Full, decay: SMOOTH_DECAY, score: EvictScore::Weight }
+            Eviction {
+                budget: 51,
+                store: StoreOption::Full,
+                decay: SMOOTH_DECAY,
+                score: EvictScore::Weight,
+                tier2: None
+            }
         );
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
@@ -492,5 +563,11 @@ mod tests {
         let e: Eviction = serde_json::from_str(r#"{"budget": 25, "decay": 0.5}"#).unwrap();
         assert_eq!((e.decay, e.slots()), (0.5, 26));
         assert!(serde_json::from_str::<Eviction>(r#"{"budget": 5, "kept": 3}"#).is_err(), "unknown fields");
+        let tiered: Eviction =
+            serde_json::from_str(r#"{"budget": 16, "store": "rank:4", "tier2": {"size": 20, "store": "rank:2"}}"#)
+                .unwrap();
+        assert_eq!(tiered.tier2, Some(SecondTier { size: 20, store: StoreOption::Rank(2) }));
+        assert_eq!((tiered.slots(), tiered.held()), (17, 36));
+        assert!(serde_json::to_string(&tiered).unwrap().contains(r#""tier2":{"size":20,"store":"rank:2"}"#));
     }
 }

@@ -110,6 +110,15 @@ pub fn charged_bytes_evicted(
     byte_steps(cfg, option, t, seq_len, evicted_at) as f64 / full_cache_steps_per_token(seq_len)
 }
 
+/// What re-storing a held token changes in its [`charged_bytes`]: held as plain option `was`
+/// until query `from`, as `now` (a lower nested rank, or [`StoreOption::Drop`]: evicted) from
+/// `from` on, to the end of a sequence of `seq_len` tokens — how a learned evicter's demotions
+/// and evictions re-price a token charged at its write.
+pub fn recharged_bytes(cfg: &ModelConfig, was: StoreOption, now: StoreOption, from: usize, seq_len: usize) -> f64 {
+    let steps = seq_len.saturating_sub(from) as f64;
+    (bytes_per_token(cfg, now) as f64 - bytes_per_token(cfg, was) as f64) * steps / full_cache_steps_per_token(seq_len)
+}
+
 /// Memory and attention FLOPs of one sequence under given storage (all layers).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SequenceCost {
