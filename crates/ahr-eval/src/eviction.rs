@@ -37,8 +37,10 @@ pub struct EvictionAnalysis {
     pub sequences: usize,
     /// Their length.
     pub seq_len: usize,
-    /// Tokens each layer holds at most.
+    /// Tokens each layer holds at most (in the first tier where there are two).
     pub budget: usize,
+    /// The second tier, as `"10 at rank:2"` (the last 10 let go, kept at rank 2), if any.
+    pub tier2: Option<String>,
     /// The option every token is written at.
     pub store: String,
     /// The decay of the rule the policy starts from.
@@ -246,6 +248,7 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         sequences,
         seq_len: t_n,
         budget: eviction.budget,
+        tier2: eviction.tier2.map(|t| format!("{} at {}", t.size, t.store)),
         store: eviction.store.to_string(),
         decay: eviction.decay,
         start: label(&start),

@@ -50,9 +50,9 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
     let policy = &e.outcomes[0];
     let mut s = format!(
         "# What the learned evicter does\n\nModel `{}`, policy `{}`, env `{}`; {} held-out sequences of {} tokens; \
-         metric: {}.\n\nEvery token is written `{}`; each layer holds at most {} tokens ({} of the exact choice's KV \
-         bytes, time-averaged); after each query the policy picks which leaves. It starts at `{}` \
-         (the rules below run with their own caches at the same budget: the same memory at every step).\n\n\
+         metric: {}.\n\nEvery token is written `{}`; each layer holds at most {} tokens{} ({} of the exact choice's KV \
+         bytes, time-averaged); after each query the policy picks which leaves{}. It starts at `{}` \
+         (the rules below run with their own caches at the same budget{}).\n\n\
          ## Findings\n\n",
         args.model.display(),
         args.policy.display(),
@@ -62,8 +62,15 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
         e.metric,
         e.store,
         e.budget,
+        e.tier2.as_ref().map_or(String::new(), |t| format!(" in its first tier and, in its second, the last {t}")),
         pct(policy.mem_frac),
+        if e.tier2.is_some() { " the first tier (first in, first out from the second)" } else { "" },
         e.start,
+        if e.tier2.is_some() {
+            ": the start rule, with the same second tier, holds the same memory at every step; TOVA has no second tier"
+        } else {
+            ": the same memory at every step"
+        },
     );
     for (rule, p) in &e.margins {
         let verdict = if p.low > 0.0 {
