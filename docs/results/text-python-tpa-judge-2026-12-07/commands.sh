@@ -33,3 +33,11 @@ ahr eval --model $m --env tiers-schedules.toml --baselines streaming-llm,layer-w
 for S in 1 2 3; do
   ahr analyze --model $m --env $e --policy policies/text-python-tpa-tiers-seed$S --sequences 256 --out analyze/seed$S
 done
+# 7. on another corpus: 1024-byte windows of /usr/share/doc (doc-tiers.toml; judge-doc-corpus/, 8 min)
+ahr eval --model $m --env doc-tiers.toml $P --baselines tova-ema,tova-tiers,streaming-llm,layer-windows \
+  --sequences 64 --fractions none --workers 2 --out judge-doc-corpus
+# 8. hand-written scores in the two-tier environment, with byte-class biases on the smoothed weight
+#    (evict-scores.md, ~8 min; evict-scores-fine.md at the smaller biases)
+EVICT_KAPPAS="" EVICT_CLASS_BIAS=0.02,0.05,0.1,0.2 cargo run --release -p ahr-eval --example evict_scores -- $m $e 64 > evict-scores.md
+EVICT_KAPPAS="" EVICT_CLASS_BIAS=0.01,0.015,0.03 cargo run --release -p ahr-eval --example evict_scores -- $m $e 64 > evict-scores-fine.md
+# (a judge of layer-windows on 256 windows was started after step 7 and stopped for CI)
