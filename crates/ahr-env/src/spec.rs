@@ -316,16 +316,13 @@ impl EnvSpec {
                     format!("store must be a plain kept option, found `{}`", e.store),
                 ));
             }
-            if let Some(tier) = e.tier2 {
-                if tier.size == 0 || !matches!(tier.store, ahr_tpa::StoreOption::Rank(_)) {
-                    return Err(Invalid::new(
-                        "[env] evict",
-                        format!(
-                            "tier2 needs size ≥ 1 and a plain `rank:ρ` store, found {} at `{}`",
-                            tier.size, tier.store
-                        ),
-                    ));
-                }
+            if let Some(tier) = e.tier2
+                && (tier.size == 0 || !matches!(tier.store, ahr_tpa::StoreOption::Rank(_)))
+            {
+                return Err(Invalid::new(
+                    "[env] evict",
+                    format!("tier2 needs size ≥ 1 and a plain `rank:ρ` store, found {} at `{}`", tier.size, tier.store),
+                ));
             }
             if self.env.review.is_some() {
                 return Err(Invalid::new("[env] evict", "and [env] review are two kinds of second decision: pick one"));
