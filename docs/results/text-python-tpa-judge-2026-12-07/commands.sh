@@ -40,4 +40,5 @@ ahr eval --model $m --env doc-tiers.toml $P --baselines tova-ema,tova-tiers,stre
 #    (evict-scores.md, ~8 min; evict-scores-fine.md at the smaller biases)
 EVICT_KAPPAS="" EVICT_CLASS_BIAS=0.02,0.05,0.1,0.2 cargo run --release -p ahr-eval --example evict_scores -- $m $e 64 > evict-scores.md
 EVICT_KAPPAS="" EVICT_CLASS_BIAS=0.01,0.015,0.03 cargo run --release -p ahr-eval --example evict_scores -- $m $e 64 > evict-scores-fine.md
-# (a judge of layer-windows on 256 windows was started after step 7 and stopped for CI)
+# 9. layer-windows on 256 windows, paired with the policies (judge-256-layer-windows/, 15 min)
+ahr eval --model $m --env $e $P --baselines layer-windows --sequences 256 --fractions none --workers 2 --out judge-256-layer-windows
