@@ -242,17 +242,8 @@ impl EnvSpec {
             cfg.option_index(e.store).map_err(|err| format!("[env] evict: {err}"))?;
             if let Some(tier) = e.tier2 {
                 cfg.option_index(tier.store).map_err(|err| format!("[env] evict: tier2: {err}"))?;
-                match (e.store.stored_as(cfg.exact_option()), tier.store) {
-                    (ahr_tpa::StoreOption::Rank(rank), ahr_tpa::StoreOption::Rank(rho)) if rho < rank => {}
-                    _ => {
-                        return Err(format!(
-                            "[env] evict: a second tier at {} needs the store ({}) to be a factor rank above it \
-                             (demotion keeps the leading components of nested ranks)",
-                            tier.store, e.store
-                        ));
-                    }
-                }
             }
+            e.check_tier2(cfg.exact_option()).map_err(|err| format!("[env] evict: {err}"))?;
         }
         match self.env.review {
             Some(at @ ahr_tpa::ReviewAt::Age { age, .. }) => {

@@ -561,12 +561,11 @@ impl Baseline {
     /// [`Baseline::tova_tiers`] with `tova-ema`'s score (the smoothed weight) in the first tier —
     /// where the weights, not the output a key moves, are the better score.
     pub fn tova_ema_tiers(budget: usize, store: StoreOption, decay: f32, size: usize, to: StoreOption) -> Self {
-        match Baseline::tova_tiers(budget, store, decay, size, to) {
-            Baseline::Tova { budget, store, scores, decay, floor, tier2, .. } => {
-                Baseline::Tova { budget, store, scores, decay, floor, output: false, tier2 }
-            }
-            _ => unreachable!("tova_tiers is a Tova rule"),
+        let mut rule = Baseline::tova_tiers(budget, store, decay, size, to);
+        if let Baseline::Tova { output, .. } = &mut rule {
+            *output = false;
         }
+        rule
     }
 
     /// The second tier of a two-tier rule (`tova-tiers`): its size and rank.

@@ -176,6 +176,8 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let l_n = cfg.n_layers;
     let t_n = h.seq_len();
     let byte_level = (256..=264).contains(&cfg.vocab_size);
+    // When each token leaves the cache, or with a second tier, the first tier.
+    let left = if start.tier2().is_some() { &eval.demotions } else { &eval.evictions };
     let mut layers = vec![(0usize, 0usize, 0usize, 0usize); l_n];
     let mut classes: BTreeMap<String, [f64; 7]> = BTreeMap::new();
     for e in 0..sequences / streams {
@@ -186,7 +188,6 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         };
         for b in 0..streams {
             let mut learned = vec![NEVER; t_n * l_n];
-            let left = if start.tier2().is_some() { &eval.demotions } else { &eval.evictions };
             for &(l, k, at) in &left[e * streams + b] {
                 learned[k * l_n + l] = at as u32;
             }

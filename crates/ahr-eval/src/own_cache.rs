@@ -534,6 +534,64 @@ mod tests {
         assert!(dropped > 10 && dropped < 4 * t_n / 2, "{dropped} drops");
     }
 
+    /// An untrained learned evicter for `env` (output layer at zero, κ = 2): its actor, the identity
+    /// normalisation and its dimensions.
+    fn untrained_evicter(
+        env: &dyn ahr_env::VecEnv,
+        dev: &Device,
+    ) -> (ahr_policy::ActorCritic, ahr_policy::RunningNorm, ahr_policy::net::PolicyDims) {
+        let obs = env.obs_spec();
+        let dims = ahr_policy::net::PolicyDims {
+            obs_dim: obs.dim(),
+            vocab_size: 0,
+            heads: env.heads(),
+            options: env.options(),
+            candidate_features: obs.candidate_features,
+        };
+        let config = ahr_policy::PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() };
+        (ahr_policy::ActorCritic::new(&config, dims, dev), ahr_policy::RunningNorm::new(dims.obs_dim), dims)
+    }
+
+    /// Per (sequence, token, layer) of episodes of `t_n` tokens and `l_n` layers, the query of each
+    /// move `moves(episode)` lists as `(layer, position, at)` (`NEVER` where none).
+    fn moves_at(
+        stats: &[ahr_env::EpisodeStats],
+        moves: impl Fn(&ahr_env::EpisodeStats) -> &[(usize, usize, usize)],
+        t_n: usize,
+        l_n: usize,
+    ) -> Vec<u32> {
+        let mut at_query = vec![NEVER; stats.len() * t_n * l_n];
+        for (b, e) in stats.iter().enumerate() {
+            for &(l, k, at) in moves(e) {
+                at_query[(b * t_n + k) * l_n + l] = at as u32;
+            }
+        }
+        at_query
+    }
+
+    /// Every episode of `stats` held `bytes` per token (time-averaged, of `cfg`'s exact cache) and
+    /// summed the loss the parallel forward gives `batch` under `choices`.
+    fn assert_decode_is_parallel(
+        model: &Model,
+        batch: &Batch,
+        choices: &ahr_tpa::Choices,
+        stats: &[ahr_env::EpisodeStats],
+        bytes: f64,
+        dev: &Device,
+    ) {
+        let exact_bytes = ahr_tpa::cost::exact_bytes_per_token(model.config()) as f64;
+        for e in stats {
+            assert!((e.mem_frac * exact_bytes - bytes).abs() < 1e-9 * bytes, "{} vs {bytes}", e.mem_frac);
+        }
+        let t_n = batch.seq_len;
+        let (nll, _) = ahr_env::rank::parallel_nll(model, batch, choices, dev).unwrap();
+        for (b, e) in stats.iter().enumerate() {
+            let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
+            let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
+            assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
+        }
+    }
+
     /// Learned eviction ([`ahr_policy::evict`]) starts at `tova-ema`: the untrained actor (its
     /// scoring network at zero, the smoothed score weighted by κ) run deterministically in the
     /// rank environment evicts exactly the tokens, at exactly the queries, that `tova-ema` at
@@ -543,8 +601,6 @@ mod tests {
     #[test]
     fn an_untrained_learned_evicter_is_tova_ema() {
         use ahr_policy::evict::{EvictScore, Eviction, SMOOTH_DECAY};
-        use ahr_policy::net::{ActorCritic, PolicyDims};
-        use ahr_policy::{PolicyConfig, RunningNorm};
         use ahr_tpa::Choices;
 
         let budget = 6;
@@ -563,17 +619,8 @@ mod tests {
         let batch = task.valid_batch(0, 4);
         let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
-        let obs = env.obs_spec();
-        let dims = PolicyDims {
-            obs_dim: obs.dim(),
-            vocab_size: 0,
-            heads: env.heads(),
-            options: env.options(),
-            candidate_features: obs.candidate_features,
-        };
+        let (net, norm, dims) = untrained_evicter(env.as_ref(), &dev);
         assert_eq!((dims.heads, dims.options), (l_n, budget + 1));
-        let net = ActorCritic::new(&PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() }, dims, &dev);
-        let norm = RunningNorm::new(dims.obs_dim);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let decay = SMOOTH_DECAY;
         let tova = Baseline::tova_ema(budget, StoreOption::Full, 0.0);
@@ -581,34 +628,15 @@ mod tests {
         let tova = Baseline::tova_ema(budget, StoreOption::Full, decay);
         let judged = evictions(&model, &batch, &tova, &dev).unwrap();
         assert_ne!(plain, judged, "smoothing should change some eviction on this model");
-        let mut from_env = vec![NEVER; 4 * t_n * l_n];
-        for (b, e) in stats.iter().enumerate() {
-            assert_eq!(e.evictions.len(), l_n * (t_n - budget), "one eviction per layer and query past the budget");
-            for &(l, k, at) in &e.evictions {
-                from_env[(b * t_n + k) * l_n + l] = at as u32;
-            }
-        }
-        assert_eq!(from_env, judged);
-        // Its memory is the judge's for TOVA at the budget (the cost model of those evictions).
-        let exact_bytes = ahr_tpa::cost::exact_bytes_per_token(&cfg) as f64;
-        let tova_bytes = tova.memory(&cfg, t_n).unwrap();
         for e in &stats {
-            assert!(
-                (e.mem_frac * exact_bytes - tova_bytes).abs() < 1e-9 * tova_bytes,
-                "{} vs {tova_bytes}",
-                e.mem_frac
-            );
+            assert_eq!(e.evictions.len(), l_n * (t_n - budget), "one eviction per layer and query past the budget");
         }
-        // Its loss is the parallel forward's under those evictions (decode = parallel forward).
-        let exact = cfg.exact_option();
-        let choices =
-            Choices::from_fn(4, t_n, l_n, |_, _, _| cfg.option_index(exact).unwrap()).with_evictions(judged.clone());
-        let (nll, _) = ahr_env::rank::parallel_nll(&model, &batch, &choices, &dev).unwrap();
-        for (b, e) in stats.iter().enumerate() {
-            let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
-            let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
-            assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
-        }
+        assert_eq!(moves_at(&stats, |e| &e.evictions, t_n, l_n), judged);
+        // Its memory is the judge's for TOVA at the budget (the cost model of those evictions), its
+        // loss the parallel forward's under those evictions (decode = parallel forward).
+        let exact = cfg.option_index(cfg.exact_option()).unwrap();
+        let choices = Choices::from_fn(4, t_n, l_n, |_, _, _| exact).with_evictions(judged.clone());
+        assert_decode_is_parallel(&model, &batch, &choices, &stats, tova.memory(&cfg, t_n).unwrap(), &dev);
         // With another decay in the env the same actor is `tova-ema` at that decay.
         let mut half = spec.clone();
         half.env.evict =
@@ -618,13 +646,7 @@ mod tests {
         let rule = Baseline::tova_ema(budget, StoreOption::Full, 0.5);
         let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
         assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
-        let mut from_env = vec![NEVER; 4 * t_n * l_n];
-        for (b, e) in stats.iter().enumerate() {
-            for &(l, k, at) in &e.evictions {
-                from_env[(b * t_n + k) * l_n + l] = at as u32;
-            }
-        }
-        assert_eq!(from_env, judged_half);
+        assert_eq!(moves_at(&stats, |e| &e.evictions, t_n, l_n), judged_half);
         // With `score = "output"` the same actor is `tova-out` (the environment's book scores the
         // candidates by the output they move, as the judge's rule does in its own cache).
         let mut out = half.clone();
@@ -635,13 +657,7 @@ mod tests {
         let tova_out = Baseline::tova_out(budget, StoreOption::Full, 0.5);
         let judged_out = evictions(&model, &batch, &tova_out, &dev).unwrap();
         assert_ne!(judged_out, judged_half, "the output should change some eviction on this model");
-        let mut from_env = vec![NEVER; 4 * t_n * l_n];
-        for (b, e) in stats_out.iter().enumerate() {
-            for &(l, k, at) in &e.evictions {
-                from_env[(b * t_n + k) * l_n + l] = at as u32;
-            }
-        }
-        assert_eq!(from_env, judged_out);
+        assert_eq!(moves_at(&stats_out, |e| &e.evictions, t_n, l_n), judged_out);
         // Sampling from the same actor evicts other tokens somewhere.
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
@@ -664,8 +680,6 @@ mod tests {
     #[test]
     fn an_untrained_learned_evicter_with_a_second_tier_is_tova_tiers() {
         use ahr_policy::evict::{EvictScore, Eviction, SecondTier};
-        use ahr_policy::net::{ActorCritic, PolicyDims};
-        use ahr_policy::{PolicyConfig, RunningNorm};
         use ahr_tpa::Choices;
 
         let (budget, size, decay) = (5, 3, 0.5);
@@ -685,54 +699,23 @@ mod tests {
         let batch = task.valid_batch(0, 2);
         let (l_n, t_n) = (cfg.n_layers, batch.seq_len);
         let mut env = ahr_env::make_env(&model, &task, &spec, true, 1, &dev);
-        let obs = env.obs_spec();
-        let dims = PolicyDims {
-            obs_dim: obs.dim(),
-            vocab_size: 0,
-            heads: env.heads(),
-            options: env.options(),
-            candidate_features: obs.candidate_features,
-        };
-        let net = ActorCritic::new(&PolicyConfig { hidden: 8, prior_logit: 2.0, ..Default::default() }, dims, &dev);
-        let norm = RunningNorm::new(dims.obs_dim);
+        let (net, norm, _) = untrained_evicter(env.as_ref(), &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 2, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let rule = Baseline::tova_tiers(budget, StoreOption::Rank(2), decay, size, StoreOption::Rank(1));
         let judged = tiered_evictions(&model, &batch, &rule, size, StoreOption::Rank(1), &dev).unwrap();
         let single = evictions(&model, &batch, &Baseline::tova_out(budget, StoreOption::Rank(2), decay), &dev).unwrap();
         assert_ne!(judged.demoted_at, single, "the second tier should change some decision on this model");
-        let mut demoted = vec![NEVER; 2 * t_n * l_n];
-        let mut evicted = vec![NEVER; 2 * t_n * l_n];
-        for (b, e) in stats.iter().enumerate() {
+        for e in &stats {
             assert_eq!(e.demotions.len(), l_n * (t_n - budget), "one demotion per layer and query past the budget");
             assert_eq!(e.evictions.len(), l_n * (t_n - budget).saturating_sub(size), "the second tier's overflow");
-            for &(l, k, at) in &e.demotions {
-                demoted[(b * t_n + k) * l_n + l] = at as u32;
-            }
-            for &(l, k, at) in &e.evictions {
-                evicted[(b * t_n + k) * l_n + l] = at as u32;
-            }
         }
-        assert_eq!(demoted, judged.demoted_at);
-        assert_eq!(evicted, judged.evicted_at);
-        let exact_bytes = ahr_tpa::cost::exact_bytes_per_token(&cfg) as f64;
-        let rule_bytes = rule.memory(&cfg, t_n).unwrap();
-        for e in &stats {
-            assert!(
-                (e.mem_frac * exact_bytes - rule_bytes).abs() < 1e-9 * rule_bytes,
-                "{} vs {rule_bytes}",
-                e.mem_frac
-            );
-        }
+        assert_eq!(moves_at(&stats, |e| &e.demotions, t_n, l_n), judged.demoted_at);
+        assert_eq!(moves_at(&stats, |e| &e.evictions, t_n, l_n), judged.evicted_at);
         let store = cfg.option_index(StoreOption::Rank(2)).unwrap();
         let choices = Choices::from_fn(2, t_n, l_n, |_, _, _| store)
             .with_evictions(judged.evicted_at.clone())
             .with_demotions(judged.demoted_at.clone(), StoreOption::Rank(1));
-        let (nll, _) = ahr_env::rank::parallel_nll(&model, &batch, &choices, &dev).unwrap();
-        for (b, e) in stats.iter().enumerate() {
-            let labelled = (0..t_n).filter(|&t| batch.labels[b * t_n + t] != ahr_tasks::IGNORE);
-            let loss: f64 = labelled.map(|t| nll[b * t_n + t] as f64).sum();
-            assert!((loss - e.loss_sum).abs() < 1e-3 * loss.max(1.0), "sequence {b}: {loss} vs {}", e.loss_sum);
-        }
+        assert_decode_is_parallel(&model, &batch, &choices, &stats, rule.memory(&cfg, t_n).unwrap(), &dev);
         let mut dense = spec.clone();
         dense.env.evict = Some(Eviction { store: StoreOption::Full, ..eviction });
         assert!(dense.model(model.clone()).is_err(), "a dense store has no nested lower rank");

@@ -131,6 +131,21 @@ impl Eviction {
     pub fn held(&self) -> usize {
         self.budget + self.tier2.map_or(0, |t| t.size)
     }
+
+    /// Whether the second tier, if any, can be reached by demotion on a model whose exact option is
+    /// `exact`: the store a factor rank, the tier's a lower one (nested ranks keep the leading
+    /// components; a dense token's factors would have to be kept beside it).
+    pub fn check_tier2(&self, exact: StoreOption) -> Result<(), String> {
+        let Some(tier) = self.tier2 else { return Ok(()) };
+        match (self.store.stored_as(exact), tier.store) {
+            (StoreOption::Rank(rank), StoreOption::Rank(rho)) if rho < rank => Ok(()),
+            _ => Err(format!(
+                "a second tier at {} needs the store ({}) to be a factor rank above it \
+                 (demotion keeps the leading components of nested ranks)",
+                tier.store, self.store
+            )),
+        }
+    }
 }
 
 /// Per-step features the critic reads (the actor reads the candidates only, so its decisions
@@ -332,20 +347,9 @@ impl EvictBook {
     pub fn new(cfg: &ModelConfig, streams: usize, eviction: Eviction) -> ahr_tpa::Result<Self> {
         let index = |o: StoreOption| cfg.option_index(o).map_err(|e| Error::Input(format!("[env] evict: {e}")));
         let option = index(eviction.store)?;
+        eviction.check_tier2(cfg.exact_option()).map_err(|e| Error::Input(format!("[env] evict: {e}")))?;
         let second = match eviction.tier2 {
-            Some(tier) => {
-                let nested = match (eviction.store.stored_as(cfg.exact_option()), tier.store) {
-                    (StoreOption::Rank(rank), StoreOption::Rank(rho)) => rho < rank,
-                    _ => false,
-                };
-                if !nested {
-                    return Err(Error::Input(format!(
-                        "[env] evict: a second tier at {} needs the store ({}) to be a factor rank above it",
-                        tier.store, eviction.store
-                    )));
-                }
-                Some((index(tier.store)?, vec![std::collections::VecDeque::new(); streams * cfg.n_layers]))
-            }
+            Some(tier) => Some((index(tier.store)?, vec![std::collections::VecDeque::new(); streams * cfg.n_layers])),
             None => None,
         };
         Ok(Self {
