@@ -174,8 +174,9 @@ pub enum Command {
         policies: Vec<PathBuf>,
         /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu
         /// option). Omitted: every family but the opt-in ones (`Family::opt_in`): `token-table`
-        /// (its fit takes hours at 1024 tokens) and `tova-tiers` (two-tier eviction: settings only
-        /// where the menu holds two factor ranks), in report order.
+        /// (its fit takes hours at 1024 tokens), `tova-tiers` (two-tier eviction: settings only
+        /// where the menu holds two factor ranks) and `tova-class` (a byte class kept longer:
+        /// byte text), in report order.
         #[arg(long, value_delimiter = ',')]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
         floor: floor.map(f32::ln),
         output: false,
         tier2: None,
+        keep: None,
     };
     println!("| rule ({} held-out sequences, decay {decay}) | bits/byte | bytes/token | of exact |", h.sequences);
     println!("|---|---:|---:|---:|");

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use ahr_policy::evict::{ByteClass, ClassBonus};
 use ahr_tpa::{ModelConfig, StoreOption, cost};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,12 @@ pub enum Family {
     /// once a second budget of keys let go after it have followed — first in, first out
     /// ([`crate::own_cache::tiered_evictions`]). Factor stores only; opt-in ([`Family::opt_in`]).
     TovaTiers,
+    /// A byte-class bonus on the best `tova-ema` and the best tova-ema-scored `tova-tiers`
+    /// setting: keys of a class (whitespace; whitespace or punctuation) kept as if they drew e^b
+    /// times the weight they did, b from a grid ([`crate::judge::CLASS_BONUSES`]) — the rule a
+    /// practitioner writes once the bytes a learned evicter keeps longer are known
+    /// ([`ByteClass`]). Byte text only; opt-in ([`Family::opt_in`]).
+    TovaClass,
     /// H2O scored from the exact full-cache forward's attention: optimistic (no deployed cache can
     /// compute it), kept for comparison.
     H2oFullCache,
@@ -98,7 +105,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 22] = [
+    pub const ALL: [Family; 23] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -107,6 +114,7 @@ impl Family {
         Family::TovaEma,
         Family::TovaOut,
         Family::TovaTiers,
+        Family::TovaClass,
         Family::H2oFullCache,
         Family::TovaFullCache,
         Family::KNorm,
@@ -134,6 +142,7 @@ impl Family {
             Family::TovaEma => "tova-ema",
             Family::TovaOut => "tova-out",
             Family::TovaTiers => "tova-tiers",
+            Family::TovaClass => "tova-class",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
             Family::KNorm => "k-norm",
@@ -154,9 +163,10 @@ impl Family {
     /// Whether the family runs only when named (`ahr eval --baselines`): left out of `eval`'s
     /// default list and the quickstart's judge — `token-table` because its fit takes an hour or
     /// more per memory target at 1024 tokens, `tova-tiers` because it has settings only where the
-    /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid.
+    /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid, `tova-class`
+    /// because it reads bytes (text only) and runs both those grids before its own.
     pub fn opt_in(self) -> bool {
-        matches!(self, Family::TokenTable | Family::TovaTiers)
+        matches!(self, Family::TokenTable | Family::TovaTiers | Family::TovaClass)
     }
 
     /// The grain of a fitted vocabulary family (`None` for the others).
@@ -188,6 +198,7 @@ impl Family {
             | Family::TovaEma
             | Family::TovaOut
             | Family::TovaTiers
+            | Family::TovaClass
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -341,6 +352,8 @@ pub enum Baseline {
         /// of `store` and leaves once this many keys let go after it have joined (`None`: keys
         /// let go leave at once).
         tier2: Option<(usize, StoreOption)>,
+        /// A byte class kept longer (`tova-class`, own cache only; `None`: every key scored alike).
+        keep: Option<ClassBonus>,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -456,6 +469,7 @@ impl Baseline {
             Baseline::StreamingLlm { .. } => Family::StreamingLlm,
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
+            Baseline::Tova { scores: Scores::Cache, keep: Some(_), .. } => Family::TovaClass,
             Baseline::Tova { scores: Scores::Cache, tier2: Some(_), .. } => Family::TovaTiers,
             Baseline::Tova { scores: Scores::Cache, output: true, .. } => Family::TovaOut,
             Baseline::Tova { scores: Scores::Cache, decay, .. } if *decay > 0.0 => Family::TovaEma,
@@ -535,13 +549,31 @@ impl Baseline {
 
     /// TOVA (`decay = 0`) or `tova-ema` at a fixed `budget`, with its own cache.
     pub fn tova_ema(budget: usize, store: StoreOption, decay: f32) -> Self {
-        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: false, tier2: None }
+        Baseline::Tova {
+            budget,
+            store,
+            scores: Scores::Cache,
+            decay,
+            floor: None,
+            output: false,
+            tier2: None,
+            keep: None,
+        }
     }
 
     /// `tova-out` at a fixed `budget`: keys scored by the attention output they move, smoothed
     /// with `decay`, with its own cache.
     pub fn tova_out(budget: usize, store: StoreOption, decay: f32) -> Self {
-        Baseline::Tova { budget, store, scores: Scores::Cache, decay, floor: None, output: true, tier2: None }
+        Baseline::Tova {
+            budget,
+            store,
+            scores: Scores::Cache,
+            decay,
+            floor: None,
+            output: true,
+            tier2: None,
+            keep: None,
+        }
     }
 
     /// `tova-tiers`: `tova-out` at `budget` keys stored at `store` (a factor rank), each key it lets
@@ -555,6 +587,7 @@ impl Baseline {
             floor: None,
             output: true,
             tier2: Some((size, to)),
+            keep: None,
         }
     }
 
@@ -566,6 +599,22 @@ impl Baseline {
             *output = false;
         }
         rule
+    }
+
+    /// This TOVA rule keeping `keep`'s class longer (`tova-class`); other rules as they are.
+    pub fn keeping(mut self, bonus: ClassBonus) -> Self {
+        if let Baseline::Tova { keep, .. } = &mut self {
+            *keep = Some(bonus);
+        }
+        self
+    }
+
+    /// The byte class a TOVA rule keeps longer (`tova-class`).
+    pub fn keep(&self) -> Option<ClassBonus> {
+        match *self {
+            Baseline::Tova { keep, .. } => keep,
+            _ => None,
+        }
     }
 
     /// The second tier of a two-tier rule (`tova-tiers`): its size and rank.
@@ -591,6 +640,13 @@ impl Baseline {
 
     /// The setting, as reports print it.
     pub fn setting(&self) -> String {
+        if let Baseline::Tova { keep: Some(k), .. } = *self {
+            let mut plain = *self;
+            if let Baseline::Tova { keep, .. } = &mut plain {
+                *keep = None;
+            }
+            return format!("{},{}+{}", plain.setting(), k.class.name(), k.nats);
+        }
         match *self {
             Baseline::Uniform { option } => option.to_string(),
             Baseline::StreamingLlm { sinks, window, .. } => format!("sinks={sinks},window={window}"),

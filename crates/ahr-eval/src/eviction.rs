@@ -163,6 +163,10 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     if let (Baseline::Tova { tier2, .. }, Some(t)) = (&mut start, eviction.tier2) {
         *tier2 = Some((t.size, t.store));
     }
+    // With a byte class kept longer, `tova-class` (one or two tiers).
+    if let Some(k) = eviction.keep {
+        start = start.keeping(k);
+    }
     let tova = Baseline::tova_ema(budget, store, 0.0);
     eprintln!("rules: {} and {}", start.name(), tova.name());
     let (start_point, tova_point) = (h.rule_point(&start)?, h.rule_point(&tova)?);

@@ -588,7 +588,7 @@ mod tests {
     use ahr_tpa::ModelConfig;
 
     use super::*;
-    use crate::baseline::Scores;
+    use crate::baseline::{ByteClass, ClassBonus, Scores};
 
     /// `[seq][layer][T·T]` attention (mean over heads) of the rules' model on `batch` under `choices`.
     fn attention_under(h: &Harness, batch: &Batch, choices: &Choices) -> Vec<Vec<Vec<f32>>> {
@@ -618,14 +618,18 @@ mod tests {
                     let score = &mut score[(s * l_n + l) * t_n..(s * l_n + l + 1) * t_n];
                     held.push(q);
                     held.iter().for_each(|&k| score[k] += row[k] as f64);
+                    let bonus = rule.keep().map(|k| k.per_position(&p.batch.inputs[s * t_n..(s + 1) * t_n]));
                     let (budget, protected) = match *rule {
                         Baseline::Tova { budget, .. } => (budget, 0),
                         Baseline::H2o { heavy, recent, .. } => (heavy + recent, recent),
                         _ => unreachable!(),
                     };
                     while held.len() > budget {
-                        let by =
-                            |k: usize| if matches!(rule, Baseline::Tova { .. }) { row[k] as f64 } else { score[k] };
+                        let by = |k: usize| match (rule, &bonus) {
+                            (Baseline::Tova { .. }, Some(bonus)) => (row[k] as f64 + 1e-30).ln() + bonus[k],
+                            (Baseline::Tova { .. }, None) => row[k] as f64,
+                            _ => score[k],
+                        };
                         let oldest_protected = (q + 1).saturating_sub(protected);
                         let Some(i) = (0..held.len())
                             .filter(|&i| held[i] < oldest_protected)
@@ -673,6 +677,7 @@ mod tests {
                     floor: None,
                     output: false,
                     tier2: None,
+                    keep: None,
                 },
                 Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
             ] {
@@ -686,6 +691,16 @@ mod tests {
             }
         }
         assert!(differs, "scores from the full cache should change some decision on this model");
+        // `tova-class`: TOVA with punctuation and whitespace keys kept as if they drew e³ times
+        // their weight, the same decisions as the reference comparing log weight plus bonus, and
+        // other decisions than TOVA's.
+        let tova = Baseline::tova_ema(5, StoreOption::Full, 0.0);
+        let class = tova.keeping(ClassBonus { class: ByteClass::NotAlnum, nats: 3.0 });
+        let choices = h.rule_choices(p, &class).unwrap();
+        assert_eq!(choices, step_by_step(&h, p, &class));
+        assert_ne!(choices, h.rule_choices(p, &tova).unwrap(), "the bonus should change some decision");
+        assert_eq!(class.family(), Family::TovaClass);
+        assert_eq!(class.setting(), "budget=5,not-alnum+3");
     }
 
     /// A two-tier rule (`tova-tiers`) through the harness: its points are charged what its

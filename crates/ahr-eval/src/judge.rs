@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::baseline::{Baseline, Family, MAX_RULE_LAYERS, PerLayer, Scores};
+use crate::baseline::{Baseline, ByteClass, ClassBonus, Family, MAX_RULE_LAYERS, PerLayer, Scores};
 use crate::harness::{Harness, Point, PointKind, mark_front};
 use crate::token_class;
 
@@ -120,6 +120,10 @@ pub const TOVA_EMA_DECAYS: [f32; 4] = [0.5, 0.8, 0.9, 0.95];
 
 /// `tova-tiers`' second tier, as a share `numerator / denominator` of the first tier's budget.
 pub const TIER2_SHARES: [(usize, usize); 3] = [(1, 2), (1, 1), (2, 1)];
+
+/// The bonuses `tova-class` tries, in nats of log weight: a key of the class is kept over one
+/// that drew up to e^b times its weight (0.3: a third more).
+pub const CLASS_BONUSES: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.8];
 
 /// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
@@ -342,7 +346,8 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
         match family {
             // Uniform runs every option; the vocabulary families' settings are fitted on training
             // sequences (`eval`, `token_class::fit`), not searched on the held-out ones.
-            Family::Uniform | Family::TokenClass | Family::TokenTable => {}
+            // `tova-class` runs two families' grids first ([`class_candidates`]).
+            Family::Uniform | Family::TokenClass | Family::TokenTable | Family::TovaClass => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
                 let mut sinks = streaming_sinks(t_n);
@@ -437,12 +442,22 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     floor: None,
                     output: false,
                     tier2: None,
+                    keep: None,
                 };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if matches!(family, Family::TovaEma | Family::TovaOut) {
                         let output = family == Family::TovaOut;
                         for decay in TOVA_EMA_DECAYS {
-                            out.push(Baseline::Tova { budget, store, scores, decay, floor: None, output, tier2: None });
+                            out.push(Baseline::Tova {
+                                budget,
+                                store,
+                                scores,
+                                decay,
+                                floor: None,
+                                output,
+                                tier2: None,
+                                keep: None,
+                            });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
@@ -609,6 +624,38 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     Some(0.0) if family == Family::Random => {} // keeping every token is uniform
                     Some(x) => out.push(at(x)),
                     None => {}
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `tova-class`'s settings at the memory targets `targets`: at each (equal targets once), the
+/// `tova-ema` grid and the tova-ema-scored `tova-tiers` grid are run on the judged sequences, and
+/// the best setting of each (by the task's metric) is tried with every [`ByteClass`] kept longer
+/// by every bonus of [`CLASS_BONUSES`] — the byte-class bias tuned on top of the tuned rule, as a
+/// practitioner would, and on the held-out sequences, as every searched family is.
+pub fn class_candidates(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Baseline>> {
+    let metric = h.metric();
+    let mut seen: Vec<f64> = Vec::new();
+    let mut out = Vec::new();
+    for &target in targets {
+        if seen.iter().any(|&t| (t - target).abs() <= 1e-9 * target.abs()) {
+            continue;
+        }
+        seen.push(target);
+        let one_tier = candidates(h, Family::TovaEma, target)?;
+        let weight_scored = |b: &Baseline| matches!(b, Baseline::Tova { output: false, .. });
+        let two_tier: Vec<Baseline> =
+            candidates(h, Family::TovaTiers, target)?.into_iter().filter(weight_scored).collect();
+        for grid in [one_tier, two_tier] {
+            let points = par_map(&grid, workers, |b| h.rule_point(b))?;
+            let best =
+                grid.iter().zip(&points).reduce(|a, b| if metric.better(b.1.metric, a.1.metric) { b } else { a });
+            if let Some((rule, _)) = best {
+                for class in ByteClass::ALL {
+                    out.extend(CLASS_BONUSES.map(|nats| rule.keeping(ClassBonus { class, nats })));
                 }
             }
         }
@@ -783,6 +830,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         }
         let found: Vec<Baseline> = match family {
             Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
+            Family::TovaClass => class_candidates(&h, &targets, a.workers)?,
             _ => par_map(&targets, a.workers, |&t| candidates(&h, family, t))?.into_iter().flatten().collect(),
         };
         let settings: BTreeMap<String, Baseline> =
@@ -943,6 +991,12 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 own cache (the first tier's weights include the attention the second tier draws); the largest \
                 budget within each target"
                 .into(),
+            Family::TovaClass => format!(
+                "tova-class@S: the best tova-ema setting and the best tova-ema-scored tova-tiers setting at each \
+                 target (their grids run first, on the judged sequences), each with a byte class — ASCII \
+                 whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log weights raised \
+                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that drew up to e^b times its weight)"
+            ),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"
                 .into(),
@@ -1180,5 +1234,44 @@ mod tests {
         assert_eq!(largest_fitting(0, 100, |x| x <= 37), Some(37));
         assert_eq!(largest_fitting(0, 100, |_| true), Some(100));
         assert_eq!(largest_fitting(5, 100, |x| x < 5), None);
+    }
+
+    /// `tova-class` tunes the bonus on top of the tuned rule: its settings are the best `tova-ema`
+    /// setting and the best weight-scored `tova-tiers` setting at the target (each grid run and
+    /// compared by the task's metric), each with every class and bonus, all within the target;
+    /// equal targets are searched once. On the committed tiny MQAR model (trained, so the grids'
+    /// points differ).
+    #[test]
+    fn tova_class_biases_the_best_setting_of_each_grid() {
+        let dev = ahr_tpa::device::from_env();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let run =
+            ahr_train::EnvRun::load(&root.join("policies/models/mqar-tiny"), &root.join("envs/mqar-tiny.toml"), &dev);
+        let ahr_train::EnvRun { spec, model, task } = run.unwrap();
+        let cfg = model.config().clone();
+        let h = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
+        let target = 0.3 * cost::exact_bytes_per_token(&cfg) as f64;
+        let found = class_candidates(&h, &[target, target * (1.0 + 1e-12)], 1).unwrap();
+        let best = |grid: Vec<Baseline>| {
+            let scored = grid.into_iter().map(|b| (h.rule_point(&b).unwrap().metric, b));
+            scored.reduce(|a, b| if h.metric().better(b.0, a.0) { b } else { a }).unwrap()
+        };
+        let one = best(candidates(&h, Family::TovaEma, target).unwrap());
+        let weight_scored = |b: &Baseline| matches!(b, Baseline::Tova { output: false, .. });
+        let two = best(candidates(&h, Family::TovaTiers, target).unwrap().into_iter().filter(weight_scored).collect());
+        assert_ne!(one.0, two.0, "the two grids' best points should differ on this model");
+        let per_base = ByteClass::ALL.len() * CLASS_BONUSES.len();
+        assert_eq!(found.len(), 2 * per_base, "equal targets are searched once: {found:?}");
+        for (base, settings) in [one.1, two.1].iter().zip(found.chunks(per_base)) {
+            for rule in settings {
+                let mut plain = *rule;
+                if let Baseline::Tova { keep, .. } = &mut plain {
+                    assert!(keep.take().is_some());
+                }
+                assert_eq!(&plain, base);
+                assert_eq!(rule.family(), Family::TovaClass);
+                assert!(rule.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9));
+            }
+        }
     }
 }

@@ -151,12 +151,19 @@ fn run_cache_scored(
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
     let option = plain_option(cfg, rule, rule.store())?;
-    let fresh = || match *rule {
+    // Per stream (a `tova-class` rule's bonus reads its bytes).
+    let fresh = |b: usize| match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
-        Baseline::Tova { budget, decay, floor, .. } => Ok(Held::tova(budget, decay, floor)),
+        Baseline::Tova { budget, decay, floor, keep, .. } => {
+            let held = Held::tova(budget, decay, floor);
+            Ok(match keep {
+                Some(k) => held.with_bonus(k.per_position(&batch.inputs[b * t_n..(b + 1) * t_n])),
+                None => held,
+            })
+        }
         _ => Err(anyhow::anyhow!("{}: only H2O and TOVA are scored by their own cache", rule.name())),
     };
-    let mut held = (0..b_n * l_n).map(|_| fresh()).collect::<Result<Vec<Held>>>()?;
+    let mut held = (0..b_n * l_n).map(|i| fresh(i / l_n)).collect::<Result<Vec<Held>>>()?;
     // Per (stream, layer): the stored key of every token, by position (empty once evicted).
     let mut keys = vec![vec![Vec::new(); t_n]; b_n * l_n];
     // The values as well, for a watch or a rule scored by the output it moves (empty otherwise).
@@ -600,7 +607,7 @@ mod tests {
     /// forward's under those evictions; a stochastic run evicts others.
     #[test]
     fn an_untrained_learned_evicter_is_tova_ema() {
-        use ahr_policy::evict::{EvictScore, Eviction, SMOOTH_DECAY};
+        use ahr_policy::evict::{ByteClass, ClassBonus, EvictScore, Eviction, SMOOTH_DECAY};
         use ahr_tpa::Choices;
 
         let budget = 6;
@@ -611,6 +618,7 @@ mod tests {
                 decay: SMOOTH_DECAY,
                 score: EvictScore::Weight,
                 tier2: None,
+                keep: None,
             });
             spec.env.streams = 4;
         });
@@ -639,19 +647,42 @@ mod tests {
         assert_decode_is_parallel(&model, &batch, &choices, &stats, tova.memory(&cfg, t_n).unwrap(), &dev);
         // With another decay in the env the same actor is `tova-ema` at that decay.
         let mut half = spec.clone();
-        half.env.evict =
-            Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Weight, tier2: None });
+        half.env.evict = Some(Eviction {
+            budget,
+            store: StoreOption::Full,
+            decay: 0.5,
+            score: EvictScore::Weight,
+            tier2: None,
+            keep: None,
+        });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let rule = Baseline::tova_ema(budget, StoreOption::Full, 0.5);
         let judged_half = evictions(&model, &batch, &rule, &dev).unwrap();
         assert_ne!(judged_half, judged, "decay 0.5 should change some eviction on this model");
         assert_eq!(moves_at(&stats, |e| &e.evictions, t_n, l_n), judged_half);
+        // With a byte class kept longer (`keep`) the same actor is `tova-class`: punctuation and
+        // whitespace (token ids 9–13 and 32–47, 58–63 of this vocabulary) kept as if they drew e²
+        // times their weight.
+        let keep = ClassBonus { class: ByteClass::NotAlnum, nats: 2.0 };
+        let mut kept = half.clone();
+        kept.env.evict = half.env.evict.map(|e| Eviction { keep: Some(keep), ..e });
+        let mut env = ahr_env::make_env(&model, &task, &kept, true, 1, &dev);
+        let stats_kept = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
+        let judged_kept = evictions(&model, &batch, &rule.keeping(keep), &dev).unwrap();
+        assert_ne!(judged_kept, judged_half, "the bonus should change some eviction on this model");
+        assert_eq!(moves_at(&stats_kept, |e| &e.evictions, t_n, l_n), judged_kept);
         // With `score = "output"` the same actor is `tova-out` (the environment's book scores the
         // candidates by the output they move, as the judge's rule does in its own cache).
         let mut out = half.clone();
-        out.env.evict =
-            Some(Eviction { budget, store: StoreOption::Full, decay: 0.5, score: EvictScore::Output, tier2: None });
+        out.env.evict = Some(Eviction {
+            budget,
+            store: StoreOption::Full,
+            decay: 0.5,
+            score: EvictScore::Output,
+            tier2: None,
+            keep: None,
+        });
         let mut env = ahr_env::make_env(&model, &task, &out, true, 1, &dev);
         let stats_out = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
         let tova_out = Baseline::tova_out(budget, StoreOption::Full, 0.5);
@@ -689,6 +720,7 @@ mod tests {
             decay,
             score: EvictScore::Output,
             tier2: Some(SecondTier { size, store: StoreOption::Rank(1) }),
+            keep: None,
         };
         let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 16, |spec| {
             spec.env.evict = Some(eviction);

@@ -48,6 +48,9 @@ pub struct Held {
     /// A log-weight floor (TOVA and `tova-ema` only): after each query every held key whose score
     /// (as a log weight) is below it leaves too, so memory follows the attention, up to `budget`.
     floor: Option<f64>,
+    /// Per position, nats added to a key's log score when keys are compared ([`Held::with_bonus`];
+    /// empty: none).
+    bonus: Vec<f64>,
     held: Vec<usize>,
     score: Vec<f64>,
 }
@@ -68,7 +71,15 @@ enum Accrue {
 impl Held {
     /// H2O: at most `heavy + recent` keys; scores accumulate, the `recent` newest are protected.
     pub fn heavy_hitters(heavy: usize, recent: usize) -> Self {
-        Self { budget: heavy + recent, recent, accrue: Accrue::Sum, floor: None, held: Vec::new(), score: Vec::new() }
+        Self {
+            budget: heavy + recent,
+            recent,
+            accrue: Accrue::Sum,
+            floor: None,
+            bonus: Vec::new(),
+            held: Vec::new(),
+            score: Vec::new(),
+        }
     }
 
     /// TOVA (and K-norm): at most `budget` keys (at least 1), scored by the current query alone.
@@ -78,6 +89,7 @@ impl Held {
             recent: 0,
             accrue: Accrue::Current,
             floor: None,
+            bonus: Vec::new(),
             held: Vec::new(),
             score: Vec::new(),
         }
@@ -98,6 +110,16 @@ impl Held {
     pub fn with_floor(mut self, floor: f64) -> Self {
         assert!(self.accrue != Accrue::Sum, "a floor is a log weight: TOVA and tova-ema only");
         self.floor = Some(floor);
+        self
+    }
+
+    /// This rule with `bonus[k]` nats added to key k's log score (TOVA: `ln` of the current weight;
+    /// `tova-ema`: the smoothed log weight) wherever keys are compared — the eviction and the floor:
+    /// a key with a bonus of b is kept over one whose weights are up to e^b times its own
+    /// (`tova-class`: a byte class kept longer). Positions past its end get none. Not for H2O.
+    pub fn with_bonus(mut self, bonus: Vec<f64>) -> Self {
+        assert!(self.accrue != Accrue::Sum, "a bonus is in log weight: TOVA and tova-ema only");
+        self.bonus = bonus;
         self
     }
 
@@ -139,6 +161,13 @@ impl Held {
                 Accrue::LogMean(d) => ahr_policy::evict::smooth_step(self.score[k], a, d),
             };
         }
+        // The score keys are compared by: the log score plus the key's bonus (the score itself
+        // without bonuses, so H2O's sums and TOVA's weights compare as they always have).
+        let rank = |k: usize| match (self.accrue, self.bonus.is_empty()) {
+            (_, true) => self.score[k],
+            (Accrue::Current, false) => (self.score[k] + 1e-30).ln() + self.bonus.get(k).unwrap_or(&0.0),
+            (_, false) => self.score[k] + self.bonus.get(k).unwrap_or(&0.0),
+        };
         let mut evicted = Vec::new();
         if let Some(i) =
             forced.filter(|_| self.held.len() > self.budget).and_then(|k| self.held.iter().position(|&h| h == k))
@@ -152,15 +181,17 @@ impl Held {
                 .iter()
                 .enumerate()
                 .filter(|&(_, &k)| k < oldest_protected)
-                .min_by(|a, b| self.score[*a.1].total_cmp(&self.score[*b.1]).then(a.1.cmp(b.1)))
+                .min_by(|a, b| rank(*a.1).total_cmp(&rank(*b.1)).then(a.1.cmp(b.1)))
                 .map(|(i, _)| i);
             let Some(i) = victim else { break };
             evicted.push(self.held.remove(i));
         }
         if let Some(floor) = self.floor {
-            let log_score = |score: f64| if self.accrue == Accrue::Current { (score + 1e-30).ln() } else { score };
-            let (keep, below): (Vec<usize>, Vec<usize>) =
-                self.held.iter().partition(|&&k| log_score(self.score[k]) >= floor);
+            let log_score = |k: usize| match (self.accrue, self.bonus.is_empty()) {
+                (Accrue::Current, true) => (self.score[k] + 1e-30).ln(),
+                _ => rank(k),
+            };
+            let (keep, below): (Vec<usize>, Vec<usize>) = self.held.iter().partition(|&&k| log_score(k) >= floor);
             self.held = keep;
             evicted.extend(below);
         }
@@ -345,6 +376,28 @@ mod tests {
         attn[13..].copy_from_slice(&[0.3, 0.3, 0.4]);
         assert_eq!(tova_evictions(&attn, t, 2), vec![3, 4, NEVER, NEVER]);
         assert_eq!(tova_ema_evictions(&attn, t, 2, 0.5), vec![3, NEVER, 4, NEVER]);
+    }
+
+    /// A bonus on token 0 (the four tokens, budget 2). `tova-ema` at decay 0.5: at query 2 token 0
+    /// scores −1.325 and token 2 ln 0.3 = −1.204, so token 0 goes unless its bonus is above 0.121:
+    /// with 0.1 it still goes; with 0.2 (−1.125) token 2 goes instead, and at query 3 token 0, which
+    /// draws nothing, scores far below everything and goes. TOVA compares the log of the current
+    /// weight: ln 0.1 = −2.303 plus 1.0 is still below −1.204, plus 1.2 above it.
+    #[test]
+    fn a_bonus_keeps_a_key_by_that_many_nats() {
+        let t = 4;
+        let on_first = |b: f64| vec![b, 0.0, 0.0, 0.0];
+        let run =
+            |decay: f32, b: f64| map_evictions(Held::tova(2, decay, None).with_bonus(on_first(b)), &FOUR_TOKENS, t);
+        assert_eq!(run(0.5, 0.1), vec![3, 4, NEVER, NEVER]);
+        assert_eq!(run(0.5, 0.2), vec![4, NEVER, 3, NEVER]);
+        assert_eq!(run(0.0, 1.0), vec![3, 4, NEVER, NEVER]);
+        assert_eq!(run(0.0, 1.2), vec![4, NEVER, 3, NEVER]);
+        // No bonus anywhere is the rule without one, and a bonus vector shorter than the sequence
+        // gives the rest none.
+        assert_eq!(run(0.5, 0.0), tova_ema_evictions(&FOUR_TOKENS, t, 2, 0.5));
+        let short = map_evictions(Held::tova(2, 0.5, None).with_bonus(vec![0.2]), &FOUR_TOKENS, t);
+        assert_eq!(short, run(0.5, 0.2));
     }
 
     /// A floor of ln 0.35 on TOVA with a cap of 3 (hand-computed on the four tokens): query 0

@@ -44,6 +44,66 @@ pub struct Eviction {
     /// a factor rank and the tier's a lower one (demotion keeps the leading components).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier2: Option<SecondTier>,
+    /// A byte class kept longer by the prior (`keep = { class = "space", nats = 0.3 }`): the
+    /// `smooth` feature of its tokens lowered as if they drew e^nats times their weights, so the
+    /// actor starts at the judge's `tova-class` rule (with `tier2`, its two-tier setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<ClassBonus>,
+}
+
+/// A class of bytes (tokens below 128 read as ASCII) a rule or an evicter's prior keeps longer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ByteClass {
+    /// ASCII whitespace.
+    Space,
+    /// ASCII whitespace or punctuation: every byte but letters and digits.
+    NotAlnum,
+}
+
+impl ByteClass {
+    /// Every class, in report order.
+    pub const ALL: [ByteClass; 2] = [ByteClass::Space, ByteClass::NotAlnum];
+
+    /// The name in settings and files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ByteClass::Space => "space",
+            ByteClass::NotAlnum => "not-alnum",
+        }
+    }
+
+    /// Whether token `token` is of the class (tokens from 128 up never are).
+    pub fn holds(self, token: u32) -> bool {
+        let Some(b) = u8::try_from(token).ok().filter(u8::is_ascii) else { return false };
+        match self {
+            ByteClass::Space => b.is_ascii_whitespace(),
+            ByteClass::NotAlnum => b.is_ascii_whitespace() || b.is_ascii_punctuation(),
+        }
+    }
+}
+
+/// A byte class kept longer: its tokens' smoothed log weights raised by `nats` where tokens are
+/// compared (the judge's `tova-class`, [`Eviction::keep`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassBonus {
+    /// The class.
+    pub class: ByteClass,
+    /// Nats added to the log score of its tokens.
+    pub nats: f32,
+}
+
+impl ClassBonus {
+    /// The bonus of token `token`.
+    pub fn of(&self, token: u32) -> f64 {
+        if self.class.holds(token) { self.nats as f64 } else { 0.0 }
+    }
+
+    /// Per position of `inputs`, the bonus its token gets.
+    pub fn per_position(&self, inputs: &[u32]) -> Vec<f64> {
+        inputs.iter().map(|&t| self.of(t)).collect()
+    }
 }
 
 /// The second tier of a learned evicter ([`Eviction::tier2`]).
@@ -216,6 +276,8 @@ pub struct Drawn {
     pub log_mean: f64,
     /// The decay of `log_mean` per query ([`Eviction::decay`]).
     pub decay: f32,
+    /// Nats added to `log_mean` in the `smooth` feature ([`Eviction::keep`]; 0: none).
+    pub bonus: f64,
 }
 
 impl Drawn {
@@ -228,7 +290,13 @@ impl Drawn {
     /// [`Drawn::new`] whose `smooth` feature smooths `prior` instead of the weight
     /// ([`EvictScore::Output`]).
     pub fn with_prior(position: usize, token: u32, w: f32, prior: f32, decay: f32) -> Self {
-        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean: log_weight(prior), decay }
+        let log_mean = log_weight(prior);
+        Self { position, token, now: w, prev: w, ema: w, max: w, total: w, log_mean, decay, bonus: 0.0 }
+    }
+
+    /// This token with `bonus` nats added to its smoothed log weight in the `smooth` feature.
+    pub fn with_bonus(self, bonus: f64) -> Self {
+        Self { bonus, ..self }
     }
 
     /// Record the weight `w` of the next query.
@@ -253,7 +321,7 @@ impl Drawn {
         let byte = (self.token < 128).then_some(self.token as u8);
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         [
-            (-self.log_mean / PRIOR_SCALE as f64) as f32,
+            (-(self.log_mean + self.bonus) / PRIOR_SCALE as f64) as f32,
             a(self.now),
             a(self.prev),
             a(self.ema),
@@ -381,17 +449,22 @@ impl EvictBook {
             for (b, key) in keys.into_iter().enumerate() {
                 let held = &mut self.held[b * self.layers + l];
                 let decay = self.eviction.decay;
+                let bonus = self.eviction.keep.map_or(0.0, |k| k.of(ids[b]));
                 if !output {
                     for (drawn, k, _) in held.iter_mut() {
                         drawn.draw(weights.weight(b, l, k));
                     }
                     let w = weights.weight(b, l, &key);
-                    held.push((Drawn::new(t, ids[b], w, decay), key, Vec::new()));
+                    held.push((Drawn::new(t, ids[b], w, decay).with_bonus(bonus), key, Vec::new()));
                     continue;
                 }
                 // The new token joins first (its own query weighs it too); each held token's
                 // weight is the mean of its per-head weights, which the output score needs anyway.
-                held.push((Drawn::new(t, ids[b], 0.0, decay), key, values.next().unwrap_or_default()));
+                held.push((
+                    Drawn::new(t, ids[b], 0.0, decay).with_bonus(bonus),
+                    key,
+                    values.next().unwrap_or_default(),
+                ));
                 let per_head: Vec<Vec<f32>> = held.iter().map(|(_, k, _)| weights.head_weights(b, l, k)).collect();
                 let vals: Vec<&[f32]> = held.iter().map(|(_, _, v)| v.as_slice()).collect();
                 let moved = output_moved(&per_head, &vals, self.head_dim);
@@ -399,7 +472,7 @@ impl EvictBook {
                 for (j, ((drawn, _, _), (h, m))) in held.iter_mut().zip(per_head.iter().zip(moved)).enumerate() {
                     let w = h.iter().sum::<f32>() / h.len() as f32;
                     if j == new {
-                        *drawn = Drawn::with_prior(t, ids[b], w, m, decay);
+                        *drawn = Drawn::with_prior(t, ids[b], w, m, decay).with_bonus(bonus);
                     } else {
                         drawn.draw_with_prior(w, m);
                     }
@@ -552,13 +625,23 @@ mod tests {
                 store: StoreOption::Full,
                 decay: SMOOTH_DECAY,
                 score: EvictScore::Weight,
-                tier2: None
+                tier2: None,
+                keep: None
             }
         );
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"budget":51,"store":"full","decay":0.9}"#,
             "older manifests"
+        );
+        let kept: Eviction =
+            serde_json::from_str(r#"{"budget": 5, "keep": {"class": "not-alnum", "nats": 0.3}}"#).unwrap();
+        assert_eq!(kept.keep, Some(ClassBonus { class: ByteClass::NotAlnum, nats: 0.3 }));
+        assert!(serde_json::from_str::<Eviction>(r#"{"budget": 5, "keep": {"class": "vowel", "nats": 0.3}}"#).is_err());
+        let keep = kept.keep.unwrap();
+        assert_eq!(
+            (keep.of(b' ' as u32), keep.of(b';' as u32), keep.of(b'a' as u32), keep.of(200)),
+            (0.3f32 as f64, 0.3f32 as f64, 0.0, 0.0)
         );
         let out: Eviction = serde_json::from_str(r#"{"budget": 25, "decay": 0.5, "score": "output"}"#).unwrap();
         assert_eq!(out.score, EvictScore::Output);
