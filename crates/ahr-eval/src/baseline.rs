@@ -43,9 +43,9 @@ pub enum Family {
     /// once a second budget of keys let go after it have followed — first in, first out
     /// ([`crate::own_cache::tiered_evictions`]). Factor stores only; opt-in ([`Family::opt_in`]).
     TovaTiers,
-    /// A byte-class bonus on the best `tova-ema` and the best tova-ema-scored `tova-tiers`
-    /// setting: keys of a class (whitespace; whitespace or punctuation) kept as if they drew e^b
-    /// times the weight they did, b from a grid ([`crate::judge::CLASS_BONUSES`]) — the rule a
+    /// A byte-class bonus on the best one-tier (`tova-ema`, `tova-out`) and the best `tova-tiers`
+    /// setting: keys of a class (whitespace; whitespace or punctuation) kept as if they scored e^b
+    /// times what they did, b from a grid ([`crate::judge::CLASS_BONUSES`]) — the rule a
     /// practitioner writes once the bytes a learned evicter keeps longer are known
     /// ([`ByteClass`]). Byte text only; opt-in ([`Family::opt_in`]).
     TovaClass,

@@ -632,9 +632,10 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
 }
 
 /// `tova-class`'s settings at the memory targets `targets`: at each (equal targets once), the
-/// `tova-ema` grid and the tova-ema-scored `tova-tiers` grid are run on the judged sequences, and
-/// the best setting of each (by the task's metric) is tried with every [`ByteClass`] kept longer
-/// by every bonus of [`CLASS_BONUSES`] — the byte-class bias tuned on top of the tuned rule, as a
+/// one-tier grids (`tova-ema`, `tova-out`) and the two-tier grid (`tova-tiers`, both scores) are
+/// run on the judged sequences, and the best setting of each (by the task's metric) is tried with
+/// every [`ByteClass`] kept longer by every bonus of [`CLASS_BONUSES`] (nats of the smoothed log
+/// score, weight or output moved) — the byte-class bias tuned on top of the tuned rule, as a
 /// practitioner would, and on the held-out sequences, as every searched family is.
 pub fn class_candidates(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Baseline>> {
     let metric = h.metric();
@@ -645,10 +646,9 @@ pub fn class_candidates(h: &Harness, targets: &[f64], workers: usize) -> Result<
             continue;
         }
         seen.push(target);
-        let one_tier = candidates(h, Family::TovaEma, target)?;
-        let weight_scored = |b: &Baseline| matches!(b, Baseline::Tova { output: false, .. });
-        let two_tier: Vec<Baseline> =
-            candidates(h, Family::TovaTiers, target)?.into_iter().filter(weight_scored).collect();
+        let mut one_tier = candidates(h, Family::TovaEma, target)?;
+        one_tier.extend(candidates(h, Family::TovaOut, target)?);
+        let two_tier = candidates(h, Family::TovaTiers, target)?;
         for grid in [one_tier, two_tier] {
             let points = par_map(&grid, workers, |b| h.rule_point(b))?;
             let best =
@@ -992,10 +992,10 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 budget within each target"
                 .into(),
             Family::TovaClass => format!(
-                "tova-class@S: the best tova-ema setting and the best tova-ema-scored tova-tiers setting at each \
-                 target (their grids run first, on the judged sequences), each with a byte class — ASCII \
-                 whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log weights raised \
-                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that drew up to e^b times its weight)"
+                "tova-class@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
+                 at each target (their grids run first, on the judged sequences), each with a byte class — ASCII \
+                 whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log scores raised \
+                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much)"
             ),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"
@@ -1236,9 +1236,9 @@ mod tests {
         assert_eq!(largest_fitting(5, 100, |x| x < 5), None);
     }
 
-    /// `tova-class` tunes the bonus on top of the tuned rule: its settings are the best `tova-ema`
-    /// setting and the best weight-scored `tova-tiers` setting at the target (each grid run and
-    /// compared by the task's metric), each with every class and bonus, all within the target;
+    /// `tova-class` tunes the bonus on top of the tuned rule: its settings are the best one-tier
+    /// setting (`tova-ema` or `tova-out`) and the best `tova-tiers` setting at the target (each grid
+    /// run and compared by the task's metric), each with every class and bonus, all within the target;
     /// equal targets are searched once. On the committed tiny MQAR model (trained, so the grids'
     /// points differ).
     #[test]
@@ -1256,9 +1256,10 @@ mod tests {
             let scored = grid.into_iter().map(|b| (h.rule_point(&b).unwrap().metric, b));
             scored.reduce(|a, b| if h.metric().better(b.0, a.0) { b } else { a }).unwrap()
         };
-        let one = best(candidates(&h, Family::TovaEma, target).unwrap());
-        let weight_scored = |b: &Baseline| matches!(b, Baseline::Tova { output: false, .. });
-        let two = best(candidates(&h, Family::TovaTiers, target).unwrap().into_iter().filter(weight_scored).collect());
+        let mut one_tier = candidates(&h, Family::TovaEma, target).unwrap();
+        one_tier.extend(candidates(&h, Family::TovaOut, target).unwrap());
+        let one = best(one_tier);
+        let two = best(candidates(&h, Family::TovaTiers, target).unwrap());
         assert_ne!(one.0, two.0, "the two grids' best points should differ on this model");
         let per_base = ByteClass::ALL.len() * CLASS_BONUSES.len();
         assert_eq!(found.len(), 2 * per_base, "equal targets are searched once: {found:?}");
