@@ -564,31 +564,21 @@ impl Baseline {
     /// `tova-out` at a fixed `budget`: keys scored by the attention output they move, smoothed
     /// with `decay`, with its own cache.
     pub fn tova_out(budget: usize, store: StoreOption, decay: f32) -> Self {
-        Baseline::Tova {
-            budget,
-            store,
-            scores: Scores::Cache,
-            decay,
-            floor: None,
-            output: true,
-            tier2: None,
-            keep: None,
+        let mut rule = Baseline::tova_ema(budget, store, decay);
+        if let Baseline::Tova { output, .. } = &mut rule {
+            *output = true;
         }
+        rule
     }
 
     /// `tova-tiers`: `tova-out` at `budget` keys stored at `store` (a factor rank), each key it lets
     /// go kept at the lower rank `to` until `size` keys let go after it have followed.
     pub fn tova_tiers(budget: usize, store: StoreOption, decay: f32, size: usize, to: StoreOption) -> Self {
-        Baseline::Tova {
-            budget,
-            store,
-            scores: Scores::Cache,
-            decay,
-            floor: None,
-            output: true,
-            tier2: Some((size, to)),
-            keep: None,
+        let mut rule = Baseline::tova_out(budget, store, decay);
+        if let Baseline::Tova { tier2, .. } = &mut rule {
+            *tier2 = Some((size, to));
         }
+        rule
     }
 
     /// [`Baseline::tova_tiers`] with `tova-ema`'s score (the smoothed weight) in the first tier —

@@ -161,13 +161,13 @@ impl Held {
                 Accrue::LogMean(d) => ahr_policy::evict::smooth_step(self.score[k], a, d),
             };
         }
-        // The score keys are compared by: the log score plus the key's bonus (the score itself
-        // without bonuses, so H2O's sums and TOVA's weights compare as they always have).
-        let rank = |k: usize| match (self.accrue, self.bonus.is_empty()) {
-            (_, true) => self.score[k],
-            (Accrue::Current, false) => (self.score[k] + 1e-30).ln() + self.bonus.get(k).unwrap_or(&0.0),
-            (_, false) => self.score[k] + self.bonus.get(k).unwrap_or(&0.0),
+        // A key's log score plus its bonus (what the floor compares); keys are ranked by it when
+        // there are bonuses, by the score itself otherwise (H2O's sums, TOVA's weights).
+        let log_score = |k: usize| {
+            let log = if self.accrue == Accrue::Current { (self.score[k] + 1e-30).ln() } else { self.score[k] };
+            log + self.bonus.get(k).unwrap_or(&0.0)
         };
+        let rank = |k: usize| if self.bonus.is_empty() { self.score[k] } else { log_score(k) };
         let mut evicted = Vec::new();
         if let Some(i) =
             forced.filter(|_| self.held.len() > self.budget).and_then(|k| self.held.iter().position(|&h| h == k))
@@ -187,10 +187,6 @@ impl Held {
             evicted.push(self.held.remove(i));
         }
         if let Some(floor) = self.floor {
-            let log_score = |k: usize| match (self.accrue, self.bonus.is_empty()) {
-                (Accrue::Current, true) => (self.score[k] + 1e-30).ln(),
-                _ => rank(k),
-            };
             let (keep, below): (Vec<usize>, Vec<usize>) = self.held.iter().partition(|&&k| log_score(k) >= floor);
             self.held = keep;
             evicted.extend(below);
