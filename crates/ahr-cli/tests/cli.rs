@@ -674,6 +674,15 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     let (code, _, stderr) = ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
     assert_eq!(code, 1);
     assert!(stderr.contains("decay") && stderr.contains("1.5") && !stderr.contains("panicked"), "{stderr}");
+    // A tilt that leaves a layer no budget: refused as well.
+    let bad_tilt = tmp.join("evict-tilt.toml");
+    std::fs::write(&bad_tilt, std::fs::read_to_string(&evict).unwrap().replace("budget = 6", "budget = 6, tilt = -6"))
+        .unwrap();
+    let argv =
+        ["train-policy", "--model", m, "--env", bad_tilt.to_str().unwrap(), "--config", partner.to_str().unwrap()];
+    let (code, _, stderr) = ahr(&[&argv[..], &["--out", "/tmp/x", "--run-dir", run_dir.to_str().unwrap()]].concat());
+    assert_eq!(code, 1);
+    assert!(stderr.contains("tilt -6") && !stderr.contains("panicked"), "{stderr}");
     // A learned evicter with a second tier: inference demotes and evicts what the environment did
     // and holds what it charged; a second tier above the store, or beside a dense one, is refused.
     inference_matches(model, &tmp.join("policy-7"), &tiers);
@@ -906,9 +915,9 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     assert!(verdict["on_front"].is_boolean());
     assert!(verdict["beats_every_family"].is_boolean());
     let judged = verdict["families"].as_array().unwrap().len() + verdict["no_setting_fits"].as_array().unwrap().len();
-    // Every family but the opt-in ones (`token-table`, `tova-tiers`, `tova-class`) runs by default.
+    // Every family but the opt-in ones (`token-table`, `tova-tiers`, `tova-class`, `tova-layers`) runs by default.
     let default_families = ahr_eval::Family::ALL.iter().filter(|f| !f.opt_in()).count();
-    assert_eq!(default_families, ahr_eval::Family::ALL.len() - 3);
+    assert_eq!(default_families, ahr_eval::Family::ALL.len() - 4);
     assert_eq!(judged, default_families, "every default family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");

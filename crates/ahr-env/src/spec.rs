@@ -207,6 +207,12 @@ impl EnvSpec {
                 },
                 e.tier2
                     .map_or(String::new(), |t| format!(", tier2 = {{ size = {}, store = \"{}\" }}", t.size, t.store))
+                    + &e.keep.map_or(String::new(), |k| format!(
+                        ", keep = {{ class = \"{}\", nats = {} }}",
+                        k.class.name(),
+                        k.nats
+                    ))
+                    + &if e.tilt == 0 { String::new() } else { format!(", tilt = {}", e.tilt) }
             ),
             None => "no [env] evict".into(),
         };
@@ -297,6 +303,15 @@ impl EnvSpec {
         if let Some(e) = self.env.evict {
             if e.budget == 0 {
                 return Err(Invalid::new("[env] evict", "budget must be at least 1 token"));
+            }
+            if e.tilt.unsigned_abs() as usize >= e.budget {
+                return Err(Invalid::new(
+                    "[env] evict",
+                    format!(
+                        "tilt {} leaves a layer without budget: keep |tilt| below the budget ({})",
+                        e.tilt, e.budget
+                    ),
+                ));
             }
             if !(0.0..1.0).contains(&e.decay) {
                 return Err(Invalid::new("[env] evict", format!("decay must be in [0, 1), found {}", e.decay)));

@@ -54,6 +54,7 @@ fn main() -> Result<()> {
         output: false,
         tier2: None,
         keep: None,
+        tilt: 0,
     };
     println!("| rule ({} held-out sequences, decay {decay}) | bits/byte | bytes/token | of exact |", h.sequences);
     println!("|---|---:|---:|---:|");

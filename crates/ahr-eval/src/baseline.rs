@@ -43,6 +43,11 @@ pub enum Family {
     /// once a second budget of keys let go after it have followed — first in, first out
     /// ([`crate::own_cache::tiered_evictions`]). Factor stores only; opt-in ([`Family::opt_in`]).
     TovaTiers,
+    /// The best one-tier (`tova-ema`, `tova-out`) and the best `tova-tiers` setting with the
+    /// budget moved between layers at the same total (a straight line from layer 0 to the last,
+    /// [`ahr_policy::evict::tilted`], by a share of the budget from [`crate::judge::TILTS`], either
+    /// way) — per-layer budgets as PyramidKV-style rules set them. Opt-in ([`Family::opt_in`]).
+    TovaLayers,
     /// A byte-class bonus on the best one-tier (`tova-ema`, `tova-out`) and the best `tova-tiers`
     /// setting: keys of a class (whitespace; whitespace or punctuation) kept as if they scored e^b
     /// times what they did, b from a grid ([`crate::judge::CLASS_BONUSES`]) — the rule a
@@ -105,7 +110,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 23] = [
+    pub const ALL: [Family; 24] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -114,6 +119,7 @@ impl Family {
         Family::TovaEma,
         Family::TovaOut,
         Family::TovaTiers,
+        Family::TovaLayers,
         Family::TovaClass,
         Family::H2oFullCache,
         Family::TovaFullCache,
@@ -142,6 +148,7 @@ impl Family {
             Family::TovaEma => "tova-ema",
             Family::TovaOut => "tova-out",
             Family::TovaTiers => "tova-tiers",
+            Family::TovaLayers => "tova-layers",
             Family::TovaClass => "tova-class",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
@@ -164,9 +171,10 @@ impl Family {
     /// default list and the quickstart's judge — `token-table` because its fit takes an hour or
     /// more per memory target at 1024 tokens, `tova-tiers` because it has settings only where the
     /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid, `tova-class`
-    /// because it reads bytes (text only) and runs both those grids before its own.
+    /// because it reads bytes (text only) and runs both those grids before its own, `tova-layers`
+    /// because it runs them too.
     pub fn opt_in(self) -> bool {
-        matches!(self, Family::TokenTable | Family::TovaTiers | Family::TovaClass)
+        matches!(self, Family::TokenTable | Family::TovaTiers | Family::TovaClass | Family::TovaLayers)
     }
 
     /// The grain of a fitted vocabulary family (`None` for the others).
@@ -199,6 +207,7 @@ impl Family {
             | Family::TovaOut
             | Family::TovaTiers
             | Family::TovaClass
+            | Family::TovaLayers
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -354,6 +363,10 @@ pub enum Baseline {
         tier2: Option<(usize, StoreOption)>,
         /// A byte class kept longer (`tova-class`, own cache only; `None`: every key scored alike).
         keep: Option<ClassBonus>,
+        /// The budget tilted across layers (`tova-layers`): layer l keeps
+        /// [`ahr_policy::evict::tilted`]`(budget, tilt, l, L)` keys, L · budget in all; the second
+        /// tier's size is the same in every layer (0: every layer keeps `budget`).
+        tilt: i32,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -470,6 +483,7 @@ impl Baseline {
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
             Baseline::Tova { scores: Scores::Cache, keep: Some(_), .. } => Family::TovaClass,
+            Baseline::Tova { scores: Scores::Cache, tilt, .. } if *tilt != 0 => Family::TovaLayers,
             Baseline::Tova { scores: Scores::Cache, tier2: Some(_), .. } => Family::TovaTiers,
             Baseline::Tova { scores: Scores::Cache, output: true, .. } => Family::TovaOut,
             Baseline::Tova { scores: Scores::Cache, decay, .. } if *decay > 0.0 => Family::TovaEma,
@@ -558,6 +572,7 @@ impl Baseline {
             output: false,
             tier2: None,
             keep: None,
+            tilt: 0,
         }
     }
 
@@ -599,6 +614,24 @@ impl Baseline {
         self
     }
 
+    /// This TOVA rule with its budget tilted across layers by `by` (`tova-layers`); other rules as
+    /// they are.
+    pub fn tilted(mut self, by: i32) -> Self {
+        if let Baseline::Tova { tilt, .. } = &mut self {
+            *tilt = by;
+        }
+        self
+    }
+
+    /// The keys a TOVA rule keeps in layer `layer` of `layers` (its tilted budget); `None` for
+    /// other rules.
+    pub fn budget_at(&self, layer: usize, layers: usize) -> Option<usize> {
+        match *self {
+            Baseline::Tova { budget, tilt, .. } => Some(ahr_policy::evict::tilted(budget, tilt, layer, layers)),
+            _ => None,
+        }
+    }
+
     /// The byte class a TOVA rule keeps longer (`tova-class`).
     pub fn keep(&self) -> Option<ClassBonus> {
         match *self {
@@ -636,6 +669,11 @@ impl Baseline {
                 *keep = None;
             }
             return format!("{},{}+{}", plain.setting(), k.class.name(), k.nats);
+        }
+        if let Baseline::Tova { tilt, .. } = *self
+            && tilt != 0
+        {
+            return format!("{},tilt={tilt:+}", self.tilted(0).setting());
         }
         match *self {
             Baseline::Uniform { option } => option.to_string(),
@@ -684,7 +722,8 @@ impl Baseline {
             Baseline::H2o { heavy, recent, .. } => {
                 rules::heavy_hitter_evictions(&view.attention[layer], t_n, heavy, recent)
             }
-            Baseline::Tova { budget, decay, floor, .. } => {
+            Baseline::Tova { decay, floor, .. } => {
+                let budget = self.budget_at(layer, view.attention.len()).expect("a TOVA rule");
                 rules::map_evictions(rules::Held::tova(budget, decay, floor), &view.attention[layer], t_n)
             }
             Baseline::KNorm { budget, .. } => rules::key_norm_evictions(&view.key_norms[layer], budget),
@@ -717,6 +756,20 @@ impl Baseline {
     pub fn memory(&self, cfg: &ModelConfig, seq_len: usize) -> Option<f64> {
         let t_n = seq_len;
         let store = self.store();
+        // A tilted budget: each layer as the untilted rule at that layer's budget would hold it.
+        if let Baseline::Tova { tilt, .. } = *self
+            && tilt != 0
+        {
+            let n = cfg.n_layers;
+            let per_layer = |l: usize| {
+                let mut layer = self.tilted(0);
+                if let Baseline::Tova { budget, .. } = &mut layer {
+                    *budget = self.budget_at(l, n).expect("a TOVA rule");
+                }
+                layer.memory(cfg, t_n).map(|m| m / n as f64)
+            };
+            return (0..n).map(per_layer).sum();
+        }
         if let Baseline::LayerWindows(_) = self {
             let view = SequenceView::blank(t_n);
             let mut one = cfg.clone();

@@ -37,8 +37,10 @@ pub struct EvictionAnalysis {
     pub sequences: usize,
     /// Their length.
     pub seq_len: usize,
-    /// Tokens each layer holds at most (in the first tier where there are two).
+    /// Tokens each layer holds at most (in the first tier where there are two), before the tilt.
     pub budget: usize,
+    /// The budget moved from the last layer to the first ([`ahr_policy::evict::Eviction::tilt`]).
+    pub tilt: i32,
     /// The second tier, as `"10 at rank:2"` (the last 10 let go, kept at rank 2), if any.
     pub tier2: Option<String>,
     /// The option every token is written at.
@@ -167,7 +169,9 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     if let Some(k) = eviction.keep {
         start = start.keeping(k);
     }
-    let tova = Baseline::tova_ema(budget, store, 0.0);
+    // With the budget tilted across layers, the rules hold each layer's budget too.
+    start = start.tilted(eviction.tilt);
+    let tova = Baseline::tova_ema(budget, store, 0.0).tilted(eviction.tilt);
     eprintln!("rules: {} and {}", start.name(), tova.name());
     let (start_point, tova_point) = (h.rule_point(&start)?, h.rule_point(&tova)?);
     let margins = [(&start, &start_point), (&tova, &tova_point)]
@@ -253,6 +257,7 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         sequences,
         seq_len: t_n,
         budget: eviction.budget,
+        tilt: eviction.tilt,
         tier2: eviction.tier2.map(|t| format!("{} at {}", t.size, t.store)),
         store: eviction.store.to_string(),
         decay: eviction.decay,

@@ -135,6 +135,9 @@ pub struct Harness<'a> {
     /// Memory already measured, by the rule's full description: the searches at several targets
     /// probe the same settings (their bisections share the first steps).
     measured: Mutex<HashMap<String, f64>>,
+    /// Rule points already run, by the rule's full description: the staged families run the
+    /// grids of others first, which the same judge may run as families of their own.
+    points: Mutex<HashMap<String, Point>>,
     /// The last layer's inputs under the earlier layers' choices met more than once.
     prefixes: Mutex<Prefixes>,
 }
@@ -300,6 +303,7 @@ impl<'a> Harness<'a> {
             dev,
             prepared,
             measured: Mutex::default(),
+            points: Mutex::default(),
             prefixes: Mutex::default(),
         })
     }
@@ -385,8 +389,14 @@ impl<'a> Harness<'a> {
 
     /// A rule through parallel forwards.
     pub fn rule_point(&self, rule: &Baseline) -> Result<Point> {
+        let key = format!("{rule:?}");
+        if let Some(p) = self.points.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
         let kind = PointKind::Rule(rule.family());
-        self.choices_point(&rule.name(), kind, &rule.setting(), &|p| self.rule_choices(p, rule))
+        let p = self.choices_point(&rule.name(), kind, &rule.setting(), &|p| self.rule_choices(p, rule))?;
+        self.points.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
+        Ok(p)
     }
 
     /// Any storage choices per batch (uniform options, another model's exact choice) through
@@ -620,7 +630,7 @@ mod tests {
                     held.iter().for_each(|&k| score[k] += row[k] as f64);
                     let bonus = rule.keep().map(|k| k.per_position(&p.batch.inputs[s * t_n..(s + 1) * t_n]));
                     let (budget, protected) = match *rule {
-                        Baseline::Tova { budget, .. } => (budget, 0),
+                        Baseline::Tova { .. } => (rule.budget_at(l, l_n).expect("a TOVA rule"), 0),
                         Baseline::H2o { heavy, recent, .. } => (heavy + recent, recent),
                         _ => unreachable!(),
                     };
@@ -678,6 +688,7 @@ mod tests {
                     output: false,
                     tier2: None,
                     keep: None,
+                    tilt: 0,
                 },
                 Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
             ] {
@@ -701,6 +712,21 @@ mod tests {
         assert_ne!(choices, h.rule_choices(p, &tova).unwrap(), "the bonus should change some decision");
         assert_eq!(class.family(), Family::TovaClass);
         assert_eq!(class.setting(), "budget=5,not-alnum+3");
+        // `tova-layers`: layer 0 keeps 7 keys and layer 1 keeps 3, the same decisions as the
+        // reference at each layer's budget; its points are charged what its memory says.
+        assert_eq!(h.rules.config().n_layers, 2);
+        let layers = tova.tilted(2);
+        assert_eq!((layers.budget_at(0, 2), layers.budget_at(1, 2)), (Some(7), Some(3)));
+        let choices = h.rule_choices(p, &layers).unwrap();
+        assert_eq!(choices, step_by_step(&h, p, &layers));
+        let held = |l: usize| (0..h.seq_len()).filter(|&t| choices.evicted_at(0, t, l).is_none()).count();
+        assert_eq!((held(0), held(1)), (7, 3), "each layer ends holding its budget");
+        assert_eq!(layers.family(), Family::TovaLayers);
+        assert_eq!(layers.setting(), "budget=5,tilt=+2");
+        assert_eq!(layers.keeping(ClassBonus { class: ByteClass::Space, nats: 0.3 }).family(), Family::TovaClass);
+        let point = h.rule_point(&layers).unwrap();
+        let memory = layers.memory(h.rules.config(), h.seq_len()).unwrap();
+        assert!((point.kv_bytes_per_token - memory).abs() < 1e-9 * memory, "{} vs {memory}", point.kv_bytes_per_token);
     }
 
     /// A two-tier rule (`tova-tiers`) through the harness: its points are charged what its

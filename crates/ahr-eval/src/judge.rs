@@ -125,6 +125,11 @@ pub const TIER2_SHARES: [(usize, usize); 3] = [(1, 2), (1, 1), (2, 1)];
 /// that drew up to e^b times its weight (0.3: a third more).
 pub const CLASS_BONUSES: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.8];
 
+/// The tilts `tova-layers` (and `tova-class`'s last stage) try, as shares of the budget moved
+/// from the last layer to the first (and the other way): on two layers at budget 20, ±2, ±4, ±6
+/// and ±10 keys.
+pub const TILTS: [f64; 4] = [0.1, 0.2, 0.3, 0.5];
+
 /// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 
@@ -346,8 +351,8 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
         match family {
             // Uniform runs every option; the vocabulary families' settings are fitted on training
             // sequences (`eval`, `token_class::fit`), not searched on the held-out ones.
-            // `tova-class` runs two families' grids first ([`class_candidates`]).
-            Family::Uniform | Family::TokenClass | Family::TokenTable | Family::TovaClass => {}
+            // `tova-class` and `tova-layers` run two families' grids first ([`best_bases`]).
+            Family::Uniform | Family::TokenClass | Family::TokenTable | Family::TovaClass | Family::TovaLayers => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
                 let mut sinks = streaming_sinks(t_n);
@@ -443,6 +448,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     output: false,
                     tier2: None,
                     keep: None,
+                    tilt: 0,
                 };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if matches!(family, Family::TovaEma | Family::TovaOut) {
@@ -457,6 +463,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                                 output,
                                 tier2: None,
                                 keep: None,
+                                tilt: 0,
                             });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
@@ -631,14 +638,11 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
     Ok(out)
 }
 
-/// `tova-class`'s settings at the memory targets `targets`: at each (equal targets once), the
-/// one-tier grids (`tova-ema`, `tova-out`) and the two-tier grid (`tova-tiers`, both scores) are
-/// run on the judged sequences, and the best setting of each (by the task's metric) is tried with
-/// every [`ByteClass`] kept longer by every bonus of [`CLASS_BONUSES`] (nats of the smoothed log
-/// score, weight or output moved) — the byte-class bias tuned on top of the tuned rule, as a
-/// practitioner would, and on the held-out sequences, as every searched family is.
-pub fn class_candidates(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Baseline>> {
-    let metric = h.metric();
+/// The bases the staged TOVA families (`tova-class`, `tova-layers`) start from, per memory target
+/// of `targets` (equal targets once): the one-tier grids (`tova-ema`, `tova-out`) and the two-tier
+/// grid (`tova-tiers`, both scores) run on the judged sequences, and the best setting of each by
+/// the task's metric — the tuned rules a practitioner would refine.
+pub fn best_bases(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Vec<Baseline>>> {
     let mut seen: Vec<f64> = Vec::new();
     let mut out = Vec::new();
     for &target in targets {
@@ -649,18 +653,66 @@ pub fn class_candidates(h: &Harness, targets: &[f64], workers: usize) -> Result<
         let mut one_tier = candidates(h, Family::TovaEma, target)?;
         one_tier.extend(candidates(h, Family::TovaOut, target)?);
         let two_tier = candidates(h, Family::TovaTiers, target)?;
+        let mut bases = Vec::new();
         for grid in [one_tier, two_tier] {
-            let points = par_map(&grid, workers, |b| h.rule_point(b))?;
-            let best =
-                grid.iter().zip(&points).reduce(|a, b| if metric.better(b.1.metric, a.1.metric) { b } else { a });
-            if let Some((rule, _)) = best {
-                for class in ByteClass::ALL {
-                    out.extend(CLASS_BONUSES.map(|nats| rule.keeping(ClassBonus { class, nats })));
-                }
+            bases.extend(best_of(h, &grid, workers)?.map(|(rule, _)| rule));
+        }
+        out.push(bases);
+    }
+    Ok(out)
+}
+
+/// The best of `rules` by the task's metric (the first on ties), with its metric; `None` for none.
+fn best_of(h: &Harness, rules: &[Baseline], workers: usize) -> Result<Option<(Baseline, f64)>> {
+    let metric = h.metric();
+    let points = par_map(rules, workers, |b| h.rule_point(b))?;
+    Ok(rules
+        .iter()
+        .zip(&points)
+        .map(|(r, p)| (*r, p.metric))
+        .reduce(|a, b| if metric.better(b.1, a.1) { b } else { a }))
+}
+
+/// `rule` with its budget tilted across layers by each share of [`TILTS`], either way (tilts that
+/// round to 0 or leave a layer no budget, and repeats, left out); nothing for a rule without a budget.
+pub fn tilts_of(rule: Baseline) -> Vec<Baseline> {
+    let Baseline::Tova { budget, .. } = rule else { return Vec::new() };
+    let mut tilts: Vec<i32> = Vec::new();
+    for share in TILTS {
+        for sign in [1, -1] {
+            let tilt = sign * (share * budget as f64).round() as i32;
+            if tilt != 0 && (tilt.unsigned_abs() as usize) < budget && !tilts.contains(&tilt) {
+                tilts.push(tilt);
             }
         }
     }
+    tilts.into_iter().map(|t| rule.tilted(t)).collect()
+}
+
+/// `tova-class`'s settings from the [`best_bases`] of each target: each base with every
+/// [`ByteClass`] kept longer by every bonus of [`CLASS_BONUSES`] (nats of the smoothed log score,
+/// weight or output moved) — the byte-class bias tuned on top of the tuned rule, as a practitioner
+/// would, and on the held-out sequences, as every searched family is — and then the best of those
+/// with its budget tilted across layers ([`tilts_of`]), as `tova-layers` tilts the bases.
+pub fn class_candidates(h: &Harness, bases: &[Vec<Baseline>], workers: usize) -> Result<Vec<Baseline>> {
+    let mut out = Vec::new();
+    for group in bases {
+        let mut biased = Vec::new();
+        for rule in group {
+            for class in ByteClass::ALL {
+                biased.extend(CLASS_BONUSES.map(|nats| rule.keeping(ClassBonus { class, nats })));
+            }
+        }
+        let best = best_of(h, &biased, workers)?;
+        out.extend(biased);
+        out.extend(best.map_or(Vec::new(), |(rule, _)| tilts_of(rule)));
+    }
     Ok(out)
+}
+
+/// `tova-layers`' settings: every [`best_bases`] setting tilted across layers ([`tilts_of`]).
+pub fn layer_candidates(bases: &[Vec<Baseline>]) -> Vec<Baseline> {
+    bases.iter().flatten().flat_map(|&rule| tilts_of(rule)).collect()
 }
 
 /// What the judge reports while it runs, in the order it happens.
@@ -786,6 +838,8 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         None => vec![None],
     };
     let fits = a.families.iter().any(|f| f.grain().is_some());
+    // The staged TOVA families' bases, searched once for both.
+    let mut bases: Option<Vec<Vec<Baseline>>> = None;
     for family in order {
         let started = Instant::now();
         if let Some(grain) = family.grain() {
@@ -830,7 +884,16 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         }
         let found: Vec<Baseline> = match family {
             Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
-            Family::TovaClass => class_candidates(&h, &targets, a.workers)?,
+            Family::TovaClass | Family::TovaLayers => {
+                if bases.is_none() {
+                    bases = Some(best_bases(&h, &targets, a.workers)?);
+                }
+                let bases = bases.as_deref().unwrap_or_default();
+                match family {
+                    Family::TovaClass => class_candidates(&h, bases, a.workers)?,
+                    _ => layer_candidates(bases),
+                }
+            }
             _ => par_map(&targets, a.workers, |&t| candidates(&h, family, t))?.into_iter().flatten().collect(),
         };
         let settings: BTreeMap<String, Baseline> =
@@ -995,7 +1058,15 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 "tova-class@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
                  at each target (their grids run first, on the judged sequences), each with a byte class — ASCII \
                  whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log scores raised \
-                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much)"
+                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much); \
+                 then the best of those with its budget tilted across layers as tova-layers tilts"
+            ),
+            Family::TovaLayers => format!(
+                "tova-layers@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
+                 at each target (their grids run first, on the judged sequences), each with its budget moved \
+                 between layers at the same total — a straight line from layer 0 (budget + tilt) to the last \
+                 (budget − tilt), the tilt a share {TILTS:?} of the budget either way (`tilt=+k`: layer 0 keeps \
+                 k more keys); a second tier keeps its size in every layer"
             ),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"
@@ -1238,9 +1309,9 @@ mod tests {
 
     /// `tova-class` tunes the bonus on top of the tuned rule: its settings are the best one-tier
     /// setting (`tova-ema` or `tova-out`) and the best `tova-tiers` setting at the target (each grid
-    /// run and compared by the task's metric), each with every class and bonus, all within the target;
-    /// equal targets are searched once. On the committed tiny MQAR model (trained, so the grids'
-    /// points differ).
+    /// run and compared by the task's metric), each with every class and bonus, all within the target,
+    /// then the best of those tilted across layers; `tova-layers` tilts both bases. Equal targets
+    /// are searched once. On the committed tiny MQAR model (trained, so the grids' points differ).
     #[test]
     fn tova_class_biases_the_best_setting_of_each_grid() {
         let dev = ahr_tpa::device::from_env();
@@ -1251,7 +1322,9 @@ mod tests {
         let cfg = model.config().clone();
         let h = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
         let target = 0.3 * cost::exact_bytes_per_token(&cfg) as f64;
-        let found = class_candidates(&h, &[target, target * (1.0 + 1e-12)], 1).unwrap();
+        let bases = best_bases(&h, &[target, target * (1.0 + 1e-12)], 1).unwrap();
+        assert_eq!(bases.len(), 1, "equal targets are searched once: {bases:?}");
+        let found = class_candidates(&h, &bases, 1).unwrap();
         let best = |grid: Vec<Baseline>| {
             let scored = grid.into_iter().map(|b| (h.rule_point(&b).unwrap().metric, b));
             scored.reduce(|a, b| if h.metric().better(b.0, a.0) { b } else { a }).unwrap()
@@ -1261,9 +1334,10 @@ mod tests {
         let one = best(one_tier);
         let two = best(candidates(&h, Family::TovaTiers, target).unwrap());
         assert_ne!(one.0, two.0, "the two grids' best points should differ on this model");
+        assert_eq!(bases[0], vec![one.1, two.1]);
         let per_base = ByteClass::ALL.len() * CLASS_BONUSES.len();
-        assert_eq!(found.len(), 2 * per_base, "equal targets are searched once: {found:?}");
-        for (base, settings) in [one.1, two.1].iter().zip(found.chunks(per_base)) {
+        let (biased, tilted) = found.split_at(2 * per_base);
+        for (base, settings) in [one.1, two.1].iter().zip(biased.chunks(per_base)) {
             for rule in settings {
                 let mut plain = *rule;
                 if let Baseline::Tova { keep, .. } = &mut plain {
@@ -1274,5 +1348,37 @@ mod tests {
                 assert!(rule.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9));
             }
         }
+        // The last stage tilts the best biased setting, and only it.
+        let best_biased = best(biased.to_vec()).1;
+        assert_eq!(tilted, tilts_of(best_biased).as_slice());
+        assert!(!tilted.is_empty());
+        for rule in tilted {
+            assert_eq!((rule.family(), rule.keep()), (Family::TovaClass, best_biased.keep()));
+            assert_eq!(rule.tilted(0), best_biased);
+            assert!(rule.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9), "a tilt holds no more");
+        }
+        let layers = layer_candidates(&bases);
+        assert_eq!(layers, [tilts_of(one.1), tilts_of(two.1)].concat());
+        assert!(layers.iter().all(|r| r.family() == Family::TovaLayers));
+    }
+
+    /// Tilts by hand: shares of budget 20 are ±2, ±4, ±6, ±10; of budget 3, 0.1 rounds to 0, 0.2
+    /// and 0.3 to 1 (once), 0.5 to 2; a tilt never leaves a layer without budget (none at budget
+    /// 1); other rules have none.
+    #[test]
+    fn tilts_are_shares_of_the_budget_either_way() {
+        let tilts = |budget| -> Vec<i32> {
+            tilts_of(Baseline::tova_ema(budget, StoreOption::Full, 0.5))
+                .iter()
+                .map(|r| match r {
+                    Baseline::Tova { tilt, .. } => *tilt,
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(tilts(20), vec![2, -2, 4, -4, 6, -6, 10, -10]);
+        assert_eq!(tilts(3), vec![1, -1, 2, -2]);
+        assert_eq!(tilts(1), Vec::<i32>::new());
+        assert!(tilts_of(Baseline::KNorm { budget: 20, store: StoreOption::Full }).is_empty());
     }
 }

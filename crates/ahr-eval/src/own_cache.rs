@@ -151,10 +151,12 @@ fn run_cache_scored(
     let cfg = model.config();
     let (b_n, t_n, l_n) = (batch.batch_size, batch.seq_len, cfg.n_layers);
     let option = plain_option(cfg, rule, rule.store())?;
-    // Per stream (a `tova-class` rule's bonus reads its bytes).
-    let fresh = |b: usize| match *rule {
+    // Per stream (a `tova-class` rule's bonus reads its bytes) and layer (a `tova-layers` rule's
+    // budget is the layer's).
+    let fresh = |b: usize, l: usize| match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
-        Baseline::Tova { budget, decay, floor, keep, .. } => {
+        Baseline::Tova { decay, floor, keep, .. } => {
+            let budget = rule.budget_at(l, l_n).expect("a TOVA rule");
             let held = Held::tova(budget, decay, floor);
             Ok(match keep {
                 Some(k) => held.with_bonus(k.per_position(&batch.inputs[b * t_n..(b + 1) * t_n])),
@@ -163,7 +165,7 @@ fn run_cache_scored(
         }
         _ => Err(anyhow::anyhow!("{}: only H2O and TOVA are scored by their own cache", rule.name())),
     };
-    let mut held = (0..b_n * l_n).map(|i| fresh(i / l_n)).collect::<Result<Vec<Held>>>()?;
+    let mut held = (0..b_n * l_n).map(|i| fresh(i / l_n, i % l_n)).collect::<Result<Vec<Held>>>()?;
     // Per (stream, layer): the stored key of every token, by position (empty once evicted).
     let mut keys = vec![vec![Vec::new(); t_n]; b_n * l_n];
     // The values as well, for a watch or a rule scored by the output it moves (empty otherwise).
@@ -619,6 +621,7 @@ mod tests {
                 score: EvictScore::Weight,
                 tier2: None,
                 keep: None,
+                tilt: 0,
             });
             spec.env.streams = 4;
         });
@@ -654,6 +657,7 @@ mod tests {
             score: EvictScore::Weight,
             tier2: None,
             keep: None,
+            tilt: 0,
         });
         let mut env = ahr_env::make_env(&model, &task, &half, true, 1, &dev);
         let stats = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
@@ -672,6 +676,28 @@ mod tests {
         let judged_kept = evictions(&model, &batch, &rule.keeping(keep), &dev).unwrap();
         assert_ne!(judged_kept, judged_half, "the bonus should change some eviction on this model");
         assert_eq!(moves_at(&stats_kept, |e| &e.evictions, t_n, l_n), judged_kept);
+        // With the budget tilted across layers (`tilt`) the same actor is `tova-layers`: layer 0
+        // keeps 8 tokens and layer 1 keeps 4, each layer evicting once per query past its budget,
+        // at the rule's memory.
+        let mut tilted = half.clone();
+        tilted.env.evict = half.env.evict.map(|e| Eviction { tilt: 2, ..e });
+        tilted.validate().unwrap();
+        let mut env = ahr_env::make_env(&model, &task, &tilted, true, 1, &dev);
+        let (tilted_net, tilted_norm, tilted_dims) = untrained_evicter(env.as_ref(), &dev);
+        assert_eq!(tilted_dims.options, budget + 3, "slots for the fullest layer");
+        let stats_tilted =
+            ahr_env::run_episodes(env.as_mut(), 4, 0, |o| tilted_net.act_deterministic(o, &tilted_norm, &dev)).unwrap();
+        let tilted_rule = rule.tilted(2);
+        let judged_tilted = evictions(&model, &batch, &tilted_rule, &dev).unwrap();
+        assert_ne!(judged_tilted, judged_half, "the tilt should change some eviction on this model");
+        for e in &stats_tilted {
+            assert_eq!(e.evictions.len(), (t_n - (budget + 2)) + (t_n - (budget - 2)), "each layer past its budget");
+        }
+        assert_eq!(moves_at(&stats_tilted, |e| &e.evictions, t_n, l_n), judged_tilted);
+        let choices = Choices::from_fn(4, t_n, l_n, |_, _, _| exact).with_evictions(judged_tilted);
+        let memory = tilted_rule.memory(&cfg, t_n).unwrap();
+        assert!(memory < rule.memory(&cfg, t_n).unwrap(), "a fuller layer fills later: fewer bytes on average");
+        assert_decode_is_parallel(&model, &batch, &choices, &stats_tilted, memory, &dev);
         // With `score = "output"` the same actor is `tova-out` (the environment's book scores the
         // candidates by the output they move, as the judge's rule does in its own cache).
         let mut out = half.clone();
@@ -682,6 +708,7 @@ mod tests {
             score: EvictScore::Output,
             tier2: None,
             keep: None,
+            tilt: 0,
         });
         let mut env = ahr_env::make_env(&model, &task, &out, true, 1, &dev);
         let stats_out = ahr_env::run_episodes(env.as_mut(), 4, 0, |o| net.act_deterministic(o, &norm, &dev)).unwrap();
@@ -721,6 +748,7 @@ mod tests {
             score: EvictScore::Output,
             tier2: Some(SecondTier { size, store: StoreOption::Rank(1) }),
             keep: None,
+            tilt: 0,
         };
         let (dev, spec, model, task) = tiny_setup("mqar-tiny.toml", 16, |spec| {
             spec.env.evict = Some(eviction);

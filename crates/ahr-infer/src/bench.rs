@@ -244,9 +244,12 @@ fn decode_here(
             }
             if let Some(mix) = &mix {
                 let mut counts = counts_for(&cfg.menu, mix, ctx);
-                // A learned-eviction policy holds at most its budget per layer, all at its store.
+                // A learned-eviction policy holds at most its layer's budget, all at its store.
                 if let Some(e) = policy.and_then(|(p, _)| p.manifest().evict) {
-                    counts.iter_mut().flatten().for_each(|c| *c = (*c).min(e.budget));
+                    let layers = counts.len();
+                    for (l, row) in counts.iter_mut().enumerate() {
+                        row.iter_mut().for_each(|c| *c = (*c).min(e.budget_of(l, layers)));
+                    }
                 }
                 kinds.push(("policy".into(), model, cfg.clone(), counts));
             }

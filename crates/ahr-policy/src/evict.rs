@@ -49,6 +49,28 @@ pub struct Eviction {
     /// actor starts at the judge's `tova-class` rule (with `tier2`, its two-tier setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<ClassBonus>,
+    /// The budget tilted across layers (`tilt = 7`: on two layers, 32 tokens in layer 0 and 18 in
+    /// layer 1 at `budget = 25`): layer l holds [`tilted`]`(budget, tilt, l, layers)` tokens, the
+    /// same number in all (negative: more in the deeper layers) — the judge's `tova-layers` split.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tilt: i32,
+}
+
+fn is_zero(tilt: &i32) -> bool {
+    *tilt == 0
+}
+
+/// The budget of layer `layer` of `layers` when `budget` is tilted by `tilt` ([`Eviction::tilt`]):
+/// `budget + round(tilt · (L − 1 − 2l) / (L − 1))`, a straight line from `budget + tilt` in the
+/// first layer to `budget − tilt` in the last. Rounding is symmetric, so the layers hold
+/// `L · budget` together; a tilt of at least the budget is not a split (checked where set).
+pub fn tilted(budget: usize, tilt: i32, layer: usize, layers: usize) -> usize {
+    if layers < 2 || tilt == 0 {
+        return budget;
+    }
+    let slope = (layers as f64 - 1.0 - 2.0 * layer as f64) / (layers as f64 - 1.0);
+    let shift = (f64::from(tilt) * slope).round() as i64;
+    (budget as i64 + shift).max(0) as usize
 }
 
 /// A class of bytes (tokens below 128 read as ASCII) a rule or an evicter's prior keeps longer.
@@ -182,14 +204,20 @@ fn smooth_decay() -> f32 {
 }
 
 impl Eviction {
-    /// Candidate slots per layer: the held tokens and the one just written.
+    /// Candidate slots per layer: the held tokens and the one just written, in the layer with the
+    /// largest budget (the others' slots past theirs are zeros).
     pub fn slots(&self) -> usize {
-        self.budget + 1
+        self.budget + self.tilt.unsigned_abs() as usize + 1
     }
 
-    /// The tokens each layer holds at most after a query: the budget and the second tier.
+    /// The budget of layer `layer` of `layers` ([`tilted`]).
+    pub fn budget_of(&self, layer: usize, layers: usize) -> usize {
+        tilted(self.budget, self.tilt, layer, layers)
+    }
+
+    /// The tokens the fullest layer holds at most after a query: its budget and the second tier.
     pub fn held(&self) -> usize {
-        self.budget + self.tier2.map_or(0, |t| t.size)
+        self.budget + self.tilt.unsigned_abs() as usize + self.tier2.map_or(0, |t| t.size)
     }
 
     /// Whether the second tier, if any, can be reached by demotion on a model whose exact option is
@@ -497,7 +525,7 @@ impl EvictBook {
                     obs.features.extend(drawn.features(t, l, self.layers));
                 }
                 obs.features.extend(std::iter::repeat_n(0.0, (slots - held.len()) * f));
-                let over = held.len() > self.eviction.budget;
+                let over = held.len() > self.eviction.budget_of(l, self.layers);
                 obs.masks.extend((0..slots).map(|j| if over { j < held.len() } else { j == 0 }));
             }
         }
@@ -510,14 +538,14 @@ impl EvictBook {
     pub fn evict(&mut self, cache: &mut KvCache, actions: &[usize]) -> ahr_tpa::Result<Vec<Evicted>> {
         let mut out = Vec::new();
         for (i, held) in self.held.iter_mut().enumerate() {
-            if held.len() <= self.eviction.budget {
+            let (stream, layer) = (i / self.layers, i % self.layers);
+            if held.len() <= self.eviction.budget_of(layer, self.layers) {
                 continue;
             }
             let slot = actions[i];
             if slot >= held.len() {
                 return Err(Error::Input(format!("evict: slot {slot} of {} candidates", held.len())));
             }
-            let (stream, layer) = (i / self.layers, i % self.layers);
             let position = held.remove(slot).0.position;
             let from = self.option;
             match self.second.as_mut() {
@@ -626,7 +654,8 @@ mod tests {
                 decay: SMOOTH_DECAY,
                 score: EvictScore::Weight,
                 tier2: None,
-                keep: None
+                keep: None,
+                tilt: 0
             }
         );
         assert_eq!(
@@ -656,5 +685,25 @@ mod tests {
         assert_eq!(tiered.tier2, Some(SecondTier { size: 20, store: StoreOption::Rank(2) }));
         assert_eq!((tiered.slots(), tiered.held()), (17, 36));
         assert!(serde_json::to_string(&tiered).unwrap().contains(r#""tier2":{"size":20,"store":"rank:2"}"#));
+        let tilted: Eviction = serde_json::from_str(r#"{"budget": 25, "tilt": -7}"#).unwrap();
+        assert_eq!((tilted.tilt, tilted.slots(), tilted.held()), (-7, 33, 32));
+        assert!(serde_json::to_string(&tilted).unwrap().contains(r#""tilt":-7"#));
+    }
+
+    /// Hand-computed tilts: on two layers the budget moves by the tilt, on four by ±tilt and
+    /// ±tilt/3 (rounded half away from zero on both sides), and the layers hold L · budget together.
+    #[test]
+    fn a_tilt_moves_budget_between_layers_at_the_same_total() {
+        assert_eq!([0, 1].map(|l| tilted(25, 7, l, 2)), [32, 18]);
+        assert_eq!([0, 1].map(|l| tilted(25, -7, l, 2)), [18, 32]);
+        // 4 layers, tilt 5: offsets 5, 5/3 → 2, −2, −5.
+        assert_eq!([0, 1, 2, 3].map(|l| tilted(10, 5, l, 4)), [15, 12, 8, 5]);
+        // 3 layers: the middle layer keeps the budget.
+        assert_eq!([0, 1, 2].map(|l| tilted(10, -3, l, 3)), [7, 10, 13]);
+        assert_eq!(tilted(10, 4, 0, 1), 10, "one layer has nothing to tilt against");
+        for (budget, tilt, layers) in [(25, 7, 2), (21, -8, 2), (10, 5, 4), (9, 4, 5), (30, 11, 6)] {
+            let sum: usize = (0..layers).map(|l| tilted(budget, tilt, l, layers)).sum();
+            assert_eq!(sum, layers * budget, "budget {budget} tilt {tilt} on {layers} layers");
+        }
     }
 }

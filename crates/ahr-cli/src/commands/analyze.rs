@@ -61,7 +61,11 @@ fn eviction_report(e: &EvictionAnalysis, args: &AnalyzeArgs) -> String {
         e.seq_len,
         e.metric,
         e.store,
-        e.budget,
+        if e.tilt == 0 {
+            e.budget.to_string()
+        } else {
+            format!("{} (tilted by {:+} from the last layer to the first)", e.budget, e.tilt)
+        },
         e.tier2.as_ref().map_or(String::new(), |t| format!(" in its first tier and, in its second, the last {t}")),
         pct(policy.mem_frac),
         if e.tier2.is_some() { " the first tier (first in, first out from the second)" } else { "" },
