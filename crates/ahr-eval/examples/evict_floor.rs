@@ -55,6 +55,7 @@ fn main() -> Result<()> {
         tier2: None,
         keep: None,
         tilt: 0,
+        pooled: None,
     };
     println!("| rule ({} held-out sequences, decay {decay}) | bits/byte | bytes/token | of exact |", h.sequences);
     println!("|---|---:|---:|---:|");

@@ -48,6 +48,11 @@ pub enum Family {
     /// [`ahr_policy::evict::tilted`], by a share of the budget from [`crate::judge::TILTS`], either
     /// way) — per-layer budgets as PyramidKV-style rules set them. Opt-in ([`Family::opt_in`]).
     TovaLayers,
+    /// The best one-tier and the best `tova-tiers` setting with one pool of keys per stream
+    /// instead of a budget per layer: the layers share `L · budget` keys, the lowest-scored across
+    /// them leaving (a lean from [`crate::judge::LEANS`] favouring the first or the last layers) —
+    /// the split between layers decided query by query from the scores. Opt-in.
+    TovaPooled,
     /// A byte-class bonus on the best one-tier (`tova-ema`, `tova-out`) and the best `tova-tiers`
     /// setting: keys of a class (whitespace; whitespace or punctuation) kept as if they scored e^b
     /// times what they did, b from a grid ([`crate::judge::CLASS_BONUSES`]) — the rule a
@@ -110,7 +115,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 24] = [
+    pub const ALL: [Family; 25] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -120,6 +125,7 @@ impl Family {
         Family::TovaOut,
         Family::TovaTiers,
         Family::TovaLayers,
+        Family::TovaPooled,
         Family::TovaClass,
         Family::H2oFullCache,
         Family::TovaFullCache,
@@ -149,6 +155,7 @@ impl Family {
             Family::TovaOut => "tova-out",
             Family::TovaTiers => "tova-tiers",
             Family::TovaLayers => "tova-layers",
+            Family::TovaPooled => "tova-pooled",
             Family::TovaClass => "tova-class",
             Family::H2oFullCache => "h2o-full-cache",
             Family::TovaFullCache => "tova-full-cache",
@@ -172,9 +179,12 @@ impl Family {
     /// more per memory target at 1024 tokens, `tova-tiers` because it has settings only where the
     /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid, `tova-class`
     /// because it reads bytes (text only) and runs both those grids before its own, `tova-layers`
-    /// because it runs them too.
+    /// and `tova-pooled` because they run them too.
     pub fn opt_in(self) -> bool {
-        matches!(self, Family::TokenTable | Family::TovaTiers | Family::TovaClass | Family::TovaLayers)
+        matches!(
+            self,
+            Family::TokenTable | Family::TovaTiers | Family::TovaClass | Family::TovaLayers | Family::TovaPooled
+        )
     }
 
     /// The grain of a fitted vocabulary family (`None` for the others).
@@ -208,6 +218,7 @@ impl Family {
             | Family::TovaTiers
             | Family::TovaClass
             | Family::TovaLayers
+            | Family::TovaPooled
             | Family::Surprisal
             | Family::LayerSurprisal
             | Family::Spike
@@ -367,6 +378,10 @@ pub enum Baseline {
         /// [`ahr_policy::evict::tilted`]`(budget, tilt, l, L)` keys, L · budget in all; the second
         /// tier's size is the same in every layer (0: every layer keeps `budget`).
         tilt: i32,
+        /// One pool per stream (`tova-pooled`, own cache only): the layers share `L · budget` keys,
+        /// the lowest-scored across them leaving, layer l's log scores raised by this lean ·
+        /// `(L − 1 − 2l) / (L − 1)` nats ([`rules::pooled_victims`]); `None`: a budget per layer.
+        pooled: Option<f32>,
     },
     /// At most `budget` keys; over budget, the held key with the largest L2 norm goes (Devoto
     /// et al. 2024: low-norm keys draw attention).
@@ -483,6 +498,7 @@ impl Baseline {
             Baseline::LayerWindows(_) => Family::LayerWindows,
             Baseline::H2o { scores: Scores::Cache, .. } => Family::H2o,
             Baseline::Tova { scores: Scores::Cache, keep: Some(_), .. } => Family::TovaClass,
+            Baseline::Tova { scores: Scores::Cache, pooled: Some(_), .. } => Family::TovaPooled,
             Baseline::Tova { scores: Scores::Cache, tilt, .. } if *tilt != 0 => Family::TovaLayers,
             Baseline::Tova { scores: Scores::Cache, tier2: Some(_), .. } => Family::TovaTiers,
             Baseline::Tova { scores: Scores::Cache, output: true, .. } => Family::TovaOut,
@@ -573,6 +589,7 @@ impl Baseline {
             tier2: None,
             keep: None,
             tilt: 0,
+            pooled: None,
         }
     }
 
@@ -623,8 +640,17 @@ impl Baseline {
         self
     }
 
-    /// The keys a TOVA rule keeps in layer `layer` of `layers` (its tilted budget); `None` for
-    /// other rules.
+    /// This TOVA rule with one pool of keys per stream leaning `lean` nats towards the first
+    /// layers (`tova-pooled`); other rules as they are.
+    pub fn pooling(mut self, lean: f32) -> Self {
+        if let Baseline::Tova { pooled, .. } = &mut self {
+            *pooled = Some(lean);
+        }
+        self
+    }
+
+    /// The keys a TOVA rule keeps in layer `layer` of `layers` (its tilted budget; a pooled rule's
+    /// layers share theirs); `None` for other rules.
     pub fn budget_at(&self, layer: usize, layers: usize) -> Option<usize> {
         match *self {
             Baseline::Tova { budget, tilt, .. } => Some(ahr_policy::evict::tilted(budget, tilt, layer, layers)),
@@ -674,6 +700,14 @@ impl Baseline {
             && tilt != 0
         {
             return format!("{},tilt={tilt:+}", self.tilted(0).setting());
+        }
+        if let Baseline::Tova { pooled: Some(lean), .. } = *self {
+            let mut plain = *self;
+            if let Baseline::Tova { pooled, .. } = &mut plain {
+                *pooled = None;
+            }
+            let lean = if lean == 0.0 { String::new() } else { format!("{lean:+}") };
+            return format!("{},pooled{lean}", plain.setting());
         }
         match *self {
             Baseline::Uniform { option } => option.to_string(),
@@ -756,6 +790,15 @@ impl Baseline {
     pub fn memory(&self, cfg: &ModelConfig, seq_len: usize) -> Option<f64> {
         let t_n = seq_len;
         let store = self.store();
+        // Pooled: one tier holds the same keys in all as a budget per layer would; how a second
+        // tier fills depends on which layers the pool drains (measured, not known in advance).
+        if let Baseline::Tova { pooled: Some(_), tier2, .. } = *self {
+            let mut plain = *self;
+            if let Baseline::Tova { pooled, .. } = &mut plain {
+                *pooled = None;
+            }
+            return if tier2.is_some() { None } else { plain.memory(cfg, t_n) };
+        }
         // A tilted budget: each layer as the untilted rule at that layer's budget would hold it.
         if let Baseline::Tova { tilt, .. } = *self
             && tilt != 0

@@ -689,6 +689,7 @@ mod tests {
                     tier2: None,
                     keep: None,
                     tilt: 0,
+                    pooled: None,
                 },
                 Baseline::H2o { heavy: 3, recent: 2, store: rank1, scores },
             ] {
@@ -726,6 +727,26 @@ mod tests {
         assert_eq!(layers.keeping(ClassBonus { class: ByteClass::Space, nats: 0.3 }).family(), Family::TovaClass);
         let point = h.rule_point(&layers).unwrap();
         let memory = layers.memory(h.rules.config(), h.seq_len()).unwrap();
+        assert!((point.kv_bytes_per_token - memory).abs() < 1e-9 * memory, "{} vs {memory}", point.kv_bytes_per_token);
+        // `tova-pooled`: each stream's two layers share 10 keys — every query sees the pool and
+        // the two tokens just written, however the layers split it — at the memory of a budget of
+        // 5 per layer, with other decisions than that budget's.
+        let pooled = tova.pooling(0.0);
+        let choices = h.rule_choices(p, &pooled).unwrap();
+        let t_n = h.seq_len();
+        for b in 0..p.batch.batch_size {
+            for q in 0..t_n {
+                let seen = |l: usize| (0..=q).filter(|&t| choices.evicted_at(b, t, l).is_none_or(|e| e > q)).count();
+                assert_eq!(seen(0) + seen(1), (2 * (q + 1)).min(12), "stream {b} query {q}");
+                assert!(seen(0) >= 1 && seen(1) >= 1);
+            }
+        }
+        assert_ne!(choices, h.rule_choices(p, &tova).unwrap(), "pooling should move some key on this model");
+        assert_eq!((pooled.family(), pooled.setting()), (Family::TovaPooled, "budget=5,pooled".to_string()));
+        assert_eq!(tova.pooling(-0.5).setting(), "budget=5,pooled-0.5");
+        let point = h.rule_point(&pooled).unwrap();
+        let memory = pooled.memory(h.rules.config(), t_n).unwrap();
+        assert_eq!(memory, tova.memory(h.rules.config(), t_n).unwrap());
         assert!((point.kv_bytes_per_token - memory).abs() < 1e-9 * memory, "{} vs {memory}", point.kv_bytes_per_token);
     }
 

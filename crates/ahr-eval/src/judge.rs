@@ -130,6 +130,10 @@ pub const CLASS_BONUSES: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.8];
 /// and ±10 keys.
 pub const TILTS: [f64; 4] = [0.1, 0.2, 0.3, 0.5];
 
+/// The leans `tova-pooled` tries, in nats of log score added to layer 0's keys and taken from the
+/// last layer's (0: the layers' scores compared as they are).
+pub const LEANS: [f32; 7] = [0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0];
+
 /// Bootstrap resamples behind [`Paired`]'s interval (fixed seed: the interval is reproducible).
 pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
 
@@ -352,7 +356,12 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             // Uniform runs every option; the vocabulary families' settings are fitted on training
             // sequences (`eval`, `token_class::fit`), not searched on the held-out ones.
             // `tova-class` and `tova-layers` run two families' grids first ([`best_bases`]).
-            Family::Uniform | Family::TokenClass | Family::TokenTable | Family::TovaClass | Family::TovaLayers => {}
+            Family::Uniform
+            | Family::TokenClass
+            | Family::TokenTable
+            | Family::TovaClass
+            | Family::TovaLayers
+            | Family::TovaPooled => {}
             Family::StreamingLlm => {
                 let at = |sinks, window| Baseline::StreamingLlm { sinks, window, store };
                 let mut sinks = streaming_sinks(t_n);
@@ -449,6 +458,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                     tier2: None,
                     keep: None,
                     tilt: 0,
+                    pooled: None,
                 };
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if matches!(family, Family::TovaEma | Family::TovaOut) {
@@ -464,6 +474,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
                                 tier2: None,
                                 keep: None,
                                 tilt: 0,
+                                pooled: None,
                             });
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
@@ -715,6 +726,12 @@ pub fn layer_candidates(bases: &[Vec<Baseline>]) -> Vec<Baseline> {
     bases.iter().flatten().flat_map(|&rule| tilts_of(rule)).collect()
 }
 
+/// `tova-pooled`'s settings: every [`best_bases`] setting with one pool per stream, at every
+/// lean of [`LEANS`].
+pub fn pooled_candidates(bases: &[Vec<Baseline>]) -> Vec<Baseline> {
+    bases.iter().flatten().flat_map(|&rule| LEANS.map(|lean| rule.pooling(lean))).collect()
+}
+
 /// What the judge reports while it runs, in the order it happens.
 #[derive(Clone, Copy, Debug)]
 pub enum Progress<'a> {
@@ -884,14 +901,15 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         }
         let found: Vec<Baseline> = match family {
             Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
-            Family::TovaClass | Family::TovaLayers => {
+            Family::TovaClass | Family::TovaLayers | Family::TovaPooled => {
                 if bases.is_none() {
                     bases = Some(best_bases(&h, &targets, a.workers)?);
                 }
                 let bases = bases.as_deref().unwrap_or_default();
                 match family {
                     Family::TovaClass => class_candidates(&h, bases, a.workers)?,
-                    _ => layer_candidates(bases),
+                    Family::TovaLayers => layer_candidates(bases),
+                    _ => pooled_candidates(bases),
                 }
             }
             _ => par_map(&targets, a.workers, |&t| candidates(&h, family, t))?.into_iter().flatten().collect(),
@@ -1067,6 +1085,12 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  between layers at the same total — a straight line from layer 0 (budget + tilt) to the last \
                  (budget − tilt), the tilt a share {TILTS:?} of the budget either way (`tilt=+k`: layer 0 keeps \
                  k more keys); a second tier keeps its size in every layer"
+            ),
+            Family::TovaPooled => format!(
+                "tova-pooled@S: the same two settings with one pool of keys per stream instead of a budget per \
+                 layer — the layers share L × budget keys and after each query the lowest-scored across them \
+                 leave (no layer left empty), layer 0's log scores raised and the last layer's lowered by a \
+                 lean from {LEANS:?} nats; a second tier per layer as before (its memory measured)"
             ),
             Family::H2oFullCache => "h2o-full-cache@S: h2o scored from the exact full-cache forward's attention \
                 instead of its own cache's (optimistic: no deployed cache can compute it)"

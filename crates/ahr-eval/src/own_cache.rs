@@ -155,8 +155,9 @@ fn run_cache_scored(
     // budget is the layer's).
     let fresh = |b: usize, l: usize| match *rule {
         Baseline::H2o { heavy, recent, .. } => Ok(Held::heavy_hitters(heavy, recent)),
-        Baseline::Tova { decay, floor, keep, .. } => {
-            let budget = rule.budget_at(l, l_n).expect("a TOVA rule");
+        Baseline::Tova { decay, floor, keep, pooled, .. } => {
+            // Pooled, a layer holds what the stream's pool lets it ([`rules::pooled_victims`]).
+            let budget = if pooled.is_some() { usize::MAX } else { rule.budget_at(l, l_n).expect("a TOVA rule") };
             let held = Held::tova(budget, decay, floor);
             Ok(match keep {
                 Some(k) => held.with_bonus(k.per_position(&batch.inputs[b * t_n..(b + 1) * t_n])),
@@ -184,6 +185,8 @@ fn run_cache_scored(
     });
     let options = vec![option; b_n];
     let host = model.host_model(dev)?;
+    // Per (stream, layer): the keys the step lets go, decided for every layer before any leaves.
+    let mut pending: Vec<Vec<usize>> = vec![Vec::new(); b_n * l_n];
     for q in 0..t_n {
         let column: Vec<u32> = (0..b_n).map(|b| batch.inputs[b * t_n + q]).collect();
         let out = model.step_ids(host.as_ref(), &column, &cache, true, dev)?;
@@ -232,7 +235,21 @@ fn run_cache_scored(
                     force = Some(k);
                 }
             }
-            let mut victims = held[i].step_forcing(q, weight, force);
+            pending[i] = held[i].step_forcing(q, weight, force);
+        }
+        // A pooled rule: each stream's layers share `L · budget` keys, the lowest-scored across
+        // them leaving (no layer left empty).
+        if let Baseline::Tova { budget, pooled: Some(lean), .. } = *rule {
+            for b in 0..b_n {
+                let layers = &mut held[b * l_n..(b + 1) * l_n];
+                for (l, victims) in rules::pooled_victims(layers, l_n * budget, lean).into_iter().enumerate() {
+                    pending[b * l_n + l] = victims;
+                }
+            }
+        }
+        for (b, l) in (0..b_n).flat_map(|b| (0..l_n).map(move |l| (b, l))) {
+            let i = b * l_n + l;
+            let mut victims = std::mem::take(&mut pending[i]);
             // The cache holds the kept and the evicted keys in position order: evicting the newest
             // first leaves the older ones' indices as they are.
             victims.sort_unstable_by(|a, b| b.cmp(a));

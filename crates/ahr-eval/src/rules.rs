@@ -137,6 +137,14 @@ impl Held {
         &self.held
     }
 
+    /// Key k's log score as keys are compared (TOVA: `ln` of its current weight; `tova-ema`: its
+    /// smoothed log weight), its bonus included — as [`Held::step_forcing`] compares them. TOVA
+    /// and `tova-ema` only.
+    pub fn log_score(&self, k: usize) -> f64 {
+        assert!(self.accrue != Accrue::Sum, "a log score: TOVA and tova-ema only");
+        log_score_of(self.accrue, &self.score, &self.bonus, k)
+    }
+
     /// Query q's token enters; `attn(k)` is the score query q gives held key k (its own included).
     /// While over budget, the lowest-scored key outside the protected newest is evicted from query
     /// q + 1 on (the older on ties). Returns the evicted keys, in eviction order.
@@ -163,10 +171,7 @@ impl Held {
         }
         // A key's log score plus its bonus (what the floor compares); keys are ranked by it when
         // there are bonuses, by the score itself otherwise (H2O's sums, TOVA's weights).
-        let log_score = |k: usize| {
-            let log = if self.accrue == Accrue::Current { (self.score[k] + 1e-30).ln() } else { self.score[k] };
-            log + self.bonus.get(k).unwrap_or(&0.0)
-        };
+        let log_score = |k: usize| log_score_of(self.accrue, &self.score, &self.bonus, k);
         let rank = |k: usize| if self.bonus.is_empty() { self.score[k] } else { log_score(k) };
         let mut evicted = Vec::new();
         if let Some(i) =
@@ -193,6 +198,38 @@ impl Held {
         }
         evicted
     }
+}
+
+/// Key k's log score plus its bonus, from a rule's scores ([`Held::log_score`]).
+fn log_score_of(accrue: Accrue, score: &[f64], bonus: &[f64], k: usize) -> f64 {
+    let log = if accrue == Accrue::Current { (score[k] + 1e-30).ln() } else { score[k] };
+    log + bonus.get(k).unwrap_or(&0.0)
+}
+
+/// One query of a pooled TOVA rule over one stream's layers (`layers[l]`, each already stepped
+/// with no budget of its own): while they hold more than `pool` keys together, the key with the
+/// lowest log score across them leaves ([`Held::log_score`], layer l's raised by
+/// `lean · (L − 1 − 2l) / (L − 1)` nats: a positive lean keeps the first layers' keys longer), the
+/// older on ties, the layer's order after that; no layer gives up its last key. Returns each
+/// layer's victims, in eviction order.
+pub fn pooled_victims(layers: &mut [Held], pool: usize, lean: f32) -> Vec<Vec<usize>> {
+    let l_n = layers.len();
+    let offset = |l: usize| {
+        if l_n < 2 { 0.0 } else { f64::from(lean) * (l_n as f64 - 1.0 - 2.0 * l as f64) / (l_n as f64 - 1.0) }
+    };
+    let mut victims = vec![Vec::new(); l_n];
+    while layers.iter().map(|h| h.held.len()).sum::<usize>() > pool {
+        let lowest = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.held.len() > 1)
+            .flat_map(|(l, h)| h.held.iter().enumerate().map(move |(i, &k)| (l, i, k, h.log_score(k) + offset(l))))
+            .min_by(|a, b| a.3.total_cmp(&b.3).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+        let Some((l, i, k, _)) = lowest else { break };
+        layers[l].held.remove(i);
+        victims[l].push(k);
+    }
+    victims
 }
 
 /// Drive `rule` over a whole sequence whose query q scores key k by `score(q, k)`.
@@ -394,6 +431,38 @@ mod tests {
         assert_eq!(run(0.5, 0.0), tova_ema_evictions(&FOUR_TOKENS, t, 2, 0.5));
         let short = map_evictions(Held::tova(2, 0.5, None).with_bonus(vec![0.2]), &FOUR_TOKENS, t);
         assert_eq!(short, run(0.5, 0.2));
+    }
+
+    /// A pooled TOVA (hand-computed, two layers, pool 4). Query 2: layer 0 weighs its keys 0.1,
+    /// 0.65, 0.25 and layer 1 0.3, 0.35, 0.35 — six keys, two go: layer 0's 0.1 and 0.25 (below
+    /// every key of layer 1), where a budget of 2 per layer takes one from each. Query 3: layer 0
+    /// holds 1 and 3 (0.5 each), layer 1 weighs its four 0.1 … 0.4: layer 1's two lowest go.
+    /// Leaning 1 nat towards layer 0, query 2 takes layer 1's 0.3 (−2.20) and the older of its
+    /// 0.35s instead. With pool 3 and a lean of −10, layer 0 gives up key 0 at query 1 (the older
+    /// of a tie) and key 2 at query 2, then keeps its last key: layer 1's lowest goes.
+    #[test]
+    fn a_pool_takes_the_lowest_keys_across_layers() {
+        let rows: [[&[f32]; 4]; 2] = [
+            [&[1.0], &[0.5, 0.5], &[0.1, 0.65, 0.25], &[0.0, 0.5, 0.0, 0.5]],
+            [&[1.0], &[0.2, 0.8], &[0.3, 0.35, 0.35], &[0.1, 0.2, 0.3, 0.4]],
+        ];
+        let run = |pool: usize, lean: f32| {
+            let mut layers = vec![Held::tova(usize::MAX, 0.0, None); 2];
+            let mut out = Vec::new();
+            for q in 0..4 {
+                for (l, h) in layers.iter_mut().enumerate() {
+                    assert!(h.step(q, |k| rows[l][q][k]).is_empty(), "no budget of its own");
+                }
+                out.push(pooled_victims(&mut layers, pool, lean));
+            }
+            out
+        };
+        let none = vec![Vec::<usize>::new(); 2];
+        assert_eq!(run(4, 0.0), vec![none.clone(), none.clone(), vec![vec![0, 2], vec![]], vec![vec![], vec![0, 1]]]);
+        assert_eq!(run(4, 1.0)[2], vec![vec![], vec![0, 1]]);
+        let floor = run(3, -10.0);
+        assert_eq!(floor[1], vec![vec![0], vec![]]);
+        assert_eq!(floor[2], vec![vec![2], vec![0]], "layer 0 keeps its last key");
     }
 
     /// A floor of ln 0.35 on TOVA with a cap of 3 (hand-computed on the four tokens): query 0
