@@ -640,6 +640,14 @@ impl Baseline {
         self
     }
 
+    /// This TOVA rule (or K-norm) keeping `keys` per layer before any tilt; other rules as they are.
+    pub fn at_budget(mut self, keys: usize) -> Self {
+        if let Baseline::Tova { budget, .. } | Baseline::KNorm { budget, .. } = &mut self {
+            *budget = keys;
+        }
+        self
+    }
+
     /// This TOVA rule with one pool of keys per stream leaning `lean` nats towards the first
     /// layers (`tova-pooled`); other rules as they are.
     pub fn pooling(mut self, lean: f32) -> Self {

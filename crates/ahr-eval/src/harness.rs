@@ -592,7 +592,7 @@ pub fn mark_front(points: &mut [Point], metric: Metric) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use ahr_tpa::ModelConfig;
@@ -656,7 +656,7 @@ mod tests {
     }
 
     /// `envs/mqar-tiny.toml` with an untrained tiny model (vocabulary 64) seeded with `seed`.
-    fn untrained_tiny(seed: u64) -> (Device, EnvSpec, Model, Task) {
+    pub(crate) fn untrained_tiny(seed: u64) -> (Device, EnvSpec, Model, Task) {
         let dev = ahr_tpa::device::from_env();
         let env_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../envs/mqar-tiny.toml");
         let spec = EnvSpec::load(&env_path).unwrap();

@@ -653,7 +653,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
 /// of `targets` (equal targets once): the one-tier grids (`tova-ema`, `tova-out`) and the two-tier
 /// grid (`tova-tiers`, both scores) run on the judged sequences, and the best setting of each by
 /// the task's metric — the tuned rules a practitioner would refine.
-pub fn best_bases(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Vec<Baseline>>> {
+pub fn best_bases(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Bases>> {
     let mut seen: Vec<f64> = Vec::new();
     let mut out = Vec::new();
     for &target in targets {
@@ -668,9 +668,35 @@ pub fn best_bases(h: &Harness, targets: &[f64], workers: usize) -> Result<Vec<Ve
         for grid in [one_tier, two_tier] {
             bases.extend(best_of(h, &grid, workers)?.map(|(rule, _)| rule));
         }
-        out.push(bases);
+        out.push(Bases { target, rules: bases });
     }
     Ok(out)
+}
+
+/// The staged families' bases at one memory target ([`best_bases`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bases {
+    /// Time-averaged bytes per token every setting must fit.
+    pub target: f64,
+    /// The best one-tier and the best two-tier setting there (those the grids have).
+    pub rules: Vec<Baseline>,
+}
+
+/// `rule` at the largest budget from its own up that still fits `target`: a tilted budget holds a
+/// little less than the untilted one (a fuller layer fills later), so at a policy's memory the
+/// tilted rule may keep a key more per layer than its base — the rule at the same memory, not less.
+pub fn filled(h: &Harness, rule: Baseline, target: f64) -> Baseline {
+    let (cfg, t_n) = (h.rules.config(), h.seq_len());
+    let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
+    let mut rule = rule;
+    while let Baseline::Tova { budget, .. } = rule {
+        let more = rule.at_budget(budget + 1);
+        if !fits(&more) {
+            break;
+        }
+        rule = more;
+    }
+    rule
 }
 
 /// The best of `rules` by the task's metric (the first on ties), with its metric; `None` for none.
@@ -705,31 +731,34 @@ pub fn tilts_of(rule: Baseline) -> Vec<Baseline> {
 /// weight or output moved) — the byte-class bias tuned on top of the tuned rule, as a practitioner
 /// would, and on the held-out sequences, as every searched family is — and then the best of those
 /// with its budget tilted across layers ([`tilts_of`]), as `tova-layers` tilts the bases.
-pub fn class_candidates(h: &Harness, bases: &[Vec<Baseline>], workers: usize) -> Result<Vec<Baseline>> {
+pub fn class_candidates(h: &Harness, bases: &[Bases], workers: usize) -> Result<Vec<Baseline>> {
     let mut out = Vec::new();
     for group in bases {
         let mut biased = Vec::new();
-        for rule in group {
+        for rule in &group.rules {
             for class in ByteClass::ALL {
                 biased.extend(CLASS_BONUSES.map(|nats| rule.keeping(ClassBonus { class, nats })));
             }
         }
         let best = best_of(h, &biased, workers)?;
         out.extend(biased);
-        out.extend(best.map_or(Vec::new(), |(rule, _)| tilts_of(rule)));
+        let tilted = best.map_or(Vec::new(), |(rule, _)| tilts_of(rule));
+        out.extend(tilted.into_iter().map(|rule| filled(h, rule, group.target)));
     }
     Ok(out)
 }
 
-/// `tova-layers`' settings: every [`best_bases`] setting tilted across layers ([`tilts_of`]).
-pub fn layer_candidates(bases: &[Vec<Baseline>]) -> Vec<Baseline> {
-    bases.iter().flatten().flat_map(|&rule| tilts_of(rule)).collect()
+/// `tova-layers`' settings: every [`best_bases`] setting tilted across layers ([`tilts_of`]), each
+/// tilt at the largest budget that fits the target ([`filled`]).
+pub fn layer_candidates(h: &Harness, bases: &[Bases]) -> Vec<Baseline> {
+    let tilted = |group: &Bases| group.rules.iter().flat_map(|&rule| tilts_of(rule)).collect::<Vec<_>>();
+    bases.iter().flat_map(|group| tilted(group).into_iter().map(|rule| filled(h, rule, group.target))).collect()
 }
 
 /// `tova-pooled`'s settings: every [`best_bases`] setting with one pool per stream, at every
 /// lean of [`LEANS`].
-pub fn pooled_candidates(bases: &[Vec<Baseline>]) -> Vec<Baseline> {
-    bases.iter().flatten().flat_map(|&rule| LEANS.map(|lean| rule.pooling(lean))).collect()
+pub fn pooled_candidates(bases: &[Bases]) -> Vec<Baseline> {
+    bases.iter().flat_map(|group| &group.rules).flat_map(|&rule| LEANS.map(|lean| rule.pooling(lean))).collect()
 }
 
 /// What the judge reports while it runs, in the order it happens.
@@ -856,7 +885,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     };
     let fits = a.families.iter().any(|f| f.grain().is_some());
     // The staged TOVA families' bases, searched once for both.
-    let mut bases: Option<Vec<Vec<Baseline>>> = None;
+    let mut bases: Option<Vec<Bases>> = None;
     for family in order {
         let started = Instant::now();
         if let Some(grain) = family.grain() {
@@ -908,7 +937,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 let bases = bases.as_deref().unwrap_or_default();
                 match family {
                     Family::TovaClass => class_candidates(&h, bases, a.workers)?,
-                    Family::TovaLayers => layer_candidates(bases),
+                    Family::TovaLayers => layer_candidates(&h, bases),
                     _ => pooled_candidates(bases),
                 }
             }
@@ -1358,7 +1387,7 @@ mod tests {
         let one = best(one_tier);
         let two = best(candidates(&h, Family::TovaTiers, target).unwrap());
         assert_ne!(one.0, two.0, "the two grids' best points should differ on this model");
-        assert_eq!(bases[0], vec![one.1, two.1]);
+        assert_eq!(bases[0].rules, vec![one.1, two.1]);
         let per_base = ByteClass::ALL.len() * CLASS_BONUSES.len();
         let (biased, tilted) = found.split_at(2 * per_base);
         for (base, settings) in [one.1, two.1].iter().zip(biased.chunks(per_base)) {
@@ -1372,18 +1401,44 @@ mod tests {
                 assert!(rule.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9));
             }
         }
-        // The last stage tilts the best biased setting, and only it.
+        // The last stage tilts the best biased setting, and only it, each tilt at the largest
+        // budget that fits the target.
         let best_biased = best(biased.to_vec()).1;
-        assert_eq!(tilted, tilts_of(best_biased).as_slice());
+        let Baseline::Tova { budget: base_budget, .. } = best_biased else { panic!("a TOVA base") };
+        let fits = |r: &Baseline| r.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9);
+        assert_eq!(tilted.len(), tilts_of(best_biased).len());
         assert!(!tilted.is_empty());
-        for rule in tilted {
+        for (rule, tilt) in tilted.iter().zip(tilts_of(best_biased)) {
+            let Baseline::Tova { budget, .. } = *rule else { panic!("a TOVA rule") };
+            assert_eq!(rule.at_budget(base_budget), tilt);
             assert_eq!((rule.family(), rule.keep()), (Family::TovaClass, best_biased.keep()));
-            assert_eq!(rule.tilted(0), best_biased);
-            assert!(rule.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9), "a tilt holds no more");
+            assert!(fits(rule) && !fits(&rule.at_budget(budget + 1)), "the largest budget that fits: {rule:?}");
         }
-        let layers = layer_candidates(&bases);
-        assert_eq!(layers, [tilts_of(one.1), tilts_of(two.1)].concat());
-        assert!(layers.iter().all(|r| r.family() == Family::TovaLayers));
+        let layers = layer_candidates(&h, &bases);
+        let plain: Vec<Baseline> = [tilts_of(one.1), tilts_of(two.1)].concat();
+        assert_eq!(layers.len(), plain.len());
+        for (rule, tilt) in layers.iter().zip(&plain) {
+            let Baseline::Tova { budget, .. } = *tilt else { panic!("a TOVA rule") };
+            assert_eq!(rule.family(), Family::TovaLayers);
+            assert_eq!(*rule, filled(&h, *tilt, target));
+            assert!(*rule == *tilt || rule.at_budget(budget) == *tilt);
+        }
+        assert_eq!(pooled_candidates(&bases).len(), 2 * LEANS.len());
+    }
+
+    /// At a memory a tilted rule undercuts, it keeps one key more per layer: on the tiny model at
+    /// the memory of a tilted budget of 5 plus a byte, the tilt fills to 5 but no more (6 holds more
+    /// than the target), and an untilted 5 would not fit.
+    #[test]
+    fn a_tilted_rule_fills_the_memory_its_tilt_frees() {
+        let (dev, spec, model, task) = crate::harness::tests::untrained_tiny(13);
+        let h = Harness::new(&model, &task, &spec, 4, &dev, false).unwrap();
+        let (cfg, t_n) = (h.rules.config().clone(), h.seq_len());
+        let tilted = Baseline::tova_ema(5, StoreOption::Full, 0.5).tilted(3);
+        let target = tilted.memory(&cfg, t_n).unwrap() + 1e-6;
+        assert!(Baseline::tova_ema(5, StoreOption::Full, 0.5).memory(&cfg, t_n).unwrap() > target);
+        assert_eq!(filled(&h, tilted.at_budget(4), target), tilted);
+        assert_eq!(filled(&h, tilted, target), tilted);
     }
 
     /// Tilts by hand: shares of budget 20 are ±2, ±4, ±6, ±10; of budget 3, 0.1 rounds to 0, 0.2
