@@ -126,9 +126,9 @@ pub const TIER2_SHARES: [(usize, usize); 3] = [(1, 2), (1, 1), (2, 1)];
 pub const CLASS_BONUSES: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.8];
 
 /// The tilts `tova-layers` (and `tova-class`'s last stage) try, as shares of the budget moved
-/// from the last layer to the first (and the other way): on two layers at budget 20, ±2, ±4, ±6
-/// and ±10 keys.
-pub const TILTS: [f64; 4] = [0.1, 0.2, 0.3, 0.5];
+/// from the last layer to the first (and the other way): on two layers at budget 20, ±2, ±4, ±5,
+/// ±6, ±7, ±8 and ±10 keys — finest where the fifty-fifth session found the best tilt (+6 of 21).
+pub const TILTS: [f64; 7] = [0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5];
 
 /// The leans `tova-pooled` tries, in nats of log score added to layer 0's keys and taken from the
 /// last layer's (0: the layers' scores compared as they are).
@@ -1441,9 +1441,9 @@ mod tests {
         assert_eq!(filled(&h, tilted, target), tilted);
     }
 
-    /// Tilts by hand: shares of budget 20 are ±2, ±4, ±6, ±10; of budget 3, 0.1 rounds to 0, 0.2
-    /// and 0.3 to 1 (once), 0.5 to 2; a tilt never leaves a layer without budget (none at budget
-    /// 1); other rules have none.
+    /// Tilts by hand: shares of budget 20 are ±2, ±4, ±5, ±6, ±7, ±8, ±10; of budget 3, 0.1 rounds
+    /// to 0, 0.2–0.4 to 1 (once), 0.5 to 2; a tilt never leaves a layer without budget (none at
+    /// budget 1); other rules have none.
     #[test]
     fn tilts_are_shares_of_the_budget_either_way() {
         let tilts = |budget| -> Vec<i32> {
@@ -1455,7 +1455,7 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(tilts(20), vec![2, -2, 4, -4, 6, -6, 10, -10]);
+        assert_eq!(tilts(20), vec![2, -2, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8, 10, -10]);
         assert_eq!(tilts(3), vec![1, -1, 2, -2]);
         assert_eq!(tilts(1), Vec::<i32>::new());
         assert!(tilts_of(Baseline::KNorm { budget: 20, store: StoreOption::Full }).is_empty());
