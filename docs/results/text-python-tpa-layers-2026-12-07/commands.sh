@@ -31,3 +31,7 @@ for S in 1 2 3; do
   ahr analyze --model $m --env envs/text-python-tpa-layers.toml --policy policies/text-python-tpa-layers-seed$S \
     --sequences 256 --out analyze/seed$S
 done
+# 6. the finer tilt grid of 6dab045 (shares 0.25, 0.35, 0.4 added) at the layers evicters' memory
+#    (judge-fine/; 28 min beside a CI run)
+ahr eval --model $m --env envs/text-python-tpa-layers.toml $P --baselines tova-layers,tova-class \
+  --sequences 64 --fractions none --workers 2 --out judge-fine
