@@ -657,6 +657,15 @@ impl Baseline {
         self
     }
 
+    /// This TOVA rule with a budget per layer instead of a pool (`tova-pooled` undone); other
+    /// rules as they are.
+    fn unpooled(mut self) -> Self {
+        if let Baseline::Tova { pooled, .. } = &mut self {
+            *pooled = None;
+        }
+        self
+    }
+
     /// The keys a TOVA rule keeps in layer `layer` of `layers` (its tilted budget; a pooled rule's
     /// layers share theirs); `None` for other rules.
     pub fn budget_at(&self, layer: usize, layers: usize) -> Option<usize> {
@@ -710,12 +719,8 @@ impl Baseline {
             return format!("{},tilt={tilt:+}", self.tilted(0).setting());
         }
         if let Baseline::Tova { pooled: Some(lean), .. } = *self {
-            let mut plain = *self;
-            if let Baseline::Tova { pooled, .. } = &mut plain {
-                *pooled = None;
-            }
             let lean = if lean == 0.0 { String::new() } else { format!("{lean:+}") };
-            return format!("{},pooled{lean}", plain.setting());
+            return format!("{},pooled{lean}", self.unpooled().setting());
         }
         match *self {
             Baseline::Uniform { option } => option.to_string(),
@@ -801,11 +806,7 @@ impl Baseline {
         // Pooled: one tier holds the same keys in all as a budget per layer would; how a second
         // tier fills depends on which layers the pool drains (measured, not known in advance).
         if let Baseline::Tova { pooled: Some(_), tier2, .. } = *self {
-            let mut plain = *self;
-            if let Baseline::Tova { pooled, .. } = &mut plain {
-                *pooled = None;
-            }
-            return if tier2.is_some() { None } else { plain.memory(cfg, t_n) };
+            return if tier2.is_some() { None } else { self.unpooled().memory(cfg, t_n) };
         }
         // A tilted budget: each layer as the untilted rule at that layer's budget would hold it.
         if let Baseline::Tova { tilt, .. } = *self
@@ -813,10 +814,7 @@ impl Baseline {
         {
             let n = cfg.n_layers;
             let per_layer = |l: usize| {
-                let mut layer = self.tilted(0);
-                if let Baseline::Tova { budget, .. } = &mut layer {
-                    *budget = self.budget_at(l, n).expect("a TOVA rule");
-                }
+                let layer = self.tilted(0).at_budget(self.budget_at(l, n).expect("a TOVA rule"));
                 layer.memory(cfg, t_n).map(|m| m / n as f64)
             };
             return (0..n).map(per_layer).sum();

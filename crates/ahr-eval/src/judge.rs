@@ -329,6 +329,12 @@ fn lowest_fitting(memory: impl Fn(f64) -> Result<f64>, target: f64, steps: usize
     Ok(Some(hi))
 }
 
+/// Whether a rule's data-independent memory fits `target` bytes per token at sequence length
+/// `t_n` (to a billionth, relative; a rule whose memory depends on the data never does).
+fn fits_target(cfg: &ModelConfig, t_n: usize, target: f64) -> impl Fn(&Baseline) -> bool + '_ {
+    move |b| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9))
+}
+
 /// The largest `x` in `lo..=hi` with `fits(x)`, for `fits` true up to some point and false after.
 fn largest_fitting(lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
     if lo > hi || !fits(lo) {
@@ -346,7 +352,7 @@ fn largest_fitting(lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> Option
 pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseline>> {
     let cfg = h.rules.config();
     let t_n = h.seq_len();
-    let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
+    let fits = fits_target(cfg, t_n, target);
     let mut out = Vec::new();
     for store in stores(cfg) {
         if family.scores() == Some(Scores::Cache) && store.is_timed() {
@@ -687,16 +693,9 @@ pub struct Bases {
 /// tilted rule may keep a key more per layer than its base — the rule at the same memory, not less.
 pub fn filled(h: &Harness, rule: Baseline, target: f64) -> Baseline {
     let (cfg, t_n) = (h.rules.config(), h.seq_len());
-    let fits = |b: &Baseline| b.memory(cfg, t_n).is_some_and(|m| m <= target * (1.0 + 1e-9));
-    let mut rule = rule;
-    while let Baseline::Tova { budget, .. } = rule {
-        let more = rule.at_budget(budget + 1);
-        if !fits(&more) {
-            break;
-        }
-        rule = more;
-    }
-    rule
+    let fits = fits_target(cfg, t_n, target);
+    let Baseline::Tova { budget, .. } = rule else { return rule };
+    largest_fitting(budget, t_n, |b| fits(&rule.at_budget(b))).map_or(rule, |b| rule.at_budget(b))
 }
 
 /// The best of `rules` by the task's metric (the first on ties), with its metric; `None` for none.
@@ -931,10 +930,10 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
         let found: Vec<Baseline> = match family {
             Family::Uniform => h.rules.config().menu.iter().map(|&option| Baseline::Uniform { option }).collect(),
             Family::TovaClass | Family::TovaLayers | Family::TovaPooled => {
-                if bases.is_none() {
-                    bases = Some(best_bases(&h, &targets, a.workers)?);
-                }
-                let bases = bases.as_deref().unwrap_or_default();
+                let bases = match &mut bases {
+                    Some(bases) => bases,
+                    none => none.insert(best_bases(&h, &targets, a.workers)?),
+                };
                 match family {
                     Family::TovaClass => class_candidates(&h, bases, a.workers)?,
                     Family::TovaLayers => layer_candidates(&h, bases),

@@ -214,9 +214,7 @@ fn log_score_of(accrue: Accrue, score: &[f64], bonus: &[f64], k: usize) -> f64 {
 /// layer's victims, in eviction order.
 pub fn pooled_victims(layers: &mut [Held], pool: usize, lean: f32) -> Vec<Vec<usize>> {
     let l_n = layers.len();
-    let offset = |l: usize| {
-        if l_n < 2 { 0.0 } else { f64::from(lean) * (l_n as f64 - 1.0 - 2.0 * l as f64) / (l_n as f64 - 1.0) }
-    };
+    let offset = |l: usize| f64::from(lean) * ahr_policy::evict::layer_slope(l, l_n);
     let mut victims = vec![Vec::new(); l_n];
     while layers.iter().map(|h| h.held.len()).sum::<usize>() > pool {
         let lowest = layers

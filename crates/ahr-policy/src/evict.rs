@@ -65,12 +65,18 @@ fn is_zero(tilt: &i32) -> bool {
 /// first layer to `budget − tilt` in the last. Rounding is symmetric, so the layers hold
 /// `L · budget` together; a tilt of at least the budget is not a split (checked where set).
 pub fn tilted(budget: usize, tilt: i32, layer: usize, layers: usize) -> usize {
-    if layers < 2 || tilt == 0 {
-        return budget;
-    }
-    let slope = (layers as f64 - 1.0 - 2.0 * layer as f64) / (layers as f64 - 1.0);
-    let shift = (f64::from(tilt) * slope).round() as i64;
+    let shift = (f64::from(tilt) * layer_slope(layer, layers)).round() as i64;
     (budget as i64 + shift).max(0) as usize
+}
+
+/// Where layer `layer` of `layers` sits on the straight line from the first layer (1) to the last
+/// (−1): `(L − 1 − 2l) / (L − 1)`, 0 for a single layer — the shape of a tilted budget
+/// ([`tilted`]) and of the judge's pooled rule's lean.
+pub fn layer_slope(layer: usize, layers: usize) -> f64 {
+    if layers < 2 {
+        return 0.0;
+    }
+    (layers as f64 - 1.0 - 2.0 * layer as f64) / (layers as f64 - 1.0)
 }
 
 /// A class of bytes (tokens below 128 read as ASCII) a rule or an evicter's prior keeps longer.
