@@ -623,6 +623,33 @@ impl Baseline {
         rule
     }
 
+    /// The rule a learned evicter with these settings starts from ([`ahr_policy::evict::Eviction`]):
+    /// `tova-ema` or `tova-out` at its budget and decay, with its second tier, its byte class kept
+    /// longer and its tilt — the judge's `tova-tiers`, `tova-class` or `tova-layers` setting that
+    /// an untrained evicter decides as.
+    pub fn of_eviction(e: &ahr_policy::evict::Eviction) -> Self {
+        let mut rule = match e.score {
+            ahr_policy::evict::EvictScore::Weight => Baseline::tova_ema(e.budget, e.store, e.decay),
+            ahr_policy::evict::EvictScore::Output => Baseline::tova_out(e.budget, e.store, e.decay),
+        };
+        if let (Baseline::Tova { tier2, .. }, Some(t)) = (&mut rule, e.tier2) {
+            *tier2 = Some((t.size, t.store));
+        }
+        if let Some(k) = e.keep {
+            rule = rule.keeping(k);
+        }
+        rule.tilted(e.tilt)
+    }
+
+    /// This TOVA rule scoring keys from `from` (its own cache or the full one); other rules as
+    /// they are.
+    pub fn scored_from(mut self, from: Scores) -> Self {
+        if let Baseline::Tova { scores, .. } = &mut self {
+            *scores = from;
+        }
+        self
+    }
+
     /// This TOVA rule keeping `keep`'s class longer (`tova-class`); other rules as they are.
     pub fn keeping(mut self, bonus: ClassBonus) -> Self {
         if let Baseline::Tova { keep, .. } = &mut self {

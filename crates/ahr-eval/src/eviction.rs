@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use ahr_policy::evict::EvictScore;
 use ahr_tasks::TokenRole;
 use ahr_tpa::cost;
 use ahr_train::EnvRun;
@@ -155,22 +154,10 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
     let (policy, eval) = h.env_point("policy", "", &spec, manifest.policy.window, |obs| {
         net.act_deterministic(obs, &manifest.norm, dev)
     })?;
-    let (budget, store, decay) = (eviction.budget, eviction.store, eviction.decay);
-    let mut start = match eviction.score {
-        EvictScore::Weight => Baseline::tova_ema(budget, store, decay),
-        EvictScore::Output => Baseline::tova_out(budget, store, decay),
-    };
-    // With a second tier the start rule keeps what it lets go there too (`tova-tiers` for the
-    // output score), and "leaves" below means leaves the first tier.
-    if let (Baseline::Tova { tier2, .. }, Some(t)) = (&mut start, eviction.tier2) {
-        *tier2 = Some((t.size, t.store));
-    }
-    // With a byte class kept longer, `tova-class` (one or two tiers).
-    if let Some(k) = eviction.keep {
-        start = start.keeping(k);
-    }
-    // With the budget tilted across layers, the rules hold each layer's budget too.
-    start = start.tilted(eviction.tilt);
+    let (budget, store) = (eviction.budget, eviction.store);
+    // The rule the evicter starts from (with a second tier, "leaves" below means leaves the
+    // first tier), and plain TOVA holding each layer's budget.
+    let start = Baseline::of_eviction(&eviction);
     let tova = Baseline::tova_ema(budget, store, 0.0).tilted(eviction.tilt);
     eprintln!("rules: {} and {}", start.name(), tova.name());
     let (start_point, tova_point) = (h.rule_point(&start)?, h.rule_point(&tova)?);

@@ -125,6 +125,11 @@ pub const TIER2_SHARES: [(usize, usize); 3] = [(1, 2), (1, 1), (2, 1)];
 /// that drew up to e^b times its weight (0.3: a third more).
 pub const CLASS_BONUSES: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.8];
 
+/// Doublings of the class bonus past the top of [`CLASS_BONUSES`] while each beats the last
+/// (0.8 → 1.6 → 3.2 → 6.4 → 12.8 nats at most): a best bonus at the top of the grid is not yet
+/// the tuned one.
+pub const BONUS_DOUBLINGS: usize = 4;
+
 /// The tilts `tova-layers` (and `tova-class`'s last stage) try, as shares of the budget moved
 /// from the last layer to the first (and the other way): on two layers at budget 20, ±2, ±4, ±5,
 /// ±6, ±7, ±8 and ±10 keys — finest where the fifty-fifth session found the best tilt (+6 of 21).
@@ -454,34 +459,15 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             | Family::H2oFullCache
             | Family::TovaFullCache => {
                 let scores = family.scores().expect("an attention family");
-                let tova = |budget| Baseline::Tova {
-                    budget,
-                    store,
-                    scores,
-                    decay: 0.0,
-                    floor: None,
-                    output: false,
-                    tier2: None,
-                    keep: None,
-                    tilt: 0,
-                    pooled: None,
-                };
+                let tova = |budget| Baseline::tova_ema(budget, store, 0.0).scored_from(scores);
                 if let Some(budget) = largest_fitting(1, t_n, |b| fits(&tova(b))) {
                     if matches!(family, Family::TovaEma | Family::TovaOut) {
-                        let output = family == Family::TovaOut;
                         for decay in TOVA_EMA_DECAYS {
-                            out.push(Baseline::Tova {
-                                budget,
-                                store,
-                                scores,
-                                decay,
-                                floor: None,
-                                output,
-                                tier2: None,
-                                keep: None,
-                                tilt: 0,
-                                pooled: None,
-                            });
+                            let rule = match family {
+                                Family::TovaOut => Baseline::tova_out(budget, store, decay),
+                                _ => Baseline::tova_ema(budget, store, decay),
+                            };
+                            out.push(rule.scored_from(scores));
                         }
                     } else if matches!(family, Family::Tova | Family::TovaFullCache) {
                         out.push(tova(budget));
@@ -741,10 +727,44 @@ pub fn class_candidates(h: &Harness, bases: &[Bases], workers: usize) -> Result<
         }
         let best = best_of(h, &biased, workers)?;
         out.extend(biased);
+        let best = match best {
+            Some(best) => {
+                let (tried, best) = past_the_top(best, |rule| Ok(h.rule_point(rule)?.metric), h.metric())?;
+                out.extend(tried);
+                Some(best)
+            }
+            None => None,
+        };
         let tilted = best.map_or(Vec::new(), |(rule, _)| tilts_of(rule));
         out.extend(tilted.into_iter().map(|rule| filled(h, rule, group.target)));
     }
     Ok(out)
+}
+
+/// Where the best class bonus `best` (a rule and its metric) is the top of [`CLASS_BONUSES`], the
+/// bonus doubled while the doubled one (scored by `score`) beats the last, [`BONUS_DOUBLINGS`]
+/// times at most: the settings tried, and the best of them and `best`.
+pub fn past_the_top(
+    best: (Baseline, f64),
+    score: impl Fn(&Baseline) -> Result<f64>,
+    metric: Metric,
+) -> Result<(Vec<Baseline>, (Baseline, f64))> {
+    let top = CLASS_BONUSES[CLASS_BONUSES.len() - 1];
+    let (mut tried, mut best) = (Vec::new(), best);
+    for _ in 0..BONUS_DOUBLINGS {
+        let Some(bonus) = best.0.keep() else { break };
+        if bonus.nats < top * (1.0 - 1e-6) {
+            break;
+        }
+        let wider = best.0.keeping(ClassBonus { nats: 2.0 * bonus.nats, ..bonus });
+        let m = score(&wider)?;
+        tried.push(wider);
+        if !metric.better(m, best.1) {
+            break;
+        }
+        best = (wider, m);
+    }
+    Ok((tried, best))
 }
 
 /// `tova-layers`' settings: every [`best_bases`] setting tilted across layers ([`tilts_of`]), each
@@ -1104,8 +1124,8 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 "tova-class@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
                  at each target (their grids run first, on the judged sequences), each with a byte class — ASCII \
                  whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log scores raised \
-                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much); \
-                 then the best of those with its budget tilted across layers as tova-layers tilts"
+                 by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much), \
+                 doubled past the top while that helps; then the best of those with its budget tilted across layers as tova-layers tilts"
             ),
             Family::TovaLayers => format!(
                 "tova-layers@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
@@ -1388,7 +1408,13 @@ mod tests {
         assert_ne!(one.0, two.0, "the two grids' best points should differ on this model");
         assert_eq!(bases[0].rules, vec![one.1, two.1]);
         let per_base = ByteClass::ALL.len() * CLASS_BONUSES.len();
-        let (biased, tilted) = found.split_at(2 * per_base);
+        let (biased, rest) = found.split_at(2 * per_base);
+        // Past the grid only where its best is at the top.
+        let best_grid = best(biased.to_vec()).1;
+        let top = CLASS_BONUSES[CLASS_BONUSES.len() - 1];
+        let untilted = rest.iter().take_while(|r| matches!(r, Baseline::Tova { tilt: 0, .. })).count();
+        let (extended, tilted) = rest.split_at(untilted);
+        assert_eq!(extended.is_empty(), best_grid.keep().unwrap().nats < top, "{extended:?}");
         for (base, settings) in [one.1, two.1].iter().zip(biased.chunks(per_base)) {
             for rule in settings {
                 let mut plain = *rule;
@@ -1402,7 +1428,7 @@ mod tests {
         }
         // The last stage tilts the best biased setting, and only it, each tilt at the largest
         // budget that fits the target.
-        let best_biased = best(biased.to_vec()).1;
+        let best_biased = best([biased, extended].concat()).1;
         let Baseline::Tova { budget: base_budget, .. } = best_biased else { panic!("a TOVA base") };
         let fits = |r: &Baseline| r.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9);
         assert_eq!(tilted.len(), tilts_of(best_biased).len());
@@ -1423,6 +1449,31 @@ mod tests {
             assert!(*rule == *tilt || rule.at_budget(budget) == *tilt);
         }
         assert_eq!(pooled_candidates(&bases).len(), 2 * LEANS.len());
+    }
+
+    /// A best bonus at the top of the grid is doubled while that helps: with the metric
+    /// |nats − 2.5| (lower is better) 0.8 goes to 1.6 (0.9) and 3.2 (0.7), and 6.4 (3.9) is tried
+    /// and not kept; a best bonus inside the grid is left alone; accuracy counts the other way.
+    #[test]
+    fn the_class_bonus_goes_past_the_top_of_its_grid() {
+        let rule = |nats: f32| {
+            Baseline::tova_ema(8, StoreOption::Full, 0.5).keeping(ClassBonus { class: ByteClass::Space, nats })
+        };
+        let score = |r: &Baseline| Ok((r.keep().unwrap().nats as f64 - 2.5).abs());
+        let (tried, best) = past_the_top((rule(0.8), 1.7), score, Metric::BitsPerByte).unwrap();
+        assert_eq!(tried, vec![rule(1.6), rule(3.2), rule(6.4)]);
+        assert_eq!(best.0, rule(3.2));
+        assert!((best.1 - 0.7).abs() < 1e-6);
+        let (tried, best) = past_the_top((rule(0.5), 2.0), score, Metric::BitsPerByte).unwrap();
+        assert!(tried.is_empty());
+        assert_eq!(best, (rule(0.5), 2.0));
+        // Higher is better: 1.6 scores 0.9 < 1.7, so one try and the top kept.
+        let (tried, best) = past_the_top((rule(0.8), 1.7), score, Metric::Accuracy).unwrap();
+        assert_eq!((tried, best.0), (vec![rule(1.6)], rule(0.8)));
+        // A doubling cap: a metric that always improves stops after BONUS_DOUBLINGS tries.
+        let (tried, _) =
+            past_the_top((rule(0.8), 100.0), |r| Ok(-(r.keep().unwrap().nats as f64)), Metric::BitsPerByte).unwrap();
+        assert_eq!(tried.len(), BONUS_DOUBLINGS);
     }
 
     /// At a memory a tilted rule undercuts, it keeps one key more per layer: on the tiny model at
