@@ -743,7 +743,8 @@ pub fn class_candidates(h: &Harness, bases: &[Bases], workers: usize) -> Result<
 
 /// Where the best class bonus `best` (a rule and its metric) is the top of [`CLASS_BONUSES`], the
 /// bonus doubled while the doubled one (scored by `score`) beats the last, [`BONUS_DOUBLINGS`]
-/// times at most: the settings tried, and the best of them and `best`.
+/// times at most, and where a doubling did not help, the geometric mean of it and the best (to
+/// 0.01 nats) tried too: the settings tried, and the best of them and `best`.
 pub fn past_the_top(
     best: (Baseline, f64),
     score: impl Fn(&Baseline) -> Result<f64>,
@@ -760,6 +761,14 @@ pub fn past_the_top(
         let m = score(&wider)?;
         tried.push(wider);
         if !metric.better(m, best.1) {
+            // Between the best and the doubling that did not help: their geometric mean, to 0.01.
+            let mid = ((bonus.nats * 2.0 * bonus.nats).sqrt() * 100.0).round() / 100.0;
+            let between = best.0.keeping(ClassBonus { nats: mid, ..bonus });
+            let m = score(&between)?;
+            tried.push(between);
+            if metric.better(m, best.1) {
+                best = (between, m);
+            }
             break;
         }
         best = (wider, m);
@@ -1125,7 +1134,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  at each target (their grids run first, on the judged sequences), each with a byte class — ASCII \
                  whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log scores raised \
                  by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much), \
-                 doubled past the top while that helps; then the best of those with its budget tilted across layers as tova-layers tilts"
+                 doubled past the top while that helps (then the mean of the last two); then the best of those with its budget tilted across layers as tova-layers tilts"
             ),
             Family::TovaLayers => format!(
                 "tova-layers@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
@@ -1452,8 +1461,10 @@ mod tests {
     }
 
     /// A best bonus at the top of the grid is doubled while that helps: with the metric
-    /// |nats − 2.5| (lower is better) 0.8 goes to 1.6 (0.9) and 3.2 (0.7), and 6.4 (3.9) is tried
-    /// and not kept; a best bonus inside the grid is left alone; accuracy counts the other way.
+    /// |nats − 2.5| (lower is better) 0.8 goes to 1.6 (0.9) and 3.2 (0.7); 6.4 (3.9) and the mean
+    /// √(3.2 · 6.4) = 4.53 (2.03) are tried and not kept; with |nats − 1.2|, 1.6 (0.4) fails and
+    /// √(0.8 · 1.6) = 1.13 (0.07) is kept. A best bonus inside the grid is left alone; accuracy
+    /// counts the other way.
     #[test]
     fn the_class_bonus_goes_past_the_top_of_its_grid() {
         let rule = |nats: f32| {
@@ -1461,15 +1472,18 @@ mod tests {
         };
         let score = |r: &Baseline| Ok((r.keep().unwrap().nats as f64 - 2.5).abs());
         let (tried, best) = past_the_top((rule(0.8), 1.7), score, Metric::BitsPerByte).unwrap();
-        assert_eq!(tried, vec![rule(1.6), rule(3.2), rule(6.4)]);
+        assert_eq!(tried, vec![rule(1.6), rule(3.2), rule(6.4), rule(4.53)]);
         assert_eq!(best.0, rule(3.2));
         assert!((best.1 - 0.7).abs() < 1e-6);
+        let near = |r: &Baseline| Ok((r.keep().unwrap().nats as f64 - 1.2).abs());
+        let (tried, best) = past_the_top((rule(0.8), 0.4), near, Metric::BitsPerByte).unwrap();
+        assert_eq!((tried, best.0), (vec![rule(1.6), rule(1.13)], rule(1.13)));
         let (tried, best) = past_the_top((rule(0.5), 2.0), score, Metric::BitsPerByte).unwrap();
         assert!(tried.is_empty());
         assert_eq!(best, (rule(0.5), 2.0));
-        // Higher is better: 1.6 scores 0.9 < 1.7, so one try and the top kept.
+        // Higher is better: 1.6 scores 0.9 and 1.13 scores 1.37, both below 1.7: the top kept.
         let (tried, best) = past_the_top((rule(0.8), 1.7), score, Metric::Accuracy).unwrap();
-        assert_eq!((tried, best.0), (vec![rule(1.6)], rule(0.8)));
+        assert_eq!((tried, best.0), (vec![rule(1.6), rule(1.13)], rule(0.8)));
         // A doubling cap: a metric that always improves stops after BONUS_DOUBLINGS tries.
         let (tried, _) =
             past_the_top((rule(0.8), 100.0), |r| Ok(-(r.keep().unwrap().nats as f64)), Metric::BitsPerByte).unwrap();

@@ -115,7 +115,14 @@ impl Manifest {
                 format!("the policy has {}, the model {}", self.n_layers, model.n_layers),
             ));
         }
-        if self.menu != model.menu {
+        // An evicter writes every token at its store (its second tier: a lower rank of it) and
+        // decides over candidate slots, not menu options: a menu that holds the store runs it the
+        // same, whatever else it holds (an env's windows, for rules judged beside it).
+        let fits = match self.evict {
+            Some(e) => model.menu.contains(&e.store) && e.tier2.is_none_or(|t| model.menu.contains(&t.store)),
+            None => self.menu == model.menu,
+        };
+        if !fits {
             let hint = match self.timed_options() {
                 w if w.is_empty() => String::new(),
                 w => format!(

@@ -129,6 +129,34 @@ fn a_policy_from_before_the_prior_table_loads() {
     assert_eq!(picks.len(), 9 * manifest.dims.heads);
 }
 
+/// An evicter decides over candidate slots and writes every token at its store: it loads on its
+/// model with a menu that holds more options (an env's windows, for rules judged beside it) and is
+/// refused where the menu lacks its store or its second tier's.
+#[test]
+fn an_evicter_needs_only_its_stores_in_the_menu() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("policies/models/text-python-tpa/config.json")).unwrap();
+    let cfg: ModelConfig = serde_json::from_str(&text).unwrap();
+    let dir = root.join("policies/text-python-tpa-layers-seed1");
+    let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
+    let eviction = manifest.evict.expect("an evicter");
+    let tier = eviction.tier2.expect("a second tier").store;
+    let fp = manifest.model_fingerprint.clone();
+    let dev = ahr_tpa::device::from_env();
+    assert_eq!(manifest.menu, cfg.menu);
+    let mut windows = cfg.clone();
+    windows.menu.push("recent:32".parse().unwrap());
+    load_policy(&dir, &windows, &fp, &dev).unwrap();
+    for missing in [eviction.store, tier] {
+        let mut menu = cfg.clone();
+        menu.menu.retain(|o| *o != missing);
+        match load_policy(&dir, &menu, &fp, &dev) {
+            Err(ExportError::Mismatch { cause, .. }) => assert_eq!(cause.setting, "menu"),
+            other => panic!("without {missing}: expected a mismatch, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
 #[test]
 fn a_manifest_that_does_not_fit_the_model_is_refused() {
     let (cfg, manifest, net) = setup();
