@@ -19,3 +19,8 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
   --policy policies/text-demote-python-table-seed3 \
   --baselines tova-out,tova-tiers,tova-class,tova-layers,tova-pooled --sequences 128 --fractions none \
   --workers 2 --out rejudge-demote-python-staged
+# 4. the /usr/share/doc policies on the Python documentation (a corpus they never saw), against the
+#    same families (release build of 2c3504c)
+ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $pol \
+  --baselines tova-out,tova-tiers,tova-class,tova-layers,tova-pooled --sequences 128 --fractions none \
+  --workers 2 --out transfer-demote-python-staged
