@@ -715,7 +715,8 @@ pub fn tilts_of(rule: Baseline) -> Vec<Baseline> {
 /// [`ByteClass`] kept longer by every bonus of [`CLASS_BONUSES`] (nats of the smoothed log score,
 /// weight or output moved) — the byte-class bias tuned on top of the tuned rule, as a practitioner
 /// would, and on the held-out sequences, as every searched family is — and then the best of those
-/// with its budget tilted across layers ([`tilts_of`]), as `tova-layers` tilts the bases.
+/// with its budget tilted across layers ([`tilts_of`]), as `tova-layers` tilts the bases; and the
+/// other way round, every bonus on each base's best tilt.
 pub fn class_candidates(h: &Harness, bases: &[Bases], workers: usize) -> Result<Vec<Baseline>> {
     let mut out = Vec::new();
     for group in bases {
@@ -737,6 +738,21 @@ pub fn class_candidates(h: &Harness, bases: &[Bases], workers: usize) -> Result<
         };
         let tilted = best.map_or(Vec::new(), |(rule, _)| tilts_of(rule));
         out.extend(tilted.into_iter().map(|rule| filled(h, rule, group.target)));
+        // The other order: each base's best split (`tova-layers`' tilts, the base itself included),
+        // then every bonus on it — the knobs interact: a wide tilt with a small bonus can beat the
+        // best bonus tilted (256-byte Python documentation, fifty-sixth session).
+        for &rule in &group.rules {
+            let mut splits = vec![rule];
+            splits.extend(tilts_of(rule).into_iter().map(|r| filled(h, r, group.target)));
+            match best_of(h, &splits, workers)? {
+                Some((split, _)) if split != rule => {
+                    for class in ByteClass::ALL {
+                        out.extend(CLASS_BONUSES.map(|nats| split.keeping(ClassBonus { class, nats })));
+                    }
+                }
+                _ => {}
+            }
+        }
     }
     Ok(out)
 }
@@ -1134,7 +1150,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  at each target (their grids run first, on the judged sequences), each with a byte class — ASCII \
                  whitespace, or whitespace and punctuation — kept longer: its keys' smoothed log scores raised \
                  by b nats, b from {CLASS_BONUSES:?} (kept over a key that scored up to e^b times as much), \
-                 doubled past the top while that helps (then the mean of the last two); then the best of those with its budget tilted across layers as tova-layers tilts"
+                 doubled past the top while that helps (then the mean of the last two); then the best of those with its budget tilted across layers as tova-layers tilts, and every bonus on each setting's best tilt"
             ),
             Family::TovaLayers => format!(
                 "tova-layers@S: the best one-tier setting (tova-ema or tova-out) and the best tova-tiers setting \
@@ -1422,7 +1438,7 @@ mod tests {
         let best_grid = best(biased.to_vec()).1;
         let top = CLASS_BONUSES[CLASS_BONUSES.len() - 1];
         let untilted = rest.iter().take_while(|r| matches!(r, Baseline::Tova { tilt: 0, .. })).count();
-        let (extended, tilted) = rest.split_at(untilted);
+        let (extended, rest) = rest.split_at(untilted);
         assert_eq!(extended.is_empty(), best_grid.keep().unwrap().nats < top, "{extended:?}");
         for (base, settings) in [one.1, two.1].iter().zip(biased.chunks(per_base)) {
             for rule in settings {
@@ -1440,8 +1456,34 @@ mod tests {
         let best_biased = best([biased, extended].concat()).1;
         let Baseline::Tova { budget: base_budget, .. } = best_biased else { panic!("a TOVA base") };
         let fits = |r: &Baseline| r.memory(&cfg, h.seq_len()).unwrap() <= target * (1.0 + 1e-9);
-        assert_eq!(tilted.len(), tilts_of(best_biased).len());
+        let (tilted, tilt_first) = rest.split_at(tilts_of(best_biased).len());
         assert!(!tilted.is_empty());
+        // The other order: every bonus on each base's best split, where that split is tilted (at
+        // 30 % neither is; at 25 % the one-tier base's is).
+        let other_order = |bases: &[Bases], target: f64| {
+            let mut expected = Vec::new();
+            for &base in &bases[0].rules {
+                let splits = [vec![base], tilts_of(base).into_iter().map(|r| filled(&h, r, target)).collect()].concat();
+                let split = best(splits).1;
+                if split != base {
+                    for class in ByteClass::ALL {
+                        expected.extend(CLASS_BONUSES.map(|nats| split.keeping(ClassBonus { class, nats })));
+                    }
+                }
+            }
+            expected
+        };
+        assert_eq!(tilt_first, &other_order(&bases, target)[..]);
+        let quarter = 0.25 * cost::exact_bytes_per_token(&cfg) as f64;
+        let quarter_bases = best_bases(&h, &[quarter], 1).unwrap();
+        let expected = other_order(&quarter_bases, quarter);
+        assert_eq!(expected.len(), ByteClass::ALL.len() * CLASS_BONUSES.len(), "one base tilted at 25 %");
+        assert!(
+            expected
+                .iter()
+                .all(|r| r.family() == Family::TovaClass && matches!(r, Baseline::Tova { tilt, .. } if *tilt != 0))
+        );
+        assert!(class_candidates(&h, &quarter_bases, 1).unwrap().ends_with(&expected));
         for (rule, tilt) in tilted.iter().zip(tilts_of(best_biased)) {
             let Baseline::Tova { budget, .. } = *rule else { panic!("a TOVA rule") };
             assert_eq!(rule.at_budget(base_budget), tilt);

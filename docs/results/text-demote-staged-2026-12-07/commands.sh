@@ -24,3 +24,7 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
 ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $pol \
   --baselines tova-out,tova-tiers,tova-class,tova-layers,tova-pooled --sequences 128 --fractions none \
   --workers 2 --out transfer-demote-python-staged
+# 5. the staged tova-class there was behind the plain tilt (3.2082 against 3.2040): release build of
+#    the commit after e60a505, whose tova-class also puts every bonus on each base's best tilt
+ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $pol \
+  --baselines tova-class --sequences 128 --fractions none --workers 2 --out transfer-class-joint
