@@ -28,3 +28,10 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $p
 #    the commit after e60a505, whose tova-class also puts every bonus on each base's best tilt
 ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $pol \
   --baselines tova-class --sequences 128 --fractions none --workers 2 --out transfer-class-joint
+# 6. the two 256-byte wins against that tova-class (both orders; same build as 5.): unchanged
+ahr eval --model policies/models/text-tiny --env envs/text-demote.toml $pol \
+  --baselines tova-class --sequences 128 --fractions none --workers 2 --out rejudge-demote-class-joint
+ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
+  --policy policies/text-demote-python-table-seed1 --policy policies/text-demote-python-table-seed2 \
+  --policy policies/text-demote-python-table-seed3 \
+  --baselines tova-class --sequences 128 --fractions none --workers 2 --out rejudge-demote-python-class-joint
