@@ -24,7 +24,8 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote.toml \
   --policy policies/text-demote1k-seed4 --policy policies/text-demote1k-seed5 --policy policies/text-demote1k-seed6 \
   --baselines uniform,streaming-llm,layer-windows,h2o,tova,tova-ema,tova-out,tova-tiers,tova-layers,tova-pooled,tova-class,h2o-full-cache,tova-full-cache,k-norm,entropy,entropy-ladder,surprisal,surprisal-full-cache,superseded,spike,superseded-spike,random,token-class \
   --sequences 128 --fractions none --workers 2 --out judge-demote-seeds456
-# 4. seeds 4-6 against token-class fitted on 64 windows (the 16-window fit is in 3.)
+# 4. seeds 4-6 against token-class fitted on 64 windows (the 16-window fit is in 3.): started, stopped
+#    unfinished to leave the machine to 6. (nothing kept)
 ahr eval --model policies/models/text-tiny --env envs/text-demote.toml \
   --policy policies/text-demote1k-seed4 --policy policies/text-demote1k-seed5 --policy policies/text-demote1k-seed6 \
   --baselines token-class --fit-sequences 64 --sequences 128 --fractions none --workers 2 --out judge-demote-seeds456-fit64
