@@ -4,8 +4,10 @@
 //! filtered by extension), concatenated. Held out: the last `valid_fraction` of the bytes
 //! (`split = "tail"`), or whole files (`split = "files"`: a file is held out when the FNV-1a hash of
 //! its path relative to `path`, over 2⁶⁴, is below `valid_fraction` — reproducible by any
-//! generator, and no document is seen in both splits). Training batches are random windows;
-//! validation walks the held-out bytes in order.
+//! generator, and no document is seen in both splits). `exclude` leaves out files or folders by
+//! their path relative to `path` (a shared folder such as `/usr/share/doc` gains files when
+//! packages are installed, and every held-out window moves with them). Training batches are random
+//! windows; validation walks the held-out bytes in order.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,10 @@ pub struct TextConfig {
     /// How the held-out bytes are chosen.
     #[serde(default)]
     pub split: TextSplit,
+    /// Files or folders under `path` left out, by their path relative to it (`libpmix-dev`,
+    /// `librdmacm1/librdmacm.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<PathBuf>,
 }
 
 /// How a text corpus is split into training and held-out bytes.
@@ -82,7 +88,9 @@ pub struct TextCorpus {
     files: usize,
 }
 
-fn collect_files(path: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result<()> {
+/// The files under `path` (itself if a file) with one of `exts` (any if empty), in sorted path
+/// order, less those whose path relative to `root` starts with one of `exclude`.
+fn collect_files(root: &Path, path: &Path, exts: &[String], exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
         out.push(path.to_path_buf());
@@ -92,8 +100,11 @@ fn collect_files(path: &Path, exts: &[String], out: &mut Vec<PathBuf>) -> Result
         std::fs::read_dir(path).map_err(|e| Error::io(path, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
+        if p.strip_prefix(root).is_ok_and(|rel| exclude.iter().any(|x| rel.starts_with(x))) {
+            continue;
+        }
         if p.is_dir() {
-            collect_files(&p, exts, out)?;
+            collect_files(root, &p, exts, exclude, out)?;
         } else if exts.is_empty() || p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.iter().any(|x| x == e))
         {
             out.push(p);
@@ -114,8 +125,14 @@ impl TextCorpus {
         if config.seq_len == 0 {
             return Err(Error::Config("text: seq_len must be at least 1".into()));
         }
+        if let Some(x) = config.exclude.iter().find(|x| x.is_absolute() || x.as_os_str().is_empty()) {
+            return Err(Error::Config(format!(
+                "text: exclude names paths relative to `path`, found `{}`",
+                x.display()
+            )));
+        }
         let mut files = Vec::new();
-        collect_files(&config.path, &config.extensions, &mut files)?;
+        collect_files(&config.path, &config.path, &config.extensions, &config.exclude, &mut files)?;
         let (mut bytes, mut valid) = (Vec::new(), Vec::new());
         for f in &files {
             let content = std::fs::read(f).map_err(|e| Error::io(f, e))?;
@@ -228,6 +245,7 @@ mod tests {
             extensions: vec!["txt".into()],
             max_valid_windows: 0,
             split: TextSplit::Tail,
+            exclude: vec![],
         };
         let c = TextCorpus::load(&cfg).unwrap();
         assert_eq!(c.sizes(), (180, 20));
@@ -257,6 +275,7 @@ mod tests {
             extensions: vec![],
             max_valid_windows: 0,
             split: TextSplit::Files,
+            exclude: vec![],
         };
         let c = TextCorpus::load(&cfg).unwrap();
         assert_eq!(c.sizes(), (140, 60));
@@ -275,6 +294,38 @@ mod tests {
         assert_eq!(c.fingerprint().len(), 64);
     }
 
+    /// `exclude`: a folder and a file left out by their relative path read as if they were not
+    /// there (the same bytes, the same fingerprint); a name that only begins like an excluded one
+    /// stays; an absolute path is refused.
+    #[test]
+    fn excluded_paths_read_as_if_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TextConfig {
+            path: dir.path().into(),
+            seq_len: 8,
+            valid_fraction: 0.2,
+            extensions: vec!["md".into()],
+            max_valid_windows: 0,
+            split: TextSplit::Tail,
+            exclude: vec![],
+        };
+        for (name, text) in [("a/doc.md", "aaaa"), ("ab/doc.md", "bbbb"), ("c/x.md", "cccc"), ("c/y.md", "dddd")] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text.repeat(10)).unwrap();
+        }
+        let without = TextConfig { exclude: vec!["a".into(), "c/y.md".into()], ..cfg.clone() };
+        let c = TextCorpus::load(&without).unwrap();
+        assert_eq!(c.files(), 2);
+        assert_eq!([&c.train[..], &c.valid[..]].concat(), ["bbbb".repeat(10), "cccc".repeat(10)].concat().into_bytes());
+        std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+        std::fs::remove_file(dir.path().join("c/y.md")).unwrap();
+        assert_eq!(TextCorpus::load(&cfg).unwrap().fingerprint(), c.fingerprint());
+        let abs = TextConfig { exclude: vec![dir.path().join("c")], ..cfg };
+        let err = TextCorpus::load(&abs).unwrap_err().to_string();
+        assert!(err.contains("relative"), "{err}");
+    }
+
     #[test]
     fn empty_or_missing_corpora_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -285,6 +336,7 @@ mod tests {
             extensions: vec![],
             max_valid_windows: 0,
             split: TextSplit::Tail,
+            exclude: vec![],
         };
         let err = TextCorpus::load(&cfg(dir.path().into())).unwrap_err().to_string();
         assert!(err.contains("empty"), "{err}");
