@@ -192,6 +192,10 @@ pub enum Command {
         /// (default: each family's own, 16 and 64).
         #[arg(long, value_delimiter = ',')]
         fit_sequences: Vec<usize>,
+        /// Rounds of a fitted rule's greedy search from each start (default: 2; past the second
+        /// it stops once a round measures no better).
+        #[arg(long)]
+        fit_rounds: Option<usize>,
         /// Keep the fitted rules' measurements (loss and bytes of every setting tried on the
         /// training sequences) in files in this directory, so a later judge or `fit-rule` on the
         /// same model and task measures each setting once (a killed fit goes on from there; the

@@ -73,12 +73,13 @@ fn main() {
             sequences,
             fractions,
             fit_sequences,
+            fit_rounds,
             fit_cache,
             workers,
             out,
             common,
         } => {
-            let sizes = commands::eval::Sizes { sequences, fit_sequences, fit_cache };
+            let sizes = commands::eval::Sizes { sequences, fit_sequences, fit_rounds, fit_cache };
             commands::eval::eval(models, env, policies, &baselines, sizes, &fractions, workers, &out, &common)
                 .map(|_| ())
         }

@@ -16,6 +16,8 @@ pub struct Sizes {
     /// Training sequences the fitted vocabulary rules are fitted on, one fit per count (empty:
     /// each family's own).
     pub fit_sequences: Vec<usize>,
+    /// At most this many rounds of the fitted rules' search (`None`: each family's own).
+    pub fit_rounds: Option<usize>,
     /// Where the fitted rules' measurements are kept between runs (`None`: in memory).
     pub fit_cache: Option<PathBuf>,
 }
@@ -41,7 +43,7 @@ pub fn eval(
     env: PathBuf,
     policies: Vec<PathBuf>,
     families: &[String],
-    Sizes { sequences, fit_sequences, fit_cache }: Sizes,
+    Sizes { sequences, fit_sequences, fit_rounds, fit_cache }: Sizes,
     fractions: &[String],
     workers: usize,
     out: &std::path::Path,
@@ -67,7 +69,21 @@ pub fn eval(
     if fit_sequences.contains(&0) {
         anyhow::bail!("--fit-sequences must be at least 1");
     }
-    let args = EvalArgs { models, env, policies, families, sequences, fractions, workers, fit_sequences, fit_cache };
+    if fit_rounds == Some(0) {
+        anyhow::bail!("--fit-rounds must be at least 1");
+    }
+    let args = EvalArgs {
+        models,
+        env,
+        policies,
+        families,
+        sequences,
+        fractions,
+        workers,
+        fit_sequences,
+        fit_rounds,
+        fit_cache,
+    };
     crate::stages::judge(&args, out, &dev)
 }
 

@@ -117,6 +117,7 @@ pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers:
         fractions: Vec::new(),
         workers,
         fit_sequences: Vec::new(),
+        fit_rounds: None,
         fit_cache: None,
     };
     stages::judge(&args, &eval_dir, &dev)?;
