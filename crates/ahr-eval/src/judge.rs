@@ -1307,7 +1307,8 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                  and exact), fitted on {} training sequences per target: from one option for everything (the \
                  richest within the target, and within {} of it), the \
                  per-(layer, class) option minimising Δloss + price·Δbytes at the price that fits, filled \
-                 greedily, re-measured and chosen again ({} rounds); the choices at {:?} of each target run \
+                 greedily, re-measured and chosen again ({} rounds), then once more from the best setting \
+                 found above each target within {}× it (the trim); the choices at {:?} of each target run \
                  on the held-out sequences",
                 100.0 * token_class::CLASSES.min_single_share,
                 token_class::CLASSES.max_single,
@@ -1316,6 +1317,7 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 token_class::FIT_SEQUENCES,
                 token_class::START_LOW,
                 token_class::CLASSES.rounds,
+                token_class::TRIM_REACH,
                 token_class::TARGET_SHARES
             ),
             Family::TokenTable => format!(
