@@ -119,16 +119,7 @@ pub fn cross_fitted(policy: &[Metrics], candidates: &[&Point], metric: Metric) -
     // The best on each half (ties: the first, as `best_at_memory`).
     let chosen: Vec<&Point> = halves
         .iter()
-        .map(|h| {
-            candidates.iter().copied().fold(None::<(&Point, f64)>, |best, c| {
-                let v = pooled(c, h);
-                match best {
-                    Some((b, bv)) if !metric.better(v, bv) => Some((b, bv)),
-                    _ => Some((c, v)),
-                }
-            })
-        })
-        .map(|b| b.expect("a candidate").0)
+        .map(|h| first_best(candidates.iter().copied(), metric, |c| pooled(c, h)).expect("a candidate"))
         .collect();
     // Each half scored by the setting chosen on the other.
     let rule: Vec<Metrics> = (0..n).map(|i| chosen[usize::from(i < n / 2)].per_sequence[i]).collect();
@@ -318,10 +309,22 @@ fn points_at_memory(points: &[Point], family: Family, bytes: f64) -> impl Iterat
 }
 
 fn best_point_at_memory(points: &[Point], family: Family, bytes: f64, metric: Metric) -> Option<&Point> {
-    points_at_memory(points, family, bytes).fold(None::<&Point>, |best, p| match best {
-        Some(b) if !metric.better(p.metric, b.metric) => Some(b),
-        _ => Some(p),
-    })
+    first_best(points_at_memory(points, family, bytes), metric, |p| p.metric)
+}
+
+/// The point whose `value` is best by `metric` (the first of equals); `None` for none.
+fn first_best<'a>(
+    points: impl Iterator<Item = &'a Point>,
+    metric: Metric,
+    value: impl Fn(&Point) -> f64,
+) -> Option<&'a Point> {
+    points
+        .map(|p| (p, value(p)))
+        .fold(None::<(&Point, f64)>, |best, (p, v)| match best {
+            Some((b, bv)) if !metric.better(v, bv) => Some((b, bv)),
+            _ => Some((p, v)),
+        })
+        .map(|(p, _)| p)
 }
 
 /// Menu options kept tokens may be stored at: every option but drop and the expiring ones

@@ -72,9 +72,9 @@ pub struct Grain {
     pub min_single_share: f64,
     /// Training sequences the classes are counted and the rule fitted on.
     pub fit_sequences: usize,
-    /// At most this many rounds of measuring around the current choice and choosing again, from
-    /// each start; the fit stops earlier when a round's choice measures no better than the one
-    /// before it.
+    /// Rounds of measuring around the current choice and choosing again, from each start ([`ROUNDS`]
+    /// unless a judge asks for more); past the second the fit stops earlier once a round's choice
+    /// measures no better than the one it started from.
     pub rounds: usize,
 }
 
