@@ -986,9 +986,19 @@ fn analyze_explains(tmp: &Path, m: &str, p: &str) {
     assert_eq!(a["compared"][0][2]["mem_frac"], a["policy"]["mem_frac"]);
     assert_eq!(
         a["ablations"].as_array().unwrap().len(),
-        7 + 3 + 1,
-        "7 global features (version 3), 3 per layer, the token id"
+        7 + 3 + 1 + 1,
+        "7 global features (version 3), 3 per layer, the token id, all features at once"
     );
+    // The decisions replayed through the parallel forward are the policy; its own table pairs
+    // with it over the same sequences.
+    let t = &a["as_table"];
+    for k in ["metric", "mem_frac"] {
+        let (replay, policy) = (t["replay"][k].as_f64().unwrap(), a["policy"][k].as_f64().unwrap());
+        assert!((replay - policy).abs() < 1e-6, "{k}: replayed {replay}, the policy {policy}");
+    }
+    assert_eq!(t["margin"]["sequences"], 8);
+    assert!((0.0..=1.0).contains(&t["changed_decisions"].as_f64().unwrap()));
+    assert!(stdout.contains("As a per-token table"), "{stdout}");
     let (code, _, stderr) =
         ahr(&[&argv[..5], &["--env", env.to_str().unwrap(), "--lengths", "1", "--out", "/tmp/x"]].concat());
     assert_eq!(code, 1);

@@ -6,7 +6,9 @@
 //! difficulty (MQAR: number of pairs). From those records come the histograms of options per
 //! layer and the bytes kept against position, entropy, role or token frequency, and difficulty.
 //! Then each meta-feature is replaced by its training mean (the policy's normalisation mean) and
-//! the policy is evaluated again (the ablation table); other policies (per-layer mode, say) are
+//! the policy is evaluated again (the ablation table; all of them at once leaves the per-token table
+//! the policy is at its mean context); a write-time policy is scored against its own per-token table
+//! (each token at the option it chose most often, [`AsTable`]); other policies (per-layer mode, say) are
 //! evaluated on the same data; the policy is evaluated at longer sequences against the exact
 //! choice; and the uniform menu choices give the reference of "no allocation at all".
 //!
@@ -20,7 +22,7 @@ use ahr_policy::obs::LAYER_FEATURES;
 use ahr_policy::{ActorCritic, Granularity, ObsBatch};
 use ahr_tasks::{Task, TokenRole};
 use ahr_tpa::checkpoint::fingerprint;
-use ahr_tpa::{Model, ModelConfig, cost};
+use ahr_tpa::{Choices, Model, ModelConfig, cost};
 use ahr_train::EnvRun;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -118,6 +120,28 @@ pub struct Ablation {
     pub changed_decisions: f64,
 }
 
+/// What the policy's decisions are worth beyond a per-token table: the decisions replayed through
+/// the parallel forward (the judge's scoring of rules), and each token at the option the policy
+/// chose most often for it in each layer, read off as many other held-out sequences (the scored
+/// ones where the task has no more), scored the same way and paired: what the context adds to
+/// the table the policy is, at the memory each holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct AsTable {
+    /// The recorded decisions replayed (a check: the policy's own outcome).
+    pub replay: Outcome,
+    /// Each (layer, token) at its most common option (ties: the first; tokens the sequences never
+    /// hold: the layer's most common option).
+    pub table: Outcome,
+    /// Decisions (all layers) the table changes.
+    pub changed_decisions: f64,
+    /// Sequences the table was read off …
+    pub read_off: usize,
+    /// … other than the scored ones (else the scored ones).
+    pub apart: bool,
+    /// The replayed policy against the table, sequence by sequence (positive: the policy better).
+    pub margin: Option<crate::judge::Paired>,
+}
+
 /// The policy and the exact choice at a longer sequence length.
 #[derive(Clone, Debug, Serialize)]
 pub struct LengthRow {
@@ -166,6 +190,9 @@ pub struct Analysis {
     pub correlations: Vec<(String, f64)>,
     /// Feature ablations.
     pub ablations: Vec<Ablation>,
+    /// The policy against its own per-token table (write-time policies on a vocabulary; `None`
+    /// for policies with reviews, whose recorded options are not what a table could write).
+    pub as_table: Option<AsTable>,
     /// Other policies on the same data.
     pub compared: Vec<(String, String, Outcome)>,
     /// Length generalisation.
@@ -272,6 +299,22 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     // 2. Uniform choices on the same sequences (parallel forward).
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let uniform = uniform_outcomes(&h, &cfg.menu, exact_bytes)?;
+    let as_table = match manifest.review {
+        None if cfg.vocab_size > 0 => {
+            // The table is read off the next `sequences` held-out sequences where the task has
+            // them (else off the scored ones).
+            let apart = task.valid_examples() >= 2 * sequences;
+            let more = if apart { Some(run.record(&task, &pspec, 2 * sequences, None)?.1) } else { None };
+            let read_off = more.as_deref().map_or(&decisions[..], |d| &d[sequences * seq_len..]);
+            let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes)?;
+            eprintln!(
+                "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {} decisions changed",
+                t.replay.metric, t.replay.mem_frac, t.table.metric, t.table.mem_frac, t.changed_decisions
+            );
+            Some(t)
+        }
+        _ => None,
+    };
 
     // 3. Histograms and correlations.
     let menu: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
@@ -329,6 +372,10 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         }
         if manifest.dims.vocab_size > 0 {
             groups.push(("token id".into(), vec![], true));
+            // Every meta-feature at once: the policy as the per-token table it is at its mean
+            // context (review features left as they are).
+            let context = (0..global.len() + LAYER_FEATURES.len() * l_n).collect();
+            groups.push(("context: every feature but the token id".into(), context, false));
         }
         for (name, idx, token) in groups {
             let (st, dec) = run.record(&task, &pspec, sequences, Some((&idx, token)))?;
@@ -416,6 +463,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
         by_difficulty,
         correlations,
         ablations,
+        as_table,
         compared,
         lengths,
         values_at_query,
@@ -843,22 +891,118 @@ pub fn spearman(pairs: &[(f64, f64)]) -> f64 {
 fn uniform_outcomes(h: &Harness, menu: &[ahr_tpa::StoreOption], exact_bytes: f64) -> Result<Vec<Outcome>> {
     menu.iter()
         .map(|&option| {
-            let p = h.rule_point(&crate::Baseline::Uniform { option })?;
-            Ok(Outcome {
-                name: format!("uniform:{option}"),
-                metric: p.metric,
-                mem_frac: p.kv_bytes_per_token / exact_bytes,
-                peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
-                kv_bytes_per_token: p.kv_bytes_per_token,
-                review_change_rate: None,
-            })
+            Ok(outcome_of(
+                &format!("uniform:{option}"),
+                &h.rule_point(&crate::Baseline::Uniform { option })?,
+                exact_bytes,
+            ))
         })
         .collect()
+}
+
+/// A parallel-forward point as an [`Outcome`].
+fn outcome_of(name: &str, p: &crate::harness::Point, exact_bytes: f64) -> Outcome {
+    Outcome {
+        name: name.into(),
+        metric: p.metric,
+        mem_frac: p.kv_bytes_per_token / exact_bytes,
+        peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
+        kv_bytes_per_token: p.kv_bytes_per_token,
+        review_change_rate: None,
+    }
+}
+
+/// Per layer and token id, the option `decisions` take most often (`[layer * vocab + token]`,
+/// indices into a menu of `options`; ties: the first; a token without decisions: the layer's most
+/// common option).
+fn modal_table(decisions: &[Decision], layers: usize, vocab: usize, options: usize) -> Vec<usize> {
+    let first_max = |c: &[usize]| (0..c.len()).fold(0, |best, o| if c[o] > c[best] { o } else { best });
+    (0..layers)
+        .flat_map(|l| {
+            let mut counts = vec![0usize; vocab * options];
+            let mut all = vec![0usize; options];
+            for d in decisions {
+                counts[d.token as usize * options + d.options[l]] += 1;
+                all[d.options[l]] += 1;
+            }
+            let fallback = first_max(&all);
+            counts
+                .chunks(options)
+                .map(|c| if c.iter().any(|&n| n > 0) { first_max(c) } else { fallback })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The policy's recorded `decisions` (sorted by sequence, then position, over `h`'s sequences)
+/// and its own per-token table read off `read_off` (`apart`: other sequences than `h`'s), both
+/// through the parallel forward ([`AsTable`]).
+fn as_table(
+    h: &Harness,
+    decisions: &[Decision],
+    read_off: &[Decision],
+    apart: bool,
+    cfg: &ModelConfig,
+    exact_bytes: f64,
+) -> Result<AsTable> {
+    let (l_n, vocab, t_n) = (cfg.n_layers, cfg.vocab_size, h.seq_len());
+    if decisions.len() < h.batches().map(|b| b.batch_size).sum::<usize>() * t_n {
+        bail!("recorded {} decisions, fewer than the held-out sequences hold", decisions.len());
+    }
+    // The harness scores on the rules' menu (timed stores sorted in among the policy's options).
+    let rcfg = h.rules.config();
+    let to_rules =
+        cfg.menu.iter().map(|&o| rcfg.option_index(o).map_err(anyhow::Error::msg)).collect::<Result<Vec<_>>>()?;
+    let table = modal_table(read_off, l_n, vocab, cfg.menu.len());
+    let offset = std::cell::Cell::new(0usize);
+    let replay = h.batch_rule_point("replay", crate::harness::PointKind::Policy, "", &|b| {
+        let first = offset.replace(offset.get() + b.batch_size);
+        Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
+            to_rules[decisions[(first + s) * t_n + t].options[l]]
+        }))
+    })?;
+    let tabled = h.batch_rule_point("table", crate::harness::PointKind::Policy, "", &|b| {
+        Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
+            to_rules[table[l * vocab + b.inputs[s * b.seq_len + t] as usize]]
+        }))
+    })?;
+    let scored = &decisions[..offset.get() * t_n];
+    let changed =
+        scored.iter().filter(|d| (0..l_n).any(|l| d.options[l] != table[l * vocab + d.token as usize])).count();
+    Ok(AsTable {
+        replay: outcome_of("replay", &replay, exact_bytes),
+        table: outcome_of("table", &tabled, exact_bytes),
+        changed_decisions: changed as f64 / scored.len().max(1) as f64,
+        read_off: read_off.len() / t_n,
+        apart,
+        margin: crate::judge::paired(&replay.per_sequence, &tabled.per_sequence, h.metric()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_modal_table_takes_each_tokens_most_common_option_per_layer() {
+        let d = |token: u32, options: [usize; 2]| Decision {
+            seq: 0,
+            t: 0,
+            token,
+            entropy: 0.0,
+            kept: 0.0,
+            kept_by_layer: Vec::new(),
+            evicted_at: Vec::new(),
+            options: options.to_vec(),
+            role: None,
+        };
+        // Token 0: layer 0 takes 2, 2, 1 → 2; layer 1 takes 0, 1, 1 → 1. Token 1: a tie 1 / 0
+        // in layer 0 → the first option of equals (0); layer 1 → 0. Token 2 is never seen.
+        let decisions = [d(0, [2, 0]), d(0, [2, 1]), d(0, [1, 1]), d(1, [1, 0]), d(1, [0, 0])];
+        // Layer 0 over all: option 0 once, 1 twice, 2 twice → 1 (the first of equals);
+        // layer 1: 0 three times → 0.
+        assert_eq!(modal_table(&decisions, 2, 3, 3), [2, 0, 1, 1, 0, 0]);
+    }
 
     #[test]
     fn spearman_matches_hand_computed_values() {

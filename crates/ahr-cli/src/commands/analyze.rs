@@ -403,6 +403,24 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
             s.push_str(&format!("- Features the policy ignores (< 0.5% of decisions change): {}.\n", idle.join(", ")));
         }
     }
+    if let Some(t) = &a.as_table {
+        s.push_str(&format!(
+            "- As a per-token table (each token at its most common option per layer over {} {} sequences, {} of \
+             decisions changed): {} {:.4} at {} (the policy replayed: {:.4} at {}); the policy against it {}.\n",
+            t.read_off,
+            if t.apart { "other held-out" } else { "the same" },
+            pct(t.changed_decisions),
+            a.metric,
+            t.table.metric,
+            pct(t.table.mem_frac),
+            t.replay.metric,
+            pct(t.replay.mem_frac),
+            t.margin.as_ref().map_or("unpaired".into(), |m| format!(
+                "{m} ({} / {} sequences)",
+                m.sequences_better, m.sequences_worse
+            ))
+        ));
+    }
     for (name, mode, o) in &a.compared {
         s.push_str(&format!(
             "- `{name}` ({mode}): {} {:.4} at {} (the policy: {:.4} at {}).\n",
