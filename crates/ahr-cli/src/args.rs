@@ -174,9 +174,10 @@ pub enum Command {
         policies: Vec<PathBuf>,
         /// Rule families, comma-separated (each also with its kept tokens at every cheaper menu
         /// option). Omitted: every family but the opt-in ones (`Family::opt_in`): `token-table`
-        /// (its fit takes hours at 1024 tokens), `tova-tiers` (two-tier eviction: settings only
-        /// where the menu holds two factor ranks) and `tova-class` (a byte class kept longer:
-        /// byte text), in report order.
+        /// (its fit takes hours at 1024 tokens), `token-entropy` (`token-class` with each class
+        /// split by the model's uncertainty: twice the classes to fit), `tova-tiers` (two-tier
+        /// eviction: settings only where the menu holds two factor ranks), `tova-class` (a byte
+        /// class kept longer: byte text), `tova-layers` and `tova-pooled`, in report order.
         #[arg(long, value_delimiter = ',')]
         baselines: Vec<String>,
         /// Held-out sequences per point (default: all).
@@ -187,7 +188,7 @@ pub enum Command {
         /// targets only).
         #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
         fractions: Vec<String>,
-        /// Training sequences the fitted vocabulary rules (`token-class`, `token-table`) are
+        /// Training sequences the fitted vocabulary rules (`token-class`, `token-table`, `token-entropy`) are
         /// fitted on, comma-separated: one fit per count, the settings of every fit judged
         /// (default: each family's own, 16 and 64).
         #[arg(long, value_delimiter = ',')]

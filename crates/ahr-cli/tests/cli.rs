@@ -915,9 +915,10 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     assert!(verdict["on_front"].is_boolean());
     assert!(verdict["beats_every_family"].is_boolean());
     let judged = verdict["families"].as_array().unwrap().len() + verdict["no_setting_fits"].as_array().unwrap().len();
-    // Every family but the opt-in ones (`token-table`, `tova-tiers`, `tova-class`, `tova-layers`, `tova-pooled`) runs by default.
+    // Every family but the opt-in ones (`token-table`, `token-entropy`, `tova-tiers`, `tova-class`,
+    // `tova-layers`, `tova-pooled`) runs by default.
     let default_families = ahr_eval::Family::ALL.iter().filter(|f| !f.opt_in()).count();
-    assert_eq!(default_families, ahr_eval::Family::ALL.len() - 5);
+    assert_eq!(default_families, ahr_eval::Family::ALL.len() - 6);
     assert_eq!(judged, default_families, "every default family is judged at the policy's memory: {verdict}");
 
     let out = tmp.join("decode.json");

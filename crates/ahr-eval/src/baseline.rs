@@ -109,13 +109,17 @@ pub enum Family {
     /// ([`crate::token_class::TABLE`]): a per-byte table for text — finer than `token-class`, and
     /// opt-in ([`Family::opt_in`]).
     TokenTable,
+    /// `token-class` with every class split in two by the model's next-token entropy where the
+    /// token is written ([`crate::token_class::ENTROPY`]): the token and the model's uncertainty,
+    /// what the 256-byte text policies read (opt-in).
+    TokenEntropy,
     /// Keep each token with a probability that matches a memory target.
     Random,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 25] = [
+    pub const ALL: [Family; 26] = [
         Family::Uniform,
         Family::StreamingLlm,
         Family::LayerWindows,
@@ -140,6 +144,7 @@ impl Family {
         Family::SupersededSpike,
         Family::TokenClass,
         Family::TokenTable,
+        Family::TokenEntropy,
         Family::Random,
     ];
 
@@ -170,20 +175,27 @@ impl Family {
             Family::SupersededSpike => "superseded-spike",
             Family::TokenClass => "token-class",
             Family::TokenTable => "token-table",
+            Family::TokenEntropy => "token-entropy",
             Family::Random => "random",
         }
     }
 
     /// Whether the family runs only when named (`ahr eval --baselines`): left out of `eval`'s
     /// default list and the quickstart's judge — `token-table` because its fit takes an hour or
-    /// more per memory target at 1024 tokens, `tova-tiers` because it has settings only where the
+    /// more per memory target at 1024 tokens, `token-entropy` because it fits twice
+    /// `token-class`'s classes, `tova-tiers` because it has settings only where the
     /// menu holds two factor ranks and doubles the decodes of `tova-out`'s grid, `tova-class`
     /// because it reads bytes (text only) and runs both those grids before its own, `tova-layers`
     /// and `tova-pooled` because they run them too.
     pub fn opt_in(self) -> bool {
         matches!(
             self,
-            Family::TokenTable | Family::TovaTiers | Family::TovaClass | Family::TovaLayers | Family::TovaPooled
+            Family::TokenTable
+                | Family::TokenEntropy
+                | Family::TovaTiers
+                | Family::TovaClass
+                | Family::TovaLayers
+                | Family::TovaPooled
         )
     }
 
@@ -192,6 +204,7 @@ impl Family {
         match self {
             Family::TokenClass => Some(crate::token_class::CLASSES),
             Family::TokenTable => Some(crate::token_class::TABLE),
+            Family::TokenEntropy => Some(crate::token_class::ENTROPY),
             _ => None,
         }
     }

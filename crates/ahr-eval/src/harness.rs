@@ -79,6 +79,10 @@ impl Point {
     }
 }
 
+/// A rule's storage choices for a batch from its tokens and the model's next-token entropy there
+/// (`[seq][T]`, / ln V).
+pub type ReadRule<'a> = dyn Fn(&Batch, &[Vec<f32>]) -> Result<Choices> + 'a;
+
 /// Per held-out sequence, what rules may read: the exact full-cache forward's attention (mean
 /// over heads), exact-key norms and normalised next-token entropy, and fixed random draws.
 struct Prepared {
@@ -409,6 +413,18 @@ impl<'a> Harness<'a> {
         rule: &dyn Fn(&Batch) -> Result<Choices>,
     ) -> Result<Point> {
         self.choices_point(name, kind, setting, &|p| rule(&p.batch))
+    }
+
+    /// Storage choices per batch that also read the model's next-token entropy there
+    /// ([`ReadRule`]: the exact forward's, what `entropy` and `token-entropy` read), through
+    /// parallel forwards.
+    pub fn read_rule_point(&self, name: &str, kind: PointKind, setting: &str, rule: &ReadRule) -> Result<Point> {
+        self.choices_point(name, kind, setting, &|p| rule(&p.batch, &p.entropy))
+    }
+
+    /// The model's next-token entropy (/ ln V, exact forward) at every position of every sequence.
+    pub fn entropies(&self) -> impl Iterator<Item = f32> + '_ {
+        self.prepared.iter().flat_map(|p| p.entropy.iter().flatten().copied())
     }
 
     fn choices_point(

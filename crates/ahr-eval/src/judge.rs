@@ -436,6 +436,7 @@ pub fn candidates(h: &Harness, family: Family, target: f64) -> Result<Vec<Baseli
             Family::Uniform
             | Family::TokenClass
             | Family::TokenTable
+            | Family::TokenEntropy
             | Family::TovaClass
             | Family::TovaLayers
             | Family::TovaPooled => {}
@@ -1036,8 +1037,8 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                     .collect();
                 report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
                 points.extend(par_map(&fitted, a.workers, |(setting, rule)| {
-                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), setting, &|b| {
-                        Ok(rule.choices(&classes, l_n, b))
+                    let p = h.read_rule_point(family.name(), PointKind::Rule(family), setting, &|b, e| {
+                        Ok(rule.choices(&classes, l_n, b, e))
                     })?;
                     log(&p);
                     Ok(p)
@@ -1329,6 +1330,13 @@ fn family_notes(families: &[Family]) -> Vec<String> {
                 100.0 * token_class::TABLE.min_single_share,
                 token_class::RANGE_CLASSES,
                 token_class::TABLE.fit_sequences
+            ),
+            Family::TokenEntropy => format!(
+                "token-entropy: token-class's classes, each split in two by the model's next-token entropy where \
+                 the token is written (above or at most the median of the training tokens', exact forward), \
+                 fitted as token-class on {} training sequences — the token together with the model's \
+                 uncertainty",
+                token_class::ENTROPY.fit_sequences
             ),
             Family::Random => "random@S: keep each (token, layer) at S with a fixed probability (bisected to fill \
                 each target, fixed draws), else drop it"

@@ -5,7 +5,10 @@
 //! classes are the task's frequent token ids one by one and the rest cut into ranges of ids, and
 //! the options are fitted on *training* sequences (never the held-out ones the judge scores on).
 //! The `token-table` family is the same fit at a finer [`Grain`] ([`TABLE`]: nearly every token
-//! id a class of its own, fitted on more sequences).
+//! id a class of its own, fitted on more sequences); `token-entropy` ([`ENTROPY`]) splits each of
+//! `token-class`'s classes in two by the model's uncertainty where the token is written (its
+//! next-token entropy above or below the median of the training tokens') — the byte together with
+//! the model's uncertainty, which is what the 256-byte policies read (2026-12-07, `ahr analyze`).
 //!
 //! The fit, per memory target m: start from one option for everything (the richest whose memory
 //! fits m, and — a second fit — the richest within m / 2); measure on the training sequences
@@ -59,7 +62,21 @@ pub fn fitting_set<'a>(
     let train = Harness::training(model, task, spec, grain.fit_sequences, FIT_SEED, dev)?;
     let bytes = train.metric() == ahr_tasks::Metric::BitsPerByte;
     let classes = TokenClasses::of_batches(train.batches(), model.config().vocab_size, bytes, grain);
+    let classes = match grain.split {
+        true => classes.split_at(median(train.entropies())),
+        false => classes,
+    };
     Ok((train, classes))
+}
+
+/// The median of `values` (the lower middle one of an even count; 0 for none).
+fn median(values: impl Iterator<Item = f32>) -> f32 {
+    let mut v: Vec<f32> = values.collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = (v.len() - 1) / 2;
+    *v.select_nth_unstable_by(mid, f32::total_cmp).1
 }
 
 /// How finely a vocabulary rule tells tokens apart: which ids form a class of their own
@@ -76,17 +93,28 @@ pub struct Grain {
     /// unless a judge asks for more); past the second the fit stops earlier once a round's choice
     /// measures no better than the one it started from.
     pub rounds: usize,
+    /// Split every class in two at the median of the model's next-token entropy over the training
+    /// tokens: written where the model is sure, or where it is not.
+    pub split: bool,
 }
 
 /// `token-class`: the frequent ids (spaces, newlines, common letters) one by one.
 pub const CLASSES: Grain =
-    Grain { max_single: 24, min_single_share: 0.01, fit_sequences: FIT_SEQUENCES, rounds: ROUNDS };
+    Grain { max_single: 24, min_single_share: 0.01, fit_sequences: FIT_SEQUENCES, rounds: ROUNDS, split: false };
 /// `token-table`: every id seen often enough to be fitted on its own (0.2 % of the training
 /// tokens: 33 occurrences in 64 sequences of 256 bytes), fitted on 4× `token-class`'s sequences
 /// (on 16 it overfits: 2026-12-04, `docs/FINDINGS.md`) — a per-byte table for text, and a slow
 /// fit (classes × sequences).
-pub const TABLE: Grain =
-    Grain { max_single: usize::MAX, min_single_share: 0.002, fit_sequences: 4 * FIT_SEQUENCES, rounds: ROUNDS };
+pub const TABLE: Grain = Grain {
+    max_single: usize::MAX,
+    min_single_share: 0.002,
+    fit_sequences: 4 * FIT_SEQUENCES,
+    rounds: ROUNDS,
+    split: false,
+};
+/// `token-entropy`: `token-class`'s classes, each split at the median next-token entropy of the
+/// training tokens (twice the classes, fitted on the same sequences).
+pub const ENTROPY: Grain = Grain { split: true, ..CLASSES };
 /// Classes of the other ids: contiguous id ranges holding equal shares of their training tokens.
 pub const RANGE_CLASSES: usize = 8;
 /// Rounds of measuring around the current choice and choosing again, from each start (a judge may
@@ -112,11 +140,15 @@ pub const TRIM_REACH: f64 = 1.1;
 /// held-out memory runs over the target has smaller neighbours to fall back on.
 pub const TARGET_SHARES: [f64; 3] = [0.9, 0.95, 1.0];
 
-/// The token classes of a vocabulary: which class each id is in, and the classes' names.
+/// The token classes of a vocabulary: which class each id is in, and the classes' names; split
+/// ([`TokenClasses::split_at`]), each class twice — written at a next-token entropy up to the
+/// threshold, and above it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenClasses {
     class_of: Vec<u16>,
     names: Vec<String>,
+    /// The entropy (/ ln V) above which a token is in its class's second half.
+    threshold: Option<f32>,
 }
 
 impl TokenClasses {
@@ -156,7 +188,19 @@ impl TokenClasses {
                 k += 1;
             }
         }
-        Self { class_of, names }
+        Self { class_of, names, threshold: None }
+    }
+
+    /// These classes split in two at next-token entropy `threshold` (/ ln V): class c for tokens
+    /// written at most at it, c + the unsplit count above it (named `c (unsure)`).
+    pub fn split_at(self, threshold: f32) -> Self {
+        let names = self.names.iter().cloned().chain(self.names.iter().map(|n| format!("{n} (unsure)"))).collect();
+        Self { names, threshold: Some(threshold), ..self }
+    }
+
+    /// The split's threshold, if the classes are split.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
     }
 
     /// Classes of `grain` from the tokens of `batches` (vocabulary `vocab`; `bytes`: tokens are
@@ -183,9 +227,20 @@ impl TokenClasses {
         self.names.is_empty()
     }
 
-    /// The class of token `id` (ids beyond the vocabulary: the last class).
+    /// The class of token `id` (ids beyond the vocabulary: the last unsplit class); split classes:
+    /// its sure half.
     pub fn class(&self, id: u32) -> usize {
-        self.class_of.get(id as usize).map_or(self.names.len() - 1, |&c| c as usize)
+        let base = if self.threshold.is_some() { self.names.len() / 2 } else { self.names.len() };
+        self.class_of.get(id as usize).map_or(base - 1, |&c| c as usize)
+    }
+
+    /// The class of token `id` written where the model's next-token entropy (/ ln V) is `entropy`
+    /// (unsplit classes: [`TokenClasses::class`]).
+    pub fn class_at(&self, id: u32, entropy: f32) -> usize {
+        match self.threshold {
+            Some(at) if entropy > at => self.class(id) + self.names.len() / 2,
+            _ => self.class(id),
+        }
     }
 
     /// The class's name: a token (`' '`, `\n`, `e`, `#812`) or a range of ids (`0x00–0x1f`).
@@ -214,11 +269,13 @@ pub struct TokenClassRule {
 }
 
 impl TokenClassRule {
-    /// The storage choices for `batch`: each token at its class's option in each layer.
-    pub fn choices(&self, classes: &TokenClasses, n_layers: usize, batch: &Batch) -> Choices {
+    /// The storage choices for `batch`: each token at its class's option in each layer
+    /// (`entropy`: `[seq][T]`, the model's next-token entropy / ln V, for split classes).
+    pub fn choices(&self, classes: &TokenClasses, n_layers: usize, batch: &Batch, entropy: &[Vec<f32>]) -> Choices {
         let (c_n, t_n) = (classes.len(), batch.seq_len);
+        let at = |s: usize, t: usize| if classes.threshold.is_some() { entropy[s][t] } else { 0.0 };
         Choices::from_fn(batch.batch_size, t_n, n_layers, |s, t, l| {
-            self.options[l * c_n + classes.class(batch.inputs[s * t_n + t])]
+            self.options[l * c_n + classes.class_at(batch.inputs[s * t_n + t], at(s, t))]
         })
     }
 
@@ -256,6 +313,7 @@ impl TokenClassRule {
     /// The rule as a per-token table for a policy to start from ([`ahr_policy::PriorTable`]):
     /// every token id of the vocabulary at its class's option, per layer (indices into the
     /// rules' menu `cfg.menu`).
+    /// Split classes have no such table (the token alone does not decide): their sure half is taken.
     pub fn table(&self, cfg: &ModelConfig, classes: &TokenClasses, source: String) -> ahr_policy::PriorTable {
         let c_n = classes.len();
         let options = (0..cfg.n_layers)
@@ -295,6 +353,11 @@ pub fn fit_prior(
     progress: impl FnMut(&FitRound),
 ) -> Result<FittedPrior> {
     let grain = family.grain().ok_or_else(|| anyhow::anyhow!("`{}` is not a fitted vocabulary rule", family.name()))?;
+    anyhow::ensure!(
+        !grain.split,
+        "`{}` reads the model's uncertainty as well as the token: it is no per-token table for a policy to start from",
+        family.name()
+    );
     anyhow::ensure!(fraction > 0.0 && fraction <= 1.0, "the memory fraction must be in (0, 1], not {fraction}");
     let cfg = model.config();
     let (train, classes) = fitting_set(model, task, spec, grain, dev)?;
@@ -307,8 +370,8 @@ pub fn fit_prior(
     let rcfg = train.rules.config();
     let select = Harness::training(model, task, spec, SELECT_SEQUENCES, SELECT_SEED, dev)?;
     let points = par_map(&fitted, workers, |rule| {
-        select.batch_rule_point(family.name(), PointKind::Rule(family), &rule.setting(rcfg, &classes), &|b| {
-            Ok(rule.choices(&classes, cfg.n_layers, b))
+        select.read_rule_point(family.name(), PointKind::Rule(family), &rule.setting(rcfg, &classes), &|b, e| {
+            Ok(rule.choices(&classes, cfg.n_layers, b, e))
         })
     })?;
     let within = |i: &usize| points[*i].kv_bytes_per_token <= target * (1.0 + 1e-9);
@@ -385,6 +448,9 @@ impl Measurements {
             h.update(format!("\n{o}").as_bytes());
         }
         h.update(classes.class_of.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<u8>>());
+        if let Some(at) = classes.threshold {
+            h.update(format!("\nsplit at {at}").as_bytes());
+        }
         for b in train.batches() {
             h.update([b.batch_size as u64, b.seq_len as u64].map(u64::to_le_bytes).concat());
             h.update(b.inputs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
@@ -545,8 +611,8 @@ pub fn fit(
     // (mean loss, bytes per token) of a setting on the training sequences.
     let fresh = |options: &Vec<usize>| -> Result<(f64, f64)> {
         let rule = TokenClassRule { options: options.clone() };
-        let p = train.batch_rule_point("token-class", PointKind::Rule(Family::TokenClass), "", &|b| {
-            Ok(rule.choices(classes, l_n, b))
+        let p = train.read_rule_point("token-class", PointKind::Rule(Family::TokenClass), "", &|b, e| {
+            Ok(rule.choices(classes, l_n, b, e))
         })?;
         Ok((p.loss, p.kv_bytes_per_token))
     };
@@ -910,7 +976,7 @@ mod tests {
     fn bytes_on(train: &Harness, classes: &TokenClasses, rule: &TokenClassRule) -> f64 {
         let l_n = train.rules.config().n_layers;
         let p = train
-            .batch_rule_point("t", PointKind::Rule(Family::TokenClass), "", &|b| Ok(rule.choices(classes, l_n, b)))
+            .read_rule_point("t", PointKind::Rule(Family::TokenClass), "", &|b, e| Ok(rule.choices(classes, l_n, b, e)))
             .unwrap();
         p.kv_bytes_per_token
     }
@@ -1000,6 +1066,49 @@ mod tests {
         assert_eq!((t.class(5), t.class(7), t.class(0), t.class(4), t.class(6)), (0, 1, 2, 6, 7));
         assert_eq!(t.class(39), 39);
         assert_eq!(t.name(39), "'–'", "a range of one id");
+    }
+
+    #[test]
+    fn split_classes_tell_sure_from_unsure_writes() {
+        // ids 0–3: id 1 and id 2 frequent (their own classes), ids 0 and 3 in ranges.
+        let counts = [1u64, 50, 30, 1];
+        let c = TokenClasses::from_counts(&counts, false, CLASSES);
+        let n = c.len();
+        let s = c.clone().split_at(0.5);
+        assert_eq!((s.len(), s.threshold()), (2 * n, Some(0.5)));
+        assert_eq!(s.name(n), format!("{} (unsure)", c.name(0)));
+        // At most the threshold: the class itself; above it, its unsure twin; `class` is the sure half.
+        assert_eq!((s.class_at(1, 0.5), s.class_at(1, 0.51), s.class(1)), (c.class(1), c.class(1) + n, c.class(1)));
+        assert_eq!(s.class_at(9, 0.9), c.class(9) + n, "an id past the vocabulary: the last range, unsure");
+        assert_eq!(c.class_at(1, 0.9), c.class(1), "unsplit classes ignore the entropy");
+        // Two layers: layer 0 keeps id 1 at option 3 when sure and option 7 when unsure, all else 0;
+        // layer 1 everything at 1. Entropy [0.2, 0.8] over the sequence [1, 1].
+        let mut options = vec![0; 2 * s.len()];
+        options[s.class(1)] = 3;
+        options[s.class(1) + n] = 7;
+        options[s.len()..].fill(1);
+        let rule = TokenClassRule { options };
+        let batch = Batch {
+            inputs: vec![1, 1, 2],
+            labels: vec![ahr_tasks::IGNORE; 3],
+            batch_size: 1,
+            seq_len: 3,
+            difficulty: vec![None],
+            roles: Vec::new(),
+        };
+        let ch = rule.choices(&s, 2, &batch, &[vec![0.2, 0.8, 0.9]]);
+        let got: Vec<[usize; 2]> = (0..3).map(|t| [ch.get(0, t, 0), ch.get(0, t, 1)]).collect();
+        assert_eq!(got, [[3, 1], [7, 1], [0, 1]]);
+        // Unsplit, the entropy is not read (none given for the sequence).
+        let plain = TokenClassRule { options: vec![2; 2 * n] }.choices(&c, 2, &batch, &[]);
+        assert_eq!(plain.get(0, 1, 0), 2);
+    }
+
+    #[test]
+    fn the_median_is_the_lower_middle() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median(std::iter::empty()), 0.0);
     }
 
     #[test]
