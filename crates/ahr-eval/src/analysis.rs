@@ -308,7 +308,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             let read_off = more.as_deref().map_or(&decisions[..], |d| &d[sequences * seq_len..]);
             let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes)?;
             eprintln!(
-                "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {} decisions changed",
+                "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {:.1}% of decisions changed",
                 t.replay.metric, t.replay.mem_frac, t.table.metric, t.table.mem_frac, t.changed_decisions
             );
             Some(t)
