@@ -309,7 +309,11 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes)?;
             eprintln!(
                 "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {:.1}% of decisions changed",
-                t.replay.metric, t.replay.mem_frac, t.table.metric, t.table.mem_frac, t.changed_decisions
+                t.replay.metric,
+                t.replay.mem_frac,
+                t.table.metric,
+                t.table.mem_frac,
+                100.0 * t.changed_decisions
             );
             Some(t)
         }
@@ -948,6 +952,11 @@ fn as_table(
     let (l_n, vocab, t_n) = (cfg.n_layers, cfg.vocab_size, h.seq_len());
     if decisions.len() < h.batches().map(|b| b.batch_size).sum::<usize>() * t_n {
         bail!("recorded {} decisions, fewer than the held-out sequences hold", decisions.len());
+    }
+    // The environment's held-out episodes are the harness's sequences, in order.
+    let inputs = h.batches().flat_map(|b| b.inputs.iter().copied());
+    if let Some(i) = inputs.zip(decisions).position(|(x, d)| x != d.token) {
+        bail!("the recorded decisions' token {i} is not the held-out sequences' (the replay would be misaligned)");
     }
     // The harness scores on the rules' menu (timed stores sorted in among the policy's options).
     let rcfg = h.rules.config();
