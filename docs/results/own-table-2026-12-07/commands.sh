@@ -15,3 +15,9 @@ for P in text-demote1k-seed{1,2,3,4,5,6} text-demote-table-seed{1,2,3}; do
     --env envs/text-demote.toml --sequences 128 --lengths none --out $P 2> $P/analyze.log
 done
 ./summary.py > summary.md
+# the three policies started at the per-byte table (docs/results/python-table-2026-12-07/commands.sh, 4.-5.)
+for S in 1 2 3; do
+  mkdir -p ptable-seed$S; ahr analyze --model policies/models/text-tiny --policy policies/text-demote-python-ptable-seed$S \
+    --env envs/text-demote-python.toml --sequences 128 --lengths none --out ptable-seed$S 2> ptable-seed$S/analyze.log
+done
+./summary.py > summary.md

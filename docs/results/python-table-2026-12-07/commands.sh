@@ -20,7 +20,22 @@ ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $P
 ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml $P6 \
   --baselines token-table --fit-sequences 64 --sequences 128 --fractions none --workers 2 \
   --fit-cache fitcache-table --out python-six-table64
-for d in python-456-table64 python-entropy16 python-six-table64; do
+# 4. the per-byte table fitted at 10 % as a prior (64 training windows, the best of its settings on 64
+#    other training windows; 13 min beside .ci/run)
+ahr fit-rule --model policies/models/text-tiny --env envs/text-demote-python.toml --family token-table \
+  --fraction 0.10 --workers 2 --fit-cache fitcache-prior --out configs/prior/text-demote-python-table-10pct.json > fit-rule.log
+# 5. three policies started there, side by side (7 min)
+for S in 1 2 3; do
+  ahr train-policy --model policies/models/text-tiny --env envs/text-demote-python.toml \
+    --config configs/ppo/text-demote-python-ptable.toml --out policies/text-demote-python-ptable-seed$S \
+    --run-dir runs/text-demote-python-ptable-seed$S --seed $S --workers 1 > ppo/seed$S-train.txt &
+done; wait
+# 6. them against the per-byte table fitted on 64 windows with the trim (the measurements of 1. and 3. reused)
+ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml \
+  --policy policies/text-demote-python-ptable-seed1 --policy policies/text-demote-python-ptable-seed2 \
+  --policy policies/text-demote-python-ptable-seed3 --baselines token-table --fit-sequences 64 \
+  --sequences 128 --fractions none --workers 2 --fit-cache fitcache-table --out ptable-table64
+for d in python-456-table64 python-entropy16 python-six-table64 ptable-table64; do
   scripts/judge-table.py $d/metrics.json > $d/policies.md
   ./margins.py $d/metrics.json > $d/margins.txt   # (run on the gzipped files: <(zcat $d/metrics.json.gz))
 done
