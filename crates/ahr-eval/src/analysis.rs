@@ -105,6 +105,20 @@ pub struct Outcome {
     pub review_change_rate: Option<f64>,
 }
 
+impl Outcome {
+    /// A parallel-forward point (a rule's, or decisions replayed) as an outcome named `name`.
+    pub(crate) fn of_point(name: &str, p: &crate::harness::Point, exact_bytes: f64) -> Self {
+        Self {
+            name: name.into(),
+            metric: p.metric,
+            mem_frac: p.kv_bytes_per_token / exact_bytes,
+            peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
+            kv_bytes_per_token: p.kv_bytes_per_token,
+            review_change_rate: None,
+        }
+    }
+}
+
 /// A feature replaced by its mean.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ablation {
@@ -267,11 +281,15 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let window = manifest.policy.window.max(1);
     let run = Runner { model: &model, net: &net, manifest: &manifest, dev: &dev, dim, window };
 
-    // 1. The policy, every decision recorded.
+    // 1. The policy, every decision recorded; for a write-time policy's own table (`as_table`)
+    // over as many held-out sequences again where the task has them.
     eprintln!("analyze: policy over {sequences} held-out sequences");
-    let (stats, decisions) = run.record(&task, &pspec, sequences, None)?;
+    let tabled = manifest.review.is_none() && cfg.vocab_size > 0;
+    let apart = tabled && task.valid_examples() >= 2 * sequences;
+    let (mut stats, mut decisions) = run.record(&task, &pspec, if apart { 2 * sequences } else { sequences }, None)?;
+    stats.truncate(sequences);
+    let more = decisions.split_off(sequences * seq_len);
     let policy = summarise("policy", &stats, exact_bytes, metric_of);
-    let mut decisions = decisions;
     let difficulty = annotate(&mut decisions, &task, streams, seq_len);
     let key_class = |x: u32| match &spec.task {
         ahr_tasks::TaskConfig::Mqar(m) => m.key_class(x),
@@ -299,13 +317,11 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     // 2. Uniform choices on the same sequences (parallel forward).
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
     let uniform = uniform_outcomes(&h, &cfg.menu, exact_bytes)?;
-    let as_table = match manifest.review {
-        None if cfg.vocab_size > 0 => {
+    let as_table = match tabled {
+        true => {
             // The table is read off the next `sequences` held-out sequences where the task has
             // them (else off the scored ones).
-            let apart = task.valid_examples() >= 2 * sequences;
-            let more = if apart { Some(run.record(&task, &pspec, 2 * sequences, None)?.1) } else { None };
-            let read_off = more.as_deref().map_or(&decisions[..], |d| &d[sequences * seq_len..]);
+            let read_off = if apart { &more[..] } else { &decisions[..] };
             let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes)?;
             eprintln!(
                 "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {:.1}% of decisions changed",
@@ -317,7 +333,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             );
             Some(t)
         }
-        _ => None,
+        false => None,
     };
 
     // 3. Histograms and correlations.
@@ -478,16 +494,13 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     Ok(analysis)
 }
 
-/// Per layer, the share of decisions off their token's most common option (ties: the first).
+/// Per layer, the share of decisions off their token's most common option ([`modal_table`]).
 fn beyond_token(decisions: &[Decision], layers: usize, vocab: usize, options: usize) -> Vec<f64> {
+    let table = modal_table(decisions, layers, vocab, options);
     (0..layers)
         .map(|l| {
-            let mut counts = vec![0usize; vocab * options];
-            for d in decisions {
-                counts[d.token as usize * options + d.options[l]] += 1;
-            }
-            let modal: usize = counts.chunks(options).map(|c| c.iter().copied().max().unwrap_or(0)).sum();
-            1.0 - modal as f64 / decisions.len().max(1) as f64
+            let off = decisions.iter().filter(|d| d.options[l] != table[l * vocab + d.token as usize]).count();
+            off as f64 / decisions.len().max(1) as f64
         })
         .collect()
 }
@@ -895,25 +908,13 @@ pub fn spearman(pairs: &[(f64, f64)]) -> f64 {
 fn uniform_outcomes(h: &Harness, menu: &[ahr_tpa::StoreOption], exact_bytes: f64) -> Result<Vec<Outcome>> {
     menu.iter()
         .map(|&option| {
-            Ok(outcome_of(
+            Ok(Outcome::of_point(
                 &format!("uniform:{option}"),
                 &h.rule_point(&crate::Baseline::Uniform { option })?,
                 exact_bytes,
             ))
         })
         .collect()
-}
-
-/// A parallel-forward point as an [`Outcome`].
-fn outcome_of(name: &str, p: &crate::harness::Point, exact_bytes: f64) -> Outcome {
-    Outcome {
-        name: name.into(),
-        metric: p.metric,
-        mem_frac: p.kv_bytes_per_token / exact_bytes,
-        peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
-        kv_bytes_per_token: p.kv_bytes_per_token,
-        review_change_rate: None,
-    }
 }
 
 /// Per layer and token id, the option `decisions` take most often (`[layer * vocab + token]`,
@@ -979,8 +980,8 @@ fn as_table(
     let changed =
         scored.iter().filter(|d| (0..l_n).any(|l| d.options[l] != table[l * vocab + d.token as usize])).count();
     Ok(AsTable {
-        replay: outcome_of("replay", &replay, exact_bytes),
-        table: outcome_of("table", &tabled, exact_bytes),
+        replay: Outcome::of_point("replay", &replay, exact_bytes),
+        table: Outcome::of_point("table", &tabled, exact_bytes),
         changed_decisions: changed as f64 / scored.len().max(1) as f64,
         read_off: read_off.len() / t_n,
         apart,

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::analysis::{AnalyzeArgs, Outcome};
 use crate::baseline::Baseline;
-use crate::harness::{Harness, Point};
+use crate::harness::Harness;
 use crate::judge::{Paired, paired};
 use crate::rules::NEVER;
 
@@ -115,17 +115,6 @@ fn class_of(role: Option<TokenRole>, token: u32, byte_level: bool) -> String {
 /// A rule as the report names it: `tova-ema@full (budget=25,decay=0.5)`.
 fn label(rule: &Baseline) -> String {
     format!("{} ({})", rule.name(), rule.setting())
-}
-
-fn outcome(name: &str, p: &Point, exact_bytes: f64) -> Outcome {
-    Outcome {
-        name: name.into(),
-        metric: p.metric,
-        mem_frac: p.kv_bytes_per_token / exact_bytes,
-        peak_frac: p.peak_kv_bytes_per_token / exact_bytes,
-        kv_bytes_per_token: p.kv_bytes_per_token,
-        review_change_rate: None,
-    }
 }
 
 /// Analyse a learned-eviction policy on held-out sequences of its env (module docs).
@@ -250,9 +239,9 @@ pub fn analyze_eviction(a: &AnalyzeArgs, dev: &Device) -> Result<EvictionAnalysi
         decay: eviction.decay,
         start: label(&start),
         outcomes: vec![
-            outcome("policy", &policy, exact_bytes),
-            outcome(&label(&start), &start_point, exact_bytes),
-            outcome(&label(&tova), &tova_point, exact_bytes),
+            Outcome::of_point("policy", &policy, exact_bytes),
+            Outcome::of_point(&label(&start), &start_point, exact_bytes),
+            Outcome::of_point(&label(&tova), &tova_point, exact_bytes),
         ],
         margins,
         layers,

@@ -312,8 +312,7 @@ impl TokenClassRule {
 
     /// The rule as a per-token table for a policy to start from ([`ahr_policy::PriorTable`]):
     /// every token id of the vocabulary at its class's option, per layer (indices into the
-    /// rules' menu `cfg.menu`).
-    /// Split classes have no such table (the token alone does not decide): their sure half is taken.
+    /// rules' menu `cfg.menu`). Split classes have no such table (the token alone does not decide): their sure half is taken.
     pub fn table(&self, cfg: &ModelConfig, classes: &TokenClasses, source: String) -> ahr_policy::PriorTable {
         let c_n = classes.len();
         let options = (0..cfg.n_layers)
