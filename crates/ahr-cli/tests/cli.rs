@@ -749,6 +749,7 @@ fn other_granularities_and_policy_kinds(tmp: &Path, model: &Path) {
     assert_eq!(code, 0, "{stderr}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("Against the per-token table the policy started from"), "{report}");
+    assert!(report.contains("The per-token table the policy started from (`prior_table`)"), "{report}");
     assert!(report.contains("what no per-token table reproduces"), "{report}");
 }
 

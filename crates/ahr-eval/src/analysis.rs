@@ -154,6 +154,13 @@ pub struct AsTable {
     pub apart: bool,
     /// The replayed policy against the table, sequence by sequence (positive: the policy better).
     pub margin: Option<crate::judge::Paired>,
+    /// The per-token table the policy started from (`[policy] prior_table`, when its file is
+    /// here), scored on the same sequences: what PPO added to the rule …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Outcome>,
+    /// … the replayed policy against it, sequence by sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_margin: Option<crate::judge::Paired>,
 }
 
 /// The policy and the exact choice at a longer sequence length.
@@ -300,19 +307,20 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
     let (values_at_query, values_dropped_by_review, review_drop_triggers) = held;
     let baseline_options: Vec<Vec<usize>> = decisions.iter().map(|d| d.options.clone()).collect();
 
-    let prior_changes = match &manifest.policy.prior_table {
+    // The per-token table the policy started from (`[token][layer]` menu indices).
+    let prior = match &manifest.policy.prior_table {
         Some(path) if std::path::Path::new(path).is_file() => {
             let table = ahr_policy::PriorTable::load(std::path::Path::new(path)).map_err(anyhow::Error::msg)?;
             let names: Vec<String> = cfg.menu.iter().map(|o| o.to_string()).collect();
-            let prefer = table.resolve(&names, l_n, cfg.vocab_size).map_err(anyhow::Error::msg)?;
-            prior_changes(&decisions, &prefer, &cfg, seq_len)
+            Some(table.resolve(&names, l_n, cfg.vocab_size).map_err(anyhow::Error::msg)?)
         }
         Some(path) => {
             eprintln!("analyze: the policy's prior table {path} is not here; no comparison with it");
-            Vec::new()
+            None
         }
-        None => Vec::new(),
+        None => None,
     };
+    let prior_changes = prior.as_ref().map_or_else(Vec::new, |p| prior_changes(&decisions, p, &cfg, seq_len));
 
     // 2. Uniform choices on the same sequences (parallel forward).
     let h = Harness::new(&model, &task, &spec, sequences, &dev, false)?;
@@ -322,7 +330,7 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
             // The table is read off the next `sequences` held-out sequences where the task has
             // them (else off the scored ones).
             let read_off = if apart { &more[..] } else { &decisions[..] };
-            let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes)?;
+            let t = as_table(&h, &decisions, read_off, apart, &cfg, exact_bytes, prior.as_deref())?;
             eprintln!(
                 "  as a table: replayed {:.4} at mem {:.3}; its own table {:.4} at mem {:.3}, {:.1}% of decisions changed",
                 t.replay.metric,
@@ -331,6 +339,9 @@ pub fn analyze(a: &AnalyzeArgs, device: &Device) -> Result<Analysis> {
                 t.table.mem_frac,
                 100.0 * t.changed_decisions
             );
+            if let Some(p) = &t.prior {
+                eprintln!("  the table it started from: {:.4} at mem {:.3}", p.metric, p.mem_frac);
+            }
             Some(t)
         }
         false => None,
@@ -939,9 +950,10 @@ fn modal_table(decisions: &[Decision], layers: usize, vocab: usize, options: usi
         .collect()
 }
 
-/// The policy's recorded `decisions` (sorted by sequence, then position, over `h`'s sequences)
-/// and its own per-token table read off `read_off` (`apart`: other sequences than `h`'s), both
-/// through the parallel forward ([`AsTable`]).
+/// The policy's recorded `decisions` (sorted by sequence, then position, over `h`'s sequences),
+/// its own per-token table read off `read_off` (`apart`: other sequences than `h`'s) and the table
+/// `prior` it started from (`[token][layer]` menu indices), all through the parallel forward
+/// ([`AsTable`]).
 fn as_table(
     h: &Harness,
     decisions: &[Decision],
@@ -949,6 +961,7 @@ fn as_table(
     apart: bool,
     cfg: &ModelConfig,
     exact_bytes: f64,
+    prior: Option<&[usize]>,
 ) -> Result<AsTable> {
     let (l_n, vocab, t_n) = (cfg.n_layers, cfg.vocab_size, h.seq_len());
     if decisions.len() < h.batches().map(|b| b.batch_size).sum::<usize>() * t_n {
@@ -976,6 +989,14 @@ fn as_table(
             to_rules[table[l * vocab + b.inputs[s * b.seq_len + t] as usize]]
         }))
     })?;
+    let started = match prior {
+        Some(p) => Some(h.batch_rule_point("prior", crate::harness::PointKind::Policy, "", &|b| {
+            Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
+                to_rules[p[b.inputs[s * b.seq_len + t] as usize * l_n + l]]
+            }))
+        })?),
+        None => None,
+    };
     let scored = &decisions[..offset.get() * t_n];
     let changed =
         scored.iter().filter(|d| (0..l_n).any(|l| d.options[l] != table[l * vocab + d.token as usize])).count();
@@ -986,6 +1007,8 @@ fn as_table(
         read_off: read_off.len() / t_n,
         apart,
         margin: crate::judge::paired(&replay.per_sequence, &tabled.per_sequence, h.metric()),
+        prior: started.as_ref().map(|p| Outcome::of_point("prior", p, exact_bytes)),
+        prior_margin: started.and_then(|p| crate::judge::paired(&replay.per_sequence, &p.per_sequence, h.metric())),
     })
 }
 

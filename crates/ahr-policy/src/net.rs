@@ -118,12 +118,20 @@ pub struct PolicyConfig {
     pub prior_logit: f32,
     /// A per-token rule to start from: a [`PriorTable`] file (e.g. written by `ahr fit-rule`,
     /// the judge's fitted `token-class` rule) naming, per layer and token id, the option the
-    /// untrained actor prefers by `prior_logit`. It becomes a trainable logit table `[vocab,
-    /// heads × options]` added to the actor's output, so PPO starts at the rule and learns where
-    /// context should overrule it. Needs the token input; read once when training starts (the
-    /// trained table travels in the weights).
+    /// untrained actor prefers by `prior_logit`. It becomes a logit table `[vocab, heads ×
+    /// options]` added to the actor's output (trained with the rest unless `prior_frozen`), so
+    /// PPO starts at the rule and learns where context should overrule it. Needs the token input;
+    /// read once when training starts (the table travels in the weights).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prior_table: Option<String>,
+    /// Keep a prior where it starts: no gradient reaches `prior_table`'s logit table, nor the
+    /// actor's output biases that `prior` sets (all of them: they are one parameter), so PPO
+    /// trains the network's correction to the rule, not the rule. Until 2026-12-07 every run with
+    /// a prior trained this way by accident (the prior's parameter lost its gradient tracking when
+    /// it was set) — and a resumed one did not (loading a checkpoint restored the tracking): the
+    /// configs of the policies trained so far say `prior_frozen = true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prior_frozen: bool,
 }
 
 impl Default for PolicyConfig {
@@ -136,6 +144,7 @@ impl Default for PolicyConfig {
             prior: Vec::new(),
             prior_logit: 4.0,
             prior_table: None,
+            prior_frozen: false,
         }
     }
 }
@@ -246,6 +255,9 @@ pub struct ActorCritic {
     evict_kappa: Option<Param<Tensor<1>>>,
     #[module(skip)]
     dims: PolicyDims,
+    /// [`PolicyConfig::prior_frozen`]: the priors, once set, are not tracked.
+    #[module(skip)]
+    prior_frozen: bool,
 }
 
 /// Tensors of an observation batch, ready for the network.
@@ -287,6 +299,7 @@ impl ActorCritic {
             critic: Mlp::new(d_in, config.hidden, 1, 1.0, device),
             evict_kappa: None,
             dims,
+            prior_frozen: config.prior_frozen,
         }
     }
 
@@ -312,12 +325,13 @@ impl ActorCritic {
                 device,
             ))),
             dims,
+            prior_frozen: false,
         }
     }
 
     /// This network with the actor's output biases set so that head `h` prefers option
     /// `prefer[h]` by `logit` (see [`PolicyConfig::prior`]; `None`: no preference); the other
-    /// biases are zero.
+    /// biases are zero. They train unless [`PolicyConfig::prior_frozen`].
     pub fn with_prior(mut self, prefer: &[Option<usize>], logit: f32) -> Self {
         let PolicyDims { heads, options, .. } = self.dims;
         assert_eq!(prefer.len(), heads, "one preferred option per head");
@@ -329,14 +343,15 @@ impl ActorCritic {
         }
         let device = self.actor.out.weight.device();
         let param = self.actor.out.bias.take().expect("the policy head has a bias");
-        self.actor.out.bias = Some(param.map(|_| Tensor::from_data(TensorData::new(bias, [heads * options]), &device)));
+        let param = param.map(|_| Tensor::from_data(TensorData::new(bias, [heads * options]), &device));
+        self.actor.out.bias = Some(param.set_require_grad(!self.prior_frozen));
         self
     }
 
     /// This network with its per-token logit table set so that token `t` prefers option
     /// `prefer[t · layers + l]` on head `l` by `logit` (the other entries zero; heads beyond
-    /// `layers` get no prior). Errors if the network has no table (no `prior_table` in its
-    /// config, or no token input) or the sizes differ.
+    /// `layers` get no prior; trained unless [`PolicyConfig::prior_frozen`]). Errors if the
+    /// network has no table (no `prior_table` in its config, or no token input) or the sizes differ.
     pub fn with_token_prior(mut self, prefer: &[usize], layers: usize, logit: f32) -> Result<Self, String> {
         let PolicyDims { heads, options, vocab_size, .. } = self.dims;
         let Some(table) = self.token_prior.take() else {
@@ -356,8 +371,14 @@ impl ActorCritic {
         let device = self.actor.out.weight.device();
         let weight =
             table.weight.map(|_| Tensor::from_data(TensorData::new(w, [vocab_size, heads * options]), &device));
-        self.token_prior = Some(Embedding { weight });
+        self.token_prior = Some(Embedding { weight: weight.set_require_grad(!self.prior_frozen) });
         Ok(self)
+    }
+
+    /// The actor's output biases, where [`PolicyConfig::prior`] puts the rule (`[heads × options]`).
+    pub fn output_biases(&self) -> Vec<f32> {
+        let bias = self.actor.out.bias.as_ref().expect("the policy head has a bias");
+        bias.val().into_data().try_to_vec::<f32>().expect("f32 biases")
     }
 
     /// The environment-fixed sizes.
@@ -568,5 +589,56 @@ mod tests {
             &dev,
         );
         assert!(plain.with_token_prior(&prefer, 2, 6.0).unwrap_err().contains("needs `[policy] prior_table`"));
+    }
+
+    /// Priors train with the network (the table and the output biases get gradients) unless
+    /// `prior_frozen`, which leaves them none while the network's weights get theirs; either way
+    /// the untrained logits are the rule's. The manifest writes the flag only when set.
+    #[test]
+    fn priors_train_unless_frozen() {
+        let dev = Device::flex().autodiff();
+        let dims = PolicyDims { obs_dim: 5, vocab_size: 3, heads: 2, options: 4, candidate_features: 0 };
+        let prefer = vec![3, 2, 0, 2, 2, 0];
+        let obs = ObsBatch {
+            features: (0..6 * 5).map(|i| ((i * 7) % 17) as f32 - 8.0).collect(),
+            tokens: vec![0, 1, 2, 2, 1, 0],
+            masks: vec![true; 6 * 8],
+            len: 6,
+        };
+        let mut logits = Vec::new();
+        for frozen in [false, true] {
+            let cfg = PolicyConfig {
+                hidden: 16,
+                token_embed_dim: 4,
+                prior_table: Some("table.json".into()),
+                prior_frozen: frozen,
+                ..PolicyConfig::default()
+            };
+            let net = ActorCritic::new(&cfg, dims, &dev)
+                .with_prior(&[Some(1), None], 0.5)
+                .with_token_prior(&prefer, 2, 6.0)
+                .unwrap();
+            let out = net.logits(&net.obs_tensors(&obs, &RunningNorm::new(dims.obs_dim), &dev));
+            logits.push(out.clone().into_data().try_to_vec::<f32>().unwrap());
+            let grads = (out.clone() * out).sum().backward();
+            let table = net.token_prior.as_ref().unwrap().weight.grad(&grads);
+            assert_eq!(table.is_none(), frozen, "frozen {frozen}: the table's gradient");
+            let bias = net.actor.out.bias.as_ref().unwrap().grad(&grads);
+            assert_eq!(bias.is_none(), frozen, "frozen {frozen}: the output biases' gradient");
+            assert!(net.actor.out.weight.grad(&grads).is_some(), "frozen {frozen}: the actor's gradient");
+            let json = serde_json::to_string(&cfg).unwrap();
+            assert_eq!(json.contains("prior_frozen"), frozen, "{json}");
+            assert_eq!(serde_json::from_str::<PolicyConfig>(&json).unwrap().prior_frozen, frozen);
+        }
+        // Either way the untrained logits are the rule's (the actor's output starts near zero).
+        for l in &logits {
+            for (i, x) in l.iter().enumerate() {
+                let (row, col) = (i / 8, i % 8);
+                let t = obs.tokens[row] as usize;
+                let table = if prefer[t * 2 + col / 4] == col % 4 { 6.0 } else { 0.0 };
+                let want = table + if col == 1 { 0.5 } else { 0.0 };
+                assert!((x - want).abs() < 0.25, "row {row}, logit {col}: {x} vs {want}");
+            }
+        }
     }
 }

@@ -179,6 +179,12 @@ impl PpoConfig {
                 format!("must be finite, found {}", self.policy.prior_logit),
             ));
         }
+        if self.policy.prior_frozen && self.policy.prior_table.is_none() && self.policy.prior.is_empty() {
+            return Err(Invalid::new(
+                "policy.prior_frozen",
+                "keeps a prior where it starts: set `prior` or `prior_table`",
+            ));
+        }
         for (name, v) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Invalid::new(name, format!("must lie in [0, 1], found {v}")));
@@ -198,6 +204,8 @@ mod tests {
         let err = |c: PpoConfig| c.validate().unwrap_err();
         assert_eq!(err(PpoConfig { gae_lambda: 1.5, ..Default::default() }).setting, "gae_lambda");
         assert_eq!(err(PpoConfig { num_minibatches: 0, ..Default::default() }).setting, "num_minibatches");
+        let frozen = ahr_policy::PolicyConfig { prior_frozen: true, ..Default::default() };
+        assert_eq!(err(PpoConfig { policy: frozen, ..Default::default() }).setting, "policy.prior_frozen");
         let lr = err(PpoConfig { learning_rate: -1.0, ..Default::default() });
         assert_eq!(lr.to_string(), "learning_rate: must be > 0, found -1");
     }

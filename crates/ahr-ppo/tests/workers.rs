@@ -144,6 +144,42 @@ fn one_worker_equals_two_workers() {
     assert_ne!(na, RunningNorm::new(4));
 }
 
+/// A prior trains with the network unless `prior_frozen` keeps it (the output biases it sets stay
+/// at the rule's), and either way a run resumed from a checkpoint ends where the uninterrupted run
+/// does, bit for bit (before 2026-12-07 a resume gave back the gradients a fresh run's prior had
+/// lost, so the two parted).
+#[test]
+fn a_prior_trains_unless_frozen_and_a_resumed_run_is_the_straight_one() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = ahr_tpa::device::from_env();
+    for frozen in [false, true] {
+        let mut cfg = config(64 * 3);
+        cfg.policy.prior = vec!["1".into()];
+        cfg.policy.prior_frozen = frozen;
+        cfg.reset_each_iteration = true; // what makes a resume exact (the rank envs set it)
+        let trainer =
+            || Trainer::new(cfg.clone(), envs(2, None), 1, 7, 0.0, None, dev.clone()).unwrap().with_prior(&[Some(1)]);
+        let ckpt = tmp.path().join(format!("frozen-{frozen}"));
+        let mut straight = trainer();
+        straight
+            .train(&mut NullSink, |t, r| {
+                if r.iteration == 1 {
+                    t.save_checkpoint(&ckpt)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let bias = straight.policy().output_biases();
+        assert_eq!(bias == [0.0, 4.0, 0.0], frozen, "frozen {frozen}: output biases {bias:?}");
+        let mut resumed = trainer();
+        resumed.load_checkpoint(&ckpt).unwrap();
+        assert_eq!(resumed.state().iteration, 1);
+        resumed.train(&mut NullSink, |_, _| Ok(())).unwrap();
+        assert_eq!(probe(&resumed), probe(&straight), "frozen {frozen}: resumed against straight");
+    }
+}
+
 #[test]
 fn an_environment_error_reaches_the_trainer_with_its_message() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

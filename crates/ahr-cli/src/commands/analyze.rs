@@ -421,6 +421,18 @@ fn report(a: &Analysis, args: &AnalyzeArgs) -> String {
             ))
         ));
     }
+    if let Some((t, p)) = a.as_table.as_ref().and_then(|t| t.prior.as_ref().map(|p| (t, p))) {
+        s.push_str(&format!(
+            "- The per-token table the policy started from (`prior_table`): {} {:.4} at {}; the policy against it {}.\n",
+            a.metric,
+            p.metric,
+            pct(p.mem_frac),
+            t.prior_margin.as_ref().map_or("unpaired".into(), |m| format!(
+                "{m} ({} / {} sequences)",
+                m.sequences_better, m.sequences_worse
+            ))
+        ));
+    }
     for (name, mode, o) in &a.compared {
         s.push_str(&format!(
             "- `{name}` ({mode}): {} {:.4} at {} (the policy: {:.4} at {}).\n",
