@@ -203,6 +203,12 @@ pub enum Command {
         /// results do not depend on it).
         #[arg(long)]
         fit_cache: Option<PathBuf>,
+        /// Per-token tables judged as further settings of `token-table`, comma-separated files or
+        /// directories of `*.json` (e.g. an earlier judge's `tables/`, where every run writes the
+        /// settings its vocabulary fits found, or `ahr fit-rule`'s output): a verdict against the
+        /// settings every run found, paired.
+        #[arg(long, value_delimiter = ',')]
+        rule_tables: Vec<PathBuf>,
         /// Threads evaluating points side by side (default: the available cores; the numbers do
         /// not depend on it).
         #[arg(long, default_value_t = default_workers())]

@@ -75,13 +75,25 @@ fn main() {
             fit_sequences,
             fit_rounds,
             fit_cache,
+            rule_tables,
             workers,
             out,
             common,
         } => {
             let sizes = commands::eval::Sizes { sequences, fit_sequences, fit_rounds, fit_cache };
-            commands::eval::eval(models, env, policies, &baselines, sizes, &fractions, workers, &out, &common)
-                .map(|_| ())
+            commands::eval::eval(
+                models,
+                env,
+                policies,
+                &baselines,
+                sizes,
+                &rule_tables,
+                &fractions,
+                workers,
+                &out,
+                &common,
+            )
+            .map(|_| ())
         }
         Command::FitRule { model, env, family, fraction, fit_cache, workers, out, common } => {
             commands::eval::fit_rule(&model, &env, &family, fraction, fit_cache, workers, &out, &common)

@@ -138,6 +138,16 @@ pub fn judge(args: &ahr_eval::EvalArgs, out: &std::path::Path, dev: &Device) -> 
         ahr_eval::Progress::Measured { family, path, settings } => {
             eprintln!("{family}: {settings} settings measured before, in {}", path.display())
         }
+        ahr_eval::Progress::Table { family, index, table } => {
+            // Each fitted vocabulary setting as a table file, for a later judge's --rule-tables.
+            let file = out.join("tables").join(format!("{family}-{index:03}.json"));
+            let written = std::fs::create_dir_all(out.join("tables"))
+                .map_err(anyhow::Error::from)
+                .and_then(|_| crate::commands::write_json(&file, table).map_err(anyhow::Error::from));
+            if let Err(e) = written {
+                failed.get_or_insert(e.context(format!("writing {}", file.display())));
+            }
+        }
         ahr_eval::Progress::Point(p) => {
             eprintln!(
                 "{:<26} {:<34} metric {:.4}  bytes/token {:.1}",

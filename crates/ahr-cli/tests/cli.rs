@@ -910,6 +910,63 @@ fn deployment_commands(tmp: &Path, model: &Path, policy: &Path) {
     let (four, eight, both) = (class_rows("4"), class_rows("8"), class_rows("4,8"));
     assert!(!four.is_empty() && four != eight, "the two fits should differ: {four:?}");
     assert_eq!(both, four.union(&eight).cloned().collect(), "every fit's settings, each once");
+    // Every vocabulary fit writes its settings as per-token tables (`tables/`); a later judge given
+    // them (`--rule-tables`) scores each as a `token-table` setting with the same numbers, and none
+    // twice where its own fit found it.
+    let table_points = |counts: &str, name: &str, tables: Option<&Path>| {
+        let dir = tmp.join(format!("eval-table-{name}"));
+        let argv = ["eval", "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "8"];
+        let mut more = vec!["--baselines", "token-table", "--fit-sequences", counts, "--out", dir.to_str().unwrap()];
+        if let Some(t) = tables {
+            more.extend(["--rule-tables", t.to_str().unwrap()]);
+        }
+        let (code, _, stderr) = ahr(&[&argv[..], &more[..]].concat());
+        assert_eq!(code, 0, "{stderr}");
+        // (setting, loss, bytes per token), in the settings' order (points come as they finish)
+        let mut points: Vec<(String, f64, f64)> = std::fs::read_to_string(dir.join("points.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["name"] == "token-table")
+            .map(|v| {
+                (
+                    v["setting"].as_str().unwrap().to_string(),
+                    v["loss"].as_f64().unwrap(),
+                    v["kv_bytes_per_token"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.cmp(&b.0));
+        (dir, points)
+    };
+    let (dir4, four) = table_points("4", "4", None);
+    let tables = dir4.join("tables");
+    assert_eq!(std::fs::read_dir(&tables).unwrap().count(), four.len(), "a table per setting");
+    let (_, eight) = table_points("8", "8", Some(&tables));
+    for (setting, loss, bytes) in &four {
+        let found = eight.iter().find(|(s, _, _)| s == setting || s.starts_with(&format!("{setting} [")));
+        let (_, l, b) = found.unwrap_or_else(|| panic!("{setting} not judged again: {eight:?}"));
+        assert_eq!((l, b), (loss, bytes), "{setting}");
+    }
+    assert!(eight.iter().any(|(s, _, _)| s.contains(" [")), "no table judged: {eight:?}");
+    assert_eq!(table_points("4", "4-again", Some(&tables)).1, four, "a table of a setting found again, judged twice");
+    let (code, _, stderr) = ahr(&[
+        "eval",
+        "--model",
+        m,
+        "--env",
+        "envs/mqar-tiny.toml",
+        "--policy",
+        p,
+        "--baselines",
+        "token-class",
+        "--rule-tables",
+        tables.to_str().unwrap(),
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("settings of `token-table`") && !stderr.contains("panicked"), "{stderr}");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     let verdict = &metrics["policies"][0];

@@ -61,6 +61,11 @@ pub struct EvalArgs {
     /// Keep the fitted families' measurements in files in this directory, reused by later fits
     /// on the same model and training sequences ([`token_class::Measurements::open`]).
     pub fit_cache: Option<PathBuf>,
+    /// Per-token tables ([`ahr_policy::PriorTable`] files: the settings earlier judges fitted,
+    /// [`Progress::Table`], or `ahr fit-rule`'s) judged as further settings of `token-table`:
+    /// the greedy fit lands in different places at different targets, so a verdict against the
+    /// settings every run found is steadier than one against this run's alone.
+    pub rule_tables: Vec<PathBuf>,
 }
 
 /// A family's best setting at a memory target.
@@ -900,6 +905,16 @@ pub enum Progress<'a> {
         /// Settings measured there before.
         settings: usize,
     },
+    /// A fitted vocabulary family's setting as a per-token table (to keep, and to judge again
+    /// with [`EvalArgs::rule_tables`]); `index` counts the family's settings from 0.
+    Table {
+        /// The family.
+        family: Family,
+        /// Its place among the family's settings.
+        index: usize,
+        /// The table (its `source` is the setting).
+        table: &'a ahr_policy::PriorTable,
+    },
     /// A point (policy, rule setting or extra model) is finished.
     Point(&'a Point),
     /// Something the reader of the results must know (also kept in the notes).
@@ -915,6 +930,15 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     // Load every input before the (long) evaluation starts, so a bad path fails at once.
     let others = a.models.iter().skip(1).map(|d| Ok((d, load_model(d, dev)?))).collect::<Result<Vec<_>>>()?;
     let cfg = model.config().clone();
+    anyhow::ensure!(
+        a.rule_tables.is_empty() || a.families.contains(&Family::TokenTable),
+        "rule tables are judged as settings of `token-table`: add it to the families"
+    );
+    let rule_tables = a
+        .rule_tables
+        .iter()
+        .map(|path| ahr_policy::PriorTable::load(path).map(|t| (path, t)).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let fp = fingerprint(main_dir)?;
     let loaded = a
         .policies
@@ -1004,7 +1028,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 true => vec![grain.fit_sequences],
                 false => a.fit_sequences.clone(),
             };
-            let mut seen = std::collections::HashSet::new();
+            let (mut seen, mut index) = (std::collections::HashSet::new(), 0);
             for fit_sequences in counts {
                 let grain = token_class::Grain { fit_sequences, rounds: a.fit_rounds.unwrap_or(grain.rounds), ..grain };
                 let (train, classes) = token_class::fitting_set(&model, &task, &spec, grain, dev)?;
@@ -1036,9 +1060,39 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                     .filter(|(setting, _)| seen.insert(setting.clone()))
                     .collect();
                 report(Progress::Searched { family, settings: fitted.len(), seconds: started.elapsed().as_secs_f64() });
+                if !grain.split {
+                    for (setting, rule) in &fitted {
+                        let table = rule.table(rcfg, &classes, setting.clone());
+                        report(Progress::Table { family, index, table: &table });
+                        index += 1;
+                    }
+                }
                 points.extend(par_map(&fitted, a.workers, |(setting, rule)| {
                     let p = h.read_rule_point(family.name(), PointKind::Rule(family), setting, &|b, e| {
                         Ok(rule.choices(&classes, l_n, b, e))
+                    })?;
+                    log(&p);
+                    Ok(p)
+                })?);
+            }
+            if family == Family::TokenTable {
+                // Earlier runs' settings, each once (not again where this run found it too).
+                let names: Vec<String> = rcfg.menu.iter().map(|o| o.to_string()).collect();
+                let mut tables = Vec::new();
+                for (path, table) in &rule_tables {
+                    let prefer = table
+                        .resolve(&names, l_n, cfg.vocab_size)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    if seen.insert(table.source.clone()) && !tables.iter().any(|(_, p)| p == &prefer) {
+                        tables.push((format!("{} [{}]", table.source, path.display()), prefer));
+                    }
+                }
+                report(Progress::Searched { family, settings: tables.len(), seconds: 0.0 });
+                points.extend(par_map(&tables, a.workers, |(setting, prefer)| {
+                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), setting, &|b| {
+                        Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
+                            prefer[b.inputs[s * b.seq_len + t] as usize * l_n + l]
+                        }))
                     })?;
                     log(&p);
                     Ok(p)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ahr_eval::{EvalArgs, EvalOutput, Family};
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::args::Common;
 use crate::device::device;
@@ -44,12 +44,14 @@ pub fn eval(
     policies: Vec<PathBuf>,
     families: &[String],
     Sizes { sequences, fit_sequences, fit_rounds, fit_cache }: Sizes,
+    rule_tables: &[PathBuf],
     fractions: &[String],
     workers: usize,
     out: &std::path::Path,
     common: &Common,
 ) -> Result<EvalOutput> {
     let fractions = parse_fractions(fractions)?;
+    let rule_tables = table_files(rule_tables)?;
     if fractions.is_empty() && policies.is_empty() {
         anyhow::bail!("nothing to judge: no --policy and --fractions none");
     }
@@ -83,8 +85,30 @@ pub fn eval(
         fit_sequences,
         fit_rounds,
         fit_cache,
+        rule_tables,
     };
     crate::stages::judge(&args, out, &dev)
+}
+
+/// `--rule-tables`: each file as given, each directory's `*.json` files in name order.
+fn table_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let entries = std::fs::read_dir(path).with_context(|| format!("--rule-tables: {}", path.display()))?;
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            anyhow::ensure!(!found.is_empty(), "--rule-tables: {} holds no *.json table", path.display());
+            found.sort();
+            files.extend(found);
+        } else {
+            anyhow::ensure!(path.is_file(), "--rule-tables: {} is neither a file nor a directory", path.display());
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
 }
 
 /// `ahr fit-rule`: a fitted vocabulary rule (`family`: `token-class` or `token-table`) at

@@ -119,6 +119,7 @@ pub fn quickstart(out: &Path, pretrain: bool, sequences: Option<usize>, workers:
         fit_sequences: Vec::new(),
         fit_rounds: None,
         fit_cache: None,
+        rule_tables: Vec::new(),
     };
     stages::judge(&args, &eval_dir, &dev)?;
     println!("quickstart finished in {:.0} s", started.elapsed().as_secs_f64());
