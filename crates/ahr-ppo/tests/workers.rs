@@ -146,8 +146,8 @@ fn one_worker_equals_two_workers() {
 
 /// A prior trains with the network unless `prior_frozen` keeps it (the output biases it sets stay
 /// at the rule's), and either way a run resumed from a checkpoint ends where the uninterrupted run
-/// does, bit for bit (before 2026-12-07 a resume gave back the gradients a fresh run's prior had
-/// lost, so the two parted).
+/// does, bit for bit on the default backend (before 2026-12-07 a resume gave back the gradients a
+/// fresh run's prior had lost, so the two parted).
 #[test]
 fn a_prior_trains_unless_frozen_and_a_resumed_run_is_the_straight_one() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,7 +176,15 @@ fn a_prior_trains_unless_frozen_and_a_resumed_run_is_the_straight_one() {
         resumed.load_checkpoint(&ckpt).unwrap();
         assert_eq!(resumed.state().iteration, 1);
         resumed.train(&mut NullSink, |_, _| Ok(())).unwrap();
-        assert_eq!(probe(&resumed), probe(&straight), "frozen {frozen}: resumed against straight");
+        let (a, b) = (probe(&resumed), probe(&straight));
+        if dev.clone().inner() == burn::tensor::Device::flex() {
+            assert_eq!(a, b, "frozen {frozen}: resumed against straight");
+        } else {
+            // libtorch's CPU kernels are not bit-reproducible from run to run (a last-bit
+            // difference in a gradient sum): within a few units in the last place there.
+            let off = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0f32, f32::max);
+            assert!(off < 1e-5, "frozen {frozen}: resumed against straight: {a:?} vs {b:?}");
+        }
     }
 }
 
