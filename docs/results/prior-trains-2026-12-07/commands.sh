@@ -52,3 +52,9 @@ F=""; for S in 4 5 6; do F="$F --policy policies/text-demote-python-table-seed$S
 ahr eval $C $T --out six; ahr eval $C $F --out 456; ahr eval $C $P --out ptable; ahr eval $C $R --out ptrain
 ahr eval $C $T $P $R --rule-tables six/tables,456/tables,ptable/tables,ptrain/tables --out union
 ../python-table-2026-12-07/margins.py union/metrics.json > union/margins.txt
+# 5. the pctx policies, fitted at their memories (29 min, beside .ci/run) and paired against every table
+#    of 4. (release build of b7ad39e)
+ahr eval $C --policy policies/text-demote-python-pctx-seed1 --policy policies/text-demote-python-pctx-seed2 \
+  --policy policies/text-demote-python-pctx-seed3 \
+  --rule-tables union/tables,six/tables,456/tables,ptable/tables,ptrain/tables --out pctx-union
+../python-table-2026-12-07/margins.py pctx-union/metrics.json > pctx-union/margins.txt
