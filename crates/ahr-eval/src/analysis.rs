@@ -990,11 +990,10 @@ fn as_table(
         }))
     })?;
     let started = match prior {
-        Some(p) => Some(h.batch_rule_point("prior", crate::harness::PointKind::Policy, "", &|b| {
-            Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
-                to_rules[p[b.inputs[s * b.seq_len + t] as usize * l_n + l]]
-            }))
-        })?),
+        Some(p) => {
+            let in_rules: Vec<usize> = p.iter().map(|&o| to_rules[o]).collect();
+            Some(h.table_point("prior", crate::harness::PointKind::Policy, "", &in_rules)?)
+        }
         None => None,
     };
     let scored = &decisions[..offset.get() * t_n];

@@ -415,6 +415,17 @@ impl<'a> Harness<'a> {
         self.choices_point(name, kind, setting, &|p| rule(&p.batch))
     }
 
+    /// A per-token table — token `t` at option `table[t · layers + l]` of the rules' menu in layer
+    /// `l`, wherever it is written — through parallel forwards.
+    pub fn table_point(&self, name: &str, kind: PointKind, setting: &str, table: &[usize]) -> Result<Point> {
+        let layers = self.rules.config().n_layers;
+        self.batch_rule_point(name, kind, setting, &|b| {
+            Ok(Choices::from_fn(b.batch_size, b.seq_len, layers, |s, t, l| {
+                table[b.inputs[s * b.seq_len + t] as usize * layers + l]
+            }))
+        })
+    }
+
     /// Storage choices per batch that also read the model's next-token entropy there
     /// ([`ReadRule`]: the exact forward's, what `entropy` and `token-entropy` read), through
     /// parallel forwards.

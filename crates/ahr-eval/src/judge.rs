@@ -1089,11 +1089,7 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
                 }
                 report(Progress::Searched { family, settings: tables.len(), seconds: 0.0 });
                 points.extend(par_map(&tables, a.workers, |(setting, prefer)| {
-                    let p = h.batch_rule_point(family.name(), PointKind::Rule(family), setting, &|b| {
-                        Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
-                            prefer[b.inputs[s * b.seq_len + t] as usize * l_n + l]
-                        }))
-                    })?;
+                    let p = h.table_point(family.name(), PointKind::Rule(family), setting, prefer)?;
                     log(&p);
                     Ok(p)
                 })?);

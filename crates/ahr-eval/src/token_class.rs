@@ -1009,14 +1009,7 @@ mod tests {
         let rules_menu = &select.rules.config().menu;
         let in_rules: Vec<usize> =
             prefer.iter().map(|&o| rules_menu.iter().position(|r| *r == cfg.menu[o]).unwrap()).collect();
-        let l_n = cfg.n_layers;
-        let p = select
-            .batch_rule_point("t", PointKind::Rule(Family::TokenClass), "", &|b| {
-                Ok(Choices::from_fn(b.batch_size, b.seq_len, l_n, |s, t, l| {
-                    in_rules[b.inputs[s * b.seq_len + t] as usize * l_n + l]
-                }))
-            })
-            .unwrap();
+        let p = select.table_point("t", PointKind::Rule(Family::TokenClass), "", &in_rules).unwrap();
         assert_eq!((p.kv_bytes_per_token, p.loss), (fitted.train.kv_bytes_per_token, fitted.train.loss));
         assert!(p.kv_bytes_per_token <= 0.3 * cost::exact_bytes_per_token(&cfg) as f64 * (1.0 + 1e-9));
     }
