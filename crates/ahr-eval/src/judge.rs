@@ -952,6 +952,17 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
     let sequences = a.sequences.unwrap_or(task.valid_examples());
     let attention = a.families.iter().any(|f| f.needs_attention());
     let h = Harness::new(&model, &task, &spec, sequences, dev, attention)?;
+    // The rule tables in the rules' menu (a table for another model or menu fails here, not after the fits).
+    let names: Vec<String> = h.rules.config().menu.iter().map(|o| o.to_string()).collect();
+    let rule_tables = rule_tables
+        .into_iter()
+        .map(|(path, table)| {
+            let prefer = table
+                .resolve(&names, cfg.n_layers, cfg.vocab_size)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok((format!("{} [{}]", table.source, path.display()), table.source, prefer))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let metric = h.metric();
     let exact_bytes = cost::exact_bytes_per_token(&cfg) as f64;
     let mut points: Vec<Point> = Vec::new();
@@ -1077,14 +1088,10 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             }
             if family == Family::TokenTable {
                 // Earlier runs' settings, each once (not again where this run found it too).
-                let names: Vec<String> = rcfg.menu.iter().map(|o| o.to_string()).collect();
-                let mut tables = Vec::new();
-                for (path, table) in &rule_tables {
-                    let prefer = table
-                        .resolve(&names, l_n, cfg.vocab_size)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                    if seen.insert(table.source.clone()) && !tables.iter().any(|(_, p)| p == &prefer) {
-                        tables.push((format!("{} [{}]", table.source, path.display()), prefer));
+                let mut tables: Vec<(&String, &Vec<usize>)> = Vec::new();
+                for (setting, source, prefer) in &rule_tables {
+                    if seen.insert(source.clone()) && !tables.iter().any(|(_, p)| *p == prefer) {
+                        tables.push((setting, prefer));
                     }
                 }
                 report(Progress::Searched { family, settings: tables.len(), seconds: 0.0 });
