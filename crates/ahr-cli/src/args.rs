@@ -250,6 +250,35 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Price a policy's deterministic decisions so that they hold a memory target on the task's
+    /// training sequences, and write the calibrated policy to `--out` (a budget-mode policy meets
+    /// its budget while sampling; its most probable options hold another memory).
+    Calibrate {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Env spec the policy runs in.
+        #[arg(long)]
+        env: PathBuf,
+        /// The policy to calibrate.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Memory target as a fraction of the exact choice's bytes (default: the policy's budget).
+        #[arg(long)]
+        target: Option<f64>,
+        /// Training sequences the memory is measured on.
+        #[arg(long, default_value_t = 64)]
+        sequences: usize,
+        /// Seed of the training stream those sequences come from.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Policy directory to write (not `--policy`'s).
+        #[arg(long)]
+        out: PathBuf,
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+    },
     /// Explain a per-token policy: options per layer, bytes kept against position, entropy, token
     /// role or frequency and difficulty, feature ablations, other policies (e.g. per-layer mode)
     /// and longer sequences; writes report.md, analysis.json and PNG plots.

@@ -98,6 +98,9 @@ fn main() {
         Command::FitRule { model, env, family, fraction, fit_cache, workers, out, common } => {
             commands::eval::fit_rule(&model, &env, &family, fraction, fit_cache, workers, &out, &common)
         }
+        Command::Calibrate { model, env, policy, target, sequences, seed, out, common } => {
+            commands::calibrate::calibrate(&model, &env, &policy, target, sequences, seed, &out, &common)
+        }
         Command::Analyze { model, policy, env, compare, sequences, lengths, no_ablation, out, common } => {
             commands::analyze::parse_lengths(&lengths).and_then(|lengths| {
                 let a =

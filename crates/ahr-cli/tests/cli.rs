@@ -455,6 +455,43 @@ fn deployment_commands_run_on_the_exported_policy() {
     deployment_commands(tmp.path(), &t.model, &t.policy);
 }
 
+/// `ahr calibrate` prices the exported policy to a memory target on training sequences; the
+/// calibrated copy decides the same in the environment and in inference; bad input is refused.
+#[test]
+fn calibrate_prices_the_exported_policy() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, p) = (t.model.to_str().unwrap(), t.policy.to_str().unwrap());
+    let base = ["calibrate", "--model", m, "--env", "envs/mqar-tiny.toml", "--policy", p, "--sequences", "8"];
+    let out = tmp.path().join("calibrated");
+    let refused = |extra: &[&str], says: &str| {
+        let (code, _, stderr) = ahr(&[&base[..], extra].concat());
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    refused(&["--target", "0.3", "--out", p], "another directory than --policy");
+    refused(&["--out", out.to_str().unwrap()], "no budget: give the memory target with --target");
+    refused(&["--target", "0", "--out", out.to_str().unwrap()], "the target must be in (0, 1]");
+    assert!(!out.exists(), "nothing written on a refusal");
+
+    let (code, stdout, stderr) = ahr(&[&base[..], &["--target", "0.3", "--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let manifest = ahr_policy::export::load_manifest(&out).unwrap();
+    let c = manifest.calibration.clone().expect("the calibration is written into the manifest");
+    assert_eq!((c.target, c.sequences), (0.3, 8));
+    assert!(c.memory <= 0.3, "{c:?}");
+    assert!(stdout.contains(&format!("{:.3} % of the exact memory", 100.0 * c.memory)), "{stdout}");
+    assert!(stderr.contains("price +0.00000: "), "the uncalibrated probe is reported: {stderr}");
+    let original = ahr_policy::export::load_manifest(&t.policy).unwrap();
+    assert_eq!(
+        ahr_policy::export::Manifest { calibration: None, ..manifest },
+        original,
+        "only the calibration is added"
+    );
+    inference_matches(&t.model, &out, Path::new("envs/mqar-tiny.toml"));
+}
+
 #[test]
 fn analyze_explains_the_policy() {
     let t = trained();

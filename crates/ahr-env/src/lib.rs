@@ -5,6 +5,7 @@
 //! Memory and FLOPs come from `ahr_tpa::cost`, never from a second formula.
 
 pub mod budget;
+pub mod calibrate;
 pub mod evaluate;
 pub mod factory;
 pub mod history;
@@ -14,6 +15,7 @@ pub mod spec;
 pub mod vec_env;
 
 pub use budget::{BudgetController, initial_lambda};
+pub use calibrate::{CalibrateError, calibrate};
 pub use evaluate::{PolicyEval, evaluate_policy, evaluate_rule};
 pub use factory::{load_task, make_env};
 pub use history::History;

@@ -995,6 +995,10 @@ pub fn eval(a: &EvalArgs, dev: &Device, progress: impl FnMut(Progress<'_>) + Sen
             (None, Granularity::PerToken) => "per-token".into(),
             (None, Granularity::PerLayer) => "per-layer".into(),
         };
+        let setting = match &manifest.calibration {
+            Some(c) => format!("{setting} calibrated={}", c.target),
+            None => setting,
+        };
         let (point, _) = h.env_point(&name, &setting, &pspec, manifest.policy.window, |obs| {
             net.act_deterministic(obs, &manifest.norm, dev)
         })?;

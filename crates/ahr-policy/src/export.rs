@@ -65,6 +65,45 @@ pub struct Manifest {
     /// so a judge on a changed corpus can say so; absent for generated tasks and older policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_fingerprint: Option<String>,
+    /// Deployment's memory calibration (`ahr calibrate`): the deterministic decisions priced so
+    /// that they hold the target memory; absent: plain argmax.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// A price on memory applied where a policy decides deterministically (deployment, `eval`,
+/// `analyze`, `generate`): option `o` is picked by `argmax_o log p_o − price · costs[o]`.
+///
+/// A policy trained in budget mode meets its budget as a *sampling* policy; its most probable
+/// option per token holds a different memory (usually less: a token kept with probability 0.3 is
+/// never kept by the argmax). `ahr calibrate` finds the price at which the deterministic policy
+/// holds the target on training sequences, so a user who asked for 10 % deploys 10 %.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Price per unit of `costs` (negative: the policy is paid to keep more).
+    pub price: f64,
+    /// Per menu option, its time-averaged bytes over a sequence of the env's length relative to
+    /// the exact option's (`drop` 0, the exact option 1).
+    pub costs: Vec<f64>,
+    /// The memory target, as a fraction of the exact choice's bytes.
+    pub target: f64,
+    /// The deterministic policy's memory fraction at `price` on the training sequences it was
+    /// calibrated on, and without a price.
+    pub memory: f64,
+    /// … without a price.
+    pub memory_uncalibrated: f64,
+    /// Training sequences it was calibrated on (the task's training stream for `seed`).
+    pub sequences: usize,
+    /// Seed of that stream.
+    pub seed: u64,
+}
+
+impl Calibration {
+    /// The shift of the log-probabilities per option: `−price · cost`.
+    pub fn shift(&self) -> Vec<f32> {
+        self.costs.iter().map(|c| (-self.price * c) as f32).collect()
+    }
 }
 
 /// Errors of export and import.
@@ -165,6 +204,25 @@ impl Manifest {
                 ),
             ));
         }
+        if let Some(c) = &self.calibration {
+            if self.evict.is_some() {
+                return Err(Invalid::new(
+                    "calibration",
+                    "a learned evicter holds its budget by construction and has no calibration".to_string(),
+                ));
+            }
+            if c.costs.len() != self.menu.len() || !c.price.is_finite() || c.costs.iter().any(|x| !x.is_finite()) {
+                return Err(Invalid::new(
+                    "calibration",
+                    format!(
+                        "{} costs (finite) for a menu of {} options, and a finite price ({})",
+                        c.costs.len(),
+                        self.menu.len(),
+                        c.price
+                    ),
+                ));
+            }
+        }
         if self.model_fingerprint != fingerprint {
             return Err(Invalid::new(
                 "model_fingerprint",
@@ -225,7 +283,8 @@ pub fn load_manifest(dir: &Path) -> Result<Manifest, ExportError> {
         .map_err(|e| ExportError::Manifest { path: path.display().to_string(), msg: e.to_string() })
 }
 
-/// Load a policy and check it against the model it will drive.
+/// Load a policy and check it against the model it will drive; a calibrated policy decides with
+/// its calibration's price ([`Calibration`]).
 pub fn load_policy(
     dir: &Path,
     model: &ModelConfig,
@@ -237,5 +296,9 @@ pub fn load_policy(
         .check(model, fingerprint)
         .map_err(|cause| ExportError::Mismatch { path: dir.display().to_string(), cause })?;
     let net = load_record(ActorCritic::new(&manifest.policy, manifest.dims, device), &dir.join(WEIGHTS_FILE))?;
+    let net = match &manifest.calibration {
+        Some(c) => net.with_deploy_shift(c.shift()),
+        None => net,
+    };
     Ok((manifest, net))
 }

@@ -258,6 +258,11 @@ pub struct ActorCritic {
     /// [`PolicyConfig::prior_frozen`]: the priors, once set, are not tracked.
     #[module(skip)]
     prior_frozen: bool,
+    /// Deployment's shift of the log-probabilities per menu option ([`crate::export::Calibration`]):
+    /// the deterministic decision is `argmax_o log p_o + shift_o`; empty: plain argmax. Training
+    /// (sampling, log-probabilities) never sees it.
+    #[module(skip)]
+    deploy_shift: Vec<f32>,
 }
 
 /// Tensors of an observation batch, ready for the network.
@@ -300,6 +305,7 @@ impl ActorCritic {
             evict_kappa: None,
             dims,
             prior_frozen: config.prior_frozen,
+            deploy_shift: Vec::new(),
         }
     }
 
@@ -326,6 +332,7 @@ impl ActorCritic {
             ))),
             dims,
             prior_frozen: false,
+            deploy_shift: Vec::new(),
         }
     }
 
@@ -444,11 +451,41 @@ impl ActorCritic {
         logits.reshape([n, self.dims.heads, self.dims.options])
     }
 
-    /// The most probable valid option per head for each row: deployment's decisions.
+    /// The most probable valid option per head for each row — shifted per option by a
+    /// calibration when the policy has one ([`ActorCritic::with_deploy_shift`]): deployment's decisions.
     pub fn act_deterministic(&self, obs: &ObsBatch, norm: &RunningNorm, device: &Device) -> Vec<usize> {
         let t = self.obs_tensors(obs, norm, device);
         let dist = crate::MaskedMultiCategorical::new(self.logits(&t), t.masks.clone());
-        crate::dist::argmax_host(&dist.probs_host(), self.dims.options)
+        if self.deploy_shift.is_empty() {
+            return crate::dist::argmax_host(&dist.probs_host(), self.dims.options);
+        }
+        let mut scores = dist.log_probs().into_data().try_to_vec::<f32>().expect("log-probabilities should be f32");
+        for row in scores.chunks_mut(self.dims.options) {
+            // Masked options sit at about −1e9 and stay below every valid one (|shift| ≪ 1e9).
+            row.iter_mut().zip(&self.deploy_shift).for_each(|(s, d)| *s += d);
+        }
+        crate::dist::argmax_host(&scores, self.dims.options)
+    }
+
+    /// This network deciding deterministically by `argmax_o log p_o + shift[o]` (one shift per
+    /// menu option; empty: plain argmax). Sampling and training are unchanged.
+    ///
+    /// # Panics
+    /// If `shift` is neither empty nor one value per option.
+    pub fn with_deploy_shift(mut self, shift: Vec<f32>) -> Self {
+        assert!(
+            shift.is_empty() || shift.len() == self.dims.options,
+            "a deployment shift has one value per option ({}), not {}",
+            self.dims.options,
+            shift.len()
+        );
+        self.deploy_shift = shift;
+        self
+    }
+
+    /// The deployment shift per option (empty: none).
+    pub fn deploy_shift(&self) -> &[f32] {
+        &self.deploy_shift
     }
 
     /// State values `[N]`.

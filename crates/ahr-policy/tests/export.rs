@@ -53,6 +53,7 @@ fn setup() -> (ModelConfig, Manifest, ActorCritic) {
         model_fingerprint: "abc123".into(),
         budget: Some(0.3),
         data_fingerprint: None,
+        calibration: None,
     };
     (cfg, manifest, net)
 }
@@ -190,4 +191,62 @@ fn a_manifest_that_does_not_fit_the_model_is_refused() {
     assert!(err(&cfg, "abc123").contains("obs: version 1 with"), "{}", err(&cfg, "abc123"));
     std::fs::write(&path, "{ not json").unwrap();
     assert!(err(&cfg, "abc123").contains("cannot parse the manifest"));
+}
+
+/// A calibrated manifest loads into a network that decides by `argmax log p − price · cost`
+/// (checked against the log-probabilities by hand), the weights untouched; a calibration that
+/// does not fit the menu is refused.
+#[test]
+fn a_calibration_travels_in_the_manifest_and_prices_the_decisions() {
+    use ahr_policy::export::Calibration;
+    let (cfg, manifest, net) = setup();
+    let dev = ahr_tpa::device::from_env();
+    let options = manifest.dims.options;
+    let costs: Vec<f64> = (0..options).map(|o| o as f64 / (options - 1) as f64).collect();
+    let calibration =
+        Calibration { price: 0.7, costs, target: 0.3, memory: 0.29, memory_uncalibrated: 0.4, sequences: 8, seed: 1 };
+    let manifest = Manifest { calibration: Some(calibration.clone()), ..manifest };
+    let dir = tempfile::tempdir().unwrap();
+    save_policy(dir.path(), &manifest, &net).unwrap();
+    let (loaded_manifest, loaded) = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap();
+    assert_eq!(loaded_manifest, manifest);
+    assert_eq!(bits(&loaded), bits(&net), "the weights are the policy's own");
+    assert_eq!(loaded.deploy_shift(), calibration.shift().as_slice());
+
+    // By hand from the log-probabilities, with every option but one masked in a few heads.
+    let mut o = obs(&manifest);
+    for (i, m) in o.masks.iter_mut().enumerate() {
+        *m = i % 5 != 0 || i % options == 0;
+    }
+    let t = net.obs_tensors(&o, &manifest.norm, &dev);
+    let logp = ahr_policy::MaskedMultiCategorical::new(net.logits(&t), t.masks.clone()).log_probs();
+    let logp = logp.into_data().try_to_vec::<f32>().unwrap();
+    let expected: Vec<usize> = logp
+        .chunks(options)
+        .zip(o.masks.chunks(options))
+        .map(|(row, mask)| {
+            (0..options)
+                .filter(|&k| mask[k])
+                .max_by(|&a, &b| {
+                    let s = |k: usize| row[k] as f64 - 0.7 * calibration.costs[k];
+                    s(a).partial_cmp(&s(b)).unwrap()
+                })
+                .unwrap()
+        })
+        .collect();
+    let priced = loaded.act_deterministic(&o, &manifest.norm, &dev);
+    assert_eq!(priced, expected);
+    let plain = net.act_deterministic(&o, &manifest.norm, &dev);
+    assert!(plain.iter().zip(&o.masks.chunks(options).collect::<Vec<_>>()).all(|(&k, m)| m[k]));
+    // A price large enough to matter changes some decisions, so the comparison can fail.
+    let dear = net.clone().with_deploy_shift(calibration.costs.iter().map(|c| (-50.0 * c) as f32).collect());
+    let dear = dear.act_deterministic(&o, &manifest.norm, &dev);
+    assert!(dear.iter().all(|&k| k == 0), "at a high price every head takes the free option: {dear:?}");
+    assert_ne!(dear, plain);
+
+    // Costs for another menu, or a calibrated evicter: refused, naming the field.
+    let bad = Manifest { calibration: Some(Calibration { costs: vec![0.0, 1.0], ..calibration }), ..manifest.clone() };
+    save_policy(dir.path(), &bad, &net).unwrap();
+    let err = load_policy(dir.path(), &cfg, "abc123", &dev).unwrap_err().to_string();
+    assert!(err.contains("calibration"), "{err}");
 }

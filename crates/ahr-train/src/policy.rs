@@ -277,6 +277,7 @@ pub fn train_policy_distributed(
         review: spec.env.review,
         evict: spec.env.evict,
         data_fingerprint: task.data_fingerprint().map(str::to_string),
+        calibration: None,
     };
     let net = trainer.policy();
     save_policy(&a.out, &manifest, &net)?;

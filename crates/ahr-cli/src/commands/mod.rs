@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod calibrate;
 pub mod eval;
 pub mod eval_model;
 pub mod generate;
