@@ -236,6 +236,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
     let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
     std::fs::write(t("partner.toml"), format!("baseline = \"partner\"\n{tiny_ppo}")).unwrap();
     std::fs::write(t("loose.toml"), format!("budget_start = 0.3\n{tiny_ppo}")).unwrap();
+    std::fs::write(t("calibrate.toml"), format!("calibrate = 8\n{tiny_ppo}")).unwrap();
     std::fs::write(t("prior.toml"), tiny_ppo.replace("[policy]", "[policy]\nprior = [\"rank:9\"]")).unwrap();
     std::fs::write(t("table.toml"), format!("{tiny_ppo}prior_table = \"nope.json\"\n")).unwrap();
     std::fs::write(t("badmodel/config.json"), "{").unwrap();
@@ -314,6 +315,7 @@ fn bad_input_gives_a_message_and_exit_code_1() {
              each), \"spike\" or \"spike-tokens\"",
         ),
         (train("envs/mqar-tiny.toml", &t("loose.toml"), &t("p2")), "[reward] budget_start: needs a budget"),
+        (train("envs/mqar-tiny.toml", &t("calibrate.toml"), &t("p6")), "calibrate prices the policy to its budget"),
         (
             train(&t("exclude.toml"), "configs/ppo/tiny.toml", &t("p3")),
             "[env] exclude: invalid input: full: is the exact option",
@@ -490,6 +492,43 @@ fn calibrate_prices_the_exported_policy() {
         "only the calibration is added"
     );
     inference_matches(&t.model, &out, Path::new("envs/mqar-tiny.toml"));
+
+    // `[ppo] calibrate`: train-policy calibrates the exported policy to its budget itself, and its
+    // eval.json is the calibrated policy's.
+    let config = tmp.path().join("calibrated.toml");
+    let tiny_ppo = std::fs::read_to_string(root().join("configs/ppo/tiny.toml")).unwrap();
+    std::fs::write(&config, format!("budget = 0.3\ncalibrate = 8\n{tiny_ppo}")).unwrap();
+    let (policy, run) = (tmp.path().join("trained-calibrated"), tmp.path().join("run"));
+    let (code, _, stderr) = ahr(&[
+        "train-policy",
+        "--model",
+        m,
+        "--env",
+        "envs/mqar-tiny.toml",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        policy.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--workers",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let c = ahr_policy::export::load_manifest(&policy).unwrap().calibration.expect("calibrated at export");
+    assert_eq!((c.target, c.sequences), (0.3, 8));
+    assert!(c.memory <= 0.3, "{c:?}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let dev = ahr_tpa::device::from_env();
+    let model = ahr_train::load_policy_model(&t.model, Some(&policy), &dev).unwrap();
+    let fp = ahr_tpa::checkpoint::fingerprint(&t.model).unwrap();
+    let (manifest, net) = ahr_policy::export::load_policy(&policy, model.config(), &fp, &dev).unwrap();
+    let mut spec = ahr_env::EnvSpec::load(&root().join("envs/mqar-tiny.toml")).unwrap();
+    spec.reward.budget = Some(0.3);
+    let task = ahr_tasks::Task::load(&spec.task).unwrap();
+    let held_out = ahr_env::evaluate_policy(&model, &task, &spec, &net, &manifest.norm, 1, None, &dev).unwrap();
+    assert_eq!(eval["mem_frac"].as_f64().unwrap(), held_out.mem_frac, "eval.json is the calibrated policy's");
 }
 
 #[test]

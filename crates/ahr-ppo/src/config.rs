@@ -64,6 +64,10 @@ pub struct PpoConfig {
     pub lambda_lr: Option<f64>,
     /// Budget mode's proportional gain; overrides the env file's `[reward] lambda_kp`.
     pub lambda_kp: Option<f64>,
+    /// After training, price the exported policy's deterministic decisions so that they hold the
+    /// budget on this many training sequences (`ahr calibrate`; budget mode only): PPO meets the
+    /// budget while sampling, the most probable options hold another memory. Absent: not calibrated.
+    pub calibrate: Option<usize>,
     /// The actor-critic network.
     pub policy: PolicyConfig,
 }
@@ -99,6 +103,7 @@ impl Default for PpoConfig {
             lambda_init: None,
             lambda_lr: None,
             lambda_kp: None,
+            calibrate: None,
             policy: PolicyConfig::default(),
         }
     }
@@ -185,6 +190,9 @@ impl PpoConfig {
                 "keeps a prior where it starts: set `prior` or `prior_table`",
             ));
         }
+        if self.calibrate == Some(0) {
+            return Err(Invalid::new("calibrate", "calibrates on at least 1 training sequence, found 0"));
+        }
         for (name, v) in [("gamma", self.gamma), ("gae_lambda", self.gae_lambda)] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Invalid::new(name, format!("must lie in [0, 1], found {v}")));
@@ -204,6 +212,7 @@ mod tests {
         let err = |c: PpoConfig| c.validate().unwrap_err();
         assert_eq!(err(PpoConfig { gae_lambda: 1.5, ..Default::default() }).setting, "gae_lambda");
         assert_eq!(err(PpoConfig { num_minibatches: 0, ..Default::default() }).setting, "num_minibatches");
+        assert_eq!(err(PpoConfig { calibrate: Some(0), ..Default::default() }).setting, "calibrate");
         let frozen = ahr_policy::PolicyConfig { prior_frozen: true, ..Default::default() };
         assert_eq!(err(PpoConfig { policy: frozen, ..Default::default() }).setting, "policy.prior_frozen");
         let lr = err(PpoConfig { learning_rate: -1.0, ..Default::default() });

@@ -171,6 +171,13 @@ pub fn train_policy_distributed(
             );
         }
     }
+    if ppo.calibrate.is_some() && (spec.reward.budget.is_none() || spec.env.evict.is_some()) {
+        bail!(
+            "{}: calibrate prices the policy to its budget: it needs budget mode (`budget`) and no learned \
+             eviction ([env] evict holds its budget by construction)",
+            a.config.display()
+        );
+    }
     // Rank episodes restart at every rollout, so a checkpoint at an iteration boundary resumes exactly.
     ppo.reset_each_iteration = true;
     // The env file's granularity and the policy's window decide the environment (per-layer
@@ -263,7 +270,7 @@ pub fn train_policy_distributed(
     }
 
     let (obs, dims) = trainer.spec();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         obs: obs.clone(),
         norm: trainer.state().norm.clone(),
@@ -279,7 +286,24 @@ pub fn train_policy_distributed(
         data_fingerprint: task.data_fingerprint().map(str::to_string),
         calibration: None,
     };
-    let net = trainer.policy();
+    let mut net = trainer.policy();
+    if let (Some(sequences), Some(budget)) = (ppo.calibrate, spec.reward.budget) {
+        let (calibration, _) = ahr_env::calibrate(
+            &model,
+            &task,
+            &spec,
+            &net,
+            &manifest.norm,
+            ppo.policy.window,
+            budget,
+            sequences,
+            a.seed,
+            dev,
+            |_, _| {},
+        )?;
+        net = net.with_deploy_shift(calibration.shift());
+        manifest.calibration = Some(calibration);
+    }
     save_policy(&a.out, &manifest, &net)?;
     let eval = evaluate_policy(&model, &task, &spec, &net, &manifest.norm, ppo.policy.window, a.eval_examples, dev)?;
     write_json(&run_dir.join("eval.json"), &eval)?;
