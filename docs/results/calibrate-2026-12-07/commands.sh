@@ -23,8 +23,11 @@ for P in $POLICIES; do
 done
 ./summary.py > summary.md
 # 3. the nine table-started calibrated policies against the per-byte table fitted at their memories on 64
-#    windows with the trim, and every per-byte setting any earlier run found (the sixtieth session's
-#    fit cache and tables: docs/results/prior-trains-2026-12-07/, union/tables.tar.gz and pctx-union)
+#    windows with the trim, and every per-byte setting any earlier run found: the sixtieth session's
+#    tables (../prior-trains-2026-12-07/union/tables.tar.gz: six, 456, ptable, ptrain; earlier-tables.tar.gz
+#    here: its joint fit's union/all12 and the pctx judge's), with its fit cache (not committed: 18 MB; without
+#    it the fit measures every setting again, hours)
+mkdir -p union && tar xzf ../prior-trains-2026-12-07/union/tables.tar.gz -C union && tar xzf earlier-tables.tar.gz
 R=union/six/tables,union/456/tables,union/ptable/tables,union/ptrain/tables,union/all12/tables,pctx-union/tables
 P=""; for N in ptable ptrain pctx; do for S in 1 2 3; do P="$P --policy cal/text-demote-python-$N-seed$S"; done; done
 ahr eval --model policies/models/text-tiny --env envs/text-demote-python.toml --baselines token-table \
