@@ -2,7 +2,8 @@
 //! deterministic decisions hold a target memory on the task's training sequences.
 //!
 //! PPO in budget mode meets the budget with the *sampling* policy; deployment takes the most
-//! probable option, which holds another memory (the committed 10 % text policies hold 8.5–9.1 %).
+//! probable option, which holds another memory (the Python documentation's 10 % policies held
+//! 8.4–9.3 % of the exact bytes held out).
 //! Shifting every option's log-probability by `−price · cost` (cost: the option's time-averaged
 //! bytes relative to the exact option's) moves the argmax along one axis, cheaper for a positive
 //! price, dearer for a negative one. Memory falls as the price rises (up to the discrete steps of
@@ -64,7 +65,7 @@ pub enum CalibrateError {
 }
 
 /// The deterministic policy's mean memory fraction on the first `sequences` training sequences of
-/// the task's stream for `seed`, deciding with `shift` added to its log-probabilities.
+/// the task's stream for `seed` (with whatever deployment shift `net` carries).
 #[allow(clippy::too_many_arguments)]
 pub fn training_memory(
     model: &Model,
