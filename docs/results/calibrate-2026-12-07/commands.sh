@@ -40,3 +40,4 @@ ahr calibrate --model policies/models/text-tiny --env envs/text-demote-python.to
   --policy policies/text-demote-python-ptable-seed1 --sequences 256 --out cal256-ptable1
 ahr calibrate --model policies/models/text-tiny --env envs/text-demote-python.toml \
   --policy policies/text-demote-python-ptable-seed1 --sequences 64 --seed 2 --out cal64s2-ptable1
+# 5. what the price does to a policy's own table (own-table.txt: as_table of step 2 against the sixtieth session's analyses)
