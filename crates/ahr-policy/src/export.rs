@@ -211,13 +211,19 @@ impl Manifest {
                     "a learned evicter holds its budget by construction and has no calibration".to_string(),
                 ));
             }
-            if c.costs.len() != self.menu.len() || !c.price.is_finite() || c.costs.iter().any(|x| !x.is_finite()) {
+            let options = self.menu.len();
+            if c.costs.len() != options
+                || self.dims.options != options
+                || !c.price.is_finite()
+                || c.costs.iter().any(|x| !x.is_finite())
+            {
                 return Err(Invalid::new(
                     "calibration",
                     format!(
-                        "{} costs (finite) for a menu of {} options, and a finite price ({})",
+                        "needs one finite cost per option of the menu ({options}; the network has {}) and a finite \
+                         price: found {} costs and price {}",
+                        self.dims.options,
                         c.costs.len(),
-                        self.menu.len(),
                         c.price
                     ),
                 ));
