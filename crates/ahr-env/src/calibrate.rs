@@ -10,7 +10,7 @@
 //! an argmax and the `budget_left` feature's feedback), so a bracket and a bisection find it: the
 //! price kept is the one whose memory is closest to the target *without exceeding it*.
 
-use ahr_policy::export::Calibration;
+use ahr_policy::export::{Calibration, price_shift};
 use ahr_policy::{ActorCritic, RunningNorm};
 use ahr_tasks::Task;
 use ahr_tpa::{Model, ModelConfig, cost};
@@ -89,7 +89,7 @@ pub fn training_memory(
 
 /// Find the price at which `net`'s deterministic decisions hold `target` (a fraction of the exact
 /// choice's bytes) on `sequences` training sequences (seed `seed`): the [`Calibration`] to write
-/// into its manifest, and every probe. `net` is taken without a shift of its own.
+/// into its manifest, and every probe. A shift `net` already carries plays no part.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &Model,
@@ -112,11 +112,10 @@ pub fn calibrate(
     }
     let seq_len = task.valid_batch(0, 1).seq_len;
     let costs = option_costs(model.config(), seq_len);
-    let net = &net.clone().with_deploy_shift(Vec::new());
     let mut trace = CalibrationTrace::default();
     let mut probe = |trace: &mut CalibrationTrace, price: f64| -> Result<f64, EnvError> {
-        let shift = if price == 0.0 { Vec::new() } else { costs.iter().map(|c| (-price * c) as f32).collect() };
-        let priced = net.clone().with_deploy_shift(shift);
+        // Any shift `net` carries is replaced.
+        let priced = net.clone().with_deploy_shift(price_shift(&costs, price));
         let m = training_memory(model, task, spec, &priced, norm, window, sequences, seed, dev)?;
         trace.probes.push((price, m));
         progress(price, m);
@@ -130,7 +129,9 @@ pub fn calibrate(
     while above.is_none() || below.is_none() {
         if price.abs() > MAX_PRICE {
             if below.is_none() {
-                return Err(CalibrateError::Unreachable { target, low: trace_memory(&trace, above) });
+                // The last probe was the dearest price, and it held more than the target.
+                let low = trace.probes.last().map_or(f64::NAN, |&(_, m)| m);
+                return Err(CalibrateError::Unreachable { target, low });
             }
             // Even the lowest price holds less than the target: keep the most memory found.
             break;
@@ -158,11 +159,6 @@ pub fn calibrate(
     let (price, memory) = best_within(&trace.probes, target).expect("the bracket holds a price within the target");
     let calibration = Calibration { price, costs, target, memory, memory_uncalibrated: uncalibrated, sequences, seed };
     Ok((calibration, trace))
-}
-
-/// The memory of the probe at `price`.
-fn trace_memory(trace: &CalibrationTrace, price: Option<f64>) -> f64 {
-    trace.probes.iter().rev().find(|(p, _)| Some(*p) == price).map_or(f64::NAN, |&(_, m)| m)
 }
 
 /// Of the probes at or below `target`, the one with the most memory (ties: the smallest |price|).

@@ -100,10 +100,16 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The shift of the log-probabilities per option: `−price · cost`.
+    /// The shift of the log-probabilities per option ([`price_shift`]).
     pub fn shift(&self) -> Vec<f32> {
-        self.costs.iter().map(|c| (-self.price * c) as f32).collect()
+        price_shift(&self.costs, self.price)
     }
+}
+
+/// The shift of the log-probabilities per option at `price`: `−price · cost`, empty at price 0
+/// (the plain argmax, exactly as without a calibration).
+pub fn price_shift(costs: &[f64], price: f64) -> Vec<f32> {
+    if price == 0.0 { Vec::new() } else { costs.iter().map(|c| (-price * c) as f32).collect() }
 }
 
 /// Errors of export and import.

@@ -61,7 +61,8 @@ pub fn calibrate(
         100.0 * target
     );
     manifest.calibration = Some(calibration);
-    ahr_policy::export::save_policy(out, &manifest, &net.with_deploy_shift(Vec::new()))?;
+    // The weights are the policy's own; the price travels in the manifest only.
+    ahr_policy::export::save_policy(out, &manifest, &net)?;
     println!("calibrated policy: {}", out.display());
     Ok(())
 }
