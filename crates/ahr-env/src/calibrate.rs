@@ -19,8 +19,11 @@ use crate::factory::make_env;
 use crate::spec::EnvSpec;
 use crate::vec_env::{EnvError, run_episodes};
 
-/// Largest |price| the bracket tries (a price of 64 outweighs any trained logit gap).
-pub const MAX_PRICE: f64 = 64.0;
+/// Largest |price| the bracket tries. The shift is price × cost, and a cheap option's cost is
+/// small (`recent:8` over 256-token windows: ~0.07 of the exact bytes), so the price must reach
+/// far beyond a logit gap: 4096 moves such an option by ~280 nats (5 % policies on
+/// 256-byte text need 100-130).
+pub const MAX_PRICE: f64 = 4096.0;
 /// Bisection steps after the bracket.
 pub const BISECTION_STEPS: usize = 16;
 /// The search stops once a price's memory is within this of the target (below it).
@@ -179,5 +182,17 @@ mod tests {
         assert_eq!(best_within(&probes, 0.10), Some((-0.5, 0.099)));
         assert_eq!(best_within(&probes, 0.05), None);
         assert_eq!(best_within(&probes, 0.12), Some((-1.0, 0.12)));
+    }
+
+    #[test]
+    fn the_dearest_price_moves_a_short_window_past_any_logit_gap() {
+        // `recent:8` over 256 tokens costs ~7 % of the exact option: the price bound must still
+        // shift it against `drop` by more than a trained policy's logit gap (tens of nats; the
+        // 5 % policies needed prices of 100-130). At 64 it moved it by 4.4.
+        let cfg = ModelConfig::tiny().with_timed(&["recent:8".parse().unwrap()]).unwrap();
+        let costs = option_costs(&cfg, 256);
+        let recent = cfg.menu.iter().position(|o| o.to_string() == "recent:8").unwrap();
+        assert!((0.05..0.09).contains(&costs[recent]), "recent:8 costs {}", costs[recent]);
+        assert!(MAX_PRICE * costs[recent] > 100.0, "the price bound moves recent:8 by {}", MAX_PRICE * costs[recent]);
     }
 }
