@@ -35,3 +35,20 @@ done
 ahr eval --model $M --env $ENV --policy $OUT/ppo5/seed1 --policy $OUT/ppo5/seed2 --policy $OUT/ppo5/seed3 \
   --baselines uniform,layer-windows,streaming-llm,tova,tova-ema,tova-out --sequences 128 --fractions none --workers 2 --out $OUT/ppo5
 # The effects files are committed packed (5 MB): tar xzf $OUT/effects.tar.gz -C $OUT (held16, held48, train-s1..3), then step 2 runs without step 1.
+# 5. the same from recent:8 in both layers (configs/ppo/text-demote-python-5pct-windows.toml): a loss too
+for S in 1 2 3; do
+  ahr train-policy --model $M --env $ENV --config configs/ppo/text-demote-python-5pct-windows.toml --out $OUT/ppo5-windows/seed$S --seed $S --workers 1
+done
+ahr eval --model $M --env $ENV --policy $OUT/ppo5-windows/seed1 --policy $OUT/ppo5-windows/seed2 --policy $OUT/ppo5-windows/seed3 \
+  --baselines uniform,layer-windows,streaming-llm,tova,tova-ema,tova-out --sequences 128 --fractions none --workers 1 --out $OUT/ppo5-windows
+# 6. with windows of 2 and 4 bytes on the menu (envs/text-demote-python-windows.toml), started at layer 0
+#    recent:4, layer 1 recent:8 (~7 min per seed side by side): policies/text-demote-python-5pct-short-seed{1,2,3}
+for S in 1 2 3; do
+  ahr train-policy --model $M --env envs/text-demote-python-windows.toml --config configs/ppo/text-demote-python-5pct-short.toml \
+    --out policies/text-demote-python-5pct-short-seed$S --seed $S --workers 1
+done
+P="--policy policies/text-demote-python-5pct-short-seed1 --policy policies/text-demote-python-5pct-short-seed2 --policy policies/text-demote-python-5pct-short-seed3"
+ahr eval --model $M --env envs/text-demote-python-windows.toml $P \
+  --baselines uniform,layer-windows,streaming-llm,tova,tova-ema,tova-out --sequences 128 --fractions none --workers 1 --out $OUT/ppo5-short
+ahr eval --model $M --env envs/text-demote-python-windows.toml $P \
+  --baselines uniform,h2o,token-class --sequences 128 --fractions none --workers 2 --out $OUT/ppo5-short-tc
