@@ -22,7 +22,7 @@ use crate::vec_env::{EnvError, run_episodes};
 /// Largest |price| the bracket tries. The shift is price × cost, and a cheap option's cost is
 /// small (`recent:8` over 256-token windows: ~0.07 of the exact bytes), so the price must reach
 /// far beyond a logit gap: 4096 moves such an option by ~280 nats (5 % policies on
-/// 256-byte text need 100-130).
+/// 256-byte text need 100-150).
 pub const MAX_PRICE: f64 = 4096.0;
 /// Bisection steps after the bracket.
 pub const BISECTION_STEPS: usize = 16;
@@ -188,7 +188,7 @@ mod tests {
     fn the_dearest_price_moves_a_short_window_past_any_logit_gap() {
         // `recent:8` over 256 tokens costs ~7 % of the exact option: the price bound must still
         // shift it against `drop` by more than a trained policy's logit gap (tens of nats; the
-        // 5 % policies needed prices of 100-130). At 64 it moved it by 4.4.
+        // 5 % policies needed prices of 100-150). At 64 it moved it by 4.4.
         let cfg = ModelConfig::tiny().with_timed(&["recent:8".parse().unwrap()]).unwrap();
         let costs = option_costs(&cfg, 256);
         let recent = cfg.menu.iter().position(|o| o.to_string() == "recent:8").unwrap();
