@@ -40,6 +40,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 /// Counterfactual rows per parallel forward.
 const ROWS: usize = 64;
+/// The ridge penalty of `fit` (features are scaled to about [0, 1]; in the first runs 10 read no
+/// worse than 1).
+const RIDGE: f64 = 10.0;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -98,59 +101,84 @@ fn main() -> Result<()> {
     write_effects(&out, &windows, &base, &effects, &bytes, &names, l_n)?;
 
     // The table itself.
-    let memory = |picks: &[Vec<usize>]| {
-        picks.iter().map(|p| p.iter().enumerate().map(|(i, &o)| bytes[i * o_n + o]).sum::<f64>()).sum::<f64>()
-            / picks.len() as f64
-    };
     let base_loss: f64 = effects.iter().map(|e| e.0).sum();
-    let base_mem = memory(&base);
+    let base_mem = memory(&base, &bytes, o_n);
     println!("| allocation | λ | predicted bits/byte | bits/byte | memory | entries changed |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!("| table | | | {:.4} | {:.2} % | |", base_loss / labels as f64, 100.0 * base_mem);
-    // The oracle at a price: every entry on its own.
-    let oracle = |lambda: f64| -> (Vec<Vec<usize>>, f64) {
-        let mut predicted = base_loss;
-        let picks = (0..windows.len())
-            .map(|w| {
-                (0..t_n * l_n)
-                    .map(|i| {
-                        let cost = |o: usize| {
-                            effects[w].1[i * o_n + o] as f64
-                                + lambda * (bytes[i * o_n + o] - bytes[i * o_n + base[w][i]])
-                        };
-                        let o = (0..o_n).min_by(|&a, &b| cost(a).total_cmp(&cost(b))).expect("a menu");
-                        predicted += effects[w].1[i * o_n + o] as f64;
-                        o
-                    })
-                    .collect()
-            })
-            .collect();
-        (picks, predicted / labels as f64)
-    };
-    // λ in bits per (fraction of exact, summed over entries) — bisect to the table's memory, then
-    // a few prices either side.
-    let (mut lo, mut hi) = (0.0f64, 1e6f64);
-    for _ in 0..60 {
-        let mid = (lo * hi).sqrt().max(lo + 1e-9);
-        if memory(&oracle(mid).0) > base_mem { lo = mid } else { hi = mid }
-    }
-    for lambda in [hi / 4.0, hi / 2.0, hi, hi * 2.0, hi * 4.0] {
-        let (picks, predicted) = oracle(lambda);
-        let loss: f64 = par_map(&(0..windows.len()).collect::<Vec<_>>(), 2, |&w| {
-            window_loss(&rules, &windows[w], &picks[w], &dev)
-        })?
-        .iter()
-        .sum();
+    // The oracle at a price: every entry on its own. λ in bits per (fraction of exact, summed over
+    // entries) — the price at the table's memory, then a few either side.
+    let effect = |w: usize, c: usize| effects[w].1[c] as f64;
+    let oracle = |lambda: f64| pick(&base, &bytes, o_n, effect, lambda, 0.0);
+    let at_table = price_for(base_mem, |lambda| memory(&oracle(lambda), &bytes, o_n));
+    let indices: Vec<usize> = (0..windows.len()).collect();
+    for lambda in [at_table / 4.0, at_table / 2.0, at_table, at_table * 2.0, at_table * 4.0] {
+        let picks = oracle(lambda);
+        let predicted = (base_loss
+            + picks
+                .iter()
+                .enumerate()
+                .map(|(w, p)| p.iter().enumerate().map(|(i, &o)| effect(w, i * o_n + o)).sum::<f64>())
+                .sum::<f64>())
+            / labels as f64;
+        let loss: f64 = par_map(&indices, 2, |&w| window_loss(&rules, &windows[w], &picks[w], &dev))?.iter().sum();
         let changed: usize =
             picks.iter().zip(&base).map(|(p, b)| p.iter().zip(b).filter(|(x, y)| x != y).count()).sum();
         println!(
             "| oracle | {lambda:.4} | {predicted:.4} | {:.4} | {:.2} % | {:.1} % |",
             loss / labels as f64,
-            100.0 * memory(&picks),
+            100.0 * memory(&picks, &bytes, o_n),
             100.0 * changed as f64 / (windows.len() * t_n * l_n) as f64
         );
     }
     Ok(())
+}
+
+/// Per window, each entry's option minimising its effect `pred(window, (t·L + l)·O + o)` — 0 at
+/// the table's option — plus `kappa` if it leaves the table's option, plus `lambda` times its
+/// bytes over the table's: what the oracle (the effects themselves, `kappa` 0) or a prediction
+/// picks at one price.
+fn pick(
+    table: &[Vec<usize>],
+    bytes: &[f64],
+    o_n: usize,
+    pred: impl Fn(usize, usize) -> f64,
+    lambda: f64,
+    kappa: f64,
+) -> Vec<Vec<usize>> {
+    let pred = &pred;
+    table
+        .iter()
+        .enumerate()
+        .map(|(w, tw)| {
+            tw.iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    let cost = |o: usize| {
+                        let p = if o == b { 0.0 } else { pred(w, i * o_n + o) + kappa };
+                        p + lambda * (bytes[i * o_n + o] - bytes[i * o_n + b])
+                    };
+                    (0..o_n).min_by(|&a, &c| cost(a).total_cmp(&cost(c))).expect("a menu")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Mean over windows of the picks' memory (a fraction of the exact cache's).
+fn memory(picks: &[Vec<usize>], bytes: &[f64], o_n: usize) -> f64 {
+    picks.iter().map(|p| p.iter().enumerate().map(|(i, &o)| bytes[i * o_n + o]).sum::<f64>()).sum::<f64>()
+        / picks.len() as f64
+}
+
+/// The price at which the picks hold at most `target` (bisection on a log scale from 0 to 10⁶).
+fn price_for(target: f64, memory_at: impl Fn(f64) -> f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 1e6f64);
+    for _ in 0..60 {
+        let mid = (lo * hi).sqrt().max(lo + 1e-9);
+        if memory_at(mid) > target { lo = mid } else { hi = mid }
+    }
+    hi
 }
 
 /// The loss of one window (bits, summed over its labels) under `picks` (`[t][l]`, menu indices).
@@ -269,6 +297,7 @@ fn class(b: u32) -> usize {
 }
 
 const CONTEXT: usize = 15;
+const CLASSES: usize = 6;
 
 /// Which features a prediction reads.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -290,11 +319,11 @@ struct Reads {
     /// Attention weights `[T_query · T_key]` per layer, mean over heads.
     maps: Vec<Vec<f32>>,
 }
-const CLASSES: usize = 6;
 
 /// Causal features of every position of a window: what a policy could see when token t is
 /// written (its byte, the exact model's entropy and surprisal up to t, its position, how much of
-/// the text before it repeats). `context = false`: the byte alone (one-hot), what a table reads.
+/// the text before it repeats), or less or more as `level` says: `Level::Byte` is the byte alone
+/// (one-hot), what a table reads.
 fn features(inputs: &[u32], reads: &Reads, level: Level) -> Vec<Vec<f64>> {
     let (entropy, surprisal) = (&reads.entropy, &reads.surprisal);
     let context = level != Level::Byte;
@@ -466,11 +495,7 @@ fn fit(args: &[String]) -> Result<()> {
     let (train_reads, held_reads) = (reads(&train)?, reads(&held)?);
     let labels: usize = held.labels.iter().flatten().filter(|&&l| l != IGNORE).count();
     let base_loss: f64 = held.base_bits.iter().sum();
-    let memory = |picks: &[Vec<usize>]| {
-        picks.iter().map(|p| p.iter().enumerate().map(|(i, &o)| held.bytes[i * o_n + o]).sum::<f64>()).sum::<f64>()
-            / picks.len() as f64
-    };
-    let base_mem = memory(&held.table);
+    let base_mem = memory(&held.table, &held.bytes, o_n);
     let windows: Vec<Batch> = held
         .inputs
         .iter()
@@ -484,45 +509,22 @@ fn fit(args: &[String]) -> Result<()> {
             roles: Vec::new(),
         })
         .collect();
-    // Pick per entry at a price from predicted effects `pred[w][(t·L + l)·O + o]`; bisect the
-    // price to the table's memory; run the picks.
+    let indices: Vec<usize> = (0..windows.len()).collect();
+    let counts: Vec<usize> = windows.iter().map(|w| w.labels.iter().filter(|&&l| l != IGNORE).count()).collect();
+    // Pick per entry at a price from predicted effects `pred[w][(t·L + l)·O + o]`, the price at
+    // the table's memory; run the picks.
     let run = |name: &str, pred: &[Vec<f64>], kappa: f64| -> Result<()> {
-        let picks_at = |lambda: f64| -> Vec<Vec<usize>> {
-            (0..windows.len())
-                .map(|w| {
-                    (0..t_n * l_n)
-                        .map(|i| {
-                            let b = held.table[w][i];
-                            let cost = |o: usize| {
-                                let p = if o == b { 0.0 } else { pred[w][i * o_n + o] + kappa };
-                                p + lambda * (held.bytes[i * o_n + o] - held.bytes[i * o_n + b])
-                            };
-                            (0..o_n).min_by(|&a, &c| cost(a).total_cmp(&cost(c))).expect("a menu")
-                        })
-                        .collect()
-                })
-                .collect()
-        };
-        let (mut lo, mut hi) = (0.0f64, 1e6f64);
-        for _ in 0..60 {
-            let mid = (lo * hi).sqrt().max(lo + 1e-9);
-            if memory(&picks_at(mid)) > base_mem { lo = mid } else { hi = mid }
-        }
-        let picks = picks_at(hi);
-        let losses = par_map(&(0..windows.len()).collect::<Vec<_>>(), 2, |&w| {
-            window_loss(&rules, &windows[w], &picks[w], &dev)
-        })?;
+        let picks_at = |lambda: f64| pick(&held.table, &held.bytes, o_n, |w, c| pred[w][c], lambda, kappa);
+        let picks = picks_at(price_for(base_mem, |lambda| memory(&picks_at(lambda), &held.bytes, o_n)));
+        let losses = par_map(&indices, 2, |&w| window_loss(&rules, &windows[w], &picks[w], &dev))?;
         let diffs: Vec<f64> = losses.iter().zip(&held.base_bits).map(|(a, b)| b - a).collect();
         let changed: usize =
             picks.iter().zip(&held.table).map(|(p, b)| p.iter().zip(b).filter(|(x, y)| x != y).count()).sum();
-        let (lo95, hi95) = bootstrap(
-            &diffs,
-            &windows.iter().map(|w| w.labels.iter().filter(|&&l| l != IGNORE).count()).collect::<Vec<_>>(),
-        );
+        let (lo95, hi95) = bootstrap(&diffs, &counts);
         println!(
             "| {name} | {kappa} | {:.4} | {:.2} % | {:+.4} [{lo95:+.4}, {hi95:+.4}] | {:.1} % |",
             losses.iter().sum::<f64>() / labels as f64,
-            100.0 * memory(&picks),
+            100.0 * memory(&picks, &held.bytes, o_n),
             diffs.iter().sum::<f64>() / labels as f64,
             100.0 * changed as f64 / (windows.len() * t_n * l_n) as f64
         );
@@ -533,8 +535,7 @@ fn fit(args: &[String]) -> Result<()> {
     println!("| the table | | {:.4} | {:.2} % | | |", base_loss / labels as f64, 100.0 * base_mem);
     let kappas = [0.0, 0.25, 0.5, 1.0, 2.0];
     let exact_picks = vec![rules.config().exact_index(); t_n * l_n];
-    let exact_bits =
-        par_map(&(0..windows.len()).collect::<Vec<_>>(), 2, |&w| window_loss(&rules, &windows[w], &exact_picks, &dev))?;
+    let exact_bits = par_map(&indices, 2, |&w| window_loss(&rules, &windows[w], &exact_picks, &dev))?;
     println!("| the exact cache | | {:.4} | 100 % | | |", exact_bits.iter().sum::<f64>() / labels as f64);
     let truth: Vec<Vec<f64>> = held.effects.iter().map(|e| e.iter().map(|&x| x as f64).collect()).collect();
     for kappa in kappas {
@@ -553,37 +554,35 @@ fn fit(args: &[String]) -> Result<()> {
                     .map(move |(t, f)| (f, (0..l_n * o_n).map(|c| ew[t * l_n * o_n + c] as f64).collect::<Vec<_>>()))
             })
             .unzip();
-        for alpha in [10.0] {
-            let w = ridge(&xs, &ys, alpha);
-            let pred: Vec<Vec<f64>> = rows(&held, &held_reads)
-                .iter()
-                .map(|fw| {
-                    fw.iter()
-                        .flat_map(|f| w.iter().map(move |wc| wc.iter().zip(f).map(|(a, b)| a * b).sum::<f64>()))
-                        .collect()
-                })
-                .collect();
-            let name = match level {
-                Level::Byte => "byte alone (the table refitted)".to_string(),
-                Level::Context => "byte + context".to_string(),
-                Level::Hindsight(a) => format!("+ attention drawn by age {a} (not causal at the write)"),
-                Level::Future => "+ all attention drawn (not causal)".to_string(),
-            };
-            // How much of the held-out effects' variance the prediction explains (entries off the
-            // table's option).
-            let (mut sse, mut sum, mut sum2, mut n) = (0.0, 0.0, 0.0, 0.0);
-            for (pw, (ew, tw)) in pred.iter().zip(held.effects.iter().zip(&held.table)) {
-                for i in 0..t_n * l_n {
-                    for o in (0..o_n).filter(|&o| o != tw[i]) {
-                        let (p, y) = (pw[i * o_n + o], ew[i * o_n + o] as f64);
-                        (sse, sum, sum2, n) = (sse + (p - y) * (p - y), sum + y, sum2 + y * y, n + 1.0);
-                    }
+        let w = ridge(&xs, &ys, RIDGE);
+        let pred: Vec<Vec<f64>> = rows(&held, &held_reads)
+            .iter()
+            .map(|fw| {
+                fw.iter()
+                    .flat_map(|f| w.iter().map(move |wc| wc.iter().zip(f).map(|(a, b)| a * b).sum::<f64>()))
+                    .collect()
+            })
+            .collect();
+        let name = match level {
+            Level::Byte => "byte alone (the table refitted)".to_string(),
+            Level::Context => "byte + context".to_string(),
+            Level::Hindsight(a) => format!("+ attention drawn by age {a} (not causal at the write)"),
+            Level::Future => "+ all attention drawn (not causal)".to_string(),
+        };
+        // How much of the held-out effects' variance the prediction explains (entries off the
+        // table's option).
+        let (mut sse, mut sum, mut sum2, mut n) = (0.0, 0.0, 0.0, 0.0);
+        for (pw, (ew, tw)) in pred.iter().zip(held.effects.iter().zip(&held.table)) {
+            for i in 0..t_n * l_n {
+                for o in (0..o_n).filter(|&o| o != tw[i]) {
+                    let (p, y) = (pw[i * o_n + o], ew[i * o_n + o] as f64);
+                    (sse, sum, sum2, n) = (sse + (p - y) * (p - y), sum + y, sum2 + y * y, n + 1.0);
                 }
             }
-            eprintln!("{name}, ridge {alpha}: held-out R² of the effects {:.4}", 1.0 - sse / (sum2 - sum * sum / n));
-            for kappa in kappas {
-                run(&format!("{name}, ridge {alpha}"), &pred, kappa)?;
-            }
+        }
+        eprintln!("{name}, ridge {RIDGE}: held-out R² of the effects {:.4}", 1.0 - sse / (sum2 - sum * sum / n));
+        for kappa in kappas {
+            run(&format!("{name}, ridge {RIDGE}"), &pred, kappa)?;
         }
     }
     Ok(())
