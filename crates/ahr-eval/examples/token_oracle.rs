@@ -485,6 +485,12 @@ fn fit(args: &[String]) -> Result<()> {
     }
     let train = first;
     let t_n = held.seq_len;
+    if model.config().vocab_size > 256 {
+        bail!(
+            "fit reads byte-level text (its features one-hot a byte); this model's vocabulary has {} tokens",
+            model.config().vocab_size
+        );
+    }
     let rules = model.clone().with_timed(&demotion_stores(model.config(), t_n))?;
     let names: Vec<String> = rules.config().menu.iter().map(|o| o.to_string()).collect();
     if names != held.menu || names != train.menu {
